@@ -1,0 +1,108 @@
+// pimgate configuration: the YAML schema as C++ structs, and the loader that validates it.
+#ifndef PIMGATE_CORE_CONFIG_H_
+#define PIMGATE_CORE_CONFIG_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace pimgate {
+
+enum class SourceKind { kEventsApi, kEventPlatform };
+
+// A secret as configured: its resolved value plus where it came from. `Describe()` never
+// returns the value, so secrets can be logged safely by describing them.
+struct Secret {
+  std::string value;
+  std::string origin;  // "inline", "env:NAME" or "file:/path"
+};
+
+struct TlsConfig {
+  std::string cert_file;
+  std::string key_file;
+  // Lowest protocol accepted: "1.2" (default) or "1.3".
+  std::string min_version = "1.2";
+};
+
+struct GatewayConfig {
+  // host:port; port 0 picks a free port (tests).
+  std::string listen = "0.0.0.0:8443";
+  std::optional<TlsConfig> tls;
+  // I/O threads serving HTTP. 0 = number of cores.
+  int threads = 0;
+  // Largest accepted request body; larger ones get 413 (before reading when Content-Length says
+  // so). Bounds memory per connection together with header_limit.
+  std::size_t body_limit = 4 * 1024 * 1024;
+  std::size_t header_limit = 16 * 1024;
+  // Most events accepted in one legacy request (Akeneo sends 1 to 10).
+  std::size_t max_events_per_request = 100;
+  // Time allowed to receive a request's headers, then its body, once the first byte arrived.
+  std::chrono::milliseconds header_timeout{10'000};
+  std::chrono::milliseconds body_timeout{30'000};
+  // A keep-alive connection with no new request for this long is closed.
+  std::chrono::milliseconds idle_timeout{60'000};
+  // TLS handshake must finish within this.
+  std::chrono::milliseconds handshake_timeout{10'000};
+  // Open connections beyond this are closed at accept.
+  std::size_t max_connections = 1024;
+  // Legacy Events API: reject requests whose timestamp is further than this from now.
+  std::chrono::seconds timestamp_tolerance{300};
+};
+
+struct StoreConfig {
+  std::string path = "./pimgate-data";
+  // true: a 200 is sent only after the events are fsynced (group commit).
+  bool sync = true;
+  // How long events stay in the log (and the dedup window).
+  std::chrono::seconds retention{7 * 24 * 3600};
+  // Most requests merged into one group commit.
+  std::size_t max_commit_requests = 256;
+  // Requests waiting for the writer. Event Platform sources get 429 above it; legacy requests
+  // (whose sender ignores 429) wait.
+  std::size_t max_pending_requests = 4096;
+};
+
+struct SourceConfig {
+  std::string name;
+  SourceKind kind = SourceKind::kEventsApi;
+  // The POST path this source's webhooks arrive at, e.g. /hooks/akeneo.
+  std::string path;
+  Secret secret;
+  std::optional<Secret> secondary_secret;
+  // Overrides gateway.timestamp_tolerance for this (legacy) source.
+  std::optional<std::chrono::seconds> timestamp_tolerance;
+};
+
+struct LogConfig {
+  std::string level = "info";  // trace, debug, info, warn, error
+  std::string format = "text";  // text | json
+};
+
+struct Config {
+  GatewayConfig gateway;
+  StoreConfig store;
+  std::vector<SourceConfig> sources;
+  LogConfig log;
+};
+
+// Parses and validates a configuration. Errors name the key and its line ("line 12: sources[0]
+// .kind: must be events_api or event_platform"). Unknown keys are errors. `${ENV}` and
+// `file:/path` secret references are resolved here.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+absl::StatusOr<Config> LoadConfigString(const std::string& yaml);
+
+// "500ms", "30s", "15m", "168h", "1h30m" → milliseconds. Errors on anything else.
+absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text);
+// "4194304", "512KiB", "4MiB", "1GiB" (also KB/MB/GB as powers of 1000) → bytes.
+absl::StatusOr<std::size_t> ParseByteSize(const std::string& text);
+
+const char* SourceKindName(SourceKind kind);
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CORE_CONFIG_H_

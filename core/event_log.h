@@ -1,0 +1,104 @@
+// EventLog: pimgate's append-only event log. Assigns sequences, deduplicates by (source, event
+// id), marks stale versions per resource, and writes each request atomically through a group
+// commit over a LogBackend.
+#ifndef PIMGATE_CORE_EVENT_LOG_H_
+#define PIMGATE_CORE_EVENT_LOG_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/log_backend.h"
+#include "pimgate/v1/event.pb.h"
+#include "pimgate/v1/store.pb.h"
+
+namespace pimgate {
+
+// The events of one webhook request, parsed but not yet stored. `sequence` and `stale` of the
+// events are ignored on input and set by the log.
+struct AppendRequest {
+  std::vector<v1::Event> events;
+  std::vector<v1::QuarantineEntry> quarantine;
+};
+
+struct AppendResult {
+  uint32_t accepted = 0;    // newly stored (stale ones included)
+  uint32_t duplicates = 0;  // already in the log (or twice in this request), not stored again
+  uint32_t stale = 0;       // stored with stale = true
+  uint64_t first_sequence = 0;  // 0 when nothing was stored
+  uint64_t last_sequence = 0;
+};
+
+struct EventLogOptions {
+  bool sync = true;
+  std::size_t max_commit_requests = 256;
+  std::size_t max_pending_requests = 4096;
+};
+
+// Thread-safe. Append may be called from any thread; callbacks run on the log's committer
+// thread and must not block (post to your own executor).
+class EventLog {
+ public:
+  using AppendCallback = std::function<void(absl::StatusOr<AppendResult>)>;
+
+  // Takes ownership of `backend`, recovers its state and starts the committer thread.
+  static absl::StatusOr<std::unique_ptr<EventLog>> Open(std::unique_ptr<LogBackend> backend,
+                                                        EventLogOptions options);
+  ~EventLog();  // drains pending appends, then stops
+
+  EventLog(const EventLog&) = delete;
+  EventLog& operator=(const EventLog&) = delete;
+
+  // Queues `request` for the next group commit. `callback` gets the result once the whole
+  // request is in the log (fsynced when options.sync) or an error when nothing of it was
+  // written. The request is all-or-nothing: a failed commit stores none of its events.
+  void Append(AppendRequest request, AppendCallback callback);
+
+  // Blocking convenience for tools and tests.
+  absl::StatusOr<AppendResult> AppendSync(AppendRequest request);
+
+  // Requests queued and not yet committed (for backpressure decisions).
+  std::size_t pending() const { return pending_.load(std::memory_order_relaxed); }
+  std::size_t max_pending() const { return options_.max_pending_requests; }
+  // Highest sequence stored so far (0 when empty).
+  uint64_t head() const { return head_.load(std::memory_order_acquire); }
+
+  LogBackend& backend() { return *backend_; }
+
+ private:
+  struct Pending {
+    AppendRequest request;
+    AppendCallback callback;
+  };
+
+  EventLog(std::unique_ptr<LogBackend> backend, EventLogOptions options, RecoveredState state);
+  void CommitLoop();
+  void CommitGroup(std::vector<Pending>& group);
+
+  std::unique_ptr<LogBackend> backend_;
+  const EventLogOptions options_;
+
+  absl::Mutex mu_;
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::atomic<std::size_t> pending_{0};
+  std::atomic<uint64_t> head_{0};
+  // Committer-thread state.
+  uint64_t next_quarantine_id_ = 1;
+  std::thread committer_;
+};
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CORE_EVENT_LOG_H_

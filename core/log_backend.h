@@ -1,0 +1,85 @@
+// The narrow storage interface under pimgate's event log. RocksDB implements it today; a
+// distributed backend (NATS JetStream) can implement it later. Dedup, staleness and sequencing
+// live in EventLog, above this line, and never see a backend's own types.
+#ifndef PIMGATE_CORE_LOG_BACKEND_H_
+#define PIMGATE_CORE_LOG_BACKEND_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "pimgate/v1/event.pb.h"
+#include "pimgate/v1/store.pb.h"
+
+namespace pimgate {
+
+// Identifies one resource for staleness tracking: (source, kind, resource_id).
+struct ResourceKey {
+  std::string source;
+  std::string kind;
+  std::string resource_id;
+  bool operator==(const ResourceKey&) const = default;
+};
+
+// The newest version the log has seen for a resource, in microseconds since the epoch.
+struct ResourceVersion {
+  int64_t version_at_us = 0;
+  uint64_t sequence = 0;
+};
+
+struct DedupKey {
+  std::string source;
+  std::string event_id;
+  bool operator==(const DedupKey&) const = default;
+};
+
+// Everything one group commit writes. A backend must apply it atomically: after a crash either
+// all of it is visible or none of it.
+struct CommitBatch {
+  std::vector<v1::Event> events;  // sequences already assigned, increasing
+  std::vector<std::pair<DedupKey, uint64_t>> dedup;  // event id -> sequence
+  std::vector<std::pair<ResourceKey, ResourceVersion>> versions;
+  std::vector<v1::QuarantineEntry> quarantine;  // ids already assigned
+  uint64_t last_sequence = 0;
+  uint64_t last_quarantine_id = 0;
+};
+
+// What a backend recovers when it opens.
+struct RecoveredState {
+  uint64_t last_sequence = 0;
+  uint64_t last_quarantine_id = 0;
+  uint64_t event_count = 0;  // approximate for large logs
+};
+
+// Storage for the event log. Thread-safety: Write() is called by one thread at a time (the
+// EventLog's committer); reads and lookups may run concurrently with it and with each other.
+class LogBackend {
+ public:
+  virtual ~LogBackend() = default;
+
+  virtual absl::StatusOr<RecoveredState> Recover() = 0;
+
+  // Durability contract: when Write returns OK with `sync` true, the batch is on stable storage
+  // (fsynced) and survives a process or machine crash. With `sync` false it survives a process
+  // crash (it is in the OS page cache) but not a power loss.
+  virtual absl::Status Write(const CommitBatch& batch, bool sync) = 0;
+
+  // Sequence of a stored event with this (source, id), if any.
+  virtual absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) = 0;
+  virtual absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) = 0;
+
+  virtual absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) = 0;
+  // Up to `max` events with sequence >= `from`, in sequence order.
+  virtual absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) = 0;
+  virtual absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
+                                                                         std::size_t max) = 0;
+  // Bytes the backend occupies on disk (best effort).
+  virtual uint64_t DiskBytes() = 0;
+};
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CORE_LOG_BACKEND_H_
