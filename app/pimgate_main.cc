@@ -1,1 +1,162 @@
-int main() { return 0; }
+// pimgate server entry point: loads the configuration, opens the event log, serves webhooks.
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "core/config.h"
+#include "core/event_log.h"
+#include "core/logging.h"
+#include "core/rocksdb_backend.h"
+#include "gateway/server.h"
+#include "spdlog/spdlog.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(pimgate: Akeneo PIM webhook gateway and durable event log
+
+Usage:
+  pimgate --config FILE [--ready-file FILE]   run the server
+  pimgate --check-config FILE                 validate a configuration and exit
+  pimgate --version | --help
+
+--ready-file FILE  once serving, write {"gateway_port":N} to FILE (useful with port 0)
+
+Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.
+)";
+
+int Usage(const char* error) {
+  std::fprintf(stderr, "pimgate: %s\n\n%s", error, kUsage);
+  return 2;
+}
+
+int CheckConfig(const std::string& path) {
+  absl::StatusOr<pimgate::Config> config = pimgate::LoadConfigFile(path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s: %s\n", path.c_str(), std::string(config.status().message()).c_str());
+    return 2;
+  }
+  std::printf("%s: OK (%zu source(s), store %s, %s)\n", path.c_str(), config->sources.size(),
+              config->store.path.c_str(), config->gateway.tls ? "TLS" : "plain HTTP");
+  return 0;
+}
+
+int Serve(const std::string& path, const std::string& ready_file) {
+  absl::StatusOr<pimgate::Config> config = pimgate::LoadConfigFile(path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s: %s\n", path.c_str(), std::string(config.status().message()).c_str());
+    return 2;
+  }
+  if (absl::Status status = pimgate::ConfigureLogging(config->log.level, config->log.format);
+      !status.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
+    return 2;
+  }
+
+  // Block the stop signals in every thread; the main thread waits for them with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto backend = pimgate::OpenRocksDbBackend(config->store.path);
+  if (!backend.ok()) {
+    spdlog::critical("cannot open the event log at {}: {}", config->store.path,
+                     std::string(backend.status().message()));
+    return 1;
+  }
+  pimgate::EventLogOptions log_options;
+  log_options.sync = config->store.sync;
+  log_options.max_commit_requests = config->store.max_commit_requests;
+  log_options.max_pending_requests = config->store.max_pending_requests;
+  auto log = pimgate::EventLog::Open(std::move(*backend), log_options);
+  if (!log.ok()) {
+    spdlog::critical("cannot recover the event log at {}: {}", config->store.path,
+                     std::string(log.status().message()));
+    return 1;
+  }
+  spdlog::info("event log {} opened: head sequence {}, sync={}", config->store.path,
+               (*log)->head(), config->store.sync);
+  if (!config->store.sync) {
+    spdlog::warn("store.sync is false: a 200 means the events survive a pimgate crash, "
+                 "not a power loss");
+  }
+
+  auto gateway = pimgate::Gateway::Create(*config, log->get());
+  if (!gateway.ok()) {
+    spdlog::critical("{}", std::string(gateway.status().message()));
+    return 2;
+  }
+  if (absl::Status status = (*gateway)->Start(); !status.ok()) {
+    spdlog::critical("{}", std::string(status.message()));
+    return 1;
+  }
+  if (!config->gateway.tls) {
+    spdlog::warn("**********************************************************************");
+    spdlog::warn("gateway.tls is not set: serving PLAIN HTTP. Webhook bodies and signatures");
+    spdlog::warn("travel unencrypted. Use this only behind a TLS-terminating proxy or locally.");
+    spdlog::warn("**********************************************************************");
+  }
+  for (const pimgate::SourceConfig& source : config->sources) {
+    spdlog::info("source {} ({}) at POST {} (secret from {}{})", source.name,
+                 pimgate::SourceKindName(source.kind), source.path, source.secret.origin,
+                 source.secondary_secret ? ", secondary from " + source.secondary_secret->origin
+                                         : std::string());
+  }
+  spdlog::info("pimgate listening on {} ({}) port {}", config->gateway.listen,
+               (*gateway)->tls() ? "HTTPS" : "HTTP", (*gateway)->port());
+  if (!ready_file.empty()) {
+    std::string tmp = ready_file + ".tmp";
+    std::ofstream(tmp) << "{\"gateway_port\":" << (*gateway)->port() << "}\n";
+    std::rename(tmp.c_str(), ready_file.c_str());
+  }
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  spdlog::info("received {}, stopping: finishing requests in flight", strsignal(signal_number));
+  (*gateway)->Stop();
+  gateway->reset();
+  log->reset();  // drains and closes the log
+  spdlog::info("pimgate stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path, check_path, ready_file;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&](const char* name) -> const char* {
+      if (i + 1 >= argc) return nullptr;
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (arg == "--version") {
+      std::puts("pimgate 0.1.0");
+      return 0;
+    } else if (arg == "--config") {
+      const char* v = value("--config");
+      if (v == nullptr) return Usage("--config needs a file");
+      config_path = v;
+    } else if (arg == "--check-config") {
+      const char* v = value("--check-config");
+      if (v == nullptr) return Usage("--check-config needs a file");
+      check_path = v;
+    } else if (arg == "--ready-file") {
+      const char* v = value("--ready-file");
+      if (v == nullptr) return Usage("--ready-file needs a file");
+      ready_file = v;
+    } else {
+      return Usage(("unknown argument " + arg).c_str());
+    }
+  }
+  if (!check_path.empty()) return CheckConfig(check_path);
+  if (config_path.empty()) return Usage("--config is required");
+  return Serve(config_path, ready_file);
+}

@@ -20,6 +20,9 @@ enum class SourceKind { kEventsApi, kEventPlatform };
 struct Secret {
   std::string value;
   std::string origin;  // "inline", "env:NAME" or "file:/path"
+
+  // Where the secret came from (its origin), never its value.
+  const std::string& Describe() const { return origin; }
 };
 
 struct TlsConfig {
@@ -79,7 +82,7 @@ struct SourceConfig {
 };
 
 struct LogConfig {
-  std::string level = "info";  // trace, debug, info, warn, error
+  std::string level = "info";   // trace, debug, info, warn, error
   std::string format = "text";  // text | json
 };
 
@@ -90,15 +93,28 @@ struct Config {
   LogConfig log;
 };
 
-// Parses and validates a configuration. Errors name the key and its line ("line 12: sources[0]
-// .kind: must be events_api or event_platform"). Unknown keys are errors. `${ENV}` and
-// `file:/path` secret references are resolved here.
+// Parses and validates a configuration. Invalid configurations give InvalidArgument with the
+// line and key path of the first problem in document order ("line 12: sources[1].kind: must be
+// one of "events_api", "event_platform", got "foo""); the file path is not included, callers
+// add it. Unknown keys are errors. `store` and a non-empty `sources` are required; everything else
+// has the defaults above. Secret values are never part of an error message.
+//
+// Secrets are resolved here: "${NAME}" reads environment variable NAME (which must be set and
+// non-empty), "file:/path" reads the file with trailing whitespace trimmed, anything else is the
+// secret itself. gateway.tls files are checked to be readable regular files.
+//
+// Reads the environment, so call it before starting threads that may call setenv().
+// LoadConfigFile returns NotFound (PermissionDenied, FailedPrecondition) naming the path when the
+// file cannot be read.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 absl::StatusOr<Config> LoadConfigString(const std::string& yaml);
 
-// "500ms", "30s", "15m", "168h", "1h30m" → milliseconds. Errors on anything else.
+// "500ms", "30s", "15m", "168h", "2d", "1h30m" → milliseconds. Units are ms, s, m, h and d, each
+// at most once and largest first; numbers are whole and non-negative. "0s" parses (callers decide
+// whether zero makes sense); a bare number ("10") is an error asking for a unit.
 absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text);
-// "4194304", "512KiB", "4MiB", "1GiB" (also KB/MB/GB as powers of 1000) → bytes.
+// "4194304", "512KiB", "4MiB", "1GiB" (also B, and KB/MB/GB as powers of 1000) → bytes. No
+// fractions, signs or spaces; values beyond size_t are errors.
 absl::StatusOr<std::size_t> ParseByteSize(const std::string& text);
 
 const char* SourceKindName(SourceKind kind);

@@ -5,12 +5,11 @@
 #define PIMGATE_CORE_EVENT_LOG_H_
 
 #include <atomic>
-#include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -32,16 +31,20 @@ struct AppendRequest {
 };
 
 struct AppendResult {
-  uint32_t accepted = 0;    // newly stored (stale ones included)
-  uint32_t duplicates = 0;  // already in the log (or twice in this request), not stored again
-  uint32_t stale = 0;       // stored with stale = true
+  uint32_t accepted = 0;        // newly stored (stale ones included)
+  uint32_t duplicates = 0;      // already in the log (or twice in this request), not stored again
+  uint32_t stale = 0;           // stored with stale = true
   uint64_t first_sequence = 0;  // 0 when nothing was stored
   uint64_t last_sequence = 0;
 };
 
 struct EventLogOptions {
+  // true: a callback's OK means the request is fsynced (survives power loss). false: it is in
+  // the OS page cache (survives a process crash only).
   bool sync = true;
+  // Most requests one group commit (one backend Write, one fsync) takes from the queue. >= 1.
   std::size_t max_commit_requests = 256;
+  // Advisory queue limit: EventLog never refuses an Append; callers compare pending() with it.
   std::size_t max_pending_requests = 4096;
 };
 
@@ -62,9 +65,12 @@ class EventLog {
   // Queues `request` for the next group commit. `callback` gets the result once the whole
   // request is in the log (fsynced when options.sync) or an error when nothing of it was
   // written. The request is all-or-nothing: a failed commit stores none of its events.
+  // Requests that share a group commit share its fate: one failed Write fails all of them.
+  // An Append racing with the destructor may be refused with Unavailable, on the caller's thread.
   void Append(AppendRequest request, AppendCallback callback);
 
-  // Blocking convenience for tools and tests.
+  // Blocking convenience for tools and tests: Append, then wait for the callback. Must not be
+  // called from an AppendCallback (it would wait for the committer thread it runs on).
   absl::StatusOr<AppendResult> AppendSync(AppendRequest request);
 
   // Requests queued and not yet committed (for backpressure decisions).
@@ -89,14 +95,17 @@ class EventLog {
   const EventLogOptions options_;
 
   absl::Mutex mu_;
+  absl::CondVar queue_cv_;  // signalled on a new request and on stop
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   std::atomic<std::size_t> pending_{0};
+  // Written only by the committer, and only after a successful backend Write.
   std::atomic<uint64_t> head_{0};
-  // Committer-thread state.
-  uint64_t next_quarantine_id_ = 1;
-  std::thread committer_;
+  // Committer-thread state: the last quarantine id stored. Like head_, it only moves after a
+  // successful Write, so a failed group leaves no gap.
+  uint64_t last_quarantine_id_ = 0;
+  std::thread committer_;  // last member: starts after everything it reads is initialised
 };
 
 }  // namespace pimgate

@@ -1,0 +1,390 @@
+// RocksDB implementation of LogBackend. Every RocksDB type stays in this file; the rest of pimgate
+// sees LogBackend and absl::Status only.
+//
+// On-disk layout (one column family each; integers are 8-byte big-endian so that RocksDB's
+// bytewise key order is numeric order):
+//   events     sequence                            -> serialized v1::Event
+//   dedup      source '\0' event_id                -> sequence
+//   versions   source '\0' kind '\0' resource_id   -> version_at_us (8, BE) + sequence (8, BE)
+//   quarantine id                                  -> serialized v1::QuarantineEntry
+//   meta       "last_sequence" | "last_quarantine_id" -> value
+// Source names come from configuration and event ids, kinds and resource ids from Akeneo; none of
+// them contains '\0', so the separator keeps composite keys unambiguous.
+#include "core/rocksdb_backend.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/db.h"
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/iterator.h"
+#include "rocksdb/options.h"
+#include "rocksdb/slice.h"
+#include "rocksdb/status.h"
+#include "rocksdb/table.h"
+#include "rocksdb/transaction_log.h"
+#include "rocksdb/write_batch.h"
+
+namespace pimgate {
+namespace {
+
+// Column family names. "default" must be opened too (RocksDB requires it) but holds nothing.
+constexpr char kEventsFamily[] = "events";
+constexpr char kDedupFamily[] = "dedup";
+constexpr char kVersionsFamily[] = "versions";
+constexpr char kQuarantineFamily[] = "quarantine";
+constexpr char kMetaFamily[] = "meta";
+
+constexpr char kLastSequenceKey[] = "last_sequence";
+constexpr char kLastQuarantineIdKey[] = "last_quarantine_id";
+
+// Bits per key for the bloom filters on the point-lookup families (dedup, versions): ~1% false
+// positives, so a lookup for an unknown key (the common case for a new event) rarely touches
+// a data block.
+constexpr double kBloomBitsPerKey = 10.0;
+
+constexpr std::size_t kU64Bytes = 8;
+constexpr std::size_t kVersionValueBytes = 2 * kU64Bytes;
+
+// The one place where rocksdb::Status becomes absl::Status. I/O trouble (including a full disk)
+// is Unavailable: the request was not stored and may be retried once the disk recovers.
+absl::Status ToStatus(const rocksdb::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string message = absl::StrCat("rocksdb ", what, ": ", s.ToString());
+  switch (s.code()) {
+    case rocksdb::Status::kNotFound:
+      return absl::NotFoundError(message);
+    case rocksdb::Status::kCorruption:
+      return absl::DataLossError(message);
+    case rocksdb::Status::kNotSupported:
+      return absl::UnimplementedError(message);
+    case rocksdb::Status::kInvalidArgument:
+      return absl::InvalidArgumentError(message);
+    case rocksdb::Status::kIOError:  // also covers IsNoSpace() and IsPathNotFound()
+    case rocksdb::Status::kIncomplete:
+    case rocksdb::Status::kShutdownInProgress:
+    case rocksdb::Status::kBusy:
+    case rocksdb::Status::kTryAgain:
+      return absl::UnavailableError(message);
+    case rocksdb::Status::kTimedOut:
+      return absl::DeadlineExceededError(message);
+    case rocksdb::Status::kAborted:
+      return absl::AbortedError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+void AppendU64(std::string& out, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
+}
+
+std::string EncodeU64(uint64_t v) {
+  std::string out;
+  out.reserve(kU64Bytes);
+  AppendU64(out, v);
+  return out;
+}
+
+uint64_t DecodeU64(const char* p) {
+  uint64_t v = 0;
+  for (std::size_t i = 0; i < kU64Bytes; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+absl::StatusOr<uint64_t> DecodeU64Value(const rocksdb::Slice& value, absl::string_view what) {
+  if (value.size() != kU64Bytes) {
+    return absl::DataLossError(
+        absl::StrCat("rocksdb ", what, ": expected 8 bytes, found ", value.size()));
+  }
+  return DecodeU64(value.data());
+}
+
+// Composite keys: the parts joined by '\0'.
+std::string JoinKey(std::initializer_list<std::string_view> parts) {
+  std::string key;
+  bool first = true;
+  for (std::string_view part : parts) {
+    if (!first) key.push_back('\0');
+    key.append(part);
+    first = false;
+  }
+  return key;
+}
+
+std::string DedupKeyBytes(const DedupKey& key) { return JoinKey({key.source, key.event_id}); }
+
+std::string ResourceKeyBytes(const ResourceKey& key) {
+  return JoinKey({key.source, key.kind, key.resource_id});
+}
+
+std::string EncodeVersion(const ResourceVersion& v) {
+  std::string out;
+  out.reserve(kVersionValueBytes);
+  AppendU64(out, static_cast<uint64_t>(v.version_at_us));
+  AppendU64(out, v.sequence);
+  return out;
+}
+
+class RocksDbBackend final : public LogBackend {
+ public:
+  // `handles` are in the order of the families passed to DB::Open (see OpenRocksDbBackend).
+  RocksDbBackend(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
+      : db_(std::move(db)), handles_(std::move(handles)) {}
+
+  ~RocksDbBackend() override {
+    // Handles must go before the DB. Close() waits for background work; the WAL already holds
+    // every acknowledged batch, so a Close error loses nothing that was promised.
+    for (rocksdb::ColumnFamilyHandle* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    db_->Close().PermitUncheckedError();
+  }
+
+  RocksDbBackend(const RocksDbBackend&) = delete;
+  RocksDbBackend& operator=(const RocksDbBackend&) = delete;
+
+  absl::StatusOr<RecoveredState> Recover() override {
+    RecoveredState state;
+    // meta is written in the same batch as the events, so it is normally exact. The last key of
+    // each family is a fallback for a database whose meta is missing, and taking the maximum
+    // guarantees a sequence or quarantine id is never handed out twice.
+    absl::StatusOr<std::optional<uint64_t>> meta_seq = ReadMeta(kLastSequenceKey);
+    if (!meta_seq.ok()) return meta_seq.status();
+    absl::StatusOr<uint64_t> last_event = LastKey(events(), "events");
+    if (!last_event.ok()) return last_event.status();
+    state.last_sequence = std::max(meta_seq->value_or(0), *last_event);
+
+    absl::StatusOr<std::optional<uint64_t>> meta_qid = ReadMeta(kLastQuarantineIdKey);
+    if (!meta_qid.ok()) return meta_qid.status();
+    absl::StatusOr<uint64_t> last_quarantine = LastKey(quarantine(), "quarantine");
+    if (!last_quarantine.ok()) return last_quarantine.status();
+    state.last_quarantine_id = std::max(meta_qid->value_or(0), *last_quarantine);
+
+    uint64_t keys = 0;
+    if (db_->GetIntProperty(events(), rocksdb::DB::Properties::kEstimateNumKeys, &keys)) {
+      state.event_count = keys;
+    }
+    return state;
+  }
+
+  absl::Status Write(const CommitBatch& batch, bool sync) override {
+    // One WriteBatch for everything: RocksDB applies it atomically and logs it as one WAL record,
+    // so after a crash the group is either entirely there or entirely absent.
+    rocksdb::WriteBatch wb;
+    std::string value;
+    for (const v1::Event& event : batch.events) {
+      if (!event.SerializeToString(&value)) {
+        return absl::InternalError(
+            absl::StrCat("cannot serialize event with sequence ", event.sequence()));
+      }
+      if (absl::Status s = ToStatus(wb.Put(events(), EncodeU64(event.sequence()), value), "put");
+          !s.ok()) {
+        return s;
+      }
+    }
+    for (const auto& [key, sequence] : batch.dedup) {
+      if (absl::Status s =
+              ToStatus(wb.Put(dedup(), DedupKeyBytes(key), EncodeU64(sequence)), "put");
+          !s.ok()) {
+        return s;
+      }
+    }
+    for (const auto& [key, version] : batch.versions) {
+      if (absl::Status s =
+              ToStatus(wb.Put(versions(), ResourceKeyBytes(key), EncodeVersion(version)), "put");
+          !s.ok()) {
+        return s;
+      }
+    }
+    for (const v1::QuarantineEntry& entry : batch.quarantine) {
+      if (!entry.SerializeToString(&value)) {
+        return absl::InternalError(absl::StrCat("cannot serialize quarantine entry ", entry.id()));
+      }
+      if (absl::Status s = ToStatus(wb.Put(quarantine(), EncodeU64(entry.id()), value), "put");
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (absl::Status s =
+            ToStatus(wb.Put(meta(), kLastSequenceKey, EncodeU64(batch.last_sequence)), "put");
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = ToStatus(
+            wb.Put(meta(), kLastQuarantineIdKey, EncodeU64(batch.last_quarantine_id)), "put");
+        !s.ok()) {
+      return s;
+    }
+
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;  // true: the WAL is fsynced before Write returns (see LogBackend::Write)
+    return ToStatus(db_->Write(wo, &wb), "write");
+  }
+
+  absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) override {
+    rocksdb::PinnableSlice value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), dedup(), DedupKeyBytes(key), &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) return ToStatus(s, "get dedup");
+    absl::StatusOr<uint64_t> sequence = DecodeU64Value(value, "dedup value");
+    if (!sequence.ok()) return sequence.status();
+    return *sequence;
+  }
+
+  absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) override {
+    rocksdb::PinnableSlice value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), versions(), ResourceKeyBytes(key), &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) return ToStatus(s, "get version");
+    if (value.size() != kVersionValueBytes) {
+      return absl::DataLossError(
+          absl::StrCat("rocksdb version value: expected 16 bytes, found ", value.size()));
+    }
+    ResourceVersion version;
+    version.version_at_us = static_cast<int64_t>(DecodeU64(value.data()));
+    version.sequence = DecodeU64(value.data() + kU64Bytes);
+    return version;
+  }
+
+  absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) override {
+    rocksdb::PinnableSlice value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), events(), EncodeU64(sequence), &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) return ToStatus(s, "get event");
+    v1::Event event;
+    if (!event.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+      return absl::DataLossError(absl::StrCat("cannot parse stored event ", sequence));
+    }
+    return event;
+  }
+
+  absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) override {
+    return ReadRange<v1::Event>(events(), from, max, "event");
+  }
+
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
+                                                                  std::size_t max) override {
+    return ReadRange<v1::QuarantineEntry>(quarantine(), from, max, "quarantine entry");
+  }
+
+  uint64_t DiskBytes() override {
+    // Table files of every family plus the WAL (which is all there is until the first flush).
+    // Best effort: a property or listing failure counts as zero.
+    uint64_t bytes = 0;
+    uint64_t sst = 0;
+    if (db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kTotalSstFilesSize, &sst)) {
+      bytes += sst;
+    }
+    rocksdb::VectorLogPtr wal_files;
+    if (db_->GetSortedWalFiles(wal_files).ok()) {
+      for (const auto& file : wal_files) bytes += file->SizeFileBytes();
+    }
+    return bytes;
+  }
+
+ private:
+  // Indexes into handles_, matching the family order in OpenRocksDbBackend.
+  enum Family : std::size_t { kDefault, kEvents, kDedup, kVersions, kQuarantine, kMeta };
+
+  rocksdb::ColumnFamilyHandle* events() const { return handles_[kEvents]; }
+  rocksdb::ColumnFamilyHandle* dedup() const { return handles_[kDedup]; }
+  rocksdb::ColumnFamilyHandle* versions() const { return handles_[kVersions]; }
+  rocksdb::ColumnFamilyHandle* quarantine() const { return handles_[kQuarantine]; }
+  rocksdb::ColumnFamilyHandle* meta() const { return handles_[kMeta]; }
+
+  absl::StatusOr<std::optional<uint64_t>> ReadMeta(const char* key) {
+    rocksdb::PinnableSlice value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta(), key, &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) return ToStatus(s, "get meta");
+    absl::StatusOr<uint64_t> v = DecodeU64Value(value, key);
+    if (!v.ok()) return v.status();
+    return *v;
+  }
+
+  // Largest 8-byte key in `family`, 0 when it is empty.
+  absl::StatusOr<uint64_t> LastKey(rocksdb::ColumnFamilyHandle* family, absl::string_view what) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), family));
+    it->SeekToLast();
+    if (!it->Valid()) {
+      if (absl::Status s = ToStatus(it->status(), "iterate"); !s.ok()) return s;
+      return 0;
+    }
+    return DecodeU64Value(it->key(), absl::StrCat(what, " key"));
+  }
+
+  template <typename Message>
+  absl::StatusOr<std::vector<Message>> ReadRange(rocksdb::ColumnFamilyHandle* family, uint64_t from,
+                                                 std::size_t max, absl::string_view what) {
+    std::vector<Message> out;
+    if (max == 0) return out;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), family));
+    for (it->Seek(EncodeU64(from)); it->Valid() && out.size() < max; it->Next()) {
+      Message& message = out.emplace_back();
+      const rocksdb::Slice value = it->value();
+      if (!message.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+        return absl::DataLossError(
+            absl::StrCat("cannot parse stored ", what, " at key ", DecodeU64(it->key().data())));
+      }
+    }
+    if (absl::Status s = ToStatus(it->status(), "iterate"); !s.ok()) return s;
+    return out;
+  }
+
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LogBackend>> OpenRocksDbBackend(
+    const std::string& path, const RocksDbBackendOptions& options) {
+  std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+
+  rocksdb::BlockBasedTableOptions scan_table;
+  scan_table.block_cache = cache;
+  rocksdb::BlockBasedTableOptions lookup_table = scan_table;
+  lookup_table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(kBloomBitsPerKey));
+
+  rocksdb::ColumnFamilyOptions scan_cf;
+  scan_cf.write_buffer_size = options.write_buffer_bytes;
+  scan_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(scan_table));
+  rocksdb::ColumnFamilyOptions lookup_cf = scan_cf;
+  lookup_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(lookup_table));
+
+  // Order must match RocksDbBackend::Family.
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, scan_cf},
+      {kEventsFamily, scan_cf},
+      {kDedupFamily, lookup_cf},
+      {kVersionsFamily, lookup_cf},
+      {kQuarantineFamily, scan_cf},
+      {kMetaFamily, scan_cf},
+  };
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  // The WAL is written by Write itself, never held back for a manual FlushWAL: a batch that Write
+  // acknowledged is at least in the OS page cache (sync=false) or on disk (sync=true).
+  db_options.manual_wal_flush = false;
+
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, path, families, &handles, &raw);
+  if (!s.ok()) return ToStatus(s, absl::StrCat("open ", path));
+  return std::make_unique<RocksDbBackend>(std::unique_ptr<rocksdb::DB>(raw), std::move(handles));
+}
+
+}  // namespace pimgate

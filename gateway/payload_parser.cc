@@ -1,0 +1,731 @@
+// Turns verified Akeneo webhook bodies into pimgate Events with simdjson's DOM API: the legacy
+// Events API batch ({"events":[...]}) and the Event Platform's structured-mode CloudEvent.
+#include "gateway/payload_parser.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "core/event_type.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "pimgate/v1/event.pb.h"
+#include "simdjson.h"
+
+namespace pimgate {
+namespace {
+
+using google::protobuf::ListValue;
+using google::protobuf::Struct;
+using google::protobuf::Timestamp;
+using google::protobuf::Value;
+
+// Deepest nesting of JSON containers accepted inside an event's `data` (its root object counts
+// as 1). simdjson already refuses bodies nested deeper than simdjson::DEFAULT_MAX_DEPTH (1024);
+// this tighter bound exists for the stored protobuf: every JSON object level costs three message
+// levels in a google.protobuf.Struct (Struct, map entry, Value), and protobuf's parser refuses
+// messages nested deeper than 100 by default. At 30 levels an Event still parses back with room
+// for a few wrapping messages (log record, gRPC stream). Real Akeneo payloads stay below 10.
+constexpr int kMaxDataDepth = 30;
+
+// Longest input quoted back in an error message.
+constexpr std::size_t kMaxQuotedInput = 64;
+
+// Range of google.protobuf.Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+constexpr std::int64_t kMinTimestampSeconds = -62135596800;
+constexpr std::int64_t kMaxTimestampSeconds = 253402300799;
+
+// Canonical type suffix of the Event Platform's delta events (`product.updated.delta`).
+constexpr std::string_view kDeltaSuffix = ".updated.delta";
+
+// Debian's Abseil 20220623 is built with its own absl::string_view instead of an alias of
+// std::string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0); this bridges the two for StrCat.
+absl::string_view AsAbsl(std::string_view text) { return {text.data(), text.size()}; }
+
+// ---------------------------------------------------------------------------------------------
+// Timestamps
+
+// Reads exactly `n` ASCII digits at `*pos`.
+bool ReadDigits(std::string_view text, std::size_t* pos, int n, int* out) {
+  if (text.size() - *pos < static_cast<std::size_t>(n)) return false;
+  int value = 0;
+  for (int i = 0; i < n; ++i) {
+    const char c = text[*pos + i];
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + (c - '0');
+  }
+  *pos += n;
+  *out = value;
+  return true;
+}
+
+bool ReadChar(std::string_view text, std::size_t* pos, char c) {
+  if (*pos >= text.size() || text[*pos] != c) return false;
+  ++*pos;
+  return true;
+}
+
+bool IsLeapYear(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+int DaysInMonth(int y, int m) {
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return m == 2 && IsLeapYear(y) ? 29 : kDays[m - 1];
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+std::int64_t DaysFromCivil(std::int64_t y, int m, int d) {
+  y -= m <= 2;
+  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const std::int64_t yoe = y - era * 400;
+  const std::int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const std::int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+// Parses `YYYY-MM-DD(T|t| )hh:mm:ss[.f{1,9}]` followed by `Z`, `z` or `±hh:mm`; when
+// `offset_required` is false the zone may also be absent, meaning UTC. Every field is
+// range-checked; the leap second `:60` is refused (Akeneo's producers never emit it and
+// Timestamp cannot represent it). Returns false on anything else, including trailing bytes.
+bool ParseDateTime(std::string_view text, bool offset_required, Timestamp* out) {
+  std::size_t pos = 0;
+  int year, month, day, hour, minute, second;
+  if (!ReadDigits(text, &pos, 4, &year) || !ReadChar(text, &pos, '-') ||
+      !ReadDigits(text, &pos, 2, &month) || !ReadChar(text, &pos, '-') ||
+      !ReadDigits(text, &pos, 2, &day)) {
+    return false;
+  }
+  if (pos >= text.size() || (text[pos] != 'T' && text[pos] != 't' && text[pos] != ' ')) {
+    return false;
+  }
+  ++pos;
+  if (!ReadDigits(text, &pos, 2, &hour) || !ReadChar(text, &pos, ':') ||
+      !ReadDigits(text, &pos, 2, &minute) || !ReadChar(text, &pos, ':') ||
+      !ReadDigits(text, &pos, 2, &second)) {
+    return false;
+  }
+  if (month < 1 || month > 12 || day < 1 || day > DaysInMonth(year, month) || hour > 23 ||
+      minute > 59 || second > 59) {
+    return false;
+  }
+  int nanos = 0;
+  if (pos < text.size() && text[pos] == '.') {
+    ++pos;
+    int digits = 0;
+    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
+      if (++digits > 9) return false;
+      nanos = nanos * 10 + (text[pos] - '0');
+      ++pos;
+    }
+    if (digits == 0) return false;
+    for (int i = digits; i < 9; ++i) nanos *= 10;
+  }
+  int offset_seconds = 0;
+  if (pos == text.size()) {
+    if (offset_required) return false;
+  } else if (text[pos] == 'Z' || text[pos] == 'z') {
+    ++pos;
+  } else if (text[pos] == '+' || text[pos] == '-') {
+    const int sign = text[pos] == '-' ? -1 : 1;
+    ++pos;
+    int offset_hours, offset_minutes;
+    if (!ReadDigits(text, &pos, 2, &offset_hours) || !ReadChar(text, &pos, ':') ||
+        !ReadDigits(text, &pos, 2, &offset_minutes) || offset_hours > 23 || offset_minutes > 59) {
+      return false;
+    }
+    offset_seconds = sign * (offset_hours * 3600 + offset_minutes * 60);
+  } else {
+    return false;
+  }
+  if (pos != text.size()) return false;
+
+  const std::int64_t seconds =
+      DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset_seconds;
+  if (seconds < kMinTimestampSeconds || seconds > kMaxTimestampSeconds) return false;
+  out->set_seconds(seconds);
+  out->set_nanos(nanos);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON access
+
+// The member `key` of `element` when `element` is an object that has it (first one wins on
+// duplicate keys, like everywhere in this file).
+std::optional<simdjson::dom::element> Member(simdjson::dom::element element, std::string_view key) {
+  simdjson::dom::object object;
+  if (element.get(object) != simdjson::SUCCESS) return std::nullopt;
+  simdjson::dom::element value;
+  if (object.at_key(key).get(value) != simdjson::SUCCESS) return std::nullopt;
+  return value;
+}
+
+// Member `key` as a string; empty when absent or not a string.
+std::string_view StringMember(simdjson::dom::element element, std::string_view key) {
+  const std::optional<simdjson::dom::element> value = Member(element, key);
+  std::string_view text;
+  if (!value || value->get(text) != simdjson::SUCCESS) return {};
+  return text;
+}
+
+bool IsAbsentOrNull(const std::optional<simdjson::dom::element>& value) {
+  return !value || value->is_null();
+}
+
+// A JSON number as decimal text: integers exactly, other numbers in shortest round-trip form.
+std::string NumberText(simdjson::dom::element number) {
+  std::int64_t i;
+  if (number.get(i) == simdjson::SUCCESS) return absl::StrCat(i);
+  std::uint64_t u;
+  if (number.get(u) == simdjson::SUCCESS) return absl::StrCat(u);
+  double d;
+  if (number.get(d) == simdjson::SUCCESS) {
+    if (std::trunc(d) == d && std::fabs(d) < 9007199254740992.0) {
+      return absl::StrCat(static_cast<std::int64_t>(d));
+    }
+    return absl::StrCat(d);
+  }
+  return {};
+}
+
+absl::Status TooDeep(std::string_view path) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(AsAbsl(path), ": nested deeper than ", kMaxDataDepth, " levels"));
+}
+
+absl::Status ToStruct(simdjson::dom::object object, int depth, std::string_view path, Struct* out);
+
+// JSON → google.protobuf.Value. Numbers become doubles, as Struct has no integer type: integers
+// beyond ±2^53 (and uint64 beyond) lose precision; Akeneo sends ids as strings, so only numeric
+// attribute values that large are affected. `depth` is the nesting level of `element` when it
+// is a container; the recursion is bounded by kMaxDataDepth.
+absl::Status ToValue(simdjson::dom::element element, int depth, std::string_view path, Value* out) {
+  switch (element.type()) {
+    case simdjson::dom::element_type::OBJECT: {
+      if (depth > kMaxDataDepth) return TooDeep(path);
+      // value_unsafe() below: the element's type was checked by the switch.
+      return ToStruct(element.get_object().value_unsafe(), depth, path,
+                      out->mutable_struct_value());
+    }
+    case simdjson::dom::element_type::ARRAY: {
+      if (depth > kMaxDataDepth) return TooDeep(path);
+      // A copy: value_unsafe() returns a reference into the temporary simdjson_result.
+      const simdjson::dom::array array = element.get_array().value_unsafe();
+      ListValue* list = out->mutable_list_value();
+      for (simdjson::dom::element item : array) {
+        if (absl::Status s = ToValue(item, depth + 1, path, list->add_values()); !s.ok()) return s;
+      }
+      return absl::OkStatus();
+    }
+    case simdjson::dom::element_type::INT64: {
+      const std::int64_t i = element.get_int64().value_unsafe();
+      out->set_number_value(static_cast<double>(i));
+      return absl::OkStatus();
+    }
+    case simdjson::dom::element_type::UINT64: {
+      const std::uint64_t u = element.get_uint64().value_unsafe();
+      out->set_number_value(static_cast<double>(u));
+      return absl::OkStatus();
+    }
+    case simdjson::dom::element_type::DOUBLE: {
+      const double d = element.get_double().value_unsafe();
+      out->set_number_value(d);
+      return absl::OkStatus();
+    }
+    case simdjson::dom::element_type::STRING: {
+      const std::string_view text = element.get_string().value_unsafe();
+      out->set_string_value(std::string(text));  // simdjson guarantees valid UTF-8.
+      return absl::OkStatus();
+    }
+    case simdjson::dom::element_type::BOOL: {
+      const bool b = element.get_bool().value_unsafe();
+      out->set_bool_value(b);
+      return absl::OkStatus();
+    }
+    case simdjson::dom::element_type::NULL_VALUE:
+      out->set_null_value(google::protobuf::NULL_VALUE);
+      return absl::OkStatus();
+  }
+  return absl::InternalError(absl::StrCat(AsAbsl(path), ": unknown JSON element type"));
+}
+
+// JSON object → google.protobuf.Struct; `depth` is the object's own nesting level (1 for the
+// root). On duplicate keys the first occurrence wins, matching simdjson's at_key lookups.
+absl::Status ToStruct(simdjson::dom::object object, int depth, std::string_view path, Struct* out) {
+  if (depth > kMaxDataDepth) return TooDeep(path);
+  auto* fields = out->mutable_fields();
+  for (simdjson::dom::key_value_pair member : object) {
+    const std::string key(member.key);
+    if (fields->count(key) != 0) continue;
+    if (absl::Status s = ToValue(member.value, depth + 1, path, &(*fields)[key]); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Parses `body` with this thread's parser. The parser copies the body into its own padded
+// buffer (simdjson reads up to SIMDJSON_PADDING bytes past the end), validates UTF-8 and refuses
+// nesting deeper than simdjson::DEFAULT_MAX_DEPTH without recursing. The thread-local parser
+// keeps its buffers (sized by the largest body seen, itself bounded by the gateway's body limit)
+// so steady-state parsing does not allocate; the returned element is valid until the next call
+// on the same thread.
+absl::StatusOr<simdjson::dom::element> ParseJson(std::string_view body) {
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  const simdjson::error_code error =
+      parser.parse(body.data(), body.size(), /*realloc_if_needed=*/true).get(root);
+  switch (error) {
+    case simdjson::SUCCESS:
+      return root;
+    case simdjson::EMPTY:
+      return absl::InvalidArgumentError("body is empty");
+    case simdjson::UTF8_ERROR:
+      return absl::InvalidArgumentError("body is not valid UTF-8");
+    case simdjson::DEPTH_ERROR:
+      return absl::InvalidArgumentError(
+          absl::StrCat("body is nested deeper than ", simdjson::DEFAULT_MAX_DEPTH, " levels"));
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("body is not valid JSON: ", simdjson::error_message(error)));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw element text
+
+// Minimal scanner over JSON that simdjson has already accepted: it only finds value
+// boundaries, iteratively (no recursion), and reports failure instead of trusting the input.
+class RawScanner {
+ public:
+  explicit RawScanner(std::string_view text) : text_(text) {}
+
+  std::size_t pos() const { return pos_; }
+
+  void SkipSpace() {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' ||
+                                   text_[pos_] == '\n' || text_[pos_] == '\r')) {
+      ++pos_;
+    }
+  }
+
+  bool Consume(char c) {
+    if (pos_ >= text_.size() || text_[pos_] != c) return false;
+    ++pos_;
+    return true;
+  }
+
+  bool SkipString() {
+    if (!Consume('"')) return false;
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_++];
+      if (c == '\\') {
+        ++pos_;
+      } else if (c == '"') {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  bool SkipValue() {
+    if (pos_ >= text_.size()) return false;
+    const char first = text_[pos_];
+    if (first == '"') return SkipString();
+    if (first != '{' && first != '[') {
+      while (pos_ < text_.size() && text_[pos_] != ',' && text_[pos_] != '}' &&
+             text_[pos_] != ']' && text_[pos_] != ' ' && text_[pos_] != '\t' &&
+             text_[pos_] != '\n' && text_[pos_] != '\r') {
+        ++pos_;
+      }
+      return true;
+    }
+    std::size_t depth = 0;
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_];
+      if (c == '"') {
+        if (!SkipString()) return false;
+        continue;
+      }
+      ++pos_;
+      if (c == '{' || c == '[') {
+        ++depth;
+      } else if (c == '}' || c == ']') {
+        if (--depth == 0) return true;
+      }
+    }
+    return false;
+  }
+
+ private:
+  std::string_view text_;
+  std::size_t pos_ = 0;
+};
+
+// The exact bytes of each element of the array held by the `member_index`-th member of the
+// top-level object in `body`. Empty when the layout is not the expected one (the caller then
+// falls back to re-serialising).
+std::vector<std::string_view> RawArrayElements(std::string_view body, std::size_t member_index) {
+  RawScanner scanner(body);
+  scanner.SkipSpace();
+  if (!scanner.Consume('{')) return {};
+  for (std::size_t member = 0;; ++member) {
+    scanner.SkipSpace();
+    if (!scanner.SkipString()) return {};
+    scanner.SkipSpace();
+    if (!scanner.Consume(':')) return {};
+    scanner.SkipSpace();
+    if (member == member_index) break;
+    if (!scanner.SkipValue()) return {};
+    scanner.SkipSpace();
+    if (!scanner.Consume(',')) return {};
+  }
+  if (!scanner.Consume('[')) return {};
+  std::vector<std::string_view> elements;
+  scanner.SkipSpace();
+  if (scanner.Consume(']')) return elements;
+  while (true) {
+    scanner.SkipSpace();
+    const std::size_t start = scanner.pos();
+    if (!scanner.SkipValue()) return {};
+    elements.push_back(body.substr(start, scanner.pos() - start));
+    scanner.SkipSpace();
+    if (scanner.Consume(',')) continue;
+    if (scanner.Consume(']')) return elements;
+    return {};
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Legacy Events API
+
+// Copies optional string member `key` of `object` into `*out`; null counts as absent.
+absl::Status OptionalString(simdjson::dom::element object, std::string_view key,
+                            std::string_view path, std::string* out) {
+  const std::optional<simdjson::dom::element> value = Member(object, key);
+  if (IsAbsentOrNull(value)) return absl::OkStatus();
+  std::string_view text;
+  if (value->get(text) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(AsAbsl(path), ".", AsAbsl(key), ": not a string"));
+  }
+  out->assign(text);
+  return absl::OkStatus();
+}
+
+// Required non-empty string member.
+absl::StatusOr<std::string_view> RequiredString(simdjson::dom::element object, std::string_view key,
+                                                std::string_view path) {
+  const std::optional<simdjson::dom::element> value = Member(object, key);
+  std::string_view text;
+  if (!value || value->get(text) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError(absl::StrCat(AsAbsl(path), path.empty() ? "" : ".",
+                                                   AsAbsl(key), ": missing or not a string"));
+  }
+  if (text.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(AsAbsl(path), path.empty() ? "" : ".", AsAbsl(key), ": empty"));
+  }
+  return text;
+}
+
+// Legacy resource id: product uuid (else identifier), model code, else code/uuid/identifier.
+std::string LegacyResourceId(simdjson::dom::element resource, std::string_view kind) {
+  if (kind == "product") {
+    if (std::string_view uuid = StringMember(resource, "uuid"); !uuid.empty()) {
+      return std::string(uuid);
+    }
+    return std::string(StringMember(resource, "identifier"));
+  }
+  if (kind == "product_model") return std::string(StringMember(resource, "code"));
+  for (std::string_view key : {"code", "uuid", "identifier"}) {
+    if (std::string_view id = StringMember(resource, key); !id.empty()) return std::string(id);
+  }
+  return {};
+}
+
+// One element of a legacy batch; the error message is the RejectedElement reason.
+absl::Status ParseLegacyEvent(simdjson::dom::element element, std::size_t index, v1::Event* event) {
+  const std::string path = absl::StrCat("events[", index, "]");
+  if (!element.is_object()) return absl::InvalidArgumentError(path + ": not an object");
+
+  absl::StatusOr<std::string_view> action = RequiredString(element, "action", path);
+  if (!action.ok()) return action.status();
+  absl::StatusOr<std::string_view> event_id = RequiredString(element, "event_id", path);
+  if (!event_id.ok()) return event_id.status();
+  absl::StatusOr<std::string_view> datetime = RequiredString(element, "event_datetime", path);
+  if (!datetime.ok()) return datetime.status();
+  if (!ParseDateTime(*datetime, /*offset_required=*/true, event->mutable_occurred_at())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ".event_datetime: not an RFC 3339 timestamp"));
+  }
+  const std::optional<simdjson::dom::element> data = Member(element, "data");
+  if (!data || !data->is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ".data: missing or not an object"));
+  }
+  const std::optional<simdjson::dom::element> resource = Member(*data, "resource");
+  simdjson::dom::object resource_object;
+  if (!resource || resource->get(resource_object) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ".data.resource: missing or not an object"));
+  }
+  if (absl::Status s = OptionalString(element, "author", path, event->mutable_author()); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = OptionalString(element, "author_type", path, event->mutable_author_type());
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = OptionalString(element, "pim_source", path, event->mutable_pim_source());
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          ToStruct(resource_object, 1, absl::StrCat(path, ".data.resource"), event->mutable_data());
+      !s.ok()) {
+    return s;
+  }
+
+  CanonicalType canonical = CanonicalizeType(*action);
+  event->set_id(std::string(*event_id));
+  event->set_original_type(std::string(*action));
+  event->set_resource_id(LegacyResourceId(*resource, canonical.kind));
+  event->set_type(std::move(canonical.type));
+  event->set_kind(std::move(canonical.kind));
+  event->set_origin(v1::ORIGIN_EVENTS_API);
+  if (!ParseDateTime(StringMember(*resource, "updated"), /*offset_required=*/true,
+                     event->mutable_version_at())) {
+    *event->mutable_version_at() = event->occurred_at();
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event Platform
+
+// The object in `data` that describes the changed resource: data.<kind>, except for workflow
+// events, whose second type segment names it (`workflow.task.created` → data.task).
+std::optional<simdjson::dom::element> ResourceObject(simdjson::dom::element data,
+                                                     const CanonicalType& canonical) {
+  if (canonical.kind == "workflow") {
+    const std::size_t start = canonical.type.find('.');
+    if (start == std::string::npos) return std::nullopt;
+    const std::size_t end = canonical.type.find('.', start + 1);
+    return Member(data, std::string_view(canonical.type).substr(start + 1, end - start - 1));
+  }
+  std::optional<simdjson::dom::element> object = Member(data, canonical.kind);
+  // The docs' field tables name `data.product.code` for product-model events while their
+  // examples send `data.product_model.code`; accept both.
+  if (!object && canonical.kind == "product_model") object = Member(data, "product");
+  return object;
+}
+
+// Parent code of resources whose code is only unique within a parent.
+std::string_view CompositeParent(std::string_view kind) {
+  if (kind == "asset") return "asset_family";
+  if (kind == "attribute_option") return "attribute";
+  if (kind == "reference_entity_record") return "reference_entity";
+  return {};
+}
+
+std::string CloudEventResourceId(simdjson::dom::element data, const CanonicalType& canonical) {
+  const std::optional<simdjson::dom::element> object = ResourceObject(data, canonical);
+  if (!object || !object->is_object()) return {};
+  const std::string_view kind = canonical.kind;
+
+  if (kind == "job") {
+    if (std::optional<simdjson::dom::element> id = Member(*object, "execution_id")) {
+      std::string_view text;
+      if (id->get(text) == simdjson::SUCCESS) return std::string(text);
+      if (id->is_number()) return NumberText(*id);
+    }
+  }
+  if (kind == "product") {
+    if (std::string_view uuid = StringMember(*object, "uuid"); !uuid.empty()) {
+      return std::string(uuid);
+    }
+    return std::string(StringMember(*object, "identifier"));
+  }
+  if (std::string_view parent_key = CompositeParent(kind); !parent_key.empty()) {
+    // Without the parent the code is ambiguous; an empty id (no staleness check) is safer than
+    // one that could collide with another family's resource.
+    const std::string_view code = StringMember(*object, "code");
+    const std::optional<simdjson::dom::element> parent = Member(*object, parent_key);
+    const std::string_view parent_code = parent ? StringMember(*parent, "code") : "";
+    if (code.empty() || parent_code.empty()) return {};
+    return absl::StrCat(AsAbsl(parent_code), "/", AsAbsl(code));
+  }
+  for (std::string_view key : {"code", "uuid", "identifier", "client_id"}) {
+    if (std::string_view id = StringMember(*object, key); !id.empty()) return std::string(id);
+  }
+  return {};
+}
+
+// The delta's `updated_at`: an RFC 3339 string, or PHP's DateTime serialisation
+// {"date": "2024-10-14 13:01:21.000000", "timezone": "UTC"}. A named zone other than UTC would
+// need a tz database lookup; those return false and the caller falls back to `time`.
+bool ParseUpdatedAt(simdjson::dom::element updated_at, Timestamp* out) {
+  std::string_view text;
+  if (updated_at.get(text) == simdjson::SUCCESS) {
+    return ParseDateTime(text, /*offset_required=*/true, out);
+  }
+  const std::string_view date = StringMember(updated_at, "date");
+  if (date.empty()) return false;
+  const std::optional<simdjson::dom::element> zone_value = Member(updated_at, "timezone");
+  if (IsAbsentOrNull(zone_value)) return ParseDateTime(date, /*offset_required=*/false, out);
+  std::string_view zone;
+  if (zone_value->get(zone) != simdjson::SUCCESS) return false;
+  if (zone == "UTC" || zone == "Z" || zone == "GMT" || zone == "Etc/UTC") {
+    return ParseDateTime(date, /*offset_required=*/false, out);
+  }
+  if (!zone.empty() && (zone[0] == '+' || zone[0] == '-')) {  // DateTime zone type 1: "+02:00"
+    return ParseDateTime(absl::StrCat(AsAbsl(date), AsAbsl(zone)), /*offset_required=*/true, out);
+  }
+  return false;
+}
+
+std::string Quoted(std::string_view text) {
+  const bool cut = text.size() > kMaxQuotedInput;
+  return absl::StrCat("\"", absl::CHexEscape(AsAbsl(text.substr(0, kMaxQuotedInput))),
+                      cut ? "..." : "", "\"");
+}
+
+}  // namespace
+
+absl::StatusOr<ParsedPayload> ParseLegacyBatch(std::string_view body, const ParseLimits& limits) {
+  absl::StatusOr<simdjson::dom::element> root = ParseJson(body);
+  if (!root.ok()) return root.status();
+  simdjson::dom::object object;
+  if (root->get(object) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError("body is not a JSON object");
+  }
+  // Find the first `events` member and remember its position, to locate its raw bytes later.
+  std::size_t events_member_index = 0;
+  std::optional<simdjson::dom::element> events_value;
+  for (simdjson::dom::key_value_pair member : object) {
+    if (member.key == "events") {
+      events_value = member.value;
+      break;
+    }
+    ++events_member_index;
+  }
+  simdjson::dom::array events;
+  if (!events_value || events_value->get(events) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError("\"events\" is missing or not an array");
+  }
+  const std::size_t count = events.size();
+  if (count == 0) return absl::InvalidArgumentError("\"events\" is empty");
+  if (count > limits.max_events) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("too many events: ", count, " > ", limits.max_events));
+  }
+
+  ParsedPayload payload;
+  payload.events.reserve(count);
+  std::vector<std::string_view> raw_elements;  // Scanned on the first rejection only.
+  bool raw_scanned = false;
+  std::size_t index = 0;
+  for (simdjson::dom::element element : events) {
+    v1::Event event;
+    if (absl::Status s = ParseLegacyEvent(element, index, &event); s.ok()) {
+      payload.events.push_back(std::move(event));
+    } else {
+      if (!raw_scanned) {
+        raw_elements = RawArrayElements(body, events_member_index);
+        raw_scanned = true;
+      }
+      RejectedElement rejected;
+      rejected.index = index;
+      rejected.reason = std::string(s.message());
+      // The bytes as received; should the scan disagree with simdjson (it cannot on input
+      // simdjson accepted, but it is not worth trusting blindly), simdjson's minified
+      // re-serialisation is the fallback.
+      rejected.raw = raw_elements.size() == count ? std::string(raw_elements[index])
+                                                  : simdjson::to_string(element);
+      payload.rejected.push_back(std::move(rejected));
+    }
+    ++index;
+  }
+  return payload;
+}
+
+absl::StatusOr<v1::Event> ParseCloudEvent(std::string_view body) {
+  absl::StatusOr<simdjson::dom::element> root = ParseJson(body);
+  if (!root.ok()) return root.status();
+  if (!root->is_object()) return absl::InvalidArgumentError("body is not a JSON object");
+
+  absl::StatusOr<std::string_view> id = RequiredString(*root, "id", "");
+  if (!id.ok()) return id.status();
+  absl::StatusOr<std::string_view> type = RequiredString(*root, "type", "");
+  if (!type.ok()) return type.status();
+  // specversion is "1.0" today; any string is accepted so a minor revision does not lose events.
+  if (std::optional<simdjson::dom::element> version = Member(*root, "specversion");
+      version && !version->is_string()) {
+    return absl::InvalidArgumentError("specversion: not a string");
+  }
+  const std::optional<simdjson::dom::element> data = Member(*root, "data");
+  simdjson::dom::object data_object;
+  if (!data || data->get(data_object) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError("data: missing or not an object");
+  }
+
+  v1::Event event;
+  if (std::optional<simdjson::dom::element> time = Member(*root, "time"); !IsAbsentOrNull(time)) {
+    std::string_view text;
+    if (time->get(text) != simdjson::SUCCESS) {
+      return absl::InvalidArgumentError("time: not a string");
+    }
+    if (!ParseDateTime(text, /*offset_required=*/true, event.mutable_occurred_at())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("time: not an RFC 3339 timestamp: ", Quoted(text)));
+    }
+  }
+  if (absl::Status s = ToStruct(data_object, 1, "data", event.mutable_data()); !s.ok()) return s;
+
+  CanonicalType canonical = CanonicalizeType(*type);
+  event.set_id(std::string(*id));
+  event.set_original_type(std::string(*type));
+  event.set_origin(v1::ORIGIN_EVENT_PLATFORM);
+  // `source` changed over time ("pim", "akeneo-event-platform"): stored, never validated.
+  event.set_pim_source(std::string(StringMember(*root, "source")));
+  if (std::optional<simdjson::dom::element> author = Member(*data, "author")) {
+    event.set_author(std::string(StringMember(*author, "identifier")));
+    event.set_author_type(std::string(StringMember(*author, "type")));
+  }
+  event.set_resource_id(CloudEventResourceId(*data, canonical));
+
+  bool has_version = false;
+  if (std::string_view(canonical.type).ends_with(kDeltaSuffix)) {
+    std::optional<simdjson::dom::element> updated_at;
+    if (std::optional<simdjson::dom::element> object = ResourceObject(*data, canonical)) {
+      updated_at = Member(*object, "updated_at");
+    }
+    if (!updated_at) updated_at = Member(*data, "updated_at");
+    has_version = updated_at && ParseUpdatedAt(*updated_at, event.mutable_version_at());
+    if (!has_version) event.clear_version_at();
+  }
+  if (!has_version && event.has_occurred_at()) *event.mutable_version_at() = event.occurred_at();
+
+  event.set_type(std::move(canonical.type));
+  event.set_kind(std::move(canonical.kind));
+  return event;
+}
+
+absl::StatusOr<Timestamp> ParseTimestamp(std::string_view text) {
+  Timestamp timestamp;
+  if (!ParseDateTime(text, /*offset_required=*/true, &timestamp)) {
+    return absl::InvalidArgumentError(absl::StrCat("not an RFC 3339 timestamp: ", Quoted(text)));
+  }
+  return timestamp;
+}
+
+}  // namespace pimgate

@@ -1,0 +1,745 @@
+// The webhook server: one session class for TLS and plain streams (CRTP, as in Beast's
+// advanced_server_flex example); every limit named in GatewayConfig; errors answered in one place.
+#include "gateway/server.h"
+
+#include <openssl/ssl.h>
+
+#include <array>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <charconv>
+#include <optional>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/logging.h"
+#include "gateway/payload_parser.h"
+#include "gateway/signature.h"
+#include "google/protobuf/util/time_util.h"
+#include "spdlog/spdlog.h"
+
+namespace pimgate {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+
+// Bytes read from the socket at a time; with header_limit it bounds the read buffer of one
+// connection. The body buffer is bounded separately by body_limit.
+constexpr std::size_t kReadChunk = 64 * 1024;
+// Time allowed to send a response (a client that does not read cannot hold a session forever).
+constexpr std::chrono::seconds kWriteTimeout{30};
+// Time allowed for the TLS close_notify exchange before the socket is simply closed.
+constexpr std::chrono::seconds kShutdownTimeout{5};
+// How long Stop() waits for requests whose events are being written.
+constexpr std::chrono::seconds kStopDrainTimeout{30};
+
+// Answer codes counted per source; anything else lands in the last slot.
+constexpr std::array<int, 12> kCountedCodes = {200, 400, 401, 404, 405, 408,
+                                               413, 429, 431, 500, 503, 0};
+int CodeSlot(int code) {
+  for (std::size_t i = 0; i + 1 < kCountedCodes.size(); ++i) {
+    if (kCountedCodes[i] == code) return static_cast<int>(i);
+  }
+  return static_cast<int>(kCountedCodes.size() - 1);
+}
+
+struct CodeCounters {
+  std::array<std::atomic<uint64_t>, kCountedCodes.size()> counts{};
+  void Add(int code) { counts[CodeSlot(code)].fetch_add(1, std::memory_order_relaxed); }
+  std::map<int, uint64_t> Snapshot() const {
+    std::map<int, uint64_t> out;
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      uint64_t n = counts[i].load(std::memory_order_relaxed);
+      if (n != 0) out[kCountedCodes[i]] = n;
+    }
+    return out;
+  }
+};
+
+std::vector<std::string> SecretsOf(const SourceConfig& source) {
+  std::vector<std::string> secrets{source.secret.value};
+  if (source.secondary_secret) secrets.push_back(source.secondary_secret->value);
+  return secrets;
+}
+
+// One configured source, as the router sees it.
+struct Route {
+  Route(const SourceConfig& source, std::chrono::seconds tolerance)
+      : source(source), verifier(SecretsOf(source)), tolerance(tolerance) {}
+
+  SourceConfig source;
+  SignatureVerifier verifier;
+  std::chrono::seconds tolerance;
+  SourceCounters counters;
+  CodeCounters codes;
+};
+
+// An HTTP answer before it is written: status, JSON body and whether the connection must close
+// (always when the request body was not read).
+struct Answer {
+  http::status status = http::status::ok;
+  std::string body;
+  bool close = false;
+  std::optional<int> retry_after_s;
+};
+
+Answer ErrorAnswer(http::status status, const std::string& error, const std::string& message,
+                   bool close = false) {
+  Answer answer;
+  answer.status = status;
+  answer.close = close;
+  answer.body = absl::StrCat(R"({"error":")", error, R"(","message":")",
+                             JsonEscape(message), "\"}");
+  return answer;
+}
+
+std::string NewRequestId() {
+  static const uint32_t prefix = std::random_device{}();
+  static std::atomic<uint64_t> counter{0};
+  char buf[32];
+  int n = std::snprintf(buf, sizeof(buf), "%08x-%010llx", prefix,
+                        static_cast<unsigned long long>(counter.fetch_add(1) + 1));
+  return std::string(buf, n);
+}
+
+google::protobuf::Timestamp ToTimestamp(std::chrono::system_clock::time_point t) {
+  return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(
+      std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count());
+}
+
+}  // namespace
+
+class Gateway::Impl {
+ public:
+  Impl(const Config& config, EventLog* log)
+      : config_(config),
+        log_(log),
+        ioc_(std::make_unique<net::io_context>(ThreadCount(config.gateway))),
+        ssl_ctx_(ssl::context::tls_server) {
+    acceptor_.emplace(net::make_strand(*ioc_));
+  }
+
+  // Sessions hold references to the routes, the TLS context and the connection counter: destroy
+  // them (they live in the io_context's queued handlers) while all of those still exist.
+  ~Impl() {
+    Stop();
+    acceptor_.reset();
+    ioc_.reset();
+  }
+
+  static int ThreadCount(const GatewayConfig& gateway) {
+    if (gateway.threads > 0) return gateway.threads;
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+
+  absl::Status Init();
+  absl::Status Start();
+  void Stop();
+  GatewayStats Stats() const;
+
+  // Counts an open connection; released by the destructor of the session that holds it.
+  class ConnectionSlot {
+   public:
+    explicit ConnectionSlot(Impl* gw) : gw_(gw) {}
+    ConnectionSlot(ConnectionSlot&& other) noexcept : gw_(std::exchange(other.gw_, nullptr)) {}
+    ConnectionSlot& operator=(ConnectionSlot&&) = delete;
+    ~ConnectionSlot() {
+      if (gw_ != nullptr) gw_->connections_.fetch_sub(1, std::memory_order_relaxed);
+    }
+
+   private:
+    Impl* gw_;
+  };
+
+  void DoAccept();
+  void OnAccept(beast::error_code ec, tcp::socket socket);
+
+  // Routing and the request pipeline, shared by TLS and plain sessions.
+  Route* FindRoute(std::string_view target) const;
+  void CountAnswer(Route* route, int code) {
+    if (route != nullptr) {
+      route->codes.Add(code);
+    } else {
+      unrouted_.Add(code);
+    }
+  }
+
+  Config config_;
+  EventLog* log_;
+  std::unique_ptr<net::io_context> ioc_;
+  ssl::context ssl_ctx_;
+  bool tls_ = false;
+  std::optional<tcp::acceptor> acceptor_;
+  uint16_t port_ = 0;
+  std::vector<std::unique_ptr<Route>> routes_;
+  std::unordered_map<std::string, Route*> by_path_;
+  CodeCounters unrouted_;
+  std::atomic<std::size_t> connections_{0};
+  std::atomic<uint64_t> refused_{0};
+  std::atomic<std::size_t> appends_in_flight_{0};
+  std::atomic<bool> stopping_{false};
+  std::vector<std::thread> threads_;
+};
+
+namespace {
+
+using Impl = Gateway::Impl;
+
+// The per-connection HTTP state machine. `Derived` provides stream() and DoEof().
+template <class Derived>
+class HttpSession {
+ public:
+  HttpSession(Impl& gw, Impl::ConnectionSlot slot, beast::flat_buffer buffer)
+      : gw_(gw), slot_(std::move(slot)), buffer_(std::move(buffer)) {}
+
+ protected:
+  Derived& derived() { return static_cast<Derived&>(*this); }
+  auto& lowest() { return beast::get_lowest_layer(derived().stream()); }
+
+  // Waits for the first byte of the next request with the idle timeout (header timeout for the
+  // first request), then reads the header with the header timeout: a client dripping header bytes
+  // (slowloris) gets header_timeout in total, an idle keep-alive connection gets idle_timeout.
+  void DoRead() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(gw_.config_.gateway.header_limit));
+    parser_->body_limit(gw_.config_.gateway.body_limit);
+    if (buffer_.size() > 0) {
+      ReadHeader();
+      return;
+    }
+    lowest().expires_after(first_request_ ? gw_.config_.gateway.header_timeout
+                                          : gw_.config_.gateway.idle_timeout);
+    const std::size_t room = buffer_.max_size() - buffer_.size();
+    derived().stream().async_read_some(
+        buffer_.prepare(std::min(room, kReadChunk)),
+        [self = derived().shared_from_this()](beast::error_code ec, std::size_t n) {
+          if (ec) return;  // idle timeout, client closed: nothing to answer
+          self->buffer_.commit(n);
+          self->ReadHeader();
+        });
+  }
+
+  void ReadHeader() {
+    first_request_ = false;
+    lowest().expires_after(gw_.config_.gateway.header_timeout);
+    http::async_read_header(
+        derived().stream(), buffer_, *parser_,
+        [self = derived().shared_from_this()](beast::error_code ec, std::size_t) {
+          self->OnHeader(ec);
+        });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    request_id_ = NewRequestId();
+    if (ec == http::error::end_of_stream) return derived().DoEof();
+    if (ec == beast::error::timeout) {
+      // tcp_stream has already closed the socket: count the 408, nothing can be sent.
+      spdlog::debug("req={} header timeout: connection closed", request_id_);
+      return gw_.CountAnswer(nullptr, 408);
+    }
+    if (ec == http::error::header_limit) {
+      return Send(nullptr, ErrorAnswer(http::status::request_header_fields_too_large,
+                                       "header_too_large",
+                                       absl::StrCat("request headers exceed ",
+                                                    gw_.config_.gateway.header_limit, " bytes"),
+                                       true));
+    }
+    if (ec) {
+      return Send(nullptr, ErrorAnswer(http::status::bad_request, "bad_http",
+                                       absl::StrCat("malformed HTTP request: ", ec.message()),
+                                       true));
+    }
+    const auto& req = parser_->get();
+    if (derived().RejectPlainOnTlsPort()) {
+      return Send(nullptr, ErrorAnswer(http::status::bad_request, "tls_required",
+                                       "this port speaks HTTPS: plain HTTP request refused",
+                                       true));
+    }
+    route_ = gw_.FindRoute(std::string_view(req.target().data(), req.target().size()));
+    if (route_ == nullptr) {
+      return Send(nullptr, ErrorAnswer(http::status::not_found, "unknown_path",
+                                       absl::StrCat("no source is configured for path ",
+                                                    std::string(req.target())),
+                                       true));
+    }
+    if (req.method() != http::verb::post) {
+      Answer answer = ErrorAnswer(http::status::method_not_allowed, "method_not_allowed",
+                                  "webhooks must be sent with POST", true);
+      return Send(route_, std::move(answer));
+    }
+    if (auto length = parser_->content_length();
+        length && *length > gw_.config_.gateway.body_limit) {
+      return Send(route_, BodyTooLarge());
+    }
+    lowest().expires_after(gw_.config_.gateway.body_timeout);
+    http::async_read(derived().stream(), buffer_, *parser_,
+                     [self = derived().shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->OnBody(ec);
+                     });
+  }
+
+  Answer BodyTooLarge() {
+    return ErrorAnswer(http::status::payload_too_large, "body_too_large",
+                       absl::StrCat("request body exceeds ", gw_.config_.gateway.body_limit,
+                                    " bytes (gateway.body_limit)"),
+                       true);
+  }
+
+  void OnBody(beast::error_code ec) {
+    if (ec == http::error::body_limit) return Send(route_, BodyTooLarge());
+    if (ec == beast::error::timeout) {
+      spdlog::debug("req={} body timeout: connection closed", request_id_);
+      return gw_.CountAnswer(route_, 408);
+    }
+    if (ec == http::error::end_of_stream || ec == net::error::eof) return;  // client went away
+    if (ec) {
+      return Send(route_, ErrorAnswer(http::status::bad_request, "bad_http",
+                                      absl::StrCat("malformed HTTP body: ", ec.message()), true));
+    }
+    lowest().expires_never();  // the log answers; the write gets its own timeout
+    Handle();
+  }
+
+  // Verifies, parses and stores one request; answers from here or from OnStored.
+  void Handle() {
+    const Route& route = *route_;
+    const auto& req = parser_->get();
+    const std::string& body = req.body();
+    const auto now = std::chrono::system_clock::now();
+    auto header = [&req](std::string_view name) {
+      auto it = req.find(beast::string_view(name.data(), name.size()));
+      return it == req.end() ? std::string_view() : std::string_view(it->value().data(),
+                                                                      it->value().size());
+    };
+
+    AppendRequest append;
+    if (route.source.kind == SourceKind::kEventsApi) {
+      absl::Status verified =
+          route.verifier.VerifyLegacy(header("X-Akeneo-Request-Signature"),
+                                      header("X-Akeneo-Request-Timestamp"), body, now,
+                                      route.tolerance);
+      if (!verified.ok()) return Unauthorized(verified);
+      if (body.empty()) {
+        // The PIM's "Test" button: a signed empty body. Nothing to store.
+        Answer answer;
+        answer.body = R"({"accepted":0,"duplicates":0,"test":true})";
+        return Send(route_, std::move(answer));
+      }
+      ParseLimits limits;
+      limits.max_events = gw_.config_.gateway.max_events_per_request;
+      absl::StatusOr<ParsedPayload> parsed = ParseLegacyBatch(body, limits);
+      if (!parsed.ok()) return BadPayload(parsed.status());
+      append.events = std::move(parsed->events);
+      for (RejectedElement& rejected : parsed->rejected) {
+        v1::QuarantineEntry& entry = append.quarantine.emplace_back();
+        entry.set_source(route.source.name);
+        entry.set_index(static_cast<uint32_t>(rejected.index));
+        entry.set_reason(rejected.reason);
+        entry.set_raw(std::move(rejected.raw));
+        entry.set_request_id(request_id_);
+        *entry.mutable_received_at() = ToTimestamp(now);
+        rejected_.push_back({rejected.index, std::move(rejected.reason)});
+      }
+    } else {
+      std::string algorithm(header("X-AKENEO-SIGNATURE-ALGORITHM"));
+      if (!algorithm.empty() && absl::AsciiStrToLower(algorithm) != "hmacsha256") {
+        return Unauthorized(absl::UnauthenticatedError(
+            absl::StrCat("unsupported X-AKENEO-SIGNATURE-ALGORITHM \"", algorithm,
+                         "\" (only HmacSHA256)")));
+      }
+      absl::Status verified = route.verifier.VerifyEventPlatform(
+          header("X-AKENEO-SIGNATURE-PRIMARY"), header("X-AKENEO-SIGNATURE-SECONDARY"), body);
+      if (!verified.ok()) return Unauthorized(verified);
+      absl::StatusOr<v1::Event> event = ParseCloudEvent(body);
+      if (!event.ok()) return BadPayload(event.status());
+      // The Event Platform honours 429 (it slows down and retries): shed load before the
+      // writer's queue grows without bound. Legacy requests are never refused this way.
+      if (gw_.log_->pending() >= gw_.log_->max_pending()) {
+        Answer answer = ErrorAnswer(http::status::too_many_requests, "backlog_full",
+                                    "the event log's write queue is full; retry later");
+        answer.retry_after_s = 1;
+        return Send(route_, std::move(answer));
+      }
+      append.events.push_back(std::move(*event));
+    }
+    for (v1::Event& event : append.events) {
+      event.set_source(route.source.name);
+      event.set_request_id(request_id_);
+      *event.mutable_received_at() = ToTimestamp(now);
+    }
+    gw_.appends_in_flight_.fetch_add(1, std::memory_order_acq_rel);
+    gw_.log_->Append(std::move(append), [self = derived().shared_from_this()](
+                                            absl::StatusOr<AppendResult> result) {
+      Impl& gw = self->gw_;
+      net::post(self->derived().stream().get_executor(),
+                [self, result = std::move(result)]() mutable { self->OnStored(result); });
+      gw.appends_in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+    });
+  }
+
+  // Runs on the session's strand once the log has answered. With store.sync the events are
+  // fsynced at this point; without it they are in the OS page cache.
+  void OnStored(const absl::StatusOr<AppendResult>& result) {
+    Route& route = *route_;
+    if (!result.ok()) {
+      spdlog::error("req={} source={} event log write failed: {}", request_id_,
+                    route.source.name, std::string(result.status().message()));
+      rejected_.clear();
+      return Send(route_, ErrorAnswer(http::status::service_unavailable, "store_unavailable",
+                                      absl::StrCat("events could not be stored, nothing was "
+                                                   "written: ",
+                                                   result.status().message())));
+    }
+    route.counters.events_accepted.fetch_add(result->accepted, std::memory_order_relaxed);
+    route.counters.duplicates.fetch_add(result->duplicates, std::memory_order_relaxed);
+    route.counters.stale.fetch_add(result->stale, std::memory_order_relaxed);
+    route.counters.quarantined.fetch_add(rejected_.size(), std::memory_order_relaxed);
+    std::string counts =
+        absl::StrCat(R"("accepted":)", result->accepted, R"(,"duplicates":)", result->duplicates);
+    Answer answer;
+    if (rejected_.empty()) {
+      answer.body = absl::StrCat("{", counts, "}");
+    } else {
+      std::string indexes = absl::StrJoin(rejected_, ",", [](std::string* out, const auto& r) {
+        absl::StrAppend(out, r.first);
+      });
+      std::string details = absl::StrJoin(rejected_, ",", [](std::string* out, const auto& r) {
+        absl::StrAppend(out, R"({"index":)", r.first, R"(,"reason":")", JsonEscape(r.second),
+                        "\"}");
+      });
+      answer.status = http::status::bad_request;
+      answer.body = absl::StrCat(R"({"error":"invalid_events","message":"events [)", indexes,
+                                 R"(] are invalid and were quarantined; the others were stored",)",
+                                 counts, R"(,"rejected":[)", details, "]}");
+      rejected_.clear();
+    }
+    spdlog::debug("req={} source={} accepted={} duplicates={} stale={}", request_id_,
+                  route.source.name, result->accepted, result->duplicates, result->stale);
+    Send(route_, std::move(answer));
+  }
+
+  void Unauthorized(const absl::Status& status) {
+    const std::string message(status.message());
+    spdlog::info("req={} source={} 401: {}", request_id_, route_->source.name, message);
+    Send(route_, ErrorAnswer(http::status::unauthorized, "bad_signature", message));
+  }
+
+  void BadPayload(const absl::Status& status) {
+    const std::string message(status.message());
+    spdlog::info("req={} source={} 400: {}", request_id_, route_->source.name, message);
+    Send(route_, ErrorAnswer(http::status::bad_request, "bad_payload", message));
+  }
+
+  void Send(Route* route, Answer answer) {
+    gw_.CountAnswer(route, static_cast<int>(answer.status));
+    const bool keep_alive = !answer.close && parser_ && parser_->is_header_done() &&
+                            parser_->get().keep_alive() && !gw_.stopping_.load();
+    res_ = {};
+    res_.version(11);
+    res_.result(answer.status);
+    res_.set(http::field::server, "pimgate");
+    res_.set(http::field::content_type, "application/json");
+    res_.set("X-Request-Id", request_id_);
+    if (answer.status == http::status::method_not_allowed) res_.set(http::field::allow, "POST");
+    if (answer.retry_after_s) res_.set(http::field::retry_after, std::to_string(*answer.retry_after_s));
+    res_.keep_alive(keep_alive);
+    res_.body() = std::move(answer.body);
+    res_.prepare_payload();
+    lowest().expires_after(kWriteTimeout);
+    http::async_write(derived().stream(), res_,
+                      [self = derived().shared_from_this(), keep_alive](beast::error_code ec,
+                                                                        std::size_t) {
+                        if (ec) return;
+                        if (!keep_alive) return self->derived().DoEof();
+                        self->DoRead();
+                      });
+  }
+
+  Impl& gw_;
+  Impl::ConnectionSlot slot_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::response<http::string_body> res_;
+  Route* route_ = nullptr;
+  std::string request_id_;
+  std::vector<std::pair<std::size_t, std::string>> rejected_;
+  bool first_request_ = true;
+};
+
+class PlainSession : public HttpSession<PlainSession>,
+                     public std::enable_shared_from_this<PlainSession> {
+ public:
+  PlainSession(Impl& gw, Impl::ConnectionSlot slot, beast::tcp_stream stream,
+               beast::flat_buffer buffer, bool tls_port)
+      : HttpSession(gw, std::move(slot), std::move(buffer)),
+        stream_(std::move(stream)),
+        tls_port_(tls_port) {}
+
+  void Run() { DoRead(); }
+  beast::tcp_stream& stream() { return stream_; }
+  bool RejectPlainOnTlsPort() const { return tls_port_; }
+  void DoEof() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+ private:
+  beast::tcp_stream stream_;
+  bool tls_port_;
+};
+
+class SslSession : public HttpSession<SslSession>,
+                   public std::enable_shared_from_this<SslSession> {
+ public:
+  SslSession(Impl& gw, Impl::ConnectionSlot slot, beast::tcp_stream stream, ssl::context& ctx,
+             beast::flat_buffer buffer)
+      : HttpSession(gw, std::move(slot), std::move(buffer)), stream_(std::move(stream), ctx) {}
+
+  void Run() {
+    beast::get_lowest_layer(stream_).expires_after(gw_.config_.gateway.handshake_timeout);
+    stream_.async_handshake(
+        ssl::stream_base::server, buffer_.data(),
+        [self = shared_from_this()](beast::error_code ec, std::size_t used) {
+          if (ec) {
+            spdlog::debug("TLS handshake failed: {}", ec.message());
+            return;
+          }
+          self->buffer_.consume(used);
+          self->DoRead();
+        });
+  }
+  beast::ssl_stream<beast::tcp_stream>& stream() { return stream_; }
+  bool RejectPlainOnTlsPort() const { return false; }
+  void DoEof() {
+    beast::get_lowest_layer(stream_).expires_after(kShutdownTimeout);
+    stream_.async_shutdown([self = shared_from_this()](beast::error_code) {});
+  }
+
+ private:
+  beast::ssl_stream<beast::tcp_stream> stream_;
+};
+
+// Looks at the first bytes of a connection on a TLS port: a TLS ClientHello goes to an
+// SslSession; anything else (plain HTTP) gets a specific 400 instead of a handshake error.
+class DetectSession : public std::enable_shared_from_this<DetectSession> {
+ public:
+  DetectSession(Impl& gw, Impl::ConnectionSlot slot, tcp::socket socket)
+      : gw_(gw), slot_(std::move(slot)), stream_(std::move(socket)), buffer_(BufferLimit(gw)) {}
+
+  static std::size_t BufferLimit(const Impl& gw) {
+    return gw.config_.gateway.header_limit + kReadChunk;
+  }
+
+  void Run() {
+    stream_.expires_after(gw_.config_.gateway.handshake_timeout);
+    beast::async_detect_ssl(stream_, buffer_,
+                            [self = shared_from_this()](beast::error_code ec, bool is_tls) {
+                              if (ec) return;
+                              if (is_tls) {
+                                std::make_shared<SslSession>(
+                                    self->gw_, std::move(self->slot_), std::move(self->stream_),
+                                    self->gw_.ssl_ctx_, std::move(self->buffer_))
+                                    ->Run();
+                              } else {
+                                std::make_shared<PlainSession>(
+                                    self->gw_, std::move(self->slot_), std::move(self->stream_),
+                                    std::move(self->buffer_), /*tls_port=*/true)
+                                    ->Run();
+                              }
+                            });
+  }
+
+ private:
+  Impl& gw_;
+  Impl::ConnectionSlot slot_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+};
+
+absl::StatusOr<tcp::endpoint> ParseListen(const std::string& listen) {
+  std::size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError("gateway.listen: expected host:port, got " + listen);
+  }
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  unsigned port = 0;
+  std::string port_text = listen.substr(colon + 1);
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
+    return absl::InvalidArgumentError("gateway.listen: bad port in " + listen);
+  }
+  if (host.empty() || host == "*") host = "0.0.0.0";
+  beast::error_code error;
+  net::ip::address address = net::ip::make_address(host, error);
+  if (error) {
+    if (host == "localhost") {
+      address = net::ip::make_address("127.0.0.1");
+    } else {
+      return absl::InvalidArgumentError("gateway.listen: " + host +
+                                        " is not an IP address (use 0.0.0.0 or 127.0.0.1)");
+    }
+  }
+  return tcp::endpoint(address, static_cast<unsigned short>(port));
+}
+
+}  // namespace
+
+absl::Status Gateway::Impl::Init() {
+  for (const SourceConfig& source : config_.sources) {
+    auto route = std::make_unique<Route>(
+        source, source.timestamp_tolerance.value_or(config_.gateway.timestamp_tolerance));
+    by_path_[source.path] = route.get();
+    routes_.push_back(std::move(route));
+  }
+  if (!config_.gateway.tls) return absl::OkStatus();
+  tls_ = true;
+  const TlsConfig& tls = *config_.gateway.tls;
+  ssl_ctx_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                       ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  SSL_CTX_set_min_proto_version(ssl_ctx_.native_handle(),
+                                tls.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
+  beast::error_code ec;
+  ssl_ctx_.use_certificate_chain_file(tls.cert_file, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gateway.tls.cert_file: cannot load ", tls.cert_file, ": ", ec.message()));
+  }
+  ssl_ctx_.use_private_key_file(tls.key_file, ssl::context::pem, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gateway.tls.key_file: cannot load ", tls.key_file, ": ", ec.message()));
+  }
+  if (SSL_CTX_check_private_key(ssl_ctx_.native_handle()) != 1) {
+    return absl::InvalidArgumentError(
+        "gateway.tls: the private key does not match the certificate");
+  }
+  return absl::OkStatus();
+}
+
+Route* Gateway::Impl::FindRoute(std::string_view target) const {
+  std::string_view path = target.substr(0, target.find('?'));
+  auto it = by_path_.find(std::string(path));
+  return it == by_path_.end() ? nullptr : it->second;
+}
+
+absl::Status Gateway::Impl::Start() {
+  absl::StatusOr<tcp::endpoint> endpoint = ParseListen(config_.gateway.listen);
+  if (!endpoint.ok()) return endpoint.status();
+  beast::error_code ec;
+  acceptor_->open(endpoint->protocol(), ec);
+  if (!ec) acceptor_->set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_->bind(*endpoint, ec);
+  if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("gateway.listen: cannot listen on ", config_.gateway.listen, ": ",
+                     ec.message()));
+  }
+  port_ = acceptor_->local_endpoint().port();
+  DoAccept();
+  const int n = ThreadCount(config_.gateway);
+  for (int i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_->run(); });
+  return absl::OkStatus();
+}
+
+void Gateway::Impl::DoAccept() {
+  acceptor_->async_accept(net::make_strand(*ioc_),
+                         [this](beast::error_code ec, tcp::socket socket) {
+                           OnAccept(ec, std::move(socket));
+                         });
+}
+
+void Gateway::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
+  if (ec == net::error::operation_aborted || stopping_.load()) return;
+  if (!ec) {
+    const std::size_t open = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
+    ConnectionSlot slot(this);
+    if (open > config_.gateway.max_connections) {
+      // Over the limit: close at once, so one client cannot exhaust memory or descriptors.
+      const uint64_t refused = refused_.fetch_add(1, std::memory_order_relaxed) + 1;
+      if ((refused & (refused - 1)) == 0) {  // log the 1st, 2nd, 4th, 8th ... refusal
+        spdlog::warn("gateway.max_connections ({}) reached: refused {} connection(s) so far",
+                     config_.gateway.max_connections, refused);
+      }
+      beast::error_code ignored;
+      socket.close(ignored);
+    } else if (tls_) {
+      std::make_shared<DetectSession>(*this, std::move(slot), std::move(socket))->Run();
+    } else {
+      beast::flat_buffer buffer(DetectSession::BufferLimit(*this));
+      std::make_shared<PlainSession>(*this, std::move(slot), beast::tcp_stream(std::move(socket)),
+                                     std::move(buffer), /*tls_port=*/false)
+          ->Run();
+    }
+  } else {
+    spdlog::warn("accept failed: {}", ec.message());
+  }
+  DoAccept();
+}
+
+void Gateway::Impl::Stop() {
+  if (stopping_.exchange(true)) return;
+  net::post(acceptor_->get_executor(), [this] {
+    beast::error_code ignored;
+    acceptor_->close(ignored);
+  });
+  // Requests whose events are being written must get their answer: the log will store them
+  // anyway, and an unanswered sender would retry (or, for the legacy API, count a failure).
+  const auto deadline = std::chrono::steady_clock::now() + kStopDrainTimeout;
+  while (appends_in_flight_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let the last answers flush
+  ioc_->stop();
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+}
+
+GatewayStats Gateway::Impl::Stats() const {
+  GatewayStats stats;
+  for (const auto& route : routes_) {
+    GatewayStats::Source& s = stats.sources.emplace_back();
+    s.name = route->source.name;
+    s.requests_by_code = route->codes.Snapshot();
+    s.events_accepted = route->counters.events_accepted.load(std::memory_order_relaxed);
+    s.duplicates = route->counters.duplicates.load(std::memory_order_relaxed);
+    s.stale = route->counters.stale.load(std::memory_order_relaxed);
+    s.quarantined = route->counters.quarantined.load(std::memory_order_relaxed);
+  }
+  stats.unrouted_by_code = unrouted_.Snapshot();
+  stats.connections_open = connections_.load(std::memory_order_relaxed);
+  stats.connections_refused = refused_.load(std::memory_order_relaxed);
+  return stats;
+}
+
+absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(const Config& config, EventLog* log) {
+  auto impl = std::make_unique<Impl>(config, log);
+  if (absl::Status status = impl->Init(); !status.ok()) return status;
+  return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
+}
+
+Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Gateway::~Gateway() { Stop(); }
+absl::Status Gateway::Start() { return impl_->Start(); }
+void Gateway::Stop() { impl_->Stop(); }
+uint16_t Gateway::port() const { return impl_->port_; }
+bool Gateway::tls() const { return impl_->tls_; }
+GatewayStats Gateway::stats() const { return impl_->Stats(); }
+
+}  // namespace pimgate

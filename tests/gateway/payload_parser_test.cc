@@ -1,0 +1,797 @@
+// Payload parsing: legacy Events API batches, Event Platform CloudEvents and RFC 3339 timestamps,
+// on the payload shapes documented by Akeneo (see docs/REFERENCE.md).
+#include "gateway/payload_parser.h"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "gtest/gtest.h"
+#include "pimgate/v1/event.pb.h"
+
+namespace pimgate {
+namespace {
+
+using google::protobuf::Struct;
+using google::protobuf::Timestamp;
+using google::protobuf::Value;
+
+// Mirrors kMaxDataDepth in gateway/payload_parser.cc.
+constexpr int kMaxDataDepth = 30;
+
+constexpr std::int64_t kSeconds2021_03_12T09_46_08 = 1615542368;
+constexpr std::int64_t kSeconds2026_11_20T10_15_00 = 1795169700;
+constexpr std::int64_t kSeconds2026_11_20T10_14_59 = 1795169699;
+constexpr std::int64_t kSeconds2024_03_07T15_16_37 = 1709824597;
+constexpr std::int64_t kSeconds2024_02_22T17_31_00 = 1708623060;
+constexpr std::int64_t kSeconds2024_10_14T13_01_21 = 1728910881;
+
+const ParseLimits kDefaultLimits;
+
+// Concatenates string pieces. (Debian's Abseil has its own absl::string_view, so absl::StrCat
+// does not take std::string_view.)
+template <typename... Parts>
+std::string Cat(const Parts&... parts) {
+  std::string out;
+  (out.append(std::string_view(parts)), ...);
+  return out;
+}
+
+// The REFERENCE.md legacy example, as PHP's json_encode writes it (escaped slashes).
+constexpr std::string_view kLegacyExample =
+    R"({"events":[{"action":"product.updated","event_id":"6c4c3b4e-0a6f-4d1a-9a0b-3f5f1c1b2a10",)"
+    R"("event_datetime":"2026-11-20T10:15:00+00:00","author":"julia","author_type":"ui",)"
+    R"("pim_source":"https:\/\/pim.example.com",)"
+    R"("data":{"resource":{"uuid":"a3f2c0de-1111-4222-8333-444455556666","identifier":"sku-1",)"
+    R"("family":"shoes","enabled":true,"categories":["summer"],"values":{},)"
+    R"("created":"2026-01-02T08:00:00+00:00","updated":"2026-11-20T10:14:59+00:00"}}}]})";
+
+// A legacy batch holding one event with the given action and resource.
+std::string LegacyBatch(std::string_view action, std::string_view resource) {
+  return Cat(R"({"events":[{"action":")", action,
+             R"(","event_id":"e-1","event_datetime":"2021-03-12T09:46:08+00:00",)",
+             R"("author":"julia","author_type":"api","pim_source":"https:\/\/pim",)",
+             R"("data":{"resource":)", resource, "}}]}");
+}
+
+// A CloudEvent with the given type and data.
+std::string CloudEvent(std::string_view type, std::string_view data) {
+  return Cat(R"({"specversion":"1.0","id":"018e32f9-dfe4-760e-a273-5da1c089dfdb","type":")", type,
+             R"(","source":"pim","subject":"srnt-whatever","time":"2024-02-22T17:31:00Z",)",
+             R"("datacontenttype":"application/json",)",
+             R"("dataschema":"https://event.prd.sdk.akeneo.cloud/spec/x.schema.json","data":)",
+             data, "}");
+}
+
+v1::Event ParseOneLegacy(std::string_view body) {
+  absl::StatusOr<ParsedPayload> parsed = ParseLegacyBatch(body, kDefaultLimits);
+  EXPECT_TRUE(parsed.ok()) << parsed.status();
+  if (!parsed.ok()) return {};
+  EXPECT_TRUE(parsed->rejected.empty()) << parsed->rejected.front().reason;
+  EXPECT_EQ(parsed->events.size(), 1u);
+  return parsed->events.empty() ? v1::Event() : parsed->events.front();
+}
+
+v1::Event ParseCloud(std::string_view body) {
+  absl::StatusOr<v1::Event> event = ParseCloudEvent(body);
+  EXPECT_TRUE(event.ok()) << event.status();
+  return event.ok() ? *event : v1::Event();
+}
+
+void ExpectInvalid(const absl::Status& status, std::string_view message_part) {
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(std::string(status.message()).find(message_part), std::string::npos)
+      << "message: " << status.message() << "\nexpected to contain: " << message_part;
+}
+
+const Value& Field(const Struct& s, const std::string& key) {
+  static const Value kMissing;
+  auto it = s.fields().find(key);
+  EXPECT_NE(it, s.fields().end()) << "missing field " << key;
+  return it == s.fields().end() ? kMissing : it->second;
+}
+
+// `{"a":{"a":...{"a":1}...}}` with `levels` nested objects.
+std::string NestedObjects(int levels) {
+  std::string json;
+  for (int i = 0; i < levels; ++i) json += i + 1 < levels ? R"({"a":)" : R"({"a":1)";
+  json.append(levels, '}');
+  return json;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Legacy Events API
+
+TEST(ParseLegacyBatchTest, ReferenceExample) {
+  const v1::Event event = ParseOneLegacy(kLegacyExample);
+  EXPECT_EQ(event.id(), "6c4c3b4e-0a6f-4d1a-9a0b-3f5f1c1b2a10");
+  EXPECT_EQ(event.original_type(), "product.updated");
+  EXPECT_EQ(event.type(), "product.updated");
+  EXPECT_EQ(event.kind(), "product");
+  EXPECT_EQ(event.origin(), v1::ORIGIN_EVENTS_API);
+  EXPECT_EQ(event.resource_id(), "a3f2c0de-1111-4222-8333-444455556666");
+  EXPECT_EQ(event.occurred_at().seconds(), kSeconds2026_11_20T10_15_00);
+  EXPECT_EQ(event.occurred_at().nanos(), 0);
+  EXPECT_EQ(event.version_at().seconds(), kSeconds2026_11_20T10_14_59);
+  EXPECT_EQ(event.author(), "julia");
+  EXPECT_EQ(event.author_type(), "ui");
+  EXPECT_EQ(event.pim_source(), "https://pim.example.com");
+  // Left to the caller.
+  EXPECT_EQ(event.sequence(), 0u);
+  EXPECT_TRUE(event.source().empty());
+  EXPECT_FALSE(event.has_received_at());
+  EXPECT_TRUE(event.request_id().empty());
+
+  const Struct& data = event.data();
+  EXPECT_EQ(Field(data, "identifier").string_value(), "sku-1");
+  EXPECT_EQ(Field(data, "family").string_value(), "shoes");
+  EXPECT_TRUE(Field(data, "enabled").bool_value());
+  ASSERT_EQ(Field(data, "categories").list_value().values_size(), 1);
+  EXPECT_EQ(Field(data, "categories").list_value().values(0).string_value(), "summer");
+  EXPECT_TRUE(Field(data, "values").has_struct_value());
+  EXPECT_EQ(Field(data, "values").struct_value().fields_size(), 0);
+  EXPECT_EQ(Field(data, "updated").string_value(), "2026-11-20T10:14:59+00:00");
+}
+
+TEST(ParseLegacyBatchTest, ProductWithIdentifierOnly) {
+  // PIM 5.0/6.0 and subscriptions without the "uuid" option.
+  const v1::Event event =
+      ParseOneLegacy(LegacyBatch("product.created", R"({"identifier":"sku-9","enabled":false})"));
+  EXPECT_EQ(event.type(), "product.created");
+  EXPECT_EQ(event.resource_id(), "sku-9");
+}
+
+TEST(ParseLegacyBatchTest, ProductUuidPreferredOverIdentifier) {
+  const v1::Event event =
+      ParseOneLegacy(LegacyBatch("product.updated", R"({"identifier":"sku-9","uuid":"u-9"})"));
+  EXPECT_EQ(event.resource_id(), "u-9");
+}
+
+TEST(ParseLegacyBatchTest, ProductEmptyUuidFallsBackToIdentifier) {
+  const v1::Event event =
+      ParseOneLegacy(LegacyBatch("product.updated", R"({"uuid":"","identifier":"sku-9"})"));
+  EXPECT_EQ(event.resource_id(), "sku-9");
+}
+
+TEST(ParseLegacyBatchTest, ProductRemovedWithNullIdentifier) {
+  const v1::Event event = ParseOneLegacy(
+      LegacyBatch("product.removed", R"({"identifier":null,"uuid":"0b7e2c1a-uuid"})"));
+  EXPECT_EQ(event.original_type(), "product.removed");
+  EXPECT_EQ(event.type(), "product.deleted");
+  EXPECT_EQ(event.kind(), "product");
+  EXPECT_EQ(event.resource_id(), "0b7e2c1a-uuid");
+  EXPECT_EQ(Field(event.data(), "identifier").kind_case(), Value::kNullValue);
+}
+
+TEST(ParseLegacyBatchTest, ProductRemovedWithNothingUsableIsStillAnEvent) {
+  const v1::Event event = ParseOneLegacy(LegacyBatch("product.removed", R"({"identifier":null})"));
+  EXPECT_EQ(event.type(), "product.deleted");
+  EXPECT_TRUE(event.resource_id().empty());
+}
+
+TEST(ParseLegacyBatchTest, ProductModelEvents) {
+  const v1::Event updated = ParseOneLegacy(LegacyBatch(
+      "product_model.updated", R"({"code":"tshirt-model","family_variant":"by_size"})"));
+  EXPECT_EQ(updated.type(), "product_model.updated");
+  EXPECT_EQ(updated.kind(), "product_model");
+  EXPECT_EQ(updated.resource_id(), "tshirt-model");
+
+  const v1::Event removed =
+      ParseOneLegacy(LegacyBatch("product_model.removed", R"({"code":"tshirt-model"})"));
+  EXPECT_EQ(removed.original_type(), "product_model.removed");
+  EXPECT_EQ(removed.type(), "product_model.deleted");
+  EXPECT_EQ(removed.resource_id(), "tshirt-model");
+}
+
+TEST(ParseLegacyBatchTest, NullOptionalFieldsAreAbsent) {
+  const v1::Event event = ParseOneLegacy(
+      R"({"events":[{"action":"product.updated","event_id":"e","author":null,)"
+      R"("event_datetime":"2021-03-12T09:46:08+00:00","data":{"resource":{"uuid":"u"}}}]})");
+  EXPECT_TRUE(event.author().empty());
+  EXPECT_TRUE(event.author_type().empty());
+  EXPECT_TRUE(event.pim_source().empty());
+}
+
+TEST(ParseLegacyBatchTest, VersionAtIsResourceUpdated) {
+  const v1::Event event = ParseOneLegacy(
+      LegacyBatch("product.updated", R"({"uuid":"u","updated":"2024-03-07T16:16:37+01:00"})"));
+  EXPECT_EQ(event.occurred_at().seconds(), kSeconds2021_03_12T09_46_08);
+  EXPECT_EQ(event.version_at().seconds(), kSeconds2024_03_07T15_16_37);
+}
+
+TEST(ParseLegacyBatchTest, VersionAtFallsBackToOccurredAt) {
+  for (std::string_view resource :
+       {R"({"uuid":"u"})", R"({"uuid":"u","updated":"yesterday"})", R"({"uuid":"u","updated":3})",
+        R"({"uuid":"u","updated":null})"}) {
+    SCOPED_TRACE(resource);
+    const v1::Event event = ParseOneLegacy(LegacyBatch("product.updated", resource));
+    EXPECT_EQ(event.version_at().seconds(), kSeconds2021_03_12T09_46_08);
+    EXPECT_EQ(event.version_at().nanos(), 0);
+  }
+}
+
+TEST(ParseLegacyBatchTest, NumbersBecomeDoubles) {
+  const v1::Event event = ParseOneLegacy(LegacyBatch(
+      "product.updated",
+      R"({"uuid":"u","n":-3,"big":9007199254740993,"f":1.5e3,"u":18446744073709551615})"));
+  EXPECT_EQ(Field(event.data(), "n").number_value(), -3.0);
+  // Beyond 2^53 a double cannot hold every integer: documented precision loss.
+  EXPECT_EQ(Field(event.data(), "big").number_value(), 9007199254740992.0);
+  EXPECT_EQ(Field(event.data(), "f").number_value(), 1500.0);
+  EXPECT_EQ(Field(event.data(), "u").number_value(), 18446744073709551615.0);
+}
+
+TEST(ParseLegacyBatchTest, DuplicateKeysFirstWinsEverywhere) {
+  const v1::Event event =
+      ParseOneLegacy(LegacyBatch("product.updated", R"({"uuid":"first","uuid":"second"})"));
+  EXPECT_EQ(event.resource_id(), "first");
+  EXPECT_EQ(Field(event.data(), "uuid").string_value(), "first");
+}
+
+TEST(ParseLegacyBatchTest, UnicodeEscapesAreDecoded) {
+  const v1::Event event = ParseOneLegacy(
+      LegacyBatch("product.updated", R"({"uuid":"u","name":"Caf\u00e9 \ud83d\ude00 \"q\""})"));
+  EXPECT_EQ(Field(event.data(), "name").string_value(), "Caf\xc3\xa9 \xf0\x9f\x98\x80 \"q\"");
+}
+
+TEST(ParseLegacyBatchTest, PartialBatchRejectsBadElementsWithRawText) {
+  const std::string good0 =
+      R"({"action":"product.created","event_id":"e0","event_datetime":"2021-03-12T09:46:08+00:00","data":{"resource":{"uuid":"u0"}}})";
+  const std::string not_object = R"("just a string, with ] and } inside")";
+  const std::string no_id =
+      R"({ "action" : "product.updated", "event_datetime":"2021-03-12T09:46:08+00:00",
+           "note":"tricky \" ] } [ {", "data":{"resource":{"uuid":"u2"}} })";
+  const std::string bad_time =
+      R"({"action":"product.updated","event_id":"e3","event_datetime":"12/03/2021","data":{"resource":{}}})";
+  const std::string good4 =
+      R"({"action":"product_model.removed","event_id":"e4","event_datetime":"2021-03-12T09:46:08Z","data":{"resource":{"code":"m4"}}})";
+  const std::string no_resource =
+      R"({"action":"product.updated","event_id":"e5","event_datetime":"2021-03-12T09:46:08Z","data":{"resource":[]}})";
+  const std::string number = "42";
+  const std::string empty_id =
+      R"({"action":"product.updated","event_id":"","event_datetime":"2021-03-12T09:46:08Z","data":{"resource":{}}})";
+  const std::string no_data =
+      R"({"action":"product.updated","event_id":"e8","event_datetime":"2021-03-12T09:46:08Z"})";
+  const std::string bad_author =
+      R"({"action":"product.updated","event_id":"e9","author":7,"event_datetime":"2021-03-12T09:46:08Z","data":{"resource":{}}})";
+  const std::string no_action =
+      R"({"action":null,"event_id":"e10","event_datetime":"2021-03-12T09:46:08Z","data":{"resource":{}}})";
+  // `events` is not the first member, and whitespace surrounds the elements.
+  const std::string body =
+      Cat(R"({ "meta": {"events": [1, 2], "s": "]"}, "events" : [ )", good0, " ,\n  ", not_object,
+          ",", no_id, ",\t", bad_time, ",", good4, ",", no_resource, ",", number, ",", empty_id,
+          ",", no_data, ",", bad_author, ",", no_action, " ] }");
+
+  absl::StatusOr<ParsedPayload> parsed = ParseLegacyBatch(body, kDefaultLimits);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->events.size(), 2u);
+  EXPECT_EQ(parsed->events[0].id(), "e0");
+  EXPECT_EQ(parsed->events[0].resource_id(), "u0");
+  EXPECT_EQ(parsed->events[1].id(), "e4");
+  EXPECT_EQ(parsed->events[1].type(), "product_model.deleted");
+  EXPECT_EQ(parsed->events[1].resource_id(), "m4");
+
+  struct Expected {
+    std::size_t index;
+    std::string reason;
+    const std::string& raw;
+  };
+  const Expected expected[] = {
+      {1, "events[1]: not an object", not_object},
+      {2, "events[2].event_id: missing or not a string", no_id},
+      {3, "events[3].event_datetime: not an RFC 3339 timestamp", bad_time},
+      {5, "events[5].data.resource: missing or not an object", no_resource},
+      {6, "events[6]: not an object", number},
+      {7, "events[7].event_id: empty", empty_id},
+      {8, "events[8].data: missing or not an object", no_data},
+      {9, "events[9].author: not a string", bad_author},
+      {10, "events[10].action: missing or not a string", no_action},
+  };
+  ASSERT_EQ(parsed->rejected.size(), std::size(expected));
+  for (std::size_t i = 0; i < std::size(expected); ++i) {
+    SCOPED_TRACE(expected[i].reason);
+    EXPECT_EQ(parsed->rejected[i].index, expected[i].index);
+    EXPECT_EQ(parsed->rejected[i].reason, expected[i].reason);
+    EXPECT_EQ(parsed->rejected[i].raw, expected[i].raw);
+  }
+}
+
+TEST(ParseLegacyBatchTest, AllElementsRejectedIsStillOk) {
+  absl::StatusOr<ParsedPayload> parsed = ParseLegacyBatch(R"({"events":[{},[]]})", kDefaultLimits);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->events.empty());
+  ASSERT_EQ(parsed->rejected.size(), 2u);
+  EXPECT_EQ(parsed->rejected[0].raw, "{}");
+  EXPECT_EQ(parsed->rejected[0].reason, "events[0].action: missing or not a string");
+  EXPECT_EQ(parsed->rejected[1].raw, "[]");
+}
+
+TEST(ParseLegacyBatchTest, BodyErrors) {
+  ExpectInvalid(ParseLegacyBatch("", kDefaultLimits).status(), "body is empty");
+  ExpectInvalid(ParseLegacyBatch("not json", kDefaultLimits).status(), "body is not valid JSON");
+  ExpectInvalid(ParseLegacyBatch(R"({"events":[)", kDefaultLimits).status(),
+                "body is not valid JSON");
+  ExpectInvalid(ParseLegacyBatch(R"({"events":[]} trailing)", kDefaultLimits).status(),
+                "body is not valid JSON");
+  ExpectInvalid(ParseLegacyBatch(R"([{"events":[]}])", kDefaultLimits).status(),
+                "body is not a JSON object");
+  ExpectInvalid(ParseLegacyBatch(R"("events")", kDefaultLimits).status(),
+                "body is not a JSON object");
+  ExpectInvalid(ParseLegacyBatch(R"({"event":[{}]})", kDefaultLimits).status(),
+                R"("events" is missing or not an array)");
+  ExpectInvalid(ParseLegacyBatch(R"({"events":{"0":{}}})", kDefaultLimits).status(),
+                R"("events" is missing or not an array)");
+  ExpectInvalid(ParseLegacyBatch(R"({"events":null})", kDefaultLimits).status(),
+                R"("events" is missing or not an array)");
+  ExpectInvalid(ParseLegacyBatch(R"({"events":[]})", kDefaultLimits).status(),
+                R"("events" is empty)");
+}
+
+TEST(ParseLegacyBatchTest, TooManyEvents) {
+  ParseLimits limits;
+  limits.max_events = 2;
+  const std::string three = R"({"events":[{},{},{}]})";
+  ExpectInvalid(ParseLegacyBatch(three, limits).status(), "too many events: 3 > 2");
+  limits.max_events = 3;
+  absl::StatusOr<ParsedPayload> parsed = ParseLegacyBatch(three, limits);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->rejected.size(), 3u);
+}
+
+TEST(ParseLegacyBatchTest, InvalidUtf8FailsCleanly) {
+  const std::string body =
+      Cat(R"({"events":[{"action":"product.updated","event_id":"e",)",
+          R"("event_datetime":"2021-03-12T09:46:08Z","data":{"resource":{"n":"caf)", "\xe9",
+          R"("}}}]})");  // Latin-1 é: not UTF-8.
+  ExpectInvalid(ParseLegacyBatch(body, kDefaultLimits).status(), "not valid UTF-8");
+  // Overlong encoding and a truncated sequence, outside strings too.
+  ExpectInvalid(ParseLegacyBatch("{\"events\":[\"\xc0\xaf\"]}", kDefaultLimits).status(),
+                "not valid UTF-8");
+  ExpectInvalid(ParseLegacyBatch("{\"events\":[\"\xf0\x9f\x98\"]}", kDefaultLimits).status(),
+                "not valid UTF-8");
+  // A lone surrogate escape would decode to invalid UTF-8: refused as well.
+  ExpectInvalid(ParseLegacyBatch(R"({"events":["\ud800"]})", kDefaultLimits).status(),
+                "body is not valid JSON");
+}
+
+TEST(ParseLegacyBatchTest, DeepNestingFailsCleanly) {
+  constexpr int kLevels = 100000;
+  std::string body = R"({"events":[)";
+  body.append(kLevels, '[');
+  body.append(kLevels, ']');
+  body += "]}";
+  ExpectInvalid(ParseLegacyBatch(body, kDefaultLimits).status(), "nested deeper than");
+
+  std::string objects = R"({"events":[)";
+  for (int i = 0; i < kLevels; ++i) objects += R"({"a":)";
+  objects += "1";
+  objects.append(kLevels, '}');
+  objects += "]}";
+  ExpectInvalid(ParseLegacyBatch(objects, kDefaultLimits).status(), "nested deeper than");
+}
+
+TEST(ParseLegacyBatchTest, DataDepthLimitKeepsEventsParseableAsProtobuf) {
+  // Deepest accepted resource: it must survive a protobuf round trip (default recursion limit).
+  const v1::Event event =
+      ParseOneLegacy(LegacyBatch("product.updated", NestedObjects(kMaxDataDepth)));
+  v1::Event reparsed;
+  ASSERT_TRUE(reparsed.ParseFromString(event.SerializeAsString()));
+  EXPECT_EQ(reparsed.data().DebugString(), event.data().DebugString());
+
+  // One level more, and far more (still under simdjson's own limit): the element is rejected.
+  for (int levels : {kMaxDataDepth + 1, 900}) {
+    SCOPED_TRACE(levels);
+    absl::StatusOr<ParsedPayload> parsed =
+        ParseLegacyBatch(LegacyBatch("product.updated", NestedObjects(levels)), kDefaultLimits);
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_TRUE(parsed->events.empty());
+    ASSERT_EQ(parsed->rejected.size(), 1u);
+    EXPECT_EQ(
+        parsed->rejected[0].reason,
+        absl::StrCat("events[0].data.resource: nested deeper than ", kMaxDataDepth, " levels"));
+  }
+  // Arrays count as levels too.
+  std::string arrays(kMaxDataDepth, '[');
+  arrays.append(kMaxDataDepth, ']');
+  absl::StatusOr<ParsedPayload> parsed = ParseLegacyBatch(
+      LegacyBatch("product.updated", Cat(R"({"a":)", arrays, "}")), kDefaultLimits);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->rejected.size(), 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event Platform
+
+TEST(ParseCloudEventTest, ReferenceProductDeleted) {
+  const v1::Event event = ParseCloud(
+      R"({"specversion":"1.0","id":"018e197c-dfe2-70f8-9346-1a8e016f5fbb","source":"akeneo-event-platform",
+ "type":"com.akeneo.pim.v1.product.deleted","subject":"0190fe8a-6213-76ce-8a9f-ba36a5ef555a",
+ "datacontenttype":"application/json","time":"2024-03-07T15:16:37Z",
+ "data":{"product":{"uuid":"3444ec1b-0000","identifier":"my-product-identifier"},
+         "author":{"identifier":"b238e9f7-0000","type":"api"}}})");
+  EXPECT_EQ(event.id(), "018e197c-dfe2-70f8-9346-1a8e016f5fbb");
+  EXPECT_EQ(event.original_type(), "com.akeneo.pim.v1.product.deleted");
+  EXPECT_EQ(event.type(), "product.deleted");
+  EXPECT_EQ(event.kind(), "product");
+  EXPECT_EQ(event.origin(), v1::ORIGIN_EVENT_PLATFORM);
+  EXPECT_EQ(event.resource_id(), "3444ec1b-0000");
+  EXPECT_EQ(event.occurred_at().seconds(), kSeconds2024_03_07T15_16_37);
+  EXPECT_EQ(event.version_at().seconds(), kSeconds2024_03_07T15_16_37);
+  EXPECT_EQ(event.author(), "b238e9f7-0000");
+  EXPECT_EQ(event.author_type(), "api");
+  EXPECT_EQ(event.pim_source(), "akeneo-event-platform");
+  const Struct& product = Field(event.data(), "product").struct_value();
+  EXPECT_EQ(Field(product, "identifier").string_value(), "my-product-identifier");
+  EXPECT_TRUE(Field(event.data(), "author").has_struct_value());
+}
+
+TEST(ParseCloudEventTest, ProductUpdated) {
+  const v1::Event event = ParseCloud(CloudEvent(
+      "com.akeneo.pim.v1.product.updated",
+      R"({"product":{"uuid":"6a9f8486-2c36-4680-b87f-6f5f8f01b6cf"},"author":{"identifier":"julia","type":"user"}})"));
+  EXPECT_EQ(event.type(), "product.updated");
+  EXPECT_EQ(event.resource_id(), "6a9f8486-2c36-4680-b87f-6f5f8f01b6cf");
+  EXPECT_EQ(event.author(), "julia");
+  EXPECT_EQ(event.author_type(), "user");
+  EXPECT_EQ(event.pim_source(), "pim");
+  EXPECT_EQ(event.occurred_at().seconds(), kSeconds2024_02_22T17_31_00);
+  EXPECT_EQ(event.version_at().seconds(), kSeconds2024_02_22T17_31_00);
+}
+
+TEST(ParseCloudEventTest, ProductIdentifierOnly) {
+  const v1::Event event = ParseCloud(
+      CloudEvent("com.akeneo.pim.v1.product.created", R"({"product":{"identifier":"sku"}})"));
+  EXPECT_EQ(event.resource_id(), "sku");
+}
+
+std::string DeltaData(std::string_view updated_at) {
+  return Cat(
+      R"({"product":{"uuid":"p-1","updated_at":)", updated_at,
+      R"(,"changes":{"enabled":{"previous":true,"new":false},"categories":{"added":["a"],"removed":[]},)"
+      R"("values":{"name":[{"previous":"x","new":"y","type":"pim_catalog_text","locale":null,"scope":null}]}}},)"
+      R"("author":{"identifier":"julia","type":"user"}})");
+}
+
+TEST(ParseCloudEventTest, DeltaWithPhpDateTimeObject) {
+  const v1::Event event = ParseCloud(
+      CloudEvent("com.akeneo.pim.v1.product.updated.delta",
+                 DeltaData(R"({"date":"2024-10-14 13:01:21.000000","timezone":"UTC"})")));
+  EXPECT_EQ(event.type(), "product.updated.delta");
+  EXPECT_EQ(event.kind(), "product");
+  EXPECT_EQ(event.resource_id(), "p-1");
+  EXPECT_EQ(event.occurred_at().seconds(), kSeconds2024_02_22T17_31_00);
+  EXPECT_EQ(event.version_at().seconds(), kSeconds2024_10_14T13_01_21);
+  EXPECT_EQ(event.version_at().nanos(), 0);
+  const Struct& changes =
+      Field(Field(event.data(), "product").struct_value(), "changes").struct_value();
+  EXPECT_FALSE(Field(Field(changes, "enabled").struct_value(), "new").bool_value());
+}
+
+TEST(ParseCloudEventTest, DeltaUpdatedAtVariants) {
+  struct Case {
+    std::string_view updated_at;
+    std::int64_t seconds;
+    int nanos;
+  };
+  const Case cases[] = {
+      {R"("2024-10-14T15:01:21.5+02:00")", kSeconds2024_10_14T13_01_21, 500000000},
+      {R"({"date":"2024-10-14 13:01:21.250000","timezone":"UTC"})", kSeconds2024_10_14T13_01_21,
+       250000000},
+      {R"({"date":"2024-10-14 13:01:21"})", kSeconds2024_10_14T13_01_21, 0},
+      {R"({"date":"2024-10-14 13:01:21.000000","timezone_type":3,"timezone":"Z"})",
+       kSeconds2024_10_14T13_01_21, 0},
+      {R"({"date":"2024-10-14 15:01:21.000000","timezone_type":1,"timezone":"+02:00"})",
+       kSeconds2024_10_14T13_01_21, 0},
+      // Named zones need a tz database: fall back to `time`.
+      {R"({"date":"2024-10-14 15:01:21.000000","timezone":"Europe/Paris"})",
+       kSeconds2024_02_22T17_31_00, 0},
+      // Unusable values fall back to `time` as well.
+      {R"("2024-10-14 13:01:21")", kSeconds2024_02_22T17_31_00, 0},
+      {R"({"date":"garbage","timezone":"UTC"})", kSeconds2024_02_22T17_31_00, 0},
+      {R"({"timezone":"UTC"})", kSeconds2024_02_22T17_31_00, 0},
+      {"1728910881", kSeconds2024_02_22T17_31_00, 0},
+      {"null", kSeconds2024_02_22T17_31_00, 0},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.updated_at);
+    const v1::Event event =
+        ParseCloud(CloudEvent("com.akeneo.pim.v1.product.updated.delta", DeltaData(c.updated_at)));
+    EXPECT_EQ(event.version_at().seconds(), c.seconds);
+    EXPECT_EQ(event.version_at().nanos(), c.nanos);
+  }
+}
+
+TEST(ParseCloudEventTest, UpdatedAtIgnoredOutsideDeltaEvents) {
+  const v1::Event event = ParseCloud(
+      CloudEvent("com.akeneo.pim.v1.product.updated", DeltaData(R"("2024-10-14T13:01:21Z")")));
+  EXPECT_EQ(event.version_at().seconds(), kSeconds2024_02_22T17_31_00);
+}
+
+TEST(ParseCloudEventTest, ProductModelDelta) {
+  const v1::Event event = ParseCloud(CloudEvent(
+      "com.akeneo.pim.v1.product-model.updated.delta",
+      R"({"product_model":{"code":"pm","updated_at":{"date":"2024-10-14 13:01:21.000000","timezone":"UTC"},"changes":{}}})"));
+  EXPECT_EQ(event.type(), "product_model.updated.delta");
+  EXPECT_EQ(event.resource_id(), "pm");
+  EXPECT_EQ(event.version_at().seconds(), kSeconds2024_10_14T13_01_21);
+}
+
+TEST(ParseCloudEventTest, ProductModel) {
+  const v1::Event event =
+      ParseCloud(CloudEvent("com.akeneo.pim.v1.product-model.updated",
+                            R"({"product_model":{"code":"a-product-model-code"}})"));
+  EXPECT_EQ(event.original_type(), "com.akeneo.pim.v1.product-model.updated");
+  EXPECT_EQ(event.type(), "product_model.updated");
+  EXPECT_EQ(event.kind(), "product_model");
+  EXPECT_EQ(event.resource_id(), "a-product-model-code");
+  EXPECT_TRUE(event.author().empty());
+
+  // The docs' field table names `data.product.code` for model events: accepted too.
+  const v1::Event per_table = ParseCloud(
+      CloudEvent("com.akeneo.pim.v1.product-model.created", R"({"product":{"code":"m2"}})"));
+  EXPECT_EQ(per_table.resource_id(), "m2");
+}
+
+TEST(ParseCloudEventTest, CompositeCodes) {
+  struct Case {
+    std::string_view type;
+    std::string_view data;
+    std::string_view resource_id;
+  };
+  const Case cases[] = {
+      {"com.akeneo.pim.v1.asset.created",
+       R"({"asset":{"asset_family":{"code":"family1"},"code":"asset1"}})", "family1/asset1"},
+      {"com.akeneo.pim.v1.attribute-option.deleted",
+       R"({"attribute_option":{"code":"red","attribute":{"code":"color"}}})", "color/red"},
+      {"com.akeneo.pim.v1.reference-entity-record.updated",
+       R"({"reference_entity_record":{"code":"Addadas","reference_entity":{"code":"brands"}}})",
+       "brands/Addadas"},
+      // Without its parent a code is ambiguous: no id rather than a colliding one.
+      {"com.akeneo.pim.v1.asset.deleted", R"({"asset":{"code":"asset1"}})", ""},
+      {"com.akeneo.pim.v1.attribute-option.updated",
+       R"({"attribute_option":{"code":"red","attribute":"color"}})", ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.type);
+    EXPECT_EQ(ParseCloud(CloudEvent(c.type, c.data)).resource_id(), c.resource_id);
+  }
+}
+
+TEST(ParseCloudEventTest, CodeResources) {
+  struct Case {
+    std::string_view type;
+    std::string_view data;
+    std::string_view kind;
+    std::string_view resource_id;
+  };
+  const Case cases[] = {
+      {"com.akeneo.pim.v1.attribute.created", R"({"attribute":{"code":"an-attribute-code"}})",
+       "attribute", "an-attribute-code"},
+      {"com.akeneo.pim.v1.attribute-group.deleted",
+       R"({"attribute_group":{"code":"an_attribute_group_code"}})", "attribute_group",
+       "an_attribute_group_code"},
+      {"com.akeneo.pim.v1.category.updated", R"({"category":{"code":"category-1"}})", "category",
+       "category-1"},
+      {"com.akeneo.pim.v1.family.deleted", R"({"family":{"code":"a_family_code"}})", "family",
+       "a_family_code"},
+      {"com.akeneo.pim.v1.app.deleted", R"({"app":{"client_id":"test_client_id"}})", "app",
+       "test_client_id"},
+      {"com.akeneo.pim.v1.connection.deleted",
+       R"({"connection":{"client_id":"connection-client-id"}})", "connection",
+       "connection-client-id"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.type);
+    const v1::Event event = ParseCloud(CloudEvent(c.type, c.data));
+    EXPECT_EQ(event.kind(), c.kind);
+    EXPECT_EQ(event.resource_id(), c.resource_id);
+  }
+}
+
+TEST(ParseCloudEventTest, JobExecutionId) {
+  const v1::Event event = ParseCloud(CloudEvent(
+      "com.akeneo.pim.v1.job.mass-edit.status-changed",
+      R"({"job":{"execution_id":1234,"code":"update_product_value","status":"COMPLETED","type":"mass_edit"},)"
+      R"("author":{"identifier":"julia","type":"user"}})"));
+  EXPECT_EQ(event.type(), "job.mass_edit.status_changed");
+  EXPECT_EQ(event.kind(), "job");
+  EXPECT_EQ(event.resource_id(), "1234");
+  EXPECT_EQ(Field(Field(event.data(), "job").struct_value(), "execution_id").number_value(),
+            1234.0);
+
+  EXPECT_EQ(ParseCloud(CloudEvent("com.akeneo.pim.v1.job.export.status-changed",
+                                  R"({"job":{"execution_id":"77","code":"csv_export"}})"))
+                .resource_id(),
+            "77");
+  EXPECT_EQ(ParseCloud(CloudEvent("com.akeneo.pim.v1.job.import.status-changed",
+                                  R"({"job":{"code":"csv_import"}})"))
+                .resource_id(),
+            "csv_import");
+}
+
+TEST(ParseCloudEventTest, WorkflowTask) {
+  const v1::Event event = ParseCloud(CloudEvent(
+      "com.akeneo.pim.v1.workflow.task.created",
+      R"({"task":{"uuid":"task-uuid"},"workflow":{"uuid":"wf-uuid"},"step":{"uuid":"step-uuid"},)"
+      R"("product":{"uuid":"p-uuid"}})"));
+  EXPECT_EQ(event.type(), "workflow.task.created");
+  EXPECT_EQ(event.kind(), "workflow");
+  EXPECT_EQ(event.resource_id(), "task-uuid");
+}
+
+TEST(ParseCloudEventTest, BecameCompleteWithoutAuthor) {
+  const v1::Event event = ParseCloud(CloudEvent(
+      "com.akeneo.pim.v1.product.became-complete",
+      R"({"product":{"uuid":"p-2","complete_on":[{"channel":"ecommerce","locale":"en_US"}]}})"));
+  EXPECT_EQ(event.type(), "product.became_complete");
+  EXPECT_EQ(event.kind(), "product");
+  EXPECT_EQ(event.resource_id(), "p-2");
+  EXPECT_TRUE(event.author().empty());
+  EXPECT_TRUE(event.author_type().empty());
+}
+
+TEST(ParseCloudEventTest, UnknownTypeAccepted) {
+  const v1::Event event = ParseCloud(
+      CloudEvent("com.akeneo.pim.v1.channel.created", R"({"channel":{"code":"ecommerce"}})"));
+  EXPECT_EQ(event.type(), "channel.created");
+  EXPECT_EQ(event.kind(), "channel");
+  EXPECT_EQ(event.resource_id(), "ecommerce");
+
+  const v1::Event opaque = ParseCloud(CloudEvent("org.example.something-else", R"({"x":[1]})"));
+  EXPECT_EQ(opaque.type(), "org.example.something_else");
+  EXPECT_EQ(opaque.kind(), "org");
+  EXPECT_TRUE(opaque.resource_id().empty());
+}
+
+TEST(ParseCloudEventTest, MinimalEnvelope) {
+  const v1::Event event =
+      ParseCloud(R"({"id":"i","type":"com.akeneo.pim.v1.product.created","data":{}})");
+  EXPECT_EQ(event.id(), "i");
+  EXPECT_FALSE(event.has_occurred_at());
+  EXPECT_FALSE(event.has_version_at());
+  EXPECT_TRUE(event.pim_source().empty());
+  EXPECT_TRUE(event.resource_id().empty());
+
+  const v1::Event null_time =
+      ParseCloud(R"({"id":"i","type":"t.x","time":null,"specversion":"1.1","data":{}})");
+  EXPECT_FALSE(null_time.has_occurred_at());
+  EXPECT_FALSE(null_time.has_version_at());
+}
+
+TEST(ParseCloudEventTest, EnvelopeErrors) {
+  ExpectInvalid(ParseCloudEvent("").status(), "body is empty");
+  ExpectInvalid(ParseCloudEvent("{").status(), "body is not valid JSON");
+  ExpectInvalid(ParseCloudEvent("[]").status(), "body is not a JSON object");
+  ExpectInvalid(ParseCloudEvent("null").status(), "body is not a JSON object");
+  ExpectInvalid(ParseCloudEvent(R"({"type":"t","data":{}})").status(),
+                "id: missing or not a string");
+  ExpectInvalid(ParseCloudEvent(R"({"id":5,"type":"t","data":{}})").status(),
+                "id: missing or not a string");
+  ExpectInvalid(ParseCloudEvent(R"({"id":"","type":"t","data":{}})").status(), "id: empty");
+  ExpectInvalid(ParseCloudEvent(R"({"id":"i","data":{}})").status(),
+                "type: missing or not a string");
+  ExpectInvalid(ParseCloudEvent(R"({"id":"i","type":"","data":{}})").status(), "type: empty");
+  ExpectInvalid(ParseCloudEvent(R"({"id":"i","type":"t"})").status(),
+                "data: missing or not an object");
+  ExpectInvalid(ParseCloudEvent(R"({"id":"i","type":"t","data":"x"})").status(),
+                "data: missing or not an object");
+  ExpectInvalid(ParseCloudEvent(R"({"id":"i","type":"t","specversion":1.0,"data":{}})").status(),
+                "specversion: not a string");
+  ExpectInvalid(ParseCloudEvent(R"({"id":"i","type":"t","time":17,"data":{}})").status(),
+                "time: not a string");
+}
+
+TEST(ParseCloudEventTest, InvalidTime) {
+  for (std::string_view time : {"yesterday", "2024-02-22T17:31:00", "2024-02-30T17:31:00Z",
+                                "2024-02-22T17:31:00+0100", ""}) {
+    SCOPED_TRACE(time);
+    const std::string body = Cat(R"({"id":"i","type":"t","time":")", time, R"(","data":{}})");
+    ExpectInvalid(ParseCloudEvent(body).status(), "time: not an RFC 3339 timestamp");
+  }
+}
+
+TEST(ParseCloudEventTest, InvalidUtf8AndDeepNestingFailCleanly) {
+  ExpectInvalid(ParseCloudEvent("{\"id\":\"\xff\",\"type\":\"t\",\"data\":{}}").status(),
+                "not valid UTF-8");
+  constexpr int kLevels = 100000;
+  std::string body = R"({"id":"i","type":"t","data":{"x":)";
+  body.append(kLevels, '[');
+  body.append(kLevels, ']');
+  body += "}}";
+  ExpectInvalid(ParseCloudEvent(body).status(), "nested deeper than");
+
+  const std::string too_deep = CloudEvent("com.akeneo.pim.v1.product.updated",
+                                          Cat(R"({"product":)", NestedObjects(kMaxDataDepth), "}"));
+  ExpectInvalid(ParseCloudEvent(too_deep).status(),
+                absl::StrCat("data: nested deeper than ", kMaxDataDepth, " levels"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timestamps
+
+TEST(ParseTimestampTest, Accepts) {
+  struct Case {
+    std::string_view text;
+    std::int64_t seconds;
+    int nanos;
+  };
+  const Case cases[] = {
+      {"2021-03-12T09:46:08+00:00", kSeconds2021_03_12T09_46_08, 0},
+      {"2021-03-12T09:46:08Z", kSeconds2021_03_12T09_46_08, 0},
+      {"2021-03-12t09:46:08z", kSeconds2021_03_12T09_46_08, 0},
+      {"2021-03-12 09:46:08Z", kSeconds2021_03_12T09_46_08, 0},
+      {"2021-03-12T10:46:08+01:00", kSeconds2021_03_12T09_46_08, 0},
+      {"2021-03-12T04:16:08-05:30", kSeconds2021_03_12T09_46_08, 0},
+      {"2021-03-12T09:46:08-00:00", kSeconds2021_03_12T09_46_08, 0},
+      {"2024-03-07T15:16:37.123Z", kSeconds2024_03_07T15_16_37, 123000000},
+      {"2024-03-07T15:16:37.1Z", kSeconds2024_03_07T15_16_37, 100000000},
+      {"2024-03-07T15:16:37.000000001Z", kSeconds2024_03_07T15_16_37, 1},
+      {"2024-03-07T15:16:37.999999999+00:00", kSeconds2024_03_07T15_16_37, 999999999},
+      {"1970-01-01T00:00:00Z", 0, 0},
+      {"1969-12-31T23:59:59.5Z", -1, 500000000},
+      {"2024-02-29T00:00:00Z", 1709164800, 0},
+      {"2000-02-29T12:00:00Z", 951825600, 0},
+      {"0001-01-01T00:00:00Z", -62135596800, 0},
+      {"9999-12-31T23:59:59.999999999Z", 253402300799, 999999999},
+      {"2021-03-13T09:45:08+23:59", kSeconds2021_03_12T09_46_08, 0},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    absl::StatusOr<Timestamp> ts = ParseTimestamp(c.text);
+    ASSERT_TRUE(ts.ok()) << ts.status();
+    EXPECT_EQ(ts->seconds(), c.seconds);
+    EXPECT_EQ(ts->nanos(), c.nanos);
+  }
+}
+
+TEST(ParseTimestampTest, Rejects) {
+  for (std::string_view text : {
+           "",
+           "garbage",
+           "2021-03-12",
+           "2021-03-12T09:46Z",
+           "2021-03-12T09:46:08",              // no zone
+           "2021-03-12T09:46:08 +00:00",       // space before zone
+           "2021-03-12T09:46:08+0000",         // offset without colon
+           "2021-03-12T09:46:08+00",           // offset without minutes
+           "2021-03-12T09:46:08+1:00",         //
+           "2021-03-12T09:46:08+24:00",        // offset hours out of range
+           "2021-03-12T09:46:08+00:60",        // offset minutes out of range
+           "2021-03-12T09:46:08.Z",            // empty fraction
+           "2021-03-12T09:46:08.1234567890Z",  // 10 fraction digits
+           "2021-03-12T09:46:08,5Z",           // comma fraction
+           "2021-03-12T09:46:08Z ",            // trailing space
+           " 2021-03-12T09:46:08Z",            // leading space
+           "2021-03-12T09:46:08ZZ",            //
+           "2021-03-12X09:46:08Z",             // bad separator
+           "2021-3-12T09:46:08Z",              // short month
+           "21-03-12T09:46:08Z",               // short year
+           "+2021-03-12T09:46:08Z",            //
+           "2021-00-12T09:46:08Z",             // month 0
+           "2021-13-12T09:46:08Z",             // month 13
+           "2021-03-00T09:46:08Z",             // day 0
+           "2021-04-31T09:46:08Z",             // April 31
+           "2023-02-29T09:46:08Z",             // not a leap year
+           "1900-02-29T09:46:08Z",             // not a leap year (century)
+           "2021-03-12T24:00:00Z",             // hour 24
+           "2021-03-12T09:60:08Z",             // minute 60
+           "2016-12-31T23:59:60Z",             // leap second
+           "2021-03-12T09:46:0aZ",             //
+           "0001-01-01T00:00:00+00:01",        // before 0001-01-01T00:00:00Z
+           "9999-12-31T23:59:59-00:01",        // after 9999-12-31T23:59:59Z
+           "0000-06-01T00:00:00Z",             // year 0
+       }) {
+    SCOPED_TRACE(text);
+    ExpectInvalid(ParseTimestamp(text).status(), "not an RFC 3339 timestamp");
+  }
+  // Embedded NUL.
+  ExpectInvalid(ParseTimestamp(std::string_view("2021-03-12T09:46:08Z\0", 21)).status(),
+                "not an RFC 3339 timestamp");
+}
+
+}  // namespace
+}  // namespace pimgate

@@ -1,0 +1,71 @@
+// Gateway: the HTTPS server Akeneo posts webhooks to. Verifies each request's signature before
+// parsing it, turns it into Events, and answers 200 only once the EventLog has stored them.
+#ifndef PIMGATE_GATEWAY_SERVER_H_
+#define PIMGATE_GATEWAY_SERVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/config.h"
+#include "core/event_log.h"
+
+namespace pimgate {
+
+// Counters for one source, updated by the gateway's I/O threads (relaxed atomics).
+struct SourceCounters {
+  std::atomic<uint64_t> events_accepted{0};
+  std::atomic<uint64_t> duplicates{0};
+  std::atomic<uint64_t> stale{0};
+  std::atomic<uint64_t> quarantined{0};
+};
+
+// A point-in-time copy of the gateway's counters.
+struct GatewayStats {
+  struct Source {
+    std::string name;
+    std::map<int, uint64_t> requests_by_code;
+    uint64_t events_accepted = 0;
+    uint64_t duplicates = 0;
+    uint64_t stale = 0;
+    uint64_t quarantined = 0;
+  };
+  std::vector<Source> sources;
+  // Requests that matched no source (404) or came before routing (bad HTTP, 413, 431, ...).
+  std::map<int, uint64_t> unrouted_by_code;
+  uint64_t connections_open = 0;
+  uint64_t connections_refused = 0;
+};
+
+// Owns its I/O threads. Start() binds and serves; Stop() (or the destructor) stops accepting,
+// waits for requests whose events are being written, then closes everything. The EventLog must
+// outlive the Gateway. Thread-safe: stats() may be called from any thread.
+class Gateway {
+ public:
+  // Validates the TLS material and builds the routing table. Does not bind.
+  static absl::StatusOr<std::unique_ptr<Gateway>> Create(const Config& config, EventLog* log);
+  ~Gateway();
+
+  // Binds gateway.listen (port 0 picks a free port) and starts serving.
+  absl::Status Start();
+  void Stop();
+
+  // The bound port, valid after Start().
+  uint16_t port() const;
+  bool tls() const;
+  GatewayStats stats() const;
+
+  class Impl;
+
+ private:
+  explicit Gateway(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_GATEWAY_SERVER_H_

@@ -1,0 +1,44 @@
+# Shared by scripts/test and scripts/demo: install missing Debian packages, configure, build.
+# Idempotent: nothing is installed or rebuilt when nothing changed.
+
+PIMGATE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Debian 12 packages pimgate builds and tests with.
+PIMGATE_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git openssl curl ca-certificates
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libboost-dev libboost-system-dev librocksdb-dev libyaml-cpp-dev libssl-dev
+  libgtest-dev libgmock-dev libsimdjson-dev libabsl-dev libspdlog-dev libfmt-dev
+  python3-grpcio python3-protobuf nodejs npm
+)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+ensure_packages() {
+  local missing=()
+  local pkg
+  for pkg in "${PIMGATE_PACKAGES[@]}" "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$pkg")
+    fi
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    return 0
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# build DIR [cmake args...]: configure once, then build incrementally with 2 jobs.
+build() {
+  local dir="$1"; shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    log "configuring $dir"
+    cmake -S "$PIMGATE_ROOT" -B "$dir" -G Ninja "$@" >/dev/null
+  fi
+  log "building $dir"
+  cmake --build "$dir" -j2
+}
