@@ -78,11 +78,12 @@ int Serve(const std::string& path, const std::string& ready_file) {
                      std::string(log.status().message()));
     return 1;
   }
-  spdlog::info("event log {} opened: head sequence {}, sync={}", config->store.path,
-               (*log)->head(), config->store.sync);
+  spdlog::info("event log {} opened: head sequence {}, sync={}", config->store.path, (*log)->head(),
+               config->store.sync);
   if (!config->store.sync) {
-    spdlog::warn("store.sync is false: a 200 means the events survive a pimgate crash, "
-                 "not a power loss");
+    spdlog::warn(
+        "store.sync is false: a 200 means the events survive a pimgate crash, "
+        "not a power loss");
   }
 
   auto gateway = pimgate::Gateway::Create(*config, log->get());

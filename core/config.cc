@@ -1,0 +1,735 @@
+// Loads pimgate's YAML configuration into the structs of config.h, rejecting anything it does not
+// understand so that a typo fails at startup instead of silently falling back to a default.
+#include "core/config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "yaml-cpp/yaml.h"
+
+namespace pimgate {
+namespace {
+
+// A value in the document together with what error messages say about it: its key path
+// ("sources[1].kind") and its 1-based line.
+struct Field {
+  YAML::Node node;
+  std::string path;
+  int line;
+};
+
+// yaml-cpp marks lines from 0, and gives -1 for nodes it made up (an empty document).
+int LineOf(const YAML::Node& node) { return node.Mark().line < 0 ? 1 : node.Mark().line + 1; }
+
+absl::Status Invalid(const Field& field, absl::string_view problem) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("line ", field.line, ": ", field.path, ": ", problem));
+}
+
+// Quotes a configured (non-secret) value for an error message.
+std::string Quote(absl::string_view text) {
+  constexpr size_t kMaxShown = 64;
+  if (text.size() > kMaxShown) {
+    return absl::StrCat("\"", absl::CHexEscape(text.substr(0, kMaxShown)), "...\"");
+  }
+  return absl::StrCat("\"", absl::CHexEscape(text), "\"");
+}
+
+// How a node that has the wrong shape is described: "got a mapping", "got \"foo\"". Never used on
+// secrets, since it prints scalars.
+std::string Got(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map:
+      return "got a mapping";
+    case YAML::NodeType::Sequence:
+      return "got a sequence";
+    case YAML::NodeType::Scalar:
+      return absl::StrCat("got ", Quote(node.Scalar()));
+    default:
+      return "got nothing";
+  }
+}
+
+std::string ErrnoText(int err) { return std::generic_category().message(err); }
+
+// Errors from the OS carry its reason ("No such file or directory") as their message.
+absl::Status ErrnoStatus(int err) {
+  const std::string reason = ErrnoText(err);
+  if (err == ENOENT) return absl::NotFoundError(reason);
+  if (err == EACCES) return absl::PermissionDeniedError(reason);
+  return absl::FailedPreconditionError(reason);
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::FILE* file = std::fopen(path.c_str(), "rbe");
+  if (file == nullptr) return ErrnoStatus(errno);
+  std::string contents;
+  char buffer[16384];
+  size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) contents.append(buffer, n);
+  const int err = std::ferror(file) ? errno : 0;
+  std::fclose(file);
+  if (err != 0) return ErrnoStatus(err);
+  return contents;
+}
+
+// ---- Readers for one value --------------------------------------------------------------------
+
+using ValueReader = std::function<absl::Status(const Field&)>;
+
+// The text of a scalar value. Nulls (`key:` with nothing after it) are errors rather than empty
+// strings: an operator who left a value out meant to write one.
+absl::StatusOr<std::string> ScalarOf(const Field& field) {
+  if (field.node.IsScalar()) return field.node.Scalar();
+  if (field.node.IsNull()) return Invalid(field, "missing value");
+  return Invalid(field, absl::StrCat("must be a single value, ", Got(field.node)));
+}
+
+ValueReader String(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    if (text->empty()) return Invalid(field, "must not be empty");
+    out = *std::move(text);
+    return absl::OkStatus();
+  };
+}
+
+// One of a fixed set of words; the message lists them all.
+ValueReader OneOf(std::initializer_list<absl::string_view> choices, std::string& out) {
+  std::vector<std::string> allowed(choices.begin(), choices.end());
+  return [allowed = std::move(allowed), &out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    for (const std::string& choice : allowed) {
+      if (*text == choice) {
+        out = choice;
+        return absl::OkStatus();
+      }
+    }
+    // "must be "a" or "b"", "must be one of "a", "b" or "c"".
+    std::vector<std::string> quoted;
+    for (const std::string& choice : allowed) quoted.push_back(absl::StrCat("\"", choice, "\""));
+    const std::string last = quoted.back();
+    quoted.pop_back();
+    return Invalid(field,
+                   absl::StrCat("must be ", quoted.size() > 1 ? "one of " : "",
+                                absl::StrJoin(quoted, ", "), " or ", last, ", ", Got(field.node)));
+  };
+}
+
+// YAML 1.2 booleans only: yaml-cpp would also take yes/no/on/off, which YAML 1.2 reads as strings.
+ValueReader Bool(bool& out) {
+  return [&out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    if (*text == "true" || *text == "True" || *text == "TRUE") {
+      out = true;
+    } else if (*text == "false" || *text == "False" || *text == "FALSE") {
+      out = false;
+    } else {
+      return Invalid(field, absl::StrCat("must be true or false, ", Got(field.node)));
+    }
+    return absl::OkStatus();
+  };
+}
+
+absl::StatusOr<int64_t> ReadInteger(const Field& field, int64_t min) {
+  absl::StatusOr<std::string> text = ScalarOf(field);
+  if (!text.ok()) return text.status();
+  // A leading minus parses, so that "-1" gets the range message rather than "not an integer".
+  absl::string_view digits = *text;
+  absl::ConsumePrefix(&digits, "-");
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit)) {
+    return Invalid(field, absl::StrCat("must be an integer, ", Got(field.node)));
+  }
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(*text, &value)) return Invalid(field, "is too large");
+  if (value < min) return Invalid(field, absl::StrCat("must be at least ", min, ", got ", value));
+  return value;
+}
+
+// An integer of at least `min` (which is never negative) that fits in T.
+template <typename T>
+ValueReader Integer(T& out, int64_t min) {
+  return [&out, min](const Field& field) -> absl::Status {
+    absl::StatusOr<int64_t> value = ReadInteger(field, min);
+    if (!value.ok()) return value.status();
+    if (static_cast<uint64_t>(*value) > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+      return Invalid(field, absl::StrCat("must be at most ", std::numeric_limits<T>::max()));
+    }
+    out = static_cast<T>(*value);
+    return absl::OkStatus();
+  };
+}
+
+// A byte size that must be positive: every size limit in the config bounds something that cannot
+// be zero (a body, a header block).
+ValueReader ByteSize(std::size_t& out) {
+  return [&out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    absl::StatusOr<std::size_t> bytes = ParseByteSize(*text);
+    if (!bytes.ok()) return Invalid(field, bytes.status().message());
+    if (*bytes == 0) return Invalid(field, "must be greater than zero");
+    out = *bytes;
+    return absl::OkStatus();
+  };
+}
+
+// A positive duration. Every duration in the config is a timeout, tolerance or retention, none of
+// which means anything at zero.
+absl::StatusOr<std::chrono::milliseconds> ReadDuration(const Field& field) {
+  absl::StatusOr<std::string> text = ScalarOf(field);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<std::chrono::milliseconds> duration = ParseDuration(*text);
+  if (!duration.ok()) return Invalid(field, duration.status().message());
+  if (duration->count() == 0) return Invalid(field, "must be greater than zero");
+  return *duration;
+}
+
+ValueReader Millis(std::chrono::milliseconds& out) {
+  return [&out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::chrono::milliseconds> duration = ReadDuration(field);
+    if (!duration.ok()) return duration.status();
+    out = *duration;
+    return absl::OkStatus();
+  };
+}
+
+// For fields stored in seconds: a value such as 1500ms would otherwise be silently truncated.
+template <typename Out>  // std::chrono::seconds or std::optional of it
+ValueReader Seconds(Out& out) {
+  return [&out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::chrono::milliseconds> duration = ReadDuration(field);
+    if (!duration.ok()) return duration.status();
+    if (duration->count() % 1000 != 0) {
+      return Invalid(field, absl::StrCat("must be a whole number of seconds, got ",
+                                         Quote(field.node.Scalar())));
+    }
+    out = std::chrono::duration_cast<std::chrono::seconds>(*duration);
+    return absl::OkStatus();
+  };
+}
+
+// ---- Mappings ---------------------------------------------------------------------------------
+
+// One key a mapping may hold, and how its value is read.
+struct KeySpec {
+  absl::string_view key;
+  ValueReader read;
+  bool required = false;
+};
+
+// Reads `field` as a mapping whose keys must all appear in `keys`. Values are read in document
+// order, so the first error reported is the first one in the file. Unknown, duplicate and missing
+// required keys are errors. A null mapping (`log:` with nothing under it) is read as empty, so a
+// section can be written to show it exists while keeping every default.
+//
+// Adding a section or a key is one more KeySpec line at the caller.
+absl::Status ReadMapping(const Field& field, std::initializer_list<KeySpec> keys) {
+  if (!field.node.IsMap() && !field.node.IsNull()) {
+    return Invalid(field, absl::StrCat("must be a mapping, ", Got(field.node)));
+  }
+  const std::string prefix = field.path.empty() ? "" : absl::StrCat(field.path, ".");
+  std::map<std::string, int, std::less<>> seen;  // key -> line, for duplicates
+  if (field.node.IsMap()) {
+    for (const auto& entry : field.node) {
+      // Copies: yaml-cpp's iterators hand out temporaries, and Nodes are cheap handles.
+      const YAML::Node key = entry.first;
+      const int line = LineOf(key);
+      if (!key.IsScalar()) {
+        return Invalid({key, field.path.empty() ? "<document>" : field.path, line},
+                       "keys must be plain names");
+      }
+      Field value{entry.second, absl::StrCat(prefix, key.Scalar()), line};
+      auto [previous, inserted] = seen.emplace(key.Scalar(), line);
+      if (!inserted) {
+        return Invalid(value, absl::StrCat("duplicate key (first at line ", previous->second, ")"));
+      }
+      const KeySpec* spec = nullptr;
+      for (const KeySpec& candidate : keys) {
+        if (candidate.key == key.Scalar()) spec = &candidate;
+      }
+      if (spec == nullptr) return Invalid(value, "unknown key");
+      if (absl::Status status = spec->read(value); !status.ok()) return status;
+    }
+  }
+  for (const KeySpec& spec : keys) {
+    if (spec.required && !seen.contains(spec.key)) {
+      return Invalid({field.node, absl::StrCat(prefix, spec.key), field.line}, "required");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---- gateway ----------------------------------------------------------------------------------
+
+// host:port, with IPv6 hosts in brackets ("[::1]:8443"). The port may be 0 (pick a free one).
+ValueReader Listen(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    const absl::string_view listen = *text;
+    const size_t colon = listen.rfind(':');
+    if (colon == absl::string_view::npos) {
+      return Invalid(field, absl::StrCat("must be host:port, ", Got(field.node)));
+    }
+    absl::string_view host = listen.substr(0, colon);
+    const absl::string_view port = listen.substr(colon + 1);
+    if (absl::ConsumePrefix(&host, "[")) {
+      if (!absl::ConsumeSuffix(&host, "]") || host.empty()) {
+        return Invalid(field, absl::StrCat("must be host:port or [ipv6]:port, ", Got(field.node)));
+      }
+    } else if (host.empty()) {
+      return Invalid(
+          field, absl::StrCat("host must not be empty (use 0.0.0.0 for all), ", Got(field.node)));
+    } else if (absl::StrContains(host, ":")) {
+      return Invalid(
+          field, absl::StrCat("IPv6 hosts go in brackets, e.g. \"[::1]:8443\", ", Got(field.node)));
+    }
+    int port_number = -1;
+    if (port.empty() || port.size() > 5 ||
+        !std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
+        !absl::SimpleAtoi(port, &port_number) || port_number > 65535) {
+      return Invalid(field,
+                     absl::StrCat("port must be a number from 0 to 65535, ", Got(field.node)));
+    }
+    out = *std::move(text);
+    return absl::OkStatus();
+  };
+}
+
+// Checks up front that a file the server opens later exists and is readable, so a bad path fails
+// at config load with the key that named it rather than at the first TLS handshake.
+absl::Status CheckReadableFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", Quote(path), ": ", ErrnoText(errno)));
+  }
+  struct stat info;
+  const bool regular = ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
+  ::close(fd);
+  if (!regular) return absl::NotFoundError(absl::StrCat(Quote(path), " is not a regular file"));
+  return absl::OkStatus();
+}
+
+ValueReader ReadableFile(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (absl::Status status = String(out)(field); !status.ok()) return status;
+    if (absl::Status status = CheckReadableFile(out); !status.ok()) {
+      return Invalid(field, status.message());
+    }
+    return absl::OkStatus();
+  };
+}
+
+ValueReader Tls(std::optional<TlsConfig>& out) {
+  return [&out](const Field& field) -> absl::Status {
+    TlsConfig& tls = out.emplace();
+    return ReadMapping(field, {
+                                  {"cert_file", ReadableFile(tls.cert_file), true},
+                                  {"key_file", ReadableFile(tls.key_file), true},
+                                  {"min_version", OneOf({"1.2", "1.3"}, tls.min_version)},
+                              });
+  };
+}
+
+ValueReader Gateway(GatewayConfig& gateway) {
+  return [&gateway](const Field& field) {
+    return ReadMapping(field,
+                       {
+                           {"listen", Listen(gateway.listen)},
+                           {"tls", Tls(gateway.tls)},
+                           {"threads", Integer(gateway.threads, 0)},
+                           {"body_limit", ByteSize(gateway.body_limit)},
+                           {"header_limit", ByteSize(gateway.header_limit)},
+                           {"max_events_per_request", Integer(gateway.max_events_per_request, 1)},
+                           {"header_timeout", Millis(gateway.header_timeout)},
+                           {"body_timeout", Millis(gateway.body_timeout)},
+                           {"idle_timeout", Millis(gateway.idle_timeout)},
+                           {"handshake_timeout", Millis(gateway.handshake_timeout)},
+                           {"max_connections", Integer(gateway.max_connections, 1)},
+                           {"timestamp_tolerance", Seconds(gateway.timestamp_tolerance)},
+                       });
+  };
+}
+
+// ---- store and log ----------------------------------------------------------------------------
+
+ValueReader Store(StoreConfig& store) {
+  return [&store](const Field& field) {
+    return ReadMapping(field, {
+                                  {"path", String(store.path), true},
+                                  {"sync", Bool(store.sync)},
+                                  {"retention", Seconds(store.retention)},
+                                  {"max_commit_requests", Integer(store.max_commit_requests, 1)},
+                                  {"max_pending_requests", Integer(store.max_pending_requests, 1)},
+                              });
+  };
+}
+
+ValueReader Log(LogConfig& log) {
+  return [&log](const Field& field) {
+    return ReadMapping(field,
+                       {
+                           {"level", OneOf({"trace", "debug", "info", "warn", "error"}, log.level)},
+                           {"format", OneOf({"text", "json"}, log.format)},
+                       });
+  };
+}
+
+// ---- sources ----------------------------------------------------------------------------------
+
+// Resolves a secret reference. Error messages name the key, the variable or the file, and never
+// the value: they end up in logs.
+ValueReader SecretValue(std::optional<Secret>& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (!field.node.IsScalar()) {
+      // Spelled out here rather than with Got(), which would print what may be the secret.
+      if (field.node.IsNull()) return Invalid(field, "missing value");
+      return Invalid(field, "must be a single string (inline, \"${ENV_VAR}\" or \"file:/path\")");
+    }
+    const std::string& text = field.node.Scalar();
+    Secret secret;
+    if (absl::StartsWith(text, "${")) {
+      absl::string_view name = text;
+      name.remove_prefix(2);
+      const bool valid = absl::ConsumeSuffix(&name, "}") && !name.empty() &&
+                         !absl::ascii_isdigit(name.front()) &&
+                         std::all_of(name.begin(), name.end(),
+                                     [](char c) { return absl::ascii_isalnum(c) || c == '_'; });
+      if (!valid) {
+        return Invalid(field,
+                       "an environment reference must be exactly ${NAME}, with NAME made of "
+                       "letters, digits and _");
+      }
+      secret.origin = absl::StrCat("env:", name);
+      const char* value = std::getenv(std::string(name).c_str());
+      if (value == nullptr) {
+        return Invalid(field, absl::StrCat("environment variable ", name, " is not set"));
+      }
+      if (*value == '\0') {
+        return Invalid(field, absl::StrCat("environment variable ", name, " is empty"));
+      }
+      secret.value = value;
+    } else if (absl::StartsWith(text, "file:")) {
+      const std::string path = text.substr(5);
+      if (path.empty()) return Invalid(field, "\"file:\" must be followed by a path");
+      secret.origin = text;
+      absl::StatusOr<std::string> contents = ReadWholeFile(path);
+      if (!contents.ok()) {
+        return Invalid(field, absl::StrCat("cannot read secret file ", Quote(path), ": ",
+                                           contents.status().message()));
+      }
+      secret.value = *std::move(contents);
+      // Files written by `echo` or an editor end with a newline that is not part of the secret.
+      absl::StripTrailingAsciiWhitespace(&secret.value);
+      if (secret.value.empty()) {
+        return Invalid(field, absl::StrCat("secret file ", Quote(path), " is empty"));
+      }
+    } else {
+      if (text.empty()) return Invalid(field, "must not be empty");
+      secret.origin = "inline";
+      secret.value = text;
+    }
+    out = std::move(secret);
+    return absl::OkStatus();
+  };
+}
+
+bool IsSourceName(absl::string_view name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '_' || c == '-';
+  });
+}
+
+ValueReader SourceName(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (absl::Status status = String(out)(field); !status.ok()) return status;
+    if (!IsSourceName(out)) {
+      return Invalid(field, absl::StrCat("must use only a-z, 0-9, _ and -, ", Got(field.node)));
+    }
+    return absl::OkStatus();
+  };
+}
+
+ValueReader SourcePath(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (absl::Status status = String(out)(field); !status.ok()) return status;
+    if (out.front() != '/') {
+      return Invalid(field, absl::StrCat("must start with /, ", Got(field.node)));
+    }
+    // The router matches the request path exactly; a query or fragment here could never match.
+    if (out.find_first_of("?# \t") != std::string::npos) {
+      return Invalid(field, absl::StrCat("must not contain ?, # or spaces, ", Got(field.node)));
+    }
+    return absl::OkStatus();
+  };
+}
+
+// Reads one source. Uniqueness across sources is checked by the caller.
+absl::Status ReadSource(const Field& field, SourceConfig& source) {
+  std::string kind;
+  std::optional<Secret> secret;
+  std::optional<int> tolerance_line;
+  absl::Status status =
+      ReadMapping(field, {
+                             {"name", SourceName(source.name), true},
+                             {"kind", OneOf({"events_api", "event_platform"}, kind), true},
+                             {"path", SourcePath(source.path), true},
+                             {"secret", SecretValue(secret), true},
+                             {"secondary_secret", SecretValue(source.secondary_secret)},
+                             {"timestamp_tolerance",
+                              [&source, &tolerance_line](const Field& value) {
+                                tolerance_line = value.line;
+                                return Seconds(source.timestamp_tolerance)(value);
+                              }},
+                         });
+  if (!status.ok()) return status;
+  source.kind = kind == "event_platform" ? SourceKind::kEventPlatform : SourceKind::kEventsApi;
+  source.secret = *std::move(secret);
+  // Only legacy Events API requests carry the timestamp this bounds; on other sources the key
+  // would be silently ignored.
+  if (tolerance_line.has_value() && source.kind != SourceKind::kEventsApi) {
+    return Invalid({field.node, absl::StrCat(field.path, ".timestamp_tolerance"), *tolerance_line},
+                   "only applies to events_api sources");
+  }
+  return absl::OkStatus();
+}
+
+ValueReader Sources(std::vector<SourceConfig>& sources) {
+  return [&sources](const Field& field) -> absl::Status {
+    if (field.node.IsNull() || (field.node.IsSequence() && field.node.size() == 0)) {
+      return Invalid(field, "must list at least one source");
+    }
+    if (!field.node.IsSequence()) {
+      return Invalid(field, absl::StrCat("must be a sequence, ", Got(field.node)));
+    }
+    // name or path -> (index, line) of the source that first used it.
+    std::map<std::string, std::pair<size_t, int>> names;
+    std::map<std::string, std::pair<size_t, int>> paths;
+    for (size_t i = 0; i < field.node.size(); ++i) {
+      const YAML::Node item = field.node[i];
+      const std::string item_path = absl::StrCat(field.path, "[", i, "]");
+      SourceConfig source;
+      if (absl::Status status = ReadSource({item, item_path, LineOf(item)}, source); !status.ok()) {
+        return status;
+      }
+      // Duplicates are reported at the second source's key, pointing back at the first.
+      const int name_line = LineOf(item["name"]);
+      const int path_line = LineOf(item["path"]);
+      if (auto [first, inserted] = names.emplace(source.name, std::make_pair(i, name_line));
+          !inserted) {
+        return Invalid({item, item_path + ".name", name_line},
+                       absl::StrCat("duplicate of sources[", first->second.first, "].name (line ",
+                                    first->second.second, ")"));
+      }
+      if (auto [first, inserted] = paths.emplace(source.path, std::make_pair(i, path_line));
+          !inserted) {
+        return Invalid({item, item_path + ".path", path_line},
+                       absl::StrCat("duplicate of sources[", first->second.first, "].path (line ",
+                                    first->second.second, ")"));
+      }
+      sources.push_back(std::move(source));
+    }
+    return absl::OkStatus();
+  };
+}
+
+// ---- The document -----------------------------------------------------------------------------
+
+absl::Status SyntaxError(const YAML::Exception& e) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("line ", e.mark.line < 0 ? 1 : e.mark.line + 1, ": YAML syntax error: ", e.msg));
+}
+
+absl::StatusOr<Config> ParseDocument(const std::string& yaml) {
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(yaml);
+  } catch (const YAML::Exception& e) {
+    return SyntaxError(e);
+  }
+  if (documents.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "line ", LineOf(documents[1]), ": <document>: the config must be a single YAML document"));
+  }
+  const YAML::Node root = documents.empty() ? YAML::Node() : documents[0];
+  if (!root.IsMap()) {
+    return Invalid({root, "<document>", LineOf(root)},
+                   root.IsNull() ? "empty; store and sources are required"
+                                 : absl::StrCat("must be a mapping, ", Got(root)));
+  }
+  // The top-level sections. A new section is one more line here and a reader like Log().
+  Config config;
+  absl::Status status =
+      ReadMapping({root, "", LineOf(root)}, {
+                                                {"gateway", Gateway(config.gateway)},
+                                                {"store", Store(config.store), true},
+                                                {"sources", Sources(config.sources), true},
+                                                {"log", Log(config.log)},
+                                            });
+  if (!status.ok()) return status;
+  return config;
+}
+
+}  // namespace
+
+absl::StatusOr<Config> LoadConfigString(const std::string& yaml) {
+  // ParseDocument converts parse errors; this catches anything else yaml-cpp might throw so that
+  // no exception crosses the module boundary.
+  try {
+    return ParseDocument(yaml);
+  } catch (const YAML::Exception& e) {
+    return SyntaxError(e);
+  }
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  absl::StatusOr<std::string> yaml = ReadWholeFile(path);
+  if (!yaml.ok()) {
+    return absl::Status(yaml.status().code(), absl::StrCat("cannot read config file ", Quote(path),
+                                                           ": ", yaml.status().message()));
+  }
+  return LoadConfigString(*yaml);
+}
+
+absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text) {
+  struct Unit {
+    absl::string_view name;
+    int64_t millis;
+  };
+  // Largest first: a duration lists each unit at most once in this order, like "1d12h" or
+  // "1h30m", so "30m1h" and "1h1h" are rejected as likely typos.
+  static constexpr Unit kUnits[] = {
+      {"d", int64_t{86'400'000}}, {"h", int64_t{3'600'000}}, {"m", int64_t{60'000}},
+      {"s", int64_t{1000}},       {"ms", int64_t{1}},
+  };
+  const auto invalid = [&text](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid duration ", Quote(text), ": ", why));
+  };
+  if (text.empty()) return invalid("empty");
+  if (std::any_of(text.begin(), text.end(), absl::ascii_isspace)) {
+    return invalid("must not contain spaces");
+  }
+  const absl::string_view view = text;
+  int64_t total = 0;
+  size_t next_unit = 0;  // index into kUnits of the largest unit still allowed
+  size_t i = 0;
+  while (i < view.size()) {
+    const size_t number_start = i;
+    while (i < view.size() && absl::ascii_isdigit(view[i])) ++i;
+    if (i == number_start) {
+      return invalid("expected a whole number followed by a unit (ms, s, m, h or d), e.g. \"30s\"");
+    }
+    const absl::string_view number = view.substr(number_start, i - number_start);
+    if (i < view.size() && view[i] == '.') {
+      return invalid("use whole numbers with a smaller unit, e.g. 1500ms rather than 1.5s");
+    }
+    const size_t unit_start = i;
+    while (i < view.size() && absl::ascii_isalpha(view[i])) ++i;
+    const absl::string_view unit = view.substr(unit_start, i - unit_start);
+    if (unit.empty()) {
+      if (number_start == 0 && i == view.size()) {
+        return invalid(
+            absl::StrCat("missing unit; write e.g. \"", number, "s\" or \"", number, "ms\""));
+      }
+      return invalid(absl::StrCat("missing unit after ", number, " (ms, s, m, h or d)"));
+    }
+    size_t u = 0;
+    while (u < std::size(kUnits) && kUnits[u].name != unit) ++u;
+    if (u == std::size(kUnits)) {
+      return invalid(
+          absl::StrCat("unknown unit \"", absl::CHexEscape(unit), "\" (use ms, s, m, h or d)"));
+    }
+    if (u < next_unit) return invalid("each unit may appear once, largest first (e.g. \"1h30m\")");
+    next_unit = u + 1;
+    int64_t value = 0;
+    if (!absl::SimpleAtoi(number, &value) ||
+        __builtin_mul_overflow(value, kUnits[u].millis, &value) ||
+        __builtin_add_overflow(total, value, &total)) {
+      return invalid("too large");
+    }
+  }
+  return std::chrono::milliseconds(total);
+}
+
+absl::StatusOr<std::size_t> ParseByteSize(const std::string& text) {
+  struct Unit {
+    absl::string_view name;
+    uint64_t bytes;
+  };
+  static constexpr Unit kUnits[] = {
+      {"", 1},
+      {"B", 1},
+      {"KB", 1000},
+      {"MB", uint64_t{1000} * 1000},
+      {"GB", uint64_t{1000} * 1000 * 1000},
+      {"KiB", uint64_t{1} << 10},
+      {"MiB", uint64_t{1} << 20},
+      {"GiB", uint64_t{1} << 30},
+  };
+  const auto invalid = [&text](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid size ", Quote(text), ": ", why));
+  };
+  const absl::string_view view = text;
+  size_t i = 0;
+  while (i < view.size() && absl::ascii_isdigit(view[i])) ++i;
+  if (i == 0) {
+    return invalid(
+        "expected a whole number of bytes, optionally followed by B, KB, MB, GB, KiB, MiB or GiB");
+  }
+  const absl::string_view unit = view.substr(i);
+  const Unit* found = nullptr;
+  for (const Unit& candidate : kUnits) {
+    if (candidate.name == unit) found = &candidate;
+  }
+  if (found == nullptr) {
+    return invalid(absl::StrCat("unknown unit \"", absl::CHexEscape(unit),
+                                "\" (use B, KB, MB, GB, KiB, MiB or GiB)"));
+  }
+  uint64_t value = 0;
+  if (!absl::SimpleAtoi(view.substr(0, i), &value) ||
+      __builtin_mul_overflow(value, found->bytes, &value) ||
+      value > std::numeric_limits<std::size_t>::max()) {
+    return invalid("too large");
+  }
+  return static_cast<std::size_t>(value);
+}
+
+const char* SourceKindName(SourceKind kind) {
+  switch (kind) {
+    case SourceKind::kEventsApi:
+      return "events_api";
+    case SourceKind::kEventPlatform:
+      return "event_platform";
+  }
+  return "unknown";
+}
+
+}  // namespace pimgate

@@ -94,10 +94,10 @@ struct Config {
 };
 
 // Parses and validates a configuration. Invalid configurations give InvalidArgument with the
-// line and key path of the first problem in document order ("line 12: sources[1].kind: must be
-// one of "events_api", "event_platform", got "foo""); the file path is not included, callers
-// add it. Unknown keys are errors. `store` and a non-empty `sources` are required; everything else
-// has the defaults above. Secret values are never part of an error message.
+// line and key path of the first problem in document order (`line 12: sources[1].kind: must be
+// "events_api" or "event_platform", got "foo"`); the file path is not included, callers add it.
+// Unknown keys are errors. `store` and a non-empty `sources` are required; everything else has the
+// defaults above. Secret values are never part of an error message.
 //
 // Secrets are resolved here: "${NAME}" reads environment variable NAME (which must be set and
 // non-empty), "file:/path" reads the file with trailing whitespace trimmed, anything else is the

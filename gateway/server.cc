@@ -100,8 +100,8 @@ Answer ErrorAnswer(http::status status, const std::string& error, const std::str
   Answer answer;
   answer.status = status;
   answer.close = close;
-  answer.body = absl::StrCat(R"({"error":")", error, R"(","message":")",
-                             JsonEscape(message), "\"}");
+  answer.body =
+      absl::StrCat(R"({"error":")", error, R"(","message":")", JsonEscape(message), "\"}");
   return answer;
 }
 
@@ -234,11 +234,9 @@ class HttpSession {
   void ReadHeader() {
     first_request_ = false;
     lowest().expires_after(gw_.config_.gateway.header_timeout);
-    http::async_read_header(
-        derived().stream(), buffer_, *parser_,
-        [self = derived().shared_from_this()](beast::error_code ec, std::size_t) {
-          self->OnHeader(ec);
-        });
+    http::async_read_header(derived().stream(), buffer_, *parser_,
+                            [self = derived().shared_from_this()](
+                                beast::error_code ec, std::size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(beast::error_code ec) {
@@ -249,23 +247,29 @@ class HttpSession {
       spdlog::debug("req={} header timeout: connection closed", request_id_);
       return gw_.CountAnswer(nullptr, 408);
     }
+    if (ec == http::error::body_limit) {
+      // Beast checks Content-Length against body_limit as soon as the header is parsed: the body
+      // is refused before a byte of it is read.
+      const auto& req = parser_->get();
+      return Send(gw_.FindRoute(std::string_view(req.target().data(), req.target().size())),
+                  BodyTooLarge());
+    }
     if (ec == http::error::header_limit) {
-      return Send(nullptr, ErrorAnswer(http::status::request_header_fields_too_large,
-                                       "header_too_large",
-                                       absl::StrCat("request headers exceed ",
-                                                    gw_.config_.gateway.header_limit, " bytes"),
-                                       true));
+      return Send(nullptr,
+                  ErrorAnswer(http::status::request_header_fields_too_large, "header_too_large",
+                              absl::StrCat("request headers exceed ",
+                                           gw_.config_.gateway.header_limit, " bytes"),
+                              true));
     }
     if (ec) {
-      return Send(nullptr, ErrorAnswer(http::status::bad_request, "bad_http",
-                                       absl::StrCat("malformed HTTP request: ", ec.message()),
-                                       true));
+      return Send(nullptr,
+                  ErrorAnswer(http::status::bad_request, "bad_http",
+                              absl::StrCat("malformed HTTP request: ", ec.message()), true));
     }
     const auto& req = parser_->get();
     if (derived().RejectPlainOnTlsPort()) {
       return Send(nullptr, ErrorAnswer(http::status::bad_request, "tls_required",
-                                       "this port speaks HTTPS: plain HTTP request refused",
-                                       true));
+                                       "this port speaks HTTPS: plain HTTP request refused", true));
     }
     route_ = gw_.FindRoute(std::string_view(req.target().data(), req.target().size()));
     if (route_ == nullptr) {
@@ -320,16 +324,15 @@ class HttpSession {
     const auto now = std::chrono::system_clock::now();
     auto header = [&req](std::string_view name) {
       auto it = req.find(beast::string_view(name.data(), name.size()));
-      return it == req.end() ? std::string_view() : std::string_view(it->value().data(),
-                                                                      it->value().size());
+      return it == req.end() ? std::string_view()
+                             : std::string_view(it->value().data(), it->value().size());
     };
 
     AppendRequest append;
     if (route.source.kind == SourceKind::kEventsApi) {
-      absl::Status verified =
-          route.verifier.VerifyLegacy(header("X-Akeneo-Request-Signature"),
-                                      header("X-Akeneo-Request-Timestamp"), body, now,
-                                      route.tolerance);
+      absl::Status verified = route.verifier.VerifyLegacy(header("X-Akeneo-Request-Signature"),
+                                                          header("X-Akeneo-Request-Timestamp"),
+                                                          body, now, route.tolerance);
       if (!verified.ok()) return Unauthorized(verified);
       if (body.empty()) {
         // The PIM's "Test" button: a signed empty body. Nothing to store.
@@ -355,9 +358,8 @@ class HttpSession {
     } else {
       std::string algorithm(header("X-AKENEO-SIGNATURE-ALGORITHM"));
       if (!algorithm.empty() && absl::AsciiStrToLower(algorithm) != "hmacsha256") {
-        return Unauthorized(absl::UnauthenticatedError(
-            absl::StrCat("unsupported X-AKENEO-SIGNATURE-ALGORITHM \"", algorithm,
-                         "\" (only HmacSHA256)")));
+        return Unauthorized(absl::UnauthenticatedError(absl::StrCat(
+            "unsupported X-AKENEO-SIGNATURE-ALGORITHM \"", algorithm, "\" (only HmacSHA256)")));
       }
       absl::Status verified = route.verifier.VerifyEventPlatform(
           header("X-AKENEO-SIGNATURE-PRIMARY"), header("X-AKENEO-SIGNATURE-SECONDARY"), body);
@@ -394,8 +396,8 @@ class HttpSession {
   void OnStored(const absl::StatusOr<AppendResult>& result) {
     Route& route = *route_;
     if (!result.ok()) {
-      spdlog::error("req={} source={} event log write failed: {}", request_id_,
-                    route.source.name, std::string(result.status().message()));
+      spdlog::error("req={} source={} event log write failed: {}", request_id_, route.source.name,
+                    std::string(result.status().message()));
       rejected_.clear();
       return Send(route_, ErrorAnswer(http::status::service_unavailable, "store_unavailable",
                                       absl::StrCat("events could not be stored, nothing was "
@@ -412,9 +414,8 @@ class HttpSession {
     if (rejected_.empty()) {
       answer.body = absl::StrCat("{", counts, "}");
     } else {
-      std::string indexes = absl::StrJoin(rejected_, ",", [](std::string* out, const auto& r) {
-        absl::StrAppend(out, r.first);
-      });
+      std::string indexes = absl::StrJoin(
+          rejected_, ",", [](std::string* out, const auto& r) { absl::StrAppend(out, r.first); });
       std::string details = absl::StrJoin(rejected_, ",", [](std::string* out, const auto& r) {
         absl::StrAppend(out, R"({"index":)", r.first, R"(,"reason":")", JsonEscape(r.second),
                         "\"}");
@@ -453,18 +454,19 @@ class HttpSession {
     res_.set(http::field::content_type, "application/json");
     res_.set("X-Request-Id", request_id_);
     if (answer.status == http::status::method_not_allowed) res_.set(http::field::allow, "POST");
-    if (answer.retry_after_s) res_.set(http::field::retry_after, std::to_string(*answer.retry_after_s));
+    if (answer.retry_after_s)
+      res_.set(http::field::retry_after, std::to_string(*answer.retry_after_s));
     res_.keep_alive(keep_alive);
     res_.body() = std::move(answer.body);
     res_.prepare_payload();
     lowest().expires_after(kWriteTimeout);
-    http::async_write(derived().stream(), res_,
-                      [self = derived().shared_from_this(), keep_alive](beast::error_code ec,
-                                                                        std::size_t) {
-                        if (ec) return;
-                        if (!keep_alive) return self->derived().DoEof();
-                        self->DoRead();
-                      });
+    http::async_write(
+        derived().stream(), res_,
+        [self = derived().shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+          if (ec) return;
+          if (!keep_alive) return self->derived().DoEof();
+          self->DoRead();
+        });
   }
 
   Impl& gw_;
@@ -500,8 +502,7 @@ class PlainSession : public HttpSession<PlainSession>,
   bool tls_port_;
 };
 
-class SslSession : public HttpSession<SslSession>,
-                   public std::enable_shared_from_this<SslSession> {
+class SslSession : public HttpSession<SslSession>, public std::enable_shared_from_this<SslSession> {
  public:
   SslSession(Impl& gw, Impl::ConnectionSlot slot, beast::tcp_stream stream, ssl::context& ctx,
              beast::flat_buffer buffer)
@@ -509,16 +510,15 @@ class SslSession : public HttpSession<SslSession>,
 
   void Run() {
     beast::get_lowest_layer(stream_).expires_after(gw_.config_.gateway.handshake_timeout);
-    stream_.async_handshake(
-        ssl::stream_base::server, buffer_.data(),
-        [self = shared_from_this()](beast::error_code ec, std::size_t used) {
-          if (ec) {
-            spdlog::debug("TLS handshake failed: {}", ec.message());
-            return;
-          }
-          self->buffer_.consume(used);
-          self->DoRead();
-        });
+    stream_.async_handshake(ssl::stream_base::server, buffer_.data(),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t used) {
+                              if (ec) {
+                                spdlog::debug("TLS handshake failed: {}", ec.message());
+                                return;
+                              }
+                              self->buffer_.consume(used);
+                              self->DoRead();
+                            });
   }
   beast::ssl_stream<beast::tcp_stream>& stream() { return stream_; }
   bool RejectPlainOnTlsPort() const { return false; }
@@ -544,21 +544,21 @@ class DetectSession : public std::enable_shared_from_this<DetectSession> {
 
   void Run() {
     stream_.expires_after(gw_.config_.gateway.handshake_timeout);
-    beast::async_detect_ssl(stream_, buffer_,
-                            [self = shared_from_this()](beast::error_code ec, bool is_tls) {
-                              if (ec) return;
-                              if (is_tls) {
-                                std::make_shared<SslSession>(
-                                    self->gw_, std::move(self->slot_), std::move(self->stream_),
-                                    self->gw_.ssl_ctx_, std::move(self->buffer_))
-                                    ->Run();
-                              } else {
-                                std::make_shared<PlainSession>(
-                                    self->gw_, std::move(self->slot_), std::move(self->stream_),
-                                    std::move(self->buffer_), /*tls_port=*/true)
-                                    ->Run();
-                              }
-                            });
+    beast::async_detect_ssl(
+        stream_, buffer_, [self = shared_from_this()](beast::error_code ec, bool is_tls) {
+          if (ec) return;
+          if (is_tls) {
+            std::make_shared<SslSession>(self->gw_, std::move(self->slot_),
+                                         std::move(self->stream_), self->gw_.ssl_ctx_,
+                                         std::move(self->buffer_))
+                ->Run();
+          } else {
+            std::make_shared<PlainSession>(self->gw_, std::move(self->slot_),
+                                           std::move(self->stream_), std::move(self->buffer_),
+                                           /*tls_port=*/true)
+                ->Run();
+          }
+        });
   }
 
  private:
@@ -610,8 +610,8 @@ absl::Status Gateway::Impl::Init() {
   tls_ = true;
   const TlsConfig& tls = *config_.gateway.tls;
   ssl_ctx_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                       ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                       ssl::context::single_dh_use);
   SSL_CTX_set_min_proto_version(ssl_ctx_.native_handle(),
                                 tls.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
   beast::error_code ec;
@@ -647,9 +647,8 @@ absl::Status Gateway::Impl::Start() {
   if (!ec) acceptor_->bind(*endpoint, ec);
   if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
   if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("gateway.listen: cannot listen on ", config_.gateway.listen, ": ",
-                     ec.message()));
+    return absl::UnavailableError(absl::StrCat("gateway.listen: cannot listen on ",
+                                               config_.gateway.listen, ": ", ec.message()));
   }
   port_ = acceptor_->local_endpoint().port();
   DoAccept();
@@ -659,10 +658,9 @@ absl::Status Gateway::Impl::Start() {
 }
 
 void Gateway::Impl::DoAccept() {
-  acceptor_->async_accept(net::make_strand(*ioc_),
-                         [this](beast::error_code ec, tcp::socket socket) {
-                           OnAccept(ec, std::move(socket));
-                         });
+  acceptor_->async_accept(
+      net::make_strand(*ioc_),
+      [this](beast::error_code ec, tcp::socket socket) { OnAccept(ec, std::move(socket)); });
 }
 
 void Gateway::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {

@@ -64,8 +64,8 @@ bool SignatureEquals(std::string_view expected_hex, std::string_view received_he
 SignatureVerifier::SignatureVerifier(std::vector<std::string> secrets)
     : secrets_(std::move(secrets)) {}
 
-absl::Status SignatureVerifier::VerifyLegacy(std::string_view signature,
-                                             std::string_view timestamp, std::string_view body,
+absl::Status SignatureVerifier::VerifyLegacy(std::string_view signature, std::string_view timestamp,
+                                             std::string_view body,
                                              std::chrono::system_clock::time_point now,
                                              std::chrono::seconds tolerance) const {
   if (signature.empty()) {
@@ -77,21 +77,19 @@ absl::Status SignatureVerifier::VerifyLegacy(std::string_view signature,
   int64_t seconds = 0;
   auto [end, ec] = std::from_chars(timestamp.data(), timestamp.data() + timestamp.size(), seconds);
   if (ec != std::errc() || end != timestamp.data() + timestamp.size()) {
-    return absl::UnauthenticatedError(
-        "X-Akeneo-Request-Timestamp is not a Unix time in seconds");
+    return absl::UnauthenticatedError("X-Akeneo-Request-Timestamp is not a Unix time in seconds");
   }
   const int64_t now_s =
       std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   const int64_t skew = now_s > seconds ? now_s - seconds : seconds - now_s;
   if (skew > tolerance.count()) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        "X-Akeneo-Request-Timestamp is ", skew, " s away from the server clock (tolerance ",
-        tolerance.count(), " s)"));
+    return absl::UnauthenticatedError(absl::StrCat("X-Akeneo-Request-Timestamp is ", skew,
+                                                   " s away from the server clock (tolerance ",
+                                                   tolerance.count(), " s)"));
   }
   if (signature.size() != kSha256HexLength) {
-    return absl::UnauthenticatedError(
-        absl::StrCat("X-Akeneo-Request-Signature must be 64 hex characters, got ",
-                     signature.size()));
+    return absl::UnauthenticatedError(absl::StrCat(
+        "X-Akeneo-Request-Signature must be 64 hex characters, got ", signature.size()));
   }
   std::string signed_bytes;
   signed_bytes.reserve(timestamp.size() + 1 + body.size());

@@ -371,7 +371,7 @@ INSTANTIATE_TEST_SUITE_P(
         {"TlsUnknownKey", "gateway:\n  tls:\n    cert: /x\n",
          "line 3: gateway.tls.cert: unknown key"},
         {"TlsBadMinVersion", "gateway:\n  tls:\n    min_version: 1.1\n",
-         "line 3: gateway.tls.min_version: must be one of \"1.2\", \"1.3\", got \"1.1\""},
+         "line 3: gateway.tls.min_version: must be \"1.2\" or \"1.3\", got \"1.1\""},
         {"TlsMissingCertFile", "gateway:\n  tls:\n    cert_file: /nonexistent/pimgate/cert.pem\n",
          "line 3: gateway.tls.cert_file: cannot read \"/nonexistent/pimgate/cert.pem\": No such "
          "file or directory"},
@@ -437,7 +437,7 @@ INSTANTIATE_TEST_SUITE_P(
          "    kind: foo\n"
          "    path: /b\n"
          "    secret: s3cr3t-inline\n",
-         "line 8: sources[1].kind: must be one of \"events_api\", \"event_platform\", got \"foo\""},
+         "line 8: sources[1].kind: must be \"events_api\" or \"event_platform\", got \"foo\""},
         {"SourceBadName",
          "store: {path: /x}\nsources:\n  - name: Akeneo\n    kind: events_api\n    path: /a\n"
          "    secret: s3cr3t-inline\n",
@@ -521,10 +521,10 @@ INSTANTIATE_TEST_SUITE_P(
 
         // log.
         {"LogBadLevel", "log:\n  level: verbose\n",
-         "line 2: log.level: must be one of \"trace\", \"debug\", \"info\", \"warn\", \"error\", "
-         "got \"verbose\""},
+         "line 2: log.level: must be one of \"trace\", \"debug\", \"info\", \"warn\" or "
+         "\"error\", got \"verbose\""},
         {"LogBadFormat", "log:\n  format: xml\n",
-         "line 2: log.format: must be one of \"text\", \"json\", got \"xml\""},
+         "line 2: log.format: must be \"text\" or \"json\", got \"xml\""},
         {"LogUnknownKey", "log:\n  level: info\n  colour: true\n",
          "line 3: log.colour: unknown key"},
     }),
@@ -540,8 +540,8 @@ TEST_F(ConfigTest, ErrorLinesCountCommentsAndBlankLines) {
   absl::Status status = ErrorOf(
       absl::StrCat("# header comment\n\n", kMinimal, "\n# the log section\nlog:\n  level: loud\n"));
   EXPECT_EQ(status.message(),
-            "line 13: log.level: must be one of \"trace\", \"debug\", \"info\", \"warn\", "
-            "\"error\", got \"loud\"");
+            "line 13: log.level: must be one of \"trace\", \"debug\", \"info\", \"warn\" "
+            "or \"error\", got \"loud\"");
 }
 
 TEST_F(ConfigTest, YamlSyntaxErrorGivesLine) {
@@ -714,6 +714,13 @@ TEST_F(ConfigTest, LoadConfigFileMissingIsNotFound) {
   EXPECT_THAT(std::string(config.status().message()), HasSubstr(path));
 }
 
+TEST_F(ConfigTest, LoadConfigFileOnDirectoryFails) {
+  absl::StatusOr<Config> config = LoadConfigFile(dir_);
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(config.status().message()),
+              StartsWith(absl::StrCat("cannot read config file \"", dir_, "\": ")));
+}
+
 TEST_F(ConfigTest, LoadConfigFileReportsLines) {
   const std::string path = WriteFile("pimgate.yaml", absl::StrCat(kMinimal, "log:\n  lvl: x\n"));
   absl::StatusOr<Config> config = LoadConfigFile(path);
@@ -762,12 +769,15 @@ TEST(ParseDurationTest, Rejects) {
            {"5x", "unknown unit \"x\""},
            {"5S", "unknown unit \"S\""},
            {"5sec", "unknown unit \"sec\""},
-           {"1.5s", "expected a whole number"},
+           {"1.5s", "use whole numbers with a smaller unit"},
+           {"1h0.5m", "use whole numbers with a smaller unit"},
            {"-5s", "expected a whole number"},
            {"+5s", "expected a whole number"},
-           {" 5s", "expected a whole number"},
-           {"5 s", "expected a whole number"},
-           {"5s ", "expected a whole number"},
+           {"1h-5m", "expected a whole number"},
+           {" 5s", "must not contain spaces"},
+           {"5 s", "must not contain spaces"},
+           {"1h 30m", "must not contain spaces"},
+           {"5s ", "must not contain spaces"},
            {"30m1h", "each unit may appear once, largest first"},
            {"1h1h", "each unit may appear once, largest first"},
            {"1s1m", "each unit may appear once, largest first"},

@@ -1,7 +1,5 @@
 // Every answer code of the gateway, over real HTTP on a real socket (TLS unless stated), with a
 // real RocksDB log behind it.
-#include "gateway/server.h"
-
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 
@@ -11,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "gateway/server.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -68,7 +67,8 @@ class ControlledBackend : public LogBackend {
       control_->cv.wait(lock, [this] { return !control_->gate_closed; });
       --control_->writes_waiting;
     }
-    if (control_->fail_writes.load()) return absl::UnavailableError("injected: No space left on device");
+    if (control_->fail_writes.load())
+      return absl::UnavailableError("injected: No space left on device");
     return inner_->Write(batch, sync);
   }
   absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) override {
@@ -84,7 +84,7 @@ class ControlledBackend : public LogBackend {
     return inner_->ReadEvents(from, max);
   }
   absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
-                                                                 std::size_t max) override {
+                                                                  std::size_t max) override {
     return inner_->ReadQuarantine(from, max);
   }
   uint64_t DiskBytes() override { return inner_->DiskBytes(); }
@@ -283,9 +283,9 @@ TEST(Gateway, Unauthorized401StoresNothing) {
 TEST(Gateway, MalformedPayload400StoresNothing) {
   GatewayHarness gw;
   HttpClient client = gw.Client();
-  for (const std::string& body : {std::string("{not json"), std::string("[1,2]"),
-                                  std::string(R"({"event":[]})"), std::string(R"({"events":{}})"),
-                                  std::string("\"\xff\xfe\"")}) {
+  for (const std::string& body :
+       {std::string("{not json"), std::string("[1,2]"), std::string(R"({"event":[]})"),
+        std::string(R"({"events":{}})"), std::string("\"\xff\xfe\"")}) {
     HttpResponse res = PostLegacy(client, body);
     EXPECT_EQ(res.status, 400) << body << " -> " << res.body;
     EXPECT_TRUE(Contains(res.body, R"("error":"bad_payload")")) << res.body;
@@ -305,7 +305,8 @@ TEST(Gateway, MalformedPayload400StoresNothing) {
 TEST(Gateway, PartialLegacyBatchStoresValidQuarantinesInvalidAnswers400) {
   GatewayHarness gw;
   HttpClient client = gw.Client();
-  const std::string bad = R"({"action":"product.updated","event_datetime":"2026-11-20T10:15:00+00:00","data":{"resource":{}}})";
+  const std::string bad =
+      R"({"action":"product.updated","event_datetime":"2026-11-20T10:15:00+00:00","data":{"resource":{}}})";
   const std::string body =
       LegacyBatch({LegacyProductEvent("product.updated", NewUuid(), NewUuid()), bad,
                    LegacyProductEvent("product.updated", NewUuid(), NewUuid())});
@@ -475,8 +476,8 @@ TEST(Gateway, PlainHttpGatewayWhenTlsNotConfigured) {
   options.tls = false;
   GatewayHarness gw(options);
   HttpClient client = gw.Client();
-  HttpResponse res =
-      PostLegacy(client, LegacyBatch({LegacyProductEvent("product.updated", NewUuid(), NewUuid())}));
+  HttpResponse res = PostLegacy(
+      client, LegacyBatch({LegacyProductEvent("product.updated", NewUuid(), NewUuid())}));
   EXPECT_EQ(res.status, 200) << res.body;
 }
 
@@ -485,10 +486,11 @@ TEST(Gateway, EventsSurviveRestart) {
   {
     HttpClient client = gw.Client();
     for (int i = 0; i < 5; ++i) {
-      ASSERT_EQ(PostLegacy(client, LegacyBatch({LegacyProductEvent("product.updated", NewUuid(),
-                                                                   NewUuid())}))
-                    .status,
-                200);
+      ASSERT_EQ(
+          PostLegacy(client,
+                     LegacyBatch({LegacyProductEvent("product.updated", NewUuid(), NewUuid())}))
+              .status,
+          200);
     }
   }
   gw.Restart();

@@ -19,8 +19,7 @@ using testing::TestHmacHex;
 std::string OpensslCliHmac(const std::string& key, const std::string& message) {
   TempDir dir;
   std::ofstream(dir.File("msg"), std::ios::binary) << message;
-  std::string out =
-      RunCommand("openssl dgst -sha256 -hmac '" + key + "' -r " + dir.File("msg"));
+  std::string out = RunCommand("openssl dgst -sha256 -hmac '" + key + "' -r " + dir.File("msg"));
   return out.substr(0, out.find(' '));
 }
 
@@ -33,9 +32,8 @@ TEST(HmacSha256Hex, MatchesOpensslCliOnAkeneoShapedInputs) {
   const std::string body =
       R"({"events":[{"action":"product.updated","event_id":"6c4c3b4e-0a6f-4d1a-9a0b-3f5f1c1b2a10",)"
       R"("pim_source":"https:\/\/pim.example.com","data":{"resource":{"uuid":"a3f2"}}}]})";
-  for (const std::string& message :
-       {std::string("1700000000.") + body, std::string("1700000000."), body,
-        std::string("\xc3\xa9t\xc3\xa9 caf\xc3\xa9")}) {
+  for (const std::string& message : {std::string("1700000000.") + body, std::string("1700000000."),
+                                     body, std::string("\xc3\xa9t\xc3\xa9 caf\xc3\xa9")}) {
     EXPECT_EQ(HmacSha256Hex("s3cr3t-key", message), OpensslCliHmac("s3cr3t-key", message));
     EXPECT_EQ(HmacSha256Hex("s3cr3t-key", message), TestHmacHex("s3cr3t-key", message));
   }
@@ -84,27 +82,28 @@ TEST_F(VerifierTest, LegacyRefusesWithSpecificMessages) {
     EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated);
     EXPECT_NE(std::string(status.message()).find(expected), std::string::npos) << status;
   };
-  check(verifier_.VerifyLegacy("", "1800000000", body_, now_, seconds(300)), "missing X-Akeneo-Request-Signature");
+  check(verifier_.VerifyLegacy("", "1800000000", body_, now_, seconds(300)),
+        "missing X-Akeneo-Request-Signature");
   check(verifier_.VerifyLegacy(LegacySig("primary-secret", "1800000000"), "", body_, now_,
                                seconds(300)),
         "missing X-Akeneo-Request-Timestamp");
   check(verifier_.VerifyLegacy(LegacySig("primary-secret", "1800000000"), "18e8", body_, now_,
                                seconds(300)),
         "not a Unix time");
-  check(verifier_.VerifyLegacy(LegacySig("primary-secret", "1799999000"), "1799999000", body_,
-                               now_, seconds(300)),
+  check(verifier_.VerifyLegacy(LegacySig("primary-secret", "1799999000"), "1799999000", body_, now_,
+                               seconds(300)),
         "1000 s away");
-  check(verifier_.VerifyLegacy(LegacySig("primary-secret", "1800000400"), "1800000400", body_,
-                               now_, seconds(300)),
+  check(verifier_.VerifyLegacy(LegacySig("primary-secret", "1800000400"), "1800000400", body_, now_,
+                               seconds(300)),
         "400 s away");
-  check(verifier_.VerifyLegacy(LegacySig("wrong-secret", "1800000000"), "1800000000", body_,
-                               now_, seconds(300)),
+  check(verifier_.VerifyLegacy(LegacySig("wrong-secret", "1800000000"), "1800000000", body_, now_,
+                               seconds(300)),
         "does not match");
   check(verifier_.VerifyLegacy("abc", "1800000000", body_, now_, seconds(300)),
         "64 hex characters");
   // The timestamp is part of the signed bytes: a replay with a fresh timestamp fails.
-  check(verifier_.VerifyLegacy(LegacySig("primary-secret", "1800000000"), "1800000001", body_,
-                               now_, seconds(300)),
+  check(verifier_.VerifyLegacy(LegacySig("primary-secret", "1800000000"), "1800000001", body_, now_,
+                               seconds(300)),
         "does not match");
 }
 

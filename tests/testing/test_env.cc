@@ -63,9 +63,10 @@ std::string RunCommand(const std::string& command) {
 
 CertFiles MakeSelfSignedCert(const std::string& dir) {
   CertFiles files{dir + "/cert.pem", dir + "/key.pem"};
-  RunCommand("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
-             "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
-             files.key_file + " -out " + files.cert_file + " 2>&1");
+  RunCommand(
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
+      "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+      files.key_file + " -out " + files.cert_file + " 2>&1");
   return files;
 }
 
@@ -261,11 +262,10 @@ std::string LegacyProductEvent(const std::string& action, const std::string& eve
                                       R"("categories":["summer"],"values":{})");
   if (!updated.empty()) absl::StrAppend(&resource, R"(,"updated":")", updated, "\"");
   absl::StrAppend(&resource, "}");
-  return absl::StrCat(R"({"action":")", action, R"(","event_id":")", event_id,
-                      R"(","event_datetime":")", event_datetime,
-                      R"(","author":"julia","author_type":"ui",)",
-                      R"("pim_source":"https:\/\/pim.example.com","data":{"resource":)", resource,
-                      "}}");
+  return absl::StrCat(
+      R"({"action":")", action, R"(","event_id":")", event_id, R"(","event_datetime":")",
+      event_datetime, R"(","author":"julia","author_type":"ui",)",
+      R"("pim_source":"https:\/\/pim.example.com","data":{"resource":)", resource, "}}");
 }
 
 std::string LegacyBatch(const std::vector<std::string>& events) {
@@ -274,12 +274,11 @@ std::string LegacyBatch(const std::vector<std::string>& events) {
 
 std::string CloudEvent(const std::string& type, const std::string& id, const std::string& uuid,
                        const std::string& time) {
-  return absl::StrCat(R"({"specversion":"1.0","id":")", id,
-                      R"(","source":"akeneo-event-platform","type":")", type,
-                      R"(","subject":"0190fe8a-6213-76ce-8a9f-ba36a5ef555a",)",
-                      R"("datacontenttype":"application/json","time":")", time,
-                      R"(","data":{"product":{"uuid":")", uuid,
-                      R"("},"author":{"identifier":"b238e9f7","type":"api"}}})");
+  return absl::StrCat(
+      R"({"specversion":"1.0","id":")", id, R"(","source":"akeneo-event-platform","type":")", type,
+      R"(","subject":"0190fe8a-6213-76ce-8a9f-ba36a5ef555a",)",
+      R"("datacontenttype":"application/json","time":")", time, R"(","data":{"product":{"uuid":")",
+      uuid, R"("},"author":{"identifier":"b238e9f7","type":"api"}}})");
 }
 
 std::string NewUuid() {
@@ -288,9 +287,9 @@ std::string NewUuid() {
   a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
   b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
   char buf[40];
-  std::snprintf(buf, sizeof(buf), "%08x-%04x-%04x-%04x-%012llx",
-                static_cast<unsigned>(a >> 32), static_cast<unsigned>((a >> 16) & 0xffff),
-                static_cast<unsigned>(a & 0xffff), static_cast<unsigned>(b >> 48),
+  std::snprintf(buf, sizeof(buf), "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
+                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xffff),
+                static_cast<unsigned>(b >> 48),
                 static_cast<unsigned long long>(b & 0xffffffffffffULL));
   return buf;
 }
