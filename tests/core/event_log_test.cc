@@ -24,7 +24,6 @@
 #include "absl/time/time.h"
 #include "core/log_backend.h"
 #include "core/rocksdb_backend.h"
-#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pimgate/v1/event.pb.h"
 #include "pimgate/v1/store.pb.h"
@@ -32,9 +31,6 @@
 
 namespace pimgate {
 namespace {
-
-using ::testing::IsEmpty;
-using ::testing::SizeIs;
 
 // A fresh directory under /tmp, removed with everything in it when the test ends.
 class TempDir {
@@ -204,7 +200,7 @@ TEST_F(EventLogTest, EmptyLogStartsAtZero) {
   ASSERT_NE(log, nullptr);
   EXPECT_EQ(log->head(), 0u);
   EXPECT_EQ(log->pending(), 0u);
-  EXPECT_THAT(AllEvents(*log), IsEmpty());
+  EXPECT_TRUE(AllEvents(*log).empty());
 }
 
 TEST_F(EventLogTest, OpenRejectsNullBackendAndZeroGroupSize) {
@@ -242,7 +238,7 @@ TEST_F(EventLogTest, SequencesIncreaseAcrossAppendsAndReopen) {
   EXPECT_EQ(r3->last_sequence, 5u);
 
   std::vector<v1::Event> events = AllEvents(*log);
-  ASSERT_THAT(events, SizeIs(5));
+  ASSERT_EQ(events.size(), 5u);
   for (std::size_t i = 0; i < events.size(); ++i) {
     EXPECT_EQ(events[i].sequence(), i + 1);
     EXPECT_EQ(events[i].id(), absl::StrCat("e", i + 1));
@@ -271,7 +267,7 @@ TEST_F(EventLogTest, DuplicateWithinOneRequestIsCountedNotStored) {
   EXPECT_EQ(r->first_sequence, 1u);
   EXPECT_EQ(r->last_sequence, 2u);
   std::vector<v1::Event> events = AllEvents(*log);
-  ASSERT_THAT(events, SizeIs(2));
+  ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[0].id(), "e1");
   EXPECT_EQ(events[1].id(), "e2");
 }
@@ -295,7 +291,7 @@ TEST_F(EventLogTest, DuplicateAcrossRequestsAndReopen) {
   EXPECT_EQ(after->duplicates, 2u);
   EXPECT_EQ(after->first_sequence, 0u);
   EXPECT_EQ(log->head(), 2u);
-  EXPECT_THAT(AllEvents(*log), SizeIs(2));
+  EXPECT_EQ(AllEvents(*log).size(), 2u);
 }
 
 TEST_F(EventLogTest, DedupIsPerSource) {
@@ -455,7 +451,7 @@ TEST_F(EventLogTest, QuarantineEntriesGetIdsAndSurviveReopen) {
 
   absl::StatusOr<std::vector<v1::QuarantineEntry>> all = log->backend().ReadQuarantine(0, 100);
   ASSERT_TRUE(all.ok()) << all.status();
-  ASSERT_THAT(*all, SizeIs(3));
+  ASSERT_EQ(all->size(), 3u);
   EXPECT_EQ((*all)[0].id(), 1u);
   EXPECT_EQ((*all)[0].reason(), "missing resource");
   EXPECT_EQ((*all)[0].raw(), "{\"bad\":1}");
@@ -466,7 +462,7 @@ TEST_F(EventLogTest, QuarantineEntriesGetIdsAndSurviveReopen) {
 
   absl::StatusOr<std::vector<v1::QuarantineEntry>> tail = log->backend().ReadQuarantine(3, 100);
   ASSERT_TRUE(tail.ok()) << tail.status();
-  ASSERT_THAT(*tail, SizeIs(1));
+  ASSERT_EQ(tail->size(), 1u);
   EXPECT_EQ((*tail)[0].id(), 3u);
 }
 
@@ -512,19 +508,19 @@ TEST_F(EventLogTest, ReadEventsPaginates) {
     from = page->back().sequence() + 1;
   }
   EXPECT_EQ(pages, 3);
-  ASSERT_THAT(seen, SizeIs(25));
+  ASSERT_EQ(seen.size(), 25u);
   for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i + 1);
 
   absl::StatusOr<std::vector<v1::Event>> middle = log->backend().ReadEvents(24, 10);
   ASSERT_TRUE(middle.ok()) << middle.status();
-  ASSERT_THAT(*middle, SizeIs(2));
+  ASSERT_EQ(middle->size(), 2u);
   EXPECT_EQ((*middle)[0].sequence(), 24u);
   absl::StatusOr<std::vector<v1::Event>> none = log->backend().ReadEvents(1, 0);
   ASSERT_TRUE(none.ok()) << none.status();
-  EXPECT_THAT(*none, IsEmpty());
+  EXPECT_TRUE(none->empty());
   absl::StatusOr<std::vector<v1::Event>> past = log->backend().ReadEvents(26, 10);
   ASSERT_TRUE(past.ok()) << past.status();
-  EXPECT_THAT(*past, IsEmpty());
+  EXPECT_TRUE(past->empty());
 }
 
 TEST_F(EventLogTest, WithoutSyncAppendsAreStoredAndRecovered) {
@@ -541,7 +537,7 @@ TEST_F(EventLogTest, WithoutSyncAppendsAreStoredAndRecovered) {
   auto log = Open(options);
   ASSERT_NE(log, nullptr);
   EXPECT_EQ(log->head(), 2u);
-  EXPECT_THAT(AllEvents(*log), SizeIs(2));
+  EXPECT_EQ(AllEvents(*log).size(), 2u);
   auto dup = log->AppendSync(Request({Product("e1", "p1", 1)}));
   ASSERT_TRUE(dup.ok()) << dup.status();
   EXPECT_EQ(dup->duplicates, 1u);
@@ -657,7 +653,7 @@ TEST_F(EventLogTest, FailedWriteFailsWholeGroupAndLeavesNoTrace) {
   for (const absl::Status& s : statuses) EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_EQ(log->head(), 2u);
   EXPECT_EQ(log->pending(), 0u);
-  EXPECT_THAT(AllEvents(*log), SizeIs(2));
+  EXPECT_EQ(AllEvents(*log).size(), 2u);
   absl::StatusOr<std::optional<uint64_t>> id = log->backend().FindEventId({"pim", "f1"});
   ASSERT_TRUE(id.ok()) << id.status();
   EXPECT_FALSE(id->has_value());
@@ -683,7 +679,7 @@ TEST_F(EventLogTest, FailedWriteFailsWholeGroupAndLeavesNoTrace) {
   absl::StatusOr<std::vector<v1::QuarantineEntry>> quarantine =
       log->backend().ReadQuarantine(0, 100);
   ASSERT_TRUE(quarantine.ok()) << quarantine.status();
-  ASSERT_THAT(*quarantine, SizeIs(2));
+  ASSERT_EQ(quarantine->size(), 2u);
   EXPECT_EQ((*quarantine)[1].id(), 2u);
   EXPECT_EQ((*quarantine)[1].reason(), "after");
   log.reset();
@@ -693,7 +689,7 @@ TEST_F(EventLogTest, FailedWriteFailsWholeGroupAndLeavesNoTrace) {
   ASSERT_NE(reopened, nullptr);
   EXPECT_EQ(reopened->head(), 3u);
   std::vector<v1::Event> events = AllEvents(*reopened);
-  ASSERT_THAT(events, SizeIs(3));
+  ASSERT_EQ(events.size(), 3u);
   EXPECT_EQ(events[2].id(), "f1");
 }
 
@@ -840,7 +836,7 @@ TEST_F(EventLogTest, RecoversHeadFromEventsWithoutMeta) {
   absl::StatusOr<std::vector<v1::QuarantineEntry>> quarantine =
       log->backend().ReadQuarantine(0, 10);
   ASSERT_TRUE(quarantine.ok()) << quarantine.status();
-  ASSERT_THAT(*quarantine, SizeIs(2));
+  ASSERT_EQ(quarantine->size(), 2u);
   EXPECT_EQ((*quarantine)[1].id(), 2u);
 }
 
