@@ -4,10 +4,12 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -95,6 +97,34 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   std::fclose(file);
   if (err != 0) return ErrnoStatus(err);
   return contents;
+}
+
+// ---- Durations -------------------------------------------------------------------------------
+
+struct DurationUnit {
+  absl::string_view name;
+  int64_t millis;
+};
+
+// Largest first: a duration lists each unit at most once in this order, like "1d12h" or "1h30m",
+// so "30m1h" and "1h1h" are rejected as likely typos.
+constexpr DurationUnit kDurationUnits[] = {
+    {"d", int64_t{86'400'000}}, {"h", int64_t{3'600'000}}, {"m", int64_t{60'000}},
+    {"s", int64_t{1000}},       {"ms", int64_t{1}},
+};
+
+// The inverse of ParseDuration, for error messages about defaults: 300000ms -> "5m".
+std::string FormatDuration(std::chrono::milliseconds duration) {
+  int64_t left = duration.count();
+  if (left <= 0) return absl::StrCat(left, "ms");
+  std::string text;
+  for (const DurationUnit& unit : kDurationUnits) {
+    if (left >= unit.millis) {
+      absl::StrAppend(&text, left / unit.millis, unit.name);
+      left %= unit.millis;
+    }
+  }
+  return text;
 }
 
 // ---- Readers for one value --------------------------------------------------------------------
@@ -289,9 +319,9 @@ absl::Status ReadMapping(const Field& field, std::initializer_list<KeySpec> keys
 
 // ---- gateway ----------------------------------------------------------------------------------
 
-// host:port, with IPv6 hosts in brackets ("[::1]:8443"). The port may be 0 (pick a free one).
-ValueReader Listen(std::string& out) {
-  return [&out](const Field& field) -> absl::Status {
+// host:port, with IPv6 hosts in brackets ("[::1]:8443"), and a port of at least `min_port`.
+ValueReader HostPort(std::string& out, int min_port) {
+  return [&out, min_port](const Field& field) -> absl::Status {
     absl::StatusOr<std::string> text = ScalarOf(field);
     if (!text.ok()) return text.status();
     const absl::string_view listen = *text;
@@ -315,14 +345,17 @@ ValueReader Listen(std::string& out) {
     int port_number = -1;
     if (port.empty() || port.size() > 5 ||
         !std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
-        !absl::SimpleAtoi(port, &port_number) || port_number > 65535) {
-      return Invalid(field,
-                     absl::StrCat("port must be a number from 0 to 65535, ", Got(field.node)));
+        !absl::SimpleAtoi(port, &port_number) || port_number < min_port || port_number > 65535) {
+      return Invalid(field, absl::StrCat("port must be a number from ", min_port, " to 65535, ",
+                                         Got(field.node)));
     }
     out = *std::move(text);
     return absl::OkStatus();
   };
 }
+
+// Where the gateway listens. The port may be 0 (pick a free one, for tests).
+ValueReader Listen(std::string& out) { return HostPort(out, 0); }
 
 // Checks up front that a file the server opens later exists and is readable, so a bad path fails
 // at config load with the key that named it rather than at the first TLS handshake.
@@ -561,6 +594,530 @@ ValueReader Sources(std::vector<SourceConfig>& sources) {
   };
 }
 
+// ---- plugins and runtime ----------------------------------------------------------------------
+
+// Plugin names become socket file names and label metrics, so they are kept short.
+constexpr size_t kMaxPluginNameLength = 64;
+// Upper bound of plugins[].max_in_flight: each outstanding delivery holds an event in memory.
+constexpr int64_t kMaxInFlightLimit = 10'000;
+// Longest path a unix socket address holds (sun_path less its terminating NUL): 107 on Linux.
+constexpr size_t kMaxUnixSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+
+// Wraps `read` to remember the line of the key it reads, for checks across keys.
+ValueReader Tracked(ValueReader read, std::optional<int>& line) {
+  return [read = std::move(read), &line](const Field& field) {
+    line = field.line;
+    return read(field);
+  };
+}
+
+// Reads `field` as a sequence, calling `read` on each element with its path ("key[i]") and line.
+absl::Status ReadSequence(const Field& field, const ValueReader& read) {
+  if (!field.node.IsSequence()) {
+    return Invalid(field, absl::StrCat("must be a sequence, ", Got(field.node)));
+  }
+  for (size_t i = 0; i < field.node.size(); ++i) {
+    const YAML::Node item = field.node[i];
+    if (absl::Status status = read({item, absl::StrCat(field.path, "[", i, "]"), LineOf(item)});
+        !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// An integer from `min` to `max` (both within T).
+template <typename T>
+ValueReader IntegerInRange(T& out, int64_t min, int64_t max) {
+  return [&out, min, max](const Field& field) -> absl::Status {
+    absl::StatusOr<int64_t> value = ReadInteger(field, min);
+    if (!value.ok()) return value.status();
+    if (*value > max) {
+      return Invalid(field, absl::StrCat("must be at most ", max, ", got ", *value));
+    }
+    out = static_cast<T>(*value);
+    return absl::OkStatus();
+  };
+}
+
+// A finite number from `min` to `max`.
+ValueReader Number(double& out, double min, double max) {
+  return [&out, min, max](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    double value = 0;
+    if (!absl::SimpleAtod(*text, &value) || !std::isfinite(value)) {
+      return Invalid(field, absl::StrCat("must be a number, ", Got(field.node)));
+    }
+    if (value < min || value > max) {
+      return Invalid(field, max == std::numeric_limits<double>::max()
+                                ? absl::StrCat("must be at least ", min, ", got ", *text)
+                                : absl::StrCat("must be from ", min, " to ", max, ", got ", *text));
+    }
+    out = value;
+    return absl::OkStatus();
+  };
+}
+
+// A non-empty string passing `check`, which returns a problem or nothing.
+ValueReader CheckedString(std::string& out,
+                          std::function<std::optional<std::string>(absl::string_view)> check) {
+  return [&out, check = std::move(check)](const Field& field) -> absl::Status {
+    if (absl::Status status = String(out)(field); !status.ok()) return status;
+    if (check) {
+      if (std::optional<std::string> problem = check(out); problem.has_value()) {
+        return Invalid(field, *problem);
+      }
+    }
+    return absl::OkStatus();
+  };
+}
+
+// A sequence of non-empty strings, each passing `check` (which returns a problem, or nothing).
+// Replaces any default in `out`. With `lines`, also records the line of each element.
+ValueReader StringList(std::vector<std::string>& out,
+                       std::function<std::optional<std::string>(absl::string_view)> check = {},
+                       std::vector<int>* lines = nullptr) {
+  return [&out, check = std::move(check), lines](const Field& field) -> absl::Status {
+    out.clear();
+    if (lines != nullptr) lines->clear();
+    return ReadSequence(field, [&](const Field& item) -> absl::Status {
+      std::string text;
+      if (absl::Status status = CheckedString(text, check)(item); !status.ok()) return status;
+      out.push_back(std::move(text));
+      if (lines != nullptr) lines->push_back(item.line);
+      return absl::OkStatus();
+    });
+  };
+}
+
+// A list that, if present, must not be empty: the key's absence already means "all".
+ValueReader NonEmptyList(ValueReader read, absl::string_view what) {
+  return [read = std::move(read), what = std::string(what)](const Field& field) -> absl::Status {
+    if (field.node.IsNull() || (field.node.IsSequence() && field.node.size() == 0)) {
+      return Invalid(field,
+                     absl::StrCat("must list at least one ", what, " (leave the key out for all)"));
+    }
+    return read(field);
+  };
+}
+
+ValueReader PluginName(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (absl::Status status = SourceName(out)(field); !status.ok()) return status;
+    if (out.size() > kMaxPluginNameLength) {
+      return Invalid(field, absl::StrCat("must be at most ", kMaxPluginNameLength,
+                                         " characters, got ", out.size()));
+    }
+    return absl::OkStatus();
+  };
+}
+
+// argv of a launched plugin. Only argv[0] must be non-empty: an empty argument can be meaningful.
+// A relative argv[0] is resolved when the plugin is launched, not here.
+ValueReader Command(std::vector<std::string>& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (field.node.IsScalar()) {
+      return Invalid(field, absl::StrCat("must be a sequence of the program and its arguments, "
+                                         "e.g. [\"/usr/bin/python3\", \"plugin.py\"], ",
+                                         Got(field.node)));
+    }
+    if (field.node.IsNull() || (field.node.IsSequence() && field.node.size() == 0)) {
+      return Invalid(field, "must list the program and its arguments");
+    }
+    out.clear();
+    return ReadSequence(field, [&out](const Field& item) -> absl::Status {
+      absl::StatusOr<std::string> arg = ScalarOf(item);
+      if (!arg.ok()) return arg.status();
+      if (out.empty() && arg->empty()) return Invalid(item, "the program must not be empty");
+      if (arg->find('\0') != std::string::npos) return Invalid(item, "must not contain NUL");
+      out.push_back(*std::move(arg));
+      return absl::OkStatus();
+    });
+  };
+}
+
+// The path of a "unix:" gRPC target ("unix:/run/x.sock", "unix:///run/x.sock", "unix:x.sock").
+absl::string_view UnixSocketPath(absl::string_view address) {
+  absl::ConsumePrefix(&address, "unix:");
+  if (absl::StartsWith(address, "///")) address.remove_prefix(2);
+  return address;
+}
+
+// gRPC target of a plugin pimgate does not launch: "unix:<path>" or host:port.
+ValueReader Address(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    if (absl::StartsWith(*text, "unix:")) {
+      const absl::string_view path = UnixSocketPath(*text);
+      if (path.empty()) return Invalid(field, "\"unix:\" must be followed by a socket path");
+      if (path.size() > kMaxUnixSocketPath) {
+        return Invalid(field, absl::StrCat("socket path is ", path.size(), " bytes, more than the ",
+                                           kMaxUnixSocketPath, " a unix socket address holds"));
+      }
+      out = *std::move(text);
+      return absl::OkStatus();
+    }
+    if (text->find(':') == std::string::npos) {
+      return Invalid(field, absl::StrCat("must be \"unix:/path\" or host:port, ", Got(field.node)));
+    }
+    return HostPort(out, 1)(field);
+  };
+}
+
+bool IsEnvName(absl::string_view name) {
+  return !name.empty() && !absl::ascii_isdigit(name.front()) &&
+         std::all_of(name.begin(), name.end(),
+                     [](char c) { return absl::ascii_isalnum(c) || c == '_'; });
+}
+
+// NAME: value pairs, kept in document order. Values are taken as written (no ${} or file:
+// resolution); an empty value must be spelled "".
+ValueReader Env(std::vector<std::pair<std::string, std::string>>& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (!field.node.IsMap() && !field.node.IsNull()) {
+      return Invalid(field, absl::StrCat("must be a mapping of NAME: value, ", Got(field.node)));
+    }
+    out.clear();
+    std::map<std::string, int, std::less<>> seen;  // name -> line
+    for (const auto& entry : field.node) {
+      const YAML::Node key = entry.first;
+      const int line = LineOf(key);
+      if (!key.IsScalar()) return Invalid({key, field.path, line}, "keys must be plain names");
+      Field value{entry.second, absl::StrCat(field.path, ".", key.Scalar()), line};
+      if (!IsEnvName(key.Scalar())) {
+        return Invalid(value,
+                       "variable names must be letters, digits and _, not starting with a "
+                       "digit");
+      }
+      if (auto [previous, inserted] = seen.emplace(key.Scalar(), line); !inserted) {
+        return Invalid(value, absl::StrCat("duplicate key (first at line ", previous->second, ")"));
+      }
+      absl::StatusOr<std::string> text = ScalarOf(value);
+      if (!text.ok()) return text.status();
+      if (text->find('\0') != std::string::npos) return Invalid(value, "must not contain NUL");
+      out.emplace_back(key.Scalar(), *std::move(text));
+    }
+    return absl::OkStatus();
+  };
+}
+
+// Event type globs: canonical types are lower-case words joined by dots ("product.created").
+std::optional<std::string> EventGlobProblem(absl::string_view glob) {
+  const bool valid = std::all_of(glob.begin(), glob.end(), [](char c) {
+    return absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '_' || c == '.' || c == '*';
+  });
+  if (valid) return std::nullopt;
+  return absl::StrCat("must use only a-z, 0-9, _, . and *, got ", Quote(glob));
+}
+
+// Reports `later` when `earlier` (another key of the same mapping) was already read: the two
+// keys exclude each other.
+ValueReader ExclusiveWith(ValueReader read, const std::optional<int>& earlier_line,
+                          absl::string_view earlier, absl::string_view later) {
+  return [read = std::move(read), &earlier_line, earlier = std::string(earlier),
+          later = std::string(later)](const Field& field) -> absl::Status {
+    if (earlier_line.has_value()) {
+      return Invalid(field, absl::StrCat("set only one of ", earlier, " (line ", *earlier_line,
+                                         ") and ", later));
+    }
+    return read(field);
+  };
+}
+
+// Rejects initial_backoff > max_backoff, at whichever of the two keys was written last (a key
+// left at its default cannot be the mistake).
+absl::Status CheckBackoffOrder(const Field& field, std::chrono::milliseconds initial,
+                               std::optional<int> initial_line, std::chrono::milliseconds max,
+                               std::optional<int> max_line) {
+  if (initial <= max) return absl::OkStatus();
+  if (max_line.has_value() && (!initial_line.has_value() || *max_line > *initial_line)) {
+    return Invalid({field.node, absl::StrCat(field.path, ".max_backoff"), *max_line},
+                   absl::StrCat("must be at least initial_backoff (", FormatDuration(initial),
+                                "), got ", FormatDuration(max)));
+  }
+  return Invalid({field.node, absl::StrCat(field.path, ".initial_backoff"), initial_line.value()},
+                 absl::StrCat("must be at most max_backoff (", FormatDuration(max), "), got ",
+                              FormatDuration(initial)));
+}
+
+ValueReader Retry(RetryConfig& retry) {
+  return [&retry](const Field& field) -> absl::Status {
+    std::optional<int> initial_line;
+    std::optional<int> max_line;
+    absl::Status status = ReadMapping(
+        field, {
+                   {"max_attempts", Integer(retry.max_attempts, 1)},
+                   {"initial_backoff", Tracked(Millis(retry.initial_backoff), initial_line)},
+                   {"max_backoff", Tracked(Millis(retry.max_backoff), max_line)},
+                   {"multiplier", Number(retry.multiplier, 1, std::numeric_limits<double>::max())},
+                   {"jitter", Number(retry.jitter, 0, 1)},
+               });
+    if (!status.ok()) return status;
+    return CheckBackoffOrder(field, retry.initial_backoff, initial_line, retry.max_backoff,
+                             max_line);
+  };
+}
+
+ValueReader Restart(RestartConfig& restart) {
+  return [&restart](const Field& field) -> absl::Status {
+    std::optional<int> initial_line;
+    std::optional<int> max_line;
+    absl::Status status = ReadMapping(
+        field, {
+                   {"initial_backoff", Tracked(Millis(restart.initial_backoff), initial_line)},
+                   {"max_backoff", Tracked(Millis(restart.max_backoff), max_line)},
+                   {"reset_after", Millis(restart.reset_after)},
+               });
+    if (!status.ok()) return status;
+    return CheckBackoffOrder(field, restart.initial_backoff, initial_line, restart.max_backoff,
+                             max_line);
+  };
+}
+
+ValueReader Filter(StringFilter& filter) {
+  return [&filter](const Field& field) {
+    return ReadMapping(field, {
+                                  {"include", StringList(filter.include)},
+                                  {"exclude", StringList(filter.exclude)},
+                              });
+  };
+}
+
+// A dot-separated path into the event's data: "family", "product.uuid".
+std::optional<std::string> DataPathProblem(absl::string_view path) {
+  if (absl::StartsWith(path, ".") || absl::EndsWith(path, ".") || absl::StrContains(path, "..")) {
+    return absl::StrCat("must be keys joined by single dots, e.g. \"product.family\", got ",
+                        Quote(path));
+  }
+  return std::nullopt;
+}
+
+// The values a data filter compares against, as text. YAML booleans and nulls are spelled the
+// way the event's JSON would print them (true, false, null); anything else stays as written.
+ValueReader FilterValues(std::vector<std::string>& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (field.node.IsNull() || (field.node.IsSequence() && field.node.size() == 0)) {
+      return Invalid(field, "must list at least one value");
+    }
+    out.clear();
+    return ReadSequence(field, [&out](const Field& item) -> absl::Status {
+      if (item.node.IsNull()) {
+        out.push_back("null");
+        return absl::OkStatus();
+      }
+      if (!item.node.IsScalar()) {
+        return Invalid(item, absl::StrCat("must be a single value, ", Got(item.node)));
+      }
+      const std::string& text = item.node.Scalar();
+      // Only plain (unquoted) scalars can be YAML booleans; yaml-cpp tags those "?".
+      const bool plain = item.node.Tag() == "?";
+      if (plain && (text == "True" || text == "TRUE")) {
+        out.push_back("true");
+      } else if (plain && (text == "False" || text == "FALSE")) {
+        out.push_back("false");
+      } else {
+        out.push_back(text);
+      }
+      return absl::OkStatus();
+    });
+  };
+}
+
+absl::Status ReadDataFilter(const Field& field, DataFilter& filter) {
+  std::optional<int> in_line;
+  std::optional<int> not_in_line;
+  absl::Status status = ReadMapping(
+      field, {
+                 {"path", CheckedString(filter.path, DataPathProblem), true},
+                 {"in", ExclusiveWith(Tracked(FilterValues(filter.values), in_line), not_in_line,
+                                      "not_in", "in")},
+                 {"not_in", ExclusiveWith(Tracked(FilterValues(filter.values), not_in_line),
+                                          in_line, "in", "not_in")},
+             });
+  if (!status.ok()) return status;
+  if (!in_line.has_value() && !not_in_line.has_value()) {
+    return Invalid(field, "needs one of in or not_in");
+  }
+  filter.negate = not_in_line.has_value();
+  return absl::OkStatus();
+}
+
+ValueReader DataFilters(std::vector<DataFilter>& out) {
+  return [&out](const Field& field) -> absl::Status {
+    out.clear();
+    return ReadSequence(field, [&out](const Field& item) -> absl::Status {
+      DataFilter filter;
+      if (absl::Status status = ReadDataFilter(item, filter); !status.ok()) return status;
+      out.push_back(std::move(filter));
+      return absl::OkStatus();
+    });
+  };
+}
+
+// Lines of a plugin's keys that are checked once the whole document is read: source names
+// (sources may come after plugins) and the socket path (runtime.dir and store.path may, too).
+struct PluginLines {
+  int name = 0;
+  std::vector<int> sources;  // line of each element of plugins[i].sources
+};
+
+// Reads one plugin. Name uniqueness, source names and socket paths are checked by the caller.
+absl::Status ReadPlugin(const Field& field, PluginConfig& plugin, PluginLines& lines) {
+  std::optional<int> name_line;
+  std::optional<int> command_line;
+  std::optional<int> address_line;
+  // Keys that only mean something for a plugin pimgate launches.
+  std::optional<int> env_line;
+  std::optional<int> start_timeout_line;
+  std::optional<int> stop_timeout_line;
+  std::optional<int> restart_line;
+  absl::Status status = ReadMapping(
+      field,
+      {
+          {"name", Tracked(PluginName(plugin.name), name_line), true},
+          {"command", ExclusiveWith(Tracked(Command(plugin.command), command_line), address_line,
+                                    "address", "command")},
+          {"address", ExclusiveWith(Tracked(Address(plugin.address), address_line), command_line,
+                                    "command", "address")},
+          {"env", Tracked(Env(plugin.env), env_line)},
+          {"events", NonEmptyList(StringList(plugin.events, EventGlobProblem), "event type")},
+          {"sources", NonEmptyList(StringList(plugin.sources, {}, &lines.sources), "source")},
+          {"skip_stale", Bool(plugin.skip_stale)},
+          {"max_in_flight", IntegerInRange(plugin.max_in_flight, 1, kMaxInFlightLimit)},
+          {"ack_timeout", Millis(plugin.ack_timeout)},
+          {"start_timeout", Tracked(Millis(plugin.start_timeout), start_timeout_line)},
+          {"stop_timeout", Tracked(Millis(plugin.stop_timeout), stop_timeout_line)},
+          {"hydrate", Bool(plugin.hydrate)},
+          {"retry", Retry(plugin.retry)},
+          {"restart", Tracked(Restart(plugin.restart), restart_line)},
+          {"authors", Filter(plugin.authors)},
+          {"author_types", Filter(plugin.author_types)},
+          {"data", DataFilters(plugin.data)},
+      });
+  if (!status.ok()) return status;
+  lines.name = *name_line;
+  if (!command_line.has_value() && !address_line.has_value()) {
+    return Invalid(field,
+                   "needs a command (to launch the plugin) or an address (to connect to "
+                   "a running one)");
+  }
+  if (address_line.has_value()) {
+    // Reported at the first such key in the document, like every other error.
+    std::optional<std::pair<int, absl::string_view>> first;
+    for (const auto& [line, key] :
+         {std::make_pair(env_line, absl::string_view("env")),
+          std::make_pair(start_timeout_line, absl::string_view("start_timeout")),
+          std::make_pair(stop_timeout_line, absl::string_view("stop_timeout")),
+          std::make_pair(restart_line, absl::string_view("restart"))}) {
+      if (line.has_value() && (!first.has_value() || *line < first->first)) {
+        first.emplace(*line, key);
+      }
+    }
+    if (first.has_value()) {
+      return Invalid({field.node, absl::StrCat(field.path, ".", first->second), first->first},
+                     "only applies to plugins pimgate launches (with a command), not to an "
+                     "address");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// plugins: optional; `plugins:` with nothing under it (all commented out) is an empty list.
+ValueReader Plugins(std::vector<PluginConfig>& plugins, std::vector<PluginLines>& lines) {
+  return [&plugins, &lines](const Field& field) -> absl::Status {
+    if (field.node.IsNull()) return absl::OkStatus();
+    std::map<std::string, std::pair<size_t, int>> names;  // name -> (index, line) of first use
+    return ReadSequence(field, [&](const Field& item) -> absl::Status {
+      PluginConfig plugin;
+      PluginLines plugin_lines;
+      if (absl::Status status = ReadPlugin(item, plugin, plugin_lines); !status.ok()) {
+        return status;
+      }
+      const size_t index = plugins.size();
+      if (auto [first, inserted] =
+              names.emplace(plugin.name, std::make_pair(index, plugin_lines.name));
+          !inserted) {
+        return Invalid({item.node, item.path + ".name", plugin_lines.name},
+                       absl::StrCat("duplicate of plugins[", first->second.first, "].name (line ",
+                                    first->second.second, ")"));
+      }
+      plugins.push_back(std::move(plugin));
+      lines.push_back(std::move(plugin_lines));
+      return absl::OkStatus();
+    });
+  };
+}
+
+ValueReader Runtime(PluginsRuntimeConfig& runtime, std::optional<int>& dir_line) {
+  return [&runtime, &dir_line](const Field& field) {
+    return ReadMapping(field, {
+                                  {"dir", Tracked(String(runtime.runtime_dir), dir_line)},
+                              });
+  };
+}
+
+// runtime.dir when it is not configured: "<store.path>/run".
+std::string DefaultRuntimeDir(absl::string_view store_path) {
+  while (store_path.size() > 1 && absl::EndsWith(store_path, "/")) store_path.remove_suffix(1);
+  return absl::StrCat(store_path, store_path == "/" ? "" : "/", "run");
+}
+
+// Checks what plugins refer to outside their own entry, once the whole document is read (with
+// runtime.dir filled in): their sources must exist, and the unix socket of each launched plugin
+// must fit in a socket address.
+absl::Status CheckPlugins(const Config& config, const std::vector<PluginLines>& lines,
+                          std::optional<int> runtime_dir_line) {
+  const std::string& dir = config.runtime.runtime_dir;
+  const absl::string_view separator = absl::EndsWith(dir, "/") ? "" : "/";
+  const std::string dir_origin =
+      runtime_dir_line.has_value() ? "runtime.dir" : "runtime.dir (default <store.path>/run)";
+  std::vector<std::string> source_names;
+  for (const SourceConfig& source : config.sources) source_names.push_back(source.name);
+
+  // Errors here are not met in document order, so the first by line wins.
+  std::optional<std::pair<int, absl::Status>> first;
+  const auto report = [&first](int line, absl::Status status) {
+    if (!first.has_value() || line < first->first) first.emplace(line, std::move(status));
+  };
+  // A directory too long for any name is runtime.dir's problem, not each plugin's.
+  const size_t shortest_socket = dir.size() + separator.size() + absl::string_view("x.sock").size();
+  for (size_t i = 0; i < config.plugins.size(); ++i) {
+    const PluginConfig& plugin = config.plugins[i];
+    const std::string path = absl::StrCat("plugins[", i, "]");
+    for (size_t j = 0; j < plugin.sources.size(); ++j) {
+      if (std::find(source_names.begin(), source_names.end(), plugin.sources[j]) ==
+          source_names.end()) {
+        const int line = lines[i].sources[j];
+        report(line, Invalid({{}, absl::StrCat(path, ".sources[", j, "]"), line},
+                             absl::StrCat("unknown source ", Quote(plugin.sources[j]),
+                                          "; configured sources are ",
+                                          absl::StrJoin(source_names, ", "))));
+      }
+    }
+    if (plugin.command.empty()) continue;  // connects to `address`; pimgate makes no socket
+    const std::string socket = absl::StrCat(dir, separator, plugin.name, ".sock");
+    if (socket.size() <= kMaxUnixSocketPath) continue;
+    if (runtime_dir_line.has_value() && shortest_socket > kMaxUnixSocketPath) {
+      report(*runtime_dir_line,
+             Invalid({{}, "runtime.dir", *runtime_dir_line},
+                     absl::StrCat("too long for plugin sockets: ", Quote(dir),
+                                  " leaves no room for \"/<name>.sock\" within the ",
+                                  kMaxUnixSocketPath, " bytes a unix socket address holds")));
+      continue;
+    }
+    report(
+        lines[i].name,
+        Invalid({{}, path + ".name", lines[i].name},
+                absl::StrCat("socket path ", Quote(socket), " would be ", socket.size(),
+                             " bytes, more than the ", kMaxUnixSocketPath,
+                             " a unix socket address holds; use a shorter name or ", dir_origin)));
+  }
+  if (first.has_value()) return std::move(first->second);
+  return absl::OkStatus();
+}
+
 // ---- The document -----------------------------------------------------------------------------
 
 absl::Status SyntaxError(const YAML::Exception& e) {
@@ -587,14 +1144,22 @@ absl::StatusOr<Config> ParseDocument(const std::string& yaml) {
   }
   // The top-level sections. A new section is one more line here and a reader like Log().
   Config config;
-  absl::Status status =
-      ReadMapping({root, "", LineOf(root)}, {
-                                                {"gateway", Gateway(config.gateway)},
-                                                {"store", Store(config.store), true},
-                                                {"sources", Sources(config.sources), true},
-                                                {"log", Log(config.log)},
-                                            });
+  std::vector<PluginLines> plugin_lines;
+  std::optional<int> runtime_dir_line;
+  absl::Status status = ReadMapping({root, "", LineOf(root)},
+                                    {
+                                        {"gateway", Gateway(config.gateway)},
+                                        {"store", Store(config.store), true},
+                                        {"sources", Sources(config.sources), true},
+                                        {"log", Log(config.log)},
+                                        {"runtime", Runtime(config.runtime, runtime_dir_line)},
+                                        {"plugins", Plugins(config.plugins, plugin_lines)},
+                                    });
   if (!status.ok()) return status;
+  if (!runtime_dir_line.has_value()) {
+    config.runtime.runtime_dir = DefaultRuntimeDir(config.store.path);
+  }
+  if (status = CheckPlugins(config, plugin_lines, runtime_dir_line); !status.ok()) return status;
   return config;
 }
 
@@ -620,16 +1185,6 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
 }
 
 absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text) {
-  struct Unit {
-    absl::string_view name;
-    int64_t millis;
-  };
-  // Largest first: a duration lists each unit at most once in this order, like "1d12h" or
-  // "1h30m", so "30m1h" and "1h1h" are rejected as likely typos.
-  static constexpr Unit kUnits[] = {
-      {"d", int64_t{86'400'000}}, {"h", int64_t{3'600'000}}, {"m", int64_t{60'000}},
-      {"s", int64_t{1000}},       {"ms", int64_t{1}},
-  };
   const auto invalid = [&text](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat("invalid duration ", Quote(text), ": ", why));
   };
@@ -639,7 +1194,7 @@ absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text)
   }
   const absl::string_view view = text;
   int64_t total = 0;
-  size_t next_unit = 0;  // index into kUnits of the largest unit still allowed
+  size_t next_unit = 0;  // index into kDurationUnits of the largest unit still allowed
   size_t i = 0;
   while (i < view.size()) {
     const size_t number_start = i;
@@ -662,8 +1217,8 @@ absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text)
       return invalid(absl::StrCat("missing unit after ", number, " (ms, s, m, h or d)"));
     }
     size_t u = 0;
-    while (u < std::size(kUnits) && kUnits[u].name != unit) ++u;
-    if (u == std::size(kUnits)) {
+    while (u < std::size(kDurationUnits) && kDurationUnits[u].name != unit) ++u;
+    if (u == std::size(kDurationUnits)) {
       return invalid(
           absl::StrCat("unknown unit \"", absl::CHexEscape(unit), "\" (use ms, s, m, h or d)"));
     }
@@ -671,7 +1226,7 @@ absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text)
     next_unit = u + 1;
     int64_t value = 0;
     if (!absl::SimpleAtoi(number, &value) ||
-        __builtin_mul_overflow(value, kUnits[u].millis, &value) ||
+        __builtin_mul_overflow(value, kDurationUnits[u].millis, &value) ||
         __builtin_add_overflow(total, value, &total)) {
       return invalid("too large");
     }

@@ -86,11 +86,83 @@ struct LogConfig {
   std::string format = "text";  // text | json
 };
 
+// Redelivery schedule for RETRY, UNSPECIFIED, ack timeouts and broken streams: attempt n waits
+// min(initial_backoff * multiplier^(n-1), max_backoff), randomized by +-jitter.
+struct RetryConfig {
+  // Deliveries of one event before it is dead-lettered (1 = no retry).
+  uint32_t max_attempts = 10;
+  std::chrono::milliseconds initial_backoff{1'000};
+  std::chrono::milliseconds max_backoff{300'000};
+  double multiplier = 2.0;
+  double jitter = 0.2;  // 0 .. 1
+};
+
+// Restart schedule of a crashed plugin process (exponential, reset after a stable run).
+struct RestartConfig {
+  std::chrono::milliseconds initial_backoff{1'000};
+  std::chrono::milliseconds max_backoff{60'000};
+  // A process that served this long before dying restarts from initial_backoff again.
+  std::chrono::milliseconds reset_after{60'000};
+};
+
+// Include/exclude lists over one string attribute (author, author_type). Empty include = all.
+struct StringFilter {
+  std::vector<std::string> include;
+  std::vector<std::string> exclude;
+};
+
+// A filter on the event's `data`: the value at `path` (dot-separated, e.g. `family`,
+// `product.uuid`, `categories`) must (in) or must not (not_in) equal one of `values`. A list
+// value matches when any element does. Scalars compare as text: true, 12, 1.5, null.
+struct DataFilter {
+  std::string path;
+  std::vector<std::string> values;
+  bool negate = false;  // not_in
+};
+
+struct PluginConfig {
+  std::string name;
+  // argv of a process pimgate launches and supervises. Exactly one of command / address.
+  std::vector<std::string> command;
+  // gRPC target of an already running plugin ("unix:/run/x.sock", "127.0.0.1:50051").
+  std::string address;
+  // Added to the inherited environment of a launched plugin.
+  std::vector<std::pair<std::string, std::string>> env;
+  // Globs over canonical types; `*` matches any characters (including dots).
+  std::vector<std::string> events = {"*"};
+  // Source names; empty = all sources.
+  std::vector<std::string> sources;
+  bool skip_stale = true;
+  // Deliveries outstanding at once (different resources only).
+  uint32_t max_in_flight = 16;
+  RetryConfig retry;
+  // A delivery not acknowledged within this is treated as a failure and retried.
+  std::chrono::milliseconds ack_timeout{30'000};
+  // A launched plugin must report SERVING on grpc.health.v1 within this.
+  std::chrono::milliseconds start_timeout{30'000};
+  // On shutdown: SIGTERM, then SIGKILL after this grace period.
+  std::chrono::milliseconds stop_timeout{10'000};
+  RestartConfig restart;
+  StringFilter authors;
+  StringFilter author_types;
+  std::vector<DataFilter> data;  // all must match
+  // Fetch the full resource for lightweight events before delivering (M4).
+  bool hydrate = false;
+};
+
+// Where launched plugins listen and how they are supervised.
+struct PluginsRuntimeConfig {
+  // Unix sockets of launched plugins go here ("<dir>/<name>.sock"). Default: <store.path>/run.
+  std::string runtime_dir;
+};
+
 struct Config {
   GatewayConfig gateway;
   StoreConfig store;
   std::vector<SourceConfig> sources;
   LogConfig log;
+  std::vector<PluginConfig> plugins;
+  PluginsRuntimeConfig runtime;
 };
 
 // Parses and validates a configuration. Invalid configurations give InvalidArgument with the

@@ -273,6 +273,10 @@ void EventLog::CommitGroup(std::vector<Pending>& group) {
   if (status.ok()) {
     last_quarantine_id_ = batch.last_quarantine_id;
     head_.store(batch.last_sequence, std::memory_order_release);
+    {
+      absl::MutexLock lock(&head_mu_);
+      head_cv_.SignalAll();
+    }
   } else {
     status = absl::Status(status.code(),
                           absl::StrCat("event log commit of ", group.size(),
@@ -287,6 +291,19 @@ void EventLog::CommitGroup(std::vector<Pending>& group) {
       group[i].callback(status);
     }
   }
+}
+
+}  // namespace pimgate
+
+namespace pimgate {
+
+uint64_t EventLog::WaitForHead(uint64_t after, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::MutexLock lock(&head_mu_);
+  while (head_.load(std::memory_order_acquire) <= after) {
+    if (head_cv_.WaitWithDeadline(&head_mu_, deadline)) break;  // true: deadline passed
+  }
+  return head_.load(std::memory_order_acquire);
 }
 
 }  // namespace pimgate

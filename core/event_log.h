@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "core/log_backend.h"
 #include "pimgate/v1/event.pb.h"
 #include "pimgate/v1/store.pb.h"
@@ -79,6 +80,10 @@ class EventLog {
   // Highest sequence stored so far (0 when empty).
   uint64_t head() const { return head_.load(std::memory_order_acquire); }
 
+  // Blocks until head() > `after` or `timeout` passes, and returns head(). Readers of the log
+  // (the dispatcher) use it to wait for new events without polling.
+  uint64_t WaitForHead(uint64_t after, absl::Duration timeout);
+
   LogBackend& backend() { return *backend_; }
 
  private:
@@ -105,6 +110,8 @@ class EventLog {
   // Committer-thread state: the last quarantine id stored. Like head_, it only moves after a
   // successful Write, so a failed group leaves no gap.
   uint64_t last_quarantine_id_ = 0;
+  absl::Mutex head_mu_;
+  absl::CondVar head_cv_;  // signalled after head_ advances
   std::thread committer_;  // last member: starts after everything it reads is initialised
 };
 

@@ -5,6 +5,7 @@
 #define PIMGATE_CORE_LOG_BACKEND_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,14 @@ struct CommitBatch {
   uint64_t last_quarantine_id = 0;
 };
 
+// One plugin's dispatch progress, written atomically: the new cursor (every event with a
+// sequence <= cursor is done for this plugin: acknowledged, skipped or dead-lettered) and the
+// dead letters that became final since the last write.
+struct PluginProgress {
+  std::optional<uint64_t> cursor;
+  std::vector<v1::DeadLetter> dead_letters;
+};
+
 // What a backend recovers when it opens.
 struct RecoveredState {
   uint64_t last_sequence = 0;
@@ -78,6 +87,69 @@ class LogBackend {
                                                                          std::size_t max) = 0;
   // Bytes the backend occupies on disk (best effort).
   virtual uint64_t DiskBytes() = 0;
+
+  // Dispatch cursors and dead letters. A cursor write need not be fsynced: losing it only means
+  // redelivery (at-least-once), never loss; dead letters travel in the same atomic write as the
+  // cursor that moves past them.
+  virtual absl::StatusOr<uint64_t> LoadCursor(const std::string& plugin) = 0;  // 0: none yet
+  virtual absl::Status WriteProgress(const std::string& plugin,
+                                     const PluginProgress& progress) = 0;
+  // Up to `max` dead letters of `plugin` with event sequence >= `from`, in sequence order.
+  virtual absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
+                                                                     uint64_t from,
+                                                                     std::size_t max) = 0;
+  virtual absl::Status DeleteDeadLetters(const std::string& plugin,
+                                         const std::vector<uint64_t>& sequences) = 0;
+};
+
+// Forwards every call to another backend: the base for decorators (fault injection, metrics)
+// that override only what they change.
+class ForwardingLogBackend : public LogBackend {
+ public:
+  explicit ForwardingLogBackend(std::unique_ptr<LogBackend> inner) : inner_(std::move(inner)) {}
+
+  absl::StatusOr<RecoveredState> Recover() override { return inner_->Recover(); }
+  absl::Status Write(const CommitBatch& batch, bool sync) override {
+    return inner_->Write(batch, sync);
+  }
+  absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) override {
+    return inner_->FindEventId(key);
+  }
+  absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) override {
+    return inner_->FindVersion(key);
+  }
+  absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) override {
+    return inner_->GetEvent(sequence);
+  }
+  absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) override {
+    return inner_->ReadEvents(from, max);
+  }
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
+                                                                 std::size_t max) override {
+    return inner_->ReadQuarantine(from, max);
+  }
+  uint64_t DiskBytes() override { return inner_->DiskBytes(); }
+  absl::StatusOr<uint64_t> LoadCursor(const std::string& plugin) override {
+    return inner_->LoadCursor(plugin);
+  }
+  absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress) override {
+    return inner_->WriteProgress(plugin, progress);
+  }
+  absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
+                                                             uint64_t from,
+                                                             std::size_t max) override {
+    return inner_->ReadDeadLetters(plugin, from, max);
+  }
+  absl::Status DeleteDeadLetters(const std::string& plugin,
+                                 const std::vector<uint64_t>& sequences) override {
+    return inner_->DeleteDeadLetters(plugin, sequences);
+  }
+
+ protected:
+  LogBackend& inner() { return *inner_; }
+
+ private:
+  std::unique_ptr<LogBackend> inner_;
 };
 
 }  // namespace pimgate

@@ -8,6 +8,8 @@
 //   versions   source '\0' kind '\0' resource_id   -> version_at_us (8, BE) + sequence (8, BE)
 //   quarantine id                                  -> serialized v1::QuarantineEntry
 //   meta       "last_sequence" | "last_quarantine_id" -> value
+//   cursors    plugin                              -> sequence (dispatch cursor)
+//   dead_letters plugin '\0' sequence (8, BE)     -> serialized v1::DeadLetter
 // Source names come from configuration and event ids, kinds and resource ids from Akeneo; none of
 // them contains '\0', so the separator keeps composite keys unambiguous.
 #include "core/rocksdb_backend.h"
@@ -46,6 +48,8 @@ constexpr char kDedupFamily[] = "dedup";
 constexpr char kVersionsFamily[] = "versions";
 constexpr char kQuarantineFamily[] = "quarantine";
 constexpr char kMetaFamily[] = "meta";
+constexpr char kCursorsFamily[] = "cursors";
+constexpr char kDeadLettersFamily[] = "dead_letters";
 
 constexpr char kLastSequenceKey[] = "last_sequence";
 constexpr char kLastQuarantineIdKey[] = "last_quarantine_id";
@@ -293,15 +297,96 @@ class RocksDbBackend final : public LogBackend {
     return bytes;
   }
 
+  absl::StatusOr<uint64_t> LoadCursor(const std::string& plugin) override {
+    rocksdb::PinnableSlice value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cursors(), plugin, &value);
+    if (s.IsNotFound()) return 0;
+    if (!s.ok()) return ToStatus(s, "get cursor");
+    return DecodeU64Value(value, "cursor");
+  }
+
+  absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress) override {
+    rocksdb::WriteBatch wb;
+    std::string value;
+    for (const v1::DeadLetter& letter : progress.dead_letters) {
+      if (!letter.SerializeToString(&value)) {
+        return absl::InternalError("cannot serialize dead letter");
+      }
+      if (absl::Status s = ToStatus(
+              wb.Put(dead_letters(), DeadLetterKey(plugin, letter.event().sequence()), value),
+              "put");
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (progress.cursor) {
+      if (absl::Status s = ToStatus(wb.Put(cursors(), plugin, EncodeU64(*progress.cursor)), "put");
+          !s.ok()) {
+        return s;
+      }
+    }
+    // Not fsynced: see LogBackend::WriteProgress. Survives a process crash (WAL in page cache).
+    return ToStatus(db_->Write(rocksdb::WriteOptions(), &wb), "write progress");
+  }
+
+  absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
+                                                             uint64_t from,
+                                                             std::size_t max) override {
+    std::vector<v1::DeadLetter> out;
+    const std::string prefix = plugin + std::string(1, '\0');
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), dead_letters()));
+    for (it->Seek(DeadLetterKey(plugin, from)); it->Valid() && out.size() < max; it->Next()) {
+      if (!it->key().starts_with(prefix)) break;
+      const rocksdb::Slice value = it->value();
+      if (!out.emplace_back().ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+        return absl::DataLossError("cannot parse stored dead letter of " + plugin);
+      }
+    }
+    if (absl::Status s = ToStatus(it->status(), "iterate"); !s.ok()) return s;
+    return out;
+  }
+
+  absl::Status DeleteDeadLetters(const std::string& plugin,
+                                 const std::vector<uint64_t>& sequences) override {
+    rocksdb::WriteBatch wb;
+    for (uint64_t sequence : sequences) {
+      if (absl::Status s = ToStatus(wb.Delete(dead_letters(), DeadLetterKey(plugin, sequence)),
+                                    "delete");
+          !s.ok()) {
+        return s;
+      }
+    }
+    return ToStatus(db_->Write(rocksdb::WriteOptions(), &wb), "delete dead letters");
+  }
+
  private:
   // Indexes into handles_, matching the family order in OpenRocksDbBackend.
-  enum Family : std::size_t { kDefault, kEvents, kDedup, kVersions, kQuarantine, kMeta };
+  enum Family : std::size_t {
+    kDefault,
+    kEvents,
+    kDedup,
+    kVersions,
+    kQuarantine,
+    kMeta,
+    kCursors,
+    kDeadLetters
+  };
 
   rocksdb::ColumnFamilyHandle* events() const { return handles_[kEvents]; }
   rocksdb::ColumnFamilyHandle* dedup() const { return handles_[kDedup]; }
   rocksdb::ColumnFamilyHandle* versions() const { return handles_[kVersions]; }
   rocksdb::ColumnFamilyHandle* quarantine() const { return handles_[kQuarantine]; }
   rocksdb::ColumnFamilyHandle* meta() const { return handles_[kMeta]; }
+  rocksdb::ColumnFamilyHandle* cursors() const { return handles_[kCursors]; }
+  rocksdb::ColumnFamilyHandle* dead_letters() const { return handles_[kDeadLetters]; }
+
+  static std::string DeadLetterKey(const std::string& plugin, uint64_t sequence) {
+    std::string key = plugin;
+    key.push_back('\0');
+    AppendU64(key, sequence);
+    return key;
+  }
 
   absl::StatusOr<std::optional<uint64_t>> ReadMeta(const char* key) {
     rocksdb::PinnableSlice value;
@@ -371,6 +456,8 @@ absl::StatusOr<std::unique_ptr<LogBackend>> OpenRocksDbBackend(
       {kVersionsFamily, lookup_cf},
       {kQuarantineFamily, scan_cf},
       {kMetaFamily, scan_cf},
+      {kCursorsFamily, scan_cf},
+      {kDeadLettersFamily, scan_cf},
   };
 
   rocksdb::DBOptions db_options;

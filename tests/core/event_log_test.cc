@@ -72,12 +72,10 @@ struct FaultControl {
 
 // Test-only LogBackend decorator over the real RocksDB backend: fails or slows Write, or fails
 // lookups, on demand. Reads always pass through, so the test inspects the real stored state.
-class FaultyBackend final : public LogBackend {
+class FaultyBackend final : public ForwardingLogBackend {
  public:
   FaultyBackend(std::unique_ptr<LogBackend> inner, std::shared_ptr<FaultControl> control)
-      : inner_(std::move(inner)), control_(std::move(control)) {}
-
-  absl::StatusOr<RecoveredState> Recover() override { return inner_->Recover(); }
+      : ForwardingLogBackend(std::move(inner)), control_(std::move(control)) {}
 
   absl::Status Write(const CommitBatch& batch, bool sync) override {
     control_->write_calls.fetch_add(1);
@@ -92,31 +90,19 @@ class FaultyBackend final : public LogBackend {
       control_->failed_writes.fetch_add(1);
       return absl::UnavailableError("injected write failure");
     }
-    return inner_->Write(batch, sync);
+    return inner().Write(batch, sync);
   }
 
   absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) override {
     if (control_->fail_lookups.load()) return absl::UnavailableError("injected lookup failure");
-    return inner_->FindEventId(key);
+    return inner().FindEventId(key);
   }
   absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) override {
     if (control_->fail_lookups.load()) return absl::UnavailableError("injected lookup failure");
-    return inner_->FindVersion(key);
+    return inner().FindVersion(key);
   }
-  absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) override {
-    return inner_->GetEvent(sequence);
-  }
-  absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) override {
-    return inner_->ReadEvents(from, max);
-  }
-  absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
-                                                                  std::size_t max) override {
-    return inner_->ReadQuarantine(from, max);
-  }
-  uint64_t DiskBytes() override { return inner_->DiskBytes(); }
 
  private:
-  std::unique_ptr<LogBackend> inner_;
   std::shared_ptr<FaultControl> control_;
 };
 
@@ -813,7 +799,9 @@ TEST_F(EventLogTest, RecoversHeadFromEventsWithoutMeta) {
         {"dedup", {}},
         {"versions", {}},
         {"quarantine", {}},
-        {"meta", {}}};
+        {"meta", {}},
+        {"cursors", {}},
+        {"dead_letters", {}}};
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw = nullptr;
     ASSERT_TRUE(rocksdb::DB::Open({}, dir_.path(), families, &handles, &raw).ok());

@@ -54,11 +54,10 @@ struct BackendControl {
   }
 };
 
-class ControlledBackend : public LogBackend {
+class ControlledBackend : public ForwardingLogBackend {
  public:
   ControlledBackend(std::unique_ptr<LogBackend> inner, std::shared_ptr<BackendControl> control)
-      : inner_(std::move(inner)), control_(std::move(control)) {}
-  absl::StatusOr<RecoveredState> Recover() override { return inner_->Recover(); }
+      : ForwardingLogBackend(std::move(inner)), control_(std::move(control)) {}
   absl::Status Write(const CommitBatch& batch, bool sync) override {
     {
       std::unique_lock lock(control_->mu);
@@ -67,30 +66,13 @@ class ControlledBackend : public LogBackend {
       control_->cv.wait(lock, [this] { return !control_->gate_closed; });
       --control_->writes_waiting;
     }
-    if (control_->fail_writes.load())
+    if (control_->fail_writes.load()) {
       return absl::UnavailableError("injected: No space left on device");
-    return inner_->Write(batch, sync);
+    }
+    return inner().Write(batch, sync);
   }
-  absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) override {
-    return inner_->FindEventId(key);
-  }
-  absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) override {
-    return inner_->FindVersion(key);
-  }
-  absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) override {
-    return inner_->GetEvent(sequence);
-  }
-  absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) override {
-    return inner_->ReadEvents(from, max);
-  }
-  absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
-                                                                  std::size_t max) override {
-    return inner_->ReadQuarantine(from, max);
-  }
-  uint64_t DiskBytes() override { return inner_->DiskBytes(); }
 
  private:
-  std::unique_ptr<LogBackend> inner_;
   std::shared_ptr<BackendControl> control_;
 };
 
