@@ -6,8 +6,10 @@
 #include <string>
 
 #include "core/config.h"
+#include "core/dispatcher.h"
 #include "core/event_log.h"
 #include "core/logging.h"
+#include "core/plugin_supervisor.h"
 #include "core/rocksdb_backend.h"
 #include "gateway/server.h"
 #include "spdlog/spdlog.h"
@@ -86,6 +88,29 @@ int Serve(const std::string& path, const std::string& ready_file) {
         "not a power loss");
   }
 
+  // Plugins: launched and supervised, then fed by the dispatcher from the log.
+  auto supervisor = pimgate::PluginSupervisor::Create(config->plugins, config->runtime.dir);
+  if (!supervisor.ok()) {
+    spdlog::critical("{}", std::string(supervisor.status().message()));
+    return 2;
+  }
+  if (absl::Status status = (*supervisor)->Start(); !status.ok()) {
+    spdlog::critical("starting plugins: {}", std::string(status.message()));
+    return 1;
+  }
+  pimgate::PluginSupervisor* plugins = supervisor->get();
+  auto dispatcher = pimgate::Dispatcher::Create(
+      config->plugins, log->get(),
+      [plugins](const std::string& name) { return plugins->AddressOf(name); });
+  if (!dispatcher.ok()) {
+    spdlog::critical("{}", std::string(dispatcher.status().message()));
+    return 2;
+  }
+  if (absl::Status status = (*dispatcher)->Start(); !status.ok()) {
+    spdlog::critical("starting the dispatcher: {}", std::string(status.message()));
+    return 1;
+  }
+
   auto gateway = pimgate::Gateway::Create(*config, log->get());
   if (!gateway.ok()) {
     spdlog::critical("{}", std::string(gateway.status().message()));
@@ -120,6 +145,10 @@ int Serve(const std::string& path, const std::string& ready_file) {
   spdlog::info("received {}, stopping: finishing requests in flight", strsignal(signal_number));
   (*gateway)->Stop();
   gateway->reset();
+  (*dispatcher)->Stop();  // persists every plugin's cursor
+  dispatcher->reset();
+  (*supervisor)->Stop();  // SIGTERM, grace period, SIGKILL
+  supervisor->reset();
   log->reset();  // drains and closes the log
   spdlog::info("pimgate stopped");
   return 0;

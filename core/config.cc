@@ -826,53 +826,79 @@ ValueReader ExclusiveWith(ValueReader read, const std::optional<int>& earlier_li
   };
 }
 
-// Rejects initial_backoff > max_backoff, at whichever of the two keys was written last (a key
-// left at its default cannot be the mistake).
-absl::Status CheckBackoffOrder(const Field& field, std::chrono::milliseconds initial,
-                               std::optional<int> initial_line, std::chrono::milliseconds max,
-                               std::optional<int> max_line) {
-  if (initial <= max) return absl::OkStatus();
-  if (max_line.has_value() && (!initial_line.has_value() || *max_line > *initial_line)) {
-    return Invalid({field.node, absl::StrCat(field.path, ".max_backoff"), *max_line},
-                   absl::StrCat("must be at least initial_backoff (", FormatDuration(initial),
-                                "), got ", FormatDuration(max)));
+// Reads the initial_backoff and max_backoff of one schedule, which must satisfy initial <= max.
+// The check runs at whichever of the two keys is read second, or, when only one is written, after
+// the mapping against the other's default: either way at a key the operator wrote.
+class BackoffRange {
+ public:
+  BackoffRange(std::chrono::milliseconds& initial, std::chrono::milliseconds& max)
+      : initial_(initial), max_(max) {}
+
+  ValueReader Initial() {
+    return [this](const Field& field) -> absl::Status {
+      if (absl::Status status = Millis(initial_)(field); !status.ok()) return status;
+      initial_field_ = field;
+      return max_field_.has_value() ? CheckInitial(field) : absl::OkStatus();
+    };
   }
-  return Invalid({field.node, absl::StrCat(field.path, ".initial_backoff"), initial_line.value()},
-                 absl::StrCat("must be at most max_backoff (", FormatDuration(max), "), got ",
-                              FormatDuration(initial)));
-}
+  ValueReader Max() {
+    return [this](const Field& field) -> absl::Status {
+      if (absl::Status status = Millis(max_)(field); !status.ok()) return status;
+      max_field_ = field;
+      return initial_field_.has_value() ? CheckMax(field) : absl::OkStatus();
+    };
+  }
+  // Call after the mapping was read without error.
+  absl::Status CheckAgainstDefaults() const {
+    if (initial_field_.has_value() && !max_field_.has_value()) return CheckInitial(*initial_field_);
+    if (max_field_.has_value() && !initial_field_.has_value()) return CheckMax(*max_field_);
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status CheckInitial(const Field& field) const {
+    if (initial_ <= max_) return absl::OkStatus();
+    return Invalid(field, absl::StrCat("must be at most max_backoff (", FormatDuration(max_),
+                                       "), got ", FormatDuration(initial_)));
+  }
+  absl::Status CheckMax(const Field& field) const {
+    if (initial_ <= max_) return absl::OkStatus();
+    return Invalid(field, absl::StrCat("must be at least initial_backoff (",
+                                       FormatDuration(initial_), "), got ", FormatDuration(max_)));
+  }
+
+  std::chrono::milliseconds& initial_;
+  std::chrono::milliseconds& max_;
+  std::optional<Field> initial_field_;
+  std::optional<Field> max_field_;
+};
 
 ValueReader Retry(RetryConfig& retry) {
   return [&retry](const Field& field) -> absl::Status {
-    std::optional<int> initial_line;
-    std::optional<int> max_line;
+    BackoffRange backoff(retry.initial_backoff, retry.max_backoff);
     absl::Status status = ReadMapping(
         field, {
                    {"max_attempts", Integer(retry.max_attempts, 1)},
-                   {"initial_backoff", Tracked(Millis(retry.initial_backoff), initial_line)},
-                   {"max_backoff", Tracked(Millis(retry.max_backoff), max_line)},
+                   {"initial_backoff", backoff.Initial()},
+                   {"max_backoff", backoff.Max()},
                    {"multiplier", Number(retry.multiplier, 1, std::numeric_limits<double>::max())},
                    {"jitter", Number(retry.jitter, 0, 1)},
                });
     if (!status.ok()) return status;
-    return CheckBackoffOrder(field, retry.initial_backoff, initial_line, retry.max_backoff,
-                             max_line);
+    return backoff.CheckAgainstDefaults();
   };
 }
 
 ValueReader Restart(RestartConfig& restart) {
   return [&restart](const Field& field) -> absl::Status {
-    std::optional<int> initial_line;
-    std::optional<int> max_line;
-    absl::Status status = ReadMapping(
-        field, {
-                   {"initial_backoff", Tracked(Millis(restart.initial_backoff), initial_line)},
-                   {"max_backoff", Tracked(Millis(restart.max_backoff), max_line)},
-                   {"reset_after", Millis(restart.reset_after)},
-               });
+    BackoffRange backoff(restart.initial_backoff, restart.max_backoff);
+    absl::Status status = ReadMapping(field, {
+                                                 {"initial_backoff", backoff.Initial()},
+                                                 {"max_backoff", backoff.Max()},
+                                                 {"reset_after", Millis(restart.reset_after)},
+                                             });
     if (!status.ok()) return status;
-    return CheckBackoffOrder(field, restart.initial_backoff, initial_line, restart.max_backoff,
-                             max_line);
+    return backoff.CheckAgainstDefaults();
   };
 }
 

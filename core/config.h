@@ -88,6 +88,8 @@ struct LogConfig {
 
 // Redelivery schedule for RETRY, UNSPECIFIED, ack timeouts and broken streams: attempt n waits
 // min(initial_backoff * multiplier^(n-1), max_backoff), randomized by +-jitter.
+// YAML `plugins[].retry`: max_attempts >= 1, backoffs > 0 with initial_backoff <= max_backoff,
+// multiplier >= 1, 0 <= jitter <= 1.
 struct RetryConfig {
   // Deliveries of one event before it is dead-lettered (1 = no retry).
   uint32_t max_attempts = 10;
@@ -98,6 +100,7 @@ struct RetryConfig {
 };
 
 // Restart schedule of a crashed plugin process (exponential, reset after a stable run).
+// YAML `plugins[].restart`: durations > 0 with initial_backoff <= max_backoff.
 struct RestartConfig {
   std::chrono::milliseconds initial_backoff{1'000};
   std::chrono::milliseconds max_backoff{60'000};
@@ -106,6 +109,7 @@ struct RestartConfig {
 };
 
 // Include/exclude lists over one string attribute (author, author_type). Empty include = all.
+// YAML `{include: [...], exclude: [...]}`, both optional, elements non-empty strings.
 struct StringFilter {
   std::vector<std::string> include;
   std::vector<std::string> exclude;
@@ -114,26 +118,37 @@ struct StringFilter {
 // A filter on the event's `data`: the value at `path` (dot-separated, e.g. `family`,
 // `product.uuid`, `categories`) must (in) or must not (not_in) equal one of `values`. A list
 // value matches when any element does. Scalars compare as text: true, 12, 1.5, null.
+// YAML `{path: family, in: [shoes, boots]}` or `{path: ..., not_in: [...]}` (exactly one of the
+// two, with at least one value). YAML booleans and nulls (True, ~, null) become "true", "false"
+// and "null"; other values, numbers included, keep the text written in the config.
 struct DataFilter {
   std::string path;
   std::vector<std::string> values;
   bool negate = false;  // not_in
 };
 
+// One entry of the YAML `plugins:` list (optional; default empty). Unknown keys are errors, and
+// so are env, start_timeout, stop_timeout and restart on an `address` plugin, which pimgate does
+// not launch.
 struct PluginConfig {
+  // Required, unique among plugins, [a-z0-9_-]{1,64}. Names the socket of a launched plugin.
   std::string name;
   // argv of a process pimgate launches and supervises. Exactly one of command / address.
+  // A relative argv[0] is resolved at launch, not at load.
   std::vector<std::string> command;
   // gRPC target of an already running plugin ("unix:/run/x.sock", "127.0.0.1:50051").
   std::string address;
-  // Added to the inherited environment of a launched plugin.
+  // Added to the inherited environment of a launched plugin, in document order. Names are
+  // [A-Za-z_][A-Za-z0-9_]*; values are plain strings (no ${} or file: resolution).
   std::vector<std::pair<std::string, std::string>> env;
-  // Globs over canonical types; `*` matches any characters (including dots).
+  // Globs over canonical types; `*` matches any characters (including dots). Only a-z, 0-9, _,
+  // . and *; if the key is written, the list must not be empty.
   std::vector<std::string> events = {"*"};
-  // Source names; empty = all sources.
+  // Source names, each of a configured source; empty = all sources (if the key is written, the
+  // list must not be empty).
   std::vector<std::string> sources;
   bool skip_stale = true;
-  // Deliveries outstanding at once (different resources only).
+  // Deliveries outstanding at once (different resources only). 1 to 10000.
   uint32_t max_in_flight = 16;
   RetryConfig retry;
   // A delivery not acknowledged within this is treated as a failure and retried.
@@ -150,9 +165,11 @@ struct PluginConfig {
   bool hydrate = false;
 };
 
-// Where launched plugins listen and how they are supervised.
+// Where launched plugins listen and how they are supervised. YAML `runtime:`.
 struct PluginsRuntimeConfig {
-  // Unix sockets of launched plugins go here ("<dir>/<name>.sock"). Default: <store.path>/run.
+  // YAML `runtime.dir`. Unix sockets of launched plugins go here ("<dir>/<name>.sock"), each of
+  // which must fit in a unix socket address (107 bytes on Linux). Default: <store.path>/run,
+  // filled in by the loader, so never empty in a loaded Config.
   std::string runtime_dir;
 };
 
@@ -169,7 +186,9 @@ struct Config {
 // line and key path of the first problem in document order (`line 12: sources[1].kind: must be
 // "events_api" or "event_platform", got "foo"`); the file path is not included, callers add it.
 // Unknown keys are errors. `store` and a non-empty `sources` are required; everything else has the
-// defaults above. Secret values are never part of an error message.
+// defaults above. Secret values are never part of an error message. Checks across sections (a
+// plugin's sources exist, plugin socket paths fit) run once the whole document is read and report
+// the earliest line among their own errors.
 //
 // Secrets are resolved here: "${NAME}" reads environment variable NAME (which must be set and
 // non-empty), "file:/path" reads the file with trailing whitespace trimmed, anything else is the

@@ -2,8 +2,7 @@
 #include "core/event_filter.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstdio>
+#include <charconv>
 
 namespace pimgate {
 namespace {
@@ -30,14 +29,12 @@ void AppendText(const google::protobuf::Value& value, std::vector<std::string>& 
       out.push_back("null");
       break;
     case google::protobuf::Value::kNumberValue: {
+      // Shortest text that reads back as the same double: 0.1 -> "0.1", 12.0 -> "12", as a
+      // user writes the value in the config.
       const double d = value.number_value();
       char buf[64];
-      if (std::trunc(d) == d && std::fabs(d) < 1e15) {
-        std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(d));
-      } else {
-        std::snprintf(buf, sizeof(buf), "%.17g", d);
-      }
-      out.push_back(buf);
+      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), d);
+      out.emplace_back(buf, ec == std::errc() ? end : buf);
       break;
     }
     case google::protobuf::Value::kListValue:
@@ -110,9 +107,8 @@ bool EventFilter::MatchesAttributes(const v1::Event& event) const {
   }
   for (const DataFilter& filter : data_) {
     const std::vector<std::string> values = ValuesAtPath(event.data(), filter.path);
-    const bool any = std::any_of(values.begin(), values.end(), [&](const std::string& v) {
-      return Contains(filter.values, v);
-    });
+    const bool any = std::any_of(values.begin(), values.end(),
+                                 [&](const std::string& v) { return Contains(filter.values, v); });
     if (any == filter.negate) return false;
   }
   return true;

@@ -273,9 +273,10 @@ void EventLog::CommitGroup(std::vector<Pending>& group) {
   if (status.ok()) {
     last_quarantine_id_ = batch.last_quarantine_id;
     head_.store(batch.last_sequence, std::memory_order_release);
-    {
+    if (builder.has_writes()) {
       absl::MutexLock lock(&head_mu_);
       head_cv_.SignalAll();
+      for (const auto& listener : listeners_) listener(batch.last_sequence);
     }
   } else {
     status = absl::Status(status.code(),
@@ -296,6 +297,11 @@ void EventLog::CommitGroup(std::vector<Pending>& group) {
 }  // namespace pimgate
 
 namespace pimgate {
+
+void EventLog::AddAppendListener(std::function<void(uint64_t head)> listener) {
+  absl::MutexLock lock(&head_mu_);
+  listeners_.push_back(std::move(listener));
+}
 
 uint64_t EventLog::WaitForHead(uint64_t after, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;

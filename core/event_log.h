@@ -84,6 +84,11 @@ class EventLog {
   // (the dispatcher) use it to wait for new events without polling.
   uint64_t WaitForHead(uint64_t after, absl::Duration timeout);
 
+  // Registers `listener`, called on the committer thread with the new head after every commit
+  // that stored events. It must be quick and must not call back into the log (set a flag,
+  // signal a condition variable). Thread-safe.
+  void AddAppendListener(std::function<void(uint64_t head)> listener);
+
   LogBackend& backend() { return *backend_; }
 
  private:
@@ -112,6 +117,7 @@ class EventLog {
   uint64_t last_quarantine_id_ = 0;
   absl::Mutex head_mu_;
   absl::CondVar head_cv_;  // signalled after head_ advances
+  std::vector<std::function<void(uint64_t)>> listeners_ ABSL_GUARDED_BY(head_mu_);
   std::thread committer_;  // last member: starts after everything it reads is initialised
 };
 

@@ -114,6 +114,9 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
 
   EXPECT_EQ(config->log.level, "info");
   EXPECT_EQ(config->log.format, "text");
+
+  EXPECT_TRUE(config->plugins.empty());
+  EXPECT_EQ(config->runtime.runtime_dir, "/var/lib/pimgate/run");
 }
 
 TEST_F(ConfigTest, EveryKeySet) {
@@ -308,8 +311,8 @@ INSTANTIATE_TEST_SUITE_P(
          "store: {path: /x}\nsources: [{name: a, kind: events_api, path: /a, secret: s}]\n---\n"
          "log: {}\n",
          "line 4: <document>: the config must be a single YAML document"},
-        {"UnknownTopLevelKey", "store:\n  path: /x\nplugins:\n  - name: a\n",
-         "line 3: plugins: unknown key"},
+        {"UnknownTopLevelKey", "store:\n  path: /x\nplugin:\n  - name: a\n",
+         "line 3: plugin: unknown key"},
         {"DuplicateTopLevelKey", "store:\n  path: /x\nstore:\n  path: /y\n",
          "line 3: store: duplicate key (first at line 1)"},
         {"NonScalarKey", "? [a, b]\n: c\n", "line 1: <document>: keys must be plain names"},
@@ -697,6 +700,583 @@ TEST_F(ConfigTest, SecretValuesNeverAppearInErrors) {
     }
   }
 }
+
+// ---- Plugins and runtime ----------------------------------------------------------------------
+
+// Every plugin key, as the documentation shows it. Sources come after plugins on purpose: source
+// names are checked once the whole document is read.
+constexpr char kEveryPluginKey[] = R"(store:
+  path: /var/lib/pimgate
+runtime:
+  dir: /run/pimgate
+plugins:
+  - name: erp-sync
+    command: ["/usr/bin/python3", "plugins/sqlite-mirror/plugin.py", ""]
+    env: {SQLITE_MIRROR_PATH: /var/lib/mirror.db, A_FIRST: "1", EMPTY: "", REF: "${HOME}"}
+    events: ["product.*", "product_model.*"]
+    sources: [platform, akeneo]
+    skip_stale: false
+    max_in_flight: 10000
+    ack_timeout: 45s
+    start_timeout: 1m
+    stop_timeout: 500ms
+    hydrate: true
+    retry: {max_attempts: 3, initial_backoff: 2s, max_backoff: 1h, multiplier: 1.5, jitter: 0}
+    restart:
+      initial_backoff: 250ms
+      max_backoff: 2m
+      reset_after: 10m
+    authors: {include: [alice, bob], exclude: [erp-connection]}
+    author_types: {include: [ui, user], exclude: [api]}
+    data:
+      - {path: family, in: [shoes, boots]}
+      - path: product.values.enabled
+        not_in: [true, True, "True", 12, 1.5, null, ~, "", archive]
+  - name: remote_1
+    address: "unix:/run/erp.sock"
+sources:
+  - {name: akeneo, kind: events_api, path: /hooks/akeneo, secret: s3cr3t-inline}
+  - {name: platform, kind: event_platform, path: /hooks/platform, secret: s3cr3t-inline}
+)";
+
+TEST_F(ConfigTest, EveryPluginKeySet) {
+  absl::StatusOr<Config> config = LoadConfigString(kEveryPluginKey);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->runtime.runtime_dir, "/run/pimgate");
+  ASSERT_EQ(config->plugins.size(), 2u);
+
+  const PluginConfig& erp = config->plugins[0];
+  EXPECT_EQ(erp.name, "erp-sync");
+  EXPECT_EQ(erp.command,
+            (std::vector<std::string>{"/usr/bin/python3", "plugins/sqlite-mirror/plugin.py", ""}));
+  EXPECT_EQ(erp.address, "");
+  // Document order, values as written (no ${} resolution).
+  EXPECT_EQ(erp.env, (std::vector<std::pair<std::string, std::string>>{
+                         {"SQLITE_MIRROR_PATH", "/var/lib/mirror.db"},
+                         {"A_FIRST", "1"},
+                         {"EMPTY", ""},
+                         {"REF", "${HOME}"}}));
+  EXPECT_EQ(erp.events, (std::vector<std::string>{"product.*", "product_model.*"}));
+  EXPECT_EQ(erp.sources, (std::vector<std::string>{"platform", "akeneo"}));
+  EXPECT_FALSE(erp.skip_stale);
+  EXPECT_EQ(erp.max_in_flight, 10000u);
+  EXPECT_EQ(erp.ack_timeout, seconds(45));
+  EXPECT_EQ(erp.start_timeout, seconds(60));
+  EXPECT_EQ(erp.stop_timeout, milliseconds(500));
+  EXPECT_TRUE(erp.hydrate);
+  EXPECT_EQ(erp.retry.max_attempts, 3u);
+  EXPECT_EQ(erp.retry.initial_backoff, seconds(2));
+  EXPECT_EQ(erp.retry.max_backoff, seconds(3600));
+  EXPECT_DOUBLE_EQ(erp.retry.multiplier, 1.5);
+  EXPECT_DOUBLE_EQ(erp.retry.jitter, 0.0);
+  EXPECT_EQ(erp.restart.initial_backoff, milliseconds(250));
+  EXPECT_EQ(erp.restart.max_backoff, seconds(120));
+  EXPECT_EQ(erp.restart.reset_after, seconds(600));
+  EXPECT_EQ(erp.authors.include, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(erp.authors.exclude, (std::vector<std::string>{"erp-connection"}));
+  EXPECT_EQ(erp.author_types.include, (std::vector<std::string>{"ui", "user"}));
+  EXPECT_EQ(erp.author_types.exclude, (std::vector<std::string>{"api"}));
+  ASSERT_EQ(erp.data.size(), 2u);
+  EXPECT_EQ(erp.data[0].path, "family");
+  EXPECT_EQ(erp.data[0].values, (std::vector<std::string>{"shoes", "boots"}));
+  EXPECT_FALSE(erp.data[0].negate);
+  EXPECT_EQ(erp.data[1].path, "product.values.enabled");
+  // Booleans and nulls as JSON prints them; a quoted "True" is a string and stays as written.
+  EXPECT_EQ(erp.data[1].values, (std::vector<std::string>{"true", "true", "True", "12", "1.5",
+                                                          "null", "null", "", "archive"}));
+  EXPECT_TRUE(erp.data[1].negate);
+
+  const PluginConfig& remote = config->plugins[1];
+  EXPECT_EQ(remote.name, "remote_1");
+  EXPECT_TRUE(remote.command.empty());
+  EXPECT_EQ(remote.address, "unix:/run/erp.sock");
+}
+
+TEST_F(ConfigTest, PluginDefaults) {
+  absl::StatusOr<Config> config = LoadConfigString(
+      absl::StrCat(kMinimal, "plugins:\n  - name: sink\n    command: [jsonl-sink]\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->plugins.size(), 1u);
+  const PluginConfig& plugin = config->plugins[0];
+  EXPECT_EQ(plugin.name, "sink");
+  // A relative program is resolved at launch, not at load.
+  EXPECT_EQ(plugin.command, std::vector<std::string>{"jsonl-sink"});
+  EXPECT_EQ(plugin.address, "");
+  EXPECT_TRUE(plugin.env.empty());
+  EXPECT_EQ(plugin.events, std::vector<std::string>{"*"});
+  EXPECT_TRUE(plugin.sources.empty());
+  EXPECT_TRUE(plugin.skip_stale);
+  EXPECT_EQ(plugin.max_in_flight, 16u);
+  EXPECT_EQ(plugin.ack_timeout, seconds(30));
+  EXPECT_EQ(plugin.start_timeout, seconds(30));
+  EXPECT_EQ(plugin.stop_timeout, seconds(10));
+  EXPECT_FALSE(plugin.hydrate);
+  EXPECT_EQ(plugin.retry.max_attempts, 10u);
+  EXPECT_EQ(plugin.retry.initial_backoff, seconds(1));
+  EXPECT_EQ(plugin.retry.max_backoff, seconds(300));
+  EXPECT_DOUBLE_EQ(plugin.retry.multiplier, 2.0);
+  EXPECT_DOUBLE_EQ(plugin.retry.jitter, 0.2);
+  EXPECT_EQ(plugin.restart.initial_backoff, seconds(1));
+  EXPECT_EQ(plugin.restart.max_backoff, seconds(60));
+  EXPECT_EQ(plugin.restart.reset_after, seconds(60));
+  EXPECT_TRUE(plugin.authors.include.empty());
+  EXPECT_TRUE(plugin.authors.exclude.empty());
+  EXPECT_TRUE(plugin.author_types.include.empty());
+  EXPECT_TRUE(plugin.author_types.exclude.empty());
+  EXPECT_TRUE(plugin.data.empty());
+  EXPECT_EQ(config->runtime.runtime_dir, "/var/lib/pimgate/run");
+}
+
+TEST_F(ConfigTest, PartialRetryAndRestartKeepOtherDefaults) {
+  absl::StatusOr<Config> config = LoadConfigString(
+      absl::StrCat(kMinimal,
+                   "plugins:\n  - name: a\n    command: [a]\n    retry: {jitter: 1}\n"
+                   "    restart: {reset_after: 5s}\n    authors: {exclude: [bot]}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const PluginConfig& plugin = config->plugins[0];
+  EXPECT_DOUBLE_EQ(plugin.retry.jitter, 1.0);
+  EXPECT_EQ(plugin.retry.max_attempts, 10u);
+  EXPECT_EQ(plugin.retry.max_backoff, seconds(300));
+  EXPECT_EQ(plugin.restart.reset_after, seconds(5));
+  EXPECT_EQ(plugin.restart.initial_backoff, seconds(1));
+  EXPECT_TRUE(plugin.authors.include.empty());
+  EXPECT_EQ(plugin.authors.exclude, std::vector<std::string>{"bot"});
+}
+
+TEST_F(ConfigTest, EmptyPluginsAndRuntimeSections) {
+  for (const char* tail :
+       {"plugins:\n", "plugins: []\n", "runtime:\nplugins:\n", "runtime: {}\n"}) {
+    absl::StatusOr<Config> config = LoadConfigString(absl::StrCat(kMinimal, tail));
+    ASSERT_TRUE(config.ok()) << tail << config.status();
+    EXPECT_TRUE(config->plugins.empty()) << tail;
+    EXPECT_EQ(config->runtime.runtime_dir, "/var/lib/pimgate/run") << tail;
+  }
+}
+
+TEST_F(ConfigTest, RuntimeDirDefaultsUnderStorePath) {
+  struct Case {
+    const char* store_path;
+    const char* runtime_dir;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"/data/pimgate", "/data/pimgate/run"},
+           {"/data/pimgate/", "/data/pimgate/run"},
+           {"/data//", "/data/run"},
+           {"/", "/run"},
+           {"./pimgate-data", "./pimgate-data/run"},
+           {"relative", "relative/run"},
+       }) {
+    absl::StatusOr<Config> config = LoadConfigString(
+        absl::StrCat("store: {path: \"", c.store_path, "\"}\n",
+                     "sources: [{name: a, kind: events_api, path: /a, secret: s}]\n"));
+    ASSERT_TRUE(config.ok()) << c.store_path << ": " << config.status();
+    EXPECT_EQ(config->runtime.runtime_dir, c.runtime_dir) << c.store_path;
+  }
+}
+
+TEST_F(ConfigTest, RuntimeDirExplicit) {
+  absl::StatusOr<Config> config = LoadConfigString(absl::StrCat(
+      kMinimal, "runtime:\n  dir: run/here\nplugins:\n  - {name: a, command: [./a]}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->runtime.runtime_dir, "run/here");
+}
+
+TEST_F(ConfigTest, PluginAddressesAccepted) {
+  for (const char* address :
+       {"unix:/run/erp.sock", "unix:///run/erp.sock", "unix:erp.sock", "127.0.0.1:50051",
+        "localhost:1", "[::1]:50051", "erp.internal:443"}) {
+    absl::StatusOr<Config> config = LoadConfigString(
+        absl::StrCat(kMinimal, "plugins:\n  - name: a\n    address: \"", address, "\"\n"));
+    ASSERT_TRUE(config.ok()) << address << ": " << config.status();
+    EXPECT_EQ(config->plugins[0].address, address);
+    EXPECT_TRUE(config->plugins[0].command.empty());
+  }
+}
+
+TEST_F(ConfigTest, PluginSourcesMayPrecedeSources) {
+  absl::StatusOr<Config> config = LoadConfigString(
+      "plugins:\n  - {name: a, command: [a], sources: [late]}\n"
+      "store: {path: /x}\n"
+      "sources: [{name: late, kind: events_api, path: /a, secret: s}]\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->plugins[0].sources, std::vector<std::string>{"late"});
+}
+
+TEST_F(ConfigTest, UnknownSourceListsConfiguredOnes) {
+  absl::Status status = ErrorOf(
+      "plugins:\n"
+      "  - name: a\n"
+      "    command: [a]\n"
+      "    sources:\n"
+      "      - akeneo\n"
+      "      - pim\n"
+      "store: {path: /x}\n"
+      "sources:\n"
+      "  - {name: akeneo, kind: events_api, path: /a, secret: s3cr3t-inline}\n"
+      "  - {name: platform, kind: event_platform, path: /b, secret: s3cr3t-inline}\n");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(),
+            "line 6: plugins[0].sources[1]: unknown source \"pim\"; configured sources are "
+            "akeneo, platform");
+}
+
+TEST_F(ConfigTest, CrossReferenceErrorsReportEarliestLine) {
+  // Both errors are found after the document is read; the one on the earlier line is reported.
+  // "/" + 40 + "/" + 64 + ".sock" = 111 bytes, too long for a socket address.
+  const std::string runtime = absl::StrCat("runtime: {dir: /", std::string(40, 'd'), "}\n");
+  const std::string long_socket =
+      absl::StrCat("  - {name: ", std::string(64, 'n'), ", command: [a]}\n");
+  const std::string unknown_source = "  - {name: b, command: [b], sources: [x]}\n";
+
+  // runtime on line 1, kMinimal on 2-8, plugins on 9: the socket (line 10) comes first.
+  absl::Status status =
+      ErrorOf(absl::StrCat(runtime, kMinimal, "plugins:\n", long_socket, unknown_source));
+  EXPECT_THAT(std::string(status.message()), StartsWith("line 10: plugins[0].name: socket path"));
+
+  // kMinimal on 1-7, plugins on 8: the unknown source (line 9) comes first.
+  status = ErrorOf(absl::StrCat(kMinimal, "plugins:\n", unknown_source, long_socket, runtime));
+  EXPECT_EQ(status.message(),
+            "line 9: plugins[0].sources[0]: unknown source \"x\"; configured sources are akeneo");
+}
+
+TEST_F(ConfigTest, PluginNameLength) {
+  const std::string yaml = absl::StrCat(kMinimal, "plugins:\n  - name: ");
+  EXPECT_TRUE(
+      LoadConfigString(absl::StrCat(yaml, std::string(64, 'a'), "\n    address: h:1\n")).ok());
+  absl::Status status = ErrorOf(absl::StrCat(yaml, std::string(65, 'a'), "\n    address: h:1\n"));
+  EXPECT_EQ(status.message(), "line 9: plugins[0].name: must be at most 64 characters, got 65");
+}
+
+// The socket of a launched plugin is "<runtime.dir>/<name>.sock" and must fit in sun_path.
+TEST_F(ConfigTest, SocketPathFitsExactly) {
+  // "/" + 95 + "/" + "abcdef" + ".sock" = 1 + 95 + 1 + 6 + 5 = 108 bytes: one too many.
+  const std::string dir = "/" + std::string(95, 'd');
+  const std::string at_limit = absl::StrCat(kMinimal, "runtime:\n  dir: ", dir,
+                                            "\nplugins:\n  - name: abcde\n    command: [a]\n");
+  absl::StatusOr<Config> config = LoadConfigString(at_limit);
+  ASSERT_TRUE(config.ok()) << config.status();  // 107 bytes
+
+  absl::Status status = ErrorOf(absl::StrCat(kMinimal, "runtime:\n  dir: ", dir,
+                                             "\nplugins:\n  - name: abcdef\n    command: [a]\n"));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()),
+              StartsWith("line 11: plugins[0].name: socket path \""));
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("would be 108 bytes, more than the 107 a unix socket address holds; use a "
+                        "shorter name or runtime.dir"));
+}
+
+TEST_F(ConfigTest, SocketPathTooLongUnderDefaultRuntimeDir) {
+  const std::string store = "/" + std::string(90, 's');
+  absl::Status status =
+      ErrorOf(absl::StrCat("store:\n  path: ", store, "\n",
+                           "sources: [{name: a, kind: events_api, path: /a, secret: s}]\n",
+                           "plugins:\n  - name: long-plugin-name\n    command: [a]\n"));
+  EXPECT_THAT(std::string(status.message()), StartsWith("line 5: plugins[0].name: socket path"));
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("use a shorter name or runtime.dir (default <store.path>/run)"));
+}
+
+TEST_F(ConfigTest, RuntimeDirTooLongForAnySocket) {
+  const std::string dir = "/" + std::string(101, 'd');  // + "/x.sock" = 109 bytes
+  absl::Status status = ErrorOf(absl::StrCat(kMinimal, "runtime:\n  dir: ", dir,
+                                             "\nplugins:\n  - name: a\n    command: [a]\n"));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()),
+              StartsWith("line 9: runtime.dir: too long for plugin sockets: \""));
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("leaves no room for \"/<name>.sock\" within the 107 bytes"));
+}
+
+TEST_F(ConfigTest, LongRuntimeDirIsFineWithoutLaunchedPlugins) {
+  const std::string dir = "/" + std::string(200, 'd');
+  EXPECT_TRUE(LoadConfigString(absl::StrCat(kMinimal, "runtime:\n  dir: ", dir, "\n")).ok());
+  absl::StatusOr<Config> config =
+      LoadConfigString(absl::StrCat(kMinimal, "runtime:\n  dir: ", dir,
+                                    "\nplugins:\n  - {name: a, address: \"unix:/r.sock\"}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+}
+
+TEST_F(ConfigTest, UnixAddressTooLong) {
+  const std::string path = "/" + std::string(107, 'p');  // 108 bytes
+  absl::Status status =
+      ErrorOf(absl::StrCat(kMinimal, "plugins:\n  - name: a\n    address: unix:", path, "\n"));
+  EXPECT_EQ(status.message(),
+            "line 10: plugins[0].address: socket path is 108 bytes, more than the 107 a unix "
+            "socket address holds");
+  EXPECT_TRUE(LoadConfigString(absl::StrCat(kMinimal, "plugins:\n  - name: a\n    address: unix:",
+                                            path.substr(1), "\n"))
+                  .ok());
+}
+
+// Plugin errors, each appended to kMinimal (7 lines), so `plugins:` is on line 8.
+class PluginErrorTest : public ::testing::TestWithParam<ErrorCase> {};
+
+TEST_P(PluginErrorTest, ReportsLineAndKey) {
+  absl::Status status = ErrorOf(absl::StrCat(kMinimal, GetParam().yaml));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(), GetParam().message);
+  EXPECT_THAT(std::string(status.message()), Not(HasSubstr(kSecretValue)));
+}
+
+// A valid plugin on lines 8-10 (after kMinimal); keys a case adds to it start on line 11. A macro
+// so that cases can extend it by string-literal concatenation.
+#define PIMGATE_PLUGIN "plugins:\n  - name: erp\n    command: [/bin/true]\n"
+
+INSTANTIATE_TEST_SUITE_P(
+    Errors, PluginErrorTest,
+    ::testing::ValuesIn(std::vector<ErrorCase>{
+        // plugins and the entry itself.
+        {"PluginsMapping", "plugins:\n  erp: {}\n",
+         "line 8: plugins: must be a sequence, got a mapping"},
+        {"PluginsScalar", "plugins: erp\n", "line 8: plugins: must be a sequence, got \"erp\""},
+        {"PluginNotMapping", "plugins:\n  - erp\n",
+         "line 9: plugins[0]: must be a mapping, got \"erp\""},
+        {"PluginUnknownKey", PIMGATE_PLUGIN "    comand: [x]\n",
+         "line 11: plugins[0].comand: unknown key"},
+        {"PluginDuplicateKey", PIMGATE_PLUGIN "    name: other\n",
+         "line 11: plugins[0].name: duplicate key (first at line 9)"},
+        {"PluginMissingName", "plugins:\n  - command: [/bin/true]\n",
+         "line 9: plugins[0].name: required"},
+        {"PluginBadName", "plugins:\n  - name: ERP\n    command: [a]\n",
+         "line 9: plugins[0].name: must use only a-z, 0-9, _ and -, got \"ERP\""},
+        {"PluginNameWithDot", "plugins:\n  - name: erp.sync\n    command: [a]\n",
+         "line 9: plugins[0].name: must use only a-z, 0-9, _ and -, got \"erp.sync\""},
+        {"PluginEmptyName", "plugins:\n  - {name: \"\", command: [a]}\n",
+         "line 9: plugins[0].name: must not be empty"},
+        {"DuplicatePluginName",
+         PIMGATE_PLUGIN "  - name: other\n    command: [a]\n"
+                        "  - name: erp\n    address: h:1\n",
+         "line 13: plugins[2].name: duplicate of plugins[0].name (line 9)"},
+
+        // command / address.
+        {"NeitherCommandNorAddress", "plugins:\n  - name: erp\n    events: [\"*\"]\n",
+         "line 9: plugins[0]: needs a command (to launch the plugin) or an address (to connect to "
+         "a running one)"},
+        {"BothCommandAndAddress", PIMGATE_PLUGIN "    address: localhost:50051\n",
+         "line 11: plugins[0].address: set only one of command (line 10) and address"},
+        {"BothAddressAndCommand", "plugins:\n  - name: erp\n    address: h:1\n    command: [a]\n",
+         "line 11: plugins[0].command: set only one of address (line 10) and command"},
+        {"CommandScalar", "plugins:\n  - name: erp\n    command: /usr/bin/erp --fast\n",
+         "line 10: plugins[0].command: must be a sequence of the program and its arguments, e.g. "
+         "[\"/usr/bin/python3\", \"plugin.py\"], got \"/usr/bin/erp --fast\""},
+        {"CommandEmpty", "plugins:\n  - name: erp\n    command: []\n",
+         "line 10: plugins[0].command: must list the program and its arguments"},
+        {"CommandNull", "plugins:\n  - name: erp\n    command:\n",
+         "line 10: plugins[0].command: must list the program and its arguments"},
+        {"CommandMapping", "plugins:\n  - name: erp\n    command: {argv: a}\n",
+         "line 10: plugins[0].command: must be a sequence, got a mapping"},
+        {"CommandEmptyProgram", "plugins:\n  - name: erp\n    command: [\"\", x]\n",
+         "line 10: plugins[0].command[0]: the program must not be empty"},
+        {"CommandNestedArgument",
+         "plugins:\n  - name: erp\n    command:\n      - /bin/erp\n      - [a, b]\n",
+         "line 12: plugins[0].command[1]: must be a single value, got a sequence"},
+        {"CommandNullArgument", "plugins:\n  - name: erp\n    command: [/bin/erp, ~]\n",
+         "line 10: plugins[0].command[1]: missing value"},
+        {"AddressWithoutPort", "plugins:\n  - name: erp\n    address: erp\n",
+         "line 10: plugins[0].address: must be \"unix:/path\" or host:port, got \"erp\""},
+        {"AddressPortZero", "plugins:\n  - name: erp\n    address: localhost:0\n",
+         "line 10: plugins[0].address: port must be a number from 1 to 65535, got "
+         "\"localhost:0\""},
+        {"AddressNoHost", "plugins:\n  - name: erp\n    address: \":50051\"\n",
+         "line 10: plugins[0].address: host must not be empty (use 0.0.0.0 for all), got "
+         "\":50051\""},
+        {"AddressUnixWithoutPath", "plugins:\n  - name: erp\n    address: \"unix:\"\n",
+         "line 10: plugins[0].address: \"unix:\" must be followed by a socket path"},
+        {"AddressEmpty", "plugins:\n  - name: erp\n    address: \"\"\n",
+         "line 10: plugins[0].address: must be \"unix:/path\" or host:port, got \"\""},
+        {"AddressList", "plugins:\n  - name: erp\n    address: [h:1]\n",
+         "line 10: plugins[0].address: must be a single value, got a sequence"},
+
+        // env, and keys that only apply to launched plugins.
+        {"EnvSequence", PIMGATE_PLUGIN "    env: [A=1]\n",
+         "line 11: plugins[0].env: must be a mapping of NAME: value, got a sequence"},
+        {"EnvBadName", PIMGATE_PLUGIN "    env:\n      OK: 1\n      1BAD: 2\n",
+         "line 13: plugins[0].env.1BAD: variable names must be letters, digits and _, not "
+         "starting with a digit"},
+        {"EnvNameWithEquals", PIMGATE_PLUGIN "    env: {\"A=B\": c}\n",
+         "line 11: plugins[0].env.A=B: variable names must be letters, digits and _, not "
+         "starting with a digit"},
+        {"EnvDuplicate", PIMGATE_PLUGIN "    env:\n      A: 1\n      A: 2\n",
+         "line 13: plugins[0].env.A: duplicate key (first at line 12)"},
+        {"EnvNullValue", PIMGATE_PLUGIN "    env:\n      A:\n",
+         "line 12: plugins[0].env.A: missing value"},
+        {"EnvNestedValue", PIMGATE_PLUGIN "    env: {A: [1, 2]}\n",
+         "line 11: plugins[0].env.A: must be a single value, got a sequence"},
+        {"EnvNul", PIMGATE_PLUGIN "    env: {A: \"a\\0b\"}\n",
+         "line 11: plugins[0].env.A: must not contain NUL"},
+        {"EnvOnAddressPlugin", "plugins:\n  - name: erp\n    address: h:1\n    env: {A: b}\n",
+         "line 11: plugins[0].env: only applies to plugins pimgate launches (with a command), "
+         "not to an address"},
+        {"LaunchKeysBeforeAddress",
+         "plugins:\n  - name: erp\n    restart: {}\n    stop_timeout: 1s\n    address: h:1\n",
+         "line 10: plugins[0].restart: only applies to plugins pimgate launches (with a command), "
+         "not to an address"},
+        {"StartTimeoutOnAddressPlugin",
+         "plugins:\n  - name: erp\n    address: h:1\n    start_timeout: 5s\n",
+         "line 11: plugins[0].start_timeout: only applies to plugins pimgate launches (with a "
+         "command), not to an address"},
+
+        // events and sources.
+        {"EventsEmpty", PIMGATE_PLUGIN "    events: []\n",
+         "line 11: plugins[0].events: must list at least one event type (leave the key out for "
+         "all)"},
+        {"EventsNull", PIMGATE_PLUGIN "    events:\n",
+         "line 11: plugins[0].events: must list at least one event type (leave the key out for "
+         "all)"},
+        {"EventsScalar", PIMGATE_PLUGIN "    events: product.*\n",
+         "line 11: plugins[0].events: must be a sequence, got \"product.*\""},
+        {"EventsUpperCase", PIMGATE_PLUGIN "    events: [\"product.*\", \"Product.*\"]\n",
+         "line 11: plugins[0].events[1]: must use only a-z, 0-9, _, . and *, got \"Product.*\""},
+        {"EventsBadCharacters", PIMGATE_PLUGIN "    events:\n      - product.*\n      - product?\n",
+         "line 13: plugins[0].events[1]: must use only a-z, 0-9, _, . and *, got \"product?\""},
+        {"EventsSpace", PIMGATE_PLUGIN "    events: [\"product created\"]\n",
+         "line 11: plugins[0].events[0]: must use only a-z, 0-9, _, . and *, got \"product "
+         "created\""},
+        {"EventsEmptyGlob", PIMGATE_PLUGIN "    events: [\"\"]\n",
+         "line 11: plugins[0].events[0]: must not be empty"},
+        {"SourcesEmpty", PIMGATE_PLUGIN "    sources: []\n",
+         "line 11: plugins[0].sources: must list at least one source (leave the key out for all)"},
+        {"SourcesBadElement", PIMGATE_PLUGIN "    sources: [{name: akeneo}]\n",
+         "line 11: plugins[0].sources[0]: must be a single value, got a mapping"},
+        {"UnknownSource", PIMGATE_PLUGIN "    sources: [akeneo, pim]\n",
+         "line 11: plugins[0].sources[1]: unknown source \"pim\"; configured sources are akeneo"},
+        {"UnknownSourceInSecondPlugin",
+         PIMGATE_PLUGIN "    sources: [akeneo]\n  - name: b\n    command: [b]\n"
+                        "    sources:\n      - nope\n",
+         "line 15: plugins[1].sources[0]: unknown source \"nope\"; configured sources are akeneo"},
+
+        // Scalars.
+        {"SkipStaleNotBool", PIMGATE_PLUGIN "    skip_stale: yes\n",
+         "line 11: plugins[0].skip_stale: must be true or false, got \"yes\""},
+        {"HydrateNotBool", PIMGATE_PLUGIN "    hydrate: 1\n",
+         "line 11: plugins[0].hydrate: must be true or false, got \"1\""},
+        {"MaxInFlightZero", PIMGATE_PLUGIN "    max_in_flight: 0\n",
+         "line 11: plugins[0].max_in_flight: must be at least 1, got 0"},
+        {"MaxInFlightTooLarge", PIMGATE_PLUGIN "    max_in_flight: 10001\n",
+         "line 11: plugins[0].max_in_flight: must be at most 10000, got 10001"},
+        {"MaxInFlightNotInteger", PIMGATE_PLUGIN "    max_in_flight: many\n",
+         "line 11: plugins[0].max_in_flight: must be an integer, got \"many\""},
+        {"AckTimeoutZero", PIMGATE_PLUGIN "    ack_timeout: 0s\n",
+         "line 11: plugins[0].ack_timeout: must be greater than zero"},
+        {"StartTimeoutBareNumber", PIMGATE_PLUGIN "    start_timeout: 30\n",
+         "line 11: plugins[0].start_timeout: invalid duration \"30\": missing unit; write e.g. "
+         "\"30s\" or \"30ms\""},
+        {"StopTimeoutBadUnit", PIMGATE_PLUGIN "    stop_timeout: 10sec\n",
+         "line 11: plugins[0].stop_timeout: invalid duration \"10sec\": unknown unit \"sec\" (use "
+         "ms, s, m, h or d)"},
+
+        // retry.
+        {"RetryNotMapping", PIMGATE_PLUGIN "    retry: 3\n",
+         "line 11: plugins[0].retry: must be a mapping, got \"3\""},
+        {"RetryUnknownKey", PIMGATE_PLUGIN "    retry:\n      max_attempts: 3\n      backoff: 1s\n",
+         "line 13: plugins[0].retry.backoff: unknown key"},
+        {"RetryMaxAttemptsZero", PIMGATE_PLUGIN "    retry: {max_attempts: 0}\n",
+         "line 11: plugins[0].retry.max_attempts: must be at least 1, got 0"},
+        {"RetryMaxAttemptsTooLarge", PIMGATE_PLUGIN "    retry: {max_attempts: 4294967296}\n",
+         "line 11: plugins[0].retry.max_attempts: must be at most 4294967295"},
+        {"RetryInitialBackoffZero", PIMGATE_PLUGIN "    retry: {initial_backoff: 0ms}\n",
+         "line 11: plugins[0].retry.initial_backoff: must be greater than zero"},
+        {"RetryMultiplierBelowOne", PIMGATE_PLUGIN "    retry: {multiplier: 0.5}\n",
+         "line 11: plugins[0].retry.multiplier: must be at least 1, got 0.5"},
+        {"RetryMultiplierNotNumber", PIMGATE_PLUGIN "    retry: {multiplier: double}\n",
+         "line 11: plugins[0].retry.multiplier: must be a number, got \"double\""},
+        {"RetryMultiplierInfinite", PIMGATE_PLUGIN "    retry: {multiplier: inf}\n",
+         "line 11: plugins[0].retry.multiplier: must be a number, got \"inf\""},
+        {"RetryMultiplierNan", PIMGATE_PLUGIN "    retry: {multiplier: nan}\n",
+         "line 11: plugins[0].retry.multiplier: must be a number, got \"nan\""},
+        {"RetryJitterAboveOne", PIMGATE_PLUGIN "    retry: {jitter: 1.5}\n",
+         "line 11: plugins[0].retry.jitter: must be from 0 to 1, got 1.5"},
+        {"RetryJitterNegative", PIMGATE_PLUGIN "    retry: {jitter: -0.1}\n",
+         "line 11: plugins[0].retry.jitter: must be from 0 to 1, got -0.1"},
+        {"RetryJitterPercent", PIMGATE_PLUGIN "    retry: {jitter: 20%}\n",
+         "line 11: plugins[0].retry.jitter: must be a number, got \"20%\""},
+        {"RetryMaxBelowInitial",
+         PIMGATE_PLUGIN "    retry:\n      initial_backoff: 10s\n      max_backoff: 5s\n",
+         "line 13: plugins[0].retry.max_backoff: must be at least initial_backoff (10s), got 5s"},
+        {"RetryInitialAboveMax",
+         PIMGATE_PLUGIN "    retry:\n      max_backoff: 1m\n      initial_backoff: 1m30s\n",
+         "line 13: plugins[0].retry.initial_backoff: must be at most max_backoff (1m), got "
+         "1m30s"},
+        {"RetryInitialAboveDefaultMax", PIMGATE_PLUGIN "    retry: {initial_backoff: 10m}\n",
+         "line 11: plugins[0].retry.initial_backoff: must be at most max_backoff (5m), got 10m"},
+        {"RetryMaxBelowDefaultInitial", PIMGATE_PLUGIN "    retry: {max_backoff: 500ms}\n",
+         "line 11: plugins[0].retry.max_backoff: must be at least initial_backoff (1s), got "
+         "500ms"},
+
+        // restart.
+        {"RestartUnknownKey", PIMGATE_PLUGIN "    restart: {max_attempts: 3}\n",
+         "line 11: plugins[0].restart.max_attempts: unknown key"},
+        {"RestartResetAfterZero", PIMGATE_PLUGIN "    restart: {reset_after: 0s}\n",
+         "line 11: plugins[0].restart.reset_after: must be greater than zero"},
+        {"RetryBothOnOneLine", PIMGATE_PLUGIN "    retry: {max_backoff: 1s, initial_backoff: 2s}\n",
+         "line 11: plugins[0].retry.initial_backoff: must be at most max_backoff (1s), got 2s"},
+        {"RestartMaxBelowInitial",
+         PIMGATE_PLUGIN "    restart: {initial_backoff: 1d1h1m1s1ms, max_backoff: 1h}\n",
+         "line 11: plugins[0].restart.max_backoff: must be at least initial_backoff (1d1h1m1s1ms), "
+         "got 1h"},
+
+        // authors and author_types.
+        {"AuthorsSequence", PIMGATE_PLUGIN "    authors: [alice]\n",
+         "line 11: plugins[0].authors: must be a mapping, got a sequence"},
+        {"AuthorsUnknownKey", PIMGATE_PLUGIN "    authors:\n      includes: [alice]\n",
+         "line 12: plugins[0].authors.includes: unknown key"},
+        {"AuthorsIncludeScalar", PIMGATE_PLUGIN "    authors: {include: alice}\n",
+         "line 11: plugins[0].authors.include: must be a sequence, got \"alice\""},
+        {"AuthorsEmptyName", PIMGATE_PLUGIN "    authors: {exclude: [a, \"\"]}\n",
+         "line 11: plugins[0].authors.exclude[1]: must not be empty"},
+        {"AuthorTypesNested",
+         PIMGATE_PLUGIN "    author_types:\n      include:\n        - ui\n        - {a: b}\n",
+         "line 14: plugins[0].author_types.include[1]: must be a single value, got a mapping"},
+
+        // data.
+        {"DataMapping", PIMGATE_PLUGIN "    data: {path: family, in: [shoes]}\n",
+         "line 11: plugins[0].data: must be a sequence, got a mapping"},
+        {"DataElementScalar", PIMGATE_PLUGIN "    data: [family]\n",
+         "line 11: plugins[0].data[0]: must be a mapping, got \"family\""},
+        {"DataMissingPath", PIMGATE_PLUGIN "    data:\n      - in: [shoes]\n",
+         "line 12: plugins[0].data[0].path: required"},
+        {"DataNeitherInNorNotIn", PIMGATE_PLUGIN "    data:\n      - path: family\n",
+         "line 12: plugins[0].data[0]: needs one of in or not_in"},
+        {"DataBothInAndNotIn",
+         PIMGATE_PLUGIN "    data:\n      - path: family\n        in: [shoes]\n"
+                        "        not_in: [boots]\n",
+         "line 14: plugins[0].data[0].not_in: set only one of in (line 13) and not_in"},
+        {"DataBothNotInAndIn",
+         PIMGATE_PLUGIN "    data:\n      - {path: a, in: [x]}\n      - {not_in: [y], in: [z], "
+                        "path: b}\n",
+         "line 13: plugins[0].data[1].in: set only one of not_in (line 13) and in"},
+        {"DataUnknownKey", PIMGATE_PLUGIN "    data:\n      - {path: family, values: [shoes]}\n",
+         "line 12: plugins[0].data[0].values: unknown key"},
+        {"DataEmptyValues", PIMGATE_PLUGIN "    data:\n      - {path: family, in: []}\n",
+         "line 12: plugins[0].data[0].in: must list at least one value"},
+        {"DataValuesScalar", PIMGATE_PLUGIN "    data:\n      - {path: family, not_in: shoes}\n",
+         "line 12: plugins[0].data[0].not_in: must be a sequence, got \"shoes\""},
+        {"DataNestedValue",
+         PIMGATE_PLUGIN "    data:\n      - path: family\n        in:\n          - shoes\n"
+                        "          - [boots]\n",
+         "line 15: plugins[0].data[0].in[1]: must be a single value, got a sequence"},
+        {"DataEmptyPath", PIMGATE_PLUGIN "    data:\n      - {path: \"\", in: [x]}\n",
+         "line 12: plugins[0].data[0].path: must not be empty"},
+        {"DataPathDoubleDot",
+         PIMGATE_PLUGIN "    data:\n      - {path: product..family, in: [x]}\n",
+         "line 12: plugins[0].data[0].path: must be keys joined by single dots, e.g. "
+         "\"product.family\", got \"product..family\""},
+        {"DataPathLeadingDot", PIMGATE_PLUGIN "    data:\n      - {path: .family, in: [x]}\n",
+         "line 12: plugins[0].data[0].path: must be keys joined by single dots, e.g. "
+         "\"product.family\", got \".family\""},
+
+        // runtime.
+        {"RuntimeSequence", "runtime: [/run]\n",
+         "line 8: runtime: must be a mapping, got a sequence"},
+        {"RuntimeUnknownKey", "runtime:\n  runtime_dir: /run/pimgate\n",
+         "line 9: runtime.runtime_dir: unknown key"},
+        {"RuntimeDirEmpty", "runtime:\n  dir: \"\"\n", "line 9: runtime.dir: must not be empty"},
+        {"RuntimeDirNull", "runtime:\n  dir:\n", "line 9: runtime.dir: missing value"},
+    }),
+    [](const ::testing::TestParamInfo<ErrorCase>& info) { return std::string(info.param.name); });
+
+#undef PIMGATE_PLUGIN
 
 // ---- Files ------------------------------------------------------------------------------------
 

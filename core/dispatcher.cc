@@ -1,0 +1,673 @@
+// Per-plugin delivery: a scheduler thread owns all ordering state; a DeliveryStream (writer and
+// reader threads) carries Deliveries and Acks over one gRPC call. Other threads talk to the
+// scheduler only through its inbox (mu_), so the ordering rules live in one single-threaded place.
+#include "core/dispatcher.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "core/event_filter.h"
+#include "google/protobuf/util/time_util.h"
+#include "pimgate/v1/plugin.grpc.pb.h"
+#include "spdlog/spdlog.h"
+
+namespace pimgate {
+
+absl::Duration RetryDelay(const RetryConfig& retry, uint32_t attempt, double unit_random) {
+  const double initial = absl::ToDoubleSeconds(absl::FromChrono(retry.initial_backoff));
+  const double max = absl::ToDoubleSeconds(absl::FromChrono(retry.max_backoff));
+  double delay = initial * std::pow(retry.multiplier, std::max<int>(0, attempt - 1));
+  delay = std::min(delay, max);
+  delay *= 1.0 + retry.jitter * (2.0 * unit_random - 1.0);
+  return absl::Seconds(std::max(0.0, delay));
+}
+
+namespace {
+
+using v1::Ack;
+using v1::Delivery;
+
+// One Deliver call. Writes are queued to a writer thread so a plugin that stops reading can block
+// only that thread (the scheduler cancels the call on ack timeout, which unblocks it).
+class DeliveryStream {
+ public:
+  using AckFn = std::function<void(uint64_t generation, const Ack& ack)>;
+  using ClosedFn = std::function<void(uint64_t generation, std::string reason)>;
+
+  DeliveryStream(v1::EventHandler::Stub* stub, uint64_t generation, AckFn on_ack,
+                 ClosedFn on_closed)
+      : generation_(generation), on_ack_(std::move(on_ack)), on_closed_(std::move(on_closed)) {
+    rw_ = stub->Deliver(&ctx_);
+    writer_ = std::thread([this] { WriteLoop(); });
+    reader_ = std::thread([this] { ReadLoop(); });
+  }
+
+  ~DeliveryStream() {
+    ctx_.TryCancel();
+    {
+      absl::MutexLock lock(&mu_);
+      closing_ = true;
+    }
+    if (writer_.joinable()) writer_.join();
+    if (reader_.joinable()) reader_.join();
+  }
+
+  void Send(Delivery delivery) {
+    absl::MutexLock lock(&mu_);
+    out_.push_back(std::move(delivery));
+  }
+
+ private:
+  void WriteLoop() {
+    while (true) {
+      Delivery delivery;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](DeliveryStream* s)
+                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->closing_ || !s->out_.empty(); },
+            this));
+        if (closing_) break;
+        delivery = std::move(out_.front());
+        out_.pop_front();
+      }
+      if (!rw_->Write(delivery)) break;  // the reader sees the call end and reports why
+    }
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    writer_done_ = true;
+  }
+
+  void ReadLoop() {
+    Ack ack;
+    while (rw_->Read(&ack)) on_ack_(generation_, ack);
+    {
+      // Finish() may only be called once the writer is done with the call.
+      absl::MutexLock lock(&mu_);
+      closing_ = true;
+      mu_.Await(absl::Condition(&writer_done_));
+    }
+    grpc::Status status = rw_->Finish();
+    on_closed_(generation_, status.ok() ? "plugin closed the stream"
+                                        : absl::StrCat("stream ended: ", status.error_message()));
+  }
+
+  grpc::ClientContext ctx_;
+  const uint64_t generation_;
+  AckFn on_ack_;
+  ClosedFn on_closed_;
+  std::unique_ptr<grpc::ClientReaderWriter<Delivery, Ack>> rw_;
+  absl::Mutex mu_;
+  std::deque<Delivery> out_ ABSL_GUARDED_BY(mu_);
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread writer_;
+  std::thread reader_;
+};
+
+google::protobuf::Timestamp NowTimestamp() {
+  return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
+}
+
+}  // namespace
+
+class Dispatcher::PluginDispatcher {
+ public:
+  PluginDispatcher(const PluginConfig& config, EventLog* log, AddressResolver resolve,
+                   const DispatcherOptions& options)
+      : config_(config),
+        log_(log),
+        resolve_(std::move(resolve)),
+        options_(options),
+        filter_(config),
+        rng_(std::random_device{}()) {
+    stats_.name = config.name;
+    stats_.state = "stopped";
+  }
+
+  ~PluginDispatcher() { Stop(); }
+
+  const std::string& name() const { return config_.name; }
+
+  absl::Status Start() {
+    absl::StatusOr<uint64_t> cursor = log_->backend().LoadCursor(config_.name);
+    if (!cursor.ok()) return cursor.status();
+    cursor_ = *cursor;
+    persisted_cursor_ = cursor_;
+    next_read_ = cursor_ + 1;
+    // The log outlives nothing we own: the hook is detached in Stop() before we go away.
+    hook_ = std::make_shared<Hook>();
+    hook_->target = this;
+    log_->AddAppendListener([hook = hook_](uint64_t) {
+      absl::MutexLock lock(&hook->mu);
+      if (hook->target != nullptr) hook->target->Wake();
+    });
+    thread_ = std::thread([this] { Run(); });
+    return absl::OkStatus();
+  }
+
+  void Stop() {
+    if (hook_) {
+      absl::MutexLock lock(&hook_->mu);
+      hook_->target = nullptr;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void Wake() {
+    absl::MutexLock lock(&mu_);
+    new_events_ = true;
+  }
+
+  PluginDispatchStats Stats() const {
+    absl::MutexLock lock(&mu_);
+    PluginDispatchStats stats = shared_stats_;
+    const uint64_t head = log_->head();
+    stats.lag = head > stats.cursor ? head - stats.cursor : 0;
+    return stats;
+  }
+
+  void SetPaused(bool paused) {
+    absl::MutexLock lock(&mu_);
+    paused_ = paused;
+    control_changed_ = true;
+  }
+
+  void RequestSeek(uint64_t sequence) {
+    absl::MutexLock lock(&mu_);
+    seek_to_ = sequence;
+  }
+
+ private:
+  // Detachable link from the log's listener to this dispatcher.
+  struct Hook {
+    absl::Mutex mu;
+    PluginDispatcher* target ABSL_GUARDED_BY(mu) = nullptr;
+  };
+
+  enum class State { kWaiting, kInFlight, kBackoff };
+  struct Pending {
+    v1::Event event;
+    std::string key;
+    uint32_t attempts = 0;
+    State state = State::kWaiting;
+    absl::Time due;
+    absl::Time deadline;
+    uint64_t generation = 0;
+  };
+
+  // What other threads hand the scheduler, taken in one swap per loop.
+  struct Inbox {
+    std::vector<std::pair<uint64_t, Ack>> acks;
+    std::vector<std::pair<uint64_t, std::string>> closed;
+    std::optional<uint64_t> seek_to;
+    bool paused = false;
+    bool stopping = false;
+  };
+
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || new_events_ || control_changed_ || !acks_.empty() || !closed_.empty() ||
+           seek_to_.has_value();
+  }
+
+  void Run() {
+    spdlog::info("[dispatch {}] starting at cursor {}", config_.name, cursor_);
+    while (true) {
+      Inbox inbox;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.AwaitWithDeadline(absl::Condition(
+                                  +[](PluginDispatcher* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(d->mu_) {
+                                    return d->HasWork();
+                                  },
+                                  this),
+                              NextDeadline());
+        inbox.acks.swap(acks_);
+        inbox.closed.swap(closed_);
+        inbox.seek_to = std::exchange(seek_to_, std::nullopt);
+        inbox.paused = paused_;
+        inbox.stopping = stopping_;
+        new_events_ = false;
+        control_changed_ = false;
+      }
+      if (inbox.stopping) break;
+      paused_view_ = inbox.paused;
+      const absl::Time now = absl::Now();
+      if (inbox.seek_to) Seek(*inbox.seek_to);
+      for (const auto& [generation, ack] : inbox.acks) HandleAck(generation, ack, now);
+      for (const auto& [generation, reason] : inbox.closed) HandleClosed(generation, reason, now);
+      HandleTimers(now);
+      FillWindow();
+      EnsureStream(now);
+      SendReady(now);
+      FlushProgress(now, /*force=*/false);
+      PublishStats();
+    }
+    stream_.reset();
+    FlushProgress(absl::Now(), /*force=*/true);
+    stats_.state = "stopped";
+    stats_.in_flight = 0;
+    PublishStats();
+    spdlog::info("[dispatch {}] stopped at cursor {}", config_.name, cursor_);
+  }
+
+  absl::Time NextDeadline() const {
+    absl::Time deadline = absl::Now() + absl::Seconds(1);
+    if (!retry_timers_.empty()) deadline = std::min(deadline, retry_timers_.begin()->first);
+    if (!ack_deadlines_.empty()) deadline = std::min(deadline, ack_deadlines_.begin()->first);
+    if (!stream_ && !window_.empty()) deadline = std::min(deadline, reconnect_at_);
+    if (ProgressDirty()) deadline = std::min(deadline, next_progress_at_);
+    // More events may be waiting in the log once the window has room again.
+    if (window_.size() < options_.window && next_read_ <= log_->head()) deadline = absl::Now();
+    return deadline;
+  }
+
+  void EnsureStream(absl::Time now) {
+    if (stream_ || window_.empty() || paused_view_ || now < reconnect_at_) return;
+    if (!channel_) {
+      const std::string address = resolve_(config_.name);
+      grpc::ChannelArguments args;
+      args.SetMaxSendMessageSize(-1);
+      args.SetMaxReceiveMessageSize(16 << 20);
+      channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      stub_ = v1::EventHandler::NewStub(channel_);
+    }
+    stats_.state = "connecting";
+    if (!channel_->WaitForConnected(absl::ToChronoTime(now + options_.connect_timeout))) {
+      reconnect_delay_ = reconnect_delay_ == absl::ZeroDuration()
+                             ? options_.reconnect_initial
+                             : std::min(reconnect_delay_ * 2, options_.reconnect_max);
+      reconnect_at_ = absl::Now() + reconnect_delay_;
+      stats_.last_error = "plugin unreachable at " + resolve_(config_.name);
+      return;
+    }
+    reconnect_delay_ = absl::ZeroDuration();
+    ++generation_;
+    stream_ = std::make_unique<DeliveryStream>(
+        stub_.get(), generation_,
+        [this](uint64_t generation, const Ack& ack) {
+          absl::MutexLock lock(&mu_);
+          acks_.emplace_back(generation, ack);
+        },
+        [this](uint64_t generation, std::string reason) {
+          absl::MutexLock lock(&mu_);
+          closed_.emplace_back(generation, std::move(reason));
+        });
+    ++stats_.connects;
+    stats_.state = "streaming";
+    spdlog::info("[dispatch {}] stream {} open", config_.name, generation_);
+  }
+
+  void FillWindow() {
+    const uint64_t head = log_->head();
+    while (window_.size() < options_.window && next_read_ <= head) {
+      const std::size_t want = std::min(options_.read_batch, options_.window - window_.size());
+      absl::StatusOr<std::vector<v1::Event>> events = log_->backend().ReadEvents(next_read_, want);
+      if (!events.ok()) {
+        stats_.last_error = std::string(events.status().message());
+        spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
+        return;
+      }
+      if (events->empty()) {
+        next_read_ = head + 1;  // a gap up to head (retention removed events)
+        break;
+      }
+      next_read_ = events->back().sequence() + 1;  // before the events are moved from
+      for (v1::Event& event : *events) Admit(std::move(event));
+    }
+    AdvanceCursor();
+  }
+
+  // Filters one event read from the log, or queues it behind earlier events of its resource.
+  void Admit(v1::Event event) {
+    switch (filter_.Check(event)) {
+      case EventFilter::Verdict::kSkipFilter:
+        ++stats_.skipped_filter;
+        return;
+      case EventFilter::Verdict::kSkipStale:
+        ++stats_.skipped_stale;
+        return;
+      case EventFilter::Verdict::kDeliver:
+        break;
+    }
+    const uint64_t sequence = event.sequence();
+    // Events without a resource id (jobs, app.deleted ...) have nothing to be ordered against.
+    std::string key =
+        event.resource_id().empty()
+            ? absl::StrCat("#", sequence)
+            : absl::StrCat(event.source(), "\x1f", event.kind(), "\x1f", event.resource_id());
+    std::deque<uint64_t>& queue = resources_[key];
+    queue.push_back(sequence);
+    if (queue.size() == 1) ready_.insert(sequence);
+    Pending& pending = window_[sequence];
+    pending.event = std::move(event);
+    pending.key = std::move(key);
+  }
+
+  void SendReady(absl::Time now) {
+    if (!stream_ || paused_view_) return;
+    while (in_flight_ < config_.max_in_flight && !ready_.empty()) {
+      const uint64_t sequence = *ready_.begin();
+      ready_.erase(ready_.begin());
+      Pending& pending = window_.at(sequence);
+      ++pending.attempts;
+      pending.state = State::kInFlight;
+      pending.generation = generation_;
+      pending.deadline = now + absl::FromChrono(config_.ack_timeout);
+      ack_deadlines_.emplace(pending.deadline, sequence);
+      ++in_flight_;
+      Delivery delivery;
+      *delivery.mutable_event() = pending.event;
+      delivery.set_attempt(pending.attempts);
+      stream_->Send(std::move(delivery));
+    }
+    stats_.in_flight = in_flight_;
+  }
+
+  void HandleAck(uint64_t generation, const Ack& ack, absl::Time now) {
+    auto it = window_.find(ack.sequence());
+    // Acks of abandoned streams or of deliveries already given up on are ignored.
+    if (it == window_.end() || it->second.state != State::kInFlight ||
+        it->second.generation != generation) {
+      return;
+    }
+    Pending& pending = it->second;
+    LeaveFlight(pending, ack.sequence());
+    switch (ack.outcome()) {
+      case v1::OUTCOME_OK:
+        ++stats_.delivered;
+        Complete(ack.sequence());
+        break;
+      case v1::OUTCOME_REJECT:
+        DeadLetter(ack.sequence(), absl::StrCat("rejected: ", ack.detail()), /*rejected=*/true);
+        break;
+      case v1::OUTCOME_RETRY:
+        Fail(ack.sequence(), absl::StrCat("retry: ", ack.detail()), now);
+        break;
+      default:
+        Fail(ack.sequence(), "ack without an outcome (OUTCOME_UNSPECIFIED counts as a failure)",
+             now);
+        break;
+    }
+  }
+
+  void HandleClosed(uint64_t generation, const std::string& reason, absl::Time now) {
+    if (!stream_ || generation != generation_) return;
+    spdlog::warn("[dispatch {}] {}; redelivering {} in-flight event(s)", config_.name, reason,
+                 in_flight_);
+    stats_.last_error = reason;
+    stream_.reset();
+    stats_.state = "connecting";
+    reconnect_at_ = now + options_.reconnect_initial;
+    FailAllInFlight(reason, now);
+  }
+
+  void FailAllInFlight(const std::string& reason, absl::Time now) {
+    std::vector<uint64_t> in_flight;
+    for (auto& [sequence, pending] : window_) {
+      if (pending.state == State::kInFlight) in_flight.push_back(sequence);
+    }
+    for (uint64_t sequence : in_flight) {
+      LeaveFlight(window_.at(sequence), sequence);
+      Fail(sequence, reason, now);
+    }
+  }
+
+  void HandleTimers(absl::Time now) {
+    while (!retry_timers_.empty() && retry_timers_.begin()->first <= now) {
+      const uint64_t sequence = retry_timers_.begin()->second;
+      retry_timers_.erase(retry_timers_.begin());
+      auto it = window_.find(sequence);
+      if (it != window_.end() && it->second.state == State::kBackoff) {
+        it->second.state = State::kWaiting;
+        ready_.insert(sequence);
+      }
+    }
+    bool timed_out = false;
+    while (!ack_deadlines_.empty() && ack_deadlines_.begin()->first <= now) {
+      const uint64_t sequence = ack_deadlines_.begin()->second;
+      ack_deadlines_.erase(ack_deadlines_.begin());
+      auto it = window_.find(sequence);
+      if (it == window_.end() || it->second.state != State::kInFlight) continue;
+      LeaveFlight(it->second, sequence);
+      Fail(sequence,
+           absl::StrCat("no ack within ack_timeout (",
+                        absl::FormatDuration(absl::FromChrono(config_.ack_timeout)), ")"),
+           now);
+      timed_out = true;
+    }
+    if (timed_out && stream_) {
+      // A plugin that stops answering may have stopped reading too: start a fresh call so
+      // queued writes cannot wedge behind it. Other in-flight deliveries are redelivered.
+      stats_.last_error = "ack timeout";
+      stream_.reset();
+      stats_.state = "connecting";
+      FailAllInFlight("stream reset after an ack timeout", now);
+    }
+  }
+
+  void LeaveFlight(Pending& pending, uint64_t sequence) {
+    ack_deadlines_.erase({pending.deadline, sequence});
+    pending.state = State::kWaiting;
+    --in_flight_;
+  }
+
+  // A failed attempt: back off and redeliver, or dead-letter once attempts are used up.
+  void Fail(uint64_t sequence, const std::string& reason, absl::Time now) {
+    Pending& pending = window_.at(sequence);
+    if (pending.attempts >= config_.retry.max_attempts) {
+      DeadLetter(sequence,
+                 absl::StrCat("gave up after ", pending.attempts, " attempt(s); last: ", reason),
+                 /*rejected=*/false);
+      return;
+    }
+    ++stats_.retried;
+    pending.state = State::kBackoff;
+    pending.due = now + RetryDelay(config_.retry, pending.attempts, unit_(rng_));
+    retry_timers_.emplace(pending.due, sequence);
+    spdlog::debug("[dispatch {}] sequence {} attempt {} failed ({}), retry in {}", config_.name,
+                  sequence, pending.attempts, reason, absl::FormatDuration(pending.due - now));
+  }
+
+  void DeadLetter(uint64_t sequence, const std::string& reason, bool rejected) {
+    Pending& pending = window_.at(sequence);
+    v1::DeadLetter& letter = dead_letters_.emplace_back();
+    letter.set_plugin(config_.name);
+    *letter.mutable_event() = pending.event;
+    letter.set_attempts(pending.attempts);
+    letter.set_reason(reason);
+    letter.set_rejected(rejected);
+    *letter.mutable_dead_at() = NowTimestamp();
+    ++stats_.dead_lettered;
+    spdlog::warn("[dispatch {}] dead-lettered sequence {} ({} {}): {}", config_.name, sequence,
+                 pending.event.type(), pending.event.resource_id(), reason);
+    Complete(sequence);
+  }
+
+  // The event is done for this plugin: the next event of its resource may go.
+  void Complete(uint64_t sequence) {
+    auto it = window_.find(sequence);
+    auto queue_it = resources_.find(it->second.key);
+    std::deque<uint64_t>& queue = queue_it->second;
+    queue.pop_front();  // only a resource's first event is ever delivered
+    if (queue.empty()) {
+      resources_.erase(queue_it);
+    } else if (window_.at(queue.front()).state == State::kWaiting) {
+      ready_.insert(queue.front());
+    }
+    window_.erase(it);
+    AdvanceCursor();
+  }
+
+  void AdvanceCursor() {
+    const uint64_t low_water = window_.empty() ? next_read_ - 1 : window_.begin()->first - 1;
+    if (low_water > cursor_) cursor_ = low_water;
+    stats_.cursor = cursor_;
+  }
+
+  bool ProgressDirty() const { return cursor_ != persisted_cursor_ || !dead_letters_.empty(); }
+
+  void FlushProgress(absl::Time now, bool force) {
+    if (!ProgressDirty() || (!force && now < next_progress_at_)) return;
+    PluginProgress progress;
+    progress.cursor = cursor_;
+    progress.dead_letters = dead_letters_;
+    absl::Status status = log_->backend().WriteProgress(config_.name, progress);
+    next_progress_at_ = now + options_.progress_interval;
+    if (!status.ok()) {
+      // Kept for the next attempt: a dead letter is never dropped for want of a write.
+      stats_.last_error = std::string(status.message());
+      spdlog::error("[dispatch {}] saving progress: {}", config_.name, stats_.last_error);
+      return;
+    }
+    persisted_cursor_ = cursor_;
+    dead_letters_.clear();
+  }
+
+  void Seek(uint64_t sequence) {
+    spdlog::info("[dispatch {}] seek to sequence {}", config_.name, sequence);
+    stream_.reset();  // abandon in-flight deliveries: their acks will be ignored
+    window_.clear();
+    resources_.clear();
+    ready_.clear();
+    retry_timers_.clear();
+    ack_deadlines_.clear();
+    in_flight_ = 0;
+    cursor_ = sequence > 0 ? sequence - 1 : 0;
+    next_read_ = cursor_ + 1;
+    stats_.cursor = cursor_;
+    FlushProgress(absl::Now(), /*force=*/true);
+  }
+
+  void PublishStats() {
+    stats_.in_flight = in_flight_;
+    if (paused_view_) {
+      stats_.state = "paused";
+    } else if (stream_) {
+      stats_.state = "streaming";
+    } else if (stats_.state == "paused" || stats_.state == "stopped") {
+      stats_.state = window_.empty() ? "idle" : "connecting";
+    }
+    absl::MutexLock lock(&mu_);
+    shared_stats_ = stats_;
+  }
+
+  const PluginConfig config_;
+  EventLog* const log_;
+  AddressResolver resolve_;
+  const DispatcherOptions options_;
+  const EventFilter filter_;
+
+  // Inbox, shared with the stream threads and the API.
+  mutable absl::Mutex mu_;
+  std::vector<std::pair<uint64_t, Ack>> acks_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<uint64_t, std::string>> closed_ ABSL_GUARDED_BY(mu_);
+  std::optional<uint64_t> seek_to_ ABSL_GUARDED_BY(mu_);
+  bool new_events_ ABSL_GUARDED_BY(mu_) = false;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool control_changed_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  PluginDispatchStats shared_stats_ ABSL_GUARDED_BY(mu_);
+
+  // Scheduler-thread state.
+  std::mt19937_64 rng_;
+  std::uniform_real_distribution<double> unit_{0.0, 1.0};
+  PluginDispatchStats stats_;
+  bool paused_view_ = false;
+  uint64_t cursor_ = 0;
+  uint64_t persisted_cursor_ = 0;
+  uint64_t next_read_ = 1;
+  std::map<uint64_t, Pending> window_;
+  std::unordered_map<std::string, std::deque<uint64_t>> resources_;
+  std::set<uint64_t> ready_;  // resource heads waiting to be sent, oldest first
+  std::set<std::pair<absl::Time, uint64_t>> retry_timers_;
+  std::set<std::pair<absl::Time, uint64_t>> ack_deadlines_;
+  uint32_t in_flight_ = 0;
+  std::vector<v1::DeadLetter> dead_letters_;  // not yet persisted
+  absl::Time next_progress_at_ = absl::InfinitePast();
+  absl::Time reconnect_at_ = absl::InfinitePast();
+  absl::Duration reconnect_delay_ = absl::ZeroDuration();
+  uint64_t generation_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::EventHandler::Stub> stub_;
+  std::unique_ptr<DeliveryStream> stream_;
+  std::shared_ptr<Hook> hook_;
+  std::thread thread_;
+};
+
+absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
+    const std::vector<PluginConfig>& plugins, EventLog* log, AddressResolver resolve,
+    DispatcherOptions options) {
+  std::unique_ptr<Dispatcher> dispatcher(new Dispatcher());
+  for (const PluginConfig& plugin : plugins) {
+    if (plugin.max_in_flight == 0) {
+      return absl::InvalidArgumentError("plugins." + plugin.name + ".max_in_flight must be > 0");
+    }
+    dispatcher->plugins_.push_back(
+        std::make_unique<PluginDispatcher>(plugin, log, resolve, options));
+  }
+  return dispatcher;
+}
+
+Dispatcher::~Dispatcher() { Stop(); }
+
+absl::Status Dispatcher::Start() {
+  for (auto& plugin : plugins_) {
+    if (absl::Status status = plugin->Start(); !status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+void Dispatcher::Stop() {
+  for (auto& plugin : plugins_) plugin->Stop();
+}
+
+std::vector<PluginDispatchStats> Dispatcher::Stats() const {
+  std::vector<PluginDispatchStats> out;
+  for (const auto& plugin : plugins_) out.push_back(plugin->Stats());
+  return out;
+}
+
+Dispatcher::PluginDispatcher* Dispatcher::Find(const std::string& name) const {
+  for (const auto& plugin : plugins_) {
+    if (plugin->name() == name) return plugin.get();
+  }
+  return nullptr;
+}
+
+absl::Status Dispatcher::Pause(const std::string& plugin) {
+  PluginDispatcher* p = Find(plugin);
+  if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
+  p->SetPaused(true);
+  return absl::OkStatus();
+}
+
+absl::Status Dispatcher::Resume(const std::string& plugin) {
+  PluginDispatcher* p = Find(plugin);
+  if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
+  p->SetPaused(false);
+  return absl::OkStatus();
+}
+
+absl::Status Dispatcher::Seek(const std::string& plugin, uint64_t sequence) {
+  PluginDispatcher* p = Find(plugin);
+  if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
+  p->RequestSeek(sequence);
+  return absl::OkStatus();
+}
+
+}  // namespace pimgate
