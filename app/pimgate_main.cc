@@ -89,7 +89,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
   }
 
   // Plugins: launched and supervised, then fed by the dispatcher from the log.
-  auto supervisor = pimgate::PluginSupervisor::Create(config->plugins, config->runtime.dir);
+  auto supervisor = pimgate::PluginSupervisor::Create(config->plugins, config->runtime.runtime_dir);
   if (!supervisor.ok()) {
     spdlog::critical("{}", std::string(supervisor.status().message()));
     return 2;

@@ -21,54 +21,10 @@ namespace {
 
 using testing::HttpClient;
 using testing::HttpResponse;
+using testing::PimgateProcess;
 using testing::TempDir;
 
 constexpr char kSecret[] = "crash-test-secret";
-
-// A pimgate child process with its own config, started from the built binary.
-class PimgateProcess {
- public:
-  PimgateProcess(const std::string& config_path, const std::string& ready_file)
-      : ready_file_(ready_file) {
-    std::filesystem::remove(ready_file_);
-    pid_ = fork();
-    if (pid_ == 0) {
-      setenv("PIMGATE_CRASH_SECRET", kSecret, 1);
-      execl(PIMGATE_BINARY, PIMGATE_BINARY, "--config", config_path.c_str(), "--ready-file",
-            ready_file.c_str(), nullptr);
-      _exit(127);
-    }
-  }
-  ~PimgateProcess() {
-    if (pid_ > 0) Kill();
-  }
-  // Waits for the ready file and returns the gateway port (0 on failure).
-  uint16_t WaitReady() {
-    for (int i = 0; i < 3000; ++i) {
-      std::ifstream in(ready_file_);
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      auto pos = text.find("\"gateway_port\":");
-      if (pos != std::string::npos) return static_cast<uint16_t>(std::stoi(text.substr(pos + 15)));
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return 0;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return 0;
-  }
-  void Kill() {
-    kill(pid_, SIGKILL);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-
- private:
-  std::string ready_file_;
-  pid_t pid_ = -1;
-};
 
 std::string WriteConfig(const TempDir& dir) {
   testing::CertFiles cert = testing::MakeSelfSignedCert(dir.path());
@@ -104,7 +60,7 @@ TEST(CrashTest, EveryEventAnswered200SurvivesKill9) {
   constexpr int kAcksBeforeKill = 60;  // requests answered 200 per round before the kill
 
   for (int round = 0; round < kRounds; ++round) {
-    PimgateProcess process(config, dir.File("ready.json"));
+    PimgateProcess process(config, dir.File("ready.json"), {{"PIMGATE_CRASH_SECRET", kSecret}});
     const uint16_t port = process.WaitReady();
     ASSERT_NE(port, 0) << "pimgate did not start";
     std::atomic<int> acks{0};

@@ -5,7 +5,10 @@
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <boost/asio/connect.hpp>
@@ -16,7 +19,9 @@
 #include <boost/beast/ssl.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -351,6 +356,56 @@ std::vector<v1::Event> GatewayHarness::AllEvents() {
   auto events = log_->backend().ReadEvents(1, 1'000'000);
   EXPECT_TRUE(events.ok()) << events.status();
   return events.ok() ? *events : std::vector<v1::Event>{};
+}
+
+PimgateProcess::PimgateProcess(const std::string& config_path, const std::string& ready_file,
+                               const std::vector<std::pair<std::string, std::string>>& env)
+    : ready_file_(ready_file) {
+  std::filesystem::remove(ready_file_);
+  pid_ = fork();
+  if (pid_ == 0) {
+    for (const auto& [name, value] : env) setenv(name.c_str(), value.c_str(), 1);
+    execl(PIMGATE_BINARY, PIMGATE_BINARY, "--config", config_path.c_str(), "--ready-file",
+          ready_file.c_str(), nullptr);
+    _exit(127);
+  }
+}
+
+PimgateProcess::~PimgateProcess() {
+  if (pid_ > 0) Kill();
+}
+
+uint16_t PimgateProcess::WaitReady() {
+  for (int i = 0; i < 3000; ++i) {
+    std::ifstream in(ready_file_);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto pos = text.find("\"gateway_port\":");
+    if (pos != std::string::npos) return static_cast<uint16_t>(std::stoi(text.substr(pos + 15)));
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return 0;
+}
+
+void PimgateProcess::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+int PimgateProcess::Terminate() {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace pimgate::testing

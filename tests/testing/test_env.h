@@ -3,6 +3,8 @@
 #ifndef PIMGATE_TESTS_TESTING_TEST_ENV_H_
 #define PIMGATE_TESTS_TESTING_TEST_ENV_H_
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -139,6 +141,25 @@ class GatewayHarness {
   Config config_;
   std::unique_ptr<EventLog> log_;
   std::unique_ptr<Gateway> gateway_;
+};
+
+// A pimgate server process started from the built binary with --config and --ready-file.
+class PimgateProcess {
+ public:
+  // `env` entries are added to the child's environment.
+  PimgateProcess(const std::string& config_path, const std::string& ready_file,
+                 const std::vector<std::pair<std::string, std::string>>& env = {});
+  ~PimgateProcess();  // SIGKILL if still running
+  // Waits (up to 30 s) for the ready file; returns the gateway port, 0 if pimgate exited.
+  uint16_t WaitReady();
+  void Kill();  // SIGKILL and reap
+  // SIGTERM and reap; returns the exit status (-1 when not running).
+  int Terminate();
+  pid_t pid() const { return pid_; }
+
+ private:
+  std::string ready_file_;
+  pid_t pid_ = -1;
 };
 
 }  // namespace pimgate::testing

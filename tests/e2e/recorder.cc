@@ -1,0 +1,53 @@
+// End-to-end test plugin (C++ SDK): records every delivery as a JSON line and answers as
+// scripted by the environment (same variables as recorder.py).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "sdk/cpp/pimgate_sdk.h"
+
+namespace {
+
+std::string Env(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : "";
+}
+
+}  // namespace
+
+int main() {
+  const std::string out = Env("RECORDER_OUT");
+  const std::string retry = Env("RECORDER_RETRY_RESOURCE");
+  const std::string reject = Env("RECORDER_REJECT_RESOURCE");
+  const int delay_ms = std::atoi(Env("RECORDER_DELAY_MS").c_str());
+  const bool hang = Env("RECORDER_HANG") == "1";
+  std::mutex mu;
+  pimgate::sdk::RunOptions options;
+  options.concurrency = 4;
+  return pimgate::sdk::Run(
+      [&](const pimgate::v1::Event& event, uint32_t attempt) {
+        while (hang) std::this_thread::sleep_for(std::chrono::hours(1));
+        if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+        {
+          std::lock_guard lock(mu);
+          std::ofstream(out, std::ios::app)
+              << "{\"plugin\":\"" << pimgate::sdk::PluginName()
+              << "\",\"sequence\":" << event.sequence() << ",\"id\":\"" << event.id()
+              << "\",\"attempt\":" << attempt << ",\"type\":\"" << event.type()
+              << "\",\"resource_id\":\"" << event.resource_id() << "\",\"pid\":" << getpid()
+              << "}\n";
+        }
+        if (!reject.empty() && event.resource_id() == reject)
+          return pimgate::sdk::Result::Reject("scripted reject");
+        if (!retry.empty() && event.resource_id() == retry && attempt == 1) {
+          return pimgate::sdk::Result::Retry("scripted retry");
+        }
+        return pimgate::sdk::Result::Ok();
+      },
+      options);
+}
