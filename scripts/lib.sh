@@ -9,15 +9,22 @@ PIMGATE_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libboost-dev libboost-system-dev librocksdb-dev libyaml-cpp-dev libssl-dev
   libgtest-dev libgmock-dev libsimdjson-dev libabsl-dev libspdlog-dev libfmt-dev
-  python3-grpcio python3-protobuf nodejs npm
+  python3-grpcio python3-protobuf
 )
+# Node.js may come from Debian or from another source (whose nodejs already bundles npm and
+# conflicts with Debian's npm): Debian's packages are installed only when the commands are missing.
+NODE_PACKAGES=(nodejs npm)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 ensure_packages() {
   local missing=()
   local pkg
-  for pkg in "${PIMGATE_PACKAGES[@]}" "$@"; do
+  local wanted=("${PIMGATE_PACKAGES[@]}" "$@")
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    wanted+=("${NODE_PACKAGES[@]}")
+  fi
+  for pkg in "${wanted[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
       missing+=("$pkg")
     fi
@@ -41,4 +48,19 @@ build() {
   fi
   log "building $dir"
   cmake --build "$dir" -j2
+}
+
+# Node packages of the Node SDK and the Node plugins, from the npm registry, pinned by
+# package-lock.json. Re-run only when the lock file changed since the last install.
+ensure_node_modules() {
+  local dir
+  for dir in sdk/node plugins/http-relay; do
+    dir="$PIMGATE_ROOT/$dir"
+    [ -f "$dir/package-lock.json" ] || continue
+    if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+       [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+      log "npm ci in ${dir#$PIMGATE_ROOT/}"
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
 }

@@ -1,0 +1,225 @@
+'use strict';
+// Node SDK tests: a real plugin process (fixture-plugin.js) on a unix socket, driven the way
+// pimgate drives it. Needs `npm ci` in sdk/node.
+
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { test } = require('node:test');
+
+const PACKAGE_DIR = path.join(__dirname, '..');
+try {
+  require.resolve('@grpc/grpc-js', { paths: [PACKAGE_DIR] });
+  require.resolve('@grpc/proto-loader', { paths: [PACKAGE_DIR] });
+} catch {
+  test('sdk/node dependencies are installed', () => {
+    assert.fail(`node_modules missing: run \`npm ci\` in ${PACKAGE_DIR}`);
+  });
+  return;
+}
+
+const grpc = require('@grpc/grpc-js');
+const { PluginProcess, makeEvent } = require('../testing.js');
+
+const FIXTURE = path.join(__dirname, 'fixture-plugin.js');
+
+async function startPlugin(t, { concurrency = 3, graceMs = 8000, workdir } = {}) {
+  const dir = workdir || fs.mkdtempSync(path.join(os.tmpdir(), 'pimgate-node-sdk-'));
+  const plugin = new PluginProcess([process.execPath, FIXTURE], {
+    workdir: dir,
+    name: 'sdk-test',
+    env: { TEST_CONCURRENCY: String(concurrency), TEST_GRACE_MS: String(graceMs) },
+  });
+  t.after(async () => {
+    await plugin.stop();
+    if (process.env.PIMGATE_TEST_VERBOSE)
+      process.stderr.write(`--- plugin log ---\n${plugin.log()}\n`);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return plugin.start();
+}
+
+test('health reports SERVING', async (t) => {
+  const plugin = await startPlugin(t);
+  assert.equal(await plugin.health(''), 'SERVING');
+  assert.equal(await plugin.health('pimgate.v1.EventHandler'), 'SERVING');
+  await assert.rejects(
+    plugin.health('no.such.Service'),
+    (err) => err.code === grpc.status.NOT_FOUND,
+  );
+});
+
+test('health Watch follows shutdown', async (t) => {
+  const plugin = await startPlugin(t);
+  const call = plugin.health_.Watch({ service: 'pimgate.v1.EventHandler' });
+  const statuses = [];
+  call.on('error', () => {});
+  const second = new Promise((resolve) => {
+    call.on('data', ({ status }) => {
+      statuses.push(status);
+      if (statuses.length === 1) plugin.child.kill('SIGTERM');
+      if (statuses.length === 2) resolve();
+    });
+  });
+  await second;
+  assert.deepEqual(statuses, ['SERVING', 'NOT_SERVING']);
+  assert.equal(await plugin.exit, 0);
+});
+
+test('outcomes: ok, retry, reject, throw, sync throw, bad return', async (t) => {
+  const plugin = await startPlugin(t);
+  const session = plugin.deliver();
+  session.send(makeEvent(1, 'test.ok'));
+  session.send(makeEvent(2, 'test.retry', { data: { detail: 'ERP down' } }));
+  session.send(makeEvent(3, 'test.reject', { data: { detail: 'unknown family' } }));
+  session.send(makeEvent(4, 'test.throw', { resourceId: 'r4' }));
+  session.send(makeEvent(5, 'test.sync_throw'));
+  session.send(makeEvent(6, 'test.bad_return'));
+  const acks = await session.acks(6);
+  assert.equal(acks['1'].outcome, 'OUTCOME_OK');
+  assert.deepEqual([acks['2'].outcome, acks['2'].detail], ['OUTCOME_RETRY', 'ERP down']);
+  assert.deepEqual([acks['3'].outcome, acks['3'].detail], ['OUTCOME_REJECT', 'unknown family']);
+  assert.deepEqual([acks['4'].outcome, acks['4'].detail], ['OUTCOME_RETRY', 'Error: boom r4']);
+  assert.deepEqual(
+    [acks['5'].outcome, acks['5'].detail],
+    ['OUTCOME_RETRY', 'TypeError: sync boom'],
+  );
+  assert.equal(acks['6'].outcome, 'OUTCOME_RETRY');
+  assert.match(acks['6'].detail, /handler returned number/);
+});
+
+test('handler sees a plain event, the attempt and the plugin name', async (t) => {
+  const plugin = await startPlugin(t);
+  const session = plugin.deliver();
+  const data = {
+    identifier: 'sku-1',
+    values: { name: [{ data: 'Shirt', locale: null }] },
+    count: 3,
+    ok: true,
+  };
+  session.send(
+    makeEvent('18446744073709551615', 'test.echo', {
+      resourceId: 'uuid-42',
+      data,
+      versionAt: '2024-10-14T13:01:21.5Z',
+      occurred_at: { seconds: '1728910881', nanos: 123456789 },
+      origin: 'ORIGIN_EVENT_PLATFORM',
+      stale: true,
+    }),
+    3,
+  );
+  const ack = await session.nextAck();
+  assert.equal(ack.sequence, '18446744073709551615');
+  assert.equal(ack.outcome, 'OUTCOME_OK');
+  const echo = JSON.parse(ack.detail);
+  assert.equal(echo.attempt, 3);
+  assert.equal(echo.name, 'sdk-test');
+  assert.equal(echo.event.sequence, '18446744073709551615');
+  assert.equal(echo.event.type, 'test.echo');
+  assert.equal(echo.event.kind, 'test');
+  assert.equal(echo.event.resource_id, 'uuid-42');
+  assert.equal(echo.event.version_at, '2024-10-14T13:01:21.500Z');
+  assert.equal(echo.event.occurred_at, '2024-10-14T13:01:21.123456789Z');
+  assert.match(echo.event.received_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
+  assert.equal(echo.event.origin, 'ORIGIN_EVENT_PLATFORM');
+  assert.equal(echo.event.stale, true);
+  assert.deepEqual(echo.event.data, data);
+});
+
+test('acks come in completion order', async (t) => {
+  const plugin = await startPlugin(t, { concurrency: 3 });
+  const session = plugin.deliver();
+  session.send(makeEvent(1, 'test.ok', { data: { sleep_ms: 1500 } }));
+  session.send(makeEvent(2, 'test.ok'));
+  assert.equal((await session.nextAck()).sequence, '2');
+  assert.equal((await session.nextAck()).sequence, '1');
+});
+
+test('concurrency limit is honoured', async (t) => {
+  const plugin = await startPlugin(t, { concurrency: 2 });
+  const session = plugin.deliver();
+  const started = Date.now();
+  for (let seq = 1; seq <= 6; seq += 1) {
+    session.send(makeEvent(seq, 'test.echo', { resourceId: `r${seq}`, data: { sleep_ms: 200 } }));
+  }
+  const acks = await session.acks(6);
+  const elapsed = Date.now() - started;
+  const peaks = Object.values(acks).map((ack) => JSON.parse(ack.detail).peak);
+  assert.equal(Math.max(...peaks), 2); // ran in parallel, never more than 2 at once
+  assert.ok(elapsed >= 550, `6 x 200 ms on 2 slots took only ${elapsed} ms`);
+});
+
+test('the stream ends when the client closes it', async (t) => {
+  const plugin = await startPlugin(t);
+  const session = plugin.deliver();
+  session.send(makeEvent(1, 'test.ok', { data: { sleep_ms: 300 } }));
+  session.send(makeEvent(2, 'test.ok'));
+  session.close();
+  assert.deepEqual(Object.keys(await session.acks(2)).sort(), ['1', '2']);
+  assert.equal(await session.waitEnd(), grpc.status.OK);
+  // The plugin keeps serving new streams.
+  const again = plugin.deliver();
+  again.send(makeEvent(3, 'test.ok'));
+  assert.equal((await again.nextAck()).outcome, 'OUTCOME_OK');
+});
+
+test('a cancelled stream does not disturb the next one', async (t) => {
+  const plugin = await startPlugin(t);
+  const first = plugin.deliver();
+  first.send(makeEvent(1, 'test.ok', { data: { sleep_ms: 300 } }));
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  first.cancel();
+  const second = plugin.deliver();
+  second.send(makeEvent(2, 'test.ok'));
+  assert.equal((await second.nextAck()).sequence, '2');
+});
+
+test('SIGTERM finishes running handlers and exits 0', async (t) => {
+  const plugin = await startPlugin(t);
+  const session = plugin.deliver();
+  session.send(makeEvent(1, 'test.ok', { data: { sleep_ms: 1500 } }));
+  session.send(makeEvent(2, 'test.ok'));
+  assert.equal((await session.nextAck()).sequence, '2'); // so 1 was taken: its handler runs
+  const started = Date.now();
+  assert.equal(await plugin.terminate(10000), 0);
+  assert.ok(Date.now() - started < 5000);
+  const ack = await session.nextAck();
+  assert.deepEqual([ack.sequence, ack.outcome], ['1', 'OUTCOME_OK']);
+  assert.equal(await session.waitEnd(), grpc.status.OK);
+});
+
+test('SIGTERM gives up on a stuck handler after the grace', async (t) => {
+  const plugin = await startPlugin(t, { graceMs: 500 });
+  const session = plugin.deliver();
+  session.send(makeEvent(1, 'test.ok', { data: { sleep_ms: 30000 } }));
+  session.send(makeEvent(2, 'test.ok'));
+  assert.equal((await session.nextAck()).sequence, '2'); // so 1 was taken: its handler runs
+  const started = Date.now();
+  assert.equal(await plugin.terminate(10000), 0);
+  assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+  await session.waitEnd(); // no ack: pimgate will redeliver
+});
+
+test('SIGTERM when idle exits promptly', async (t) => {
+  const plugin = await startPlugin(t);
+  plugin.deliver().send(makeEvent(1, 'test.ok'));
+  const started = Date.now();
+  assert.equal(await plugin.terminate(10000), 0);
+  assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+});
+
+test('a stale socket file is replaced', async (t) => {
+  // What a killed plugin leaves behind: a socket file nobody listens on. A closing server
+  // removes its own file, so keep a hard link to it.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pimgate-node-sdk-'));
+  const socketPath = path.join(dir, 'sdk-test.sock');
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(path.join(dir, 'original.sock'), resolve));
+  fs.linkSync(path.join(dir, 'original.sock'), socketPath);
+  await new Promise((resolve) => server.close(resolve));
+  assert.ok(fs.lstatSync(socketPath).isSocket());
+  const plugin = await startPlugin(t, { workdir: dir });
+  assert.equal(await plugin.health(), 'SERVING');
+});
