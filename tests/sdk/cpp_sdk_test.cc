@@ -1,0 +1,526 @@
+// Tests for the C++ plugin SDK (sdk::Run), spoken to with the generated gRPC stubs over unix
+// sockets: Run served from a thread of this process (stopped by a SIGTERM aimed at that thread),
+// and real plugin processes (pimgate_test_plugin, and the pimgate-jsonl-sink example plugin).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "pimgate/v1/plugin.grpc.pb.h"
+#include "sdk/cpp/pimgate_sdk.h"
+#include "tests/testing/test_env.h"
+
+extern char** environ;
+
+namespace pimgate::sdk {
+namespace {
+
+using namespace std::chrono_literals;
+using ::grpc::health::v1::HealthCheckRequest;
+using ::grpc::health::v1::HealthCheckResponse;
+
+// In-process tests pass their address through RunOptions::default_address; an address
+// inherited from the environment would override it. Done before main, while single-threaded.
+const bool kAddressUnset = (unsetenv("PIMGATE_PLUGIN_ADDRESS"), true);
+
+void BlockStopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
+
+// sdk::Run on its own thread. Stop() sends SIGTERM to that thread only; the thread blocks the
+// stop signals before calling Run, so the signal can never take its default action (killing
+// the test) even if it arrived before Run blocked it.
+class InProcessPlugin {
+ public:
+  InProcessPlugin(Handler handler, std::string address, int concurrency = 4)
+      : address_(std::move(address)) {
+    thread_ = std::thread([this, handler = std::move(handler), concurrency] {
+      BlockStopSignals();
+      RunOptions options;
+      options.concurrency = concurrency;
+      options.default_address = address_;
+      exit_code_ = Run(handler, options);
+    });
+  }
+  ~InProcessPlugin() {
+    if (thread_.joinable()) Stop();
+  }
+
+  const std::string& address() const { return address_; }
+
+  // SIGTERM; waits for Run to return and gives its result.
+  int Stop() {
+    // Not to kill the thread: Run waits for exactly this signal in sigwait().
+    pthread_kill(thread_.native_handle(), SIGTERM);  // NOLINT(bugprone-bad-signal-to-kill-thread)
+    return Join();
+  }
+  // Waits for Run to return by itself.
+  int Join() {
+    thread_.join();
+    return exit_code_;
+  }
+
+ private:
+  const std::string address_;
+  std::atomic<int> exit_code_{-1};
+  std::thread thread_;
+};
+
+HealthCheckResponse::ServingStatus CheckHealth(const std::string& address,
+                                               const std::string& service,
+                                               grpc::StatusCode* code = nullptr) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 1s);
+  HealthCheckRequest request;
+  request.set_service(service);
+  HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (code != nullptr) *code = status.error_code();
+  return status.ok() ? response.status() : HealthCheckResponse::UNKNOWN;
+}
+
+bool WaitServing(const std::string& address) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (CheckHealth(address, "") == HealthCheckResponse::SERVING) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+// One Deliver stream, as pimgate's dispatcher opens it.
+class DeliverStream {
+ public:
+  explicit DeliverStream(const std::string& address)
+      : stub_(v1::EventHandler::NewStub(
+            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {
+    context_.set_deadline(std::chrono::system_clock::now() + 20s);
+    stream_ = stub_->Deliver(&context_);
+  }
+
+  bool Send(uint64_t sequence, const std::string& type, const std::string& resource_id = "r1",
+            uint32_t attempt = 1) {
+    v1::Delivery delivery;
+    delivery.mutable_event()->set_sequence(sequence);
+    delivery.mutable_event()->set_type(type);
+    delivery.mutable_event()->set_resource_id(resource_id);
+    delivery.set_attempt(attempt);
+    return stream_->Write(delivery);
+  }
+  bool Send(const v1::Delivery& delivery) { return stream_->Write(delivery); }
+
+  std::optional<v1::Ack> Read() {
+    v1::Ack ack;
+    if (!stream_->Read(&ack)) return std::nullopt;
+    return ack;
+  }
+
+  // Reads `count` acks, keyed by sequence.
+  std::map<uint64_t, v1::Ack> ReadAcks(size_t count, std::vector<uint64_t>* order = nullptr) {
+    std::map<uint64_t, v1::Ack> acks;
+    while (acks.size() < count) {
+      std::optional<v1::Ack> ack = Read();
+      if (!ack) break;
+      if (order != nullptr) order->push_back(ack->sequence());
+      acks[ack->sequence()] = *ack;
+    }
+    return acks;
+  }
+
+  void CloseSend() { stream_->WritesDone(); }
+  grpc::Status Finish() { return stream_->Finish(); }
+
+ private:
+  std::unique_ptr<v1::EventHandler::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::Delivery, v1::Ack>> stream_;
+};
+
+// The handler the process tests' plugin uses too (see tests/testing/test_plugin.cc).
+Result TestHandler(const v1::Event& event, uint32_t attempt) {
+  if (event.type() == "test.retry") return Result::Retry("asked to retry");
+  if (event.type() == "test.reject") return Result::Reject("asked to reject");
+  if (event.type() == "test.throw") throw std::runtime_error("handler exploded");
+  if (event.type() == "test.attempt") return Result::Retry(absl::StrCat("attempt ", attempt));
+  return Result::Ok();
+}
+
+std::string SocketAddress(const testing::TempDir& dir) { return "unix:" + dir.File("p.sock"); }
+
+TEST(CppSdkTest, HealthServesTheServerAndEventHandler) {
+  testing::TempDir dir;
+  InProcessPlugin plugin(TestHandler, SocketAddress(dir));
+  ASSERT_TRUE(WaitServing(plugin.address()));
+  EXPECT_EQ(CheckHealth(plugin.address(), "pimgate.v1.EventHandler"), HealthCheckResponse::SERVING);
+  grpc::StatusCode code = grpc::StatusCode::OK;
+  CheckHealth(plugin.address(), "some.other.Service", &code);
+  EXPECT_EQ(code, grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(plugin.Stop(), 0);
+  struct stat st;
+  EXPECT_NE(lstat(dir.File("p.sock").c_str(), &st), 0) << "socket file left behind";
+}
+
+TEST(CppSdkTest, AcksEveryOutcomeAndTurnsExceptionsIntoRetry) {
+  testing::TempDir dir;
+  InProcessPlugin plugin(TestHandler, SocketAddress(dir));
+  ASSERT_TRUE(WaitServing(plugin.address()));
+  DeliverStream stream(plugin.address());
+  ASSERT_TRUE(stream.Send(1, "test.ok"));
+  ASSERT_TRUE(stream.Send(2, "test.retry"));
+  ASSERT_TRUE(stream.Send(3, "test.reject"));
+  ASSERT_TRUE(stream.Send(4, "test.throw"));
+  ASSERT_TRUE(stream.Send(5, "test.attempt", "r5", 7));
+  // Half-closing does not cut off acks of deliveries still being handled.
+  stream.CloseSend();
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(5);
+  ASSERT_EQ(acks.size(), 5u);
+  EXPECT_EQ(acks[1].outcome(), v1::OUTCOME_OK);
+  EXPECT_EQ(acks[2].outcome(), v1::OUTCOME_RETRY);
+  EXPECT_EQ(acks[2].detail(), "asked to retry");
+  EXPECT_EQ(acks[3].outcome(), v1::OUTCOME_REJECT);
+  EXPECT_EQ(acks[3].detail(), "asked to reject");
+  EXPECT_EQ(acks[4].outcome(), v1::OUTCOME_RETRY);
+  EXPECT_EQ(acks[4].detail(), "handler exploded");
+  EXPECT_EQ(acks[5].detail(), "attempt 7");
+  EXPECT_TRUE(stream.Finish().ok());
+  EXPECT_EQ(plugin.Stop(), 0);
+}
+
+TEST(CppSdkTest, RunsHandlersConcurrentlyAndAcksInCompletionOrder) {
+  testing::TempDir dir;
+  constexpr int kConcurrency = 4;
+  absl::Mutex mu;
+  int arrived = 0;
+  int inside = 0;
+  int max_inside = 0;
+  auto handler = [&](const v1::Event& event, uint32_t) {
+    {
+      absl::MutexLock lock(&mu);
+      ++arrived;
+      max_inside = std::max(max_inside, ++inside);
+      // All four must be in here at once to pass: proof of kConcurrency workers.
+      auto all = [&] { return arrived >= kConcurrency; };
+      mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(5));
+    }
+    // The first delivery finishes last, so its ack must overtake nothing.
+    if (event.sequence() == 1) std::this_thread::sleep_for(300ms);
+    absl::MutexLock lock(&mu);
+    --inside;
+    return Result::Ok();
+  };
+  InProcessPlugin plugin(handler, SocketAddress(dir), kConcurrency);
+  ASSERT_TRUE(WaitServing(plugin.address()));
+  DeliverStream stream(plugin.address());
+  for (uint64_t sequence = 1; sequence <= kConcurrency; ++sequence) {
+    ASSERT_TRUE(stream.Send(sequence, "test.ok", absl::StrCat("r", sequence)));
+  }
+  std::vector<uint64_t> order;
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(kConcurrency, &order);
+  ASSERT_EQ(acks.size(), static_cast<size_t>(kConcurrency));
+  for (const auto& [sequence, ack] : acks) EXPECT_EQ(ack.outcome(), v1::OUTCOME_OK) << sequence;
+  EXPECT_EQ(order.back(), 1u);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(max_inside, kConcurrency);
+  }
+  EXPECT_EQ(plugin.Stop(), 0);
+}
+
+TEST(CppSdkTest, SigtermDrainsRunningHandlersThenReturnsZero) {
+  testing::TempDir dir;
+  absl::Notification started;
+  auto handler = [&](const v1::Event& event, uint32_t) {
+    if (event.type() == "test.slow") {
+      started.Notify();
+      std::this_thread::sleep_for(500ms);
+    }
+    return Result::Ok();
+  };
+  // One worker: delivery 2 waits in the queue behind the slow delivery 1.
+  InProcessPlugin plugin(handler, SocketAddress(dir), /*concurrency=*/1);
+  ASSERT_TRUE(WaitServing(plugin.address()));
+
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(plugin.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext watch_context;
+  HealthCheckRequest watch_request;
+  std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> watch =
+      health->Watch(&watch_context, watch_request);
+  HealthCheckResponse update;
+  ASSERT_TRUE(watch->Read(&update));
+  EXPECT_EQ(update.status(), HealthCheckResponse::SERVING);
+
+  DeliverStream stream(plugin.address());
+  ASSERT_TRUE(stream.Send(1, "test.slow", "a"));
+  ASSERT_TRUE(stream.Send(2, "test.ok", "b"));
+  ASSERT_TRUE(started.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  std::this_thread::sleep_for(50ms);  // let delivery 2 reach the queue
+  int exit_code = -1;
+  std::thread stopper([&] { exit_code = plugin.Stop(); });
+
+  ASSERT_TRUE(watch->Read(&update));
+  EXPECT_EQ(update.status(), HealthCheckResponse::NOT_SERVING);
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(2);
+  ASSERT_EQ(acks.size(), 2u);
+  EXPECT_EQ(acks[1].outcome(), v1::OUTCOME_OK) << "running handler was not let finish";
+  EXPECT_EQ(acks[2].outcome(), v1::OUTCOME_RETRY);
+  EXPECT_EQ(acks[2].detail(), "plugin is shutting down");
+  EXPECT_FALSE(stream.Read().has_value());
+  EXPECT_TRUE(stream.Finish().ok());
+  EXPECT_FALSE(watch->Read(&update));
+  EXPECT_TRUE(watch->Finish().ok());
+  stopper.join();
+  EXPECT_EQ(exit_code, 0);
+}
+
+TEST(CppSdkTest, ReplacesAStaleSocketButNotALiveOne) {
+  testing::TempDir dir;
+  const std::string path = dir.File("p.sock");
+  // A socket file nobody listens on, as a killed plugin leaves behind.
+  {
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    close(fd);
+  }
+  InProcessPlugin first(TestHandler, "unix:" + path);
+  ASSERT_TRUE(WaitServing(first.address()));
+  InProcessPlugin second(TestHandler, "unix:" + path);
+  EXPECT_EQ(second.Join(), 1);
+  EXPECT_EQ(CheckHealth(first.address(), ""), HealthCheckResponse::SERVING);
+  EXPECT_EQ(first.Stop(), 0);
+}
+
+TEST(CppSdkTest, BindFailureReturnsOne) {
+  InProcessPlugin plugin(TestHandler, "unix:/nonexistent-pimgate-dir/p.sock");
+  EXPECT_EQ(plugin.Join(), 1);
+}
+
+// A TCP port that was free a moment ago.
+int PickPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+TEST(CppSdkTest, TcpPortOfALivePluginIsNotShared) {
+  // gRPC binds with SO_REUSEPORT by default: two plugins would then split pimgate's connections.
+  const int port = PickPort();
+  ASSERT_GT(port, 0);
+  InProcessPlugin first(TestHandler, absl::StrCat("127.0.0.1:", port));
+  ASSERT_TRUE(WaitServing(first.address()));
+  InProcessPlugin second(TestHandler, first.address());
+  EXPECT_EQ(second.Join(), 1);
+  EXPECT_EQ(first.Stop(), 0);
+}
+
+// A child process started with posix_spawn (safe in this multithreaded process); SIGKILLed by
+// the destructor if still running.
+class ChildProcess {
+ public:
+  ChildProcess(const std::string& binary, const std::vector<std::string>& env) {
+    std::vector<std::string> env_strings;
+    for (char** entry = environ; *entry != nullptr; ++entry) env_strings.emplace_back(*entry);
+    env_strings.insert(env_strings.end(), env.begin(), env.end());
+    std::vector<char*> envp;
+    envp.reserve(env_strings.size() + 1);
+    for (std::string& entry : env_strings) envp.push_back(entry.data());
+    envp.push_back(nullptr);
+    std::string arg0 = binary;
+    char* argv[] = {arg0.data(), nullptr};
+    if (posix_spawn(&pid_, binary.c_str(), nullptr, nullptr, argv, envp.data()) != 0) pid_ = -1;
+  }
+  ~ChildProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+
+  // The wait status once the process has ended.
+  int Wait() {
+    int status = -1;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+  void SendSigterm() { kill(pid_, SIGTERM); }
+  int Terminate() {
+    SendSigterm();
+    return Wait();
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+TEST(CppSdkTest, PluginProcessServesAtEnvAddressAndExitsZeroOnSigterm) {
+  testing::TempDir dir;
+  const std::string address = "unix:" + dir.File("p.sock");
+  ChildProcess plugin(PIMGATE_TEST_PLUGIN,
+                      {"PIMGATE_PLUGIN_ADDRESS=" + address, "PIMGATE_PLUGIN_NAME=proc"});
+  ASSERT_GT(plugin.pid(), 0);
+  ASSERT_TRUE(WaitServing(address));
+  DeliverStream stream(address);
+  ASSERT_TRUE(stream.Send(10, "test.ok"));
+  ASSERT_TRUE(stream.Send(11, "test.throw", "r2"));
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(2);
+  EXPECT_EQ(acks[10].outcome(), v1::OUTCOME_OK);
+  EXPECT_EQ(acks[11].outcome(), v1::OUTCOME_RETRY);
+  EXPECT_EQ(acks[11].detail(), "handler exploded");
+  plugin.SendSigterm();
+  // Like pimgate, keep reading: the plugin ends the stream once its acks are out.
+  EXPECT_FALSE(stream.Read().has_value());
+  EXPECT_TRUE(stream.Finish().ok());
+  const int status = plugin.Wait();
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+std::vector<std::string> ReadLines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+TEST(JsonlSinkTest, AppendsOneJsonLinePerEventAndRotates) {
+  testing::TempDir dir;
+  const std::string file = dir.File("events.jsonl");
+  const std::string address = "unix:" + dir.File("p.sock");
+  ChildProcess sink(PIMGATE_JSONL_SINK,
+                    {"PIMGATE_PLUGIN_ADDRESS=" + address, "JSONL_SINK_PATH=" + file,
+                     "JSONL_SINK_MAX_BYTES=1KiB", "JSONL_SINK_KEEP=2", "JSONL_SINK_FSYNC=always"});
+  ASSERT_TRUE(WaitServing(address));
+  DeliverStream stream(address);
+  constexpr int kEvents = 20;
+  for (int i = 1; i <= kEvents; ++i) {
+    v1::Delivery delivery;
+    v1::Event* event = delivery.mutable_event();
+    event->set_sequence(i);
+    event->set_type("product.updated");
+    event->set_resource_id(absl::StrCat("uuid-", i));
+    (*event->mutable_data()->mutable_fields())["family"].set_string_value(std::string(150, 'f'));
+    delivery.set_attempt(1);
+    ASSERT_TRUE(stream.Send(delivery));
+    std::optional<v1::Ack> ack = stream.Read();  // one at a time: file order = sequence order
+    ASSERT_TRUE(ack.has_value());
+    EXPECT_EQ(ack->sequence(), static_cast<uint64_t>(i));
+    EXPECT_EQ(ack->outcome(), v1::OUTCOME_OK) << ack->detail();
+  }
+  EXPECT_FALSE(std::filesystem::exists(file + ".3")) << "JSONL_SINK_KEEP=2 not honoured";
+  std::vector<std::string> lines;
+  for (const std::string& part : {file + ".2", file + ".1", file}) {
+    ASSERT_TRUE(std::filesystem::exists(part)) << part;
+    EXPECT_LE(std::filesystem::file_size(part), 1024u) << part;
+    for (const std::string& line : ReadLines(part)) lines.push_back(line);
+  }
+  ASSERT_FALSE(lines.empty());
+  int previous = 0;
+  for (const std::string& line : lines) {
+    EXPECT_TRUE(absl::StartsWith(line, "{") && absl::EndsWith(line, "}")) << line;
+    EXPECT_TRUE(absl::StrContains(line, "\"resource_id\":\"uuid-")) << "proto names: " << line;
+    const size_t at = line.find("\"sequence\":\"");
+    ASSERT_NE(at, std::string::npos) << line;
+    const int sequence = std::atoi(line.c_str() + at + 12);
+    EXPECT_GT(sequence, previous) << "out of order or duplicated";
+    previous = sequence;
+  }
+  EXPECT_EQ(previous, kEvents);
+  sink.SendSigterm();
+  EXPECT_FALSE(stream.Read().has_value());
+  EXPECT_TRUE(stream.Finish().ok());
+  const int status = sink.Wait();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(JsonlSinkTest, KeepZeroStartsAfreshAndFsyncNeverStillAppends) {
+  testing::TempDir dir;
+  const std::string file = dir.File("events.jsonl");
+  const std::string address = "unix:" + dir.File("p.sock");
+  ChildProcess sink(PIMGATE_JSONL_SINK,
+                    {"PIMGATE_PLUGIN_ADDRESS=" + address, "JSONL_SINK_PATH=" + file,
+                     "JSONL_SINK_MAX_BYTES=300", "JSONL_SINK_KEEP=0", "JSONL_SINK_FSYNC=never"});
+  ASSERT_TRUE(WaitServing(address));
+  DeliverStream stream(address);
+  for (int i = 1; i <= 5; ++i) {
+    ASSERT_TRUE(stream.Send(i, "product.updated", absl::StrCat("uuid-", i, std::string(100, 'u'))));
+    std::optional<v1::Ack> ack = stream.Read();
+    ASSERT_TRUE(ack.has_value());
+    EXPECT_EQ(ack->outcome(), v1::OUTCOME_OK) << ack->detail();
+  }
+  EXPECT_FALSE(std::filesystem::exists(file + ".1"));
+  const std::vector<std::string> lines = ReadLines(file);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_LT(lines.size(), 5u) << "never rotated";
+  EXPECT_TRUE(absl::StrContains(lines.back(), "\"sequence\":\"5\""));
+  sink.SendSigterm();
+  EXPECT_FALSE(stream.Read().has_value());
+  EXPECT_TRUE(stream.Finish().ok());
+  const int status = sink.Wait();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(JsonlSinkTest, InvalidSettingExitsWithConfigError) {
+  testing::TempDir dir;
+  ChildProcess sink(PIMGATE_JSONL_SINK,
+                    {"PIMGATE_PLUGIN_ADDRESS=unix:" + dir.File("p.sock"),
+                     "JSONL_SINK_PATH=" + dir.File("e.jsonl"), "JSONL_SINK_FSYNC=sometimes"});
+  const int status = sink.Wait();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+}
+
+}  // namespace
+}  // namespace pimgate::sdk
