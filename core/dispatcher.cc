@@ -192,6 +192,11 @@ class Dispatcher::PluginDispatcher {
     seek_to_ = sequence;
   }
 
+  void RequestRedelivery(std::vector<v1::Event> events) {
+    absl::MutexLock lock(&mu_);
+    for (v1::Event& event : events) redeliver_.push_back(std::move(event));
+  }
+
  private:
   // Detachable link from the log's listener to this dispatcher.
   struct Hook {
@@ -208,6 +213,7 @@ class Dispatcher::PluginDispatcher {
     absl::Time due;
     absl::Time deadline;
     uint64_t generation = 0;
+    bool redelivery = false;  // a retried dead letter: its letter is removed once it succeeds
   };
 
   // What other threads hand the scheduler, taken in one swap per loop.
@@ -215,13 +221,14 @@ class Dispatcher::PluginDispatcher {
     std::vector<std::pair<uint64_t, Ack>> acks;
     std::vector<std::pair<uint64_t, std::string>> closed;
     std::optional<uint64_t> seek_to;
+    std::vector<v1::Event> redeliver;
     bool paused = false;
     bool stopping = false;
   };
 
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stopping_ || new_events_ || control_changed_ || !acks_.empty() || !closed_.empty() ||
-           seek_to_.has_value();
+           seek_to_.has_value() || !redeliver_.empty();
   }
 
   void Run() {
@@ -239,6 +246,7 @@ class Dispatcher::PluginDispatcher {
         inbox.acks.swap(acks_);
         inbox.closed.swap(closed_);
         inbox.seek_to = std::exchange(seek_to_, std::nullopt);
+        inbox.redeliver.swap(redeliver_);
         inbox.paused = paused_;
         inbox.stopping = stopping_;
         new_events_ = false;
@@ -248,6 +256,7 @@ class Dispatcher::PluginDispatcher {
       paused_view_ = inbox.paused;
       const absl::Time now = absl::Now();
       if (inbox.seek_to) Seek(*inbox.seek_to);
+      for (v1::Event& event : inbox.redeliver) AdmitRedelivery(std::move(event));
       for (const auto& [generation, ack] : inbox.acks) HandleAck(generation, ack, now);
       for (const auto& [generation, reason] : inbox.closed) HandleClosed(generation, reason, now);
       HandleTimers(now);
@@ -344,6 +353,18 @@ class Dispatcher::PluginDispatcher {
       case EventFilter::Verdict::kDeliver:
         break;
     }
+    Enqueue(std::move(event), /*redelivery=*/false);
+  }
+
+  // An event an operator asked to deliver again (a retried dead letter). It is usually below
+  // the cursor: while it is pending the cursor holds still (AdvanceCursor never moves back).
+  void AdmitRedelivery(v1::Event event) {
+    if (window_.count(event.sequence()) > 0) return;  // already pending
+    spdlog::info("[dispatch {}] redelivering sequence {}", config_.name, event.sequence());
+    Enqueue(std::move(event), /*redelivery=*/true);
+  }
+
+  void Enqueue(v1::Event event, bool redelivery) {
     const uint64_t sequence = event.sequence();
     // Events without a resource id (jobs, app.deleted ...) have nothing to be ordered against.
     std::string key =
@@ -356,6 +377,7 @@ class Dispatcher::PluginDispatcher {
     Pending& pending = window_[sequence];
     pending.event = std::move(event);
     pending.key = std::move(key);
+    pending.redelivery = redelivery;
   }
 
   void SendReady(absl::Time now) {
@@ -390,6 +412,7 @@ class Dispatcher::PluginDispatcher {
     switch (ack.outcome()) {
       case v1::OUTCOME_OK:
         ++stats_.delivered;
+        if (pending.redelivery) resolved_letters_.push_back(ack.sequence());
         Complete(ack.sequence());
         break;
       case v1::OUTCOME_REJECT:
@@ -519,7 +542,9 @@ class Dispatcher::PluginDispatcher {
     stats_.cursor = cursor_;
   }
 
-  bool ProgressDirty() const { return cursor_ != persisted_cursor_ || !dead_letters_.empty(); }
+  bool ProgressDirty() const {
+    return cursor_ != persisted_cursor_ || !dead_letters_.empty() || !resolved_letters_.empty();
+  }
 
   void FlushProgress(absl::Time now, bool force) {
     if (!ProgressDirty() || (!force && now < next_progress_at_)) return;
@@ -536,6 +561,17 @@ class Dispatcher::PluginDispatcher {
     }
     persisted_cursor_ = cursor_;
     dead_letters_.clear();
+    if (!resolved_letters_.empty()) {
+      // Redelivered dead letters that succeeded. Deleted after the progress write, so a crash in
+      // between leaves a letter whose event was handled: retrying it again is harmless.
+      if (absl::Status deleted = log_->backend().DeleteDeadLetters(config_.name, resolved_letters_);
+          deleted.ok()) {
+        resolved_letters_.clear();
+      } else {
+        spdlog::error("[dispatch {}] removing retried dead letters: {}", config_.name,
+                      std::string(deleted.message()));
+      }
+    }
   }
 
   void Seek(uint64_t sequence) {
@@ -577,6 +613,7 @@ class Dispatcher::PluginDispatcher {
   std::vector<std::pair<uint64_t, Ack>> acks_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<uint64_t, std::string>> closed_ ABSL_GUARDED_BY(mu_);
   std::optional<uint64_t> seek_to_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::Event> redeliver_ ABSL_GUARDED_BY(mu_);
   bool new_events_ ABSL_GUARDED_BY(mu_) = false;
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   bool control_changed_ ABSL_GUARDED_BY(mu_) = false;
@@ -598,6 +635,7 @@ class Dispatcher::PluginDispatcher {
   std::set<std::pair<absl::Time, uint64_t>> ack_deadlines_;
   uint32_t in_flight_ = 0;
   std::vector<v1::DeadLetter> dead_letters_;  // not yet persisted
+  std::vector<uint64_t> resolved_letters_;    // retried dead letters now delivered
   absl::Time next_progress_at_ = absl::InfinitePast();
   absl::Time reconnect_at_ = absl::InfinitePast();
   absl::Duration reconnect_delay_ = absl::ZeroDuration();
@@ -660,6 +698,19 @@ absl::Status Dispatcher::Resume(const std::string& plugin) {
   PluginDispatcher* p = Find(plugin);
   if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
   p->SetPaused(false);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Dispatcher::PluginNames() const {
+  std::vector<std::string> names;
+  for (const auto& plugin : plugins_) names.push_back(plugin->name());
+  return names;
+}
+
+absl::Status Dispatcher::Redeliver(const std::string& plugin, std::vector<v1::Event> events) {
+  PluginDispatcher* p = Find(plugin);
+  if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
+  p->RequestRedelivery(std::move(events));
   return absl::OkStatus();
 }
 

@@ -73,6 +73,14 @@ class Dispatcher {
   // Replays from `sequence`: the plugin's cursor becomes sequence - 1 and in-flight deliveries
   // are abandoned.
   absl::Status Seek(const std::string& plugin, uint64_t sequence);
+  // Delivers `events` (dead letters an operator retries) to `plugin` again, from attempt 1,
+  // behind any pending event of the same resource. Filters are not applied again and the cursor
+  // does not move back. A letter stays stored until its redelivery is acknowledged OK (then the
+  // dispatcher deletes it) or fails again (then it is replaced by the new dead letter), so a
+  // crash in between loses nothing: the operator retries again.
+  absl::Status Redeliver(const std::string& plugin, std::vector<v1::Event> events);
+  // Names of the configured plugins, in manifest order.
+  std::vector<std::string> PluginNames() const;
 
   class PluginDispatcher;
 

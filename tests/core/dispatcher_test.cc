@@ -372,6 +372,34 @@ TEST_F(DispatcherTest, PauseHoldsSeekReplays) {
   EXPECT_EQ(dispatcher->Pause("nope").code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(DispatcherTest, RedeliveredDeadLetterIsRemovedOnceDelivered) {
+  std::atomic<bool> accept{false};
+  ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
+    return std::optional<std::pair<v1::Outcome, int>>(
+        {accept ? v1::OUTCOME_OK : v1::OUTCOME_REJECT, 0});
+  });
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1)});
+  absl::StatusOr<std::vector<v1::DeadLetter>> letters;
+  ASSERT_TRUE(WaitFor([&] {
+    letters = log_->backend().ReadDeadLetters("p", 0, 100);
+    return letters.ok() && letters->size() == 2;
+  }));
+  accept = true;  // the operator fixed the cause, then retries
+  ASSERT_TRUE(dispatcher->Redeliver("p", {(*letters)[0].event()}).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    letters = log_->backend().ReadDeadLetters("p", 0, 100);
+    return letters.ok() && letters->size() == 1;
+  }));
+  EXPECT_EQ((*letters)[0].event().sequence(), 2u);
+  std::vector<Call> calls = plugin.calls();
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[2].sequence, 1u);
+  EXPECT_EQ(calls[2].attempt, 1u);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").cursor, 2u);
+  EXPECT_EQ(dispatcher->PluginNames(), std::vector<std::string>{"p"});
+}
+
 TEST(RetryDelay, GrowsExponentiallyCappedWithJitter) {
   RetryConfig retry;
   retry.initial_backoff = std::chrono::milliseconds(100);
