@@ -505,5 +505,35 @@ TEST(Gateway, ConnectionLimitRefusesExtraConnectionsOthersStillServed) {
   EXPECT_GE(gw.gateway().stats().connections_refused, 1u);
 }
 
+TEST(Gateway, SlowHeadersAreCutOffAtHeaderTimeoutOthersStillServed) {
+  GatewayHarness::Options options;
+  options.tweak = [](Config& config) {
+    config.gateway.header_timeout = std::chrono::milliseconds(400);
+  };
+  GatewayHarness gw(options);
+  HttpClient slow = gw.Client();
+  ASSERT_FALSE(slow.Connect().has_value());
+  // Slowloris: one header byte every 100 ms never completes the header in time.
+  const std::string header = "POST /hooks/legacy HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+  const auto start = std::chrono::steady_clock::now();
+  std::thread drip([&] {
+    for (char c : header) {
+      if (!slow.WriteRaw(std::string(1, c))) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  // Meanwhile a well-behaved client is served.
+  HttpClient other = gw.Client();
+  EXPECT_EQ(PostLegacy(other, "").status, 200);
+  drip.join();
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_FALSE(slow.connected());
+  EXPECT_LT(elapsed, std::chrono::seconds(5));
+  for (int i = 0; i < 100 && gw.gateway().stats().unrouted_by_code[408] == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(gw.gateway().stats().unrouted_by_code[408], 1u);
+}
+
 }  // namespace
 }  // namespace pimgate

@@ -174,6 +174,14 @@ class HttpClient::Impl {
     return Read();
   }
 
+  bool WriteRaw(const std::string& bytes) {
+    if (!connected()) return false;
+    beast::error_code ec;
+    WithStream([&](auto& stream) { net::write(stream, net::buffer(bytes), ec); });
+    if (ec) Close();
+    return !ec;
+  }
+
   HttpResponse Read() {
     HttpResponse out;
     http::response_parser<http::string_body> parser;
@@ -219,6 +227,7 @@ HttpResponse HttpClient::Send(const std::string& method, const std::string& targ
   return impl_->Send(method, target, body, headers);
 }
 HttpResponse HttpClient::SendRaw(const std::string& bytes) { return impl_->SendRaw(bytes); }
+bool HttpClient::WriteRaw(const std::string& bytes) { return impl_->WriteRaw(bytes); }
 bool HttpClient::connected() const { return impl_->connected(); }
 void HttpClient::Close() { impl_->Close(); }
 

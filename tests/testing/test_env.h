@@ -73,6 +73,8 @@ class HttpClient {
                     const std::map<std::string, std::string>& headers = {});
   // Writes raw bytes and reads one response (for malformed requests).
   HttpResponse SendRaw(const std::string& bytes);
+  // Writes raw bytes without reading; false once the server has closed the connection.
+  bool WriteRaw(const std::string& bytes);
   bool connected() const;
   void Close();
 
