@@ -3,15 +3,23 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "admin/admin_server.h"
 #include "core/config.h"
 #include "core/dispatcher.h"
 #include "core/event_log.h"
 #include "core/logging.h"
+#include "core/metrics.h"
+#include "core/metrics_collectors.h"
 #include "core/plugin_supervisor.h"
+#include "core/retention.h"
 #include "core/rocksdb_backend.h"
 #include "gateway/server.h"
+#include "metrics/gateway_metrics.h"
+#include "metrics/metrics_server.h"
 #include "spdlog/spdlog.h"
 
 namespace {
@@ -23,10 +31,38 @@ Usage:
   pimgate --check-config FILE                 validate a configuration and exit
   pimgate --version | --help
 
---ready-file FILE  once serving, write {"gateway_port":N} to FILE (useful with port 0)
+--ready-file FILE  once serving, write {"gateway_port":N,"metrics_port":M,"admin_port":A} to
+                   FILE (useful with port 0; metrics_port is 0 when metrics are off or could
+                   not listen, admin_port likewise, and on a unix socket)
 
 Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.
 )";
+
+// Starts the admin API. Like metrics, it is not worth refusing webhooks over: when it cannot
+// listen, pimgate says so loudly and serves on without it.
+std::unique_ptr<pimgate::AdminServer> StartAdminServer(const pimgate::AdminConfig& config,
+                                                       pimgate::AdminDependencies deps) {
+  if (!config.enabled) {
+    spdlog::info("admin.enabled is false: no admin API (pimgatectl cannot reach this pimgate)");
+    return nullptr;
+  }
+  auto server = pimgate::AdminServer::Start(config, deps);
+  if (!server.ok()) {
+    spdlog::error("{}: serving webhooks WITHOUT the admin API",
+                  std::string(server.status().message()));
+    return nullptr;
+  }
+  spdlog::info("admin API on {} ({}, {})", (*server)->target(),
+               (*server)->tls() ? "TLS" : "plaintext",
+               config.token ? "token from " + config.token->Describe() : std::string("no token"));
+  if (config.allow_insecure_remote && (!config.token || !config.tls)) {
+    spdlog::warn(
+        "admin.allow_insecure_remote: the admin API on {} may be reachable from other "
+        "machines {}",
+        config.listen, !config.token ? "WITHOUT a token" : "WITHOUT TLS");
+  }
+  return *std::move(server);
+}
 
 int Usage(const char* error) {
   std::fprintf(stderr, "pimgate: %s\n\n%s", error, kUsage);
@@ -42,6 +78,27 @@ int CheckConfig(const std::string& path) {
   std::printf("%s: OK (%zu source(s), store %s, %s)\n", path.c_str(), config->sources.size(),
               config->store.path.c_str(), config->gateway.tls ? "TLS" : "plain HTTP");
   return 0;
+}
+
+// Serves /metrics, /healthz and /readyz, or returns null when metrics are disabled or the address
+// cannot be bound. Not fatal: ingest must not stop because a monitoring port is taken.
+std::unique_ptr<pimgate::MetricsServer> StartMetricsServer(
+    const pimgate::MetricsConfig& config, const pimgate::MetricsRegistry* registry) {
+  if (!config.enabled) {
+    spdlog::info("metrics.enabled is false: no /metrics, /healthz or /readyz");
+    return nullptr;
+  }
+  pimgate::MetricsServerOptions options;
+  options.listen = config.listen;
+  auto server = pimgate::MetricsServer::Start(options, registry);
+  if (!server.ok()) {
+    spdlog::error("{}: serving webhooks WITHOUT metrics and health endpoints",
+                  std::string(server.status().message()));
+    return nullptr;
+  }
+  spdlog::info("metrics on {} port {}: GET /metrics, /healthz, /readyz", config.listen,
+               (*server)->port());
+  return *std::move(server);
 }
 
 int Serve(const std::string& path, const std::string& ready_file) {
@@ -63,6 +120,14 @@ int Serve(const std::string& path, const std::string& ready_file) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+
+  // Up first, so /healthz answers while the log recovers; /readyz names what is not up yet.
+  // Components register once all of them started: an early return destroys them while the
+  // server still runs, so it must not know them yet.
+  pimgate::MetricsRegistry metrics;
+  pimgate::DeclareStartupReadiness(metrics);
+  std::unique_ptr<pimgate::MetricsServer> metrics_server =
+      StartMetricsServer(config->metrics, &metrics);
 
   auto backend = pimgate::OpenRocksDbBackend(config->store.path);
   if (!backend.ok()) {
@@ -111,6 +176,14 @@ int Serve(const std::string& path, const std::string& ready_file) {
     return 1;
   }
 
+  std::vector<std::string> plugin_names;
+  for (const pimgate::PluginConfig& plugin : config->plugins) plugin_names.push_back(plugin.name);
+  auto retention = std::make_unique<pimgate::RetentionTask>(
+      &(*log)->backend(),
+      pimgate::PluginsMinCursor(std::move(plugin_names), &(*log)->backend(), dispatcher->get()),
+      pimgate::RetentionOptions::FromConfig(config->store));
+  retention->Start();
+
   auto gateway = pimgate::Gateway::Create(*config, log->get());
   if (!gateway.ok()) {
     spdlog::critical("{}", std::string(gateway.status().message()));
@@ -134,15 +207,30 @@ int Serve(const std::string& path, const std::string& ready_file) {
   }
   spdlog::info("pimgate listening on {} ({}) port {}", config->gateway.listen,
                (*gateway)->tls() ? "HTTPS" : "HTTP", (*gateway)->port());
+  // Everything is up: from here on, metrics may read every component.
+  pimgate::RegisterLogMetrics(metrics, log->get());
+  pimgate::RegisterPluginMetrics(metrics, supervisor->get(), dispatcher->get());
+  pimgate::RegisterGatewayMetrics(metrics, gateway->get());
+  pimgate::RegisterRetentionMetrics(metrics, retention.get());
+  std::vector<std::string> source_names;
+  for (const pimgate::SourceConfig& source : config->sources) source_names.push_back(source.name);
+  pimgate::RegisterReconciliationMetrics(metrics, std::move(source_names));
+  std::unique_ptr<pimgate::AdminServer> admin_server = StartAdminServer(
+      config->admin, {log->get(), dispatcher->get(), supervisor->get(), gateway->get()});
   if (!ready_file.empty()) {
     std::string tmp = ready_file + ".tmp";
-    std::ofstream(tmp) << "{\"gateway_port\":" << (*gateway)->port() << "}\n";
+    std::ofstream(tmp) << "{\"gateway_port\":" << (*gateway)->port()
+                       << ",\"metrics_port\":" << (metrics_server ? metrics_server->port() : 0)
+                       << ",\"admin_port\":" << (admin_server ? admin_server->port() : 0) << "}\n";
     std::rename(tmp.c_str(), ready_file.c_str());
   }
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}, stopping: finishing requests in flight", strsignal(signal_number));
+  if (admin_server) admin_server->Stop();  // before the parts its calls use
+  if (metrics_server) metrics_server->Stop();  // /readyz goes away first: no new traffic
+  retention->Stop();
   (*gateway)->Stop();
   gateway->reset();
   (*dispatcher)->Stop();  // persists every plugin's cursor

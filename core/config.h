@@ -61,8 +61,16 @@ struct StoreConfig {
   std::string path = "./pimgate-data";
   // true: a 200 is sent only after the events are fsynced (group commit).
   bool sync = true;
-  // How long events stay in the log (and the dedup window).
+  // Events leave the log once every plugin's cursor has passed them and they were received
+  // longer ago than this. It is also the dedup window: a re-sent event id is recognised (and
+  // answered as a duplicate) for this long, then accepted as new.
   std::chrono::seconds retention{7 * 24 * 3600};
+  // Dead letters are deleted this long after they were dead-lettered.
+  std::chrono::seconds dead_letter_retention{30 * 24 * 3600};
+  // Quarantined batch elements are deleted this long after they were received.
+  std::chrono::seconds quarantine_retention{30 * 24 * 3600};
+  // How often the retention pass runs (it trims in bounded chunks, see core/retention.h).
+  std::chrono::milliseconds retention_interval{60'000};
   // Most requests merged into one group commit.
   std::size_t max_commit_requests = 256;
   // Requests waiting for the writer. Event Platform sources get 429 above it; legacy requests
@@ -173,6 +181,36 @@ struct PluginsRuntimeConfig {
   std::string runtime_dir;
 };
 
+// TLS for the admin API (gRPC). Both files are PEM and checked to be readable at load.
+struct AdminTlsConfig {
+  std::string cert_file;
+  std::string key_file;
+};
+
+// The gRPC admin API (`pimgatectl` talks to it). YAML `admin:`.
+struct AdminConfig {
+  // false: no admin listener at all.
+  bool enabled = true;
+  // "host:port" (port 0 picks a free port, for tests) or "unix:/path/to/socket". A host other
+  // than a loopback one (127.0.0.0/8, ::1, localhost) needs `token` and `tls`, unless
+  // allow_insecure_remote is true; the loader refuses it otherwise.
+  std::string listen = "127.0.0.1:7070";
+  // When set, every admin call must carry `authorization: Bearer <token>`. Same syntax as the
+  // sources' secrets (inline, "${ENV_VAR}", "file:/path").
+  std::optional<Secret> token;
+  std::optional<AdminTlsConfig> tls;
+  // Accept a non-loopback listen without a token or without TLS (e.g. behind a private mesh).
+  bool allow_insecure_remote = false;
+};
+
+// Prometheus exposition (/metrics) and probes (/healthz, /readyz), plain HTTP. YAML `metrics:`.
+struct MetricsConfig {
+  bool enabled = true;
+  // host:port; port 0 picks a free port (tests). Keep it local or firewalled: it is not
+  // authenticated, though it exposes no secret and no event content.
+  std::string listen = "127.0.0.1:9464";
+};
+
 struct Config {
   GatewayConfig gateway;
   StoreConfig store;
@@ -180,6 +218,8 @@ struct Config {
   LogConfig log;
   std::vector<PluginConfig> plugins;
   PluginsRuntimeConfig runtime;
+  AdminConfig admin;
+  MetricsConfig metrics;
 };
 
 // Parses and validates a configuration. Invalid configurations give InvalidArgument with the

@@ -100,6 +100,24 @@ class LogBackend {
                                                                      std::size_t max) = 0;
   virtual absl::Status DeleteDeadLetters(const std::string& plugin,
                                          const std::vector<uint64_t>& sequences) = 0;
+
+  // Retention (see core/retention.h). Each call is one atomic write that returns how many records
+  // it removed; a call that removes `max` may have left more. Deletions are not fsynced: one lost
+  // in a crash is simply redone by the next pass. Called by one thread at a time.
+  //
+  // Deletes events from the oldest forward, stopping at the first one whose sequence is above
+  // `max_sequence` or whose received_at is not before `received_before_us` (an event without
+  // received_at counts as received at the epoch), after at most `max_events`. The dedup entry of
+  // every removed event goes in the same write, so an event id is recognised as a duplicate
+  // exactly as long as its event is in the log. Resource versions are kept: staleness must still
+  // see the newest version of a resource whose events are gone.
+  virtual absl::StatusOr<uint64_t> TrimEvents(uint64_t max_sequence, int64_t received_before_us,
+                                              std::size_t max_events) = 0;
+  // Deletes up to `max` dead letters, of any plugin, whose dead_at is before `before_us`.
+  virtual absl::StatusOr<uint64_t> TrimDeadLetters(int64_t before_us, std::size_t max) = 0;
+  // Deletes quarantine entries from the oldest forward, stopping at the first one whose
+  // received_at is not before `before_us`, after at most `max`.
+  virtual absl::StatusOr<uint64_t> TrimQuarantine(int64_t before_us, std::size_t max) = 0;
 };
 
 // Forwards every call to another backend: the base for decorators (fault injection, metrics)
@@ -143,6 +161,16 @@ class ForwardingLogBackend : public LogBackend {
   absl::Status DeleteDeadLetters(const std::string& plugin,
                                  const std::vector<uint64_t>& sequences) override {
     return inner_->DeleteDeadLetters(plugin, sequences);
+  }
+  absl::StatusOr<uint64_t> TrimEvents(uint64_t max_sequence, int64_t received_before_us,
+                                      std::size_t max_events) override {
+    return inner_->TrimEvents(max_sequence, received_before_us, max_events);
+  }
+  absl::StatusOr<uint64_t> TrimDeadLetters(int64_t before_us, std::size_t max) override {
+    return inner_->TrimDeadLetters(before_us, max);
+  }
+  absl::StatusOr<uint64_t> TrimQuarantine(int64_t before_us, std::size_t max) override {
+    return inner_->TrimQuarantine(before_us, max);
   }
 
  protected:

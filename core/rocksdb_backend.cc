@@ -12,6 +12,18 @@
 //   dead_letters plugin '\0' sequence (8, BE)     -> serialized v1::DeadLetter
 // Source names come from configuration and event ids, kinds and resource ids from Akeneo; none of
 // them contains '\0', so the separator keeps composite keys unambiguous.
+//
+// Retention removes events and quarantine entries from the front of their key range with one
+// DeleteRange per trim rather than a tombstone per key: readers that start at the front (the
+// dispatcher catching up, Recover, the admin API) then skip one range tombstone instead of
+// wading through millions of point tombstones until compaction drops them. Space comes back
+// once enough has been trimmed (kReclaimAfterBytes): CompactRange from the start of the family to
+// the end of the trimmed range drops the covered keys and the files that held them. Without it,
+// level compaction could leave the deleted front of a log (whose new keys all land at the back)
+// on disk for a long time. (DeleteFilesInRange would be cheaper but is unsafe here: dropping a
+// file that holds a range tombstone would resurrect the keys it covers in files that straddle the
+// range's end.) Dedup entries have random keys and get point deletes; the steady flow of new
+// dedup entries compacts them away.
 #include "core/rocksdb_backend.h"
 
 #include <algorithm>
@@ -28,6 +40,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "google/protobuf/timestamp.pb.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
@@ -61,6 +75,26 @@ constexpr double kBloomBitsPerKey = 10.0;
 
 constexpr std::size_t kU64Bytes = 8;
 constexpr std::size_t kVersionValueBytes = 2 * kU64Bytes;
+
+// Event bytes trimmed since the last reclaim that trigger the next one (see the file comment).
+// Small enough that a tiny store gives its space back, large enough that the boundary files
+// CompactRange rewrites are a small fraction of what it frees.
+constexpr uint64_t kReclaimAfterBytes = 8 << 20;
+
+// The WAL may hold this many times write_buffer_bytes before RocksDB flushes the column families
+// that pin its oldest file. meta and cursors are written with every commit but rarely fill a
+// memtable; without this bound they would keep every WAL file alive up to RocksDB's default of
+// 4 x the total of all memtables (2 GiB with the default options), whatever retention trims.
+constexpr uint64_t kMaxWalPerWriteBuffer = 4;
+
+// Range of google.protobuf.Timestamp; clamping keeps the conversion to microseconds exact.
+constexpr int64_t kMinTimestampSeconds = -62135596800;
+constexpr int64_t kMaxTimestampSeconds = 253402300799;
+
+int64_t ToMicros(const google::protobuf::Timestamp& ts) {
+  const int64_t seconds = std::clamp(ts.seconds(), kMinTimestampSeconds, kMaxTimestampSeconds);
+  return seconds * 1'000'000 + ts.nanos() / 1'000;
+}
 
 // The one place where rocksdb::Status becomes absl::Status. I/O trouble (including a full disk)
 // is Unavailable: the request was not stored and may be retried once the disk recovers.
@@ -360,6 +394,130 @@ class RocksDbBackend final : public LogBackend {
     return ToStatus(db_->Write(rocksdb::WriteOptions(), &wb), "delete dead letters");
   }
 
+  absl::StatusOr<uint64_t> TrimEvents(uint64_t max_sequence, int64_t received_before_us,
+                                      std::size_t max_events) override {
+    absl::MutexLock lock(&trim_mu_);
+    rocksdb::WriteBatch wb;
+    uint64_t first = 0;
+    uint64_t last = 0;
+    uint64_t count = 0;
+    uint64_t bytes = 0;
+    {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), events()));
+      v1::Event event;
+      for (it->SeekToFirst(); it->Valid() && count < max_events; it->Next()) {
+        absl::StatusOr<uint64_t> sequence = DecodeU64Value(it->key(), "events key");
+        if (!sequence.ok()) return sequence.status();
+        if (*sequence > max_sequence) break;
+        const rocksdb::Slice value = it->value();
+        if (!event.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+          return absl::DataLossError(absl::StrCat("cannot parse stored event ", *sequence));
+        }
+        if (ToMicros(event.received_at()) >= received_before_us) break;
+        if (!event.id().empty()) {
+          // Only the entry that points at this event: an id accepted again after an earlier trim
+          // has a new entry that belongs to its new event.
+          const DedupKey key{event.source(), event.id()};
+          absl::StatusOr<std::optional<uint64_t>> owner = FindEventId(key);
+          if (!owner.ok()) return owner.status();
+          if (*owner == *sequence) {
+            if (absl::Status s = ToStatus(wb.Delete(dedup(), DedupKeyBytes(key)), "delete");
+                !s.ok()) {
+              return s;
+            }
+          }
+        }
+        if (first == 0) first = *sequence;
+        last = *sequence;
+        ++count;
+        bytes += it->key().size() + value.size();
+      }
+      if (absl::Status s = ToStatus(it->status(), "iterate events"); !s.ok()) return s;
+    }
+    if (count == 0) return 0;
+    if (absl::Status s = ToStatus(wb.DeleteRange(events(), EncodeU64(first), EncodeU64(last + 1)),
+                                  "delete range");
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = ToStatus(db_->Write(rocksdb::WriteOptions(), &wb), "trim events");
+        !s.ok()) {
+      return s;
+    }
+    MaybeReclaim(events(), event_bytes_since_reclaim_, bytes, last + 1);
+    return count;
+  }
+
+  absl::StatusOr<uint64_t> TrimDeadLetters(int64_t before_us, std::size_t max) override {
+    absl::MutexLock lock(&trim_mu_);
+    // Keyed by plugin and sequence, not by time: every letter is looked at. Dead letters are
+    // few (each is an operator's problem), so a full scan per pass is cheap.
+    rocksdb::WriteBatch wb;
+    uint64_t count = 0;
+    {
+      std::unique_ptr<rocksdb::Iterator> it(
+          db_->NewIterator(rocksdb::ReadOptions(), dead_letters()));
+      v1::DeadLetter letter;
+      for (it->SeekToFirst(); it->Valid() && count < max; it->Next()) {
+        const rocksdb::Slice value = it->value();
+        if (!letter.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+          return absl::DataLossError("cannot parse stored dead letter");
+        }
+        if (ToMicros(letter.dead_at()) >= before_us) continue;
+        if (absl::Status s = ToStatus(wb.Delete(dead_letters(), it->key()), "delete"); !s.ok()) {
+          return s;
+        }
+        ++count;
+      }
+      if (absl::Status s = ToStatus(it->status(), "iterate dead letters"); !s.ok()) return s;
+    }
+    if (count == 0) return 0;
+    if (absl::Status s = ToStatus(db_->Write(rocksdb::WriteOptions(), &wb), "trim dead letters");
+        !s.ok()) {
+      return s;
+    }
+    return count;
+  }
+
+  absl::StatusOr<uint64_t> TrimQuarantine(int64_t before_us, std::size_t max) override {
+    absl::MutexLock lock(&trim_mu_);
+    uint64_t first = 0;
+    uint64_t last = 0;
+    uint64_t count = 0;
+    uint64_t bytes = 0;
+    {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), quarantine()));
+      v1::QuarantineEntry entry;
+      for (it->SeekToFirst(); it->Valid() && count < max; it->Next()) {
+        absl::StatusOr<uint64_t> id = DecodeU64Value(it->key(), "quarantine key");
+        if (!id.ok()) return id.status();
+        const rocksdb::Slice value = it->value();
+        if (!entry.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+          return absl::DataLossError(absl::StrCat("cannot parse quarantine entry ", *id));
+        }
+        if (ToMicros(entry.received_at()) >= before_us) break;
+        if (first == 0) first = *id;
+        last = *id;
+        ++count;
+        bytes += it->key().size() + value.size();
+      }
+      if (absl::Status s = ToStatus(it->status(), "iterate quarantine"); !s.ok()) return s;
+    }
+    if (count == 0) return 0;
+    rocksdb::WriteBatch wb;
+    if (absl::Status s = ToStatus(
+            wb.DeleteRange(quarantine(), EncodeU64(first), EncodeU64(last + 1)), "delete range");
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = ToStatus(db_->Write(rocksdb::WriteOptions(), &wb), "trim quarantine");
+        !s.ok()) {
+      return s;
+    }
+    MaybeReclaim(quarantine(), quarantine_bytes_since_reclaim_, bytes, last + 1);
+    return count;
+  }
+
  private:
   // Indexes into handles_, matching the family order in OpenRocksDbBackend.
   enum Family : std::size_t {
@@ -427,8 +585,27 @@ class RocksDbBackend final : public LogBackend {
     return out;
   }
 
+  // Gives the space of the trimmed keys [start of `family`, end) back once `pending` (bytes
+  // trimmed since the last reclaim, updated here) passes kReclaimAfterBytes. Best effort: a
+  // failed compaction frees nothing now, and the next reclaim covers the same range again.
+  void MaybeReclaim(rocksdb::ColumnFamilyHandle* family, uint64_t& pending, uint64_t trimmed,
+                    uint64_t end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(trim_mu_) {
+    pending += trimmed;
+    if (pending < kReclaimAfterBytes) return;
+    pending = 0;
+    const std::string end_key = EncodeU64(end);
+    const rocksdb::Slice end_slice(end_key);
+    rocksdb::CompactRangeOptions options;
+    options.exclusive_manual_compaction = false;  // ingest's own compactions keep running
+    options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
+    db_->CompactRange(options, family, nullptr, &end_slice).PermitUncheckedError();
+  }
+
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  absl::Mutex trim_mu_;  // one trim at a time; guards the reclaim bookkeeping
+  uint64_t event_bytes_since_reclaim_ ABSL_GUARDED_BY(trim_mu_) = 0;
+  uint64_t quarantine_bytes_since_reclaim_ ABSL_GUARDED_BY(trim_mu_) = 0;
 };
 
 }  // namespace
@@ -466,6 +643,7 @@ absl::StatusOr<std::unique_ptr<LogBackend>> OpenRocksDbBackend(
   // The WAL is written by Write itself, never held back for a manual FlushWAL: a batch that Write
   // acknowledged is at least in the OS page cache (sync=false) or on disk (sync=true).
   db_options.manual_wal_flush = false;
+  db_options.max_total_wal_size = kMaxWalPerWriteBuffer * options.write_buffer_bytes;
 
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;

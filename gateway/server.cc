@@ -84,6 +84,7 @@ struct Route {
   std::chrono::seconds tolerance;
   SourceCounters counters;
   CodeCounters codes;
+  LatencyHistogram latency;
 };
 
 // An HTTP answer before it is written: status, JSON body and whether the connection must close
@@ -240,6 +241,7 @@ class HttpSession {
   }
 
   void OnHeader(beast::error_code ec) {
+    header_received_at_ = std::chrono::steady_clock::now();
     request_id_ = NewRequestId();
     if (ec == http::error::end_of_stream) return derived().DoEof();
     if (ec == beast::error::timeout) {
@@ -462,8 +464,12 @@ class HttpSession {
     lowest().expires_after(kWriteTimeout);
     http::async_write(
         derived().stream(), res_,
-        [self = derived().shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+        [self = derived().shared_from_this(), keep_alive, route](beast::error_code ec,
+                                                                 std::size_t) {
           if (ec) return;
+          if (route != nullptr) {
+            route->latency.Observe(std::chrono::steady_clock::now() - self->header_received_at_);
+          }
           if (!keep_alive) return self->derived().DoEof();
           self->DoRead();
         });
@@ -476,6 +482,8 @@ class HttpSession {
   http::response<http::string_body> res_;
   Route* route_ = nullptr;
   std::string request_id_;
+  // When the current request's header was parsed: the start of its ingest latency.
+  std::chrono::steady_clock::time_point header_received_at_;
   std::vector<std::pair<std::size_t, std::string>> rejected_;
   bool first_request_ = true;
 };
@@ -719,6 +727,7 @@ GatewayStats Gateway::Impl::Stats() const {
     s.duplicates = route->counters.duplicates.load(std::memory_order_relaxed);
     s.stale = route->counters.stale.load(std::memory_order_relaxed);
     s.quarantined = route->counters.quarantined.load(std::memory_order_relaxed);
+    s.latency = route->latency.Snapshot();
   }
   stats.unrouted_by_code = unrouted_.Snapshot();
   stats.connections_open = connections_.load(std::memory_order_relaxed);

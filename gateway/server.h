@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "core/config.h"
 #include "core/event_log.h"
+#include "core/metrics.h"
 
 namespace pimgate {
 
@@ -33,6 +34,9 @@ struct GatewayStats {
     uint64_t duplicates = 0;
     uint64_t stale = 0;
     uint64_t quarantined = 0;
+    // From the request's header being received to its answer being written (requests that
+    // matched this source's path and were answered; timeouts have no answer and are not here).
+    HistogramSnapshot latency;
   };
   std::vector<Source> sources;
   // Requests that matched no source (404) or came before routing (bad HTTP, 413, 431, ...).

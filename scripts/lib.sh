@@ -10,6 +10,7 @@ PIMGATE_PACKAGES=(
   libboost-dev libboost-system-dev librocksdb-dev libyaml-cpp-dev libssl-dev
   libgtest-dev libgmock-dev libsimdjson-dev libabsl-dev libspdlog-dev libfmt-dev
   python3-grpcio python3-protobuf
+  prometheus  # for promtool: the metrics tests check pimgate's /metrics with `promtool check metrics`
 )
 # Node.js may come from Debian or from another source (whose nodejs already bundles npm and
 # conflicts with Debian's npm): Debian's packages are installed only when the commands are missing.

@@ -1278,6 +1278,136 @@ INSTANTIATE_TEST_SUITE_P(
 
 #undef PIMGATE_PLUGIN
 
+// ---- admin ------------------------------------------------------------------------------------
+
+TEST_F(ConfigTest, AdminDefaults) {
+  absl::StatusOr<Config> config = LoadConfigString(kMinimal);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->admin.enabled);
+  EXPECT_EQ(config->admin.listen, "127.0.0.1:7070");
+  EXPECT_FALSE(config->admin.token.has_value());
+  EXPECT_FALSE(config->admin.tls.has_value());
+  EXPECT_FALSE(config->admin.allow_insecure_remote);
+}
+
+TEST_F(ConfigTest, EveryAdminKeySet) {
+  const std::string cert = WriteFile("admin-cert.pem", "cert");
+  const std::string key = WriteFile("admin-key.pem", "key");
+  ScopedEnv env("PIMGATE_TEST_ADMIN_TOKEN", "t0ken-from-env");
+  absl::StatusOr<Config> config = LoadConfigString(
+      absl::StrCat(kMinimal, "admin:\n  enabled: false\n  listen: \"0.0.0.0:7443\"\n",
+                   "  token: ${PIMGATE_TEST_ADMIN_TOKEN}\n  tls:\n    cert_file: ", cert,
+                   "\n    key_file: ", key, "\n  allow_insecure_remote: true\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const AdminConfig& admin = config->admin;
+  EXPECT_FALSE(admin.enabled);
+  EXPECT_EQ(admin.listen, "0.0.0.0:7443");
+  ASSERT_TRUE(admin.token.has_value());
+  EXPECT_EQ(admin.token->value, "t0ken-from-env");
+  EXPECT_EQ(admin.token->Describe(), "env:PIMGATE_TEST_ADMIN_TOKEN");
+  ASSERT_TRUE(admin.tls.has_value());
+  EXPECT_EQ(admin.tls->cert_file, cert);
+  EXPECT_EQ(admin.tls->key_file, key);
+  EXPECT_TRUE(admin.allow_insecure_remote);
+}
+
+TEST_F(ConfigTest, AdminTokenFromFileOrInline) {
+  const std::string file = WriteFile("admin.token", "t0ken-from-file\n");
+  absl::StatusOr<Config> config =
+      LoadConfigString(absl::StrCat(kMinimal, "admin:\n  token: file:", file, "\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->admin.token->value, "t0ken-from-file");
+  EXPECT_EQ(config->admin.token->Describe(), "file:" + file);
+  config = LoadConfigString(absl::StrCat(kMinimal, "admin:\n  token: inline-t0ken\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->admin.token->value, "inline-t0ken");
+  EXPECT_EQ(
+      ErrorOf(absl::StrCat(kMinimal, "admin:\n  token: ${PIMGATE_TEST_UNSET_TOKEN}\n")).message(),
+      "line 9: admin.token: environment variable PIMGATE_TEST_UNSET_TOKEN is not set");
+}
+
+TEST_F(ConfigTest, AdminLocalListenersNeedNoTokenNorTls) {
+  for (const char* listen : {"127.0.0.1:0", "127.0.0.2:7070", "localhost:7070", "[::1]:7070",
+                             "unix:/run/pimgate/admin.sock", "unix:///run/pimgate/admin.sock"}) {
+    absl::StatusOr<Config> config =
+        LoadConfigString(absl::StrCat(kMinimal, "admin:\n  listen: \"", listen, "\"\n"));
+    ASSERT_TRUE(config.ok()) << listen << ": " << config.status();
+    EXPECT_EQ(config->admin.listen, listen);
+  }
+}
+
+TEST_F(ConfigTest, AdminRemoteListenerNeedsTokenAndTls) {
+  const std::string cert = WriteFile("admin-cert.pem", "cert");
+  const std::string key = WriteFile("admin-key.pem", "key");
+  const std::string tls = absl::StrCat("  tls: {cert_file: ", cert, ", key_file: ", key, "}\n");
+  for (const char* listen : {"0.0.0.0:7070", "10.1.2.3:7070", "[::]:7070", "127.evil.example:1"}) {
+    EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  listen: \"", listen, "\"\n")).message(),
+              absl::StrCat("line 9: admin.listen: \"", listen,
+                           "\" is reachable from other machines: set admin.token and admin.tls, "
+                           "or admin.allow_insecure_remote: true"));
+  }
+  EXPECT_EQ(
+      ErrorOf(absl::StrCat(kMinimal, "admin:\n  token: t\n  listen: 0.0.0.0:7070\n")).message(),
+      "line 10: admin.listen: \"0.0.0.0:7070\" is reachable from other machines: set "
+      "admin.tls, or admin.allow_insecure_remote: true");
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  listen: 0.0.0.0:7070\n", tls)).message(),
+            "line 9: admin.listen: \"0.0.0.0:7070\" is reachable from other machines: set "
+            "admin.token, or admin.allow_insecure_remote: true");
+  EXPECT_TRUE(
+      LoadConfigString(absl::StrCat(kMinimal, "admin:\n  listen: 0.0.0.0:7070\n  token: t\n", tls))
+          .ok());
+  EXPECT_TRUE(LoadConfigString(absl::StrCat(kMinimal,
+                                            "admin:\n  listen: 0.0.0.0:7070\n"
+                                            "  allow_insecure_remote: true\n"))
+                  .ok());
+  // A disabled admin API listens nowhere.
+  EXPECT_TRUE(
+      LoadConfigString(absl::StrCat(kMinimal, "admin:\n  listen: 0.0.0.0:7070\n  enabled: false\n"))
+          .ok());
+}
+
+TEST_F(ConfigTest, AdminListenRejectsMalformedAddresses) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"7070", "must be host:port, got \"7070\""},
+      {"unix:", "\"unix:\" must be followed by a socket path"},
+      {absl::StrCat("unix:/", std::string(120, 'x')),
+       "socket path is 121 bytes, more than the 107 a unix socket address holds"},
+      {"127.0.0.1:70000", "port must be a number from 0 to 65535, got \"127.0.0.1:70000\""},
+  };
+  for (const auto& [listen, problem] : cases) {
+    EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  listen: \"", listen, "\"\n")).message(),
+              absl::StrCat("line 9: admin.listen: ", problem));
+  }
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  listne: 127.0.0.1:1\n")).message(),
+            "line 9: admin.listne: unknown key");
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  enabled: yes\n")).message(),
+            "line 9: admin.enabled: must be true or false, got \"yes\"");
+}
+
+TEST_F(ConfigTest, AdminTlsFilesMustExist) {
+  const std::string cert = WriteFile("admin-cert.pem", "cert");
+  const std::string missing = dir_ + "/missing-admin-key.pem";
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  tls:\n    cert_file: ", cert,
+                                 "\n    key_file: ", missing, "\n"))
+                .message(),
+            absl::StrCat("line 11: admin.tls.key_file: cannot read \"", missing,
+                         "\": No such file or directory"));
+  EXPECT_EQ(
+      ErrorOf(absl::StrCat(kMinimal, "admin:\n  tls:\n    cert_file: ", cert, "\n")).message(),
+      "line 9: admin.tls.key_file: required");
+}
+
+TEST_F(ConfigTest, AdminTokenNeverAppearsInErrors) {
+  for (const std::string& yaml :
+       {absl::StrCat(kMinimal, "admin:\n  token: ", kSecretValue, "\n  listen: 0.0.0.0:1\n"),
+        absl::StrCat(kMinimal, "admin:\n  token: [", kSecretValue, "]\n"),
+        absl::StrCat(kMinimal, "admin:\n  token: ", kSecretValue, "\n  bogus: 1\n")}) {
+    absl::Status status = ErrorOf(yaml);
+    ASSERT_FALSE(status.ok());
+    EXPECT_THAT(std::string(status.message()), Not(HasSubstr(kSecretValue)));
+  }
+}
+
 // ---- Files ------------------------------------------------------------------------------------
 
 TEST_F(ConfigTest, LoadConfigFileReadsFile) {
@@ -1306,6 +1436,61 @@ TEST_F(ConfigTest, LoadConfigFileReportsLines) {
   absl::StatusOr<Config> config = LoadConfigFile(path);
   EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(config.status().message(), "line 9: log.lvl: unknown key");
+}
+
+// ---- Retention and metrics ------------------------------------------------------------------
+
+TEST_F(ConfigTest, RetentionAndMetricsDefaults) {
+  absl::StatusOr<Config> config = LoadConfigString(kMinimal);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->store.retention, seconds(7 * 24 * 3600));
+  EXPECT_EQ(config->store.dead_letter_retention, seconds(30 * 24 * 3600));
+  EXPECT_EQ(config->store.quarantine_retention, seconds(30 * 24 * 3600));
+  EXPECT_EQ(config->store.retention_interval, milliseconds(60'000));
+  EXPECT_TRUE(config->metrics.enabled);
+  EXPECT_EQ(config->metrics.listen, "127.0.0.1:9464");
+}
+
+TEST_F(ConfigTest, RetentionAndMetricsKeysSet) {
+  absl::StatusOr<Config> config = LoadConfigString(R"(store:
+  path: /var/lib/pimgate
+  retention: 1d
+  dead_letter_retention: 14d
+  quarantine_retention: 2d12h
+  retention_interval: 250ms
+metrics:
+  enabled: false
+  listen: "[::1]:0"
+sources:
+  - name: akeneo
+    kind: events_api
+    path: /hooks/akeneo
+    secret: s3cr3t-inline
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->store.retention, seconds(24 * 3600));
+  EXPECT_EQ(config->store.dead_letter_retention, seconds(14 * 24 * 3600));
+  EXPECT_EQ(config->store.quarantine_retention, seconds(60 * 3600));
+  EXPECT_EQ(config->store.retention_interval, milliseconds(250));
+  EXPECT_FALSE(config->metrics.enabled);
+  EXPECT_EQ(config->metrics.listen, "[::1]:0");
+}
+
+TEST_F(ConfigTest, RetentionAndMetricsErrorsNameTheKey) {
+  const std::string store = "store:\n  path: /x\n";
+  EXPECT_EQ(ErrorOf(store + "  dead_letter_retention: 0s\n").message(),
+            "line 3: store.dead_letter_retention: must be greater than zero");
+  EXPECT_EQ(ErrorOf(store + "  quarantine_retention: 1500ms\n").message(),
+            "line 3: store.quarantine_retention: must be a whole number of seconds, got "
+            "\"1500ms\"");
+  EXPECT_THAT(std::string(ErrorOf(store + "  retention_interval: 10\n").message()),
+              StartsWith("line 3: store.retention_interval: invalid duration \"10\""));
+  EXPECT_THAT(std::string(ErrorOf(absl::StrCat(kMinimal, "metrics:\n  listen: 9464\n")).message()),
+              StartsWith("line 9: metrics.listen: must be host:port"));
+  EXPECT_THAT(std::string(ErrorOf(absl::StrCat(kMinimal, "metrics:\n  enabled: yes\n")).message()),
+              StartsWith("line 9: metrics.enabled: must be true or false"));
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "metrics:\n  path: /metrics\n")).message(),
+            "line 9: metrics.path: unknown key");
 }
 
 // ---- ParseDuration and ParseByteSize ----------------------------------------------------------

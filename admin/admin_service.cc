@@ -1,0 +1,796 @@
+// The Admin service's calls: each one authorizes the caller, then reads or drives the log, the
+// dispatcher, the supervisor or the gateway. absl::Status becomes grpc::Status in one place
+// (Guarded); list calls are bounded by AdminLimits.
+#include "admin/admin_service.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <array>
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "core/event_filter.h"
+#include "google/protobuf/util/time_util.h"
+#include "spdlog/spdlog.h"
+
+namespace pimgate {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+// Events read from the log per backend call while scanning.
+constexpr std::size_t kScanChunk = 512;
+// Dead letters read per backend call while collecting them.
+constexpr std::size_t kDeadLetterChunk = 1000;
+
+using TokenDigest = std::array<unsigned char, 32>;
+
+TokenDigest Sha256(absl::string_view text) {
+  TokenDigest digest{};
+  unsigned int length = 0;
+  EVP_Digest(text.data(), text.size(), digest.data(), &length, EVP_sha256(), nullptr);
+  return digest;
+}
+
+absl::Time ToTime(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+bool ValidTimestamp(const google::protobuf::Timestamp& ts) {
+  return ts.seconds() >= TimeUtil::kTimestampMinSeconds &&
+         ts.seconds() <= TimeUtil::kTimestampMaxSeconds && ts.nanos() >= 0 &&
+         ts.nanos() < 1'000'000'000;
+}
+
+google::protobuf::Timestamp ToProto(absl::Time time) {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(time));
+}
+
+// The one conversion of this module's errors to gRPC's: the canonical codes are the same numbers.
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+absl::Status Unavailable(absl::string_view what) {
+  return absl::FailedPreconditionError(absl::StrCat(what, " is not running in this pimgate"));
+}
+
+// page_size as the request gives it: 0 = default, above the maximum = the maximum.
+absl::StatusOr<std::size_t> PageSize(int32_t requested, const AdminLimits& limits) {
+  if (requested < 0) return absl::InvalidArgumentError("page_size must not be negative");
+  if (requested == 0) return static_cast<std::size_t>(limits.default_page_size);
+  return static_cast<std::size_t>(std::min(requested, limits.max_page_size));
+}
+
+// Page tokens are the next sequence (or id) to read, in decimal. `fallback` when empty.
+absl::StatusOr<uint64_t> ParsePageToken(const std::string& token, uint64_t fallback) {
+  if (token.empty()) return fallback;
+  uint64_t value = 0;
+  if (!absl::SimpleAtoi(token, &value)) {
+    return absl::InvalidArgumentError("invalid page_token (pass back a next_page_token)");
+  }
+  return value;
+}
+
+std::string SequenceList(const std::vector<uint64_t>& sequences) {
+  return absl::StrJoin(sequences, ", ");
+}
+
+// The lowest sequence still in the log, 0 when it is empty.
+absl::StatusOr<uint64_t> FirstSequence(EventLog& log) {
+  absl::StatusOr<std::vector<v1::Event>> first = log.backend().ReadEvents(1, 1);
+  if (!first.ok()) return first.status();
+  return first->empty() ? 0 : first->front().sequence();
+}
+
+class AdminServiceImpl final : public v1::Admin::Service {
+ public:
+  AdminServiceImpl(AdminDependencies deps, const std::string& token, AdminLimits limits)
+      : deps_(deps), limits_(limits) {
+    if (!token.empty()) token_digest_ = Sha256(token);
+  }
+
+  grpc::Status GetStats(grpc::ServerContext* ctx, const v1::GetStatsRequest*,
+                        v1::GetStatsResponse* response) override {
+    return Guarded(ctx, [&] { return DoGetStats(*response); });
+  }
+  grpc::Status ListPlugins(grpc::ServerContext* ctx, const v1::ListPluginsRequest*,
+                           v1::ListPluginsResponse* response) override {
+    return Guarded(ctx, [&] { return DoListPlugins(*response); });
+  }
+  grpc::Status PausePlugin(grpc::ServerContext* ctx, const v1::PausePluginRequest* request,
+                           v1::PausePluginResponse*) override {
+    return Guarded(ctx, [&] { return DoPause(ctx, request->plugin(), /*pause=*/true); });
+  }
+  grpc::Status ResumePlugin(grpc::ServerContext* ctx, const v1::ResumePluginRequest* request,
+                            v1::ResumePluginResponse*) override {
+    return Guarded(ctx, [&] { return DoPause(ctx, request->plugin(), /*pause=*/false); });
+  }
+  grpc::Status SeekPlugin(grpc::ServerContext* ctx, const v1::SeekPluginRequest* request,
+                          v1::SeekPluginResponse* response) override {
+    return Guarded(ctx, [&] { return DoSeek(ctx, *request, *response); });
+  }
+  grpc::Status ListDeadLetters(grpc::ServerContext* ctx, const v1::ListDeadLettersRequest* request,
+                               v1::ListDeadLettersResponse* response) override {
+    return Guarded(ctx, [&] { return DoListDeadLetters(*request, *response); });
+  }
+  grpc::Status RetryDeadLetters(grpc::ServerContext* ctx,
+                                const v1::RetryDeadLettersRequest* request,
+                                v1::RetryDeadLettersResponse* response) override {
+    return Guarded(ctx, [&] { return DoRetryDeadLetters(ctx, *request, *response); });
+  }
+  grpc::Status PurgeDeadLetters(grpc::ServerContext* ctx,
+                                const v1::PurgeDeadLettersRequest* request,
+                                v1::PurgeDeadLettersResponse* response) override {
+    return Guarded(ctx, [&] { return DoPurgeDeadLetters(ctx, *request, *response); });
+  }
+  grpc::Status GetEvent(grpc::ServerContext* ctx, const v1::GetEventRequest* request,
+                        v1::Event* response) override {
+    return Guarded(ctx, [&] { return DoGetEvent(*request, *response); });
+  }
+  grpc::Status ListEvents(grpc::ServerContext* ctx, const v1::ListEventsRequest* request,
+                          v1::ListEventsResponse* response) override {
+    return Guarded(ctx, [&] { return DoListEvents(*request, *response); });
+  }
+  grpc::Status ListQuarantine(grpc::ServerContext* ctx, const v1::ListQuarantineRequest* request,
+                              v1::ListQuarantineResponse* response) override {
+    return Guarded(ctx, [&] { return DoListQuarantine(*request, *response); });
+  }
+  grpc::Status Reconcile(grpc::ServerContext* ctx, const v1::ReconcileRequest*,
+                         v1::ReconcileResponse*) override {
+    return Guarded(ctx, [] { return absl::UnimplementedError("reconciliation arrives with M4"); });
+  }
+
+ private:
+  // Every call goes through here: the token check first, then the call, then the one conversion
+  // of its status to gRPC's.
+  grpc::Status Guarded(grpc::ServerContext* ctx, const std::function<absl::Status()>& call) {
+    if (absl::Status status = Authorize(*ctx); !status.ok()) return ToGrpc(status);
+    return ToGrpc(call());
+  }
+
+  absl::Status Authorize(const grpc::ServerContext& ctx) const {
+    if (!token_digest_.has_value()) return absl::OkStatus();
+    const auto& metadata = ctx.client_metadata();
+    const auto header = metadata.find("authorization");
+    if (header == metadata.end()) {
+      spdlog::warn("[admin] refused a call from {}: no authorization metadata", ctx.peer());
+      return absl::UnauthenticatedError(
+          "this pimgate requires an admin token: send \"authorization: Bearer <token>\"");
+    }
+    absl::string_view value(header->second.data(), header->second.size());
+    constexpr absl::string_view kScheme = "bearer ";
+    if (value.size() < kScheme.size() ||
+        !absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
+      spdlog::warn("[admin] refused a call from {}: authorization is not a bearer token",
+                   ctx.peer());
+      return absl::UnauthenticatedError("authorization must be \"Bearer <token>\"");
+    }
+    value.remove_prefix(kScheme.size());
+    // Digests of equal length compared in constant time: neither the token's length nor its
+    // matching prefix shows in the timing.
+    const TokenDigest presented = Sha256(value);
+    if (CRYPTO_memcmp(presented.data(), token_digest_->data(), presented.size()) != 0) {
+      spdlog::warn("[admin] refused a call from {}: wrong admin token", ctx.peer());
+      return absl::UnauthenticatedError("wrong admin token");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<EventLog*> Log() const {
+    if (deps_.log == nullptr) return Unavailable("the event log");
+    return deps_.log;
+  }
+
+  absl::StatusOr<Dispatcher*> Dispatch() const {
+    if (deps_.dispatcher == nullptr) return Unavailable("the dispatcher");
+    return deps_.dispatcher;
+  }
+
+  // A plugin name the dispatcher knows (NOT_FOUND lists the known ones). Checked before reading
+  // its dead letters, so a typo does not read as "no dead letters".
+  absl::Status CheckPlugin(const std::string& plugin) const {
+    if (plugin.empty()) return absl::InvalidArgumentError("plugin is required");
+    if (deps_.dispatcher == nullptr) return absl::OkStatus();
+    const std::vector<std::string> names = deps_.dispatcher->PluginNames();
+    if (std::find(names.begin(), names.end(), plugin) != names.end()) return absl::OkStatus();
+    return absl::NotFoundError(
+        absl::StrCat("no plugin named \"", plugin, "\"",
+                     names.empty() ? " (none configured)"
+                                   : absl::StrCat("; plugins: ", absl::StrJoin(names, ", "))));
+  }
+
+  // ---- Stats and plugins ----------------------------------------------------------------------
+
+  // The dispatcher's stats, named: a plugin whose delivery thread has not yet published any
+  // stats (still connecting) reports an empty name, and Stats() keeps PluginNames() order.
+  std::vector<PluginDispatchStats> DeliveryStats() const {
+    std::vector<PluginDispatchStats> stats = deps_.dispatcher->Stats();
+    const std::vector<std::string> names = deps_.dispatcher->PluginNames();
+    for (std::size_t i = 0; i < stats.size() && i < names.size(); ++i) {
+      if (stats[i].name.empty()) stats[i].name = names[i];
+    }
+    return stats;
+  }
+
+  absl::Status DoGetStats(v1::GetStatsResponse& response) {
+    *response.mutable_taken_at() = ToProto(absl::Now());
+    if (deps_.log != nullptr) {
+      EventLog& log = *deps_.log;
+      v1::LogStats& stats = *response.mutable_log();
+      const uint64_t head = log.head();
+      absl::StatusOr<uint64_t> first = FirstSequence(log);
+      if (!first.ok()) return first.status();
+      stats.set_head_sequence(head);
+      stats.set_first_sequence(*first);
+      stats.set_event_count(*first > 0 && head >= *first ? head - *first + 1 : 0);
+      stats.set_disk_bytes(log.backend().DiskBytes());
+      stats.set_pending_requests(log.pending());
+    }
+    if (deps_.gateway != nullptr) {
+      const GatewayStats stats = deps_.gateway->stats();
+      for (const GatewayStats::Source& source : stats.sources) {
+        v1::SourceStats& out = *response.add_sources();
+        out.set_name(source.name);
+        for (const auto& [code, count] : source.requests_by_code) {
+          (*out.mutable_requests_by_code())[static_cast<uint32_t>(code)] = count;
+        }
+        out.set_events_accepted(source.events_accepted);
+        out.set_duplicates(source.duplicates);
+        out.set_stale(source.stale);
+        out.set_quarantined(source.quarantined);
+      }
+      v1::GatewayTotals& totals = *response.mutable_gateway();
+      for (const auto& [code, count] : stats.unrouted_by_code) {
+        (*totals.mutable_unrouted_by_code())[static_cast<uint32_t>(code)] = count;
+      }
+      totals.set_connections_open(stats.connections_open);
+      totals.set_connections_refused(stats.connections_refused);
+    }
+    if (deps_.dispatcher != nullptr) {
+      for (const PluginDispatchStats& plugin : DeliveryStats()) {
+        v1::PluginStats& out = *response.add_plugins();
+        out.set_name(plugin.name);
+        out.set_state(plugin.state);
+        out.set_cursor(plugin.cursor);
+        out.set_lag(plugin.lag);
+        out.set_in_flight(plugin.in_flight);
+        out.set_delivered(plugin.delivered);
+        out.set_retried(plugin.retried);
+        out.set_dead_lettered(plugin.dead_lettered);
+        out.set_skipped_filter(plugin.skipped_filter);
+        out.set_skipped_stale(plugin.skipped_stale);
+        out.set_connects(plugin.connects);
+        out.set_last_error(plugin.last_error);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status DoListPlugins(v1::ListPluginsResponse& response) {
+    // Manifest order (the dispatcher's); the supervisor fills in the process side by name.
+    std::vector<PluginStatus> processes;
+    if (deps_.supervisor != nullptr) processes = deps_.supervisor->Status();
+    const auto process_of = [&processes](const std::string& name) -> const PluginStatus* {
+      for (const PluginStatus& status : processes) {
+        if (status.name == name) return &status;
+      }
+      return nullptr;
+    };
+    const auto fill_process = [](const PluginStatus& status, v1::PluginInfo& out) {
+      out.set_address(status.address);
+      out.set_process_state(PluginStateName(status.state));
+      out.set_pid(static_cast<uint32_t>(status.pid));
+      out.set_restarts(status.restarts);
+      out.set_process_error(status.last_error);
+    };
+    if (deps_.dispatcher != nullptr) {
+      for (const PluginDispatchStats& delivery : DeliveryStats()) {
+        v1::PluginInfo& out = *response.add_plugins();
+        out.set_name(delivery.name);
+        if (const PluginStatus* process = process_of(delivery.name); process != nullptr) {
+          fill_process(*process, out);
+        }
+        out.set_delivery_state(delivery.state);
+        out.set_cursor(delivery.cursor);
+        out.set_lag(delivery.lag);
+        out.set_in_flight(delivery.in_flight);
+        out.set_delivery_error(delivery.last_error);
+      }
+      return absl::OkStatus();
+    }
+    for (const PluginStatus& process : processes) {
+      v1::PluginInfo& out = *response.add_plugins();
+      out.set_name(process.name);
+      fill_process(process, out);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status DoPause(grpc::ServerContext* ctx, const std::string& plugin, bool pause) {
+    absl::StatusOr<Dispatcher*> dispatcher = Dispatch();
+    if (!dispatcher.ok()) return dispatcher.status();
+    if (absl::Status status = CheckPlugin(plugin); !status.ok()) return status;
+    absl::Status status = pause ? (*dispatcher)->Pause(plugin) : (*dispatcher)->Resume(plugin);
+    if (status.ok()) {
+      spdlog::info("[admin] {} plugin {} (asked by {})", pause ? "pausing" : "resuming", plugin,
+                   ctx->peer());
+    }
+    return status;
+  }
+
+  absl::Status DoSeek(grpc::ServerContext* ctx, const v1::SeekPluginRequest& request,
+                      v1::SeekPluginResponse& response) {
+    absl::StatusOr<Dispatcher*> dispatcher = Dispatch();
+    if (!dispatcher.ok()) return dispatcher.status();
+    absl::StatusOr<EventLog*> log = Log();
+    if (!log.ok()) return log.status();
+    if (absl::Status status = CheckPlugin(request.plugin()); !status.ok()) return status;
+    const uint64_t head = (*log)->head();
+    uint64_t sequence = 0;
+    switch (request.target_case()) {
+      case v1::SeekPluginRequest::kSequence:
+        sequence = request.sequence();
+        if (sequence < 1 || sequence > head + 1) {
+          return absl::OutOfRangeError(absl::StrCat("sequence ", sequence, " is outside 1..",
+                                                    head + 1, " (the log's head is ", head, ")"));
+        }
+        break;
+      case v1::SeekPluginRequest::kTime: {
+        if (!ValidTimestamp(request.time())) {
+          return absl::InvalidArgumentError("time is not a valid timestamp");
+        }
+        absl::StatusOr<uint64_t> found =
+            FirstSequenceReceivedAtOrAfter(**log, ToTime(request.time()));
+        if (!found.ok()) return found.status();
+        sequence = std::min(*found, head + 1);
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError("set sequence or time");
+    }
+    if (absl::Status status = (*dispatcher)->Seek(request.plugin(), sequence); !status.ok()) {
+      return status;
+    }
+    spdlog::info("[admin] seeking plugin {} to sequence {} (head {}, asked by {})",
+                 request.plugin(), sequence, head, ctx->peer());
+    response.set_sequence(sequence);
+    response.set_head_sequence(head);
+    response.set_events_to_replay(head + 1 - sequence);
+    return absl::OkStatus();
+  }
+
+  // ---- Dead letters ---------------------------------------------------------------------------
+
+  absl::Status DoListDeadLetters(const v1::ListDeadLettersRequest& request,
+                                 v1::ListDeadLettersResponse& response) {
+    absl::StatusOr<EventLog*> log = Log();
+    if (!log.ok()) return log.status();
+    if (absl::Status status = CheckPlugin(request.plugin()); !status.ok()) return status;
+    absl::StatusOr<std::size_t> page_size = PageSize(request.page_size(), limits_);
+    if (!page_size.ok()) return page_size.status();
+    absl::StatusOr<uint64_t> from = ParsePageToken(request.page_token(), 0);
+    if (!from.ok()) return from.status();
+    // One more than a page tells whether there is a next one.
+    absl::StatusOr<std::vector<v1::DeadLetter>> letters =
+        (*log)->backend().ReadDeadLetters(request.plugin(), *from, *page_size + 1);
+    if (!letters.ok()) return letters.status();
+    std::size_t bytes = 0;
+    for (v1::DeadLetter& letter : *letters) {
+      bytes += letter.ByteSizeLong();
+      const bool full = static_cast<std::size_t>(response.dead_letters_size()) == *page_size ||
+                        (response.dead_letters_size() > 0 && bytes > limits_.max_response_bytes);
+      if (full) {
+        response.set_next_page_token(absl::StrCat(letter.event().sequence()));
+        break;
+      }
+      *response.add_dead_letters() = std::move(letter);
+    }
+    return absl::OkStatus();
+  }
+
+  // The dead letters a retry or purge acts on: every listed one (all must exist), or with `all`
+  // up to `max` of those whose event was in the log when the call began (letters written during
+  // the call are left for the next one). `more`: letters remain beyond `max`.
+  absl::StatusOr<std::vector<v1::DeadLetter>> SelectDeadLetters(
+      EventLog& log, const std::string& plugin, bool all,
+      const google::protobuf::RepeatedField<uint64_t>& listed, std::size_t max, bool& more) {
+    more = false;
+    if (all == !listed.empty()) {
+      return absl::InvalidArgumentError("set either all or a list of sequences");
+    }
+    std::vector<v1::DeadLetter> selected;
+    if (all) {
+      const uint64_t head = log.head();
+      uint64_t from = 0;
+      while (true) {
+        absl::StatusOr<std::vector<v1::DeadLetter>> chunk =
+            log.backend().ReadDeadLetters(plugin, from, kDeadLetterChunk);
+        if (!chunk.ok()) return chunk.status();
+        for (v1::DeadLetter& letter : *chunk) {
+          if (letter.event().sequence() > head) return selected;
+          if (selected.size() == max) {
+            more = true;
+            return selected;
+          }
+          from = letter.event().sequence() + 1;
+          selected.push_back(std::move(letter));
+        }
+        if (chunk->size() < kDeadLetterChunk) return selected;
+      }
+    }
+    const std::set<uint64_t> sequences(listed.begin(), listed.end());
+    if (sequences.size() > max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("at most ", max, " sequences per call, got ", sequences.size()));
+    }
+    std::vector<uint64_t> missing;
+    for (const uint64_t sequence : sequences) {
+      absl::StatusOr<std::vector<v1::DeadLetter>> found =
+          log.backend().ReadDeadLetters(plugin, sequence, 1);
+      if (!found.ok()) return found.status();
+      if (found->empty() || found->front().event().sequence() != sequence) {
+        missing.push_back(sequence);
+      } else {
+        selected.push_back(std::move(found->front()));
+      }
+    }
+    if (!missing.empty()) {
+      return absl::NotFoundError(absl::StrCat("plugin ", plugin, " has no dead letter for sequence",
+                                              missing.size() > 1 ? "s " : " ",
+                                              SequenceList(missing), "; nothing was changed"));
+    }
+    return selected;
+  }
+
+  absl::Status DoRetryDeadLetters(grpc::ServerContext* ctx,
+                                  const v1::RetryDeadLettersRequest& request,
+                                  v1::RetryDeadLettersResponse& response) {
+    absl::StatusOr<EventLog*> log = Log();
+    if (!log.ok()) return log.status();
+    absl::StatusOr<Dispatcher*> dispatcher = Dispatch();
+    if (!dispatcher.ok()) return dispatcher.status();
+    if (absl::Status status = CheckPlugin(request.plugin()); !status.ok()) return status;
+    // One retry or purge at a time: two concurrent retries of one letter would deliver it twice.
+    absl::MutexLock lock(&dead_letters_mu_);
+    bool more = false;
+    absl::StatusOr<std::vector<v1::DeadLetter>> letters = SelectDeadLetters(
+        **log, request.plugin(), request.all(), request.sequences(), limits_.max_retry, more);
+    if (!letters.ok()) return letters.status();
+    if (letters->empty()) return absl::OkStatus();
+    std::vector<uint64_t> sequences;
+    std::vector<v1::Event> events;
+    for (const v1::DeadLetter& letter : *letters) {
+      sequences.push_back(letter.event().sequence());
+      events.push_back(letter.event());
+    }
+    // Removed before they are handed over: a retried event that fails again fast is
+    // dead-lettered again under the same key, and deleting afterwards could erase that new
+    // letter. If the hand-over fails, the letters are written back.
+    LogBackend& backend = (*log)->backend();
+    if (absl::Status status = backend.DeleteDeadLetters(request.plugin(), sequences);
+        !status.ok()) {
+      return status;
+    }
+    if (absl::Status status = (*dispatcher)->Redeliver(request.plugin(), std::move(events));
+        !status.ok()) {
+      PluginProgress restore;
+      restore.dead_letters = *std::move(letters);
+      if (absl::Status restored = backend.WriteProgress(request.plugin(), restore);
+          !restored.ok()) {
+        spdlog::error("[admin] plugin {}: dead letters {} neither retried nor restored: {}",
+                      request.plugin(), SequenceList(sequences), std::string(restored.message()));
+      }
+      return status;
+    }
+    spdlog::info("[admin] retrying {} dead letter(s) of plugin {} (asked by {})", sequences.size(),
+                 request.plugin(), ctx->peer());
+    response.mutable_sequences()->Add(sequences.begin(), sequences.end());
+    response.set_more(more);
+    return absl::OkStatus();
+  }
+
+  absl::Status DoPurgeDeadLetters(grpc::ServerContext* ctx,
+                                  const v1::PurgeDeadLettersRequest& request,
+                                  v1::PurgeDeadLettersResponse& response) {
+    absl::StatusOr<EventLog*> log = Log();
+    if (!log.ok()) return log.status();
+    if (absl::Status status = CheckPlugin(request.plugin()); !status.ok()) return status;
+    absl::MutexLock lock(&dead_letters_mu_);
+    uint64_t purged = 0;
+    // `all` purges in rounds of max_retry (each round's letters are held in memory).
+    bool more = true;
+    while (more) {
+      absl::StatusOr<std::vector<v1::DeadLetter>> letters = SelectDeadLetters(
+          **log, request.plugin(), request.all(), request.sequences(), limits_.max_retry, more);
+      if (!letters.ok()) return letters.status();
+      std::vector<uint64_t> sequences;
+      for (const v1::DeadLetter& letter : *letters) sequences.push_back(letter.event().sequence());
+      if (sequences.empty()) break;
+      if (absl::Status status = (*log)->backend().DeleteDeadLetters(request.plugin(), sequences);
+          !status.ok()) {
+        return status;
+      }
+      purged += sequences.size();
+    }
+    if (purged > 0) {
+      spdlog::info("[admin] purged {} dead letter(s) of plugin {} (asked by {})", purged,
+                   request.plugin(), ctx->peer());
+    }
+    response.set_purged(purged);
+    return absl::OkStatus();
+  }
+
+  // ---- Events and quarantine ------------------------------------------------------------------
+
+  absl::Status DoGetEvent(const v1::GetEventRequest& request, v1::Event& response) {
+    absl::StatusOr<EventLog*> log = Log();
+    if (!log.ok()) return log.status();
+    LogBackend& backend = (*log)->backend();
+    uint64_t sequence = 0;
+    std::string described;
+    switch (request.key_case()) {
+      case v1::GetEventRequest::kSequence:
+        if (request.sequence() == 0) return absl::InvalidArgumentError("sequences start at 1");
+        sequence = request.sequence();
+        described = absl::StrCat("sequence ", sequence);
+        break;
+      case v1::GetEventRequest::kRef: {
+        const v1::EventRef& ref = request.ref();
+        if (ref.source().empty() || ref.id().empty()) {
+          return absl::InvalidArgumentError("ref needs both source and id");
+        }
+        absl::StatusOr<std::optional<uint64_t>> found =
+            backend.FindEventId(DedupKey{ref.source(), ref.id()});
+        if (!found.ok()) return found.status();
+        if (!found->has_value()) {
+          return absl::NotFoundError(
+              absl::StrCat("no event with id \"", ref.id(), "\" from source ", ref.source()));
+        }
+        sequence = **found;
+        described = absl::StrCat("event \"", ref.id(), "\" of source ", ref.source(), " (sequence ",
+                                 sequence, ")");
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError("set sequence or ref {source, id}");
+    }
+    absl::StatusOr<std::optional<v1::Event>> event = backend.GetEvent(sequence);
+    if (!event.ok()) return event.status();
+    if (!event->has_value()) {
+      return absl::NotFoundError(absl::StrCat(
+          described, sequence > (*log)->head() ? " is beyond the log's head" : " is not stored",
+          " (head ", (*log)->head(), ")"));
+    }
+    response = **std::move(event);
+    return absl::OkStatus();
+  }
+
+  absl::Status DoListEvents(const v1::ListEventsRequest& request,
+                            v1::ListEventsResponse& response) {
+    absl::StatusOr<EventLog*> log = Log();
+    if (!log.ok()) return log.status();
+    absl::StatusOr<std::size_t> page_size = PageSize(request.page_size(), limits_);
+    if (!page_size.ok()) return page_size.status();
+    if ((request.has_since() && !ValidTimestamp(request.since())) ||
+        (request.has_until() && !ValidTimestamp(request.until()))) {
+      return absl::InvalidArgumentError("since and until must be valid timestamps");
+    }
+    std::optional<absl::Time> since, until;
+    if (request.has_since()) since = ToTime(request.since());
+    if (request.has_until()) until = ToTime(request.until());
+    if (since && until && *since >= *until) {
+      return absl::InvalidArgumentError("since must be before until");
+    }
+    const uint64_t head = (*log)->head();
+    absl::StatusOr<uint64_t> first = FirstSequence(**log);
+    if (!first.ok()) return first.status();
+    if (*first == 0) return absl::OkStatus();  // empty log
+
+    const auto matches = [&](const v1::Event& event) {
+      if (!request.source().empty() && event.source() != request.source()) return false;
+      if (!request.resource_id().empty() && event.resource_id() != request.resource_id()) {
+        return false;
+      }
+      if (!request.type().empty() && !GlobMatch(request.type(), event.type())) return false;
+      const absl::Time received = ToTime(event.received_at());
+      if (since && received < *since) return false;
+      if (until && received >= *until) return false;
+      return true;
+    };
+    // Past this, the scan cannot meet another match (received_at grows with the sequence, give
+    // or take the slack).
+    const auto beyond_window = [&](const v1::Event& event) {
+      const absl::Time received = ToTime(event.received_at());
+      if (request.newest_first()) return since && received < *since - limits_.received_at_slack;
+      return until && received >= *until + limits_.received_at_slack;
+    };
+
+    // The next sequence to look at, in scan direction.
+    uint64_t next = 0;
+    if (!request.page_token().empty()) {
+      absl::StatusOr<uint64_t> token = ParsePageToken(request.page_token(), 0);
+      if (!token.ok()) return token.status();
+      next = *token;
+    } else if (request.newest_first()) {
+      next = head;
+      if (until) {
+        absl::StatusOr<uint64_t> after =
+            FirstSequenceReceivedAtOrAfter(**log, *until + limits_.received_at_slack);
+        if (!after.ok()) return after.status();
+        next = std::min(head, *after - 1);
+      }
+    } else {
+      next = *first;
+      if (since) {
+        absl::StatusOr<uint64_t> start =
+            FirstSequenceReceivedAtOrAfter(**log, *since - limits_.received_at_slack);
+        if (!start.ok()) return start.status();
+        next = std::max(next, *start);
+      }
+    }
+
+    std::size_t scanned = 0;
+    std::size_t bytes = 0;
+    bool done = false;  // nothing more to find
+    // Takes one event in scan order; false stops the scan (page full or response big enough;
+    // `next` then points at where the following page starts).
+    const auto take = [&](v1::Event& event) -> bool {
+      ++scanned;
+      if (beyond_window(event)) {
+        done = true;
+        return false;
+      }
+      const uint64_t sequence = event.sequence();
+      if (matches(event)) {
+        const std::size_t size = event.ByteSizeLong();
+        if (response.events_size() > 0 && bytes + size > limits_.max_response_bytes) {
+          next = sequence;  // the next page starts with it
+          return false;
+        }
+        bytes += size;
+        *response.add_events() = std::move(event);
+      }
+      next = request.newest_first() ? sequence - 1 : sequence + 1;
+      return static_cast<std::size_t>(response.events_size()) < *page_size;
+    };
+
+    while (!done && scanned < limits_.max_scan) {
+      const std::size_t budget = std::min(kScanChunk, limits_.max_scan - scanned);
+      if (request.newest_first()) {
+        if (next < *first || next == 0) {
+          done = true;
+          break;
+        }
+        const uint64_t low = next >= *first + budget - 1 ? next - budget + 1 : *first;
+        absl::StatusOr<std::vector<v1::Event>> chunk =
+            (*log)->backend().ReadEvents(low, next - low + 1);
+        if (!chunk.ok()) return chunk.status();
+        bool stopped = false;
+        const uint64_t high = next;
+        for (auto it = chunk->rbegin(); it != chunk->rend(); ++it) {
+          if (it->sequence() > high) continue;  // past a hole: not in this range
+          if (!take(*it)) {
+            stopped = true;
+            break;
+          }
+        }
+        if (stopped) break;
+        next = low - 1;
+      } else {
+        if (next > head) {
+          done = true;
+          break;
+        }
+        const std::size_t count =
+            static_cast<std::size_t>(std::min<uint64_t>(budget, head - next + 1));
+        absl::StatusOr<std::vector<v1::Event>> chunk = (*log)->backend().ReadEvents(next, count);
+        if (!chunk.ok()) return chunk.status();
+        if (chunk->empty()) {
+          done = true;
+          break;
+        }
+        bool stopped = false;
+        for (v1::Event& event : *chunk) {
+          if (event.sequence() > head) {
+            done = true;
+            break;
+          }
+          if (!take(event)) {
+            stopped = true;
+            break;
+          }
+        }
+        if (stopped) break;
+      }
+    }
+    response.set_scanned(scanned);
+    const bool exhausted =
+        done || (request.newest_first() ? next < *first || next == 0 : next > head);
+    if (!exhausted) response.set_next_page_token(absl::StrCat(next));
+    return absl::OkStatus();
+  }
+
+  absl::Status DoListQuarantine(const v1::ListQuarantineRequest& request,
+                                v1::ListQuarantineResponse& response) {
+    absl::StatusOr<EventLog*> log = Log();
+    if (!log.ok()) return log.status();
+    absl::StatusOr<std::size_t> page_size = PageSize(request.page_size(), limits_);
+    if (!page_size.ok()) return page_size.status();
+    absl::StatusOr<uint64_t> from = ParsePageToken(request.page_token(), 0);
+    if (!from.ok()) return from.status();
+    absl::StatusOr<std::vector<v1::QuarantineEntry>> entries =
+        (*log)->backend().ReadQuarantine(*from, *page_size + 1);
+    if (!entries.ok()) return entries.status();
+    std::size_t bytes = 0;
+    for (v1::QuarantineEntry& entry : *entries) {
+      bytes += entry.ByteSizeLong();
+      const bool full = static_cast<std::size_t>(response.entries_size()) == *page_size ||
+                        (response.entries_size() > 0 && bytes > limits_.max_response_bytes);
+      if (full) {
+        response.set_next_page_token(absl::StrCat(entry.id()));
+        break;
+      }
+      *response.add_entries() = std::move(entry);
+    }
+    return absl::OkStatus();
+  }
+
+  const AdminDependencies deps_;
+  const AdminLimits limits_;
+  std::optional<TokenDigest> token_digest_;
+  // Serializes RetryDeadLetters and PurgeDeadLetters.
+  absl::Mutex dead_letters_mu_;
+};
+
+}  // namespace
+
+std::unique_ptr<v1::Admin::Service> NewAdminService(AdminDependencies deps,
+                                                    const std::string& token, AdminLimits limits) {
+  return std::make_unique<AdminServiceImpl>(deps, token, limits);
+}
+
+absl::StatusOr<uint64_t> FirstSequenceReceivedAtOrAfter(EventLog& log, absl::Time time) {
+  const uint64_t head = log.head();
+  // Invariant: every stored sequence below `low` was received before `time`; every stored
+  // sequence from `high` on (up to head) was received at or after it.
+  uint64_t low = 1;
+  uint64_t high = head + 1;
+  while (low < high) {
+    const uint64_t mid = low + (high - low) / 2;
+    // The first stored event at or after mid (retention may have left a hole at mid).
+    absl::StatusOr<std::vector<v1::Event>> probe = log.backend().ReadEvents(mid, 1);
+    if (!probe.ok()) return probe.status();
+    // Nothing stored in [mid, high), or the first event at or after mid came at or after `time`
+    // (and [mid, that event) is a hole): either way the answer is at most mid.
+    if (probe->empty() || probe->front().sequence() >= high ||
+        ToTime(probe->front().received_at()) >= time) {
+      high = mid;
+    } else {
+      low = probe->front().sequence() + 1;
+    }
+  }
+  if (low > head) return head + 1;
+  // Land on a stored event (`low` may fall in a hole).
+  absl::StatusOr<std::vector<v1::Event>> at = log.backend().ReadEvents(low, 1);
+  if (!at.ok()) return at.status();
+  if (at->empty() || at->front().sequence() > head) return head + 1;
+  return at->front().sequence();
+}
+
+}  // namespace pimgate

@@ -1,0 +1,373 @@
+// pimgatectl as a subprocess against a real pimgate process (admin API on 127.0.0.1:0) that
+// launches a real recorder plugin: exit codes, readable tables and --json output.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "google/protobuf/util/json_util.h"
+#include "pimgate/v1/admin.pb.h"
+#include "tests/testing/test_env.h"
+
+namespace pimgate {
+namespace {
+
+using testing::HttpClient;
+using testing::PimgateProcess;
+using testing::TempDir;
+
+constexpr char kToken[] = "cli-test-token";
+constexpr char kSecret[] = "cli-legacy-secret";
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Single-quotes `arg` for /bin/sh.
+std::string ShellQuote(const std::string& arg) {
+  std::string quoted = "'";
+  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+template <typename Message>
+Message ParseJson(const std::string& json) {
+  Message message;
+  const auto status = google::protobuf::util::JsonStringToMessage(json, &message);
+  EXPECT_TRUE(status.ok()) << status.ToString() << "\n" << json;
+  return message;
+}
+
+bool WaitFor(const std::function<bool()>& done, int seconds = 30) {
+  for (int i = 0; i < seconds * 20; ++i) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return done();
+}
+
+class PimgatectlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::ofstream(dir_.File("token")) << kToken << "\n";
+    std::ostringstream yaml;
+    yaml << "gateway:\n  listen: 127.0.0.1:0\n  threads: 2\n"
+         << "store:\n  path: " << dir_.File("store") << "\n"
+         << "sources:\n  - {name: legacy, kind: events_api, path: /hooks/legacy, secret: "
+         << kSecret << "}\n"
+         << "plugins:\n  - name: rec\n    command: [\"" << PIMGATE_E2E_RECORDER << "\"]\n"
+         << "    env:\n      RECORDER_OUT: " << dir_.File("rec.jsonl") << "\n"
+         << "      RECORDER_REJECT_RESOURCE: reject-me\n"
+         << "    ack_timeout: 5s\n    start_timeout: 20s\n    stop_timeout: 3s\n"
+         << "admin:\n  listen: 127.0.0.1:0\n  token: file:" << dir_.File("token") << "\n"
+         << "metrics:\n  listen: 127.0.0.1:0\n";
+    std::ofstream(dir_.File("pimgate.yaml")) << yaml.str();
+    pimgate_ = std::make_unique<PimgateProcess>(dir_.File("pimgate.yaml"), dir_.File("ready.json"));
+    gateway_port_ = pimgate_->WaitReady();
+    ASSERT_NE(gateway_port_, 0) << "pimgate did not start";
+    const std::string ready = ReadAll(dir_.File("ready.json"));
+    const std::size_t pos = ready.find("\"admin_port\":");
+    ASSERT_NE(pos, std::string::npos) << ready;
+    admin_port_ = std::stoi(ready.substr(pos + 13));
+    ASSERT_GT(admin_port_, 0) << ready;
+  }
+
+  void TearDown() override { EXPECT_EQ(pimgate_->Terminate(), 0); }
+
+  // Runs pimgatectl with `args` (global flags included), PIMGATE_ADMIN pointing at this
+  // pimgate and, unless `token` is empty, PIMGATE_ADMIN_TOKEN set.
+  Result Ctl(const std::vector<std::string>& args, const std::string& token = kToken) {
+    std::string command =
+        absl::StrCat("env -u PIMGATE_ADMIN_TOKEN PIMGATE_ADMIN=127.0.0.1:", admin_port_, " ");
+    if (!token.empty()) absl::StrAppend(&command, "PIMGATE_ADMIN_TOKEN=", ShellQuote(token), " ");
+    absl::StrAppend(&command, ShellQuote(PIMGATECTL_BINARY));
+    for (const std::string& arg : args) absl::StrAppend(&command, " ", ShellQuote(arg));
+    absl::StrAppend(&command, " >", dir_.File("ctl.out"), " 2>", dir_.File("ctl.err"));
+    const int status = std::system(command.c_str());
+    Result result;
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    result.out = ReadAll(dir_.File("ctl.out"));
+    result.err = ReadAll(dir_.File("ctl.err"));
+    return result;
+  }
+
+  // Ctl that must succeed.
+  std::string Ok(const std::vector<std::string>& args) {
+    Result result = Ctl(args);
+    EXPECT_EQ(result.exit_code, 0) << absl::StrJoin(args, " ") << "\n" << result.err;
+    return result.out;
+  }
+
+  // Posts legacy product events for these resources (one request); returns the HTTP status.
+  int Post(const std::vector<std::string>& resources, std::vector<std::string>* ids = nullptr) {
+    std::vector<std::string> elements;
+    for (const std::string& resource : resources) {
+      const std::string id = testing::NewUuid();
+      if (ids != nullptr) ids->push_back(id);
+      elements.push_back(testing::LegacyProductEvent("product.updated", id, resource));
+    }
+    const std::string body = testing::LegacyBatch(elements);
+    HttpClient client(gateway_port_, /*tls=*/false);
+    return client.Send("POST", "/hooks/legacy", body, testing::LegacyHeaders(kSecret, body)).status;
+  }
+
+  // Deliveries the recorder plugin saw, as "sequence:attempt" strings.
+  std::vector<std::string> Deliveries() {
+    std::vector<std::string> out;
+    const std::vector<std::string> lines = absl::StrSplit(ReadAll(dir_.File("rec.jsonl")), '\n');
+    for (const std::string& line : lines) {
+      if (line.empty() || line.back() != '}') continue;
+      const auto field = [&line](const std::string& name) {
+        std::size_t pos = line.find("\"" + name + "\":");
+        if (pos == std::string::npos) return std::string();
+        pos += name.size() + 3;
+        return line.substr(pos, line.find_first_of(",}", pos) - pos);
+      };
+      out.push_back(absl::StrCat(field("sequence"), ":", field("attempt")));
+    }
+    return out;
+  }
+
+  std::size_t DeadLetterCount() {
+    return ParseJson<v1::ListDeadLettersResponse>(Ok({"dlq", "list", "rec", "--json"}))
+        .dead_letters_size();
+  }
+
+  // Posts ok-1, reject-me, ok-2 (sequences 1, 2, 3) and waits until the plugin has seen them
+  // and sequence 2 is dead-lettered.
+  void PostThree(std::vector<std::string>* ids = nullptr) {
+    ASSERT_EQ(Post({"ok-1", "reject-me", "ok-2"}, ids), 200);
+    ASSERT_TRUE(WaitFor([&] { return DeadLetterCount() == 1; })) << ReadAll(dir_.File("rec.jsonl"));
+    ASSERT_TRUE(WaitFor([&] {
+      auto stats = ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"}));
+      return stats.plugins_size() == 1 && stats.plugins(0).cursor() == 3;
+    }));
+  }
+
+  TempDir dir_;
+  std::unique_ptr<PimgateProcess> pimgate_;
+  uint16_t gateway_port_ = 0;
+  int admin_port_ = 0;
+};
+
+TEST_F(PimgatectlTest, ExitCodesAndTokenSources) {
+  // No token, wrong token: 3, with the gRPC error on stderr.
+  Result none = Ctl({"stats"}, "");
+  EXPECT_EQ(none.exit_code, 3);
+  EXPECT_TRUE(absl::StrContains(none.err, "UNAUTHENTICATED")) << none.err;
+  EXPECT_TRUE(none.out.empty());
+  EXPECT_EQ(Ctl({"stats"}, "wrong").exit_code, 3);
+  // The token from the environment, a flag, a file.
+  EXPECT_EQ(Ctl({"stats"}).exit_code, 0);
+  EXPECT_EQ(Ctl({"--token", kToken, "stats"}, "").exit_code, 0);
+  EXPECT_EQ(Ctl({"--token-file", dir_.File("token"), "stats"}, "").exit_code, 0);
+  // --admin overrides $PIMGATE_ADMIN.
+  EXPECT_EQ(Ctl({"--admin", absl::StrCat("127.0.0.1:", admin_port_), "plugins"}).exit_code, 0);
+
+  // Not found: 4. Unreachable: 5. Usage: 2. Any other failure: 1.
+  Result unknown = Ctl({"pause", "erp"});
+  EXPECT_EQ(unknown.exit_code, 4);
+  EXPECT_TRUE(absl::StrContains(unknown.err, "NOT_FOUND: no plugin named \"erp\"")) << unknown.err;
+  EXPECT_EQ(Ctl({"event", "999"}).exit_code, 4);
+  Result unreachable = Ctl({"--admin", "127.0.0.1:1", "--timeout", "5s", "stats"});
+  EXPECT_EQ(unreachable.exit_code, 5);
+  EXPECT_TRUE(absl::StrContains(unreachable.err, "UNAVAILABLE")) << unreachable.err;
+  EXPECT_EQ(Ctl({"stats", "--token", kToken}).exit_code, 2);  // global flag after the command
+  EXPECT_EQ(Ctl({"seek", "rec"}).exit_code, 2);
+  EXPECT_EQ(Ctl({"dlq", "retry", "rec"}).exit_code, 2);
+  EXPECT_EQ(Ctl({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(Ctl({}).exit_code, 2);
+  Result reconcile = Ctl({"reconcile", "legacy"});
+  EXPECT_EQ(reconcile.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(reconcile.err, "UNIMPLEMENTED: reconciliation arrives with M4"))
+      << reconcile.err;
+
+  // Help.
+  Result help = Ctl({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(help.out, "Commands:"));
+  Result seek_help = Ctl({"seek", "--help"});
+  EXPECT_EQ(seek_help.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(seek_help.out, "seek NAME (--sequence N | --time T)"));
+  EXPECT_EQ(Ctl({"help", "dlq", "retry"}).exit_code, 0);
+}
+
+TEST_F(PimgatectlTest, StatsAndPlugins) {
+  PostThree();
+  const std::string table = Ok({"stats"});
+  EXPECT_TRUE(absl::StrContains(table, "LOG  head 3  first 1  events 3")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "REQUESTS BY CODE")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "200:1")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "PLUGIN")) << table;
+
+  auto stats = ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"}));
+  EXPECT_EQ(stats.log().head_sequence(), 3u);
+  ASSERT_EQ(stats.sources_size(), 1);
+  EXPECT_EQ(stats.sources(0).name(), "legacy");
+  EXPECT_EQ(stats.sources(0).requests_by_code().at(200), 1u);
+  EXPECT_EQ(stats.sources(0).events_accepted(), 3u);
+  ASSERT_EQ(stats.plugins_size(), 1);
+  EXPECT_EQ(stats.plugins(0).name(), "rec");
+  EXPECT_EQ(stats.plugins(0).delivered(), 2u);
+  EXPECT_EQ(stats.plugins(0).dead_lettered(), 1u);
+  EXPECT_EQ(stats.plugins(0).lag(), 0u);
+
+  auto plugins = ParseJson<v1::ListPluginsResponse>(Ok({"plugins", "--json"}));
+  ASSERT_EQ(plugins.plugins_size(), 1);
+  EXPECT_EQ(plugins.plugins(0).process_state(), "serving");
+  EXPECT_GT(plugins.plugins(0).pid(), 0u);
+  const std::string plugins_table = Ok({"plugins"});
+  const std::vector<std::string> lines = absl::StrSplit(plugins_table, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << plugins_table;
+  EXPECT_TRUE(absl::StartsWith(lines[0], "NAME  PROCESS  PID")) << plugins_table;
+  EXPECT_TRUE(absl::StartsWith(lines[1], "rec   serving  ")) << plugins_table;
+  EXPECT_TRUE(absl::StrContains(lines[1], absl::StrCat(plugins.plugins(0).pid())));
+}
+
+TEST_F(PimgatectlTest, EventsAndEvent) {
+  std::vector<std::string> ids;
+  PostThree(&ids);
+  auto all = ParseJson<v1::ListEventsResponse>(Ok({"events", "--json"}));
+  ASSERT_EQ(all.events_size(), 3);
+  EXPECT_EQ(all.events(1).resource_id(), "reject-me");
+  EXPECT_TRUE(all.next_page_token().empty());
+
+  auto limited = ParseJson<v1::ListEventsResponse>(
+      Ok({"events", "--type", "product.*", "--limit", "2", "--json"}));
+  EXPECT_EQ(limited.events_size(), 2);
+  EXPECT_EQ(limited.next_page_token(), "3");
+  auto newest =
+      ParseJson<v1::ListEventsResponse>(Ok({"events", "--newest", "--limit", "1", "--json"}));
+  ASSERT_EQ(newest.events_size(), 1);
+  EXPECT_EQ(newest.events(0).sequence(), 3u);
+  auto none = ParseJson<v1::ListEventsResponse>(
+      Ok({"events", "--since", "2099-01-01T00:00:00Z", "--json"}));
+  EXPECT_EQ(none.events_size(), 0);
+  auto recent = ParseJson<v1::ListEventsResponse>(Ok({"events", "--since", "1h", "--json"}));
+  EXPECT_EQ(recent.events_size(), 3);
+
+  const std::string table = Ok({"events", "--resource", "reject-me"});
+  const std::vector<std::string> lines = absl::StrSplit(table, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << table;
+  EXPECT_TRUE(absl::StartsWith(lines[0], "SEQ  RECEIVED")) << table;
+  EXPECT_TRUE(absl::StartsWith(lines[1], "2    ")) << table;
+  EXPECT_TRUE(absl::StrContains(lines[1], "legacy  product.updated  reject-me")) << table;
+  EXPECT_TRUE(absl::StrContains(Ok({"events", "--resource", "nope"}), "no matching events"));
+
+  auto event = ParseJson<v1::Event>(Ok({"event", "2", "--json"}));
+  EXPECT_EQ(event.id(), ids[1]);
+  const std::string by_id = Ok({"event", "--source", "legacy", "--id", ids[2]});
+  EXPECT_TRUE(absl::StrContains(by_id, "sequence     3")) << by_id;
+  EXPECT_TRUE(absl::StrContains(by_id, "resource_id  ok-2")) << by_id;
+  EXPECT_TRUE(absl::StrContains(by_id, "data:")) << by_id;
+  EXPECT_EQ(Ctl({"event", "--source", "legacy", "--id", "nope"}).exit_code, 4);
+}
+
+TEST_F(PimgatectlTest, DeadLettersRetryAndPurge) {
+  PostThree();
+  const std::string table = Ok({"dlq", "list", "rec"});
+  EXPECT_TRUE(absl::StrContains(table, "SEQ  TYPE")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "reject-me")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "rejected")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "scripted reject")) << table;
+
+  // Retried: delivered again from attempt 1 (and rejected again by the script).
+  auto retried =
+      ParseJson<v1::RetryDeadLettersResponse>(Ok({"dlq", "retry", "rec", "--all", "--json"}));
+  ASSERT_EQ(retried.sequences_size(), 1);
+  EXPECT_EQ(retried.sequences(0), 2u);
+  ASSERT_TRUE(WaitFor([&] {
+    auto d = Deliveries();
+    return std::count(d.begin(), d.end(), "2:1") == 2;
+  })) << absl::StrJoin(Deliveries(), " ");
+  ASSERT_TRUE(WaitFor([&] { return DeadLetterCount() == 1; }));
+
+  Result missing = Ctl({"dlq", "purge", "rec", "3"});
+  EXPECT_EQ(missing.exit_code, 4);
+  EXPECT_TRUE(absl::StrContains(missing.err, "no dead letter for sequence 3")) << missing.err;
+  const std::string retried_text = Ok({"dlq", "retry", "rec", "2"});
+  EXPECT_TRUE(absl::StrContains(retried_text, "handed 1 dead letter(s) back to plugin rec: 2"))
+      << retried_text;
+  ASSERT_TRUE(WaitFor([&] { return DeadLetterCount() == 1; }));
+  auto purged =
+      ParseJson<v1::PurgeDeadLettersResponse>(Ok({"dlq", "purge", "rec", "--all", "--json"}));
+  EXPECT_EQ(purged.purged(), 1u);
+  EXPECT_TRUE(absl::StrContains(Ok({"dlq", "list", "rec"}), "plugin rec has no dead letters"));
+  EXPECT_EQ(Ctl({"dlq", "list", "erp"}).exit_code, 4);
+}
+
+TEST_F(PimgatectlTest, SeekReplaysAndPauseHolds) {
+  PostThree();
+  const std::size_t before = Deliveries().size();
+
+  auto seek = ParseJson<v1::SeekPluginResponse>(Ok({"seek", "rec", "--sequence", "1", "--json"}));
+  EXPECT_EQ(seek.sequence(), 1u);
+  EXPECT_EQ(seek.head_sequence(), 3u);
+  EXPECT_EQ(seek.events_to_replay(), 3u);
+  ASSERT_TRUE(WaitFor([&] { return Deliveries().size() == before + 3; }))
+      << absl::StrJoin(Deliveries(), " ");
+
+  // By time: before every event replays all; after every event skips to the end.
+  const std::string from_start = Ok({"seek", "rec", "--time", "2000-01-01T00:00:00Z"});
+  EXPECT_TRUE(absl::StrContains(from_start, "replaying from sequence 1 (3 event(s) up to head 3)"))
+      << from_start;
+  ASSERT_TRUE(WaitFor([&] { return Deliveries().size() == before + 6; }));
+  const std::string to_end = Ok({"seek", "rec", "--time", "2099-01-01T00:00:00Z"});
+  EXPECT_TRUE(absl::StrContains(to_end, "skipped to the end of the log")) << to_end;
+  EXPECT_EQ(Ctl({"seek", "rec", "--sequence", "9"}).exit_code, 1);  // OUT_OF_RANGE
+
+  // Paused: new events are held.
+  EXPECT_TRUE(absl::StrContains(Ok({"pause", "rec"}), "plugin rec paused"));
+  ASSERT_TRUE(WaitFor([&] {
+    auto plugins = ParseJson<v1::ListPluginsResponse>(Ok({"plugins", "--json"}));
+    return plugins.plugins(0).delivery_state() == "paused";
+  }));
+  const std::size_t paused_at = Deliveries().size();
+  ASSERT_EQ(Post({"ok-3"}), 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(Deliveries().size(), paused_at);
+  EXPECT_EQ(ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"})).plugins(0).lag(), 1u);
+  EXPECT_TRUE(absl::StrContains(Ok({"resume", "rec"}), "plugin rec resumed"));
+  ASSERT_TRUE(WaitFor([&] { return Deliveries().size() == paused_at + 1; }));
+}
+
+TEST_F(PimgatectlTest, Quarantine) {
+  EXPECT_TRUE(absl::StrContains(Ok({"quarantine"}), "quarantine is empty"));
+  const std::string bad =
+      R"({"action":"product.updated","event_datetime":"2026-11-20T10:15:00+00:00","data":{"resource":{}}})";
+  const std::string body = testing::LegacyBatch(
+      {testing::LegacyProductEvent("product.updated", testing::NewUuid(), "q-1"), bad});
+  HttpClient client(gateway_port_, /*tls=*/false);
+  ASSERT_EQ(
+      client.Send("POST", "/hooks/legacy", body, testing::LegacyHeaders(kSecret, body)).status,
+      400);
+  auto listed = ParseJson<v1::ListQuarantineResponse>(Ok({"quarantine", "--json"}));
+  ASSERT_EQ(listed.entries_size(), 1);
+  EXPECT_EQ(listed.entries(0).source(), "legacy");
+  EXPECT_EQ(listed.entries(0).index(), 1u);
+  EXPECT_EQ(listed.entries(0).raw(), bad);
+  const std::string table = Ok({"quarantine"});
+  EXPECT_TRUE(absl::StrContains(table, "ID  RECEIVED")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "event_id")) << table;
+}
+
+}  // namespace
+}  // namespace pimgate
