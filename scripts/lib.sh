@@ -16,6 +16,11 @@ PIMGATE_PACKAGES=(
 # conflicts with Debian's npm): Debian's packages are installed only when the commands are missing.
 NODE_PACKAGES=(nodejs npm)
 
+# ccache keys on relative paths below the checkout, so a fresh clone in another folder (as CI
+# uses) still hits the cache.
+export CCACHE_BASEDIR="$PIMGATE_ROOT"
+export CCACHE_NOHASHDIR=true
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 ensure_packages() {
