@@ -604,6 +604,10 @@ std::string PluginName() {
 
 int Run(Handler handler, RunOptions options) {
   const char* env_address = std::getenv("PIMGATE_PLUGIN_ADDRESS");
+  if (std::getenv("PIMGATE_PLUGIN_NAME") != nullptr) {
+    // Launched by pimgate, which timestamps and tags every line it forwards: keep ours short.
+    spdlog::set_pattern("%l %v");
+  }
   const std::string address =
       env_address != nullptr && *env_address != '\0' ? env_address : options.default_address;
 
