@@ -228,7 +228,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}, stopping: finishing requests in flight", strsignal(signal_number));
-  if (admin_server) admin_server->Stop();  // before the parts its calls use
+  if (admin_server) admin_server->Stop();      // before the parts its calls use
   if (metrics_server) metrics_server->Stop();  // /readyz goes away first: no new traffic
   retention->Stop();
   (*gateway)->Stop();

@@ -40,7 +40,7 @@ struct DedupKey {
 // Everything one group commit writes. A backend must apply it atomically: after a crash either
 // all of it is visible or none of it.
 struct CommitBatch {
-  std::vector<v1::Event> events;  // sequences already assigned, increasing
+  std::vector<v1::Event> events;                     // sequences already assigned, increasing
   std::vector<std::pair<DedupKey, uint64_t>> dedup;  // event id -> sequence
   std::vector<std::pair<ResourceKey, ResourceVersion>> versions;
   std::vector<v1::QuarantineEntry> quarantine;  // ids already assigned
@@ -84,7 +84,7 @@ class LogBackend {
   // Up to `max` events with sequence >= `from`, in sequence order.
   virtual absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) = 0;
   virtual absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
-                                                                         std::size_t max) = 0;
+                                                                          std::size_t max) = 0;
   // Bytes the backend occupies on disk (best effort).
   virtual uint64_t DiskBytes() = 0;
 
@@ -92,12 +92,11 @@ class LogBackend {
   // redelivery (at-least-once), never loss; dead letters travel in the same atomic write as the
   // cursor that moves past them.
   virtual absl::StatusOr<uint64_t> LoadCursor(const std::string& plugin) = 0;  // 0: none yet
-  virtual absl::Status WriteProgress(const std::string& plugin,
-                                     const PluginProgress& progress) = 0;
+  virtual absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress) = 0;
   // Up to `max` dead letters of `plugin` with event sequence >= `from`, in sequence order.
   virtual absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
-                                                                     uint64_t from,
-                                                                     std::size_t max) = 0;
+                                                                      uint64_t from,
+                                                                      std::size_t max) = 0;
   virtual absl::Status DeleteDeadLetters(const std::string& plugin,
                                          const std::vector<uint64_t>& sequences) = 0;
 
@@ -143,7 +142,7 @@ class ForwardingLogBackend : public LogBackend {
     return inner_->ReadEvents(from, max);
   }
   absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
-                                                                 std::size_t max) override {
+                                                                  std::size_t max) override {
     return inner_->ReadQuarantine(from, max);
   }
   uint64_t DiskBytes() override { return inner_->DiskBytes(); }
@@ -154,8 +153,8 @@ class ForwardingLogBackend : public LogBackend {
     return inner_->WriteProgress(plugin, progress);
   }
   absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
-                                                             uint64_t from,
-                                                             std::size_t max) override {
+                                                              uint64_t from,
+                                                              std::size_t max) override {
     return inner_->ReadDeadLetters(plugin, from, max);
   }
   absl::Status DeleteDeadLetters(const std::string& plugin,

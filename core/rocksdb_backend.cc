@@ -364,12 +364,11 @@ class RocksDbBackend final : public LogBackend {
   }
 
   absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
-                                                             uint64_t from,
-                                                             std::size_t max) override {
+                                                              uint64_t from,
+                                                              std::size_t max) override {
     std::vector<v1::DeadLetter> out;
     const std::string prefix = plugin + std::string(1, '\0');
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(rocksdb::ReadOptions(), dead_letters()));
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), dead_letters()));
     for (it->Seek(DeadLetterKey(plugin, from)); it->Valid() && out.size() < max; it->Next()) {
       if (!it->key().starts_with(prefix)) break;
       const rocksdb::Slice value = it->value();
@@ -385,8 +384,8 @@ class RocksDbBackend final : public LogBackend {
                                  const std::vector<uint64_t>& sequences) override {
     rocksdb::WriteBatch wb;
     for (uint64_t sequence : sequences) {
-      if (absl::Status s = ToStatus(wb.Delete(dead_letters(), DeadLetterKey(plugin, sequence)),
-                                    "delete");
+      if (absl::Status s =
+              ToStatus(wb.Delete(dead_letters(), DeadLetterKey(plugin, sequence)), "delete");
           !s.ok()) {
         return s;
       }
