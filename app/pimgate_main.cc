@@ -135,10 +135,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
                      std::string(backend.status().message()));
     return 1;
   }
-  pimgate::EventLogOptions log_options;
-  log_options.sync = config->store.sync;
-  log_options.max_commit_requests = config->store.max_commit_requests;
-  log_options.max_pending_requests = config->store.max_pending_requests;
+  const pimgate::EventLogOptions log_options = pimgate::EventLogOptionsFrom(config->store);
   auto log = pimgate::EventLog::Open(std::move(*backend), log_options);
   if (!log.ok()) {
     spdlog::critical("cannot recover the event log at {}: {}", config->store.path,

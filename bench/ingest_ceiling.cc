@@ -75,10 +75,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  pimgate::EventLogOptions log_options;
-  log_options.sync = config->store.sync;  // passed to Write, which discards the batch anyway
-  log_options.max_commit_requests = config->store.max_commit_requests;
-  log_options.max_pending_requests = config->store.max_pending_requests;
+  const pimgate::EventLogOptions log_options = pimgate::EventLogOptionsFrom(config->store);
   auto backend = pimgate::OpenRocksDbBackend(config->store.path);
   if (!backend.ok()) {
     spdlog::critical("cannot open {}: {}", config->store.path,

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "core/config.h"
 #include "core/log_backend.h"
 #include "pimgate/v1/event.pb.h"
 #include "pimgate/v1/store.pb.h"
@@ -48,6 +49,15 @@ struct EventLogOptions {
   // Advisory queue limit: EventLog never refuses an Append; callers compare pending() with it.
   std::size_t max_pending_requests = 4096;
 };
+
+// The log's options as `store:` configures them.
+inline EventLogOptions EventLogOptionsFrom(const StoreConfig& store) {
+  EventLogOptions options;
+  options.sync = store.sync;
+  options.max_commit_requests = store.max_commit_requests;
+  options.max_pending_requests = store.max_pending_requests;
+  return options;
+}
 
 // Thread-safe. Append may be called from any thread; callbacks run on the log's committer
 // thread and must not block (post to your own executor).

@@ -337,10 +337,7 @@ void GatewayHarness::Start() {
   ASSERT_TRUE(backend.ok()) << backend.status();
   std::unique_ptr<LogBackend> store = std::move(*backend);
   if (options_.wrap_backend) store = options_.wrap_backend(std::move(store));
-  EventLogOptions log_options;
-  log_options.sync = config_.store.sync;
-  log_options.max_commit_requests = config_.store.max_commit_requests;
-  log_options.max_pending_requests = config_.store.max_pending_requests;
+  const EventLogOptions log_options = EventLogOptionsFrom(config_.store);
   auto log = EventLog::Open(std::move(store), log_options);
   ASSERT_TRUE(log.ok()) << log.status();
   log_ = std::move(*log);
