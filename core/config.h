@@ -78,6 +78,52 @@ struct StoreConfig {
   std::size_t max_pending_requests = 4096;
 };
 
+// The PIM REST API of a source, used by reconciliation and hydration. YAML `sources[].rest`.
+// Credentials are those of an Akeneo Connection; `secret` and `password` take the same syntax as
+// the webhook secrets (inline, "${ENV_VAR}", "file:/path") and are never logged.
+struct RestConfig {
+  // "https://pim.example.com" (scheme, host, optional port; no path, no trailing slash).
+  // http:// is refused unless allow_insecure_http is true (tests, a PIM on localhost).
+  std::string base_url;
+  std::string client_id;
+  Secret secret;
+  std::string username;
+  Secret password;
+  // Calls in flight at once to this PIM (Akeneo allows 4 per connection). 1 to 4.
+  uint32_t max_concurrency = 4;
+  // One call (connect, TLS handshake, request and response) must finish within this.
+  std::chrono::milliseconds timeout{30'000};
+  // Attempts per call on 429, 5xx and network errors before the call fails (1 = no retry).
+  uint32_t max_attempts = 6;
+  // Backoff between attempts: initial_backoff * 2^(n-1), capped at max_backoff, +-20% jitter.
+  // A 429's Retry-After, when longer, wins.
+  std::chrono::milliseconds initial_backoff{500};
+  std::chrono::milliseconds max_backoff{30'000};
+  // PEM bundle to verify the PIM's certificate with, instead of the system store.
+  std::string ca_file;
+  // Skip certificate verification (never in production; tests against a self-signed PIM).
+  bool insecure_skip_verify = false;
+  bool allow_insecure_http = false;
+};
+
+// Periodic reconciliation of a source through its `rest` API. YAML `sources[].reconcile`.
+struct ReconcileConfig {
+  // Time between the end of one run and the start of the next; 0 = only on demand
+  // (`pimgatectl reconcile`). Default 15m.
+  std::chrono::milliseconds interval{15 * 60'000};
+  // Each run asks for items updated after (watermark - overlap), so items updated while the
+  // previous run was paging are not missed.
+  std::chrono::milliseconds overlap{5 * 60'000};
+  // First run of a source with no watermark: scan from this time (RFC 3339) instead of
+  // everything. Microseconds since the epoch; unset = everything.
+  std::optional<int64_t> since_us;
+  // A failed run is retried after this (instead of waiting for `interval`).
+  std::chrono::milliseconds retry_after{60'000};
+  // What to reconcile. Default: both.
+  bool products = true;
+  bool product_models = true;
+};
+
 struct SourceConfig {
   std::string name;
   SourceKind kind = SourceKind::kEventsApi;
@@ -87,6 +133,11 @@ struct SourceConfig {
   std::optional<Secret> secondary_secret;
   // Overrides gateway.timestamp_tolerance for this (legacy) source.
   std::optional<std::chrono::seconds> timestamp_tolerance;
+  // The PIM's REST API (reconciliation, hydration). Unset: neither is available for this source.
+  std::optional<RestConfig> rest;
+  // Set only together with `rest` (the loader refuses `reconcile` without `rest`); when `rest`
+  // is set and `reconcile` is not written, the defaults above apply.
+  std::optional<ReconcileConfig> reconcile;
 };
 
 struct LogConfig {

@@ -1,0 +1,84 @@
+// FakePim: a real HTTP(S) server on 127.0.0.1 (port 0) that speaks the subset of Akeneo's REST
+// API pimgate uses: the OAuth token endpoint (password and refresh_token grants, expiring
+// tokens), products-uuid and product-models lists with the `updated` and `uuid`/`code` search
+// filters and search_after pagination, single-resource GETs, plus injectable faults (429 with
+// Retry-After, 5xx, slowness). Only the PIM is faked in pimgate's tests; this is that fake.
+#ifndef PIMGATE_TESTS_TESTING_FAKE_PIM_H_
+#define PIMGATE_TESTS_TESTING_FAKE_PIM_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pimgate::testing {
+
+class FakePim {
+ public:
+  struct Options {
+    bool tls = true;  // self-signed certificate made by the test (clients skip verification)
+    std::string client_id = "pim-client";
+    std::string secret = "pim-secret";
+    std::string username = "pim-user";
+    std::string password = "pim-password";
+    std::chrono::seconds token_ttl{3600};  // `expires_in` of issued tokens
+    // More calls at once than this get 429 (Akeneo: 4 per connection).
+    int max_concurrent_calls = 4;
+  };
+
+  // Starts serving at once (own thread); stops on destruction.
+  FakePim();
+  explicit FakePim(Options options);
+  ~FakePim();
+  FakePim(const FakePim&) = delete;
+  FakePim& operator=(const FakePim&) = delete;
+
+  uint16_t port() const;
+  // "https://127.0.0.1:PORT" (http:// when !tls).
+  std::string base_url() const;
+
+  // ---- Catalogue (thread-safe) ----
+  // Adds or replaces a product. `fields_json` is a JSON object of extra fields ("{\"family\":
+  // \"shoes\"}"); `uuid`, `identifier` (= `identifier`, default "sku-<uuid>") and `updated`
+  // (formatted as Akeneo does, "2026-11-20T10:14:59+00:00") are set by the fake.
+  void PutProduct(const std::string& uuid, int64_t updated_us, const std::string& fields_json = "{}",
+                  const std::string& identifier = "");
+  void DeleteProduct(const std::string& uuid);
+  void PutProductModel(const std::string& code, int64_t updated_us,
+                       const std::string& fields_json = "{}");
+  void DeleteProductModel(const std::string& code);
+
+  // ---- Faults (thread-safe) ----
+  // The next `count` API calls (token endpoint excluded) get `status`; a 429 carries
+  // `Retry-After: retry_after_seconds` when it is >= 0.
+  void FailNextCalls(int count, int status, int retry_after_seconds = -1);
+  // Every answer (token endpoint included) waits this long first.
+  void SetDelay(std::chrono::milliseconds delay);
+  // Invalidates every issued access token (the next call gets 401 and must renew).
+  void ExpireTokens();
+  // Stops accepting and closes every connection (the PIM is down); Resume() serves again on
+  // the same port.
+  void Stop();
+  void Resume();
+
+  // ---- Observations (thread-safe) ----
+  struct Request {
+    std::string method;
+    std::string target;  // path and query as received
+    int status = 0;      // what the fake answered
+  };
+  std::vector<Request> requests() const;  // every request, token endpoint included, in order
+  int token_requests() const;             // password grants + refreshes
+  int refresh_requests() const;           // refresh_token grants only
+  int max_concurrent_seen() const;        // most API calls in progress at once
+  void ClearRequests();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pimgate::testing
+
+#endif  // PIMGATE_TESTS_TESTING_FAKE_PIM_H_
