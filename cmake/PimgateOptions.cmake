@@ -17,3 +17,10 @@ if(PIMGATE_TSAN)
   target_compile_options(pimgate_options INTERFACE -fsanitize=thread -fno-omit-frame-pointer)
   target_link_options(pimgate_options INTERFACE -fsanitize=thread)
 endif()
+if(PIMGATE_FUZZ AND CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  # Coverage for libFuzzer plus ASan+UBSan in every pimgate target; fuzz/ links libFuzzer's main.
+  target_compile_options(pimgate_options INTERFACE -fsanitize=fuzzer-no-link,address,undefined
+                                                   -fno-sanitize-recover=undefined
+                                                   -fno-omit-frame-pointer)
+  target_link_options(pimgate_options INTERFACE -fsanitize=address,undefined)
+endif()

@@ -81,8 +81,12 @@ absl::Status SignatureVerifier::VerifyLegacy(std::string_view signature, std::st
   }
   const int64_t now_s =
       std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
-  const int64_t skew = now_s > seconds ? now_s - seconds : seconds - now_s;
-  if (skew > tolerance.count()) {
+  // The distance in unsigned arithmetic: any two int64 values are less than 2^64 apart, while
+  // `now_s - seconds` overflows (undefined behaviour) for a timestamp such as INT64_MIN.
+  const uint64_t skew = now_s > seconds
+                            ? static_cast<uint64_t>(now_s) - static_cast<uint64_t>(seconds)
+                            : static_cast<uint64_t>(seconds) - static_cast<uint64_t>(now_s);
+  if (tolerance.count() < 0 || skew > static_cast<uint64_t>(tolerance.count())) {
     return absl::UnauthenticatedError(absl::StrCat("X-Akeneo-Request-Timestamp is ", skew,
                                                    " s away from the server clock (tolerance ",
                                                    tolerance.count(), " s)"));

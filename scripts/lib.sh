@@ -10,6 +10,7 @@ PIMGATE_PACKAGES=(
   libboost-dev libboost-system-dev librocksdb-dev libyaml-cpp-dev libssl-dev
   libgtest-dev libgmock-dev libsimdjson-dev libabsl-dev libspdlog-dev libfmt-dev
   python3-grpcio python3-protobuf
+  clang libclang-rt-14-dev  # scripts/fuzz: libFuzzer targets (scripts/test runs them briefly)
   prometheus  # for promtool: the metrics tests check pimgate's /metrics with `promtool check metrics`
 )
 # Node.js may come from Debian or from another source (whose nodejs already bundles npm and

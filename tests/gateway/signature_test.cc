@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -123,6 +124,27 @@ TEST_F(VerifierTest, EventPlatformPrimaryOrSecondaryUnderAnySecret) {
             absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(verifier_.VerifyEventPlatform(good, "", body_ + " ").code(),
             absl::StatusCode::kUnauthenticated);
+}
+
+// Found by fuzz/signature_fuzzer (UBSan): the distance to a timestamp at the ends of the int64
+// range overflowed. It must be refused as far away, with the distance printed exactly.
+TEST_F(VerifierTest, TimestampsAtTheEndsOfTheInt64RangeAreOutOfTolerance) {
+  for (const std::string timestamp : {"-9223372036854775808", "9223372036854775807"}) {
+    absl::Status status = verifier_.VerifyLegacy(LegacySig("primary-secret", timestamp), timestamp,
+                                                 body_, now_, seconds(300));
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated) << timestamp;
+    EXPECT_NE(status.message().find("s away from the server clock (tolerance 300 s)"),
+              absl::string_view::npos)
+        << status;
+  }
+  const std::string past = "-9223372036854775808";
+  absl::Status status =
+      verifier_.VerifyLegacy(LegacySig("primary-secret", past), past, body_, now_, seconds(300));
+  const int64_t now_s = std::chrono::duration_cast<seconds>(now_.time_since_epoch()).count();
+  EXPECT_NE(status.message().find(
+                absl::StrCat("is ", static_cast<uint64_t>(now_s) + (uint64_t{1} << 63), " s away")),
+            absl::string_view::npos)
+      << status;
 }
 
 }  // namespace
