@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/timestamp.pb.h"
@@ -161,7 +162,9 @@ class GroupBuilder {
     // Strictly older is stale. The same version again (a re-sent change under a new id) is not:
     // delivering it cannot overwrite newer state.
     if (tracked.newest.has_value() && *version < tracked.newest->version_at_us) return true;
-    tracked.newest = ResourceVersion{*version, sequence};
+    // A deletion is remembered with the version (see ResourceVersion::deleted): canonical
+    // deletions are `<kind>.deleted` (legacy `removed` is canonicalised to it).
+    tracked.newest = ResourceVersion{*version, sequence, absl::EndsWith(event.type(), ".deleted")};
     tracked.changed = true;
     return false;
   }

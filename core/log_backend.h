@@ -29,6 +29,16 @@ struct ResourceKey {
 struct ResourceVersion {
   int64_t version_at_us = 0;
   uint64_t sequence = 0;
+  // The event that set this version is a deletion (canonical type `<kind>.deleted`). Kept in the
+  // version record, not read from the event, because retention may have removed the event:
+  // reconciliation must still know the resource is already gone.
+  bool deleted = false;
+};
+
+// One entry of LogBackend::ListVersions.
+struct ResourceVersionEntry {
+  std::string resource_id;
+  ResourceVersion version;
 };
 
 struct DedupKey {
@@ -79,6 +89,20 @@ class LogBackend {
   // Sequence of a stored event with this (source, id), if any.
   virtual absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) = 0;
   virtual absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) = 0;
+  // Up to `max` resources of (source, kind) whose resource_id sorts after `after_resource_id`
+  // (bytewise; "" = from the first), in that order, with their newest version. Pages through
+  // every resource the log has a version for (reconciliation's deletion check).
+  virtual absl::StatusOr<std::vector<ResourceVersionEntry>> ListVersions(
+      const std::string& source, const std::string& kind, const std::string& after_resource_id,
+      std::size_t max) = 0;
+
+  // Small named values kept beside the log (reconciliation watermarks, run counters). Keys are
+  // namespaced by their owner ("reconcile/<source>/watermark"); values are opaque bytes.
+  // Durability contract: PutMeta returns OK once the value is fsynced, and with it everything the
+  // log acknowledged before (RocksDB: one write-ahead log), so a value that describes stored
+  // events never survives a crash that lost those events.
+  virtual absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) = 0;
+  virtual absl::Status PutMeta(const std::string& key, const std::string& value) = 0;
 
   virtual absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) = 0;
   // Up to `max` events with sequence >= `from`, in sequence order.
@@ -134,6 +158,17 @@ class ForwardingLogBackend : public LogBackend {
   }
   absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) override {
     return inner_->FindVersion(key);
+  }
+  absl::StatusOr<std::vector<ResourceVersionEntry>> ListVersions(
+      const std::string& source, const std::string& kind, const std::string& after_resource_id,
+      std::size_t max) override {
+    return inner_->ListVersions(source, kind, after_resource_id, max);
+  }
+  absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override {
+    return inner_->GetMeta(key);
+  }
+  absl::Status PutMeta(const std::string& key, const std::string& value) override {
+    return inner_->PutMeta(key, value);
   }
   absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) override {
     return inner_->GetEvent(sequence);

@@ -6,8 +6,10 @@
 //   events     sequence                            -> serialized v1::Event
 //   dedup      source '\0' event_id                -> sequence
 //   versions   source '\0' kind '\0' resource_id   -> version_at_us (8, BE) + sequence (8, BE)
+//                                                     [+ flags (1): bit 0 = deleted; absent = 0]
 //   quarantine id                                  -> serialized v1::QuarantineEntry
 //   meta       "last_sequence" | "last_quarantine_id" -> value
+//              "kv/" key                           -> value (LogBackend::PutMeta)
 //   cursors    plugin                              -> sequence (dispatch cursor)
 //   dead_letters plugin '\0' sequence (8, BE)     -> serialized v1::DeadLetter
 // Source names come from configuration and event ids, kinds and resource ids from Akeneo; none of
@@ -67,6 +69,8 @@ constexpr char kDeadLettersFamily[] = "dead_letters";
 
 constexpr char kLastSequenceKey[] = "last_sequence";
 constexpr char kLastQuarantineIdKey[] = "last_quarantine_id";
+// PutMeta keys live under this prefix, apart from the backend's own keys above.
+constexpr char kUserMetaPrefix[] = "kv/";
 
 // Bits per key for the bloom filters on the point-lookup families (dedup, versions): ~1% false
 // positives, so a lookup for an unknown key (the common case for a new event) rarely touches
@@ -75,6 +79,10 @@ constexpr double kBloomBitsPerKey = 10.0;
 
 constexpr std::size_t kU64Bytes = 8;
 constexpr std::size_t kVersionValueBytes = 2 * kU64Bytes;
+// A version value with a trailing flags byte (written only when a flag is set, so records from
+// before the flag existed, and every non-deleted one, keep the 16-byte form).
+constexpr std::size_t kVersionWithFlagsBytes = kVersionValueBytes + 1;
+constexpr unsigned char kVersionDeletedFlag = 0x01;
 
 // Event bytes trimmed since the last reclaim that trigger the next one (see the file comment).
 // Small enough that a tiny store gives its space back, large enough that the boundary files
@@ -170,10 +178,24 @@ std::string ResourceKeyBytes(const ResourceKey& key) {
 
 std::string EncodeVersion(const ResourceVersion& v) {
   std::string out;
-  out.reserve(kVersionValueBytes);
+  out.reserve(kVersionWithFlagsBytes);
   AppendU64(out, static_cast<uint64_t>(v.version_at_us));
   AppendU64(out, v.sequence);
+  if (v.deleted) out.push_back(static_cast<char>(kVersionDeletedFlag));
   return out;
+}
+
+absl::StatusOr<ResourceVersion> DecodeVersion(const rocksdb::Slice& value) {
+  if (value.size() != kVersionValueBytes && value.size() != kVersionWithFlagsBytes) {
+    return absl::DataLossError(
+        absl::StrCat("rocksdb version value: expected 16 or 17 bytes, found ", value.size()));
+  }
+  ResourceVersion version;
+  version.version_at_us = static_cast<int64_t>(DecodeU64(value.data()));
+  version.sequence = DecodeU64(value.data() + kU64Bytes);
+  version.deleted = value.size() == kVersionWithFlagsBytes &&
+                    (static_cast<unsigned char>(value[kVersionValueBytes]) & kVersionDeletedFlag);
+  return version;
 }
 
 class RocksDbBackend final : public LogBackend {
@@ -285,14 +307,47 @@ class RocksDbBackend final : public LogBackend {
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), versions(), ResourceKeyBytes(key), &value);
     if (s.IsNotFound()) return std::nullopt;
     if (!s.ok()) return ToStatus(s, "get version");
-    if (value.size() != kVersionValueBytes) {
-      return absl::DataLossError(
-          absl::StrCat("rocksdb version value: expected 16 bytes, found ", value.size()));
+    absl::StatusOr<ResourceVersion> version = DecodeVersion(value);
+    if (!version.ok()) return version.status();
+    return *version;
+  }
+
+  absl::StatusOr<std::vector<ResourceVersionEntry>> ListVersions(
+      const std::string& source, const std::string& kind, const std::string& after_resource_id,
+      std::size_t max) override {
+    std::vector<ResourceVersionEntry> out;
+    if (max == 0) return out;
+    const std::string prefix = JoinKey({source, kind, ""});
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), versions()));
+    const std::string start = prefix + after_resource_id;
+    it->Seek(start);
+    // Seek lands on `start` itself when that resource exists: it is not "after".
+    if (!after_resource_id.empty() && it->Valid() && it->key() == rocksdb::Slice(start)) it->Next();
+    for (; it->Valid() && out.size() < max; it->Next()) {
+      if (!it->key().starts_with(prefix)) break;
+      absl::StatusOr<ResourceVersion> version = DecodeVersion(it->value());
+      if (!version.ok()) return version.status();
+      rocksdb::Slice id = it->key();
+      id.remove_prefix(prefix.size());
+      out.push_back(ResourceVersionEntry{id.ToString(), *version});
     }
-    ResourceVersion version;
-    version.version_at_us = static_cast<int64_t>(DecodeU64(value.data()));
-    version.sequence = DecodeU64(value.data() + kU64Bytes);
-    return version;
+    if (absl::Status s = ToStatus(it->status(), "iterate versions"); !s.ok()) return s;
+    return out;
+  }
+
+  absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override {
+    std::string value;
+    rocksdb::Status s =
+        db_->Get(rocksdb::ReadOptions(), meta(), absl::StrCat(kUserMetaPrefix, key), &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) return ToStatus(s, "get meta");
+    return value;
+  }
+
+  absl::Status PutMeta(const std::string& key, const std::string& value) override {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;  // see LogBackend::PutMeta: fsynced, with everything written before it
+    return ToStatus(db_->Put(wo, meta(), absl::StrCat(kUserMetaPrefix, key), value), "put meta");
   }
 
   absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) override {
