@@ -31,6 +31,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "yaml-cpp/yaml.h"
 
 namespace pimgate {
@@ -537,11 +538,17 @@ ValueReader SourcePath(std::string& out) {
   };
 }
 
+// sources[].rest and sources[].reconcile, defined with the plugin readers they share.
+ValueReader Tracked(ValueReader read, std::optional<int>& line);
+ValueReader Rest(std::optional<RestConfig>& out);
+ValueReader Reconcile(std::optional<ReconcileConfig>& out);
+
 // Reads one source. Uniqueness across sources is checked by the caller.
 absl::Status ReadSource(const Field& field, SourceConfig& source) {
   std::string kind;
   std::optional<Secret> secret;
   std::optional<int> tolerance_line;
+  std::optional<int> reconcile_line;
   absl::Status status =
       ReadMapping(field, {
                              {"name", SourceName(source.name), true},
@@ -554,8 +561,16 @@ absl::Status ReadSource(const Field& field, SourceConfig& source) {
                                 tolerance_line = value.line;
                                 return Seconds(source.timestamp_tolerance)(value);
                               }},
+                             {"rest", Rest(source.rest)},
+                             {"reconcile", Tracked(Reconcile(source.reconcile), reconcile_line)},
                          });
   if (!status.ok()) return status;
+  // Reconciliation reads the PIM through `rest`; without it the section could never run.
+  if (reconcile_line.has_value() && !source.rest.has_value()) {
+    return Invalid({field.node, absl::StrCat(field.path, ".reconcile"), *reconcile_line},
+                   "needs rest (the PIM's REST API) in the same source");
+  }
+  if (source.rest.has_value() && !source.reconcile.has_value()) source.reconcile.emplace();
   source.kind = kind == "event_platform" ? SourceKind::kEventPlatform : SourceKind::kEventsApi;
   source.secret = *std::move(secret);
   // Only legacy Events API requests carry the timestamp this bounds; on other sources the key
@@ -911,6 +926,187 @@ ValueReader Restart(RestartConfig& restart) {
                                              });
     if (!status.ok()) return status;
     return backoff.CheckAgainstDefaults();
+  };
+}
+
+// ---- sources[].rest and sources[].reconcile ----------------------------------------------------
+
+// Upper bound of rest.max_concurrency: Akeneo allows 4 concurrent calls per connection.
+constexpr int64_t kMaxRestConcurrency = 4;
+// Upper bound of rest.max_attempts, so that one call cannot keep retrying for hours.
+constexpr int64_t kMaxRestAttempts = 100;
+
+// The origin of a PIM's REST API: "https://host[:port]", with IPv6 hosts in brackets. A trailing
+// slash is dropped; a path, query, fragment or user info is refused (the client builds every path
+// itself, and credentials go only to the token endpoint). Scheme and host are lower-cased.
+// `is_http` tells the caller to check allow_insecure_http, which may come later in the mapping.
+ValueReader BaseUrl(std::string& out, bool& is_http) {
+  return [&out, &is_http](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    absl::string_view url = *text;
+    std::string scheme;
+    if (absl::StartsWithIgnoreCase(url, "https://")) {
+      scheme = "https";
+    } else if (absl::StartsWithIgnoreCase(url, "http://")) {
+      scheme = "http";
+    } else {
+      return Invalid(field, absl::StrCat("must start with https:// (http:// only with "
+                                         "allow_insecure_http: true), ",
+                                         Got(field.node)));
+    }
+    url.remove_prefix(scheme.size() + 3);
+    absl::ConsumeSuffix(&url, "/");
+    if (url.find_first_of("/?#") != absl::string_view::npos) {
+      return Invalid(field, absl::StrCat("must be scheme, host and optional port only, e.g. "
+                                         "\"https://pim.example.com\" (no path), ",
+                                         Got(field.node)));
+    }
+    if (absl::StrContains(url, "@")) {
+      return Invalid(field,
+                     "must not contain user info; credentials go in client_id, secret, username "
+                     "and password");
+    }
+    absl::string_view host = url;
+    absl::string_view port;
+    if (absl::StartsWith(url, "[")) {
+      const size_t close = url.find(']');
+      if (close == absl::string_view::npos || close == 1) {
+        return Invalid(field,
+                       absl::StrCat("has an unterminated or empty [ipv6] host, ", Got(field.node)));
+      }
+      host = url.substr(1, close - 1);
+      absl::string_view after = url.substr(close + 1);
+      if (!after.empty() && !absl::ConsumePrefix(&after, ":")) {
+        return Invalid(field, absl::StrCat("must be https://[ipv6]:port, ", Got(field.node)));
+      }
+      port = after;
+      if (!std::all_of(host.begin(), host.end(),
+                       [](char c) { return absl::ascii_isxdigit(c) || c == ':' || c == '.'; })) {
+        return Invalid(field, absl::StrCat("has an invalid IPv6 host, ", Got(field.node)));
+      }
+    } else {
+      const size_t colon = url.find(':');
+      if (colon != absl::string_view::npos) {
+        host = url.substr(0, colon);
+        port = url.substr(colon + 1);
+      }
+      if (host.empty()) return Invalid(field, absl::StrCat("has no host, ", Got(field.node)));
+      if (!std::all_of(host.begin(), host.end(), [](char c) {
+            return absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_';
+          })) {
+        return Invalid(field, absl::StrCat("has an invalid host name (IPv6 hosts go in brackets), ",
+                                           Got(field.node)));
+      }
+    }
+    const bool has_port = url.size() > host.size() + (absl::StartsWith(url, "[") ? 2 : 0);
+    int port_number = 0;
+    if (has_port &&
+        (port.empty() || port.size() > 5 ||
+         !std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
+         !absl::SimpleAtoi(port, &port_number) || port_number < 1 || port_number > 65535)) {
+      return Invalid(field,
+                     absl::StrCat("port must be a number from 1 to 65535, ", Got(field.node)));
+    }
+    is_http = scheme == "http";
+    out = absl::AsciiStrToLower(absl::StrCat(scheme, "://", url));
+    return absl::OkStatus();
+  };
+}
+
+ValueReader Rest(std::optional<RestConfig>& out) {
+  return [&out](const Field& field) -> absl::Status {
+    RestConfig& rest = out.emplace();
+    std::optional<Secret> secret;
+    std::optional<Secret> password;
+    std::optional<int> base_url_line;
+    std::optional<int> ca_file_line;
+    bool is_http = false;
+    BackoffRange backoff(rest.initial_backoff, rest.max_backoff);
+    absl::Status status = ReadMapping(
+        field,
+        {
+            {"base_url", Tracked(BaseUrl(rest.base_url, is_http), base_url_line), true},
+            {"client_id", String(rest.client_id), true},
+            {"secret", SecretValue(secret), true},
+            {"username", String(rest.username), true},
+            {"password", SecretValue(password), true},
+            {"max_concurrency", IntegerInRange(rest.max_concurrency, 1, kMaxRestConcurrency)},
+            {"timeout", Millis(rest.timeout)},
+            {"max_attempts", IntegerInRange(rest.max_attempts, 1, kMaxRestAttempts)},
+            {"initial_backoff", backoff.Initial()},
+            {"max_backoff", backoff.Max()},
+            {"ca_file", Tracked(ReadableFile(rest.ca_file), ca_file_line)},
+            {"insecure_skip_verify", Bool(rest.insecure_skip_verify)},
+            {"allow_insecure_http", Bool(rest.allow_insecure_http)},
+        });
+    if (!status.ok()) return status;
+    if (absl::Status range = backoff.CheckAgainstDefaults(); !range.ok()) return range;
+    rest.secret = *std::move(secret);
+    rest.password = *std::move(password);
+    const std::string prefix = absl::StrCat(field.path, ".");
+    // The password grant sends the PIM user's password: never in clear unless asked for.
+    if (is_http && !rest.allow_insecure_http) {
+      return Invalid({field.node, prefix + "base_url", *base_url_line},
+                     "http:// would send the PIM credentials in clear; use https://, or set "
+                     "allow_insecure_http: true (tests, a PIM on this host)");
+    }
+    if (ca_file_line.has_value() && rest.insecure_skip_verify) {
+      return Invalid({field.node, prefix + "ca_file", *ca_file_line},
+                     "has no effect with insecure_skip_verify: true; remove one of the two");
+    }
+    return absl::OkStatus();
+  };
+}
+
+// A duration that may be zero (reconcile.interval: 0 = on demand only; overlap: 0 = none).
+ValueReader MillisOrZero(std::chrono::milliseconds& out) {
+  return [&out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    absl::StatusOr<std::chrono::milliseconds> duration = ParseDuration(*text);
+    if (!duration.ok()) return Invalid(field, duration.status().message());
+    out = *duration;
+    return absl::OkStatus();
+  };
+}
+
+// An RFC 3339 time ("2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00") as microseconds since
+// the epoch.
+ValueReader Rfc3339Micros(std::optional<int64_t>& out) {
+  return [&out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    absl::Time time;
+    std::string error;
+    if (!absl::ParseTime(absl::RFC3339_full, *text, &time, &error)) {
+      return Invalid(field, absl::StrCat("must be an RFC 3339 time such as "
+                                         "\"2026-01-01T00:00:00Z\", ",
+                                         Got(field.node)));
+    }
+    out = absl::ToUnixMicros(time);
+    return absl::OkStatus();
+  };
+}
+
+ValueReader Reconcile(std::optional<ReconcileConfig>& out) {
+  return [&out](const Field& field) -> absl::Status {
+    ReconcileConfig& reconcile = out.emplace();
+    absl::Status status = ReadMapping(field, {
+                                                 {"interval", MillisOrZero(reconcile.interval)},
+                                                 {"overlap", MillisOrZero(reconcile.overlap)},
+                                                 {"since", Rfc3339Micros(reconcile.since_us)},
+                                                 {"retry_after", Millis(reconcile.retry_after)},
+                                                 {"products", Bool(reconcile.products)},
+                                                 {"product_models", Bool(reconcile.product_models)},
+                                             });
+    if (!status.ok()) return status;
+    if (!reconcile.products && !reconcile.product_models) {
+      return Invalid(field,
+                     "products and product_models are both false: nothing to reconcile (set "
+                     "interval: 0 to reconcile only on demand)");
+    }
+    return absl::OkStatus();
   };
 }
 

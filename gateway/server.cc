@@ -7,6 +7,7 @@
 #include <array>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -44,6 +45,10 @@ constexpr std::chrono::seconds kWriteTimeout{30};
 constexpr std::chrono::seconds kShutdownTimeout{5};
 // How long Stop() waits for requests whose events are being written.
 constexpr std::chrono::seconds kStopDrainTimeout{30};
+// Pause before accepting again after accept() failed for lack of descriptors or memory (EMFILE,
+// ENFILE, ENOBUFS, ENOMEM): the pending connection stays in the backlog, so retrying at once
+// would fail again in a loop that burns a core and floods the log.
+constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 
 // Answer codes counted per source; anything else lands in the last slot.
 constexpr std::array<int, 12> kCountedCodes = {200, 400, 401, 404, 405, 408,
@@ -130,12 +135,14 @@ class Gateway::Impl {
         ioc_(std::make_unique<net::io_context>(ThreadCount(config.gateway))),
         ssl_ctx_(ssl::context::tls_server) {
     acceptor_.emplace(net::make_strand(*ioc_));
+    accept_retry_.emplace(acceptor_->get_executor());
   }
 
   // Sessions hold references to the routes, the TLS context and the connection counter: destroy
   // them (they live in the io_context's queued handlers) while all of those still exist.
   ~Impl() {
     Stop();
+    accept_retry_.reset();
     acceptor_.reset();
     ioc_.reset();
   }
@@ -183,6 +190,9 @@ class Gateway::Impl {
   ssl::context ssl_ctx_;
   bool tls_ = false;
   std::optional<tcp::acceptor> acceptor_;
+  // Delays the next accept after a resource exhaustion error; on the acceptor's strand.
+  std::optional<net::steady_timer> accept_retry_;
+  uint64_t accept_failures_ = 0;  // on the acceptor's strand
   uint16_t port_ = 0;
   std::vector<std::unique_ptr<Route>> routes_;
   std::unordered_map<std::string, Route*> by_path_;
@@ -694,7 +704,19 @@ void Gateway::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
           ->Run();
     }
   } else {
-    spdlog::warn("accept failed: {}", ec.message());
+    // Log the 1st, 2nd, 4th, 8th ... failure: a client flood must not become a log flood.
+    if ((++accept_failures_ & (accept_failures_ - 1)) == 0) {
+      spdlog::warn("gateway: accept failed ({} time(s) so far): {}", accept_failures_,
+                   ec.message());
+    }
+    if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space ||
+        ec == net::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system) {
+      accept_retry_->expires_after(kAcceptRetryDelay);
+      accept_retry_->async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec && !stopping_.load()) DoAccept();
+      });
+      return;
+    }
   }
   DoAccept();
 }

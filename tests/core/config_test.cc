@@ -1493,6 +1493,246 @@ TEST_F(ConfigTest, RetentionAndMetricsErrorsNameTheKey) {
             "line 9: metrics.path: unknown key");
 }
 
+// ---- sources[].rest and sources[].reconcile ---------------------------------------------------
+
+// kMinimal's source with a `rest` section (lines 8-13) followed by `extra` (line 14 on).
+std::string WithRest(const std::string& extra = "",
+                     const std::string& base_url = "https://pim.example.com") {
+  return absl::StrCat(kMinimal, "    rest:\n      base_url: ", base_url,
+                      "\n      client_id: client-1\n      secret: rest-secret-value\n"
+                      "      username: api-user\n      password: rest-password-value\n",
+                      extra);
+}
+
+TEST_F(ConfigTest, RestDefaultsAndReconcileDefaults) {
+  absl::StatusOr<Config> config = LoadConfigString(WithRest());
+  ASSERT_TRUE(config.ok()) << config.status();
+  const SourceConfig& source = config->sources[0];
+  ASSERT_TRUE(source.rest.has_value());
+  const RestConfig& rest = *source.rest;
+  EXPECT_EQ(rest.base_url, "https://pim.example.com");
+  EXPECT_EQ(rest.client_id, "client-1");
+  EXPECT_EQ(rest.secret.value, "rest-secret-value");
+  EXPECT_EQ(rest.secret.origin, "inline");
+  EXPECT_EQ(rest.username, "api-user");
+  EXPECT_EQ(rest.password.value, "rest-password-value");
+  EXPECT_EQ(rest.max_concurrency, 4u);
+  EXPECT_EQ(rest.timeout, seconds(30));
+  EXPECT_EQ(rest.max_attempts, 6u);
+  EXPECT_EQ(rest.initial_backoff, milliseconds(500));
+  EXPECT_EQ(rest.max_backoff, seconds(30));
+  EXPECT_TRUE(rest.ca_file.empty());
+  EXPECT_FALSE(rest.insecure_skip_verify);
+  EXPECT_FALSE(rest.allow_insecure_http);
+  // `rest` without `reconcile`: reconciliation runs with the defaults.
+  ASSERT_TRUE(source.reconcile.has_value());
+  EXPECT_EQ(source.reconcile->interval, std::chrono::minutes(15));
+  EXPECT_EQ(source.reconcile->overlap, std::chrono::minutes(5));
+  EXPECT_FALSE(source.reconcile->since_us.has_value());
+  EXPECT_EQ(source.reconcile->retry_after, seconds(60));
+  EXPECT_TRUE(source.reconcile->products);
+  EXPECT_TRUE(source.reconcile->product_models);
+}
+
+TEST_F(ConfigTest, NoRestMeansNoReconcile) {
+  absl::StatusOr<Config> config = LoadConfigString(kMinimal);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->sources[0].rest.has_value());
+  EXPECT_FALSE(config->sources[0].reconcile.has_value());
+}
+
+TEST_F(ConfigTest, EveryRestAndReconcileKeySet) {
+  const std::string ca = WriteFile("pim-ca.pem", "ca");
+  const std::string password_file = WriteFile("pim-password", "from-file\n");
+  ScopedEnv env("PIMGATE_TEST_REST_SECRET", "from-env");
+  absl::StatusOr<Config> config = LoadConfigString(absl::StrCat(kMinimal, R"(    rest:
+      base_url: HTTPS://PIM.Example.com:8443/
+      client_id: client-1
+      secret: ${PIMGATE_TEST_REST_SECRET}
+      username: api-user
+      password: file:)",
+                                                                password_file, R"(
+      max_concurrency: 2
+      timeout: 10s
+      max_attempts: 3
+      initial_backoff: 100ms
+      max_backoff: 2s
+      ca_file: )",
+                                                                ca, R"(
+    reconcile:
+      interval: 0s
+      overlap: 0s
+      since: "2026-01-02T03:04:05+01:00"
+      retry_after: 30s
+      products: true
+      product_models: false
+)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const RestConfig& rest = *config->sources[0].rest;
+  EXPECT_EQ(rest.base_url, "https://pim.example.com:8443");
+  EXPECT_EQ(rest.secret.value, "from-env");
+  EXPECT_EQ(rest.secret.origin, "env:PIMGATE_TEST_REST_SECRET");
+  EXPECT_EQ(rest.password.value, "from-file");
+  EXPECT_EQ(rest.password.origin, "file:" + password_file);
+  EXPECT_EQ(rest.max_concurrency, 2u);
+  EXPECT_EQ(rest.timeout, seconds(10));
+  EXPECT_EQ(rest.max_attempts, 3u);
+  EXPECT_EQ(rest.initial_backoff, milliseconds(100));
+  EXPECT_EQ(rest.max_backoff, seconds(2));
+  EXPECT_EQ(rest.ca_file, ca);
+  const ReconcileConfig& reconcile = *config->sources[0].reconcile;
+  EXPECT_EQ(reconcile.interval, milliseconds(0));
+  EXPECT_EQ(reconcile.overlap, milliseconds(0));
+  // 2026-01-02T02:04:05Z.
+  EXPECT_EQ(reconcile.since_us, int64_t{1767319445} * 1'000'000);
+  EXPECT_EQ(reconcile.retry_after, seconds(30));
+  EXPECT_TRUE(reconcile.products);
+  EXPECT_FALSE(reconcile.product_models);
+}
+
+TEST_F(ConfigTest, RestOverPlainHttpNeedsOptIn) {
+  EXPECT_EQ(ErrorOf(WithRest("", "http://127.0.0.1:8080")).message(),
+            "line 9: sources[0].rest.base_url: http:// would send the PIM credentials in clear; "
+            "use https://, or set allow_insecure_http: true (tests, a PIM on this host)");
+  absl::StatusOr<Config> config =
+      LoadConfigString(WithRest("      allow_insecure_http: true\n", "http://127.0.0.1:8080"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sources[0].rest->base_url, "http://127.0.0.1:8080");
+  EXPECT_TRUE(config->sources[0].rest->allow_insecure_http);
+  config = LoadConfigString(WithRest("      insecure_skip_verify: true\n", "https://[::1]:8443"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sources[0].rest->base_url, "https://[::1]:8443");
+  EXPECT_TRUE(config->sources[0].rest->insecure_skip_verify);
+}
+
+TEST_F(ConfigTest, RestBaseUrlErrors) {
+  const std::string prefix = "line 9: sources[0].rest.base_url: ";
+  EXPECT_EQ(ErrorOf(WithRest("", "pim.example.com")).message(),
+            prefix +
+                "must start with https:// (http:// only with allow_insecure_http: true), "
+                "got \"pim.example.com\"");
+  EXPECT_EQ(ErrorOf(WithRest("", "ftp://pim.example.com")).message(),
+            prefix +
+                "must start with https:// (http:// only with allow_insecure_http: true), "
+                "got \"ftp://pim.example.com\"");
+  EXPECT_EQ(ErrorOf(WithRest("", "https://pim.example.com/api")).message(),
+            prefix +
+                "must be scheme, host and optional port only, e.g. "
+                "\"https://pim.example.com\" (no path), got \"https://pim.example.com/api\"");
+  EXPECT_EQ(ErrorOf(WithRest("", "https://pim.example.com?x=1")).message(),
+            prefix +
+                "must be scheme, host and optional port only, e.g. "
+                "\"https://pim.example.com\" (no path), got \"https://pim.example.com?x=1\"");
+  EXPECT_EQ(ErrorOf(WithRest("", "https://user:pw@pim.example.com")).message(),
+            prefix +
+                "must not contain user info; credentials go in client_id, secret, username "
+                "and password");
+  EXPECT_EQ(ErrorOf(WithRest("", "https://pim.example.com:0")).message(),
+            prefix + "port must be a number from 1 to 65535, got \"https://pim.example.com:0\"");
+  EXPECT_EQ(
+      ErrorOf(WithRest("", "https://pim.example.com:99999")).message(),
+      prefix + "port must be a number from 1 to 65535, got \"https://pim.example.com:99999\"");
+  EXPECT_EQ(ErrorOf(WithRest("", "https://:443")).message(),
+            prefix + "has no host, got \"https://:443\"");
+  EXPECT_EQ(ErrorOf(WithRest("", "https://pim example.com")).message(),
+            prefix +
+                "has an invalid host name (IPv6 hosts go in brackets), got "
+                "\"https://pim example.com\"");
+  EXPECT_EQ(ErrorOf(WithRest("", "https://[::1")).message(),
+            prefix + "has an unterminated or empty [ipv6] host, got \"https://[::1\"");
+}
+
+TEST_F(ConfigTest, RestKeyErrors) {
+  const std::string prefix = "sources[0].rest.";
+  EXPECT_EQ(ErrorOf(WithRest("      max_concurrency: 5\n")).message(),
+            "line 14: " + prefix + "max_concurrency: must be at most 4, got 5");
+  EXPECT_EQ(ErrorOf(WithRest("      max_concurrency: 0\n")).message(),
+            "line 14: " + prefix + "max_concurrency: must be at least 1, got 0");
+  EXPECT_EQ(ErrorOf(WithRest("      max_attempts: 0\n")).message(),
+            "line 14: " + prefix + "max_attempts: must be at least 1, got 0");
+  EXPECT_EQ(ErrorOf(WithRest("      timeout: 0s\n")).message(),
+            "line 14: " + prefix + "timeout: must be greater than zero");
+  EXPECT_EQ(ErrorOf(WithRest("      initial_backoff: 1m\n")).message(),
+            "line 14: " + prefix + "initial_backoff: must be at most max_backoff (30s), got 1m");
+  EXPECT_EQ(ErrorOf(WithRest("      initial_backoff: 2s\n      max_backoff: 1s\n")).message(),
+            "line 15: " + prefix + "max_backoff: must be at least initial_backoff (2s), got 1s");
+  EXPECT_EQ(ErrorOf(WithRest("      insecure_skip_verify: maybe\n")).message(),
+            "line 14: " + prefix + "insecure_skip_verify: must be true or false, got \"maybe\"");
+  EXPECT_EQ(ErrorOf(WithRest("      base: x\n")).message(),
+            "line 14: " + prefix + "base: unknown key");
+  const std::string missing = dir_ + "/missing-ca.pem";
+  EXPECT_EQ(ErrorOf(WithRest("      ca_file: " + missing + "\n")).message(),
+            absl::StrCat("line 14: ", prefix, "ca_file: cannot read \"", missing,
+                         "\": No such file or directory"));
+  const std::string ca = WriteFile("ca.pem", "ca");
+  EXPECT_EQ(
+      ErrorOf(WithRest("      ca_file: " + ca + "\n      insecure_skip_verify: true\n")).message(),
+      "line 14: " + prefix +
+          "ca_file: has no effect with insecure_skip_verify: true; remove one of the two");
+  // Required keys are reported at the `rest` mapping.
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "    rest:\n      base_url: https://pim\n")).message(),
+            "line 8: sources[0].rest.client_id: required");
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "    rest: https://pim\n")).message(),
+            "line 8: sources[0].rest: must be a mapping, got \"https://pim\"");
+}
+
+TEST_F(ConfigTest, RestSecretsNeverAppearInErrors) {
+  ScopedEnv env("PIMGATE_TEST_EMPTY_REST", "");
+  for (const std::string& yaml : {
+           WithRest("      bogus: 1\n"),
+           WithRest("      max_concurrency: 9\n"),
+           WithRest("", "http://127.0.0.1"),
+           absl::StrCat(kMinimal,
+                        "    rest:\n      base_url: https://pim\n      client_id: c\n      "
+                        "secret: [rest-secret-value]\n"),
+           absl::StrCat(kMinimal,
+                        "    rest:\n      base_url: https://pim\n      client_id: c\n      "
+                        "secret: rest-secret-value\n      username: u\n      password: "
+                        "${PIMGATE_TEST_EMPTY_REST}\n"),
+       }) {
+    absl::Status status = ErrorOf(yaml);
+    ASSERT_FALSE(status.ok()) << yaml;
+    EXPECT_THAT(std::string(status.message()), Not(HasSubstr("rest-secret-value")));
+    EXPECT_THAT(std::string(status.message()), Not(HasSubstr("rest-password-value")));
+  }
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal,
+                                 "    rest:\n      base_url: https://pim\n      client_id: c\n"
+                                 "      secret: s\n      username: u\n      password: "
+                                 "${PIMGATE_TEST_EMPTY_REST}\n"))
+                .message(),
+            "line 13: sources[0].rest.password: environment variable PIMGATE_TEST_EMPTY_REST is "
+            "empty");
+}
+
+TEST_F(ConfigTest, ReconcileErrors) {
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "    reconcile:\n      interval: 1h\n")).message(),
+            "line 8: sources[0].reconcile: needs rest (the PIM's REST API) in the same source");
+  const std::string prefix = "sources[0].reconcile.";
+  EXPECT_EQ(ErrorOf(WithRest("    reconcile:\n      since: yesterday\n")).message(),
+            "line 15: " + prefix +
+                "since: must be an RFC 3339 time such as \"2026-01-01T00:00:00Z\", got "
+                "\"yesterday\"");
+  EXPECT_EQ(ErrorOf(WithRest("    reconcile:\n      since: 2026-01-01\n")).message(),
+            "line 15: " + prefix +
+                "since: must be an RFC 3339 time such as \"2026-01-01T00:00:00Z\", got "
+                "\"2026-01-01\"");
+  EXPECT_EQ(ErrorOf(WithRest("    reconcile:\n      retry_after: 0s\n")).message(),
+            "line 15: " + prefix + "retry_after: must be greater than zero");
+  EXPECT_THAT(std::string(ErrorOf(WithRest("    reconcile:\n      interval: 15\n")).message()),
+              StartsWith("line 15: " + prefix + "interval: invalid duration \"15\""));
+  EXPECT_EQ(ErrorOf(WithRest("    reconcile:\n      every: 1h\n")).message(),
+            "line 15: " + prefix + "every: unknown key");
+  EXPECT_EQ(
+      ErrorOf(WithRest("    reconcile:\n      products: false\n      product_models: false\n"))
+          .message(),
+      "line 14: sources[0].reconcile: products and product_models are both false: nothing to "
+      "reconcile (set interval: 0 to reconcile only on demand)");
+  // `reconcile` written empty keeps the defaults.
+  absl::StatusOr<Config> config = LoadConfigString(WithRest("    reconcile:\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sources[0].reconcile->interval, std::chrono::minutes(15));
+}
+
 // ---- ParseDuration and ParseByteSize ----------------------------------------------------------
 
 TEST(ParseDurationTest, Accepts) {

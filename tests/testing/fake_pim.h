@@ -37,13 +37,16 @@ class FakePim {
   uint16_t port() const;
   // "https://127.0.0.1:PORT" (http:// when !tls).
   std::string base_url() const;
+  // The fake's self-signed certificate (PEM; CN=localhost, SAN DNS:localhost and IP:127.0.0.1),
+  // to use as a client's CA file. Empty when !tls.
+  const std::string& cert_file() const;
 
   // ---- Catalogue (thread-safe) ----
   // Adds or replaces a product. `fields_json` is a JSON object of extra fields ("{\"family\":
   // \"shoes\"}"); `uuid`, `identifier` (= `identifier`, default "sku-<uuid>") and `updated`
   // (formatted as Akeneo does, "2026-11-20T10:14:59+00:00") are set by the fake.
-  void PutProduct(const std::string& uuid, int64_t updated_us, const std::string& fields_json = "{}",
-                  const std::string& identifier = "");
+  void PutProduct(const std::string& uuid, int64_t updated_us,
+                  const std::string& fields_json = "{}", const std::string& identifier = "");
   void DeleteProduct(const std::string& uuid);
   void PutProductModel(const std::string& code, int64_t updated_us,
                        const std::string& fields_json = "{}");

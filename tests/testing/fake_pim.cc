@@ -1,0 +1,930 @@
+// FakePim: Beast HTTP(S) server on its own io thread, answering like Akeneo's REST API (token
+// endpoint, products-uuid and product-models lists and single GETs) with injectable faults. One
+// coroutine per connection; the catalogue, tokens and observations sit behind one mutex so tests
+// can change and read them from any thread.
+#include "tests/testing/fake_pim.h"
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <functional>
+#include <future>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+#include <utility>  // before Boost.Asio's awaitable.hpp, which uses std::exchange
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/logging.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "tests/testing/test_env.h"
+
+namespace pimgate::testing {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using google::protobuf::Struct;
+using google::protobuf::Value;
+
+constexpr char kTokenPath[] = "/api/oauth/v1/token";
+constexpr char kProductsPath[] = "/api/rest/v1/products-uuid";
+constexpr char kProductModelsPath[] = "/api/rest/v1/product-models";
+// Akeneo's defaults and limits for list endpoints.
+constexpr int kDefaultLimit = 10;
+constexpr int kMaxLimit = 100;
+// Largest request body the fake reads (token requests are tiny).
+constexpr std::size_t kMaxRequestBody = 1024 * 1024;
+
+using Response = http::response<http::string_body>;
+
+std::string AkeneoTime(int64_t time_us) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%S+00:00", absl::FromUnixMicros(time_us),
+                          absl::UTCTimeZone());
+}
+
+// Akeneo compares `updated` at one-second precision (MySQL DATETIME).
+int64_t FloorSeconds(int64_t time_us) {
+  return time_us >= 0 ? time_us / 1'000'000 : -((-time_us + 999'999) / 1'000'000);
+}
+
+// "YYYY-MM-DD hh:mm:ss" (UTC, as the REST API documents) or RFC 3339, in seconds.
+std::optional<int64_t> ParseFilterTime(const std::string& text) {
+  absl::Time time;
+  std::string error;
+  if (absl::ParseTime("%Y-%m-%d %H:%M:%S", text, absl::UTCTimeZone(), &time, &error) ||
+      absl::ParseTime(absl::RFC3339_full, text, &time, &error)) {
+    return FloorSeconds(absl::ToUnixMicros(time));
+  }
+  return std::nullopt;
+}
+
+std::string PercentDecode(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    int high = 0;
+    int low = 0;
+    const auto hex = [](char c) {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    if (text[i] == '%' && i + 2 < text.size() && (high = hex(text[i + 1])) >= 0 &&
+        (low = hex(text[i + 2])) >= 0) {
+      out.push_back(static_cast<char>(high * 16 + low));
+      i += 2;
+    } else if (text[i] == '+') {
+      out.push_back(' ');  // PHP decodes + in a query as a space
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+std::string Encode(absl::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (absl::ascii_isalnum(byte) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, "%", std::string(1, kHex[byte >> 4]), std::string(1, kHex[byte & 15]));
+    }
+  }
+  return out;
+}
+
+// Query parameters in order; later duplicates win on lookup.
+std::multimap<std::string, std::string> ParseQuery(absl::string_view query) {
+  std::multimap<std::string, std::string> params;
+  for (absl::string_view pair : absl::StrSplit(query, '&', absl::SkipEmpty())) {
+    const size_t equals = pair.find('=');
+    if (equals == absl::string_view::npos) {
+      params.emplace(PercentDecode(pair), "");
+    } else {
+      params.emplace(PercentDecode(pair.substr(0, equals)), PercentDecode(pair.substr(equals + 1)));
+    }
+  }
+  return params;
+}
+
+std::optional<std::string> Param(const std::multimap<std::string, std::string>& params,
+                                 const std::string& name) {
+  auto range = params.equal_range(name);
+  if (range.first == range.second) return std::nullopt;
+  return std::prev(range.second)->second;
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(message, &json);
+  return json;
+}
+
+Value StringValue(const std::string& text) {
+  Value value;
+  value.set_string_value(text);
+  return value;
+}
+
+Value NullValue() {
+  Value value;
+  value.set_null_value(google::protobuf::NULL_VALUE);
+  return value;
+}
+
+Value EmptyList() {
+  Value value;
+  value.mutable_list_value();
+  return value;
+}
+
+Value EmptyObject() {
+  Value value;
+  value.mutable_struct_value();
+  return value;
+}
+
+Value Href(const std::string& href) {
+  Value link;
+  (*link.mutable_struct_value()->mutable_fields())["href"] = StringValue(href);
+  return link;
+}
+
+struct Resource {
+  std::string key;         // uuid or code
+  std::string identifier;  // products only
+  int64_t created_us = 0;
+  int64_t updated_us = 0;
+  Struct extra;  // fields_json, merged over the defaults
+};
+
+// An answer with Akeneo's error body {"code":..,"message":".."}.
+Response ErrorResponse(int status, const std::string& message) {
+  Response response{static_cast<http::status>(status), 11};
+  response.set(http::field::content_type, "application/json");
+  response.body() =
+      absl::StrCat("{\"code\":", status, ",\"message\":\"", JsonEscape(message), "\"}");
+  return response;
+}
+
+Response JsonResponse(std::string body) {
+  Response response{http::status::ok, 11};
+  response.set(http::field::content_type, "application/json");
+  response.body() = std::move(body);
+  return response;
+}
+
+std::string RandomToken() {
+  thread_local std::mt19937_64 random(std::random_device{}());
+  return absl::StrCat(absl::Hex(random(), absl::kZeroPad16), absl::Hex(random(), absl::kZeroPad16));
+}
+
+}  // namespace
+
+class FakePim::Impl {
+ public:
+  explicit Impl(Options options) : options_(std::move(options)) {
+    if (options_.tls) {
+      cert_ = MakeSelfSignedCert(dir_.path());
+      ssl_context_.use_certificate_chain_file(cert_.cert_file);
+      ssl_context_.use_private_key_file(cert_.key_file, ssl::context::pem);
+    }
+    std::promise<void> opened;
+    thread_ = std::thread([this] { ioc_.run(); });
+    net::post(ioc_, [this, &opened] {
+      Listen(0);
+      opened.set_value();
+    });
+    opened.get_future().wait();
+  }
+
+  ~Impl() {
+    RunOnIoThread([this] {
+      shutting_down_ = true;
+      CloseEverything();
+    });
+    work_.reset();
+    thread_.join();
+  }
+
+  uint16_t port() const { return port_; }
+  std::string base_url() const {
+    return absl::StrCat(options_.tls ? "https" : "http", "://127.0.0.1:", port_.load());
+  }
+  const std::string& cert_file() const { return cert_.cert_file; }
+
+  // ---- Catalogue ----
+  void PutResource(bool product, const std::string& key, int64_t updated_us,
+                   const std::string& fields_json, const std::string& identifier) {
+    Struct extra;
+    const auto status = google::protobuf::util::JsonStringToMessage(fields_json, &extra);
+    if (!status.ok()) {
+      ADD_FAILURE() << "FakePim: fields_json is not a JSON object: " << fields_json;
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    auto& catalogue = product ? products_ : product_models_;
+    auto [it, inserted] = catalogue.try_emplace(key);
+    Resource& resource = it->second;
+    resource.key = key;
+    if (inserted) resource.created_us = updated_us;
+    resource.updated_us = updated_us;
+    resource.identifier = identifier.empty() ? absl::StrCat("sku-", key) : identifier;
+    resource.extra = std::move(extra);
+  }
+  void DeleteResource(bool product, const std::string& key) {
+    absl::MutexLock lock(&mu_);
+    (product ? products_ : product_models_).erase(key);
+  }
+
+  // ---- Faults ----
+  void FailNextCalls(int count, int status, int retry_after_seconds) {
+    absl::MutexLock lock(&mu_);
+    fail_count_ = count;
+    fail_status_ = status;
+    fail_retry_after_ = retry_after_seconds;
+  }
+  void SetDelay(std::chrono::milliseconds delay) {
+    absl::MutexLock lock(&mu_);
+    delay_ = delay;
+  }
+  void ExpireTokens() {
+    absl::MutexLock lock(&mu_);
+    access_tokens_.clear();
+  }
+  void Stop() {
+    RunOnIoThread([this] { CloseEverything(); });
+  }
+  void Resume() {
+    RunOnIoThread([this] {
+      if (acceptor_ == nullptr) Listen(port_);
+    });
+  }
+
+  // ---- Observations ----
+  std::vector<Request> requests() const {
+    absl::MutexLock lock(&mu_);
+    return requests_;
+  }
+  int token_requests() const {
+    absl::MutexLock lock(&mu_);
+    return token_requests_;
+  }
+  int refresh_requests() const {
+    absl::MutexLock lock(&mu_);
+    return refresh_requests_;
+  }
+  int max_concurrent_seen() const {
+    absl::MutexLock lock(&mu_);
+    return max_concurrent_seen_;
+  }
+  void ClearRequests() {
+    absl::MutexLock lock(&mu_);
+    requests_.clear();
+  }
+
+ private:
+  // Runs `task` on the io thread and waits for it.
+  void RunOnIoThread(std::function<void()> task) {
+    std::promise<void> done;
+    net::post(ioc_, [&task, &done] {
+      task();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  // io thread. Binds 127.0.0.1:port (0 = any free port; Resume() rebinds the same one).
+  void Listen(uint16_t port) {
+    acceptor_ = std::make_shared<tcp::acceptor>(ioc_);
+    beast::error_code ec;
+    const tcp::endpoint endpoint(net::ip::make_address("127.0.0.1"), port);
+    acceptor_->open(endpoint.protocol(), ec);
+    if (!ec) acceptor_->set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_->bind(endpoint, ec);
+    if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      ADD_FAILURE() << "FakePim: cannot listen on 127.0.0.1:" << port << ": " << ec.message();
+      acceptor_.reset();
+      return;
+    }
+    port_ = acceptor_->local_endpoint().port();
+    net::co_spawn(ioc_, Accept(acceptor_), net::detached);
+  }
+
+  // io thread: closes the listener, every connection and every pending delay.
+  void CloseEverything() {
+    if (acceptor_ != nullptr) {
+      beast::error_code ignored;
+      acceptor_->close(ignored);
+      acceptor_.reset();  // the accept coroutine holds it until it sees the error
+    }
+    for (auto& [id, close] : sessions_) close();
+    for (net::steady_timer* timer : timers_) timer->cancel();
+  }
+
+  net::awaitable<void> Accept(std::shared_ptr<tcp::acceptor> acceptor) {
+    for (;;) {
+      beast::error_code ec;
+      tcp::socket socket =
+          co_await acceptor->async_accept(net::redirect_error(net::use_awaitable, ec));
+      if (ec) co_return;  // closed by Stop() or the destructor
+      if (shutting_down_) co_return;
+      net::co_spawn(ioc_, Session(std::move(socket)), net::detached);
+    }
+  }
+
+  // One connection: TLS handshake when configured, then requests until the client closes, asks
+  // to close, or Stop() closes it.
+  net::awaitable<void> Session(tcp::socket socket) {
+    const uint64_t id = next_session_++;
+    struct Unregister {
+      Impl* impl;
+      uint64_t id;
+      ~Unregister() { impl->sessions_.erase(id); }
+    } unregister{this, id};
+    beast::error_code ec;
+    if (options_.tls) {
+      beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), ssl_context_);
+      sessions_[id] = [&stream] {
+        beast::error_code ignored;
+        beast::get_lowest_layer(stream).socket().close(ignored);
+      };
+      co_await stream.async_handshake(ssl::stream_base::server,
+                                      net::redirect_error(net::use_awaitable, ec));
+      if (ec) co_return;
+      co_await Serve(stream);
+    } else {
+      beast::tcp_stream stream(std::move(socket));
+      sessions_[id] = [&stream] {
+        beast::error_code ignored;
+        stream.socket().close(ignored);
+      };
+      co_await Serve(stream);
+    }
+  }
+
+  template <typename Stream>
+  net::awaitable<void> Serve(Stream& stream) {
+    beast::flat_buffer buffer;
+    for (;;) {
+      beast::error_code ec;
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(kMaxRequestBody);
+      co_await http::async_read(stream, buffer, parser,
+                                net::redirect_error(net::use_awaitable, ec));
+      if (ec) co_return;
+      http::request<http::string_body> request = parser.release();
+      Response response = co_await Handle(request);
+      response.version(11);
+      response.keep_alive(request.keep_alive());
+      response.set(http::field::server, "fake-akeneo");
+      response.prepare_payload();
+      co_await http::async_write(stream, response, net::redirect_error(net::use_awaitable, ec));
+      if (ec || !response.keep_alive()) co_return;
+    }
+  }
+
+  net::awaitable<Response> Handle(const http::request<http::string_body>& request) {
+    const std::string target(request.target());
+    const std::string path = target.substr(0, target.find('?'));
+    const bool token_call = path == kTokenPath;
+    bool over_limit = false;
+    std::chrono::milliseconds delay;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!token_call) {
+        ++in_flight_;
+        max_concurrent_seen_ = std::max(max_concurrent_seen_, in_flight_);
+        over_limit = in_flight_ > options_.max_concurrent_calls;
+      }
+      delay = delay_;
+    }
+    if (delay.count() > 0) {
+      net::steady_timer timer(ioc_, delay);
+      timers_.insert(&timer);
+      beast::error_code ignored;
+      co_await timer.async_wait(net::redirect_error(net::use_awaitable, ignored));
+      timers_.erase(&timer);
+    }
+    Response response;
+    if (over_limit) {
+      response = ErrorResponse(429, "Too many requests: more than " +
+                                        std::to_string(options_.max_concurrent_calls) +
+                                        " concurrent calls.");
+      response.set(http::field::retry_after, "1");
+    } else if (std::optional<Response> fault = InjectedFault(token_call); fault.has_value()) {
+      response = *std::move(fault);
+    } else {
+      response = Route(request, path, target);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (!token_call) --in_flight_;
+      requests_.push_back(Request{std::string(request.method_string()), target,
+                                  static_cast<int>(response.result_int())});
+    }
+    co_return response;
+  }
+
+  std::optional<Response> InjectedFault(bool token_call) {
+    if (token_call) return std::nullopt;
+    absl::MutexLock lock(&mu_);
+    if (fail_count_ <= 0) return std::nullopt;
+    --fail_count_;
+    Response response = ErrorResponse(
+        fail_status_, fail_status_ == 429 ? "Too many requests."
+                                          : absl::StrCat("Injected error ", fail_status_, "."));
+    if (fail_status_ == 429 && fail_retry_after_ >= 0) {
+      response.set(http::field::retry_after, std::to_string(fail_retry_after_));
+    }
+    return response;
+  }
+
+  Response Route(const http::request<http::string_body>& request, const std::string& path,
+                 const std::string& target) {
+    const std::string query = target.size() > path.size() ? target.substr(path.size() + 1) : "";
+    const auto no_route = [&] {
+      return ErrorResponse(
+          404, absl::StrCat("No route found for \"", std::string(request.method_string()), " ",
+                            path, "\""));
+    };
+    const auto wrong_method = [&](absl::string_view allowed) {
+      Response response = ErrorResponse(
+          405, absl::StrCat("No route found for \"", std::string(request.method_string()), " ",
+                            path, "\": Method Not Allowed (Allow: ", allowed, ")"));
+      response.set(http::field::allow, std::string(allowed));
+      return response;
+    };
+    if (path == kTokenPath) {
+      if (request.method() != http::verb::post) return wrong_method("POST");
+      return Token(request);
+    }
+    bool product = false;
+    std::string key;
+    bool list = false;
+    if (path == kProductsPath || path == kProductModelsPath) {
+      product = path == kProductsPath;
+      list = true;
+    } else if (absl::StartsWith(path, absl::StrCat(kProductsPath, "/"))) {
+      product = true;
+      key = PercentDecode(path.substr(sizeof(kProductsPath)));
+    } else if (absl::StartsWith(path, absl::StrCat(kProductModelsPath, "/"))) {
+      key = PercentDecode(path.substr(sizeof(kProductModelsPath)));
+    } else {
+      return no_route();
+    }
+    if (!list && (key.empty() || absl::StrContains(key, "/"))) return no_route();
+    if (request.method() != http::verb::get) return wrong_method("GET");
+    if (std::optional<Response> refused = CheckBearer(request); refused.has_value()) {
+      return *std::move(refused);
+    }
+    if (list) return List(product, path, query);
+    return One(product, key);
+  }
+
+  // ---- OAuth ----
+
+  std::optional<Response> CheckBearer(const http::request<http::string_body>& request) {
+    auto it = request.find(http::field::authorization);
+    absl::string_view header =
+        it == request.end() ? "" : absl::string_view(it->value().data(), it->value().size());
+    if (!absl::ConsumePrefix(&header, "Bearer ")) {
+      return ErrorResponse(401, "Authentication is required");
+    }
+    absl::MutexLock lock(&mu_);
+    auto token = access_tokens_.find(std::string(header));
+    if (token == access_tokens_.end()) {
+      return ErrorResponse(401, "The access token provided is invalid.");
+    }
+    if (Clock::now() >= token->second) {
+      access_tokens_.erase(token);
+      return ErrorResponse(401, "The access token provided has expired.");
+    }
+    return std::nullopt;
+  }
+
+  Response Token(const http::request<http::string_body>& request) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++token_requests_;
+    }
+    // Akeneo takes the client's credentials as HTTP Basic, the grant as JSON (or a form).
+    auto auth = request.find(http::field::authorization);
+    absl::string_view header =
+        auth == request.end() ? "" : absl::string_view(auth->value().data(), auth->value().size());
+    std::string decoded;
+    if (!absl::ConsumePrefix(&header, "Basic ") || !absl::Base64Unescape(header, &decoded) ||
+        decoded != absl::StrCat(options_.client_id, ":", options_.secret)) {
+      return ErrorResponse(422,
+                           "Parameter \"client_id\" is missing or does not match any client, or "
+                           "secret is invalid");
+    }
+    std::map<std::string, std::string> grant;
+    auto content_type = request.find(http::field::content_type);
+    if (content_type != request.end() &&
+        absl::StartsWith(std::string(content_type->value()), "application/x-www-form-urlencoded")) {
+      for (const auto& [name, value] : ParseQuery(request.body())) grant[name] = value;
+    } else {
+      Struct body;
+      if (!google::protobuf::util::JsonStringToMessage(request.body(), &body).ok()) {
+        return ErrorResponse(400, "Invalid json message received");
+      }
+      for (const auto& [name, value] : body.fields()) {
+        if (value.has_string_value()) grant[name] = value.string_value();
+      }
+    }
+    const std::string grant_type = grant["grant_type"];
+    if (grant_type == "password") {
+      if (grant["username"].empty() || grant["password"].empty()) {
+        return ErrorResponse(422,
+                             "Parameter \"username\", \"password\" or \"grant_type\" is "
+                             "missing, empty or invalid");
+      }
+      if (grant["username"] != options_.username || grant["password"] != options_.password) {
+        return ErrorResponse(422, "No user found for the given username and password");
+      }
+    } else if (grant_type == "refresh_token") {
+      absl::MutexLock lock(&mu_);
+      ++refresh_requests_;
+      // Refresh tokens are single use: the grant answers with a new one.
+      if (refresh_tokens_.erase(grant["refresh_token"]) == 0) {
+        return ErrorResponse(422, "Refresh token is invalid or has expired");
+      }
+    } else {
+      return ErrorResponse(422, "Parameter \"grant_type\" is missing, empty or invalid");
+    }
+    const std::string access_token = RandomToken();
+    const std::string refresh_token = RandomToken();
+    {
+      absl::MutexLock lock(&mu_);
+      access_tokens_[access_token] = Clock::now() + options_.token_ttl;
+      refresh_tokens_.insert(refresh_token);
+    }
+    return JsonResponse(absl::StrCat("{\"access_token\":\"", access_token,
+                                     "\",\"expires_in\":", options_.token_ttl.count(),
+                                     ",\"token_type\":\"bearer\",\"scope\":null,"
+                                     "\"refresh_token\":\"",
+                                     refresh_token, "\"}"));
+  }
+
+  // ---- Resources ----
+
+  std::string ResourceUrl(bool product, const std::string& key) const {
+    return absl::StrCat(base_url(), product ? kProductsPath : kProductModelsPath, "/", Encode(key));
+  }
+
+  // The resource as Akeneo prints it; `with_link` for list items (which carry _links.self).
+  Struct Render(bool product, const Resource& resource, bool with_link) const {
+    Struct item;
+    auto& fields = *item.mutable_fields();
+    if (with_link) {
+      Value links;
+      (*links.mutable_struct_value()->mutable_fields())["self"] =
+          Href(ResourceUrl(product, resource.key));
+      fields["_links"] = std::move(links);
+    }
+    if (product) {
+      fields["uuid"] = StringValue(resource.key);
+      fields["identifier"] = StringValue(resource.identifier);
+      fields["enabled"].set_bool_value(true);
+      fields["groups"] = EmptyList();
+      fields["associations"] = EmptyObject();
+      fields["quantified_associations"] = EmptyObject();
+    } else {
+      fields["code"] = StringValue(resource.key);
+      fields["family_variant"] = NullValue();
+      fields["associations"] = EmptyObject();
+    }
+    fields["family"] = NullValue();
+    fields["parent"] = NullValue();
+    fields["categories"] = EmptyList();
+    fields["values"] = EmptyObject();
+    fields["created"] = StringValue(AkeneoTime(resource.created_us));
+    fields["updated"] = StringValue(AkeneoTime(resource.updated_us));
+    for (const auto& [name, value] : resource.extra.fields()) fields[name] = value;
+    return item;
+  }
+
+  Response One(bool product, const std::string& key) {
+    absl::MutexLock lock(&mu_);
+    const auto& catalogue = product ? products_ : product_models_;
+    auto it = catalogue.find(key);
+    if (it == catalogue.end()) {
+      return ErrorResponse(404, absl::StrCat(product ? "Product \"" : "Product model \"", key,
+                                             "\" does not exist or you do not have permission to "
+                                             "access it."));
+    }
+    return JsonResponse(ToJson(Render(product, it->second, false)));
+  }
+
+  // A compiled `search` filter.
+  using Predicate = std::function<bool(const Resource&)>;
+
+  static Response UnsupportedFilter(const std::string& property, const std::string& op) {
+    return ErrorResponse(
+        422, absl::StrCat("Filter on property \"", property,
+                          "\" is not supported or does not support operator \"", op, "\""));
+  }
+
+  static std::optional<Response> CompileUpdated(const std::string& op, const Value& value,
+                                                std::vector<Predicate>& out) {
+    const auto bad_time = [](const std::string& text) {
+      return ErrorResponse(422, absl::StrCat("Property \"updated\" expects a string with the "
+                                             "format \"yyyy-mm-dd H:i:s\" as data, \"",
+                                             text, "\" given."));
+    };
+    const auto seconds_of = [](const Resource& r) { return FloorSeconds(r.updated_us); };
+    if (op == ">" || op == "<" || op == "=" || op == "!=") {
+      if (!value.has_string_value()) return bad_time(ToJson(value));
+      std::optional<int64_t> time = ParseFilterTime(value.string_value());
+      if (!time.has_value()) return bad_time(value.string_value());
+      const int64_t t = *time;
+      if (op == ">") out.push_back([=](const Resource& r) { return seconds_of(r) > t; });
+      if (op == "<") out.push_back([=](const Resource& r) { return seconds_of(r) < t; });
+      if (op == "=") out.push_back([=](const Resource& r) { return seconds_of(r) == t; });
+      if (op == "!=") out.push_back([=](const Resource& r) { return seconds_of(r) != t; });
+      return std::nullopt;
+    }
+    if (op == "BETWEEN" || op == "NOT BETWEEN") {
+      if (!value.has_list_value() || value.list_value().values_size() != 2 ||
+          !value.list_value().values(0).has_string_value() ||
+          !value.list_value().values(1).has_string_value()) {
+        return ErrorResponse(422, "Property \"updated\" expects an array with 2 dates as data.");
+      }
+      std::optional<int64_t> low = ParseFilterTime(value.list_value().values(0).string_value());
+      std::optional<int64_t> high = ParseFilterTime(value.list_value().values(1).string_value());
+      if (!low.has_value()) return bad_time(value.list_value().values(0).string_value());
+      if (!high.has_value()) return bad_time(value.list_value().values(1).string_value());
+      const bool negate = op == "NOT BETWEEN";
+      out.push_back([=, low = *low, high = *high](const Resource& r) {
+        const int64_t s = seconds_of(r);
+        return (s >= low && s <= high) != negate;
+      });
+      return std::nullopt;
+    }
+    if (op == "SINCE LAST N DAYS") {
+      if (!value.has_number_value() || value.number_value() < 0) {
+        return ErrorResponse(422, "Property \"updated\" expects a positive number of days.");
+      }
+      const int64_t since =
+          absl::ToUnixSeconds(absl::Now()) - static_cast<int64_t>(value.number_value()) * 86'400;
+      out.push_back([=](const Resource& r) { return seconds_of(r) >= since; });
+      return std::nullopt;
+    }
+    return UnsupportedFilter("updated", op);
+  }
+
+  // Parses `search` as Akeneo does: {"property":[{"operator":..,"value":..}, ...], ...}.
+  static std::optional<Response> CompileSearch(bool product, const std::string& search,
+                                               std::vector<Predicate>& out) {
+    Struct filters;
+    if (!google::protobuf::util::JsonStringToMessage(search, &filters).ok()) {
+      return ErrorResponse(400, "Search query parameter should be valid JSON.");
+    }
+    for (const auto& [property, conditions] : filters.fields()) {
+      const auto bad_structure = [&property] {
+        return ErrorResponse(
+            422, absl::StrCat("Structure of filter \"", property,
+                              "\" should respect this structure: {\"", property,
+                              "\":[{\"operator\": \"my_operator\", \"value\": \"my_value\"}]}"));
+      };
+      if (!conditions.has_list_value()) return bad_structure();
+      for (const Value& condition : conditions.list_value().values()) {
+        if (!condition.has_struct_value()) return bad_structure();
+        const auto& fields = condition.struct_value().fields();
+        auto op_it = fields.find("operator");
+        if (op_it == fields.end() || !op_it->second.has_string_value()) return bad_structure();
+        const std::string op = op_it->second.string_value();
+        auto value_it = fields.find("value");
+        const Value value = value_it == fields.end() ? NullValue() : value_it->second;
+        if (property == "updated") {
+          if (std::optional<Response> error = CompileUpdated(op, value, out); error.has_value()) {
+            return error;
+          }
+        } else if (product && property == "uuid" && (op == "IN" || op == "NOT IN")) {
+          if (!value.has_list_value()) {
+            return ErrorResponse(422, "Property \"uuid\" expects an array as data.");
+          }
+          std::set<std::string> uuids;
+          for (const Value& uuid : value.list_value().values()) {
+            if (!uuid.has_string_value()) {
+              return ErrorResponse(422, "Property \"uuid\" expects an array of strings as data.");
+            }
+            uuids.insert(absl::AsciiStrToLower(uuid.string_value()));
+          }
+          const bool negate = op == "NOT IN";
+          out.push_back([uuids = std::move(uuids), negate](const Resource& r) {
+            return uuids.contains(absl::AsciiStrToLower(r.key)) != negate;
+          });
+        } else {
+          // Includes product models' `code`, which Akeneo cannot search on.
+          return UnsupportedFilter(property, op);
+        }
+      }
+    }
+    return std::nullopt;
+  }
+
+  Response List(bool product, const std::string& path, const std::string& query) {
+    const std::multimap<std::string, std::string> params = ParseQuery(query);
+    int limit = kDefaultLimit;
+    if (std::optional<std::string> text = Param(params, "limit"); text.has_value()) {
+      if (!absl::SimpleAtoi(*text, &limit) || limit < 1) {
+        return ErrorResponse(422, absl::StrCat("\"", *text, "\" is not a valid limit number."));
+      }
+      if (limit > kMaxLimit) {
+        return ErrorResponse(422,
+                             absl::StrCat("You cannot request more than ", kMaxLimit, " items."));
+      }
+    }
+    const std::string pagination = Param(params, "pagination_type").value_or("page");
+    if (pagination != "page" && pagination != "search_after") {
+      return ErrorResponse(422, "Pagination type does not exist.");
+    }
+    int page = 1;
+    if (std::optional<std::string> text = Param(params, "page"); text.has_value()) {
+      if (!absl::SimpleAtoi(*text, &page) || page < 1) {
+        return ErrorResponse(422, absl::StrCat("\"", *text, "\" is not a valid page number."));
+      }
+    }
+    const std::optional<std::string> search = Param(params, "search");
+    std::vector<Predicate> predicates;
+    if (search.has_value()) {
+      if (std::optional<Response> error = CompileSearch(product, *search, predicates);
+          error.has_value()) {
+        return *std::move(error);
+      }
+    }
+    const std::optional<std::string> search_after = Param(params, "search_after");
+    const bool with_count = Param(params, "with_count").value_or("false") == "true";
+
+    // Items in a stable order (uuid or code), as search_after pagination requires.
+    std::vector<Struct> items;
+    bool more = false;
+    int64_t count = 0;
+    std::string last_key;
+    {
+      absl::MutexLock lock(&mu_);
+      const auto& catalogue = product ? products_ : product_models_;
+      int64_t skip = pagination == "page" ? int64_t{page - 1} * limit : 0;
+      for (auto it = pagination == "search_after" && search_after.has_value()
+                         ? catalogue.upper_bound(*search_after)
+                         : catalogue.begin();
+           it != catalogue.end(); ++it) {
+        const Resource& resource = it->second;
+        if (!std::all_of(predicates.begin(), predicates.end(),
+                         [&resource](const Predicate& p) { return p(resource); })) {
+          continue;
+        }
+        ++count;
+        if (skip > 0) {
+          --skip;
+          continue;
+        }
+        if (static_cast<int>(items.size()) == limit) {
+          more = true;
+          if (!with_count) break;
+          continue;
+        }
+        items.push_back(Render(product, resource, true));
+        last_key = resource.key;
+      }
+    }
+
+    // Links carry the query the client sent, re-encoded, like Akeneo's.
+    const std::string base = absl::StrCat(base_url(), path, "?");
+    std::string common;
+    if (search.has_value()) absl::StrAppend(&common, "search=", Encode(*search), "&");
+    absl::StrAppend(&common, "limit=", limit);
+    if (with_count) absl::StrAppend(&common, "&with_count=true");
+    Struct root;
+    auto& fields = *root.mutable_fields();
+    Value links;
+    auto& link_fields = *links.mutable_struct_value()->mutable_fields();
+    if (pagination == "search_after") {
+      absl::StrAppend(&common, "&pagination_type=search_after");
+      link_fields["self"] = Href(absl::StrCat(
+          base, common,
+          search_after.has_value() ? absl::StrCat("&search_after=", Encode(*search_after)) : ""));
+      link_fields["first"] = Href(base + common);
+      if (more) {
+        link_fields["next"] = Href(absl::StrCat(base, common, "&search_after=", Encode(last_key)));
+      }
+    } else {
+      link_fields["self"] = Href(absl::StrCat(base, common, "&page=", page));
+      link_fields["first"] = Href(absl::StrCat(base, common, "&page=1"));
+      if (page > 1) link_fields["previous"] = Href(absl::StrCat(base, common, "&page=", page - 1));
+      if (more) link_fields["next"] = Href(absl::StrCat(base, common, "&page=", page + 1));
+      fields["current_page"].set_number_value(page);
+      if (with_count) fields["items_count"].set_number_value(static_cast<double>(count));
+    }
+    fields["_links"] = std::move(links);
+    Value embedded;
+    auto* list = (*embedded.mutable_struct_value()->mutable_fields())["items"].mutable_list_value();
+    for (Struct& item : items) *list->add_values()->mutable_struct_value() = std::move(item);
+    fields["_embedded"] = std::move(embedded);
+    return JsonResponse(ToJson(root));
+  }
+
+  const Options options_;
+  TempDir dir_;
+  CertFiles cert_;
+  ssl::context ssl_context_{ssl::context::tls_server};
+
+  net::io_context ioc_{1};
+  net::executor_work_guard<net::io_context::executor_type> work_ = net::make_work_guard(ioc_);
+  std::thread thread_;
+  std::atomic<uint16_t> port_{0};
+
+  // io thread only.
+  std::shared_ptr<tcp::acceptor> acceptor_;
+  std::map<uint64_t, std::function<void()>> sessions_;  // id -> closes its socket
+  uint64_t next_session_ = 0;
+  std::set<net::steady_timer*> timers_;
+  bool shutting_down_ = false;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, Resource> products_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Resource> product_models_ ABSL_GUARDED_BY(mu_);
+  int fail_count_ ABSL_GUARDED_BY(mu_) = 0;
+  int fail_status_ ABSL_GUARDED_BY(mu_) = 0;
+  int fail_retry_after_ ABSL_GUARDED_BY(mu_) = -1;
+  std::chrono::milliseconds delay_ ABSL_GUARDED_BY(mu_){0};
+  std::map<std::string, Clock::time_point> access_tokens_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> refresh_tokens_ ABSL_GUARDED_BY(mu_);
+  std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);
+  int token_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  int refresh_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int max_concurrent_seen_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+FakePim::FakePim() : FakePim(Options{}) {}
+FakePim::FakePim(Options options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+FakePim::~FakePim() = default;
+
+uint16_t FakePim::port() const { return impl_->port(); }
+std::string FakePim::base_url() const { return impl_->base_url(); }
+const std::string& FakePim::cert_file() const { return impl_->cert_file(); }
+
+void FakePim::PutProduct(const std::string& uuid, int64_t updated_us,
+                         const std::string& fields_json, const std::string& identifier) {
+  impl_->PutResource(true, uuid, updated_us, fields_json, identifier);
+}
+void FakePim::DeleteProduct(const std::string& uuid) { impl_->DeleteResource(true, uuid); }
+void FakePim::PutProductModel(const std::string& code, int64_t updated_us,
+                              const std::string& fields_json) {
+  impl_->PutResource(false, code, updated_us, fields_json, "");
+}
+void FakePim::DeleteProductModel(const std::string& code) { impl_->DeleteResource(false, code); }
+
+void FakePim::FailNextCalls(int count, int status, int retry_after_seconds) {
+  impl_->FailNextCalls(count, status, retry_after_seconds);
+}
+void FakePim::SetDelay(std::chrono::milliseconds delay) { impl_->SetDelay(delay); }
+void FakePim::ExpireTokens() { impl_->ExpireTokens(); }
+void FakePim::Stop() { impl_->Stop(); }
+void FakePim::Resume() { impl_->Resume(); }
+
+std::vector<FakePim::Request> FakePim::requests() const { return impl_->requests(); }
+int FakePim::token_requests() const { return impl_->token_requests(); }
+int FakePim::refresh_requests() const { return impl_->refresh_requests(); }
+int FakePim::max_concurrent_seen() const { return impl_->max_concurrent_seen(); }
+void FakePim::ClearRequests() { impl_->ClearRequests(); }
+
+}  // namespace pimgate::testing
