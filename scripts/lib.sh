@@ -12,6 +12,9 @@ PIMGATE_PACKAGES=(
   python3-grpcio python3-protobuf
   clang libclang-rt-14-dev  # scripts/fuzz: libFuzzer targets (scripts/test runs them briefly)
   prometheus  # for promtool: the metrics tests check pimgate's /metrics with `promtool check metrics`
+  # scripts/package-test and scripts/docs-check: dpkg -i needs adduser; `ip` brings loopback up in
+  # their private network namespace; systemd-analyze verifies the packaged unit.
+  adduser iproute2 systemd
 )
 # Node.js may come from Debian or from another source (whose nodejs already bundles npm and
 # conflicts with Debian's npm): Debian's packages are installed only when the commands are missing.

@@ -1,0 +1,256 @@
+// docs/configuration.md against the loader (core/config.cc): the page's full example is accepted by
+// `pimgate --check-config`, it uses every key the loader reads, and every key path it uses is a
+// row of the page's reference tables (and every row is a key of the example).
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "gtest/gtest.h"
+#include "tests/testing/test_env.h"
+#include "yaml-cpp/yaml.h"
+
+namespace pimgate::testing {
+namespace {
+
+constexpr char kMarker[] = "<!-- configuration-doc-test: full example -->";
+// Mappings whose keys are the user's own names, not config keys.
+const std::set<std::string> kFreeFormMappings = {"plugins[].env"};
+
+std::string ReadSource(const std::string& relative) {
+  std::ifstream in(std::string(PIMGATE_SOURCE_DIR) + "/" + relative);
+  EXPECT_TRUE(in.good()) << "cannot read " << relative;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string ConfigurationDoc() { return ReadSource("docs/configuration.md"); }
+
+// The ```yaml block that follows the marker.
+std::string FullExample(const std::string& doc) {
+  const size_t marker = doc.find(kMarker);
+  if (marker == std::string::npos) {
+    ADD_FAILURE() << "docs/configuration.md has no " << kMarker;
+    return "";
+  }
+  const size_t open = doc.find("```yaml\n", marker);
+  const size_t close = doc.find("\n```", open);
+  if (open == std::string::npos || close == std::string::npos) {
+    ADD_FAILURE() << "no ```yaml block after " << kMarker;
+    return "";
+  }
+  const size_t start = open + std::string("```yaml\n").size();
+  return doc.substr(start, close - start + 1);
+}
+
+// The keys of one ReadMapping call in config.cc: one mapping of the configuration.
+struct KeyGroup {
+  std::string function;  // the reader it is in, for messages
+  int line = 0;
+  std::set<std::string> keys;
+};
+
+// Index just past the parenthesis that closes the one at `open`, skipping string literals.
+size_t MatchingParen(const std::string& text, size_t open) {
+  int depth = 0;
+  for (size_t i = open; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '"' || c == '\'') {
+      for (++i; i < text.size() && text[i] != c; ++i) {
+        if (text[i] == '\\') ++i;
+      }
+    } else if (c == '(') {
+      ++depth;
+    } else if (c == ')' && --depth == 0) {
+      return i + 1;
+    }
+  }
+  return std::string::npos;
+}
+
+std::vector<KeyGroup> LoaderKeyGroups(const std::string& source) {
+  // {"key", Reader(...)}; not the choices of OneOf({"text", "json"}, ...).
+  static const std::regex kKey(R"re(\{\s*"([a-z_][a-z0-9_]*)"\s*,\s*[^"\s])re");
+  static const std::regex kFunction(
+      R"re(\n(?:ValueReader|absl::Status|absl::StatusOr<\w+>) (\w+)\()re");
+  std::vector<KeyGroup> groups;
+  size_t at = 0;
+  while ((at = source.find("ReadMapping(", at)) != std::string::npos) {
+    const size_t open = at + std::string("ReadMapping").size();
+    at = open;
+    if (source.compare(open + 1, 11, "const Field") == 0) continue;  // the definition
+    const size_t close = MatchingParen(source, open);
+    if (close == std::string::npos) break;
+    KeyGroup group;
+    group.line = 1 + static_cast<int>(std::count(source.begin(), source.begin() + open, '\n'));
+    const std::string before = source.substr(0, open);
+    for (std::sregex_iterator it(before.begin(), before.end(), kFunction), end; it != end; ++it) {
+      group.function = (*it)[1];
+    }
+    const std::string call = source.substr(open, close - open);
+    for (std::sregex_iterator it(call.begin(), call.end(), kKey), end; it != end; ++it) {
+      group.keys.insert((*it)[1]);
+    }
+    if (!group.keys.empty()) groups.push_back(std::move(group));
+  }
+  return groups;
+}
+
+// What the example holds: each mapping's path and keys, and each key path
+// ("sources[].rest.base_url") with whether its value is a mapping or a list of mappings.
+struct ExampleKeys {
+  std::vector<std::pair<std::string, std::set<std::string>>> mappings;
+  std::map<std::string, bool> paths;  // path -> is a container
+};
+
+void Walk(const YAML::Node& node, const std::string& path, ExampleKeys& out) {
+  if (node.IsSequence()) {
+    for (const YAML::Node& item : node) {
+      if (item.IsMap()) Walk(item, path + "[]", out);
+    }
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::set<std::string> keys;
+  for (const auto& entry : node) {
+    const std::string key = entry.first.as<std::string>();
+    keys.insert(key);
+    const std::string child = path.empty() ? key : absl::StrCat(path, ".", key);
+    const YAML::Node value = entry.second;
+    bool container = value.IsMap();
+    if (value.IsSequence()) {
+      for (const YAML::Node& item : value) container |= item.IsMap();
+    }
+    out.paths[child] = container;
+    if (!kFreeFormMappings.contains(child)) Walk(value, child, out);
+  }
+  out.mappings.emplace_back(path, std::move(keys));
+}
+
+ExampleKeys ExampleKeysOf(const std::string& yaml) {
+  ExampleKeys keys;
+  Walk(YAML::Load(yaml), "", keys);
+  return keys;
+}
+
+// Runs `command`, returning its exit status and its stdout and stderr.
+int RunShell(const std::string& command, std::string* output) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buffer[4096];
+  size_t n = 0;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, n);
+  const int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(ConfigurationDocTest, FullExampleIsAcceptedByCheckConfig) {
+  const std::string example = FullExample(ConfigurationDoc());
+  ASSERT_FALSE(example.empty());
+  // The example's absolute paths, moved under a temp dir where the files it names are created.
+  TempDir dir;
+  std::string yaml =
+      absl::StrReplaceAll(example, {{"/etc/pimgate/", dir.path() + "/etc/pimgate/"},
+                                    {"/var/lib/pimgate", dir.path() + "/var/lib/pimgate"}});
+  const CertFiles cert = MakeSelfSignedCert(dir.path());
+  static const std::regex kFile(R"((/\S*?/etc/pimgate/[^\s,\]]+))");
+  for (std::sregex_iterator it(yaml.begin(), yaml.end(), kFile), end; it != end; ++it) {
+    const std::string path = (*it)[1];
+    RunCommand("mkdir -p \"$(dirname '" + path + "')\"");
+    if (path.ends_with(".pem") || path.ends_with(".key")) {
+      RunCommand(absl::StrCat("cp ",
+                              path.ends_with(".key") || path.find("privkey") != std::string::npos
+                                  ? cert.key_file
+                                  : cert.cert_file,
+                              " '", path, "'"));
+    } else {
+      std::ofstream(path) << "secret-for-" << path.substr(path.rfind('/') + 1) << "\n";
+    }
+  }
+  const std::string config = dir.File("pimgate.yaml");
+  std::ofstream(config) << yaml;
+  // ${NAME} references get a value in the child's environment.
+  static const std::regex kEnv(R"(\$\{([A-Za-z_][A-Za-z0-9_]*)\})");
+  std::string env;
+  for (std::sregex_iterator it(yaml.begin(), yaml.end(), kEnv), end; it != end; ++it) {
+    absl::StrAppend(&env, (*it)[1].str(), "=value-of-", (*it)[1].str(), " ");
+  }
+  std::string output;
+  const int status =
+      RunShell(absl::StrCat("env ", env, PIMGATE_BINARY, " --check-config ", config), &output);
+  EXPECT_EQ(status, 0) << output << "\n--- the example as checked:\n" << yaml;
+  EXPECT_NE(output.find(": OK ("), std::string::npos) << output;
+}
+
+TEST(ConfigurationDocTest, FullExampleUsesEveryKeyTheLoaderReads) {
+  const std::vector<KeyGroup> groups = LoaderKeyGroups(ReadSource("core/config.cc"));
+  // The parser of config.cc still finds the sections it always had.
+  ASSERT_GE(groups.size(), 15u);
+  const ExampleKeys example = ExampleKeysOf(FullExample(ConfigurationDoc()));
+  for (const KeyGroup& group : groups) {
+    // The example's mappings that belong to this reader: those whose keys are all its keys.
+    std::set<std::string> used;
+    for (const auto& [path, keys] : example.mappings) {
+      if (std::includes(group.keys.begin(), group.keys.end(), keys.begin(), keys.end())) {
+        used.insert(keys.begin(), keys.end());
+      }
+    }
+    std::vector<std::string> missing;
+    for (const std::string& key : group.keys) {
+      if (!used.contains(key)) missing.push_back(key);
+    }
+    EXPECT_TRUE(missing.empty())
+        << "core/config.cc:" << group.line << " (" << group.function << ") reads "
+        << absl::StrJoin(missing, ", ")
+        << ", missing from the full example in docs/configuration.md (add them there and to the "
+           "reference tables). The reader's keys: "
+        << absl::StrJoin(group.keys, ", ");
+  }
+}
+
+TEST(ConfigurationDocTest, EveryKeyOfTheExampleIsInTheReference) {
+  const std::string doc = ConfigurationDoc();
+  const ExampleKeys example = ExampleKeysOf(FullExample(doc));
+  ASSERT_GT(example.paths.size(), 100u);
+  for (const auto& [path, container] : example.paths) {
+    if (container || path.find('.') == std::string::npos) {
+      // A section or sub-mapping: its name in backquotes, alone or before a key.
+      EXPECT_TRUE(doc.find("`" + path + "`") != std::string::npos ||
+                  doc.find("`" + path + ".") != std::string::npos)
+          << "docs/configuration.md does not document " << path;
+    } else {
+      EXPECT_NE(doc.find("| `" + path + "` |"), std::string::npos)
+          << "docs/configuration.md has no table row for " << path;
+    }
+  }
+}
+
+TEST(ConfigurationDocTest, EveryReferenceRowIsAKeyOfTheExample) {
+  const std::string doc = ConfigurationDoc();
+  const ExampleKeys example = ExampleKeysOf(FullExample(doc));
+  static const std::regex kRow(R"(\n\| `([a-z_]+(?:\[\])?(?:\.[a-z_]+(?:\[\])?)+)` \|)");
+  int rows = 0;
+  for (std::sregex_iterator it(doc.begin(), doc.end(), kRow), end; it != end; ++it) {
+    ++rows;
+    const std::string path = (*it)[1];
+    EXPECT_TRUE(example.paths.contains(path))
+        << "docs/configuration.md documents " << path
+        << ", which its full example does not use (a key the loader no longer reads?)";
+  }
+  EXPECT_GE(rows, 80);
+}
+
+}  // namespace
+}  // namespace pimgate::testing
