@@ -3,6 +3,11 @@
 // caller's thread, so gateway I/O threads never block on the PIM.
 #include "core/akeneo_client.h"
 
+// Boost.Asio 1.74's awaitable.hpp uses std::exchange without including <utility>.
+// clang-format off
+#include <utility>
+// clang-format on
+
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
@@ -25,7 +30,6 @@
 #include <optional>
 #include <random>
 #include <thread>
-#include <utility>  // before Boost.Asio's awaitable.hpp, which uses std::exchange
 #include <variant>
 #include <vector>
 

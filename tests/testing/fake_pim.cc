@@ -4,6 +4,11 @@
 // can change and read them from any thread.
 #include "tests/testing/fake_pim.h"
 
+// Boost.Asio 1.74's awaitable.hpp uses std::exchange without including <utility>.
+// clang-format off
+#include <utility>
+// clang-format on
+
 #include <algorithm>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
@@ -25,7 +30,6 @@
 #include <random>
 #include <set>
 #include <thread>
-#include <utility>  // before Boost.Asio's awaitable.hpp, which uses std::exchange
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
