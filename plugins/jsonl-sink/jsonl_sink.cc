@@ -3,7 +3,7 @@
 //
 //   plugins:
 //     - name: archive
-//       command: [pimgate-jsonl-sink]
+//       command: [/usr/libexec/pimgate/pimgate-jsonl-sink]   # where the Debian package puts it
 //       env: {JSONL_SINK_PATH: /var/lib/pimgate/events.jsonl}
 //
 // Environment:
