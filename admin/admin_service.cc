@@ -151,9 +151,9 @@ class AdminServiceImpl final : public v1::Admin::Service {
                               v1::ListQuarantineResponse* response) override {
     return Guarded(ctx, [&] { return DoListQuarantine(*request, *response); });
   }
-  grpc::Status Reconcile(grpc::ServerContext* ctx, const v1::ReconcileRequest*,
-                         v1::ReconcileResponse*) override {
-    return Guarded(ctx, [] { return absl::UnimplementedError("reconciliation arrives with M4"); });
+  grpc::Status Reconcile(grpc::ServerContext* ctx, const v1::ReconcileRequest* request,
+                         v1::ReconcileResponse* response) override {
+    return Guarded(ctx, [&] { return DoReconcile(ctx, *request, *response); });
   }
 
  private:
@@ -279,6 +279,82 @@ class AdminServiceImpl final : public v1::Admin::Service {
         out.set_last_error(plugin.last_error);
       }
     }
+    if (deps_.reconciler != nullptr) {
+      for (const ReconcileSourceStats& source : deps_.reconciler->Stats()) {
+        if (source.configured) FillReconciliation(source, *response.add_reconciliations());
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  static void FillReconciliation(const ReconcileSourceStats& source, v1::ReconciliationStats& out) {
+    out.set_source(source.source);
+    out.set_running(source.running);
+    out.set_runs_succeeded(source.runs_succeeded);
+    out.set_runs_failed(source.runs_failed);
+    out.set_items_scanned(source.items_scanned);
+    out.set_events_emitted(source.events_emitted);
+    out.set_deletions_emitted(source.deletions_emitted);
+    if (source.last_run) {
+      const ReconcileRunStats& run = *source.last_run;
+      *out.mutable_last_started_at() = ToProto(run.started_at);
+      *out.mutable_last_finished_at() = ToProto(run.finished_at);
+      out.set_last_ok(run.status.ok());
+      out.set_last_error(std::string(run.status.message()));
+      out.set_last_scanned(run.scanned);
+      out.set_last_emitted(run.emitted);
+      out.set_last_deleted(run.deleted);
+      out.set_last_in_sync(run.in_sync);
+      out.set_last_api_calls(run.api_calls);
+      out.set_last_duration_seconds(absl::ToDoubleSeconds(run.duration()));
+      out.set_last_full(run.full);
+    }
+    if (source.last_success) *out.mutable_last_success_at() = ToProto(*source.last_success);
+    if (source.watermark_us) {
+      *out.mutable_watermark() = TimeUtil::MicrosecondsToTimestamp(*source.watermark_us);
+    }
+    if (source.next_run) *out.mutable_next_run_at() = ToProto(*source.next_run);
+  }
+
+  // ---- Reconciliation -------------------------------------------------------------------------
+
+  absl::Status DoReconcile(grpc::ServerContext* ctx, const v1::ReconcileRequest& request,
+                           v1::ReconcileResponse& response) {
+    if (request.source().empty()) return absl::InvalidArgumentError("source is required");
+    if (deps_.reconciler == nullptr) return Unavailable("reconciliation");
+    ReconcileOptions options;
+    options.full = request.full();
+    if (request.has_since()) {
+      if (!ValidTimestamp(request.since())) {
+        return absl::InvalidArgumentError("since is not a valid timestamp");
+      }
+      options.since_us = absl::ToUnixMicros(ToTime(request.since()));
+    }
+    spdlog::info("[admin] reconciling source {}{}{} (asked by {})", request.source(),
+                 options.full ? " (full)" : "",
+                 options.since_us ? " since " + TimeUtil::ToString(request.since()) : std::string(),
+                 ctx->peer());
+    absl::StatusOr<ReconcileRunStats> run = deps_.reconciler->Run(request.source(), options);
+    if (!run.ok()) return run.status();
+    response.set_events_added(run->emitted + run->deleted);
+    response.set_scanned(run->scanned);
+    response.set_emitted(run->emitted);
+    response.set_deleted(run->deleted);
+    response.set_in_sync(run->in_sync);
+    response.set_invalid(run->invalid);
+    response.set_unchecked(run->unchecked);
+    response.set_api_calls(run->api_calls);
+    if (run->window_start_us) {
+      *response.mutable_window_start() = TimeUtil::MicrosecondsToTimestamp(*run->window_start_us);
+    }
+    if (run->watermark_us) {
+      *response.mutable_watermark() = TimeUtil::MicrosecondsToTimestamp(*run->watermark_us);
+    }
+    response.set_watermark_advanced(run->watermark_advanced);
+    *response.mutable_started_at() = ToProto(run->started_at);
+    *response.mutable_finished_at() = ToProto(run->finished_at);
+    response.set_run(run->run);
+    response.set_full(run->full);
     return absl::OkStatus();
   }
 

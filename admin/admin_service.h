@@ -13,6 +13,7 @@
 #include "core/dispatcher.h"
 #include "core/event_log.h"
 #include "core/plugin_supervisor.h"
+#include "core/reconciler.h"
 #include "gateway/server.h"
 #include "pimgate/v1/admin.grpc.pb.h"
 
@@ -26,6 +27,7 @@ struct AdminDependencies {
   Dispatcher* dispatcher = nullptr;
   PluginSupervisor* supervisor = nullptr;
   Gateway* gateway = nullptr;
+  Reconciler* reconciler = nullptr;
 };
 
 // Bounds of one admin call: a query never reads the whole log at once nor builds a response the

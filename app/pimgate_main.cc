@@ -3,11 +3,14 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "admin/admin_server.h"
+#include "core/akeneo_client.h"
 #include "core/config.h"
 #include "core/dispatcher.h"
 #include "core/event_log.h"
@@ -15,6 +18,7 @@
 #include "core/metrics.h"
 #include "core/metrics_collectors.h"
 #include "core/plugin_supervisor.h"
+#include "core/reconciler.h"
 #include "core/retention.h"
 #include "core/rocksdb_backend.h"
 #include "gateway/server.h"
@@ -150,6 +154,21 @@ int Serve(const std::string& path, const std::string& ready_file) {
         "not a power loss");
   }
 
+  // One REST client per source with `rest`, shared by reconciliation and the dispatcher's
+  // hydration (pass this same map to the dispatcher: one token and one set of connections per
+  // PIM, within Akeneo's 4 concurrent calls per connection). Create() checks the configuration
+  // only: a PIM that is down at start does not stop pimgate, its calls fail and are retried.
+  std::map<std::string, std::shared_ptr<pimgate::AkeneoClient>> rest_clients;
+  for (const pimgate::SourceConfig& source : config->sources) {
+    if (!source.rest) continue;
+    auto client = pimgate::AkeneoClient::Create(*source.rest);
+    if (!client.ok()) {
+      spdlog::critical("sources {}: rest: {}", source.name, std::string(client.status().message()));
+      return 2;
+    }
+    rest_clients.emplace(source.name, std::shared_ptr<pimgate::AkeneoClient>(std::move(*client)));
+  }
+
   // Plugins: launched and supervised, then fed by the dispatcher from the log.
   auto supervisor = pimgate::PluginSupervisor::Create(config->plugins, config->runtime.runtime_dir);
   if (!supervisor.ok()) {
@@ -181,6 +200,24 @@ int Serve(const std::string& path, const std::string& ready_file) {
       pimgate::RetentionOptions::FromConfig(config->store));
   retention->Start();
 
+  // Reconciliation: its own threads; a failing PIM only fails (and retries) its runs.
+  auto reconciler = pimgate::Reconciler::Create(config->sources, rest_clients, log->get());
+  if (!reconciler.ok()) {
+    spdlog::critical("{}", std::string(reconciler.status().message()));
+    return 2;
+  }
+  (*reconciler)->Start();
+  for (const pimgate::SourceConfig& source : config->sources) {
+    if (!source.rest) continue;
+    const pimgate::ReconcileConfig reconcile =
+        source.reconcile.value_or(pimgate::ReconcileConfig{});
+    spdlog::info("source {}: REST API {} as client {}; reconciliation {}", source.name,
+                 source.rest->base_url, source.rest->client_id,
+                 reconcile.interval.count() > 0
+                     ? "every " + absl::FormatDuration(absl::FromChrono(reconcile.interval))
+                     : std::string("on demand only (reconcile.interval 0)"));
+  }
+
   auto gateway = pimgate::Gateway::Create(*config, log->get());
   if (!gateway.ok()) {
     spdlog::critical("{}", std::string(gateway.status().message()));
@@ -209,11 +246,10 @@ int Serve(const std::string& path, const std::string& ready_file) {
   pimgate::RegisterPluginMetrics(metrics, supervisor->get(), dispatcher->get());
   pimgate::RegisterGatewayMetrics(metrics, gateway->get());
   pimgate::RegisterRetentionMetrics(metrics, retention.get());
-  std::vector<std::string> source_names;
-  for (const pimgate::SourceConfig& source : config->sources) source_names.push_back(source.name);
-  pimgate::RegisterReconciliationMetrics(metrics, std::move(source_names));
+  pimgate::RegisterReconciliationMetrics(metrics, reconciler->get());
   std::unique_ptr<pimgate::AdminServer> admin_server = StartAdminServer(
-      config->admin, {log->get(), dispatcher->get(), supervisor->get(), gateway->get()});
+      config->admin,
+      {log->get(), dispatcher->get(), supervisor->get(), gateway->get(), reconciler->get()});
   if (!ready_file.empty()) {
     std::string tmp = ready_file + ".tmp";
     std::ofstream(tmp) << "{\"gateway_port\":" << (*gateway)->port()
@@ -227,6 +263,8 @@ int Serve(const std::string& path, const std::string& ready_file) {
   spdlog::info("received {}, stopping: finishing requests in flight", strsignal(signal_number));
   if (admin_server) admin_server->Stop();      // before the parts its calls use
   if (metrics_server) metrics_server->Stop();  // /readyz goes away first: no new traffic
+  // Cancels reconciliation runs in progress, which append to the log.
+  (*reconciler)->Stop();
   retention->Stop();
   (*gateway)->Stop();
   gateway->reset();
@@ -234,6 +272,9 @@ int Serve(const std::string& path, const std::string& ready_file) {
   dispatcher->reset();
   (*supervisor)->Stop();  // SIGTERM, grace period, SIGKILL
   supervisor->reset();
+  reconciler->reset();
+  // The REST clients, once their last users (reconciler, dispatcher) are gone.
+  for (auto& [name, client] : rest_clients) client->Shutdown();
   log->reset();  // drains and closes the log
   spdlog::info("pimgate stopped");
   return 0;

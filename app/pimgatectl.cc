@@ -83,7 +83,7 @@ Commands:
   events [--type GLOB] [--resource ID] [--source S] [--since T] [--until T]
          [--limit N] [--newest]          events, filtered
   quarantine [--limit N]                 legacy batch elements the parser refused
-  reconcile SOURCE [--since T] [--full]  ask the PIM for changes its webhooks missed (M4)
+  reconcile SOURCE [--since T] [--full]  ask the PIM for changes its webhooks missed
 
 `pimgatectl COMMAND --help` explains one command.
 
@@ -453,6 +453,28 @@ int RunStats(AdminClient& client, const Args& args) {
   std::printf("connections: %lu open, %lu refused\n\n",
               static_cast<unsigned long>(response.gateway().connections_open()),
               static_cast<unsigned long>(response.gateway().connections_refused()));
+  if (!response.reconciliations().empty()) {
+    Table reconciliations({"RECONCILE", "LAST RUN", "RESULT", "SCANNED", "EMITTED", "DELETED",
+                           "IN SYNC", "API CALLS", "OK/FAILED", "WATERMARK", "NEXT RUN",
+                           "LAST ERROR"});
+    for (const v1::ReconciliationStats& r : response.reconciliations()) {
+      const bool ran = r.has_last_finished_at();
+      std::string result = !ran ? "never" : r.last_ok() ? "ok" : "failed";
+      if (r.last_full() && ran) result += " (full)";
+      if (r.running()) result = ran ? result + ", running" : "running";
+      const auto figure = [ran](uint64_t value) { return ran ? absl::StrCat(value) : "-"; };
+      reconciliations.Add({r.source(), ran ? FormatTime(r.last_finished_at()) : "-", result,
+                           figure(r.last_scanned()), figure(r.last_emitted()),
+                           figure(r.last_deleted()), figure(r.last_in_sync()),
+                           figure(r.last_api_calls()),
+                           absl::StrCat(r.runs_succeeded(), "/", r.runs_failed()),
+                           r.has_watermark() ? FormatTime(r.watermark()) : "-",
+                           r.has_next_run_at() ? FormatTime(r.next_run_at()) : "on demand",
+                           r.last_error().empty() ? "-" : r.last_error()});
+    }
+    reconciliations.Print();
+    std::printf("\n");
+  }
   if (response.plugins().empty()) {
     std::printf("no plugins configured\n");
     return kExitOk;
@@ -817,11 +839,37 @@ int RunReconcile(AdminClient& client, const Args& args) {
   request.set_full(args.switches.contains("--full"));
   v1::ReconcileResponse response;
   if (grpc::Status s = client.Call(&v1::Admin::Stub::Reconcile, request, response); !s.ok()) {
+    // pimgate answered, but the run failed: UNAVAILABLE here is the PIM's, not pimgate's.
+    if (absl::StartsWith(s.error_message(), "reconciliation of ")) {
+      std::fprintf(stderr, "pimgatectl: reconcile: %s: %s\n", CodeName(s.error_code()),
+                   s.error_message().c_str());
+      return kExitError;
+    }
     return Failed(client, "reconcile", s);
   }
   if (args.json) return PrintJson(response);
-  std::printf("reconciliation of %s added %lu event(s)\n", request.source().c_str(),
-              static_cast<unsigned long>(response.events_added()));
+  const double seconds = static_cast<double>(TimeUtil::DurationToMilliseconds(
+                             response.finished_at() - response.started_at())) /
+                         1000.0;
+  std::printf("reconciliation of %s (run %lu%s) added %lu event(s) in %.3fs\n",
+              request.source().c_str(), static_cast<unsigned long>(response.run()),
+              response.full() ? ", full" : "", static_cast<unsigned long>(response.events_added()),
+              seconds);
+  Table table({"FIGURE", "VALUE"});
+  table.Add({"scanned", absl::StrCat(response.scanned())});
+  table.Add({"emitted (updated)", absl::StrCat(response.emitted())});
+  table.Add({"deleted", absl::StrCat(response.deleted())});
+  table.Add({"in sync", absl::StrCat(response.in_sync())});
+  table.Add({"invalid (skipped)", absl::StrCat(response.invalid())});
+  if (response.full()) table.Add({"unchecked (not UUIDs)", absl::StrCat(response.unchecked())});
+  table.Add({"api calls", absl::StrCat(response.api_calls())});
+  table.Add({"window", response.has_window_start()
+                           ? "updated after " + FormatTime(response.window_start())
+                           : std::string("everything")});
+  table.Add({"watermark",
+             (response.has_watermark() ? FormatTime(response.watermark()) : std::string("none")) +
+                 (response.watermark_advanced() ? " (advanced)" : " (unchanged)")});
+  table.Print();
   return kExitOk;
 }
 
@@ -838,7 +886,8 @@ std::vector<Command> Commands() {
        "stats [--json]",
        "The log (head and first sequence, event count, disk use), each source's answers and\n"
        "events, and each plugin's delivery: state, cursor, lag, in flight, delivered, retried,\n"
-       "dead-lettered, skipped by filter or as stale. Counters start when pimgate starts.",
+       "dead-lettered, skipped by filter or as stale; each source's last reconciliation. Counters\n"
+       "start when pimgate starts.",
        {},
        {},
        RunStats,
@@ -928,8 +977,11 @@ std::vector<Command> Commands() {
        list_check},
       {"reconcile",
        "reconcile SOURCE [--since T] [--full] [--json]",
-       "Asks the PIM behind SOURCE for changes its webhooks missed and adds them to the log.\n"
-       "Arrives with M4: pimgate answers UNIMPLEMENTED for now.",
+       "Asks the PIM behind SOURCE (its `rest` API) for products and product models updated\n"
+       "since the watermark (minus reconcile.overlap), or since T, and adds to the log an event\n"
+       "for each one newer than what the log has. --full lists everything and also adds a\n"
+       "deletion for each product (model) the log knows but the PIM no longer has. Waits for the\n"
+       "run to finish (raise --timeout for a large catalogue) and prints its figures.",
        {"--since"},
        {"--full"},
        RunReconcile,

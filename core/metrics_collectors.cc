@@ -207,13 +207,71 @@ void WriteRetentionMetrics(const RetentionStats& retention, MetricsWriter& out) 
   }
 }
 
-void WriteReconciliationMetrics(const std::vector<std::string>& sources, MetricsWriter& out) {
+void WriteReconciliationMetrics(const std::vector<ReconcileSourceStats>& sources,
+                                MetricsWriter& out) {
+  const auto seconds = [](absl::Time time) {
+    return absl::ToDoubleSeconds(time - absl::UnixEpoch());
+  };
   out.Family("pimgate_reconciliation_runs_total",
              "Reconciliation runs against the PIM, by source and result (success or failure).",
              MetricType::kCounter);
-  for (const std::string& source : sources) {
-    out.Sample({{"source", source}, {"result", "success"}}, uint64_t{0});
-    out.Sample({{"source", source}, {"result", "failure"}}, uint64_t{0});
+  for (const ReconcileSourceStats& s : sources) {
+    out.Sample({{"source", s.source}, {"result", "success"}}, s.runs_succeeded);
+    out.Sample({{"source", s.source}, {"result", "failure"}}, s.runs_failed);
+  }
+  out.Family("pimgate_reconciliation_items_scanned_total",
+             "Items (products, product models) the PIM returned to reconciliation runs.",
+             MetricType::kCounter);
+  for (const ReconcileSourceStats& s : sources) out.Sample({{"source", s.source}}, s.items_scanned);
+  out.Family("pimgate_reconciliation_events_emitted_total",
+             "Events reconciliation added to the log, by change: updated (an item newer than the "
+             "log's version) or deleted (full runs: a resource the PIM no longer has).",
+             MetricType::kCounter);
+  for (const ReconcileSourceStats& s : sources) {
+    out.Sample({{"source", s.source}, {"change", "updated"}}, s.events_emitted);
+    out.Sample({{"source", s.source}, {"change", "deleted"}}, s.deletions_emitted);
+  }
+  out.Family("pimgate_reconciliation_in_sync_total",
+             "Items whose version the log already had: nothing was added for them.",
+             MetricType::kCounter);
+  for (const ReconcileSourceStats& s : sources) out.Sample({{"source", s.source}}, s.in_sync);
+  out.Family("pimgate_reconciliation_api_calls_total",
+             "REST list calls made by reconciliation runs (token requests not included).",
+             MetricType::kCounter);
+  for (const ReconcileSourceStats& s : sources) out.Sample({{"source", s.source}}, s.api_calls);
+  out.Family("pimgate_reconciliation_running",
+             "1 while a reconciliation run of the source is in progress.", MetricType::kGauge);
+  for (const ReconcileSourceStats& s : sources) {
+    if (s.configured) out.Sample({{"source", s.source}}, uint64_t{s.running ? 1u : 0u});
+  }
+  out.Family("pimgate_reconciliation_last_run_succeeded",
+             "1 when the source's last finished reconciliation run succeeded, 0 when it failed.",
+             MetricType::kGauge);
+  for (const ReconcileSourceStats& s : sources) {
+    if (s.last_run) out.Sample({{"source", s.source}}, uint64_t{s.last_run->status.ok() ? 1u : 0u});
+  }
+  out.Family("pimgate_reconciliation_last_success_timestamp_seconds",
+             "When the source's last successful reconciliation run finished, in seconds since the "
+             "epoch.",
+             MetricType::kGauge);
+  for (const ReconcileSourceStats& s : sources) {
+    if (s.last_success) out.Sample({{"source", s.source}}, seconds(*s.last_success));
+  }
+  out.Family("pimgate_reconciliation_last_run_duration_seconds",
+             "How long the source's last finished reconciliation run took.", MetricType::kGauge);
+  for (const ReconcileSourceStats& s : sources) {
+    if (s.last_run) {
+      out.Sample({{"source", s.source}}, absl::ToDoubleSeconds(s.last_run->duration()));
+    }
+  }
+  out.Family("pimgate_reconciliation_watermark_timestamp_seconds",
+             "The source's persisted reconciliation watermark (items updated up to it are "
+             "reconciled), in seconds since the epoch.",
+             MetricType::kGauge);
+  for (const ReconcileSourceStats& s : sources) {
+    if (s.watermark_us) {
+      out.Sample({{"source", s.source}}, static_cast<double>(*s.watermark_us) / kMicrosPerSecond);
+    }
   }
 }
 
@@ -267,11 +325,10 @@ void RegisterRetentionMetrics(MetricsRegistry& registry, const RetentionTask* re
   });
 }
 
-void RegisterReconciliationMetrics(MetricsRegistry& registry, std::vector<std::string> sources) {
-  registry.SetCollector(kReconciliationComponent,
-                        [sources = std::move(sources)](MetricsWriter& out) {
-                          WriteReconciliationMetrics(sources, out);
-                        });
+void RegisterReconciliationMetrics(MetricsRegistry& registry, const Reconciler* reconciler) {
+  registry.SetCollector(kReconciliationComponent, [reconciler](MetricsWriter& out) {
+    WriteReconciliationMetrics(reconciler->Stats(), out);
+  });
 }
 
 }  // namespace pimgate

@@ -16,6 +16,7 @@
 #include "core/event_log.h"
 #include "core/metrics.h"
 #include "core/plugin_supervisor.h"
+#include "core/reconciler.h"
 #include "core/retention.h"
 
 namespace pimgate {
@@ -41,8 +42,10 @@ void WritePluginMetrics(const std::vector<PluginStatus>& processes,
                         const std::vector<PluginDispatchStats>& dispatch, MetricsWriter& out);
 // pimgate_retention_*.
 void WriteRetentionMetrics(const RetentionStats& retention, MetricsWriter& out);
-// pimgate_reconciliation_runs_total: zero per source and result until reconciliation exists.
-void WriteReconciliationMetrics(const std::vector<std::string>& sources, MetricsWriter& out);
+// pimgate_reconciliation_*: counters for every source (zero for a source without `rest`), gauges
+// once they have a value (last success, last duration, watermark).
+void WriteReconciliationMetrics(const std::vector<ReconcileSourceStats>& sources,
+                                MetricsWriter& out);
 
 // Remembers which launched plugins have reported SERVING at least once. Readiness waits for each
 // launched plugin to serve once, not to serve now: a plugin that crashes later is restarted by
@@ -76,7 +79,7 @@ void RegisterLogMetrics(MetricsRegistry& registry, EventLog* log);
 void RegisterPluginMetrics(MetricsRegistry& registry, const PluginSupervisor* supervisor,
                            const Dispatcher* dispatcher);
 void RegisterRetentionMetrics(MetricsRegistry& registry, const RetentionTask* retention);
-void RegisterReconciliationMetrics(MetricsRegistry& registry, std::vector<std::string> sources);
+void RegisterReconciliationMetrics(MetricsRegistry& registry, const Reconciler* reconciler);
 
 }  // namespace pimgate
 

@@ -1021,13 +1021,18 @@ TEST_F(AdminServiceTest, ListQuarantinePaginates) {
   EXPECT_TRUE(page.next_page_token().empty());
 }
 
-TEST_F(AdminServiceTest, ReconcileIsNotYetImplemented) {
+TEST_F(AdminServiceTest, ReconcileNeedsTheReconciler) {
+  // This service runs without a Reconciler (tests/core/reconciler_test.cc and
+  // tests/admin/reconcile_cli_test.cc cover Reconcile with one).
   v1::ReconcileRequest request;
   request.set_source("legacy");
   v1::ReconcileResponse response;
   grpc::Status status = stub_->Reconcile(Ctx().get(), request, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(status.error_message(), "reconciliation arrives with M4");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(status.error_message(), "reconciliation is not running in this pimgate");
+  request.clear_source();
+  EXPECT_EQ(stub_->Reconcile(Ctx().get(), request, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST(AdminWithoutPartsTest, MissingPartsAreFailedPrecondition) {

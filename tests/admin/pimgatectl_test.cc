@@ -197,8 +197,10 @@ TEST_F(PimgatectlTest, ExitCodesAndTokenSources) {
   EXPECT_EQ(Ctl({}).exit_code, 2);
   Result reconcile = Ctl({"reconcile", "legacy"});
   EXPECT_EQ(reconcile.exit_code, 1);
-  EXPECT_TRUE(absl::StrContains(reconcile.err, "UNIMPLEMENTED: reconciliation arrives with M4"))
+  EXPECT_TRUE(
+      absl::StrContains(reconcile.err, "FAILED_PRECONDITION: source legacy has no `rest` section"))
       << reconcile.err;
+  EXPECT_EQ(Ctl({"reconcile", "erp"}).exit_code, 4);
 
   // Help.
   Result help = Ctl({"--help"});

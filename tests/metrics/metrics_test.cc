@@ -177,7 +177,27 @@ MetricsRegistry& FakeRegistry(MetricsRegistry& registry) {
     WriteRetentionMetrics(stats, out);
   });
   registry.SetCollector("reconciliation", [](MetricsWriter& out) {
-    WriteReconciliationMetrics({"akeneo", "quo\"ted\\name"}, out);
+    std::vector<ReconcileSourceStats> sources(3);
+    sources[0].source = "akeneo";
+    sources[1].source = "quo\"ted\\name";
+    ReconcileSourceStats& pim = sources[2];
+    pim.source = "pim";
+    pim.configured = true;
+    pim.runs_succeeded = 4;
+    pim.runs_failed = 1;
+    pim.items_scanned = 250;
+    pim.events_emitted = 7;
+    pim.deletions_emitted = 2;
+    pim.in_sync = 243;
+    pim.api_calls = 9;
+    pim.last_success = absl::FromUnixSeconds(1'800'000'100);
+    pim.watermark_us = int64_t{1'800'000'050'000'000};
+    ReconcileRunStats last;
+    last.started_at = absl::FromUnixSeconds(1'800'000'000);
+    last.finished_at = last.started_at + absl::Milliseconds(1500);
+    last.status = absl::UnavailableError("PIM unreachable");
+    pim.last_run = last;
+    WriteReconciliationMetrics(sources, out);
   });
   return registry;
 }
@@ -253,6 +273,30 @@ TEST(PimgateMetrics, EveryFamilyRendersWellFormedWithTheExpectedSeries) {
   EXPECT_EQ(m.Value("pimgate_reconciliation_runs_total",
                     {{"source", "quo\"ted\\name"}, {"result", "failure"}}),
             0);
+  EXPECT_EQ(
+      m.Value("pimgate_reconciliation_runs_total", {{"source", "pim"}, {"result", "success"}}), 4);
+  EXPECT_EQ(
+      m.Value("pimgate_reconciliation_runs_total", {{"source", "pim"}, {"result", "failure"}}), 1);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_items_scanned_total", {{"source", "pim"}}), 250);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_events_emitted_total",
+                    {{"source", "pim"}, {"change", "updated"}}),
+            7);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_events_emitted_total",
+                    {{"source", "pim"}, {"change", "deleted"}}),
+            2);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_in_sync_total", {{"source", "pim"}}), 243);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_api_calls_total", {{"source", "pim"}}), 9);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_last_run_succeeded", {{"source", "pim"}}), 0);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_last_success_timestamp_seconds", {{"source", "pim"}}),
+            1'800'000'100);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_last_run_duration_seconds", {{"source", "pim"}}), 1.5);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_watermark_timestamp_seconds", {{"source", "pim"}}),
+            1'800'000'050);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_running", {{"source", "pim"}}), 0);
+  // A source without `rest` has counters (zero) but no gauges.
+  EXPECT_FALSE(
+      m.Value("pimgate_reconciliation_last_success_timestamp_seconds", {{"source", "akeneo"}})
+          .has_value());
 }
 
 TEST(PimgateMetrics, FamiliesWithoutSamplesAreStillDeclared) {
