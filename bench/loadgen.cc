@@ -49,6 +49,9 @@ struct Options {
   std::chrono::milliseconds warmup{1'000};
   int resources = 1000;
   bool json = false;
+  // When set, one line "<HTTP status>\t<event id>" per event of every request sent (status 0:
+  // no answer), for exact reconciliation of what was sent and acknowledged (scripts/soak).
+  std::string ids_out;
 };
 
 [[noreturn]] void Usage(const std::string& error) {
@@ -56,7 +59,7 @@ struct Options {
                "pimgate_loadgen: %s\n\nUsage: pimgate_loadgen [--host H] [--port P] [--plain] "
                "[--path /hooks/x]\n  [--secret S | --secret-file F] [--format legacy|platform] "
                "[--events N]\n  [--connections N] [--rate R] [--duration 10s] [--warmup 1s] "
-               "[--resources N] [--json]\n",
+               "[--resources N] [--json]\n  [--ids-out FILE]\n",
                error.c_str());
   std::exit(2);
 }
@@ -109,6 +112,8 @@ Options ParseArgs(int argc, char** argv) {
       o.warmup = duration(next());
     else if (arg == "--resources")
       o.resources = std::stoi(next());
+    else if (arg == "--ids-out")
+      o.ids_out = next();
     else if (arg == "--json")
       o.json = true;
     else
@@ -267,6 +272,17 @@ class Connection {
   beast::flat_buffer buffer_;
 };
 
+// The event ids in a request body: legacy "event_id"s, or the CloudEvent's top-level "id".
+std::vector<std::string> EventIds(const std::string& body, const std::string& format) {
+  const std::string key = format == "legacy" ? R"("event_id":")" : R"({"specversion":"1.0","id":")";
+  std::vector<std::string> ids;
+  for (std::size_t at = body.find(key); at != std::string::npos; at = body.find(key, at)) {
+    at += key.size();
+    ids.push_back(body.substr(at, body.find('"', at) - at));
+  }
+  return ids;
+}
+
 struct WorkerResult {
   pimgate::bench::LatencyHistogram histogram;
   uint64_t requests = 0;
@@ -289,6 +305,12 @@ int main(int argc, char** argv) {
   const auto measure_from = start + o.warmup;
   const auto end = measure_from + o.duration;
   std::atomic<uint64_t> ticket{0};
+  std::FILE* ids_out = nullptr;
+  std::mutex ids_mu;
+  if (!o.ids_out.empty()) {
+    ids_out = std::fopen(o.ids_out.c_str(), "a");
+    if (ids_out == nullptr) Usage("--ids-out: cannot open " + o.ids_out);
+  }
   std::vector<WorkerResult> results(o.connections);
   std::vector<std::thread> workers;
   for (int c = 0; c < o.connections; ++c) {
@@ -309,6 +331,14 @@ int main(int argc, char** argv) {
         auto req = MakeRequest(o, rng, pool);
         const int status = conn.Exchange(req);
         const auto done = Clock::now();
+        if (ids_out != nullptr) {
+          std::string lines;
+          for (const std::string& id : EventIds(req.body(), o.format)) {
+            lines += std::to_string(status) + "\t" + id + "\n";
+          }
+          std::lock_guard lock(ids_mu);
+          std::fwrite(lines.data(), 1, lines.size(), ids_out);
+        }
         if (due < measure_from) continue;  // warm-up
         ++r.requests;
         ++r.codes[status];
@@ -319,6 +349,7 @@ int main(int argc, char** argv) {
     });
   }
   for (auto& t : workers) t.join();
+  if (ids_out != nullptr) std::fclose(ids_out);
 
   WorkerResult total;
   for (const WorkerResult& r : results) {
