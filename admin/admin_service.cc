@@ -387,6 +387,11 @@ class AdminServiceImpl final : public v1::Admin::Service {
         out.set_lag(delivery.lag);
         out.set_in_flight(delivery.in_flight);
         out.set_delivery_error(delivery.last_error);
+        out.set_hydrating(delivery.hydrating);
+        out.set_hydration_fetches(delivery.hydration_fetches);
+        out.set_hydration_cache_hits(delivery.hydration_cache_hits);
+        out.set_hydration_not_found(delivery.hydration_not_found);
+        out.set_hydration_failures(delivery.hydration_failures);
       }
       return absl::OkStatus();
     }

@@ -180,9 +180,11 @@ int Serve(const std::string& path, const std::string& ready_file) {
     return 1;
   }
   pimgate::PluginSupervisor* plugins = supervisor->get();
+  pimgate::DispatcherOptions dispatch_options;
+  dispatch_options.rest_clients = rest_clients;  // hydration (plugins with hydrate: true)
   auto dispatcher = pimgate::Dispatcher::Create(
       config->plugins, log->get(),
-      [plugins](const std::string& name) { return plugins->AddressOf(name); });
+      [plugins](const std::string& name) { return plugins->AddressOf(name); }, dispatch_options);
   if (!dispatcher.ok()) {
     spdlog::critical("{}", std::string(dispatcher.status().message()));
     return 2;

@@ -1195,6 +1195,7 @@ ValueReader DataFilters(std::vector<DataFilter>& out) {
 struct PluginLines {
   int name = 0;
   std::vector<int> sources;  // line of each element of plugins[i].sources
+  std::optional<int> hydrate;
 };
 
 // Reads one plugin. Name uniqueness, source names and socket paths are checked by the caller.
@@ -1223,7 +1224,7 @@ absl::Status ReadPlugin(const Field& field, PluginConfig& plugin, PluginLines& l
           {"ack_timeout", Millis(plugin.ack_timeout)},
           {"start_timeout", Tracked(Millis(plugin.start_timeout), start_timeout_line)},
           {"stop_timeout", Tracked(Millis(plugin.stop_timeout), stop_timeout_line)},
-          {"hydrate", Bool(plugin.hydrate)},
+          {"hydrate", Tracked(Bool(plugin.hydrate), lines.hydrate)},
           {"retry", Retry(plugin.retry)},
           {"restart", Tracked(Restart(plugin.restart), restart_line)},
           {"authors", Filter(plugin.authors)},
@@ -1328,6 +1329,29 @@ absl::Status CheckPlugins(const Config& config, const std::vector<PluginLines>& 
                              absl::StrCat("unknown source ", Quote(plugin.sources[j]),
                                           "; configured sources are ",
                                           absl::StrJoin(source_names, ", "))));
+      }
+    }
+    if (plugin.hydrate && lines[i].hydrate.has_value()) {
+      // Only Event Platform events are lightweight, and fetching needs the source's REST API.
+      // Sources of the plugin without rest (or legacy ones) are fine alongside one that
+      // qualifies: their events are delivered as stored (the dispatcher logs which at start).
+      std::vector<std::string> considered;
+      bool any = false;
+      for (const SourceConfig& source : config.sources) {
+        if (!plugin.sources.empty() && std::find(plugin.sources.begin(), plugin.sources.end(),
+                                                 source.name) == plugin.sources.end()) {
+          continue;
+        }
+        considered.push_back(source.name);
+        any |= source.kind == SourceKind::kEventPlatform && source.rest.has_value();
+      }
+      if (!any && !considered.empty()) {
+        const int line = *lines[i].hydrate;
+        report(line, Invalid({{}, path + ".hydrate", line},
+                             absl::StrCat("needs a source of kind event_platform with rest (the "
+                                          "PIM's REST API to fetch from); none of ",
+                                          plugin.sources.empty() ? "the sources" : "its sources",
+                                          " (", absl::StrJoin(considered, ", "), ") has both")));
       }
     }
     if (plugin.command.empty()) continue;  // connects to `address`; pimgate makes no socket

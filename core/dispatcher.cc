@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "core/event_filter.h"
 #include "google/protobuf/util/time_util.h"
@@ -123,12 +124,14 @@ google::protobuf::Timestamp NowTimestamp() {
 
 class Dispatcher::PluginDispatcher {
  public:
+  // `hydrator`: null unless the plugin has `hydrate: true`.
   PluginDispatcher(const PluginConfig& config, EventLog* log, AddressResolver resolve,
-                   const DispatcherOptions& options)
+                   const DispatcherOptions& options, Hydrator* hydrator)
       : config_(config),
         log_(log),
         resolve_(std::move(resolve)),
         options_(options),
+        hydrator_(hydrator),
         filter_(config),
         rng_(std::random_device{}()) {
     stats_.name = config.name;
@@ -192,6 +195,12 @@ class Dispatcher::PluginDispatcher {
     seek_to_ = sequence;
   }
 
+  // Called from REST client threads (through hook_) with one fetch answer.
+  void OnHydrated(HydrationOutcome outcome) {
+    absl::MutexLock lock(&mu_);
+    hydrated_.push_back(std::move(outcome));
+  }
+
   void RequestRedelivery(std::vector<v1::Event> events) {
     absl::MutexLock lock(&mu_);
     for (v1::Event& event : events) redeliver_.push_back(std::move(event));
@@ -205,6 +214,10 @@ class Dispatcher::PluginDispatcher {
   };
 
   enum class State { kWaiting, kInFlight, kBackoff };
+  // kNeeded: a lightweight event whose resource must be fetched before it is sent (it waits in
+  // hydrate_queue_, not ready_); kFetching: being fetched; kFound / kNotFound: fetched, sent with
+  // data.resource / data.hydration = "not_found". kNone: sent as stored.
+  enum class Hydration { kNone, kNeeded, kFetching, kFound, kNotFound };
   struct Pending {
     v1::Event event;
     std::string key;
@@ -214,6 +227,12 @@ class Dispatcher::PluginDispatcher {
     absl::Time deadline;
     uint64_t generation = 0;
     bool redelivery = false;  // a retried dead letter: its letter is removed once it succeeds
+    Hydration hydration = Hydration::kNone;
+    uint64_t hydration_batch = 0;  // the batch of the fetch in progress (stale answers ignored)
+    bool hydrated_unsent = false;  // counted in hydrated_unsent_
+    // The fetched item, added to the event's data when sent; the stored event (and a dead
+    // letter made of it) stays lightweight, so a retried dead letter is hydrated afresh.
+    std::shared_ptr<const google::protobuf::Struct> resource;
   };
 
   // What other threads hand the scheduler, taken in one swap per loop.
@@ -222,13 +241,14 @@ class Dispatcher::PluginDispatcher {
     std::vector<std::pair<uint64_t, std::string>> closed;
     std::optional<uint64_t> seek_to;
     std::vector<v1::Event> redeliver;
+    std::vector<HydrationOutcome> hydrated;
     bool paused = false;
     bool stopping = false;
   };
 
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stopping_ || new_events_ || control_changed_ || !acks_.empty() || !closed_.empty() ||
-           seek_to_.has_value() || !redeliver_.empty();
+           seek_to_.has_value() || !redeliver_.empty() || !hydrated_.empty();
   }
 
   void Run() {
@@ -247,6 +267,7 @@ class Dispatcher::PluginDispatcher {
         inbox.closed.swap(closed_);
         inbox.seek_to = std::exchange(seek_to_, std::nullopt);
         inbox.redeliver.swap(redeliver_);
+        inbox.hydrated.swap(hydrated_);
         inbox.paused = paused_;
         inbox.stopping = stopping_;
         new_events_ = false;
@@ -258,6 +279,7 @@ class Dispatcher::PluginDispatcher {
       if (inbox.seek_to) Seek(*inbox.seek_to);
       for (v1::Event& event : inbox.redeliver) AdmitRedelivery(std::move(event));
       for (const auto& [generation, ack] : inbox.acks) HandleAck(generation, ack, now);
+      for (HydrationOutcome& outcome : inbox.hydrated) HandleHydrated(std::move(outcome), now);
       for (const auto& [generation, reason] : inbox.closed) HandleClosed(generation, reason, now);
       HandleTimers(now);
       FillWindow();
@@ -371,13 +393,85 @@ class Dispatcher::PluginDispatcher {
         event.resource_id().empty()
             ? absl::StrCat("#", sequence)
             : absl::StrCat(event.source(), "\x1f", event.kind(), "\x1f", event.resource_id());
-    std::deque<uint64_t>& queue = resources_[key];
-    queue.push_back(sequence);
-    if (queue.size() == 1) ready_.insert(sequence);
     Pending& pending = window_[sequence];
     pending.event = std::move(event);
-    pending.key = std::move(key);
     pending.redelivery = redelivery;
+    if (hydrator_ != nullptr && hydrator_->ShouldHydrate(pending.event)) {
+      pending.hydration = Hydration::kNeeded;
+    }
+    std::deque<uint64_t>& queue = resources_[key];
+    pending.key = std::move(key);
+    queue.push_back(sequence);
+    if (queue.size() == 1) MakeReady(sequence);
+  }
+
+  // A resource head that may go: to the send queue, or first to the fetch queue when its
+  // resource must be hydrated.
+  void MakeReady(uint64_t sequence) {
+    if (window_.at(sequence).hydration == Hydration::kNeeded) {
+      hydrate_queue_.insert(sequence);
+    } else {
+      ready_.insert(sequence);
+    }
+  }
+
+  // Starts one fetch batch of the oldest events waiting for hydration, within the prefetch and
+  // batch limits. Answers arrive through the inbox (HandleHydrated).
+  void StartHydrations() {
+    if (hydrate_queue_.empty() || hydration_batches_.size() >= options_.hydration_batches) return;
+    const std::size_t limit =
+        std::max<std::size_t>(options_.hydration_prefetch, config_.max_in_flight);
+    std::vector<HydrationRequest> requests;
+    const uint64_t batch = ++last_hydration_batch_;
+    while (!hydrate_queue_.empty() && hydrating_ + hydrated_unsent_ + requests.size() < limit) {
+      const uint64_t sequence = *hydrate_queue_.begin();
+      hydrate_queue_.erase(hydrate_queue_.begin());
+      Pending& pending = window_.at(sequence);
+      pending.hydration = Hydration::kFetching;
+      pending.hydration_batch = batch;
+      requests.push_back(MakeHydrationRequest(pending.event, batch));
+    }
+    if (requests.empty()) return;
+    hydrating_ += requests.size();
+    hydration_batches_[batch] = requests.size();
+    stats_.hydrating = hydrating_;
+    hydrator_->Hydrate(std::move(requests), [hook = hook_](HydrationOutcome outcome) {
+      absl::MutexLock lock(&hook->mu);
+      if (hook->target != nullptr) hook->target->OnHydrated(std::move(outcome));
+    });
+  }
+
+  // A fetch answer (scheduler thread). Found or not found: the event may be sent. A failure
+  // counts as a failed attempt, exactly like a RETRY: backoff, then fetched again, and
+  // dead-lettered once retry.max_attempts are used up.
+  void HandleHydrated(HydrationOutcome outcome, absl::Time now) {
+    auto batch = hydration_batches_.find(outcome.ticket);
+    if (batch == hydration_batches_.end()) return;  // abandoned by a seek
+    if (--batch->second == 0) hydration_batches_.erase(batch);
+    auto it = window_.find(outcome.sequence);
+    if (it == window_.end() || it->second.hydration != Hydration::kFetching ||
+        it->second.hydration_batch != outcome.ticket) {
+      return;
+    }
+    Pending& pending = it->second;
+    --hydrating_;
+    stats_.hydrating = hydrating_;
+    const bool found = outcome.status.ok();
+    if (found || outcome.status.code() == absl::StatusCode::kNotFound) {
+      ++(outcome.from_cache ? stats_.hydration_cache_hits : stats_.hydration_fetches);
+      if (!found) ++stats_.hydration_not_found;
+      pending.hydration = found ? Hydration::kFound : Hydration::kNotFound;
+      pending.resource = std::move(outcome.resource);
+      pending.hydrated_unsent = true;
+      ++hydrated_unsent_;
+      MakeReady(outcome.sequence);
+      return;
+    }
+    ++stats_.hydration_failures;
+    pending.hydration = Hydration::kNeeded;
+    ++pending.attempts;
+    stats_.last_error = absl::StrCat("hydration failed: ", outcome.status.message());
+    Fail(outcome.sequence, stats_.last_error, now);
   }
 
   void SendReady(absl::Time now) {
@@ -394,10 +488,15 @@ class Dispatcher::PluginDispatcher {
       ++in_flight_;
       Delivery delivery;
       *delivery.mutable_event() = pending.event;
+      if (pending.hydration == Hydration::kFound || pending.hydration == Hydration::kNotFound) {
+        ApplyHydration(pending.resource.get(), *delivery.mutable_event());
+        if (std::exchange(pending.hydrated_unsent, false)) --hydrated_unsent_;
+      }
       delivery.set_attempt(pending.attempts);
       stream_->Send(std::move(delivery));
     }
     stats_.in_flight = in_flight_;
+    if (hydrator_ != nullptr) StartHydrations();  // after the sends, which free prefetch room
   }
 
   void HandleAck(uint64_t generation, const Ack& ack, absl::Time now) {
@@ -457,7 +556,7 @@ class Dispatcher::PluginDispatcher {
       auto it = window_.find(sequence);
       if (it != window_.end() && it->second.state == State::kBackoff) {
         it->second.state = State::kWaiting;
-        ready_.insert(sequence);
+        MakeReady(sequence);
       }
     }
     bool timed_out = false;
@@ -530,8 +629,9 @@ class Dispatcher::PluginDispatcher {
     if (queue.empty()) {
       resources_.erase(queue_it);
     } else if (window_.at(queue.front()).state == State::kWaiting) {
-      ready_.insert(queue.front());
+      MakeReady(queue.front());
     }
+    if (it->second.hydrated_unsent) --hydrated_unsent_;
     window_.erase(it);
     AdvanceCursor();
   }
@@ -580,6 +680,11 @@ class Dispatcher::PluginDispatcher {
     window_.clear();
     resources_.clear();
     ready_.clear();
+    hydrate_queue_.clear();
+    hydration_batches_.clear();  // answers still coming for them are ignored
+    hydrating_ = 0;
+    hydrated_unsent_ = 0;
+    stats_.hydrating = 0;
     retry_timers_.clear();
     ack_deadlines_.clear();
     in_flight_ = 0;
@@ -606,6 +711,7 @@ class Dispatcher::PluginDispatcher {
   EventLog* const log_;
   AddressResolver resolve_;
   const DispatcherOptions options_;
+  Hydrator* const hydrator_;  // null: the plugin does not hydrate
   const EventFilter filter_;
 
   // Inbox, shared with the stream threads and the API.
@@ -614,6 +720,7 @@ class Dispatcher::PluginDispatcher {
   std::vector<std::pair<uint64_t, std::string>> closed_ ABSL_GUARDED_BY(mu_);
   std::optional<uint64_t> seek_to_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::Event> redeliver_ ABSL_GUARDED_BY(mu_);
+  std::vector<HydrationOutcome> hydrated_ ABSL_GUARDED_BY(mu_);
   bool new_events_ ABSL_GUARDED_BY(mu_) = false;
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   bool control_changed_ ABSL_GUARDED_BY(mu_) = false;
@@ -630,7 +737,12 @@ class Dispatcher::PluginDispatcher {
   uint64_t next_read_ = 1;
   std::map<uint64_t, Pending> window_;
   std::unordered_map<std::string, std::deque<uint64_t>> resources_;
-  std::set<uint64_t> ready_;  // resource heads waiting to be sent, oldest first
+  std::set<uint64_t> ready_;          // resource heads waiting to be sent, oldest first
+  std::set<uint64_t> hydrate_queue_;  // resource heads waiting for a fetch, oldest first
+  std::map<uint64_t, std::size_t> hydration_batches_;  // batch in progress -> answers awaited
+  uint64_t last_hydration_batch_ = 0;
+  std::size_t hydrating_ = 0;        // events in kFetching
+  std::size_t hydrated_unsent_ = 0;  // fetched, not sent since
   std::set<std::pair<absl::Time, uint64_t>> retry_timers_;
   std::set<std::pair<absl::Time, uint64_t>> ack_deadlines_;
   uint32_t in_flight_ = 0;
@@ -655,8 +767,39 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
     if (plugin.max_in_flight == 0) {
       return absl::InvalidArgumentError("plugins." + plugin.name + ".max_in_flight must be > 0");
     }
-    dispatcher->plugins_.push_back(
-        std::make_unique<PluginDispatcher>(plugin, log, resolve, options));
+    if (plugin.hydrate) {
+      // Which of the plugin's sources can be hydrated (all sources when it lists none).
+      std::vector<std::string> with_client, without_client;
+      if (plugin.sources.empty()) {
+        for (const auto& [source, client] : options.rest_clients) {
+          if (client != nullptr) with_client.push_back(source);
+        }
+      } else {
+        for (const std::string& source : plugin.sources) {
+          auto it = options.rest_clients.find(source);
+          (it != options.rest_clients.end() && it->second != nullptr ? with_client : without_client)
+              .push_back(source);
+        }
+      }
+      if (with_client.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "plugins.", plugin.name,
+            ".hydrate is true but none of its sources has a REST client (sources[].rest)"));
+      }
+      if (!without_client.empty()) {
+        spdlog::warn(
+            "[dispatch {}] hydrate: events of source(s) {} are delivered without hydration (no "
+            "rest configured)",
+            plugin.name, absl::StrJoin(without_client, ", "));
+      }
+      if (!dispatcher->hydrator_) {
+        dispatcher->hydrator_ = std::make_shared<Hydrator>(options.rest_clients, options.hydration);
+      }
+      spdlog::info("[dispatch {}] hydrates lightweight product events of source(s) {}", plugin.name,
+                   absl::StrJoin(with_client, ", "));
+    }
+    dispatcher->plugins_.push_back(std::make_unique<PluginDispatcher>(
+        plugin, log, resolve, options, plugin.hydrate ? dispatcher->hydrator_.get() : nullptr));
   }
   return dispatcher;
 }

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "core/config.h"
 #include "core/event_log.h"
+#include "core/hydrator.h"
 
 namespace pimgate {
 
@@ -31,6 +32,12 @@ struct PluginDispatchStats {
   uint64_t skipped_stale = 0;
   uint64_t connects = 0;  // streams opened
   std::string last_error;
+  // Hydration (plugins with `hydrate: true`; zero for the others).
+  uint64_t hydrating = 0;             // events whose resource is being fetched now
+  uint64_t hydration_fetches = 0;     // resources fetched from the PIM for this plugin
+  uint64_t hydration_cache_hits = 0;  // resources served without a call (cache, shared fetch)
+  uint64_t hydration_not_found = 0;   // delivered with data.hydration = "not_found"
+  uint64_t hydration_failures = 0;    // failed fetches (each retried like a failed delivery)
 };
 
 // Tuning shared by all plugins. Every limit is named; defaults suit a single machine.
@@ -46,6 +53,16 @@ struct DispatcherOptions {
   absl::Duration reconnect_initial = absl::Milliseconds(100);
   absl::Duration reconnect_max = absl::Seconds(5);
   absl::Duration connect_timeout = absl::Seconds(2);
+  // REST clients by source name, for plugins with `hydrate: true` (the same clients
+  // reconciliation uses). A hydrating plugin needs a client for at least one of its sources.
+  AkeneoClientMap rest_clients;
+  HydratorOptions hydration;
+  // Per hydrating plugin: events being fetched plus fetched events not yet sent stay below
+  // max(hydration_prefetch, max_in_flight), and at most hydration_batches fetch batches (each
+  // one search per 100 products of a source, one GET per model) run at once. Events arriving
+  // meanwhile queue up and go in the next batch, so batches grow with the load.
+  std::size_t hydration_prefetch = 2 * 100;
+  std::size_t hydration_batches = 2;
 };
 
 // A function that tells a plugin's gRPC target (from the supervisor or the manifest).
@@ -86,6 +103,7 @@ class Dispatcher {
 
  private:
   Dispatcher() = default;
+  std::shared_ptr<Hydrator> hydrator_;  // shared by hydrating plugins; null when none hydrates
   std::vector<std::unique_ptr<PluginDispatcher>> plugins_;
   PluginDispatcher* Find(const std::string& name) const;
 };

@@ -133,6 +133,25 @@ void WritePluginMetrics(const std::vector<PluginStatus>& processes,
   DispatchCounter(out, plugins, "pimgate_plugin_stream_connects_total",
                   "Delivery streams opened to the plugin.", MetricType::kCounter,
                   &PluginDispatchStats::connects);
+  // Hydration (plugins with `hydrate: true`; 0 for the others).
+  DispatchCounter(out, plugins, "pimgate_plugin_hydrating",
+                  "Events whose resource is being fetched from the PIM before delivery.",
+                  MetricType::kGauge, &PluginDispatchStats::hydrating);
+  DispatchCounter(out, plugins, "pimgate_plugin_hydration_fetches_total",
+                  "Resources fetched from the PIM's REST API to hydrate the plugin's events.",
+                  MetricType::kCounter, &PluginDispatchStats::hydration_fetches);
+  DispatchCounter(out, plugins, "pimgate_plugin_hydration_cache_hits_total",
+                  "Hydrations served without a PIM call (cached, or shared with a fetch in "
+                  "progress).",
+                  MetricType::kCounter, &PluginDispatchStats::hydration_cache_hits);
+  DispatchCounter(out, plugins, "pimgate_plugin_hydration_not_found_total",
+                  "Events delivered with data.hydration = \"not_found\" (the PIM no longer has "
+                  "the resource).",
+                  MetricType::kCounter, &PluginDispatchStats::hydration_not_found);
+  DispatchCounter(out, plugins, "pimgate_plugin_hydration_failures_total",
+                  "Failed fetches (PIM unreachable, 5xx after retries ...); each is retried like "
+                  "a failed delivery.",
+                  MetricType::kCounter, &PluginDispatchStats::hydration_failures);
 
   out.Family("pimgate_plugin_skipped_total",
              "Events not delivered to the plugin, by reason: filter (its filters exclude them) "

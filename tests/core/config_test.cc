@@ -736,7 +736,9 @@ plugins:
     address: "unix:/run/erp.sock"
 sources:
   - {name: akeneo, kind: events_api, path: /hooks/akeneo, secret: s3cr3t-inline}
-  - {name: platform, kind: event_platform, path: /hooks/platform, secret: s3cr3t-inline}
+  - {name: platform, kind: event_platform, path: /hooks/platform, secret: s3cr3t-inline,
+     rest: {base_url: "https://pim.example.com", client_id: c, secret: s, username: u,
+            password: p}}
 )";
 
 TEST_F(ConfigTest, EveryPluginKeySet) {
