@@ -32,10 +32,13 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/config.h"
+#include "core/delivery_stream.h"
 #include "core/dispatcher.h"
 #include "core/event_log.h"
+#include "core/event_wire.h"
 #include "core/plugin_supervisor.h"
 #include "core/rocksdb_backend.h"
+#include "google/protobuf/arena.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/grpcpp.h"
@@ -72,6 +75,7 @@ struct Options {
   int repeat = 1;  // bare-stream and dispatch runs, interleaved; medians are reported
   std::vector<std::string> plugin_cmd;  // empty: pimgate_bench_sink
   std::vector<std::pair<std::string, std::string>> plugin_env;
+  bool small = false;  // Event Platform-sized events (the resource's uuid only) instead of products
   bool skip_stream_baseline = false;
   bool keep = false;
   bool json = false;
@@ -80,7 +84,7 @@ struct Options {
 constexpr char kUsage[] =
     R"(Usage: pimgate_dispatch_bench [--events N] [--max-in-flight K] [--resources N]
   [--repeat R] [--plugin-cmd "ARGV..."] [--plugin-env NAME=VALUE]...
-  [--no-stream-baseline] [--keep] [--json]
+  [--small-events] [--no-stream-baseline] [--keep] [--json]
 
 Preloads N events (default 200000; ~1.2 KB each, ~1 KB of it data; in requests of 10,
 store.sync false) into a RocksDB log in a temp dir, then measures how fast a Dispatcher with one
@@ -94,6 +98,8 @@ into a fresh process of the same plugin (same messages and window, no dispatcher
                   --plugin-cmd "/usr/bin/python3 bench/bench_sink.py"
 --repeat R    runs the bare stream and the dispatch R times, interleaved, each with a fresh
               plugin process (and cursor), and reports medians
+--small-events  events as the Event Platform sends them (data: the product's uuid and the
+              author, ~100 bytes) instead of whole products (~1 KB of data, legacy Events API)
 --keep        keeps the temp dir
 --json        prints one JSON object on stdout, the report on stderr
 )";
@@ -135,6 +141,8 @@ Options ParseArgs(int argc, char** argv) {
       const std::size_t eq = kv.find('=');
       if (eq == std::string::npos || eq == 0) Usage("--plugin-env wants NAME=VALUE");
       o.plugin_env.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    } else if (arg == "--small-events") {
+      o.small = true;
     } else if (arg == "--no-stream-baseline") {
       o.skip_stream_baseline = true;
     } else if (arg == "--keep") {
@@ -236,6 +244,20 @@ class CpuMeter {
 
 // The `data.resource` of a product event as Akeneo's Events API sends it: ~1 KB of JSON with
 // the usual mix of scalars, lists, localized/scoped values, prices and associations.
+// The `data` of an Event Platform product event: the product's uuid and the author.
+google::protobuf::Struct SmallTemplate() {
+  static constexpr char kJson[] = R"json({
+    "product": {"uuid": "00000000-0000-4000-8000-000000000000"},
+    "author": {"identifier": "dispatch-bench", "type": "api"}
+  })json";
+  google::protobuf::Struct data;
+  if (auto status = google::protobuf::util::JsonStringToMessage(kJson, &data); !status.ok()) {
+    std::fprintf(stderr, "bad small template: %s\n", status.ToString().c_str());
+    std::exit(1);
+  }
+  return data;
+}
+
 google::protobuf::Struct ProductTemplate() {
   static constexpr char kJson[] = R"json({
     "uuid": "00000000-0000-4000-8000-000000000000",
@@ -282,7 +304,8 @@ std::string Uuid(std::mt19937_64& rng) {
 // increasing so that none is stale (every event is delivered).
 class EventFactory {
  public:
-  explicit EventFactory(int resources) : rng_(42), template_(ProductTemplate()) {
+  EventFactory(int resources, bool small)
+      : rng_(42), small_(small), template_(small ? SmallTemplate() : ProductTemplate()) {
     for (int i = 0; i < resources; ++i) pool_.push_back(Uuid(rng_));
     base_us_ = absl::ToUnixMicros(absl::Now()) - 3'600'000'000LL;  // an hour ago
   }
@@ -303,18 +326,24 @@ class EventFactory {
     event.set_author("dispatch-bench");
     event.set_author_type("api");
     event.set_pim_source("https://pim.example.com");
-    event.set_origin(pimgate::v1::ORIGIN_EVENTS_API);
+    event.set_origin(small_ ? pimgate::v1::ORIGIN_EVENT_PLATFORM : pimgate::v1::ORIGIN_EVENTS_API);
     event.set_request_id(absl::StrCat("bench-", n / kEventsPerRequest));
     google::protobuf::Struct* data = event.mutable_data();
     *data = template_;
-    (*data->mutable_fields())["uuid"].set_string_value(uuid);
-    (*data->mutable_fields())["identifier"].set_string_value(
-        absl::StrCat("sku-", uuid.substr(0, 8)));
+    if (small_) {
+      (*(*data->mutable_fields())["product"].mutable_struct_value()->mutable_fields())["uuid"]
+          .set_string_value(uuid);
+    } else {
+      (*data->mutable_fields())["uuid"].set_string_value(uuid);
+      (*data->mutable_fields())["identifier"].set_string_value(
+          absl::StrCat("sku-", uuid.substr(0, 8)));
+    }
     return event;
   }
 
  private:
   std::mt19937_64 rng_;
+  bool small_;
   google::protobuf::Struct template_;
   std::vector<std::string> pool_;
   int64_t base_us_ = 0;
@@ -322,7 +351,7 @@ class EventFactory {
 
 // Appends `count` events in requests of kEventsPerRequest, at most kPreloadQueueDepth requests
 // queued at once, and waits until all are stored.
-void Preload(pimgate::EventLog& log, uint64_t count, int resources) {
+void Preload(pimgate::EventLog& log, uint64_t count, int resources, bool small) {
   // Shared with the append callbacks, which run on the log's committer thread: a callback may
   // still be unlocking `mu` when the last wait below returns.
   struct Progress {
@@ -333,7 +362,7 @@ void Preload(pimgate::EventLog& log, uint64_t count, int resources) {
     absl::Status failure ABSL_GUARDED_BY(mu);
   };
   auto progress = std::make_shared<Progress>();
-  EventFactory factory(resources);
+  EventFactory factory(resources, small);
   uint64_t made = 0;
   while (made < count) {
     pimgate::AppendRequest request;
@@ -374,11 +403,12 @@ void Preload(pimgate::EventLog& log, uint64_t count, int resources) {
 struct ReadResult {
   double events_per_s = 0;
   double bytes_per_event = 0;
-  double data_bytes_per_event = 0;         // of which event.data (the Struct)
-  std::vector<pimgate::v1::Event> sample;  // the first kMessagePool events
+  double data_bytes_per_event = 0;  // of which event.data (the Struct)
+  std::vector<std::string> sample;  // the first kMessagePool events, serialized as stored
 };
 
-// Baseline 1: every event read back from the log in batches, as the dispatcher reads them.
+// Baseline 1: every event read back from the log in batches, serialized as stored, the way the
+// dispatcher reads them (ReadStoredEvents: no decoding).
 ReadResult MeasureRawRead(pimgate::EventLog& log) {
   ReadResult result;
   const uint64_t head = log.head();
@@ -386,25 +416,29 @@ ReadResult MeasureRawRead(pimgate::EventLog& log) {
   CpuMeter cpu;
   const auto start = Clock::now();
   while (next <= head) {
-    auto batch = log.backend().ReadEvents(next, kReadBatch);
-    if (!batch.ok()) Fail("ReadEvents", batch.status());
+    auto batch = log.backend().ReadStoredEvents(next, kReadBatch);
+    if (!batch.ok()) Fail("ReadStoredEvents", batch.status());
     if (batch->empty()) break;
-    next = batch->back().sequence() + 1;
+    next = batch->back().sequence + 1;
     read += batch->size();
-    for (pimgate::v1::Event& event : *batch) {
+    for (pimgate::StoredEvent& event : *batch) {
       if (result.sample.size() == kMessagePool) break;
-      sample_bytes += event.ByteSizeLong();
-      data_bytes += event.data().ByteSizeLong();
-      result.sample.push_back(std::move(event));
+      sample_bytes += event.bytes.size();
+      result.sample.push_back(std::move(event.bytes));
     }
   }
   const double wall = Seconds(Clock::now() - start);
+  for (const std::string& bytes : result.sample) {
+    pimgate::v1::Event event;
+    event.ParseFromString(bytes);
+    data_bytes += event.data().ByteSizeLong();
+  }
   result.events_per_s = read / wall;
   result.bytes_per_event =
       result.sample.empty() ? 0 : static_cast<double>(sample_bytes) / result.sample.size();
   result.data_bytes_per_event =
       result.sample.empty() ? 0 : static_cast<double>(data_bytes) / result.sample.size();
-  Say("  raw log read:      %10.0f events/s  (%llu events in %.2f s, ReadEvents x%zu; %s)\n",
+  Say("  raw log read:      %10.0f events/s  (%llu events in %.2f s, ReadStoredEvents x%zu; %s)\n",
       result.events_per_s, static_cast<unsigned long long>(read), wall, kReadBatch,
       cpu.Describe(wall, read).c_str());
   return result;
@@ -416,29 +450,30 @@ double ThreadCpuSeconds() {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// Baseline 2: what the dispatcher and the plugin do to each message, on one core: copy the
-// event into a Delivery, serialize it, parse it back. Rated per CPU second of the thread, so
-// that other load on the machine does not lower it.
-double MeasureCodec(const std::vector<pimgate::v1::Event>& sample, uint64_t count) {
-  pimgate::v1::Delivery parsed;
-  std::string wire;
+// Baseline 2: the protobuf work each event needs at the least, on one core: the plugin decodes
+// the whole event (its SDK must hand the handler a pimgate.v1.Event; on an arena, as the C++ SDK
+// does), and pimgate decodes its header and wraps the stored bytes in a Delivery. Rated per CPU
+// second of the thread, so that other load on the machine does not lower it.
+double MeasureCodec(const std::vector<std::string>& sample, uint64_t count) {
   uint64_t bytes = 0;
   const double cpu_start = ThreadCpuSeconds();
   const auto start = Clock::now();
   for (uint64_t i = 0; i < count; ++i) {
-    pimgate::v1::Delivery delivery;
-    *delivery.mutable_event() = sample[i % sample.size()];
-    delivery.set_attempt(1);
-    wire.clear();
-    delivery.SerializeToString(&wire);
+    const std::string& stored = sample[i % sample.size()];
+    absl::StatusOr<pimgate::v1::Event> header = pimgate::ParseEventHeader(stored);
+    if (!header.ok()) Fail("ParseEventHeader", header.status());
+    const std::string wire = pimgate::EncodeDelivery(stored, 1);
     bytes += wire.size();
-    parsed.ParseFromString(wire);
+    google::protobuf::Arena arena;
+    auto* parsed = google::protobuf::Arena::CreateMessage<pimgate::v1::Delivery>(&arena);
+    parsed->ParseFromString(wire);
   }
   const double cpu = ThreadCpuSeconds() - cpu_start;
   const double wall = Seconds(Clock::now() - start);
   const double rate = count / cpu;
   Say("  protobuf codec:    %10.0f events/s  per CPU second (%.1f us/event; wall-clock rate "
-      "%.0f/s): copy + serialize + parse of a %.0f-byte Delivery, 1 thread\n",
+      "%.0f/s): header decode + Delivery encode (pimgate) and full decode (plugin) of a "
+      "%.0f-byte Delivery, 1 thread\n",
       rate, cpu * 1e6 / count, count / wall, static_cast<double>(bytes) / count);
   return rate;
 }
@@ -497,81 +532,103 @@ class PluginProcess {
   pid_t pid_ = 0;
 };
 
-// Baseline 3: one Deliver stream into a fresh plugin process, without log or dispatcher: the
-// same messages, the same in-flight window and the same sync gRPC client as the dispatcher's
-// stream (one writer thread, one reader thread).
 // Events per second and CPU microseconds per event (this process + the plugin) of one run.
 struct RunFigures {
   double events_per_s = 0;
   double cpu_us_per_event = 0;
 };
 
+// Baseline 3: the dispatcher's transport alone into a fresh plugin process: a DeliveryStream
+// (DeliverBatch when the plugin serves it) carrying the same stored events, with the same
+// in-flight window, and no log, scheduler or cursor.
 RunFigures MeasureBareStream(const Options& o, const std::string& dir, const std::string& name,
-                             const std::vector<pimgate::v1::Event>& sample) {
+                             const std::vector<std::string>& sample) {
   PluginProcess plugin(o, dir, name);
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(-1);
   args.SetMaxReceiveMessageSize(16 << 20);
   auto channel =
       grpc::CreateCustomChannel(plugin.address(), grpc::InsecureChannelCredentials(), args);
-  auto stub = pimgate::v1::EventHandler::NewStub(channel);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
     Fail("bare stream", absl::UnavailableError("cannot connect to " + plugin.address()));
   }
-
-  grpc::ClientContext ctx;
-  auto stream = stub->Deliver(&ctx);
   struct AckWindow {
     absl::Mutex mu;
     uint64_t acked ABSL_GUARDED_BY(mu) = 0;
-    bool ended ABSL_GUARDED_BY(mu) = false;  // the plugin closed the stream or it broke
-  } window;
-  uint64_t not_ok = 0;  // reader thread only, until joined
+    uint64_t not_ok ABSL_GUARDED_BY(mu) = 0;
+    bool ended ABSL_GUARDED_BY(mu) = false;  // the stream ended
+    std::string reason ABSL_GUARDED_BY(mu);
+  };
+  auto window = std::make_shared<AckWindow>();
+  auto on_acks = [window](uint64_t, std::vector<pimgate::v1::Ack> acks) {
+    absl::MutexLock lock(&window->mu);
+    window->acked += acks.size();
+    for (const auto& ack : acks) window->not_ok += ack.outcome() != pimgate::v1::OUTCOME_OK;
+  };
+  auto on_closed = [window](uint64_t, std::string reason) {
+    absl::MutexLock lock(&window->mu);
+    window->ended = true;
+    window->reason = std::move(reason);
+  };
+  auto stream = pimgate::DeliveryStream::Open(channel, pimgate::DeliveryStream::Protocol::kBatch, 1,
+                                              absl::Seconds(5), on_acks, on_closed);
+  if (!stream.ok() && absl::IsUnimplemented(stream.status())) {
+    stream = pimgate::DeliveryStream::Open(channel, pimgate::DeliveryStream::Protocol::kSingle, 1,
+                                           absl::Seconds(5), on_acks, on_closed);
+  }
+  if (!stream.ok()) Fail("bare stream", stream.status());
   CpuMeter cpu(plugin.pid());
   const auto start = Clock::now();
-  std::thread reader([&] {
-    pimgate::v1::Ack ack;
-    while (stream->Read(&ack)) {
-      if (ack.outcome() != pimgate::v1::OUTCOME_OK) ++not_ok;
-      absl::MutexLock lock(&window.mu);
-      ++window.acked;
-    }
-    absl::MutexLock lock(&window.mu);
-    window.ended = true;
-  });
-  for (uint64_t sent = 0; sent < o.events; ++sent) {
+  uint64_t sent = 0;
+  while (sent < o.events) {
+    std::vector<std::string> deliveries;
     {
-      absl::MutexLock lock(&window.mu);
-      auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(window.mu) {
-        return window.ended || sent - window.acked < o.max_in_flight;
+      absl::MutexLock lock(&window->mu);
+      auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(window->mu) {
+        return window->ended || sent - window->acked < o.max_in_flight;
       };
-      window.mu.Await(absl::Condition(&room));
-      if (window.ended) break;
+      window->mu.Await(absl::Condition(&room));
+      if (window->ended) break;
+      while (sent + deliveries.size() < o.events &&
+             sent - window->acked + deliveries.size() < o.max_in_flight) {
+        // A unique sequence per delivery, as the plugin acks by sequence.
+        pimgate::v1::Event header;
+        header.set_sequence(sent + deliveries.size() + 1);
+        deliveries.push_back(pimgate::EncodeDelivery(
+            sample[(sent + deliveries.size()) % sample.size()] + header.SerializeAsString(), 1));
+      }
     }
-    pimgate::v1::Delivery delivery;
-    *delivery.mutable_event() = sample[sent % sample.size()];
-    delivery.mutable_event()->set_sequence(sent + 1);
-    delivery.set_attempt(1);
-    if (!stream->Write(delivery)) break;
+    sent += deliveries.size();
+    (*stream)->Send(std::move(deliveries));
   }
-  stream->WritesDone();
-  reader.join();
-  const double wall = Seconds(Clock::now() - start);
-  uint64_t done;
   {
-    absl::MutexLock lock(&window.mu);
-    done = window.acked;
+    absl::MutexLock lock(&window->mu);
+    auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(window->mu) {
+      return window->ended || window->acked >= sent;
+    };
+    window->mu.Await(absl::Condition(&all));
+  }
+  const double wall = Seconds(Clock::now() - start);
+  uint64_t done, not_ok;
+  std::string reason;
+  {
+    absl::MutexLock lock(&window->mu);
+    done = window->acked;
+    not_ok = window->not_ok;
+    reason = window->reason;
   }
   const std::string cpu_text = cpu.Describe(wall, std::max<uint64_t>(done, 1));
   const double cpu_us = (cpu.self() + cpu.plugin()) * 1e6 / std::max<uint64_t>(done, 1);
-  const grpc::Status status = stream->Finish();
+  const bool batch = (*stream)->protocol() == pimgate::DeliveryStream::Protocol::kBatch;
+  stream->reset();
   const double rate = done / wall;
-  Say("  bare gRPC stream:  %10.0f events/s  (%llu acks in %.2f s, max_in_flight %u; %s)\n", rate,
-      static_cast<unsigned long long>(done), wall, o.max_in_flight, cpu_text.c_str());
-  if (!status.ok() || done != o.events || not_ok != 0) {
-    Say("  WARNING: bare stream ended with %s after %llu of %llu acks (%llu not OK)\n",
-        status.error_message().c_str(), static_cast<unsigned long long>(done),
-        static_cast<unsigned long long>(o.events), static_cast<unsigned long long>(not_ok));
+  Say("  bare gRPC stream:  %10.0f events/s  (%llu acks in %.2f s, %s, max_in_flight %u; %s)\n",
+      rate, static_cast<unsigned long long>(done), wall, batch ? "DeliverBatch" : "Deliver",
+      o.max_in_flight, cpu_text.c_str());
+  if (done != o.events || not_ok != 0) {
+    Say("  WARNING: bare stream got %llu of %llu acks (%llu not OK): %s\n",
+        static_cast<unsigned long long>(done), static_cast<unsigned long long>(o.events),
+        static_cast<unsigned long long>(not_ok), reason.c_str());
   }
   plugin.Stop();
   return {rate, cpu_us};
@@ -664,10 +721,10 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   const std::string dir = MakeTempDir();
 
-  Say("dispatch bench: %llu events (%d per request, %d resources), max_in_flight %u, plugin "
+  Say("dispatch bench: %llu %s events (%d per request, %d resources), max_in_flight %u, plugin "
       "\"%s\"\n",
-      static_cast<unsigned long long>(o.events), kEventsPerRequest, o.resources, o.max_in_flight,
-      absl::StrJoin(o.plugin_cmd, " ").c_str());
+      static_cast<unsigned long long>(o.events), o.small ? "Event Platform" : "product",
+      kEventsPerRequest, o.resources, o.max_in_flight, absl::StrJoin(o.plugin_cmd, " ").c_str());
   auto backend = pimgate::OpenRocksDbBackend(dir + "/store");
   if (!backend.ok()) Fail("opening RocksDB", backend.status());
   pimgate::EventLogOptions log_options;
@@ -677,7 +734,7 @@ int main(int argc, char** argv) {
 
   CpuMeter preload_cpu;
   const auto preload_start = Clock::now();
-  Preload(**log, o.events, o.resources);
+  Preload(**log, o.events, o.resources, o.small);
   const double preload_s = Seconds(Clock::now() - preload_start);
   Say("  preload (append):  %10.0f events/s  (store.sync false, group commit; %s)\n",
       o.events / preload_s, preload_cpu.Describe(preload_s, o.events).c_str());
@@ -721,17 +778,17 @@ int main(int argc, char** argv) {
 
   if (o.json) {
     std::printf(
-        "{\"events\":%llu,\"max_in_flight\":%u,\"runs\":%d,\"event_bytes\":%.0f,"
+        "{\"small\":%s,\"events\":%llu,\"max_in_flight\":%u,\"runs\":%d,\"event_bytes\":%.0f,"
         "\"read_events_per_s\":%.1f,\"codec_events_per_s\":%.1f,"
         "\"stream_events_per_s\":%.1f,\"stream_min\":%.1f,\"stream_max\":%.1f,"
         "\"dispatch_events_per_s\":%.1f,\"dispatch_min\":%.1f,\"dispatch_max\":%.1f,"
         "\"stream_cpu_us_per_event\":%.1f,\"dispatch_cpu_us_per_event\":%.1f,"
         "\"complete\":%s,\"delivered\":%llu,\"retried\":%llu,\"peak_rss_mib\":%.0f,"
         "\"sink\":%s}\n",
-        static_cast<unsigned long long>(o.events), o.max_in_flight, o.repeat, read.bytes_per_event,
-        read.events_per_s, codec, stream.median, stream.min, stream.max, dispatched.median,
-        dispatched.min, dispatched.max, stream_us, dispatch_us, complete ? "true" : "false",
-        static_cast<unsigned long long>(dispatch.stats.delivered),
+        o.small ? "true" : "false", static_cast<unsigned long long>(o.events), o.max_in_flight,
+        o.repeat, read.bytes_per_event, read.events_per_s, codec, stream.median, stream.min,
+        stream.max, dispatched.median, dispatched.min, dispatched.max, stream_us, dispatch_us,
+        complete ? "true" : "false", static_cast<unsigned long long>(dispatch.stats.delivered),
         static_cast<unsigned long long>(dispatch.stats.retried), PeakRssMib(),
         dispatch.sink_summary.empty() ? "null" : dispatch.sink_summary.c_str());
   }

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/akeneo_payloads.h"
 #include "bench/latency_histogram.h"
 #include "core/config.h"
 
@@ -138,60 +139,15 @@ std::string HmacHex(const std::string& key, const std::string& message) {
   return hex;
 }
 
-std::string Uuid(std::mt19937_64& rng) {
-  uint64_t a = rng(), b = rng();
-  char buf[40];
-  std::snprintf(buf, sizeof(buf), "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(a >> 32),
-                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xfff),
-                static_cast<unsigned>((b >> 48) & 0x3fff) | 0x8000,
-                static_cast<unsigned long long>(b & 0xffffffffffffULL));
-  return buf;
-}
-
-std::string Iso8601(std::chrono::system_clock::time_point t) {
-  std::time_t s = std::chrono::system_clock::to_time_t(t);
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count() %
-            1'000'000;
-  std::tm tm;
-  gmtime_r(&s, &tm);
-  char buf[48];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long long>(us));
-  return buf;
-}
-
 // Builds one signed request: unique event ids, resources drawn from a fixed pool so that
 // per-resource ordering and staleness tracking are exercised.
 http::request<http::string_body> MakeRequest(const Options& o, std::mt19937_64& rng,
                                              const std::vector<std::string>& pool) {
   const auto now = std::chrono::system_clock::now();
-  const std::string when = Iso8601(now);
-  std::string body;
-  if (o.format == "legacy") {
-    body = R"({"events":[)";
-    for (int i = 0; i < o.events_per_request; ++i) {
-      if (i > 0) body += ',';
-      const std::string& uuid = pool[rng() % pool.size()];
-      body +=
-          R"({"action":"product.updated","event_id":")" + Uuid(rng) + R"(","event_datetime":")" +
-          when +
-          R"(","author":"loadgen","author_type":"api","pim_source":"https:\/\/pim.example.com",)"
-          R"("data":{"resource":{"uuid":")" +
-          uuid +
-          R"(","identifier":"sku","family":"shoes","enabled":true,"categories":["summer"],)"
-          R"("values":{"name":[{"locale":null,"scope":null,"data":"Bench shoe"}]},"updated":")" +
-          when + R"("}}})";
-    }
-    body += "]}";
-  } else {
-    const std::string& uuid = pool[rng() % pool.size()];
-    body = R"({"specversion":"1.0","id":")" + Uuid(rng) +
-           R"(","source":"pim","type":"com.akeneo.pim.v1.product.updated","subject":"bench",)"
-           R"("datacontenttype":"application/json","time":")" +
-           when + R"(","data":{"product":{"uuid":")" + uuid +
-           R"("},"author":{"identifier":"loadgen","type":"api"}}})";
-  }
+  const std::string when = pimgate::bench::Iso8601(now);
+  const std::string body = o.format == "legacy"
+                               ? pimgate::bench::LegacyBody(rng, pool, o.events_per_request, when)
+                               : pimgate::bench::PlatformBody(rng, pool, when);
   http::request<http::string_body> req{http::verb::post, o.path, 11};
   req.set(http::field::host, o.host);
   req.set(http::field::content_type, "application/json");
@@ -204,7 +160,7 @@ http::request<http::string_body> MakeRequest(const Options& o, std::mt19937_64& 
     req.set("X-AKENEO-SIGNATURE-PRIMARY", HmacHex(o.secret, body));
     req.set("X-AKENEO-SIGNATURE-ALGORITHM", "HmacSHA256");
   }
-  req.body() = std::move(body);
+  req.body() = body;
   req.prepare_payload();
   return req;
 }
@@ -298,8 +254,7 @@ int main(int argc, char** argv) {
   ctx.set_verify_mode(ssl::verify_none);  // benchmarks run against self-signed certificates
 
   std::mt19937_64 seed_rng{std::random_device{}()};
-  std::vector<std::string> pool;
-  for (int i = 0; i < std::max(1, o.resources); ++i) pool.push_back(Uuid(seed_rng));
+  const std::vector<std::string> pool = pimgate::bench::ResourcePool(seed_rng, o.resources);
 
   const auto start = Clock::now();
   const auto measure_from = start + o.warmup;

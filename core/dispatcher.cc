@@ -1,6 +1,9 @@
-// Per-plugin delivery: a scheduler thread owns all ordering state; a DeliveryStream (writer and
-// reader threads) carries Deliveries and Acks over one gRPC call. Other threads talk to the
-// scheduler only through its inbox (mu_), so the ordering rules live in one single-threaded place.
+// Per-plugin delivery: a scheduler thread owns all ordering state; a DeliveryStream (gRPC callback
+// reactor, core/delivery_stream.h) carries Deliveries and Acks over one gRPC call. Other threads
+// talk to the scheduler only through its inbox (mu_), so the ordering rules live in one
+// single-threaded place. Events travel as the log stores them: the scheduler decodes only their
+// header (core/event_wire.h), never their data, unless a data filter, hydration or a dead letter
+// needs it.
 #include "core/dispatcher.h"
 
 #include <grpcpp/grpcpp.h>
@@ -17,7 +20,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "core/delivery_stream.h"
 #include "core/event_filter.h"
+#include "core/event_wire.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "spdlog/spdlog.h"
@@ -36,85 +41,6 @@ absl::Duration RetryDelay(const RetryConfig& retry, uint32_t attempt, double uni
 namespace {
 
 using v1::Ack;
-using v1::Delivery;
-
-// One Deliver call. Writes are queued to a writer thread so a plugin that stops reading can block
-// only that thread (the scheduler cancels the call on ack timeout, which unblocks it).
-class DeliveryStream {
- public:
-  using AckFn = std::function<void(uint64_t generation, const Ack& ack)>;
-  using ClosedFn = std::function<void(uint64_t generation, std::string reason)>;
-
-  DeliveryStream(v1::EventHandler::Stub* stub, uint64_t generation, AckFn on_ack,
-                 ClosedFn on_closed)
-      : generation_(generation), on_ack_(std::move(on_ack)), on_closed_(std::move(on_closed)) {
-    rw_ = stub->Deliver(&ctx_);
-    writer_ = std::thread([this] { WriteLoop(); });
-    reader_ = std::thread([this] { ReadLoop(); });
-  }
-
-  ~DeliveryStream() {
-    ctx_.TryCancel();
-    {
-      absl::MutexLock lock(&mu_);
-      closing_ = true;
-    }
-    if (writer_.joinable()) writer_.join();
-    if (reader_.joinable()) reader_.join();
-  }
-
-  void Send(Delivery delivery) {
-    absl::MutexLock lock(&mu_);
-    out_.push_back(std::move(delivery));
-  }
-
- private:
-  void WriteLoop() {
-    while (true) {
-      Delivery delivery;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](DeliveryStream* s)
-                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->closing_ || !s->out_.empty(); },
-            this));
-        if (closing_) break;
-        delivery = std::move(out_.front());
-        out_.pop_front();
-      }
-      if (!rw_->Write(delivery)) break;  // the reader sees the call end and reports why
-    }
-    absl::MutexLock lock(&mu_);
-    closing_ = true;
-    writer_done_ = true;
-  }
-
-  void ReadLoop() {
-    Ack ack;
-    while (rw_->Read(&ack)) on_ack_(generation_, ack);
-    {
-      // Finish() may only be called once the writer is done with the call.
-      absl::MutexLock lock(&mu_);
-      closing_ = true;
-      mu_.Await(absl::Condition(&writer_done_));
-    }
-    grpc::Status status = rw_->Finish();
-    on_closed_(generation_, status.ok() ? "plugin closed the stream"
-                                        : absl::StrCat("stream ended: ", status.error_message()));
-  }
-
-  grpc::ClientContext ctx_;
-  const uint64_t generation_;
-  AckFn on_ack_;
-  ClosedFn on_closed_;
-  std::unique_ptr<grpc::ClientReaderWriter<Delivery, Ack>> rw_;
-  absl::Mutex mu_;
-  std::deque<Delivery> out_ ABSL_GUARDED_BY(mu_);
-  bool closing_ ABSL_GUARDED_BY(mu_) = false;
-  bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread writer_;
-  std::thread reader_;
-};
 
 google::protobuf::Timestamp NowTimestamp() {
   return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
@@ -219,7 +145,9 @@ class Dispatcher::PluginDispatcher {
   // data.resource / data.hydration = "not_found". kNone: sent as stored.
   enum class Hydration { kNone, kNeeded, kFetching, kFound, kNotFound };
   struct Pending {
+    // The event's header: every field but `data` (decoded from `bytes`, which are sent).
     v1::Event event;
+    std::string bytes;  // the event as stored (serialized), data included
     std::string key;
     uint32_t attempts = 0;
     State state = State::kWaiting;
@@ -315,7 +243,6 @@ class Dispatcher::PluginDispatcher {
       args.SetMaxSendMessageSize(-1);
       args.SetMaxReceiveMessageSize(16 << 20);
       channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-      stub_ = v1::EventHandler::NewStub(channel_);
     }
     stats_.state = "connecting";
     if (!channel_->WaitForConnected(absl::ToChronoTime(now + options_.connect_timeout))) {
@@ -326,28 +253,50 @@ class Dispatcher::PluginDispatcher {
       stats_.last_error = "plugin unreachable at " + resolve_(config_.name);
       return;
     }
-    reconnect_delay_ = absl::ZeroDuration();
     ++generation_;
-    stream_ = std::make_unique<DeliveryStream>(
-        stub_.get(), generation_,
-        [this](uint64_t generation, const Ack& ack) {
-          absl::MutexLock lock(&mu_);
-          acks_.emplace_back(generation, ack);
-        },
-        [this](uint64_t generation, std::string reason) {
-          absl::MutexLock lock(&mu_);
-          closed_.emplace_back(generation, std::move(reason));
-        });
+    const DeliveryStream::AcksFn on_acks = [this](uint64_t generation, std::vector<Ack> acks) {
+      absl::MutexLock lock(&mu_);
+      for (Ack& ack : acks) acks_.emplace_back(generation, std::move(ack));
+    };
+    const DeliveryStream::ClosedFn on_closed = [this](uint64_t generation, std::string reason) {
+      absl::MutexLock lock(&mu_);
+      closed_.emplace_back(generation, std::move(reason));
+    };
+    // DeliverBatch first, on every new stream (the plugin may have been upgraded or replaced);
+    // plugins that predate it get Deliver.
+    absl::StatusOr<std::unique_ptr<DeliveryStream>> stream =
+        DeliveryStream::Open(channel_, DeliveryStream::Protocol::kBatch, generation_,
+                             options_.connect_timeout, on_acks, on_closed);
+    if (!stream.ok() && absl::IsUnimplemented(stream.status())) {
+      stream = DeliveryStream::Open(channel_, DeliveryStream::Protocol::kSingle, generation_,
+                                    options_.connect_timeout, on_acks, on_closed);
+    }
+    if (!stream.ok()) {
+      reconnect_delay_ = reconnect_delay_ == absl::ZeroDuration()
+                             ? options_.reconnect_initial
+                             : std::min(reconnect_delay_ * 2, options_.reconnect_max);
+      reconnect_at_ = absl::Now() + reconnect_delay_;
+      stats_.last_error = absl::StrCat("opening the delivery stream to ", resolve_(config_.name),
+                                       ": ", stream.status().message());
+      spdlog::warn("[dispatch {}] {}", config_.name, stats_.last_error);
+      return;
+    }
+    reconnect_delay_ = absl::ZeroDuration();
+    stream_ = std::move(*stream);
     ++stats_.connects;
     stats_.state = "streaming";
-    spdlog::info("[dispatch {}] stream {} open", config_.name, generation_);
+    spdlog::info("[dispatch {}] stream {} open ({})", config_.name, generation_,
+                 stream_->protocol() == DeliveryStream::Protocol::kBatch
+                     ? "DeliverBatch"
+                     : "Deliver: the plugin does not serve DeliverBatch");
   }
 
   void FillWindow() {
     const uint64_t head = log_->head();
     while (window_.size() < options_.window && next_read_ <= head) {
       const std::size_t want = std::min(options_.read_batch, options_.window - window_.size());
-      absl::StatusOr<std::vector<v1::Event>> events = log_->backend().ReadEvents(next_read_, want);
+      absl::StatusOr<std::vector<StoredEvent>> events =
+          log_->backend().ReadStoredEvents(next_read_, want);
       if (!events.ok()) {
         stats_.last_error = std::string(events.status().message());
         spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
@@ -357,15 +306,35 @@ class Dispatcher::PluginDispatcher {
         next_read_ = head + 1;  // a gap up to head (retention removed events)
         break;
       }
-      next_read_ = events->back().sequence() + 1;  // before the events are moved from
-      for (v1::Event& event : *events) Admit(std::move(event));
+      next_read_ = events->back().sequence + 1;  // before the events are moved from
+      for (StoredEvent& stored : *events) {
+        absl::StatusOr<v1::Event> header = ParseEventHeader(stored.bytes);
+        if (!header.ok()) {
+          // Never skipped silently: the cursor stops below it until an operator seeks past it.
+          next_read_ = stored.sequence;
+          stats_.last_error =
+              absl::StrCat("event ", stored.sequence, ": ", header.status().message());
+          spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
+          break;
+        }
+        Admit(std::move(*header), std::move(stored.bytes));
+      }
     }
     AdvanceCursor();
   }
 
-  // Filters one event read from the log, or queues it behind earlier events of its resource.
-  void Admit(v1::Event event) {
-    switch (filter_.Check(event)) {
+  // Filters one event read from the log (its header and stored bytes), or queues it behind
+  // earlier events of its resource.
+  void Admit(v1::Event event, std::string bytes) {
+    EventFilter::Verdict verdict;
+    if (filter_.reads_data()) {
+      v1::Event full;
+      if (!full.ParseFromString(bytes)) full = event;  // header parsed: data alone is damaged
+      verdict = filter_.Check(full);
+    } else {
+      verdict = filter_.Check(event);
+    }
+    switch (verdict) {
       case EventFilter::Verdict::kSkipFilter:
         ++stats_.skipped_filter;
         return;
@@ -375,7 +344,7 @@ class Dispatcher::PluginDispatcher {
       case EventFilter::Verdict::kDeliver:
         break;
     }
-    Enqueue(std::move(event), /*redelivery=*/false);
+    Enqueue(std::move(event), std::move(bytes), /*redelivery=*/false);
   }
 
   // An event an operator asked to deliver again (a retried dead letter). It is usually below
@@ -383,10 +352,13 @@ class Dispatcher::PluginDispatcher {
   void AdmitRedelivery(v1::Event event) {
     if (window_.count(event.sequence()) > 0) return;  // already pending
     spdlog::info("[dispatch {}] redelivering sequence {}", config_.name, event.sequence());
-    Enqueue(std::move(event), /*redelivery=*/true);
+    std::string bytes = event.SerializeAsString();
+    event.clear_data();
+    Enqueue(std::move(event), std::move(bytes), /*redelivery=*/true);
   }
 
-  void Enqueue(v1::Event event, bool redelivery) {
+  // `event` is the header (no data) of the event serialized in `bytes`.
+  void Enqueue(v1::Event event, std::string bytes, bool redelivery) {
     const uint64_t sequence = event.sequence();
     // Events without a resource id (jobs, app.deleted ...) have nothing to be ordered against.
     std::string key =
@@ -395,6 +367,7 @@ class Dispatcher::PluginDispatcher {
             : absl::StrCat(event.source(), "\x1f", event.kind(), "\x1f", event.resource_id());
     Pending& pending = window_[sequence];
     pending.event = std::move(event);
+    pending.bytes = std::move(bytes);
     pending.redelivery = redelivery;
     if (hydrator_ != nullptr && hydrator_->ShouldHydrate(pending.event)) {
       pending.hydration = Hydration::kNeeded;
@@ -403,6 +376,18 @@ class Dispatcher::PluginDispatcher {
     pending.key = std::move(key);
     queue.push_back(sequence);
     if (queue.size() == 1) MakeReady(sequence);
+  }
+
+  // The whole stored event, data included (decoded only where it is changed or kept: hydration,
+  // dead letters). Falls back to the header if the stored data does not decode.
+  v1::Event FullEvent(const Pending& pending) const {
+    v1::Event event;
+    if (!event.ParseFromString(pending.bytes)) {
+      spdlog::error("[dispatch {}] stored event {} does not decode; using its header", config_.name,
+                    pending.event.sequence());
+      return pending.event;
+    }
+    return event;
   }
 
   // A resource head that may go: to the send queue, or first to the fetch queue when its
@@ -476,6 +461,7 @@ class Dispatcher::PluginDispatcher {
 
   void SendReady(absl::Time now) {
     if (!stream_ || paused_view_) return;
+    std::vector<std::string> deliveries;
     while (in_flight_ < config_.max_in_flight && !ready_.empty()) {
       const uint64_t sequence = *ready_.begin();
       ready_.erase(ready_.begin());
@@ -486,15 +472,16 @@ class Dispatcher::PluginDispatcher {
       pending.deadline = now + absl::FromChrono(config_.ack_timeout);
       ack_deadlines_.emplace(pending.deadline, sequence);
       ++in_flight_;
-      Delivery delivery;
-      *delivery.mutable_event() = pending.event;
       if (pending.hydration == Hydration::kFound || pending.hydration == Hydration::kNotFound) {
-        ApplyHydration(pending.resource.get(), *delivery.mutable_event());
+        v1::Event event = FullEvent(pending);
+        ApplyHydration(pending.resource.get(), event);
         if (std::exchange(pending.hydrated_unsent, false)) --hydrated_unsent_;
+        deliveries.push_back(EncodeDelivery(event.SerializeAsString(), pending.attempts));
+      } else {
+        deliveries.push_back(EncodeDelivery(pending.bytes, pending.attempts));  // as stored
       }
-      delivery.set_attempt(pending.attempts);
-      stream_->Send(std::move(delivery));
     }
+    if (!deliveries.empty()) stream_->Send(std::move(deliveries));
     stats_.in_flight = in_flight_;
     if (hydrator_ != nullptr) StartHydrations();  // after the sends, which free prefetch room
   }
@@ -609,7 +596,7 @@ class Dispatcher::PluginDispatcher {
     Pending& pending = window_.at(sequence);
     v1::DeadLetter& letter = dead_letters_.emplace_back();
     letter.set_plugin(config_.name);
-    *letter.mutable_event() = pending.event;
+    *letter.mutable_event() = FullEvent(pending);
     letter.set_attempts(pending.attempts);
     letter.set_reason(reason);
     letter.set_rejected(rejected);
@@ -753,7 +740,6 @@ class Dispatcher::PluginDispatcher {
   absl::Duration reconnect_delay_ = absl::ZeroDuration();
   uint64_t generation_ = 0;
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::EventHandler::Stub> stub_;
   std::unique_ptr<DeliveryStream> stream_;
   std::shared_ptr<Hook> hook_;
   std::thread thread_;

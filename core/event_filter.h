@@ -29,6 +29,10 @@ class EventFilter {
   // Thread-safe (immutable).
   Verdict Check(const v1::Event& event) const;
 
+  // True when Check reads `event.data` (the plugin has `data` filters). Otherwise an event
+  // without its data (a header, see core/event_wire.h) gets the same verdict.
+  bool reads_data() const { return !data_.empty(); }
+
  private:
   bool MatchesAttributes(const v1::Event& event) const;
 

@@ -41,6 +41,12 @@ struct ResourceVersionEntry {
   ResourceVersion version;
 };
 
+// An event exactly as the backend stores it: its sequence and its serialized v1::Event.
+struct StoredEvent {
+  uint64_t sequence = 0;
+  std::string bytes;
+};
+
 struct DedupKey {
   std::string source;
   std::string event_id;
@@ -107,6 +113,20 @@ class LogBackend {
   virtual absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) = 0;
   // Up to `max` events with sequence >= `from`, in sequence order.
   virtual absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) = 0;
+  // The same events, serialized and not decoded (the dispatcher forwards them as they are). This
+  // default serializes what ReadEvents returns; a backend that stores serialized events returns
+  // them directly and spares the decoding of every event's data.
+  virtual absl::StatusOr<std::vector<StoredEvent>> ReadStoredEvents(uint64_t from,
+                                                                    std::size_t max) {
+    absl::StatusOr<std::vector<v1::Event>> events = ReadEvents(from, max);
+    if (!events.ok()) return events.status();
+    std::vector<StoredEvent> stored;
+    stored.reserve(events->size());
+    for (const v1::Event& event : *events) {
+      stored.push_back(StoredEvent{event.sequence(), event.SerializeAsString()});
+    }
+    return stored;
+  }
   virtual absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
                                                                           std::size_t max) = 0;
   // Bytes the backend occupies on disk (best effort).
@@ -175,6 +195,10 @@ class ForwardingLogBackend : public LogBackend {
   }
   absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) override {
     return inner_->ReadEvents(from, max);
+  }
+  absl::StatusOr<std::vector<StoredEvent>> ReadStoredEvents(uint64_t from,
+                                                            std::size_t max) override {
+    return inner_->ReadStoredEvents(from, max);
   }
   absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
                                                                   std::size_t max) override {

@@ -1,5 +1,6 @@
 // pimgate C++ plugin SDK: serves pimgate.v1.EventHandler (gRPC callback API, one reactor per
-// stream) and grpc.health.v1.Health, runs handlers on a fixed worker pool, drains on SIGTERM.
+// stream; both Deliver and DeliverBatch) and grpc.health.v1.Health, runs handlers on a fixed
+// worker pool, drains on SIGTERM.
 #include "sdk/cpp/pimgate_sdk.h"
 
 #include <errno.h>
@@ -28,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "google/protobuf/arena.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
@@ -77,6 +79,18 @@ class WorkerPool {
       }
     }
     task(false);
+  }
+
+  // Submit for several tasks at once: one lock and one wake-up round for the whole batch.
+  void SubmitAll(std::vector<Task> tasks) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!stopping_) {
+        for (Task& task : tasks) queue_.push_back(std::move(task));
+        return;
+      }
+    }
+    for (Task& task : tasks) task(false);
   }
 
   // Drops the queued tasks (calling them with run=false), then waits until the running ones
@@ -152,7 +166,13 @@ v1::Ack ShuttingDownAck(const v1::Delivery& delivery) {
   return ack;
 }
 
-class DeliverReactor;
+// What EventHandlerService::Drain reaches in every open stream, of either method.
+class DrainableStream {
+ public:
+  virtual ~DrainableStream() = default;
+  // Stops reading; the stream finishes (OK) once every outstanding delivery is acked.
+  virtual void Drain() = 0;
+};
 
 // pimgate.v1.EventHandler. Keeps the set of open streams so that Drain() can reach them.
 class EventHandlerService final : public v1::EventHandler::CallbackService {
@@ -160,6 +180,8 @@ class EventHandlerService final : public v1::EventHandler::CallbackService {
   EventHandlerService(const Handler* handler, WorkerPool* pool) : handler_(handler), pool_(pool) {}
 
   grpc::ServerBidiReactor<v1::Delivery, v1::Ack>* Deliver(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerBidiReactor<v1::DeliveryBatch, v1::AckBatch>* DeliverBatch(
       grpc::CallbackServerContext* context) override;
 
   // Every stream stops reading deliveries and finishes once its outstanding ones are acked;
@@ -174,8 +196,8 @@ class EventHandlerService final : public v1::EventHandler::CallbackService {
   }
 
   // False once draining: the stream must finish at once.
-  bool Register(DeliverReactor* reactor);
-  void Unregister(DeliverReactor* reactor);
+  bool Register(DrainableStream* reactor);
+  void Unregister(DrainableStream* reactor);
 
   const Handler& handler() const { return *handler_; }
   WorkerPool& pool() { return *pool_; }
@@ -185,13 +207,14 @@ class EventHandlerService final : public v1::EventHandler::CallbackService {
   WorkerPool* const pool_;
   absl::Mutex mu_;  // taken before any DeliverReactor::mu_, never after
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  std::set<DeliverReactor*> reactors_ ABSL_GUARDED_BY(mu_);
+  std::set<DrainableStream*> reactors_ ABSL_GUARDED_BY(mu_);
 };
 
 // One Deliver stream. Reads deliveries and hands each to the worker pool; acks come back in any
 // order and are queued so that at most one write is in flight. Owns itself: deleted when gRPC is
 // done with the stream (OnDone) and no worker still holds a delivery of it.
-class DeliverReactor final : public grpc::ServerBidiReactor<v1::Delivery, v1::Ack> {
+class DeliverReactor final : public grpc::ServerBidiReactor<v1::Delivery, v1::Ack>,
+                             public DrainableStream {
  public:
   explicit DeliverReactor(EventHandlerService* service) : service_(service) {
     StartRead(&delivery_);
@@ -253,8 +276,7 @@ class DeliverReactor final : public grpc::ServerBidiReactor<v1::Delivery, v1::Ac
     if (last) delete this;
   }
 
-  // Stops reading; the stream finishes (OK) once every outstanding delivery is acked.
-  void Drain() {
+  void Drain() override {
     absl::MutexLock lock(&mu_);
     draining_ = true;
     MaybeFinishLocked();
@@ -311,25 +333,196 @@ class DeliverReactor final : public grpc::ServerBidiReactor<v1::Delivery, v1::Ac
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// One DeliverBatch stream: each DeliveryBatch read is parsed into its own arena (the events'
+// data Structs are many small messages: an arena makes their allocation and release cheap) and
+// its deliveries go to the worker pool together; acks finished meanwhile are written together in
+// one AckBatch, at most one write in flight. The opening empty batch is answered with an empty
+// AckBatch (the handshake pimgate waits for). Owns itself like DeliverReactor.
+class DeliverBatchReactor final : public grpc::ServerBidiReactor<v1::DeliveryBatch, v1::AckBatch>,
+                                  public DrainableStream {
+ public:
+  explicit DeliverBatchReactor(EventHandlerService* service) : service_(service) {
+    {
+      absl::MutexLock lock(&mu_);
+      NextReadLocked();
+    }
+    if (!service_->Register(this)) Drain();  // service mu_ first, never under ours
+  }
+
+  void OnReadDone(bool ok) override {
+    std::shared_ptr<Batch> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ok) {  // the client closed its side, or the stream broke
+        reads_done_ = true;
+        MaybeFinishLocked();
+        return;
+      }
+      batch = std::move(reading_);
+      const int n = batch->message->deliveries_size();
+      if (n == 0) {
+        handshake_answer_ = true;  // pimgate's opening (empty) batch
+        WriteNextLocked();
+      } else if (draining_ || cancelled_) {
+        for (const v1::Delivery& delivery : batch->message->deliveries()) {
+          acks_.push_back(ShuttingDownAck(delivery));
+        }
+        WriteNextLocked();
+        MaybeFinishLocked();
+        return;
+      }
+      outstanding_ += n;
+    }
+    const int n = batch->message->deliveries_size();
+    if (n > 0) {
+      std::vector<WorkerPool::Task> tasks;
+      tasks.reserve(n);
+      for (int i = 0; i < n; ++i) {
+        // Outside mu_: a stopping pool runs the task inline, and the task takes mu_.
+        tasks.push_back([this, batch, i](bool run) {
+          const v1::Delivery& delivery = batch->message->deliveries(i);
+          CompleteDelivery(run ? HandleDelivery(service_->handler(), delivery)
+                               : ShuttingDownAck(delivery));
+        });
+      }
+      service_->pool().SubmitAll(std::move(tasks));
+    }
+    // Only now the next read: handlers then start in the order deliveries arrived.
+    absl::MutexLock lock(&mu_);
+    if (!finish_called_ && !draining_ && !cancelled_) NextReadLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    write_in_flight_ = false;
+    if (!ok) cancelled_ = true;  // the stream is broken: nothing more can be written
+    if (!cancelled_) WriteNextLocked();
+    MaybeFinishLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override {
+    service_->Unregister(this);
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      last = outstanding_ == 0;
+    }
+    if (last) delete this;
+  }
+
+  void Drain() override {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    MaybeFinishLocked();
+  }
+
+ private:
+  // One DeliveryBatch and the arena its events live in, shared by the batch's handler tasks.
+  struct Batch {
+    Batch()
+        : arena(ArenaOptions()),
+          message(google::protobuf::Arena::CreateMessage<v1::DeliveryBatch>(&arena)) {}
+    static google::protobuf::ArenaOptions ArenaOptions() {
+      google::protobuf::ArenaOptions options;
+      options.start_block_size = 64 * 1024;  // a batch of product events is tens of KiB
+      options.max_block_size = 1024 * 1024;
+      return options;
+    }
+    google::protobuf::Arena arena;
+    v1::DeliveryBatch* message;  // owned by the arena
+  };
+
+  void NextReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    reading_ = std::make_shared<Batch>();
+    StartRead(reading_->message);
+  }
+
+  // Called once per delivery handed to the pool, from a worker (or inline when dropped).
+  void CompleteDelivery(v1::Ack ack) {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      --outstanding_;
+      if (!finish_called_ && !cancelled_) {
+        acks_.push_back(std::move(ack));
+        WriteNextLocked();
+      }
+      MaybeFinishLocked();
+      last = done_ && outstanding_ == 0;
+    }
+    if (last) delete this;
+  }
+
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (write_in_flight_ || finish_called_ || (acks_.empty() && !handshake_answer_)) return;
+    handshake_answer_ = false;
+    writing_.Clear();
+    for (v1::Ack& ack : acks_) *writing_.add_acks() = std::move(ack);
+    acks_.clear();
+    write_in_flight_ = true;
+    StartWrite(&writing_);
+  }
+
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finish_called_ || write_in_flight_) return;
+    if (cancelled_) {
+      acks_.clear();
+      finish_called_ = true;
+      Finish(grpc::Status::CANCELLED);
+      return;
+    }
+    if ((reads_done_ || draining_) && outstanding_ == 0 && acks_.empty() && !handshake_answer_) {
+      finish_called_ = true;
+      Finish(grpc::Status::OK);
+    }
+  }
+
+  EventHandlerService* const service_;
+  absl::Mutex mu_;
+  std::shared_ptr<Batch> reading_ ABSL_GUARDED_BY(mu_);  // target of the pending read
+  std::vector<v1::Ack> acks_ ABSL_GUARDED_BY(mu_);       // finished, not yet written
+  v1::AckBatch writing_ ABSL_GUARDED_BY(mu_);            // being written when in flight
+  bool handshake_answer_ ABSL_GUARDED_BY(mu_) = false;   // an empty AckBatch is owed
+  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;             // deliveries in the pool
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 grpc::ServerBidiReactor<v1::Delivery, v1::Ack>* EventHandlerService::Deliver(
     grpc::CallbackServerContext* context) {
   return new DeliverReactor(this);
 }
 
+grpc::ServerBidiReactor<v1::DeliveryBatch, v1::AckBatch>* EventHandlerService::DeliverBatch(
+    grpc::CallbackServerContext* context) {
+  return new DeliverBatchReactor(this);
+}
+
 void EventHandlerService::Drain() {
   absl::MutexLock lock(&mu_);
   draining_ = true;
-  for (DeliverReactor* reactor : reactors_) reactor->Drain();
+  for (DrainableStream* reactor : reactors_) reactor->Drain();
 }
 
-bool EventHandlerService::Register(DeliverReactor* reactor) {
+bool EventHandlerService::Register(DrainableStream* reactor) {
   absl::MutexLock lock(&mu_);
   if (draining_) return false;
   reactors_.insert(reactor);
   return true;
 }
 
-void EventHandlerService::Unregister(DeliverReactor* reactor) {
+void EventHandlerService::Unregister(DrainableStream* reactor) {
   absl::MutexLock lock(&mu_);
   reactors_.erase(reactor);
 }

@@ -9,8 +9,8 @@
 //
 // pimgate starts the plugin with $PIMGATE_PLUGIN_ADDRESS ("unix:/abs/path.sock" or "host:port")
 // and $PIMGATE_PLUGIN_NAME, connects as the gRPC client and streams pimgate.v1.Delivery
-// messages; the SDK serves pimgate.v1.EventHandler and grpc.health.v1.Health and answers one Ack
-// per delivery. An OK ack is final: pimgate never sends that event to this plugin again, so a
+// messages (in DeliveryBatch messages, or one by one over Deliver); the SDK serves
+// pimgate.v1.EventHandler and grpc.health.v1.Health and answers one Ack per delivery. An OK ack is final: pimgate never sends that event to this plugin again, so a
 // handler resolves OK only once its effect is durable. Delivery is at-least-once: handlers must
 // be idempotent. The .proto files are loaded at run time from $PIMGATE_PROTO_PATH, else from the
 // repository's proto/ directory (../../proto from here).
@@ -327,7 +327,7 @@ class DeliverStream {
     this.reading = true;
     this.draining = false;
     this.closed = false;
-    call.on('data', (delivery) => this.take(delivery));
+    call.on('data', (message) => this.onMessage(message));
     call.on('end', () => {
       this.reading = false;
       this.maybeEnd();
@@ -337,6 +337,10 @@ class DeliverStream {
       log.debug(`deliver stream error: ${err.message}`);
       this.close();
     });
+  }
+
+  onMessage(delivery) {
+    this.take(delivery);
   }
 
   take(delivery) {
@@ -371,6 +375,51 @@ class DeliverStream {
     if (this.closed) return;
     this.closed = true;
     this.onClosed(this);
+  }
+}
+
+// One DeliverBatch call: as DeliverStream, with the deliveries of each DeliveryBatch taken one
+// by one, and the acks finished within one turn of the event loop written together in one
+// AckBatch (per-message costs are what limit a plugin's rate). pimgate opens the call with an
+// empty DeliveryBatch: it is answered with an empty AckBatch.
+class DeliverBatchStream extends DeliverStream {
+  constructor(call, dispatcher, onClosed) {
+    super(call, dispatcher, onClosed);
+    this.pendingAcks = [];
+    this.flushScheduled = false;
+  }
+
+  onMessage(batch) {
+    const deliveries = batch.deliveries || [];
+    if (deliveries.length === 0) {
+      if (!this.closed) this.call.write({ acks: [] }); // the handshake answer
+      return;
+    }
+    for (const delivery of deliveries) this.take(delivery);
+  }
+
+  complete(ack) {
+    this.inFlight -= 1;
+    if (!this.closed) {
+      this.pendingAcks.push(ack);
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    }
+    this.maybeEnd();
+  }
+
+  flush() {
+    this.flushScheduled = false;
+    if (this.pendingAcks.length === 0 || this.closed) return;
+    this.call.write({ acks: this.pendingAcks });
+    this.pendingAcks = [];
+  }
+
+  maybeEnd() {
+    if ((!this.reading || this.draining) && this.inFlight === 0 && !this.closed) this.flush();
+    super.maybeEnd();
   }
 }
 
@@ -474,19 +523,21 @@ async function run(handler, options = {}) {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   });
+  const serve = (StreamClass) => (call) => {
+    if (stopping) {
+      call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'plugin is stopping' });
+      return;
+    }
+    log.info(`pimgate connected (${call.getPeer()})`);
+    const stream = new StreamClass(call, dispatcher, (closed) => {
+      streams.delete(closed);
+      log.info(`deliver stream closed (${call.getPeer()})`);
+    });
+    streams.add(stream);
+  };
   server.addService(protos.pimgate.v1.EventHandler.service, {
-    Deliver: (call) => {
-      if (stopping) {
-        call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'plugin is stopping' });
-        return;
-      }
-      log.info(`pimgate connected (${call.getPeer()})`);
-      const stream = new DeliverStream(call, dispatcher, (closed) => {
-        streams.delete(closed);
-        log.info(`deliver stream closed (${call.getPeer()})`);
-      });
-      streams.add(stream);
-    },
+    Deliver: serve(DeliverStream),
+    DeliverBatch: serve(DeliverBatchStream),
   });
   server.addService(protos.grpc.health.v1.Health.service, health.implementation());
 

@@ -310,6 +310,113 @@ TEST(CppSdkTest, SigtermDrainsRunningHandlersThenReturnsZero) {
   EXPECT_EQ(exit_code, 0);
 }
 
+// One DeliverBatch stream, as pimgate's dispatcher opens it (the handshake is left to the test).
+class DeliverBatchStream {
+ public:
+  explicit DeliverBatchStream(const std::string& address)
+      : stub_(v1::EventHandler::NewStub(
+            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {
+    context_.set_deadline(std::chrono::system_clock::now() + 20s);
+    stream_ = stub_->DeliverBatch(&context_);
+  }
+
+  // Writes one DeliveryBatch of (sequence, type) deliveries, each of its own resource.
+  bool Send(const std::vector<std::pair<uint64_t, std::string>>& deliveries) {
+    v1::DeliveryBatch batch;
+    for (const auto& [sequence, type] : deliveries) {
+      v1::Delivery* delivery = batch.add_deliveries();
+      delivery->mutable_event()->set_sequence(sequence);
+      delivery->mutable_event()->set_type(type);
+      delivery->mutable_event()->set_resource_id(absl::StrCat("r", sequence));
+      delivery->set_attempt(1);
+    }
+    return stream_->Write(batch);
+  }
+
+  std::optional<v1::AckBatch> Read() {
+    v1::AckBatch batch;
+    if (!stream_->Read(&batch)) return std::nullopt;
+    return batch;
+  }
+
+  // Reads AckBatches until `count` acks have come, keyed by sequence.
+  std::map<uint64_t, v1::Ack> ReadAcks(size_t count) {
+    std::map<uint64_t, v1::Ack> acks;
+    while (acks.size() < count) {
+      std::optional<v1::AckBatch> batch = Read();
+      if (!batch) break;
+      for (const v1::Ack& ack : batch->acks()) acks[ack.sequence()] = ack;
+    }
+    return acks;
+  }
+
+  void CloseSend() { stream_->WritesDone(); }
+  grpc::Status Finish() { return stream_->Finish(); }
+
+ private:
+  std::unique_ptr<v1::EventHandler::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::DeliveryBatch, v1::AckBatch>> stream_;
+};
+
+TEST(CppSdkTest, DeliverBatchAnswersTheHandshakeThenAcksEveryDelivery) {
+  testing::TempDir dir;
+  InProcessPlugin plugin(TestHandler, SocketAddress(dir));
+  ASSERT_TRUE(WaitServing(plugin.address()));
+  DeliverBatchStream stream(plugin.address());
+  ASSERT_TRUE(stream.Send({}));  // pimgate's opening batch
+  std::optional<v1::AckBatch> handshake = stream.Read();
+  ASSERT_TRUE(handshake.has_value());
+  EXPECT_EQ(handshake->acks_size(), 0);
+
+  ASSERT_TRUE(stream.Send({{1, "test.ok"}, {2, "test.retry"}, {3, "test.reject"}}));
+  ASSERT_TRUE(stream.Send({{4, "test.throw"}, {5, "test.ok"}}));
+  stream.CloseSend();  // half-closing does not cut off the acks still due
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(5);
+  ASSERT_EQ(acks.size(), 5u);
+  EXPECT_EQ(acks[1].outcome(), v1::OUTCOME_OK);
+  EXPECT_EQ(acks[2].outcome(), v1::OUTCOME_RETRY);
+  EXPECT_EQ(acks[2].detail(), "asked to retry");
+  EXPECT_EQ(acks[3].outcome(), v1::OUTCOME_REJECT);
+  EXPECT_EQ(acks[4].outcome(), v1::OUTCOME_RETRY);
+  EXPECT_EQ(acks[4].detail(), "handler exploded");
+  EXPECT_EQ(acks[5].outcome(), v1::OUTCOME_OK);
+  EXPECT_FALSE(stream.Read().has_value());
+  EXPECT_TRUE(stream.Finish().ok());
+  EXPECT_EQ(plugin.Stop(), 0);
+}
+
+TEST(CppSdkTest, DeliverBatchSigtermLetsRunningHandlersFinishAndRetriesTheRest) {
+  testing::TempDir dir;
+  absl::Notification started;
+  auto handler = [&](const v1::Event& event, uint32_t) {
+    if (event.type() == "test.slow") {
+      started.Notify();
+      std::this_thread::sleep_for(500ms);
+    }
+    return Result::Ok();
+  };
+  // One worker: delivery 2 of the batch waits in the queue behind the slow delivery 1.
+  InProcessPlugin plugin(handler, SocketAddress(dir), /*concurrency=*/1);
+  ASSERT_TRUE(WaitServing(plugin.address()));
+  DeliverBatchStream stream(plugin.address());
+  ASSERT_TRUE(stream.Send({}));
+  ASSERT_TRUE(stream.Read().has_value());
+  ASSERT_TRUE(stream.Send({{1, "test.slow"}, {2, "test.ok"}}));
+  ASSERT_TRUE(started.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  int exit_code = -1;
+  std::thread stopper([&] { exit_code = plugin.Stop(); });
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(2);
+  ASSERT_EQ(acks.size(), 2u);
+  EXPECT_EQ(acks[1].outcome(), v1::OUTCOME_OK) << "running handler was not let finish";
+  EXPECT_EQ(acks[2].outcome(), v1::OUTCOME_RETRY);
+  EXPECT_EQ(acks[2].detail(), "plugin is shutting down");
+  EXPECT_FALSE(stream.Read().has_value());
+  EXPECT_TRUE(stream.Finish().ok());
+  stopper.join();
+  EXPECT_EQ(exit_code, 0);
+}
+
 TEST(CppSdkTest, ReplacesAStaleSocketButNotALiveOne) {
   testing::TempDir dir;
   const std::string path = dir.File("p.sock");

@@ -37,6 +37,7 @@ _POLL_SECONDS = 0.2
 
 _EVENT_HANDLER_SERVICE = "pimgate.v1.EventHandler"
 _END = object()
+_HANDSHAKE = object()  # DeliverBatch: an empty AckBatch is owed for pimgate's opening batch
 
 
 class _HandlerPool:
@@ -185,6 +186,42 @@ class _DeliverStream:
             self._acks.put(_END)
 
 
+class _DeliverBatchStream(_DeliverStream):
+    """One DeliverBatch call: as _DeliverStream, with the deliveries of each DeliveryBatch taken
+    one by one, and every ack finished by the time the next message is written sent together in
+    one AckBatch (per-message costs are what limit a plugin's rate). pimgate opens the call with
+    an empty DeliveryBatch: it is answered with an empty AckBatch."""
+
+    def read(self, requests) -> None:
+        super().read(self._deliveries(requests))
+
+    def _deliveries(self, requests):
+        for batch in requests:
+            if not batch.deliveries:
+                self._acks.put(_HANDSHAKE)
+                continue
+            yield from batch.deliveries
+
+    def acks(self):
+        while True:
+            item = self._acks.get()
+            batch = plugin_pb2.AckBatch()
+            handshake = False
+            while item is not _END:
+                if item is _HANDSHAKE:
+                    handshake = True
+                else:
+                    batch.acks.append(item)
+                try:
+                    item = self._acks.get_nowait()
+                except queue.Empty:
+                    break
+            if batch.acks or handshake:
+                yield batch
+            if item is _END:
+                return
+
+
 class _EventHandlerServicer(plugin_pb2_grpc.EventHandlerServicer):
     def __init__(self, pool: _HandlerPool):
         self._pool = pool
@@ -194,7 +231,12 @@ class _EventHandlerServicer(plugin_pb2_grpc.EventHandlerServicer):
         self._draining = False  # guarded by _lock
 
     def Deliver(self, request_iterator, context):  # noqa: N802 - gRPC method name
-        stream = _DeliverStream(self._pool)
+        yield from self._serve(_DeliverStream(self._pool), request_iterator, context)
+
+    def DeliverBatch(self, request_iterator, context):  # noqa: N802 - gRPC method name
+        yield from self._serve(_DeliverBatchStream(self._pool), request_iterator, context)
+
+    def _serve(self, stream, request_iterator, context):
         with self._lock:
             if self._draining:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "plugin is stopping")
