@@ -701,6 +701,42 @@ TEST_F(ConfigTest, SecretValuesNeverAppearInErrors) {
   }
 }
 
+// Found by fuzz/config_fuzzer: without the space after ':', "secret:value" is one key, and the
+// unknown-key error used to print it, value included.
+TEST_F(ConfigTest, MistypedSecretLineIsNotEchoedAsAnUnknownKey) {
+  const std::string block =
+      absl::StrReplaceAll(kMinimal, {{"secret: s3cr3t-inline", "secret:s3cr3t-inline"}});
+  absl::Status status = ErrorOf(block);
+  ASSERT_FALSE(status.ok());
+  EXPECT_THAT(std::string(status.message()), Not(HasSubstr(kSecretValue)));
+  const std::string flow =
+      "store: {path: /x}\nsources:\n  - {name: a, kind: events_api, path: /a, "
+      "secret:s3cr3t-inline}\n";
+  status = ErrorOf(flow);
+  ASSERT_FALSE(status.ok());
+  EXPECT_THAT(std::string(status.message()), Not(HasSubstr(kSecretValue)));
+  EXPECT_THAT(std::string(status.message()),
+              StartsWith("line 3: sources[0].<key>: unknown key, not shown"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("missing space after ':'"));
+  // Ordinary misspelt keys are still named.
+  EXPECT_THAT(std::string(ErrorOf(absl::StrCat(kMinimal, "    secrte: x\n")).message()),
+              HasSubstr("sources[0].secrte: unknown key"));
+}
+
+// Found by fuzz/config_fuzzer: YAML::LoadAll never returned on a document whose root starts with
+// ',' (with or without a tag), growing memory; the loader must answer.
+TEST_F(ConfigTest, DocumentWhoseRootStartsWithCommaIsAnErrorNotAHang) {
+  for (const std::string yaml :
+       {",", ", /", "  , x", ",\n", "!,", "&a ,\n", "# c\n,s\nstore: {}\n"}) {
+    absl::Status status = ErrorOf(yaml);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << yaml;
+    EXPECT_THAT(std::string(status.message()), StartsWith("line ")) << yaml;
+  }
+  // A second document is still named by its line.
+  EXPECT_THAT(std::string(ErrorOf(absl::StrCat(kMinimal, "---\n,\n")).message()),
+              HasSubstr("the config must be a single YAML document"));
+}
+
 // ---- Plugins and runtime ----------------------------------------------------------------------
 
 // Every plugin key, as the documentation shows it. Sources come after plugins on purpose: source
