@@ -29,7 +29,10 @@
 #include "core/rocksdb_backend.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -54,6 +57,7 @@
 #include "rocksdb/table.h"
 #include "rocksdb/transaction_log.h"
 #include "rocksdb/write_batch.h"
+#include "spdlog/spdlog.h"
 
 namespace pimgate {
 namespace {
@@ -202,6 +206,45 @@ absl::StatusOr<ResourceVersion> DecodeVersion(const rocksdb::Slice& value) {
   return version;
 }
 
+// RocksDB's own log ("LOG" in the store directory by default) sent to pimgate's log instead: one
+// place for operators, and no file write that can fail. The second matters: once a write to the
+// LOG file has failed (a full disk), the next line RocksDB logs trips an assertion in its file
+// writer, which Debian's librocksdb keeps, and aborts the process instead of letting the
+// gateway answer 503 (found by tests/gateway/disk_full_test.cc). RocksDB's INFO lines are
+// chatty; they are pimgate debug lines.
+class SpdlogRocksDbLogger final : public rocksdb::Logger {
+ public:
+  SpdlogRocksDbLogger()
+      : rocksdb::Logger(spdlog::should_log(spdlog::level::debug)
+                            ? rocksdb::InfoLogLevel::INFO_LEVEL
+                            : rocksdb::InfoLogLevel::WARN_LEVEL) {}
+
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char buffer[1024];
+    const int n = std::vsnprintf(buffer, sizeof(buffer), format, ap);
+    if (n < 0) return;
+    std::string_view line(buffer, std::min<std::size_t>(n, sizeof(buffer) - 1));
+    while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.remove_suffix(1);
+    switch (level) {
+      case rocksdb::InfoLogLevel::DEBUG_LEVEL:
+      case rocksdb::InfoLogLevel::INFO_LEVEL:
+        spdlog::debug("rocksdb: {}", line);
+        break;
+      case rocksdb::InfoLogLevel::WARN_LEVEL:
+        spdlog::warn("rocksdb: {}", line);
+        break;
+      default:
+        spdlog::error("rocksdb: {}", line);
+        break;
+    }
+  }
+};
+
 class RocksDbBackend final : public LogBackend {
  public:
   // `handles` are in the order of the families passed to DB::Open (see OpenRocksDbBackend).
@@ -293,7 +336,7 @@ class RocksDbBackend final : public LogBackend {
 
     rocksdb::WriteOptions wo;
     wo.sync = sync;  // true: the WAL is fsynced before Write returns (see LogBackend::Write)
-    return ToStatus(db_->Write(wo, &wb), "write");
+    return ToStatus(WriteResuming(wo, &wb), "write");
   }
 
   absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) override {
@@ -434,7 +477,7 @@ class RocksDbBackend final : public LogBackend {
       }
     }
     // Not fsynced: see LogBackend::WriteProgress. Survives a process crash (WAL in page cache).
-    return ToStatus(db_->Write(rocksdb::WriteOptions(), &wb), "write progress");
+    return ToStatus(WriteResuming(rocksdb::WriteOptions(), &wb), "write progress");
   }
 
   absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
@@ -674,8 +717,39 @@ class RocksDbBackend final : public LogBackend {
     db_->CompactRange(options, family, nullptr, &end_slice).PermitUncheckedError();
   }
 
+  // Writes `wb`, first resuming the database if an earlier write failed. After an I/O error
+  // (ENOSPC on the WAL or in a flush, EIO...) RocksDB keeps refusing every write with that error
+  // until it has recovered. For ENOSPC it recovers by itself (its SstFileManager checks every
+  // few seconds for free space, then flushes and starts a new WAL); for other errors it waits
+  // for DB::Resume(). So the first write after a failure calls Resume(): it is a no-op once
+  // RocksDB has recovered, answers Busy while RocksDB's own recovery runs, and otherwise
+  // recovers now. Until then writes are refused with the error that stopped them; afterwards
+  // they go through, without a restart. Recovery never drops acknowledged data.
+  rocksdb::Status WriteResuming(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* wb) {
+    if (needs_resume_.load(std::memory_order_acquire)) {
+      rocksdb::Status resumed = db_->Resume();
+      if (resumed.IsBusy()) {
+        absl::MutexLock lock(&write_error_mu_);
+        return rocksdb::Status::Busy("the store is recovering from a write error", write_error_);
+      }
+      if (!resumed.ok()) return resumed;
+      needs_resume_.store(false, std::memory_order_release);
+    }
+    rocksdb::Status s = db_->Write(wo, wb);
+    if (s.IsIOError() || s.IsCorruption()) {
+      absl::MutexLock lock(&write_error_mu_);
+      write_error_ = s.ToString();
+      needs_resume_.store(true, std::memory_order_release);
+    }
+    return s;
+  }
+
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  // Set when a write failed with an error that stops RocksDB's writes (see WriteResuming).
+  std::atomic<bool> needs_resume_{false};
+  absl::Mutex write_error_mu_;
+  std::string write_error_ ABSL_GUARDED_BY(write_error_mu_);  // the error that stopped writes
   absl::Mutex trim_mu_;  // one trim at a time; guards the reclaim bookkeeping
   uint64_t event_bytes_since_reclaim_ ABSL_GUARDED_BY(trim_mu_) = 0;
   uint64_t quarantine_bytes_since_reclaim_ ABSL_GUARDED_BY(trim_mu_) = 0;
@@ -715,7 +789,12 @@ absl::StatusOr<std::unique_ptr<LogBackend>> OpenRocksDbBackend(
       {kDeadLettersFamily, scan_cf},
   };
 
+  // Created here rather than by create_if_missing, which first logs a missing directory as an
+  // error. A failure shows up as DB::Open's error below.
+  std::error_code ignored;
+  std::filesystem::create_directories(path, ignored);
   rocksdb::DBOptions db_options;
+  db_options.info_log = std::make_shared<SpdlogRocksDbLogger>();
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   // The WAL is written by Write itself, never held back for a manual FlushWAL: a batch that Write
