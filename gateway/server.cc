@@ -705,9 +705,9 @@ void Gateway::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
     }
   } else {
     // Log the 1st, 2nd, 4th, 8th ... failure: a client flood must not become a log flood.
-    if ((++accept_failures_ & (accept_failures_ - 1)) == 0) {
-      spdlog::warn("gateway: accept failed ({} time(s) so far): {}", accept_failures_,
-                   ec.message());
+    const uint64_t failures = ++accept_failures_;
+    if ((failures & (failures - 1)) == 0) {
+      spdlog::warn("gateway: accept failed ({} time(s) so far): {}", failures, ec.message());
     }
     if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space ||
         ec == net::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system) {
