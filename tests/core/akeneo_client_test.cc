@@ -159,6 +159,19 @@ TEST(AkeneoClientTest, TokenObtainedOnceAndReusedOverTls) {
   EXPECT_EQ(stats.calls, 5u);
   EXPECT_EQ(stats.retries, 0u);
   EXPECT_EQ(stats.failures, 0u);
+  // Kept alive: at most one connection per worker.
+  EXPECT_LE(pim.connections_accepted(), 4);
+}
+
+TEST(AkeneoClientTest, OneWorkerReusesOneConnection) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  RestConfig config = ConfigFor(pim);
+  config.max_concurrency = 1;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+  EXPECT_EQ(pim.connections_accepted(), 1);  // the token request and 10 GETs on one connection
 }
 
 TEST(AkeneoClientTest, PlainHttpWhenAllowed) {
@@ -391,6 +404,25 @@ TEST(AkeneoClientTest, KeepAliveConnectionClosedByPimIsReplacedTransparently) {
   absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
   ASSERT_TRUE(body.ok()) << body.status();
   EXPECT_EQ(client->stats().retries, 0u);
+}
+
+TEST(AkeneoClientTest, AnswerAboveSizeLimitIsRefused) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  // 65 MiB of values: more than the client's 64 MiB response limit.
+  pim.PutProduct(uuid, kBaseTimeUs,
+                 absl::StrCat(R"({"values":{"blob":")", std::string(65 << 20, 'x'), R"("}})"));
+  RestConfig config = ConfigFor(pim);
+  config.max_concurrency = 1;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+  ASSERT_EQ(body.status().code(), absl::StatusCode::kResourceExhausted) << body.status();
+  EXPECT_THAT(std::string(body.status().message()), HasSubstr("larger than 64 MiB"));
+  EXPECT_EQ(client->stats().retries, 0u);
+  // The connection is dropped and replaced; the client keeps working.
+  pim.DeleteProduct(uuid);
+  pim.PutProduct(uuid, kBaseTimeUs);
+  EXPECT_TRUE(client->Get(ProductTarget(uuid)).ok());
 }
 
 TEST(AkeneoClientTest, SlowAnswerIsDeadlineExceeded) {

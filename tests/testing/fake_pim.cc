@@ -316,6 +316,10 @@ class FakePim::Impl {
     absl::MutexLock lock(&mu_);
     return max_concurrent_seen_;
   }
+  int connections_accepted() const {
+    absl::MutexLock lock(&mu_);
+    return connections_accepted_;
+  }
   void ClearRequests() {
     absl::MutexLock lock(&mu_);
     requests_.clear();
@@ -368,6 +372,10 @@ class FakePim::Impl {
           co_await acceptor->async_accept(net::redirect_error(net::use_awaitable, ec));
       if (ec) co_return;  // closed by Stop() or the destructor
       if (shutting_down_) co_return;
+      {
+        absl::MutexLock lock(&mu_);
+        ++connections_accepted_;
+      }
       net::co_spawn(ioc_, Session(std::move(socket)), net::detached);
     }
   }
@@ -896,6 +904,7 @@ class FakePim::Impl {
   int refresh_requests_ ABSL_GUARDED_BY(mu_) = 0;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int max_concurrent_seen_ ABSL_GUARDED_BY(mu_) = 0;
+  int connections_accepted_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 FakePim::FakePim() : FakePim(Options{}) {}
@@ -929,6 +938,7 @@ std::vector<FakePim::Request> FakePim::requests() const { return impl_->requests
 int FakePim::token_requests() const { return impl_->token_requests(); }
 int FakePim::refresh_requests() const { return impl_->refresh_requests(); }
 int FakePim::max_concurrent_seen() const { return impl_->max_concurrent_seen(); }
+int FakePim::connections_accepted() const { return impl_->connections_accepted(); }
 void FakePim::ClearRequests() { impl_->ClearRequests(); }
 
 }  // namespace pimgate::testing

@@ -75,6 +75,7 @@ class FakePim {
   int token_requests() const;             // password grants + refreshes
   int refresh_requests() const;           // refresh_token grants only
   int max_concurrent_seen() const;        // most API calls in progress at once
+  int connections_accepted() const;       // TCP connections accepted (keep-alive reuse shows)
   void ClearRequests();
 
  private:
