@@ -1,0 +1,161 @@
+#!/usr/bin/python3
+"""Prints scripts/bench's one table from its results file (one JSON object per line): each
+pimgate figure next to the same-run baseline it is compared with, and the ratio.
+
+Usage: bench_table.py RESULTS.jsonl CONNECTIONS DISPATCH_IN_FLIGHT"""
+import json
+import sys
+
+results_path, connections, in_flight = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rows = [json.loads(line) for line in open(results_path)]
+by_id = {r["id"]: r for r in rows if "id" in r}
+storage = next((r for r in rows if r["kind"] == "storage"), {})
+
+table = [("scenario", "throughput", "p50 ms", "p99 ms", "p99.9 ms", "same-run baseline", "ratio",
+          "server CPU", "peak RSS")]
+
+
+def ms(v):
+    return f"{v:.2f}" if isinstance(v, (int, float)) else ""
+
+
+def rate(v, unit="ev/s"):
+    return f"{v:,.0f} {unit}"
+
+
+def add(name, throughput="", p50=None, p99=None, p999=None, baseline="", ratio="", cpu="",
+        rss=""):
+    table.append((name, throughput, ms(p50), ms(p99), ms(p999), baseline, ratio, cpu, rss))
+
+
+def section(title):
+    table.append((f"-- {title}", "", "", "", "", "", "", "", ""))
+
+
+def short(label):
+    """A baseline's name without its details: "HTTP ceiling, TLS, legacy x10" -> "HTTP ceiling"."""
+    return label.split(",")[0].split(" (")[0] if label else ""
+
+
+def ingest_row(r):
+    if "error" in r:
+        add(r["label"], r["error"], rss=f'{r.get("rss_mib", 0)} MiB')
+        return
+    eps, rps = r["events_per_s"], r["requests_per_s"]
+    errors = f', {r["errors"]} errors' if r.get("errors") else ""
+    cpu = ""
+    if r.get("server_cores") is not None and eps:
+        cpu = f'{r["server_cores"]:.2f} cores, {r["server_cores"] * 1e6 / eps:.0f} us/ev'
+    baseline, ratio = "", ""
+    base = by_id.get(r.get("baseline", ""))
+    if r.get("mode") == "open":
+        # Open loop: the rate is fixed, latency is the figure. Compared with the p99 of raw durable
+        # storage at the same rate (pimgate) or shown as the latency floor (HTTP ceiling).
+        if r.get("baseline") == "storage-open" and storage.get("open"):
+            s = storage["open"]
+            baseline = f'RocksDB open {storage["rate"]:.0f}/s: p99 {s["p99_ms"]:.2f} ms'
+            ratio = f'p99 {r["p99_ms"] / s["p99_ms"]:.2f}x' if s["p99_ms"] else ""
+        else:
+            baseline = "(latency baseline)"
+    elif base and "events_per_s" in base and base["events_per_s"]:
+        baseline = f'{short(base["label"])}: {rate(base["events_per_s"])}'
+        ratio = f'{eps / base["events_per_s"]:.2f}x'
+    elif not r.get("baseline"):
+        baseline = "(baseline)"
+    add(r["label"], rate(eps) + f" ({rps:,.0f} req/s{errors})", r["p50_ms"], r["p99_ms"],
+        r["p999_ms"], baseline, ratio, cpu, f'{r["rss_mib"]} MiB')
+    if r["id"] in ("tls-sync-legacy", "plain-sync-legacy") and storage.get("group"):
+        g = storage["group"]
+        add("  same, against raw durable storage", "", None, None, None,
+            f'RocksDB, {storage["writers"]} writers: {rate(g["events_per_s"])}',
+            f'{eps / g["events_per_s"]:.2f}x' if g["events_per_s"] else "")
+
+
+section("ingest (closed loop unless 'open'; latency = HTTP answer)")
+for r in rows:
+    if r["kind"] == "ingest" and not r["id"].startswith("backlog"):
+        ingest_row(r)
+
+section("storage ceiling (same disk, one request's commit per batch)")
+if "error" in storage or not storage:
+    add("storage ceiling", storage.get("error", "no result"))
+else:
+    n = storage["events_per_batch"]
+    nbytes = storage["batch_bytes"]
+    f = storage["fsync"]
+    add(f"write+fdatasync of {nbytes:,} bytes, 1 writer", rate(f["ops_per_s"], "syncs/s"),
+        f["p50_ms"], f["p99_ms"], f["p999_ms"], "(baseline: the disk)")
+    for key, name in (("single", "RocksDB sync batch, 1 writer"),
+                      ("group", f'RocksDB sync batch, {storage["writers"]} writers'),
+                      ("open", f'RocksDB sync batch, open {storage["rate"]:.0f}/s')):
+        s = storage.get(key)
+        if s:
+            add(f"{name} ({n} events)", rate(s["events_per_s"]), s["p50_ms"], s["p99_ms"],
+                s["p999_ms"], "(baseline)")
+
+section("backlog (same durable ingest, empty log vs a log holding a backlog)")
+for r in rows:
+    if r["kind"] == "ingest" and r["id"].startswith("backlog"):
+        ingest_row(r)
+
+section(f"dispatch (log -> plugin process over gRPC, max_in_flight {in_flight})")
+for r in rows:
+    if r["kind"] != "dispatch":
+        continue
+    name, rss = r["label"], f'{r.get("rss_mib", 0)} MiB'
+    if "error" in r:
+        add(name, r["error"], rss=rss)
+        continue
+    d, runs, n = r["dispatch_events_per_s"], r["runs"], r["events"]
+    spread = lambda lo, hi: f" [{lo:,.0f}..{hi:,.0f}]" if runs > 1 else ""
+    add(f"  raw log read ({r['event_bytes']:.0f}-byte events)", rate(r["read_events_per_s"]),
+        baseline="(baseline)")
+    add("  protobuf minimum (pimgate + plugin), 1 core", rate(r["codec_events_per_s"]) + "/core",
+        baseline="(baseline)", cpu=f'{1e6 / r["codec_events_per_s"]:.1f} us/ev')
+    if r.get("stream_events_per_s"):
+        add("  bare gRPC stream into the same plugin",
+            rate(r["stream_events_per_s"]) + spread(r["stream_min"], r["stream_max"]),
+            baseline="(baseline)", cpu=f'{r["stream_cpu_us_per_event"]:.0f} us/ev both')
+    sink = r.get("sink") or {}
+    check = "" if r.get("complete") and sink.get("events", n) == n else " INCOMPLETE"
+    median = f", median of {runs}" if runs > 1 else ""
+    ratio = f'{d / r["stream_events_per_s"]:.2f}x stream' if r.get("stream_events_per_s") else ""
+    ratio += f', {d / r["codec_events_per_s"]:.2f}x protobuf'
+    add(f"{name} ({n // 1000}k events{median})", rate(d) + spread(r["dispatch_min"],
+                                                                  r["dispatch_max"]) + check,
+        baseline="bare stream, protobuf minimum", ratio=ratio,
+        cpu=f'{r["dispatch_cpu_us_per_event"]:.0f} us/ev both', rss=rss)
+
+section("end to end (webhook received -> fsynced -> dispatched -> C++ handler called)")
+for r in rows:
+    if r["kind"] != "e2e":
+        continue
+    s, h = r["sink"], r["http"]
+    if "error" in s:
+        add(r["label"], s["error"], rss=f'{r["rss_mib"]} MiB')
+        continue
+    add(r["label"] + ": handler", f'{s["events"]:,} of {r["expect"]:,} events', s["p50_ms"],
+        s["p99_ms"], s["p999_ms"], "HTTP answer of the same requests",
+        f'p99 {s["p99_ms"] / h["p99_ms"]:.2f}x' if h and h.get("p99_ms") else "",
+        rss=f'{r["rss_mib"]} MiB')
+    if h:
+        add("  HTTP answer (fsynced ack)", f'{h["requests_per_s"]:,.0f} req/s', h["p50_ms"],
+            h["p99_ms"], h["p999_ms"])
+
+widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+for n, row in enumerate(table):
+    if row[0].startswith("-- "):
+        print(row[0])
+        continue
+    print("  ".join(str(c).ljust(w) if i in (0, 5) else str(c).rjust(w)
+                    for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    if n == 0:
+        print("  ".join("-" * w for w in widths))
+print(f"""
+ev/s = events/s; legacy x10 = Events API requests of 10 events, platform x1 = Event Platform
+requests of 1 event. Ingest: {connections} loadgen connections on the same 2 cores as the server,
+closed loop unless 'open' (open: requests due at a fixed rate, latency counted from the due time,
+so no coordinated omission). server CPU = the server's cores over the run and CPU us per event.
+HTTP ceiling = bench/http_ceiling.cc, a minimal Beast server that reads the body and answers 200.
+Storage ceiling = bench/storage_ceiling.cc. Dispatch: CPU us/ev of pimgate's process + the plugin.
+Peak RSS = the server's VmHWM (dispatch: the bench process holding log and dispatcher).""")
