@@ -214,6 +214,11 @@ std::size_t OpenDescriptors() {
 }
 
 TEST(HostileClients, DescriptorExhaustionDoesNotSpinTheAcceptLoopAndRecovers) {
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitizer runtime needs descriptors of its own (it probes memory through a pipe), so with
+  // none left UBSan reports every virtual call as an invalid vptr: the check is meaningless here.
+  GTEST_SKIP() << "descriptor exhaustion breaks the sanitizer runtime itself";
+#endif
   GatewayHarness gw;  // default timeouts: accepted connections stay open while we measure
   ASSERT_EQ(PostOneGoodEvent(gw).status, 200);  // warm: the log and TLS context are loaded
   // Leave room for 40 more descriptors in this process, then connect until none is left (each
