@@ -34,7 +34,7 @@ struct AkeneoClientStats {
 // One page of a list endpoint.
 struct AkeneoPage {
   std::vector<google::protobuf::Struct> items;  // `_embedded.items`
-  std::string next;  // `_links.next.href`, empty on the last page
+  std::string next;                             // `_links.next.href`, empty on the last page
 };
 
 // Thread-safe. Every method may be called from any thread. Callbacks run on the client's own
