@@ -4,15 +4,18 @@
 //   pimgate_backlog build --store DIR --events N [--resources R] [--source legacy]
 //   pimgate_backlog checkpoint --from DIR --to DIR
 //
-// build: appends N events to the store at DIR through the real EventLog and RocksDB backend
-// (dedup and staleness lookups, group commit), with store.sync false and requests of 100 events,
-// each a legacy Events API body exactly as pimgate_loadgen sends it, parsed by the gateway's own
-// parser. R resources (default 100000), events stamped with the current time. Prints progress and
-// a JSON summary on stdout.
+// build: a new store at DIR holding N product.updated events (sequences 1..N) with their dedup
+// index and the newest version of each of R resources (default 100000), written with
+// pimgate::RocksDbBulkLoader: sorted table files ingested at the bottom level, so 10M events take
+// a minute or two rather than the half hour the write path needs, and the store is left fully
+// compacted, as an old store would be. Each event is a legacy Events API event exactly as
+// pimgate_loadgen sends it, parsed by the gateway's own parser, under its own id, resource,
+// sequence and times. Prints progress and a JSON summary on stdout.
 //
-// checkpoint: a RocksDB checkpoint of the store at --from in --to (a new directory): table files
-// are hard links, so it takes a second whatever the size, and the copy can be written to without
-// touching the original. Used to start each benchmark run from the same cached backlog.
+// checkpoint: pimgate::CheckpointRocksDbStore of the store at --from in --to (a new directory):
+// table files are hard links, so it takes a second whatever the size, and the copy can be
+// written to without touching the original. Used to start each benchmark run from the same
+// cached backlog.
 #include <sys/resource.h>
 
 #include <chrono>
@@ -40,11 +43,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Events per AppendRequest: the gateway's default gateway.max_events_per_request.
+// Events per request (one request_id), and templates parsed from one body: the gateway's default
+// gateway.max_events_per_request.
 constexpr int kEventsPerRequest = 100;
-// Requests queued in the log at once: enough for full group commits, bounded so the builder does
-// not hold millions of events in memory.
-constexpr uint64_t kQueueDepth = 512;
 
 [[noreturn]] void Usage(const std::string& error) {
   std::fprintf(stderr,
@@ -69,120 +70,109 @@ uint64_t DirectoryBytes(const std::string& dir) {
   return bytes;
 }
 
-int Build(const std::string& store, uint64_t events, int resources, const std::string& source) {
-  std::error_code ec;
-  std::filesystem::create_directories(store, ec);
-  if (ec) Fail(absl::StrCat("cannot create ", store, ": ", ec.message()));
-  auto backend = pimgate::OpenRocksDbBackend(store);
-  if (!backend.ok()) Fail(absl::StrCat("opening ", store, ": ", backend.status().message()));
-  pimgate::EventLogOptions log_options;
-  log_options.sync = false;  // the backlog is built, not measured
-  auto log = pimgate::EventLog::Open(std::move(*backend), log_options);
-  if (!log.ok()) Fail(absl::StrCat("opening the event log: ", log.status().message()));
-  const uint64_t start_head = (*log)->head();
+// A version-4 UUID whose first 64 bits are `high` (bar the version nibble): ids made from
+// increasing `high` values sort in the order they are made.
+std::string UuidFrom(uint64_t high, uint64_t low) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(high >> 32),
+                static_cast<unsigned>((high >> 16) & 0xffff), static_cast<unsigned>(high & 0xfff),
+                static_cast<unsigned>((low >> 48) & 0x3fff) | 0x8000,
+                static_cast<unsigned long long>(low & 0xffffffffffffULL));
+  return buf;
+}
 
-  struct Progress {
-    absl::Mutex mu;
-    uint64_t outstanding ABSL_GUARDED_BY(mu) = 0;
-    uint64_t accepted ABSL_GUARDED_BY(mu) = 0;
-    std::string failure ABSL_GUARDED_BY(mu);
-  };
-  auto progress = std::make_shared<Progress>();
+google::protobuf::Timestamp Micros(int64_t us) {
+  return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(us);
+}
+
+int Build(const std::string& store, uint64_t events, int resources, const std::string& source) {
+  auto loader = pimgate::RocksDbBulkLoader::Create(store);
+  if (!loader.ok()) Fail(absl::StrCat("bulk load into ", store, ": ", loader.status().message()));
+
+  // Templates: the events of one legacy body exactly as pimgate_loadgen sends it, parsed by the
+  // gateway's own parser and stamped as the gateway stamps them. Each backlog event is one
+  // template's payload (type, author, data...) under its own id, resource, sequence and times:
+  // the fields that vary are serialized per event and the rest once per template (protobuf
+  // reads concatenated encodings as one message).
   std::mt19937_64 rng(20261126);
   const std::vector<std::string> pool = pimgate::bench::ResourcePool(rng, resources);
+  const auto now = std::chrono::system_clock::now();
+  const int64_t now_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
   pimgate::ParseLimits limits;
   limits.max_events = kEventsPerRequest;
+  absl::StatusOr<pimgate::ParsedPayload> parsed = pimgate::ParseLegacyBatch(
+      pimgate::bench::LegacyBody(rng, pool, kEventsPerRequest, pimgate::bench::Iso8601(now)),
+      limits);
+  if (!parsed.ok() || !parsed->rejected.empty()) Fail("the generated body does not parse");
+  std::vector<std::string> rest;
+  for (pimgate::v1::Event& event : parsed->events) {
+    event.set_source(source);
+    event.clear_id();
+    event.clear_resource_id();
+    event.clear_sequence();
+    event.clear_occurred_at();
+    event.clear_version_at();
+    event.clear_received_at();
+    event.clear_request_id();
+    rest.push_back(event.SerializeAsString());
+  }
+
+  // Ids spread evenly over the UUID space in increasing order (so the dedup index is written
+  // without a sort, yet new random ids land all over it, as with real traffic). Versions a
+  // microsecond apart, all in the past, so every backlog event is the newest of its resource
+  // when stored and none is stale.
+  const uint64_t id_step = std::max<uint64_t>(1, UINT64_MAX / events);
+  const int64_t first_version_us = now_us - static_cast<int64_t>(events) - 1'000'000;
+  const auto received_at = Micros(now_us);
   const auto start = Clock::now();
   auto last_report = start;
-  uint64_t made = 0, request_number = 0;
-  while (made < events) {
-    const int n = static_cast<int>(std::min<uint64_t>(kEventsPerRequest, events - made));
-    const auto now = std::chrono::system_clock::now();
-    const std::string body = pimgate::bench::LegacyBody(rng, pool, n, pimgate::bench::Iso8601(now));
-    absl::StatusOr<pimgate::ParsedPayload> parsed = pimgate::ParseLegacyBatch(body, limits);
-    if (!parsed.ok() || !parsed->rejected.empty()) Fail("the generated body does not parse");
-    pimgate::AppendRequest request;
-    request.events = std::move(parsed->events);
-    const auto received_at = google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(
-        std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count());
-    const std::string request_id = absl::StrCat("backlog-", ++request_number);
-    for (pimgate::v1::Event& event : request.events) {
-      event.set_source(source);  // as the gateway does
-      event.set_request_id(request_id);
-      *event.mutable_received_at() = received_at;
-    }
-    made += n;
-    {
-      absl::MutexLock lock(&progress->mu);
-      progress->mu.Await(absl::Condition(
-          +[](Progress* p)
-               ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) { return p->outstanding < kQueueDepth; },
-          progress.get()));
-      if (!progress->failure.empty()) Fail("append: " + progress->failure);
-      ++progress->outstanding;
-    }
-    (*log)->Append(std::move(request), [progress](absl::StatusOr<pimgate::AppendResult> result) {
-      absl::MutexLock lock(&progress->mu);
-      --progress->outstanding;
-      if (!result.ok()) {
-        progress->failure = std::string(result.status().message());
-      } else {
-        progress->accepted += result->accepted;
-      }
-    });
+  std::string bytes;
+  pimgate::v1::Event head;
+  for (uint64_t i = 0; i < events; ++i) {
+    const uint64_t sequence = i + 1;
+    const std::string& resource = pool[rng() % pool.size()];
+    const int64_t version_us = first_version_us + static_cast<int64_t>(i);
+    head.Clear();
+    head.set_sequence(sequence);
+    head.set_id(UuidFrom(i * id_step + rng() % (id_step / 2 + 1), rng()));
+    head.set_resource_id(resource);
+    *head.mutable_occurred_at() = Micros(version_us);
+    *head.mutable_version_at() = Micros(version_us);
+    *head.mutable_received_at() = received_at;
+    head.set_request_id(absl::StrCat("backlog-", i / kEventsPerRequest + 1));
+    bytes.clear();
+    head.AppendToString(&bytes);
+    const pimgate::v1::Event& tmpl = parsed->events[i % parsed->events.size()];
+    bytes += rest[i % rest.size()];
+    if (absl::Status s = (*loader)->AddEvent(sequence, bytes); !s.ok())
+      Fail(std::string(s.message()));
+    (*loader)->AddEventId(pimgate::DedupKey{source, head.id()}, sequence);
+    (*loader)->SetVersion(pimgate::ResourceKey{source, tmpl.kind(), resource},
+                          pimgate::ResourceVersion{version_us, sequence, false});
     if (Clock::now() - last_report > std::chrono::seconds(10)) {
       last_report = Clock::now();
       const double s = std::chrono::duration<double>(last_report - start).count();
-      std::fprintf(stderr, "  %llu of %llu events queued in %.0f s (%.0f events/s)\n",
-                   static_cast<unsigned long long>(made), static_cast<unsigned long long>(events),
-                   s, made / s);
+      std::fprintf(stderr, "  %llu of %llu events written in %.0f s (%.0f events/s)\n",
+                   static_cast<unsigned long long>(sequence),
+                   static_cast<unsigned long long>(events), s, sequence / s);
     }
   }
-  {
-    absl::MutexLock lock(&progress->mu);
-    progress->mu.Await(absl::Condition(
-        +[](Progress* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) { return p->outstanding == 0; },
-        progress.get()));
-    if (!progress->failure.empty()) Fail("append: " + progress->failure);
-  }
-  const uint64_t head = (*log)->head();
-  log->reset();  // drains and closes RocksDB
+  if (absl::Status s = (*loader)->Finish(); !s.ok()) Fail(std::string(s.message()));
+  loader->reset();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  std::fprintf(stderr, "  %llu events appended in %.0f s (%.0f events/s); log head %llu\n",
-               static_cast<unsigned long long>(head - start_head), seconds,
-               (head - start_head) / seconds, static_cast<unsigned long long>(head));
+  std::fprintf(stderr, "  %llu events loaded in %.0f s (%.0f events/s)\n",
+               static_cast<unsigned long long>(events), seconds, events / seconds);
   std::printf("{\"events\":%llu,\"head\":%llu,\"seconds\":%.1f,\"disk_bytes\":%llu}\n",
-              static_cast<unsigned long long>(head - start_head),
-              static_cast<unsigned long long>(head), seconds,
-              static_cast<unsigned long long>(DirectoryBytes(store)));
+              static_cast<unsigned long long>(events), static_cast<unsigned long long>(events),
+              seconds, static_cast<unsigned long long>(DirectoryBytes(store)));
   return 0;
 }
 
 int Checkpoint(const std::string& from, const std::string& to) {
-  std::vector<std::string> names;
-  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), from, &names);
-  if (!s.ok()) Fail(absl::StrCat("listing the column families of ", from, ": ", s.ToString()));
-  std::vector<rocksdb::ColumnFamilyDescriptor> families;
-  for (const std::string& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
-  // Recovery replays the WAL into memory without writing table files, and the checkpoint copies
-  // the WAL: the original store is left as it was.
-  rocksdb::DBOptions db_options;
-  db_options.avoid_flush_during_recovery = true;
-  db_options.avoid_flush_during_shutdown = true;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw = nullptr;
-  s = rocksdb::DB::Open(db_options, from, families, &handles, &raw);
-  if (!s.ok()) Fail(absl::StrCat("opening ", from, ": ", s.ToString()));
-  std::unique_ptr<rocksdb::DB> db(raw);
-  rocksdb::Checkpoint* checkpoint = nullptr;
-  s = rocksdb::Checkpoint::Create(db.get(), &checkpoint);
-  if (s.ok()) {
-    s = checkpoint->CreateCheckpoint(to);
-    delete checkpoint;
+  if (absl::Status s = pimgate::CheckpointRocksDbStore(from, to); !s.ok()) {
+    Fail(std::string(s.message()));
   }
-  for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-  db->Close().PermitUncheckedError();
-  if (!s.ok()) Fail(absl::StrCat("checkpoint of ", from, " in ", to, ": ", s.ToString()));
   return 0;
 }
 

@@ -56,7 +56,9 @@ struct DedupKey {
 // Everything one group commit writes. A backend must apply it atomically: after a crash either
 // all of it is visible or none of it.
 struct CommitBatch {
-  std::vector<v1::Event> events;                     // sequences already assigned, increasing
+  // Serialized v1::Events (sequence and stale set), sequences increasing. The log serializes
+  // each event on the thread that appended it, so a backend only moves bytes.
+  std::vector<StoredEvent> events;
   std::vector<std::pair<DedupKey, uint64_t>> dedup;  // event id -> sequence
   std::vector<std::pair<ResourceKey, ResourceVersion>> versions;
   std::vector<v1::QuarantineEntry> quarantine;  // ids already assigned

@@ -34,6 +34,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -53,9 +54,11 @@
 #include "rocksdb/iterator.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
+#include "rocksdb/sst_file_writer.h"
 #include "rocksdb/status.h"
 #include "rocksdb/table.h"
 #include "rocksdb/transaction_log.h"
+#include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
 #include "spdlog/spdlog.h"
 
@@ -290,12 +293,9 @@ class RocksDbBackend final : public LogBackend {
     // so after a crash the group is either entirely there or entirely absent.
     rocksdb::WriteBatch wb;
     std::string value;
-    for (const v1::Event& event : batch.events) {
-      if (!event.SerializeToString(&value)) {
-        return absl::InternalError(
-            absl::StrCat("cannot serialize event with sequence ", event.sequence()));
-      }
-      if (absl::Status s = ToStatus(wb.Put(events(), EncodeU64(event.sequence()), value), "put");
+    for (const StoredEvent& event : batch.events) {
+      if (absl::Status s =
+              ToStatus(wb.Put(events(), EncodeU64(event.sequence), event.bytes), "put");
           !s.ok()) {
         return s;
       }
@@ -755,10 +755,15 @@ class RocksDbBackend final : public LogBackend {
   uint64_t quarantine_bytes_since_reclaim_ ABSL_GUARDED_BY(trim_mu_) = 0;
 };
 
-}  // namespace
+// The column families and database options of a pimgate store: one definition for opening it,
+// bulk loading it and checkpointing it, so that every table file it ever holds is written with
+// the same table options (bloom filters on the lookup families above all).
+struct StoreLayout {
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;  // in RocksDbBackend::Family order
+  rocksdb::DBOptions db_options;
+};
 
-absl::StatusOr<std::unique_ptr<LogBackend>> OpenRocksDbBackend(
-    const std::string& path, const RocksDbBackendOptions& options) {
+StoreLayout MakeStoreLayout(const RocksDbBackendOptions& options) {
   std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(options.block_cache_bytes);
 
   rocksdb::BlockBasedTableOptions scan_table;
@@ -777,36 +782,275 @@ absl::StatusOr<std::unique_ptr<LogBackend>> OpenRocksDbBackend(
   lookup_cf.memtable_whole_key_filtering = true;
   lookup_cf.memtable_prefix_bloom_size_ratio = kMemtableBloomRatio;
 
+  // (memtable_insert_with_hint_prefix_extractor would make the sequential inserts of events
+  // cheaper, but RocksDB 7.8 shares its hints with the range-deletion memtable, and retention's
+  // DeleteRange then follows a hint into the wrong skip list and aborts.)
+
+  // Families whose few keys are rewritten all the time (a version per resource, the last
+  // sequence, cursors): the memtable updates a key's value in place instead of stacking one
+  // entry per write, so it stays as small as the set of keys and every lookup and write walks a
+  // short skip list. Needs allow_concurrent_memtable_write off (below).
+  rocksdb::ColumnFamilyOptions overwrite_cf = scan_cf;
+  overwrite_cf.inplace_update_support = true;
+  rocksdb::ColumnFamilyOptions versions_cf = lookup_cf;
+  versions_cf.inplace_update_support = true;
+
   // Order must match RocksDbBackend::Family.
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+  StoreLayout layout;
+  layout.families = {
       {rocksdb::kDefaultColumnFamilyName, scan_cf},
       {kEventsFamily, scan_cf},
       {kDedupFamily, lookup_cf},
-      {kVersionsFamily, lookup_cf},
+      {kVersionsFamily, versions_cf},
       {kQuarantineFamily, scan_cf},
-      {kMetaFamily, scan_cf},
-      {kCursorsFamily, scan_cf},
+      {kMetaFamily, overwrite_cf},
+      {kCursorsFamily, overwrite_cf},
       {kDeadLettersFamily, scan_cf},
   };
 
+  layout.db_options.info_log = std::make_shared<SpdlogRocksDbLogger>();
+  layout.db_options.create_if_missing = true;
+  layout.db_options.create_missing_column_families = true;
+  // The WAL is written by Write itself, never held back for a manual FlushWAL: a batch that Write
+  // acknowledged is at least in the OS page cache (sync=false) or on disk (sync=true).
+  layout.db_options.manual_wal_flush = false;
+  layout.db_options.max_total_wal_size = kMaxWalPerWriteBuffer * options.write_buffer_bytes;
+  // In-place memtable updates (above) exclude concurrent memtable inserts. pimgate's writes come
+  // from one committer, with the dispatcher's small progress writes beside it: nothing to lose.
+  layout.db_options.allow_concurrent_memtable_write = false;
+
+  return layout;
+}
+
+// Opens the store at `path` with pimgate's layout; `handles` get the families in Family order.
+absl::Status OpenStore(const std::string& path, const RocksDbBackendOptions& options,
+                       std::unique_ptr<rocksdb::DB>* db,
+                       std::vector<rocksdb::ColumnFamilyHandle*>* handles) {
+  const StoreLayout layout = MakeStoreLayout(options);
   // Created here rather than by create_if_missing, which first logs a missing directory as an
   // error. A failure shows up as DB::Open's error below.
   std::error_code ignored;
   std::filesystem::create_directories(path, ignored);
-  rocksdb::DBOptions db_options;
-  db_options.info_log = std::make_shared<SpdlogRocksDbLogger>();
-  db_options.create_if_missing = true;
-  db_options.create_missing_column_families = true;
-  // The WAL is written by Write itself, never held back for a manual FlushWAL: a batch that Write
-  // acknowledged is at least in the OS page cache (sync=false) or on disk (sync=true).
-  db_options.manual_wal_flush = false;
-  db_options.max_total_wal_size = kMaxWalPerWriteBuffer * options.write_buffer_bytes;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(layout.db_options, path, layout.families, handles, &raw);
+  if (!s.ok()) return ToStatus(s, absl::StrCat("open ", path));
+  db->reset(raw);
+  return absl::OkStatus();
+}
 
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LogBackend>> OpenRocksDbBackend(
+    const std::string& path, const RocksDbBackendOptions& options) {
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  if (absl::Status s = OpenStore(path, options, &db, &handles); !s.ok()) return s;
+  return std::make_unique<RocksDbBackend>(std::move(db), std::move(handles));
+}
+
+namespace {
+
+// Table files of a bulk load are cut at this size (the events family would otherwise be one
+// file of many gigabytes, a single unit for every later compaction that touches it).
+constexpr uint64_t kBulkFileBytes = 256ull << 20;
+
+// Writes one family's sorted keys into table files of at most kBulkFileBytes.
+class SortedTableWriter {
+ public:
+  SortedTableWriter(const rocksdb::DBOptions& db_options, const rocksdb::ColumnFamilyOptions& cf,
+                    std::string dir, std::string name)
+      : options_(db_options, cf), dir_(std::move(dir)), name_(std::move(name)) {}
+
+  absl::Status Put(const rocksdb::Slice& key, const rocksdb::Slice& value) {
+    if (writer_ != nullptr && writer_->FileSize() >= kBulkFileBytes) {
+      if (absl::Status s = Close(); !s.ok()) return s;
+    }
+    if (writer_ == nullptr) {
+      writer_ = std::make_unique<rocksdb::SstFileWriter>(rocksdb::EnvOptions(), options_);
+      std::string file = absl::StrCat(dir_, "/", name_, "-", files_.size(), ".sst");
+      if (absl::Status s = ToStatus(writer_->Open(file), "bulk open " + file); !s.ok()) return s;
+      files_.push_back(std::move(file));
+    }
+    return ToStatus(writer_->Put(key, value), absl::StrCat("bulk put into ", name_));
+  }
+
+  // Finishes the open file; returns the files written.
+  absl::StatusOr<std::vector<std::string>> Finish() {
+    if (absl::Status s = Close(); !s.ok()) return s;
+    return files_;
+  }
+
+ private:
+  absl::Status Close() {
+    if (writer_ == nullptr) return absl::OkStatus();
+    rocksdb::Status s = writer_->Finish();
+    writer_.reset();
+    return ToStatus(s, absl::StrCat("bulk finish ", name_));
+  }
+
+  rocksdb::Options options_;
+  std::string dir_, name_;
+  std::unique_ptr<rocksdb::SstFileWriter> writer_;
+  std::vector<std::string> files_;
+};
+
+class BulkLoader final : public RocksDbBulkLoader {
+ public:
+  BulkLoader(std::string path, RocksDbBackendOptions options)
+      : path_(std::move(path)),
+        tmp_(path_ + "/bulk-load.tmp"),
+        options_(options),
+        layout_(MakeStoreLayout(options)),
+        events_(layout_.db_options, layout_.families[kEventsIndex].options, tmp_, "events") {}
+
+  ~BulkLoader() override {
+    std::error_code ignored;
+    std::filesystem::remove_all(finished_ ? tmp_ : path_, ignored);
+  }
+
+  absl::Status Init() {
+    std::error_code ec;
+    if (std::filesystem::exists(path_, ec) && !std::filesystem::is_empty(path_, ec)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("bulk load: ", path_, " is not empty; a bulk load builds a new store"));
+    }
+    std::filesystem::create_directories(tmp_, ec);
+    if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", tmp_, ": ", ec.message()));
+    return absl::OkStatus();
+  }
+
+  absl::Status AddEvent(uint64_t sequence, std::string_view serialized_event) override {
+    if (sequence <= last_sequence_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bulk load: sequence ", sequence, " after ", last_sequence_));
+    }
+    last_sequence_ = sequence;
+    return events_.Put(EncodeU64(sequence),
+                       rocksdb::Slice(serialized_event.data(), serialized_event.size()));
+  }
+
+  void AddEventId(const DedupKey& key, uint64_t sequence) override {
+    dedup_.emplace_back(DedupKeyBytes(key), sequence);
+  }
+
+  void SetVersion(const ResourceKey& key, const ResourceVersion& version) override {
+    versions_[ResourceKeyBytes(key)] = EncodeVersion(version);
+  }
+
+  absl::Status Finish() override {
+    // Dedup ids arrive in event order; sorted ones (as bench/backlog.cc makes) skip the sort.
+    auto by_key = [](const auto& a, const auto& b) { return a.first < b.first; };
+    if (!std::is_sorted(dedup_.begin(), dedup_.end(), by_key)) {
+      std::sort(dedup_.begin(), dedup_.end(), by_key);
+    }
+    SortedTableWriter dedup(layout_.db_options, layout_.families[kDedupIndex].options, tmp_,
+                            "dedup");
+    for (std::size_t i = 0; i < dedup_.size(); ++i) {
+      if (i > 0 && dedup_[i].first == dedup_[i - 1].first) {
+        return absl::InvalidArgumentError("bulk load: an event id was added twice");
+      }
+      if (absl::Status s = dedup.Put(dedup_[i].first, EncodeU64(dedup_[i].second)); !s.ok()) {
+        return s;
+      }
+    }
+    dedup_.clear();
+    dedup_.shrink_to_fit();
+    SortedTableWriter versions(layout_.db_options, layout_.families[kVersionsIndex].options, tmp_,
+                               "versions");
+    for (const auto& [key, value] : versions_) {
+      if (absl::Status s = versions.Put(key, value); !s.ok()) return s;
+    }
+    versions_.clear();
+
+    std::vector<std::vector<std::string>> files(layout_.families.size());
+    for (auto [index, writer] : {std::pair{kEventsIndex, &events_}, std::pair{kDedupIndex, &dedup},
+                                 std::pair{kVersionsIndex, &versions}}) {
+      absl::StatusOr<std::vector<std::string>> written = writer->Finish();
+      if (!written.ok()) return written.status();
+      files[index] = std::move(*written);
+    }
+
+    std::unique_ptr<rocksdb::DB> db;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    if (absl::Status s = OpenStore(path_, options_, &db, &handles); !s.ok()) return s;
+    absl::Status status;
+    rocksdb::IngestExternalFileOptions ingest;
+    ingest.move_files = true;  // hard links: the bytes are written once
+    for (std::size_t family = 0; family < files.size() && status.ok(); ++family) {
+      if (files[family].empty()) continue;
+      status = ToStatus(db->IngestExternalFile(handles[family], files[family], ingest),
+                        absl::StrCat("bulk ingest into ", layout_.families[family].name));
+    }
+    if (status.ok()) {
+      rocksdb::WriteBatch wb;
+      rocksdb::WriteOptions wo;
+      wo.sync = true;
+      status = ToStatus(wb.Put(handles[kMetaIndex], kLastSequenceKey, EncodeU64(last_sequence_)),
+                        "bulk meta");
+      if (status.ok()) {
+        status =
+            ToStatus(wb.Put(handles[kMetaIndex], kLastQuarantineIdKey, EncodeU64(0)), "bulk meta");
+      }
+      if (status.ok()) status = ToStatus(db->Write(wo, &wb), "bulk meta write");
+    }
+    for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h);
+    if (absl::Status closed = ToStatus(db->Close(), "bulk close"); status.ok()) status = closed;
+    if (status.ok()) finished_ = true;
+    return status;
+  }
+
+ private:
+  // Indexes into layout_.families (RocksDbBackend::Family order).
+  static constexpr std::size_t kEventsIndex = 1;
+  static constexpr std::size_t kDedupIndex = 2;
+  static constexpr std::size_t kVersionsIndex = 3;
+  static constexpr std::size_t kMetaIndex = 5;
+
+  const std::string path_, tmp_;
+  const RocksDbBackendOptions options_;
+  const StoreLayout layout_;
+  SortedTableWriter events_;
+  uint64_t last_sequence_ = 0;
+  std::vector<std::pair<std::string, uint64_t>> dedup_;
+  std::map<std::string, std::string> versions_;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RocksDbBulkLoader>> RocksDbBulkLoader::Create(
+    const std::string& path, const RocksDbBackendOptions& options) {
+  auto loader = std::make_unique<BulkLoader>(path, options);
+  if (absl::Status s = loader->Init(); !s.ok()) return s;
+  return loader;
+}
+
+absl::Status CheckpointRocksDbStore(const std::string& from, const std::string& to,
+                                    const RocksDbBackendOptions& options) {
+  std::error_code ec;
+  if (!std::filesystem::exists(from + "/CURRENT", ec)) {
+    return absl::NotFoundError(absl::StrCat("no pimgate store at ", from));
+  }
+  StoreLayout layout = MakeStoreLayout(options);
+  layout.db_options.create_if_missing = false;
+  // Recovery replays a WAL into memory without writing table files, and the checkpoint copies
+  // the WAL: `from` is left as it was.
+  layout.db_options.avoid_flush_during_recovery = true;
+  layout.db_options.avoid_flush_during_shutdown = true;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(db_options, path, families, &handles, &raw);
-  if (!s.ok()) return ToStatus(s, absl::StrCat("open ", path));
-  return std::make_unique<RocksDbBackend>(std::unique_ptr<rocksdb::DB>(raw), std::move(handles));
+  rocksdb::Status s = rocksdb::DB::Open(layout.db_options, from, layout.families, &handles, &raw);
+  if (!s.ok()) return ToStatus(s, absl::StrCat("open ", from));
+  std::unique_ptr<rocksdb::DB> db(raw);
+  rocksdb::Checkpoint* checkpoint = nullptr;
+  s = rocksdb::Checkpoint::Create(db.get(), &checkpoint);
+  if (s.ok()) {
+    s = checkpoint->CreateCheckpoint(to);
+    delete checkpoint;
+  }
+  for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h);
+  db->Close().PermitUncheckedError();
+  return ToStatus(s, absl::StrCat("checkpoint of ", from, " in ", to));
 }
 
 }  // namespace pimgate
