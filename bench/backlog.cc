@@ -16,8 +16,6 @@
 // table files are hard links, so it takes a second whatever the size, and the copy can be
 // written to without touching the original. Used to start each benchmark run from the same
 // cached backlog.
-#include <sys/resource.h>
-
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -28,16 +26,12 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "bench/akeneo_payloads.h"
-#include "core/event_log.h"
+#include "core/log_backend.h"
 #include "core/rocksdb_backend.h"
 #include "gateway/payload_parser.h"
 #include "google/protobuf/util/time_util.h"
-#include "rocksdb/db.h"
-#include "rocksdb/utilities/checkpoint.h"
 
 namespace {
 

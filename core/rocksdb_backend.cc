@@ -904,6 +904,7 @@ class BulkLoader final : public RocksDbBulkLoader {
         events_(layout_.db_options, layout_.families[kEventsIndex].options, tmp_, "events") {}
 
   ~BulkLoader() override {
+    if (!owns_path_) return;  // Init refused `path_`: it is someone else's
     std::error_code ignored;
     std::filesystem::remove_all(finished_ ? tmp_ : path_, ignored);
   }
@@ -914,6 +915,7 @@ class BulkLoader final : public RocksDbBulkLoader {
       return absl::FailedPreconditionError(
           absl::StrCat("bulk load: ", path_, " is not empty; a bulk load builds a new store"));
     }
+    owns_path_ = true;
     std::filesystem::create_directories(tmp_, ec);
     if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", tmp_, ": ", ec.message()));
     return absl::OkStatus();
@@ -1013,6 +1015,7 @@ class BulkLoader final : public RocksDbBulkLoader {
   uint64_t last_sequence_ = 0;
   std::vector<std::pair<std::string, uint64_t>> dedup_;
   std::map<std::string, std::string> versions_;
+  bool owns_path_ = false;  // `path_` was absent or empty: an unfinished load removes it
   bool finished_ = false;
 };
 
