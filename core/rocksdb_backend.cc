@@ -1040,6 +1040,8 @@ absl::Status CheckpointRocksDbStore(const std::string& from, const std::string& 
   // the WAL: `from` is left as it was.
   layout.db_options.avoid_flush_during_recovery = true;
   layout.db_options.avoid_flush_during_shutdown = true;
+  // RocksDB warns about its own file-deletion bookkeeping while it checkpoints: not news.
+  layout.db_options.info_log->SetInfoLogLevel(rocksdb::InfoLogLevel::ERROR_LEVEL);
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(layout.db_options, from, layout.families, &handles, &raw);
