@@ -1,8 +1,6 @@
 // Tests for RocksDbBulkLoader and CheckpointRocksDbStore: a bulk-loaded store opens as a normal
 // store and the event log carries on from it (dedup, staleness, sequences), bad input is refused
 // and leaves no store behind, and a checkpoint is an independent copy.
-#include <stdlib.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -18,25 +16,12 @@
 #include "core/rocksdb_backend.h"
 #include "gtest/gtest.h"
 #include "pimgate/v1/event.pb.h"
+#include "tests/testing/test_env.h"
 
 namespace pimgate {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = "/tmp/pimgate_bulk_load_test_XXXXXX";
-    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::pimgate::testing::TempDir;
 
 constexpr int64_t kBaseMicros = 1'700'000'000'000'000;
 

@@ -2,8 +2,6 @@
 // staleness, quarantine, group commit, and all-or-nothing groups when the backend fails.
 #include "core/event_log.h"
 
-#include <stdlib.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -29,26 +27,12 @@
 #include "pimgate/v1/event.pb.h"
 #include "pimgate/v1/store.pb.h"
 #include "rocksdb/db.h"
+#include "tests/testing/test_env.h"
 
 namespace pimgate {
 namespace {
 
-// A fresh directory under /tmp, removed with everything in it when the test ends.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = "/tmp/pimgate_event_log_test_XXXXXX";
-    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::pimgate::testing::TempDir;
 
 // Controls for FaultyBackend, shared with the test because the EventLog owns the backend.
 struct FaultControl {
