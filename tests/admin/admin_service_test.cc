@@ -514,7 +514,9 @@ TEST_F(AdminServiceTest, GetStatsReportsLogAndPlugins) {
 }
 
 TEST(AdminGatewayStatsTest, SourcesCountAnswersAndEvents) {
-  testing::GatewayHarness harness(testing::GatewayHarness::Options{.tls = false});
+  testing::GatewayHarness::Options options;
+  options.tls = false;
+  testing::GatewayHarness harness(options);
   AdminConfig config;
   config.listen = "127.0.0.1:0";
   auto admin = AdminServer::Start(config, {&harness.log(), nullptr, nullptr, &harness.gateway()});

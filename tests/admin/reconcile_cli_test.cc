@@ -133,7 +133,9 @@ class ReconcileCliTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (pimgate_) EXPECT_EQ(pimgate_->Terminate(), 0);
+    if (pimgate_) {
+      EXPECT_EQ(pimgate_->Terminate(), 0);
+    }
   }
 
   void Start() {
