@@ -210,55 +210,15 @@ class EventHandlerService final : public v1::EventHandler::CallbackService {
   std::set<DrainableStream*> reactors_ ABSL_GUARDED_BY(mu_);
 };
 
-// One Deliver stream. Reads deliveries and hands each to the worker pool; acks come back in any
-// order and are queued so that at most one write is in flight. Owns itself: deleted when gRPC is
-// done with the stream (OnDone) and no worker still holds a delivery of it.
-class DeliverReactor final : public grpc::ServerBidiReactor<v1::Delivery, v1::Ack>,
-                             public DrainableStream {
+// What both delivery streams share: the life cycle of a reactor whose deliveries are handled on
+// the worker pool while gRPC reads and writes. It owns itself and is deleted once gRPC is done
+// with the stream (OnDone) and no worker still holds a delivery of it, whichever comes last. It
+// finishes with CANCELLED when the stream breaks, and with OK once reading has ended (the client
+// closed its side, or Drain) and every delivery is acked and written. `Request` and `Response` are
+// the stream's messages; a subclass reads, queues acks and writes them.
+template <typename Request, typename Response>
+class DeliveryReactor : public grpc::ServerBidiReactor<Request, Response>, public DrainableStream {
  public:
-  explicit DeliverReactor(EventHandlerService* service) : service_(service) {
-    StartRead(&delivery_);
-    if (!service_->Register(this)) Drain();
-  }
-
-  void OnReadDone(bool ok) override {
-    v1::Delivery delivery;
-    {
-      absl::MutexLock lock(&mu_);
-      if (!ok) {  // the client closed its side, or the stream broke
-        reads_done_ = true;
-        MaybeFinishLocked();
-        return;
-      }
-      delivery.Swap(&delivery_);
-      if (draining_ || cancelled_) {
-        // No further read: the stream finishes after this answer.
-        acks_.push_back(ShuttingDownAck(delivery));
-        WriteNextLocked();
-        MaybeFinishLocked();
-        return;
-      }
-      ++outstanding_;
-    }
-    // Outside mu_: a stopping pool runs the task inline, and the task takes mu_.
-    service_->pool().Submit([this, delivery = std::move(delivery)](bool run) {
-      CompleteDelivery(run ? HandleDelivery(service_->handler(), delivery)
-                           : ShuttingDownAck(delivery));
-    });
-    // Only now the next read: handlers then start in the order deliveries arrived.
-    absl::MutexLock lock(&mu_);
-    if (!finish_called_ && !draining_ && !cancelled_) StartRead(&delivery_);
-  }
-
-  void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    write_in_flight_ = false;
-    acks_.pop_front();
-    if (!ok) cancelled_ = true;  // the stream is broken: nothing more can be written
-    if (!cancelled_) WriteNextLocked();
-    MaybeFinishLocked();
-  }
-
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
     cancelled_ = true;
@@ -282,7 +242,32 @@ class DeliverReactor final : public grpc::ServerBidiReactor<v1::Delivery, v1::Ac
     MaybeFinishLocked();
   }
 
- private:
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    write_in_flight_ = false;
+    WrittenLocked();
+    if (!ok) cancelled_ = true;  // the stream is broken: nothing more can be written
+    if (!cancelled_) WriteNextLocked();
+    MaybeFinishLocked();
+  }
+
+ protected:
+  explicit DeliveryReactor(EventHandlerService* service) : service_(service) {}
+
+  // Acks not written yet (an owed handshake answer counts), and dropping them on cancel.
+  virtual bool HasUnwrittenLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  virtual void DropUnwrittenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // Queues `ack` for writing.
+  virtual void QueueAckLocked(v1::Ack ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // Starts the next write if there is something to write and no write is in flight.
+  virtual void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // The write in flight is done (successfully or not): release what it held.
+  virtual void WrittenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {}
+
+  // Hands `tasks` (one per delivery, each ending in CompleteDelivery) to the pool. Call without
+  // mu_: a stopping pool runs the tasks inline, and they take mu_.
+  void Submit(std::vector<WorkerPool::Task> tasks) { service_->pool().SubmitAll(std::move(tasks)); }
+
   // Called once per delivery handed to the pool, from a worker (or inline when dropped).
   void CompleteDelivery(v1::Ack ack) {
     bool last;
@@ -290,7 +275,7 @@ class DeliverReactor final : public grpc::ServerBidiReactor<v1::Delivery, v1::Ac
       absl::MutexLock lock(&mu_);
       --outstanding_;
       if (!finish_called_ && !cancelled_) {
-        acks_.push_back(std::move(ack));
+        QueueAckLocked(std::move(ack));
         WriteNextLocked();
       }
       MaybeFinishLocked();
@@ -299,32 +284,28 @@ class DeliverReactor final : public grpc::ServerBidiReactor<v1::Delivery, v1::Ac
     if (last) delete this;
   }
 
-  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (write_in_flight_ || acks_.empty() || finish_called_) return;
-    write_in_flight_ = true;
-    // deque::push_back keeps references valid, so front() stays put until OnWriteDone.
-    StartWrite(&acks_.front());
-  }
-
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finish_called_ || write_in_flight_) return;
     if (cancelled_) {
-      acks_.clear();
+      DropUnwrittenLocked();
       finish_called_ = true;
-      Finish(grpc::Status::CANCELLED);
+      this->Finish(grpc::Status::CANCELLED);
       return;
     }
-    if ((reads_done_ || draining_) && outstanding_ == 0 && acks_.empty()) {
+    if ((reads_done_ || draining_) && outstanding_ == 0 && !HasUnwrittenLocked()) {
       finish_called_ = true;
-      Finish(grpc::Status::OK);
+      this->Finish(grpc::Status::OK);
     }
+  }
+
+  // Whether another read may start (after a read's deliveries went to the pool).
+  bool MayReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !finish_called_ && !draining_ && !cancelled_;
   }
 
   EventHandlerService* const service_;
   absl::Mutex mu_;
-  v1::Delivery delivery_ ABSL_GUARDED_BY(mu_);     // target of the pending read
-  std::deque<v1::Ack> acks_ ABSL_GUARDED_BY(mu_);  // front() is being written when in flight
-  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;       // deliveries in the pool
+  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;  // deliveries in the pool
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
@@ -333,15 +314,73 @@ class DeliverReactor final : public grpc::ServerBidiReactor<v1::Delivery, v1::Ac
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// One Deliver stream: one delivery per read, one ack per write. Acks come back in any order and
+// are queued so that at most one write is in flight.
+class DeliverReactor final : public DeliveryReactor<v1::Delivery, v1::Ack> {
+ public:
+  explicit DeliverReactor(EventHandlerService* service) : DeliveryReactor(service) {
+    StartRead(&delivery_);
+    if (!service_->Register(this)) Drain();
+  }
+
+  void OnReadDone(bool ok) override {
+    v1::Delivery delivery;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ok) {  // the client closed its side, or the stream broke
+        reads_done_ = true;
+        MaybeFinishLocked();
+        return;
+      }
+      delivery.Swap(&delivery_);
+      if (draining_ || cancelled_) {
+        // No further read: the stream finishes after this answer.
+        acks_.push_back(ShuttingDownAck(delivery));
+        WriteNextLocked();
+        MaybeFinishLocked();
+        return;
+      }
+      ++outstanding_;
+    }
+    std::vector<WorkerPool::Task> tasks;
+    tasks.push_back([this, delivery = std::move(delivery)](bool run) {
+      CompleteDelivery(run ? HandleDelivery(service_->handler(), delivery)
+                           : ShuttingDownAck(delivery));
+    });
+    Submit(std::move(tasks));
+    // Only now the next read: handlers then start in the order deliveries arrived.
+    absl::MutexLock lock(&mu_);
+    if (MayReadLocked()) StartRead(&delivery_);
+  }
+
+ private:
+  bool HasUnwrittenLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
+    return !acks_.empty();
+  }
+  void DropUnwrittenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override { acks_.clear(); }
+  void QueueAckLocked(v1::Ack ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
+    acks_.push_back(std::move(ack));
+  }
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
+    if (write_in_flight_ || acks_.empty() || finish_called_) return;
+    write_in_flight_ = true;
+    // deque::push_back keeps references valid, so front() stays put until OnWriteDone.
+    StartWrite(&acks_.front());
+  }
+  void WrittenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override { acks_.pop_front(); }
+
+  v1::Delivery delivery_ ABSL_GUARDED_BY(mu_);     // target of the pending read
+  std::deque<v1::Ack> acks_ ABSL_GUARDED_BY(mu_);  // front() is being written when in flight
+};
+
 // One DeliverBatch stream: each DeliveryBatch read is parsed into its own arena (the events'
 // data Structs are many small messages: an arena makes their allocation and release cheap) and
 // its deliveries go to the worker pool together; acks finished meanwhile are written together in
 // one AckBatch, at most one write in flight. The opening empty batch is answered with an empty
-// AckBatch (the handshake pimgate waits for). Owns itself like DeliverReactor.
-class DeliverBatchReactor final : public grpc::ServerBidiReactor<v1::DeliveryBatch, v1::AckBatch>,
-                                  public DrainableStream {
+// AckBatch (the handshake pimgate waits for).
+class DeliverBatchReactor final : public DeliveryReactor<v1::DeliveryBatch, v1::AckBatch> {
  public:
-  explicit DeliverBatchReactor(EventHandlerService* service) : service_(service) {
+  explicit DeliverBatchReactor(EventHandlerService* service) : DeliveryReactor(service) {
     {
       absl::MutexLock lock(&mu_);
       NextReadLocked();
@@ -378,49 +417,17 @@ class DeliverBatchReactor final : public grpc::ServerBidiReactor<v1::DeliveryBat
       std::vector<WorkerPool::Task> tasks;
       tasks.reserve(n);
       for (int i = 0; i < n; ++i) {
-        // Outside mu_: a stopping pool runs the task inline, and the task takes mu_.
         tasks.push_back([this, batch, i](bool run) {
           const v1::Delivery& delivery = batch->message->deliveries(i);
           CompleteDelivery(run ? HandleDelivery(service_->handler(), delivery)
                                : ShuttingDownAck(delivery));
         });
       }
-      service_->pool().SubmitAll(std::move(tasks));
+      Submit(std::move(tasks));
     }
     // Only now the next read: handlers then start in the order deliveries arrived.
     absl::MutexLock lock(&mu_);
-    if (!finish_called_ && !draining_ && !cancelled_) NextReadLocked();
-  }
-
-  void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    write_in_flight_ = false;
-    if (!ok) cancelled_ = true;  // the stream is broken: nothing more can be written
-    if (!cancelled_) WriteNextLocked();
-    MaybeFinishLocked();
-  }
-
-  void OnCancel() override {
-    absl::MutexLock lock(&mu_);
-    cancelled_ = true;
-    MaybeFinishLocked();
-  }
-
-  void OnDone() override {
-    service_->Unregister(this);
-    bool last;
-    {
-      absl::MutexLock lock(&mu_);
-      done_ = true;
-      last = outstanding_ == 0;
-    }
-    if (last) delete this;
-  }
-
-  void Drain() override {
-    absl::MutexLock lock(&mu_);
-    draining_ = true;
-    MaybeFinishLocked();
+    if (MayReadLocked()) NextReadLocked();
   }
 
  private:
@@ -444,23 +451,14 @@ class DeliverBatchReactor final : public grpc::ServerBidiReactor<v1::DeliveryBat
     StartRead(reading_->message);
   }
 
-  // Called once per delivery handed to the pool, from a worker (or inline when dropped).
-  void CompleteDelivery(v1::Ack ack) {
-    bool last;
-    {
-      absl::MutexLock lock(&mu_);
-      --outstanding_;
-      if (!finish_called_ && !cancelled_) {
-        acks_.push_back(std::move(ack));
-        WriteNextLocked();
-      }
-      MaybeFinishLocked();
-      last = done_ && outstanding_ == 0;
-    }
-    if (last) delete this;
+  bool HasUnwrittenLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
+    return !acks_.empty() || handshake_answer_;
   }
-
-  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void DropUnwrittenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override { acks_.clear(); }
+  void QueueAckLocked(v1::Ack ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
+    acks_.push_back(std::move(ack));
+  }
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
     if (write_in_flight_ || finish_called_ || (acks_.empty() && !handshake_answer_)) return;
     handshake_answer_ = false;
     writing_.Clear();
@@ -470,33 +468,10 @@ class DeliverBatchReactor final : public grpc::ServerBidiReactor<v1::DeliveryBat
     StartWrite(&writing_);
   }
 
-  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finish_called_ || write_in_flight_) return;
-    if (cancelled_) {
-      acks_.clear();
-      finish_called_ = true;
-      Finish(grpc::Status::CANCELLED);
-      return;
-    }
-    if ((reads_done_ || draining_) && outstanding_ == 0 && acks_.empty() && !handshake_answer_) {
-      finish_called_ = true;
-      Finish(grpc::Status::OK);
-    }
-  }
-
-  EventHandlerService* const service_;
-  absl::Mutex mu_;
   std::shared_ptr<Batch> reading_ ABSL_GUARDED_BY(mu_);  // target of the pending read
   std::vector<v1::Ack> acks_ ABSL_GUARDED_BY(mu_);       // finished, not yet written
   v1::AckBatch writing_ ABSL_GUARDED_BY(mu_);            // being written when in flight
   bool handshake_answer_ ABSL_GUARDED_BY(mu_) = false;   // an empty AckBatch is owed
-  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;             // deliveries in the pool
-  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 grpc::ServerBidiReactor<v1::Delivery, v1::Ack>* EventHandlerService::Deliver(
