@@ -15,15 +15,21 @@
 
 namespace pimgate::bench {
 
+// A version-4 UUID made of `high` and `low` (bar the version and variant bits). UUIDs made from
+// increasing `high` values sort in the order they are made (bench/backlog.cc relies on it).
+inline std::string UuidFrom(uint64_t high, uint64_t low) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(high >> 32),
+                static_cast<unsigned>((high >> 16) & 0xffff), static_cast<unsigned>(high & 0xfff),
+                static_cast<unsigned>((low >> 48) & 0x3fff) | 0x8000,
+                static_cast<unsigned long long>(low & 0xffffffffffffULL));
+  return buf;
+}
+
 // A random version-4 UUID.
 inline std::string Uuid(std::mt19937_64& rng) {
-  const uint64_t a = rng(), b = rng();
-  char buf[40];
-  std::snprintf(buf, sizeof(buf), "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(a >> 32),
-                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xfff),
-                static_cast<unsigned>((b >> 48) & 0x3fff) | 0x8000,
-                static_cast<unsigned long long>(b & 0xffffffffffffULL));
-  return buf;
+  const uint64_t high = rng();
+  return UuidFrom(high, rng());
 }
 
 // `t` as RFC 3339 UTC with microseconds ("2026-11-20T10:15:00.123456Z").

@@ -64,17 +64,6 @@ uint64_t DirectoryBytes(const std::string& dir) {
   return bytes;
 }
 
-// A version-4 UUID whose first 64 bits are `high` (bar the version nibble): ids made from
-// increasing `high` values sort in the order they are made.
-std::string UuidFrom(uint64_t high, uint64_t low) {
-  char buf[40];
-  std::snprintf(buf, sizeof(buf), "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(high >> 32),
-                static_cast<unsigned>((high >> 16) & 0xffff), static_cast<unsigned>(high & 0xfff),
-                static_cast<unsigned>((low >> 48) & 0x3fff) | 0x8000,
-                static_cast<unsigned long long>(low & 0xffffffffffffULL));
-  return buf;
-}
-
 google::protobuf::Timestamp Micros(int64_t us) {
   return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(us);
 }
@@ -129,7 +118,7 @@ int Build(const std::string& store, uint64_t events, int resources, const std::s
     const int64_t version_us = first_version_us + static_cast<int64_t>(i);
     head.Clear();
     head.set_sequence(sequence);
-    head.set_id(UuidFrom(i * id_step + rng() % (id_step / 2 + 1), rng()));
+    head.set_id(pimgate::bench::UuidFrom(i * id_step + rng() % (id_step / 2 + 1), rng()));
     head.set_resource_id(resource);
     *head.mutable_occurred_at() = Micros(version_us);
     *head.mutable_version_at() = Micros(version_us);
