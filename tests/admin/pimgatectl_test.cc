@@ -1,10 +1,8 @@
 // pimgatectl as a subprocess against a real pimgate process (admin API on 127.0.0.1:0) that
 // launches a real recorder plugin: exit codes, readable tables and --json output.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -18,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "pimgate/v1/admin.pb.h"
+#include "tests/testing/cli.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -30,39 +29,11 @@ using testing::TempDir;
 constexpr char kToken[] = "cli-test-token";
 constexpr char kSecret[] = "cli-legacy-secret";
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = testing::CommandResult;
+using testing::ParseJson;
+using testing::WaitFor;
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// Single-quotes `arg` for /bin/sh.
-std::string ShellQuote(const std::string& arg) {
-  std::string quoted = "'";
-  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
-
-template <typename Message>
-Message ParseJson(const std::string& json) {
-  Message message;
-  const auto status = google::protobuf::util::JsonStringToMessage(json, &message);
-  EXPECT_TRUE(status.ok()) << status.ToString() << "\n" << json;
-  return message;
-}
-
-bool WaitFor(const std::function<bool()>& done, int seconds = 30) {
-  for (int i = 0; i < seconds * 20; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
+std::string ReadAll(const std::string& path) { return testing::ReadWholeFile(path); }
 
 class PimgatectlTest : public ::testing::Test {
  protected:
@@ -95,18 +66,7 @@ class PimgatectlTest : public ::testing::Test {
   // Runs pimgatectl with `args` (global flags included), PIMGATE_ADMIN pointing at this
   // pimgate and, unless `token` is empty, PIMGATE_ADMIN_TOKEN set.
   Result Ctl(const std::vector<std::string>& args, const std::string& token = kToken) {
-    std::string command =
-        absl::StrCat("env -u PIMGATE_ADMIN_TOKEN PIMGATE_ADMIN=127.0.0.1:", admin_port_, " ");
-    if (!token.empty()) absl::StrAppend(&command, "PIMGATE_ADMIN_TOKEN=", ShellQuote(token), " ");
-    absl::StrAppend(&command, ShellQuote(PIMGATECTL_BINARY));
-    for (const std::string& arg : args) absl::StrAppend(&command, " ", ShellQuote(arg));
-    absl::StrAppend(&command, " >", dir_.File("ctl.out"), " 2>", dir_.File("ctl.err"));
-    const int status = std::system(command.c_str());
-    Result result;
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.out = ReadAll(dir_.File("ctl.out"));
-    result.err = ReadAll(dir_.File("ctl.err"));
-    return result;
+    return testing::RunPimgatectl(PIMGATECTL_BINARY, admin_port_, token, args, dir_.path());
   }
 
   // Ctl that must succeed.
@@ -232,7 +192,13 @@ TEST_F(PimgatectlTest, StatsAndPlugins) {
   EXPECT_EQ(stats.plugins(0).dead_lettered(), 1u);
   EXPECT_EQ(stats.plugins(0).lag(), 0u);
 
-  auto plugins = ParseJson<v1::ListPluginsResponse>(Ok({"plugins", "--json"}));
+  // The dispatcher may reach the plugin before the supervisor's health watch has seen it serve:
+  // "serving" can follow the deliveries by a few milliseconds.
+  v1::ListPluginsResponse plugins;
+  EXPECT_TRUE(WaitFor([&] {
+    plugins = ParseJson<v1::ListPluginsResponse>(Ok({"plugins", "--json"}));
+    return plugins.plugins_size() == 1 && plugins.plugins(0).process_state() == "serving";
+  })) << plugins.ShortDebugString();
   ASSERT_EQ(plugins.plugins_size(), 1);
   EXPECT_EQ(plugins.plugins(0).process_state(), "serving");
   EXPECT_GT(plugins.plugins(0).pid(), 0u);

@@ -2,12 +2,10 @@
 // FakePim (plain HTTP on 127.0.0.1:0), a real recorder plugin, and pimgatectl as a subprocess
 // (`reconcile`, `stats`), plus the Reconcile figures in /metrics.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -24,6 +22,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/admin.pb.h"
+#include "tests/testing/cli.h"
 #include "tests/testing/fake_pim.h"
 #include "tests/testing/test_env.h"
 
@@ -40,38 +39,11 @@ constexpr char kToken[] = "reconcile-cli-token";
 constexpr char kSecret[] = "reconcile-legacy-secret";
 constexpr int64_t kSecondUs = 1'000'000;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = testing::CommandResult;
+using testing::ParseJson;
+using testing::WaitFor;
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-std::string ShellQuote(const std::string& arg) {
-  std::string quoted = "'";
-  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
-
-template <typename Message>
-Message ParseJson(const std::string& json) {
-  Message message;
-  const auto status = google::protobuf::util::JsonStringToMessage(json, &message);
-  EXPECT_TRUE(status.ok()) << status.ToString() << "\n" << json;
-  return message;
-}
-
-bool WaitFor(const std::function<bool()>& done, int seconds = 30) {
-  for (int i = 0; i < seconds * 20; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
+std::string ReadAll(const std::string& path) { return testing::ReadWholeFile(path); }
 
 // The value of the row named `name` in pimgatectl's FIGURE/VALUE table ("" when absent).
 std::string Row(const std::string& out, const std::string& name) {
@@ -158,17 +130,7 @@ class ReconcileCliTest : public ::testing::Test {
   }
 
   Result Ctl(const std::vector<std::string>& args) {
-    std::string command =
-        absl::StrCat("env PIMGATE_ADMIN=127.0.0.1:", admin_port_, " PIMGATE_ADMIN_TOKEN=", kToken,
-                     " ", ShellQuote(PIMGATECTL_BINARY));
-    for (const std::string& arg : args) absl::StrAppend(&command, " ", ShellQuote(arg));
-    absl::StrAppend(&command, " >", dir_.File("ctl.out"), " 2>", dir_.File("ctl.err"));
-    const int status = std::system(command.c_str());
-    Result result;
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.out = ReadAll(dir_.File("ctl.out"));
-    result.err = ReadAll(dir_.File("ctl.err"));
-    return result;
+    return testing::RunPimgatectl(PIMGATECTL_BINARY, admin_port_, kToken, args, dir_.path());
   }
 
   std::string Ok(const std::vector<std::string>& args) {
