@@ -11,7 +11,6 @@
 #include <functional>
 #include <future>
 #include <map>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -28,6 +27,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "pimgate/v1/admin.grpc.pb.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
+#include "tests/testing/recording_plugin.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -49,51 +49,7 @@ bool WaitFor(const std::function<bool()>& done) {
   return done();
 }
 
-// An EventHandler on a unix socket that acknowledges every delivery OK and records it.
-class RecordingPlugin final : public v1::EventHandler::Service {
- public:
-  explicit RecordingPlugin(const std::string& socket) {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
-    builder.RegisterService(this);
-    server_ = builder.BuildAndStart();
-  }
-  ~RecordingPlugin() override {
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
-  }
-
-  grpc::Status Deliver(grpc::ServerContext*,
-                       grpc::ServerReaderWriter<v1::Ack, v1::Delivery>* stream) override {
-    v1::Delivery delivery;
-    while (stream->Read(&delivery)) {
-      {
-        std::lock_guard lock(mu_);
-        received_.push_back({delivery.event().sequence(), delivery.attempt()});
-      }
-      v1::Ack ack;
-      ack.set_sequence(delivery.event().sequence());
-      ack.set_outcome(v1::OUTCOME_OK);
-      if (!stream->Write(ack)) break;
-    }
-    return grpc::Status::OK;
-  }
-
-  // (sequence, attempt) of every delivery, in arrival order.
-  std::vector<std::pair<uint64_t, uint32_t>> received() {
-    std::lock_guard lock(mu_);
-    return received_;
-  }
-  int Count(uint64_t sequence) {
-    int n = 0;
-    for (const auto& [s, attempt] : received()) n += s == sequence ? 1 : 0;
-    return n;
-  }
-
- private:
-  std::unique_ptr<grpc::Server> server_;
-  std::mutex mu_;
-  std::vector<std::pair<uint64_t, uint32_t>> received_;
-};
+using testing::RecordingPlugin;
 
 class AdminServiceTest : public ::testing::Test {
  protected:
@@ -596,14 +552,14 @@ TEST_F(AdminServiceTest, PauseHoldsEventsAndResumeDeliversThem) {
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").state == "paused"; }));
   AppendEvents(3);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  EXPECT_TRUE(plugin_->received().empty());
+  EXPECT_TRUE(plugin_->attempts().empty());
   EXPECT_EQ(StatsOf("p1").cursor, 0u);  // held, not skipped
 
   v1::ResumePluginRequest resume;
   resume.set_plugin("p1");
   v1::ResumePluginResponse resumed;
   ASSERT_TRUE(stub_->ResumePlugin(Ctx().get(), resume, &resumed).ok());
-  ASSERT_TRUE(WaitFor([&] { return plugin_->received().size() == 3; }));
+  ASSERT_TRUE(WaitFor([&] { return plugin_->attempts().size() == 3; }));
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 3; }));
 }
 
@@ -622,7 +578,7 @@ TEST_F(AdminServiceTest, PauseOfUnknownPluginIsNotFound) {
 TEST_F(AdminServiceTest, SeekToSequenceReplaysInOrder) {
   AppendEvents(10);
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 10; }));
-  ASSERT_EQ(plugin_->received().size(), 10u);
+  ASSERT_EQ(plugin_->attempts().size(), 10u);
 
   v1::SeekPluginRequest request;
   request.set_plugin("p1");
@@ -632,8 +588,8 @@ TEST_F(AdminServiceTest, SeekToSequenceReplaysInOrder) {
   EXPECT_EQ(response.sequence(), 4u);
   EXPECT_EQ(response.head_sequence(), 10u);
   EXPECT_EQ(response.events_to_replay(), 7u);
-  ASSERT_TRUE(WaitFor([&] { return plugin_->received().size() == 17; }));
-  auto received = plugin_->received();
+  ASSERT_TRUE(WaitFor([&] { return plugin_->attempts().size() == 17; }));
+  auto received = plugin_->attempts();
   std::vector<uint64_t> replayed;
   for (std::size_t i = 10; i < received.size(); ++i) replayed.push_back(received[i].first);
   std::sort(replayed.begin(), replayed.end());  // distinct resources: any order across them
@@ -650,7 +606,7 @@ TEST_F(AdminServiceTest, SeekBackToTheStartReplaysHundredEventsInOrder) {
   }
   ASSERT_TRUE(log_->AppendSync(std::move(request)).ok());
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 100; }));
-  ASSERT_EQ(plugin_->received().size(), 100u);
+  ASSERT_EQ(plugin_->attempts().size(), 100u);
 
   v1::SeekPluginRequest seek;
   seek.set_plugin("p1");
@@ -659,8 +615,8 @@ TEST_F(AdminServiceTest, SeekBackToTheStartReplaysHundredEventsInOrder) {
   ASSERT_TRUE(stub_->SeekPlugin(Ctx().get(), seek, &response).ok());
   EXPECT_EQ(response.sequence(), 1u);
   EXPECT_EQ(response.events_to_replay(), 100u);
-  ASSERT_TRUE(WaitFor([&] { return plugin_->received().size() == 200; }));
-  const auto received = plugin_->received();
+  ASSERT_TRUE(WaitFor([&] { return plugin_->attempts().size() == 200; }));
+  const auto received = plugin_->attempts();
   for (uint64_t i = 0; i < 100; ++i) {
     EXPECT_EQ(received[i].first, i + 1);
     EXPECT_EQ(received[100 + i].first, i + 1) << "replayed out of order";
@@ -761,7 +717,7 @@ TEST_F(AdminServiceTest, DeadLettersListRetryAndPurge) {
             (std::vector<uint64_t>{3}));
   EXPECT_FALSE(retried.more());
   ASSERT_TRUE(WaitFor([&] { return plugin_->Count(3) == 2; }));
-  EXPECT_EQ(plugin_->received().back(), (std::pair<uint64_t, uint32_t>{3, 1}));
+  EXPECT_EQ(plugin_->attempts().back(), (std::pair<uint64_t, uint32_t>{3, 1}));
   EXPECT_EQ(DeadLetterSequences("p1"), (std::vector<uint64_t>{2, 5}));
 
   // All.

@@ -12,7 +12,6 @@
 #include <future>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -27,6 +26,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "tests/testing/fake_pim.h"
+#include "tests/testing/recording_plugin.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -67,44 +67,35 @@ std::string EncodedUpdatedSearch(int64_t after_us) {
                                 AkeneoSearchTime(after_us), R"("}]})"));
 }
 
-// An EventHandler on a unix socket that acknowledges every delivery OK and records its event.
-class RecordingPlugin final : public v1::EventHandler::Service {
- public:
-  explicit RecordingPlugin(const std::string& socket) {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
-    builder.RegisterService(this);
-    server_ = builder.BuildAndStart();
-  }
-  ~RecordingPlugin() override {
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+using testing::RecordingPlugin;
+
+// A plain-HTTP gateway whose log a Dispatcher delivers to a RecordingPlugin named "rec" on
+// unix:`socket`: webhooks in, deliveries out, beside the reconciler under test.
+struct DispatchedGateway {
+  explicit DispatchedGateway(const std::string& socket)
+      : gateway(PlainHttp()), plugin(socket), address("unix:" + socket) {}
+
+  absl::Status StartDispatch() {
+    PluginConfig rec;
+    rec.name = "rec";
+    rec.address = address;
+    auto created =
+        Dispatcher::Create({rec}, &gateway.log(), [this](const std::string&) { return address; });
+    if (!created.ok()) return created.status();
+    dispatcher = std::move(*created);
+    return dispatcher->Start();
   }
 
-  grpc::Status Deliver(grpc::ServerContext*,
-                       grpc::ServerReaderWriter<v1::Ack, v1::Delivery>* stream) override {
-    v1::Delivery delivery;
-    while (stream->Read(&delivery)) {
-      {
-        std::lock_guard lock(mu_);
-        received_.push_back(delivery.event());
-      }
-      v1::Ack ack;
-      ack.set_sequence(delivery.event().sequence());
-      ack.set_outcome(v1::OUTCOME_OK);
-      if (!stream->Write(ack)) break;
-    }
-    return grpc::Status::OK;
+  static GatewayHarness::Options PlainHttp() {
+    GatewayHarness::Options options;
+    options.tls = false;
+    return options;
   }
 
-  std::vector<v1::Event> received() {
-    std::lock_guard lock(mu_);
-    return received_;
-  }
-
- private:
-  std::unique_ptr<grpc::Server> server_;
-  std::mutex mu_;
-  std::vector<v1::Event> received_;
+  GatewayHarness gateway;
+  RecordingPlugin plugin;
+  const std::string address;
+  std::unique_ptr<Dispatcher> dispatcher;
 };
 
 ReconcileConfig OnDemand() {
@@ -409,17 +400,10 @@ TEST_F(ReconcilerTest, TooManyRequestsIsRetriedAfterRetryAfter) {
 }
 
 TEST_F(ReconcilerTest, UnreachablePimFailsIsRetriedAndIngestAndDispatchGoOn) {
-  GatewayHarness::Options options;
-  options.tls = false;
-  GatewayHarness gateway(options);
-  RecordingPlugin plugin(dir_.File("rec.sock"));
-  PluginConfig rec;
-  rec.name = "rec";
-  rec.address = "unix:" + dir_.File("rec.sock");
-  auto dispatcher =
-      Dispatcher::Create({rec}, &gateway.log(), [&](const std::string&) { return rec.address; });
-  ASSERT_TRUE(dispatcher.ok()) << dispatcher.status();
-  ASSERT_TRUE((*dispatcher)->Start().ok());
+  DispatchedGateway env(dir_.File("rec.sock"));
+  ASSERT_EQ(env.StartDispatch(), absl::OkStatus());
+  GatewayHarness& gateway = env.gateway;
+  RecordingPlugin& plugin = env.plugin;
 
   FakePim pim;
   const int64_t t0 = DayAgoUs();
@@ -455,8 +439,8 @@ TEST_F(ReconcilerTest, UnreachablePimFailsIsRetriedAndIngestAndDispatchGoOn) {
                       testing::LegacyHeaders(GatewayHarness::kLegacySecret, body))
                 .status,
             200);
-  ASSERT_TRUE(WaitFor([&] { return plugin.received().size() == 1; }));
-  EXPECT_EQ(plugin.received()[0].resource_id(), sent);
+  ASSERT_TRUE(WaitFor([&] { return plugin.events().size() == 1; }));
+  EXPECT_EQ(plugin.events()[0].resource_id(), sent);
 
   // The PIM is back: the next retry succeeds and the missed product is delivered.
   pim.Resume();
@@ -466,26 +450,19 @@ TEST_F(ReconcilerTest, UnreachablePimFailsIsRetriedAndIngestAndDispatchGoOn) {
   EXPECT_EQ(stats.watermark_us, t0);
   ASSERT_TRUE(stats.next_run.has_value());
   EXPECT_GT(*stats.next_run, absl::Now() + absl::Minutes(50));  // back to `interval`
-  ASSERT_TRUE(WaitFor([&] { return plugin.received().size() == 2; }));
-  const v1::Event recovered = plugin.received()[1];
+  ASSERT_TRUE(WaitFor([&] { return plugin.events().size() == 2; }));
+  const v1::Event recovered = plugin.events()[1];
   EXPECT_EQ(recovered.resource_id(), missed);
   EXPECT_EQ(recovered.origin(), v1::ORIGIN_RECONCILIATION);
   reconciler_->Stop();
-  (*dispatcher)->Stop();
+  env.dispatcher->Stop();
 }
 
 TEST_F(ReconcilerTest, InSyncPimDeliversNothingAndMissedChangesAreDelivered) {
-  GatewayHarness::Options options;
-  options.tls = false;
-  GatewayHarness gateway(options);
-  RecordingPlugin plugin(dir_.File("rec.sock"));
-  PluginConfig rec;
-  rec.name = "rec";
-  rec.address = "unix:" + dir_.File("rec.sock");
-  auto dispatcher =
-      Dispatcher::Create({rec}, &gateway.log(), [&](const std::string&) { return rec.address; });
-  ASSERT_TRUE(dispatcher.ok()) << dispatcher.status();
-  ASSERT_TRUE((*dispatcher)->Start().ok());
+  DispatchedGateway env(dir_.File("rec.sock"));
+  ASSERT_EQ(env.StartDispatch(), absl::OkStatus());
+  GatewayHarness& gateway = env.gateway;
+  RecordingPlugin& plugin = env.plugin;
 
   // The PIM's products, each also sent as a signed legacy webhook carrying the same `updated`.
   FakePim pim;
@@ -507,7 +484,7 @@ TEST_F(ReconcilerTest, InSyncPimDeliversNothingAndMissedChangesAreDelivered) {
                       testing::LegacyHeaders(GatewayHarness::kLegacySecret, body))
                 .status,
             200);
-  ASSERT_TRUE(WaitFor([&] { return plugin.received().size() == 3; }));
+  ASSERT_TRUE(WaitFor([&] { return plugin.events().size() == 3; }));
 
   reconciler_ = Make(pim, OnDemand(), "legacy", &gateway.log());
   absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("legacy");
@@ -525,10 +502,10 @@ TEST_F(ReconcilerTest, InSyncPimDeliversNothingAndMissedChangesAreDelivered) {
   run = reconciler_->Run("legacy");
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->emitted, 2u);
-  ASSERT_TRUE(WaitFor([&] { return plugin.received().size() == 5; }));
+  ASSERT_TRUE(WaitFor([&] { return plugin.events().size() == 5; }));
   std::map<std::string, v1::Event> recovered;
   for (std::size_t i = 3; i < 5; ++i) {
-    const v1::Event event = plugin.received()[i];
+    const v1::Event event = plugin.events()[i];
     EXPECT_EQ(event.origin(), v1::ORIGIN_RECONCILIATION);
     EXPECT_EQ(event.type(), "product.updated");
     recovered[event.resource_id()] = event;
@@ -539,7 +516,7 @@ TEST_F(ReconcilerTest, InSyncPimDeliversNothingAndMissedChangesAreDelivered) {
   EXPECT_EQ(recovered[uuids[1]].data().fields().at("family").string_value(), "sandals");
   EXPECT_EQ(Micros(recovered[uuids[1]].version_at()), t0 + 101 * kSecondUs);
   reconciler_->Stop();
-  (*dispatcher)->Stop();
+  env.dispatcher->Stop();
 }
 
 TEST_F(ReconcilerTest, WatermarkSurvivesRestartAndMovesOnlyAfterSuccess) {
