@@ -184,6 +184,18 @@ Result TestHandler(const v1::Event& event, uint32_t attempt) {
 
 std::string SocketAddress(const testing::TempDir& dir) { return "unix:" + dir.File("p.sock"); }
 
+// A handler that acks every event OK, and first sleeps 500 ms on "test.slow" events, notifying
+// `started` as it begins.
+auto SlowOnTestSlow(absl::Notification& started) {
+  return [&started](const v1::Event& event, uint32_t) {
+    if (event.type() == "test.slow") {
+      started.Notify();
+      std::this_thread::sleep_for(500ms);
+    }
+    return Result::Ok();
+  };
+}
+
 TEST(CppSdkTest, HealthServesTheServerAndEventHandler) {
   testing::TempDir dir;
   InProcessPlugin plugin(TestHandler, SocketAddress(dir));
@@ -266,13 +278,7 @@ TEST(CppSdkTest, RunsHandlersConcurrentlyAndAcksInCompletionOrder) {
 TEST(CppSdkTest, SigtermDrainsRunningHandlersThenReturnsZero) {
   testing::TempDir dir;
   absl::Notification started;
-  auto handler = [&](const v1::Event& event, uint32_t) {
-    if (event.type() == "test.slow") {
-      started.Notify();
-      std::this_thread::sleep_for(500ms);
-    }
-    return Result::Ok();
-  };
+  auto handler = SlowOnTestSlow(started);
   // One worker: delivery 2 waits in the queue behind the slow delivery 1.
   InProcessPlugin plugin(handler, SocketAddress(dir), /*concurrency=*/1);
   ASSERT_TRUE(WaitServing(plugin.address()));
@@ -389,13 +395,7 @@ TEST(CppSdkTest, DeliverBatchAnswersTheHandshakeThenAcksEveryDelivery) {
 TEST(CppSdkTest, DeliverBatchSigtermLetsRunningHandlersFinishAndRetriesTheRest) {
   testing::TempDir dir;
   absl::Notification started;
-  auto handler = [&](const v1::Event& event, uint32_t) {
-    if (event.type() == "test.slow") {
-      started.Notify();
-      std::this_thread::sleep_for(500ms);
-    }
-    return Result::Ok();
-  };
+  auto handler = SlowOnTestSlow(started);
   // One worker: delivery 2 of the batch waits in the queue behind the slow delivery 1.
   InProcessPlugin plugin(handler, SocketAddress(dir), /*concurrency=*/1);
   ASSERT_TRUE(WaitServing(plugin.address()));
