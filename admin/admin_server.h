@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "admin/admin_service.h"
-#include "core/config.h"
+#include "config/config.h"
 
 namespace pimgate {
 

@@ -10,10 +10,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "core/dispatcher.h"
-#include "core/event_log.h"
-#include "core/plugin_supervisor.h"
-#include "core/reconciler.h"
+#include "core/dispatch/dispatcher.h"
+#include "core/log/event_log.h"
+#include "core/dispatch/plugin_supervisor.h"
+#include "pim/reconciler.h"
 #include "gateway/server.h"
 #include "pimgate/v1/admin.grpc.pb.h"
 

@@ -28,8 +28,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench/akeneo_payloads.h"
-#include "core/log_backend.h"
-#include "core/rocksdb_backend.h"
+#include "core/log/log_backend.h"
+#include "core/log/rocksdb_backend.h"
 #include "gateway/payload_parser.h"
 #include "google/protobuf/util/time_util.h"
 

@@ -15,11 +15,11 @@
 #include <memory>
 #include <string>
 
-#include "core/config.h"
-#include "core/event_log.h"
-#include "core/log_backend.h"
-#include "core/logging.h"
-#include "core/rocksdb_backend.h"
+#include "config/config.h"
+#include "core/log/event_log.h"
+#include "core/log/log_backend.h"
+#include "common/logging.h"
+#include "core/log/rocksdb_backend.h"
 #include "gateway/server.h"
 #include "spdlog/spdlog.h"
 

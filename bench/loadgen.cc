@@ -25,7 +25,7 @@
 
 #include "bench/akeneo_payloads.h"
 #include "bench/latency_histogram.h"
-#include "core/config.h"
+#include "config/config.h"
 
 namespace {
 

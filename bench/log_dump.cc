@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <string>
 
-#include "core/rocksdb_backend.h"
+#include "core/log/rocksdb_backend.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {

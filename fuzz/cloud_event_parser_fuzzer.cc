@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/event_type.h"
+#include "gateway/event_type.h"
 #include "fuzz/fuzz_check.h"
 #include "gateway/payload_parser.h"
 #include "google/protobuf/util/message_differencer.h"

@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "fuzz/fuzz_check.h"
 
 namespace {

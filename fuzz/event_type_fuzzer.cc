@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/event_type.h"
+#include "gateway/event_type.h"
 #include "fuzz/fuzz_check.h"
 
 namespace {

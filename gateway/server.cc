@@ -21,7 +21,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/logging.h"
+#include "common/logging.h"
 #include "gateway/payload_parser.h"
 #include "gateway/signature.h"
 #include "google/protobuf/util/time_util.h"

@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/config.h"
-#include "core/event_log.h"
-#include "core/metrics.h"
+#include "config/config.h"
+#include "core/log/event_log.h"
+#include "common/histogram.h"
 
 namespace pimgate {
 

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "core/metrics_collectors.h"
+#include "metrics/metrics_collectors.h"
 
 namespace pimgate {
 namespace {

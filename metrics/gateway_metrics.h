@@ -4,7 +4,7 @@
 #ifndef PIMGATE_METRICS_GATEWAY_METRICS_H_
 #define PIMGATE_METRICS_GATEWAY_METRICS_H_
 
-#include "core/metrics.h"
+#include "metrics/metrics.h"
 #include "gateway/server.h"
 
 namespace pimgate {

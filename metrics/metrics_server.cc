@@ -16,7 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "core/logging.h"
+#include "common/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "core/metrics.h"
+#include "metrics/metrics.h"
 
 namespace pimgate {
 

@@ -18,8 +18,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "admin/admin_server.h"
-#include "core/plugin_supervisor.h"
-#include "core/rocksdb_backend.h"
+#include "core/dispatch/plugin_supervisor.h"
+#include "core/log/rocksdb_backend.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/unknown_field_set.h"

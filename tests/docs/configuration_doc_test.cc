@@ -195,7 +195,7 @@ TEST(ConfigurationDocTest, FullExampleIsAcceptedByCheckConfig) {
 }
 
 TEST(ConfigurationDocTest, FullExampleUsesEveryKeyTheLoaderReads) {
-  const std::vector<KeyGroup> groups = LoaderKeyGroups(ReadSource("core/config.cc"));
+  const std::vector<KeyGroup> groups = LoaderKeyGroups(ReadSource("config/config.cc"));
   // The parser of config.cc still finds the sections it always had.
   ASSERT_GE(groups.size(), 15u);
   const ExampleKeys example = ExampleKeysOf(FullExample(ConfigurationDoc()));

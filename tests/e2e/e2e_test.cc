@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "core/rocksdb_backend.h"
+#include "core/log/rocksdb_backend.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {

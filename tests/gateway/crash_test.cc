@@ -15,7 +15,7 @@
 #include <sstream>
 #include <thread>
 
-#include "core/rocksdb_backend.h"
+#include "core/log/rocksdb_backend.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {

@@ -1,6 +1,6 @@
 // The exposition format, the latency histogram, the registry and every pimgate metric family,
 // rendered from fake snapshots: checked line by line, then by promtool.
-#include "core/metrics.h"
+#include "metrics/metrics.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "core/metrics_collectors.h"
+#include "metrics/metrics_collectors.h"
 #include "metrics/gateway_metrics.h"
 #include "tests/metrics/exposition_check.h"
 

@@ -25,7 +25,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/rocksdb_backend.h"
+#include "core/log/rocksdb_backend.h"
 
 namespace pimgate::testing {
 

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
-#include "core/event_log.h"
+#include "config/config.h"
+#include "core/log/event_log.h"
 #include "gateway/server.h"
 
 namespace pimgate::testing {

@@ -1,0 +1,306 @@
+// pimgate configuration: the YAML schema as C++ structs, and the loader that validates it.
+#ifndef PIMGATE_CONFIG_CONFIG_H_
+#define PIMGATE_CONFIG_CONFIG_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace pimgate {
+
+enum class SourceKind { kEventsApi, kEventPlatform };
+
+// A secret as configured: its resolved value plus where it came from. `Describe()` never
+// returns the value, so secrets can be logged safely by describing them.
+struct Secret {
+  std::string value;
+  std::string origin;  // "inline", "env:NAME" or "file:/path"
+
+  // Where the secret came from (its origin), never its value.
+  const std::string& Describe() const { return origin; }
+};
+
+struct TlsConfig {
+  std::string cert_file;
+  std::string key_file;
+  // Lowest protocol accepted: "1.2" (default) or "1.3".
+  std::string min_version = "1.2";
+};
+
+struct GatewayConfig {
+  // host:port; port 0 picks a free port (tests).
+  std::string listen = "0.0.0.0:8443";
+  std::optional<TlsConfig> tls;
+  // I/O threads serving HTTP. 0 = number of cores.
+  int threads = 0;
+  // Largest accepted request body; larger ones get 413 (before reading when Content-Length says
+  // so). Bounds memory per connection together with header_limit.
+  std::size_t body_limit = 4 * 1024 * 1024;
+  std::size_t header_limit = 16 * 1024;
+  // Most events accepted in one legacy request (Akeneo sends 1 to 10).
+  std::size_t max_events_per_request = 100;
+  // Time allowed to receive a request's headers, then its body, once the first byte arrived.
+  std::chrono::milliseconds header_timeout{10'000};
+  std::chrono::milliseconds body_timeout{30'000};
+  // A keep-alive connection with no new request for this long is closed.
+  std::chrono::milliseconds idle_timeout{60'000};
+  // TLS handshake must finish within this.
+  std::chrono::milliseconds handshake_timeout{10'000};
+  // Open connections beyond this are closed at accept.
+  std::size_t max_connections = 1024;
+  // Legacy Events API: reject requests whose timestamp is further than this from now.
+  std::chrono::seconds timestamp_tolerance{300};
+};
+
+struct StoreConfig {
+  std::string path = "./pimgate-data";
+  // true: a 200 is sent only after the events are fsynced (group commit).
+  bool sync = true;
+  // Events leave the log once every plugin's cursor has passed them and they were received
+  // longer ago than this. It is also the dedup window: a re-sent event id is recognised (and
+  // answered as a duplicate) for this long, then accepted as new.
+  std::chrono::seconds retention{7 * 24 * 3600};
+  // Dead letters are deleted this long after they were dead-lettered.
+  std::chrono::seconds dead_letter_retention{30 * 24 * 3600};
+  // Quarantined batch elements are deleted this long after they were received.
+  std::chrono::seconds quarantine_retention{30 * 24 * 3600};
+  // How often the retention pass runs (it trims in bounded chunks, see core/retention.h).
+  std::chrono::milliseconds retention_interval{60'000};
+  // Most requests merged into one group commit.
+  std::size_t max_commit_requests = 256;
+  // Requests waiting for the writer. Event Platform sources get 429 above it; legacy requests
+  // (whose sender ignores 429) wait.
+  std::size_t max_pending_requests = 4096;
+};
+
+// The PIM REST API of a source, used by reconciliation and hydration. YAML `sources[].rest`.
+// Credentials are those of an Akeneo Connection; `secret` and `password` take the same syntax as
+// the webhook secrets (inline, "${ENV_VAR}", "file:/path") and are never logged.
+struct RestConfig {
+  // "https://pim.example.com" (scheme, host, optional port; no path, no trailing slash).
+  // http:// is refused unless allow_insecure_http is true (tests, a PIM on localhost).
+  std::string base_url;
+  std::string client_id;
+  Secret secret;
+  std::string username;
+  Secret password;
+  // Calls in flight at once to this PIM (Akeneo allows 4 per connection). 1 to 4.
+  uint32_t max_concurrency = 4;
+  // One call (connect, TLS handshake, request and response) must finish within this.
+  std::chrono::milliseconds timeout{30'000};
+  // Attempts per call on 429, 5xx and network errors before the call fails (1 = no retry).
+  uint32_t max_attempts = 6;
+  // Backoff between attempts: initial_backoff * 2^(n-1), capped at max_backoff, +-20% jitter.
+  // A 429's Retry-After, when longer, wins.
+  std::chrono::milliseconds initial_backoff{500};
+  std::chrono::milliseconds max_backoff{30'000};
+  // PEM bundle to verify the PIM's certificate with, instead of the system store.
+  std::string ca_file;
+  // Skip certificate verification (never in production; tests against a self-signed PIM).
+  bool insecure_skip_verify = false;
+  bool allow_insecure_http = false;
+};
+
+// Periodic reconciliation of a source through its `rest` API. YAML `sources[].reconcile`.
+struct ReconcileConfig {
+  // Time between the end of one run and the start of the next; 0 = only on demand
+  // (`pimgatectl reconcile`). Default 15m.
+  std::chrono::milliseconds interval{15 * 60'000};
+  // Each run asks for items updated after (watermark - overlap), so items updated while the
+  // previous run was paging are not missed.
+  std::chrono::milliseconds overlap{5 * 60'000};
+  // First run of a source with no watermark: scan from this time (RFC 3339) instead of
+  // everything. Microseconds since the epoch; unset = everything.
+  std::optional<int64_t> since_us;
+  // A failed run is retried after this (instead of waiting for `interval`).
+  std::chrono::milliseconds retry_after{60'000};
+  // What to reconcile. Default: both.
+  bool products = true;
+  bool product_models = true;
+};
+
+struct SourceConfig {
+  std::string name;
+  SourceKind kind = SourceKind::kEventsApi;
+  // The POST path this source's webhooks arrive at, e.g. /hooks/akeneo.
+  std::string path;
+  Secret secret;
+  std::optional<Secret> secondary_secret;
+  // Overrides gateway.timestamp_tolerance for this (legacy) source.
+  std::optional<std::chrono::seconds> timestamp_tolerance;
+  // The PIM's REST API (reconciliation, hydration). Unset: neither is available for this source.
+  std::optional<RestConfig> rest;
+  // Set only together with `rest` (the loader refuses `reconcile` without `rest`); when `rest`
+  // is set and `reconcile` is not written, the defaults above apply.
+  std::optional<ReconcileConfig> reconcile;
+};
+
+struct LogConfig {
+  std::string level = "info";   // trace, debug, info, warn, error
+  std::string format = "text";  // text | json
+};
+
+// Redelivery schedule for RETRY, UNSPECIFIED, ack timeouts and broken streams: attempt n waits
+// min(initial_backoff * multiplier^(n-1), max_backoff), randomized by +-jitter.
+// YAML `plugins[].retry`: max_attempts >= 1, backoffs > 0 with initial_backoff <= max_backoff,
+// multiplier >= 1, 0 <= jitter <= 1.
+struct RetryConfig {
+  // Deliveries of one event before it is dead-lettered (1 = no retry).
+  uint32_t max_attempts = 10;
+  std::chrono::milliseconds initial_backoff{1'000};
+  std::chrono::milliseconds max_backoff{300'000};
+  double multiplier = 2.0;
+  double jitter = 0.2;  // 0 .. 1
+};
+
+// Restart schedule of a crashed plugin process (exponential, reset after a stable run).
+// YAML `plugins[].restart`: durations > 0 with initial_backoff <= max_backoff.
+struct RestartConfig {
+  std::chrono::milliseconds initial_backoff{1'000};
+  std::chrono::milliseconds max_backoff{60'000};
+  // A process that served this long before dying restarts from initial_backoff again.
+  std::chrono::milliseconds reset_after{60'000};
+};
+
+// Include/exclude lists over one string attribute (author, author_type). Empty include = all.
+// YAML `{include: [...], exclude: [...]}`, both optional, elements non-empty strings.
+struct StringFilter {
+  std::vector<std::string> include;
+  std::vector<std::string> exclude;
+};
+
+// A filter on the event's `data`: the value at `path` (dot-separated, e.g. `family`,
+// `product.uuid`, `categories`) must (in) or must not (not_in) equal one of `values`. A list
+// value matches when any element does. Scalars compare as text: true, 12, 1.5, null.
+// YAML `{path: family, in: [shoes, boots]}` or `{path: ..., not_in: [...]}` (exactly one of the
+// two, with at least one value). YAML booleans and nulls (True, ~, null) become "true", "false"
+// and "null"; other values, numbers included, keep the text written in the config.
+struct DataFilter {
+  std::string path;
+  std::vector<std::string> values;
+  bool negate = false;  // not_in
+};
+
+// One entry of the YAML `plugins:` list (optional; default empty). Unknown keys are errors, and
+// so are env, start_timeout, stop_timeout and restart on an `address` plugin, which pimgate does
+// not launch.
+struct PluginConfig {
+  // Required, unique among plugins, [a-z0-9_-]{1,64}. Names the socket of a launched plugin.
+  std::string name;
+  // argv of a process pimgate launches and supervises. Exactly one of command / address.
+  // A relative argv[0] is resolved at launch, not at load.
+  std::vector<std::string> command;
+  // gRPC target of an already running plugin ("unix:/run/x.sock", "127.0.0.1:50051").
+  std::string address;
+  // Added to the inherited environment of a launched plugin, in document order. Names are
+  // [A-Za-z_][A-Za-z0-9_]*; values are plain strings (no ${} or file: resolution).
+  std::vector<std::pair<std::string, std::string>> env;
+  // Globs over canonical types; `*` matches any characters (including dots). Only a-z, 0-9, _,
+  // . and *; if the key is written, the list must not be empty.
+  std::vector<std::string> events = {"*"};
+  // Source names, each of a configured source; empty = all sources (if the key is written, the
+  // list must not be empty).
+  std::vector<std::string> sources;
+  bool skip_stale = true;
+  // Deliveries outstanding at once (different resources only). 1 to 10000.
+  uint32_t max_in_flight = 16;
+  RetryConfig retry;
+  // A delivery not acknowledged within this is treated as a failure and retried.
+  std::chrono::milliseconds ack_timeout{30'000};
+  // A launched plugin must report SERVING on grpc.health.v1 within this.
+  std::chrono::milliseconds start_timeout{30'000};
+  // On shutdown: SIGTERM, then SIGKILL after this grace period.
+  std::chrono::milliseconds stop_timeout{10'000};
+  RestartConfig restart;
+  StringFilter authors;
+  StringFilter author_types;
+  std::vector<DataFilter> data;  // all must match
+  // Fetch the full resource for lightweight events before delivering (M4).
+  bool hydrate = false;
+};
+
+// Where launched plugins listen and how they are supervised. YAML `runtime:`.
+struct PluginsRuntimeConfig {
+  // YAML `runtime.dir`. Unix sockets of launched plugins go here ("<dir>/<name>.sock"), each of
+  // which must fit in a unix socket address (107 bytes on Linux). Default: <store.path>/run,
+  // filled in by the loader, so never empty in a loaded Config.
+  std::string runtime_dir;
+};
+
+// TLS for the admin API (gRPC). Both files are PEM and checked to be readable at load.
+struct AdminTlsConfig {
+  std::string cert_file;
+  std::string key_file;
+};
+
+// The gRPC admin API (`pimgatectl` talks to it). YAML `admin:`.
+struct AdminConfig {
+  // false: no admin listener at all.
+  bool enabled = true;
+  // "host:port" (port 0 picks a free port, for tests) or "unix:/path/to/socket". A host other
+  // than a loopback one (127.0.0.0/8, ::1, localhost) needs `token` and `tls`, unless
+  // allow_insecure_remote is true; the loader refuses it otherwise.
+  std::string listen = "127.0.0.1:7070";
+  // When set, every admin call must carry `authorization: Bearer <token>`. Same syntax as the
+  // sources' secrets (inline, "${ENV_VAR}", "file:/path").
+  std::optional<Secret> token;
+  std::optional<AdminTlsConfig> tls;
+  // Accept a non-loopback listen without a token or without TLS (e.g. behind a private mesh).
+  bool allow_insecure_remote = false;
+};
+
+// Prometheus exposition (/metrics) and probes (/healthz, /readyz), plain HTTP. YAML `metrics:`.
+struct MetricsConfig {
+  bool enabled = true;
+  // host:port; port 0 picks a free port (tests). Keep it local or firewalled: it is not
+  // authenticated, though it exposes no secret and no event content.
+  std::string listen = "127.0.0.1:9464";
+};
+
+struct Config {
+  GatewayConfig gateway;
+  StoreConfig store;
+  std::vector<SourceConfig> sources;
+  LogConfig log;
+  std::vector<PluginConfig> plugins;
+  PluginsRuntimeConfig runtime;
+  AdminConfig admin;
+  MetricsConfig metrics;
+};
+
+// Parses and validates a configuration. Invalid configurations give InvalidArgument with the
+// line and key path of the first problem in document order (`line 12: sources[1].kind: must be
+// "events_api" or "event_platform", got "foo"`); the file path is not included, callers add it.
+// Unknown keys are errors. `store` and a non-empty `sources` are required; everything else has the
+// defaults above. Secret values are never part of an error message. Checks across sections (a
+// plugin's sources exist, plugin socket paths fit) run once the whole document is read and report
+// the earliest line among their own errors.
+//
+// Secrets are resolved here: "${NAME}" reads environment variable NAME (which must be set and
+// non-empty), "file:/path" reads the file with trailing whitespace trimmed, anything else is the
+// secret itself. gateway.tls files are checked to be readable regular files.
+//
+// Reads the environment, so call it before starting threads that may call setenv().
+// LoadConfigFile returns NotFound (PermissionDenied, FailedPrecondition) naming the path when the
+// file cannot be read.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+absl::StatusOr<Config> LoadConfigString(const std::string& yaml);
+
+// "500ms", "30s", "15m", "168h", "2d", "1h30m" → milliseconds. Units are ms, s, m, h and d, each
+// at most once and largest first; numbers are whole and non-negative. "0s" parses (callers decide
+// whether zero makes sense); a bare number ("10") is an error asking for a unit.
+absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text);
+// "4194304", "512KiB", "4MiB", "1GiB" (also B, and KB/MB/GB as powers of 1000) → bytes. No
+// fractions, signs or spaces; values beyond size_t are errors.
+absl::StatusOr<std::size_t> ParseByteSize(const std::string& text);
+
+const char* SourceKindName(SourceKind kind);
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CONFIG_CONFIG_H_

@@ -1,0 +1,117 @@
+// Dispatcher: streams the log's events to each plugin over gRPC, per-resource ordered, filtered,
+// with acks, retries, dead letters and a persisted cursor. One PluginDispatcher per plugin, each
+// on its own threads: a slow or dead plugin never slows ingest or the other plugins.
+#ifndef PIMGATE_CORE_DISPATCH_DISPATCHER_H_
+#define PIMGATE_CORE_DISPATCH_DISPATCHER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "config/config.h"
+#include "core/log/event_log.h"
+#include "pim/hydrator.h"
+
+namespace pimgate {
+
+// A point-in-time view of one plugin's delivery.
+struct PluginDispatchStats {
+  std::string name;
+  std::string state;    // "connecting", "streaming", "paused", "stopped"
+  uint64_t cursor = 0;  // every event <= cursor is done for this plugin
+  uint64_t lag = 0;     // log head - cursor
+  uint64_t in_flight = 0;
+  uint64_t delivered = 0;  // acknowledged OK
+  uint64_t retried = 0;    // redeliveries scheduled (RETRY, timeout, broken stream)
+  uint64_t dead_lettered = 0;
+  uint64_t skipped_filter = 0;
+  uint64_t skipped_stale = 0;
+  uint64_t connects = 0;  // streams opened
+  std::string last_error;
+  // Hydration (plugins with `hydrate: true`; zero for the others).
+  uint64_t hydrating = 0;             // events whose resource is being fetched now
+  uint64_t hydration_fetches = 0;     // resources fetched from the PIM for this plugin
+  uint64_t hydration_cache_hits = 0;  // resources served without a call (cache, shared fetch)
+  uint64_t hydration_not_found = 0;   // delivered with data.hydration = "not_found"
+  uint64_t hydration_failures = 0;    // failed fetches (each retried like a failed delivery)
+};
+
+// Tuning shared by all plugins. Every limit is named; defaults suit a single machine.
+struct DispatcherOptions {
+  // Events held in memory per plugin (fetched, not yet done). Bounds memory when one resource
+  // is stuck in backoff: reading stops once the window is full.
+  std::size_t window = 10'000;
+  // Events read from the log per read.
+  std::size_t read_batch = 512;
+  // Cursor and dead-letter writes are batched at most this often.
+  absl::Duration progress_interval = absl::Milliseconds(50);
+  // Reconnect schedule when a plugin is unreachable.
+  absl::Duration reconnect_initial = absl::Milliseconds(100);
+  absl::Duration reconnect_max = absl::Seconds(5);
+  absl::Duration connect_timeout = absl::Seconds(2);
+  // REST clients by source name, for plugins with `hydrate: true` (the same clients
+  // reconciliation uses). A hydrating plugin needs a client for at least one of its sources.
+  AkeneoClientMap rest_clients;
+  HydratorOptions hydration;
+  // Per hydrating plugin: events being fetched plus fetched events not yet sent stay below
+  // max(hydration_prefetch, max_in_flight), and at most hydration_batches fetch batches (each
+  // one search per 100 products of a source, one GET per model) run at once. Events arriving
+  // meanwhile queue up and go in the next batch, so batches grow with the load.
+  std::size_t hydration_prefetch = 2 * 100;
+  std::size_t hydration_batches = 2;
+};
+
+// A function that tells a plugin's gRPC target (from the supervisor or the manifest).
+using AddressResolver = std::function<std::string(const std::string& plugin)>;
+
+// Thread-safe.
+class Dispatcher {
+ public:
+  static absl::StatusOr<std::unique_ptr<Dispatcher>> Create(
+      const std::vector<PluginConfig>& plugins, EventLog* log, AddressResolver resolve,
+      DispatcherOptions options = {});
+  ~Dispatcher();  // Stop()
+
+  // Loads each plugin's cursor and starts delivering.
+  absl::Status Start();
+  // Stops delivering; in-flight deliveries are abandoned (redelivered after restart) and the
+  // cursor is persisted. Idempotent.
+  void Stop();
+
+  std::vector<PluginDispatchStats> Stats() const;
+
+  // Paused plugins hold their events (nothing is skipped); in-flight deliveries complete.
+  absl::Status Pause(const std::string& plugin);
+  absl::Status Resume(const std::string& plugin);
+  // Replays from `sequence`: the plugin's cursor becomes sequence - 1 and in-flight deliveries
+  // are abandoned.
+  absl::Status Seek(const std::string& plugin, uint64_t sequence);
+  // Delivers `events` (dead letters an operator retries) to `plugin` again, from attempt 1,
+  // behind any pending event of the same resource. Filters are not applied again and the cursor
+  // does not move back. A letter stays stored until its redelivery is acknowledged OK (then the
+  // dispatcher deletes it) or fails again (then it is replaced by the new dead letter), so a
+  // crash in between loses nothing: the operator retries again.
+  absl::Status Redeliver(const std::string& plugin, std::vector<v1::Event> events);
+  // Names of the configured plugins, in manifest order.
+  std::vector<std::string> PluginNames() const;
+
+  class PluginDispatcher;
+
+ private:
+  Dispatcher() = default;
+  std::shared_ptr<Hydrator> hydrator_;  // shared by hydrating plugins; null when none hydrates
+  std::vector<std::unique_ptr<PluginDispatcher>> plugins_;
+  PluginDispatcher* Find(const std::string& name) const;
+};
+
+// The delay before redelivery number `attempt` (1 = first retry): initial * multiplier^(attempt-1)
+// capped at max_backoff, then spread by +-jitter using `unit_random` in [0, 1).
+absl::Duration RetryDelay(const RetryConfig& retry, uint32_t attempt, double unit_random);
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CORE_DISPATCH_DISPATCHER_H_

@@ -1,0 +1,49 @@
+// EventFilter: decides, per plugin, whether an event is delivered or skipped (and why).
+#ifndef PIMGATE_CORE_DISPATCH_EVENT_FILTER_H_
+#define PIMGATE_CORE_DISPATCH_EVENT_FILTER_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.h"
+#include "pimgate/v1/event.pb.h"
+
+namespace pimgate {
+
+// `*` matches any run of characters (dots included); everything else matches itself.
+// "product.*" matches "product.updated" and "product.updated.delta", not "product_model.updated".
+bool GlobMatch(std::string_view pattern, std::string_view text);
+
+// The text form of the value at a dot-separated `path` in `data`, for filter comparison: strings
+// as is, true/false, integers without a decimal point, null. A list yields each element. Empty
+// when the path does not exist.
+std::vector<std::string> ValuesAtPath(const google::protobuf::Struct& data, std::string_view path);
+
+class EventFilter {
+ public:
+  enum class Verdict { kDeliver, kSkipFilter, kSkipStale };
+
+  explicit EventFilter(const PluginConfig& plugin);
+
+  // Thread-safe (immutable).
+  Verdict Check(const v1::Event& event) const;
+
+  // True when Check reads `event.data` (the plugin has `data` filters). Otherwise an event
+  // without its data (a header, see core/event_wire.h) gets the same verdict.
+  bool reads_data() const { return !data_.empty(); }
+
+ private:
+  bool MatchesAttributes(const v1::Event& event) const;
+
+  std::vector<std::string> events_;
+  std::vector<std::string> sources_;
+  bool skip_stale_;
+  StringFilter authors_;
+  StringFilter author_types_;
+  std::vector<DataFilter> data_;
+};
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CORE_DISPATCH_EVENT_FILTER_H_

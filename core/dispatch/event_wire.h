@@ -1,0 +1,32 @@
+// Wire-level handling of stored events for the dispatcher: the log keeps each event serialized,
+// and plugins receive those same bytes. Decoding an event's `data` (a google.protobuf.Struct of
+// the whole product) costs far more than everything else dispatch does, so the dispatcher decodes
+// only the header it routes on and forwards the stored bytes unchanged inside each Delivery.
+#ifndef PIMGATE_CORE_DISPATCH_EVENT_WIRE_H_
+#define PIMGATE_CORE_DISPATCH_EVENT_WIRE_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "pimgate/v1/event.pb.h"
+
+namespace pimgate {
+
+// The event serialized in `bytes` without its `data` field: every other field (sequence, id,
+// source, type, kind, resource_id, timestamps, author, origin, stale ...) as stored. DataLoss when
+// `bytes` is not a valid serialized Event.
+absl::StatusOr<v1::Event> ParseEventHeader(absl::string_view bytes);
+
+// A serialized v1::Delivery { event = <event_bytes>, attempt = attempt }, built without decoding
+// the event. `event_bytes` must be a serialized v1::Event.
+std::string EncodeDelivery(absl::string_view event_bytes, uint32_t attempt);
+
+// Appends one element of `DeliveryBatch.deliveries` (a serialized v1::Delivery, as EncodeDelivery
+// returns) to `batch`, the serialized DeliveryBatch being built: batches are concatenations.
+void AppendToDeliveryBatch(std::string& batch, absl::string_view encoded_delivery);
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CORE_DISPATCH_EVENT_WIRE_H_

@@ -1,0 +1,230 @@
+// EventLog: pimgate's append-only event log. Assigns sequences, deduplicates by (source, event
+// id), marks stale versions per resource, and writes each request atomically through a group
+// commit over a LogBackend.
+#ifndef PIMGATE_CORE_LOG_EVENT_LOG_H_
+#define PIMGATE_CORE_LOG_EVENT_LOG_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "config/config.h"
+#include "core/log/log_backend.h"
+#include "pimgate/v1/event.pb.h"
+#include "pimgate/v1/store.pb.h"
+
+namespace pimgate {
+
+// The events of one webhook request, parsed but not yet stored. `sequence` and `stale` of the
+// events are ignored on input and set by the log.
+struct AppendRequest {
+  std::vector<v1::Event> events;
+  std::vector<v1::QuarantineEntry> quarantine;
+};
+
+struct AppendResult {
+  uint32_t accepted = 0;        // newly stored (stale ones included)
+  uint32_t duplicates = 0;      // already in the log (or twice in this request), not stored again
+  uint32_t stale = 0;           // stored with stale = true
+  uint64_t first_sequence = 0;  // 0 when nothing was stored
+  uint64_t last_sequence = 0;
+};
+
+struct EventLogOptions {
+  // true: a callback's OK means the request is fsynced (survives power loss). false: it is in
+  // the OS page cache (survives a process crash only).
+  bool sync = true;
+  // Most requests one group commit (one backend Write, one fsync) takes from the queue. >= 1.
+  std::size_t max_commit_requests = 256;
+  // Advisory queue limit: EventLog never refuses an Append; callers compare pending() with it.
+  std::size_t max_pending_requests = 4096;
+  // Newest stored versions of recently changed resources kept in memory, so that staleness
+  // checks of popular products skip the backend (about 100 bytes each; 0: no cache).
+  std::size_t version_cache_entries = 100'000;
+};
+
+// The log's options as `store:` configures them.
+inline EventLogOptions EventLogOptionsFrom(const StoreConfig& store) {
+  EventLogOptions options;
+  options.sync = store.sync;
+  options.max_commit_requests = store.max_commit_requests;
+  options.max_pending_requests = store.max_pending_requests;
+  return options;
+}
+
+// Thread-safe. Append may be called from any thread; callbacks run on the log's writer thread
+// and must not block (post to your own executor).
+//
+// Two threads commit: the builder takes queued requests in groups and makes every sequencing,
+// dedup and staleness decision (so those need no locks); the writer writes each group with one
+// backend Write (one fsync) and answers its requests. The builder prepares the next group while
+// the writer waits for the disk, so a group's CPU work and the previous group's fsync overlap.
+class EventLog {
+ public:
+  using AppendCallback = std::function<void(absl::StatusOr<AppendResult>)>;
+
+  // Takes ownership of `backend`, recovers its state and starts the builder and writer threads.
+  static absl::StatusOr<std::unique_ptr<EventLog>> Open(std::unique_ptr<LogBackend> backend,
+                                                        EventLogOptions options);
+  ~EventLog();  // drains pending appends, then stops
+
+  EventLog(const EventLog&) = delete;
+  EventLog& operator=(const EventLog&) = delete;
+
+  // Queues `request` for the next group commit. `callback` gets the result once the whole
+  // request is in the log (fsynced when options.sync) or an error when nothing of it was
+  // written. The request is all-or-nothing: a failed commit stores none of its events.
+  // Requests that share a group commit share its fate: one failed Write fails all of them, and
+  // the group built on top of it while it was being written.
+  // An Append racing with the destructor may be refused with Unavailable, on the caller's thread.
+  void Append(AppendRequest request, AppendCallback callback);
+
+  // Blocking convenience for tools and tests: Append, then wait for the callback. Must not be
+  // called from an AppendCallback (it would wait for the writer thread it runs on).
+  absl::StatusOr<AppendResult> AppendSync(AppendRequest request);
+
+  // Requests queued and not yet committed (for backpressure decisions).
+  std::size_t pending() const { return pending_.load(std::memory_order_relaxed); }
+  std::size_t max_pending() const { return options_.max_pending_requests; }
+  // Highest sequence stored so far (0 when empty).
+  uint64_t head() const { return head_.load(std::memory_order_acquire); }
+
+  // Blocks until head() > `after` or `timeout` passes, and returns head(). Readers of the log
+  // (the dispatcher) use it to wait for new events without polling.
+  uint64_t WaitForHead(uint64_t after, absl::Duration timeout);
+
+  // Registers `listener`, called on the writer thread with the new head after every commit
+  // that stored events. It must be quick and must not call back into the log (set a flag,
+  // signal a condition variable). Thread-safe.
+  void AddAppendListener(std::function<void(uint64_t head)> listener);
+
+  LogBackend& backend() { return *backend_; }
+
+ private:
+  // An event as the builder needs it: what dedup and staleness look at, and the event
+  // serialized (sequence and stale unset) on the thread that appended it. The builder only
+  // appends the two fields it decides to the bytes (protobuf reads fields in any order).
+  struct PreparedEvent {
+    std::string source;
+    std::string id;
+    std::string kind;
+    std::string resource_id;
+    std::optional<int64_t> version_us;  // version_at, else occurred_at; none: not ordered
+    bool deletion = false;              // canonical type `<kind>.deleted`
+    std::string bytes;
+    std::size_t serialized_size = 0;  // of bytes before the builder appends to them
+  };
+  struct Pending {
+    std::vector<PreparedEvent> events;
+    std::vector<v1::QuarantineEntry> quarantine;
+    AppendCallback callback;
+  };
+  // What a group built for writing leaves for the next group to see while it is being written:
+  // the ids it stores and the versions it raised (keys as GroupBuilder joins them).
+  struct Overlay {
+    std::unordered_set<std::string> ids;
+    std::unordered_map<std::string, ResourceVersion> versions;
+  };
+  // Builder-thread cache of stored versions (keys as GroupBuilder joins them): two generations of
+  // at most `generation_entries` each, the older dropped when the newer fills (cheap, roughly
+  // least-recently-used). Holds only versions the backend has: looked up there, or written by
+  // a group whose Write succeeded. EventLog is the only writer of versions, so it never goes
+  // stale.
+  class VersionCache {
+   public:
+    explicit VersionCache(std::size_t generation_entries)
+        : generation_entries_(generation_entries) {}
+    const ResourceVersion* Find(const std::string& key) const;
+    void Put(const std::string& key, const ResourceVersion& version);
+
+   private:
+    const std::size_t generation_entries_;
+    std::unordered_map<std::string, ResourceVersion> current_, previous_;
+  };
+  // A group of requests turned into one CommitBatch, on its way from the builder to the writer.
+  struct BuiltGroup {
+    std::vector<Pending> requests;
+    std::vector<AppendResult> results;  // one per request
+    // Per request, the index of each of its events in batch.events order (duplicates are not
+    // in the batch): what Unbuild needs to give the events back.
+    std::vector<std::vector<std::size_t>> origins;
+    CommitBatch batch;
+    Overlay overlay;  // what the next group must see while this one is being written
+    bool has_writes = false;
+  };
+  class GroupBuilder;  // event_log.cc
+
+  EventLog(std::unique_ptr<LogBackend> backend, EventLogOptions options, RecoveredState state);
+  static absl::StatusOr<PreparedEvent> Prepare(v1::Event& event);
+  void BuildLoop();
+  void WriteLoop();
+  // Builds `requests` (moved into `group`) on top of the group handed to the writer last. An
+  // error is a failed backend lookup.
+  absl::Status Build(std::vector<Pending>& requests, BuiltGroup& group);
+  // Takes a built group apart again: its requests, as they were before Build.
+  static std::vector<Pending> Unbuild(BuiltGroup& group);
+  // Builds the next group on what the backend holds (after a failure).
+  void ResetToStored();
+  // Hands `group` to the writer once it is free, and builds the next group on it. False (and
+  // `group` untouched) when the group before it failed: `group` was built on state that was
+  // never stored.
+  bool HandToWriter(BuiltGroup& group);
+  // Waits until the writer holds no group; returns the status of the last group it finished
+  // since the previous call (OK when none failed).
+  absl::Status WaitForWriter();
+  void Fail(std::vector<Pending>& requests, const absl::Status& status);
+
+  std::unique_ptr<LogBackend> backend_;
+  const EventLogOptions options_;
+
+  absl::Mutex mu_;
+  absl::CondVar queue_cv_;  // signalled on a new request and on stop
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<std::size_t> pending_{0};
+
+  // Builder-thread state: the next group is built on top of the group being written (its
+  // sequences, ids and versions), so building overlaps the previous group's write and fsync.
+  uint64_t built_sequence_ = 0;
+  uint64_t built_quarantine_id_ = 0;
+  Overlay overlay_;  // of the group handed to the writer last
+  VersionCache stored_versions_;
+
+  // The hand-off between builder and writer: at most one group waits or is being written.
+  absl::Mutex writer_mu_;
+  absl::CondVar writer_cv_;
+  std::optional<BuiltGroup> handed_ ABSL_GUARDED_BY(writer_mu_);
+  bool writing_ ABSL_GUARDED_BY(writer_mu_) = false;
+  absl::Status last_write_ ABSL_GUARDED_BY(writer_mu_);  // see WaitForWriter
+  bool builder_done_ ABSL_GUARDED_BY(writer_mu_) = false;
+
+  // Written only by the writer, and only after a successful backend Write.
+  std::atomic<uint64_t> head_{0};
+  // The last quarantine id stored. Like head_, it only moves after a successful Write, so a
+  // failed group leaves no gap.
+  std::atomic<uint64_t> last_quarantine_id_{0};
+  absl::Mutex head_mu_;
+  absl::CondVar head_cv_;  // signalled after head_ advances
+  std::vector<std::function<void(uint64_t)>> listeners_ ABSL_GUARDED_BY(head_mu_);
+  // Last members: they start after everything they read is initialised.
+  std::thread writer_;
+  std::thread builder_;
+};
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CORE_LOG_EVENT_LOG_H_

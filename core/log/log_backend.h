@@ -1,0 +1,245 @@
+// The narrow storage interface under pimgate's event log. RocksDB implements it today; a
+// distributed backend (NATS JetStream) can implement it later. Dedup, staleness and sequencing
+// live in EventLog, above this line, and never see a backend's own types.
+#ifndef PIMGATE_CORE_LOG_LOG_BACKEND_H_
+#define PIMGATE_CORE_LOG_LOG_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "pimgate/v1/event.pb.h"
+#include "pimgate/v1/store.pb.h"
+
+namespace pimgate {
+
+// Identifies one resource for staleness tracking: (source, kind, resource_id).
+struct ResourceKey {
+  std::string source;
+  std::string kind;
+  std::string resource_id;
+  bool operator==(const ResourceKey&) const = default;
+};
+
+// The newest version the log has seen for a resource, in microseconds since the epoch.
+struct ResourceVersion {
+  int64_t version_at_us = 0;
+  uint64_t sequence = 0;
+  // The event that set this version is a deletion (canonical type `<kind>.deleted`). Kept in the
+  // version record, not read from the event, because retention may have removed the event:
+  // reconciliation must still know the resource is already gone.
+  bool deleted = false;
+};
+
+// One entry of LogBackend::ListVersions.
+struct ResourceVersionEntry {
+  std::string resource_id;
+  ResourceVersion version;
+};
+
+// An event exactly as the backend stores it: its sequence and its serialized v1::Event.
+struct StoredEvent {
+  uint64_t sequence = 0;
+  std::string bytes;
+};
+
+struct DedupKey {
+  std::string source;
+  std::string event_id;
+  bool operator==(const DedupKey&) const = default;
+};
+
+// Everything one group commit writes. A backend must apply it atomically: after a crash either
+// all of it is visible or none of it.
+struct CommitBatch {
+  // Serialized v1::Events (sequence and stale set), sequences increasing. The log serializes
+  // each event on the thread that appended it, so a backend only moves bytes.
+  std::vector<StoredEvent> events;
+  std::vector<std::pair<DedupKey, uint64_t>> dedup;  // event id -> sequence
+  std::vector<std::pair<ResourceKey, ResourceVersion>> versions;
+  std::vector<v1::QuarantineEntry> quarantine;  // ids already assigned
+  uint64_t last_sequence = 0;
+  uint64_t last_quarantine_id = 0;
+};
+
+// One plugin's dispatch progress, written atomically: the new cursor (every event with a
+// sequence <= cursor is done for this plugin: acknowledged, skipped or dead-lettered) and the
+// dead letters that became final since the last write.
+struct PluginProgress {
+  std::optional<uint64_t> cursor;
+  std::vector<v1::DeadLetter> dead_letters;
+};
+
+// What a backend recovers when it opens.
+struct RecoveredState {
+  uint64_t last_sequence = 0;
+  uint64_t last_quarantine_id = 0;
+  uint64_t event_count = 0;  // approximate for large logs
+};
+
+// Storage for the event log. Thread-safety: Write() is called by one thread at a time (the
+// EventLog's committer); reads and lookups may run concurrently with it and with each other.
+class LogBackend {
+ public:
+  virtual ~LogBackend() = default;
+
+  virtual absl::StatusOr<RecoveredState> Recover() = 0;
+
+  // Durability contract: when Write returns OK with `sync` true, the batch is on stable storage
+  // (fsynced) and survives a process or machine crash. With `sync` false it survives a process
+  // crash (it is in the OS page cache) but not a power loss.
+  virtual absl::Status Write(const CommitBatch& batch, bool sync) = 0;
+
+  // Sequence of a stored event with this (source, id), if any.
+  virtual absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) = 0;
+  virtual absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) = 0;
+  // Up to `max` resources of (source, kind) whose resource_id sorts after `after_resource_id`
+  // (bytewise; "" = from the first), in that order, with their newest version. Pages through
+  // every resource the log has a version for (reconciliation's deletion check).
+  virtual absl::StatusOr<std::vector<ResourceVersionEntry>> ListVersions(
+      const std::string& source, const std::string& kind, const std::string& after_resource_id,
+      std::size_t max) = 0;
+
+  // Small named values kept beside the log (reconciliation watermarks, run counters). Keys are
+  // namespaced by their owner ("reconcile/<source>/watermark"); values are opaque bytes.
+  // Durability contract: PutMeta returns OK once the value is fsynced, and with it everything the
+  // log acknowledged before (RocksDB: one write-ahead log), so a value that describes stored
+  // events never survives a crash that lost those events.
+  virtual absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) = 0;
+  virtual absl::Status PutMeta(const std::string& key, const std::string& value) = 0;
+
+  virtual absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) = 0;
+  // Up to `max` events with sequence >= `from`, in sequence order.
+  virtual absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) = 0;
+  // The same events, serialized and not decoded (the dispatcher forwards them as they are). This
+  // default serializes what ReadEvents returns; a backend that stores serialized events returns
+  // them directly and spares the decoding of every event's data.
+  virtual absl::StatusOr<std::vector<StoredEvent>> ReadStoredEvents(uint64_t from,
+                                                                    std::size_t max) {
+    absl::StatusOr<std::vector<v1::Event>> events = ReadEvents(from, max);
+    if (!events.ok()) return events.status();
+    std::vector<StoredEvent> stored;
+    stored.reserve(events->size());
+    for (const v1::Event& event : *events) {
+      stored.push_back(StoredEvent{event.sequence(), event.SerializeAsString()});
+    }
+    return stored;
+  }
+  virtual absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
+                                                                          std::size_t max) = 0;
+  // Bytes the backend occupies on disk (best effort).
+  virtual uint64_t DiskBytes() = 0;
+
+  // Dispatch cursors and dead letters. A cursor write need not be fsynced: losing it only means
+  // redelivery (at-least-once), never loss; dead letters travel in the same atomic write as the
+  // cursor that moves past them.
+  virtual absl::StatusOr<uint64_t> LoadCursor(const std::string& plugin) = 0;  // 0: none yet
+  virtual absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress) = 0;
+  // Up to `max` dead letters of `plugin` with event sequence >= `from`, in sequence order.
+  virtual absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
+                                                                      uint64_t from,
+                                                                      std::size_t max) = 0;
+  virtual absl::Status DeleteDeadLetters(const std::string& plugin,
+                                         const std::vector<uint64_t>& sequences) = 0;
+
+  // Retention (see core/retention.h). Each call is one atomic write that returns how many records
+  // it removed; a call that removes `max` may have left more. Deletions are not fsynced: one lost
+  // in a crash is simply redone by the next pass. Called by one thread at a time.
+  //
+  // Deletes events from the oldest forward, stopping at the first one whose sequence is above
+  // `max_sequence` or whose received_at is not before `received_before_us` (an event without
+  // received_at counts as received at the epoch), after at most `max_events`. The dedup entry of
+  // every removed event goes in the same write, so an event id is recognised as a duplicate
+  // exactly as long as its event is in the log. Resource versions are kept: staleness must still
+  // see the newest version of a resource whose events are gone.
+  virtual absl::StatusOr<uint64_t> TrimEvents(uint64_t max_sequence, int64_t received_before_us,
+                                              std::size_t max_events) = 0;
+  // Deletes up to `max` dead letters, of any plugin, whose dead_at is before `before_us`.
+  virtual absl::StatusOr<uint64_t> TrimDeadLetters(int64_t before_us, std::size_t max) = 0;
+  // Deletes quarantine entries from the oldest forward, stopping at the first one whose
+  // received_at is not before `before_us`, after at most `max`.
+  virtual absl::StatusOr<uint64_t> TrimQuarantine(int64_t before_us, std::size_t max) = 0;
+};
+
+// Forwards every call to another backend: the base for decorators (fault injection, metrics)
+// that override only what they change.
+class ForwardingLogBackend : public LogBackend {
+ public:
+  explicit ForwardingLogBackend(std::unique_ptr<LogBackend> inner) : inner_(std::move(inner)) {}
+
+  absl::StatusOr<RecoveredState> Recover() override { return inner_->Recover(); }
+  absl::Status Write(const CommitBatch& batch, bool sync) override {
+    return inner_->Write(batch, sync);
+  }
+  absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) override {
+    return inner_->FindEventId(key);
+  }
+  absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) override {
+    return inner_->FindVersion(key);
+  }
+  absl::StatusOr<std::vector<ResourceVersionEntry>> ListVersions(
+      const std::string& source, const std::string& kind, const std::string& after_resource_id,
+      std::size_t max) override {
+    return inner_->ListVersions(source, kind, after_resource_id, max);
+  }
+  absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override {
+    return inner_->GetMeta(key);
+  }
+  absl::Status PutMeta(const std::string& key, const std::string& value) override {
+    return inner_->PutMeta(key, value);
+  }
+  absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) override {
+    return inner_->GetEvent(sequence);
+  }
+  absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) override {
+    return inner_->ReadEvents(from, max);
+  }
+  absl::StatusOr<std::vector<StoredEvent>> ReadStoredEvents(uint64_t from,
+                                                            std::size_t max) override {
+    return inner_->ReadStoredEvents(from, max);
+  }
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
+                                                                  std::size_t max) override {
+    return inner_->ReadQuarantine(from, max);
+  }
+  uint64_t DiskBytes() override { return inner_->DiskBytes(); }
+  absl::StatusOr<uint64_t> LoadCursor(const std::string& plugin) override {
+    return inner_->LoadCursor(plugin);
+  }
+  absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress) override {
+    return inner_->WriteProgress(plugin, progress);
+  }
+  absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
+                                                              uint64_t from,
+                                                              std::size_t max) override {
+    return inner_->ReadDeadLetters(plugin, from, max);
+  }
+  absl::Status DeleteDeadLetters(const std::string& plugin,
+                                 const std::vector<uint64_t>& sequences) override {
+    return inner_->DeleteDeadLetters(plugin, sequences);
+  }
+  absl::StatusOr<uint64_t> TrimEvents(uint64_t max_sequence, int64_t received_before_us,
+                                      std::size_t max_events) override {
+    return inner_->TrimEvents(max_sequence, received_before_us, max_events);
+  }
+  absl::StatusOr<uint64_t> TrimDeadLetters(int64_t before_us, std::size_t max) override {
+    return inner_->TrimDeadLetters(before_us, max);
+  }
+  absl::StatusOr<uint64_t> TrimQuarantine(int64_t before_us, std::size_t max) override {
+    return inner_->TrimQuarantine(before_us, max);
+  }
+
+ protected:
+  LogBackend& inner() { return *inner_; }
+
+ private:
+  std::unique_ptr<LogBackend> inner_;
+};
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CORE_LOG_LOG_BACKEND_H_

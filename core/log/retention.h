@@ -1,0 +1,112 @@
+// RetentionTask: keeps the store bounded. Every interval it removes the events that every plugin
+// is done with and that are older than store.retention (their dedup entries go with them), the
+// dead letters older than store.dead_letter_retention and the quarantine entries older than
+// store.quarantine_retention.
+#ifndef PIMGATE_CORE_LOG_RETENTION_H_
+#define PIMGATE_CORE_LOG_RETENTION_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "config/config.h"
+#include "core/dispatch/dispatcher.h"
+#include "core/log/log_backend.h"
+
+namespace pimgate {
+
+// The lowest dispatch cursor over all plugins (every event <= it is done for every plugin), or
+// nullopt when no plugin is configured, in which case age alone decides. An error skips the
+// event trim of that pass: retention never removes what it cannot prove is done.
+using MinCursorProvider = std::function<absl::StatusOr<std::optional<uint64_t>>()>;
+
+// The provider pimgate runs with: for each of `plugins`, the lower of its persisted cursor
+// (where delivery resumes after a restart, so what must still be in the log) and its live cursor
+// in `dispatcher` (lower just after a seek back that is not persisted yet). nullopt when
+// `plugins` is empty. `backend` and `dispatcher` must outlive the provider's calls.
+MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, LogBackend* backend,
+                                   const Dispatcher* dispatcher);
+
+struct RetentionOptions {
+  absl::Duration event_retention = absl::Hours(7 * 24);
+  absl::Duration dead_letter_retention = absl::Hours(30 * 24);
+  absl::Duration quarantine_retention = absl::Hours(30 * 24);
+  absl::Duration interval = absl::Minutes(1);
+  // Records removed per backend call (one atomic write): bounds the memory and the latency of
+  // one write, so a large backlog is trimmed in many small steps that ingest can interleave with.
+  std::size_t batch = 10'000;
+  // Most records of one kind removed per pass; the rest waits for the next pass.
+  std::size_t max_per_pass = 1'000'000;
+  // The clock ages are measured against (tests inject their own).
+  std::function<absl::Time()> now = [] { return absl::Now(); };
+
+  // store.retention, store.dead_letter_retention, store.quarantine_retention and
+  // store.retention_interval.
+  static RetentionOptions FromConfig(const StoreConfig& store);
+};
+
+// What one pass removed.
+struct RetentionPass {
+  uint64_t events = 0;
+  uint64_t dead_letters = 0;
+  uint64_t quarantine = 0;
+};
+
+// Totals since start, for metrics.
+struct RetentionStats {
+  uint64_t runs = 0;
+  uint64_t failures = 0;  // passes in which some trim failed (logged)
+  uint64_t events_trimmed = 0;
+  uint64_t dead_letters_trimmed = 0;
+  uint64_t quarantine_trimmed = 0;
+  absl::Time last_run = absl::InfinitePast();
+};
+
+// Thread-safe. Owns one thread between Start() and Stop(). The backend must outlive the task, and
+// so must whatever `min_cursor` reads (stop the task before the dispatcher and the log).
+class RetentionTask {
+ public:
+  RetentionTask(LogBackend* backend, MinCursorProvider min_cursor, RetentionOptions options);
+  ~RetentionTask();  // Stop()
+
+  RetentionTask(const RetentionTask&) = delete;
+  RetentionTask& operator=(const RetentionTask&) = delete;
+
+  // Runs a pass every options.interval (the first one interval after Start).
+  void Start();
+  // Waits for a pass in progress (it stops between batches) and joins the thread. Idempotent.
+  void Stop();
+
+  // One pass on the caller's thread: what Start() runs periodically. An error is returned after
+  // the other kinds were still trimmed (dead letters do not wait for a broken cursor).
+  absl::StatusOr<RetentionPass> RunOnce();
+
+  RetentionStats stats() const;
+
+ private:
+  void Loop();
+  bool stopping() const;
+
+  LogBackend* const backend_;
+  const MinCursorProvider min_cursor_;
+  const RetentionOptions options_;
+
+  absl::Mutex run_mu_;  // one pass at a time (the thread's and RunOnce callers')
+  mutable absl::Mutex mu_;
+  absl::CondVar stop_cv_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  RetentionStats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CORE_LOG_RETENTION_H_

@@ -1,0 +1,1082 @@
+// AkeneoClient over Boost.Beast: a pool of `max_concurrency` worker threads, each owning one
+// persistent HTTP(S) connection and its own io_context, fed by one queue. Calls never run on a
+// caller's thread, so gateway I/O threads never block on the PIM.
+#include "pim/akeneo_client.h"
+
+// Boost.Asio 1.74's awaitable.hpp uses std::exchange without including <utility>.
+// clang-format off
+#include <utility>
+// clang-format on
+
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <chrono>
+#include <deque>
+#include <future>
+#include <optional>
+#include <random>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/logging.h"
+#include "google/protobuf/util/json_util.h"
+#include "spdlog/spdlog.h"
+
+namespace pimgate {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+// Largest response body accepted; a larger one fails the call (ResourceExhausted) rather than
+// growing memory without bound. A page of 100 products with many values stays far below it.
+constexpr std::size_t kMaxResponseBytes = 64 * 1024 * 1024;
+// Largest response header block.
+constexpr std::size_t kMaxResponseHeaderBytes = 64 * 1024;
+// A Retry-After longer than this is capped (a broken proxy must not park a call for a day).
+constexpr std::chrono::seconds kMaxRetryAfter{300};
+// Backoff jitter: each wait is randomized by +-20%.
+constexpr double kBackoffJitter = 0.2;
+// A token is renewed when less than this much of its life is left: a tenth of `expires_in`,
+// at most 60 s (Akeneo's tokens live 3600 s, so they are renewed a minute early).
+constexpr int kRenewFractionDivisor = 10;
+constexpr std::chrono::seconds kMaxRenewMargin{60};
+// Longest PIM error text kept in a status message.
+constexpr std::size_t kMaxErrorText = 300;
+// Most pages ForEachPage follows before concluding the PIM loops (2 million items at 100/page).
+constexpr int kMaxPages = 20'000;
+
+constexpr char kTokenPath[] = "/api/oauth/v1/token";
+constexpr char kUserAgent[] = "pimgate";
+
+std::string Str(absl::string_view text) { return std::string(text); }
+
+// ---- URLs -------------------------------------------------------------------------------------
+
+// scheme://host:port of the PIM. Hosts are lower-case, IPv6 without brackets.
+struct Origin {
+  bool tls = true;
+  std::string host;
+  uint16_t port = 443;
+
+  bool ip_literal() const {
+    boost::system::error_code ec;
+    net::ip::make_address(host, ec);
+    return !ec;
+  }
+  bool ipv6() const { return host.find(':') != std::string::npos; }
+  std::string HostPort() const {
+    return ipv6() ? absl::StrCat("[", host, "]:", port) : absl::StrCat(host, ":", port);
+  }
+  // The Host header: the port only when it is not the scheme's default.
+  std::string HostHeader() const {
+    const std::string bracketed = ipv6() ? absl::StrCat("[", host, "]") : host;
+    if (port == (tls ? 443 : 80)) return bracketed;
+    return absl::StrCat(bracketed, ":", port);
+  }
+  std::string Describe() const { return absl::StrCat(tls ? "https://" : "http://", HostPort()); }
+  bool operator==(const Origin& other) const {
+    return tls == other.tls && host == other.host && port == other.port;
+  }
+};
+
+// Splits an absolute URL into its origin and its path with query (fragment dropped; "/" when
+// the URL has no path). Refuses user info, which the client never sends.
+absl::StatusOr<std::pair<Origin, std::string>> SplitUrl(absl::string_view url) {
+  Origin origin;
+  if (absl::StartsWithIgnoreCase(url, "https://")) {
+    url.remove_prefix(8);
+  } else if (absl::StartsWithIgnoreCase(url, "http://")) {
+    url.remove_prefix(7);
+    origin.tls = false;
+    origin.port = 80;
+  } else {
+    return absl::InvalidArgumentError("must start with https:// or http://");
+  }
+  const size_t authority_end = url.find_first_of("/?#");
+  absl::string_view authority = url.substr(0, authority_end);
+  std::string rest = authority_end == absl::string_view::npos ? "" : Str(url.substr(authority_end));
+  if (const size_t hash = rest.find('#'); hash != std::string::npos) rest.resize(hash);
+  if (rest.empty() || rest.front() == '?') rest.insert(0, "/");
+  if (absl::StrContains(authority, "@")) return absl::InvalidArgumentError("has user info");
+  absl::string_view host = authority;
+  absl::string_view port;
+  bool has_port = false;
+  if (absl::StartsWith(authority, "[")) {
+    const size_t close = authority.find(']');
+    if (close == absl::string_view::npos) return absl::InvalidArgumentError("has a bad IPv6 host");
+    host = authority.substr(1, close - 1);
+    absl::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (!absl::ConsumePrefix(&after, ":")) return absl::InvalidArgumentError("has a bad port");
+      port = after;
+      has_port = true;
+    }
+  } else if (const size_t colon = authority.find(':'); colon != absl::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+    has_port = true;
+  }
+  if (host.empty()) return absl::InvalidArgumentError("has no host");
+  if (has_port) {
+    int number = 0;
+    if (port.empty() || !std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
+        !absl::SimpleAtoi(port, &number) || number < 1 || number > 65535) {
+      return absl::InvalidArgumentError("has a bad port");
+    }
+    origin.port = static_cast<uint16_t>(number);
+  }
+  origin.host = absl::AsciiStrToLower(host);
+  return std::make_pair(std::move(origin), std::move(rest));
+}
+
+// A request target must be sent as is: no spaces or control characters (header injection).
+bool IsSafeTarget(absl::string_view target) {
+  return !target.empty() && target.front() == '/' &&
+         std::all_of(target.begin(), target.end(), [](char c) {
+           const auto byte = static_cast<unsigned char>(c);
+           return byte > 0x20 && byte < 0x7f;
+         });
+}
+
+// ---- Answers ----------------------------------------------------------------------------------
+
+struct HttpAnswer {
+  int status = 0;
+  std::string body;
+  std::string retry_after;  // header value, empty when absent
+};
+
+// Why an exchange failed below HTTP: connection refused, reset, timeout, TLS failure.
+struct TransportFailure {
+  std::string message;
+  bool timeout = false;
+  // A certificate that fails verification will fail the same way on every attempt.
+  bool permanent = false;
+  // ResourceExhausted (response above kMaxResponseBytes): permanent too.
+  bool too_large = false;
+};
+
+// The PIM's explanation in an error answer: Akeneo sends {"code":..,"message":".."}; anything
+// else (a proxy's HTML page) is quoted, shortened and stripped of control characters.
+std::string PimMessage(const std::string& body) {
+  google::protobuf::Struct parsed;
+  if (google::protobuf::util::JsonStringToMessage(body, &parsed).ok()) {
+    const auto& fields = parsed.fields();
+    if (auto it = fields.find("message"); it != fields.end() && it->second.has_string_value()) {
+      std::string message = it->second.string_value();
+      if (message.size() > kMaxErrorText) message = message.substr(0, kMaxErrorText) + "...";
+      return message;
+    }
+  }
+  std::string text = body.substr(0, kMaxErrorText);
+  for (char& c : text) {
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  }
+  if (body.size() > kMaxErrorText) text += "...";
+  return text.empty() ? "(empty body)" : absl::StrCat("\"", text, "\"");
+}
+
+// Parses Retry-After: delay-seconds or an HTTP-date. nullopt when absent or unreadable.
+std::optional<std::chrono::milliseconds> ParseRetryAfter(absl::string_view value) {
+  value = absl::StripAsciiWhitespace(value);
+  if (value.empty()) return std::nullopt;
+  int64_t seconds = 0;
+  if (absl::SimpleAtoi(value, &seconds)) {
+    if (seconds < 0) return std::nullopt;
+    return std::chrono::milliseconds(std::min<int64_t>(seconds, kMaxRetryAfter.count()) * 1000);
+  }
+  absl::Time when;
+  std::string error;
+  if (absl::ParseTime("%a, %d %b %Y %H:%M:%S GMT", Str(value), absl::UTCTimeZone(), &when,
+                      &error)) {
+    const absl::Duration delay = std::max(when - absl::Now(), absl::ZeroDuration());
+    return std::chrono::milliseconds(
+        std::min<int64_t>(absl::ToInt64Milliseconds(delay), kMaxRetryAfter.count() * 1000));
+  }
+  return std::nullopt;
+}
+
+// ---- One connection -----------------------------------------------------------------------------
+
+// One persistent HTTP/1.1 connection to the PIM, owned by one worker thread. Async Beast
+// operations run on the connection's own io_context, which the worker runs until each exchange
+// is over; the deadline is enforced by beast::tcp_stream's expiry (and a timer for DNS).
+class Connection {
+ public:
+  Connection(const Origin& origin, ssl::context* tls_context, bool verify)
+      : origin_(origin), tls_context_(tls_context), verify_(verify) {}
+  ~Connection() { Close(); }
+
+  // Sends `request` and reads the answer, connecting first when needed. A kept-alive connection
+  // that the PIM closed meanwhile is noticed here (the write fails, or the read ends before any
+  // byte of an answer) and replaced once, transparently.
+  std::variant<HttpAnswer, TransportFailure> Exchange(
+      const http::request<http::string_body>& request, Clock::time_point deadline) {
+    for (int pass = 0;; ++pass) {
+      const bool reused = connected() && answered_ > 0;
+      bool got_bytes = false;
+      std::variant<HttpAnswer, TransportFailure> result =
+          Run(Attempt(request, deadline, got_bytes));
+      if (std::holds_alternative<HttpAnswer>(result)) return result;
+      Close();
+      const TransportFailure& failure = std::get<TransportFailure>(result);
+      if (pass == 0 && reused && !got_bytes && !failure.timeout && !failure.permanent &&
+          Clock::now() < deadline) {
+        spdlog::debug(
+            "akeneo: kept-alive connection to {} was closed by the PIM ({}); "
+            "reconnecting",
+            origin_.Describe(), failure.message);
+        continue;
+      }
+      return result;
+    }
+  }
+
+  void Close() {
+    if (tls_.has_value()) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(*tls_).socket().close(ignored);
+      tls_.reset();
+    }
+    if (plain_.has_value()) {
+      beast::error_code ignored;
+      plain_->socket().close(ignored);
+      plain_.reset();
+    }
+    buffer_.clear();
+    answered_ = 0;
+  }
+
+ private:
+  bool connected() const { return tls_.has_value() || plain_.has_value(); }
+  beast::tcp_stream& tcp() { return tls_.has_value() ? beast::get_lowest_layer(*tls_) : *plain_; }
+
+  // Runs one coroutine on this connection's io_context until it completes.
+  template <typename T>
+  T Run(net::awaitable<T> operation) {
+    std::optional<T> result;
+    std::exception_ptr error;
+    net::co_spawn(ioc_, std::move(operation), [&](std::exception_ptr e, T value) {
+      error = e;
+      if (!e) result.emplace(std::move(value));
+    });
+    ioc_.restart();
+    ioc_.run();
+    if (error) {
+      // Only allocation failures and similar throw here: every I/O error is redirected.
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        return TransportFailure{absl::StrCat("internal error: ", e.what())};
+      }
+    }
+    return *std::move(result);
+  }
+
+  static TransportFailure FailureOf(absl::string_view step, const beast::error_code& ec,
+                                    const Origin& origin) {
+    TransportFailure failure;
+    failure.timeout = ec == beast::error::timeout || ec == net::error::operation_aborted;
+    failure.message = failure.timeout
+                          ? absl::StrCat(step, " ", origin.HostPort(), ": timed out")
+                          : absl::StrCat(step, " ", origin.HostPort(), ": ", ec.message());
+    return failure;
+  }
+
+  net::awaitable<std::variant<HttpAnswer, TransportFailure>> Attempt(
+      const http::request<http::string_body>& request, Clock::time_point deadline,
+      bool& got_bytes) {
+    beast::error_code ec;
+    if (!connected()) {
+      std::optional<TransportFailure> failure = co_await Connect(deadline);
+      if (failure.has_value()) co_return *std::move(failure);
+    }
+    tcp().expires_at(deadline);
+    if (tls_.has_value()) {
+      co_await http::async_write(*tls_, request, net::redirect_error(net::use_awaitable, ec));
+    } else {
+      co_await http::async_write(*plain_, request, net::redirect_error(net::use_awaitable, ec));
+    }
+    if (ec) co_return FailureOf("sending to", ec, origin_);
+
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(kMaxResponseBytes);
+    parser.header_limit(kMaxResponseHeaderBytes);
+    if (tls_.has_value()) {
+      co_await http::async_read(*tls_, buffer_, parser,
+                                net::redirect_error(net::use_awaitable, ec));
+    } else {
+      co_await http::async_read(*plain_, buffer_, parser,
+                                net::redirect_error(net::use_awaitable, ec));
+    }
+    got_bytes = parser.got_some();
+    if (ec == http::error::body_limit) {
+      TransportFailure failure;
+      failure.message = absl::StrCat("answer from ", origin_.HostPort(), " is larger than ",
+                                     kMaxResponseBytes / (1024 * 1024), " MiB");
+      failure.permanent = true;
+      failure.too_large = true;
+      co_return failure;
+    }
+    if (ec) co_return FailureOf("reading the answer from", ec, origin_);
+    tcp().expires_never();
+    ++answered_;
+    http::response<http::string_body> response = parser.release();
+    HttpAnswer answer;
+    answer.status = static_cast<int>(response.result_int());
+    if (auto it = response.find(http::field::retry_after); it != response.end()) {
+      answer.retry_after = std::string(it->value());
+    }
+    if (!response.keep_alive()) Close();
+    answer.body = std::move(response.body());
+    co_return answer;
+  }
+
+  net::awaitable<std::optional<TransportFailure>> Connect(Clock::time_point deadline) {
+    beast::error_code ec;
+    std::vector<tcp::endpoint> endpoints;
+    if (origin_.ip_literal()) {
+      endpoints.emplace_back(net::ip::make_address(origin_.host, ec), origin_.port);
+    } else {
+      // The resolver has no deadline of its own: a timer cancels it. Both are members, since
+      // the timer's handler may run after this coroutine has moved on.
+      resolving_ = true;
+      resolve_timer_.expires_at(deadline);
+      resolve_timer_.async_wait([this](const beast::error_code& timer_ec) {
+        if (!timer_ec && resolving_) resolver_.cancel();
+      });
+      tcp::resolver::results_type results = co_await resolver_.async_resolve(
+          origin_.host, std::to_string(origin_.port), net::redirect_error(net::use_awaitable, ec));
+      resolving_ = false;
+      resolve_timer_.cancel();
+      if (ec) co_return FailureOf("resolving", ec, origin_);
+      for (const auto& entry : results) endpoints.push_back(entry.endpoint());
+    }
+
+    beast::tcp_stream stream(ioc_);
+    stream.expires_at(deadline);
+    co_await stream.async_connect(endpoints, net::redirect_error(net::use_awaitable, ec));
+    if (ec) co_return FailureOf("connecting to", ec, origin_);
+    buffer_.clear();
+    answered_ = 0;
+    if (tls_context_ == nullptr) {
+      plain_.emplace(std::move(stream));
+      co_return std::nullopt;
+    }
+
+    tls_.emplace(std::move(stream), *tls_context_);
+    SSL* native = tls_->native_handle();
+    if (!origin_.ip_literal()) {
+      // SNI is for host names only (RFC 6066).
+      SSL_set_tlsext_host_name(native, origin_.host.c_str());
+    }
+    if (verify_) {
+      tls_->set_verify_mode(ssl::verify_peer);
+      X509_VERIFY_PARAM* param = SSL_get0_param(native);
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      const int set = origin_.ip_literal()
+                          ? X509_VERIFY_PARAM_set1_ip_asc(param, origin_.host.c_str())
+                          : X509_VERIFY_PARAM_set1_host(param, origin_.host.c_str(), 0);
+      if (set != 1) {
+        Close();
+        TransportFailure failure;
+        failure.message = absl::StrCat("cannot set the expected host name ", origin_.host,
+                                       " for certificate verification");
+        failure.permanent = true;
+        co_return failure;
+      }
+    } else {
+      tls_->set_verify_mode(ssl::verify_none);
+    }
+    co_await tls_->async_handshake(ssl::stream_base::client,
+                                   net::redirect_error(net::use_awaitable, ec));
+    if (ec) {
+      TransportFailure failure = FailureOf("TLS handshake with", ec, origin_);
+      const long verify_result = SSL_get_verify_result(native);
+      if (verify_ && verify_result != X509_V_OK) {
+        failure.message = absl::StrCat(
+            "TLS handshake with ", origin_.HostPort(),
+            ": certificate verification failed: ", X509_verify_cert_error_string(verify_result),
+            " (set rest.ca_file to the CA that signed the PIM's certificate)");
+        failure.permanent = true;
+      }
+      Close();
+      co_return failure;
+    }
+    co_return std::nullopt;
+  }
+
+  const Origin origin_;
+  ssl::context* const tls_context_;  // null for http://
+  const bool verify_;
+  net::io_context ioc_{1};
+  tcp::resolver resolver_{ioc_};
+  net::steady_timer resolve_timer_{ioc_};
+  bool resolving_ = false;
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;
+  beast::flat_buffer buffer_;
+  int answered_ = 0;  // answers read on the current connection
+};
+
+// ---- The client ---------------------------------------------------------------------------------
+
+// How one attempt of a call ended.
+struct AttemptOutcome {
+  absl::Status status;  // OK: `body` is the answer
+  std::string body;
+  bool retryable = false;
+  bool timeout = false;
+  std::optional<std::chrono::milliseconds> retry_after;
+};
+
+class AkeneoClientImpl final : public AkeneoClient {
+ public:
+  AkeneoClientImpl(RestConfig config, Origin origin, std::unique_ptr<ssl::context> tls_context)
+      : config_(std::move(config)),
+        origin_(std::move(origin)),
+        tls_context_(std::move(tls_context)) {
+    for (uint32_t i = 0; i < config_.max_concurrency; ++i) {
+      workers_.emplace_back([this, i] { WorkerLoop(i); });
+    }
+  }
+
+  ~AkeneoClientImpl() override { Shutdown(); }
+
+  void GetAsync(std::string target, BodyCallback done) override {
+    absl::StatusOr<std::string> path = ResolveTarget(target);
+    {
+      absl::MutexLock lock(&mu_);
+      if (!shutdown_) {
+        queue_.push_back(Call{std::move(path), std::move(done)});
+        return;
+      }
+    }
+    done(absl::CancelledError(
+        absl::StrCat("Akeneo client for ", origin_.Describe(), " is shut down")));
+  }
+
+  AkeneoClientStats stats() const override {
+    AkeneoClientStats stats;
+    stats.calls = calls_.load(std::memory_order_relaxed);
+    stats.token_requests = token_requests_.load(std::memory_order_relaxed);
+    stats.throttled = throttled_.load(std::memory_order_relaxed);
+    stats.retries = retries_.load(std::memory_order_relaxed);
+    stats.failures = failures_.load(std::memory_order_relaxed);
+    return stats;
+  }
+
+  void Shutdown() override {
+    {
+      absl::MutexLock lock(&mu_);
+      shutdown_ = true;
+    }
+    absl::MutexLock join_lock(&join_mu_);
+    for (std::thread& worker : workers_) {
+      if (!worker.joinable()) continue;
+      // Shutdown() from a callback: this worker ends by itself once the callback returns.
+      if (worker.get_id() == std::this_thread::get_id()) {
+        worker.detach();
+      } else {
+        worker.join();
+      }
+    }
+  }
+
+ private:
+  struct Call {
+    absl::StatusOr<std::string> target;  // path and query, or why it was refused
+    BodyCallback done;
+  };
+
+  // A path with its query, or an absolute URL on the configured origin, as the request target.
+  absl::StatusOr<std::string> ResolveTarget(const std::string& target) const {
+    if (absl::StartsWith(target, "/")) {
+      if (!IsSafeTarget(target)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "request target contains spaces or control characters: ", CHexEscapeShort(target)));
+      }
+      return target;
+    }
+    absl::StatusOr<std::pair<Origin, std::string>> split = SplitUrl(target);
+    if (!split.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request target must be a path or an absolute URL on ", origin_.Describe(),
+                       "; ", CHexEscapeShort(target), " ", split.status().message()));
+    }
+    if (!(split->first == origin_)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("refusing to follow ", CHexEscapeShort(target), ": it is on ",
+                       split->first.Describe(), ", not on the configured PIM ", origin_.Describe(),
+                       " (the access token is only ever sent to the configured origin)"));
+    }
+    if (!IsSafeTarget(split->second)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "request target contains spaces or control characters: ", CHexEscapeShort(target)));
+    }
+    return std::move(split->second);
+  }
+
+  static std::string CHexEscapeShort(absl::string_view text) {
+    constexpr size_t kShown = 200;
+    if (text.size() > kShown) {
+      return absl::StrCat("\"", absl::CHexEscape(text.substr(0, kShown)), "...\"");
+    }
+    return absl::StrCat("\"", absl::CHexEscape(text), "\"");
+  }
+
+  bool ShuttingDown() {
+    absl::MutexLock lock(&mu_);
+    return shutdown_;
+  }
+
+  // Waits `delay` unless the client shuts down first; false then.
+  bool SleepUnlessShutdown(std::chrono::milliseconds delay) {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&shutdown_), absl::FromChrono(delay));
+    return !shutdown_;
+  }
+
+  void WorkerLoop(uint32_t index) {
+    Connection connection(origin_, tls_context_.get(), !config_.insecure_skip_verify);
+    std::mt19937_64 random(std::random_device{}() ^ (uint64_t{index} << 32));
+    for (;;) {
+      Call call;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](AkeneoClientImpl* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+              return self->shutdown_ || !self->queue_.empty();
+            },
+            this));
+        if (shutdown_) break;
+        call = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      if (!call.target.ok()) {
+        call.done(call.target.status());
+        continue;
+      }
+      absl::StatusOr<std::string> result = Perform(connection, *call.target, random);
+      if (!result.ok() && result.status().code() != absl::StatusCode::kCancelled) {
+        failures_.fetch_add(1, std::memory_order_relaxed);
+      }
+      call.done(std::move(result));
+    }
+    // Shut down: what is still queued is cancelled here, on a client thread.
+    std::deque<Call> cancelled;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled.swap(queue_);
+    }
+    for (Call& call : cancelled) {
+      call.done(absl::CancelledError(absl::StrCat("Akeneo client for ", origin_.Describe(),
+                                                  " shut down before the call was sent")));
+    }
+  }
+
+  std::chrono::milliseconds Backoff(uint32_t failed_attempts, std::mt19937_64& random) const {
+    double delay = static_cast<double>(config_.initial_backoff.count());
+    for (uint32_t i = 1; i < failed_attempts && delay < config_.max_backoff.count(); ++i) {
+      delay *= 2;
+    }
+    delay = std::min(delay, static_cast<double>(config_.max_backoff.count()));
+    std::uniform_real_distribution<double> jitter(1 - kBackoffJitter, 1 + kBackoffJitter);
+    return std::chrono::milliseconds(static_cast<int64_t>(delay * jitter(random)));
+  }
+
+  // One call with its retries. Runs on a worker thread.
+  absl::StatusOr<std::string> Perform(Connection& connection, const std::string& target,
+                                      std::mt19937_64& random) {
+    for (uint32_t attempt = 1;; ++attempt) {
+      if (ShuttingDown()) {
+        return absl::CancelledError(
+            absl::StrCat("Akeneo client shut down before GET ", target, " could be (re)sent"));
+      }
+      AttemptOutcome outcome = AttemptGet(connection, target);
+      if (outcome.status.ok()) return std::move(outcome.body);
+      if (!outcome.retryable) return outcome.status;
+      if (attempt >= config_.max_attempts) {
+        const std::string message =
+            absl::StrCat("GET ", target, " failed after ", attempt,
+                         attempt == 1 ? " attempt: " : " attempts: ", outcome.status.message());
+        spdlog::debug("akeneo: {}", message);
+        if (outcome.timeout) return absl::DeadlineExceededError(message);
+        return absl::UnavailableError(message);
+      }
+      std::chrono::milliseconds delay = Backoff(attempt, random);
+      if (outcome.retry_after.has_value() && *outcome.retry_after > delay) {
+        delay = *outcome.retry_after;
+      }
+      retries_.fetch_add(1, std::memory_order_relaxed);
+      // 429s mean pimgate is using more of the PIM than it allows: worth a warning. Other
+      // failures are retried quietly; the caller reports the call if it finally fails.
+      if (outcome.retry_after.has_value()) {
+        spdlog::warn("akeneo: throttled by {}: {}; retrying in {} ms (attempt {}/{})",
+                     origin_.Describe(), std::string(outcome.status.message()), delay.count(),
+                     attempt + 1, config_.max_attempts);
+      } else {
+        spdlog::debug("akeneo: {}; retrying in {} ms (attempt {}/{})",
+                      std::string(outcome.status.message()), delay.count(), attempt + 1,
+                      config_.max_attempts);
+      }
+      if (!SleepUnlessShutdown(delay)) {
+        return absl::CancelledError(
+            absl::StrCat("Akeneo client shut down while GET ", target, " waited to be retried"));
+      }
+    }
+  }
+
+  // Classifies a transport failure or an HTTP answer that is not a success.
+  AttemptOutcome FailureOutcome(absl::string_view what, const TransportFailure& failure) {
+    AttemptOutcome outcome;
+    if (failure.too_large) {
+      outcome.status = absl::ResourceExhaustedError(absl::StrCat(what, ": ", failure.message));
+    } else {
+      outcome.status = absl::UnavailableError(absl::StrCat(what, ": ", failure.message));
+    }
+    outcome.retryable = !failure.permanent;
+    outcome.timeout = failure.timeout;
+    return outcome;
+  }
+
+  AttemptOutcome HttpFailureOutcome(absl::string_view what, const HttpAnswer& answer) {
+    AttemptOutcome outcome;
+    const std::string detail =
+        absl::StrCat(what, ": HTTP ", answer.status, " ", PimMessage(answer.body));
+    if (answer.status == 429) {
+      throttled_.fetch_add(1, std::memory_order_relaxed);
+      outcome.status = absl::UnavailableError(detail);
+      outcome.retryable = true;
+      outcome.retry_after = ParseRetryAfter(answer.retry_after);
+      if (!outcome.retry_after.has_value()) outcome.retry_after = std::chrono::milliseconds(0);
+    } else if (answer.status >= 500) {
+      outcome.status = absl::UnavailableError(detail);
+      outcome.retryable = true;
+      // A 503 may carry Retry-After too.
+      outcome.retry_after = ParseRetryAfter(answer.retry_after);
+    } else if (answer.status == 404) {
+      outcome.status = absl::NotFoundError(detail);
+    } else if (answer.status == 401) {
+      outcome.status = absl::UnauthenticatedError(detail);
+    } else {
+      outcome.status = absl::FailedPreconditionError(detail);
+    }
+    return outcome;
+  }
+
+  http::request<http::string_body> NewRequest(http::verb verb, const std::string& target) const {
+    http::request<http::string_body> request{verb, target, 11};
+    request.set(http::field::host, origin_.HostHeader());
+    request.set(http::field::user_agent, kUserAgent);
+    request.set(http::field::accept, "application/json");
+    request.keep_alive(true);
+    return request;
+  }
+
+  Clock::time_point Deadline() const { return Clock::now() + config_.timeout; }
+
+  AttemptOutcome AttemptGet(Connection& connection, const std::string& target) {
+    const std::string what = absl::StrCat("GET ", target);
+    bool renewed = false;
+    for (;;) {
+      absl::StatusOr<std::string> token;
+      if (AttemptOutcome failed = AccessToken(connection, token); !failed.status.ok()) {
+        return failed;
+      }
+      http::request<http::string_body> request = NewRequest(http::verb::get, target);
+      request.set(http::field::authorization, absl::StrCat("Bearer ", *token));
+      calls_.fetch_add(1, std::memory_order_relaxed);
+      std::variant<HttpAnswer, TransportFailure> result = connection.Exchange(request, Deadline());
+      if (auto* failure = std::get_if<TransportFailure>(&result)) {
+        return FailureOutcome(what, *failure);
+      }
+      HttpAnswer& answer = std::get<HttpAnswer>(result);
+      if (answer.status >= 200 && answer.status < 300) {
+        AttemptOutcome outcome;
+        outcome.body = std::move(answer.body);
+        return outcome;
+      }
+      if (answer.status == 401 && !renewed) {
+        // The token expired early or was revoked: renew it once and repeat the call.
+        renewed = true;
+        retries_.fetch_add(1, std::memory_order_relaxed);
+        spdlog::debug("akeneo: {} answered 401 to GET {}; renewing the access token",
+                      origin_.Describe(), target);
+        DiscardToken(*token);
+        continue;
+      }
+      return HttpFailureOutcome(what, answer);
+    }
+  }
+
+  // ---- OAuth ----
+
+  struct TokenState {
+    std::string access_token;
+    std::string refresh_token;
+    Clock::time_point renew_at;    // renew from this point on
+    Clock::time_point expires_at;  // the PIM refuses it after this
+  };
+
+  // Sets `token` to a usable access token, renewing it first when needed. Only one worker renews
+  // at a time; the others wait for its result.
+  AttemptOutcome AccessToken(Connection& connection, absl::StatusOr<std::string>& token) {
+    std::string refresh_token;
+    {
+      absl::MutexLock lock(&token_mu_);
+      for (;;) {
+        const Clock::time_point now = Clock::now();
+        if (!token_.access_token.empty() && now < token_.renew_at) {
+          token = token_.access_token;
+          return AttemptOutcome{};
+        }
+        if (!renewing_) break;
+        token_mu_.Await(absl::Condition(
+            +[](bool* renewing) { return !*renewing; }, &renewing_));
+      }
+      renewing_ = true;
+      refresh_token = token_.refresh_token;
+    }
+    AttemptOutcome outcome = RenewToken(connection, refresh_token);
+    absl::MutexLock lock(&token_mu_);
+    renewing_ = false;
+    if (outcome.status.ok()) {
+      token = token_.access_token;
+      return outcome;
+    }
+    // The renewal failed, but a token renewed early may still be good for a while.
+    if (!token_.access_token.empty() && Clock::now() < token_.expires_at) {
+      spdlog::debug(
+          "akeneo: early token renewal failed ({}); using the current token until it "
+          "expires",
+          std::string(outcome.status.message()));
+      token = token_.access_token;
+      return AttemptOutcome{};
+    }
+    return outcome;
+  }
+
+  void DiscardToken(const std::string& rejected) {
+    absl::MutexLock lock(&token_mu_);
+    if (token_.access_token == rejected) token_.access_token.clear();
+  }
+
+  // A refresh_token grant when there is a refresh token, then (or else) a password grant.
+  AttemptOutcome RenewToken(Connection& connection, const std::string& refresh_token) {
+    if (!refresh_token.empty()) {
+      AttemptOutcome refreshed =
+          RequestToken(connection,
+                       absl::StrCat("{\"grant_type\":\"refresh_token\",\"refresh_token\":\"",
+                                    JsonEscape(refresh_token), "\"}"),
+                       "refresh_token");
+      // A refused refresh (expired, already used) falls back to the password grant; a PIM that
+      // is down or throttling does not.
+      if (refreshed.status.ok() || refreshed.retryable) return refreshed;
+      spdlog::debug("akeneo: {} refused the refresh token ({}); using the password grant",
+                    origin_.Describe(), std::string(refreshed.status.message()));
+    }
+    return RequestToken(
+        connection,
+        absl::StrCat("{\"grant_type\":\"password\",\"username\":\"", JsonEscape(config_.username),
+                     "\",\"password\":\"", JsonEscape(config_.password.value), "\"}"),
+        "password");
+  }
+
+  // Never lets a credential through in a message (a PIM or proxy could echo one back).
+  std::string Scrub(std::string text) const {
+    for (const std::string* secret : {&config_.password.value, &config_.secret.value}) {
+      if (!secret->empty()) absl::StrReplaceAll({{*secret, "<redacted>"}}, &text);
+    }
+    return text;
+  }
+
+  AttemptOutcome RequestToken(Connection& connection, std::string body, absl::string_view grant) {
+    const std::string what =
+        absl::StrCat("token request (", grant, " grant) to ", origin_.Describe(), kTokenPath);
+    http::request<http::string_body> request = NewRequest(http::verb::post, kTokenPath);
+    request.set(http::field::authorization,
+                absl::StrCat("Basic ", absl::Base64Escape(absl::StrCat(config_.client_id, ":",
+                                                                       config_.secret.value))));
+    request.set(http::field::content_type, "application/json");
+    request.body() = std::move(body);
+    request.prepare_payload();
+    token_requests_.fetch_add(1, std::memory_order_relaxed);
+    const Clock::time_point sent = Clock::now();
+    std::variant<HttpAnswer, TransportFailure> result = connection.Exchange(request, Deadline());
+    if (auto* failure = std::get_if<TransportFailure>(&result)) {
+      return FailureOutcome(what, *failure);
+    }
+    const HttpAnswer& answer = std::get<HttpAnswer>(result);
+    if (answer.status < 200 || answer.status >= 300) {
+      AttemptOutcome outcome = HttpFailureOutcome(what, answer);
+      if (!outcome.retryable) {
+        // Wrong client id, secret, user or password: the PIM's own words, never the credentials.
+        outcome.status = absl::UnauthenticatedError(Scrub(absl::StrCat(
+            "the PIM refused the ", what, " for client_id ", config_.client_id, " and username ",
+            config_.username, ": HTTP ", answer.status, " ", PimMessage(answer.body))));
+      }
+      return outcome;
+    }
+    google::protobuf::Struct parsed;
+    const auto parse_status = google::protobuf::util::JsonStringToMessage(answer.body, &parsed);
+    const auto& fields = parsed.fields();
+    const auto access = fields.find("access_token");
+    if (!parse_status.ok() || access == fields.end() || !access->second.has_string_value() ||
+        access->second.string_value().empty()) {
+      AttemptOutcome outcome;
+      outcome.status =
+          absl::UnauthenticatedError(absl::StrCat(what, ": the answer has no access_token"));
+      return outcome;
+    }
+    std::chrono::seconds lifetime{3600};
+    if (auto it = fields.find("expires_in");
+        it != fields.end() && it->second.has_number_value() && it->second.number_value() > 0) {
+      lifetime = std::chrono::seconds(static_cast<int64_t>(it->second.number_value()));
+    }
+    const Clock::duration margin = std::min<Clock::duration>(
+        std::chrono::duration_cast<Clock::duration>(lifetime) / kRenewFractionDivisor,
+        kMaxRenewMargin);
+    absl::MutexLock lock(&token_mu_);
+    token_.access_token = access->second.string_value();
+    if (auto it = fields.find("refresh_token");
+        it != fields.end() && it->second.has_string_value()) {
+      token_.refresh_token = it->second.string_value();
+    }
+    // Measured from when the request was sent: the token's life started no earlier.
+    token_.expires_at = sent + lifetime;
+    token_.renew_at = token_.expires_at - margin;
+    spdlog::debug("akeneo: new access token from {} ({} grant), valid {} s", origin_.Describe(),
+                  std::string(grant), lifetime.count());
+    return AttemptOutcome{};
+  }
+
+  const RestConfig config_;
+  const Origin origin_;
+  const std::unique_ptr<ssl::context> tls_context_;  // null for http://
+
+  absl::Mutex mu_;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<Call> queue_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex token_mu_;
+  TokenState token_ ABSL_GUARDED_BY(token_mu_);
+  bool renewing_ ABSL_GUARDED_BY(token_mu_) = false;
+
+  absl::Mutex join_mu_;
+  std::vector<std::thread> workers_;  // written by the constructor, joined under join_mu_
+
+  std::atomic<uint64_t> calls_{0};
+  std::atomic<uint64_t> token_requests_{0};
+  std::atomic<uint64_t> throttled_{0};
+  std::atomic<uint64_t> retries_{0};
+  std::atomic<uint64_t> failures_{0};
+};
+
+// Parses one list page: `_embedded.items` and `_links.next.href`.
+absl::StatusOr<AkeneoPage> ParsePage(const std::string& body, const std::string& target) {
+  google::protobuf::Struct root;
+  const auto status = google::protobuf::util::JsonStringToMessage(body, &root);
+  if (!status.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "GET ", target, ": the answer is not a JSON object: ", status.message().ToString()));
+  }
+  auto& fields = *root.mutable_fields();
+  auto embedded = fields.find("_embedded");
+  if (embedded == fields.end() || !embedded->second.has_struct_value()) {
+    return absl::DataLossError(
+        absl::StrCat("GET ", target, ": the answer has no _embedded.items (not a list page)"));
+  }
+  auto& embedded_fields = *embedded->second.mutable_struct_value()->mutable_fields();
+  auto items = embedded_fields.find("items");
+  if (items == embedded_fields.end() || !items->second.has_list_value()) {
+    return absl::DataLossError(
+        absl::StrCat("GET ", target, ": the answer has no _embedded.items list"));
+  }
+  AkeneoPage page;
+  auto* values = items->second.mutable_list_value()->mutable_values();
+  page.items.reserve(values->size());
+  for (int i = 0; i < values->size(); ++i) {
+    google::protobuf::Value& value = (*values)[i];
+    if (!value.has_struct_value()) {
+      return absl::DataLossError(
+          absl::StrCat("GET ", target, ": _embedded.items[", i, "] is not an object"));
+    }
+    page.items.push_back(std::move(*value.mutable_struct_value()));
+  }
+  if (auto links = fields.find("_links");
+      links != fields.end() && links->second.has_struct_value()) {
+    const auto& link_fields = links->second.struct_value().fields();
+    if (auto next = link_fields.find("next");
+        next != link_fields.end() && next->second.has_struct_value()) {
+      const auto& next_fields = next->second.struct_value().fields();
+      if (auto href = next_fields.find("href");
+          href != next_fields.end() && href->second.has_string_value()) {
+        page.next = href->second.string_value();
+      }
+    }
+  }
+  return page;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AkeneoClient>> AkeneoClient::Create(const RestConfig& config) {
+  absl::StatusOr<std::pair<Origin, std::string>> split = SplitUrl(config.base_url);
+  if (!split.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rest.base_url \"", absl::CHexEscape(config.base_url), "\" ", split.status().message()));
+  }
+  if (split->second != "/") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rest.base_url \"", absl::CHexEscape(config.base_url), "\" must not have a path"));
+  }
+  Origin origin = std::move(split->first);
+  if (!origin.tls && !config.allow_insecure_http) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rest.base_url ", origin.Describe(),
+                     " is plain http, which would send the PIM credentials in clear; use https:// "
+                     "or set allow_insecure_http"));
+  }
+  if (config.client_id.empty() || config.secret.value.empty() || config.username.empty() ||
+      config.password.value.empty()) {
+    return absl::InvalidArgumentError(
+        "rest.client_id, rest.secret, rest.username and rest.password must all be set");
+  }
+  if (config.max_concurrency < 1 || config.max_concurrency > 4) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rest.max_concurrency must be from 1 to 4, got ", config.max_concurrency));
+  }
+  if (config.max_attempts < 1) return absl::InvalidArgumentError("rest.max_attempts must be >= 1");
+  if (config.timeout.count() <= 0) return absl::InvalidArgumentError("rest.timeout must be > 0");
+  if (config.initial_backoff.count() < 0 || config.max_backoff < config.initial_backoff) {
+    return absl::InvalidArgumentError(
+        "rest.initial_backoff must be >= 0 and at most rest.max_backoff");
+  }
+
+  std::unique_ptr<ssl::context> tls_context;
+  if (origin.tls) {
+    tls_context = std::make_unique<ssl::context>(ssl::context::tls_client);
+    SSL_CTX_set_min_proto_version(tls_context->native_handle(), TLS1_2_VERSION);
+    if (!config.insecure_skip_verify) {
+      beast::error_code ec;
+      if (!config.ca_file.empty()) {
+        tls_context->load_verify_file(config.ca_file, ec);
+        if (ec) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("rest.ca_file \"", absl::CHexEscape(config.ca_file),
+                           "\": cannot load certificates: ", ec.message()));
+        }
+      } else {
+        tls_context->set_default_verify_paths(ec);
+        if (ec) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("cannot load the system CA store to verify ", origin.Describe(), ": ",
+                           ec.message(), " (set rest.ca_file)"));
+        }
+      }
+    } else {
+      spdlog::warn("akeneo: certificate verification is OFF for {} (rest.insecure_skip_verify)",
+                   origin.Describe());
+    }
+  }
+  return std::unique_ptr<AkeneoClient>(
+      new AkeneoClientImpl(config, std::move(origin), std::move(tls_context)));
+}
+
+absl::StatusOr<std::string> AkeneoClient::Get(std::string target) {
+  std::promise<absl::StatusOr<std::string>> promise;
+  std::future<absl::StatusOr<std::string>> future = promise.get_future();
+  GetAsync(std::move(target), [&promise](absl::StatusOr<std::string> result) {
+    promise.set_value(std::move(result));
+  });
+  return future.get();
+}
+
+absl::StatusOr<AkeneoPage> AkeneoClient::GetPage(std::string target) {
+  absl::StatusOr<std::string> body = Get(target);
+  if (!body.ok()) return body.status();
+  return ParsePage(*body, target);
+}
+
+absl::Status AkeneoClient::ForEachPage(
+    std::string first_target, const std::function<absl::Status(AkeneoPage& page)>& on_page) {
+  std::string target = std::move(first_target);
+  for (int pages = 0;; ++pages) {
+    if (pages >= kMaxPages) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "stopped after ", kMaxPages, " pages: the PIM keeps answering with a next link"));
+    }
+    absl::StatusOr<AkeneoPage> page = GetPage(target);
+    if (!page.ok()) return page.status();
+    if (absl::Status status = on_page(*page); !status.ok()) return status;
+    if (page->next.empty()) return absl::OkStatus();
+    if (page->next == target) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the PIM's next link repeats the page just read: ", target));
+    }
+    target = std::move(page->next);
+  }
+}
+
+std::string UrlEncode(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size() * 3);
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (absl::ascii_isalnum(byte) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[byte >> 4]);
+      out.push_back(kHex[byte & 0x0f]);
+    }
+  }
+  return out;
+}
+
+std::string SearchAfterTarget(std::string_view path, std::string_view search_json, int limit) {
+  std::string target(path);
+  target += '?';
+  if (!search_json.empty()) absl::StrAppend(&target, "search=", UrlEncode(search_json), "&");
+  absl::StrAppend(&target, "limit=", limit, "&pagination_type=search_after");
+  return target;
+}
+
+std::string AkeneoSearchTime(int64_t time_us) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMicros(time_us), absl::UTCTimeZone());
+}
+
+}  // namespace pimgate

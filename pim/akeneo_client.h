@@ -1,0 +1,97 @@
+// AkeneoClient: pimgate's client for one PIM's REST API, used by reconciliation and hydration.
+// It owns the OAuth token (password grant, refreshed before expiry), keeps its connections open,
+// runs at most `max_concurrency` calls at once on its own threads (never on a gateway I/O
+// thread), and retries 429 (honouring Retry-After), 5xx and network errors with backoff.
+#ifndef PIMGATE_PIM_AKENEO_CLIENT_H_
+#define PIMGATE_PIM_AKENEO_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "config/config.h"
+#include "google/protobuf/struct.pb.h"
+
+namespace pimgate {
+
+// Akeneo's largest page (`limit` above 100 is answered 422).
+inline constexpr int kAkeneoMaxPageSize = 100;
+
+// Counters since the client was created. Thread-safe snapshot.
+struct AkeneoClientStats {
+  uint64_t calls = 0;           // HTTP requests sent to the REST API (token requests excluded)
+  uint64_t token_requests = 0;  // POST /api/oauth/v1/token (password grant and refreshes)
+  uint64_t throttled = 0;       // 429 answers received
+  uint64_t retries = 0;         // attempts repeated after 429, 5xx, 401 or a network error
+  uint64_t failures = 0;        // calls that finally failed
+};
+
+// One page of a list endpoint.
+struct AkeneoPage {
+  std::vector<google::protobuf::Struct> items;  // `_embedded.items`
+  std::string next;                             // `_links.next.href`, empty on the last page
+};
+
+// Thread-safe. Every method may be called from any thread. Callbacks run on the client's own
+// threads and may call the client again (they must not block on it: use the async forms there).
+//
+// Errors: 2xx → the body. 401 → the token is renewed once and the call repeated; a token request
+// that is refused → Unauthenticated (with the PIM's message, never the credentials). 404 →
+// NotFound. 429, 5xx, timeouts and connection errors → retried up to `max_attempts` with
+// exponential backoff (a longer Retry-After wins), then Unavailable (DeadlineExceeded for a
+// timeout). Other 4xx → FailedPrecondition with the status and the PIM's message. After Shutdown()
+// → Cancelled.
+class AkeneoClient {
+ public:
+  using BodyCallback = std::function<void(absl::StatusOr<std::string>)>;
+
+  // Checks the configuration (URL scheme, CA file) but does not connect: a PIM that is down at
+  // start is not an error; calls fail (and are retried by their callers) until it is up.
+  static absl::StatusOr<std::unique_ptr<AkeneoClient>> Create(const RestConfig& config);
+  virtual ~AkeneoClient() = default;
+
+  // GET `target`: a path with its query ("/api/rest/v1/products-uuid?limit=100") or an
+  // absolute URL on the configured origin (a `_links.next.href`; another origin is refused with
+  // InvalidArgument). Queued until one of the `max_concurrency` slots is free.
+  virtual void GetAsync(std::string target, BodyCallback done) = 0;
+  // Blocking form of GetAsync.
+  absl::StatusOr<std::string> Get(std::string target);
+
+  // GET one page of a list endpoint and parse it.
+  absl::StatusOr<AkeneoPage> GetPage(std::string target);
+
+  // Pages through a list: `first_target`, then each `_links.next.href` until a page has none.
+  // `on_page` gets each page's items in order; a non-OK status from it stops paging and is
+  // returned. One page at a time (search_after pages cannot be fetched in parallel).
+  absl::Status ForEachPage(std::string first_target,
+                           const std::function<absl::Status(AkeneoPage& page)>& on_page);
+
+  virtual AkeneoClientStats stats() const = 0;
+
+  // Fails queued and later calls with Cancelled and waits for calls in flight to end (each
+  // within `timeout`). Idempotent; the destructor calls it.
+  virtual void Shutdown() = 0;
+};
+
+// "%"-encodes everything but RFC 3986 unreserved characters.
+std::string UrlEncode(std::string_view text);
+
+// A first-page target for a search_after list:
+// "<path>?search=<url-encoded search_json>&limit=<limit>&pagination_type=search_after"
+// (no search parameter when search_json is empty).
+std::string SearchAfterTarget(std::string_view path, std::string_view search_json,
+                              int limit = kAkeneoMaxPageSize);
+
+// Akeneo's `updated` filter value for a time: "YYYY-MM-DD hh:mm:ss" in UTC (the format the
+// REST API documents; SaaS servers run in UTC). Microseconds since the epoch in, seconds
+// precision out (rounded down).
+std::string AkeneoSearchTime(int64_t time_us);
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_PIM_AKENEO_CLIENT_H_

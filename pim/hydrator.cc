@@ -1,0 +1,381 @@
+// Hydration of lightweight Event Platform events: batching per source, the LRU cache shared by
+// every hydrating plugin, and the join of concurrent requests for one key. All REST calls are
+// asynchronous (AkeneoClient::GetAsync); nothing here blocks the caller beyond a mutex.
+#include "pim/hydrator.h"
+
+#include <list>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "pim/akeneo_client.h"
+#include "common/logging.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "spdlog/spdlog.h"
+
+namespace pimgate {
+namespace {
+
+using google::protobuf::Struct;
+
+constexpr char kProductsPath[] = "/api/rest/v1/products-uuid";
+constexpr char kProductsByIdentifierPath[] = "/api/rest/v1/products";
+constexpr char kProductModelsPath[] = "/api/rest/v1/product-models";
+// The PIM's error text is kept to this many characters in an outcome: a failed search's message
+// may quote a URL with 100 uuids, and the outcome ends up in a dead letter's reason.
+constexpr std::size_t kMaxPimMessage = 300;
+
+// 8-4-4-4-12 hex digits. Products whose id is not a uuid (an event from a PIM that sent only the
+// identifier) are fetched one by one by identifier: a malformed uuid in a search would make the
+// PIM refuse the whole batch.
+bool IsUuid(const std::string& text) {
+  if (text.size() != 36) return false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? text[i] != '-' : !absl::ascii_isxdigit(static_cast<unsigned char>(text[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string CacheKey(const HydrationRequest& request) {
+  return absl::StrCat(request.source, "\x1f", request.kind, "\x1f", request.resource_id, "\x1f",
+                      request.version);
+}
+
+std::string Shorten(absl::string_view text) {
+  if (text.size() <= kMaxPimMessage) return std::string(text);
+  return absl::StrCat(text.substr(0, kMaxPimMessage), "...");
+}
+
+// A failure outcome's status: same code, naming the resource, its source and the call.
+absl::Status Failure(const HydrationRequest& request, absl::string_view call,
+                     const absl::Status& status) {
+  return absl::Status(
+      status.code(),
+      absl::StrCat("fetching ", request.kind, " ", request.resource_id, " from source ",
+                   request.source, " (", call, "): ", Shorten(status.message())));
+}
+
+absl::StatusOr<Struct> ParseObject(const std::string& body) {
+  Struct object;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  const auto status = google::protobuf::util::JsonStringToMessage(body, &object, options);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("the PIM's answer is not a JSON object: ",
+                                            Shorten(std::string(status.message()))));
+  }
+  return object;
+}
+
+}  // namespace
+
+bool IsLightweightEvent(const v1::Event& event) {
+  if (event.origin() != v1::ORIGIN_EVENT_PLATFORM || event.resource_id().empty()) return false;
+  if (event.kind() != "product" && event.kind() != "product_model") return false;
+  return !absl::EndsWith(event.type(), ".deleted");
+}
+
+HydrationRequest MakeHydrationRequest(const v1::Event& event, uint64_t ticket) {
+  HydrationRequest request;
+  request.sequence = event.sequence();
+  request.ticket = ticket;
+  request.source = event.source();
+  request.kind = event.kind();
+  request.resource_id = event.resource_id();
+  request.version = event.has_version_at()
+                        ? absl::StrCat(google::protobuf::util::TimeUtil::TimestampToMicroseconds(
+                              event.version_at()))
+                        : absl::StrCat("id:", event.id());
+  return request;
+}
+
+void ApplyHydration(const Struct* resource, v1::Event& event) {
+  auto& fields = *event.mutable_data()->mutable_fields();
+  if (resource != nullptr) {
+    *fields[kHydratedResourceField].mutable_struct_value() = *resource;
+    fields[kHydrationField].set_string_value(kHydrationOk);
+  } else {
+    fields.erase(kHydratedResourceField);
+    fields[kHydrationField].set_string_value(kHydrationNotFound);
+  }
+}
+
+class Hydrator::State : public std::enable_shared_from_this<Hydrator::State> {
+ public:
+  State(AkeneoClientMap clients, HydratorOptions options)
+      : clients_(std::move(clients)), options_(options) {}
+
+  bool HasClient(const std::string& source) const {
+    auto it = clients_.find(source);
+    return it != clients_.end() && it->second != nullptr;
+  }
+
+  void Hydrate(std::vector<HydrationRequest> requests, DoneFn done_fn) {
+    auto done = std::make_shared<DoneFn>(std::move(done_fn));
+    std::vector<HydrationOutcome> immediate;
+    // What this call has to fetch itself (it leads those keys): products by uuid per source,
+    // and the single GETs.
+    std::map<std::string, std::vector<HydrationRequest>> searches;
+    std::vector<HydrationRequest> singles;
+    std::vector<HydrationRequest> no_client;
+    {
+      absl::MutexLock lock(&mu_);
+      for (HydrationRequest& request : requests) {
+        const std::string key = CacheKey(request);
+        if (auto hit = index_.find(key); hit != index_.end()) {
+          lru_.splice(lru_.begin(), lru_, hit->second);  // most recently used
+          const Entry& entry = *hit->second;
+          HydrationOutcome& outcome = immediate.emplace_back();
+          outcome.sequence = request.sequence;
+          outcome.ticket = request.ticket;
+          outcome.from_cache = true;
+          outcome.resource = entry.item;
+          if (!entry.item) {
+            outcome.status = absl::NotFoundError(absl::StrCat(
+                request.kind, " ", request.resource_id, " not found in source ", request.source));
+          }
+          ++stats_.cache_hits;
+          continue;
+        }
+        auto [fetch, leader] = fetching_.try_emplace(key);
+        fetch->second.push_back(Waiter{request.sequence, request.ticket, done, leader});
+        if (!leader) continue;  // another request is fetching this key: share its answer
+        if (!HasClient(request.source)) {
+          // Callers check ShouldHydrate first; answer rather than leave the request hanging.
+          no_client.push_back(std::move(request));
+          continue;
+        }
+        if (request.kind == "product" && IsUuid(request.resource_id)) {
+          searches[request.source].push_back(std::move(request));
+        } else {
+          singles.push_back(std::move(request));
+        }
+      }
+    }
+    for (HydrationOutcome& outcome : immediate) (*done)(std::move(outcome));
+    for (const HydrationRequest& request : no_client) {
+      Finish(request,
+             absl::FailedPreconditionError(
+                 absl::StrCat("fetching ", request.kind, " ", request.resource_id, ": source ",
+                              request.source, " has no REST client (rest)")),
+             nullptr);
+    }
+    for (auto& [source, products] : searches) {
+      for (std::size_t begin = 0; begin < products.size(); begin += kAkeneoMaxPageSize) {
+        const std::size_t end = std::min(products.size(), begin + kAkeneoMaxPageSize);
+        Search(source,
+               std::vector<HydrationRequest>(products.begin() + begin, products.begin() + end));
+      }
+    }
+    for (HydrationRequest& request : singles) GetOne(std::move(request));
+  }
+
+  HydratorStats stats() const {
+    absl::MutexLock lock(&mu_);
+    HydratorStats stats = stats_;
+    stats.cache_entries = lru_.size();
+    stats.cache_bytes = bytes_;
+    return stats;
+  }
+
+ private:
+  struct Entry {
+    std::string key;
+    std::shared_ptr<const Struct> item;  // null: the PIM has no such resource
+    std::size_t bytes = 0;
+  };
+  struct Waiter {
+    uint64_t sequence;
+    uint64_t ticket;
+    std::shared_ptr<DoneFn> done;
+    bool leader;  // the request that made the call
+  };
+
+  // GET products-uuid?search={"uuid":[{"operator":"IN","value":[...]}]}&limit=100: one call for
+  // up to 100 products of one source. Products absent from the answer are not found.
+  void Search(const std::string& source, std::vector<HydrationRequest> products) {
+    std::vector<std::string> quoted;
+    for (const HydrationRequest& p : products) {
+      quoted.push_back(absl::StrCat("\"", JsonEscape(p.resource_id), "\""));
+    }
+    const std::string search =
+        absl::StrCat(R"({"uuid":[{"operator":"IN","value":[)", absl::StrJoin(quoted, ","), "]}]}");
+    const std::string target =
+        absl::StrCat(kProductsPath, "?search=", UrlEncode(search), "&limit=", kAkeneoMaxPageSize);
+    const std::string call =
+        absl::StrCat("GET ", kProductsPath, " search of ", products.size(), " uuid(s)");
+    CountCall();
+    clients_.at(source)->GetAsync(target, [self = shared_from_this(),
+                                           products = std::move(products),
+                                           call](absl::StatusOr<std::string> body) {
+      absl::StatusOr<Struct> page =
+          body.ok() ? ParseObject(*body) : absl::StatusOr<Struct>(body.status());
+      if (!page.ok()) {
+        for (const HydrationRequest& p : products) {
+          self->Finish(p, Failure(p, call, page.status()), nullptr);
+        }
+        return;
+      }
+      std::unordered_map<std::string, std::shared_ptr<const Struct>> found;
+      const auto embedded = page->fields().find("_embedded");
+      if (embedded != page->fields().end() && embedded->second.has_struct_value()) {
+        const auto& items = embedded->second.struct_value().fields();
+        if (auto list = items.find("items"); list != items.end() && list->second.has_list_value()) {
+          for (const google::protobuf::Value& item : list->second.list_value().values()) {
+            if (!item.has_struct_value()) continue;
+            const auto uuid = item.struct_value().fields().find("uuid");
+            if (uuid == item.struct_value().fields().end()) continue;
+            // Akeneo writes uuids in lower case; compare case-insensitively anyway.
+            found[absl::AsciiStrToLower(uuid->second.string_value())] =
+                std::make_shared<const Struct>(item.struct_value());
+          }
+        }
+      }
+      for (const HydrationRequest& p : products) {
+        auto it = found.find(absl::AsciiStrToLower(p.resource_id));
+        if (it != found.end()) {
+          self->Finish(p, absl::OkStatus(), it->second);
+        } else {
+          self->Finish(p, NotFound(p), nullptr);
+        }
+      }
+    });
+  }
+
+  // GET product-models/{code}, or products/{identifier} for a product known only by its
+  // identifier. 404 → not found.
+  void GetOne(HydrationRequest request) {
+    const bool model = request.kind == "product_model";
+    const std::string path = model ? kProductModelsPath : kProductsByIdentifierPath;
+    const std::string target = absl::StrCat(path, "/", UrlEncode(request.resource_id));
+    CountCall();
+    clients_.at(request.source)
+        ->GetAsync(target, [self = shared_from_this(), request = std::move(request),
+                            path](absl::StatusOr<std::string> body) {
+          const std::string call = absl::StrCat("GET ", path, "/{code}");
+          if (!body.ok()) {
+            if (body.status().code() == absl::StatusCode::kNotFound) {
+              self->Finish(request, NotFound(request), nullptr);
+            } else {
+              self->Finish(request, Failure(request, call, body.status()), nullptr);
+            }
+            return;
+          }
+          absl::StatusOr<Struct> item = ParseObject(*body);
+          if (!item.ok()) {
+            self->Finish(request, Failure(request, call, item.status()), nullptr);
+            return;
+          }
+          self->Finish(request, absl::OkStatus(), std::make_shared<const Struct>(*std::move(item)));
+        });
+  }
+
+  static absl::Status NotFound(const HydrationRequest& request) {
+    return absl::NotFoundError(absl::StrCat(request.kind, " ", request.resource_id,
+                                            " not found in source ", request.source));
+  }
+
+  void CountCall() {
+    absl::MutexLock lock(&mu_);
+    ++stats_.calls;
+  }
+
+  // Answers every request waiting for `request`'s key; caches found and not-found answers.
+  void Finish(const HydrationRequest& request, const absl::Status& status,
+              std::shared_ptr<const Struct> item) {
+    const std::string key = CacheKey(request);
+    std::vector<Waiter> waiters;
+    {
+      absl::MutexLock lock(&mu_);
+      if (auto it = fetching_.find(key); it != fetching_.end()) {
+        waiters = std::move(it->second);
+        fetching_.erase(it);
+      }
+      if (status.ok() || status.code() == absl::StatusCode::kNotFound) {
+        if (status.ok()) {
+          ++stats_.fetched;
+        } else {
+          ++stats_.not_found;
+        }
+        Insert(key, item);
+      } else {
+        stats_.failures += waiters.size();
+      }
+      for (const Waiter& waiter : waiters) {
+        if (!waiter.leader && (status.ok() || status.code() == absl::StatusCode::kNotFound)) {
+          ++stats_.cache_hits;
+        }
+      }
+    }
+    if (!status.ok() && status.code() != absl::StatusCode::kNotFound) {
+      spdlog::warn("hydration: {}", std::string(status.message()));
+    }
+    for (Waiter& waiter : waiters) {
+      HydrationOutcome outcome;
+      outcome.sequence = waiter.sequence;
+      outcome.ticket = waiter.ticket;
+      outcome.status = status;
+      outcome.resource = item;
+      outcome.from_cache = !waiter.leader;
+      (*waiter.done)(std::move(outcome));
+    }
+  }
+
+  void Insert(const std::string& key, std::shared_ptr<const Struct> item)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (options_.cache_entries == 0) return;
+    const std::size_t bytes = key.size() + (item ? item->ByteSizeLong() : 0);
+    if (bytes > options_.cache_bytes) return;  // larger than the whole cache: never kept
+    if (auto old = index_.find(key); old != index_.end()) {
+      bytes_ -= old->second->bytes;
+      lru_.erase(old->second);
+      index_.erase(old);
+    }
+    lru_.push_front(Entry{key, std::move(item), bytes});
+    index_[key] = lru_.begin();
+    bytes_ += bytes;
+    while (lru_.size() > options_.cache_entries || bytes_ > options_.cache_bytes) {
+      const Entry& last = lru_.back();
+      bytes_ -= last.bytes;
+      index_.erase(last.key);
+      lru_.pop_back();
+    }
+  }
+
+  const AkeneoClientMap clients_;
+  const HydratorOptions options_;
+  mutable absl::Mutex mu_;
+  std::list<Entry> lru_ ABSL_GUARDED_BY(mu_);  // front: most recently used
+  std::unordered_map<std::string, std::list<Entry>::iterator> index_ ABSL_GUARDED_BY(mu_);
+  std::size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Keys being fetched, with every request waiting for them (the leader first).
+  std::unordered_map<std::string, std::vector<Waiter>> fetching_ ABSL_GUARDED_BY(mu_);
+  HydratorStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+Hydrator::Hydrator(AkeneoClientMap clients, HydratorOptions options)
+    : state_(std::make_shared<State>(std::move(clients), options)) {}
+
+Hydrator::~Hydrator() = default;
+
+bool Hydrator::HasClient(const std::string& source) const { return state_->HasClient(source); }
+
+bool Hydrator::ShouldHydrate(const v1::Event& event) const {
+  return IsLightweightEvent(event) && state_->HasClient(event.source());
+}
+
+void Hydrator::Hydrate(std::vector<HydrationRequest> requests, DoneFn done) {
+  state_->Hydrate(std::move(requests), std::move(done));
+}
+
+HydratorStats Hydrator::stats() const { return state_->stats(); }
+
+}  // namespace pimgate

@@ -1,0 +1,717 @@
+// Reconciler: scheduling, the run (list → compare with the log's versions → append), the
+// deletion check of full runs, and the watermark kept in the log's metadata.
+#include "pim/reconciler.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/numeric/int128.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "spdlog/spdlog.h"
+
+namespace pimgate {
+namespace {
+
+using google::protobuf::Struct;
+using google::protobuf::Value;
+using google::protobuf::util::TimeUtil;
+
+constexpr char kProductsPath[] = "/api/rest/v1/products-uuid";
+constexpr char kProductModelsPath[] = "/api/rest/v1/product-models";
+constexpr char kProductKind[] = "product";
+constexpr char kProductModelKind[] = "product_model";
+
+// Metadata keys (LogBackend::PutMeta), per source.
+std::string WatermarkKey(const std::string& source) {
+  return absl::StrCat("reconcile/", source, "/watermark");
+}
+std::string RunCounterKey(const std::string& source) {
+  return absl::StrCat("reconcile/", source, "/runs");
+}
+
+absl::StatusOr<std::optional<int64_t>> ReadInt(LogBackend& backend, const std::string& key) {
+  absl::StatusOr<std::optional<std::string>> value = backend.GetMeta(key);
+  if (!value.ok()) return value.status();
+  if (!value->has_value()) return std::nullopt;
+  int64_t number = 0;
+  if (!absl::SimpleAtoi(**value, &number)) {
+    return absl::DataLossError(
+        absl::StrCat("log metadata ", key, " is not a number: \"", **value, "\""));
+  }
+  return number;
+}
+
+// Now, to the microsecond (protobuf's TimeUtil::GetCurrentTime has whole seconds only).
+google::protobuf::Timestamp NowTimestamp() {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
+}
+
+std::string FormatMicros(int64_t us) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::FromUnixMicros(us), absl::UTCTimeZone());
+}
+
+// "a3f2c1d4-0b5e-4f6a-9c7d-8e9f0a1b2c3d" (lowercase only) → 128 bits; anything else → nullopt.
+std::optional<absl::uint128> PackUuid(std::string_view id) {
+  if (id.size() != 36) return std::nullopt;
+  uint64_t high = 0;
+  uint64_t low = 0;
+  int nibbles = 0;
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    const char c = id[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-') return std::nullopt;
+      continue;
+    }
+    uint64_t v = 0;
+    if (c >= '0' && c <= '9') {
+      v = static_cast<uint64_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      v = static_cast<uint64_t>(c - 'a' + 10);
+    } else {
+      return std::nullopt;
+    }
+    uint64_t& half = nibbles < 16 ? high : low;
+    half = (half << 4) | v;
+    ++nibbles;
+  }
+  return absl::MakeUint128(high, low);
+}
+
+// The ids a full run saw in the PIM. UUIDs take 16 bytes each (a catalogue of a million products
+// costs tens of MB, not hundreds); other ids (model codes) are kept as strings.
+class ResourceIdSet {
+ public:
+  void Insert(std::string_view id) {
+    if (std::optional<absl::uint128> packed = PackUuid(id)) {
+      uuids_.insert(*packed);
+    } else {
+      others_.emplace(std::string(id));
+    }
+  }
+  bool Contains(std::string_view id) const {
+    if (std::optional<absl::uint128> packed = PackUuid(id)) return uuids_.contains(*packed);
+    return others_.contains(absl::string_view(id.data(), id.size()));
+  }
+  void Clear() {
+    uuids_ = {};
+    others_ = {};
+  }
+
+ private:
+  absl::flat_hash_set<absl::uint128> uuids_;
+  absl::flat_hash_set<std::string> others_;
+};
+
+// The string member `name` of `object`; empty when absent or not a string.
+const std::string& StringField(const Struct& object, const std::string& name) {
+  static const std::string* const kEmpty = new std::string();
+  auto it = object.fields().find(name);
+  if (it == object.fields().end() || it->second.kind_case() != Value::kStringValue) return *kEmpty;
+  return it->second.string_value();
+}
+
+// One parsed list page: its items (moved out of the body) and the next page's URL.
+struct Page {
+  std::vector<Struct> items;
+  std::string next;
+};
+
+absl::StatusOr<Page> ParsePage(const std::string& body, const std::string& target) {
+  Struct root;
+  google::protobuf::util::JsonParseOptions parse_options;
+  if (auto status = google::protobuf::util::JsonStringToMessage(body, &root, parse_options);
+      !status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the PIM answered ", target,
+                     " with a body that is not a JSON object: ", status.ToString()));
+  }
+  Page page;
+  auto& fields = *root.mutable_fields();
+  if (auto embedded = fields.find("_embedded"); embedded != fields.end()) {
+    if (embedded->second.kind_case() != Value::kStructValue) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the PIM's answer to ", target, ": _embedded is not an object"));
+    }
+    auto& embedded_fields = *embedded->second.mutable_struct_value()->mutable_fields();
+    if (auto items = embedded_fields.find("items"); items != embedded_fields.end()) {
+      if (items->second.kind_case() != Value::kListValue) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the PIM's answer to ", target, ": _embedded.items is not a list"));
+      }
+      for (Value& item : *items->second.mutable_list_value()->mutable_values()) {
+        if (item.kind_case() != Value::kStructValue) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("the PIM's answer to ", target, ": an item is not an object"));
+        }
+        page.items.push_back(std::move(*item.mutable_struct_value()));
+      }
+    }
+  }
+  if (auto links = fields.find("_links");
+      links != fields.end() && links->second.kind_case() == Value::kStructValue) {
+    const auto& link_fields = links->second.struct_value().fields();
+    if (auto next = link_fields.find("next");
+        next != link_fields.end() && next->second.kind_case() == Value::kStructValue) {
+      page.next = StringField(next->second.struct_value(), "href");
+    }
+  }
+  return page;
+}
+
+std::string UpdatedSearch(int64_t after_us) {
+  return absl::StrCat(R"({"updated":[{"operator":">","value":")", AkeneoSearchTime(after_us),
+                      R"("}]})");
+}
+
+// The figures so far, for the message of a failed run.
+std::string Progress(const ReconcileRunStats& stats) {
+  return absl::StrCat("scanned ", stats.scanned, ", emitted ", stats.emitted, ", deleted ",
+                      stats.deleted, ", in sync ", stats.in_sync, ", ", stats.api_calls,
+                      " API call(s)");
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> ParseAkeneoTime(std::string_view text) {
+  absl::Time time;
+  std::string error;
+  if (!absl::ParseTime(absl::RFC3339_full, std::string(text), &time, &error)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", std::string(text), "\" is not an RFC 3339 time with an offset (", error, ")"));
+  }
+  return absl::ToUnixMicros(time);
+}
+
+struct Reconciler::Shared {
+  absl::Mutex mu;
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+  // On-demand and scheduled runs in progress; Stop waits for zero.
+  int active_runs ABSL_GUARDED_BY(mu) = 0;
+};
+
+struct Reconciler::Source {
+  std::string name;
+  bool configured = false;
+  std::string base_url;
+  ReconcileConfig config;
+  std::shared_ptr<AkeneoClient> client;
+  // Held for the whole of a run: runs of one source never overlap.
+  absl::Mutex run_mu;
+  mutable absl::Mutex mu;
+  ReconcileSourceStats stats ABSL_GUARDED_BY(mu);
+  std::thread scheduler;
+};
+
+struct Reconciler::RunContext {
+  explicit RunContext(ReconcileRunStats& s) : stats(s) {}
+  ReconcileRunStats& stats;
+  std::string request_id;
+  int64_t started_us = 0;
+  std::optional<int64_t> max_updated_us;  // largest valid `updated` seen
+  int invalid_logged = 0;
+  // Full runs: the ids the PIM returned for the kind being scanned, and when its listing began.
+  bool collect_ids = false;
+  ResourceIdSet seen;
+  int64_t listing_started_us = 0;
+};
+
+absl::StatusOr<std::unique_ptr<Reconciler>> Reconciler::Create(
+    const std::vector<SourceConfig>& sources, ClientMap clients, EventLog* log,
+    ReconcilerOptions options) {
+  if (log == nullptr) return absl::InvalidArgumentError("the reconciler needs the event log");
+  if (options.page_size < 1 || options.page_size > kAkeneoMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reconciler page size must be 1 to ", kAkeneoMaxPageSize));
+  }
+  if (options.deletion_check_chunk == 0 || options.deletions_per_append == 0) {
+    return absl::InvalidArgumentError("reconciler deletion chunks must be at least 1");
+  }
+  std::unique_ptr<Reconciler> reconciler(new Reconciler(log, options));
+  for (const SourceConfig& config : sources) {
+    auto source = std::make_unique<Source>();
+    source->name = config.name;
+    source->configured = config.rest.has_value();
+    if (config.rest) {
+      auto client = clients.find(config.name);
+      if (client == clients.end() || client->second == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("source ", config.name, " has `rest` but no REST client was given"));
+      }
+      source->client = client->second;
+      clients.erase(client);
+      source->base_url = config.rest->base_url;
+      source->config = config.reconcile.value_or(ReconcileConfig{});
+    }
+    absl::StatusOr<std::optional<int64_t>> watermark =
+        ReadInt(log->backend(), WatermarkKey(config.name));
+    if (!watermark.ok()) return watermark.status();
+    {
+      absl::MutexLock lock(&source->mu);
+      source->stats.source = config.name;
+      source->stats.configured = source->configured;
+      source->stats.watermark_us = *watermark;
+    }
+    reconciler->sources_.push_back(std::move(source));
+  }
+  if (!clients.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("a REST client was given for ",
+                                                   clients.begin()->first,
+                                                   ", which is not a source with `rest`"));
+  }
+  return reconciler;
+}
+
+Reconciler::Reconciler(EventLog* log, ReconcilerOptions options)
+    : log_(log), options_(options), shared_(std::make_shared<Shared>()) {}
+
+Reconciler::~Reconciler() { Stop(); }
+
+void Reconciler::Start() {
+  {
+    absl::MutexLock lock(&stats_mu_);
+    if (started_) return;
+    started_ = true;
+  }
+  {
+    absl::MutexLock lock(&shared_->mu);
+    if (shared_->stopping) return;
+  }
+  for (auto& source : sources_) {
+    if (!source->configured || source->config.interval.count() <= 0) continue;
+    {
+      absl::MutexLock lock(&source->mu);
+      source->stats.next_run = absl::Now();
+    }
+    source->scheduler = std::thread([this, s = source.get()] { ScheduleLoop(*s); });
+  }
+}
+
+void Reconciler::Stop() {
+  {
+    absl::MutexLock lock(&shared_->mu);
+    // Every wait of a run is an Await on this mutex with a condition that includes `stopping`:
+    // setting it wakes them all.
+    shared_->stopping = true;
+  }
+  for (auto& source : sources_) {
+    if (source->scheduler.joinable()) source->scheduler.join();
+  }
+  absl::MutexLock lock(&shared_->mu);
+  shared_->mu.Await(absl::Condition(
+      +[](Shared* shared) { return shared->active_runs == 0; }, shared_.get()));
+}
+
+void Reconciler::ScheduleLoop(Source& source) {
+  for (;;) {
+    absl::Time next;
+    {
+      absl::MutexLock lock(&source.mu);
+      next = source.stats.next_run.value_or(absl::Now());
+    }
+    {
+      absl::MutexLock lock(&shared_->mu);
+      const bool* stopping = &shared_->stopping;
+      shared_->mu.AwaitWithDeadline(absl::Condition(stopping), next);
+      if (shared_->stopping) return;
+    }
+    {
+      // An on-demand run may have moved the schedule while this thread slept.
+      absl::MutexLock lock(&source.mu);
+      if (source.stats.next_run.has_value() && *source.stats.next_run > absl::Now()) continue;
+    }
+    absl::StatusOr<ReconcileRunStats> run = RunLocked(source, ReconcileOptions{}, true);
+    if (!run.ok() && absl::IsCancelled(run.status())) return;
+  }
+}
+
+absl::Status Reconciler::Cancelled() const {
+  return absl::CancelledError("reconciliation stopped: pimgate is shutting down");
+}
+
+absl::StatusOr<ReconcileRunStats> Reconciler::Run(const std::string& name,
+                                                  ReconcileOptions options) {
+  Source* source = nullptr;
+  for (auto& candidate : sources_) {
+    if (candidate->name == name) source = candidate.get();
+  }
+  if (source == nullptr) {
+    std::string known;
+    for (auto& candidate : sources_) {
+      absl::StrAppend(&known, known.empty() ? "" : ", ", candidate->name);
+    }
+    return absl::NotFoundError(absl::StrCat(
+        "no source named \"", name, "\"", known.empty() ? "" : absl::StrCat("; sources: ", known)));
+  }
+  if (!source->configured) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "source ", name, " has no `rest` section: reconciliation needs the PIM's REST API"));
+  }
+  if (options.full && options.since_us.has_value()) {
+    return absl::InvalidArgumentError(
+        "a full reconciliation lists everything: it takes no `since`");
+  }
+  return RunLocked(*source, options, /*scheduled=*/false);
+}
+
+absl::StatusOr<ReconcileRunStats> Reconciler::RunLocked(Source& source,
+                                                        const ReconcileOptions& options,
+                                                        bool scheduled) {
+  {
+    absl::MutexLock lock(&shared_->mu);
+    if (shared_->stopping) return Cancelled();
+    ++shared_->active_runs;
+  }
+  ReconcileRunStats stats;
+  {
+    absl::MutexLock run_lock(&source.run_mu);
+    {
+      absl::MutexLock lock(&source.mu);
+      source.stats.running = true;
+    }
+    stats.source = source.name;
+    stats.full = options.full;
+    stats.scheduled = scheduled;
+    stats.started_at = absl::Now();
+    stats.status = Execute(source, options, stats);
+    stats.finished_at = absl::Now();
+
+    const ReconcileConfig& config = source.config;
+    absl::MutexLock lock(&source.mu);
+    ReconcileSourceStats& totals = source.stats;
+    totals.running = false;
+    totals.items_scanned += stats.scanned;
+    totals.events_emitted += stats.emitted;
+    totals.deletions_emitted += stats.deleted;
+    totals.in_sync += stats.in_sync;
+    totals.api_calls += stats.api_calls;
+    if (stats.watermark_us.has_value()) totals.watermark_us = stats.watermark_us;
+    if (stats.status.ok()) {
+      ++totals.runs_succeeded;
+      totals.last_success = stats.finished_at;
+      // A successful on-demand run of the default window (or a full one) is as good as a
+      // scheduled run: the next scheduled one comes `interval` after it.
+      if (totals.next_run.has_value() && (scheduled || !options.since_us)) {
+        totals.next_run = stats.finished_at + absl::FromChrono(config.interval);
+      }
+    } else if (!absl::IsCancelled(stats.status)) {
+      ++totals.runs_failed;
+      if (scheduled) totals.next_run = stats.finished_at + absl::FromChrono(config.retry_after);
+    }
+    // A run cancelled by Stop is not a result: the last finished run stays on record.
+    if (!absl::IsCancelled(stats.status)) totals.last_run = stats;
+  }
+  if (stats.status.ok()) {
+    spdlog::info(
+        "[reconcile] {} run {}{}: scanned {}, emitted {}, deleted {}, in sync {}, invalid {}, "
+        "{} API call(s), {:.3f}s, watermark {}{}",
+        source.name, stats.run, stats.full ? " (full)" : "", stats.scanned, stats.emitted,
+        stats.deleted, stats.in_sync, stats.invalid, stats.api_calls,
+        absl::ToDoubleSeconds(stats.duration()),
+        stats.watermark_us ? FormatMicros(*stats.watermark_us) : std::string("none"),
+        stats.watermark_advanced ? "" : " (unchanged)");
+  } else if (absl::IsCancelled(stats.status)) {
+    spdlog::info("[reconcile] {} run {} cancelled ({})", source.name, stats.run, Progress(stats));
+  } else {
+    spdlog::warn(
+        "[reconcile] {} run {} failed after {:.3f}s ({}): {}{}", source.name, stats.run,
+        absl::ToDoubleSeconds(stats.duration()), Progress(stats),
+        std::string(stats.status.message()),
+        scheduled ? absl::StrCat("; retrying in ",
+                                 absl::FormatDuration(absl::FromChrono(source.config.retry_after)))
+                  : std::string());
+  }
+  {
+    absl::MutexLock lock(&shared_->mu);
+    --shared_->active_runs;
+  }
+  if (!stats.status.ok()) {
+    return absl::Status(stats.status.code(),
+                        absl::StrCat("reconciliation of ", source.name, " failed (",
+                                     Progress(stats), "): ", stats.status.message()));
+  }
+  return stats;
+}
+
+absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options,
+                                 ReconcileRunStats& stats) {
+  LogBackend& backend = log_->backend();
+  RunContext run(stats);
+  run.started_us = absl::ToUnixMicros(stats.started_at);
+
+  absl::StatusOr<std::optional<int64_t>> runs = ReadInt(backend, RunCounterKey(source.name));
+  if (!runs.ok()) return runs.status();
+  stats.run = static_cast<uint64_t>(runs->value_or(0)) + 1;
+  if (absl::Status s = backend.PutMeta(RunCounterKey(source.name), absl::StrCat(stats.run));
+      !s.ok()) {
+    return s;
+  }
+  run.request_id = absl::StrCat("reconcile-", source.name, "-", stats.run);
+
+  absl::StatusOr<std::optional<int64_t>> watermark = ReadInt(backend, WatermarkKey(source.name));
+  if (!watermark.ok()) return watermark.status();
+  stats.watermark_us = *watermark;
+
+  // The window a scheduled run uses, and the one this run uses.
+  const int64_t overlap_us = absl::ToInt64Microseconds(absl::FromChrono(source.config.overlap));
+  std::optional<int64_t> default_start = source.config.since_us;
+  if (watermark->has_value()) default_start = **watermark - overlap_us;
+  std::optional<int64_t> start = default_start;
+  if (options.since_us) start = options.since_us;
+  if (options.full) start.reset();
+  stats.window_start_us = start;
+  // Whether this run looked at least as far back as a scheduled run would: only then may the
+  // watermark move.
+  const bool covers_default = !start.has_value() || (default_start && *start <= *default_start);
+
+  struct KindScan {
+    bool enabled;
+    const char* kind;
+    const char* path;
+  };
+  const KindScan kinds[] = {{source.config.products, kProductKind, kProductsPath},
+                            {source.config.product_models, kProductModelKind, kProductModelsPath}};
+  for (const KindScan& scan : kinds) {
+    if (!scan.enabled) continue;
+    run.collect_ids = options.full;
+    run.seen.Clear();
+    run.listing_started_us = absl::ToUnixMicros(absl::Now());
+    if (absl::Status s = ScanKind(source, run, scan.kind, scan.path, start); !s.ok()) return s;
+    if (options.full) {
+      if (absl::Status s = CheckDeletions(source, run, scan.kind); !s.ok()) return s;
+      run.seen.Clear();
+    }
+  }
+
+  if (covers_default && run.max_updated_us.has_value()) {
+    // See the class comment: PIM clock, capped at the run's start, never backwards.
+    int64_t candidate = std::min(*run.max_updated_us, run.started_us);
+    if (watermark->has_value()) candidate = std::max(candidate, **watermark);
+    if (!watermark->has_value() || candidate != **watermark) {
+      if (absl::Status s = backend.PutMeta(WatermarkKey(source.name), absl::StrCat(candidate));
+          !s.ok()) {
+        return s;
+      }
+      stats.watermark_advanced = true;
+    }
+    stats.watermark_us = candidate;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::string& kind,
+                                  const std::string& path, std::optional<int64_t> window_start_us) {
+  LogBackend& backend = log_->backend();
+  ReconcileRunStats& stats = run.stats;
+  const std::string id_field = kind == kProductKind ? "uuid" : "code";
+  const std::string updated_type = absl::StrCat(kind, ".updated");
+  std::string target = SearchAfterTarget(
+      path, window_start_us ? UpdatedSearch(*window_start_us) : std::string(), options_.page_size);
+  while (!target.empty()) {
+    absl::StatusOr<std::string> body = Fetch(source, target);
+    ++stats.api_calls;
+    if (!body.ok()) return body.status();
+    absl::StatusOr<Page> page = ParsePage(*body, target);
+    if (!page.ok()) return page.status();
+    body->clear();
+
+    const google::protobuf::Timestamp received_at = NowTimestamp();
+    AppendRequest request;
+    for (Struct& item : page->items) {
+      ++stats.scanned;
+      const std::string id = StringField(item, id_field);
+      if (!id.empty() && run.collect_ids) run.seen.Insert(id);
+      const std::string& updated = StringField(item, "updated");
+      absl::StatusOr<int64_t> version_us =
+          updated.empty() ? absl::InvalidArgumentError("no `updated`") : ParseAkeneoTime(updated);
+      if (id.empty() || !version_us.ok()) {
+        ++stats.invalid;
+        if (run.invalid_logged++ < options_.max_invalid_logged) {
+          spdlog::warn("[reconcile] {}: skipped a {} from {}: {}", source.name, kind, path,
+                       id.empty() ? absl::StrCat("it has no `", id_field, "`")
+                                  : absl::StrCat(kind, " ", id, ": `updated` ",
+                                                 version_us.status().message()));
+        }
+        continue;
+      }
+      run.max_updated_us = std::max(run.max_updated_us.value_or(*version_us), *version_us);
+
+      absl::StatusOr<std::optional<ResourceVersion>> known =
+          backend.FindVersion(ResourceKey{source.name, kind, id});
+      if (!known.ok()) return known.status();
+      // Not newer than what the log has (same version included): nothing to deliver.
+      if (known->has_value() && *version_us <= (*known)->version_at_us) {
+        ++stats.in_sync;
+        continue;
+      }
+
+      v1::Event& event = request.events.emplace_back();
+      event.set_id(absl::StrCat("reconcile:", kind, ":", id, ":", *version_us));
+      event.set_source(source.name);
+      event.set_type(updated_type);
+      event.set_original_type(updated_type);
+      event.set_kind(kind);
+      event.set_resource_id(id);
+      *event.mutable_version_at() = TimeUtil::MicrosecondsToTimestamp(*version_us);
+      *event.mutable_occurred_at() = event.version_at();
+      *event.mutable_received_at() = received_at;
+      event.set_pim_source(source.base_url);
+      event.set_origin(v1::ORIGIN_RECONCILIATION);
+      event.set_request_id(run.request_id);
+      item.mutable_fields()->erase("_links");  // the API's navigation, not the resource
+      *event.mutable_data() = std::move(item);
+    }
+    const std::size_t candidates = request.events.size();
+    if (candidates > 0) {
+      absl::StatusOr<AppendResult> result = AppendAndWait(std::move(request));
+      if (!result.ok()) return result.status();
+      // Duplicates (an id stored by an earlier run) and stale ones (a webhook with a newer version
+      // won the race since the lookup above) deliver nothing: they count as in sync.
+      const uint64_t deliverable = result->accepted - result->stale;
+      stats.emitted += deliverable;
+      stats.in_sync += candidates - deliverable;
+    }
+    target = std::move(page->next);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Reconciler::CheckDeletions(Source& source, RunContext& run, const std::string& kind) {
+  LogBackend& backend = log_->backend();
+  ReconcileRunStats& stats = run.stats;
+  // A resource whose newest version is this recent may have been created after the listing
+  // passed its page: the overlap also absorbs the PIM's clock running ahead of pimgate's.
+  const int64_t recent_us =
+      run.listing_started_us - absl::ToInt64Microseconds(absl::FromChrono(source.config.overlap));
+  const std::string deleted_type = absl::StrCat(kind, ".deleted");
+  const std::string id_field = kind == kProductKind ? "uuid" : "code";
+  std::string after;
+  AppendRequest request;
+  const auto flush = [&]() -> absl::Status {
+    if (request.events.empty()) return absl::OkStatus();
+    const std::size_t candidates = request.events.size();
+    absl::StatusOr<AppendResult> result = AppendAndWait(std::move(request));
+    request = AppendRequest{};
+    if (!result.ok()) return result.status();
+    stats.deleted += result->accepted - result->stale;
+    stats.in_sync += candidates - (result->accepted - result->stale);
+    return absl::OkStatus();
+  };
+  for (;;) {
+    {
+      absl::MutexLock lock(&shared_->mu);
+      if (shared_->stopping) return Cancelled();
+    }
+    absl::StatusOr<std::vector<ResourceVersionEntry>> chunk =
+        backend.ListVersions(source.name, kind, after, options_.deletion_check_chunk);
+    if (!chunk.ok()) return chunk.status();
+    if (chunk->empty()) break;
+    after = chunk->back().resource_id;
+    const google::protobuf::Timestamp now = NowTimestamp();
+    for (const ResourceVersionEntry& entry : *chunk) {
+      if (entry.version.deleted) continue;  // its deletion is already in the log
+      if (run.seen.Contains(entry.resource_id)) continue;
+      // products-uuid answers with UUIDs; a product the log knows by identifier only (PIM 5/6
+      // legacy events) cannot be compared.
+      if (kind == kProductKind && !PackUuid(entry.resource_id).has_value()) {
+        ++stats.unchecked;
+        continue;
+      }
+      if (entry.version.version_at_us >= recent_us) continue;
+      v1::Event& event = request.events.emplace_back();
+      // Deterministic: the same deletion found twice (the same last known version) is a dedup
+      // duplicate.
+      event.set_id(absl::StrCat("reconcile-deleted:", kind, ":", entry.resource_id, ":",
+                                entry.version.version_at_us));
+      event.set_source(source.name);
+      event.set_type(deleted_type);
+      event.set_original_type(deleted_type);
+      event.set_kind(kind);
+      event.set_resource_id(entry.resource_id);
+      *event.mutable_version_at() = now;
+      *event.mutable_occurred_at() = now;
+      *event.mutable_received_at() = now;
+      event.set_pim_source(source.base_url);
+      event.set_origin(v1::ORIGIN_RECONCILIATION);
+      event.set_request_id(run.request_id);
+      (*event.mutable_data()->mutable_fields())[id_field].set_string_value(entry.resource_id);
+      if (request.events.size() >= options_.deletions_per_append) {
+        if (absl::Status s = flush(); !s.ok()) return s;
+      }
+    }
+  }
+  return flush();
+}
+
+absl::StatusOr<std::string> Reconciler::Fetch(Source& source, const std::string& target) {
+  // The result lives in a shared block guarded by shared_->mu: if this run gives up waiting
+  // (Stop), the client completes the call later into a block nobody reads.
+  struct Pending {
+    bool done = false;
+    absl::StatusOr<std::string> body;
+  };
+  auto pending = std::make_shared<Pending>();
+  std::shared_ptr<Shared> shared = shared_;
+  {
+    absl::MutexLock lock(&shared->mu);
+    if (shared->stopping) return Cancelled();
+  }
+  source.client->GetAsync(target, [shared, pending](absl::StatusOr<std::string> body) {
+    absl::MutexLock lock(&shared->mu);
+    pending->body = std::move(body);
+    pending->done = true;
+  });
+  absl::MutexLock lock(&shared->mu);
+  const auto ready = [&]() { return pending->done || shared->stopping; };
+  shared->mu.Await(absl::Condition(&ready));
+  if (!pending->done) return Cancelled();
+  return std::move(pending->body);
+}
+
+absl::StatusOr<AppendResult> Reconciler::AppendAndWait(AppendRequest request) {
+  struct Pending {
+    bool done = false;
+    absl::StatusOr<AppendResult> result;
+  };
+  auto pending = std::make_shared<Pending>();
+  std::shared_ptr<Shared> shared = shared_;
+  log_->Append(std::move(request), [shared, pending](absl::StatusOr<AppendResult> result) {
+    absl::MutexLock lock(&shared->mu);
+    pending->result = std::move(result);
+    pending->done = true;
+  });
+  absl::MutexLock lock(&shared->mu);
+  const auto ready = [&]() { return pending->done || shared->stopping; };
+  shared->mu.Await(absl::Condition(&ready));
+  // Stopping: the append may still commit (the log drains its queue); the run reports Cancelled
+  // and the watermark does not move, so the next run looks at these items again.
+  if (!pending->done) return Cancelled();
+  return std::move(pending->result);
+}
+
+std::vector<ReconcileSourceStats> Reconciler::Stats() const {
+  std::vector<ReconcileSourceStats> out;
+  out.reserve(sources_.size());
+  for (const auto& source : sources_) {
+    absl::MutexLock lock(&source->mu);
+    out.push_back(source->stats);
+  }
+  return out;
+}
+
+}  // namespace pimgate

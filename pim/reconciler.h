@@ -1,0 +1,176 @@
+// Reconciler: recovers the changes a PIM's webhooks missed by asking its REST API what changed,
+// and adds them to the event log as ORIGIN_RECONCILIATION events (docs/reconciliation.md).
+#ifndef PIMGATE_PIM_RECONCILER_H_
+#define PIMGATE_PIM_RECONCILER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "pim/akeneo_client.h"
+#include "config/config.h"
+#include "core/log/event_log.h"
+
+namespace pimgate {
+
+// What one run is asked to do. Default: the scheduled window (watermark - overlap).
+struct ReconcileOptions {
+  // Ask for items updated after this instead of the default window. The persisted watermark is
+  // advanced only when this window starts no later than the default one (a later start leaves a
+  // gap it must not paper over).
+  std::optional<int64_t> since_us;
+  // List everything (no `updated` filter) and emit `<kind>.deleted` for every resource the log
+  // knows that the PIM no longer returns. Excludes `since_us`.
+  bool full = false;
+};
+
+// The figures of one run.
+struct ReconcileRunStats {
+  std::string source;
+  uint64_t run = 0;  // this source's run number, counted in the log's metadata (1, 2, ...)
+  bool full = false;
+  bool scheduled = false;                  // started by the scheduler, not on demand
+  std::optional<int64_t> window_start_us;  // the `updated >` bound asked for; unset: everything
+  absl::Time started_at = absl::InfinitePast();
+  absl::Time finished_at = absl::InfinitePast();
+  absl::Status status;     // OK, or why the run stopped (nothing after that point was done)
+  uint64_t scanned = 0;    // items the PIM returned
+  uint64_t emitted = 0;    // `<kind>.updated` events stored (newer than what the log had)
+  uint64_t deleted = 0;    // `<kind>.deleted` events stored (full runs)
+  uint64_t in_sync = 0;    // items whose version the log already had, or a newer one
+  uint64_t invalid = 0;    // items without an id or a readable `updated`: skipped
+  uint64_t unchecked = 0;  // full runs: product ids in the log that are not UUIDs (not compared)
+  uint64_t api_calls = 0;  // list pages requested (token requests are the client's)
+  std::optional<int64_t> watermark_us;  // the persisted watermark after the run
+  bool watermark_advanced = false;
+
+  absl::Duration duration() const { return finished_at - started_at; }
+};
+
+// A source's reconciliation at one instant.
+struct ReconcileSourceStats {
+  std::string source;
+  bool configured = false;  // the source has `rest` (sources without it are listed too)
+  bool running = false;
+  uint64_t runs_succeeded = 0;  // counters since the Reconciler was created
+  uint64_t runs_failed = 0;
+  uint64_t items_scanned = 0;
+  uint64_t events_emitted = 0;
+  uint64_t deletions_emitted = 0;
+  uint64_t in_sync = 0;
+  uint64_t api_calls = 0;
+  std::optional<ReconcileRunStats> last_run;  // the last finished run, failed or not
+  std::optional<absl::Time> last_success;     // when the last successful run finished
+  std::optional<int64_t> watermark_us;        // persisted watermark
+  std::optional<absl::Time> next_run;         // next scheduled run; unset: on demand only
+};
+
+// Tunables that are not configuration (tests shrink them).
+struct ReconcilerOptions {
+  // Items per list page (Akeneo's maximum).
+  int page_size = kAkeneoMaxPageSize;
+  // Versions read from the log per step of the deletion check, and deletion events per append.
+  std::size_t deletion_check_chunk = 1000;
+  std::size_t deletions_per_append = 100;
+  // Invalid items logged per run (the rest are only counted).
+  int max_invalid_logged = 5;
+};
+
+// Runs reconciliation for every source with `rest`: a scheduler thread per source with a
+// non-zero `reconcile.interval` (never a gateway I/O thread), plus on-demand runs (Run, the admin
+// API's Reconcile). Thread-safe.
+//
+// A run: items updated after (watermark - overlap) are listed with `search_after` pagination,
+// page by page; each item newer than the log's version of that resource becomes a
+// `product.updated` / `product_model.updated` event; each page's events are one append, so memory
+// holds one page. Runs of one source never overlap: an on-demand Run waits for a run in progress
+// to finish, then runs its own (with its own options) and returns that one's figures.
+//
+// The watermark is persisted (LogBackend::PutMeta, fsynced) only after a run succeeded, as
+// min(largest `updated` seen, the run's start on pimgate's clock), and never moves back. The
+// largest `updated` is on the PIM's clock, so a clock difference does not open a gap; capping it
+// at the start keeps an item updated while the run was paging (on a page already passed) inside
+// the next window as long as `overlap` exceeds the smaller of the clock difference and a run's
+// duration. With no item seen the watermark stays where it was.
+//
+// Stop() (and the destructor) makes runs in progress end promptly with Cancelled: they wait for
+// the PIM through GetAsync and give up waiting, so an unreachable PIM cannot hold Stop. The
+// clients are shared (the dispatcher's hydration uses the same ones) and their owner shuts them
+// down; the Reconciler only keeps them alive while it runs.
+class Reconciler {
+ public:
+  using ClientMap = std::map<std::string, std::shared_ptr<AkeneoClient>>;
+
+  // `sources`: every configured source (sources without `rest` are known, to tell "unknown"
+  // from "not configured"). `clients`: one per source with `rest`, by source name; each such
+  // source must have one. `log` must outlive the Reconciler.
+  static absl::StatusOr<std::unique_ptr<Reconciler>> Create(
+      const std::vector<SourceConfig>& sources, ClientMap clients, EventLog* log,
+      ReconcilerOptions options = {});
+  ~Reconciler();
+  Reconciler(const Reconciler&) = delete;
+  Reconciler& operator=(const Reconciler&) = delete;
+
+  // Starts the scheduler threads; a scheduled source runs once right away, then `interval` after
+  // the end of each successful run, or `retry_after` after a failed one. Call once.
+  void Start();
+  // Cancels runs in progress and waits for them and the schedulers to end. Idempotent.
+  void Stop();
+
+  // Runs now (after a run of the same source in progress) and returns the run's figures, or:
+  // NotFound for an unknown source, FailedPrecondition for a source without `rest`,
+  // InvalidArgument for `full` with `since_us`, Cancelled once stopping; a failed run returns its
+  // error (Unavailable when the PIM cannot be reached, ...) with the figures so far in the
+  // message, and is recorded in Stats() like any run.
+  absl::StatusOr<ReconcileRunStats> Run(const std::string& source, ReconcileOptions options = {});
+
+  // Every configured source, in configuration order.
+  std::vector<ReconcileSourceStats> Stats() const;
+
+ private:
+  struct Source;
+  struct Shared;
+  struct RunContext;
+
+  Reconciler(EventLog* log, ReconcilerOptions options);
+
+  void ScheduleLoop(Source& source);
+  absl::StatusOr<ReconcileRunStats> RunLocked(Source& source, const ReconcileOptions& options,
+                                              bool scheduled);
+  absl::Status Execute(Source& source, const ReconcileOptions& options, ReconcileRunStats& stats);
+  absl::Status ScanKind(Source& source, RunContext& run, const std::string& kind,
+                        const std::string& path, std::optional<int64_t> window_start_us);
+  absl::Status CheckDeletions(Source& source, RunContext& run, const std::string& kind);
+  absl::StatusOr<std::string> Fetch(Source& source, const std::string& target);
+  absl::StatusOr<AppendResult> AppendAndWait(AppendRequest request);
+  absl::Status Cancelled() const;
+
+  EventLog* const log_;
+  const ReconcilerOptions options_;
+  // Shared with client and log callbacks, which may outlive a run (an abandoned call completes
+  // later): its mutex guards `stopping` and every pending call's result.
+  std::shared_ptr<Shared> shared_;
+  std::vector<std::unique_ptr<Source>> sources_;
+
+  mutable absl::Mutex stats_mu_;
+  bool started_ ABSL_GUARDED_BY(stats_mu_) = false;
+};
+
+// Akeneo's `updated` ("2026-11-20T10:14:59+00:00", RFC 3339 with an offset or Z, optional
+// fraction) → microseconds since the epoch. InvalidArgument naming the text otherwise.
+absl::StatusOr<int64_t> ParseAkeneoTime(std::string_view text);
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_PIM_RECONCILER_H_

@@ -1,0 +1,419 @@
+// Dispatcher against a real gRPC plugin server on a real unix socket, over a real RocksDB log.
+// The plugin here is in-process so each test can script its answers; the end-to-end tests run
+// real plugin processes in C++, Python and Node.
+#include "core/dispatch/dispatcher.h"
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "core/log/rocksdb_backend.h"
+#include "google/protobuf/util/time_util.h"
+#include "pimgate/v1/plugin.grpc.pb.h"
+#include "tests/testing/test_env.h"
+
+namespace pimgate {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+using testing::TempDir;
+
+struct Call {
+  uint64_t sequence;
+  uint32_t attempt;
+  std::string resource;
+};
+
+// Decides each answer: outcome and delay before acking. nullopt = never ack.
+using Policy = std::function<std::optional<std::pair<v1::Outcome, int>>(const v1::Delivery&)>;
+
+// A scripted EventHandler served over a unix socket; records every delivery and checks that no
+// two deliveries of one resource are outstanding at once.
+class ScriptedPlugin final : public v1::EventHandler::Service {
+ public:
+  ScriptedPlugin(const std::string& socket, Policy policy) : policy_(std::move(policy)) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+  }
+  ~ScriptedPlugin() { Shutdown(); }
+
+  void Shutdown() {
+    if (server_) {
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+      server_.reset();
+    }
+  }
+
+  grpc::Status Deliver(grpc::ServerContext* ctx,
+                       grpc::ServerReaderWriter<v1::Ack, v1::Delivery>* stream) override {
+    std::vector<std::thread> acks;
+    std::mutex write_mu;
+    v1::Delivery delivery;
+    while (stream->Read(&delivery)) {
+      {
+        std::lock_guard lock(mu_);
+        const std::string& resource = delivery.event().resource_id();
+        if (!in_flight_.insert(resource).second) {
+          overlaps_++;
+        }
+        calls_.push_back({delivery.event().sequence(), delivery.attempt(), resource});
+      }
+      auto answer = policy_(delivery);
+      if (!answer) continue;  // never acked: stays "in flight" here
+      acks.emplace_back([&, delivery, answer] {
+        if (answer->second > 0)
+          std::this_thread::sleep_for(std::chrono::milliseconds(answer->second));
+        {
+          std::lock_guard lock(mu_);
+          in_flight_.erase(delivery.event().resource_id());
+        }
+        v1::Ack ack;
+        ack.set_sequence(delivery.event().sequence());
+        ack.set_outcome(answer->first);
+        ack.set_detail("scripted");
+        std::lock_guard lock(write_mu);
+        stream->Write(ack);
+      });
+    }
+    for (auto& t : acks) t.join();
+    return grpc::Status::OK;
+  }
+
+  std::vector<Call> calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+  int overlaps() {
+    std::lock_guard lock(mu_);
+    return overlaps_;
+  }
+
+ private:
+  Policy policy_;
+  std::unique_ptr<grpc::Server> server_;
+  std::mutex mu_;
+  std::vector<Call> calls_;
+  std::set<std::string> in_flight_;
+  int overlaps_ = 0;
+};
+
+Policy AlwaysOk(int delay_ms = 0) {
+  return [delay_ms](const v1::Delivery&) {
+    return std::optional<std::pair<v1::Outcome, int>>({v1::OUTCOME_OK, delay_ms});
+  };
+}
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto backend = OpenRocksDbBackend(dir_.File("store"));
+    ASSERT_TRUE(backend.ok());
+    auto log = EventLog::Open(std::move(*backend), {});
+    ASSERT_TRUE(log.ok());
+    log_ = std::move(*log);
+  }
+
+  std::string Socket(const std::string& name) { return dir_.File(name + ".sock"); }
+
+  PluginConfig Plugin(const std::string& name) {
+    PluginConfig plugin;
+    plugin.name = name;
+    plugin.address = "unix:" + Socket(name);
+    plugin.ack_timeout = std::chrono::milliseconds(2000);
+    plugin.retry.initial_backoff = std::chrono::milliseconds(20);
+    plugin.retry.max_backoff = std::chrono::milliseconds(100);
+    plugin.retry.max_attempts = 4;
+    return plugin;
+  }
+
+  std::unique_ptr<Dispatcher> StartDispatcher(const std::vector<PluginConfig>& plugins) {
+    auto dispatcher = Dispatcher::Create(
+        plugins, log_.get(), [this](const std::string& name) { return "unix:" + Socket(name); });
+    EXPECT_TRUE(dispatcher.ok());
+    EXPECT_TRUE((*dispatcher)->Start().ok());
+    return std::move(*dispatcher);
+  }
+
+  v1::Event Event(const std::string& type, const std::string& resource, int64_t version_s,
+                  const std::string& author = "julia") {
+    v1::Event event;
+    event.set_id(testing::NewUuid());
+    event.set_source("pim");
+    event.set_type(type);
+    event.set_kind(type.substr(0, type.find('.')));
+    event.set_resource_id(resource);
+    event.set_author(author);
+    *event.mutable_version_at() = TimeUtil::SecondsToTimestamp(1'800'000'000 + version_s);
+    *event.mutable_occurred_at() = event.version_at();
+    (*event.mutable_data()->mutable_fields())["family"].set_string_value("shoes");
+    return event;
+  }
+
+  void Append(std::vector<v1::Event> events) {
+    AppendRequest request;
+    request.events = std::move(events);
+    ASSERT_TRUE(log_->AppendSync(std::move(request)).ok());
+  }
+
+  // Waits until `done` holds, up to 10 s.
+  bool WaitFor(const std::function<bool()>& done) {
+    for (int i = 0; i < 1000; ++i) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done();
+  }
+
+  PluginDispatchStats StatsOf(Dispatcher& d, const std::string& name) {
+    for (const auto& s : d.Stats()) {
+      if (s.name == name) {
+        last_seen_ = absl::StrCat(s.name, " state=", s.state, " cursor=", s.cursor,
+                                  " in_flight=", s.in_flight, " delivered=", s.delivered,
+                                  " error=", s.last_error);
+        return s;
+      }
+    }
+    return {};
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "last stats: " << last_seen_ << "\n";
+  }
+  std::string last_seen_;
+
+  TempDir dir_;
+  std::unique_ptr<EventLog> log_;
+};
+
+TEST_F(DispatcherTest, PerResourceOrderWithConcurrencyAcrossResources) {
+  std::mt19937 rng(42);
+  ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
+    static std::mutex mu;
+    std::lock_guard lock(mu);
+    return std::optional<std::pair<v1::Outcome, int>>(
+        {v1::OUTCOME_OK, static_cast<int>(rng() % 3)});
+  });
+  PluginConfig config = Plugin("p");
+  config.max_in_flight = 8;
+  auto dispatcher = StartDispatcher({config});
+  constexpr int kResources = 20, kVersions = 15;
+  std::vector<v1::Event> events;
+  for (int v = 0; v < kVersions; ++v) {
+    for (int r = 0; r < kResources; ++r) {
+      events.push_back(Event("product.updated", absl::StrCat("res-", r), v));
+    }
+    if (v % 3 == 2) {  // several requests, interleaved resources
+      Append(std::move(events));
+      events.clear();
+    }
+  }
+  ASSERT_TRUE(WaitFor([&] { return plugin.calls().size() >= kResources * kVersions; }));
+  std::map<std::string, uint64_t> last;
+  for (const Call& call : plugin.calls()) {
+    EXPECT_GT(call.sequence, last[call.resource]) << call.resource;
+    last[call.resource] = call.sequence;
+    EXPECT_EQ(call.attempt, 1u);
+  }
+  EXPECT_EQ(plugin.overlaps(), 0);
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == log_->head(); }));
+  EXPECT_EQ(StatsOf(*dispatcher, "p").delivered, kResources * kVersions);
+}
+
+TEST_F(DispatcherTest, FiltersAndStaleAreSkippedAndCounted) {
+  ScriptedPlugin plugin(Socket("p"), AlwaysOk());
+  PluginConfig config = Plugin("p");
+  config.events = {"product.*"};
+  config.authors.exclude = {"erp-connection"};
+  config.data = {DataFilter{"family", {"shoes"}, false}};
+  auto dispatcher = StartDispatcher({config});
+  v1::Event other_family = Event("product.updated", "r3", 1);
+  (*other_family.mutable_data()->mutable_fields())["family"].set_string_value("hats");
+  Append({Event("product.updated", "r1", 10), Event("product_model.updated", "m1", 1),
+          Event("product.updated", "r2", 1, "erp-connection"), other_family,
+          Event("product.updated", "r1", 5),  // older than version 10: stale
+          Event("product.updated.delta", "r1", 11)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 6; }));
+  std::vector<Call> calls = plugin.calls();
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0].sequence, 1u);
+  EXPECT_EQ(calls[1].sequence, 6u);
+  PluginDispatchStats stats = StatsOf(*dispatcher, "p");
+  EXPECT_EQ(stats.skipped_filter, 3u);
+  EXPECT_EQ(stats.skipped_stale, 1u);
+}
+
+TEST_F(DispatcherTest, RetryThenOkIncrementsAttempt) {
+  ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery& d) {
+    return std::optional<std::pair<v1::Outcome, int>>(
+        {d.attempt() < 3 ? v1::OUTCOME_RETRY : v1::OUTCOME_OK, 0});
+  });
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  Append({Event("product.updated", "r1", 1), Event("product.updated", "r1", 2)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 2; }));
+  std::vector<Call> calls = plugin.calls();
+  ASSERT_EQ(calls.size(), 6u);
+  EXPECT_EQ(calls[0].attempt, 1u);
+  EXPECT_EQ(calls[2].attempt, 3u);
+  EXPECT_EQ(calls[2].sequence, 1u);
+  EXPECT_EQ(calls[3].sequence, 2u);  // the next event of r1 waited for the first one's OK
+  EXPECT_EQ(StatsOf(*dispatcher, "p").retried, 4u);
+}
+
+TEST_F(DispatcherTest, RejectAndExhaustedRetriesGoToDeadLettersLaterEventsGoOn) {
+  ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery& d) {
+    v1::Outcome outcome = v1::OUTCOME_OK;
+    if (d.event().sequence() == 1) outcome = v1::OUTCOME_REJECT;
+    if (d.event().sequence() == 3) outcome = v1::OUTCOME_UNSPECIFIED;  // a failure, never OK
+    return std::optional<std::pair<v1::Outcome, int>>({outcome, 0});
+  });
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  Append({Event("product.updated", "r1", 1), Event("product.updated", "r1", 2),
+          Event("product.updated", "r2", 1), Event("product.updated", "r2", 2)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 4; }));
+  auto letters = log_->backend().ReadDeadLetters("p", 0, 100);
+  ASSERT_TRUE(WaitFor([&] {
+    letters = log_->backend().ReadDeadLetters("p", 0, 100);
+    return letters.ok() && letters->size() == 2;
+  }));
+  EXPECT_EQ((*letters)[0].event().sequence(), 1u);
+  EXPECT_TRUE((*letters)[0].rejected());
+  EXPECT_EQ((*letters)[0].attempts(), 1u);
+  EXPECT_EQ((*letters)[1].event().sequence(), 3u);
+  EXPECT_FALSE((*letters)[1].rejected());
+  EXPECT_EQ((*letters)[1].attempts(), 4u);  // retry.max_attempts
+  EXPECT_EQ(StatsOf(*dispatcher, "p").dead_lettered, 2u);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").delivered, 2u);
+}
+
+TEST_F(DispatcherTest, AckTimeoutRedelivers) {
+  std::atomic<int> seen{0};
+  ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
+    if (seen++ == 0) return std::optional<std::pair<v1::Outcome, int>>();  // hang once
+    return std::optional<std::pair<v1::Outcome, int>>({v1::OUTCOME_OK, 0});
+  });
+  PluginConfig config = Plugin("p");
+  config.ack_timeout = std::chrono::milliseconds(200);
+  auto dispatcher = StartDispatcher({config});
+  Append({Event("product.updated", "r1", 1)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 1; }));
+  std::vector<Call> calls = plugin.calls();
+  ASSERT_GE(calls.size(), 2u);
+  EXPECT_EQ(calls.back().attempt, 2u);
+}
+
+TEST_F(DispatcherTest, CursorPersistsAcrossRestartUnackedRedelivered) {
+  {
+    ScriptedPlugin plugin(Socket("p"), AlwaysOk());
+    auto dispatcher = StartDispatcher({Plugin("p")});
+    Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1)});
+    ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 2; }));
+    dispatcher->Stop();
+  }
+  Append({Event("product.updated", "r3", 1)});
+  ScriptedPlugin plugin(Socket("p"), AlwaysOk());
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 3; }));
+  std::vector<Call> calls = plugin.calls();
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].sequence, 3u);
+}
+
+TEST_F(DispatcherTest, PluginThatNeverAcksDoesNotBlockAnother) {
+  ScriptedPlugin stuck(Socket("stuck"), [](const v1::Delivery&) {
+    return std::optional<std::pair<v1::Outcome, int>>();
+  });
+  ScriptedPlugin healthy(Socket("healthy"), AlwaysOk());
+  PluginConfig stuck_config = Plugin("stuck");
+  stuck_config.ack_timeout = std::chrono::seconds(60);
+  auto dispatcher = StartDispatcher({stuck_config, Plugin("healthy")});
+  std::vector<v1::Event> events;
+  for (int i = 0; i < 50; ++i) events.push_back(Event("product.updated", absl::StrCat("r", i), 1));
+  Append(std::move(events));
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "healthy").cursor == 50; }));
+  EXPECT_EQ(StatsOf(*dispatcher, "stuck").cursor, 0u);
+  EXPECT_EQ(StatsOf(*dispatcher, "stuck").in_flight, 16u);  // max_in_flight default
+}
+
+TEST_F(DispatcherTest, PluginDownThenUpReceivesEverything) {
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1)});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(StatsOf(*dispatcher, "p").cursor, 0u);
+  ScriptedPlugin plugin(Socket("p"), AlwaysOk());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 2; }));
+  EXPECT_EQ(plugin.calls().size(), 2u);
+}
+
+TEST_F(DispatcherTest, PauseHoldsSeekReplays) {
+  ScriptedPlugin plugin(Socket("p"), AlwaysOk());
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 2; }));
+  ASSERT_TRUE(dispatcher->Pause("p").ok());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").state == "paused"; }));
+  Append({Event("product.updated", "r3", 1)});
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(plugin.calls().size(), 2u);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").lag, 1u);
+  ASSERT_TRUE(dispatcher->Resume("p").ok());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 3; }));
+  ASSERT_TRUE(dispatcher->Seek("p", 1).ok());
+  ASSERT_TRUE(WaitFor([&] { return plugin.calls().size() == 6; }));
+  EXPECT_EQ(plugin.calls()[3].sequence, 1u);
+  EXPECT_EQ(dispatcher->Pause("nope").code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(DispatcherTest, RedeliveredDeadLetterIsRemovedOnceDelivered) {
+  std::atomic<bool> accept{false};
+  ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
+    return std::optional<std::pair<v1::Outcome, int>>(
+        {accept ? v1::OUTCOME_OK : v1::OUTCOME_REJECT, 0});
+  });
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1)});
+  absl::StatusOr<std::vector<v1::DeadLetter>> letters;
+  ASSERT_TRUE(WaitFor([&] {
+    letters = log_->backend().ReadDeadLetters("p", 0, 100);
+    return letters.ok() && letters->size() == 2;
+  }));
+  accept = true;  // the operator fixed the cause, then retries
+  ASSERT_TRUE(dispatcher->Redeliver("p", {(*letters)[0].event()}).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    letters = log_->backend().ReadDeadLetters("p", 0, 100);
+    return letters.ok() && letters->size() == 1;
+  }));
+  EXPECT_EQ((*letters)[0].event().sequence(), 2u);
+  std::vector<Call> calls = plugin.calls();
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[2].sequence, 1u);
+  EXPECT_EQ(calls[2].attempt, 1u);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").cursor, 2u);
+  EXPECT_EQ(dispatcher->PluginNames(), std::vector<std::string>{"p"});
+}
+
+TEST(RetryDelay, GrowsExponentiallyCappedWithJitter) {
+  RetryConfig retry;
+  retry.initial_backoff = std::chrono::milliseconds(100);
+  retry.max_backoff = std::chrono::milliseconds(1000);
+  retry.multiplier = 2;
+  retry.jitter = 0;
+  EXPECT_EQ(RetryDelay(retry, 1, 0.5), absl::Milliseconds(100));
+  EXPECT_EQ(RetryDelay(retry, 3, 0.5), absl::Milliseconds(400));
+  EXPECT_EQ(RetryDelay(retry, 10, 0.5), absl::Milliseconds(1000));
+  retry.jitter = 0.5;
+  EXPECT_EQ(RetryDelay(retry, 1, 0.0), absl::Milliseconds(50));
+  EXPECT_GT(RetryDelay(retry, 1, 0.999999), absl::Milliseconds(149));
+  EXPECT_LE(RetryDelay(retry, 1, 0.999999), absl::Milliseconds(150));
+}
+
+}  // namespace
+}  // namespace pimgate

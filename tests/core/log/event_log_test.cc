@@ -1,0 +1,965 @@
+// Tests for EventLog over a real RocksDB backend in a fresh temp directory: sequencing, dedup,
+// staleness, quarantine, group commit, and all-or-nothing groups when the backend fails.
+#include "core/log/event_log.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <future>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "core/log/log_backend.h"
+#include "core/log/rocksdb_backend.h"
+#include "gtest/gtest.h"
+#include "pimgate/v1/event.pb.h"
+#include "pimgate/v1/store.pb.h"
+#include "rocksdb/db.h"
+#include "tests/testing/test_env.h"
+
+namespace pimgate {
+namespace {
+
+using ::pimgate::testing::TempDir;
+
+// Controls for FaultyBackend, shared with the test because the EventLog owns the backend.
+struct FaultControl {
+  std::atomic<bool> fail_writes{false};
+  std::atomic<int> fail_next_writes{0};          // fail this many Writes, then let them through
+  std::atomic<std::size_t> max_batch_events{0};  // most events any one Write carried
+  std::atomic<bool> fail_lookups{false};
+  std::atomic<int> write_delay_ms{0};
+  std::atomic<int> write_calls{0};
+  std::atomic<int> failed_writes{0};
+
+  // While closed, Write blocks (after counting itself) until Open() is called.
+  absl::Mutex mu;
+  bool gate_open ABSL_GUARDED_BY(mu) = true;
+  void CloseGate() {
+    absl::MutexLock lock(&mu);
+    gate_open = false;
+  }
+  void OpenGate() {
+    absl::MutexLock lock(&mu);
+    gate_open = true;
+  }
+};
+
+// Test-only LogBackend decorator over the real RocksDB backend: fails or slows Write, or fails
+// lookups, on demand. Reads always pass through, so the test inspects the real stored state.
+class FaultyBackend final : public ForwardingLogBackend {
+ public:
+  FaultyBackend(std::unique_ptr<LogBackend> inner, std::shared_ptr<FaultControl> control)
+      : ForwardingLogBackend(std::move(inner)), control_(std::move(control)) {}
+
+  absl::Status Write(const CommitBatch& batch, bool sync) override {
+    control_->write_calls.fetch_add(1);
+    std::size_t most = control_->max_batch_events.load();
+    while (batch.events.size() > most &&
+           !control_->max_batch_events.compare_exchange_weak(most, batch.events.size())) {
+    }
+    {
+      absl::MutexLock lock(&control_->mu);
+      control_->mu.Await(absl::Condition(&control_->gate_open));
+    }
+    if (int ms = control_->write_delay_ms.load(); ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    }
+    if (control_->fail_writes.load() || control_->fail_next_writes.fetch_sub(1) > 0) {
+      control_->failed_writes.fetch_add(1);
+      return absl::UnavailableError("injected write failure");
+    }
+    return inner().Write(batch, sync);
+  }
+
+  absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) override {
+    if (control_->fail_lookups.load()) return absl::UnavailableError("injected lookup failure");
+    return inner().FindEventId(key);
+  }
+  absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) override {
+    if (control_->fail_lookups.load()) return absl::UnavailableError("injected lookup failure");
+    return inner().FindVersion(key);
+  }
+
+ private:
+  std::shared_ptr<FaultControl> control_;
+};
+
+constexpr int64_t kBaseSeconds = 1'700'000'000;  // 2023-11-14, an arbitrary fixed instant
+
+// An event for (source, kind, resource) whose version_at is kBaseSeconds + version_s.
+v1::Event MakeEvent(const std::string& source, const std::string& id, const std::string& kind,
+                    const std::string& resource_id, int64_t version_s,
+                    const std::string& action = "updated") {
+  v1::Event e;
+  e.set_source(source);
+  e.set_id(id);
+  e.set_kind(kind);
+  e.set_type(absl::StrCat(kind, ".", action));
+  e.set_original_type(e.type());
+  e.set_resource_id(resource_id);
+  e.mutable_occurred_at()->set_seconds(kBaseSeconds + version_s);
+  e.mutable_version_at()->set_seconds(kBaseSeconds + version_s);
+  e.set_origin(v1::ORIGIN_EVENTS_API);
+  e.set_request_id("req-" + id);
+  return e;
+}
+
+v1::Event Product(const std::string& id, const std::string& resource_id, int64_t version_s,
+                  const std::string& action = "updated") {
+  return MakeEvent("pim", id, "product", resource_id, version_s, action);
+}
+
+AppendRequest Request(std::vector<v1::Event> events) {
+  AppendRequest r;
+  r.events = std::move(events);
+  return r;
+}
+
+v1::QuarantineEntry Quarantined(uint32_t index, const std::string& reason) {
+  v1::QuarantineEntry q;
+  q.set_source("pim");
+  q.set_index(index);
+  q.set_reason(reason);
+  q.set_raw(absl::StrCat("{\"bad\":", index, "}"));
+  q.set_request_id("req-q");
+  return q;
+}
+
+class EventLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_FALSE(dir_.path().empty()) << "mkdtemp failed"; }
+
+  // Opens (or reopens) the log at the test's directory. With `faulty`, the backend is wrapped
+  // in a FaultyBackend steered through control_.
+  std::unique_ptr<EventLog> Open(EventLogOptions options = {}, bool faulty = false) {
+    absl::StatusOr<std::unique_ptr<LogBackend>> backend = OpenRocksDbBackend(dir_.path());
+    EXPECT_TRUE(backend.ok()) << backend.status();
+    if (!backend.ok()) return nullptr;
+    std::unique_ptr<LogBackend> b = std::move(*backend);
+    if (faulty) b = std::make_unique<FaultyBackend>(std::move(b), control_);
+    absl::StatusOr<std::unique_ptr<EventLog>> log = EventLog::Open(std::move(b), options);
+    EXPECT_TRUE(log.ok()) << log.status();
+    return log.ok() ? std::move(*log) : nullptr;
+  }
+
+  static std::vector<v1::Event> AllEvents(EventLog& log) {
+    absl::StatusOr<std::vector<v1::Event>> events = log.backend().ReadEvents(0, 1'000'000);
+    EXPECT_TRUE(events.ok()) << events.status();
+    return events.ok() ? *events : std::vector<v1::Event>{};
+  }
+
+  static v1::Event StoredEvent(EventLog& log, uint64_t sequence) {
+    absl::StatusOr<std::optional<v1::Event>> e = log.backend().GetEvent(sequence);
+    EXPECT_TRUE(e.ok()) << e.status();
+    EXPECT_TRUE(e.ok() && e->has_value()) << "no event " << sequence;
+    return e.ok() && e->has_value() ? **e : v1::Event{};
+  }
+
+  TempDir dir_;
+  std::shared_ptr<FaultControl> control_ = std::make_shared<FaultControl>();
+};
+
+TEST_F(EventLogTest, EmptyLogStartsAtZero) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->head(), 0u);
+  EXPECT_EQ(log->pending(), 0u);
+  EXPECT_TRUE(AllEvents(*log).empty());
+}
+
+TEST_F(EventLogTest, OpenRejectsNullBackendAndZeroGroupSize) {
+  EXPECT_EQ(EventLog::Open(nullptr, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<std::unique_ptr<LogBackend>> backend = OpenRocksDbBackend(dir_.path());
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EventLogOptions options;
+  options.max_commit_requests = 0;
+  EXPECT_EQ(EventLog::Open(std::move(*backend), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EventLogTest, SequencesIncreaseAcrossAppendsAndReopen) {
+  {
+    auto log = Open();
+    ASSERT_NE(log, nullptr);
+    auto r1 = log->AppendSync(Request({Product("e1", "p1", 1), Product("e2", "p2", 1)}));
+    ASSERT_TRUE(r1.ok()) << r1.status();
+    EXPECT_EQ(r1->accepted, 2u);
+    EXPECT_EQ(r1->first_sequence, 1u);
+    EXPECT_EQ(r1->last_sequence, 2u);
+    auto r2 = log->AppendSync(Request({Product("e3", "p3", 1)}));
+    ASSERT_TRUE(r2.ok()) << r2.status();
+    EXPECT_EQ(r2->first_sequence, 3u);
+    EXPECT_EQ(r2->last_sequence, 3u);
+    EXPECT_EQ(log->head(), 3u);
+    EXPECT_EQ(log->pending(), 0u);
+  }
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->head(), 3u);
+  auto r3 = log->AppendSync(Request({Product("e4", "p4", 1), Product("e5", "p5", 1)}));
+  ASSERT_TRUE(r3.ok()) << r3.status();
+  EXPECT_EQ(r3->first_sequence, 4u);
+  EXPECT_EQ(r3->last_sequence, 5u);
+
+  std::vector<v1::Event> events = AllEvents(*log);
+  ASSERT_EQ(events.size(), 5u);
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].sequence(), i + 1);
+    EXPECT_EQ(events[i].id(), absl::StrCat("e", i + 1));
+  }
+}
+
+TEST_F(EventLogTest, EmptyRequestStoresNothing) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  auto r = log->AppendSync(AppendRequest{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 0u);
+  EXPECT_EQ(r->first_sequence, 0u);
+  EXPECT_EQ(r->last_sequence, 0u);
+  EXPECT_EQ(log->head(), 0u);
+}
+
+TEST_F(EventLogTest, DuplicateWithinOneRequestIsCountedNotStored) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  auto r = log->AppendSync(
+      Request({Product("e1", "p1", 1), Product("e1", "p1", 1), Product("e2", "p2", 1)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->duplicates, 1u);
+  EXPECT_EQ(r->first_sequence, 1u);
+  EXPECT_EQ(r->last_sequence, 2u);
+  std::vector<v1::Event> events = AllEvents(*log);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].id(), "e1");
+  EXPECT_EQ(events[1].id(), "e2");
+}
+
+TEST_F(EventLogTest, DuplicateAcrossRequestsAndReopen) {
+  {
+    auto log = Open();
+    ASSERT_NE(log, nullptr);
+    ASSERT_TRUE(log->AppendSync(Request({Product("e1", "p1", 1)})).ok());
+    auto again = log->AppendSync(Request({Product("e1", "p1", 1), Product("e2", "p2", 1)}));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->accepted, 1u);
+    EXPECT_EQ(again->duplicates, 1u);
+    EXPECT_EQ(again->first_sequence, 2u);
+  }
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  auto after = log->AppendSync(Request({Product("e2", "p2", 1), Product("e1", "p1", 1)}));
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->accepted, 0u);
+  EXPECT_EQ(after->duplicates, 2u);
+  EXPECT_EQ(after->first_sequence, 0u);
+  EXPECT_EQ(log->head(), 2u);
+  EXPECT_EQ(AllEvents(*log).size(), 2u);
+}
+
+TEST_F(EventLogTest, DedupIsPerSource) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  auto r = log->AppendSync(Request({MakeEvent("pim-a", "same", "product", "p1", 1),
+                                    MakeEvent("pim-b", "same", "product", "p1", 1)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->duplicates, 0u);
+}
+
+TEST_F(EventLogTest, EventsWithoutIdAreNeverDuplicates) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  auto r = log->AppendSync(Request({Product("", "p1", 1), Product("", "p2", 1)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->duplicates, 0u);
+}
+
+TEST_F(EventLogTest, OlderVersionIsStoredStaleAndNewerIsNot) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  ASSERT_TRUE(log->AppendSync(Request({Product("e1", "p1", 100)})).ok());
+  auto older = log->AppendSync(Request({Product("e2", "p1", 50)}));
+  ASSERT_TRUE(older.ok()) << older.status();
+  EXPECT_EQ(older->accepted, 1u);
+  EXPECT_EQ(older->stale, 1u);
+  auto same = log->AppendSync(Request({Product("e3", "p1", 100)}));
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->stale, 0u);
+  auto newer = log->AppendSync(Request({Product("e4", "p1", 150)}));
+  ASSERT_TRUE(newer.ok()) << newer.status();
+  EXPECT_EQ(newer->stale, 0u);
+
+  EXPECT_FALSE(StoredEvent(*log, 1).stale());
+  EXPECT_TRUE(StoredEvent(*log, 2).stale());
+  EXPECT_FALSE(StoredEvent(*log, 3).stale());
+  EXPECT_FALSE(StoredEvent(*log, 4).stale());
+
+  // The stale event did not lower the resource's version: 120 is still older than 150.
+  auto r = log->AppendSync(Request({Product("e5", "p1", 120)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stale, 1u);
+}
+
+TEST_F(EventLogTest, StalenessWithinOneRequestAndAcrossReopen) {
+  {
+    auto log = Open();
+    ASSERT_NE(log, nullptr);
+    auto r = log->AppendSync(
+        Request({Product("e1", "p1", 100), Product("e2", "p1", 90), Product("e3", "p1", 110)}));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->accepted, 3u);
+    EXPECT_EQ(r->stale, 1u);
+    EXPECT_FALSE(StoredEvent(*log, 1).stale());
+    EXPECT_TRUE(StoredEvent(*log, 2).stale());
+    EXPECT_FALSE(StoredEvent(*log, 3).stale());
+  }
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  auto r = log->AppendSync(Request({Product("e4", "p1", 105)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stale, 1u);
+  EXPECT_TRUE(StoredEvent(*log, 4).stale());
+}
+
+TEST_F(EventLogTest, DeletionCountsAsVersion) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  auto r = log->AppendSync(Request(
+      {Product("e1", "p1", 100), Product("e2", "p1", 200, "deleted"), Product("e3", "p1", 150)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stale, 1u);
+  EXPECT_FALSE(StoredEvent(*log, 2).stale());
+  EXPECT_TRUE(StoredEvent(*log, 3).stale());
+  // A deletion older than the newest update is stale too.
+  auto late_delete = log->AppendSync(Request({Product("e4", "p1", 180, "deleted")}));
+  ASSERT_TRUE(late_delete.ok()) << late_delete.status();
+  EXPECT_EQ(late_delete->stale, 1u);
+}
+
+TEST_F(EventLogTest, SourcesKindsAndResourcesAreIndependent) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  ASSERT_TRUE(log->AppendSync(Request({MakeEvent("pim-a", "e1", "product", "x", 100)})).ok());
+  auto r = log->AppendSync(Request({
+      MakeEvent("pim-a", "e2", "product_model", "x", 10),  // other kind
+      MakeEvent("pim-b", "e3", "product", "x", 10),        // other source
+      MakeEvent("pim-a", "e4", "product", "y", 10),        // other resource
+      MakeEvent("pim-a", "e5", "product", "x", 10),        // same resource: stale
+  }));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 4u);
+  EXPECT_EQ(r->stale, 1u);
+  EXPECT_TRUE(StoredEvent(*log, 5).stale());
+}
+
+TEST_F(EventLogTest, EmptyResourceIdIsNeverStale) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  auto r = log->AppendSync(Request({Product("e1", "", 100), Product("e2", "", 10)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->stale, 0u);
+}
+
+TEST_F(EventLogTest, VersionFallsBackToOccurredAt) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  v1::Event newer = Product("e1", "p1", 100);
+  newer.clear_version_at();
+  v1::Event older = Product("e2", "p1", 50);
+  older.clear_version_at();
+  // version_at wins over occurred_at when both are set.
+  v1::Event versioned = Product("e3", "p1", 500);
+  versioned.mutable_version_at()->set_seconds(kBaseSeconds + 60);
+  auto r = log->AppendSync(Request({newer, older, versioned}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stale, 2u);
+  EXPECT_FALSE(StoredEvent(*log, 1).stale());
+  EXPECT_TRUE(StoredEvent(*log, 2).stale());
+  EXPECT_TRUE(StoredEvent(*log, 3).stale());
+}
+
+TEST_F(EventLogTest, SubSecondVersionsAreOrdered) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  v1::Event first = Product("e1", "p1", 100);
+  first.mutable_version_at()->set_nanos(500'000);  // +500 us
+  v1::Event second = Product("e2", "p1", 100);
+  second.mutable_version_at()->set_nanos(400'000);  // +400 us: older
+  auto r = log->AppendSync(Request({first, second}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stale, 1u);
+}
+
+TEST_F(EventLogTest, QuarantineEntriesGetIdsAndSurviveReopen) {
+  {
+    auto log = Open();
+    ASSERT_NE(log, nullptr);
+    AppendRequest request = Request({Product("e1", "p1", 1)});
+    request.quarantine = {Quarantined(1, "missing resource"), Quarantined(3, "bad type")};
+    auto r = log->AppendSync(std::move(request));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->accepted, 1u);
+  }
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  AppendRequest only_quarantine;
+  only_quarantine.quarantine = {Quarantined(0, "not an object")};
+  auto r = log->AppendSync(std::move(only_quarantine));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 0u);
+  EXPECT_EQ(log->head(), 1u);
+
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> all = log->backend().ReadQuarantine(0, 100);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].id(), 1u);
+  EXPECT_EQ((*all)[0].reason(), "missing resource");
+  EXPECT_EQ((*all)[0].raw(), "{\"bad\":1}");
+  EXPECT_EQ((*all)[1].id(), 2u);
+  EXPECT_EQ((*all)[1].index(), 3u);
+  EXPECT_EQ((*all)[2].id(), 3u);
+  EXPECT_EQ((*all)[2].reason(), "not an object");
+
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> tail = log->backend().ReadQuarantine(3, 100);
+  ASSERT_TRUE(tail.ok()) << tail.status();
+  ASSERT_EQ(tail->size(), 1u);
+  EXPECT_EQ((*tail)[0].id(), 3u);
+}
+
+TEST_F(EventLogTest, GetEventReturnsStoredFieldsOrNothing) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  v1::Event event = Product("e1", "p1", 7);
+  event.set_author("julia");
+  (*event.mutable_data()->mutable_fields())["sku"].set_string_value("SKU-1");
+  ASSERT_TRUE(log->AppendSync(Request({event})).ok());
+
+  v1::Event stored = StoredEvent(*log, 1);
+  EXPECT_EQ(stored.sequence(), 1u);
+  EXPECT_EQ(stored.id(), "e1");
+  EXPECT_EQ(stored.author(), "julia");
+  EXPECT_EQ(stored.version_at().seconds(), kBaseSeconds + 7);
+  EXPECT_EQ(stored.data().fields().at("sku").string_value(), "SKU-1");
+
+  absl::StatusOr<std::optional<v1::Event>> missing = log->backend().GetEvent(2);
+  ASSERT_TRUE(missing.ok()) << missing.status();
+  EXPECT_FALSE(missing->has_value());
+  absl::StatusOr<std::optional<v1::Event>> zero = log->backend().GetEvent(0);
+  ASSERT_TRUE(zero.ok()) << zero.status();
+  EXPECT_FALSE(zero->has_value());
+}
+
+TEST_F(EventLogTest, ReadEventsPaginates) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  for (int i = 1; i <= 25; ++i) {
+    ASSERT_TRUE(log->AppendSync(Request({Product(absl::StrCat("e", i), "p", i)})).ok());
+  }
+  std::vector<uint64_t> seen;
+  uint64_t from = 1;
+  int pages = 0;
+  for (;;) {
+    absl::StatusOr<std::vector<v1::Event>> page = log->backend().ReadEvents(from, 10);
+    ASSERT_TRUE(page.ok()) << page.status();
+    if (page->empty()) break;
+    ++pages;
+    EXPECT_LE(page->size(), 10u);
+    for (const v1::Event& e : *page) seen.push_back(e.sequence());
+    from = page->back().sequence() + 1;
+  }
+  EXPECT_EQ(pages, 3);
+  ASSERT_EQ(seen.size(), 25u);
+  for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i + 1);
+
+  absl::StatusOr<std::vector<v1::Event>> middle = log->backend().ReadEvents(24, 10);
+  ASSERT_TRUE(middle.ok()) << middle.status();
+  ASSERT_EQ(middle->size(), 2u);
+  EXPECT_EQ((*middle)[0].sequence(), 24u);
+  absl::StatusOr<std::vector<v1::Event>> none = log->backend().ReadEvents(1, 0);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+  absl::StatusOr<std::vector<v1::Event>> past = log->backend().ReadEvents(26, 10);
+  ASSERT_TRUE(past.ok()) << past.status();
+  EXPECT_TRUE(past->empty());
+}
+
+TEST_F(EventLogTest, WithoutSyncAppendsAreStoredAndRecovered) {
+  EventLogOptions options;
+  options.sync = false;
+  {
+    auto log = Open(options);
+    ASSERT_NE(log, nullptr);
+    auto r = log->AppendSync(Request({Product("e1", "p1", 1), Product("e2", "p1", 0)}));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->accepted, 2u);
+    EXPECT_EQ(r->stale, 1u);
+  }
+  auto log = Open(options);
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->head(), 2u);
+  EXPECT_EQ(AllEvents(*log).size(), 2u);
+  auto dup = log->AppendSync(Request({Product("e1", "p1", 1)}));
+  ASSERT_TRUE(dup.ok()) << dup.status();
+  EXPECT_EQ(dup->duplicates, 1u);
+}
+
+TEST_F(EventLogTest, ConcurrentAppendsGetUniqueDenseSequences) {
+  constexpr int kThreads = 8;
+  constexpr int kRequestsPerThread = 500;
+  constexpr int kTotal = kThreads * kRequestsPerThread;
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+
+  struct Outcome {
+    absl::Status status;
+    AppendResult result;
+  };
+  // outcomes[t][i]: request i of thread t. Each slot is written once, by its callback.
+  std::vector<std::vector<Outcome>> outcomes(kThreads, std::vector<Outcome>(kRequestsPerThread));
+  std::atomic<int> done{0};
+  absl::Notification all_done;
+
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kRequestsPerThread; ++i) {
+        // Two events per request; the second of every tenth request repeats the first.
+        const std::string id = absl::StrCat("t", t, "-r", i);
+        v1::Event second = Product(i % 10 == 0 ? id + "-a" : id + "-b", absl::StrCat("p", t), i);
+        log->Append(Request({Product(id + "-a", absl::StrCat("p", t), i), second}),
+                    [&, t, i](absl::StatusOr<AppendResult> r) {
+                      Outcome& o = outcomes[t][i];
+                      o.status = r.status();
+                      if (r.ok()) o.result = *r;
+                      if (done.fetch_add(1) + 1 == kTotal) all_done.Notify();
+                    });
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  ASSERT_TRUE(all_done.WaitForNotificationWithTimeout(absl::Seconds(120)));
+
+  std::set<uint64_t> sequences;
+  uint64_t expected_events = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    uint64_t previous_last = 0;
+    for (int i = 0; i < kRequestsPerThread; ++i) {
+      const Outcome& o = outcomes[t][i];
+      ASSERT_TRUE(o.status.ok()) << o.status;
+      const bool has_dup = i % 10 == 0;
+      EXPECT_EQ(o.result.accepted, has_dup ? 1u : 2u);
+      EXPECT_EQ(o.result.duplicates, has_dup ? 1u : 0u);
+      // Versions increase per thread and resource, so nothing is stale.
+      EXPECT_EQ(o.result.stale, 0u);
+      // A request's events are contiguous, and one thread's requests are stored in order.
+      EXPECT_EQ(o.result.last_sequence - o.result.first_sequence + 1, o.result.accepted);
+      EXPECT_GT(o.result.first_sequence, previous_last);
+      previous_last = o.result.last_sequence;
+      for (uint64_t s = o.result.first_sequence; s <= o.result.last_sequence; ++s) {
+        EXPECT_TRUE(sequences.insert(s).second) << "sequence " << s << " handed out twice";
+      }
+      expected_events += o.result.accepted;
+    }
+  }
+  ASSERT_EQ(sequences.size(), expected_events);
+  EXPECT_EQ(*sequences.begin(), 1u);
+  EXPECT_EQ(*sequences.rbegin(), expected_events);  // dense: 1..N with no gap
+  EXPECT_EQ(log->head(), expected_events);
+  EXPECT_EQ(log->pending(), 0u);
+
+  std::vector<v1::Event> stored = AllEvents(*log);
+  ASSERT_EQ(stored.size(), expected_events);
+  for (std::size_t i = 0; i < stored.size(); ++i) {
+    EXPECT_EQ(stored[i].sequence(), i + 1);
+    EXPECT_FALSE(stored[i].stale());
+  }
+}
+
+TEST_F(EventLogTest, FailedWriteFailsWholeGroupAndLeavesNoTrace) {
+  auto log = Open({}, /*faulty=*/true);
+  ASSERT_NE(log, nullptr);
+  AppendRequest first = Request({Product("ok1", "p1", 100), Product("ok2", "p2", 100)});
+  first.quarantine = {Quarantined(0, "before")};
+  ASSERT_TRUE(log->AppendSync(std::move(first)).ok());
+  ASSERT_EQ(log->head(), 2u);
+  const int writes_before = control_->write_calls.load();
+
+  // Hold the committer inside the first failing Write so that the next four requests queue up
+  // and are committed together as one group.
+  control_->fail_writes = true;
+  control_->CloseGate();
+  constexpr int kRequests = 5;
+  std::vector<absl::Status> statuses(kRequests);
+  std::atomic<int> done{0};
+  absl::Notification all_done;
+  auto append = [&](int i) {
+    AppendRequest r = Request(
+        {Product(absl::StrCat("f", i), "p1", 200 + i), Product(absl::StrCat("g", i), "", 1)});
+    r.quarantine = {Quarantined(i, "during")};
+    log->Append(std::move(r), [&, i](absl::StatusOr<AppendResult> result) {
+      statuses[i] = result.status();
+      if (done.fetch_add(1) + 1 == kRequests) all_done.Notify();
+    });
+  };
+  append(0);
+  while (control_->write_calls.load() == writes_before) std::this_thread::yield();
+  for (int i = 1; i < kRequests; ++i) append(i);
+  EXPECT_EQ(log->pending(), static_cast<std::size_t>(kRequests));
+  control_->OpenGate();
+  ASSERT_TRUE(all_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+
+  // The held Write, then the other four in one or two more: the builder may have taken the
+  // first of them as a group of its own, built while the held one was being written (and
+  // rebuilt after it failed), while the other three queued behind it. Every callback failed.
+  EXPECT_GE(control_->write_calls.load() - writes_before, 2);
+  EXPECT_LE(control_->write_calls.load() - writes_before, 3);
+  for (const absl::Status& s : statuses) EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_EQ(log->head(), 2u);
+  EXPECT_EQ(log->pending(), 0u);
+  EXPECT_EQ(AllEvents(*log).size(), 2u);
+  absl::StatusOr<std::optional<uint64_t>> id = log->backend().FindEventId({"pim", "f1"});
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_FALSE(id->has_value());
+  absl::StatusOr<std::optional<ResourceVersion>> version =
+      log->backend().FindVersion({"pim", "product", "p1"});
+  ASSERT_TRUE(version.ok()) << version.status();
+  ASSERT_TRUE(version->has_value());
+  EXPECT_EQ((*version)->version_at_us, (kBaseSeconds + 100) * 1'000'000);
+  EXPECT_EQ((*version)->sequence, 1u);
+
+  // Once the fault clears, the same events are stored (not duplicates: nothing of them was
+  // written), with sequences and quarantine ids that continue without a gap.
+  control_->fail_writes = false;
+  AppendRequest retry = Request({Product("f1", "p1", 201)});
+  retry.quarantine = {Quarantined(9, "after")};
+  auto r = log->AppendSync(std::move(retry));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 1u);
+  EXPECT_EQ(r->duplicates, 0u);
+  EXPECT_EQ(r->stale, 0u);
+  EXPECT_EQ(r->first_sequence, 3u);
+  EXPECT_EQ(log->head(), 3u);
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> quarantine =
+      log->backend().ReadQuarantine(0, 100);
+  ASSERT_TRUE(quarantine.ok()) << quarantine.status();
+  ASSERT_EQ(quarantine->size(), 2u);
+  EXPECT_EQ((*quarantine)[1].id(), 2u);
+  EXPECT_EQ((*quarantine)[1].reason(), "after");
+  log.reset();
+
+  // Nothing of the failed groups reached the disk either.
+  auto reopened = Open();
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_EQ(reopened->head(), 3u);
+  std::vector<v1::Event> events = AllEvents(*reopened);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[2].id(), "f1");
+}
+
+TEST_F(EventLogTest, FailedLookupFailsGroupWithoutWriting) {
+  auto log = Open({}, /*faulty=*/true);
+  ASSERT_NE(log, nullptr);
+  ASSERT_TRUE(log->AppendSync(Request({Product("e1", "p1", 1)})).ok());
+  const int writes_before = control_->write_calls.load();
+  control_->fail_lookups = true;
+  auto r = log->AppendSync(Request({Product("e2", "p1", 2)}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_EQ(control_->write_calls.load(), writes_before);
+  EXPECT_EQ(log->head(), 1u);
+  control_->fail_lookups = false;
+  auto ok = log->AppendSync(Request({Product("e2", "p1", 2)}));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->first_sequence, 2u);
+}
+
+TEST_F(EventLogTest, GroupCommitBatchesConcurrentRequests) {
+  constexpr int kThreads = 8;
+  constexpr int kRequestsPerThread = 25;
+  constexpr int kTotal = kThreads * kRequestsPerThread;
+  control_->write_delay_ms = 5;  // a slow disk: requests pile up behind each Write
+  auto log = Open({}, /*faulty=*/true);
+  ASSERT_NE(log, nullptr);
+
+  std::atomic<int> ok{0};
+  std::atomic<int> done{0};
+  absl::Notification all_done;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kRequestsPerThread; ++i) {
+        log->Append(Request({Product(absl::StrCat(t, "-", i), absl::StrCat("p", t), i)}),
+                    [&](absl::StatusOr<AppendResult> r) {
+                      if (r.ok()) ok.fetch_add(1);
+                      if (done.fetch_add(1) + 1 == kTotal) all_done.Notify();
+                    });
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  ASSERT_TRUE(all_done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(ok.load(), kTotal);
+  EXPECT_EQ(log->head(), static_cast<uint64_t>(kTotal));
+  EXPECT_LT(control_->write_calls.load(), kTotal / 2)
+      << "expected group commit to merge requests into far fewer Writes";
+}
+
+TEST_F(EventLogTest, GroupSizeIsBoundedByMaxCommitRequests) {
+  EventLogOptions options;
+  options.max_commit_requests = 3;
+  auto log = Open(options, /*faulty=*/true);
+  ASSERT_NE(log, nullptr);
+  control_->CloseGate();
+  constexpr int kRequests = 10;
+  std::atomic<int> done{0};
+  absl::Notification all_done;
+  for (int i = 0; i < kRequests; ++i) {
+    log->Append(Request({Product(absl::StrCat("e", i), "p", i)}),
+                [&](absl::StatusOr<AppendResult> r) {
+                  EXPECT_TRUE(r.ok()) << r.status();
+                  if (done.fetch_add(1) + 1 == kRequests) all_done.Notify();
+                });
+    // Let the first request reach the (closed) Write on its own so the rest queue up behind it.
+    if (i == 0) {
+      while (control_->write_calls.load() == 0) std::this_thread::yield();
+    }
+  }
+  control_->OpenGate();
+  ASSERT_TRUE(all_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  // At least 1 + ceil(9 / 3) Writes, none of more than 3 requests (of one event each). More
+  // Writes than that when the builder took a group before the rest was queued.
+  EXPECT_GE(control_->write_calls.load(), 4);
+  EXPECT_LE(control_->max_batch_events.load(), 3u);
+  EXPECT_EQ(log->head(), static_cast<uint64_t>(kRequests));
+}
+
+TEST_F(EventLogTest, DestructorCommitsEverythingQueued) {
+  constexpr int kRequests = 200;
+  std::atomic<int> ok{0};
+  {
+    auto log = Open();
+    ASSERT_NE(log, nullptr);
+    for (int i = 0; i < kRequests; ++i) {
+      log->Append(Request({Product(absl::StrCat("e", i), "p", i)}),
+                  [&](absl::StatusOr<AppendResult> r) {
+                    if (r.ok()) ok.fetch_add(1);
+                  });
+    }
+  }
+  EXPECT_EQ(ok.load(), kRequests);
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->head(), static_cast<uint64_t>(kRequests));
+}
+
+TEST_F(EventLogTest, DiskBytesGrowsWithWrites) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  const uint64_t before = log->backend().DiskBytes();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(log->AppendSync(Request({Product(absl::StrCat("e", i), "p", i)})).ok());
+  }
+  EXPECT_GT(log->backend().DiskBytes(), before);
+}
+
+// The RocksDB backend recovers the head from the events themselves when its meta record is
+// missing (a database written before meta existed, or meta lost to a bug).
+TEST_F(EventLogTest, RecoversHeadFromEventsWithoutMeta) {
+  {
+    auto log = Open();
+    ASSERT_NE(log, nullptr);
+    AppendRequest request = Request({Product("e1", "p1", 1), Product("e2", "p2", 1)});
+    request.quarantine = {Quarantined(0, "x")};
+    ASSERT_TRUE(log->AppendSync(std::move(request)).ok());
+  }
+  {
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, {}},
+        {"events", {}},
+        {"dedup", {}},
+        {"versions", {}},
+        {"quarantine", {}},
+        {"meta", {}},
+        {"cursors", {}},
+        {"dead_letters", {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open({}, dir_.path(), families, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    rocksdb::ColumnFamilyHandle* meta = handles[5];
+    EXPECT_TRUE(db->Delete({}, meta, "last_sequence").ok());
+    EXPECT_TRUE(db->Delete({}, meta, "last_quarantine_id").ok());
+    for (rocksdb::ColumnFamilyHandle* h : handles)
+      EXPECT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    EXPECT_TRUE(db->Close().ok());
+  }
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->head(), 2u);
+  AppendRequest request = Request({Product("e3", "p3", 1)});
+  request.quarantine = {Quarantined(0, "y")};
+  auto r = log->AppendSync(std::move(request));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->first_sequence, 3u);
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> quarantine =
+      log->backend().ReadQuarantine(0, 10);
+  ASSERT_TRUE(quarantine.ok()) << quarantine.status();
+  ASSERT_EQ(quarantine->size(), 2u);
+  EXPECT_EQ((*quarantine)[1].id(), 2u);
+}
+
+// Appends `request` without waiting; the returned future gets its result.
+std::shared_future<absl::StatusOr<AppendResult>> AppendAsync(EventLog& log, AppendRequest request) {
+  auto promise = std::make_shared<std::promise<absl::StatusOr<AppendResult>>>();
+  std::shared_future<absl::StatusOr<AppendResult>> result = promise->get_future().share();
+  log.Append(std::move(request),
+             [promise](absl::StatusOr<AppendResult> r) { promise->set_value(std::move(r)); });
+  return result;
+}
+
+// Waits until the log's builder has taken everything queued (pending() counts requests not yet
+// answered, so this waits for the Write calls instead).
+void WaitForWrites(FaultControl& control, int at_least) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (control.write_calls.load() < at_least && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+// The builder prepares the next group while the writer holds the previous one: ids and
+// versions of the group still being written count for dedup and staleness.
+TEST_F(EventLogTest, GroupBuiltDuringAWriteSeesTheGroupBeingWritten) {
+  auto log = Open({}, /*faulty=*/true);
+  ASSERT_NE(log, nullptr);
+  control_->CloseGate();
+  auto first = AppendAsync(*log, Request({Product("a", "p1", 200), Product("b", "p2", 100)}));
+  WaitForWrites(*control_, 1);  // the writer is inside Write, held at the gate
+  // Built while the first group is not in the backend yet.
+  auto second = AppendAsync(*log, Request({Product("a", "p9", 300),     // same id: duplicate
+                                           Product("c", "p1", 150),     // older than 200: stale
+                                           Product("d", "p2", 100)}));  // same version: fresh
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));           // let the builder build it
+  control_->OpenGate();
+  ASSERT_EQ(first.get().status(), absl::OkStatus());
+  absl::StatusOr<AppendResult> r = second.get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->duplicates, 1u);
+  EXPECT_EQ(r->stale, 1u);
+  EXPECT_EQ(r->first_sequence, 3u);
+  EXPECT_EQ(r->last_sequence, 4u);
+  EXPECT_EQ(log->head(), 4u);
+  EXPECT_TRUE(StoredEvent(*log, 3).stale());
+  EXPECT_FALSE(StoredEvent(*log, 4).stale());
+  EXPECT_EQ(StoredEvent(*log, 3).id(), "c");
+}
+
+// A group built on top of a group whose Write then fails is built again on what the backend
+// holds: it is stored, with no gap in sequences, and ids and versions of the failed group do
+// not count.
+TEST_F(EventLogTest, GroupBuiltOnAFailedWriteIsRebuiltAndStored) {
+  auto log = Open({}, /*faulty=*/true);
+  ASSERT_NE(log, nullptr);
+  ASSERT_TRUE(log->AppendSync(Request({Product("base", "p0", 1)})).ok());
+  const int writes_before = control_->write_calls.load();
+  control_->fail_next_writes = 1;
+  control_->CloseGate();
+  auto failing = AppendAsync(*log, Request({Product("x", "p1", 500)}));
+  WaitForWrites(*control_, writes_before + 1);
+  auto later = AppendAsync(*log, Request({Product("x", "p3", 50),      // the failed group's id
+                                          Product("y", "p1", 100)}));  // older than 500
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));          // built on the held group
+  control_->OpenGate();
+  EXPECT_EQ(failing.get().status().code(), absl::StatusCode::kUnavailable);
+  absl::StatusOr<AppendResult> r = later.get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->duplicates, 0u);
+  EXPECT_EQ(r->stale, 0u);
+  EXPECT_EQ(r->first_sequence, 2u);  // right after "base": the failed group left no gap
+  EXPECT_EQ(r->last_sequence, 3u);
+  std::vector<v1::Event> events = AllEvents(*log);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[1].id(), "x");
+  EXPECT_EQ(events[1].resource_id(), "p3");
+  EXPECT_EQ(events[1].sequence(), 2u);
+  EXPECT_FALSE(events[2].stale());
+  absl::StatusOr<std::optional<ResourceVersion>> version =
+      log->backend().FindVersion({"pim", "product", "p1"});
+  ASSERT_TRUE(version.ok()) << version.status();
+  ASSERT_TRUE(version->has_value());
+  EXPECT_EQ((*version)->version_at_us, (kBaseSeconds + 100) * 1'000'000);
+}
+
+// A request queued after a Write failed, once the writer is idle again, is stored (it is not
+// failed for having been built on the failed group).
+TEST_F(EventLogTest, RequestAfterAFailedWriteIsStored) {
+  auto log = Open({}, /*faulty=*/true);
+  ASSERT_NE(log, nullptr);
+  control_->fail_next_writes = 1;
+  EXPECT_EQ(log->AppendSync(Request({Product("a", "p1", 10)})).status().code(),
+            absl::StatusCode::kUnavailable);
+  absl::StatusOr<AppendResult> r = log->AppendSync(Request({Product("a", "p1", 10)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 1u);
+  EXPECT_EQ(r->first_sequence, 1u);
+}
+
+// Stored versions are cached by the builder; the cache never makes a fresh event stale or a
+// stale one fresh, across many resources (more than the cache holds) and a reopen.
+TEST_F(EventLogTest, VersionCacheAgreesWithTheBackend) {
+  EventLogOptions options;
+  options.version_cache_entries = 8;  // two generations of 4: rotates all the time
+  // Round r sets every resource to version 10 r, except that in odd rounds every third
+  // resource gets 10 r - 15: older than the round before, so stale.
+  auto version_of = [](int round, int resource) -> int64_t {
+    return round * 10 - (round % 2 == 1 && resource % 3 == 0 ? 15 : 0);
+  };
+  constexpr int kRounds = 6, kResources = 20;
+  {
+    auto log = Open(options);
+    ASSERT_NE(log, nullptr);
+    for (int round = 0; round < kRounds; ++round) {
+      for (int resource = 0; resource < kResources; ++resource) {
+        absl::StatusOr<AppendResult> r = log->AppendSync(
+            Request({Product(absl::StrCat("e", round, "-", resource), absl::StrCat("r", resource),
+                             version_of(round, resource))}));
+        ASSERT_TRUE(r.ok()) << r.status();
+      }
+    }
+    std::vector<v1::Event> events = AllEvents(*log);
+    ASSERT_EQ(events.size(), static_cast<std::size_t>(kRounds * kResources));
+    for (const v1::Event& e : events) {
+      const int round = static_cast<int>((e.sequence() - 1) / kResources);
+      const int resource = static_cast<int>((e.sequence() - 1) % kResources);
+      EXPECT_EQ(e.stale(), round % 2 == 1 && resource % 3 == 0) << e.ShortDebugString();
+    }
+  }
+  auto log = Open(options);
+  ASSERT_NE(log, nullptr);
+  // After a reopen (empty cache): r1's newest version is 50; 45 is stale, 50 is not.
+  absl::StatusOr<AppendResult> r =
+      log->AppendSync(Request({Product("late", "r1", 45), Product("same", "r1", 50)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stale, 1u);
+  EXPECT_EQ(r->accepted, 2u);
+}
+
+}  // namespace
+}  // namespace pimgate

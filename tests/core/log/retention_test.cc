@@ -1,0 +1,395 @@
+// Retention over a real RocksDB store: events leave only once every plugin is done with them
+// and they are old enough, their dedup entries go with them while resource versions stay, dead
+// letters and quarantine have their own ages, and disk use stays bounded under constant load.
+#include "core/log/retention.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "core/log/event_log.h"
+#include "core/log/rocksdb_backend.h"
+#include "google/protobuf/util/time_util.h"
+#include "tests/testing/test_env.h"
+
+namespace pimgate {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+using testing::TempDir;
+
+// A fixed "now" for the injected clock: ages are measured against it.
+const absl::Time kNow = absl::FromUnixSeconds(1'800'000'000);
+
+int64_t MicrosBefore(absl::Duration ago) { return absl::ToUnixMicros(kNow - ago); }
+
+v1::Event MakeEvent(const std::string& id, const std::string& resource, absl::Duration age,
+                    absl::Duration version_age = absl::ZeroDuration()) {
+  v1::Event event;
+  event.set_id(id);
+  event.set_source("pim");
+  event.set_type("product.updated");
+  event.set_kind("product");
+  event.set_resource_id(resource);
+  *event.mutable_received_at() = TimeUtil::MicrosecondsToTimestamp(MicrosBefore(age));
+  *event.mutable_version_at() = TimeUtil::MicrosecondsToTimestamp(
+      MicrosBefore(version_age == absl::ZeroDuration() ? age : version_age));
+  return event;
+}
+
+class RetentionTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open(RocksDbBackendOptions options = {}) {
+    log_.reset();
+    auto backend = OpenRocksDbBackend(dir_.File("store"), options);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    EventLogOptions log_options;
+    log_options.sync = false;
+    auto log = EventLog::Open(std::move(*backend), log_options);
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = std::move(*log);
+  }
+
+  AppendResult Append(std::vector<v1::Event> events,
+                      std::vector<v1::QuarantineEntry> quarantine = {}) {
+    absl::StatusOr<AppendResult> result =
+        log_->AppendSync(AppendRequest{std::move(events), std::move(quarantine)});
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? *result : AppendResult{};
+  }
+
+  std::vector<uint64_t> Sequences() {
+    absl::StatusOr<std::vector<v1::Event>> events = backend().ReadEvents(0, 100'000);
+    EXPECT_TRUE(events.ok()) << events.status();
+    std::vector<uint64_t> out;
+    if (events.ok()) {
+      for (const v1::Event& e : *events) out.push_back(e.sequence());
+    }
+    return out;
+  }
+
+  LogBackend& backend() { return log_->backend(); }
+
+  RetentionOptions Options(absl::Duration retention) {
+    RetentionOptions options;
+    options.event_retention = retention;
+    options.now = [] { return kNow; };
+    return options;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<EventLog> log_;
+};
+
+TEST_F(RetentionTest, TrimEventsStopsAtCursorThenAtFirstEventTooNew) {
+  // Ten events received 10 s .. 1 s ago: sequence i was received (11 - i) s ago.
+  std::vector<v1::Event> events;
+  for (int i = 1; i <= 10; ++i) {
+    events.push_back(MakeEvent(absl::StrCat("e", i), absl::StrCat("r", i), absl::Seconds(11 - i)));
+  }
+  ASSERT_EQ(Append(std::move(events)).accepted, 10u);
+
+  // Older than 3.5 s means sequences 1..7, but the cursor allows 1..5 only.
+  absl::StatusOr<uint64_t> n = backend().TrimEvents(5, MicrosBefore(absl::Milliseconds(3500)), 100);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 5u);
+  EXPECT_EQ(Sequences(), (std::vector<uint64_t>{6, 7, 8, 9, 10}));
+
+  // With every plugin done, age decides: 6 and 7 go, 8 (received 3 s ago) stays.
+  n = backend().TrimEvents(10, MicrosBefore(absl::Milliseconds(3500)), 100);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2u);
+  EXPECT_EQ(Sequences(), (std::vector<uint64_t>{8, 9, 10}));
+
+  // max_events bounds one call.
+  n = backend().TrimEvents(10, MicrosBefore(absl::ZeroDuration()) + 1, 2);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2u);
+  EXPECT_EQ(Sequences(), (std::vector<uint64_t>{10}));
+}
+
+TEST_F(RetentionTest, TrimStopsAtFirstTooNewEventEvenIfOlderOnesFollow) {
+  // Sequence 2 is new, 3 is old (a slow request committed late): trimming never skips ahead,
+  // so the log stays a contiguous range of sequences.
+  Append({MakeEvent("a", "r1", absl::Hours(2)), MakeEvent("b", "r2", absl::Seconds(1)),
+          MakeEvent("c", "r3", absl::Hours(2))});
+  absl::StatusOr<uint64_t> n = backend().TrimEvents(100, MicrosBefore(absl::Hours(1)), 100);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1u);
+  EXPECT_EQ(Sequences(), (std::vector<uint64_t>{2, 3}));
+}
+
+TEST_F(RetentionTest, RetentionTaskTakesTheLowestCursorAndTheInjectedClock) {
+  std::vector<v1::Event> events;
+  for (int i = 1; i <= 6; ++i) {
+    events.push_back(MakeEvent(absl::StrCat("e", i), absl::StrCat("r", i), absl::Hours(10)));
+  }
+  Append(std::move(events));
+  // Two plugins: one done up to 5, one up to 3.
+  ASSERT_TRUE(backend().WriteProgress("fast", PluginProgress{5, {}}).ok());
+  ASSERT_TRUE(backend().WriteProgress("slow", PluginProgress{3, {}}).ok());
+  RetentionTask task(&backend(), PluginsMinCursor({"fast", "slow"}, &backend(), nullptr),
+                     Options(absl::Hours(1)));
+  absl::StatusOr<RetentionPass> pass = task.RunOnce();
+  ASSERT_TRUE(pass.ok()) << pass.status();
+  EXPECT_EQ(pass->events, 3u);
+  EXPECT_EQ(Sequences(), (std::vector<uint64_t>{4, 5, 6}));
+
+  // A plugin without a cursor yet (a new one) holds everything back.
+  RetentionTask with_new_plugin(&backend(),
+                                PluginsMinCursor({"fast", "slow", "new"}, &backend(), nullptr),
+                                Options(absl::Hours(1)));
+  ASSERT_TRUE(backend().WriteProgress("slow", PluginProgress{6, {}}).ok());
+  pass = with_new_plugin.RunOnce();
+  ASSERT_TRUE(pass.ok()) << pass.status();
+  EXPECT_EQ(pass->events, 0u);
+
+  // Events younger than the retention stay even when every plugin is done.
+  RetentionTask long_retention(&backend(), PluginsMinCursor({"fast", "slow"}, &backend(), nullptr),
+                               Options(absl::Hours(11)));
+  pass = long_retention.RunOnce();
+  ASSERT_TRUE(pass.ok()) << pass.status();
+  EXPECT_EQ(pass->events, 0u);
+  EXPECT_EQ(Sequences(), (std::vector<uint64_t>{4, 5, 6}));
+  EXPECT_EQ(long_retention.stats().runs, 1u);
+  EXPECT_EQ(task.stats().events_trimmed, 3u);
+}
+
+TEST_F(RetentionTest, WithoutPluginsAgeAloneDecides) {
+  Append({MakeEvent("old", "r1", absl::Hours(3)), MakeEvent("new", "r2", absl::Minutes(1))});
+  ASSERT_EQ(PluginsMinCursor({}, &backend(), nullptr)().value(), std::nullopt);
+  RetentionTask task(&backend(), PluginsMinCursor({}, &backend(), nullptr),
+                     Options(absl::Hours(1)));
+  absl::StatusOr<RetentionPass> pass = task.RunOnce();
+  ASSERT_TRUE(pass.ok()) << pass.status();
+  EXPECT_EQ(pass->events, 1u);
+  EXPECT_EQ(Sequences(), (std::vector<uint64_t>{2}));
+}
+
+TEST_F(RetentionTest, CursorErrorKeepsEventsButStillTrimsDeadLetters) {
+  Append({MakeEvent("old", "r1", absl::Hours(3))});
+  v1::DeadLetter letter;
+  letter.set_plugin("p");
+  *letter.mutable_event() = MakeEvent("old", "r1", absl::Hours(3));
+  letter.mutable_event()->set_sequence(1);
+  *letter.mutable_dead_at() = TimeUtil::MicrosecondsToTimestamp(MicrosBefore(absl::Hours(24 * 40)));
+  ASSERT_TRUE(backend().WriteProgress("p", PluginProgress{std::nullopt, {letter}}).ok());
+
+  RetentionTask task(
+      &backend(),
+      []() -> absl::StatusOr<std::optional<uint64_t>> {
+        return absl::UnavailableError("cursor store down");
+      },
+      Options(absl::Hours(1)));
+  absl::StatusOr<RetentionPass> pass = task.RunOnce();
+  EXPECT_FALSE(pass.ok());
+  EXPECT_NE(pass.status().message().find("cursor store down"), absl::string_view::npos);
+  EXPECT_EQ(Sequences(), (std::vector<uint64_t>{1}));
+  EXPECT_TRUE(backend().ReadDeadLetters("p", 0, 10)->empty());
+  EXPECT_EQ(task.stats().failures, 1u);
+  EXPECT_EQ(task.stats().dead_letters_trimmed, 1u);
+}
+
+TEST_F(RetentionTest, DedupEntriesLeaveWithTheirEvents) {
+  Append({MakeEvent("resent", "r1", absl::Hours(3)), MakeEvent("kept", "r2", absl::Minutes(1))});
+  // Within the window both ids are duplicates.
+  AppendResult again = Append(
+      {MakeEvent("resent", "r1", absl::Hours(3)), MakeEvent("kept", "r2", absl::Minutes(1))});
+  EXPECT_EQ(again.duplicates, 2u);
+  EXPECT_TRUE(backend().FindEventId(DedupKey{"pim", "resent"})->has_value());
+
+  absl::StatusOr<uint64_t> n = backend().TrimEvents(100, MicrosBefore(absl::Hours(1)), 100);
+  ASSERT_TRUE(n.ok()) << n.status();
+  ASSERT_EQ(*n, 1u);
+  EXPECT_FALSE(backend().FindEventId(DedupKey{"pim", "resent"})->has_value());
+  EXPECT_TRUE(backend().FindEventId(DedupKey{"pim", "kept"})->has_value());
+
+  // After the retention, a re-sent old id is a new event; the younger one is still known.
+  AppendResult after = Append(
+      {MakeEvent("resent", "r1", absl::Seconds(1)), MakeEvent("kept", "r2", absl::Seconds(1))});
+  EXPECT_EQ(after.accepted, 1u);
+  EXPECT_EQ(after.duplicates, 1u);
+  EXPECT_EQ(after.first_sequence, 3u);
+  // The new entry belongs to the new event, and a later trim of it removes that one.
+  EXPECT_EQ(backend().FindEventId(DedupKey{"pim", "resent"}).value(), std::optional<uint64_t>(3));
+}
+
+TEST_F(RetentionTest, ResourceVersionsOutliveTheirEvents) {
+  // The newest version of r1 (version 2 h ago) arrives, then leaves the log.
+  Append({MakeEvent("v2", "r1", absl::Hours(3), absl::Hours(2))});
+  ASSERT_EQ(backend().TrimEvents(100, MicrosBefore(absl::Hours(1)), 100).value(), 1u);
+  EXPECT_TRUE(Sequences().empty());
+  EXPECT_TRUE(backend().FindVersion(ResourceKey{"pim", "product", "r1"})->has_value());
+  // An older version arriving late is still recognised as stale.
+  AppendResult late = Append({MakeEvent("v1", "r1", absl::Minutes(1), absl::Hours(5))});
+  EXPECT_EQ(late.accepted, 1u);
+  EXPECT_EQ(late.stale, 1u);
+}
+
+TEST_F(RetentionTest, SequencesContinueAfterEverythingWasTrimmedAndTheStoreReopened) {
+  Append({MakeEvent("a", "r1", absl::Hours(3)), MakeEvent("b", "r2", absl::Hours(3))});
+  ASSERT_EQ(backend().TrimEvents(100, MicrosBefore(absl::Hours(1)), 100).value(), 2u);
+  Open();
+  EXPECT_EQ(log_->head(), 2u);
+  EXPECT_EQ(Append({MakeEvent("c", "r3", absl::Seconds(1))}).first_sequence, 3u);
+}
+
+TEST_F(RetentionTest, DeadLettersHaveTheirOwnRetention) {
+  const auto letter = [](const std::string& plugin, uint64_t sequence, absl::Duration age) {
+    v1::DeadLetter l;
+    l.set_plugin(plugin);
+    *l.mutable_event() = MakeEvent(absl::StrCat("id", sequence), "r", absl::Hours(1));
+    l.mutable_event()->set_sequence(sequence);
+    *l.mutable_dead_at() = TimeUtil::MicrosecondsToTimestamp(MicrosBefore(age));
+    return l;
+  };
+  ASSERT_TRUE(backend()
+                  .WriteProgress("a", PluginProgress{std::nullopt,
+                                                     {letter("a", 1, absl::Hours(24 * 31)),
+                                                      letter("a", 2, absl::Hours(24 * 29)),
+                                                      letter("a", 3, absl::Hours(24 * 40))}})
+                  .ok());
+  ASSERT_TRUE(
+      backend()
+          .WriteProgress("b", PluginProgress{std::nullopt, {letter("b", 1, absl::Hours(24 * 35))}})
+          .ok());
+  RetentionOptions options = Options(absl::Hours(1));
+  options.dead_letter_retention = absl::Hours(24 * 30);
+  RetentionTask task(&backend(), PluginsMinCursor({}, &backend(), nullptr), options);
+  absl::StatusOr<RetentionPass> pass = task.RunOnce();
+  ASSERT_TRUE(pass.ok()) << pass.status();
+  EXPECT_EQ(pass->dead_letters, 3u);
+  std::vector<v1::DeadLetter> left = backend().ReadDeadLetters("a", 0, 10).value();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].event().sequence(), 2u);
+  EXPECT_TRUE(backend().ReadDeadLetters("b", 0, 10)->empty());
+}
+
+TEST_F(RetentionTest, QuarantineHasItsOwnRetention) {
+  const auto entry = [](absl::Duration age) {
+    v1::QuarantineEntry e;
+    e.set_source("pim");
+    e.set_reason("bad element");
+    e.set_raw("{\"x\":1}");
+    *e.mutable_received_at() = TimeUtil::MicrosecondsToTimestamp(MicrosBefore(age));
+    return e;
+  };
+  Append({}, {entry(absl::Hours(24 * 40)), entry(absl::Hours(24 * 31))});
+  Append({}, {entry(absl::Hours(24 * 2))});
+  RetentionOptions options = Options(absl::Hours(1));
+  options.quarantine_retention = absl::Hours(24 * 30);
+  RetentionTask task(&backend(), PluginsMinCursor({}, &backend(), nullptr), options);
+  absl::StatusOr<RetentionPass> pass = task.RunOnce();
+  ASSERT_TRUE(pass.ok()) << pass.status();
+  EXPECT_EQ(pass->quarantine, 2u);
+  std::vector<v1::QuarantineEntry> left = backend().ReadQuarantine(0, 10).value();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].id(), 3u);
+}
+
+TEST_F(RetentionTest, LargeBacklogIsTrimmedInBatchesWithinOnePass) {
+  std::vector<v1::Event> events;
+  for (int i = 0; i < 2'500; ++i) {
+    events.push_back(MakeEvent(absl::StrCat("e", i), absl::StrCat("r", i), absl::Hours(2)));
+  }
+  Append(std::move(events));
+  RetentionOptions options = Options(absl::Hours(1));
+  options.batch = 300;
+  RetentionTask task(&backend(), PluginsMinCursor({}, &backend(), nullptr), options);
+  EXPECT_EQ(task.RunOnce().value().events, 2'500u);
+  EXPECT_TRUE(Sequences().empty());
+}
+
+// Disk use stays bounded under constant load: events keep flowing in while a retention task with
+// a tiny retention and interval removes them behind the (always caught-up) plugin cursor.
+TEST_F(RetentionTest, DiskUseStaysBoundedUnderConstantLoad) {
+  RocksDbBackendOptions small;
+  small.write_buffer_bytes = 1 << 20;  // flushes (and so reclaimable table files) come quickly
+  Open(small);
+
+  RetentionOptions options;
+  options.event_retention = absl::Milliseconds(200);
+  options.interval = absl::Milliseconds(100);
+  EventLog* log = log_.get();
+  // One plugin that keeps up: its cursor is the head.
+  RetentionTask task(
+      &backend(), [log]() -> absl::StatusOr<std::optional<uint64_t>> { return log->head(); },
+      options);
+  task.Start();
+
+  constexpr auto kDuration = std::chrono::seconds(5);
+  constexpr int kEventsPerRequest = 50;
+  constexpr std::size_t kPayloadBytes = 1'000;  // random hex: incompressible
+  constexpr uint64_t kBoundBytes = 64ull << 20;
+  std::mt19937_64 random(42);
+  const auto payload = [&random] {
+    std::string hex;
+    hex.reserve(kPayloadBytes);
+    static constexpr char kDigits[] = "0123456789abcdef";
+    while (hex.size() < kPayloadBytes) hex.push_back(kDigits[random() & 15]);
+    return hex;
+  };
+
+  const auto start = std::chrono::steady_clock::now();
+  auto next_sample = start;
+  uint64_t appended = 0;
+  uint64_t max_disk = 0;
+  uint64_t max_events = 0;
+  int id = 0;
+  while (std::chrono::steady_clock::now() - start < kDuration) {
+    std::vector<v1::Event> events;
+    const int64_t now_us = absl::ToUnixMicros(absl::Now());
+    for (int i = 0; i < kEventsPerRequest; ++i, ++id) {
+      v1::Event event;
+      event.set_id(absl::StrCat("load-", id));
+      event.set_source("pim");
+      event.set_type("product.updated");
+      event.set_kind("product");
+      event.set_resource_id(absl::StrCat("r", id % 1000));
+      *event.mutable_received_at() = TimeUtil::MicrosecondsToTimestamp(now_us);
+      (*event.mutable_data()->mutable_fields())["blob"].set_string_value(payload());
+      events.push_back(std::move(event));
+    }
+    ASSERT_EQ(Append(std::move(events)).accepted, static_cast<uint32_t>(kEventsPerRequest));
+    appended += kEventsPerRequest;
+    if (std::chrono::steady_clock::now() >= next_sample) {
+      next_sample += std::chrono::milliseconds(500);
+      const uint64_t disk = backend().DiskBytes();
+      const std::vector<v1::Event> oldest = backend().ReadEvents(0, 1).value();
+      const uint64_t in_log = oldest.empty() ? 0 : log->head() - oldest[0].sequence() + 1;
+      max_disk = std::max(max_disk, disk);
+      max_events = std::max(max_events, in_log);
+      std::printf("[ retention ] t=%5.1fs appended=%8llu (%6.1f MiB) in_log=%7llu disk=%6.1f MiB\n",
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                  static_cast<unsigned long long>(appended), appended * kPayloadBytes / 1048576.0,
+                  static_cast<unsigned long long>(in_log), disk / 1048576.0);
+    }
+  }
+  task.Stop();
+  const RetentionStats stats = task.stats();
+  std::printf(
+      "[ retention ] passes=%llu trimmed=%llu of %llu; max disk %.1f MiB, max %llu events\n",
+      static_cast<unsigned long long>(stats.runs),
+      static_cast<unsigned long long>(stats.events_trimmed),
+      static_cast<unsigned long long>(appended), max_disk / 1048576.0,
+      static_cast<unsigned long long>(max_events));
+
+  EXPECT_GT(stats.runs, 10u);
+  EXPECT_GT(stats.events_trimmed, appended / 2) << "retention did not keep up with ingest";
+  EXPECT_LT(max_disk, kBoundBytes) << "disk use grew beyond the bound";
+}
+
+}  // namespace
+}  // namespace pimgate

@@ -1,0 +1,102 @@
+// CanonicalizeType: every type named in docs/REFERENCE.md (legacy actions and Event Platform
+// types) maps to the expected canonical type and kind.
+#include "gateway/event_type.h"
+
+#include <ostream>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace pimgate {
+namespace {
+
+struct Case {
+  const char* original;
+  const char* type;
+  const char* kind;
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.original; }
+
+class CanonicalizeTypeTest : public testing::TestWithParam<Case> {};
+
+TEST_P(CanonicalizeTypeTest, MapsToCanonicalTypeAndKind) {
+  const Case& c = GetParam();
+  const CanonicalType canonical = CanonicalizeType(c.original);
+  EXPECT_EQ(canonical.type, c.type);
+  EXPECT_EQ(canonical.kind, c.kind);
+}
+
+// Legacy Events API actions.
+INSTANTIATE_TEST_SUITE_P(
+    LegacyActions, CanonicalizeTypeTest,
+    testing::Values(Case{"product.created", "product.created", "product"},
+                    Case{"product.updated", "product.updated", "product"},
+                    Case{"product.removed", "product.deleted", "product"},
+                    Case{"product_model.created", "product_model.created", "product_model"},
+                    Case{"product_model.updated", "product_model.updated", "product_model"},
+                    Case{"product_model.removed", "product_model.deleted", "product_model"}));
+
+#define PIM_V1 "com.akeneo.pim.v1."
+
+// Every Event Platform type listed in REFERENCE.md section 3.
+INSTANTIATE_TEST_SUITE_P(
+    EventPlatformTypes, CanonicalizeTypeTest,
+    testing::Values(
+        Case{PIM_V1 "product.created", "product.created", "product"},
+        Case{PIM_V1 "product.updated", "product.updated", "product"},
+        Case{PIM_V1 "product.deleted", "product.deleted", "product"},
+        Case{PIM_V1 "product.updated.delta", "product.updated.delta", "product"},
+        Case{PIM_V1 "product.became-complete", "product.became_complete", "product"},
+        Case{PIM_V1 "product.became-incomplete", "product.became_incomplete", "product"},
+        Case{PIM_V1 "product-model.created", "product_model.created", "product_model"},
+        Case{PIM_V1 "product-model.updated", "product_model.updated", "product_model"},
+        Case{PIM_V1 "product-model.deleted", "product_model.deleted", "product_model"},
+        Case{PIM_V1 "product-model.updated.delta", "product_model.updated.delta", "product_model"},
+        Case{PIM_V1 "asset.created", "asset.created", "asset"},
+        Case{PIM_V1 "asset.updated", "asset.updated", "asset"},
+        Case{PIM_V1 "asset.deleted", "asset.deleted", "asset"},
+        Case{PIM_V1 "attribute.created", "attribute.created", "attribute"},
+        Case{PIM_V1 "attribute.updated", "attribute.updated", "attribute"},
+        Case{PIM_V1 "attribute.deleted", "attribute.deleted", "attribute"},
+        Case{PIM_V1 "attribute-group.created", "attribute_group.created", "attribute_group"},
+        Case{PIM_V1 "attribute-group.updated", "attribute_group.updated", "attribute_group"},
+        Case{PIM_V1 "attribute-group.deleted", "attribute_group.deleted", "attribute_group"},
+        Case{PIM_V1 "attribute-option.created", "attribute_option.created", "attribute_option"},
+        Case{PIM_V1 "attribute-option.updated", "attribute_option.updated", "attribute_option"},
+        Case{PIM_V1 "attribute-option.deleted", "attribute_option.deleted", "attribute_option"},
+        Case{PIM_V1 "category.created", "category.created", "category"},
+        Case{PIM_V1 "category.updated", "category.updated", "category"},
+        Case{PIM_V1 "category.deleted", "category.deleted", "category"},
+        Case{PIM_V1 "family.created", "family.created", "family"},
+        Case{PIM_V1 "family.updated", "family.updated", "family"},
+        Case{PIM_V1 "family.deleted", "family.deleted", "family"},
+        Case{PIM_V1 "reference-entity-record.created", "reference_entity_record.created",
+             "reference_entity_record"},
+        Case{PIM_V1 "reference-entity-record.updated", "reference_entity_record.updated",
+             "reference_entity_record"},
+        Case{PIM_V1 "reference-entity-record.deleted", "reference_entity_record.deleted",
+             "reference_entity_record"},
+        Case{PIM_V1 "job.export.status-changed", "job.export.status_changed", "job"},
+        Case{PIM_V1 "job.import.status-changed", "job.import.status_changed", "job"},
+        Case{PIM_V1 "job.mass-edit.status-changed", "job.mass_edit.status_changed", "job"},
+        Case{PIM_V1 "workflow.task.created", "workflow.task.created", "workflow"},
+        Case{PIM_V1 "app.deleted", "app.deleted", "app"},
+        Case{PIM_V1 "connection.deleted", "connection.deleted", "connection"}));
+
+// New Akeneo types must be accepted: the same rules apply to types pimgate has never seen.
+INSTANTIATE_TEST_SUITE_P(
+    UnknownTypes, CanonicalizeTypeTest,
+    testing::Values(Case{PIM_V1 "data-quality-insights.score-changed.delta",
+                         "data_quality_insights.score_changed.delta", "data_quality_insights"},
+                    Case{PIM_V1 "channel.removed", "channel.deleted", "channel"},
+                    // Only the exact prefix is stripped; another vendor prefix is kept as is.
+                    Case{"com.akeneo.pim.v2.product.created", "com.akeneo.pim.v2.product.created",
+                         "com"},
+                    // `removed` is rewritten only as the last segment.
+                    Case{"product.removed.delta", "product.removed.delta", "product"},
+                    Case{"removed", "removed", "removed"}, Case{"single", "single", "single"},
+                    Case{"", "", ""}, Case{PIM_V1, "", ""}));
+
+}  // namespace
+}  // namespace pimgate

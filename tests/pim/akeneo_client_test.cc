@@ -1,0 +1,704 @@
+// AkeneoClient against the FakePim over real sockets, with real TLS (self-signed certificate) and
+// plain HTTP: OAuth (token reuse, refresh before expiry, renewal on 401, refused credentials),
+// retries (429 with Retry-After, 5xx, a PIM that is down, timeouts), search_after paging,
+// concurrency limits, certificate verification, shutdown, and the URL helpers.
+#include "pim/akeneo_client.h"
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <latch>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "spdlog/sinks/ringbuffer_sink.h"
+#include "spdlog/spdlog.h"
+#include "tests/testing/fake_pim.h"
+#include "tests/testing/test_env.h"
+
+namespace pimgate {
+namespace {
+
+using ::pimgate::testing::FakePim;
+using ::pimgate::testing::NewUuid;
+using ::std::chrono::milliseconds;
+using ::std::chrono::seconds;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kProducts[] = "/api/rest/v1/products-uuid";
+constexpr char kProductModels[] = "/api/rest/v1/product-models";
+// 2026-11-20T10:00:00Z.
+constexpr int64_t kBaseTimeUs = int64_t{1795168800} * 1'000'000;
+
+RestConfig ConfigFor(const FakePim& pim) {
+  RestConfig config;
+  config.base_url = pim.base_url();
+  config.client_id = "pim-client";
+  config.secret = Secret{"pim-secret", "inline"};
+  config.username = "pim-user";
+  config.password = Secret{"pim-password", "inline"};
+  config.insecure_skip_verify = true;
+  config.allow_insecure_http = true;
+  config.timeout = seconds(10);
+  config.max_attempts = 4;
+  config.initial_backoff = milliseconds(20);
+  config.max_backoff = milliseconds(200);
+  return config;
+}
+
+std::unique_ptr<AkeneoClient> MakeClient(const RestConfig& config) {
+  absl::StatusOr<std::unique_ptr<AkeneoClient>> client = AkeneoClient::Create(config);
+  EXPECT_TRUE(client.ok()) << client.status();
+  return client.ok() ? *std::move(client) : nullptr;
+}
+
+// Requests the fake answered whose target starts with `prefix`, in order.
+std::vector<FakePim::Request> RequestsTo(const FakePim& pim, const std::string& prefix) {
+  std::vector<FakePim::Request> out;
+  for (const FakePim::Request& request : pim.requests()) {
+    if (absl::StartsWith(request.target, prefix)) out.push_back(request);
+  }
+  return out;
+}
+
+std::string ProductTarget(const std::string& uuid) { return absl::StrCat(kProducts, "/", uuid); }
+
+// ---- URL helpers --------------------------------------------------------------------------------
+
+TEST(AkeneoUrlTest, UrlEncodeKeepsOnlyUnreserved) {
+  EXPECT_EQ(UrlEncode("AZaz09-._~"), "AZaz09-._~");
+  EXPECT_EQ(UrlEncode(""), "");
+  EXPECT_EQ(UrlEncode("a b+c/d?e=f&g"), "a%20b%2Bc%2Fd%3Fe%3Df%26g");
+  EXPECT_EQ(UrlEncode("{\"updated\":[]}"), "%7B%22updated%22%3A%5B%5D%7D");
+  EXPECT_EQ(UrlEncode("\xc3\xa9\x01\xff"), "%C3%A9%01%FF");
+}
+
+TEST(AkeneoUrlTest, SearchAfterTarget) {
+  EXPECT_EQ(SearchAfterTarget(kProducts, ""),
+            "/api/rest/v1/products-uuid?limit=100&pagination_type=search_after");
+  EXPECT_EQ(SearchAfterTarget(kProductModels,
+                              "{\"updated\":[{\"operator\":\">\",\"value\":"
+                              "\"2026-11-20 10:00:00\"}]}",
+                              25),
+            "/api/rest/v1/product-models?search=%7B%22updated%22%3A%5B%7B%22operator%22%3A%22%3E"
+            "%22%2C%22value%22%3A%222026-11-20%2010%3A00%3A00%22%7D%5D%7D&limit=25&pagination_"
+            "type=search_after");
+}
+
+TEST(AkeneoUrlTest, AkeneoSearchTimeIsUtcSecondsRoundedDown) {
+  EXPECT_EQ(AkeneoSearchTime(0), "1970-01-01 00:00:00");
+  EXPECT_EQ(AkeneoSearchTime(kBaseTimeUs), "2026-11-20 10:00:00");
+  EXPECT_EQ(AkeneoSearchTime(kBaseTimeUs + 59'999'999), "2026-11-20 10:00:59");
+  EXPECT_EQ(AkeneoSearchTime(-1), "1969-12-31 23:59:59");
+}
+
+// ---- Create -------------------------------------------------------------------------------------
+
+TEST(AkeneoClientCreateTest, RefusesBadConfigurations) {
+  RestConfig config;
+  config.base_url = "http://127.0.0.1:1";
+  config.client_id = "c";
+  config.secret = Secret{"s", "inline"};
+  config.username = "u";
+  config.password = Secret{"p", "inline"};
+  absl::StatusOr<std::unique_ptr<AkeneoClient>> client = AkeneoClient::Create(config);
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(client.status().message()), HasSubstr("allow_insecure_http"));
+
+  config.base_url = "https://pim.example.com/api";
+  client = AkeneoClient::Create(config);
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(client.status().message()), HasSubstr("must not have a path"));
+
+  config.base_url = "pim.example.com";
+  EXPECT_EQ(AkeneoClient::Create(config).status().code(), absl::StatusCode::kInvalidArgument);
+
+  config.base_url = "https://pim.example.com";
+  config.ca_file = "/nonexistent/ca.pem";
+  client = AkeneoClient::Create(config);
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(client.status().message()), HasSubstr("/nonexistent/ca.pem"));
+
+  // A PIM that is down at start is not an error: Create does not connect.
+  config.ca_file.clear();
+  config.base_url = "https://127.0.0.1:1";
+  EXPECT_TRUE(AkeneoClient::Create(config).ok());
+}
+
+// ---- OAuth --------------------------------------------------------------------------------------
+
+TEST(AkeneoClientTest, TokenObtainedOnceAndReusedOverTls) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs, R"({"family":"shoes","categories":["summer"]})", "sku-1");
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  ASSERT_NE(client, nullptr);
+  for (int i = 0; i < 5; ++i) {
+    absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+    ASSERT_TRUE(body.ok()) << body.status();
+    EXPECT_THAT(*body, HasSubstr("\"identifier\":\"sku-1\""));
+    EXPECT_THAT(*body, HasSubstr("\"family\":\"shoes\""));
+    EXPECT_THAT(*body, HasSubstr("\"updated\":\"2026-11-20T10:00:00+00:00\""));
+  }
+  EXPECT_EQ(pim.token_requests(), 1);
+  EXPECT_EQ(pim.refresh_requests(), 0);
+  const AkeneoClientStats stats = client->stats();
+  EXPECT_EQ(stats.token_requests, 1u);
+  EXPECT_EQ(stats.calls, 5u);
+  EXPECT_EQ(stats.retries, 0u);
+  EXPECT_EQ(stats.failures, 0u);
+  // Kept alive: at most one connection per worker.
+  EXPECT_LE(pim.connections_accepted(), 4);
+}
+
+TEST(AkeneoClientTest, OneWorkerReusesOneConnection) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  RestConfig config = ConfigFor(pim);
+  config.max_concurrency = 1;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+  EXPECT_EQ(pim.connections_accepted(), 1);  // the token request and 10 GETs on one connection
+}
+
+TEST(AkeneoClientTest, PlainHttpWhenAllowed) {
+  FakePim::Options options;
+  options.tls = false;
+  FakePim pim(options);
+  ASSERT_TRUE(absl::StartsWith(pim.base_url(), "http://"));
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_THAT(*body, HasSubstr(uuid));
+}
+
+TEST(AkeneoClientTest, TokenRefreshedBeforeExpiry) {
+  FakePim::Options options;
+  options.token_ttl = seconds(2);  // renewed in its last 10%: after 1.8 s
+  FakePim pim(options);
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+  EXPECT_EQ(pim.refresh_requests(), 0);
+  std::this_thread::sleep_for(milliseconds(1900));
+  absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_EQ(pim.refresh_requests(), 1);
+  EXPECT_EQ(pim.token_requests(), 2);
+  // Renewed before use: the PIM never had to refuse a token.
+  for (const FakePim::Request& request : pim.requests()) {
+    EXPECT_NE(request.status, 401) << request.target;
+  }
+}
+
+TEST(AkeneoClientTest, RevokedTokenRenewedTransparentlyOn401) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+  pim.ExpireTokens();
+  pim.ClearRequests();
+  absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+  ASSERT_TRUE(body.ok()) << body.status();
+  const std::vector<FakePim::Request> requests = pim.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(requests[0].status, 401);
+  EXPECT_EQ(requests[1].target, "/api/oauth/v1/token");
+  EXPECT_EQ(requests[1].status, 200);
+  EXPECT_EQ(requests[2].status, 200);
+  EXPECT_EQ(pim.refresh_requests(), 1);  // the refresh token was still good
+  EXPECT_EQ(client->stats().retries, 1u);
+}
+
+TEST(AkeneoClientTest, WrongPasswordIsUnauthenticatedWithoutTheSecret) {
+  FakePim pim;
+  RestConfig config = ConfigFor(pim);
+  config.password = Secret{"wrong-password-123", "inline"};
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  absl::StatusOr<std::string> body = client->Get(kProducts);
+  ASSERT_EQ(body.status().code(), absl::StatusCode::kUnauthenticated) << body.status();
+  const std::string message(body.status().message());
+  EXPECT_THAT(message, HasSubstr("No user found for the given username and password"));
+  EXPECT_THAT(message, HasSubstr("pim-user"));
+  EXPECT_THAT(message, Not(HasSubstr("wrong-password-123")));
+  EXPECT_THAT(message, Not(HasSubstr("pim-secret")));
+  // A refused grant is not retried.
+  EXPECT_EQ(pim.token_requests(), 1);
+  EXPECT_TRUE(RequestsTo(pim, kProducts).empty());
+  EXPECT_EQ(client->stats().failures, 1u);
+}
+
+TEST(AkeneoClientTest, WrongClientSecretIsUnauthenticated) {
+  FakePim pim;
+  RestConfig config = ConfigFor(pim);
+  config.secret = Secret{"wrong-client-secret", "inline"};
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  absl::StatusOr<std::string> body = client->Get(kProducts);
+  ASSERT_EQ(body.status().code(), absl::StatusCode::kUnauthenticated) << body.status();
+  EXPECT_THAT(std::string(body.status().message()), HasSubstr("does not match any client"));
+  EXPECT_THAT(std::string(body.status().message()), Not(HasSubstr("wrong-client-secret")));
+}
+
+// Logs at debug level through a token renewal, a 401, a 429 and a 5xx: no credential or token.
+TEST(AkeneoClientTest, LogsNeverCarrySecretsOrTokens) {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000);
+  auto logger = std::make_shared<spdlog::logger>("capture", sink);
+  logger->set_level(spdlog::level::trace);
+  std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
+  spdlog::set_default_logger(logger);
+
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  {
+    std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+    ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+    pim.ExpireTokens();
+    pim.FailNextCalls(1, 503);
+    ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+    pim.FailNextCalls(1, 429, 0);
+    ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+    RestConfig wrong = ConfigFor(pim);
+    wrong.password = Secret{"wrong-password-456", "inline"};
+    std::unique_ptr<AkeneoClient> refused = MakeClient(wrong);
+    EXPECT_FALSE(refused->Get(kProducts).ok());
+  }
+  spdlog::set_default_logger(previous);
+  const std::vector<std::string> lines = sink->last_formatted();
+  EXPECT_FALSE(lines.empty());
+  for (const std::string& line : lines) {
+    EXPECT_THAT(line, Not(HasSubstr("pim-password")));
+    EXPECT_THAT(line, Not(HasSubstr("wrong-password-456")));
+    EXPECT_THAT(line, Not(HasSubstr("pim-secret")));
+    EXPECT_THAT(line, Not(HasSubstr("Bearer")));
+    EXPECT_THAT(line, Not(HasSubstr("Basic")));
+    EXPECT_THAT(line, Not(HasSubstr("refresh_token\":")));
+  }
+}
+
+// ---- Retries ------------------------------------------------------------------------------------
+
+TEST(AkeneoClientTest, RetryAfterOf429IsHonoured) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));  // backoff 20 ms
+  ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+  pim.FailNextCalls(1, 429, 1);
+  pim.ClearRequests();
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+  const absl::Duration elapsed = absl::Now() - start;
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_GE(elapsed, absl::Milliseconds(950));
+  const std::vector<FakePim::Request> requests = RequestsTo(pim, kProducts);
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].status, 429);
+  EXPECT_EQ(requests[1].status, 200);
+  EXPECT_EQ(client->stats().throttled, 1u);
+  EXPECT_EQ(client->stats().retries, 1u);
+}
+
+TEST(AkeneoClientTest, ServerErrorsRetriedThenSucceed) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  pim.FailNextCalls(2, 500);
+  absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_EQ(RequestsTo(pim, kProducts).size(), 3u);
+  EXPECT_EQ(client->stats().retries, 2u);
+}
+
+TEST(AkeneoClientTest, ServerErrorsExhaustAttemptsThenUnavailable) {
+  FakePim pim;
+  RestConfig config = ConfigFor(pim);
+  config.max_attempts = 3;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  pim.FailNextCalls(100, 503);
+  absl::StatusOr<std::string> body = client->Get(kProducts);
+  ASSERT_EQ(body.status().code(), absl::StatusCode::kUnavailable) << body.status();
+  EXPECT_THAT(std::string(body.status().message()), HasSubstr("after 3 attempts"));
+  EXPECT_THAT(std::string(body.status().message()), HasSubstr("HTTP 503"));
+  EXPECT_EQ(RequestsTo(pim, kProducts).size(), 3u);
+  const AkeneoClientStats stats = client->stats();
+  EXPECT_EQ(stats.retries, 2u);
+  EXPECT_EQ(stats.failures, 1u);
+}
+
+TEST(AkeneoClientTest, ClientErrorsAreNotRetried) {
+  FakePim pim;
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  absl::StatusOr<std::string> missing = client->Get(ProductTarget(NewUuid()));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("does not exist"));
+
+  absl::StatusOr<std::string> too_many = client->Get(absl::StrCat(kProducts, "?limit=101"));
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(too_many.status().message()), HasSubstr("HTTP 422"));
+  EXPECT_THAT(std::string(too_many.status().message()),
+              HasSubstr("You cannot request more than 100 items."));
+
+  // Akeneo cannot search product models by code.
+  absl::StatusOr<AkeneoPage> by_code = client->GetPage(
+      SearchAfterTarget(kProductModels, R"({"code":[{"operator":"IN","value":["a","b"]}]})"));
+  EXPECT_EQ(by_code.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(by_code.status().message()),
+              HasSubstr("Filter on property \"code\" is not supported"));
+
+  absl::StatusOr<std::string> unknown = client->Get("/api/rest/v1/nothing-here");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(RequestsTo(pim, "/api/rest/v1/").size(), 4u);  // one attempt each
+  EXPECT_EQ(client->stats().retries, 0u);
+}
+
+TEST(AkeneoClientTest, PimDownIsUnavailableThenRecoversAfterResume) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  RestConfig config = ConfigFor(pim);
+  config.max_attempts = 3;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());  // a kept-alive connection now exists
+
+  pim.Stop();
+  absl::StatusOr<std::string> down = client->Get(ProductTarget(uuid));
+  ASSERT_EQ(down.status().code(), absl::StatusCode::kUnavailable) << down.status();
+  EXPECT_THAT(std::string(down.status().message()), HasSubstr("after 3 attempts"));
+  EXPECT_THAT(std::string(down.status().message()), HasSubstr("refused"));
+
+  pim.Resume();
+  absl::StatusOr<std::string> up = client->Get(ProductTarget(uuid));
+  ASSERT_TRUE(up.ok()) << up.status();
+}
+
+TEST(AkeneoClientTest, KeepAliveConnectionClosedByPimIsReplacedTransparently) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  RestConfig config = ConfigFor(pim);
+  config.max_attempts = 1;  // no retry budget: only the stale-connection replacement can help
+  config.max_concurrency = 1;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+  pim.Stop();
+  pim.Resume();
+  absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_EQ(client->stats().retries, 0u);
+}
+
+TEST(AkeneoClientTest, AnswerAboveSizeLimitIsRefused) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  // 65 MiB of values: more than the client's 64 MiB response limit.
+  pim.PutProduct(uuid, kBaseTimeUs,
+                 absl::StrCat(R"({"values":{"blob":")", std::string(65 << 20, 'x'), R"("}})"));
+  RestConfig config = ConfigFor(pim);
+  config.max_concurrency = 1;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+  ASSERT_EQ(body.status().code(), absl::StatusCode::kResourceExhausted) << body.status();
+  EXPECT_THAT(std::string(body.status().message()), HasSubstr("larger than 64 MiB"));
+  EXPECT_EQ(client->stats().retries, 0u);
+  // The connection is dropped and replaced; the client keeps working.
+  pim.DeleteProduct(uuid);
+  pim.PutProduct(uuid, kBaseTimeUs);
+  EXPECT_TRUE(client->Get(ProductTarget(uuid)).ok());
+}
+
+TEST(AkeneoClientTest, SlowAnswerIsDeadlineExceeded) {
+  FakePim pim;
+  RestConfig config = ConfigFor(pim);
+  config.timeout = milliseconds(300);
+  config.max_attempts = 2;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  pim.SetDelay(milliseconds(1500));
+  absl::StatusOr<std::string> body = client->Get(kProducts);
+  ASSERT_EQ(body.status().code(), absl::StatusCode::kDeadlineExceeded) << body.status();
+  EXPECT_THAT(std::string(body.status().message()), HasSubstr("timed out"));
+  pim.SetDelay(milliseconds(0));
+}
+
+// ---- Paging -------------------------------------------------------------------------------------
+
+TEST(AkeneoClientTest, ForEachPageVisitsEveryItemOnceAcrossPages) {
+  FakePim pim;
+  std::set<std::string> expected;
+  for (int i = 0; i < 257; ++i) {
+    const std::string uuid = NewUuid();
+    expected.insert(uuid);
+    pim.PutProduct(uuid, kBaseTimeUs + int64_t{i} * 1'000'000);
+  }
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  std::multiset<std::string> seen;
+  std::vector<size_t> page_sizes;
+  absl::Status status =
+      client->ForEachPage(SearchAfterTarget(kProducts, ""), [&](AkeneoPage& page) {
+        page_sizes.push_back(page.items.size());
+        for (const google::protobuf::Struct& item : page.items) {
+          seen.insert(item.fields().at("uuid").string_value());
+          EXPECT_TRUE(item.fields().at("_links").struct_value().fields().contains("self"));
+        }
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(page_sizes, (std::vector<size_t>{100, 100, 57}));
+  EXPECT_EQ(seen.size(), expected.size());
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), expected);
+  const std::vector<FakePim::Request> lists = RequestsTo(pim, kProducts);
+  ASSERT_EQ(lists.size(), 3u);
+  EXPECT_THAT(lists[0].target, Not(HasSubstr("search_after=")));
+  EXPECT_THAT(lists[1].target, HasSubstr("search_after="));
+  EXPECT_THAT(lists[2].target, HasSubstr("search_after="));
+}
+
+TEST(AkeneoClientTest, UpdatedFilterAndUuidSearch) {
+  FakePim pim;
+  std::vector<std::string> uuids;
+  for (int i = 0; i < 30; ++i) {
+    uuids.push_back(NewUuid());
+    pim.PutProduct(uuids.back(), kBaseTimeUs + int64_t{i} * 60'000'000);  // one a minute
+  }
+  pim.PutProductModel("model-a", kBaseTimeUs);
+  pim.PutProductModel("model-b", kBaseTimeUs + 3600'000'000);
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+
+  // Updated after minute 19: minutes 20 to 29.
+  const std::string after = absl::StrCat(R"({"updated":[{"operator":">","value":")",
+                                         AkeneoSearchTime(kBaseTimeUs + 19 * 60'000'000), "\"}]}");
+  std::set<std::string> seen;
+  ASSERT_TRUE(client
+                  ->ForEachPage(SearchAfterTarget(kProducts, after, 4),
+                                [&](AkeneoPage& page) {
+                                  for (const auto& item : page.items) {
+                                    seen.insert(item.fields().at("uuid").string_value());
+                                  }
+                                  return absl::OkStatus();
+                                })
+                  .ok());
+  EXPECT_EQ(seen, std::set<std::string>(uuids.begin() + 20, uuids.end()));
+
+  // RFC 3339 values work too, and product models filter the same way.
+  absl::StatusOr<AkeneoPage> models = client->GetPage(SearchAfterTarget(
+      kProductModels, R"({"updated":[{"operator":">","value":"2026-11-20T10:30:00Z"}]})"));
+  ASSERT_TRUE(models.ok()) << models.status();
+  ASSERT_EQ(models->items.size(), 1u);
+  EXPECT_EQ(models->items[0].fields().at("code").string_value(), "model-b");
+  EXPECT_TRUE(models->next.empty());
+
+  // Search by a list of uuids (hydration batches).
+  const std::string by_uuid = absl::StrCat(R"({"uuid":[{"operator":"IN","value":[")", uuids[3],
+                                           R"(",")", uuids[7], R"("]}]})");
+  absl::StatusOr<AkeneoPage> batch = client->GetPage(SearchAfterTarget(kProducts, by_uuid));
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  std::set<std::string> batch_uuids;
+  for (const auto& item : batch->items) batch_uuids.insert(item.fields().at("uuid").string_value());
+  EXPECT_EQ(batch_uuids, (std::set<std::string>{uuids[3], uuids[7]}));
+}
+
+TEST(AkeneoClientTest, OnPageErrorStopsPaging) {
+  FakePim pim;
+  for (int i = 0; i < 5; ++i) pim.PutProduct(NewUuid(), kBaseTimeUs);
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  int pages = 0;
+  absl::Status status = client->ForEachPage(SearchAfterTarget(kProducts, "", 2), [&](AkeneoPage&) {
+    ++pages;
+    return absl::AbortedError("enough");
+  });
+  EXPECT_EQ(status.code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(pages, 1);
+  EXPECT_EQ(RequestsTo(pim, kProducts).size(), 1u);
+}
+
+TEST(AkeneoClientTest, NextHrefOnAnotherOriginIsRefused) {
+  FakePim pim;
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  // Same host and port, other scheme; other port; other host.
+  for (const std::string& target :
+       {absl::StrCat("http://127.0.0.1:", pim.port(), kProducts),
+        absl::StrCat("https://127.0.0.1:", pim.port() + 1, kProducts),
+        std::string("https://evil.example.com/api/rest/v1/products-uuid?limit=100")}) {
+    absl::StatusOr<std::string> body = client->Get(target);
+    EXPECT_EQ(body.status().code(), absl::StatusCode::kInvalidArgument) << target;
+    EXPECT_THAT(std::string(body.status().message()), HasSubstr("refusing to follow")) << target;
+  }
+  EXPECT_EQ(client->Get("not a url").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->Get("/api/rest/v1/products-uuid?x=a b").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(pim.requests().empty());  // not even a token was asked for
+  // The same origin, absolute, is followed.
+  absl::StatusOr<std::string> ok = client->Get(absl::StrCat(pim.base_url(), kProducts));
+  EXPECT_TRUE(ok.ok()) << ok.status();
+}
+
+// ---- Concurrency and shutdown -------------------------------------------------------------------
+
+// Fires `count` GetAsync at once and waits for every answer.
+std::vector<absl::Status> GetAll(AkeneoClient& client, const std::string& target, int count) {
+  absl::Mutex mu;
+  std::vector<absl::Status> results;
+  std::latch answered(count);
+  for (int i = 0; i < count; ++i) {
+    client.GetAsync(target, [&](absl::StatusOr<std::string> body) {
+      {
+        absl::MutexLock lock(&mu);
+        results.push_back(body.status());
+      }
+      answered.count_down();
+    });
+  }
+  answered.wait();
+  absl::MutexLock lock(&mu);
+  return results;
+}
+
+TEST(AkeneoClientTest, AtMostMaxConcurrencyCallsInFlight) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  pim.SetDelay(milliseconds(150));
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));  // max_concurrency 4
+  for (const absl::Status& status : GetAll(*client, ProductTarget(uuid), 20)) {
+    EXPECT_TRUE(status.ok()) << status;
+  }
+  EXPECT_LE(pim.max_concurrent_seen(), 4);
+  EXPECT_GE(pim.max_concurrent_seen(), 1);
+  EXPECT_EQ(RequestsTo(pim, kProducts).size(), 20u);  // none refused with 429
+  EXPECT_EQ(pim.token_requests(), 1);                 // the workers shared one token
+
+  FakePim pim2;
+  pim2.PutProduct(uuid, kBaseTimeUs);
+  pim2.SetDelay(milliseconds(50));
+  RestConfig config = ConfigFor(pim2);
+  config.max_concurrency = 2;
+  std::unique_ptr<AkeneoClient> client2 = MakeClient(config);
+  for (const absl::Status& status : GetAll(*client2, ProductTarget(uuid), 10)) {
+    EXPECT_TRUE(status.ok()) << status;
+  }
+  EXPECT_LE(pim2.max_concurrent_seen(), 2);
+}
+
+TEST(AkeneoClientTest, FakePimRefusesTooManyConcurrentCalls) {
+  FakePim::Options options;
+  options.max_concurrent_calls = 1;
+  FakePim pim(options);
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  pim.SetDelay(milliseconds(200));
+  RestConfig config = ConfigFor(pim);
+  config.max_concurrency = 4;
+  config.max_attempts = 10;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  // The PIM allows one call at a time: the others get 429 and are retried until they pass.
+  for (const absl::Status& status : GetAll(*client, ProductTarget(uuid), 3)) {
+    EXPECT_TRUE(status.ok()) << status;
+  }
+  EXPECT_GE(client->stats().throttled, 1u);
+}
+
+TEST(AkeneoClientTest, ShutdownCancelsQueuedCalls) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  RestConfig config = ConfigFor(pim);
+  config.max_concurrency = 1;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+  pim.SetDelay(milliseconds(500));
+  absl::Mutex mu;
+  std::vector<absl::Status> results;
+  for (int i = 0; i < 5; ++i) {
+    client->GetAsync(ProductTarget(uuid), [&](absl::StatusOr<std::string> body) {
+      absl::MutexLock lock(&mu);
+      results.push_back(body.status());
+    });
+  }
+  std::this_thread::sleep_for(milliseconds(100));  // the first call is in flight
+  client->Shutdown();
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(results.size(), 5u);  // Shutdown waited for the call in flight
+  int cancelled = 0;
+  for (const absl::Status& status : results) {
+    if (status.code() == absl::StatusCode::kCancelled) ++cancelled;
+  }
+  EXPECT_GE(cancelled, 4);
+  EXPECT_LE(RequestsTo(pim, kProducts).size(), 2u);
+
+  // Later calls are cancelled at once.
+  absl::StatusOr<std::string> after = client->Get(ProductTarget(uuid));
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kCancelled);
+  client->Shutdown();  // idempotent
+}
+
+TEST(AkeneoClientTest, ShutdownInterruptsBackoff) {
+  FakePim pim;
+  RestConfig config = ConfigFor(pim);
+  config.initial_backoff = seconds(30);
+  config.max_backoff = seconds(30);
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  pim.FailNextCalls(10, 503);
+  std::promise<absl::Status> result;
+  client->GetAsync(
+      kProducts, [&result](absl::StatusOr<std::string> body) { result.set_value(body.status()); });
+  while (RequestsTo(pim, kProducts).empty()) std::this_thread::sleep_for(milliseconds(10));
+  client->Shutdown();
+  EXPECT_EQ(result.get_future().get().code(), absl::StatusCode::kCancelled);
+}
+
+// ---- Certificate verification -------------------------------------------------------------------
+
+TEST(AkeneoClientTest, VerificationRefusesSelfSignedCertificateWithoutCaFile) {
+  FakePim pim;
+  RestConfig config = ConfigFor(pim);
+  config.insecure_skip_verify = false;
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  absl::StatusOr<std::string> body = client->Get(kProducts);
+  ASSERT_EQ(body.status().code(), absl::StatusCode::kUnavailable) << body.status();
+  const std::string message(body.status().message());
+  EXPECT_THAT(message, HasSubstr("certificate verification failed"));
+  EXPECT_THAT(message, HasSubstr("self-signed"));
+  EXPECT_THAT(message, HasSubstr("rest.ca_file"));
+  // Not retried: the certificate would fail the same way again.
+  EXPECT_EQ(client->stats().retries, 0u);
+  EXPECT_TRUE(pim.requests().empty());
+}
+
+TEST(AkeneoClientTest, VerificationAcceptsCertificateFromCaFile) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  RestConfig config = ConfigFor(pim);
+  config.insecure_skip_verify = false;
+  config.ca_file = pim.cert_file();
+  std::unique_ptr<AkeneoClient> client = MakeClient(config);
+  absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+  ASSERT_TRUE(body.ok()) << body.status();
+
+  // By host name too (the certificate names localhost): SNI and host name verification.
+  config.base_url = absl::StrCat("https://localhost:", pim.port());
+  std::unique_ptr<AkeneoClient> by_name = MakeClient(config);
+  absl::StatusOr<std::string> named = by_name->Get(ProductTarget(uuid));
+  ASSERT_TRUE(named.ok()) << named.status();
+}
+
+}  // namespace
+}  // namespace pimgate
