@@ -10,20 +10,21 @@
 
 #include "absl/time/time.h"
 #include "admin/admin_server.h"
-#include "pim/akeneo_client.h"
+#include "common/logging.h"
 #include "config/config.h"
 #include "core/dispatch/dispatcher.h"
-#include "core/log/event_log.h"
-#include "common/logging.h"
-#include "metrics/metrics.h"
-#include "metrics/metrics_collectors.h"
 #include "core/dispatch/plugin_supervisor.h"
-#include "pim/reconciler.h"
+#include "core/log/event_log.h"
 #include "core/log/retention.h"
 #include "core/log/rocksdb_backend.h"
 #include "gateway/server.h"
 #include "metrics/gateway_metrics.h"
+#include "metrics/metrics.h"
+#include "metrics/metrics_collectors.h"
 #include "metrics/metrics_server.h"
+#include "pim/akeneo_client.h"
+#include "pim/hydrator.h"
+#include "pim/reconciler.h"
 #include "spdlog/spdlog.h"
 
 namespace {
@@ -181,7 +182,8 @@ int Serve(const std::string& path, const std::string& ready_file) {
   }
   pimgate::PluginSupervisor* plugins = supervisor->get();
   pimgate::DispatcherOptions dispatch_options;
-  dispatch_options.rest_clients = rest_clients;  // hydration (plugins with hydrate: true)
+  // Hydration (plugins with hydrate: true) on the same REST clients as reconciliation.
+  dispatch_options.hydration = std::make_shared<pimgate::Hydrator>(rest_clients);
   auto dispatcher = pimgate::Dispatcher::Create(
       config->plugins, log->get(),
       [plugins](const std::string& name) { return plugins->AddressOf(name); }, dispatch_options);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/units.h"
 
 namespace pimgate {
 
@@ -290,14 +291,6 @@ struct Config {
 // file cannot be read.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 absl::StatusOr<Config> LoadConfigString(const std::string& yaml);
-
-// "500ms", "30s", "15m", "168h", "2d", "1h30m" → milliseconds. Units are ms, s, m, h and d, each
-// at most once and largest first; numbers are whole and non-negative. "0s" parses (callers decide
-// whether zero makes sense); a bare number ("10") is an error asking for a unit.
-absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text);
-// "4194304", "512KiB", "4MiB", "1GiB" (also B, and KB/MB/GB as powers of 1000) → bytes. No
-// fractions, signs or spaces; values beyond size_t are errors.
-absl::StatusOr<std::size_t> ParseByteSize(const std::string& text);
 
 const char* SourceKindName(SourceKind kind);
 

@@ -12,10 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
-#include "pim/akeneo_client.h"
 #include "common/logging.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "pim/akeneo_client.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
@@ -77,41 +77,18 @@ absl::StatusOr<Struct> ParseObject(const std::string& body) {
 
 }  // namespace
 
-bool IsLightweightEvent(const v1::Event& event) {
-  if (event.origin() != v1::ORIGIN_EVENT_PLATFORM || event.resource_id().empty()) return false;
-  if (event.kind() != "product" && event.kind() != "product_model") return false;
-  return !absl::EndsWith(event.type(), ".deleted");
-}
-
-HydrationRequest MakeHydrationRequest(const v1::Event& event, uint64_t ticket) {
-  HydrationRequest request;
-  request.sequence = event.sequence();
-  request.ticket = ticket;
-  request.source = event.source();
-  request.kind = event.kind();
-  request.resource_id = event.resource_id();
-  request.version = event.has_version_at()
-                        ? absl::StrCat(google::protobuf::util::TimeUtil::TimestampToMicroseconds(
-                              event.version_at()))
-                        : absl::StrCat("id:", event.id());
-  return request;
-}
-
-void ApplyHydration(const Struct* resource, v1::Event& event) {
-  auto& fields = *event.mutable_data()->mutable_fields();
-  if (resource != nullptr) {
-    *fields[kHydratedResourceField].mutable_struct_value() = *resource;
-    fields[kHydrationField].set_string_value(kHydrationOk);
-  } else {
-    fields.erase(kHydratedResourceField);
-    fields[kHydrationField].set_string_value(kHydrationNotFound);
-  }
-}
-
 class Hydrator::State : public std::enable_shared_from_this<Hydrator::State> {
  public:
   State(AkeneoClientMap clients, HydratorOptions options)
       : clients_(std::move(clients)), options_(options) {}
+
+  std::vector<std::string> ServedSources() const {
+    std::vector<std::string> sources;
+    for (const auto& [source, client] : clients_) {
+      if (client != nullptr) sources.push_back(source);
+    }
+    return sources;  // a std::map's keys: sorted
+  }
 
   bool HasClient(const std::string& source) const {
     auto it = clients_.find(source);
@@ -366,7 +343,7 @@ Hydrator::Hydrator(AkeneoClientMap clients, HydratorOptions options)
 
 Hydrator::~Hydrator() = default;
 
-bool Hydrator::HasClient(const std::string& source) const { return state_->HasClient(source); }
+std::vector<std::string> Hydrator::ServedSources() const { return state_->ServedSources(); }
 
 bool Hydrator::ShouldHydrate(const v1::Event& event) const {
   return IsLightweightEvent(event) && state_->HasClient(event.source());

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/dispatch/hydration.h"
 #include "google/protobuf/struct.pb.h"
 #include "pimgate/v1/event.pb.h"
 
@@ -31,49 +32,9 @@ using AkeneoClientMap = std::map<std::string, std::shared_ptr<AkeneoClient>>;
 inline constexpr std::size_t kHydrationCacheEntries = 10'000;
 inline constexpr std::size_t kHydrationCacheBytes = 64 * 1024 * 1024;
 
-// Where a hydrated event carries what was fetched, inside `Event.data`:
-//   data.resource  = the product / product model exactly as the REST API returns it
-//   data.hydration = "ok" (data.resource is set) or "not_found" (the PIM no longer has the
-//                    resource: deleted after the event was sent; data.resource is absent)
-inline constexpr char kHydratedResourceField[] = "resource";
-inline constexpr char kHydrationField[] = "hydration";
-inline constexpr char kHydrationOk[] = "ok";
-inline constexpr char kHydrationNotFound[] = "not_found";
-
 struct HydratorOptions {
   std::size_t cache_entries = kHydrationCacheEntries;
   std::size_t cache_bytes = kHydrationCacheBytes;
-};
-
-// True for a lightweight event: Event Platform origin, kind `product` or `product_model`, a
-// resource id, and a type that is not `*.deleted` (created, updated, updated.delta,
-// became_complete, ...: the resource exists and the event carries only its id).
-bool IsLightweightEvent(const v1::Event& event);
-
-// One event to hydrate. `ticket` is echoed in the outcome (the caller's bookkeeping).
-struct HydrationRequest {
-  uint64_t sequence = 0;
-  uint64_t ticket = 0;
-  std::string source;
-  std::string kind;         // "product" | "product_model"
-  std::string resource_id;  // product uuid | model code
-  std::string version;      // the cache key's version: Event.version_at, else the event id
-};
-
-// The request built from an event IsLightweightEvent() accepts.
-HydrationRequest MakeHydrationRequest(const v1::Event& event, uint64_t ticket);
-
-struct HydrationOutcome {
-  uint64_t sequence = 0;
-  uint64_t ticket = 0;
-  // OK: `resource` is set. NotFound: the PIM has no such resource (deleted). Anything else: the
-  // fetch failed (PIM unreachable, 5xx after the client's retries, refused credentials ...), and
-  // the message says which resource, which source and why.
-  absl::Status status;
-  std::shared_ptr<const google::protobuf::Struct> resource;
-  // No PIM call was made for this request: the cache had it, or it joined a fetch another
-  // request (another plugin's) had already started.
-  bool from_cache = false;
 };
 
 // Totals since the hydrator was created.
@@ -89,23 +50,18 @@ struct HydratorStats {
 
 // Thread-safe. Outlives nothing: callbacks still pending when it is destroyed run against
 // internal state they keep alive, so destroying it while fetches are in flight is safe.
-class Hydrator {
+class Hydrator : public HydrationService {
  public:
-  using DoneFn = std::function<void(HydrationOutcome outcome)>;
-
   explicit Hydrator(AkeneoClientMap clients, HydratorOptions options = {});
   ~Hydrator();
   Hydrator(const Hydrator&) = delete;
   Hydrator& operator=(const Hydrator&) = delete;
 
-  bool HasClient(const std::string& source) const;
-  // IsLightweightEvent(event) and its source has a client.
-  bool ShouldHydrate(const v1::Event& event) const;
-
-  // Starts hydrating `requests` (each for a source with a client) and returns at once. `done`
-  // is called exactly once per request: at once (from this call) for cache hits, later from a
-  // REST client thread for the others. It must not block.
-  void Hydrate(std::vector<HydrationRequest> requests, DoneFn done);
+  // HydrationService: served sources are those with a client; answers come from a REST client
+  // thread.
+  std::vector<std::string> ServedSources() const override;
+  bool ShouldHydrate(const v1::Event& event) const override;
+  void Hydrate(std::vector<HydrationRequest> requests, DoneFn done) override;
 
   HydratorStats stats() const;
 
@@ -114,10 +70,6 @@ class Hydrator {
  private:
   std::shared_ptr<State> state_;
 };
-
-// Writes a hydration result into an event about to be delivered: data.resource = *resource and
-// data.hydration = "ok", or (resource null) data.hydration = "not_found" and no data.resource.
-void ApplyHydration(const google::protobuf::Struct* resource, v1::Event& event);
 
 }  // namespace pimgate
 

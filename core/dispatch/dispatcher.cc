@@ -55,7 +55,7 @@ class Dispatcher::PluginDispatcher {
  public:
   // `hydrator`: null unless the plugin has `hydrate: true`.
   PluginDispatcher(const PluginConfig& config, EventLog* log, AddressResolver resolve,
-                   const DispatcherOptions& options, Hydrator* hydrator)
+                   const DispatcherOptions& options, HydrationService* hydrator)
       : config_(config),
         log_(log),
         resolve_(std::move(resolve)),
@@ -749,7 +749,7 @@ class Dispatcher::PluginDispatcher {
   EventLog* const log_;
   AddressResolver resolve_;
   const DispatcherOptions options_;
-  Hydrator* const hydrator_;  // null: the plugin does not hydrate
+  HydrationService* const hydrator_;  // null: the plugin does not hydrate
   const EventFilter filter_;
 
   // Inbox, shared with the stream threads and the API.
@@ -807,15 +807,15 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
     }
     if (plugin.hydrate) {
       // Which of the plugin's sources can be hydrated (all sources when it lists none).
+      const std::vector<std::string> served =
+          options.hydration ? options.hydration->ServedSources() : std::vector<std::string>{};
       std::vector<std::string> with_client, without_client;
       if (plugin.sources.empty()) {
-        for (const auto& [source, client] : options.rest_clients) {
-          if (client != nullptr) with_client.push_back(source);
-        }
+        with_client = served;
       } else {
         for (const std::string& source : plugin.sources) {
-          auto it = options.rest_clients.find(source);
-          (it != options.rest_clients.end() && it->second != nullptr ? with_client : without_client)
+          (std::find(served.begin(), served.end(), source) != served.end() ? with_client
+                                                                           : without_client)
               .push_back(source);
         }
       }
@@ -830,9 +830,7 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
             "rest configured)",
             plugin.name, absl::StrJoin(without_client, ", "));
       }
-      if (!dispatcher->hydrator_) {
-        dispatcher->hydrator_ = std::make_shared<Hydrator>(options.rest_clients, options.hydration);
-      }
+      dispatcher->hydrator_ = options.hydration;
       spdlog::info("[dispatch {}] hydrates lightweight product events of source(s) {}", plugin.name,
                    absl::StrJoin(with_client, ", "));
     }
@@ -900,6 +898,26 @@ absl::Status Dispatcher::Seek(const std::string& plugin, uint64_t sequence) {
   if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
   p->RequestSeek(sequence);
   return absl::OkStatus();
+}
+
+MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, LogBackend* backend,
+                                   const Dispatcher* dispatcher) {
+  return [plugins = std::move(plugins), backend,
+          dispatcher]() -> absl::StatusOr<std::optional<uint64_t>> {
+    if (plugins.empty()) return std::nullopt;
+    uint64_t lowest = std::numeric_limits<uint64_t>::max();
+    for (const std::string& plugin : plugins) {
+      absl::StatusOr<uint64_t> cursor = backend->LoadCursor(plugin);
+      if (!cursor.ok()) return cursor.status();
+      lowest = std::min(lowest, *cursor);
+    }
+    if (dispatcher != nullptr) {
+      for (const PluginDispatchStats& stats : dispatcher->Stats()) {
+        lowest = std::min(lowest, stats.cursor);
+      }
+    }
+    return lowest;
+  };
 }
 
 }  // namespace pimgate

@@ -13,8 +13,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "config/config.h"
+#include "core/dispatch/hydration.h"
 #include "core/log/event_log.h"
-#include "pim/hydrator.h"
+#include "core/log/retention.h"
 
 namespace pimgate {
 
@@ -53,10 +54,9 @@ struct DispatcherOptions {
   absl::Duration reconnect_initial = absl::Milliseconds(100);
   absl::Duration reconnect_max = absl::Seconds(5);
   absl::Duration connect_timeout = absl::Seconds(2);
-  // REST clients by source name, for plugins with `hydrate: true` (the same clients
-  // reconciliation uses). A hydrating plugin needs a client for at least one of its sources.
-  AkeneoClientMap rest_clients;
-  HydratorOptions hydration;
+  // Fetches resources for plugins with `hydrate: true` (pim/hydrator.h, on the REST clients
+  // reconciliation uses). A hydrating plugin needs it to serve at least one of its sources.
+  std::shared_ptr<HydrationService> hydration;
   // Per hydrating plugin: events being fetched plus fetched events not yet sent stay below
   // max(hydration_prefetch, max_in_flight), and at most hydration_batches fetch batches (each
   // one search per 100 products of a source, one GET per model) run at once. Events arriving
@@ -103,7 +103,7 @@ class Dispatcher {
 
  private:
   Dispatcher() = default;
-  std::shared_ptr<Hydrator> hydrator_;  // shared by hydrating plugins; null when none hydrates
+  std::shared_ptr<HydrationService> hydrator_;  // shared by hydrating plugins; null: none hydrates
   std::vector<std::unique_ptr<PluginDispatcher>> plugins_;
   PluginDispatcher* Find(const std::string& name) const;
 };
@@ -111,6 +111,13 @@ class Dispatcher {
 // The delay before redelivery number `attempt` (1 = first retry): initial * multiplier^(attempt-1)
 // capped at max_backoff, then spread by +-jitter using `unit_random` in [0, 1).
 absl::Duration RetryDelay(const RetryConfig& retry, uint32_t attempt, double unit_random);
+
+// The provider pimgate runs with: for each of `plugins`, the lower of its persisted cursor
+// (where delivery resumes after a restart, so what must still be in the log) and its live cursor
+// in `dispatcher` (lower just after a seek back that is not persisted yet). nullopt when
+// `plugins` is empty. `backend` and `dispatcher` must outlive the provider's calls.
+MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, LogBackend* backend,
+                                   const Dispatcher* dispatcher);
 
 }  // namespace pimgate
 

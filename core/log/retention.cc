@@ -17,26 +17,6 @@ absl::Duration FromChrono(std::chrono::milliseconds d) { return absl::Millisecon
 
 }  // namespace
 
-MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, LogBackend* backend,
-                                   const Dispatcher* dispatcher) {
-  return [plugins = std::move(plugins), backend,
-          dispatcher]() -> absl::StatusOr<std::optional<uint64_t>> {
-    if (plugins.empty()) return std::nullopt;
-    uint64_t lowest = std::numeric_limits<uint64_t>::max();
-    for (const std::string& plugin : plugins) {
-      absl::StatusOr<uint64_t> cursor = backend->LoadCursor(plugin);
-      if (!cursor.ok()) return cursor.status();
-      lowest = std::min(lowest, *cursor);
-    }
-    if (dispatcher != nullptr) {
-      for (const PluginDispatchStats& stats : dispatcher->Stats()) {
-        lowest = std::min(lowest, stats.cursor);
-      }
-    }
-    return lowest;
-  };
-}
-
 RetentionOptions RetentionOptions::FromConfig(const StoreConfig& store) {
   RetentionOptions options;
   options.event_retention = absl::Seconds(store.retention.count());

@@ -18,7 +18,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "config/config.h"
-#include "core/dispatch/dispatcher.h"
 #include "core/log/log_backend.h"
 
 namespace pimgate {
@@ -27,13 +26,6 @@ namespace pimgate {
 // nullopt when no plugin is configured, in which case age alone decides. An error skips the
 // event trim of that pass: retention never removes what it cannot prove is done.
 using MinCursorProvider = std::function<absl::StatusOr<std::optional<uint64_t>>()>;
-
-// The provider pimgate runs with: for each of `plugins`, the lower of its persisted cursor
-// (where delivery resumes after a restart, so what must still be in the log) and its live cursor
-// in `dispatcher` (lower just after a seek back that is not persisted yet). nullopt when
-// `plugins` is empty. `backend` and `dispatcher` must outlive the provider's calls.
-MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, LogBackend* backend,
-                                   const Dispatcher* dispatcher);
 
 struct RetentionOptions {
   absl::Duration event_retention = absl::Hours(7 * 24);

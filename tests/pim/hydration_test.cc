@@ -179,7 +179,7 @@ class HydrationTest : public ::testing::Test {
 
   std::unique_ptr<Dispatcher> StartDispatcher(const std::vector<PluginConfig>& plugins) {
     DispatcherOptions options;
-    options.rest_clients[kPlatform] = client_;
+    options.hydration = std::make_shared<Hydrator>(AkeneoClientMap{{kPlatform, client_}});
     auto dispatcher = Dispatcher::Create(
         plugins, log_.get(), [this](const std::string& name) { return "unix:" + Socket(name); },
         options);

@@ -1,6 +1,7 @@
 // Retention over a real RocksDB store: events leave only once every plugin is done with them
 // and they are old enough, their dedup entries go with them while resource versions stay, dead
 // letters and quarantine have their own ages, and disk use stays bounded under constant load.
+#include "core/dispatch/dispatcher.h"
 #include "core/log/retention.h"
 
 #include <gtest/gtest.h>
