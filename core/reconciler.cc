@@ -583,10 +583,13 @@ absl::StatusOr<ReconcileRunStats> Reconciler::RunLocked(Source& source,
   if (stats.status.ok()) {
     spdlog::info(
         "[reconcile] {} run {}{}: scanned {}, emitted {}, deleted {}, in sync {}, invalid {}, "
-        "{} API call(s), {:.3f}s, watermark {}{}",
+        "{} API call(s), {:.3f}s, window {}, watermark {}{}",
         source.name, stats.run, stats.full ? " (full)" : "", stats.scanned, stats.emitted,
         stats.deleted, stats.in_sync, stats.invalid, stats.api_calls,
         absl::ToDoubleSeconds(stats.duration()),
+        stats.window_start_us ? absl::StrCat("updated > \"", stats.updated_filter, "\" (",
+                                             stats.filter_time_zone, ")")
+                              : std::string("everything"),
         stats.watermark_us ? FormatMicros(*stats.watermark_us) : std::string("none"),
         stats.watermark_advanced ? "" : " (unchanged)");
   } else if (absl::IsCancelled(stats.status)) {
