@@ -314,6 +314,10 @@ class AdminServiceImpl final : public v1::Admin::Service {
       *out.mutable_watermark() = TimeUtil::MicrosecondsToTimestamp(*source.watermark_us);
     }
     if (source.next_run) *out.mutable_next_run_at() = ToProto(*source.next_run);
+    out.set_pim_time_zone(source.pim_time_zone);
+    out.set_pim_time_zone_origin(source.pim_time_zone_origin);
+    out.set_filter_utc_offset(source.filter_utc_offset);
+    out.set_products_path(source.products_path);
   }
 
   // ---- Reconciliation -------------------------------------------------------------------------
@@ -355,6 +359,9 @@ class AdminServiceImpl final : public v1::Admin::Service {
     *response.mutable_finished_at() = ToProto(run->finished_at);
     response.set_run(run->run);
     response.set_full(run->full);
+    response.set_updated_filter(run->updated_filter);
+    response.set_filter_time_zone(run->filter_time_zone);
+    response.set_products_path(run->products_path);
     return absl::OkStatus();
   }
 

@@ -33,6 +33,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/time_zone.h"
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
@@ -1009,6 +1010,19 @@ ValueReader BaseUrl(std::string& out, bool& is_http) {
   };
 }
 
+// rest.timezone: a fixed UTC offset or an IANA name the system's tz database has.
+ValueReader PimTimeZoneName(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    if (absl::StatusOr<absl::TimeZone> zone = ParsePimTimeZone(*text); !zone.ok()) {
+      return Invalid(field, zone.status().message());
+    }
+    out = *std::move(text);
+    return absl::OkStatus();
+  };
+}
+
 ValueReader Rest(std::optional<RestConfig>& out) {
   return [&out](const Field& field) -> absl::Status {
     RestConfig& rest = out.emplace();
@@ -1034,6 +1048,7 @@ ValueReader Rest(std::optional<RestConfig>& out) {
             {"ca_file", Tracked(ReadableFile(rest.ca_file), ca_file_line)},
             {"insecure_skip_verify", Bool(rest.insecure_skip_verify)},
             {"allow_insecure_http", Bool(rest.allow_insecure_http)},
+            {"timezone", PimTimeZoneName(rest.timezone)},
         });
     if (!status.ok()) return status;
     if (absl::Status range = backoff.CheckAgainstDefaults(); !range.ok()) return range;

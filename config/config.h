@@ -105,6 +105,11 @@ struct RestConfig {
   // Skip certificate verification (never in production; tests against a self-signed PIM).
   bool insecure_skip_verify = false;
   bool allow_insecure_http = false;
+  // The PIM server's time zone, in which it reads the `updated` filter of reconciliation: a fixed
+  // offset ("-05:00") or an IANA name ("America/New_York", DST-aware). Empty: learned from the
+  // offsets the PIM writes in `updated` (docs/reconciliation.md). Checked by the loader
+  // (ParsePimTimeZone).
+  std::string timezone;
 };
 
 // Periodic reconciliation of a source through its `rest` API. YAML `sources[].reconcile`.

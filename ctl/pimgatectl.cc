@@ -246,6 +246,31 @@ std::string FormatCodes(const google::protobuf::Map<uint32_t, uint64_t>& codes) 
   return parts.empty() ? "-" : absl::StrJoin(parts, " ");
 }
 
+// The PIM's time zone as reconciliation knows it: "-05:00 (learned)", "America/New_York
+// (configured)", "-05:00 (learned; window widened: filter -07:00)", "unknown (filter -14:00)".
+std::string PimTimeZoneCell(const v1::ReconciliationStats& r) {
+  const std::string zone = r.pim_time_zone().empty()
+                               ? std::string("unknown")
+                               : absl::StrCat(r.pim_time_zone(), " (", r.pim_time_zone_origin());
+  if (r.pim_time_zone().empty()) {
+    return r.filter_utc_offset().empty()
+               ? zone
+               : absl::StrCat(zone, " (filter ", r.filter_utc_offset(), ")");
+  }
+  if (r.pim_time_zone_origin() == "learned" && !r.filter_utc_offset().empty() &&
+      r.filter_utc_offset() != r.pim_time_zone()) {
+    return absl::StrCat(zone, "; window widened: filter ", r.filter_utc_offset(), ")");
+  }
+  return zone + ")";
+}
+
+// Where products are listed: "products-uuid" (PIM 7, SaaS) or "products (by identifier)".
+std::string ProductsCell(const v1::ReconciliationStats& r) {
+  if (r.products_path().empty()) return "-";
+  if (absl::EndsWith(r.products_path(), "/products")) return "products (by identifier)";
+  return std::string(r.products_path().substr(r.products_path().rfind('/') + 1));
+}
+
 // Printable on one line: control characters escaped.
 std::string OneLine(absl::string_view text) {
   std::string out;
@@ -456,21 +481,21 @@ int RunStats(AdminClient& client, const Args& args) {
   if (!response.reconciliations().empty()) {
     Table reconciliations({"RECONCILE", "LAST RUN", "RESULT", "SCANNED", "EMITTED", "DELETED",
                            "IN SYNC", "API CALLS", "OK/FAILED", "WATERMARK", "NEXT RUN",
-                           "LAST ERROR"});
+                           "PIM TIME ZONE", "PRODUCTS", "LAST ERROR"});
     for (const v1::ReconciliationStats& r : response.reconciliations()) {
       const bool ran = r.has_last_finished_at();
       std::string result = !ran ? "never" : r.last_ok() ? "ok" : "failed";
       if (r.last_full() && ran) result += " (full)";
       if (r.running()) result = ran ? result + ", running" : "running";
       const auto figure = [ran](uint64_t value) { return ran ? absl::StrCat(value) : "-"; };
-      reconciliations.Add({r.source(), ran ? FormatTime(r.last_finished_at()) : "-", result,
-                           figure(r.last_scanned()), figure(r.last_emitted()),
-                           figure(r.last_deleted()), figure(r.last_in_sync()),
-                           figure(r.last_api_calls()),
-                           absl::StrCat(r.runs_succeeded(), "/", r.runs_failed()),
-                           r.has_watermark() ? FormatTime(r.watermark()) : "-",
-                           r.has_next_run_at() ? FormatTime(r.next_run_at()) : "on demand",
-                           r.last_error().empty() ? "-" : r.last_error()});
+      reconciliations.Add(
+          {r.source(), ran ? FormatTime(r.last_finished_at()) : "-", result,
+           figure(r.last_scanned()), figure(r.last_emitted()), figure(r.last_deleted()),
+           figure(r.last_in_sync()), figure(r.last_api_calls()),
+           absl::StrCat(r.runs_succeeded(), "/", r.runs_failed()),
+           r.has_watermark() ? FormatTime(r.watermark()) : "-",
+           r.has_next_run_at() ? FormatTime(r.next_run_at()) : "on demand", PimTimeZoneCell(r),
+           ProductsCell(r), r.last_error().empty() ? "-" : r.last_error()});
     }
     reconciliations.Print();
     std::printf("\n");
@@ -864,8 +889,11 @@ int RunReconcile(AdminClient& client, const Args& args) {
   if (response.full()) table.Add({"unchecked (not UUIDs)", absl::StrCat(response.unchecked())});
   table.Add({"api calls", absl::StrCat(response.api_calls())});
   table.Add({"window", response.has_window_start()
-                           ? "updated after " + FormatTime(response.window_start())
+                           ? absl::StrCat("updated after ", FormatTime(response.window_start()),
+                                          " (PIM time ", response.updated_filter(), " ",
+                                          response.filter_time_zone(), ")")
                            : std::string("everything")});
+  if (!response.products_path().empty()) table.Add({"products from", response.products_path()});
   table.Add({"watermark",
              (response.has_watermark() ? FormatTime(response.watermark()) : std::string("none")) +
                  (response.watermark_advanced() ? " (advanced)" : " (unchanged)")});

@@ -35,10 +35,12 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
@@ -80,6 +82,15 @@ constexpr char kTokenPath[] = "/api/oauth/v1/token";
 constexpr char kUserAgent[] = "pimgate";
 
 std::string Str(absl::string_view text) { return std::string(text); }
+
+// A URL or target quoted for a message: escaped, and cut after 200 characters.
+std::string CHexEscapeShort(absl::string_view text) {
+  constexpr size_t kShown = 200;
+  if (text.size() > kShown) {
+    return absl::StrCat("\"", absl::CHexEscape(text.substr(0, kShown)), "...\"");
+  }
+  return absl::StrCat("\"", absl::CHexEscape(text), "\"");
+}
 
 // ---- URLs -------------------------------------------------------------------------------------
 
@@ -205,6 +216,20 @@ std::string PimMessage(const std::string& body) {
   }
   if (body.size() > kMaxErrorText) text += "...";
   return text.empty() ? "(empty body)" : absl::StrCat("\"", text, "\"");
+}
+
+// Marks a status made from an answer whose body is Akeneo's JSON error (IsAkeneoNotFound).
+constexpr char kAkeneoErrorPayload[] = "pimgate/akeneo-error-status";
+
+// Akeneo answers errors with {"code": <HTTP status>, "message": "..."}.
+bool IsAkeneoErrorBody(const std::string& body) {
+  google::protobuf::Struct parsed;
+  if (!google::protobuf::util::JsonStringToMessage(body, &parsed).ok()) return false;
+  const auto& fields = parsed.fields();
+  const auto code = fields.find("code");
+  const auto message = fields.find("message");
+  return code != fields.end() && code->second.has_number_value() && message != fields.end() &&
+         message->second.has_string_value();
 }
 
 // Parses Retry-After: delay-seconds or an HTTP-date. nullopt when absent or unreadable.
@@ -487,6 +512,8 @@ class AkeneoClientImpl final : public AkeneoClient {
         absl::StrCat("Akeneo client for ", origin_.Describe(), " is shut down")));
   }
 
+  const std::string& base_url() const override { return config_.base_url; }
+
   AkeneoClientStats stats() const override {
     AkeneoClientStats stats;
     stats.calls = calls_.load(std::memory_order_relaxed);
@@ -546,14 +573,6 @@ class AkeneoClientImpl final : public AkeneoClient {
           "request target contains spaces or control characters: ", CHexEscapeShort(target)));
     }
     return std::move(split->second);
-  }
-
-  static std::string CHexEscapeShort(absl::string_view text) {
-    constexpr size_t kShown = 200;
-    if (text.size() > kShown) {
-      return absl::StrCat("\"", absl::CHexEscape(text.substr(0, kShown)), "...\"");
-    }
-    return absl::StrCat("\"", absl::CHexEscape(text), "\"");
   }
 
   bool ShuttingDown() {
@@ -681,13 +700,17 @@ class AkeneoClientImpl final : public AkeneoClient {
       outcome.retryable = true;
       outcome.retry_after = ParseRetryAfter(answer.retry_after);
       if (!outcome.retry_after.has_value()) outcome.retry_after = std::chrono::milliseconds(0);
-    } else if (answer.status >= 500) {
+    } else if (answer.status >= 500 || answer.status == 408) {
+      // Akeneo's good practices list 408, 429 and 5xx as the transient errors to retry.
       outcome.status = absl::UnavailableError(detail);
       outcome.retryable = true;
       // A 503 may carry Retry-After too.
       outcome.retry_after = ParseRetryAfter(answer.retry_after);
     } else if (answer.status == 404) {
       outcome.status = absl::NotFoundError(detail);
+      if (IsAkeneoErrorBody(answer.body)) {
+        outcome.status.SetPayload(kAkeneoErrorPayload, absl::Cord(absl::StrCat(answer.status)));
+      }
     } else if (answer.status == 401) {
       outcome.status = absl::UnauthenticatedError(detail);
     } else {
@@ -1033,6 +1056,7 @@ absl::StatusOr<AkeneoPage> AkeneoClient::GetPage(std::string target) {
 absl::Status AkeneoClient::ForEachPage(
     std::string first_target, const std::function<absl::Status(AkeneoPage& page)>& on_page) {
   std::string target = std::move(first_target);
+  bool logged_other_origin = false;
   for (int pages = 0;; ++pages) {
     if (pages >= kMaxPages) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -1042,11 +1066,20 @@ absl::Status AkeneoClient::ForEachPage(
     if (!page.ok()) return page.status();
     if (absl::Status status = on_page(*page); !status.ok()) return status;
     if (page->next.empty()) return absl::OkStatus();
-    if (page->next == target) {
+    bool other_origin = false;
+    absl::StatusOr<std::string> next = NextPageTarget(base_url(), page->next, &other_origin);
+    if (!next.ok()) return next.status();
+    if (other_origin && !logged_other_origin) {
+      logged_other_origin = true;
+      spdlog::info(
+          "akeneo: {} writes its next-page links on another origin ({}); following them on {}",
+          base_url(), CHexEscapeShort(page->next), base_url());
+    }
+    if (*next == target) {
       return absl::FailedPreconditionError(
           absl::StrCat("the PIM's next link repeats the page just read: ", target));
     }
-    target = std::move(page->next);
+    target = *std::move(next);
   }
 }
 
@@ -1075,8 +1108,80 @@ std::string SearchAfterTarget(std::string_view path, std::string_view search_jso
   return target;
 }
 
-std::string AkeneoSearchTime(int64_t time_us) {
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMicros(time_us), absl::UTCTimeZone());
+absl::StatusOr<std::string> NextPageTarget(std::string_view base_url_in, std::string_view href_in,
+                                           bool* other_origin) {
+  const absl::string_view base_url(base_url_in.data(), base_url_in.size());
+  const absl::string_view href(href_in.data(), href_in.size());
+  if (other_origin != nullptr) *other_origin = false;
+  absl::StatusOr<std::pair<Origin, std::string>> configured = SplitUrl(base_url);
+  if (!configured.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("rest.base_url ", CHexEscapeShort(base_url), " ",
+                                                   configured.status().message()));
+  }
+  // Akeneo writes absolute links; a relative one ("/api/...") is on the configured origin anyway.
+  if (absl::StartsWith(href, "/")) return std::string(href);
+  absl::StatusOr<std::pair<Origin, std::string>> link = SplitUrl(href);
+  if (!link.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the PIM's next-page link ", CHexEscapeShort(href), " ", link.status().message()));
+  }
+  const Origin& expected = configured->first;
+  if (link->first.host != expected.host) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing to follow the PIM's next-page link ", CHexEscapeShort(href), ": its host ",
+        link->first.host, " is not the configured PIM's (", expected.Describe(),
+        "); the access token is only ever sent to rest.base_url. If the PIM is reached under "
+        "another name, set rest.base_url to the name it writes in its links, or make it trust "
+        "its proxy's X-Forwarded-Host"));
+  }
+  if (!(link->first == expected) && other_origin != nullptr) *other_origin = true;
+  return std::move(link->second);
+}
+
+std::string AkeneoSearchTime(int64_t time_us, const absl::TimeZone& server_zone) {
+  const absl::Time instant = absl::FromUnixMicros(time_us);
+  absl::Time written = instant;
+  // An unambiguous wall-clock time reads back as its own second. One in the hour repeated when
+  // DST ends has two readings, the later one an hour (the transition) after the earlier: if the
+  // server could take the later one, write an earlier time until no reading is after `instant`.
+  for (;;) {
+    const absl::CivilSecond wall = absl::ToCivilSecond(written, server_zone);
+    const absl::TimeZone::TimeInfo readings = server_zone.At(wall);
+    const absl::Time latest = std::max(readings.pre, readings.post);
+    if (latest <= instant) {
+      return absl::FormatCivilTime(wall).replace(10, 1, " ");  // "YYYY-MM-DDThh:mm:ss"
+    }
+    written -= latest - instant;
+  }
+}
+
+absl::StatusOr<AkeneoTimestamp> ParseAkeneoTimestamp(std::string_view text_in) {
+  const absl::string_view text(text_in.data(), text_in.size());
+  absl::Time time;
+  std::string error;
+  if (!absl::ParseTime(absl::RFC3339_full, std::string(text), &time, &error)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", absl::CHexEscape(text), "\" is not an RFC 3339 time with an offset (", error, ")"));
+  }
+  AkeneoTimestamp out;
+  out.time_us = absl::ToUnixMicros(time);
+  // ParseTime checked the shape: the text ends with Z or with +HH:MM / -HH:MM.
+  if (text.back() != 'Z' && text.back() != 'z') {
+    const absl::string_view offset = text.substr(text.size() - 6);
+    int hours = 0;
+    int minutes = 0;
+    if (!absl::SimpleAtoi(offset.substr(1, 2), &hours) ||
+        !absl::SimpleAtoi(offset.substr(4, 2), &minutes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", absl::CHexEscape(text), "\" has an unreadable UTC offset"));
+    }
+    out.offset_seconds = (hours * 3600 + minutes * 60) * (offset.front() == '-' ? -1 : 1);
+  }
+  return out;
+}
+
+bool IsAkeneoNotFound(const absl::Status& status) {
+  return absl::IsNotFound(status) && status.GetPayload(kAkeneoErrorPayload).has_value();
 }
 
 }  // namespace pimgate

@@ -1,7 +1,9 @@
 // AkeneoClient: pimgate's client for one PIM's REST API, used by reconciliation and hydration.
 // It owns the OAuth token (password grant, refreshed before expiry), keeps its connections open,
 // runs at most `max_concurrency` calls at once on its own threads (never on a gateway I/O
-// thread), and retries 429 (honouring Retry-After), 5xx and network errors with backoff.
+// thread), and retries 408, 429 (honouring Retry-After), 5xx and network errors with backoff.
+// Beside it, the REST API's conventions that do not depend on the transport: next-page links,
+// the `updated` filter's time format and time zone, Akeneo's error answers.
 #ifndef PIMGATE_PIM_AKENEO_CLIENT_H_
 #define PIMGATE_PIM_AKENEO_CLIENT_H_
 
@@ -14,6 +16,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/time_zone.h"
 #include "config/config.h"
 #include "google/protobuf/struct.pb.h"
 
@@ -27,7 +31,7 @@ struct AkeneoClientStats {
   uint64_t calls = 0;           // HTTP requests sent to the REST API (token requests excluded)
   uint64_t token_requests = 0;  // POST /api/oauth/v1/token (password grant and refreshes)
   uint64_t throttled = 0;       // 429 answers received
-  uint64_t retries = 0;         // attempts repeated after 429, 5xx, 401 or a network error
+  uint64_t retries = 0;         // attempts repeated after 408, 429, 5xx, 401 or a network error
   uint64_t failures = 0;        // calls that finally failed
 };
 
@@ -42,7 +46,8 @@ struct AkeneoPage {
 //
 // Errors: 2xx → the body. 401 → the token is renewed once and the call repeated; a token request
 // that is refused → Unauthenticated (with the PIM's message, never the credentials). 404 →
-// NotFound. 429, 5xx, timeouts and connection errors → retried up to `max_attempts` with
+// NotFound (IsAkeneoNotFound tells the PIM's own JSON answer from a proxy's page). 408, 429, 5xx,
+// timeouts and connection errors (Akeneo's transient errors) → retried up to `max_attempts` with
 // exponential backoff (a longer Retry-After wins), then Unavailable (DeadlineExceeded for a
 // timeout). Other 4xx → FailedPrecondition with the status and the PIM's message. After Shutdown()
 // → Cancelled.
@@ -56,8 +61,9 @@ class AkeneoClient {
   virtual ~AkeneoClient() = default;
 
   // GET `target`: a path with its query ("/api/rest/v1/products-uuid?limit=100") or an
-  // absolute URL on the configured origin (a `_links.next.href`; another origin is refused with
-  // InvalidArgument). Queued until one of the `max_concurrency` slots is free.
+  // absolute URL on the configured origin (another origin is refused with InvalidArgument: the
+  // access token only ever goes to the configured origin; map a `_links.next.href` with
+  // NextPageTarget first). Queued until one of the `max_concurrency` slots is free.
   virtual void GetAsync(std::string target, BodyCallback done) = 0;
   // Blocking form of GetAsync.
   absl::StatusOr<std::string> Get(std::string target);
@@ -65,11 +71,15 @@ class AkeneoClient {
   // GET one page of a list endpoint and parse it.
   absl::StatusOr<AkeneoPage> GetPage(std::string target);
 
-  // Pages through a list: `first_target`, then each `_links.next.href` until a page has none.
-  // `on_page` gets each page's items in order; a non-OK status from it stops paging and is
-  // returned. One page at a time (search_after pages cannot be fetched in parallel).
+  // Pages through a list: `first_target`, then each `_links.next.href` (through NextPageTarget)
+  // until a page has none. `on_page` gets each page's items in order; a non-OK status from it
+  // stops paging and is returned. One page at a time (search_after pages cannot be fetched in
+  // parallel).
   absl::Status ForEachPage(std::string first_target,
                            const std::function<absl::Status(AkeneoPage& page)>& on_page);
+
+  // The configured rest.base_url.
+  virtual const std::string& base_url() const = 0;
 
   virtual AkeneoClientStats stats() const = 0;
 
@@ -87,10 +97,36 @@ std::string UrlEncode(std::string_view text);
 std::string SearchAfterTarget(std::string_view path, std::string_view search_json,
                               int limit = kAkeneoMaxPageSize);
 
-// Akeneo's `updated` filter value for a time: "YYYY-MM-DD hh:mm:ss" in UTC (the format the
-// REST API documents; SaaS servers run in UTC). Microseconds since the epoch in, seconds
-// precision out (rounded down).
-std::string AkeneoSearchTime(int64_t time_us);
+// Where to fetch the page a list answer's `_links.next.href` points at, given the configured
+// rest.base_url. A link on the configured origin gives its path and query. A link on the
+// configured host with another scheme or port gives its path and query too, to be fetched on the
+// configured origin, and sets `*other_origin`: an on-premise PIM behind a TLS-terminating proxy
+// that does not trust the proxy's X-Forwarded-* headers writes `http://` (and its own port) into
+// its links (akeneo/api-php-client #169, #245). A link on any other host is refused with
+// InvalidArgument: the access token only goes to the configured origin.
+absl::StatusOr<std::string> NextPageTarget(std::string_view base_url, std::string_view href,
+                                           bool* other_origin = nullptr);
+
+// Akeneo's `updated` filter value for a time: "YYYY-MM-DD hh:mm:ss", the format the REST API
+// documents, as a wall-clock time in `server_zone`, the PIM server's time zone (PHP's
+// date.timezone: the PIM reads the value with DateTime::createFromFormat in that zone; SaaS runs
+// in UTC). Microseconds since the epoch in, seconds out (rounded down). Never later than the
+// instant: where the wall-clock time is ambiguous (the hour repeated when DST ends), the value
+// written is one whose every reading is at or before `time_us`.
+std::string AkeneoSearchTime(int64_t time_us, const absl::TimeZone& server_zone);
+
+// A time as the REST API writes it (`updated`, `created`: PHP's DATE_ATOM, with the server's UTC
+// offset, e.g. "2026-12-04T15:00:00-05:00"; an RFC 3339 `Z` and a fraction are accepted too).
+struct AkeneoTimestamp {
+  int64_t time_us = 0;
+  int offset_seconds = 0;  // the UTC offset written in the text: the server's offset at that time
+};
+absl::StatusOr<AkeneoTimestamp> ParseAkeneoTimestamp(std::string_view text);
+
+// True when `status` comes from a 404 answered with Akeneo's own JSON error body
+// ({"code":404,"message":...}): the PIM itself says the route or the resource does not exist (a
+// 404 from a proxy, or from a URL that is not a PIM, has another body).
+bool IsAkeneoNotFound(const absl::Status& status);
 
 }  // namespace pimgate
 

@@ -4,6 +4,7 @@
 #include "pim/hydrator.h"
 
 #include <list>
+#include <set>
 #include <unordered_map>
 #include <utility>
 
@@ -61,6 +62,14 @@ absl::Status Failure(const HydrationRequest& request, absl::string_view call,
       status.code(),
       absl::StrCat("fetching ", request.kind, " ", request.resource_id, " from source ",
                    request.source, " (", call, "): ", Shorten(status.message())));
+}
+
+// A 404 that is not Akeneo's own JSON answer (a proxy's page, a wrong base_url) says nothing of
+// the resource: a failure, never "not found" (which would tell plugins it was deleted).
+absl::Status NotFromThePim(const absl::Status& status) {
+  if (!absl::IsNotFound(status)) return status;
+  return absl::FailedPreconditionError(absl::StrCat(
+      status.message(), " (not Akeneo's JSON error: is rest.base_url the PIM's own address?)"));
 }
 
 absl::StatusOr<Struct> ParseObject(const std::string& body) {
@@ -130,7 +139,8 @@ class Hydrator::State : public std::enable_shared_from_this<Hydrator::State> {
           no_client.push_back(std::move(request));
           continue;
         }
-        if (request.kind == "product" && IsUuid(request.resource_id)) {
+        if (request.kind == "product" && IsUuid(request.resource_id) &&
+            !without_products_uuid_.contains(request.source)) {
           searches[request.source].push_back(std::move(request));
         } else {
           singles.push_back(std::move(request));
@@ -190,11 +200,18 @@ class Hydrator::State : public std::enable_shared_from_this<Hydrator::State> {
     const std::string call =
         absl::StrCat("GET ", kProductsPath, " search of ", products.size(), " uuid(s)");
     CountCall();
-    clients_.at(source)->GetAsync(target, [self = shared_from_this(),
+    clients_.at(source)->GetAsync(target, [self = shared_from_this(), source,
                                            products = std::move(products),
                                            call](absl::StatusOr<std::string> body) {
+      if (IsAkeneoNotFound(body.status())) {
+        // A PIM before 7.0 has no products-uuid route: its products are named by identifier
+        // (an identifier may look like a uuid), which GET /products/{identifier} serves.
+        self->NoProductsUuid(source, body.status());
+        for (const HydrationRequest& p : products) self->GetOne(p);
+        return;
+      }
       absl::StatusOr<Struct> page =
-          body.ok() ? ParseObject(*body) : absl::StatusOr<Struct>(body.status());
+          body.ok() ? ParseObject(*body) : absl::StatusOr<Struct>(NotFromThePim(body.status()));
       if (!page.ok()) {
         for (const HydrationRequest& p : products) {
           self->Finish(p, Failure(p, call, page.status()), nullptr);
@@ -228,7 +245,7 @@ class Hydrator::State : public std::enable_shared_from_this<Hydrator::State> {
   }
 
   // GET product-models/{code}, or products/{identifier} for a product known only by its
-  // identifier. 404 → not found.
+  // identifier (or from a PIM without products-uuid). 404 → not found.
   void GetOne(HydrationRequest request) {
     const bool model = request.kind == "product_model";
     const std::string path = model ? kProductModelsPath : kProductsByIdentifierPath;
@@ -239,10 +256,10 @@ class Hydrator::State : public std::enable_shared_from_this<Hydrator::State> {
                             path](absl::StatusOr<std::string> body) {
           const std::string call = absl::StrCat("GET ", path, "/{code}");
           if (!body.ok()) {
-            if (body.status().code() == absl::StatusCode::kNotFound) {
+            if (IsAkeneoNotFound(body.status())) {
               self->Finish(request, NotFound(request), nullptr);
             } else {
-              self->Finish(request, Failure(request, call, body.status()), nullptr);
+              self->Finish(request, Failure(request, call, NotFromThePim(body.status())), nullptr);
             }
             return;
           }
@@ -253,6 +270,17 @@ class Hydrator::State : public std::enable_shared_from_this<Hydrator::State> {
           }
           self->Finish(request, absl::OkStatus(), std::make_shared<const Struct>(*std::move(item)));
         });
+  }
+
+  void NoProductsUuid(const std::string& source, const absl::Status& answer) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!without_products_uuid_.insert(source).second) return;
+    }
+    spdlog::warn(
+        "hydration: source {} has no {} (a PIM before 7.0: {}); fetching its products one by one "
+        "through {}/{{identifier}}",
+        source, kProductsPath, std::string(answer.message()), kProductsByIdentifierPath);
   }
 
   static absl::Status NotFound(const HydrationRequest& request) {
@@ -335,6 +363,8 @@ class Hydrator::State : public std::enable_shared_from_this<Hydrator::State> {
   std::size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Keys being fetched, with every request waiting for them (the leader first).
   std::unordered_map<std::string, std::vector<Waiter>> fetching_ ABSL_GUARDED_BY(mu_);
+  // Sources whose PIM answered products-uuid with its own 404 (PIM 5/6).
+  std::set<std::string> without_products_uuid_ ABSL_GUARDED_BY(mu_);
   HydratorStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,5 +1,6 @@
 // Reconciler: scheduling, the run (list → compare with the log's versions → append), the
-// deletion check of full runs, and the watermark kept in the log's metadata.
+// deletion check of full runs, the watermark and the PIM's learned UTC offset kept in the log's
+// metadata, and the PIM version's products endpoint.
 #include "pim/reconciler.h"
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "google/protobuf/struct.pb.h"
@@ -33,6 +35,8 @@ using google::protobuf::Value;
 using google::protobuf::util::TimeUtil;
 
 constexpr char kProductsPath[] = "/api/rest/v1/products-uuid";
+// PIM 5 and 6 (no products-uuid): products by identifier.
+constexpr char kProductsByIdentifierPath[] = "/api/rest/v1/products";
 constexpr char kProductModelsPath[] = "/api/rest/v1/product-models";
 constexpr char kProductKind[] = "product";
 constexpr char kProductModelKind[] = "product_model";
@@ -44,6 +48,48 @@ std::string WatermarkKey(const std::string& source) {
 std::string RunCounterKey(const std::string& source) {
   return absl::StrCat("reconcile/", source, "/runs");
 }
+std::string UtcOffsetKey(const std::string& source) {
+  return absl::StrCat("reconcile/", source, "/pim_utc_offset");
+}
+
+// The PIM's UTC offset as learned by the last successful run that covered the default window:
+// the offset to write `window_start_us` with (never above the PIM's real offset there), the
+// window start it was established for (the next scheduled run's), and the offset of the newest
+// `updated` seen. Stored as "<filter> <window start> <observed>" after the watermark, so a crash
+// between the two writes leaves a record for another window start, which is then widened.
+struct LearnedOffset {
+  int filter_offset = 0;
+  int64_t window_start_us = 0;
+  int observed_offset = 0;
+
+  std::string Encode() const {
+    return absl::StrCat(filter_offset, " ", window_start_us, " ", observed_offset);
+  }
+  bool operator==(const LearnedOffset& other) const {
+    return filter_offset == other.filter_offset && window_start_us == other.window_start_us &&
+           observed_offset == other.observed_offset;
+  }
+};
+
+absl::StatusOr<std::optional<LearnedOffset>> ReadLearnedOffset(LogBackend& backend,
+                                                               const std::string& key) {
+  absl::StatusOr<std::optional<std::string>> value = backend.GetMeta(key);
+  if (!value.ok()) return value.status();
+  if (!value->has_value()) return std::nullopt;
+  std::vector<std::string> parts = absl::StrSplit(**value, ' ');
+  LearnedOffset learned;
+  if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &learned.filter_offset) ||
+      !absl::SimpleAtoi(parts[1], &learned.window_start_us) ||
+      !absl::SimpleAtoi(parts[2], &learned.observed_offset)) {
+    return absl::DataLossError(absl::StrCat(
+        "log metadata ", key, " is not \"<offset> <window start> <offset>\": \"", **value, "\""));
+  }
+  return learned;
+}
+
+int64_t FloorDiv(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
+
+constexpr int64_t kMinuteUs = 60'000'000;
 
 absl::StatusOr<std::optional<int64_t>> ReadInt(LogBackend& backend, const std::string& key) {
   absl::StatusOr<std::optional<std::string>> value = backend.GetMeta(key);
@@ -174,9 +220,53 @@ absl::StatusOr<Page> ParsePage(const std::string& body, const std::string& targe
   return page;
 }
 
-std::string UpdatedSearch(int64_t after_us) {
-  return absl::StrCat(R"({"updated":[{"operator":">","value":")", AkeneoSearchTime(after_us),
-                      R"("}]})");
+// The search for items updated after `server_time` (the PIM server's wall-clock time).
+std::string UpdatedSearch(const std::string& server_time) {
+  return absl::StrCat(R"({"updated":[{"operator":">","value":")", server_time, R"("}]})");
+}
+
+// The zone a run writes its window start in, and its name for the run's figures.
+struct FilterZone {
+  absl::TimeZone zone;
+  std::string name;
+};
+
+FilterZone ZoneForWindow(const std::optional<absl::TimeZone>& configured,
+                         const std::string& configured_name,
+                         const std::optional<LearnedOffset>& learned, int64_t window_us) {
+  if (configured.has_value()) return {*configured, configured_name};
+  int offset = PimOffsetEvidence::kWidestWestOffsetSeconds;
+  if (learned.has_value()) {
+    offset = learned->filter_offset;
+    // Established for another instant: the PIM's offset may differ by a DST shift there.
+    if (learned->window_start_us != window_us) offset -= PimOffsetEvidence::kMaxDstShiftSeconds;
+  }
+  return {absl::FixedTimeZone(offset), FormatUtcOffset(offset)};
+}
+
+// The time zone fields of a source's stats. `next_window_us`: the next scheduled run's window
+// start (unset: it asks for everything).
+void DescribeTimeZone(const std::optional<absl::TimeZone>& configured,
+                      const std::string& configured_name,
+                      const std::optional<LearnedOffset>& learned,
+                      std::optional<int64_t> next_window_us, ReconcileSourceStats& out) {
+  out.pim_time_zone.clear();
+  out.pim_time_zone_origin.clear();
+  out.filter_utc_offset.clear();
+  if (configured.has_value()) {
+    out.pim_time_zone = configured_name;
+    out.pim_time_zone_origin = "configured";
+  } else if (learned.has_value()) {
+    out.pim_time_zone = FormatUtcOffset(learned->observed_offset);
+    out.pim_time_zone_origin = "learned";
+  }
+  if (!next_window_us.has_value()) return;
+  if (configured.has_value()) {
+    out.filter_utc_offset =
+        FormatUtcOffset(configured->At(absl::FromUnixMicros(*next_window_us)).offset);
+  } else {
+    out.filter_utc_offset = ZoneForWindow(std::nullopt, "", learned, *next_window_us).name;
+  }
 }
 
 // The figures so far, for the message of a failed run.
@@ -189,13 +279,53 @@ std::string Progress(const ReconcileRunStats& stats) {
 }  // namespace
 
 absl::StatusOr<int64_t> ParseAkeneoTime(std::string_view text) {
-  absl::Time time;
-  std::string error;
-  if (!absl::ParseTime(absl::RFC3339_full, std::string(text), &time, &error)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "\"", std::string(text), "\" is not an RFC 3339 time with an offset (", error, ")"));
+  absl::StatusOr<AkeneoTimestamp> parsed = ParseAkeneoTimestamp(text);
+  if (!parsed.ok()) return parsed.status();
+  return parsed->time_us;
+}
+
+void PimOffsetEvidence::Add(int64_t time_us, int offset_seconds) {
+  offsets_.insert(offset_seconds);
+  if (!newest_us_.has_value() || time_us > *newest_us_) {
+    newest_us_ = time_us;
+    newest_offset_ = offset_seconds;
   }
-  return absl::ToUnixMicros(time);
+  // Minutes strictly within the span of the newest value's minute.
+  const int64_t oldest_kept =
+      FloorDiv(*newest_us_, kMinuteUs) - absl::ToInt64Minutes(kOffsetProofSpan) + 1;
+  while (!recent_.empty() && recent_.begin()->first < oldest_kept) recent_.erase(recent_.begin());
+  const int64_t minute = FloorDiv(time_us, kMinuteUs);
+  if (minute >= oldest_kept) recent_.emplace(minute, offset_seconds);
+}
+
+bool PimOffsetEvidence::NewestOffsetHeldAt(int64_t instant_us) const {
+  // Values in a minute before the instant's own are all before the instant.
+  const int64_t before = FloorDiv(instant_us, kMinuteUs);
+  for (auto it = recent_.rbegin(); it != recent_.rend(); ++it) {
+    if (it->second != newest_offset_) return false;  // the offset changed since
+    if (it->first < before) return true;
+  }
+  return false;
+}
+
+int PimOffsetEvidence::NextFilterOffset(int64_t next_window_us, std::optional<int> proven_at_window,
+                                        std::optional<int64_t> window_us, bool* proven) const {
+  *proven = false;
+  if (empty()) return proven_at_window.value_or(kWidestWestOffsetSeconds);
+  if (NewestOffsetHeldAt(next_window_us)) {
+    *proven = true;
+    return newest_offset_;
+  }
+  // The steady state: the offset already used for this run's window start (at most the PIM's
+  // offset there), and the only one the PIM wrote since.
+  if (proven_at_window == newest_offset_ && offsets_.size() == 1 && window_us.has_value() &&
+      *newest_us_ - *window_us <= absl::ToInt64Microseconds(kOffsetProofSpan)) {
+    *proven = true;
+    return newest_offset_;
+  }
+  // Both of the zone's offsets were seen: the lower one (standard time) is never too high.
+  if (offsets_.size() >= 2) return *offsets_.begin();
+  return newest_offset_ - kMaxDstShiftSeconds;
 }
 
 struct Reconciler::Shared {
@@ -211,6 +341,12 @@ struct Reconciler::Source {
   std::string base_url;
   ReconcileConfig config;
   std::shared_ptr<AkeneoClient> client;
+  // rest.timezone, when set.
+  std::optional<absl::TimeZone> configured_zone;
+  std::string configured_zone_name;
+  // Touched by runs only (under run_mu): what has been logged once already.
+  bool logged_other_origin = false;
+  std::string logged_products_path;
   // Held for the whole of a run: runs of one source never overlap.
   absl::Mutex run_mu;
   mutable absl::Mutex mu;
@@ -228,6 +364,13 @@ struct Reconciler::RunContext {
   // Full runs: the ids the PIM returned for the kind being scanned, and when its listing began.
   bool collect_ids = false;
   ResourceIdSet seen;
+  // The PIM's offsets, from the `updated` values read.
+  PimOffsetEvidence offsets;
+  // rest.timezone set: `updated` values whose offset is not the configured zone's at that time.
+  uint64_t zone_mismatches = 0;
+  std::string zone_mismatch_example;
+  // The PIM has no products-uuid (PIM 5/6): products are keyed by identifier.
+  bool products_by_identifier = false;
   int64_t listing_started_us = 0;
 };
 
@@ -257,15 +400,36 @@ absl::StatusOr<std::unique_ptr<Reconciler>> Reconciler::Create(
       clients.erase(client);
       source->base_url = config.rest->base_url;
       source->config = config.reconcile.value_or(ReconcileConfig{});
+      if (!config.rest->timezone.empty()) {
+        absl::StatusOr<absl::TimeZone> zone = ParsePimTimeZone(config.rest->timezone);
+        if (!zone.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("source ", config.name, ": rest.timezone: ", zone.status().message()));
+        }
+        source->configured_zone = *zone;
+        source->configured_zone_name = config.rest->timezone;
+      }
     }
     absl::StatusOr<std::optional<int64_t>> watermark =
         ReadInt(log->backend(), WatermarkKey(config.name));
     if (!watermark.ok()) return watermark.status();
+    absl::StatusOr<std::optional<LearnedOffset>> learned =
+        ReadLearnedOffset(log->backend(), UtcOffsetKey(config.name));
+    if (!learned.ok()) return learned.status();
     {
       absl::MutexLock lock(&source->mu);
       source->stats.source = config.name;
       source->stats.configured = source->configured;
       source->stats.watermark_us = *watermark;
+      if (source->configured) {
+        std::optional<int64_t> next_window = source->config.since_us;
+        if (watermark->has_value()) {
+          next_window =
+              **watermark - absl::ToInt64Microseconds(absl::FromChrono(source->config.overlap));
+        }
+        DescribeTimeZone(source->configured_zone, source->configured_zone_name, *learned,
+                         next_window, source->stats);
+      }
     }
     reconciler->sources_.push_back(std::move(source));
   }
@@ -419,10 +583,13 @@ absl::StatusOr<ReconcileRunStats> Reconciler::RunLocked(Source& source,
   if (stats.status.ok()) {
     spdlog::info(
         "[reconcile] {} run {}{}: scanned {}, emitted {}, deleted {}, in sync {}, invalid {}, "
-        "{} API call(s), {:.3f}s, watermark {}{}",
+        "{} API call(s), {:.3f}s, window {}, watermark {}{}",
         source.name, stats.run, stats.full ? " (full)" : "", stats.scanned, stats.emitted,
         stats.deleted, stats.in_sync, stats.invalid, stats.api_calls,
         absl::ToDoubleSeconds(stats.duration()),
+        stats.window_start_us ? absl::StrCat("updated > \"", stats.updated_filter, "\" (",
+                                             stats.filter_time_zone, ")")
+                              : std::string("everything"),
         stats.watermark_us ? FormatMicros(*stats.watermark_us) : std::string("none"),
         stats.watermark_advanced ? "" : " (unchanged)");
   } else if (absl::IsCancelled(stats.status)) {
@@ -466,6 +633,9 @@ absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options
   absl::StatusOr<std::optional<int64_t>> watermark = ReadInt(backend, WatermarkKey(source.name));
   if (!watermark.ok()) return watermark.status();
   stats.watermark_us = *watermark;
+  absl::StatusOr<std::optional<LearnedOffset>> learned =
+      ReadLearnedOffset(backend, UtcOffsetKey(source.name));
+  if (!learned.ok()) return learned.status();
 
   // The window a scheduled run uses, and the one this run uses.
   const int64_t overlap_us = absl::ToInt64Microseconds(absl::FromChrono(source.config.overlap));
@@ -475,6 +645,12 @@ absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options
   if (options.since_us) start = options.since_us;
   if (options.full) start.reset();
   stats.window_start_us = start;
+  if (start.has_value()) {
+    const FilterZone zone =
+        ZoneForWindow(source.configured_zone, source.configured_zone_name, *learned, *start);
+    stats.updated_filter = AkeneoSearchTime(*start, zone.zone);
+    stats.filter_time_zone = zone.name;
+  }
   // Whether this run looked at least as far back as a scheduled run would: only then may the
   // watermark move.
   const bool covers_default = !start.has_value() || (default_start && *start <= *default_start);
@@ -482,16 +658,15 @@ absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options
   struct KindScan {
     bool enabled;
     const char* kind;
-    const char* path;
   };
-  const KindScan kinds[] = {{source.config.products, kProductKind, kProductsPath},
-                            {source.config.product_models, kProductModelKind, kProductModelsPath}};
+  const KindScan kinds[] = {{source.config.products, kProductKind},
+                            {source.config.product_models, kProductModelKind}};
   for (const KindScan& scan : kinds) {
     if (!scan.enabled) continue;
     run.collect_ids = options.full;
     run.seen.Clear();
     run.listing_started_us = absl::ToUnixMicros(absl::Now());
-    if (absl::Status s = ScanKind(source, run, scan.kind, scan.path, start); !s.ok()) return s;
+    if (absl::Status s = ScanKind(source, run, scan.kind, start); !s.ok()) return s;
     if (options.full) {
       if (absl::Status s = CheckDeletions(source, run, scan.kind); !s.ok()) return s;
       run.seen.Clear();
@@ -511,21 +686,104 @@ absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options
     }
     stats.watermark_us = candidate;
   }
+
+  if (run.zone_mismatches > 0) {
+    spdlog::warn(
+        "[reconcile] {}: rest.timezone {} disagrees with {} `updated` value(s) the PIM wrote, e.g. "
+        "{}: the `updated` filter may skip changes; correct rest.timezone, or remove it to learn "
+        "the PIM's offset",
+        source.name, source.configured_zone_name, run.zone_mismatches, run.zone_mismatch_example);
+  }
+  // What the PIM's `updated` values tell of its offset at the next scheduled window start,
+  // persisted after the watermark it goes with.
+  std::optional<LearnedOffset> next_learned = *learned;
+  if (covers_default && stats.watermark_us.has_value() && !run.offsets.empty()) {
+    const int64_t next_window = *stats.watermark_us - overlap_us;
+    std::optional<int> proven_at_window;
+    if (learned->has_value() && start.has_value() && (*learned)->window_start_us == *start) {
+      proven_at_window = (*learned)->filter_offset;
+    }
+    bool proven = false;
+    LearnedOffset offset;
+    offset.filter_offset =
+        run.offsets.NextFilterOffset(next_window, proven_at_window, start, &proven);
+    offset.window_start_us = next_window;
+    offset.observed_offset = run.offsets.newest_offset();
+    if (!learned->has_value() || !(**learned == offset)) {
+      if (absl::Status s = backend.PutMeta(UtcOffsetKey(source.name), offset.Encode()); !s.ok()) {
+        return s;
+      }
+      if (!source.configured_zone.has_value() &&
+          (!learned->has_value() || (*learned)->observed_offset != offset.observed_offset ||
+           (*learned)->filter_offset != offset.filter_offset)) {
+        spdlog::info(
+            "[reconcile] {}: the PIM writes its times with UTC offset {}; the next window starts "
+            "{} and is written with {}{}",
+            source.name, FormatUtcOffset(offset.observed_offset), FormatMicros(next_window),
+            FormatUtcOffset(offset.filter_offset),
+            proven ? "" : " (not yet confirmed at that instant: the window is widened)");
+      }
+    }
+    next_learned = offset;
+  }
+  std::optional<int64_t> next_window = source.config.since_us;
+  if (stats.watermark_us.has_value()) next_window = *stats.watermark_us - overlap_us;
+  absl::MutexLock lock(&source.mu);
+  DescribeTimeZone(source.configured_zone, source.configured_zone_name, next_learned, next_window,
+                   source.stats);
+  if (!stats.products_path.empty()) source.stats.products_path = stats.products_path;
   return absl::OkStatus();
 }
 
 absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::string& kind,
-                                  const std::string& path, std::optional<int64_t> window_start_us) {
+                                  std::optional<int64_t> window_start_us) {
   LogBackend& backend = log_->backend();
   ReconcileRunStats& stats = run.stats;
-  const std::string id_field = kind == kProductKind ? "uuid" : "code";
+  const bool products = kind == kProductKind;
+  std::string path = products ? kProductsPath : kProductModelsPath;
+  std::string id_field = products ? "uuid" : "code";
   const std::string updated_type = absl::StrCat(kind, ".updated");
-  std::string target = SearchAfterTarget(
-      path, window_start_us ? UpdatedSearch(*window_start_us) : std::string(), options_.page_size);
+  const std::string search =
+      window_start_us.has_value() ? UpdatedSearch(stats.updated_filter) : std::string();
+  std::string target = SearchAfterTarget(path, search, options_.page_size);
+  bool first_page = true;
   while (!target.empty()) {
     absl::StatusOr<std::string> body = Fetch(source, target);
     ++stats.api_calls;
+    if (first_page && absl::IsNotFound(body.status())) {
+      // A list answers 200, even when empty: a 404 means the route does not exist.
+      if (!IsAkeneoNotFound(body.status())) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            body.status().message(), " (not Akeneo's JSON error: is rest.base_url ",
+            source.base_url, " the PIM's own address, without a proxy path in front?)"));
+      }
+      if (products && path == kProductsPath) {
+        // PIM 5 and 6: products by identifier, the key their events use too.
+        path = kProductsByIdentifierPath;
+        id_field = "identifier";
+        run.products_by_identifier = true;
+        target = SearchAfterTarget(path, search, options_.page_size);
+        if (source.logged_products_path != path) {
+          source.logged_products_path = path;
+          spdlog::warn(
+              "[reconcile] {}: {} has no {} (a PIM before 7.0: {}); reconciling products through "
+              "{}, keyed by identifier like that PIM's events",
+              source.name, source.base_url, kProductsPath, std::string(body.status().message()),
+              path);
+        }
+        continue;
+      }
+    }
     if (!body.ok()) return body.status();
+    if (first_page && products && path == kProductsPath &&
+        source.logged_products_path == kProductsByIdentifierPath) {
+      source.logged_products_path = path;
+      spdlog::warn(
+          "[reconcile] {}: {} now has {} (upgraded to 7.0 or later); products are keyed "
+          "by uuid from now on",
+          source.name, source.base_url, kProductsPath);
+    }
+    first_page = false;
     absl::StatusOr<Page> page = ParsePage(*body, target);
     if (!page.ok()) return page.status();
     body->clear();
@@ -537,8 +795,23 @@ absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::st
       const std::string id = StringField(item, id_field);
       if (!id.empty() && run.collect_ids) run.seen.Insert(id);
       const std::string& updated = StringField(item, "updated");
+      absl::StatusOr<AkeneoTimestamp> stamp = updated.empty()
+                                                  ? absl::InvalidArgumentError("no `updated`")
+                                                  : ParseAkeneoTimestamp(updated);
       absl::StatusOr<int64_t> version_us =
-          updated.empty() ? absl::InvalidArgumentError("no `updated`") : ParseAkeneoTime(updated);
+          stamp.ok() ? absl::StatusOr<int64_t>(stamp->time_us) : stamp.status();
+      if (stamp.ok()) {
+        run.offsets.Add(stamp->time_us, stamp->offset_seconds);
+        if (source.configured_zone.has_value() &&
+            source.configured_zone->At(absl::FromUnixMicros(stamp->time_us)).offset !=
+                stamp->offset_seconds &&
+            run.zone_mismatches++ == 0) {
+          run.zone_mismatch_example = absl::StrCat(
+              updated, " where the zone's offset is ",
+              FormatUtcOffset(
+                  source.configured_zone->At(absl::FromUnixMicros(stamp->time_us)).offset));
+        }
+      }
       if (id.empty() || !version_us.ok()) {
         ++stats.invalid;
         if (run.invalid_logged++ < options_.max_invalid_logged) {
@@ -576,6 +849,27 @@ absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::st
       item.mutable_fields()->erase("_links");  // the API's navigation, not the resource
       *event.mutable_data() = std::move(item);
     }
+    std::string next;
+    if (!page->next.empty()) {
+      bool other_origin = false;
+      absl::StatusOr<std::string> mapped =
+          NextPageTarget(source.base_url, page->next, &other_origin);
+      if (!mapped.ok()) return mapped.status();
+      if (other_origin && !source.logged_other_origin) {
+        source.logged_other_origin = true;
+        spdlog::warn(
+            "[reconcile] {}: the PIM writes its next-page links on another scheme or port than "
+            "rest.base_url ({}, e.g. behind a TLS-terminating proxy that it does not trust); "
+            "following them on {}",
+            source.name, page->next.substr(0, page->next.find('/', page->next.find("//") + 2)),
+            source.base_url);
+      }
+      if (*mapped == target) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("the PIM's next-page link repeats the page just read: ", target));
+      }
+      next = *std::move(mapped);
+    }
     const std::size_t candidates = request.events.size();
     if (candidates > 0) {
       absl::StatusOr<AppendResult> result = AppendAndWait(std::move(request));
@@ -586,8 +880,9 @@ absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::st
       stats.emitted += deliverable;
       stats.in_sync += candidates - deliverable;
     }
-    target = std::move(page->next);
+    target = std::move(next);
   }
+  if (products) stats.products_path = path;
   return absl::OkStatus();
 }
 
@@ -599,7 +894,9 @@ absl::Status Reconciler::CheckDeletions(Source& source, RunContext& run, const s
   const int64_t recent_us =
       run.listing_started_us - absl::ToInt64Microseconds(absl::FromChrono(source.config.overlap));
   const std::string deleted_type = absl::StrCat(kind, ".deleted");
-  const std::string id_field = kind == kProductKind ? "uuid" : "code";
+  const bool by_identifier = kind == kProductKind && run.products_by_identifier;
+  const std::string id_field =
+      kind == kProductKind ? (by_identifier ? "identifier" : "uuid") : "code";
   std::string after;
   AppendRequest request;
   const auto flush = [&]() -> absl::Status {
@@ -627,8 +924,9 @@ absl::Status Reconciler::CheckDeletions(Source& source, RunContext& run, const s
       if (entry.version.deleted) continue;  // its deletion is already in the log
       if (run.seen.Contains(entry.resource_id)) continue;
       // products-uuid answers with UUIDs; a product the log knows by identifier only (PIM 5/6
-      // legacy events) cannot be compared.
-      if (kind == kProductKind && !PackUuid(entry.resource_id).has_value()) {
+      // legacy events) cannot be compared. A PIM without products-uuid was listed by identifier,
+      // the key of every product its events name.
+      if (kind == kProductKind && !by_identifier && !PackUuid(entry.resource_id).has_value()) {
         ++stats.unchecked;
         continue;
       }

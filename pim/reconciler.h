@@ -8,9 +8,11 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -54,6 +56,14 @@ struct ReconcileRunStats {
   uint64_t api_calls = 0;  // list pages requested (token requests are the client's)
   std::optional<int64_t> watermark_us;  // the persisted watermark after the run
   bool watermark_advanced = false;
+  // The `updated >` value sent ("2026-12-04 04:55:00", the PIM server's wall-clock time); empty
+  // when the run asked for everything.
+  std::string updated_filter;
+  // The UTC offset or zone `updated_filter` was written in ("-05:00", "America/New_York").
+  std::string filter_time_zone;
+  // Where products were listed: "/api/rest/v1/products-uuid", or "/api/rest/v1/products" (by
+  // identifier) on a PIM without products-uuid (before 7.0). Empty: products not reconciled.
+  std::string products_path;
 
   absl::Duration duration() const { return finished_at - started_at; }
 };
@@ -74,6 +84,17 @@ struct ReconcileSourceStats {
   std::optional<absl::Time> last_success;     // when the last successful run finished
   std::optional<int64_t> watermark_us;        // persisted watermark
   std::optional<absl::Time> next_run;         // next scheduled run; unset: on demand only
+  // The PIM server's time zone, in which the `updated` filter is written: rest.timezone
+  // ("America/New_York", "-05:00"; origin "configured"), else the UTC offset the PIM writes in
+  // its newest `updated` value ("-05:00"; origin "learned"); both empty while nothing is known.
+  std::string pim_time_zone;
+  std::string pim_time_zone_origin;
+  // Learned only: the offset the next scheduled window start is written with. It equals
+  // pim_time_zone once proven for that instant; until then it is lower (the window is widened,
+  // docs/reconciliation.md), and "-14:00" while nothing is known.
+  std::string filter_utc_offset;
+  // The products endpoint of the last run that listed products (ReconcileRunStats).
+  std::string products_path;
 };
 
 // Tunables that are not configuration (tests shrink them).
@@ -96,6 +117,23 @@ struct ReconcilerOptions {
 // `product.updated` / `product_model.updated` event; each page's events are one append, so memory
 // holds one page. Runs of one source never overlap: an on-demand Run waits for a run in progress
 // to finish, then runs its own (with its own options) and returns that one's figures.
+//
+// The `updated` filter is read by the PIM in its server's time zone (SaaS: UTC; on-premise:
+// PHP's date.timezone), so the window start is written as that zone's wall-clock time:
+// rest.timezone when set, else the UTC offset the PIM writes in its own `updated` values, learned
+// and persisted beside the watermark with the window start it was proven for. An offset that is
+// not proven for the window start is lowered (the window widened), never raised: a filter
+// written with too low an offset asks for more, one too high would skip changes
+// (PimOffsetEvidence; docs/reconciliation.md).
+//
+// Products are listed through /api/rest/v1/products-uuid (PIM 7, SaaS). When the PIM answers
+// that route with its own JSON 404 (PIM 5 and 6 have no such route), the run lists
+// /api/rest/v1/products instead and keys products by identifier, as those PIMs' events do. Each
+// run asks products-uuid first, so an upgraded PIM is noticed.
+//
+// A `_links.next.href` on the configured host with another scheme or port (a PIM behind a
+// TLS-terminating proxy) is followed on the configured origin (NextPageTarget); one on another
+// host fails the run.
 //
 // The watermark is persisted (LogBackend::PutMeta, fsynced) only after a run succeeded, as
 // min(largest `updated` seen, the run's start on pimgate's clock), and never moves back. The
@@ -150,7 +188,7 @@ class Reconciler {
                                               bool scheduled);
   absl::Status Execute(Source& source, const ReconcileOptions& options, ReconcileRunStats& stats);
   absl::Status ScanKind(Source& source, RunContext& run, const std::string& kind,
-                        const std::string& path, std::optional<int64_t> window_start_us);
+                        std::optional<int64_t> window_start_us);
   absl::Status CheckDeletions(Source& source, RunContext& run, const std::string& kind);
   absl::StatusOr<std::string> Fetch(Source& source, const std::string& target);
   absl::StatusOr<AppendResult> AppendAndWait(AppendRequest request);
@@ -170,6 +208,50 @@ class Reconciler {
 // Akeneo's `updated` ("2026-11-20T10:14:59+00:00", RFC 3339 with an offset or Z, optional
 // fraction) → microseconds since the epoch. InvalidArgument naming the text otherwise.
 absl::StatusOr<int64_t> ParseAkeneoTime(std::string_view text);
+
+// What a run learns of the PIM's UTC offset from the `updated` values it reads, and the offset
+// the next window start may safely be written with. Exposed for tests.
+//
+// The model: a zone's offset takes at most two values (standard and DST time, at most
+// kMaxDstShiftSeconds apart), and two changes of it are months apart. An offset seen at or
+// before the next window start and again at the newest `updated`, within kOffsetProofSpan, is
+// the offset at that start: proven. So is one equal to the offset proven for this run's window
+// start when nothing else was seen, within kOffsetProofSpan (the steady state). Otherwise the
+// lower of two offsets seen is safe (the standard time), and a single offset seen, minus
+// kMaxDstShiftSeconds, is safe.
+class PimOffsetEvidence {
+ public:
+  // The most negative offset in use is -12:00: a filter written with -14:00 can only widen.
+  static constexpr int kWidestWestOffsetSeconds = -14 * 3600;
+  // Largest change of a zone's offset at a DST transition (Antarctica/Troll: 2 h).
+  static constexpr int kMaxDstShiftSeconds = 2 * 3600;
+  // Shorter than the time between two offset changes of any zone in the tz database.
+  static constexpr absl::Duration kOffsetProofSpan = absl::Hours(7 * 24);
+
+  // One `updated` value: its instant and the offset written with it.
+  void Add(int64_t time_us, int offset_seconds);
+  bool empty() const { return !newest_us_.has_value(); }
+  int newest_offset() const { return newest_offset_; }
+
+  // The offset to write the next window start `next_window_us` with. `proven_at_window`: the
+  // offset proven for this run's window start `window_us` (unset when unknown or not proven
+  // there). `*proven` tells whether the answer is the PIM's offset at `next_window_us`, or a
+  // lower one that is safe.
+  int NextFilterOffset(int64_t next_window_us, std::optional<int> proven_at_window,
+                       std::optional<int64_t> window_us, bool* proven) const;
+
+ private:
+  // Whether newest_offset() was seen at or before `instant_us`, within kOffsetProofSpan of the
+  // newest value, with no other offset seen after that.
+  bool NewestOffsetHeldAt(int64_t instant_us) const;
+
+  std::optional<int64_t> newest_us_;
+  int newest_offset_ = 0;
+  std::set<int> offsets_;  // every offset seen
+  // (minute since the epoch, offset) of the values within kOffsetProofSpan of the newest one:
+  // at most the span's minutes per offset seen, whatever the catalogue's size.
+  std::set<std::pair<int64_t, int>> recent_;
+};
 
 }  // namespace pimgate
 

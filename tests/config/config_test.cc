@@ -1562,6 +1562,7 @@ TEST_F(ConfigTest, RestDefaultsAndReconcileDefaults) {
   EXPECT_TRUE(rest.ca_file.empty());
   EXPECT_FALSE(rest.insecure_skip_verify);
   EXPECT_FALSE(rest.allow_insecure_http);
+  EXPECT_TRUE(rest.timezone.empty());  // learned from the PIM's `updated` values
   // `rest` without `reconcile`: reconciliation runs with the defaults.
   ASSERT_TRUE(source.reconcile.has_value());
   EXPECT_EQ(source.reconcile->interval, std::chrono::minutes(15));
@@ -1637,6 +1638,14 @@ TEST_F(ConfigTest, RestOverPlainHttpNeedsOptIn) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->sources[0].rest->base_url, "http://127.0.0.1:8080");
   EXPECT_TRUE(config->sources[0].rest->allow_insecure_http);
+  for (const char* zone : {"-05:00", "+05:30", "America/New_York", "UTC"}) {
+    config = LoadConfigString(WithRest(absl::StrCat("      timezone: \"", zone, "\"\n")));
+    ASSERT_TRUE(config.ok()) << zone << ": " << config.status();
+    EXPECT_EQ(config->sources[0].rest->timezone, zone);
+  }
+  config = LoadConfigString(WithRest("      timezone: -05:00\n"));  // unquoted works too
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sources[0].rest->timezone, "-05:00");
   config = LoadConfigString(WithRest("      insecure_skip_verify: true\n", "https://[::1]:8443"));
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->sources[0].rest->base_url, "https://[::1]:8443");
@@ -1698,6 +1707,14 @@ TEST_F(ConfigTest, RestKeyErrors) {
             "line 14: " + prefix + "insecure_skip_verify: must be true or false, got \"maybe\"");
   EXPECT_EQ(ErrorOf(WithRest("      base: x\n")).message(),
             "line 14: " + prefix + "base: unknown key");
+  EXPECT_EQ(ErrorOf(WithRest("      timezone: -5\n")).message(),
+            "line 14: " + prefix +
+                "timezone: \"-5\" is not a UTC offset: write it as +HH:MM or -HH:MM, from -14:00 "
+                "to +14:00 (e.g. \"-05:00\"), or use an IANA time zone name");
+  EXPECT_THAT(std::string(ErrorOf(WithRest("      timezone: Europe/Atlantis\n")).message()),
+              StartsWith("line 14: " + prefix +
+                         "timezone: time zone \"Europe/Atlantis\" is not in the system's tz "
+                         "database"));
   const std::string missing = dir_ + "/missing-ca.pem";
   EXPECT_EQ(ErrorOf(WithRest("      ca_file: " + missing + "\n")).message(),
             absl::StrCat("line 14: ", prefix, "ca_file: cannot read \"", missing,

@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "pim/akeneo_client.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/admin.pb.h"
@@ -235,18 +236,35 @@ TEST_F(ReconcileCliTest, ReconcileRecoversMissedChangesStatsShowThemAndFullFinds
   EXPECT_EQ(TimeUtil::TimestampToMicroseconds(again.window_start()),
             t0_ + 5 * kSecondUs - 5 * 60 * kSecondUs);
   EXPECT_FALSE(again.watermark_advanced());
+  // The fake PIM runs at UTC-05:00. Its values (all later than the window start) do not yet
+  // confirm that offset at the window start: written 2 h further west, the window only widens.
+  EXPECT_EQ(again.filter_time_zone(), "-07:00");
+  EXPECT_EQ(again.updated_filter(), AkeneoSearchTime(t0_ + 5 * kSecondUs - 5 * 60 * kSecondUs,
+                                                     absl::FixedTimeZone(-7 * 3600)));
+  EXPECT_EQ(again.products_path(), "/api/rest/v1/products-uuid");
+  const std::string text = Ok({"reconcile", "legacy"});
+  EXPECT_TRUE(absl::StrContains(Row(text, "window"),
+                                absl::StrCat("(PIM time ", again.updated_filter(), " -07:00)")))
+      << text;
 
   v1::ReconciliationStats stats = Reconciliation();
-  EXPECT_EQ(stats.runs_succeeded(), 2u);
+  EXPECT_EQ(stats.runs_succeeded(), 3u);
   EXPECT_EQ(stats.runs_failed(), 0u);
   EXPECT_TRUE(stats.last_ok());
   EXPECT_TRUE(stats.has_last_finished_at());
   EXPECT_EQ(stats.last_emitted(), 0u);
   EXPECT_EQ(stats.events_emitted(), 3u);
   EXPECT_EQ(TimeUtil::TimestampToMicroseconds(stats.watermark()), t0_ + 5 * kSecondUs);
+  EXPECT_EQ(stats.pim_time_zone(), "-05:00");
+  EXPECT_EQ(stats.pim_time_zone_origin(), "learned");
+  EXPECT_EQ(stats.filter_utc_offset(), "-07:00");
+  EXPECT_EQ(stats.products_path(), "/api/rest/v1/products-uuid");
   const std::string table = Ok({"stats"});
   EXPECT_TRUE(absl::StrContains(table, "RECONCILE")) << table;
-  EXPECT_TRUE(absl::StrContains(table, "2/0")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "3/0")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "PIM TIME ZONE")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "-05:00 (learned; window widened: filter -07:00)")) << table;
+  EXPECT_TRUE(absl::StrContains(table, "products-uuid")) << table;
 
   // A product deleted in the PIM: only --full sees it.
   pim_->DeleteProduct(uuids_[2]);
@@ -292,7 +310,7 @@ TEST_F(ReconcileCliTest, ReconcileRecoversMissedChangesStatsShowThemAndFullFinds
 
   const std::string metrics = Metrics();
   EXPECT_TRUE(absl::StrContains(
-      metrics, "pimgate_reconciliation_runs_total{source=\"legacy\",result=\"success\"} 4"))
+      metrics, "pimgate_reconciliation_runs_total{source=\"legacy\",result=\"success\"} 5"))
       << metrics;
   EXPECT_TRUE(absl::StrContains(
       metrics, "pimgate_reconciliation_runs_total{source=\"legacy\",result=\"failure\"} 1"));
@@ -312,7 +330,7 @@ TEST_F(ReconcileCliTest, ReconcileRecoversMissedChangesStatsShowThemAndFullFinds
   EXPECT_EQ(stats.runs_succeeded(), 0u);  // counters are per process
   pim_->Resume();
   auto resumed = ParseJson<v1::ReconcileResponse>(Ok({"reconcile", "legacy", "--json"}));
-  EXPECT_EQ(resumed.run(), 6u);  // run numbers continue across restarts
+  EXPECT_EQ(resumed.run(), 7u);  // run numbers continue across restarts
   EXPECT_EQ(resumed.emitted(), 0u);
 }
 

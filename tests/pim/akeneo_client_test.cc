@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -97,11 +98,84 @@ TEST(AkeneoUrlTest, SearchAfterTarget) {
             "type=search_after");
 }
 
-TEST(AkeneoUrlTest, AkeneoSearchTimeIsUtcSecondsRoundedDown) {
-  EXPECT_EQ(AkeneoSearchTime(0), "1970-01-01 00:00:00");
-  EXPECT_EQ(AkeneoSearchTime(kBaseTimeUs), "2026-11-20 10:00:00");
-  EXPECT_EQ(AkeneoSearchTime(kBaseTimeUs + 59'999'999), "2026-11-20 10:00:59");
-  EXPECT_EQ(AkeneoSearchTime(-1), "1969-12-31 23:59:59");
+TEST(AkeneoUrlTest, AkeneoSearchTimeIsServerWallClockSecondsRoundedDown) {
+  const absl::TimeZone utc = absl::UTCTimeZone();
+  EXPECT_EQ(AkeneoSearchTime(0, utc), "1970-01-01 00:00:00");
+  EXPECT_EQ(AkeneoSearchTime(kBaseTimeUs, utc), "2026-11-20 10:00:00");
+  EXPECT_EQ(AkeneoSearchTime(kBaseTimeUs + 59'999'999, utc), "2026-11-20 10:00:59");
+  EXPECT_EQ(AkeneoSearchTime(-1, utc), "1969-12-31 23:59:59");
+  EXPECT_EQ(AkeneoSearchTime(kBaseTimeUs, absl::FixedTimeZone(-5 * 3600)), "2026-11-20 05:00:00");
+  EXPECT_EQ(AkeneoSearchTime(kBaseTimeUs, absl::FixedTimeZone(5 * 3600 + 1800)),
+            "2026-11-20 15:30:00");
+}
+
+TEST(AkeneoUrlTest, AkeneoSearchTimeIsNeverReadAfterTheInstantWhenDstEnds) {
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  // 2026-11-01: 01:00-02:00 happens twice (EDT -04:00, then EST -05:00).
+  const int64_t first_0130 = absl::ToUnixMicros(
+      absl::FromCivil(absl::CivilSecond(2026, 11, 1, 5, 30, 0), absl::UTCTimeZone()));  // 01:30 EDT
+  const int64_t second_0130 = first_0130 + int64_t{3600} * 1'000'000;                   // 01:30 EST
+  // "01:30:00" could be read as the EST one, an hour late: an earlier time is written.
+  EXPECT_EQ(AkeneoSearchTime(first_0130, new_york), "2026-11-01 00:30:00");
+  EXPECT_EQ(AkeneoSearchTime(second_0130, new_york), "2026-11-01 01:30:00");
+  // Summer and winter offsets at their instants, not today's.
+  EXPECT_EQ(AkeneoSearchTime(absl::ToUnixMicros(absl::FromCivil(
+                                 absl::CivilSecond(2026, 7, 1, 12, 0, 0), absl::UTCTimeZone())),
+                             new_york),
+            "2026-07-01 08:00:00");
+  EXPECT_EQ(AkeneoSearchTime(kBaseTimeUs, new_york), "2026-11-20 05:00:00");
+}
+
+TEST(AkeneoUrlTest, PimTimeZones) {
+  absl::StatusOr<absl::TimeZone> zone = ParsePimTimeZone("-05:00");
+  ASSERT_TRUE(zone.ok()) << zone.status();
+  EXPECT_EQ(*zone, absl::FixedTimeZone(-5 * 3600));
+  EXPECT_EQ(*ParsePimTimeZone("+05:30"), absl::FixedTimeZone(5 * 3600 + 1800));
+  EXPECT_EQ(*ParsePimTimeZone("+00:00"), absl::UTCTimeZone());
+  EXPECT_EQ(*ParsePimTimeZone("Z"), absl::UTCTimeZone());
+  ASSERT_TRUE(ParsePimTimeZone("UTC").ok());
+  ASSERT_TRUE(ParsePimTimeZone("America/New_York").ok());
+  EXPECT_EQ(ParsePimTimeZone("America/Nowhere").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(ParsePimTimeZone("America/Nowhere").status().message()),
+              HasSubstr("tz database"));
+  for (const char* bad : {"-5", "-05", "+15:00", "-05:60", "05:00", "", "localtime", "a b"}) {
+    EXPECT_FALSE(ParsePimTimeZone(bad).ok()) << bad;
+  }
+  EXPECT_THAT(std::string(ParsePimTimeZone("-5").status().message()), HasSubstr("+HH:MM"));
+  EXPECT_EQ(FormatUtcOffset(-5 * 3600), "-05:00");
+  EXPECT_EQ(FormatUtcOffset(0), "+00:00");
+  EXPECT_EQ(FormatUtcOffset(5 * 3600 + 1800), "+05:30");
+  EXPECT_EQ(FormatUtcOffset(-(14 * 3600)), "-14:00");
+}
+
+TEST(AkeneoUrlTest, NextPageTargets) {
+  const std::string base = "https://pim.example.com";
+  bool other = true;
+  EXPECT_EQ(*NextPageTarget(base, "https://pim.example.com/api/rest/v1/products?a=1", &other),
+            "/api/rest/v1/products?a=1");
+  EXPECT_FALSE(other);
+  EXPECT_EQ(*NextPageTarget(base, "https://PIM.example.com:443/x", &other), "/x");
+  EXPECT_FALSE(other);
+  // Behind a TLS-terminating proxy: same host, http, another port.
+  EXPECT_EQ(*NextPageTarget(base, "http://pim.example.com/api/rest/v1/products?a=1", &other),
+            "/api/rest/v1/products?a=1");
+  EXPECT_TRUE(other);
+  EXPECT_EQ(*NextPageTarget(base, "http://pim.example.com:8080/x?y", &other), "/x?y");
+  EXPECT_TRUE(other);
+  EXPECT_EQ(*NextPageTarget("http://127.0.0.1:8081", "https://127.0.0.1/x", &other), "/x");
+  EXPECT_TRUE(other);
+  EXPECT_EQ(*NextPageTarget(base, "/api/rest/v1/products?b", &other), "/api/rest/v1/products?b");
+  EXPECT_FALSE(other);
+  // Any other host is refused.
+  for (const char* href :
+       {"https://evil.example.com/api/rest/v1/products", "https://pim.example.com.evil.io/x",
+        "https://user@pim.example.com/x", "ftp://pim.example.com/x", "pim.example.com/x"}) {
+    absl::StatusOr<std::string> target = NextPageTarget(base, href, &other);
+    EXPECT_EQ(target.status().code(), absl::StatusCode::kInvalidArgument) << href;
+  }
+  EXPECT_THAT(std::string(NextPageTarget(base, "https://evil.example.com/x").status().message()),
+              HasSubstr("refusing to follow"));
 }
 
 // ---- Create -------------------------------------------------------------------------------------
@@ -150,7 +224,8 @@ TEST(AkeneoClientTest, TokenObtainedOnceAndReusedOverTls) {
     ASSERT_TRUE(body.ok()) << body.status();
     EXPECT_THAT(*body, HasSubstr("\"identifier\":\"sku-1\""));
     EXPECT_THAT(*body, HasSubstr("\"family\":\"shoes\""));
-    EXPECT_THAT(*body, HasSubstr("\"updated\":\"2026-11-20T10:00:00+00:00\""));
+    // The PIM writes its server time zone's offset (the fake's default, UTC-05:00).
+    EXPECT_THAT(*body, HasSubstr("\"updated\":\"2026-11-20T05:00:00-05:00\""));
   }
   EXPECT_EQ(pim.token_requests(), 1);
   EXPECT_EQ(pim.refresh_requests(), 0);
@@ -328,6 +403,31 @@ TEST(AkeneoClientTest, ServerErrorsRetriedThenSucceed) {
   EXPECT_EQ(client->stats().retries, 2u);
 }
 
+TEST(AkeneoClientTest, RequestTimeoutIsRetried) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  pim.FailNextCalls(2, 408);
+  absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+  ASSERT_TRUE(body.ok()) << body.status();
+  const std::vector<FakePim::Request> calls = RequestsTo(pim, kProducts);
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[0].status, 408);
+  EXPECT_EQ(calls[1].status, 408);
+  EXPECT_EQ(calls[2].status, 200);
+  EXPECT_EQ(client->stats().retries, 2u);
+
+  // Every attempt answered 408: Unavailable, like 5xx.
+  RestConfig config = ConfigFor(pim);
+  config.max_attempts = 2;
+  std::unique_ptr<AkeneoClient> impatient = MakeClient(config);
+  pim.FailNextCalls(2, 408);
+  body = impatient->Get(ProductTarget(uuid));
+  EXPECT_EQ(body.status().code(), absl::StatusCode::kUnavailable) << body.status();
+  EXPECT_THAT(std::string(body.status().message()), HasSubstr("HTTP 408"));
+}
+
 TEST(AkeneoClientTest, ServerErrorsExhaustAttemptsThenUnavailable) {
   FakePim pim;
   RestConfig config = ConfigFor(pim);
@@ -350,6 +450,8 @@ TEST(AkeneoClientTest, ClientErrorsAreNotRetried) {
   absl::StatusOr<std::string> missing = client->Get(ProductTarget(NewUuid()));
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("does not exist"));
+  EXPECT_TRUE(IsAkeneoNotFound(missing.status()));  // the PIM's own {"code":404,...}
+  EXPECT_FALSE(IsAkeneoNotFound(absl::NotFoundError("a 404 from elsewhere")));
 
   absl::StatusOr<std::string> too_many = client->Get(absl::StrCat(kProducts, "?limit=101"));
   EXPECT_EQ(too_many.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -366,6 +468,7 @@ TEST(AkeneoClientTest, ClientErrorsAreNotRetried) {
 
   absl::StatusOr<std::string> unknown = client->Get("/api/rest/v1/nothing-here");
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(IsAkeneoNotFound(unknown.status()));
   EXPECT_EQ(RequestsTo(pim, "/api/rest/v1/").size(), 4u);  // one attempt each
   EXPECT_EQ(client->stats().retries, 0u);
 }
@@ -482,9 +585,10 @@ TEST(AkeneoClientTest, UpdatedFilterAndUuidSearch) {
   pim.PutProductModel("model-b", kBaseTimeUs + 3600'000'000);
   std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
 
-  // Updated after minute 19: minutes 20 to 29.
-  const std::string after = absl::StrCat(R"({"updated":[{"operator":">","value":")",
-                                         AkeneoSearchTime(kBaseTimeUs + 19 * 60'000'000), "\"}]}");
+  // Updated after minute 19: minutes 20 to 29, written as the PIM's wall-clock time.
+  const std::string after =
+      absl::StrCat(R"({"updated":[{"operator":">","value":")",
+                   AkeneoSearchTime(kBaseTimeUs + 19 * 60'000'000, pim.time_zone()), "\"}]}");
   std::set<std::string> seen;
   ASSERT_TRUE(client
                   ->ForEachPage(SearchAfterTarget(kProducts, after, 4),
@@ -497,9 +601,14 @@ TEST(AkeneoClientTest, UpdatedFilterAndUuidSearch) {
                   .ok());
   EXPECT_EQ(seen, std::set<std::string>(uuids.begin() + 20, uuids.end()));
 
-  // RFC 3339 values work too, and product models filter the same way.
-  absl::StatusOr<AkeneoPage> models = client->GetPage(SearchAfterTarget(
+  // Akeneo takes only "YYYY-MM-DD hh:mm:ss" (DateTime::createFromFormat): RFC 3339 is refused.
+  absl::StatusOr<AkeneoPage> rfc3339 = client->GetPage(SearchAfterTarget(
       kProductModels, R"({"updated":[{"operator":">","value":"2026-11-20T10:30:00Z"}]})"));
+  EXPECT_EQ(rfc3339.status().code(), absl::StatusCode::kFailedPrecondition) << rfc3339.status();
+  EXPECT_THAT(std::string(rfc3339.status().message()), HasSubstr("HTTP 422"));
+  // Product models filter the same way: 10:30 UTC is 05:30 at the PIM.
+  absl::StatusOr<AkeneoPage> models = client->GetPage(SearchAfterTarget(
+      kProductModels, R"({"updated":[{"operator":">","value":"2026-11-20 05:30:00"}]})"));
   ASSERT_TRUE(models.ok()) << models.status();
   ASSERT_EQ(models->items.size(), 1u);
   EXPECT_EQ(models->items[0].fields().at("code").string_value(), "model-b");
@@ -513,6 +622,29 @@ TEST(AkeneoClientTest, UpdatedFilterAndUuidSearch) {
   std::set<std::string> batch_uuids;
   for (const auto& item : batch->items) batch_uuids.insert(item.fields().at("uuid").string_value());
   EXPECT_EQ(batch_uuids, (std::set<std::string>{uuids[3], uuids[7]}));
+}
+
+TEST(AkeneoClientTest, ForEachPageFollowsHttpLinksOnTheConfiguredOrigin) {
+  FakePim pim;  // https; its links say http on port 80, as behind a TLS-terminating proxy
+  pim.SetLinkOrigin("http://127.0.0.1");
+  for (int i = 0; i < 5; ++i) pim.PutProduct(NewUuid(), kBaseTimeUs);
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  int items = 0;
+  ASSERT_TRUE(client
+                  ->ForEachPage(SearchAfterTarget(kProducts, "", 2),
+                                [&](AkeneoPage& page) {
+                                  items += static_cast<int>(page.items.size());
+                                  return absl::OkStatus();
+                                })
+                  .ok());
+  EXPECT_EQ(items, 5);
+  EXPECT_EQ(RequestsTo(pim, kProducts).size(), 3u);
+
+  pim.SetLinkOrigin("https://other.example.com");
+  absl::Status refused = client->ForEachPage(SearchAfterTarget(kProducts, "", 2),
+                                             [](AkeneoPage&) { return absl::OkStatus(); });
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("other.example.com"));
 }
 
 TEST(AkeneoClientTest, OnPageErrorStopsPaging) {

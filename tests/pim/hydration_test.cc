@@ -15,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "pim/akeneo_client.h"
 #include "config/config.h"
 #include "core/dispatch/dispatcher.h"
@@ -472,6 +473,103 @@ TEST_F(HydrationTest, ProductModelsAreFetchedOneByOne) {
   EXPECT_EQ(CountCalls("/api/rest/v1/product-models/model-gone"), 1);
   EXPECT_EQ(CountCalls("/api/rest/v1/product-models?"), 0);  // never a `code` search
   EXPECT_EQ(Searches(), 0);
+}
+
+TEST_F(HydrationTest, ProductKnownByIdentifierIsFetchedByIdentifier) {
+  pim_.PutProduct(NewUuid(), (kBaseSeconds + 5) * 1'000'000LL, R"({"family":"boots"})",
+                  "sku-legacy");
+  RecordingPlugin plugin(Socket("p"));
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  ASSERT_NE(dispatcher, nullptr);
+  Append({Platform("product.updated", "sku-legacy", 1)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 1; }));
+  const std::vector<v1::Delivery> delivered = plugin.Of(1);
+  ASSERT_EQ(delivered.size(), 1u);
+  const Struct& data = delivered[0].event().data();
+  EXPECT_EQ(StringAt(data, {"hydration"}), "ok");
+  EXPECT_EQ(StringAt(data, {"resource", "identifier"}), "sku-legacy");
+  EXPECT_EQ(StringAt(data, {"resource", "family"}), "boots");
+  EXPECT_EQ(CountCalls("/api/rest/v1/products/sku-legacy"), 1);
+  EXPECT_EQ(Searches(), 0);
+}
+
+// A PIM 5/6 has no products-uuid: its products are named by identifier, even when an identifier
+// looks like a uuid. Hydration notices the PIM's own 404 on the search and fetches them by
+// identifier; a product the PIM does not have is "not found", never a failure.
+TEST(HydrationPim6, ProductsWithoutProductsUuidAreFetchedByIdentifier) {
+  FakePim::Options options;
+  options.products_uuid = false;
+  FakePim pim(options);
+  const std::string uuid_like = NewUuid();  // an identifier shaped like a uuid
+  pim.PutProduct(NewUuid(), kBaseSeconds * 1'000'000LL, R"({"family":"shoes"})", uuid_like);
+  pim.PutProduct(NewUuid(), kBaseSeconds * 1'000'000LL, R"({"family":"boots"})", "sku-6");
+  RestConfig rest;
+  rest.base_url = pim.base_url();
+  rest.client_id = options.client_id;
+  rest.secret.value = options.secret;
+  rest.username = options.username;
+  rest.password.value = options.password;
+  rest.insecure_skip_verify = true;
+  auto client = AkeneoClient::Create(rest);
+  ASSERT_TRUE(client.ok()) << client.status();
+  Hydrator hydrator({{kPlatform, std::shared_ptr<AkeneoClient>(std::move(*client))}});
+
+  const auto hydrate = [&](std::vector<std::string> ids) {
+    std::vector<HydrationRequest> requests;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      HydrationRequest& r = requests.emplace_back();
+      r.sequence = i + 1;
+      r.ticket = i;
+      r.source = kPlatform;
+      r.kind = "product";
+      r.resource_id = ids[i];
+      r.version = "1";
+    }
+    // Shared with the callbacks, which may still be unwinding when the last answer is in.
+    struct Answers {
+      absl::Mutex mu;
+      std::map<std::string, HydrationOutcome> outcomes ABSL_GUARDED_BY(mu);
+    };
+    auto answers = std::make_shared<Answers>();
+    hydrator.Hydrate(requests, [answers, ids](HydrationOutcome outcome) {
+      absl::MutexLock lock(&answers->mu);
+      answers->outcomes[ids[outcome.ticket]] = std::move(outcome);
+    });
+    Answers* const state = answers.get();
+    const std::size_t wanted = ids.size();
+    const auto all_in = [state, wanted]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return state->outcomes.size() == wanted;
+    };
+    absl::MutexLock lock(&answers->mu);
+    answers->mu.Await(absl::Condition(&all_in));
+    return answers->outcomes;
+  };
+  const std::string missing = NewUuid();
+  std::map<std::string, HydrationOutcome> got = hydrate({uuid_like, "sku-6", missing});
+  ASSERT_TRUE(got.at(uuid_like).status.ok()) << got.at(uuid_like).status;
+  EXPECT_EQ(StringAt(*got.at(uuid_like).resource, {"identifier"}), uuid_like);
+  EXPECT_EQ(StringAt(*got.at(uuid_like).resource, {"family"}), "shoes");
+  ASSERT_TRUE(got.at("sku-6").status.ok()) << got.at("sku-6").status;
+  EXPECT_EQ(StringAt(*got.at("sku-6").resource, {"family"}), "boots");
+  EXPECT_EQ(got.at(missing).status.code(), absl::StatusCode::kNotFound) << got.at(missing).status;
+  const auto calls = [&pim](const std::string& prefix) {
+    int n = 0;
+    for (const FakePim::Request& r : pim.requests()) n += absl::StartsWith(r.target, prefix);
+    return n;
+  };
+  EXPECT_EQ(calls("/api/rest/v1/products-uuid"), 1);  // the search, answered 404
+  EXPECT_EQ(calls("/api/rest/v1/products/" + uuid_like), 1);
+  EXPECT_EQ(calls("/api/rest/v1/products/" + missing), 1);
+
+  // Known now: uuid-shaped ids go straight to the identifier endpoint.
+  got = hydrate({uuid_like});
+  EXPECT_TRUE(got.at(uuid_like).from_cache || got.at(uuid_like).status.ok());
+  const std::string other = NewUuid();
+  pim.PutProduct(NewUuid(), kBaseSeconds * 1'000'000LL, "{}", other);
+  got = hydrate({other});
+  ASSERT_TRUE(got.at(other).status.ok()) << got.at(other).status;
+  EXPECT_EQ(calls("/api/rest/v1/products-uuid"), 1);
+  EXPECT_EQ(calls("/api/rest/v1/products/" + other), 1);
 }
 
 TEST_F(HydrationTest, EventsThatAreNotLightweightPassThroughWithoutAnyPimCall) {

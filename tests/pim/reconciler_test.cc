@@ -19,12 +19,15 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "pim/akeneo_client.h"
 #include "core/dispatch/dispatcher.h"
 #include "core/log/rocksdb_backend.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
+#include "spdlog/sinks/ringbuffer_sink.h"
+#include "spdlog/spdlog.h"
 #include "tests/testing/fake_pim.h"
 #include "tests/testing/recording_plugin.h"
 #include "tests/testing/test_env.h"
@@ -52,19 +55,25 @@ bool WaitFor(const std::function<bool()>& done) {
 // than the run that reads them.
 int64_t DayAgoUs() { return (absl::ToUnixSeconds(absl::Now()) - 24 * 3600) * kSecondUs; }
 
-// `updated` as Akeneo (and the fake) writes it.
+// `updated` as a PIM in UTC writes it (a legacy webhook's payload).
 std::string AkeneoTime(int64_t us) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%S+00:00", absl::FromUnixMicros(us), absl::UTCTimeZone());
 }
+
+// The fake PIM's default zone (FakePim::Options::time_zone).
+const absl::TimeZone kMinus5 = absl::FixedTimeZone(-5 * 3600);
+// Until the PIM's -05:00 is confirmed at a window start, the window is written 2 h further west.
+const absl::TimeZone kMinus7 = absl::FixedTimeZone(-7 * 3600);
 
 int64_t Micros(const google::protobuf::Timestamp& ts) {
   return TimeUtil::TimestampToMicroseconds(ts);
 }
 
-// The search parameter of a first page asking for items updated after `after_us`.
-std::string EncodedUpdatedSearch(int64_t after_us) {
+// The search parameter of a first page asking for items updated after `after_us`, written as
+// wall-clock time in `zone`.
+std::string EncodedUpdatedSearch(int64_t after_us, const absl::TimeZone& zone) {
   return UrlEncode(absl::StrCat(R"({"updated":[{"operator":">","value":")",
-                                AkeneoSearchTime(after_us), R"("}]})"));
+                                AkeneoSearchTime(after_us, zone), R"("}]})"));
 }
 
 using testing::RecordingPlugin;
@@ -245,7 +254,7 @@ TEST_F(ReconcilerTest, FirstRunRecoversEveryProductAndModelThenOnlyWhatChanged) 
   EXPECT_FALSE(product.stale());
   EXPECT_EQ(product.data().fields().at("uuid").string_value(), uuids[1]);
   EXPECT_EQ(product.data().fields().at("family").string_value(), "shoes");
-  EXPECT_EQ(product.data().fields().at("updated").string_value(), AkeneoTime(t0 + kSecondUs));
+  EXPECT_EQ(product.data().fields().at("updated").string_value(), pim.AkeneoTime(t0 + kSecondUs));
   EXPECT_FALSE(product.data().fields().contains("_links"));
   const v1::Event& model = by_resource.at("model-a");
   EXPECT_EQ(model.type(), "product_model.updated");
@@ -263,10 +272,14 @@ TEST_F(ReconcilerTest, FirstRunRecoversEveryProductAndModelThenOnlyWhatChanged) 
   EXPECT_EQ(run->window_start_us, t0 + 10 * kSecondUs - 5 * 60 * kSecondUs);
   EXPECT_FALSE(run->watermark_advanced);
   EXPECT_EQ(log_->head(), 4u);
+  // The PIM wrote -05:00, but no value at or before the window start confirms it there (all four
+  // are later): the window start is written 2 h further west, which can only widen it.
+  EXPECT_EQ(run->filter_time_zone, "-07:00");
+  EXPECT_EQ(run->updated_filter, AkeneoSearchTime(*run->window_start_us, kMinus7));
   std::vector<FakePim::Request> lists = ListRequests(pim, "/api/rest/v1/products-uuid");
   ASSERT_EQ(lists.size(), 1u);
-  EXPECT_TRUE(
-      absl::StrContains(lists[0].target, "search=" + EncodedUpdatedSearch(*run->window_start_us)))
+  EXPECT_TRUE(absl::StrContains(lists[0].target,
+                                "search=" + EncodedUpdatedSearch(*run->window_start_us, kMinus7)))
       << lists[0].target;
 
   // One product changes: exactly one event.
@@ -551,11 +564,12 @@ TEST_F(ReconcilerTest, WatermarkSurvivesRestartAndMovesOnlyAfterSuccess) {
   ASSERT_TRUE(stats.last_run.has_value());
   EXPECT_FALSE(stats.last_run->status.ok());
   EXPECT_EQ(stats.last_run->run, 2u);  // the run counter survived the restart
-  // It asked from the persisted watermark minus the overlap.
+  // It asked from the persisted watermark minus the overlap, written with the offset persisted
+  // beside it (-05:00 not yet confirmed at that instant: -07:00).
   std::vector<FakePim::Request> pages = ListRequests(pim, "/api/rest/v1/products-uuid");
   ASSERT_FALSE(pages.empty());
-  EXPECT_TRUE(
-      absl::StrContains(pages[0].target, EncodedUpdatedSearch(watermark - 5 * 60 * kSecondUs)))
+  EXPECT_TRUE(absl::StrContains(pages[0].target,
+                                EncodedUpdatedSearch(watermark - 5 * 60 * kSecondUs, kMinus7)))
       << pages[0].target;
 
   OpenLog();
@@ -573,7 +587,9 @@ TEST_F(ReconcilerTest, SinceLaterThanTheWatermarkWindowDoesNotMoveTheWatermark) 
   const int64_t t0 = DayAgoUs();
   pim.PutProduct(testing::NewUuid(), t0);
   pim.PutProduct(testing::NewUuid(), t0 + 3600 * kSecondUs);
-  reconciler_ = Make(pim);
+  // The PIM's zone is configured: the window is exact (no widening while the offset is learned).
+  reconciler_ =
+      Make(pim, OnDemand(), "pim", nullptr, [](RestConfig& rest) { rest.timezone = "-05:00"; });
   // No watermark yet: the default window is everything, so a run from t0 + 30 min leaves a gap.
   absl::StatusOr<ReconcileRunStats> run =
       reconciler_->Run("pim", ReconcileOptions{t0 + 1800 * kSecondUs, false});
@@ -764,6 +780,354 @@ TEST_F(ReconcilerTest, BackendListsVersionsPerSourceAndKindAndKeepsMetadata) {
   EXPECT_EQ(log_->backend().GetMeta("last_sequence")->value_or(""), "not a number");
 }
 
+// ---- The PIM server's time zone ----------------------------------------------------------------
+
+// The PIM runs at UTC-05:00 (the fake's default): its `updated` values carry -05:00 and it reads
+// the filter as its own wall-clock time. A change inside the 5 hours after the window start is
+// skipped by a filter written in UTC; pimgate writes it at -05:00 and recovers it.
+TEST_F(ReconcilerTest, FilterIsWrittenInThePimsTimeZoneAndRecoversWhatUtcWouldSkip) {
+  FakePim pim;
+  ASSERT_EQ(pim.time_zone(), kMinus5);
+  const int64_t t0 = DayAgoUs();
+  const std::string old_product = testing::NewUuid();
+  const std::string product = testing::NewUuid();
+  pim.PutProduct(old_product, t0 - 2 * 3600 * kSecondUs);
+  pim.PutProduct(product, t0);
+  reconciler_ = Make(pim);
+
+  // First run: everything. The older product's -05:00, before the next window start, confirms the
+  // offset there.
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->emitted, 2u);
+  EXPECT_TRUE(run->updated_filter.empty());
+  ASSERT_EQ(run->watermark_us, t0);
+  ReconcileSourceStats stats = StatsOf(*reconciler_);
+  EXPECT_EQ(stats.pim_time_zone, "-05:00");
+  EXPECT_EQ(stats.pim_time_zone_origin, "learned");
+  EXPECT_EQ(stats.filter_utc_offset, "-05:00");
+
+  // Changes the webhooks missed, 1 h and 2 h after the watermark: both inside the 5 h that a
+  // filter written in UTC would skip.
+  const std::string added = testing::NewUuid();
+  pim.PutProduct(added, t0 + 3600 * kSecondUs, R"({"family":"boots"})");
+  pim.PutProduct(product, t0 + 2 * 3600 * kSecondUs, R"({"family":"sandals"})");
+  const int64_t window = t0 - 5 * 60 * kSecondUs;
+  {
+    // The control: asked in UTC, this PIM returns neither change.
+    absl::StatusOr<AkeneoPage> utc = clients_.back()->GetPage(
+        SearchAfterTarget("/api/rest/v1/products-uuid",
+                          absl::StrCat(R"({"updated":[{"operator":">","value":")",
+                                       AkeneoSearchTime(window, absl::UTCTimeZone()), R"("}]})")));
+    ASSERT_TRUE(utc.ok()) << utc.status();
+    EXPECT_TRUE(utc->items.empty()) << utc->items.size();
+  }
+  pim.ClearRequests();
+  run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->window_start_us, window);
+  EXPECT_EQ(run->filter_time_zone, "-05:00");
+  EXPECT_EQ(run->updated_filter, AkeneoSearchTime(window, kMinus5));
+  EXPECT_EQ(run->updated_filter,
+            absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMicros(window), kMinus5));
+  EXPECT_EQ(run->emitted, 2u);
+  std::vector<FakePim::Request> lists = ListRequests(pim, "/api/rest/v1/products-uuid");
+  ASSERT_EQ(lists.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(lists[0].target, "search=" + EncodedUpdatedSearch(window, kMinus5)))
+      << lists[0].target;
+  std::map<std::string, v1::Event> recovered;
+  for (const v1::Event& e : Events()) {
+    if (e.request_id() == "reconcile-pim-2") recovered[e.resource_id()] = e;
+  }
+  ASSERT_EQ(recovered.size(), 2u);
+  EXPECT_EQ(recovered.at(added).data().fields().at("family").string_value(), "boots");
+  EXPECT_EQ(Micros(recovered.at(added).version_at()), t0 + 3600 * kSecondUs);
+  EXPECT_EQ(recovered.at(product).data().fields().at("family").string_value(), "sandals");
+  EXPECT_EQ(recovered.at(product).data().fields().at("updated").string_value(),
+            pim.AkeneoTime(t0 + 2 * 3600 * kSecondUs));
+  EXPECT_TRUE(absl::EndsWith(pim.AkeneoTime(t0), "-05:00"));
+
+  // A restart keeps the learned offset with the watermark: no relearning, no widening.
+  OpenLog();
+  reconciler_ = Make(pim);
+  stats = StatsOf(*reconciler_);
+  EXPECT_EQ(stats.pim_time_zone, "-05:00");
+  EXPECT_EQ(stats.filter_utc_offset, "-05:00");
+  const int64_t watermark = t0 + 2 * 3600 * kSecondUs;
+  EXPECT_EQ(stats.watermark_us, watermark);
+  run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->updated_filter, AkeneoSearchTime(watermark - 5 * 60 * kSecondUs, kMinus5));
+  EXPECT_EQ(run->emitted, 0u);
+}
+
+// Before any offset is known, a window start is written at -14:00, west of every zone: the PIM
+// reads it as an earlier instant (here 9 h earlier), never a later one.
+TEST_F(ReconcilerTest, FirstWindowBeforeTheOffsetIsKnownIsWidenedNeverNarrowed) {
+  FakePim pim;
+  const int64_t since = DayAgoUs();
+  const std::string inside = testing::NewUuid();   // skipped by a filter written in UTC
+  const std::string earlier = testing::NewUuid();  // before `since`, inside the widening
+  const std::string outside = testing::NewUuid();  // before the widened window
+  pim.PutProduct(inside, since + 3600 * kSecondUs);
+  pim.PutProduct(earlier, since - 3 * 3600 * kSecondUs);
+  pim.PutProduct(outside, since - 10 * 3600 * kSecondUs);
+  ReconcileConfig config = OnDemand();
+  config.since_us = since;
+  reconciler_ = Make(pim, config);
+  EXPECT_EQ(StatsOf(*reconciler_).filter_utc_offset, "-14:00");
+  EXPECT_TRUE(StatsOf(*reconciler_).pim_time_zone.empty());
+
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->window_start_us, since);
+  EXPECT_EQ(run->filter_time_zone, "-14:00");
+  EXPECT_EQ(run->updated_filter, AkeneoSearchTime(since, absl::FixedTimeZone(-14 * 3600)));
+  std::set<std::string> recovered;
+  for (const v1::Event& e : Events()) recovered.insert(e.resource_id());
+  EXPECT_EQ(recovered, (std::set<std::string>{inside, earlier}));
+  // Learned now.
+  EXPECT_EQ(StatsOf(*reconciler_).pim_time_zone, "-05:00");
+}
+
+// rest.timezone with an IANA name: the window start is written with the zone's offset at that
+// instant, not today's. The zone is one whose offset today is its summer one, and the window
+// start is in its winter: written with today's offset, the PIM would read it an hour late.
+TEST_F(ReconcilerTest, ConfiguredIanaZoneUsesTheOffsetAtTheWindowStartNotTodays) {
+  absl::TimeZone new_york;
+  absl::TimeZone sydney;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  ASSERT_TRUE(absl::LoadTimeZone("Australia/Sydney", &sydney));
+  const absl::Time now = absl::Now();
+  const int year = static_cast<int>(absl::ToCivilYear(now, absl::UTCTimeZone()).year()) - 1;
+  // One of the two is in summer time at any date.
+  const bool new_york_summer =
+      new_york.At(now).offset >
+      new_york.At(absl::FromCivil(absl::CivilDay(year, 1, 15), new_york)).offset;
+  const std::string name = new_york_summer ? "America/New_York" : "Australia/Sydney";
+  const absl::TimeZone zone = new_york_summer ? new_york : sydney;
+  const absl::CivilSecond winter_noon(year, new_york_summer ? 1 : 7, 15, 12, 0, 0);
+  const int64_t since = absl::ToUnixMicros(absl::FromCivil(winter_noon, zone));
+  ASSERT_LT(zone.At(absl::FromUnixMicros(since)).offset, zone.At(now).offset) << name;
+
+  FakePim::Options options;
+  options.time_zone = zone;
+  FakePim pim(options);
+  const std::string inside = testing::NewUuid();
+  const std::string before = testing::NewUuid();
+  pim.PutProduct(inside, since + 30 * 60 * kSecondUs);
+  pim.PutProduct(before, since - 30 * 60 * kSecondUs);
+  reconciler_ =
+      Make(pim, OnDemand(), "pim", nullptr, [&name](RestConfig& rest) { rest.timezone = name; });
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim", ReconcileOptions{since, false});
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->filter_time_zone, name);
+  EXPECT_EQ(run->updated_filter, absl::FormatCivilTime(winter_noon).replace(10, 1, " "));
+  // Exact: the change after the start is recovered, the one before is not asked for.
+  std::vector<v1::Event> events = Events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].resource_id(), inside);
+  const ReconcileSourceStats stats = StatsOf(*reconciler_);
+  EXPECT_EQ(stats.pim_time_zone, name);
+  EXPECT_EQ(stats.pim_time_zone_origin, "configured");
+}
+
+// ---- Next-page links behind a TLS-terminating proxy
+// ----------------------------------------------
+
+// Captures pimgate's log lines while alive.
+class LogCapture {
+ public:
+  LogCapture()
+      : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10'000)),
+        previous_(spdlog::default_logger()) {
+    auto logger = std::make_shared<spdlog::logger>("capture", sink_);
+    logger->set_level(spdlog::level::debug);
+    spdlog::set_default_logger(logger);
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  int Count(const std::string& needle) const {
+    int n = 0;
+    for (const std::string& line : sink_->last_formatted()) n += absl::StrContains(line, needle);
+    return n;
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+TEST_F(ReconcilerTest, HttpNextLinksOnTheSameHostAreFollowedOnTheConfiguredOrigin) {
+  LogCapture logs;
+  FakePim pim;  // https
+  // Behind a TLS-terminating proxy the PIM sees http on port 80 and writes that in its links.
+  pim.SetLinkOrigin("http://127.0.0.1");
+  const int64_t t0 = DayAgoUs();
+  std::set<std::string> expected;
+  for (int i = 0; i < 250; ++i) {
+    const std::string uuid = testing::NewUuid();
+    expected.insert(uuid);
+    pim.PutProduct(uuid, t0);
+  }
+  reconciler_ = Make(pim);
+  for (int round = 0; round < 2; ++round) {
+    absl::StatusOr<ReconcileRunStats> run =
+        reconciler_->Run("pim", ReconcileOptions{std::nullopt, /*full=*/true});
+    ASSERT_TRUE(run.ok()) << run.status();
+    EXPECT_EQ(run->scanned, 250u);
+  }
+  std::set<std::string> stored;
+  for (const v1::Event& e : Events()) stored.insert(e.resource_id());
+  EXPECT_EQ(stored, expected);
+  const std::vector<FakePim::Request> pages = ListRequests(pim, "/api/rest/v1/products-uuid");
+  ASSERT_EQ(pages.size(), 6u);  // 3 pages, twice: every next link was followed, over https
+  EXPECT_TRUE(absl::StrContains(pages[1].target, "search_after=")) << pages[1].target;
+  // Said once for the source, not once per page or per run.
+  EXPECT_EQ(logs.Count("next-page links on another scheme or port"), 1);
+}
+
+TEST_F(ReconcilerTest, NextLinkToAnotherHostIsRefused) {
+  FakePim pim;
+  const int64_t t0 = DayAgoUs();
+  for (int i = 0; i < 150; ++i) pim.PutProduct(testing::NewUuid(), t0);
+  pim.SetLinkOrigin(absl::StrCat("https://pim-internal.example:", pim.port()));
+  reconciler_ = Make(pim);
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << run.status();
+  EXPECT_TRUE(absl::StrContains(run.status().message(), "refusing to follow"))
+      << run.status().message();
+  EXPECT_TRUE(absl::StrContains(run.status().message(), "pim-internal.example"))
+      << run.status().message();
+  EXPECT_EQ(ListRequests(pim, "/api/rest/v1/products-uuid").size(), 1u);  // the first page only
+  EXPECT_FALSE(StatsOf(*reconciler_).watermark_us.has_value());
+}
+
+// ---- PIM 5 and 6: no products-uuid
+// -----------------------------------------------------------------
+
+TEST_F(ReconcilerTest, PimWithoutProductsUuidIsReconciledByIdentifier) {
+  FakePim::Options options;
+  options.products_uuid = false;
+  FakePim pim(options);
+  const int64_t t0 = DayAgoUs();
+  pim.PutProduct(testing::NewUuid(), t0, R"({"family":"shoes"})", "sku-1");
+  pim.PutProduct(testing::NewUuid(), t0 + kSecondUs, "{}", "sku-2");
+  const std::string gone_key = testing::NewUuid();
+  pim.PutProduct(gone_key, t0 + 2 * kSecondUs, "{}", "sku-3");
+  pim.PutProductModel("model-a", t0);
+  // sku-2 already reached pimgate by a PIM 6 webhook, which names products by identifier only.
+  v1::Event webhook;
+  webhook.set_id(testing::NewUuid());
+  webhook.set_source("pim");
+  webhook.set_type("product.updated");
+  webhook.set_kind("product");
+  webhook.set_resource_id("sku-2");
+  *webhook.mutable_version_at() = TimeUtil::MicrosecondsToTimestamp(t0 + kSecondUs);
+  AppendRequest request;
+  request.events.push_back(webhook);
+  ASSERT_TRUE(log_->AppendSync(std::move(request)).ok());
+
+  reconciler_ = Make(pim);
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->products_path, "/api/rest/v1/products");
+  EXPECT_EQ(run->scanned, 4u);
+  EXPECT_EQ(run->emitted, 3u);    // sku-1, sku-3, model-a
+  EXPECT_EQ(run->in_sync, 1u);    // sku-2: same key, same version as the webhook
+  EXPECT_EQ(run->api_calls, 3u);  // products-uuid (404), products, product-models
+  const std::vector<FakePim::Request> uuid_calls = ListRequests(pim, "/api/rest/v1/products-uuid");
+  ASSERT_EQ(uuid_calls.size(), 1u);
+  EXPECT_EQ(uuid_calls[0].status, 404);
+  std::map<std::string, v1::Event> by_id;
+  for (const v1::Event& e : Events()) by_id[e.resource_id()] = e;
+  ASSERT_TRUE(by_id.contains("sku-1"));
+  EXPECT_EQ(by_id["sku-1"].kind(), "product");
+  EXPECT_EQ(by_id["sku-1"].origin(), v1::ORIGIN_RECONCILIATION);
+  EXPECT_EQ(by_id["sku-1"].id(), absl::StrCat("reconcile:product:sku-1:", t0));
+  EXPECT_EQ(by_id["sku-1"].data().fields().at("identifier").string_value(), "sku-1");
+  EXPECT_EQ(by_id["sku-1"].data().fields().at("family").string_value(), "shoes");
+  EXPECT_FALSE(by_id["sku-1"].data().fields().contains("uuid"));
+  EXPECT_EQ(StatsOf(*reconciler_).products_path, "/api/rest/v1/products");
+
+  // A change is found on the next run, paged by identifier.
+  for (int i = 0; i < 150; ++i) {
+    pim.PutProduct(testing::NewUuid(), t0 + 60 * kSecondUs, "{}", absl::StrCat("bulk-", i));
+  }
+  run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->emitted, 150u);
+
+  // Deletions compare identifiers: none is "unchecked".
+  pim.DeleteProduct(gone_key);
+  run = reconciler_->Run("pim", ReconcileOptions{std::nullopt, /*full=*/true});
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->deleted, 1u);
+  EXPECT_EQ(run->unchecked, 0u);
+  const v1::Event deletion = Events().back();
+  EXPECT_EQ(deletion.type(), "product.deleted");
+  EXPECT_EQ(deletion.resource_id(), "sku-3");
+  EXPECT_EQ(deletion.data().fields().at("identifier").string_value(), "sku-3");
+}
+
+TEST_F(ReconcilerTest, AkeneoTimeZoneRulesForTheNextWindow) {
+  constexpr int64_t kHourUs = 3600 * kSecondUs;
+  const int64_t t = int64_t{1'800'000'000} * kSecondUs;
+  const int minus5 = -5 * 3600;
+  const int minus4 = -4 * 3600;
+  bool proven = false;
+  {
+    // A value at -05:00 before the next window start and the newest one at -05:00: proven.
+    PimOffsetEvidence evidence;
+    evidence.Add(t - 2 * kHourUs, minus5);
+    evidence.Add(t, minus5);
+    EXPECT_EQ(evidence.NextFilterOffset(t - kHourUs, std::nullopt, std::nullopt, &proven), minus5);
+    EXPECT_TRUE(proven);
+  }
+  {
+    // Only later values: the offset may have changed in between (a DST start): 2 h further west.
+    PimOffsetEvidence evidence;
+    evidence.Add(t, minus4);
+    EXPECT_EQ(evidence.NextFilterOffset(t - kHourUs, std::nullopt, std::nullopt, &proven),
+              minus4 - 2 * 3600);
+    EXPECT_FALSE(proven);
+    // ... unless it is the offset already proven for this run's window start (steady state).
+    EXPECT_EQ(evidence.NextFilterOffset(t - kHourUs, minus4, t - 2 * kHourUs, &proven), minus4);
+    EXPECT_TRUE(proven);
+    // ... within a week.
+    EXPECT_EQ(evidence.NextFilterOffset(t - kHourUs, minus4, t - 8 * 24 * kHourUs, &proven),
+              minus4 - 2 * 3600);
+    EXPECT_FALSE(proven);
+  }
+  {
+    // The offset changed around the next window start (-05:00 before it, -04:00 after): the
+    // lower one is safe whichever side the change fell.
+    PimOffsetEvidence evidence;
+    evidence.Add(t - 2 * kHourUs, minus5);
+    evidence.Add(t, minus4);
+    EXPECT_EQ(evidence.NextFilterOffset(t - kHourUs, minus5, t - 3 * kHourUs, &proven), minus5);
+    EXPECT_FALSE(proven);
+  }
+  {
+    // A value before the window start older than the proof span does not prove anything.
+    PimOffsetEvidence evidence;
+    evidence.Add(t - 8 * 24 * kHourUs, minus5);
+    evidence.Add(t, minus5);
+    EXPECT_EQ(evidence.NextFilterOffset(t - kHourUs, std::nullopt, std::nullopt, &proven),
+              minus5 - 2 * 3600);
+    EXPECT_FALSE(proven);
+  }
+  {
+    // Values in the window start's own minute do not count (they may be after it).
+    PimOffsetEvidence evidence;
+    evidence.Add(t, minus5);
+    evidence.Add(t + kHourUs, minus5);
+    EXPECT_EQ(evidence.NextFilterOffset(t + 30 * kSecondUs, std::nullopt, std::nullopt, &proven),
+              minus5 - 2 * 3600);
+    EXPECT_EQ(evidence.NextFilterOffset(t + 60 * kSecondUs, std::nullopt, std::nullopt, &proven),
+              minus5);
+  }
+}
+
 TEST(ParseAkeneoTimeTest, OffsetsAndFractions) {
   EXPECT_EQ(*ParseAkeneoTime("2026-11-20T10:14:59+00:00"), 1'795'169'699'000'000);
   EXPECT_EQ(*ParseAkeneoTime("2026-11-20T12:14:59+02:00"), 1'795'169'699'000'000);
@@ -772,6 +1136,12 @@ TEST(ParseAkeneoTimeTest, OffsetsAndFractions) {
   EXPECT_EQ(ParseAkeneoTime("2026-11-20 10:14:59").status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseAkeneoTime("yesterday").status().code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<AkeneoTimestamp> stamp = ParseAkeneoTimestamp("2026-12-04T15:00:00-05:00");
+  ASSERT_TRUE(stamp.ok()) << stamp.status();
+  EXPECT_EQ(stamp->offset_seconds, -5 * 3600);
+  EXPECT_EQ(stamp->time_us, int64_t{1'796'414'400} * 1'000'000);
+  EXPECT_EQ(ParseAkeneoTimestamp("2026-12-04T20:00:00Z")->offset_seconds, 0);
+  EXPECT_EQ(ParseAkeneoTimestamp("2026-12-04T20:00:00.5+05:30")->offset_seconds, 19'800);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // FakePim: Beast HTTP(S) server on its own io thread, answering like Akeneo's REST API (token
-// endpoint, products-uuid and product-models lists and single GETs) with injectable faults. One
+// endpoint, products-uuid, products and product-models lists and single GETs, in the server's
+// time zone) with injectable faults. One
 // coroutine per connection; the catalogue, tokens and observations sit behind one mutex so tests
 // can change and read them from any thread.
 #include "tests/testing/fake_pim.h"
@@ -62,6 +63,7 @@ using google::protobuf::Value;
 
 constexpr char kTokenPath[] = "/api/oauth/v1/token";
 constexpr char kProductsPath[] = "/api/rest/v1/products-uuid";
+constexpr char kProductsByIdentifierPath[] = "/api/rest/v1/products";
 constexpr char kProductModelsPath[] = "/api/rest/v1/product-models";
 // Akeneo's defaults and limits for list endpoints.
 constexpr int kDefaultLimit = 10;
@@ -71,9 +73,9 @@ constexpr std::size_t kMaxRequestBody = 1024 * 1024;
 
 using Response = http::response<http::string_body>;
 
-std::string AkeneoTime(int64_t time_us) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%S+00:00", absl::FromUnixMicros(time_us),
-                          absl::UTCTimeZone());
+// PHP's DATE_ATOM in the server's zone: "2026-12-04T10:00:00-05:00".
+std::string AkeneoTimeIn(int64_t time_us, const absl::TimeZone& zone) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%S%Ez", absl::FromUnixMicros(time_us), zone);
 }
 
 // Akeneo compares `updated` at one-second precision (MySQL DATETIME).
@@ -81,15 +83,20 @@ int64_t FloorSeconds(int64_t time_us) {
   return time_us >= 0 ? time_us / 1'000'000 : -((-time_us + 999'999) / 1'000'000);
 }
 
-// "YYYY-MM-DD hh:mm:ss" (UTC, as the REST API documents) or RFC 3339, in seconds.
-std::optional<int64_t> ParseFilterTime(const std::string& text) {
-  absl::Time time;
-  std::string error;
-  if (absl::ParseTime("%Y-%m-%d %H:%M:%S", text, absl::UTCTimeZone(), &time, &error) ||
-      absl::ParseTime(absl::RFC3339_full, text, &time, &error)) {
-    return FloorSeconds(absl::ToUnixMicros(time));
+// "YYYY-MM-DD hh:mm:ss", the only format the REST API takes, read as wall-clock time in the
+// server's zone (Akeneo: DateTime::createFromFormat('Y-m-d H:i:s', $value) with PHP's default
+// zone; anything else, RFC 3339 included, is refused). A time the zone repeats is read as the
+// later instant, one it skips as PHP does (moved forward by the gap). In seconds.
+std::optional<int64_t> ParseFilterTime(const std::string& text, const absl::TimeZone& zone) {
+  if (text.size() != 19 || text[10] != ' ') return std::nullopt;
+  std::string iso = text;
+  iso[10] = 'T';
+  absl::CivilSecond wall;
+  if (!absl::ParseCivilTime(iso, &wall) || absl::FormatCivilTime(wall) != iso) {
+    return std::nullopt;
   }
-  return std::nullopt;
+  const absl::TimeZone::TimeInfo readings = zone.At(wall);
+  return FloorSeconds(absl::ToUnixMicros(std::max(readings.pre, readings.post)));
 }
 
 std::string PercentDecode(absl::string_view text) {
@@ -250,6 +257,14 @@ class FakePim::Impl {
     return absl::StrCat(options_.tls ? "https" : "http", "://127.0.0.1:", port_.load());
   }
   const std::string& cert_file() const { return cert_.cert_file; }
+  const absl::TimeZone& time_zone() const { return options_.time_zone; }
+  std::string AkeneoTime(int64_t time_us) const {
+    return AkeneoTimeIn(time_us, options_.time_zone);
+  }
+  void SetLinkOrigin(const std::string& origin) {
+    absl::MutexLock lock(&mu_);
+    link_origin_ = origin;
+  }
 
   // ---- Catalogue ----
   void PutResource(bool product, const std::string& key, int64_t updated_us,
@@ -479,8 +494,9 @@ class FakePim::Impl {
     if (fail_count_ <= 0) return std::nullopt;
     --fail_count_;
     Response response = ErrorResponse(
-        fail_status_, fail_status_ == 429 ? "Too many requests."
-                                          : absl::StrCat("Injected error ", fail_status_, "."));
+        fail_status_, fail_status_ == 429   ? "Too many requests."
+                      : fail_status_ == 408 ? "Request Timeout."
+                                            : absl::StrCat("Injected error ", fail_status_, "."));
     if (fail_status_ == 429 && fail_retry_after_ >= 0) {
       response.set(http::field::retry_after, std::to_string(fail_retry_after_));
     }
@@ -506,27 +522,33 @@ class FakePim::Impl {
       if (request.method() != http::verb::post) return wrong_method("POST");
       return Token(request);
     }
-    bool product = false;
-    std::string key;
-    bool list = false;
-    if (path == kProductsPath || path == kProductModelsPath) {
-      product = path == kProductsPath;
-      list = true;
-    } else if (absl::StartsWith(path, absl::StrCat(kProductsPath, "/"))) {
-      product = true;
-      key = PercentDecode(path.substr(sizeof(kProductsPath)));
-    } else if (absl::StartsWith(path, absl::StrCat(kProductModelsPath, "/"))) {
-      key = PercentDecode(path.substr(sizeof(kProductModelsPath)));
+    // Which collection: products by uuid (PIM 7 and SaaS only), products by identifier, or
+    // product models.
+    Endpoint endpoint = Endpoint::kProductModels;
+    std::string collection;
+    if (options_.products_uuid &&
+        (path == kProductsPath || absl::StartsWith(path, absl::StrCat(kProductsPath, "/")))) {
+      endpoint = Endpoint::kProductsByUuid;
+      collection = kProductsPath;
+    } else if (path == kProductsByIdentifierPath ||
+               absl::StartsWith(path, absl::StrCat(kProductsByIdentifierPath, "/"))) {
+      endpoint = Endpoint::kProductsByIdentifier;
+      collection = kProductsByIdentifierPath;
+    } else if (path == kProductModelsPath ||
+               absl::StartsWith(path, absl::StrCat(kProductModelsPath, "/"))) {
+      collection = kProductModelsPath;
     } else {
       return no_route();
     }
+    const bool list = path == collection;
+    const std::string key = list ? "" : PercentDecode(path.substr(collection.size() + 1));
     if (!list && (key.empty() || absl::StrContains(key, "/"))) return no_route();
     if (request.method() != http::verb::get) return wrong_method("GET");
     if (std::optional<Response> refused = CheckBearer(request); refused.has_value()) {
       return *std::move(refused);
     }
-    if (list) return List(product, path, query);
-    return One(product, key);
+    if (list) return List(endpoint, path, query);
+    return One(endpoint, key);
   }
 
   // ---- OAuth ----
@@ -616,22 +638,49 @@ class FakePim::Impl {
 
   // ---- Resources ----
 
-  std::string ResourceUrl(bool product, const std::string& key) const {
-    return absl::StrCat(base_url(), product ? kProductsPath : kProductModelsPath, "/", Encode(key));
+  enum class Endpoint { kProductsByUuid, kProductsByIdentifier, kProductModels };
+  static bool IsProduct(Endpoint endpoint) { return endpoint != Endpoint::kProductModels; }
+  static const char* PathOf(Endpoint endpoint) {
+    switch (endpoint) {
+      case Endpoint::kProductsByUuid:
+        return kProductsPath;
+      case Endpoint::kProductsByIdentifier:
+        return kProductsByIdentifierPath;
+      case Endpoint::kProductModels:
+        return kProductModelsPath;
+    }
+    return kProductModelsPath;
+  }
+  // The key a resource is served (and ordered for search_after) under at `endpoint`.
+  static const std::string& KeyAt(Endpoint endpoint, const Resource& resource) {
+    return endpoint == Endpoint::kProductsByIdentifier ? resource.identifier : resource.key;
+  }
+
+  // The origin written in links: base_url(), or what SetLinkOrigin asked for.
+  std::string LinkOrigin() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return link_origin_.empty() ? base_url() : link_origin_;
+  }
+
+  std::string ResourceUrl(Endpoint endpoint, const Resource& resource) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return absl::StrCat(LinkOrigin(), PathOf(endpoint), "/", Encode(KeyAt(endpoint, resource)));
   }
 
   // The resource as Akeneo prints it; `with_link` for list items (which carry _links.self).
-  Struct Render(bool product, const Resource& resource, bool with_link) const {
+  Struct Render(Endpoint endpoint, const Resource& resource, bool with_link) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const bool product = IsProduct(endpoint);
     Struct item;
     auto& fields = *item.mutable_fields();
     if (with_link) {
       Value links;
       (*links.mutable_struct_value()->mutable_fields())["self"] =
-          Href(ResourceUrl(product, resource.key));
+          Href(ResourceUrl(endpoint, resource));
       fields["_links"] = std::move(links);
     }
     if (product) {
-      fields["uuid"] = StringValue(resource.key);
+      // PIM 7 added `uuid` to the products endpoint too; PIM 5/6 products have none.
+      if (options_.products_uuid) fields["uuid"] = StringValue(resource.key);
       fields["identifier"] = StringValue(resource.identifier);
       fields["enabled"].set_bool_value(true);
       fields["groups"] = EmptyList();
@@ -652,16 +701,24 @@ class FakePim::Impl {
     return item;
   }
 
-  Response One(bool product, const std::string& key) {
+  Response One(Endpoint endpoint, const std::string& key) {
     absl::MutexLock lock(&mu_);
+    const bool product = IsProduct(endpoint);
     const auto& catalogue = product ? products_ : product_models_;
-    auto it = catalogue.find(key);
-    if (it == catalogue.end()) {
+    const Resource* found = nullptr;
+    if (endpoint == Endpoint::kProductsByIdentifier) {
+      for (const auto& [uuid, resource] : catalogue) {
+        if (resource.identifier == key) found = &resource;
+      }
+    } else if (auto it = catalogue.find(key); it != catalogue.end()) {
+      found = &it->second;
+    }
+    if (found == nullptr) {
       return ErrorResponse(404, absl::StrCat(product ? "Product \"" : "Product model \"", key,
                                              "\" does not exist or you do not have permission to "
                                              "access it."));
     }
-    return JsonResponse(ToJson(Render(product, it->second, false)));
+    return JsonResponse(ToJson(Render(endpoint, *found, false)));
   }
 
   // A compiled `search` filter.
@@ -674,6 +731,7 @@ class FakePim::Impl {
   }
 
   static std::optional<Response> CompileUpdated(const std::string& op, const Value& value,
+                                                const absl::TimeZone& zone,
                                                 std::vector<Predicate>& out) {
     const auto bad_time = [](const std::string& text) {
       return ErrorResponse(422, absl::StrCat("Property \"updated\" expects a string with the "
@@ -683,7 +741,7 @@ class FakePim::Impl {
     const auto seconds_of = [](const Resource& r) { return FloorSeconds(r.updated_us); };
     if (op == ">" || op == "<" || op == "=" || op == "!=") {
       if (!value.has_string_value()) return bad_time(ToJson(value));
-      std::optional<int64_t> time = ParseFilterTime(value.string_value());
+      std::optional<int64_t> time = ParseFilterTime(value.string_value(), zone);
       if (!time.has_value()) return bad_time(value.string_value());
       const int64_t t = *time;
       if (op == ">") out.push_back([=](const Resource& r) { return seconds_of(r) > t; });
@@ -698,8 +756,10 @@ class FakePim::Impl {
           !value.list_value().values(1).has_string_value()) {
         return ErrorResponse(422, "Property \"updated\" expects an array with 2 dates as data.");
       }
-      std::optional<int64_t> low = ParseFilterTime(value.list_value().values(0).string_value());
-      std::optional<int64_t> high = ParseFilterTime(value.list_value().values(1).string_value());
+      std::optional<int64_t> low =
+          ParseFilterTime(value.list_value().values(0).string_value(), zone);
+      std::optional<int64_t> high =
+          ParseFilterTime(value.list_value().values(1).string_value(), zone);
       if (!low.has_value()) return bad_time(value.list_value().values(0).string_value());
       if (!high.has_value()) return bad_time(value.list_value().values(1).string_value());
       const bool negate = op == "NOT BETWEEN";
@@ -722,7 +782,9 @@ class FakePim::Impl {
   }
 
   // Parses `search` as Akeneo does: {"property":[{"operator":..,"value":..}, ...], ...}.
-  static std::optional<Response> CompileSearch(bool product, const std::string& search,
+  // `uuids`: the endpoint takes the `uuid` filter (products-uuid).
+  static std::optional<Response> CompileSearch(bool uuids, const std::string& search,
+                                               const absl::TimeZone& zone,
                                                std::vector<Predicate>& out) {
     Struct filters;
     if (!google::protobuf::util::JsonStringToMessage(search, &filters).ok()) {
@@ -745,10 +807,11 @@ class FakePim::Impl {
         auto value_it = fields.find("value");
         const Value value = value_it == fields.end() ? NullValue() : value_it->second;
         if (property == "updated") {
-          if (std::optional<Response> error = CompileUpdated(op, value, out); error.has_value()) {
+          if (std::optional<Response> error = CompileUpdated(op, value, zone, out);
+              error.has_value()) {
             return error;
           }
-        } else if (product && property == "uuid" && (op == "IN" || op == "NOT IN")) {
+        } else if (uuids && property == "uuid" && (op == "IN" || op == "NOT IN")) {
           if (!value.has_list_value()) {
             return ErrorResponse(422, "Property \"uuid\" expects an array as data.");
           }
@@ -772,7 +835,8 @@ class FakePim::Impl {
     return std::nullopt;
   }
 
-  Response List(bool product, const std::string& path, const std::string& query) {
+  Response List(Endpoint endpoint, const std::string& path, const std::string& query) {
+    const bool product = IsProduct(endpoint);
     const std::multimap<std::string, std::string> params = ParseQuery(query);
     int limit = kDefaultLimit;
     if (std::optional<std::string> text = Param(params, "limit"); text.has_value()) {
@@ -797,7 +861,8 @@ class FakePim::Impl {
     const std::optional<std::string> search = Param(params, "search");
     std::vector<Predicate> predicates;
     if (search.has_value()) {
-      if (std::optional<Response> error = CompileSearch(product, *search, predicates);
+      if (std::optional<Response> error = CompileSearch(endpoint == Endpoint::kProductsByUuid,
+                                                        *search, options_.time_zone, predicates);
           error.has_value()) {
         return *std::move(error);
       }
@@ -805,20 +870,25 @@ class FakePim::Impl {
     const std::optional<std::string> search_after = Param(params, "search_after");
     const bool with_count = Param(params, "with_count").value_or("false") == "true";
 
-    // Items in a stable order (uuid or code), as search_after pagination requires.
+    // Items in a stable order (uuid, identifier or code), as search_after pagination requires.
     std::vector<Struct> items;
     bool more = false;
     int64_t count = 0;
     std::string last_key;
+    std::string link_origin;
     {
       absl::MutexLock lock(&mu_);
-      const auto& catalogue = product ? products_ : product_models_;
+      link_origin = LinkOrigin();
+      std::map<std::string, const Resource*> ordered;
+      for (const auto& [key, resource] : product ? products_ : product_models_) {
+        ordered.emplace(KeyAt(endpoint, resource), &resource);
+      }
       int64_t skip = pagination == "page" ? int64_t{page - 1} * limit : 0;
       for (auto it = pagination == "search_after" && search_after.has_value()
-                         ? catalogue.upper_bound(*search_after)
-                         : catalogue.begin();
-           it != catalogue.end(); ++it) {
-        const Resource& resource = it->second;
+                         ? ordered.upper_bound(*search_after)
+                         : ordered.begin();
+           it != ordered.end(); ++it) {
+        const Resource& resource = *it->second;
         if (!std::all_of(predicates.begin(), predicates.end(),
                          [&resource](const Predicate& p) { return p(resource); })) {
           continue;
@@ -833,13 +903,13 @@ class FakePim::Impl {
           if (!with_count) break;
           continue;
         }
-        items.push_back(Render(product, resource, true));
-        last_key = resource.key;
+        items.push_back(Render(endpoint, resource, true));
+        last_key = it->first;
       }
     }
 
     // Links carry the query the client sent, re-encoded, like Akeneo's.
-    const std::string base = absl::StrCat(base_url(), path, "?");
+    const std::string base = absl::StrCat(link_origin, path, "?");
     std::string common;
     if (search.has_value()) absl::StrAppend(&common, "search=", Encode(*search), "&");
     absl::StrAppend(&common, "limit=", limit);
@@ -900,6 +970,7 @@ class FakePim::Impl {
   std::map<std::string, Clock::time_point> access_tokens_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> refresh_tokens_ ABSL_GUARDED_BY(mu_);
   std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);
+  std::string link_origin_ ABSL_GUARDED_BY(mu_);
   int token_requests_ ABSL_GUARDED_BY(mu_) = 0;
   int refresh_requests_ ABSL_GUARDED_BY(mu_) = 0;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
@@ -914,6 +985,9 @@ FakePim::~FakePim() = default;
 uint16_t FakePim::port() const { return impl_->port(); }
 std::string FakePim::base_url() const { return impl_->base_url(); }
 const std::string& FakePim::cert_file() const { return impl_->cert_file(); }
+const absl::TimeZone& FakePim::time_zone() const { return impl_->time_zone(); }
+std::string FakePim::AkeneoTime(int64_t time_us) const { return impl_->AkeneoTime(time_us); }
+void FakePim::SetLinkOrigin(const std::string& origin) { impl_->SetLinkOrigin(origin); }
 
 void FakePim::PutProduct(const std::string& uuid, int64_t updated_us,
                          const std::string& fields_json, const std::string& identifier) {

@@ -1,8 +1,12 @@
 // FakePim: a real HTTP(S) server on 127.0.0.1 (port 0) that speaks the subset of Akeneo's REST
 // API pimgate uses: the OAuth token endpoint (password and refresh_token grants, expiring
-// tokens), products-uuid and product-models lists with the `updated` and `uuid`/`code` search
-// filters and search_after pagination, single-resource GETs, plus injectable faults (429 with
-// Retry-After, 5xx, slowness). Only the PIM is faked in pimgate's tests; this is that fake.
+// tokens), products-uuid, products (by identifier) and product-models lists with the `updated`
+// and `uuid` search filters and search_after pagination, single-resource GETs, plus injectable
+// faults (429 with Retry-After, 5xx, 408, slowness). Like an on-premise PIM it runs in a time
+// zone (its `updated` values carry the offset; its `updated` filter is read as wall-clock time
+// there), can be a PIM 5/6 without products-uuid, and can write its links on another origin (a
+// PIM behind a TLS-terminating proxy). Only the PIM is faked in pimgate's tests; this is that
+// fake.
 #ifndef PIMGATE_TESTS_TESTING_FAKE_PIM_H_
 #define PIMGATE_TESTS_TESTING_FAKE_PIM_H_
 
@@ -11,6 +15,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "absl/time/time.h"
 
 namespace pimgate::testing {
 
@@ -25,6 +31,17 @@ class FakePim {
     std::chrono::seconds token_ttl{3600};  // `expires_in` of issued tokens
     // More calls at once than this get 429 (Akeneo: 4 per connection).
     int max_concurrent_calls = 4;
+    // The server's time zone (PHP's date.timezone): `updated`/`created` are written with its
+    // offset at that time ("2026-12-04T10:00:00-05:00"), and the `updated` filter's
+    // "YYYY-MM-DD hh:mm:ss" is read as wall-clock time there, like DateTime::createFromFormat
+    // does. A wall-clock time the zone repeats (DST ending) is read as the later instant: the
+    // harder case for a client. Default UTC-05:00, so that a client writing the filter in UTC
+    // is caught by every test.
+    absl::TimeZone time_zone = absl::FixedTimeZone(-5 * 3600);
+    // false: a PIM 5 or 6. /api/rest/v1/products-uuid does not exist (404 with Akeneo's JSON
+    // "No route found" error) and products have no `uuid`; /api/rest/v1/products serves them by
+    // identifier (it exists in every version).
+    bool products_uuid = true;
   };
 
   // Starts serving at once (own thread); stops on destruction.
@@ -40,11 +57,19 @@ class FakePim {
   // The fake's self-signed certificate (PEM; CN=localhost, SAN DNS:localhost and IP:127.0.0.1),
   // to use as a client's CA file. Empty when !tls.
   const std::string& cert_file() const;
+  const absl::TimeZone& time_zone() const;
+  // `time` as the fake writes `updated`: "2026-12-04T10:00:00-05:00" in its time zone.
+  std::string AkeneoTime(int64_t time_us) const;
+
+  // The origin written in `_links` hrefs instead of base_url() ("http://127.0.0.1": a PIM behind
+  // a TLS-terminating proxy that does not trust its X-Forwarded-* headers). Empty: base_url().
+  void SetLinkOrigin(const std::string& origin);
 
   // ---- Catalogue (thread-safe) ----
   // Adds or replaces a product. `fields_json` is a JSON object of extra fields ("{\"family\":
   // \"shoes\"}"); `uuid`, `identifier` (= `identifier`, default "sku-<uuid>") and `updated`
-  // (formatted as Akeneo does, "2026-11-20T10:14:59+00:00") are set by the fake.
+  // (formatted as Akeneo does, "2026-11-20T10:14:59-05:00") are set by the fake. Without
+  // products_uuid the uuid is only the fake's key: the product is served by identifier.
   void PutProduct(const std::string& uuid, int64_t updated_us,
                   const std::string& fields_json = "{}", const std::string& identifier = "");
   void DeleteProduct(const std::string& uuid);
@@ -53,8 +78,8 @@ class FakePim {
   void DeleteProductModel(const std::string& code);
 
   // ---- Faults (thread-safe) ----
-  // The next `count` API calls (token endpoint excluded) get `status`; a 429 carries
-  // `Retry-After: retry_after_seconds` when it is >= 0.
+  // The next `count` API calls (token endpoint excluded) get `status` (a 408 is Akeneo's request
+  // timeout); a 429 carries `Retry-After: retry_after_seconds` when it is >= 0.
   void FailNextCalls(int count, int status, int retry_after_seconds = -1);
   // Every answer (token endpoint included) waits this long first.
   void SetDelay(std::chrono::milliseconds delay);
