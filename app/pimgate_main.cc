@@ -24,6 +24,7 @@
 #include "metrics/metrics_server.h"
 #include "pim/akeneo_client.h"
 #include "pim/hydrator.h"
+#include "pim/platform_subscriptions.h"
 #include "pim/reconciler.h"
 #include "spdlog/spdlog.h"
 
@@ -67,6 +68,38 @@ std::unique_ptr<pimgate::AdminServer> StartAdminServer(const pimgate::AdminConfi
         config.listen, !config.token ? "WITHOUT a token" : "WITHOUT TLS");
   }
   return *std::move(server);
+}
+
+// What a resumed Event Platform subscription triggers: a reconciliation run of its source, on
+// the PlatformSubscriptions thread (Reconciler::Run blocks until the run ends). The gateway only
+// reports the notification; this is the one place that ties it to the reconciler.
+pimgate::PlatformSubscriptions::ResumedAction ReconcileOnResume(
+    const std::vector<pimgate::SourceConfig>& sources, pimgate::Reconciler* reconciler) {
+  std::map<std::string, bool> has_rest;
+  for (const pimgate::SourceConfig& source : sources)
+    has_rest[source.name] = source.rest.has_value();
+  return [has_rest = std::move(has_rest), reconciler](const std::string& source,
+                                                      const std::string& subscription) {
+    if (auto it = has_rest.find(source); it == has_rest.end() || !it->second) {
+      spdlog::warn(
+          "source {}: subscription {} resumed, but no reconciliation can run: the source has no "
+          "`rest` (the PIM's REST API). Changes made while it was suspended are not recovered; "
+          "configure sources[].rest to have them reconciled",
+          source, subscription);
+      return;
+    }
+    spdlog::info("source {}: reconciling now, subscription {} resumed", source, subscription);
+    absl::StatusOr<pimgate::ReconcileRunStats> run = reconciler->Run(source);
+    if (run.ok()) {
+      spdlog::info(
+          "source {}: reconciliation after the resume of {} done: {} item(s) scanned, {} "
+          "event(s) added",
+          source, subscription, run->scanned, run->emitted);
+    } else if (run.status().code() != absl::StatusCode::kCancelled) {
+      spdlog::error("source {}: reconciliation after the resume of {} failed: {}", source,
+                    subscription, std::string(run.status().message()));
+    }
+  };
 }
 
 int Usage(const char* error) {
@@ -202,6 +235,9 @@ int Serve(const std::string& path, const std::string& ready_file) {
       &(*log)->backend(),
       pimgate::PluginsMinCursor(std::move(plugin_names), &(*log)->backend(), dispatcher->get()),
       pimgate::RetentionOptions::FromConfig(config->store));
+  // Passes follow ingest as well as the clock: one starts whenever a batch of events was
+  // appended since the last one, so trimming keeps pace with any append rate.
+  (*log)->AddAppendListener(retention->AppendListener());
   retention->Start();
 
   // Reconciliation: its own threads; a failing PIM only fails (and retries) its runs.
@@ -222,7 +258,26 @@ int Serve(const std::string& path, const std::string& ready_file) {
                      : std::string("on demand only (reconcile.interval 0)"));
   }
 
-  auto gateway = pimgate::Gateway::Create(*config, log->get());
+  // Event Platform notification webhooks (subscription suspended, revoked, resumed): their
+  // states are kept and exported; a resumed subscription gets a reconciliation of its source at
+  // once, as a safety net for the events the platform did not send while it was suspended.
+  pimgate::PlatformSubscriptions::Options subscription_options;
+  subscription_options.backend = &(*log)->backend();
+  subscription_options.on_resumed = ReconcileOnResume(config->sources, reconciler->get());
+  auto subscriptions = pimgate::PlatformSubscriptions::Open(std::move(subscription_options));
+  if (!subscriptions.ok()) {
+    spdlog::critical("cannot read the Event Platform subscription states from {}: {}",
+                     config->store.path, std::string(subscriptions.status().message()));
+    return 1;
+  }
+  (*subscriptions)->Start();
+  pimgate::GatewayHooks hooks;
+  hooks.on_subscription_notice =
+      [tracker = subscriptions->get()](const pimgate::SubscriptionNotice& notice) {
+        tracker->Record(notice);
+      };
+
+  auto gateway = pimgate::Gateway::Create(*config, log->get(), std::move(hooks));
   if (!gateway.ok()) {
     spdlog::critical("{}", std::string(gateway.status().message()));
     return 2;
@@ -242,6 +297,10 @@ int Serve(const std::string& path, const std::string& ready_file) {
                  pimgate::SourceKindName(source.kind), source.path, source.secret.origin,
                  source.secondary_secret ? ", secondary from " + source.secondary_secret->origin
                                          : std::string());
+    if (!source.notification_path.empty()) {
+      spdlog::info("source {}: Event Platform notification webhooks at POST {}", source.name,
+                   source.notification_path);
+    }
   }
   spdlog::info("pimgate listening on {} ({}) port {}", config->gateway.listen,
                (*gateway)->tls() ? "HTTPS" : "HTTP", (*gateway)->port());
@@ -251,6 +310,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
   pimgate::RegisterGatewayMetrics(metrics, gateway->get());
   pimgate::RegisterRetentionMetrics(metrics, retention.get());
   pimgate::RegisterReconciliationMetrics(metrics, reconciler->get());
+  pimgate::RegisterPlatformSubscriptionMetrics(metrics, subscriptions->get());
   std::unique_ptr<pimgate::AdminServer> admin_server = StartAdminServer(
       config->admin,
       {log->get(), dispatcher->get(), supervisor->get(), gateway->get(), reconciler->get()});
@@ -272,7 +332,8 @@ int Serve(const std::string& path, const std::string& ready_file) {
   retention->Stop();
   (*gateway)->Stop();
   gateway->reset();
-  (*dispatcher)->Stop();  // persists every plugin's cursor
+  (*subscriptions)->Stop();  // saves the last states; its resumed action used the reconciler
+  (*dispatcher)->Stop();     // persists every plugin's cursor
   dispatcher->reset();
   (*supervisor)->Stop();  // SIGTERM, grace period, SIGKILL
   supervisor->reset();

@@ -20,6 +20,7 @@
 #include <sstream>
 #include <string>
 #include <system_error>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -534,6 +535,10 @@ ValueReader SourcePath(std::string& out) {
   };
 }
 
+// Length bounds of the Event Platform's notification_webhook_secret.
+constexpr std::size_t kMinNotificationSecret = 16;
+constexpr std::size_t kMaxNotificationSecret = 256;
+
 // sources[].rest and sources[].reconcile, defined with the plugin readers they share.
 ValueReader Tracked(ValueReader read, std::optional<int>& line);
 ValueReader Rest(std::optional<RestConfig>& out);
@@ -545,21 +550,27 @@ absl::Status ReadSource(const Field& field, SourceConfig& source) {
   std::optional<Secret> secret;
   std::optional<int> tolerance_line;
   std::optional<int> reconcile_line;
-  absl::Status status =
-      ReadMapping(field, {
-                             {"name", SourceName(source.name), true},
-                             {"kind", OneOf({"events_api", "event_platform"}, kind), true},
-                             {"path", SourcePath(source.path), true},
-                             {"secret", SecretValue(secret), true},
-                             {"secondary_secret", SecretValue(source.secondary_secret)},
-                             {"timestamp_tolerance",
-                              [&source, &tolerance_line](const Field& value) {
-                                tolerance_line = value.line;
-                                return Seconds(source.timestamp_tolerance)(value);
-                              }},
-                             {"rest", Rest(source.rest)},
-                             {"reconcile", Tracked(Reconcile(source.reconcile), reconcile_line)},
-                         });
+  std::optional<int> notification_path_line;
+  std::optional<int> notification_secret_line;
+  absl::Status status = ReadMapping(
+      field, {
+                 {"name", SourceName(source.name), true},
+                 {"kind", OneOf({"events_api", "event_platform"}, kind), true},
+                 {"path", SourcePath(source.path), true},
+                 {"secret", SecretValue(secret), true},
+                 {"secondary_secret", SecretValue(source.secondary_secret)},
+                 {"timestamp_tolerance",
+                  [&source, &tolerance_line](const Field& value) {
+                    tolerance_line = value.line;
+                    return Seconds(source.timestamp_tolerance)(value);
+                  }},
+                 {"rest", Rest(source.rest)},
+                 {"reconcile", Tracked(Reconcile(source.reconcile), reconcile_line)},
+                 {"notification_path",
+                  Tracked(SourcePath(source.notification_path), notification_path_line)},
+                 {"notification_secret",
+                  Tracked(SecretValue(source.notification_secret), notification_secret_line)},
+             });
   if (!status.ok()) return status;
   // Reconciliation reads the PIM through `rest`; without it the section could never run.
   if (reconcile_line.has_value() && !source.rest.has_value()) {
@@ -575,6 +586,33 @@ absl::Status ReadSource(const Field& field, SourceConfig& source) {
     return Invalid({field.node, absl::StrCat(field.path, ".timestamp_tolerance"), *tolerance_line},
                    "only applies to events_api sources");
   }
+  // Only the Event Platform sends notification webhooks.
+  for (const auto& [key, line] : {std::pair{"notification_path", notification_path_line},
+                                  std::pair{"notification_secret", notification_secret_line}}) {
+    if (line.has_value() && source.kind != SourceKind::kEventPlatform) {
+      return Invalid({field.node, absl::StrCat(field.path, ".", key), *line},
+                     "only applies to event_platform sources (the Event Platform's notification "
+                     "webhooks)");
+    }
+  }
+  if (notification_path_line.has_value() && source.notification_path == source.path) {
+    return Invalid(
+        {field.node, absl::StrCat(field.path, ".notification_path"), *notification_path_line},
+        "must differ from path (notifications sent to path are recognised anyway)");
+  }
+  // Akeneo refuses a notification_webhook_secret outside 16..256 characters: another one could
+  // never match what the platform signs with.
+  if (source.notification_secret.has_value()) {
+    const std::size_t length = source.notification_secret->value.size();
+    if (length < kMinNotificationSecret || length > kMaxNotificationSecret) {
+      return Invalid(
+          {field.node, absl::StrCat(field.path, ".notification_secret"), *notification_secret_line},
+          absl::StrCat("must be ", kMinNotificationSecret, " to ", kMaxNotificationSecret,
+                       " characters (Akeneo's limit for notification_webhook_secret), "
+                       "got ",
+                       length));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -588,7 +626,9 @@ ValueReader Sources(std::vector<SourceConfig>& sources) {
     }
     // name or path -> (index, line) of the source that first used it.
     std::map<std::string, std::pair<size_t, int>> names;
-    std::map<std::string, std::pair<size_t, int>> paths;
+    // path -> (index, line, key) of the source that first used it (key: path or
+    // notification_path).
+    std::map<std::string, std::tuple<size_t, int, std::string>> paths;
     for (size_t i = 0; i < field.node.size(); ++i) {
       const YAML::Node item = field.node[i];
       const std::string item_path = absl::StrCat(field.path, "[", i, "]");
@@ -598,18 +638,26 @@ ValueReader Sources(std::vector<SourceConfig>& sources) {
       }
       // Duplicates are reported at the second source's key, pointing back at the first.
       const int name_line = LineOf(item["name"]);
-      const int path_line = LineOf(item["path"]);
       if (auto [first, inserted] = names.emplace(source.name, std::make_pair(i, name_line));
           !inserted) {
         return Invalid({item, item_path + ".name", name_line},
                        absl::StrCat("duplicate of sources[", first->second.first, "].name (line ",
                                     first->second.second, ")"));
       }
-      if (auto [first, inserted] = paths.emplace(source.path, std::make_pair(i, path_line));
-          !inserted) {
-        return Invalid({item, item_path + ".path", path_line},
-                       absl::StrCat("duplicate of sources[", first->second.first, "].path (line ",
-                                    first->second.second, ")"));
+      // A path routes to one source only: path and notification_path share one namespace.
+      std::vector<std::pair<std::string, std::string>> own_paths = {{"path", source.path}};
+      if (!source.notification_path.empty()) {
+        own_paths.emplace_back("notification_path", source.notification_path);
+      }
+      for (const auto& [key, path] : own_paths) {
+        const int line = LineOf(item[key]);
+        if (auto [first, inserted] = paths.emplace(path, std::make_tuple(i, line, key));
+            !inserted) {
+          return Invalid(
+              {item, absl::StrCat(item_path, ".", key), line},
+              absl::StrCat("duplicate of sources[", std::get<0>(first->second), "].",
+                           std::get<2>(first->second), " (line ", std::get<1>(first->second), ")"));
+        }
       }
       sources.push_back(std::move(source));
     }

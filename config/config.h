@@ -143,7 +143,16 @@ struct SourceConfig {
   std::optional<RestConfig> rest;
   // Set only together with `rest` (the loader refuses `reconcile` without `rest`); when `rest`
   // is set and `reconcile` is not written, the defaults above apply.
-  std::optional<ReconcileConfig> reconcile;
+  std::optional<ReconcileConfig> reconcile;  // event_platform sources: a second POST path that
+                                             // receives only the Event Platform's
+  // notification webhooks (subscription suspended, revoked, resumed), for a subscriber whose
+  // `notification_webhook_url` points there. Empty: none (notifications sent to `path` are
+  // recognised by their shape anyway). Unique across every source's path and notification_path.
+  std::string notification_path;
+  // event_platform sources: the subscriber's `notification_webhook_secret` (16 to 256
+  // characters, Akeneo's limit). Notification webhooks are verified with it and with the
+  // source's own secrets; events never with it.
+  std::optional<Secret> notification_secret;
 };
 
 struct LogConfig {

@@ -756,6 +756,7 @@ int RunEvent(AdminClient& client, const Args& args) {
                            ? event.author()
                            : absl::StrCat(event.author(), " (", event.author_type(), ")")});
   table.Add({"pim_source", event.pim_source()});
+  if (!event.subject().empty()) table.Add({"subject", event.subject()});
   table.Add({"origin", OriginName(event.origin())});
   table.Add({"stale", event.stale() ? "yes (a newer version was already stored)" : "no"});
   table.Add({"request_id", event.request_id()});

@@ -1,5 +1,6 @@
 // Turns verified Akeneo webhook bodies into pimgate Events with simdjson's DOM API: the legacy
-// Events API batch ({"events":[...]}) and the Event Platform's structured-mode CloudEvent.
+// Events API batch ({"events":[...]}), the Event Platform's structured-mode CloudEvent and its
+// notification webhooks.
 #include "gateway/payload_parser.h"
 
 #include <cmath>
@@ -18,6 +19,7 @@
 #include "gateway/event_type.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/timestamp.pb.h"
+#include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/event.pb.h"
 #include "simdjson.h"
 
@@ -43,9 +45,6 @@ constexpr std::size_t kMaxQuotedInput = 64;
 // Range of google.protobuf.Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 constexpr std::int64_t kMinTimestampSeconds = -62135596800;
 constexpr std::int64_t kMaxTimestampSeconds = 253402300799;
-
-// Canonical type suffix of the Event Platform's delta events (`product.updated.delta`).
-constexpr std::string_view kDeltaSuffix = ".updated.delta";
 
 // Debian's Abseil 20220623 is built with its own absl::string_view instead of an alias of
 // std::string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0); this bridges the two for StrCat.
@@ -415,7 +414,7 @@ absl::Status OptionalString(simdjson::dom::element object, std::string_view key,
   std::string_view text;
   if (value->get(text) != simdjson::SUCCESS) {
     return absl::InvalidArgumentError(
-        absl::StrCat(AsAbsl(path), ".", AsAbsl(key), ": not a string"));
+        absl::StrCat(AsAbsl(path), path.empty() ? "" : ".", AsAbsl(key), ": not a string"));
   }
   out->assign(text);
   return absl::OkStatus();
@@ -569,33 +568,120 @@ std::string CloudEventResourceId(simdjson::dom::element data, const CanonicalTyp
   return {};
 }
 
-// The delta's `updated_at`: an RFC 3339 string, or PHP's DateTime serialisation
-// {"date": "2024-10-14 13:01:21.000000", "timezone": "UTC"}. A named zone other than UTC would
-// need a tz database lookup; those return false and the caller falls back to `time`.
-bool ParseUpdatedAt(simdjson::dom::element updated_at, Timestamp* out) {
-  std::string_view text;
-  if (updated_at.get(text) == simdjson::SUCCESS) {
-    return ParseDateTime(text, /*offset_required=*/true, out);
-  }
-  const std::string_view date = StringMember(updated_at, "date");
-  if (date.empty()) return false;
-  const std::optional<simdjson::dom::element> zone_value = Member(updated_at, "timezone");
-  if (IsAbsentOrNull(zone_value)) return ParseDateTime(date, /*offset_required=*/false, out);
-  std::string_view zone;
-  if (zone_value->get(zone) != simdjson::SUCCESS) return false;
-  if (zone == "UTC" || zone == "Z" || zone == "GMT" || zone == "Etc/UTC") {
-    return ParseDateTime(date, /*offset_required=*/false, out);
-  }
-  if (!zone.empty() && (zone[0] == '+' || zone[0] == '-')) {  // DateTime zone type 1: "+02:00"
-    return ParseDateTime(absl::StrCat(AsAbsl(date), AsAbsl(zone)), /*offset_required=*/true, out);
-  }
-  return false;
-}
-
 std::string Quoted(std::string_view text) {
   const bool cut = text.size() > kMaxQuotedInput;
   return absl::StrCat("\"", absl::CHexEscape(AsAbsl(text.substr(0, kMaxQuotedInput))),
                       cut ? "..." : "", "\"");
+}
+
+// One CloudEvent from its parsed body.
+absl::StatusOr<v1::Event> CloudEventFrom(simdjson::dom::element root) {
+  if (!root.is_object()) return absl::InvalidArgumentError("body is not a JSON object");
+
+  absl::StatusOr<std::string_view> id = RequiredString(root, "id", "");
+  if (!id.ok()) return id.status();
+  absl::StatusOr<std::string_view> type = RequiredString(root, "type", "");
+  if (!type.ok()) return type.status();
+  // specversion is "1.0" today; any string is accepted so a minor revision does not lose events.
+  if (std::optional<simdjson::dom::element> version = Member(root, "specversion");
+      version && !version->is_string()) {
+    return absl::InvalidArgumentError("specversion: not a string");
+  }
+  const std::optional<simdjson::dom::element> data = Member(root, "data");
+  simdjson::dom::object data_object;
+  if (!data || data->get(data_object) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError("data: missing or not an object");
+  }
+
+  v1::Event event;
+  if (std::optional<simdjson::dom::element> time = Member(root, "time"); !IsAbsentOrNull(time)) {
+    std::string_view text;
+    if (time->get(text) != simdjson::SUCCESS) {
+      return absl::InvalidArgumentError("time: not a string");
+    }
+    if (!ParseDateTime(text, /*offset_required=*/true, event.mutable_occurred_at())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("time: not an RFC 3339 timestamp: ", Quoted(text)));
+    }
+  }
+  // `data` is kept whole: a delta's `updated_at` (the save time, RFC 3339 or PHP's
+  // {"date", "timezone"}) and `changes` reach plugins exactly as sent.
+  if (absl::Status s = ToStruct(data_object, 1, "data", event.mutable_data()); !s.ok()) return s;
+  if (absl::Status s = OptionalString(root, "subject", "", event.mutable_subject()); !s.ok()) {
+    return s;
+  }
+
+  CanonicalType canonical = CanonicalizeType(*type);
+  event.set_id(std::string(*id));
+  event.set_original_type(std::string(*type));
+  event.set_origin(v1::ORIGIN_EVENT_PLATFORM);
+  // `source` changed over time ("pim", "akeneo-event-platform"): stored, never validated.
+  event.set_pim_source(std::string(StringMember(root, "source")));
+  if (std::optional<simdjson::dom::element> author = Member(*data, "author")) {
+    event.set_author(std::string(StringMember(*author, "identifier")));
+    event.set_author_type(std::string(StringMember(*author, "type")));
+  }
+  event.set_resource_id(CloudEventResourceId(*data, canonical));
+  // Every type is versioned by `time`, deltas included. Akeneo orders a resource's events by
+  // `time`, then `id`; a delta's `updated_at` (the save time) precedes the `time` of the plain
+  // event of the same save, so versioning deltas by it made a subscriber to both streams see
+  // every delta as stale. Equal times are not stale either way (see EventLog): the plain and the
+  // delta event of one save may share a `time`, and their ids' order is arbitrary.
+  if (event.has_occurred_at()) *event.mutable_version_at() = event.occurred_at();
+
+  event.set_type(std::move(canonical.type));
+  event.set_kind(std::move(canonical.kind));
+  return event;
+}
+
+// One notification webhook from its parsed body (see PlatformNotification).
+absl::StatusOr<PlatformNotification> NotificationFrom(simdjson::dom::element root) {
+  if (!root.is_object()) return absl::InvalidArgumentError("body is not a JSON object");
+  absl::StatusOr<std::string_view> type = RequiredString(root, "notification_type", "");
+  if (!type.ok()) return type.status();
+  absl::StatusOr<std::string_view> subscription = RequiredString(root, "subscription_id", "");
+  if (!subscription.ok()) return subscription.status();
+  absl::StatusOr<std::string_view> timestamp = RequiredString(root, "timestamp", "");
+  if (!timestamp.ok()) return timestamp.status();
+
+  PlatformNotification notification;
+  if (!ParseDateTime(*timestamp, /*offset_required=*/true, &notification.timestamp)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("timestamp: not an RFC 3339 timestamp: ", Quoted(*timestamp)));
+  }
+  notification.notification_type = std::string(*type);
+  notification.subscription_id = std::string(*subscription);
+  v1::Event& event = notification.event;
+  for (const auto& [key, out] : {std::pair{"subscriber_id", &notification.subscriber_id},
+                                 std::pair{"destination", &notification.destination},
+                                 std::pair{"reason", &notification.reason},
+                                 std::pair{"subject", event.mutable_pim_source()}}) {
+    if (absl::Status s = OptionalString(root, key, "", out); !s.ok()) return s;
+  }
+  if (std::optional<simdjson::dom::element> events = Member(root, "events");
+      !IsAbsentOrNull(events) && !events->is_array()) {
+    return absl::InvalidArgumentError("events: not an array");
+  }
+  // value_unsafe(): the root was checked to be an object above.
+  if (absl::Status s = ToStruct(root.get_object().value_unsafe(), 1, "body", event.mutable_data());
+      !s.ok()) {
+    return s;
+  }
+
+  *event.mutable_occurred_at() = notification.timestamp;
+  *event.mutable_version_at() = notification.timestamp;
+  // No id is sent: this one is derived from what identifies the notification, so the platform's
+  // retries of one notification (same payload) are duplicates, and two notifications differ.
+  event.set_id(absl::StrCat("notification:", notification.subscription_id, ":",
+                            notification.notification_type, ":",
+                            google::protobuf::util::TimeUtil::ToString(notification.timestamp)));
+  event.set_type(notification.notification_type);
+  event.set_original_type(notification.notification_type);
+  event.set_kind(std::string(kSubscriptionKind));
+  event.set_resource_id(notification.subscription_id);
+  event.set_subject(notification.subscription_id);
+  event.set_origin(v1::ORIGIN_EVENT_PLATFORM);
+  return notification;
 }
 
 }  // namespace
@@ -660,63 +746,20 @@ absl::StatusOr<ParsedPayload> ParseLegacyBatch(std::string_view body, const Pars
 absl::StatusOr<v1::Event> ParseCloudEvent(std::string_view body) {
   absl::StatusOr<simdjson::dom::element> root = ParseJson(body);
   if (!root.ok()) return root.status();
-  if (!root->is_object()) return absl::InvalidArgumentError("body is not a JSON object");
+  return CloudEventFrom(*root);
+}
 
-  absl::StatusOr<std::string_view> id = RequiredString(*root, "id", "");
-  if (!id.ok()) return id.status();
-  absl::StatusOr<std::string_view> type = RequiredString(*root, "type", "");
-  if (!type.ok()) return type.status();
-  // specversion is "1.0" today; any string is accepted so a minor revision does not lose events.
-  if (std::optional<simdjson::dom::element> version = Member(*root, "specversion");
-      version && !version->is_string()) {
-    return absl::InvalidArgumentError("specversion: not a string");
+absl::StatusOr<EventPlatformPayload> ParseEventPlatformBody(std::string_view body) {
+  absl::StatusOr<simdjson::dom::element> root = ParseJson(body);
+  if (!root.ok()) return root.status();
+  if (Member(*root, "notification_type") && !Member(*root, "specversion")) {
+    absl::StatusOr<PlatformNotification> notification = NotificationFrom(*root);
+    if (!notification.ok()) return notification.status();
+    return EventPlatformPayload(std::move(*notification));
   }
-  const std::optional<simdjson::dom::element> data = Member(*root, "data");
-  simdjson::dom::object data_object;
-  if (!data || data->get(data_object) != simdjson::SUCCESS) {
-    return absl::InvalidArgumentError("data: missing or not an object");
-  }
-
-  v1::Event event;
-  if (std::optional<simdjson::dom::element> time = Member(*root, "time"); !IsAbsentOrNull(time)) {
-    std::string_view text;
-    if (time->get(text) != simdjson::SUCCESS) {
-      return absl::InvalidArgumentError("time: not a string");
-    }
-    if (!ParseDateTime(text, /*offset_required=*/true, event.mutable_occurred_at())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("time: not an RFC 3339 timestamp: ", Quoted(text)));
-    }
-  }
-  if (absl::Status s = ToStruct(data_object, 1, "data", event.mutable_data()); !s.ok()) return s;
-
-  CanonicalType canonical = CanonicalizeType(*type);
-  event.set_id(std::string(*id));
-  event.set_original_type(std::string(*type));
-  event.set_origin(v1::ORIGIN_EVENT_PLATFORM);
-  // `source` changed over time ("pim", "akeneo-event-platform"): stored, never validated.
-  event.set_pim_source(std::string(StringMember(*root, "source")));
-  if (std::optional<simdjson::dom::element> author = Member(*data, "author")) {
-    event.set_author(std::string(StringMember(*author, "identifier")));
-    event.set_author_type(std::string(StringMember(*author, "type")));
-  }
-  event.set_resource_id(CloudEventResourceId(*data, canonical));
-
-  bool has_version = false;
-  if (std::string_view(canonical.type).ends_with(kDeltaSuffix)) {
-    std::optional<simdjson::dom::element> updated_at;
-    if (std::optional<simdjson::dom::element> object = ResourceObject(*data, canonical)) {
-      updated_at = Member(*object, "updated_at");
-    }
-    if (!updated_at) updated_at = Member(*data, "updated_at");
-    has_version = updated_at && ParseUpdatedAt(*updated_at, event.mutable_version_at());
-    if (!has_version) event.clear_version_at();
-  }
-  if (!has_version && event.has_occurred_at()) *event.mutable_version_at() = event.occurred_at();
-
-  event.set_type(std::move(canonical.type));
-  event.set_kind(std::move(canonical.kind));
-  return event;
+  absl::StatusOr<v1::Event> event = CloudEventFrom(*root);
+  if (!event.ok()) return event.status();
+  return EventPlatformPayload(std::move(*event));
 }
 
 absl::StatusOr<Timestamp> ParseTimestamp(std::string_view text) {

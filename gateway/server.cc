@@ -17,6 +17,8 @@
 #include <random>
 #include <thread>
 #include <unordered_map>
+#include <utility>
+#include <variant>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -82,10 +84,22 @@ std::vector<std::string> SecretsOf(const SourceConfig& source) {
 // One configured source, as the router sees it.
 struct Route {
   Route(const SourceConfig& source, std::chrono::seconds tolerance)
-      : source(source), verifier(SecretsOf(source)), tolerance(tolerance) {}
+      : source(source), verifier(SecretsOf(source)), tolerance(tolerance) {
+    if (source.notification_secret) {
+      notification_verifier.emplace(std::vector<std::string>{source.notification_secret->value});
+    }
+  }
+
+  // Whether `target` (path and query) is this source's notification_path.
+  bool IsNotificationPath(std::string_view target) const {
+    return !source.notification_path.empty() &&
+           target.substr(0, target.find('?')) == source.notification_path;
+  }
 
   SourceConfig source;
   SignatureVerifier verifier;
+  // The subscriber's notification_webhook_secret: verifies notification webhooks only.
+  std::optional<SignatureVerifier> notification_verifier;
   std::chrono::seconds tolerance;
   SourceCounters counters;
   CodeCounters codes;
@@ -129,9 +143,10 @@ google::protobuf::Timestamp ToTimestamp(std::chrono::system_clock::time_point t)
 
 class Gateway::Impl {
  public:
-  Impl(const Config& config, EventLog* log)
+  Impl(const Config& config, EventLog* log, GatewayHooks hooks)
       : config_(config),
         log_(log),
+        hooks_(std::move(hooks)),
         ioc_(std::make_unique<net::io_context>(ThreadCount(config.gateway))),
         ssl_ctx_(ssl::context::tls_server) {
     acceptor_.emplace(net::make_strand(*ioc_));
@@ -176,6 +191,10 @@ class Gateway::Impl {
 
   // Routing and the request pipeline, shared by TLS and plain sessions.
   Route* FindRoute(std::string_view target) const;
+  // The Event Platform source a notification webhook is about: the one whose `path` its
+  // `destination` URL names (one subscriber's notification URL serves all its subscriptions),
+  // else `received_by`.
+  Route* NotificationOwner(const PlatformNotification& notification, Route* received_by) const;
   void CountAnswer(Route* route, int code) {
     if (route != nullptr) {
       route->codes.Add(code);
@@ -186,6 +205,7 @@ class Gateway::Impl {
 
   Config config_;
   EventLog* log_;
+  const GatewayHooks hooks_;
   std::unique_ptr<net::io_context> ioc_;
   ssl::context ssl_ctx_;
   bool tls_ = false;
@@ -367,29 +387,11 @@ class HttpSession {
         *entry.mutable_received_at() = ToTimestamp(now);
         rejected_.push_back({rejected.index, std::move(rejected.reason)});
       }
-    } else {
-      std::string algorithm(header("X-AKENEO-SIGNATURE-ALGORITHM"));
-      if (!algorithm.empty() && absl::AsciiStrToLower(algorithm) != "hmacsha256") {
-        return Unauthorized(absl::UnauthenticatedError(absl::StrCat(
-            "unsupported X-AKENEO-SIGNATURE-ALGORITHM \"", algorithm, "\" (only HmacSHA256)")));
-      }
-      absl::Status verified = route.verifier.VerifyEventPlatform(
-          header("X-AKENEO-SIGNATURE-PRIMARY"), header("X-AKENEO-SIGNATURE-SECONDARY"), body);
-      if (!verified.ok()) return Unauthorized(verified);
-      absl::StatusOr<v1::Event> event = ParseCloudEvent(body);
-      if (!event.ok()) return BadPayload(event.status());
-      // The Event Platform honours 429 (it slows down and retries): shed load before the
-      // writer's queue grows without bound. Legacy requests are never refused this way.
-      if (gw_.log_->pending() >= gw_.log_->max_pending()) {
-        Answer answer = ErrorAnswer(http::status::too_many_requests, "backlog_full",
-                                    "the event log's write queue is full; retry later");
-        answer.retry_after_s = 1;
-        return Send(route_, std::move(answer));
-      }
-      append.events.push_back(std::move(*event));
+    } else if (!ParseEventPlatform(header, body, req.target(), append)) {
+      return;  // answered
     }
     for (v1::Event& event : append.events) {
-      event.set_source(route.source.name);
+      if (event.source().empty()) event.set_source(route.source.name);
       event.set_request_id(request_id_);
       *event.mutable_received_at() = ToTimestamp(now);
     }
@@ -403,6 +405,87 @@ class HttpSession {
     });
   }
 
+  // The Event Platform part of Handle: verifies the request and parses it into `append` (a
+  // CloudEvent, or a notification webhook, then remembered in notice_ for OnStored). Returns
+  // false once it has answered (401, 400, 429).
+  template <class Header>
+  bool ParseEventPlatform(const Header& header, const std::string& body,
+                          beast::string_view target_view, AppendRequest& append) {
+    const Route& route = *route_;
+    notice_.reset();
+    const std::string_view target(target_view.data(), target_view.size());
+    std::string algorithm(header("X-AKENEO-SIGNATURE-ALGORITHM"));
+    if (!algorithm.empty() && absl::AsciiStrToLower(algorithm) != "hmacsha256") {
+      Unauthorized(absl::UnauthenticatedError(absl::StrCat(
+          "unsupported X-AKENEO-SIGNATURE-ALGORITHM \"", algorithm, "\" (only HmacSHA256)")));
+      return false;
+    }
+    const std::string_view primary = header("X-AKENEO-SIGNATURE-PRIMARY");
+    const std::string_view secondary = header("X-AKENEO-SIGNATURE-SECONDARY");
+    absl::Status verified = route.verifier.VerifyEventPlatform(primary, secondary, body);
+    // notification_secret signs notification webhooks only; which one this is, the body says,
+    // and the body is parsed only once a signature matched.
+    bool by_notification_secret = false;
+    if (!verified.ok() && route.notification_verifier &&
+        route.notification_verifier->VerifyEventPlatform(primary, secondary, body).ok()) {
+      verified = absl::OkStatus();
+      by_notification_secret = true;
+    }
+    if (!verified.ok()) {
+      Unauthorized(verified);
+      return false;
+    }
+    absl::StatusOr<EventPlatformPayload> payload = ParseEventPlatformBody(body);
+    if (!payload.ok()) {
+      BadPayload(payload.status());
+      return false;
+    }
+    if (auto* notification = std::get_if<PlatformNotification>(&*payload)) {
+      // Never refused with 429: notifications are rare, and the platform retries them only
+      // twice within 3 s before falling back to e-mail.
+      const Route* owner = gw_.NotificationOwner(*notification, route_);
+      notification->event.set_source(owner->source.name);
+      notice_.emplace();
+      notice_->source = owner->source.name;
+      notice_->subscription_id = notification->subscription_id;
+      notice_->notification_type = notification->notification_type;
+      notice_->changed_at = absl::FromUnixSeconds(notification->timestamp.seconds()) +
+                            absl::Nanoseconds(notification->timestamp.nanos());
+      notice_->reason = notification->reason;
+      notice_->subscriber_id = notification->subscriber_id;
+      spdlog::info("req={} source={} notification {} for subscription {} (source {})", request_id_,
+                   route.source.name, notification->notification_type,
+                   notification->subscription_id, owner->source.name);
+      append.events.push_back(std::move(notification->event));
+      return true;
+    }
+    if (route.IsNotificationPath(target)) {
+      BadPayload(absl::InvalidArgumentError(absl::StrCat(
+          "this path is sources[", route.source.name,
+          "].notification_path: it takes only Event Platform notification webhooks (a JSON "
+          "object with notification_type); send events to ",
+          route.source.path)));
+      return false;
+    }
+    if (by_notification_secret) {
+      Unauthorized(absl::UnauthenticatedError(
+          "signed with notification_secret, which signs only notification webhooks: events "
+          "must be signed with the source's secret"));
+      return false;
+    }
+    // The Event Platform honours 429 (it slows down and retries): shed load before the
+    // writer's queue grows without bound. Legacy requests are never refused this way.
+    if (gw_.log_->pending() >= gw_.log_->max_pending()) {
+      Answer answer = ErrorAnswer(http::status::too_many_requests, "backlog_full",
+                                  "the event log's write queue is full; retry later");
+      answer.retry_after_s = 1;
+      Send(route_, std::move(answer));
+      return false;
+    }
+    append.events.push_back(std::move(std::get<v1::Event>(*payload)));
+    return true;
+  }
+
   // Runs on the session's strand once the log has answered. With store.sync the events are
   // fsynced at this point; without it they are in the OS page cache.
   void OnStored(const absl::StatusOr<AppendResult>& result) {
@@ -411,6 +494,7 @@ class HttpSession {
       spdlog::error("req={} source={} event log write failed: {}", request_id_, route.source.name,
                     std::string(result.status().message()));
       rejected_.clear();
+      notice_.reset();
       return Send(route_, ErrorAnswer(http::status::service_unavailable, "store_unavailable",
                                       absl::StrCat("events could not be stored, nothing was "
                                                    "written: ",
@@ -440,6 +524,11 @@ class HttpSession {
     }
     spdlog::debug("req={} source={} accepted={} duplicates={} stale={}", request_id_,
                   route.source.name, result->accepted, result->duplicates, result->stale);
+    // A notification the platform re-sent (a duplicate) was reported when first stored.
+    if (std::optional<SubscriptionNotice> notice = std::exchange(notice_, std::nullopt);
+        notice && result->accepted > 0 && gw_.hooks_.on_subscription_notice) {
+      gw_.hooks_.on_subscription_notice(*notice);
+    }
     Send(route_, std::move(answer));
   }
 
@@ -495,6 +584,8 @@ class HttpSession {
   // When the current request's header was parsed: the start of its ingest latency.
   std::chrono::steady_clock::time_point header_received_at_;
   std::vector<std::pair<std::size_t, std::string>> rejected_;
+  // The notification webhook being stored, reported to GatewayHooks once it is.
+  std::optional<SubscriptionNotice> notice_;
   bool first_request_ = true;
 };
 
@@ -622,6 +713,7 @@ absl::Status Gateway::Impl::Init() {
     auto route = std::make_unique<Route>(
         source, source.timestamp_tolerance.value_or(config_.gateway.timestamp_tolerance));
     by_path_[source.path] = route.get();
+    if (!source.notification_path.empty()) by_path_[source.notification_path] = route.get();
     routes_.push_back(std::move(route));
   }
   if (!config_.gateway.tls) return absl::OkStatus();
@@ -654,6 +746,19 @@ Route* Gateway::Impl::FindRoute(std::string_view target) const {
   std::string_view path = target.substr(0, target.find('?'));
   auto it = by_path_.find(std::string(path));
   return it == by_path_.end() ? nullptr : it->second;
+}
+
+Route* Gateway::Impl::NotificationOwner(const PlatformNotification& notification,
+                                        Route* received_by) const {
+  // "https://host[:port]/path[?query]" -> "/path[?query]"; FindRoute drops the query.
+  std::string_view destination = notification.destination;
+  const std::size_t scheme = destination.find("://");
+  if (scheme == std::string_view::npos) return received_by;
+  const std::size_t path = destination.find('/', scheme + 3);
+  if (path == std::string_view::npos) return received_by;
+  Route* owner = FindRoute(destination.substr(path));
+  if (owner == nullptr || owner->source.kind != SourceKind::kEventPlatform) return received_by;
+  return owner;
 }
 
 absl::Status Gateway::Impl::Start() {
@@ -757,8 +862,9 @@ GatewayStats Gateway::Impl::Stats() const {
   return stats;
 }
 
-absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(const Config& config, EventLog* log) {
-  auto impl = std::make_unique<Impl>(config, log);
+absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(const Config& config, EventLog* log,
+                                                         GatewayHooks hooks) {
+  auto impl = std::make_unique<Impl>(config, log, std::move(hooks));
   if (absl::Status status = impl->Init(); !status.ok()) return status;
   return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
 }

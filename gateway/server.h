@@ -5,15 +5,17 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/histogram.h"
 #include "config/config.h"
 #include "core/log/event_log.h"
-#include "common/histogram.h"
+#include "gateway/subscription_notice.h"
 
 namespace pimgate {
 
@@ -45,13 +47,23 @@ struct GatewayStats {
   uint64_t connections_refused = 0;
 };
 
+// What the gateway tells the rest of pimgate, without depending on it. Every callback runs on a
+// gateway I/O thread: it must be quick and must not block (queue the work elsewhere).
+struct GatewayHooks {
+  // An Event Platform notification webhook was verified and newly stored (not a duplicate).
+  // `notice.source` is the source whose `path` the notification's `destination` names, else the
+  // source that received it.
+  std::function<void(const SubscriptionNotice& notice)> on_subscription_notice;
+};
+
 // Owns its I/O threads. Start() binds and serves; Stop() (or the destructor) stops accepting,
 // waits for requests whose events are being written, then closes everything. The EventLog must
 // outlive the Gateway. Thread-safe: stats() may be called from any thread.
 class Gateway {
  public:
   // Validates the TLS material and builds the routing table. Does not bind.
-  static absl::StatusOr<std::unique_ptr<Gateway>> Create(const Config& config, EventLog* log);
+  static absl::StatusOr<std::unique_ptr<Gateway>> Create(const Config& config, EventLog* log,
+                                                         GatewayHooks hooks = {});
   ~Gateway();
 
   // Binds gateway.listen (port 0 picks a free port) and starts serving.

@@ -344,6 +344,38 @@ void RegisterRetentionMetrics(MetricsRegistry& registry, const RetentionTask* re
   });
 }
 
+void WritePlatformSubscriptionMetrics(const std::vector<SubscriptionStatus>& subscriptions,
+                                      MetricsWriter& out) {
+  out.Family("pimgate_platform_subscription_state",
+             "Event Platform subscriptions as their notification webhooks last reported them: 1 "
+             "for the current state (active, suspended, revoked), 0 for the others. A suspended "
+             "or revoked subscription delivers no event.",
+             MetricType::kGauge);
+  for (const SubscriptionStatus& s : subscriptions) {
+    for (SubscriptionState state : kSubscriptionStates) {
+      out.Sample({{"source", s.source},
+                  {"subscription", s.subscription_id},
+                  {"state", SubscriptionStateName(state)}},
+                 uint64_t{s.state == state ? 1u : 0u});
+    }
+  }
+  out.Family("pimgate_platform_subscription_state_changed_timestamp_seconds",
+             "When the notification that set the subscription's current state was built by the "
+             "platform (its `timestamp`), in seconds since the epoch.",
+             MetricType::kGauge);
+  for (const SubscriptionStatus& s : subscriptions) {
+    out.Sample({{"source", s.source}, {"subscription", s.subscription_id}},
+               absl::ToDoubleSeconds(s.changed_at - absl::UnixEpoch()));
+  }
+}
+
+void RegisterPlatformSubscriptionMetrics(MetricsRegistry& registry,
+                                         const PlatformSubscriptions* subscriptions) {
+  registry.SetCollector(kPlatformSubscriptionsComponent, [subscriptions](MetricsWriter& out) {
+    WritePlatformSubscriptionMetrics(subscriptions->Snapshot(), out);
+  });
+}
+
 void RegisterReconciliationMetrics(MetricsRegistry& registry, const Reconciler* reconciler) {
   registry.SetCollector(kReconciliationComponent, [reconciler](MetricsWriter& out) {
     WriteReconciliationMetrics(reconciler->Stats(), out);

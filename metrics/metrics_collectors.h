@@ -13,11 +13,12 @@
 #include <vector>
 
 #include "core/dispatch/dispatcher.h"
-#include "core/log/event_log.h"
-#include "metrics/metrics.h"
 #include "core/dispatch/plugin_supervisor.h"
-#include "pim/reconciler.h"
+#include "core/log/event_log.h"
 #include "core/log/retention.h"
+#include "metrics/metrics.h"
+#include "pim/platform_subscriptions.h"
+#include "pim/reconciler.h"
 
 namespace pimgate {
 
@@ -46,6 +47,12 @@ void WriteRetentionMetrics(const RetentionStats& retention, MetricsWriter& out);
 // once they have a value (last success, last duration, watermark).
 void WriteReconciliationMetrics(const std::vector<ReconcileSourceStats>& sources,
                                 MetricsWriter& out);
+// pimgate_platform_subscription_*: one series per Event Platform subscription a notification
+// webhook told about. The state is a state set (Prometheus' idiom for an enum): one sample per
+// state, 1 for the current one and 0 for the others, so an alert is
+// `pimgate_platform_subscription_state{state="suspended"} == 1` and a dashboard can count them.
+void WritePlatformSubscriptionMetrics(const std::vector<SubscriptionStatus>& subscriptions,
+                                      MetricsWriter& out);
 
 // Remembers which launched plugins have reported SERVING at least once. Readiness waits for each
 // launched plugin to serve once, not to serve now: a plugin that crashes later is restarted by
@@ -68,6 +75,7 @@ inline constexpr char kPluginsComponent[] = "plugins";
 inline constexpr char kGatewayComponent[] = "gateway";
 inline constexpr char kRetentionComponent[] = "retention";
 inline constexpr char kReconciliationComponent[] = "reconciliation";
+inline constexpr char kPlatformSubscriptionsComponent[] = "platform_subscriptions";
 
 // Readiness placeholders for the components that are not up yet at startup (log, plugins,
 // gateway): /readyz answers 503 naming them until each is registered.
@@ -80,6 +88,8 @@ void RegisterPluginMetrics(MetricsRegistry& registry, const PluginSupervisor* su
                            const Dispatcher* dispatcher);
 void RegisterRetentionMetrics(MetricsRegistry& registry, const RetentionTask* retention);
 void RegisterReconciliationMetrics(MetricsRegistry& registry, const Reconciler* reconciler);
+void RegisterPlatformSubscriptionMetrics(MetricsRegistry& registry,
+                                         const PlatformSubscriptions* subscriptions);
 
 }  // namespace pimgate
 

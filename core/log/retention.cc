@@ -33,33 +33,53 @@ RetentionTask::RetentionTask(LogBackend* backend, MinCursorProvider min_cursor,
 RetentionTask::~RetentionTask() { Stop(); }
 
 void RetentionTask::Start() {
+  {
+    absl::MutexLock lock(&wake_->mu);
+    if (wake_->stopping) return;
+  }
   absl::MutexLock lock(&mu_);
-  if (thread_.joinable() || stopping_) return;
+  if (thread_.joinable()) return;
   thread_ = std::thread([this] { Loop(); });
 }
 
 void RetentionTask::Stop() {
   {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    stop_cv_.SignalAll();
+    absl::MutexLock lock(&wake_->mu);
+    wake_->stopping = true;
+    wake_->cv.SignalAll();
   }
   if (thread_.joinable()) thread_.join();
 }
 
 bool RetentionTask::stopping() const {
-  absl::MutexLock lock(&mu_);
-  return stopping_;
+  absl::MutexLock lock(&wake_->mu);
+  return wake_->stopping;
+}
+
+std::function<void(uint64_t)> RetentionTask::AppendListener() const {
+  return [wake = wake_, trigger = options_.trigger_events](uint64_t head) {
+    absl::MutexLock lock(&wake->mu);
+    wake->head = std::max(wake->head, head);
+    if (trigger > 0 && !wake->triggered && wake->head - wake->head_at_pass >= trigger) {
+      wake->triggered = true;
+      wake->cv.Signal();
+    }
+  };
 }
 
 void RetentionTask::Loop() {
+  Wake& wake = *wake_;
   for (;;) {
     {
-      absl::MutexLock lock(&mu_);
-      const absl::Time wake = absl::Now() + options_.interval;
-      while (!stopping_ && !stop_cv_.WaitWithDeadline(&mu_, wake)) {
+      absl::MutexLock lock(&wake.mu);
+      const absl::Time deadline = absl::Now() + options_.interval;
+      while (!wake.stopping && !wake.triggered && absl::Now() < deadline) {
+        wake.cv.WaitWithDeadline(&wake.mu, deadline);
       }
-      if (stopping_) return;
+      if (wake.stopping) return;
+      // The events appended from here on count toward the next trigger.
+      wake.head_at_pass = wake.head;
+      wake.triggered = false;
     }
     absl::StatusOr<RetentionPass> pass = RunOnce();
     if (!pass.ok()) {

@@ -1,13 +1,14 @@
-// RetentionTask: keeps the store bounded. Every interval it removes the events that every plugin
-// is done with and that are older than store.retention (their dedup entries go with them), the
-// dead letters older than store.dead_letter_retention and the quarantine entries older than
-// store.quarantine_retention.
+// RetentionTask: keeps the store bounded. Every interval, and whenever enough events were appended
+// since the last pass, it removes the events that every plugin is done with and that are older
+// than store.retention (their dedup entries go with them), the dead letters older than
+// store.dead_letter_retention and the quarantine entries older than store.quarantine_retention.
 #ifndef PIMGATE_CORE_LOG_RETENTION_H_
 #define PIMGATE_CORE_LOG_RETENTION_H_
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -32,6 +33,10 @@ struct RetentionOptions {
   absl::Duration dead_letter_retention = absl::Hours(30 * 24);
   absl::Duration quarantine_retention = absl::Hours(30 * 24);
   absl::Duration interval = absl::Minutes(1);
+  // A pass also starts as soon as this many events were appended since the previous pass began
+  // (NotifyAppended), so trimming keeps pace with ingest whatever the interval: each pass trims
+  // at most max_per_pass events, and passes come at least as often as ingest fills a batch.
+  uint64_t trigger_events = 10'000;
   // Records removed per backend call (one atomic write): bounds the memory and the latency of
   // one write, so a large backlog is trimmed in many small steps that ingest can interleave with.
   std::size_t batch = 10'000;
@@ -72,10 +77,17 @@ class RetentionTask {
   RetentionTask(const RetentionTask&) = delete;
   RetentionTask& operator=(const RetentionTask&) = delete;
 
-  // Runs a pass every options.interval (the first one interval after Start).
+  // Runs a pass every options.interval (the first one interval after Start), and early once
+  // options.trigger_events were appended since the last pass began.
   void Start();
   // Waits for a pass in progress (it stops between batches) and joins the thread. Idempotent.
   void Stop();
+
+  // A listener for EventLog::AddAppendListener: told the log's new head after each commit, it
+  // wakes the task's thread once trigger_events were appended since the last pass began. Quick
+  // and non-blocking, as the log requires; safe to call after the task is destroyed (it then
+  // does nothing), so the log may outlive the task.
+  std::function<void(uint64_t head)> AppendListener() const;
 
   // One pass on the caller's thread: what Start() runs periodically. An error is returned after
   // the other kinds were still trimmed (dead letters do not wait for a broken cursor).
@@ -91,10 +103,19 @@ class RetentionTask {
   const MinCursorProvider min_cursor_;
   const RetentionOptions options_;
 
+  // What wakes the task's thread (stop, appends), shared with the append listeners.
+  struct Wake {
+    absl::Mutex mu;
+    absl::CondVar cv;  // signalled on stop and when appends trigger a pass
+    bool stopping ABSL_GUARDED_BY(mu) = false;
+    uint64_t head ABSL_GUARDED_BY(mu) = 0;          // the last head a listener was told
+    uint64_t head_at_pass ABSL_GUARDED_BY(mu) = 0;  // `head` when the last pass began
+    bool triggered ABSL_GUARDED_BY(mu) = false;     // trigger_events reached: pass now
+  };
+
   absl::Mutex run_mu_;  // one pass at a time (the thread's and RunOnce callers')
+  const std::shared_ptr<Wake> wake_ = std::make_shared<Wake>();
   mutable absl::Mutex mu_;
-  absl::CondVar stop_cv_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   RetentionStats stats_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };

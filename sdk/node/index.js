@@ -201,6 +201,7 @@ function toPlainEvent(event) {
     data: structToJson(event.data),
     stale: Boolean(event.stale),
     request_id: event.request_id,
+    subject: event.subject,
   };
 }
 

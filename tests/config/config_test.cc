@@ -77,6 +77,31 @@ absl::Status ErrorOf(const std::string& yaml) { return LoadConfigString(yaml).st
 
 // ---- Happy paths ------------------------------------------------------------------------------
 
+TEST_F(ConfigTest, EventPlatformNotificationKeys) {
+  absl::StatusOr<Config> config = LoadConfigString(
+      "store: {path: /x}\n"
+      "sources:\n"
+      "  - name: platform\n"
+      "    kind: event_platform\n"
+      "    path: /hooks/platform\n"
+      "    secret: s3cr3t-inline\n"
+      "    notification_path: /hooks/platform/notifications\n"
+      "    notification_secret: notification-secret-0123\n"
+      "  - name: other\n"
+      "    kind: event_platform\n"
+      "    path: /hooks/other\n"
+      "    secret: s3cr3t-inline\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const SourceConfig& platform = config->sources[0];
+  EXPECT_EQ(platform.notification_path, "/hooks/platform/notifications");
+  ASSERT_TRUE(platform.notification_secret.has_value());
+  EXPECT_EQ(platform.notification_secret->value, "notification-secret-0123");
+  EXPECT_EQ(platform.notification_secret->origin, "inline");
+  // Both optional.
+  EXPECT_TRUE(config->sources[1].notification_path.empty());
+  EXPECT_FALSE(config->sources[1].notification_secret.has_value());
+}
+
 TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   absl::StatusOr<Config> config = LoadConfigString(kMinimal);
   ASSERT_TRUE(config.ok()) << config.status();
@@ -521,6 +546,56 @@ INSTANTIATE_TEST_SUITE_P(
          "line 9: sources[1].path: duplicate of sources[0].path (line 5)"},
         {"DuplicateKeyInSource", "store: {path: /x}\nsources:\n  - name: a\n    name: b\n",
          "line 4: sources[0].name: duplicate key (first at line 3)"},
+        {"NotificationPathOnEventsApi",
+         "store: {path: /x}\nsources:\n  - name: a\n    kind: events_api\n    path: /a\n"
+         "    secret: s3cr3t-inline\n    notification_path: /a/notifications\n",
+         "line 7: sources[0].notification_path: only applies to event_platform sources (the "
+         "Event Platform's notification webhooks)"},
+        {"NotificationSecretOnEventsApi",
+         "store: {path: /x}\nsources:\n  - name: a\n    kind: events_api\n    path: /a\n"
+         "    secret: s3cr3t-inline\n    notification_secret: 0123456789abcdef\n",
+         "line 7: sources[0].notification_secret: only applies to event_platform sources (the "
+         "Event Platform's notification webhooks)"},
+        {"NotificationPathRelative",
+         "store: {path: /x}\nsources:\n  - name: a\n    kind: event_platform\n    path: /a\n"
+         "    secret: s3cr3t-inline\n    notification_path: notifications\n",
+         "line 7: sources[0].notification_path: must start with /, got \"notifications\""},
+        {"NotificationPathSameAsPath",
+         "store: {path: /x}\nsources:\n  - name: a\n    kind: event_platform\n    path: /a\n"
+         "    secret: s3cr3t-inline\n    notification_path: /a\n",
+         "line 7: sources[0].notification_path: must differ from path (notifications sent to "
+         "path are recognised anyway)"},
+        {"NotificationSecretTooShort",
+         "store: {path: /x}\nsources:\n  - name: a\n    kind: event_platform\n    path: /a\n"
+         "    secret: s3cr3t-inline\n    notification_secret: short-secret\n",
+         "line 7: sources[0].notification_secret: must be 16 to 256 characters (Akeneo's limit "
+         "for notification_webhook_secret), got 12"},
+        {"NotificationPathDuplicatesAnotherSourcesPath",
+         "store: {path: /x}\n"
+         "sources:\n"
+         "  - name: one\n"
+         "    kind: events_api\n"
+         "    path: /hooks\n"
+         "    secret: s3cr3t-inline\n"
+         "  - name: two\n"
+         "    kind: event_platform\n"
+         "    path: /hooks/two\n"
+         "    secret: s3cr3t-inline\n"
+         "    notification_path: /hooks\n",
+         "line 11: sources[1].notification_path: duplicate of sources[0].path (line 5)"},
+        {"PathDuplicatesAnotherSourcesNotificationPath",
+         "store: {path: /x}\n"
+         "sources:\n"
+         "  - name: one\n"
+         "    kind: event_platform\n"
+         "    path: /hooks/one\n"
+         "    secret: s3cr3t-inline\n"
+         "    notification_path: /hooks/notifications\n"
+         "  - name: two\n"
+         "    kind: event_platform\n"
+         "    path: /hooks/notifications\n"
+         "    secret: s3cr3t-inline\n",
+         "line 10: sources[1].path: duplicate of sources[0].notification_path (line 7)"},
 
         // log.
         {"LogBadLevel", "log:\n  level: verbose\n",

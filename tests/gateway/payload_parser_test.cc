@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <variant>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -28,7 +29,7 @@ constexpr std::int64_t kSeconds2026_11_20T10_15_00 = 1795169700;
 constexpr std::int64_t kSeconds2026_11_20T10_14_59 = 1795169699;
 constexpr std::int64_t kSeconds2024_03_07T15_16_37 = 1709824597;
 constexpr std::int64_t kSeconds2024_02_22T17_31_00 = 1708623060;
-constexpr std::int64_t kSeconds2024_10_14T13_01_21 = 1728910881;
+constexpr std::int64_t kSeconds2026_04_29T12_34_56 = 1777466096;
 
 const ParseLimits kDefaultLimits;
 
@@ -424,6 +425,7 @@ TEST(ParseCloudEventTest, ReferenceProductDeleted) {
   EXPECT_EQ(event.author(), "b238e9f7-0000");
   EXPECT_EQ(event.author_type(), "api");
   EXPECT_EQ(event.pim_source(), "akeneo-event-platform");
+  EXPECT_EQ(event.subject(), "0190fe8a-6213-76ce-8a9f-ba36a5ef555a");
   const Struct& product = Field(event.data(), "product").struct_value();
   EXPECT_EQ(Field(product, "identifier").string_value(), "my-product-identifier");
   EXPECT_TRUE(Field(event.data(), "author").has_struct_value());
@@ -456,53 +458,88 @@ std::string DeltaData(std::string_view updated_at) {
       R"("author":{"identifier":"julia","type":"user"}})");
 }
 
-TEST(ParseCloudEventTest, DeltaWithPhpDateTimeObject) {
-  const v1::Event event = ParseCloud(
-      CloudEvent("com.akeneo.pim.v1.product.updated.delta",
-                 DeltaData(R"({"date":"2024-10-14 13:01:21.000000","timezone":"UTC"})")));
+// Akeneo's product.updated.delta example (available-events.md), trimmed to the changes kinds
+// pimgate reads nothing from: its `updated_at` is PHP's DateTime serialisation, and lies after
+// the example's `time` (Akeneo copied the envelope between examples).
+constexpr std::string_view kDeltaExample = R"({
+  "specversion": "1.0",
+  "id": "018e32f9-dfe4-760e-a273-5da1c089dfdb",
+  "type": "com.akeneo.pim.v1.product.updated.delta",
+  "source": "pim",
+  "subject": "019256aa-7f77-7f58-bc8c-770f7e369c5b",
+  "time": "2024-02-22T17:31:00Z",
+  "datacontenttype": "application/json",
+  "dataschema": "https://event.prd.sdk.akeneo.cloud/spec/com.akeneo.pim.v1.product.updated.delta.schema.json",
+  "data": {
+    "product": {
+      "uuid": "6a9f8486-2c36-4680-b87f-6f5f8f01b6cf",
+      "updated_at": {"date": "2024-10-14 13:01:21.000000", "timezone": "UTC"},
+      "changes": {
+        "enabled": {"previous": true, "new": false},
+        "categories": {"added": ["added_category_code_1"], "removed": ["removed_category_code_1"]},
+        "family": {"previous": "the_previous_family_code", "new": "the_new_family_code"},
+        "values": {
+          "an_updated_attribute": [{"previous": "previous_data", "new": "new_data",
+                                    "type": "an_attribute_type", "locale": "a_locale",
+                                    "scope": "a_scope"}]
+        }
+      }
+    },
+    "author": {"identifier": "admin", "type": "user"}
+  }
+})";
+
+// Every Event Platform type is versioned by `time`, deltas too: Akeneo orders a resource's
+// events by `time` (then `id`). The delta's `updated_at` stays in `data`, exactly as sent.
+TEST(ParseCloudEventTest, DeltaIsVersionedByTimeAndKeepsUpdatedAtInData) {
+  const v1::Event event = ParseCloud(kDeltaExample);
   EXPECT_EQ(event.type(), "product.updated.delta");
   EXPECT_EQ(event.kind(), "product");
-  EXPECT_EQ(event.resource_id(), "p-1");
+  EXPECT_EQ(event.resource_id(), "6a9f8486-2c36-4680-b87f-6f5f8f01b6cf");
+  EXPECT_EQ(event.subject(), "019256aa-7f77-7f58-bc8c-770f7e369c5b");
   EXPECT_EQ(event.occurred_at().seconds(), kSeconds2024_02_22T17_31_00);
-  EXPECT_EQ(event.version_at().seconds(), kSeconds2024_10_14T13_01_21);
+  EXPECT_EQ(event.version_at().seconds(), kSeconds2024_02_22T17_31_00);
   EXPECT_EQ(event.version_at().nanos(), 0);
-  const Struct& changes =
-      Field(Field(event.data(), "product").struct_value(), "changes").struct_value();
+  const Struct& product = Field(event.data(), "product").struct_value();
+  const Struct& updated_at = Field(product, "updated_at").struct_value();
+  EXPECT_EQ(Field(updated_at, "date").string_value(), "2024-10-14 13:01:21.000000");
+  EXPECT_EQ(Field(updated_at, "timezone").string_value(), "UTC");
+  const Struct& changes = Field(product, "changes").struct_value();
   EXPECT_FALSE(Field(Field(changes, "enabled").struct_value(), "new").bool_value());
+  EXPECT_EQ(Field(Field(changes, "family").struct_value(), "new").string_value(),
+            "the_new_family_code");
+  const Value& value =
+      Field(Field(changes, "values").struct_value(), "an_updated_attribute").list_value().values(0);
+  EXPECT_EQ(Field(value.struct_value(), "previous").string_value(), "previous_data");
+  EXPECT_EQ(Field(value.struct_value(), "scope").string_value(), "a_scope");
 }
 
-TEST(ParseCloudEventTest, DeltaUpdatedAtVariants) {
-  struct Case {
-    std::string_view updated_at;
-    std::int64_t seconds;
-    int nanos;
-  };
-  const Case cases[] = {
-      {R"("2024-10-14T15:01:21.5+02:00")", kSeconds2024_10_14T13_01_21, 500000000},
-      {R"({"date":"2024-10-14 13:01:21.250000","timezone":"UTC"})", kSeconds2024_10_14T13_01_21,
-       250000000},
-      {R"({"date":"2024-10-14 13:01:21"})", kSeconds2024_10_14T13_01_21, 0},
-      {R"({"date":"2024-10-14 13:01:21.000000","timezone_type":3,"timezone":"Z"})",
-       kSeconds2024_10_14T13_01_21, 0},
-      {R"({"date":"2024-10-14 15:01:21.000000","timezone_type":1,"timezone":"+02:00"})",
-       kSeconds2024_10_14T13_01_21, 0},
-      // Named zones need a tz database: fall back to `time`.
-      {R"({"date":"2024-10-14 15:01:21.000000","timezone":"Europe/Paris"})",
-       kSeconds2024_02_22T17_31_00, 0},
-      // Unusable values fall back to `time` as well.
-      {R"("2024-10-14 13:01:21")", kSeconds2024_02_22T17_31_00, 0},
-      {R"({"date":"garbage","timezone":"UTC"})", kSeconds2024_02_22T17_31_00, 0},
-      {R"({"timezone":"UTC"})", kSeconds2024_02_22T17_31_00, 0},
-      {"1728910881", kSeconds2024_02_22T17_31_00, 0},
-      {"null", kSeconds2024_02_22T17_31_00, 0},
-  };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.updated_at);
+TEST(ParseCloudEventTest, DeltaVersionIgnoresEveryUpdatedAtForm) {
+  for (std::string_view updated_at :
+       {R"("2024-10-14T15:01:21.5+02:00")",
+        R"({"date":"2024-10-14 13:01:21.250000","timezone":"UTC"})",
+        R"({"date":"2024-10-14 15:01:21.000000","timezone":"Europe/Paris"})",
+        R"("2024-10-14 13:01:21")", "1728910881", "null"}) {
+    SCOPED_TRACE(updated_at);
     const v1::Event event =
-        ParseCloud(CloudEvent("com.akeneo.pim.v1.product.updated.delta", DeltaData(c.updated_at)));
-    EXPECT_EQ(event.version_at().seconds(), c.seconds);
-    EXPECT_EQ(event.version_at().nanos(), c.nanos);
+        ParseCloud(CloudEvent("com.akeneo.pim.v1.product.updated.delta", DeltaData(updated_at)));
+    EXPECT_EQ(event.version_at().seconds(), kSeconds2024_02_22T17_31_00);
+    EXPECT_EQ(event.version_at().nanos(), 0);
+    // Kept verbatim whatever its form (the JSON null included).
+    EXPECT_NE(Field(event.data(), "product").struct_value().fields().count("updated_at"), 0u);
   }
+}
+
+TEST(ParseCloudEventTest, PlainAndDeltaOfOneSaveShareTheirVersion) {
+  const v1::Event plain = ParseCloud(
+      CloudEvent("com.akeneo.pim.v1.product.updated",
+                 R"({"product":{"uuid":"p-1"},"author":{"identifier":"julia","type":"user"}})"));
+  const v1::Event delta = ParseCloud(CloudEvent("com.akeneo.pim.v1.product.updated.delta",
+                                                DeltaData(R"("2024-02-22T17:30:59Z")")));
+  EXPECT_EQ(plain.resource_id(), delta.resource_id());
+  EXPECT_EQ(plain.kind(), delta.kind());
+  EXPECT_EQ(plain.version_at().seconds(), delta.version_at().seconds());
+  EXPECT_EQ(plain.version_at().nanos(), delta.version_at().nanos());
 }
 
 TEST(ParseCloudEventTest, UpdatedAtIgnoredOutsideDeltaEvents) {
@@ -517,7 +554,19 @@ TEST(ParseCloudEventTest, ProductModelDelta) {
       R"({"product_model":{"code":"pm","updated_at":{"date":"2024-10-14 13:01:21.000000","timezone":"UTC"},"changes":{}}})"));
   EXPECT_EQ(event.type(), "product_model.updated.delta");
   EXPECT_EQ(event.resource_id(), "pm");
-  EXPECT_EQ(event.version_at().seconds(), kSeconds2024_10_14T13_01_21);
+  EXPECT_EQ(event.version_at().seconds(), kSeconds2024_02_22T17_31_00);
+}
+
+TEST(ParseCloudEventTest, SubjectIsTheSubscriptionAndSourceIsNotAUrl) {
+  const v1::Event event =
+      ParseCloud(CloudEvent("com.akeneo.pim.v1.product.updated", R"({"product":{"uuid":"p-1"}})"));
+  EXPECT_EQ(event.subject(), "srnt-whatever");
+  EXPECT_EQ(event.pim_source(), "pim");
+  const v1::Event without =
+      ParseCloud(R"({"id":"i","type":"com.akeneo.pim.v1.product.created","data":{}})");
+  EXPECT_TRUE(without.subject().empty());
+  ExpectInvalid(ParseCloudEvent(R"({"id":"i","type":"t","subject":7,"data":{}})").status(),
+                "subject: not a string");
 }
 
 TEST(ParseCloudEventTest, ProductModel) {
@@ -708,6 +757,168 @@ TEST(ParseCloudEventTest, InvalidUtf8AndDeepNestingFailCleanly) {
                                           Cat(R"({"product":)", NestedObjects(kMaxDataDepth), "}"));
   ExpectInvalid(ParseCloudEvent(too_deep).status(),
                 absl::StrCat("data: nested deeper than ", kMaxDataDepth, " levels"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event Platform notification webhooks
+
+// Akeneo's example (content/event-platform/notification-webhooks.md in akeneo/pim-api-docs), with
+// the notification type left open. Sent to the subscriber's notification_webhook_url, signed
+// like events (X-AKENEO-SIGNATURE-PRIMARY over the raw body, with notification_webhook_secret),
+// without a CloudEvent envelope or an id.
+std::string Notification(std::string_view type,
+                         std::string_view timestamp = "2026-04-29T12:34:56Z") {
+  return Cat(R"({
+  "notification_type": ")",
+             type, R"(",
+  "timestamp": ")",
+             timestamp, R"(",
+  "subscription_id": "018e1ec5-29da-78ad-aae6-92065b9ca2a6",
+  "subscriber_id": "018e1ec5-29da-78ad-aae6-92065b9ca2a5",
+  "destination": "https://my-app.example.com/webhook",
+  "events": [
+    "com.akeneo.pim.v1.product.created",
+    "com.akeneo.pim.v1.product.updated"
+  ],
+  "reason": "Success rate dropped below 90%",
+  "subject": "https://example.cloud.akeneo.com/"
+})");
+}
+
+PlatformNotification ParseNotificationOk(std::string_view body) {
+  absl::StatusOr<EventPlatformPayload> payload = ParseEventPlatformBody(body);
+  EXPECT_TRUE(payload.ok()) << payload.status();
+  if (!payload.ok()) return {};
+  EXPECT_TRUE(std::holds_alternative<PlatformNotification>(*payload));
+  if (!std::holds_alternative<PlatformNotification>(*payload)) return {};
+  return std::get<PlatformNotification>(*payload);
+}
+
+absl::Status ParsePlatformError(std::string_view body) {
+  return ParseEventPlatformBody(body).status();
+}
+
+TEST(ParseNotificationTest, ReferenceExample) {
+  const PlatformNotification n = ParseNotificationOk(Notification("subscription.suspended.system"));
+  EXPECT_EQ(n.notification_type, "subscription.suspended.system");
+  EXPECT_EQ(n.subscription_id, "018e1ec5-29da-78ad-aae6-92065b9ca2a6");
+  EXPECT_EQ(n.subscriber_id, "018e1ec5-29da-78ad-aae6-92065b9ca2a5");
+  EXPECT_EQ(n.destination, "https://my-app.example.com/webhook");
+  EXPECT_EQ(n.reason, "Success rate dropped below 90%");
+  EXPECT_EQ(n.timestamp.seconds(), kSeconds2026_04_29T12_34_56);
+
+  // Stored as its own kind, ordered per subscription by its timestamp.
+  const v1::Event& event = n.event;
+  EXPECT_EQ(event.kind(), "subscription");
+  EXPECT_EQ(event.type(), "subscription.suspended.system");
+  EXPECT_EQ(event.original_type(), "subscription.suspended.system");
+  EXPECT_EQ(event.resource_id(), "018e1ec5-29da-78ad-aae6-92065b9ca2a6");
+  EXPECT_EQ(event.subject(), "018e1ec5-29da-78ad-aae6-92065b9ca2a6");
+  EXPECT_EQ(event.pim_source(), "https://example.cloud.akeneo.com/");
+  EXPECT_EQ(event.origin(), v1::ORIGIN_EVENT_PLATFORM);
+  EXPECT_EQ(event.occurred_at().seconds(), kSeconds2026_04_29T12_34_56);
+  EXPECT_EQ(event.version_at().seconds(), kSeconds2026_04_29T12_34_56);
+  EXPECT_EQ(event.id(),
+            "notification:018e1ec5-29da-78ad-aae6-92065b9ca2a6:subscription.suspended.system:"
+            "2026-04-29T12:34:56Z");
+  EXPECT_TRUE(event.source().empty());  // the gateway's to set
+  // The whole body is the event's data.
+  EXPECT_EQ(Field(event.data(), "reason").string_value(), "Success rate dropped below 90%");
+  EXPECT_EQ(Field(event.data(), "events").list_value().values_size(), 2);
+  EXPECT_EQ(Field(event.data(), "destination").string_value(),
+            "https://my-app.example.com/webhook");
+}
+
+TEST(ParseNotificationTest, EveryDocumentedTypeAndUnknownOnes) {
+  for (std::string_view type :
+       {"subscription.suspended.system", "subscription.suspended.user", "subscription.revoked",
+        "subscription.resumed", "subscription.something-new"}) {
+    SCOPED_TRACE(type);
+    const PlatformNotification n = ParseNotificationOk(Notification(type));
+    EXPECT_EQ(n.event.type(), type);
+    EXPECT_EQ(n.event.kind(), "subscription");
+  }
+}
+
+TEST(ParseNotificationTest, DerivedIdIsDeterministic) {
+  const std::string body = Notification("subscription.resumed");
+  EXPECT_EQ(ParseNotificationOk(body).event.id(), ParseNotificationOk(body).event.id());
+  // The same instant written another way is the same notification.
+  EXPECT_EQ(ParseNotificationOk(Notification("subscription.resumed", "2026-04-29T14:34:56+02:00"))
+                .event.id(),
+            ParseNotificationOk(body).event.id());
+  // Another time or another transition is another notification.
+  EXPECT_NE(
+      ParseNotificationOk(Notification("subscription.resumed", "2026-04-29T12:34:57Z")).event.id(),
+      ParseNotificationOk(body).event.id());
+  EXPECT_NE(ParseNotificationOk(Notification("subscription.revoked")).event.id(),
+            ParseNotificationOk(body).event.id());
+}
+
+TEST(ParseNotificationTest, OptionalMembersMayBeAbsentOrNull) {
+  const PlatformNotification n = ParseNotificationOk(
+      R"({"notification_type":"subscription.resumed","timestamp":"2026-04-29T12:34:56.5Z",)"
+      R"("subscription_id":"s-1","reason":null})");
+  EXPECT_EQ(n.subscription_id, "s-1");
+  EXPECT_TRUE(n.reason.empty());
+  EXPECT_TRUE(n.destination.empty());
+  EXPECT_TRUE(n.subscriber_id.empty());
+  EXPECT_TRUE(n.event.pim_source().empty());
+  EXPECT_EQ(n.timestamp.nanos(), 500000000);
+}
+
+TEST(ParseNotificationTest, CloudEventsAreStillCloudEvents) {
+  absl::StatusOr<EventPlatformPayload> event = ParseEventPlatformBody(
+      CloudEvent("com.akeneo.pim.v1.product.updated", R"({"product":{"uuid":"p-1"}})"));
+  ASSERT_TRUE(event.ok()) << event.status();
+  ASSERT_TRUE(std::holds_alternative<v1::Event>(*event));
+  EXPECT_EQ(std::get<v1::Event>(*event).resource_id(), "p-1");
+  // A member named notification_type inside a CloudEvent does not make it a notification.
+  absl::StatusOr<EventPlatformPayload> enveloped = ParseEventPlatformBody(
+      R"({"specversion":"1.0","id":"i","type":"t","notification_type":"x","data":{}})");
+  ASSERT_TRUE(enveloped.ok()) << enveloped.status();
+  EXPECT_TRUE(std::holds_alternative<v1::Event>(*enveloped));
+  // Neither shape: the CloudEvent errors name what is missing.
+  ExpectInvalid(ParsePlatformError(R"({"hello":"world"})"), "id: missing or not a string");
+}
+
+TEST(ParseNotificationTest, MalformedNotificationsNameTheField) {
+  const std::string ts = R"("timestamp":"2026-04-29T12:34:56Z")";
+  const std::string sub = R"("subscription_id":"s-1")";
+  struct Case {
+    std::string body;
+    std::string_view message;
+  };
+  const Case cases[] = {
+      {Cat(R"({"notification_type":null,)", ts, ",", sub, "}"),
+       "notification_type: missing or not a string"},
+      {Cat(R"({"notification_type":3,)", ts, ",", sub, "}"),
+       "notification_type: missing or not a string"},
+      {Cat(R"({"notification_type":"",)", ts, ",", sub, "}"), "notification_type: empty"},
+      {Cat(R"({"notification_type":"subscription.resumed",)", ts, "}"),
+       "subscription_id: missing or not a string"},
+      {Cat(R"({"notification_type":"subscription.resumed",)", ts, R"(,"subscription_id":""})"),
+       "subscription_id: empty"},
+      {Cat(R"({"notification_type":"subscription.resumed",)", sub, "}"),
+       "timestamp: missing or not a string"},
+      {Cat(R"({"notification_type":"subscription.resumed","timestamp":"2026-04-29 12:34",)", sub,
+           "}"),
+       "timestamp: not an RFC 3339 timestamp: \"2026-04-29 12:34\""},
+      {Cat(R"({"notification_type":"subscription.resumed",)", ts, ",", sub,
+           R"(,"reason":{"x":1}})"),
+       "reason: not a string"},
+      {Cat(R"({"notification_type":"subscription.resumed",)", ts, ",", sub, R"(,"destination":5})"),
+       "destination: not a string"},
+      {Cat(R"({"notification_type":"subscription.resumed",)", ts, ",", sub,
+           R"(,"events":"com.akeneo.pim.v1.product.updated"})"),
+       "events: not an array"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.body);
+    ExpectInvalid(ParsePlatformError(c.body), c.message);
+  }
+  ExpectInvalid(ParsePlatformError("[]"), "body is not a JSON object");
+  ExpectInvalid(ParsePlatformError("{\"notification_type\":"), "body is not valid JSON");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // Test support implementation: real sockets, real TLS, real RocksDB.
 #include "tests/testing/test_env.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -341,7 +342,7 @@ void GatewayHarness::Start() {
   auto log = EventLog::Open(std::move(store), log_options);
   ASSERT_TRUE(log.ok()) << log.status();
   log_ = std::move(*log);
-  auto gateway = Gateway::Create(config_, log_.get());
+  auto gateway = Gateway::Create(config_, log_.get(), options_.hooks);
   ASSERT_TRUE(gateway.ok()) << gateway.status();
   gateway_ = std::move(*gateway);
   ASSERT_TRUE(gateway_->Start().ok());
@@ -365,12 +366,17 @@ std::vector<v1::Event> GatewayHarness::AllEvents() {
 }
 
 PimgateProcess::PimgateProcess(const std::string& config_path, const std::string& ready_file,
-                               const std::vector<std::pair<std::string, std::string>>& env)
+                               const std::vector<std::pair<std::string, std::string>>& env,
+                               const std::string& log_file)
     : ready_file_(ready_file) {
   std::filesystem::remove(ready_file_);
   pid_ = fork();
   if (pid_ == 0) {
     for (const auto& [name, value] : env) setenv(name.c_str(), value.c_str(), 1);
+    if (!log_file.empty()) {
+      const int fd = open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) _exit(126);
+    }
     execl(PIMGATE_BINARY, PIMGATE_BINARY, "--config", config_path.c_str(), "--ready-file",
           ready_file.c_str(), nullptr);
     _exit(127);

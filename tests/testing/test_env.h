@@ -122,6 +122,8 @@ class GatewayHarness {
     std::function<void(Config&)> tweak;  // adjust the config before start
     // Wraps the RocksDB backend (fault injection).
     std::function<std::unique_ptr<LogBackend>(std::unique_ptr<LogBackend>)> wrap_backend;
+    // Given to Gateway::Create (notification webhooks).
+    GatewayHooks hooks;
   };
   explicit GatewayHarness(Options options);
   GatewayHarness() : GatewayHarness(Options{}) {}
@@ -148,9 +150,11 @@ class GatewayHarness {
 // A pimgate server process started from the built binary with --config and --ready-file.
 class PimgateProcess {
  public:
-  // `env` entries are added to the child's environment.
+  // `env` entries are added to the child's environment. With `log_file`, the child's stderr (its
+  // log) is appended to that file instead of the test's stderr.
   PimgateProcess(const std::string& config_path, const std::string& ready_file,
-                 const std::vector<std::pair<std::string, std::string>>& env = {});
+                 const std::vector<std::pair<std::string, std::string>>& env = {},
+                 const std::string& log_file = "");
   ~PimgateProcess();  // SIGKILL if still running
   // Waits (up to 30 s) for the ready file; returns the gateway port, 0 if pimgate exited.
   uint16_t WaitReady();

@@ -107,6 +107,8 @@ test('handler sees a plain event, the attempt and the plugin name', async (t) =>
       occurred_at: { seconds: '1728910881', nanos: 123456789 },
       origin: 'ORIGIN_EVENT_PLATFORM',
       stale: true,
+      pim_source: 'akeneo-event-platform',
+      subject: '019256aa-7f77-7f58-bc8c-770f7e369c5b',
     }),
     3,
   );
@@ -125,6 +127,8 @@ test('handler sees a plain event, the attempt and the plugin name', async (t) =>
   assert.match(echo.event.received_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
   assert.equal(echo.event.origin, 'ORIGIN_EVENT_PLATFORM');
   assert.equal(echo.event.stale, true);
+  assert.equal(echo.event.pim_source, 'akeneo-event-platform');
+  assert.equal(echo.event.subject, '019256aa-7f77-7f58-bc8c-770f7e369c5b');
   assert.deepEqual(echo.event.data, data);
 });
 

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -313,27 +314,82 @@ TEST_F(RetentionTest, LargeBacklogIsTrimmedInBatchesWithinOnePass) {
   EXPECT_TRUE(Sequences().empty());
 }
 
-// Disk use stays bounded under constant load: events keep flowing in while a retention task with
-// a tiny retention and interval removes them behind the (always caught-up) plugin cursor.
+// Passes follow appends: with an interval far beyond the test, every pass is started by the
+// append listener once trigger_events were appended since the previous pass began.
+TEST_F(RetentionTest, AppendsTriggerPassesWithoutWaitingForTheInterval) {
+  RetentionOptions options;
+  options.event_retention = absl::Hours(1);
+  options.interval = absl::Hours(24);
+  options.trigger_events = 10;
+  options.now = [] { return kNow; };
+  RetentionTask task(
+      &backend(), []() -> absl::StatusOr<std::optional<uint64_t>> { return std::nullopt; },
+      options);
+  log_->AddAppendListener(task.AppendListener());
+  task.Start();
+
+  std::vector<v1::Event> old;
+  for (int i = 0; i < 9; ++i)
+    old.push_back(MakeEvent(absl::StrCat("old-", i), "r", absl::Hours(2)));
+  Append(std::move(old));                             // 9 events: below the trigger
+  Append({MakeEvent("old-9", "r", absl::Hours(2))});  // the 10th triggers a pass
+  for (int i = 0; i < 2000 && task.stats().runs == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(task.stats().runs, 1u) << "10 appended events did not trigger a pass";
+  EXPECT_EQ(task.stats().events_trimmed, 10u);
+  EXPECT_TRUE(Sequences().empty());
+
+  // A listener outlives the task safely (the log may be destroyed after it).
+  const std::function<void(uint64_t)> listener = task.AppendListener();
+  task.Stop();
+  listener(1'000'000);
+}
+
+// Disk use stays bounded under constant load, by design rather than by the machine's pace. The
+// clock is the load itself: each request is 1 ms after the previous one, so "older than the
+// retention" means "appended more than kRetainedRequests requests ago" on a fast machine and a
+// slow one alike. Passes are started by appends only (the interval is out of reach), and the
+// writer, like a sender that cannot outrun retention, waits whenever the log holds more than
+// kMaxInLog events. That cap cannot deadlock: a pass that began at request K leaves requests
+// K - kRetainedRequests .. K plus what was appended since, and the next pass triggers before
+// kTriggerEvents more were appended, so the log reaches kMaxInLog only while a pass is pending
+// or running. What the disk holds is then bounded: at most kMaxInLog live events, trimmed
+// events not reclaimed yet (the backend compacts every 8 MiB trimmed), the WAL (bounded at 4
+// write buffers) and the dedup index. The test appends several times the bound in total, so
+// the space of what retention removes must really come back.
 TEST_F(RetentionTest, DiskUseStaysBoundedUnderConstantLoad) {
   RocksDbBackendOptions small;
   small.write_buffer_bytes = 1 << 20;  // flushes (and so reclaimable table files) come quickly
   Open(small);
 
+  constexpr int kEventsPerRequest = 50;
+  constexpr std::size_t kPayloadBytes = 1'000;  // random hex: incompressible
+  constexpr int64_t kRetainedRequests = 100;    // the retention, in requests (1 ms each)
+  constexpr uint64_t kTriggerEvents = 2'000;
+  constexpr uint64_t kMaxInLog =
+      (kRetainedRequests + 1) * kEventsPerRequest + kTriggerEvents + kEventsPerRequest;
+  constexpr uint64_t kBoundBytes = 64ull << 20;
+  constexpr uint64_t kAppendBytes = 3 * kBoundBytes;  // payload appended in total
+  constexpr int kSampleEveryRequests = 20;            // disk sampled every ~1 MiB appended
+  // Hang guard only (one pass trims at most kMaxInLog events): a pass that never comes is a
+  // bug to report, not a slow machine.
+  constexpr auto kNoProgressLimit = std::chrono::seconds(120);
+
+  std::atomic<int64_t> clock_ms{0};
   RetentionOptions options;
-  options.event_retention = absl::Milliseconds(200);
-  options.interval = absl::Milliseconds(100);
+  options.event_retention = absl::Milliseconds(kRetainedRequests);
+  options.interval = absl::Hours(24);
+  options.trigger_events = kTriggerEvents;
+  options.now = [&clock_ms] { return absl::UnixEpoch() + absl::Milliseconds(clock_ms.load()); };
   EventLog* log = log_.get();
   // One plugin that keeps up: its cursor is the head.
   RetentionTask task(
       &backend(), [log]() -> absl::StatusOr<std::optional<uint64_t>> { return log->head(); },
       options);
+  log->AddAppendListener(task.AppendListener());
   task.Start();
 
-  constexpr auto kDuration = std::chrono::seconds(5);
-  constexpr int kEventsPerRequest = 50;
-  constexpr std::size_t kPayloadBytes = 1'000;  // random hex: incompressible
-  constexpr uint64_t kBoundBytes = 64ull << 20;
   std::mt19937_64 random(42);
   const auto payload = [&random] {
     std::string hex;
@@ -342,16 +398,20 @@ TEST_F(RetentionTest, DiskUseStaysBoundedUnderConstantLoad) {
     while (hex.size() < kPayloadBytes) hex.push_back(kDigits[random() & 15]);
     return hex;
   };
+  const auto in_log = [&]() -> uint64_t {
+    const std::vector<v1::Event> oldest = backend().ReadEvents(0, 1).value();
+    return oldest.empty() ? 0 : log->head() - oldest[0].sequence() + 1;
+  };
 
-  const auto start = std::chrono::steady_clock::now();
-  auto next_sample = start;
   uint64_t appended = 0;
   uint64_t max_disk = 0;
   uint64_t max_events = 0;
+  uint64_t waits = 0;
+  int requests = 0;
   int id = 0;
-  while (std::chrono::steady_clock::now() - start < kDuration) {
+  while (appended * kPayloadBytes < kAppendBytes) {
+    const int64_t now_ms = clock_ms.fetch_add(1) + 1;
     std::vector<v1::Event> events;
-    const int64_t now_us = absl::ToUnixMicros(absl::Now());
     for (int i = 0; i < kEventsPerRequest; ++i, ++id) {
       v1::Event event;
       event.set_id(absl::StrCat("load-", id));
@@ -359,36 +419,48 @@ TEST_F(RetentionTest, DiskUseStaysBoundedUnderConstantLoad) {
       event.set_type("product.updated");
       event.set_kind("product");
       event.set_resource_id(absl::StrCat("r", id % 1000));
-      *event.mutable_received_at() = TimeUtil::MicrosecondsToTimestamp(now_us);
+      *event.mutable_received_at() = TimeUtil::MillisecondsToTimestamp(now_ms);
       (*event.mutable_data()->mutable_fields())["blob"].set_string_value(payload());
       events.push_back(std::move(event));
     }
     ASSERT_EQ(Append(std::move(events)).accepted, static_cast<uint32_t>(kEventsPerRequest));
     appended += kEventsPerRequest;
-    if (std::chrono::steady_clock::now() >= next_sample) {
-      next_sample += std::chrono::milliseconds(500);
+    ++requests;
+    max_events = std::max(max_events, in_log());
+    const auto wait_start = std::chrono::steady_clock::now();
+    while (in_log() > kMaxInLog) {
+      ++waits;
+      ASSERT_LT(std::chrono::steady_clock::now() - wait_start, kNoProgressLimit)
+          << "retention made no progress: " << in_log() << " events in the log, "
+          << task.stats().runs << " passes";
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (requests % kSampleEveryRequests == 0) {
       const uint64_t disk = backend().DiskBytes();
-      const std::vector<v1::Event> oldest = backend().ReadEvents(0, 1).value();
-      const uint64_t in_log = oldest.empty() ? 0 : log->head() - oldest[0].sequence() + 1;
       max_disk = std::max(max_disk, disk);
-      max_events = std::max(max_events, in_log);
-      std::printf("[ retention ] t=%5.1fs appended=%8llu (%6.1f MiB) in_log=%7llu disk=%6.1f MiB\n",
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-                  static_cast<unsigned long long>(appended), appended * kPayloadBytes / 1048576.0,
-                  static_cast<unsigned long long>(in_log), disk / 1048576.0);
+      if (requests % (kSampleEveryRequests * 32) == 0) {
+        std::printf("[ retention ] appended=%8llu (%6.1f MiB) in_log=%6llu disk=%6.1f MiB\n",
+                    static_cast<unsigned long long>(appended), appended * kPayloadBytes / 1048576.0,
+                    static_cast<unsigned long long>(in_log()), disk / 1048576.0);
+      }
     }
   }
+  max_disk = std::max(max_disk, backend().DiskBytes());
   task.Stop();
   const RetentionStats stats = task.stats();
   std::printf(
-      "[ retention ] passes=%llu trimmed=%llu of %llu; max disk %.1f MiB, max %llu events\n",
+      "[ retention ] passes=%llu trimmed=%llu of %llu; max disk %.1f MiB (bound %.0f), max %llu "
+      "events in the log (cap %llu), writer waited %llu ms\n",
       static_cast<unsigned long long>(stats.runs),
       static_cast<unsigned long long>(stats.events_trimmed),
-      static_cast<unsigned long long>(appended), max_disk / 1048576.0,
-      static_cast<unsigned long long>(max_events));
+      static_cast<unsigned long long>(appended), max_disk / 1048576.0, kBoundBytes / 1048576.0,
+      static_cast<unsigned long long>(max_events), static_cast<unsigned long long>(kMaxInLog),
+      static_cast<unsigned long long>(waits));
 
-  EXPECT_GT(stats.runs, 10u);
-  EXPECT_GT(stats.events_trimmed, appended / 2) << "retention did not keep up with ingest";
+  // Every pass was started by appends (the interval is a day), and together they removed all
+  // but what the cap lets the log hold.
+  EXPECT_GE(stats.runs, (appended - kMaxInLog) / (kMaxInLog + kEventsPerRequest));
+  EXPECT_GE(stats.events_trimmed, appended - kMaxInLog);
   EXPECT_LT(max_disk, kBoundBytes) << "disk use grew beyond the bound";
 }
 
