@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "pim/akeneo_client.h"
+#include "pim/http_client.h"
 #include "tests/testing/fake_event_platform.h"
 #include "tests/testing/fake_pim.h"
 #include "tests/testing/test_env.h"
@@ -633,6 +634,122 @@ TEST_F(PlatformClientTest, CreateRefusesPlainHttpWithoutOptIn) {
       PlatformClient::Create(config, rest_, *akeneo_);
   EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(client.status().message(), "in clear")) << client.status();
+}
+
+// The fake itself, asked directly: what Akeneo refuses and pimgate's client never sends.
+TEST_F(PlatformClientTest, FakeRefusesWhatAkeneoRefuses) {
+  const PlatformSubscriber subscriber = NewSubscriber();
+  absl::StatusOr<std::string> token = akeneo_->AccessToken();
+  ASSERT_TRUE(token.ok()) << token.status();
+  HttpClientOptions options;
+  options.ca_file = platform_.cert_file();
+  HttpConnection connection(options);
+  const auto call = [&](const std::string& method, const std::string& path, const std::string& body,
+                        std::vector<std::pair<std::string, std::string>> headers) {
+    HttpRequest request;
+    request.method = method;
+    request.url = platform_.api_url() + path;
+    request.body = body;
+    request.headers = std::move(headers);
+    absl::StatusOr<::pimgate::HttpResponse> response = connection.Exchange(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response.ok() ? *response : ::pimgate::HttpResponse{};
+  };
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"X-PIM-URL", pim_.base_url()},
+      {"X-PIM-CLIENT-ID", pim_.options().client_id},
+      {"X-PIM-TOKEN", *token},
+      {"Content-Type", "application/json"}};
+  const auto without = [&](const std::string& name) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& header : headers) {
+      if (header.first != name) out.push_back(header);
+    }
+    return out;
+  };
+  const auto expect = [](const ::pimgate::HttpResponse& response, int status,
+                         const std::string& message) {
+    EXPECT_EQ(response.status, status) << response.body;
+    EXPECT_EQ(response.body, ErrorBody(message));
+  };
+  expect(call("GET", "/subscribers", "", without("X-PIM-URL")), 401,
+         "Tenant context not found: the X-PIM-URL header is missing");
+  expect(call("GET", "/subscribers", "", without("X-PIM-CLIENT-ID")), 401,
+         "Tenant context not found: the X-PIM-CLIENT-ID header is missing");
+  expect(call("GET", "/subscribers", "", without("X-PIM-TOKEN")), 401,
+         "Invalid credentials: the X-PIM-TOKEN header is missing");
+  std::vector<std::pair<std::string, std::string>> other_client = without("X-PIM-CLIENT-ID");
+  other_client.emplace_back("X-PIM-CLIENT-ID", "another-client");
+  expect(call("GET", "/subscribers", "", other_client), 401,
+         "Invalid credentials: the PIM access token is not valid for this client id and PIM");
+  expect(call("POST", "/subscribers", "{not json", headers), 400,
+         "The request body is not valid JSON");
+  expect(call("POST", "/subscribers", R"({"name":"x","colour":"blue"})", headers), 400,
+         "Unknown property \"colour\"");
+  expect(call("POST", "/subscribers",
+              R"({"name":"x","contact":{"notification_channels":["webhook"]}})", headers),
+         400,
+         "contact.notification_webhook_url and contact.notification_webhook_secret are required "
+         "when \"webhook\" is a notification channel");
+  expect(call("POST", "/subscribers", R"({"name":"x","contact":{"notification_channels":["sms"]}})",
+              headers),
+         400, "contact.notification_channels accepts \"email\" and \"webhook\"");
+  expect(call("POST", "/subscribers",
+              R"({"name":"x","contact":{"notification_webhook_secret":"short"}})", headers),
+         400, "contact.notification_webhook_secret must be 16 to 256 characters");
+  expect(call("POST", "/subscribers", R"({"name":"x","contact":{"technical_email":"nobody"}})",
+              headers),
+         400, "contact.technical_email must be a valid email address");
+  const std::string subscriptions = absl::StrCat("/subscribers/", subscriber.id, "/subscriptions");
+  const std::string pim = pim_.base_url();
+  expect(call("POST", subscriptions,
+              absl::StrCat(R"({"source":"erp","subject":")", pim,
+                           R"(","events":["com.akeneo.pim.v1.product.updated"],"type":"https",)"
+                           R"("config":{"url":"https://x.example.com","secret":{"primary":")",
+                           kPrimary, R"("}}})"),
+              headers),
+         400, "source must be \"pim\" (the only source available)");
+  expect(call("POST", subscriptions,
+              absl::StrCat(R"({"subject":"https://other.example.com",)"
+                           R"("events":["com.akeneo.pim.v1.product.updated"],"type":"https",)"
+                           R"("config":{"url":"https://x.example.com","secret":{"primary":")",
+                           kPrimary, R"("}}})"),
+              headers),
+         400, absl::StrCat("subject must be the PIM's URL (X-PIM-URL), ", pim));
+  expect(call("POST", subscriptions,
+              R"({"events":["com.akeneo.pim.v1.product.updated"],"type":"pubsub",)"
+              R"("config":{"project_id":"p"}})",
+              headers),
+         400, "config.topic_id is required and must be a non-empty string");
+  expect(call("POST", subscriptions,
+              R"({"events":["com.akeneo.pim.v1.product.updated"],"type":"kafka",)"
+              R"("config":{"broker":"b:9092","topic":"t","sasl_auth":{"mechanism":"scram",)"
+              R"("username":"u","password":"p"}}})",
+              headers),
+         400, "config.sasl_auth.scram_variant must be \"sha-256\" or \"sha-512\"");
+  expect(call("POST", subscriptions,
+              R"({"events":["com.akeneo.pim.v1.product.updated"],"type":"webhook","config":{}})",
+              headers),
+         400, "type must be \"https\", \"pubsub\" or \"kafka\"");
+  expect(call("POST", subscriptions,
+              absl::StrCat(R"({"events":["com.akeneo.pim.v1.product.updated"],"type":"https",)"
+                           R"("config":{"url":"https://x.example.com","secret":{"primary":")",
+                           kPrimary, R"("}},"filter":"user=\"a\" and user=\"b\" and user=\"c\")",
+                           R"( and user=\"d\" and user=\"e\" and user=\"f\" and user=\"g\" and)",
+                           R"( user=\"h\" and user=\"i\" and user=\"j\" and user=\"k\" and)",
+                           R"( user=\"l\""})"),
+              headers),
+         400, "The filter uses 11 operators; at most 10 are allowed");
+  // A pubsub subscription is accepted (the fake does not deliver to Pub/Sub).
+  ::pimgate::HttpResponse pubsub =
+      call("POST", subscriptions,
+           R"({"events":["com.akeneo.pim.v1.product.updated"],"type":"pubsub",)"
+           R"("config":{"project_id":"p","topic_id":"t"}})",
+           headers);
+  EXPECT_EQ(pubsub.status, 201) << pubsub.body;
+  expect(call("PUT", "/subscribers", "", headers), 405, "Method PUT is not allowed here");
+  expect(call("GET", "/subscribers/unknown-id", "", headers), 404,
+         "Subscriber unknown-id not found");
 }
 
 }  // namespace
