@@ -130,6 +130,35 @@ struct ReconcileConfig {
   bool product_models = true;
 };
 
+// Akeneo's Event Platform management API, through which pimgate manages the subscriber and
+// subscriptions of a `kind: event_platform` source. YAML `sources[].platform`; needs the source's
+// `rest` (the PIM access token, X-PIM-URL and X-PIM-CLIENT-ID come from it).
+struct PlatformConfig {
+  // Base URL of the management API, with its path (Akeneo's production one by default). https://
+  // only, unless allow_insecure_http (tests).
+  std::string api_url = "https://event.prd.sdk.akeneo.cloud/api/v1";
+  // Name given to the subscriber pimgate creates; empty: "pimgate <source name>", filled in by
+  // the loader, so never empty in a loaded Config.
+  std::string subscriber_name;
+  // contact.technical_email of that subscriber: where Akeneo mails suspensions and revocations.
+  std::string technical_email;
+  // Resume a subscription the platform suspended once pimgate is ready again (M9 item 3).
+  bool auto_resume = false;
+  // How often the managed subscriptions' status is read.
+  std::chrono::milliseconds watch_interval{60'000};
+  // One call must finish within this; attempts and backoff as for `rest` (408, 429, 5xx and
+  // network errors are retried).
+  std::chrono::milliseconds timeout{30'000};
+  uint32_t max_attempts = 6;
+  std::chrono::milliseconds initial_backoff{500};
+  std::chrono::milliseconds max_backoff{30'000};
+  // "" = from the environment (HTTPS_PROXY, NO_PROXY), "none" = direct, else the proxy URL.
+  std::string proxy;
+  std::string ca_file;
+  bool insecure_skip_verify = false;
+  bool allow_insecure_http = false;
+};
+
 struct SourceConfig {
   std::string name;
   SourceKind kind = SourceKind::kEventsApi;
@@ -143,8 +172,8 @@ struct SourceConfig {
   std::optional<RestConfig> rest;
   // Set only together with `rest` (the loader refuses `reconcile` without `rest`); when `rest`
   // is set and `reconcile` is not written, the defaults above apply.
-  std::optional<ReconcileConfig> reconcile;  // event_platform sources: a second POST path that
-                                             // receives only the Event Platform's
+  std::optional<ReconcileConfig> reconcile;
+  // event_platform sources: a second POST path that receives only the Event Platform's
   // notification webhooks (subscription suspended, revoked, resumed), for a subscriber whose
   // `notification_webhook_url` points there. Empty: none (notifications sent to `path` are
   // recognised by their shape anyway). Unique across every source's path and notification_path.
@@ -153,6 +182,8 @@ struct SourceConfig {
   // characters, Akeneo's limit). Notification webhooks are verified with it and with the
   // source's own secrets; events never with it.
   std::optional<Secret> notification_secret;
+  // Set only on event_platform sources that also have `rest` (the loader refuses it otherwise).
+  std::optional<PlatformConfig> platform;
 };
 
 struct LogConfig {

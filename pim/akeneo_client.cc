@@ -504,7 +504,7 @@ class AkeneoClientImpl final : public AkeneoClient {
     {
       absl::MutexLock lock(&mu_);
       if (!shutdown_) {
-        queue_.push_back(Call{std::move(path), std::move(done)});
+        queue_.push_back(Call{std::move(path), std::move(done), false, ""});
         return;
       }
     }
@@ -513,6 +513,28 @@ class AkeneoClientImpl final : public AkeneoClient {
   }
 
   const std::string& base_url() const override { return config_.base_url; }
+  absl::StatusOr<std::string> AccessToken(std::string_view rejected) override {
+    std::promise<absl::StatusOr<std::string>> promise;
+    std::future<absl::StatusOr<std::string>> future = promise.get_future();
+    Call call;
+    call.token_only = true;
+    call.rejected = std::string(rejected);
+    call.done = [&promise](absl::StatusOr<std::string> result) {
+      promise.set_value(std::move(result));
+    };
+    {
+      absl::MutexLock lock(&mu_);
+      if (!shutdown_) {
+        queue_.push_back(std::move(call));
+        call.done = nullptr;
+      }
+    }
+    if (call.done) {
+      return absl::CancelledError(
+          absl::StrCat("Akeneo client for ", origin_.Describe(), " is shut down"));
+    }
+    return future.get();
+  }
 
   AkeneoClientStats stats() const override {
     AkeneoClientStats stats;
@@ -545,6 +567,9 @@ class AkeneoClientImpl final : public AkeneoClient {
   struct Call {
     absl::StatusOr<std::string> target;  // path and query, or why it was refused
     BodyCallback done;
+    // AccessToken(): no request to the REST API, `done` gets the token itself.
+    bool token_only = false;
+    std::string rejected;  // a token to discard first (AccessToken's argument)
   };
 
   // A path with its query, or an absolute URL on the configured origin, as the request target.
@@ -603,11 +628,23 @@ class AkeneoClientImpl final : public AkeneoClient {
         call = std::move(queue_.front());
         queue_.pop_front();
       }
-      if (!call.target.ok()) {
+      absl::StatusOr<std::string> result;
+      if (call.token_only) {
+        if (!call.rejected.empty()) DiscardToken(call.rejected);
+        result = Perform("the access token request", random, [&] {
+          absl::StatusOr<std::string> token;
+          AttemptOutcome outcome = AccessToken(connection, token);
+          if (outcome.status.ok()) outcome.body = *std::move(token);
+          return outcome;
+        });
+      } else if (!call.target.ok()) {
         call.done(call.target.status());
         continue;
+      } else {
+        const std::string& target = *call.target;
+        result = Perform(absl::StrCat("GET ", target), random,
+                         [&] { return AttemptGet(connection, target); });
       }
-      absl::StatusOr<std::string> result = Perform(connection, *call.target, random);
       if (!result.ok() && result.status().code() != absl::StatusCode::kCancelled) {
         failures_.fetch_add(1, std::memory_order_relaxed);
       }
@@ -635,20 +672,20 @@ class AkeneoClientImpl final : public AkeneoClient {
     return std::chrono::milliseconds(static_cast<int64_t>(delay * jitter(random)));
   }
 
-  // One call with its retries. Runs on a worker thread.
-  absl::StatusOr<std::string> Perform(Connection& connection, const std::string& target,
-                                      std::mt19937_64& random) {
+  // One call (`what`: "GET <target>") with its retries. Runs on a worker thread.
+  absl::StatusOr<std::string> Perform(absl::string_view what, std::mt19937_64& random,
+                                      const std::function<AttemptOutcome()>& attempt_once) {
     for (uint32_t attempt = 1;; ++attempt) {
       if (ShuttingDown()) {
         return absl::CancelledError(
-            absl::StrCat("Akeneo client shut down before GET ", target, " could be (re)sent"));
+            absl::StrCat("Akeneo client shut down before ", what, " could be (re)sent"));
       }
-      AttemptOutcome outcome = AttemptGet(connection, target);
+      AttemptOutcome outcome = attempt_once();
       if (outcome.status.ok()) return std::move(outcome.body);
       if (!outcome.retryable) return outcome.status;
       if (attempt >= config_.max_attempts) {
         const std::string message =
-            absl::StrCat("GET ", target, " failed after ", attempt,
+            absl::StrCat(what, " failed after ", attempt,
                          attempt == 1 ? " attempt: " : " attempts: ", outcome.status.message());
         spdlog::debug("akeneo: {}", message);
         if (outcome.timeout) return absl::DeadlineExceededError(message);
@@ -672,7 +709,7 @@ class AkeneoClientImpl final : public AkeneoClient {
       }
       if (!SleepUnlessShutdown(delay)) {
         return absl::CancelledError(
-            absl::StrCat("Akeneo client shut down while GET ", target, " waited to be retried"));
+            absl::StrCat("Akeneo client shut down while ", what, " waited to be retried"));
       }
     }
   }

@@ -80,6 +80,13 @@ class AkeneoClient {
 
   // The configured rest.base_url.
   virtual const std::string& base_url() const = 0;
+  // A PIM access token valid now, for the Akeneo services that take one in a header rather than
+  // calling the REST API through this client (the Event Platform management API's X-PIM-TOKEN).
+  // Obtained or renewed on one of the client's threads, with the retries of any call; the caller
+  // blocks until then, so never call it on an I/O thread. `rejected`: a token another service
+  // refused (401); it is discarded first, so that a new one is obtained. The token is a
+  // credential: never log it.
+  virtual absl::StatusOr<std::string> AccessToken(std::string_view rejected = {}) = 0;
 
   virtual AkeneoClientStats stats() const = 0;
 

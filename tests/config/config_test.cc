@@ -1863,6 +1863,140 @@ TEST_F(ConfigTest, ReconcileErrors) {
   EXPECT_EQ(config->sources[0].reconcile->interval, std::chrono::minutes(15));
 }
 
+// ---- sources[].platform -----------------------------------------------------------------------
+
+// An event_platform source with `rest` (lines 3-14) and then `platform_lines` (line 15 on).
+std::string PlatformSource(const std::string& platform_lines, bool with_rest = true) {
+  std::string yaml = R"(store:
+  path: /var/lib/pimgate
+sources:
+  - name: akeneo-platform
+    kind: event_platform
+    path: /hooks/platform
+    secret: platform-secret-value
+)";
+  if (with_rest) {
+    absl::StrAppend(&yaml,
+                    "    rest:\n      base_url: https://pim.example.com\n      client_id: "
+                    "client-1\n      secret: rest-secret-value\n      username: api-user\n      "
+                    "password: rest-password-value\n");
+  }
+  absl::StrAppend(&yaml, platform_lines);
+  return yaml;
+}
+
+TEST_F(ConfigTest, PlatformDefaults) {
+  absl::StatusOr<Config> config = LoadConfigString(PlatformSource("    platform: {}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(config->sources[0].platform.has_value());
+  const PlatformConfig& platform = *config->sources[0].platform;
+  EXPECT_EQ(platform.api_url, "https://event.prd.sdk.akeneo.cloud/api/v1");
+  EXPECT_EQ(platform.subscriber_name, "pimgate akeneo-platform");
+  EXPECT_TRUE(platform.technical_email.empty());
+  EXPECT_FALSE(platform.auto_resume);
+  EXPECT_EQ(platform.watch_interval, seconds(60));
+  EXPECT_EQ(platform.timeout, seconds(30));
+  EXPECT_EQ(platform.max_attempts, 6u);
+  EXPECT_EQ(platform.initial_backoff, milliseconds(500));
+  EXPECT_EQ(platform.max_backoff, seconds(30));
+  EXPECT_TRUE(platform.proxy.empty());
+  EXPECT_TRUE(platform.ca_file.empty());
+  EXPECT_FALSE(platform.insecure_skip_verify);
+  EXPECT_FALSE(platform.allow_insecure_http);
+  // Without the key there is no management at all.
+  config = LoadConfigString(PlatformSource(""));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->sources[0].platform.has_value());
+}
+
+TEST_F(ConfigTest, EveryPlatformKeySet) {
+  const std::string ca = WriteFile("platform-ca.pem", "ca");
+  absl::StatusOr<Config> config = LoadConfigString(PlatformSource(absl::StrCat(R"(    platform:
+      api_url: HTTPS://event.example.com:8443/api/v1/
+      subscriber_name: pimgate production
+      technical_email: ops@example.com
+      auto_resume: true
+      watch_interval: 15s
+      timeout: 5s
+      max_attempts: 3
+      initial_backoff: 100ms
+      max_backoff: 2s
+      proxy: http://user:pw@proxy.example.com:3128
+      ca_file: )",
+                                                                               ca, "\n")));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const PlatformConfig& platform = *config->sources[0].platform;
+  EXPECT_EQ(platform.api_url, "https://event.example.com:8443/api/v1");
+  EXPECT_EQ(platform.subscriber_name, "pimgate production");
+  EXPECT_EQ(platform.technical_email, "ops@example.com");
+  EXPECT_TRUE(platform.auto_resume);
+  EXPECT_EQ(platform.watch_interval, seconds(15));
+  EXPECT_EQ(platform.timeout, seconds(5));
+  EXPECT_EQ(platform.max_attempts, 3u);
+  EXPECT_EQ(platform.initial_backoff, milliseconds(100));
+  EXPECT_EQ(platform.max_backoff, seconds(2));
+  EXPECT_EQ(platform.proxy, "http://user:pw@proxy.example.com:3128");
+  EXPECT_EQ(platform.ca_file, ca);
+}
+
+TEST_F(ConfigTest, PlatformNeedsRestAndAnEventPlatformSource) {
+  EXPECT_EQ(ErrorOf(PlatformSource("    platform: {}\n", /*with_rest=*/false)).message(),
+            "line 8: sources[0].platform: needs rest (the PIM's REST API) in the same source: "
+            "the Event Platform management API is called with a PIM access token, the PIM's URL "
+            "and the Connection's client id, all taken from rest");
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "    platform: {}\n")).message(),
+            "line 8: sources[0].platform: only applies to event_platform sources");
+}
+
+TEST_F(ConfigTest, PlatformKeyErrors) {
+  const std::string prefix = "line 15: sources[0].platform.";
+  const auto error = [](const std::string& line) -> std::string {
+    return std::string(ErrorOf(PlatformSource(absl::StrCat("    platform:\n", line))).message());
+  };
+  EXPECT_EQ(error("      api_url: http://127.0.0.1:9/api/v1\n"),
+            prefix +
+                "api_url: http:// would send the PIM access token in clear; use https://, or set "
+                "allow_insecure_http: true (tests)");
+  absl::StatusOr<Config> config =
+      LoadConfigString(PlatformSource("    platform:\n      api_url: http://127.0.0.1:9/api/v1\n   "
+                                      "   allow_insecure_http: true\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sources[0].platform->api_url, "http://127.0.0.1:9/api/v1");
+  EXPECT_EQ(error("      api_url: event.prd.sdk.akeneo.cloud\n"),
+            prefix +
+                "api_url: must start with https:// (http:// only with allow_insecure_http: "
+                "true), got \"event.prd.sdk.akeneo.cloud\"");
+  EXPECT_EQ(error("      api_url: https://event.example.com/api?x=1\n"),
+            prefix +
+                "api_url: must not have a query or fragment, got "
+                "\"https://event.example.com/api?x=1\"");
+  EXPECT_EQ(error("      api_url: https://token@event.example.com/api\n"),
+            prefix + "api_url: must not contain user info");
+  EXPECT_EQ(error("      api_url: https:///api/v1\n"),
+            prefix + "api_url: has no host, got \"https:///api/v1\"");
+  EXPECT_EQ(error("      technical_email: ops.example.com\n"),
+            prefix + "technical_email: must be an e-mail address, got \"ops.example.com\"");
+  EXPECT_EQ(error("      technical_email: ops@localhost\n"),
+            prefix + "technical_email: must be an e-mail address, got \"ops@localhost\"");
+  EXPECT_EQ(error("      max_attempts: 0\n"), prefix + "max_attempts: must be at least 1, got 0");
+  EXPECT_EQ(error("      watch_interval: 0s\n"),
+            prefix + "watch_interval: must be greater than zero");
+  EXPECT_EQ(error("      initial_backoff: 1m\n"),
+            prefix + "initial_backoff: must be at most max_backoff (30s), got 1m");
+  EXPECT_EQ(error("      proxy: proxy.example.com:3128\n"),
+            prefix +
+                "proxy: must be \"none\" or a proxy URL starting with http://, https://, "
+                "socks5:// or socks5h://");
+  EXPECT_EQ(error("      auto_resume: yes\n"),
+            prefix + "auto_resume: must be true or false, got \"yes\"");
+  EXPECT_EQ(error("      url: https://x\n"), prefix + "url: unknown key");
+  const std::string ca = WriteFile("platform-ca.pem", "ca");
+  EXPECT_EQ(error(absl::StrCat("      ca_file: ", ca, "\n      insecure_skip_verify: true\n")),
+            prefix +
+                "ca_file: has no effect with insecure_skip_verify: true; remove one of the "
+                "two");
+}
+
 // ---- ParseDuration and ParseByteSize ----------------------------------------------------------
 
 TEST(ParseDurationTest, Accepts) {

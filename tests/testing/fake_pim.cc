@@ -339,6 +339,12 @@ class FakePim::Impl {
     absl::MutexLock lock(&mu_);
     requests_.clear();
   }
+  bool IsValidAccessToken(const std::string& token) const {
+    absl::MutexLock lock(&mu_);
+    auto it = access_tokens_.find(token);
+    return it != access_tokens_.end() && Clock::now() < it->second;
+  }
+  const Options& options() const { return options_; }
 
  private:
   // Runs `task` on the io thread and waits for it.
@@ -1014,5 +1020,9 @@ int FakePim::refresh_requests() const { return impl_->refresh_requests(); }
 int FakePim::max_concurrent_seen() const { return impl_->max_concurrent_seen(); }
 int FakePim::connections_accepted() const { return impl_->connections_accepted(); }
 void FakePim::ClearRequests() { impl_->ClearRequests(); }
+bool FakePim::IsValidAccessToken(const std::string& token) const {
+  return impl_->IsValidAccessToken(token);
+}
+const FakePim::Options& FakePim::options() const { return impl_->options(); }
 
 }  // namespace pimgate::testing

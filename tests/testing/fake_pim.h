@@ -101,6 +101,10 @@ class FakePim {
   int refresh_requests() const;           // refresh_token grants only
   int max_concurrent_seen() const;        // most API calls in progress at once
   int connections_accepted() const;       // TCP connections accepted (keep-alive reuse shows)
+  // Whether `token` is an access token this PIM issued and still accepts (other Akeneo services,
+  // such as the fake Event Platform, check X-PIM-TOKEN with it).
+  bool IsValidAccessToken(const std::string& token) const;
+  const Options& options() const;
   void ClearRequests();
 
  private:
