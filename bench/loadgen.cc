@@ -1,7 +1,9 @@
 // pimgate_loadgen: signed Akeneo webhook load against a pimgate gateway (or any HTTP server).
 // Closed loop (--rate 0: each connection sends as fast as answers come) or open loop (--rate R:
 // request i is due at start + i/R and its latency counts from that due time, so a slow server
-// cannot hide queueing delay: no coordinated omission).
+// cannot hide queueing delay: no coordinated omission). With --new-connection every request opens
+// its own connection (TCP connect, TLS handshake, request, close), as a sender without keep-alive
+// does, and its latency includes all of that.
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/ssl.h>
@@ -49,6 +51,7 @@ struct Options {
   std::chrono::milliseconds duration{10'000};
   std::chrono::milliseconds warmup{1'000};
   int resources = 1000;
+  bool new_connection = false;
   bool json = false;
   // When set, one line "<HTTP status>\t<event id>" per event of every request sent (status 0:
   // no answer), for exact reconciliation of what was sent and acknowledged (scripts/soak).
@@ -60,7 +63,7 @@ struct Options {
                "pimgate_loadgen: %s\n\nUsage: pimgate_loadgen [--host H] [--port P] [--plain] "
                "[--path /hooks/x]\n  [--secret S | --secret-file F] [--format legacy|platform] "
                "[--events N]\n  [--connections N] [--rate R] [--duration 10s] [--warmup 1s] "
-               "[--resources N] [--json]\n  [--ids-out FILE]\n",
+               "[--resources N] [--json]\n  [--ids-out FILE] [--new-connection]\n",
                error.c_str());
   std::exit(2);
 }
@@ -117,6 +120,8 @@ Options ParseArgs(int argc, char** argv) {
       o.ids_out = next();
     else if (arg == "--json")
       o.json = true;
+    else if (arg == "--new-connection")
+      o.new_connection = true;
     else
       Usage("unknown argument " + arg);
   }
@@ -161,6 +166,7 @@ http::request<http::string_body> MakeRequest(const Options& o, std::mt19937_64& 
     req.set("X-AKENEO-SIGNATURE-ALGORITHM", "HmacSHA256");
   }
   req.body() = body;
+  req.keep_alive(!o.new_connection);
   req.prepare_payload();
   return req;
 }
@@ -186,7 +192,7 @@ class Connection {
       Reset();
       return 0;
     }
-    if (!res.keep_alive()) Reset();
+    if (!res.keep_alive() || o_.new_connection) Reset();
     return res.result_int();
   }
 
@@ -318,19 +324,21 @@ int main(int argc, char** argv) {
   const double ms = 1e-6;
   if (o.json) {
     std::printf(
-        "{\"mode\":\"%s\",\"format\":\"%s\",\"tls\":%s,\"connections\":%d,\"events_per_request\":%"
-        "d,"
+        "{\"mode\":\"%s\",\"format\":\"%s\",\"tls\":%s,\"new_connection\":%s,\"connections\":%d,"
+        "\"events_per_request\":%d,"
         "\"requests\":%llu,\"errors\":%llu,\"requests_per_s\":%.1f,\"events_per_s\":%.1f,"
         "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f}\n",
-        o.rate > 0 ? "open" : "closed", o.format.c_str(), o.tls ? "true" : "false", o.connections,
-        o.events_per_request, static_cast<unsigned long long>(total.requests),
+        o.rate > 0 ? "open" : "closed", o.format.c_str(), o.tls ? "true" : "false",
+        o.new_connection ? "true" : "false", o.connections, o.events_per_request,
+        static_cast<unsigned long long>(total.requests),
         static_cast<unsigned long long>(total.errors), rps, rps * o.events_per_request,
         total.histogram.Percentile(0.50) * ms, total.histogram.Percentile(0.99) * ms,
         total.histogram.Percentile(0.999) * ms, total.histogram.max() * ms);
   } else {
-    std::printf("%s loop, %s, %s, %d connections, %d events/request, %.0f s\n",
+    std::printf("%s loop, %s, %s%s, %d connections, %d events/request, %.0f s\n",
                 o.rate > 0 ? "open" : "closed", o.format.c_str(), o.tls ? "TLS" : "plain",
-                o.connections, o.events_per_request, seconds);
+                o.new_connection ? ", a new connection per request" : "", o.connections,
+                o.events_per_request, seconds);
     std::printf("requests: %llu  errors: %llu  ", static_cast<unsigned long long>(total.requests),
                 static_cast<unsigned long long>(total.errors));
     for (auto [code, n] : total.codes) {

@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/logging.h"
@@ -51,8 +52,8 @@ constexpr std::chrono::seconds kStopDrainTimeout{30};
 constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 
 // Answer codes counted per source; anything else lands in the last slot.
-constexpr std::array<int, 12> kCountedCodes = {200, 400, 401, 404, 405, 408,
-                                               413, 429, 431, 500, 503, 0};
+constexpr std::array<int, 13> kCountedCodes = {200, 400, 401, 404, 405, 408, 413,
+                                               417, 429, 431, 500, 503, 0};
 int CodeSlot(int code) {
   for (std::size_t i = 0; i + 1 < kCountedCodes.size(); ++i) {
     if (kCountedCodes[i] == code) return static_cast<int>(i);
@@ -299,6 +300,68 @@ class HttpSession {
         length && *length > gw_.config_.gateway.body_limit) {
       return Send(route_, BodyTooLarge());
     }
+    // Expect: 100-continue (RFC 9110 section 10.1.1). libcurl, and so Guzzle and the PIM, send it
+    // with bodies of 1 MiB or more and hold the body back until the server answers; without an
+    // interim 100 curl waits a second, past the PIM's 0.5 s timeout. Every check above needed no
+    // body; the signature headers are checked too, then the sender is told to go on. A request
+    // that cannot pass gets its final answer now and the connection closes: the body is never
+    // sent. HTTP/1.0 has no 100 (the server must ignore the expectation), and a client that
+    // sends its body without waiting is simply read on.
+    if (req.version() >= 11) {
+      if (auto expect = req.find(http::field::expect); expect != req.end()) {
+        const absl::string_view value = absl::StripAsciiWhitespace(
+            absl::string_view(expect->value().data(), expect->value().size()));
+        if (!absl::EqualsIgnoreCase(value, "100-continue")) {
+          return Send(route_, ErrorAnswer(http::status::expectation_failed, "expectation_failed",
+                                          absl::StrCat("unsupported Expect: \"", value,
+                                                       "\" (only 100-continue is supported)"),
+                                          true));
+        }
+        if (absl::Status headers = CheckSignatureHeaders(); !headers.ok()) {
+          return Unauthorized(headers, /*close=*/true);
+        }
+        return SendContinue();
+      }
+    }
+    ReadBody();
+  }
+
+  // The signature checks that need no body (presence and shape of the headers, the legacy
+  // timestamp's tolerance), as Handle() will run them again with the body.
+  absl::Status CheckSignatureHeaders() const {
+    const auto& req = parser_->get();
+    auto named = [&req](std::string_view name) {
+      auto it = req.find(beast::string_view(name.data(), name.size()));
+      return it == req.end() ? std::string_view()
+                             : std::string_view(it->value().data(), it->value().size());
+    };
+    switch (route_->source.kind) {
+      case SourceKind::kEventsApi:
+        return SignatureVerifier::CheckLegacyHeaders(
+            named("X-Akeneo-Request-Signature"), named("X-Akeneo-Request-Timestamp"),
+            std::chrono::system_clock::now(), route_->tolerance);
+      case SourceKind::kEventPlatform:
+        return SignatureVerifier::CheckEventPlatformHeaders(named("X-AKENEO-SIGNATURE-PRIMARY"),
+                                                            named("X-AKENEO-SIGNATURE-SECONDARY"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Writes the interim "100 Continue", then reads the body.
+  void SendContinue() {
+    continue_ = {};
+    continue_.version(11);
+    continue_.result(http::status::continue_);
+    continue_.set(http::field::server, "pimgate");
+    lowest().expires_after(kWriteTimeout);
+    http::async_write(derived().stream(), continue_,
+                      [self = derived().shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec) return;  // the client went away
+                        self->ReadBody();
+                      });
+  }
+
+  void ReadBody() {
     lowest().expires_after(gw_.config_.gateway.body_timeout);
     http::async_read(derived().stream(), buffer_, *parser_,
                      [self = derived().shared_from_this()](beast::error_code ec, std::size_t) {
@@ -443,10 +506,11 @@ class HttpSession {
     Send(route_, std::move(answer));
   }
 
-  void Unauthorized(const absl::Status& status) {
+  // `close`: the body was not read (refused from the headers of an Expect: 100-continue request).
+  void Unauthorized(const absl::Status& status, bool close = false) {
     const std::string message(status.message());
     spdlog::info("req={} source={} 401: {}", request_id_, route_->source.name, message);
-    Send(route_, ErrorAnswer(http::status::unauthorized, "bad_signature", message));
+    Send(route_, ErrorAnswer(http::status::unauthorized, "bad_signature", message, close));
   }
 
   void BadPayload(const absl::Status& status) {
@@ -490,6 +554,7 @@ class HttpSession {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
+  http::response<http::empty_body> continue_;  // the interim 100 Continue
   Route* route_ = nullptr;
   std::string request_id_;
   // When the current request's header was parsed: the start of its ingest latency.
@@ -684,6 +749,12 @@ void Gateway::Impl::DoAccept() {
 void Gateway::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
   if (ec == net::error::operation_aborted || stopping_.load()) return;
   if (!ec) {
+    // Answers are written as they are ready, often in more than one segment (a TLS record, then
+    // the next): with Nagle's algorithm on, the second waits for the client's delayed ACK (about
+    // 40 ms on Linux) before it leaves. Every answer is complete when written, so send at once.
+    beast::error_code nodelay_ec;
+    socket.set_option(tcp::no_delay(true), nodelay_ec);
+    if (nodelay_ec) spdlog::debug("gateway: cannot set TCP_NODELAY: {}", nodelay_ec.message());
     const std::size_t open = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
     ConnectionSlot slot(this);
     if (open > config_.gateway.max_connections) {
