@@ -88,7 +88,7 @@ def ingest_row(r):
 
 
 ingest_rows = [r for r in rows if r["kind"] == "ingest"
-               and not r["id"].startswith(("backlog", "newconn"))]
+               and not r["id"].startswith(("backlog", "newconn", "budget"))]
 if ingest_rows:
     section("ingest (closed loop unless 'open'; latency = HTTP answer)")
 for r in ingest_rows:
@@ -101,6 +101,19 @@ if newconn_rows:
             f"ratio = latency minus the ceiling's)")
 for r in newconn_rows:
     newconn_row(r)
+
+budget_rows = [r for r in rows if r["kind"] == "ingest" and r["id"].startswith("budget")]
+if budget_rows:
+    section("body budget under overload (throughput column: answered 200 within the sender's "
+            "0.5 s; codes)")
+for r in budget_rows:
+    if "error" in r:
+        add(r["label"], r["error"], rss=f'{r.get("rss_mib", 0)} MiB')
+        continue
+    share = 100.0 * r["within_budget"] / r["requests"] if r.get("requests") else 0.0
+    codes = " ".join(f"{code}:{n}" for code, n in sorted(r.get("codes", {}).items()))
+    add(r["label"], f'{share:.1f} % of {r["requests"]:,}', r["p50_ms"], r["p99_ms"], r["p999_ms"],
+        codes, rss=f'{r["rss_mib"]} MiB')
 
 if storage:
     section("storage ceiling (same disk, one request's commit per batch)")
