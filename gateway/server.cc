@@ -395,11 +395,10 @@ class HttpSession {
     request.client = slot_.client();
     request.bytes = reserved_;
     request.sender_timeout = SenderTimeout(route_->source.kind);
-    // Called by the budget when this body is chosen to make room: posted to this session's strand,
-    // where only a body still being read is given up (one complete since is stored as usual).
-    // The eviction and the decision granting the room are posted from whichever threads made
-    // them, so they may arrive in either order; the request's number tells a late eviction of an
-    // earlier request's room from this one's.
+    // Called by the budget when this body is chosen to make room, posted to this session's strand
+    // (OnEvicted). The eviction and the decision granting the room are posted from whichever
+    // threads made them, so they may arrive in either order; the request's number tells a late
+    // eviction of an earlier request's room from this one's.
     request.on_evict = [weak = derived().weak_from_this(), executor, seq = ++request_seq_] {
       net::post(executor, [weak, seq] {
         if (auto self = weak.lock()) self->OnEvicted(seq);
