@@ -309,14 +309,16 @@ void BodyBudget::Pass(Actions& actions) {
     }
     return it->second;
   };
-  // Bodies that may make room: stale ones first, then (for trusted waiters only) untrusted ones
-  // still on pace; oldest first within each. Built when first needed.
+  // Bodies that may make room, in this order (oldest first within each): untrusted ones behind
+  // their pace (for anyone); then, for trusted waiters only, untrusted ones on pace, and last the
+  // trusted ones past their sender's timeout. A trusted body on pace never goes, and an untrusted
+  // waiter can never close a trusted body. Built when first needed.
   struct Candidate {
-    bool on_pace;
+    int rank;
     Clock::time_point started;
     uint64_t id;
     bool operator<(const Candidate& o) const {
-      return std::tie(on_pace, started, id) < std::tie(o.on_pace, o.started, o.id);
+      return std::tie(rank, started, id) < std::tie(o.rank, o.started, o.id);
     }
   };
   std::vector<Candidate> candidates;
@@ -327,15 +329,19 @@ void BodyBudget::Pass(Actions& actions) {
       for (const auto& [id, hold] : holds_) {
         if (hold.complete || hold.evicting || hold.shared == 0) continue;
         const bool stale = Stale(hold, now);
-        if (stale || !hold.trusted) candidates.push_back({!stale, hold.started, id});
+        if (!hold.trusted) {
+          candidates.push_back({stale ? 0 : 1, hold.started, id});
+        } else if (stale) {
+          candidates.push_back({2, hold.started, id});
+        }
       }
       std::sort(candidates.begin(), candidates.end());
       candidates_built = true;
     }
     for (Candidate& candidate : candidates) {
       const uint64_t id = candidate.id;
-      if (id == 0 || id == except) continue;            // taken, or the waiter's own (to grow)
-      if (candidate.on_pace && !trusted_waiter) break;  // the rest are on pace too
+      if (id == 0 || id == except) continue;             // taken, or the waiter's own (to grow)
+      if (candidate.rank > 0 && !trusted_waiter) break;  // the rest are not for it
       HoldEntry& hold = holds_.at(id);
       if (only_client != nullptr && hold.client != *only_client) continue;
       candidate.id = 0;

@@ -20,6 +20,8 @@
 //    requests wait ahead of the others, and may also evict bodies of untrusted addresses that are
 //    still on pace. An attacker has no secret, so it cannot become trusted; under a flood from any
 //    number of addresses, the PIM's bodies still find room as fast as others let go of theirs.
+//    A trusted body is never evicted for an untrusted one, and for a trusted one only past its
+//    sender's timeout and when no untrusted body can go instead.
 //  - Otherwise the request waits for room, up to max_wait, then is refused (the gateway answers
 //    503, or 429 with Retry-After on Event Platform sources) without its body being read.
 //

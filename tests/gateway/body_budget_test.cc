@@ -188,19 +188,23 @@ TEST_F(BodyBudgetTest, ABodyBehindItsPaceIsEvictedBeforeItsTimeout) {
   EXPECT_EQ(evicted, 1);
 }
 
-TEST_F(BodyBudgetTest, ATrustedClientsBodyIsOnlyEvictedPastItsSendersTimeout) {
+TEST_F(BodyBudgetTest, ATrustedClientsBodyGoesOnlyForAnotherTrustedOnePastItsTimeout) {
   budget_.Trust("10.0.0.1");
-  Outcome a, b, c;
-  int evicted = 0;
-  BodyBudget::Hold ha = Reserve("10.0.0.1", 3 * kMiB, &a, &evicted);  // trusted, sends nothing
-  BodyBudget::Hold hb = Reserve("10.0.0.2", 3 * kMiB, &b);
-  hb.Received(3 * kMiB - 1);
-  now_ += 400ms;
+  budget_.Trust("10.0.0.9");
+  Outcome a, b, c, d;
+  int evicted_a = 0, evicted_b = 0;
+  BodyBudget::Hold ha = Reserve("10.0.0.1", 3 * kMiB, &a, &evicted_a);  // trusted, sends nothing
+  BodyBudget::Hold hb = Reserve("10.0.0.2", 3 * kMiB, &b, &evicted_b);  // untrusted, done soon
+  hb.Received(3 * kMiB);
+  hb.Complete();
+  now_ += 600ms;  // a is past its sender's timeout
+  // An untrusted waiter cannot close it ...
   EXPECT_FALSE(Reserve("10.0.0.3", 3 * kMiB, &c));
-  EXPECT_EQ(evicted, 0);
-  now_ += 100ms;
-  budget_.Tick();
-  EXPECT_EQ(evicted, 1);
+  EXPECT_EQ(evicted_a, 0);
+  // ... a trusted one can, when no untrusted body can go instead.
+  EXPECT_FALSE(Reserve("10.0.0.9", 3 * kMiB, &d));
+  EXPECT_EQ(evicted_a, 1);
+  EXPECT_EQ(evicted_b, 0);
 }
 
 TEST_F(BodyBudgetTest, TrustedClientsGoFirstAndMayEvictUntrustedBodiesOnPace) {
