@@ -53,6 +53,16 @@ struct GatewayConfig {
   std::chrono::milliseconds handshake_timeout{10'000};
   // Open connections beyond this are closed at accept.
   std::size_t max_connections = 1024;
+  // Request-body bytes held before authentication, in total (gateway/body_budget.h,
+  // docs/security.md). 0: DefaultMaxBufferedBytes(), a quarter of the memory available, at most
+  // 256 MiB. At least 2 x body_limit when set.
+  std::size_t max_buffered_bytes = 0;
+  // Connections one client address (an IPv6 /64) may have open; it also sets the address's share
+  // of the body budget (max_connections_per_client / max_connections of it).
+  std::size_t max_connections_per_client = 128;
+  // How long a request whose body does not fit in the budget waits for room before it is refused
+  // unread (503, or 429 with Retry-After for the Event Platform).
+  std::chrono::milliseconds buffer_wait{250};
   // Legacy Events API: reject requests whose timestamp is further than this from now.
   std::chrono::seconds timestamp_tolerance{300};
 };

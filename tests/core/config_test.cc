@@ -118,6 +118,9 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_EQ(gateway.idle_timeout, seconds(60));
   EXPECT_EQ(gateway.handshake_timeout, seconds(10));
   EXPECT_EQ(gateway.max_connections, 1024u);
+  EXPECT_EQ(gateway.max_buffered_bytes, 0u);  // the machine's default, chosen by the gateway
+  EXPECT_EQ(gateway.max_connections_per_client, 128u);
+  EXPECT_EQ(gateway.buffer_wait, milliseconds(250));
   EXPECT_EQ(gateway.timestamp_tolerance, seconds(300));
 
   const StoreConfig& store = config->store;
@@ -166,6 +169,9 @@ gateway:
   handshake_timeout: 5s
   timestamp_tolerance: 1h
   max_connections: 50
+  max_buffered_bytes: 32MiB
+  max_connections_per_client: 10
+  buffer_wait: 400ms
 store:
   path: /data/pimgate
   sync: false
@@ -206,6 +212,9 @@ log:
   EXPECT_EQ(gateway.handshake_timeout, seconds(5));
   EXPECT_EQ(gateway.timestamp_tolerance, seconds(3600));
   EXPECT_EQ(gateway.max_connections, 50u);
+  EXPECT_EQ(gateway.max_buffered_bytes, 32u << 20);
+  EXPECT_EQ(gateway.max_connections_per_client, 10u);
+  EXPECT_EQ(gateway.buffer_wait, milliseconds(400));
 
   EXPECT_EQ(config->store.path, "/data/pimgate");
   EXPECT_FALSE(config->store.sync);
@@ -368,6 +377,20 @@ INSTANTIATE_TEST_SUITE_P(
          "line 2: gateway.max_connections: is too large"},
         {"MaxConnectionsZero", "gateway:\n  max_connections: 0\n",
          "line 2: gateway.max_connections: must be at least 1, got 0"},
+        {"BufferedBelowTwoBodies", "gateway:\n  body_limit: 4MiB\n  max_buffered_bytes: 6MiB\n",
+         "line 3: gateway.max_buffered_bytes: must be at least twice gateway.body_limit "
+         "(8388608 bytes), got 6291456"},
+        {"BufferedCheckedWhateverTheOrder",
+         "gateway:\n  max_buffered_bytes: 6MiB\n  body_limit: 4MiB\n",
+         "line 2: gateway.max_buffered_bytes: must be at least twice gateway.body_limit "
+         "(8388608 bytes), got 6291456"},
+        {"BufferedAgainstTheDefaultBodyLimit", "gateway:\n  max_buffered_bytes: 1MiB\n",
+         "line 2: gateway.max_buffered_bytes: must be at least twice gateway.body_limit "
+         "(8388608 bytes), got 1048576"},
+        {"ConnectionsPerClientZero", "gateway:\n  max_connections_per_client: 0\n",
+         "line 2: gateway.max_connections_per_client: must be at least 1, got 0"},
+        {"BufferWaitZero", "gateway:\n  buffer_wait: 0ms\n",
+         "line 2: gateway.buffer_wait: must be greater than zero"},
         {"MaxEventsZero", "gateway:\n  max_events_per_request: 0\n",
          "line 2: gateway.max_events_per_request: must be at least 1, got 0"},
         {"BodyLimitZero", "gateway:\n  body_limit: 0\n",
