@@ -107,7 +107,10 @@ class Dispatcher::PluginDispatcher {
     {
       absl::MutexLock lock(&mu_);
       started_ = true;
+      paused_view_ = paused_;
     }
+    stats_.cursor = cursor_;
+    PublishStats();  // readers see the loaded cursor and state before the first loop
     thread_ = std::thread([this] { Run(); });
     return absl::OkStatus();
   }
