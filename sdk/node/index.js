@@ -238,7 +238,9 @@ function makeLogger(name) {
     (...parts) => {
       if (level < threshold) return;
       const text = parts.map((p) => (p instanceof Error ? p.stack : String(p))).join(' ');
-      process.stderr.write(
+      // Warnings and errors to stderr, the rest to stdout: pimgate logs a plugin's stderr at
+      // warning level (and keeps its last lines when it fails), its stdout at info.
+      (level >= 30 ? process.stderr : process.stdout).write(
         `${new Date().toISOString()} ${label} [${pluginName()}] ${name}: ${text}\n`,
       );
     };
@@ -250,7 +252,10 @@ function makeLogger(name) {
   };
 }
 
-/** Leveled logging to stderr ($PIMGATE_LOG_LEVEL, default info), tagged with the plugin name. */
+/**
+ * Leveled logging ($PIMGATE_LOG_LEVEL, default info), tagged with the plugin name: debug and info
+ * to stdout, warnings and errors to stderr.
+ */
 const log = makeLogger('pimgate_sdk');
 
 // ---------------------------------------------------------------------------------------------
