@@ -109,8 +109,10 @@ class Dispatcher::PluginDispatcher {
       started_ = true;
       paused_view_ = paused_;
     }
-    stats_.cursor = cursor_;
-    PublishStats();  // readers see the loaded cursor and state before the first loop
+    // Readers see the loaded cursor and a true state before the first loop: the events after
+    // the cursor are read now, so a plugin with work waiting reads "connecting", not "idle".
+    FillWindow();
+    PublishStats();
     thread_ = std::thread([this] { Run(); });
     return absl::OkStatus();
   }
@@ -385,6 +387,7 @@ class Dispatcher::PluginDispatcher {
       channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
     }
     stats_.state = "connecting";
+    PublishStats();  // the wait below may take connect_timeout: show why nothing moves
     if (!channel_->WaitForConnected(absl::ToChronoTime(now + options_.connect_timeout))) {
       reconnect_delay_ = reconnect_delay_ == absl::ZeroDuration()
                              ? options_.reconnect_initial

@@ -464,8 +464,6 @@ class PluginSupervisor::Impl {
     std::deque<std::string> run_stderr ABSL_GUARDED_BY(mu);
     // Processes launched so far (Restart() waits for a later one).
     uint64_t launches ABSL_GUARDED_BY(mu) = 0;
-    // The run in progress has served since then (InfiniteFuture: not SERVING).
-    absl::Time serving_since ABSL_GUARDED_BY(mu) = absl::InfiniteFuture();
   };
 
   explicit Impl(std::vector<std::unique_ptr<Plugin>> plugins) : plugins_(std::move(plugins)) {}
@@ -555,7 +553,6 @@ class PluginSupervisor::Impl {
     std::vector<PluginStatus> statuses;
     for (const std::unique_ptr<Plugin>& plugin : plugins_) {
       absl::MutexLock lock(&plugin->mu);
-      ClearResolvedError(*plugin);
       statuses.push_back(plugin->status);
     }
     return statuses;
@@ -567,18 +564,6 @@ class PluginSupervisor::Impl {
       if (plugin->config.name == name) return plugin.get();
     }
     return nullptr;
-  }
-
-  // A run that has served for restart.reset_after is stable: the error of an earlier run is
-  // over, and showing it would send an operator after a problem that no longer exists.
-  static void ClearResolvedError(Plugin& plugin) ABSL_EXCLUSIVE_LOCKS_REQUIRED(plugin.mu) {
-    if (plugin.status.last_error.empty() && plugin.status.last_stderr.empty()) return;
-    if (plugin.status.state != PluginState::kServing) return;
-    if (absl::Now() - plugin.serving_since < absl::FromChrono(plugin.config.restart.reset_after)) {
-      return;
-    }
-    plugin.status.last_error.clear();
-    plugin.status.last_stderr.clear();
   }
 
   // Launch, supervise and restart one plugin until Stop(). Runs on the plugin's monitor thread.
@@ -604,7 +589,6 @@ class PluginSupervisor::Impl {
         plugin.status.pid = 0;
         plugin.status.last_error = end.error;
         plugin.status.last_stderr.assign(plugin.run_stderr.begin(), plugin.run_stderr.end());
-        plugin.serving_since = absl::InfiniteFuture();
       }
       spdlog::warn("plugin {} {}; restarting in {}", config.name, end.error,
                    absl::FormatDuration(backoff));
@@ -622,7 +606,6 @@ class PluginSupervisor::Impl {
       absl::MutexLock lock(&plugin.mu);
       plugin.status.state = PluginState::kStopped;
       plugin.status.pid = 0;
-      plugin.serving_since = absl::InfiniteFuture();
     }
     unlink(plugin.socket_path.c_str());
   }
@@ -701,15 +684,25 @@ class PluginSupervisor::Impl {
     {
       absl::MutexLock lock(&plugin.mu);
       plugin.status.state = PluginState::kServing;
-      plugin.serving_since = serving_since;
     }
     spdlog::info("plugin {} SERVING on {} (pid {})", config.name, plugin.address, pid);
+    // A run that has served for restart.reset_after is stable: the error of an earlier run is
+    // over, and showing it would send an operator after a problem that no longer exists. Until
+    // then it stays, so that a plugin that crashes every few seconds keeps showing why.
+    const absl::Time stable_at = serving_since + absl::FromChrono(config.restart.reset_after);
+    bool cleared = false;
     for (;;) {
       if (WaitForStopOrRestart(config.name, kExitPollInterval)) {
         return Terminate(plugin, pid, /*restart=*/false);
       }
       if (RestartRequested(config.name)) return Terminate(plugin, pid, /*restart=*/true);
       if (HasExited(pid)) return Ended(pid, absl::Now() - serving_since);
+      if (!cleared && absl::Now() >= stable_at) {
+        absl::MutexLock lock(&plugin.mu);
+        plugin.status.last_error.clear();
+        plugin.status.last_stderr.clear();
+        cleared = true;
+      }
     }
   }
 
@@ -738,7 +731,6 @@ class PluginSupervisor::Impl {
     {
       absl::MutexLock lock(&plugin.mu);
       plugin.status.pid = 0;
-      plugin.serving_since = absl::InfiniteFuture();
     }
     return RunEnd{!restart, restart, "", {}};
   }
