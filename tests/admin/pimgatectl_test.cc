@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -422,12 +425,27 @@ class PimgatectlPluginsTest : public PimgatectlTest {
   std::string MorePlugins() override {
     return absl::StrCat(
         "  - name: slow\n    command: [\"", PIMGATE_E2E_RECORDER, "\"]\n",
-        "    env: {RECORDER_OUT: ", dir_.File("slow.jsonl"), ", RECORDER_DELAY_MS: \"1500\"}\n",
-        "    ack_timeout: 20s\n    stop_timeout: 10s\n    retry: {max_attempts: 1}\n",
+        "    env: {RECORDER_OUT: ", dir_.File("slow.jsonl"), ", RECORDER_GATE: ", Gate(), "}\n",
+        "    ack_timeout: 60s\n    stop_timeout: 3s\n    retry: {max_attempts: 1}\n",
         "  - name: broken\n",
         "    command: [/bin/sh, -c, \"echo 'Traceback (most recent call last):' >&2; ",
         "echo \\\"ModuleNotFoundError: No module named 'grpc'\\\" >&2; exit 1\"]\n",
         "    restart: {initial_backoff: 100ms, max_backoff: 200ms}\n");
+  }
+
+  // While this file is missing, the `slow` plugin's handler calls wait: its deliveries stay in
+  // flight for as long as a test needs.
+  std::string Gate() { return dir_.File("slow.gate"); }
+  void OpenGate() { std::ofstream(Gate()) << "open\n"; }
+  void CloseGate() { std::remove(Gate().c_str()); }
+
+  v1::PluginStats SlowStats() {
+    const auto stats = ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"}));
+    for (const v1::PluginStats& p : stats.plugins()) {
+      if (p.name() == "slow") return p;
+    }
+    ADD_FAILURE() << "no plugin slow";
+    return {};
   }
 
   v1::PluginInfo Info(const std::string& name) {
@@ -462,17 +480,25 @@ TEST_F(PimgatectlPluginsTest, APluginThatKeepsExitingShowsItsStderr) {
 TEST_F(PimgatectlPluginsTest, RestartDrainsStopsStartsAndKeepsPause) {
   ASSERT_TRUE(WaitFor([&] { return Info("slow").process_state() == "serving"; }));
   const uint32_t first_pid = Info("slow").pid();
-  // Three deliveries in flight (1.5 s each): the drain waits for their answers.
+  // Three deliveries in flight, held by the gate. The restart holds the plugin's events and
+  // waits for their answers: the gate opens once the hold is seen, and the restart ends after.
   ASSERT_EQ(Post({"r-1", "r-2", "r-3"}), 200);
-  ASSERT_TRUE(WaitFor([&] {
-    auto stats = ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"}));
-    return stats.plugins(1).in_flight() == 3;
-  }));
-  const std::string restarted = Ok({"restart", "slow"});
+  ASSERT_TRUE(WaitFor([&] { return SlowStats().in_flight() == 3; }));
+  const std::string scratch = dir_.File("restart");
+  std::filesystem::create_directories(scratch);
+  std::future<Result> restart = std::async(std::launch::async, [&] {
+    return testing::RunPimgatectl(PIMGATECTL_BINARY, admin_port_, kToken, {"restart", "slow"},
+                                  scratch);
+  });
+  ASSERT_TRUE(WaitFor([&] { return SlowStats().state() == "restarting"; }));
+  EXPECT_EQ(Info("slow").pid(), first_pid) << "stopped before its deliveries were answered";
+  OpenGate();
+  const Result restarted = restart.get();
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
   const uint32_t second_pid = Info("slow").pid();
-  EXPECT_EQ(restarted, absl::StrCat("plugin slow restarted: pid ", first_pid, " -> ", second_pid,
-                                    "; 3 delivery(ies) in flight, 0 of them sent again to the new "
-                                    "process\n"));
+  EXPECT_EQ(restarted.out,
+            absl::StrCat("plugin slow restarted: pid ", first_pid, " -> ", second_pid,
+                         "; 3 delivery(ies) in flight, 0 of them sent again to the new process\n"));
   EXPECT_NE(second_pid, first_pid);
   v1::PluginInfo slow = Info("slow");
   EXPECT_EQ(slow.process_state(), "serving");
@@ -486,26 +512,25 @@ TEST_F(PimgatectlPluginsTest, RestartDrainsStopsStartsAndKeepsPause) {
 
   // A drain that does not wait: the deliveries in flight go again to the new process, as
   // attempt 2, and (max_attempts 1) are not dead-lettered: a restart is not their failure.
+  CloseGate();
   ASSERT_EQ(Post({"r-4", "r-5"}), 200);
-  ASSERT_TRUE(WaitFor([&] {
-    auto stats = ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"}));
-    return stats.plugins(1).in_flight() == 2;
-  }));
+  ASSERT_TRUE(WaitFor([&] { return SlowStats().in_flight() == 2; }));
   auto quick = ParseJson<v1::RestartPluginResponse>(
       Ok({"restart", "slow", "--drain-timeout", "1ms", "--json"}));
   EXPECT_EQ(quick.in_flight(), 2u);
   EXPECT_EQ(quick.redelivered(), 2u);
   EXPECT_EQ(quick.old_pid(), second_pid);
   const std::string third_pid = absl::StrCat(quick.new_pid());
+  OpenGate();
   ASSERT_TRUE(WaitFor([&] { return Info("slow").cursor() == 5; }));
   seen = Deliveries("slow", /*pid=*/true);
   EXPECT_NE(std::find(seen.begin(), seen.end(), "4:2:" + third_pid), seen.end())
       << absl::StrJoin(seen, " ");
   EXPECT_NE(std::find(seen.begin(), seen.end(), "5:2:" + third_pid), seen.end())
       << absl::StrJoin(seen, " ");
-  auto stats = ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"}));
-  EXPECT_EQ(stats.plugins(1).dead_letters_stored(), 0u);
-  EXPECT_EQ(stats.plugins(1).retried(), 0u);
+  const v1::PluginStats stats = SlowStats();
+  EXPECT_EQ(stats.dead_letters_stored(), 0u);
+  EXPECT_EQ(stats.retried(), 0u);
 
   // Pause, restart, still paused.
   ASSERT_TRUE(absl::StrContains(Ok({"pause", "slow"}), "plugin slow paused"));
