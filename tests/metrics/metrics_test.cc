@@ -150,7 +150,8 @@ std::vector<PluginDispatchStats> FakeDispatch() {
   d[0].skipped_stale = 4;
   d[0].connects = 2;
   d[1].name = "relay";
-  d[1].state = "streaming";
+  d[1].state = "idle";  // caught up, its stream open: up
+  d[1].stream_open = true;
   d[2].name = "crashy";
   d[2].state = "reconnecting-later";  // a state this code does not know yet
   return d;
@@ -262,7 +263,7 @@ TEST(PimgateMetrics, EveryFamilyRendersWellFormedWithTheExpectedSeries) {
   EXPECT_EQ(m.Value("pimgate_plugin_restarts_total", {{"plugin", "erp"}}), 2);
   EXPECT_EQ(m.Value("pimgate_plugin_stream_connects_total", {{"plugin", "erp"}}), 2);
   EXPECT_EQ(m.Value("pimgate_plugin_up", {{"plugin", "erp"}}), 1);
-  EXPECT_EQ(m.Value("pimgate_plugin_up", {{"plugin", "relay"}}), 1);  // external, streaming
+  EXPECT_EQ(m.Value("pimgate_plugin_up", {{"plugin", "relay"}}), 1);  // external, stream open
   EXPECT_EQ(m.Value("pimgate_plugin_up", {{"plugin", "crashy"}}), 0);
   EXPECT_EQ(m.Value("pimgate_plugin_state", {{"plugin", "erp"}, {"state", "serving"}}), 1);
   EXPECT_EQ(m.Value("pimgate_plugin_state", {{"plugin", "erp"}, {"state", "backoff"}}), 0);
