@@ -121,6 +121,10 @@ class AdminServiceImpl final : public v1::Admin::Service {
                             v1::ResumePluginResponse*) override {
     return Guarded(ctx, [&] { return DoPause(ctx, request->plugin(), /*pause=*/false); });
   }
+  grpc::Status RestartPlugin(grpc::ServerContext* ctx, const v1::RestartPluginRequest* request,
+                             v1::RestartPluginResponse* response) override {
+    return Guarded(ctx, [&] { return DoRestart(ctx, *request, *response); });
+  }
   grpc::Status SeekPlugin(grpc::ServerContext* ctx, const v1::SeekPluginRequest* request,
                           v1::SeekPluginResponse* response) override {
     return Guarded(ctx, [&] { return DoSeek(ctx, *request, *response); });
@@ -277,6 +281,11 @@ class AdminServiceImpl final : public v1::Admin::Service {
         out.set_skipped_stale(plugin.skipped_stale);
         out.set_connects(plugin.connects);
         out.set_last_error(plugin.last_error);
+        if (deps_.log != nullptr) {
+          absl::StatusOr<uint64_t> stored = deps_.log->backend().CountDeadLetters(plugin.name);
+          if (!stored.ok()) return stored.status();
+          out.set_dead_letters_stored(*stored);
+        }
       }
     }
     if (deps_.reconciler != nullptr) {
@@ -381,6 +390,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
       out.set_pid(static_cast<uint32_t>(status.pid));
       out.set_restarts(status.restarts);
       out.set_process_error(status.last_error);
+      for (const std::string& line : status.last_stderr) out.add_process_stderr(line);
     };
     if (deps_.dispatcher != nullptr) {
       for (const PluginDispatchStats& delivery : DeliveryStats()) {
@@ -420,6 +430,57 @@ class AdminServiceImpl final : public v1::Admin::Service {
                    ctx->peer());
     }
     return status;
+  }
+
+  // Drain, stop, start, redeliver: the dispatcher holds the plugin's events around the
+  // supervisor's restart of its process, so that nothing is sent to a process on its way out
+  // and what it left unanswered goes to the new one.
+  absl::Status DoRestart(grpc::ServerContext* ctx, const v1::RestartPluginRequest& request,
+                         v1::RestartPluginResponse& response) {
+    absl::StatusOr<Dispatcher*> dispatcher = Dispatch();
+    if (!dispatcher.ok()) return dispatcher.status();
+    if (deps_.supervisor == nullptr) return Unavailable("the plugin supervisor");
+    const std::string& plugin = request.plugin();
+    if (absl::Status status = CheckPlugin(plugin); !status.ok()) return status;
+    std::optional<absl::Duration> drain_timeout;
+    if (request.has_drain_timeout()) {
+      const google::protobuf::Duration& d = request.drain_timeout();
+      if (d.seconds() < 0 || d.nanos() < 0 || d.nanos() >= 1'000'000'000) {
+        return absl::InvalidArgumentError("drain_timeout must be a non-negative duration");
+      }
+      drain_timeout = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+    }
+    // One restart at a time: two interleaved holds of one plugin would release each other.
+    absl::MutexLock lock(&restart_mu_);
+    std::optional<PluginStatus> process;
+    for (PluginStatus& status : deps_.supervisor->Status()) {
+      if (status.name == plugin) process = std::move(status);
+    }
+    if (!process.has_value()) return absl::NotFoundError(absl::StrCat("no plugin named ", plugin));
+    if (process->state == PluginState::kExternal) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "plugin ", plugin, " runs outside pimgate (address ", process->address,
+          "): restart it with the process manager that runs it; pimgate reconnects by itself"));
+    }
+    spdlog::info("[admin] restarting plugin {} (asked by {})", plugin, ctx->peer());
+    absl::StatusOr<Dispatcher::DrainResult> drained =
+        (*dispatcher)->HoldAndDrain(plugin, drain_timeout);
+    if (!drained.ok()) {
+      (void)(*dispatcher)->EndHold(plugin);
+      return drained.status();
+    }
+    absl::StatusOr<pid_t> pid = deps_.supervisor->Restart(plugin);
+    (void)(*dispatcher)->EndHold(plugin);
+    if (!pid.ok()) return pid.status();
+    spdlog::info(
+        "[admin] plugin {} restarted: pid {} -> {}; {} delivery(ies) in flight, {} sent "
+        "again",
+        plugin, process->pid, *pid, drained->in_flight, drained->unanswered);
+    response.set_old_pid(static_cast<uint32_t>(process->pid));
+    response.set_new_pid(static_cast<uint32_t>(*pid));
+    response.set_in_flight(drained->in_flight);
+    response.set_redelivered(drained->unanswered);
+    return absl::OkStatus();
   }
 
   absl::Status DoSeek(grpc::ServerContext* ctx, const v1::SeekPluginRequest& request,
@@ -844,6 +905,8 @@ class AdminServiceImpl final : public v1::Admin::Service {
   std::optional<TokenDigest> token_digest_;
   // Serializes RetryDeadLetters and PurgeDeadLetters.
   absl::Mutex dead_letters_mu_;
+  // Serializes RestartPlugin.
+  absl::Mutex restart_mu_;
 };
 
 }  // namespace

@@ -107,14 +107,19 @@ int Usage(const char* error) {
   return 2;
 }
 
+// Everything Serve would refuse, plus what would only fail later at run time: each launched
+// plugin's program and script must exist (a plugin that cannot start would be retried forever).
 int CheckConfig(const std::string& path) {
-  absl::StatusOr<pimgate::Config> config = pimgate::LoadConfigFile(path);
+  pimgate::LoadOptions options;
+  options.check_plugin_commands = true;
+  absl::StatusOr<pimgate::Config> config = pimgate::LoadConfigFile(path, options);
   if (!config.ok()) {
     std::fprintf(stderr, "%s: %s\n", path.c_str(), std::string(config.status().message()).c_str());
     return 2;
   }
-  std::printf("%s: OK (%zu source(s), store %s, %s)\n", path.c_str(), config->sources.size(),
-              config->store.path.c_str(), config->gateway.tls ? "TLS" : "plain HTTP");
+  std::printf("%s: OK (%zu source(s), %zu plugin(s), store %s, %s)\n", path.c_str(),
+              config->sources.size(), config->plugins.size(), config->store.path.c_str(),
+              config->gateway.tls ? "TLS" : "plain HTTP");
   return 0;
 }
 
@@ -203,7 +208,15 @@ int Serve(const std::string& path, const std::string& ready_file) {
     rest_clients.emplace(source.name, std::shared_ptr<pimgate::AkeneoClient>(std::move(*client)));
   }
 
-  // Plugins: launched and supervised, then fed by the dispatcher from the log.
+  // Plugins: launched and supervised, then fed by the dispatcher from the log. A plugin whose
+  // command cannot run is not a reason to refuse webhooks: it is reported here and by the
+  // supervisor (pimgatectl plugins), and --check-config refuses it.
+  for (const pimgate::PluginConfig& plugin : config->plugins) {
+    if (absl::Status status = pimgate::CheckPluginCommand(plugin); !status.ok()) {
+      spdlog::error("{} (the plugin cannot start until this is fixed)",
+                    std::string(status.message()));
+    }
+  }
   auto supervisor = pimgate::PluginSupervisor::Create(config->plugins, config->runtime.runtime_dir);
   if (!supervisor.ok()) {
     spdlog::critical("{}", std::string(supervisor.status().message()));

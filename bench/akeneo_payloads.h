@@ -57,9 +57,15 @@ inline std::vector<std::string> ResourcePool(std::mt19937_64& rng, int size) {
 }
 
 // A legacy Events API body ({"events":[...]}) of `events` product.updated events, all stamped
-// `when` (event_datetime and the resource's `updated`).
+// `when` (event_datetime and the resource's `updated`). With `description_bytes`, each product
+// also carries a description of that size (long texts are what make real bodies large).
 inline std::string LegacyBody(std::mt19937_64& rng, const std::vector<std::string>& pool,
-                              int events, const std::string& when) {
+                              int events, const std::string& when,
+                              std::size_t description_bytes = 0) {
+  const std::string description =
+      description_bytes == 0 ? std::string()
+                             : R"(,"description":[{"locale":"en_US","scope":"ecommerce","data":")" +
+                                   std::string(description_bytes, 'd') + R"("}])";
   std::string body = R"({"events":[)";
   for (int i = 0; i < events; ++i) {
     if (i > 0) body += ',';
@@ -70,8 +76,8 @@ inline std::string LegacyBody(std::mt19937_64& rng, const std::vector<std::strin
             R"("data":{"resource":{"uuid":")" +
             uuid +
             R"(","identifier":"sku","family":"shoes","enabled":true,"categories":["summer"],)"
-            R"("values":{"name":[{"locale":null,"scope":null,"data":"Bench shoe"}]},"updated":")" +
-            when + R"("}}})";
+            R"("values":{"name":[{"locale":null,"scope":null,"data":"Bench shoe"}])" +
+            description + R"(},"updated":")" + when + R"("}}})";
   }
   body += "]}";
   return body;

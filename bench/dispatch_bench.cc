@@ -485,6 +485,9 @@ class PluginProcess {
     config_.name = name;
     config_.command = o.plugin_cmd;
     config_.env = o.plugin_env;
+    // As documented for --plugin-cmd: the plugin inherits this environment (PYTHONPATH for the
+    // Python sink), unlike pimgate's default clean plugin environment.
+    config_.inherit_env_all = true;
     summary_file_ = absl::StrCat(dir, "/", name, "-summary.json");
     config_.env.emplace_back("BENCH_SINK_OUT", summary_file_);
     config_.max_in_flight = o.max_in_flight;

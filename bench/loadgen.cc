@@ -1,7 +1,9 @@
 // pimgate_loadgen: signed Akeneo webhook load against a pimgate gateway (or any HTTP server).
 // Closed loop (--rate 0: each connection sends as fast as answers come) or open loop (--rate R:
 // request i is due at start + i/R and its latency counts from that due time, so a slow server
-// cannot hide queueing delay: no coordinated omission).
+// cannot hide queueing delay: no coordinated omission). With --new-connection every request opens
+// its own connection (TCP connect, TLS handshake, request, close), as a sender without keep-alive
+// does, and its latency includes all of that.
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/ssl.h>
@@ -49,6 +51,11 @@ struct Options {
   std::chrono::milliseconds duration{10'000};
   std::chrono::milliseconds warmup{1'000};
   int resources = 1000;
+  bool new_connection = false;
+  // Each legacy product carries a description of this many bytes (0: none).
+  std::size_t description_bytes = 0;
+  // The sender's timeout: the share of requests answered 200 within it is reported.
+  std::chrono::milliseconds budget{500};
   bool json = false;
   // When set, one line "<HTTP status>\t<event id>" per event of every request sent (status 0:
   // no answer), for exact reconciliation of what was sent and acknowledged (scripts/soak).
@@ -56,12 +63,14 @@ struct Options {
 };
 
 [[noreturn]] void Usage(const std::string& error) {
-  std::fprintf(stderr,
-               "pimgate_loadgen: %s\n\nUsage: pimgate_loadgen [--host H] [--port P] [--plain] "
-               "[--path /hooks/x]\n  [--secret S | --secret-file F] [--format legacy|platform] "
-               "[--events N]\n  [--connections N] [--rate R] [--duration 10s] [--warmup 1s] "
-               "[--resources N] [--json]\n  [--ids-out FILE]\n",
-               error.c_str());
+  std::fprintf(
+      stderr,
+      "pimgate_loadgen: %s\n\nUsage: pimgate_loadgen [--host H] [--port P] [--plain] "
+      "[--path /hooks/x]\n  [--secret S | --secret-file F] [--format legacy|platform] "
+      "[--events N]\n  [--connections N] [--rate R] [--duration 10s] [--warmup 1s] "
+      "[--resources N] [--json]\n  [--ids-out FILE] [--new-connection] [--description-bytes N] "
+      "[--budget 500ms]\n",
+      error.c_str());
   std::exit(2);
 }
 
@@ -117,6 +126,12 @@ Options ParseArgs(int argc, char** argv) {
       o.ids_out = next();
     else if (arg == "--json")
       o.json = true;
+    else if (arg == "--new-connection")
+      o.new_connection = true;
+    else if (arg == "--description-bytes")
+      o.description_bytes = std::stoul(next());
+    else if (arg == "--budget")
+      o.budget = duration(next());
     else
       Usage("unknown argument " + arg);
   }
@@ -145,9 +160,10 @@ http::request<http::string_body> MakeRequest(const Options& o, std::mt19937_64& 
                                              const std::vector<std::string>& pool) {
   const auto now = std::chrono::system_clock::now();
   const std::string when = pimgate::bench::Iso8601(now);
-  const std::string body = o.format == "legacy"
-                               ? pimgate::bench::LegacyBody(rng, pool, o.events_per_request, when)
-                               : pimgate::bench::PlatformBody(rng, pool, when);
+  const std::string body =
+      o.format == "legacy"
+          ? pimgate::bench::LegacyBody(rng, pool, o.events_per_request, when, o.description_bytes)
+          : pimgate::bench::PlatformBody(rng, pool, when);
   http::request<http::string_body> req{http::verb::post, o.path, 11};
   req.set(http::field::host, o.host);
   req.set(http::field::content_type, "application/json");
@@ -161,6 +177,7 @@ http::request<http::string_body> MakeRequest(const Options& o, std::mt19937_64& 
     req.set("X-AKENEO-SIGNATURE-ALGORITHM", "HmacSHA256");
   }
   req.body() = body;
+  req.keep_alive(!o.new_connection);
   req.prepare_payload();
   return req;
 }
@@ -186,7 +203,7 @@ class Connection {
       Reset();
       return 0;
     }
-    if (!res.keep_alive()) Reset();
+    if (!res.keep_alive() || o_.new_connection) Reset();
     return res.result_int();
   }
 
@@ -243,6 +260,7 @@ struct WorkerResult {
   pimgate::bench::LatencyHistogram histogram;
   uint64_t requests = 0;
   uint64_t errors = 0;
+  uint64_t within_budget = 0;  // answered 200 within Options::budget of their due time
   std::map<int, uint64_t> codes;
 };
 
@@ -298,6 +316,7 @@ int main(int argc, char** argv) {
         ++r.requests;
         ++r.codes[status];
         if (status != 200) ++r.errors;
+        if (status == 200 && done - due <= o.budget) ++r.within_budget;
         r.histogram.Record(
             std::chrono::duration_cast<std::chrono::nanoseconds>(done - due).count());
       }
@@ -311,26 +330,36 @@ int main(int argc, char** argv) {
     total.histogram.Merge(r.histogram);
     total.requests += r.requests;
     total.errors += r.errors;
+    total.within_budget += r.within_budget;
     for (auto [code, n] : r.codes) total.codes[code] += n;
   }
   const double seconds = std::chrono::duration<double>(o.duration).count();
   const double rps = total.requests / seconds;
   const double ms = 1e-6;
+  std::string codes;
+  for (auto [code, n] : total.codes) {
+    codes += (codes.empty() ? "" : ",") + ("\"" + std::to_string(code) + "\":") + std::to_string(n);
+  }
   if (o.json) {
     std::printf(
-        "{\"mode\":\"%s\",\"format\":\"%s\",\"tls\":%s,\"connections\":%d,\"events_per_request\":%"
-        "d,"
+        "{\"mode\":\"%s\",\"format\":\"%s\",\"tls\":%s,\"new_connection\":%s,\"connections\":%d,"
+        "\"events_per_request\":%d,"
         "\"requests\":%llu,\"errors\":%llu,\"requests_per_s\":%.1f,\"events_per_s\":%.1f,"
-        "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f}\n",
-        o.rate > 0 ? "open" : "closed", o.format.c_str(), o.tls ? "true" : "false", o.connections,
-        o.events_per_request, static_cast<unsigned long long>(total.requests),
+        "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,"
+        "\"budget_ms\":%lld,\"within_budget\":%llu,\"codes\":{%s}}\n",
+        o.rate > 0 ? "open" : "closed", o.format.c_str(), o.tls ? "true" : "false",
+        o.new_connection ? "true" : "false", o.connections, o.events_per_request,
+        static_cast<unsigned long long>(total.requests),
         static_cast<unsigned long long>(total.errors), rps, rps * o.events_per_request,
         total.histogram.Percentile(0.50) * ms, total.histogram.Percentile(0.99) * ms,
-        total.histogram.Percentile(0.999) * ms, total.histogram.max() * ms);
+        total.histogram.Percentile(0.999) * ms, total.histogram.max() * ms,
+        static_cast<long long>(o.budget.count()),
+        static_cast<unsigned long long>(total.within_budget), codes.c_str());
   } else {
-    std::printf("%s loop, %s, %s, %d connections, %d events/request, %.0f s\n",
+    std::printf("%s loop, %s, %s%s, %d connections, %d events/request, %.0f s\n",
                 o.rate > 0 ? "open" : "closed", o.format.c_str(), o.tls ? "TLS" : "plain",
-                o.connections, o.events_per_request, seconds);
+                o.new_connection ? ", a new connection per request" : "", o.connections,
+                o.events_per_request, seconds);
     std::printf("requests: %llu  errors: %llu  ", static_cast<unsigned long long>(total.requests),
                 static_cast<unsigned long long>(total.errors));
     for (auto [code, n] : total.codes) {
@@ -340,6 +369,11 @@ int main(int argc, char** argv) {
     std::printf("latency: p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n",
                 total.histogram.Percentile(0.50) * ms, total.histogram.Percentile(0.99) * ms,
                 total.histogram.Percentile(0.999) * ms, total.histogram.max() * ms);
+    std::printf("answered 200 within %lld ms: %llu of %llu (%.1f %%)\n",
+                static_cast<long long>(o.budget.count()),
+                static_cast<unsigned long long>(total.within_budget),
+                static_cast<unsigned long long>(total.requests),
+                total.requests == 0 ? 0.0 : 100.0 * total.within_budget / total.requests);
   }
   return total.errors == 0 ? 0 : 1;
 }

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <initializer_list>
 #include <limits>
@@ -31,9 +32,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/did_you_mean.h"
 #include "common/time_zone.h"
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
@@ -262,6 +265,15 @@ struct KeySpec {
   bool required = false;
 };
 
+// "unknown key", with the closest key of the mapping when one is near enough to be a typo.
+std::string UnknownKey(absl::string_view key, std::initializer_list<KeySpec> keys) {
+  std::vector<std::string> names;
+  for (const KeySpec& spec : keys) names.emplace_back(spec.key);
+  std::optional<std::string> near = DidYouMean(key, names);
+  if (!near.has_value()) return "unknown key";
+  return absl::StrCat("unknown key; did you mean ", *near, "?");
+}
+
 // Reads `field` as a mapping whose keys must all appear in `keys`. Values are read in document
 // order, so the first error reported is the first one in the file. Unknown, duplicate and missing
 // required keys are errors. A null mapping (`log:` with nothing under it) is read as empty, so a
@@ -302,7 +314,7 @@ absl::Status ReadMapping(const Field& field, std::initializer_list<KeySpec> keys
                          "unknown key, not shown because it does not look like a key name (a "
                          "missing space after ':'?); it may hold a value such as a secret");
         }
-        return Invalid(value, "unknown key");
+        return Invalid(value, UnknownKey(key.Scalar(), keys));
       }
       if (absl::Status status = spec->read(value); !status.ok()) return status;
     }
@@ -391,22 +403,40 @@ ValueReader Tls(std::optional<TlsConfig>& out) {
 }
 
 ValueReader Gateway(GatewayConfig& gateway) {
-  return [&gateway](const Field& field) {
-    return ReadMapping(field,
-                       {
-                           {"listen", Listen(gateway.listen)},
-                           {"tls", Tls(gateway.tls)},
-                           {"threads", Integer(gateway.threads, 0)},
-                           {"body_limit", ByteSize(gateway.body_limit)},
-                           {"header_limit", ByteSize(gateway.header_limit)},
-                           {"max_events_per_request", Integer(gateway.max_events_per_request, 1)},
-                           {"header_timeout", Millis(gateway.header_timeout)},
-                           {"body_timeout", Millis(gateway.body_timeout)},
-                           {"idle_timeout", Millis(gateway.idle_timeout)},
-                           {"handshake_timeout", Millis(gateway.handshake_timeout)},
-                           {"max_connections", Integer(gateway.max_connections, 1)},
-                           {"timestamp_tolerance", Seconds(gateway.timestamp_tolerance)},
-                       });
+  return [&gateway](const Field& field) -> absl::Status {
+    // Where max_buffered_bytes was written, for the check against body_limit below.
+    std::optional<Field> budget_field;
+    auto budget = [&gateway, &budget_field](const Field& value) {
+      budget_field = value;
+      return ByteSize(gateway.max_buffered_bytes)(value);
+    };
+    absl::Status status = ReadMapping(
+        field, {
+                   {"listen", Listen(gateway.listen)},
+                   {"tls", Tls(gateway.tls)},
+                   {"threads", Integer(gateway.threads, 0)},
+                   {"body_limit", ByteSize(gateway.body_limit)},
+                   {"header_limit", ByteSize(gateway.header_limit)},
+                   {"max_events_per_request", Integer(gateway.max_events_per_request, 1)},
+                   {"header_timeout", Millis(gateway.header_timeout)},
+                   {"body_timeout", Millis(gateway.body_timeout)},
+                   {"idle_timeout", Millis(gateway.idle_timeout)},
+                   {"handshake_timeout", Millis(gateway.handshake_timeout)},
+                   {"max_connections", Integer(gateway.max_connections, 1)},
+                   {"max_buffered_bytes", budget},
+                   {"max_connections_per_client", Integer(gateway.max_connections_per_client, 1)},
+                   {"buffer_wait", Millis(gateway.buffer_wait)},
+                   {"timestamp_tolerance", Seconds(gateway.timestamp_tolerance)},
+               });
+    if (!status.ok()) return status;
+    // Half the budget is every connection's small share; a body of body_limit bytes must fit in
+    // the other half, or it could never be read.
+    if (budget_field.has_value() && gateway.max_buffered_bytes < 2 * gateway.body_limit) {
+      return Invalid(*budget_field, absl::StrCat("must be at least twice gateway.body_limit (",
+                                                 2 * gateway.body_limit, " bytes), got ",
+                                                 gateway.max_buffered_bytes));
+    }
+    return absl::OkStatus();
   };
 }
 
@@ -447,6 +477,15 @@ ValueReader Log(LogConfig& log) {
 }
 
 // ---- sources ----------------------------------------------------------------------------------
+
+// "$NAME": a variable reference written shell-style, without the braces pimgate needs.
+bool LooksLikeBareEnvReference(absl::string_view text) {
+  if (text.size() < 2 || text[0] != '$') return false;
+  const absl::string_view name = text.substr(1);
+  return !absl::ascii_isdigit(name.front()) && std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(c) || c == '_';
+  });
+}
 
 // Resolves a secret reference. Error messages name the key, the variable or the file, and never
 // the value: they end up in logs.
@@ -495,6 +534,21 @@ ValueReader SecretValue(std::optional<Secret>& out) {
       if (secret.value.empty()) {
         return Invalid(field, absl::StrCat("secret file ", Quote(path), " is empty"));
       }
+    } else if (LooksLikeBareEnvReference(text)) {
+      // "$NAME" would silently become the secret itself, and every signature check would fail.
+      const absl::string_view name = absl::string_view(text).substr(1);
+      // The name is shown only when it surely is one (set, or written like a variable), so that
+      // an inline secret that merely starts with '$' is not echoed.
+      const bool surely_a_name =
+          std::getenv(std::string(name).c_str()) != nullptr ||
+          std::all_of(name.begin(), name.end(), [](char c) {
+            return absl::ascii_isupper(c) || absl::ascii_isdigit(c) || c == '_';
+          });
+      return Invalid(field,
+                     absl::StrCat("looks like an environment variable without braces: write ",
+                                  surely_a_name ? absl::StrCat("${", name, "}") : "${NAME}",
+                                  " to read the variable (a secret that really starts with $ "
+                                  "goes in a file: file:/path)"));
     } else {
       if (text.empty()) return Invalid(field, "must not be empty");
       secret.origin = "inline";
@@ -807,8 +861,8 @@ ValueReader PluginName(std::string& out) {
 
 // argv of a launched plugin. Only argv[0] must be non-empty: an empty argument can be meaningful.
 // A relative argv[0] is resolved when the plugin is launched, not here.
-ValueReader Command(std::vector<std::string>& out) {
-  return [&out](const Field& field) -> absl::Status {
+ValueReader Command(std::vector<std::string>& out, std::vector<int>& lines) {
+  return [&out, &lines](const Field& field) -> absl::Status {
     if (field.node.IsScalar()) {
       return Invalid(field, absl::StrCat("must be a sequence of the program and its arguments, "
                                          "e.g. [\"/usr/bin/python3\", \"plugin.py\"], ",
@@ -818,12 +872,14 @@ ValueReader Command(std::vector<std::string>& out) {
       return Invalid(field, "must list the program and its arguments");
     }
     out.clear();
-    return ReadSequence(field, [&out](const Field& item) -> absl::Status {
+    lines.clear();
+    return ReadSequence(field, [&out, &lines](const Field& item) -> absl::Status {
       absl::StatusOr<std::string> arg = ScalarOf(item);
       if (!arg.ok()) return arg.status();
       if (out.empty() && arg->empty()) return Invalid(item, "the program must not be empty");
       if (arg->find('\0') != std::string::npos) return Invalid(item, "must not contain NUL");
       out.push_back(*std::move(arg));
+      lines.push_back(item.line);
       return absl::OkStatus();
     });
   };
@@ -892,6 +948,35 @@ ValueReader Env(std::vector<std::pair<std::string, std::string>>& out) {
       out.emplace_back(key.Scalar(), *std::move(text));
     }
     return absl::OkStatus();
+  };
+}
+
+// inherit_env: true (all of pimgate's environment), false (none beyond the base set, the
+// default), or a list of variable names.
+ValueReader InheritEnv(bool& all, std::vector<std::string>& names) {
+  return [&all, &names](const Field& field) -> absl::Status {
+    names.clear();
+    all = false;
+    if (field.node.IsScalar()) return Bool(all)(field);
+    if (field.node.IsNull() || (field.node.IsSequence() && field.node.size() == 0)) {
+      return Invalid(field,
+                     "must be true, false or a list of variable names (write false for none)");
+    }
+    if (!field.node.IsSequence()) {
+      return Invalid(field, absl::StrCat("must be true, false or a list of variable names, ",
+                                         Got(field.node)));
+    }
+    return ReadSequence(field, [&names](const Field& item) -> absl::Status {
+      absl::StatusOr<std::string> name = ScalarOf(item);
+      if (!name.ok()) return name.status();
+      if (!IsEnvName(*name)) {
+        return Invalid(item, absl::StrCat("variable names must be letters, digits and _, not "
+                                          "starting with a digit, ",
+                                          Got(item.node)));
+      }
+      names.push_back(*std::move(name));
+      return absl::OkStatus();
+    });
   };
 }
 
@@ -1388,6 +1473,7 @@ ValueReader DataFilters(std::vector<DataFilter>& out) {
 // (sources may come after plugins) and the socket path (runtime.dir and store.path may, too).
 struct PluginLines {
   int name = 0;
+  std::vector<int> command;  // line of each element of plugins[i].command
   std::vector<int> sources;  // line of each element of plugins[i].sources
   std::optional<int> hydrate;
 };
@@ -1399,6 +1485,7 @@ absl::Status ReadPlugin(const Field& field, PluginConfig& plugin, PluginLines& l
   std::optional<int> address_line;
   // Keys that only mean something for a plugin pimgate launches.
   std::optional<int> env_line;
+  std::optional<int> inherit_env_line;
   std::optional<int> start_timeout_line;
   std::optional<int> stop_timeout_line;
   std::optional<int> restart_line;
@@ -1406,11 +1493,13 @@ absl::Status ReadPlugin(const Field& field, PluginConfig& plugin, PluginLines& l
       field,
       {
           {"name", Tracked(PluginName(plugin.name), name_line), true},
-          {"command", ExclusiveWith(Tracked(Command(plugin.command), command_line), address_line,
-                                    "address", "command")},
+          {"command", ExclusiveWith(Tracked(Command(plugin.command, lines.command), command_line),
+                                    address_line, "address", "command")},
           {"address", ExclusiveWith(Tracked(Address(plugin.address), address_line), command_line,
                                     "command", "address")},
           {"env", Tracked(Env(plugin.env), env_line)},
+          {"inherit_env",
+           Tracked(InheritEnv(plugin.inherit_env_all, plugin.inherit_env), inherit_env_line)},
           {"events", NonEmptyList(StringList(plugin.events, EventGlobProblem), "event type")},
           {"sources", NonEmptyList(StringList(plugin.sources, {}, &lines.sources), "source")},
           {"skip_stale", Bool(plugin.skip_stale)},
@@ -1437,6 +1526,7 @@ absl::Status ReadPlugin(const Field& field, PluginConfig& plugin, PluginLines& l
     std::optional<std::pair<int, absl::string_view>> first;
     for (const auto& [line, key] :
          {std::make_pair(env_line, absl::string_view("env")),
+          std::make_pair(inherit_env_line, absl::string_view("inherit_env")),
           std::make_pair(start_timeout_line, absl::string_view("start_timeout")),
           std::make_pair(stop_timeout_line, absl::string_view("stop_timeout")),
           std::make_pair(restart_line, absl::string_view("restart"))}) {
@@ -1493,11 +1583,138 @@ std::string DefaultRuntimeDir(absl::string_view store_path) {
   return absl::StrCat(store_path, store_path == "/" ? "" : "/", "run");
 }
 
+// Interpreters whose first argument is a script file (when it is not an option): a plugin
+// written in Python or Node is launched as [python3, handler.py].
+bool IsScriptInterpreter(absl::string_view program) {
+  const size_t slash = program.rfind('/');
+  absl::string_view name = slash == absl::string_view::npos ? program : program.substr(slash + 1);
+  for (absl::string_view prefix : {"python", "php"}) {
+    if (absl::ConsumePrefix(&name, prefix)) {
+      return std::all_of(name.begin(), name.end(),
+                         [](char c) { return absl::ascii_isdigit(c) || c == '.'; });
+    }
+  }
+  for (absl::string_view interpreter : {"node", "nodejs", "bash", "sh", "dash", "perl", "ruby"}) {
+    if (name == interpreter) return true;
+  }
+  return false;
+}
+
+bool IsNodeInterpreter(absl::string_view program) {
+  const size_t slash = program.rfind('/');
+  const absl::string_view name =
+      slash == absl::string_view::npos ? program : program.substr(slash + 1);
+  return name == "node" || name == "nodejs";
+}
+
+// The PATH a launched plugin searches: its env's PATH, else pimgate's own (which the
+// supervisor always passes on), else the default of execvp.
+std::string PluginSearchPath(const PluginConfig& plugin) {
+  std::optional<std::string> path;
+  for (const auto& [name, value] : plugin.env) {
+    if (name == "PATH") path = value;
+  }
+  if (!path.has_value()) {
+    const char* own = std::getenv("PATH");
+    path = own != nullptr ? own : "";
+  }
+  return path->empty() ? "/usr/local/bin:/usr/bin:/bin" : *path;
+}
+
+std::string CurrentDirectory() {
+  char buffer[4096];
+  return ::getcwd(buffer, sizeof(buffer)) != nullptr ? buffer : "?";
+}
+
+// What is wrong with a file a plugin's command names, or nothing. `what` says what it is.
+std::optional<std::string> FileProblem(const std::string& path, absl::string_view what,
+                                       bool executable) {
+  const std::string relative =
+      path.front() == '/'
+          ? ""
+          : absl::StrCat(" (relative to pimgate's working directory ", CurrentDirectory(), ")");
+  struct stat info;
+  if (::stat(path.c_str(), &info) != 0) {
+    return absl::StrCat(what, " ", Quote(path), relative, ": ", ErrnoText(errno));
+  }
+  if (!S_ISREG(info.st_mode)) {
+    return absl::StrCat(what, " ", Quote(path), relative, " is not a regular file");
+  }
+  if (executable && ::access(path.c_str(), X_OK) != 0) {
+    return absl::StrCat(what, " ", Quote(path), relative,
+                        " is not executable (chmod +x it, or start it through its interpreter, "
+                        "e.g. [/usr/bin/python3, ",
+                        path, "])");
+  }
+  return std::nullopt;
+}
+
+// The first problem with a launched plugin's command: (index in the command, what is wrong).
+std::optional<std::pair<size_t, std::string>> FindCommandProblem(const PluginConfig& plugin) {
+  if (plugin.command.empty()) return std::nullopt;
+  const std::string& program = plugin.command.front();
+  if (program.find('/') != std::string::npos) {
+    if (std::optional<std::string> problem = FileProblem(program, "program", true)) {
+      return std::make_pair(size_t{0}, *problem);
+    }
+  } else {
+    const std::string search = PluginSearchPath(plugin);
+    bool found = false;
+    for (absl::string_view dir : absl::StrSplit(search, ':')) {
+      const std::string candidate = absl::StrCat(dir.empty() ? "." : dir, "/", program);
+      struct stat info;
+      if (::stat(candidate.c_str(), &info) == 0 && S_ISREG(info.st_mode) &&
+          ::access(candidate.c_str(), X_OK) == 0) {
+        found = true;
+        break;
+      }
+    }
+    if (!found) {
+      return std::make_pair(
+          size_t{0}, absl::StrCat("program ", Quote(program), " is not found in PATH (", search,
+                                  "): install it, write its absolute path, or set PATH in env"));
+    }
+  }
+  if (!IsScriptInterpreter(program) || plugin.command.size() < 2 ||
+      absl::StartsWith(plugin.command[1], "-") || plugin.command[1].empty()) {
+    return std::nullopt;
+  }
+  const std::string& script = plugin.command[1];
+  if (std::optional<std::string> problem = FileProblem(script, "script", false)) {
+    return std::make_pair(size_t{1}, *problem);
+  }
+  if (IsNodeInterpreter(program)) {
+    // The package.json that governs the script: the nearest one up from its folder.
+    std::error_code ec;
+    std::filesystem::path dir = std::filesystem::absolute(std::filesystem::path(script), ec)
+                                    .lexically_normal()
+                                    .parent_path();
+    while (!ec && !dir.empty()) {
+      const std::filesystem::path manifest = dir / "package.json";
+      std::error_code ignored;
+      if (std::filesystem::is_regular_file(manifest, ignored)) {
+        absl::StatusOr<std::string> text = ReadWholeFile(manifest.string());
+        if (text.ok() && absl::StrContains(*text, "\"dependencies\"") &&
+            !std::filesystem::is_directory(dir / "node_modules", ignored)) {
+          return std::make_pair(
+              size_t{1}, absl::StrCat(Quote(manifest.string()), " lists dependencies but ",
+                                      Quote((dir / "node_modules").string()),
+                                      " is missing: run `npm install` in ", Quote(dir.string())));
+        }
+        break;
+      }
+      if (dir == dir.root_path()) break;
+      dir = dir.parent_path();
+    }
+  }
+  return std::nullopt;
+}
+
 // Checks what plugins refer to outside their own entry, once the whole document is read (with
 // runtime.dir filled in): their sources must exist, and the unix socket of each launched plugin
 // must fit in a socket address.
 absl::Status CheckPlugins(const Config& config, const std::vector<PluginLines>& lines,
-                          std::optional<int> runtime_dir_line) {
+                          std::optional<int> runtime_dir_line, const LoadOptions& options) {
   const std::string& dir = config.runtime.runtime_dir;
   const absl::string_view separator = absl::EndsWith(dir, "/") ? "" : "/";
   const std::string dir_origin =
@@ -1549,6 +1766,13 @@ absl::Status CheckPlugins(const Config& config, const std::vector<PluginLines>& 
       }
     }
     if (plugin.command.empty()) continue;  // connects to `address`; pimgate makes no socket
+    if (options.check_plugin_commands) {
+      if (std::optional<std::pair<size_t, std::string>> problem = FindCommandProblem(plugin)) {
+        const int line = lines[i].command[problem->first];
+        report(line, Invalid({{}, absl::StrCat(path, ".command[", problem->first, "]"), line},
+                             problem->second));
+      }
+    }
     const std::string socket = absl::StrCat(dir, separator, plugin.name, ".sock");
     if (socket.size() <= kMaxUnixSocketPath) continue;
     if (runtime_dir_line.has_value() && shortest_socket > kMaxUnixSocketPath) {
@@ -1680,7 +1904,7 @@ class DocumentRoots : public YAML::EventHandler {
   bool in_document_ = false;
 };
 
-absl::StatusOr<Config> ParseDocument(const std::string& yaml) {
+absl::StatusOr<Config> ParseDocument(const std::string& yaml, const LoadOptions& options) {
   YAML::Node root;
   try {
     std::istringstream in(yaml);
@@ -1721,29 +1945,38 @@ absl::StatusOr<Config> ParseDocument(const std::string& yaml) {
   if (!runtime_dir_line.has_value()) {
     config.runtime.runtime_dir = DefaultRuntimeDir(config.store.path);
   }
-  if (status = CheckPlugins(config, plugin_lines, runtime_dir_line); !status.ok()) return status;
+  if (status = CheckPlugins(config, plugin_lines, runtime_dir_line, options); !status.ok()) {
+    return status;
+  }
   return config;
 }
 
 }  // namespace
 
-absl::StatusOr<Config> LoadConfigString(const std::string& yaml) {
+absl::StatusOr<Config> LoadConfigString(const std::string& yaml, const LoadOptions& options) {
   // ParseDocument converts parse errors; this catches anything else yaml-cpp might throw so that
   // no exception crosses the module boundary.
   try {
-    return ParseDocument(yaml);
+    return ParseDocument(yaml, options);
   } catch (const YAML::Exception& e) {
     return SyntaxError(e);
   }
 }
 
-absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, const LoadOptions& options) {
   absl::StatusOr<std::string> yaml = ReadWholeFile(path);
   if (!yaml.ok()) {
     return absl::Status(yaml.status().code(), absl::StrCat("cannot read config file ", Quote(path),
                                                            ": ", yaml.status().message()));
   }
-  return LoadConfigString(*yaml);
+  return LoadConfigString(*yaml, options);
+}
+
+absl::Status CheckPluginCommand(const PluginConfig& plugin) {
+  std::optional<std::pair<size_t, std::string>> problem = FindCommandProblem(plugin);
+  if (!problem.has_value()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("plugins.", plugin.name, ".command[", problem->first, "]: ", problem->second));
 }
 
 const char* SourceKindName(SourceKind kind) {

@@ -54,6 +54,16 @@ struct GatewayConfig {
   std::chrono::milliseconds handshake_timeout{10'000};
   // Open connections beyond this are closed at accept.
   std::size_t max_connections = 1024;
+  // Request-body bytes held before authentication, in total (gateway/body_budget.h,
+  // docs/security.md). 0: DefaultMaxBufferedBytes(), a quarter of the memory available, at most
+  // 256 MiB. At least 2 x body_limit when set.
+  std::size_t max_buffered_bytes = 0;
+  // Connections one client address (an IPv6 /64) may have open; it also sets the address's share
+  // of the body budget (max_connections_per_client / max_connections of it).
+  std::size_t max_connections_per_client = 128;
+  // How long a request whose body does not fit in the budget waits for room before it is refused
+  // unread (503, or 429 with Retry-After for the Event Platform).
+  std::chrono::milliseconds buffer_wait{250};
   // Legacy Events API: reject requests whose timestamp is further than this from now.
   std::chrono::seconds timestamp_tolerance{300};
 };
@@ -243,9 +253,16 @@ struct PluginConfig {
   std::vector<std::string> command;
   // gRPC target of an already running plugin ("unix:/run/x.sock", "127.0.0.1:50051").
   std::string address;
-  // Added to the inherited environment of a launched plugin, in document order. Names are
-  // [A-Za-z_][A-Za-z0-9_]*; values are plain strings (no ${} or file: resolution).
+  // Set in the environment of a launched plugin, in document order, over everything else but
+  // PIMGATE_PLUGIN_ADDRESS and PIMGATE_PLUGIN_NAME. Names are [A-Za-z_][A-Za-z0-9_]*; values are
+  // plain strings (no ${} or file: resolution).
   std::vector<std::pair<std::string, std::string>> env;
+  // What else of pimgate's own environment a launched plugin gets. By default only the base set
+  // (PATH, HOME, LANG, LC_*, TZ, TMPDIR and the sanitizers' *SAN_OPTIONS, see
+  // core/plugin_supervisor.h): pimgate's ${ENV} secrets stay out of third-party handlers.
+  // YAML `inherit_env: true` passes everything (inherit_env_all), a list passes those names.
+  bool inherit_env_all = false;
+  std::vector<std::string> inherit_env;
   // Globs over canonical types; `*` matches any characters (including dots). Only a-z, 0-9, _,
   // . and *; if the key is written, the list must not be empty.
   std::vector<std::string> events = {"*"};
@@ -334,8 +351,21 @@ struct Config {
 // Reads the environment, so call it before starting threads that may call setenv().
 // LoadConfigFile returns NotFound (PermissionDenied, FailedPrecondition) naming the path when the
 // file cannot be read.
-absl::StatusOr<Config> LoadConfigFile(const std::string& path);
-absl::StatusOr<Config> LoadConfigString(const std::string& yaml);
+//
+// With `check_plugin_commands` (pimgate --check-config), each launched plugin's program must
+// also exist and be executable (a bare name is looked up in the PATH the plugin will get), and
+// the script of a known interpreter (python3 x.py, node x.js, ...) must exist; a Node script
+// whose package.json lists dependencies needs its node_modules. Errors name the command
+// element's line. Without it, these are runtime matters (the supervisor reports them).
+struct LoadOptions {
+  bool check_plugin_commands = false;
+};
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, const LoadOptions& options = {});
+absl::StatusOr<Config> LoadConfigString(const std::string& yaml, const LoadOptions& options = {});
+
+// The check `check_plugin_commands` makes, for one loaded plugin (no line numbers):
+// "plugins.NAME.command[0]: ..." or OK. `address` plugins are always OK.
+absl::Status CheckPluginCommand(const PluginConfig& plugin);
 
 const char* SourceKindName(SourceKind kind);
 

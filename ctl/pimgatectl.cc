@@ -26,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/did_you_mean.h"
 #include "common/units.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -46,6 +47,9 @@ constexpr int kExitUnavailable = 5;
 
 constexpr char kDefaultAdmin[] = "127.0.0.1:7070";
 constexpr absl::Duration kDefaultTimeout = absl::Seconds(30);
+// A restart waits for a drain (up to the plugin's ack_timeout), a stop (stop_timeout) and a start
+// (start_timeout): 30 s + 10 s + 30 s by default, so its call gets longer unless --timeout says.
+constexpr absl::Duration kRestartTimeout = absl::Minutes(5);
 // Items a list command shows when --limit is not given.
 constexpr int64_t kDefaultLimit = 100;
 // Largest response accepted: one event can be as large as the gateway's body limit.
@@ -58,7 +62,7 @@ constexpr char kUsage[] = R"(pimgatectl: operate a running pimgate through its a
 Usage:
   pimgatectl [GLOBAL FLAGS] COMMAND [ARGS] [--json]
 
-Global flags (before the command):
+Global flags (before the command; --json also goes after it):
   --admin ADDR          admin API: host:port or unix:/path
                         (default: $PIMGATE_ADMIN, else 127.0.0.1:7070)
   --token T             admin token (default: $PIMGATE_ADMIN_TOKEN). Arguments show in `ps`:
@@ -67,7 +71,8 @@ Global flags (before the command):
   --tls                 connect with TLS, trusting the system's CAs
   --tls-ca FILE         connect with TLS, trusting the CA certificate(s) in FILE
   --tls-server-name N   name to expect in the server certificate (default: host of --admin)
-  --timeout DUR         deadline of each call (default 30s)
+  --timeout DUR         deadline of each call (default 30s; restart: 5m)
+  --json                the response as JSON (same as --json after the command)
   --help, --version
 
 Commands:
@@ -75,6 +80,7 @@ Commands:
   plugins                                plugin processes and delivery
   pause NAME                             hold a plugin's events (nothing is skipped)
   resume NAME                            deliver a paused plugin's events again
+  restart NAME [--drain-timeout DUR]     restart a plugin's process gracefully (new version)
   seek NAME (--sequence N | --time T)    replay a plugin from a sequence or a time
   dlq list NAME [--limit N]              a plugin's dead letters
   dlq retry NAME (--all | SEQ...)        deliver dead letters again
@@ -105,7 +111,23 @@ struct Globals {
   std::string tls_ca;
   std::string tls_server_name;
   absl::Duration timeout = kDefaultTimeout;
+  bool timeout_set = false;  // --timeout given: it also bounds the long calls (restart)
+  bool json = false;         // --json before the command
 };
+
+// Every global flag, for "did you mean" and for the hint when one comes after the command.
+const std::vector<std::string>& GlobalFlags() {
+  static const std::vector<std::string> flags = {
+      "--admin",           "--token",   "--token-file", "--tls",  "--tls-ca",
+      "--tls-server-name", "--timeout", "--json",       "--help", "--version"};
+  return flags;
+}
+
+// " (did you mean X?)" when `typed` is close to one of `candidates`, else "".
+std::string Suggestion(absl::string_view typed, const std::vector<std::string>& candidates) {
+  std::optional<std::string> near = pimgate::DidYouMean(typed, candidates);
+  return near.has_value() ? absl::StrCat("; did you mean ", *near, "?") : "";
+}
 
 // A command's arguments after the command name: positionals and --flags.
 struct Args {
@@ -160,7 +182,10 @@ absl::StatusOr<Args> ParseArgs(const std::vector<std::string>& argv,
                arg == "--tls-ca" || arg == "--tls-server-name" || arg == "--timeout") {
       return Usage(absl::StrCat(arg, " is a global flag: put it before the command"));
     } else {
-      return Usage(absl::StrCat("unknown flag ", arg));
+      std::vector<std::string> known(value_flags.begin(), value_flags.end());
+      known.insert(known.end(), switch_flags.begin(), switch_flags.end());
+      known.push_back("--json");
+      return Usage(absl::StrCat("unknown flag ", arg, Suggestion(arg, known)));
     }
   }
   return args;
@@ -390,12 +415,16 @@ class AdminClient {
     stub_ = v1::Admin::NewStub(grpc::CreateCustomChannel(globals.admin, credentials, channel_args));
   }
 
+  // `long_timeout`: the deadline of a call that may take long, unless --timeout was given.
   template <typename Request, typename Response>
   grpc::Status Call(grpc::Status (v1::Admin::Stub::*method)(grpc::ClientContext*, const Request&,
                                                             Response*),
-                    const Request& request, Response& response) {
+                    const Request& request, Response& response,
+                    std::optional<absl::Duration> long_timeout = std::nullopt) {
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + globals_.timeout));
+    const absl::Duration timeout =
+        long_timeout.has_value() && !globals_.timeout_set ? *long_timeout : globals_.timeout;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
     if (!globals_.token.empty()) {
       context.AddMetadata("authorization", "Bearer " + globals_.token);
     }
@@ -452,6 +481,14 @@ absl::Status Positionals(const Args& args, std::size_t min, std::size_t max,
   return absl::OkStatus();
 }
 
+// What is wrong with a plugin now, worded the same in `stats` and `plugins`.
+std::string PluginErrors(const std::string& process_error, const std::string& delivery_error) {
+  std::vector<std::string> errors;
+  if (!process_error.empty()) errors.push_back("process: " + process_error);
+  if (!delivery_error.empty()) errors.push_back("delivery: " + delivery_error);
+  return errors.empty() ? "-" : absl::StrJoin(errors, "; ");
+}
+
 int RunStats(AdminClient& client, const Args& args) {
   v1::GetStatsResponse response;
   if (grpc::Status s = client.Call(&v1::Admin::Stub::GetStats, v1::GetStatsRequest(), response);
@@ -504,14 +541,23 @@ int RunStats(AdminClient& client, const Args& args) {
     std::printf("no plugins configured\n");
     return kExitOk;
   }
-  Table plugins({"PLUGIN", "STATE", "CURSOR", "LAG", "IN FLIGHT", "DELIVERED", "RETRIED", "DEAD",
-                 "FILTERED", "STALE", "LAST ERROR"});
+  // The process side of LAST ERROR, as `plugins` shows it (best effort: the delivery side is
+  // in the stats themselves).
+  std::map<std::string, std::string> process_errors;
+  v1::ListPluginsResponse processes;
+  if (client.Call(&v1::Admin::Stub::ListPlugins, v1::ListPluginsRequest(), processes).ok()) {
+    for (const v1::PluginInfo& p : processes.plugins())
+      process_errors[p.name()] = p.process_error();
+  }
+  Table plugins({"PLUGIN", "DELIVERY", "CURSOR", "LAG", "IN FLIGHT", "DELIVERED", "RETRIED",
+                 "DEAD NOW", "DEAD TOTAL", "FILTERED", "STALE", "LAST ERROR"});
   for (const v1::PluginStats& p : response.plugins()) {
     plugins.Add({p.name(), p.state(), absl::StrCat(p.cursor()), absl::StrCat(p.lag()),
                  absl::StrCat(p.in_flight()), absl::StrCat(p.delivered()),
-                 absl::StrCat(p.retried()), absl::StrCat(p.dead_lettered()),
-                 absl::StrCat(p.skipped_filter()), absl::StrCat(p.skipped_stale()),
-                 p.last_error().empty() ? "-" : p.last_error()});
+                 absl::StrCat(p.retried()), absl::StrCat(p.dead_letters_stored()),
+                 absl::StrCat(p.dead_lettered()), absl::StrCat(p.skipped_filter()),
+                 absl::StrCat(p.skipped_stale()),
+                 PluginErrors(process_errors[p.name()], p.last_error())});
   }
   plugins.Print();
   return kExitOk;
@@ -532,16 +578,56 @@ int RunPlugins(AdminClient& client, const Args& args) {
   Table table({"NAME", "PROCESS", "PID", "RESTARTS", "DELIVERY", "CURSOR", "LAG", "IN FLIGHT",
                "LAST ERROR"});
   for (const v1::PluginInfo& p : response.plugins()) {
-    std::vector<std::string> errors;
-    if (!p.process_error().empty()) errors.push_back("process: " + p.process_error());
-    if (!p.delivery_error().empty()) errors.push_back("delivery: " + p.delivery_error());
     table.Add({p.name(), p.process_state().empty() ? "-" : p.process_state(),
                p.pid() == 0 ? "-" : absl::StrCat(p.pid()), absl::StrCat(p.restarts()),
                p.delivery_state().empty() ? "-" : p.delivery_state(), absl::StrCat(p.cursor()),
                absl::StrCat(p.lag()), absl::StrCat(p.in_flight()),
-               errors.empty() ? "-" : absl::StrJoin(errors, "; ")});
+               PluginErrors(p.process_error(), p.delivery_error())});
   }
   table.Print();
+  // Why a plugin fails to run is usually in what it wrote to stderr (a traceback, a missing
+  // module): shown in full, since the table cuts long cells.
+  for (const v1::PluginInfo& p : response.plugins()) {
+    if (p.process_stderr().empty()) continue;
+    std::printf("\n%s %s; its last stderr lines:\n", p.name().c_str(),
+                p.process_error().empty() ? "failed" : p.process_error().c_str());
+    for (const std::string& line : p.process_stderr()) {
+      std::printf("  | %s\n", OneLine(line).c_str());
+    }
+  }
+  return kExitOk;
+}
+
+absl::Status CheckRestart(const Args& args) {
+  if (absl::Status s = Positionals(args, 1, 1, "plugin NAME"); !s.ok()) return s;
+  if (!args.Has("--drain-timeout")) return absl::OkStatus();
+  absl::StatusOr<std::chrono::milliseconds> drain =
+      pimgate::ParseDuration(args.Value("--drain-timeout"));
+  if (!drain.ok()) return Usage(absl::StrCat("--drain-timeout: ", drain.status().message()));
+  return absl::OkStatus();
+}
+
+int RunRestart(AdminClient& client, const Args& args) {
+  v1::RestartPluginRequest request;
+  request.set_plugin(args.positional[0]);
+  if (args.Has("--drain-timeout")) {
+    *request.mutable_drain_timeout() = TimeUtil::MillisecondsToDuration(
+        pimgate::ParseDuration(args.Value("--drain-timeout"))->count());
+  }
+  v1::RestartPluginResponse response;
+  if (grpc::Status s =
+          client.Call(&v1::Admin::Stub::RestartPlugin, request, response, kRestartTimeout);
+      !s.ok()) {
+    return Failed(client, "restart", s);
+  }
+  if (args.json) return PrintJson(response);
+  std::printf(
+      "plugin %s restarted: pid %s -> %u; %lu delivery(ies) in flight, %lu of them sent "
+      "again to the new process\n",
+      request.plugin().c_str(),
+      response.old_pid() == 0 ? "-" : absl::StrCat(response.old_pid()).c_str(), response.new_pid(),
+      static_cast<unsigned long>(response.in_flight()),
+      static_cast<unsigned long>(response.redelivered()));
   return kExitOk;
 }
 
@@ -915,16 +1001,19 @@ std::vector<Command> Commands() {
        "stats [--json]",
        "The log (head and first sequence, event count, disk use), each source's answers and\n"
        "events, and each plugin's delivery: state, cursor, lag, in flight, delivered, retried,\n"
-       "dead-lettered, skipped by filter or as stale; each source's last reconciliation. Counters\n"
-       "start when pimgate starts.",
+       "dead letters stored now (DEAD NOW) and made since start (DEAD TOTAL), skipped by filter "
+       "or\n"
+       "as stale, the current problem; each source's last reconciliation. Counters start when\n"
+       "pimgate starts. docs/operations.md explains every state and column.",
        {},
        {},
        RunStats,
        exactly(0, "")},
       {"plugins",
        "plugins [--json]",
-       "Each plugin's process (state, pid, restarts, last error) and delivery (state, cursor,\n"
-       "lag, in flight, last error).",
+       "Each plugin's process (state, pid, restarts) and delivery (state, cursor, lag, in\n"
+       "flight), and what is wrong now (LAST ERROR, cleared once resolved). A plugin that failed\n"
+       "to run also shows the last lines it wrote to stderr.",
        {},
        {},
        RunPlugins,
@@ -932,7 +1021,8 @@ std::vector<Command> Commands() {
       {"pause",
        "pause NAME [--json]",
        "Holds the plugin's events: nothing new is sent, nothing is skipped; deliveries already\n"
-       "outstanding complete. Survives until `resume` or a pimgate restart.",
+       "outstanding complete. Saved in the store: the plugin stays paused across restarts of\n"
+       "pimgate (and of the plugin) until `resume`.",
        {},
        {},
        [](AdminClient& c, const Args& a) { return RunPause(c, a, true); },
@@ -944,6 +1034,19 @@ std::vector<Command> Commands() {
        {},
        [](AdminClient& c, const Args& a) { return RunPause(c, a, false); },
        exactly(1, "plugin NAME")},
+      {"restart",
+       "restart NAME [--drain-timeout DUR] [--json]",
+       "Restarts the plugin's process gracefully, e.g. once a new version of it is installed:\n"
+       "holds its events, waits up to --drain-timeout (default: its ack_timeout) for the\n"
+       "deliveries in flight to be answered, stops the process (SIGTERM, then SIGKILL after its\n"
+       "stop_timeout) and starts it again, then delivers again what was not answered (not a\n"
+       "failed attempt). Waits until the new process is SERVING (the call's deadline is 5m\n"
+       "unless --timeout is given). No crash is counted; a plugin in backoff starts at once; a\n"
+       "paused plugin stays paused. Not for `address` plugins, which pimgate does not run.",
+       {"--drain-timeout"},
+       {},
+       RunRestart,
+       CheckRestart},
       {"seek",
        "seek NAME (--sequence N | --time T) [--json]",
        "Replays: the plugin's next event becomes sequence N, or the first event received at or\n"
@@ -1028,6 +1131,14 @@ int UsageError(const std::string& message, const Command* command) {
   return kExitUsage;
 }
 
+// "unknown command", with the nearest command when there is one.
+int UnknownCommand(const std::string& name) {
+  std::vector<std::string> names = {"help", "dlq"};
+  for (const Command& command : Commands()) names.push_back(command.name);
+  return UsageError(absl::StrCat("unknown command \"", name, "\"", Suggestion(name, names)),
+                    nullptr);
+}
+
 std::string Env(const char* name) {
   const char* value = std::getenv(name);
   return value != nullptr ? value : "";
@@ -1070,6 +1181,8 @@ int main(int argc, char** argv) {
       return kExitOk;
     } else if (arg == "--tls" && !inline_value) {
       globals.tls = true;
+    } else if (arg == "--json" && !inline_value) {
+      globals.json = true;
     } else if (arg == "--admin" || arg == "--token" || arg == "--token-file" || arg == "--tls-ca" ||
                arg == "--tls-server-name" || arg == "--timeout") {
       const std::optional<std::string> v = value();
@@ -1095,9 +1208,18 @@ int main(int argc, char** argv) {
           return UsageError("--timeout must be a duration such as 10s or 2m", nullptr);
         }
         globals.timeout = absl::Milliseconds(timeout->count());
+        globals.timeout_set = true;
       }
     } else {
-      return UsageError(absl::StrCat("unknown global flag ", arg), nullptr);
+      // A command's flag put first ("--limit") gets the same hint as a global flag put last.
+      for (const Command& command : Commands()) {
+        if (command.value_flags.contains(arg) || command.switch_flags.contains(arg)) {
+          return UsageError(absl::StrCat(arg, " is a flag of a command: put it after the command"),
+                            nullptr);
+        }
+      }
+      return UsageError(absl::StrCat("unknown global flag ", arg, Suggestion(arg, GlobalFlags())),
+                        nullptr);
     }
   }
   if (i >= argc) return UsageError("missing command", nullptr);
@@ -1118,7 +1240,7 @@ int main(int argc, char** argv) {
         return kExitOk;
       }
     }
-    return UsageError(absl::StrCat("unknown command \"", name, "\""), nullptr);
+    return UnknownCommand(name);
   }
   if (name == "dlq") {
     if (i >= argc || absl::StartsWith(argv[i], "-")) {
@@ -1138,8 +1260,7 @@ int main(int argc, char** argv) {
   for (const Command& candidate : commands) {
     if (candidate.name == name) command = &candidate;
   }
-  if (command == nullptr)
-    return UsageError(absl::StrCat("unknown command \"", name, "\""), nullptr);
+  if (command == nullptr) return UnknownCommand(name);
 
   std::vector<std::string> rest(argv + i, argv + argc);
   if (std::find(rest.begin(), rest.end(), "--help") != rest.end() ||
@@ -1150,6 +1271,7 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<Args> args = ParseArgs(rest, command->value_flags, command->switch_flags);
   if (!args.ok()) return UsageError(std::string(args.status().message()), command);
+  args->json = args->json || globals.json;
   if (absl::Status status = command->check(*args); !status.ok()) {
     return UsageError(std::string(status.message()), command);
   }

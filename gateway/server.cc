@@ -21,9 +21,11 @@
 #include <variant>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "gateway/body_budget.h"
 #include "gateway/payload_parser.h"
 #include "gateway/signature.h"
 #include "google/protobuf/util/time_util.h"
@@ -39,8 +41,10 @@ namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 
 // Bytes read from the socket at a time; with header_limit it bounds the read buffer of one
-// connection. The body buffer is bounded separately by body_limit.
-constexpr std::size_t kReadChunk = 64 * 1024;
+// connection, which may hold body bytes read with the header before the body budget is asked
+// (so it is part of the per-connection cost docs/security.md states). One TLS record: a TLS read
+// returns no more anyway. The body itself is bounded by body_limit and the body budget.
+constexpr std::size_t kReadChunk = 16 * 1024;
 // Time allowed to send a response (a client that does not read cannot hold a session forever).
 constexpr std::chrono::seconds kWriteTimeout{30};
 // Time allowed for the TLS close_notify exchange before the socket is simply closed.
@@ -51,10 +55,40 @@ constexpr std::chrono::seconds kStopDrainTimeout{30};
 // ENFILE, ENOBUFS, ENOMEM): the pending connection stays in the backlog, so retrying at once
 // would fail again in a loop that burns a core and floods the log.
 constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
+// How long each producer waits for an answer before it gives up (docs/best-practices.md): a body
+// in progress that is behind the pace to arrive within it may be evicted to make room for others.
+constexpr std::chrono::milliseconds kLegacySenderTimeout{500};
+constexpr std::chrono::milliseconds kEventPlatformSenderTimeout{5000};
+// While requests wait for room in the body budget, it re-examines them this often (evictions of
+// bodies that fell behind, deadlines); otherwise only refusal logs are due.
+constexpr std::chrono::milliseconds kBudgetTickWaiting{5};
+constexpr std::chrono::milliseconds kBudgetTickIdle{500};
+// Refusals are logged once per client address per interval, not per request: a flood must not
+// become a log flood, and the address is what an operator acts on.
+constexpr std::chrono::seconds kRefusalLogInterval{10};
+constexpr std::size_t kRefusalLogMaxClients = 10;
+// Retry-After of an Event Platform request refused for lack of room.
+constexpr int kOverBudgetRetryAfterSeconds = 1;
+
+std::chrono::milliseconds SenderTimeout(SourceKind kind) {
+  return kind == SourceKind::kEventsApi ? kLegacySenderTimeout : kEventPlatformSenderTimeout;
+}
+
+// The address per-client limits count by: an IPv4 address, or an IPv6 /64 (one host or site
+// usually owns a whole /64, so per-address limits on IPv6 would limit nothing).
+std::string ClientKeyOf(const tcp::endpoint& endpoint) {
+  const net::ip::address address = endpoint.address();
+  if (!address.is_v6()) return address.to_string();
+  const net::ip::address_v6 v6 = address.to_v6();
+  if (v6.is_v4_mapped()) return net::ip::make_address_v4(net::ip::v4_mapped, v6).to_string();
+  net::ip::address_v6::bytes_type bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return net::ip::address_v6(bytes).to_string() + "/64";
+}
 
 // Answer codes counted per source; anything else lands in the last slot.
-constexpr std::array<int, 12> kCountedCodes = {200, 400, 401, 404, 405, 408,
-                                               413, 429, 431, 500, 503, 0};
+constexpr std::array<int, 13> kCountedCodes = {200, 400, 401, 404, 405, 408, 413,
+                                               417, 429, 431, 500, 503, 0};
 int CodeSlot(int code) {
   for (std::size_t i = 0; i + 1 < kCountedCodes.size(); ++i) {
     if (kCountedCodes[i] == code) return static_cast<int>(i);
@@ -151,6 +185,7 @@ class Gateway::Impl {
         ssl_ctx_(ssl::context::tls_server) {
     acceptor_.emplace(net::make_strand(*ioc_));
     accept_retry_.emplace(acceptor_->get_executor());
+    budget_timer_.emplace(net::make_strand(*ioc_));
   }
 
   // Sessions hold references to the routes, the TLS context and the connection counter: destroy
@@ -158,6 +193,7 @@ class Gateway::Impl {
   ~Impl() {
     Stop();
     accept_retry_.reset();
+    budget_timer_.reset();
     acceptor_.reset();
     ioc_.reset();
   }
@@ -172,22 +208,36 @@ class Gateway::Impl {
   void Stop();
   GatewayStats Stats() const;
 
-  // Counts an open connection; released by the destructor of the session that holds it.
+  // Counts an open connection, in total and (once admitted) for its client address; released by
+  // the destructor of the session that holds it.
   class ConnectionSlot {
    public:
-    explicit ConnectionSlot(Impl* gw) : gw_(gw) {}
-    ConnectionSlot(ConnectionSlot&& other) noexcept : gw_(std::exchange(other.gw_, nullptr)) {}
+    ConnectionSlot(Impl* gw, std::string client) : gw_(gw), client_(std::move(client)) {}
+    ConnectionSlot(ConnectionSlot&& other) noexcept
+        : gw_(std::exchange(other.gw_, nullptr)),
+          client_(std::move(other.client_)),
+          counted_for_client_(std::exchange(other.counted_for_client_, false)) {}
     ConnectionSlot& operator=(ConnectionSlot&&) = delete;
     ~ConnectionSlot() {
-      if (gw_ != nullptr) gw_->connections_.fetch_sub(1, std::memory_order_relaxed);
+      if (gw_ == nullptr) return;
+      gw_->connections_.fetch_sub(1, std::memory_order_relaxed);
+      if (counted_for_client_) gw_->budget_->CloseConnection(client_);
     }
+    // Counts the connection for its client; false when the client has too many already.
+    bool AdmitClient() { return counted_for_client_ = gw_->budget_->OpenConnection(client_); }
+    const std::string& client() const { return client_; }
 
    private:
     Impl* gw_;
+    std::string client_;
+    bool counted_for_client_ = false;
   };
 
   void DoAccept();
   void OnAccept(beast::error_code ec, tcp::socket socket);
+  // The body budget's clock: re-examines waiting requests and logs refusals per interval.
+  void ScheduleBudgetTick();
+  void LogRefusals();
 
   // Routing and the request pipeline, shared by TLS and plain sessions.
   Route* FindRoute(std::string_view target) const;
@@ -222,6 +272,11 @@ class Gateway::Impl {
   std::atomic<std::size_t> appends_in_flight_{0};
   std::atomic<bool> stopping_{false};
   std::vector<std::thread> threads_;
+  // Request bodies held before authentication (gateway.max_buffered_bytes and friends). Outlives
+  // every session: they release their room as they are destroyed.
+  std::unique_ptr<BodyBudget> budget_;
+  std::optional<net::steady_timer> budget_timer_;           // on its own strand
+  std::chrono::steady_clock::time_point last_refusal_log_;  // on budget_timer_'s strand
 };
 
 namespace {
@@ -243,6 +298,10 @@ class HttpSession {
   // first request), then reads the header with the header timeout: a client dripping header bytes
   // (slowloris) gets header_timeout in total, an idle keep-alive connection gets idle_timeout.
   void DoRead() {
+    expect_continue_ = false;
+    body_complete_ = false;
+    evict_pending_ = false;
+    reserved_ = 0;
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(gw_.config_.gateway.header_limit));
     parser_->body_limit(gw_.config_.gateway.body_limit);
@@ -319,11 +378,192 @@ class HttpSession {
         length && *length > gw_.config_.gateway.body_limit) {
       return Send(route_, BodyTooLarge());
     }
+    // Expect: 100-continue (RFC 9110 section 10.1.1). libcurl, and so Guzzle and the PIM, send it
+    // with bodies of 1 MiB or more and hold the body back until the server answers; without an
+    // interim 100 curl waits a second, past the PIM's 0.5 s timeout. Every check above needed no
+    // body; the signature headers are checked too, then the sender is told to go on. A request
+    // that cannot pass gets its final answer now and the connection closes: the body is never
+    // sent. HTTP/1.0 has no 100 (the server must ignore the expectation), and a client that
+    // sends its body without waiting is simply read on.
+    if (req.version() >= 11) {
+      if (auto expect = req.find(http::field::expect); expect != req.end()) {
+        const absl::string_view value = absl::StripAsciiWhitespace(
+            absl::string_view(expect->value().data(), expect->value().size()));
+        if (!absl::EqualsIgnoreCase(value, "100-continue")) {
+          return Send(route_, ErrorAnswer(http::status::expectation_failed, "expectation_failed",
+                                          absl::StrCat("unsupported Expect: \"", value,
+                                                       "\" (only 100-continue is supported)"),
+                                          true));
+        }
+        if (absl::Status headers = CheckSignatureHeaders(); !headers.ok()) {
+          return Unauthorized(headers, /*close=*/true);
+        }
+        expect_continue_ = true;
+      }
+    }
+    ReserveBody();
+  }
+
+  // Room in the body budget before a byte of the body is read (and before a 100 Continue): the
+  // whole Content-Length, or the first steps of a chunked body. A body that does not fit waits
+  // for room without being read; when none comes it is refused, unread.
+  void ReserveBody() {
+    const auto length = parser_->content_length();  // boost::optional
+    reserved_ = length ? static_cast<std::size_t>(*length) : parser_->chunked() ? GrowStep() : 0;
+    auto executor = derived().stream().get_executor();
+    BodyBudget::Request request;
+    request.client = slot_.client();
+    request.bytes = reserved_;
+    request.sender_timeout = SenderTimeout(route_->source.kind);
+    // Called by the budget when this body is chosen to make room, posted to this session's strand
+    // (OnEvicted). The eviction and the decision granting the room are posted from whichever
+    // threads made them, so they may arrive in either order; the request's number tells a late
+    // eviction of an earlier request's room from this one's.
+    request.on_evict = [weak = derived().weak_from_this(), executor, seq = ++request_seq_] {
+      net::post(executor, [weak, seq] {
+        if (auto self = weak.lock()) self->OnEvicted(seq);
+      });
+    };
+    hold_ = gw_.budget_->Reserve(
+        std::move(request), [self = derived().shared_from_this(), executor](
+                                BodyBudget::Hold hold, std::optional<BudgetRefusal> refused) {
+          net::post(executor, [self, hold = std::move(hold), refused]() mutable {
+            self->OnBudgetDecision(std::move(hold), refused);
+          });
+        });
+    if (hold_) StartBody();
+    // Otherwise OnBudgetDecision comes within gateway.buffer_wait; nothing is read meanwhile.
+  }
+
+  void OnBudgetDecision(BodyBudget::Hold hold, std::optional<BudgetRefusal> refused) {
+    if (refused) return OverBudget(*refused);
+    hold_ = std::move(hold);
+    if (evict_pending_) return OnEvicted(request_seq_);  // evicted before the grant arrived
+    StartBody();
+  }
+
+  // Chunked bodies reserve room in steps of what one read can add to the body: the read buffer.
+  std::size_t GrowStep() const { return buffer_.max_size(); }
+
+  void StartBody() {
+    if (expect_continue_) return SendContinue();
+    ReadBody();
+  }
+
+  // No room for this body: 503 (the Events API knows no 429), or 429 with Retry-After for the
+  // Event Platform, which slows down and retries. The body was not read: the connection closes.
+  void OverBudget(BudgetRefusal reason) {
+    const bool client_share = reason == BudgetRefusal::kClientBufferBudget;
+    std::string message =
+        client_share ? absl::StrCat(
+                           "this client address already has its share of request bodies in "
+                           "flight (gateway.max_connections_per_client); retry later")
+                     : absl::StrCat(
+                           "too many request bodies are being received at once "
+                           "(gateway.max_buffered_bytes); retry later");
+    if (route_->source.kind == SourceKind::kEventsApi) {
+      return Send(route_,
+                  ErrorAnswer(http::status::service_unavailable, "over_budget", message, true));
+    }
+    Answer answer = ErrorAnswer(http::status::too_many_requests, "over_budget", message, true);
+    answer.retry_after_s = kOverBudgetRetryAfterSeconds;
+    Send(route_, std::move(answer));
+  }
+
+  // This body fell behind its sender's timeout and its room went to another: close the
+  // connection (the sender has given up on it; nothing is answered). Counted as a 408, like a
+  // body that missed gateway.body_timeout.
+  void OnEvicted(uint64_t seq) {
+    // An eviction of an earlier request's room, or of a body that completed since (it is being
+    // stored, and its room comes back with the answer), is moot.
+    if (seq != request_seq_ || body_complete_ || evicted_) return;
+    if (!hold_) {
+      evict_pending_ = true;  // the grant is on its way: OnBudgetDecision comes back here
+      return;
+    }
+    // The room goes back at once (the body's bytes are freed with the session, as soon as the
+    // aborted read returns), and the connection closes, whatever it was doing.
+    evicted_ = true;
+    hold_.Release();
+    beast::error_code ignored;
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest().socket().close(ignored);
+  }
+
+  // The signature checks that need no body (presence and shape of the headers, the legacy
+  // timestamp's tolerance), as Handle() will run them again with the body.
+  absl::Status CheckSignatureHeaders() const {
+    const auto& req = parser_->get();
+    auto named = [&req](std::string_view name) {
+      auto it = req.find(beast::string_view(name.data(), name.size()));
+      return it == req.end() ? std::string_view()
+                             : std::string_view(it->value().data(), it->value().size());
+    };
+    switch (route_->source.kind) {
+      case SourceKind::kEventsApi:
+        return SignatureVerifier::CheckLegacyHeaders(
+            named("X-Akeneo-Request-Signature"), named("X-Akeneo-Request-Timestamp"),
+            std::chrono::system_clock::now(), route_->tolerance);
+      case SourceKind::kEventPlatform:
+        return SignatureVerifier::CheckEventPlatformHeaders(named("X-AKENEO-SIGNATURE-PRIMARY"),
+                                                            named("X-AKENEO-SIGNATURE-SECONDARY"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Writes the interim "100 Continue", then reads the body.
+  void SendContinue() {
+    continue_ = {};
+    continue_.version(11);
+    continue_.result(http::status::continue_);
+    continue_.set(http::field::server, "pimgate");
+    lowest().expires_after(kWriteTimeout);
+    http::async_write(derived().stream(), continue_,
+                      [self = derived().shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec) return;  // the client went away
+                        self->ReadBody();
+                      });
+  }
+
+  // Reads the body piece by piece (gateway.body_timeout for all of it), telling the budget how
+  // far it got (the pace that decides eviction) and growing a chunked body's room as it grows.
+  void ReadBody() {
     lowest().expires_after(gw_.config_.gateway.body_timeout);
-    http::async_read(derived().stream(), buffer_, *parser_,
-                     [self = derived().shared_from_this()](beast::error_code ec, std::size_t) {
-                       self->OnBody(ec);
-                     });
+    ReadBodyPart();
+  }
+
+  void ReadBodyPart() {
+    if (parser_->is_done()) return OnBodyPart({});
+    if (!parser_->content_length() && parser_->get().body().size() + GrowStep() > reserved_) {
+      auto executor = derived().stream().get_executor();
+      const bool grown = gw_.budget_->Grow(
+          hold_, GrowStep(),
+          [self = derived().shared_from_this(), executor](std::optional<BudgetRefusal> refused) {
+            net::post(executor, [self, refused] {
+              if (refused) return self->OverBudget(*refused);
+              self->reserved_ += self->GrowStep();
+              self->ReadBodyPart();
+            });
+          });
+      if (!grown) return;  // reading resumes once the budget decides
+      reserved_ += GrowStep();
+    }
+    http::async_read_some(derived().stream(), buffer_, *parser_,
+                          [self = derived().shared_from_this()](beast::error_code ec, std::size_t) {
+                            self->OnBodyPart(ec);
+                          });
+  }
+
+  void OnBodyPart(beast::error_code ec) {
+    if (!ec && !parser_->is_done()) {
+      hold_.Received(parser_->get().body().size());
+      return ReadBodyPart();
+    }
+    if (!ec) {
+      body_complete_ = true;
+      hold_.Complete();
+    }
+    OnBody(ec);
   }
 
   Answer BodyTooLarge() {
@@ -334,6 +574,11 @@ class HttpSession {
   }
 
   void OnBody(beast::error_code ec) {
+    if (evicted_) {
+      spdlog::debug("req={} body behind its sender's timeout, evicted: connection closed",
+                    request_id_);
+      return gw_.CountAnswer(route_, 408);
+    }
     if (ec == http::error::body_limit) return Send(route_, BodyTooLarge());
     if (ec == beast::error::timeout) {
       spdlog::debug("req={} body timeout: connection closed", request_id_);
@@ -532,10 +777,11 @@ class HttpSession {
     Send(route_, std::move(answer));
   }
 
-  void Unauthorized(const absl::Status& status) {
+  // `close`: the body was not read (refused from the headers of an Expect: 100-continue request).
+  void Unauthorized(const absl::Status& status, bool close = false) {
     const std::string message(status.message());
     spdlog::info("req={} source={} 401: {}", request_id_, route_->source.name, message);
-    Send(route_, ErrorAnswer(http::status::unauthorized, "bad_signature", message));
+    Send(route_, ErrorAnswer(http::status::unauthorized, "bad_signature", message, close));
   }
 
   void BadPayload(const absl::Status& status) {
@@ -546,6 +792,13 @@ class HttpSession {
 
   void Send(Route* route, Answer answer) {
     gw_.CountAnswer(route, static_cast<int>(answer.status));
+    // The request's body is no longer needed (its events, if any, are stored): free it and its
+    // room in the budget before the answer is written.
+    if (parser_) std::string().swap(parser_->get().body());
+    hold_.Release();
+    // A 200 is only ever sent to a request whose signature verified: its address is the PIM's,
+    // and gets priority for room in the body budget (BodyBudget::Trust).
+    if (route != nullptr && answer.status == http::status::ok) gw_.budget_->Trust(slot_.client());
     const bool keep_alive = !answer.close && parser_ && parser_->is_header_done() &&
                             parser_->get().keep_alive() && !gw_.stopping_.load();
     res_ = {};
@@ -579,6 +832,7 @@ class HttpSession {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
+  http::response<http::empty_body> continue_;  // the interim 100 Continue
   Route* route_ = nullptr;
   std::string request_id_;
   // When the current request's header was parsed: the start of its ingest latency.
@@ -587,6 +841,14 @@ class HttpSession {
   // The notification webhook being stored, reported to GatewayHooks once it is.
   std::optional<SubscriptionNotice> notice_;
   bool first_request_ = true;
+  // The current request's room in the body budget (released by Send, or with the session).
+  BodyBudget::Hold hold_;
+  std::size_t reserved_ = 0;      // bytes of room hold_ stands for
+  bool expect_continue_ = false;  // a 100 Continue is due before the body is read
+  bool body_complete_ = false;    // the body is read: no eviction any more
+  bool evicted_ = false;
+  bool evict_pending_ = false;  // evicted before the room was granted: evict on the grant
+  uint64_t request_seq_ = 0;    // numbers this session's reservations, for OnEvicted
 };
 
 class PlainSession : public HttpSession<PlainSession>,
@@ -709,6 +971,15 @@ absl::StatusOr<tcp::endpoint> ParseListen(const std::string& listen) {
 }  // namespace
 
 absl::Status Gateway::Impl::Init() {
+  BodyBudgetOptions budget;
+  budget.max_buffered_bytes = config_.gateway.max_buffered_bytes != 0
+                                  ? config_.gateway.max_buffered_bytes
+                                  : DefaultMaxBufferedBytes(config_.gateway.body_limit);
+  budget.max_connections = config_.gateway.max_connections;
+  budget.max_connections_per_client = config_.gateway.max_connections_per_client;
+  budget.body_limit = config_.gateway.body_limit;
+  budget.max_wait = config_.gateway.buffer_wait;
+  budget_ = std::make_unique<BodyBudget>(budget);
   for (const SourceConfig& source : config_.sources) {
     auto route = std::make_unique<Route>(
         source, source.timestamp_tolerance.value_or(config_.gateway.timestamp_tolerance));
@@ -722,6 +993,9 @@ absl::Status Gateway::Impl::Init() {
   ssl_ctx_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                        ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
                        ssl::context::single_dh_use);
+  // OpenSSL keeps a 16 KiB read and write buffer per connection, idle or not; released while
+  // idle, a thousand silent connections cost a thousand times less of them.
+  SSL_CTX_set_mode(ssl_ctx_.native_handle(), SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_min_proto_version(ssl_ctx_.native_handle(),
                                 tls.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
   beast::error_code ec;
@@ -774,6 +1048,15 @@ absl::Status Gateway::Impl::Start() {
                                                config_.gateway.listen, ": ", ec.message()));
   }
   port_ = acceptor_->local_endpoint().port();
+  spdlog::info(
+      "gateway: request bodies before authentication limited to {} MiB in total "
+      "(gateway.max_buffered_bytes{}); up to {} KiB each without waiting, {} MiB per client "
+      "address beyond that",
+      budget_->options().max_buffered_bytes >> 20,
+      config_.gateway.max_buffered_bytes == 0 ? ", default for this machine" : "",
+      budget_->free_share() >> 10, budget_->client_pool() >> 20);
+  last_refusal_log_ = std::chrono::steady_clock::now();
+  ScheduleBudgetTick();
   DoAccept();
   const int n = ThreadCount(config_.gateway);
   for (int i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_->run(); });
@@ -789,8 +1072,16 @@ void Gateway::Impl::DoAccept() {
 void Gateway::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
   if (ec == net::error::operation_aborted || stopping_.load()) return;
   if (!ec) {
+    // Answers are written as they are ready, often in more than one segment (a TLS record, then
+    // the next): with Nagle's algorithm on, the second waits for the client's delayed ACK (about
+    // 40 ms on Linux) before it leaves. Every answer is complete when written, so send at once.
+    beast::error_code nodelay_ec;
+    socket.set_option(tcp::no_delay(true), nodelay_ec);
+    if (nodelay_ec) spdlog::debug("gateway: cannot set TCP_NODELAY: {}", nodelay_ec.message());
+    beast::error_code endpoint_ec;
+    const tcp::endpoint peer = socket.remote_endpoint(endpoint_ec);
     const std::size_t open = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
-    ConnectionSlot slot(this);
+    ConnectionSlot slot(this, endpoint_ec ? std::string("unknown") : ClientKeyOf(peer));
     if (open > config_.gateway.max_connections) {
       // Over the limit: close at once, so one client cannot exhaust memory or descriptors.
       const uint64_t refused = refused_.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -798,6 +1089,12 @@ void Gateway::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
         spdlog::warn("gateway.max_connections ({}) reached: refused {} connection(s) so far",
                      config_.gateway.max_connections, refused);
       }
+      budget_->CountRefusal(slot.client(), BudgetRefusal::kMaxConnections);
+      beast::error_code ignored;
+      socket.close(ignored);
+    } else if (!slot.AdmitClient()) {
+      // This address has gateway.max_connections_per_client open: one client cannot take every
+      // connection (nor, through them, the body budget). Counted and logged per interval.
       beast::error_code ignored;
       socket.close(ignored);
     } else if (tls_) {
@@ -826,6 +1123,64 @@ void Gateway::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
   DoAccept();
 }
 
+void Gateway::Impl::ScheduleBudgetTick() {
+  budget_timer_->expires_after(budget_->Waiting() > 0 ? kBudgetTickWaiting : kBudgetTickIdle);
+  budget_timer_->async_wait([this](beast::error_code ec) {
+    if (ec || stopping_.load()) return;
+    budget_->Tick();
+    if (std::chrono::steady_clock::now() - last_refusal_log_ >= kRefusalLogInterval) {
+      last_refusal_log_ = std::chrono::steady_clock::now();
+      LogRefusals();
+    }
+    ScheduleBudgetTick();
+  });
+}
+
+// One line per client address refused anything in the last interval (the busiest first), so an
+// operator sees who without a line per request. An address that authenticated recently (the
+// PIM's) is always named, at error level: its refusals are lost events.
+void Gateway::Impl::LogRefusals() {
+  auto by_client = budget_->TakeRefusalsByClient();
+  if (by_client.empty()) return;
+  std::vector<std::pair<uint64_t, std::string>> order;
+  for (const auto& [client, reasons] : by_client) {
+    uint64_t total = 0;
+    for (const auto& [reason, count] : reasons) total += count;
+    order.emplace_back(total, client);
+  }
+  std::sort(order.begin(), order.end(), std::greater<>());
+  uint64_t rest = 0;
+  std::size_t logged = 0, rest_clients = 0;
+  for (const auto& [total, client] : order) {
+    const bool trusted = budget_->Trusted(client);
+    if (!trusted && logged >= kRefusalLogMaxClients) {
+      rest += total;
+      ++rest_clients;
+      continue;
+    }
+    std::string reasons =
+        absl::StrJoin(by_client[client], ", ", [](std::string* out, const auto& entry) {
+          absl::StrAppend(out, BudgetRefusalName(entry.first), "=", entry.second);
+        });
+    if (trusted) {
+      spdlog::error(
+          "gateway: refused {} connection(s) or request body(ies) from {} in the last {} s ({}), "
+          "an address that sent authenticated requests: raise gateway.max_buffered_bytes or "
+          "gateway.max_connections_per_client if it is the PIM",
+          total, client, kRefusalLogInterval.count(), reasons);
+    } else {
+      ++logged;
+      spdlog::warn(
+          "gateway: refused {} connection(s) or request body(ies) from {} in the last {} s ({})",
+          total, client, kRefusalLogInterval.count(), reasons);
+    }
+  }
+  if (rest > 0) {
+    spdlog::warn("gateway: and {} more from {} other address(es) in the last {} s", rest,
+                 rest_clients, kRefusalLogInterval.count());
+  }
+}
+
 void Gateway::Impl::Stop() {
   if (stopping_.exchange(true)) return;
   net::post(acceptor_->get_executor(), [this] {
@@ -842,6 +1197,11 @@ void Gateway::Impl::Stop() {
   ioc_->stop();
   for (std::thread& t : threads_) t.join();
   threads_.clear();
+  // Requests waiting for room go away with the server, without an answer.
+  if (budget_) {
+    budget_->Shutdown();
+    LogRefusals();
+  }
 }
 
 GatewayStats Gateway::Impl::Stats() const {
@@ -859,6 +1219,11 @@ GatewayStats Gateway::Impl::Stats() const {
   stats.unrouted_by_code = unrouted_.Snapshot();
   stats.connections_open = connections_.load(std::memory_order_relaxed);
   stats.connections_refused = refused_.load(std::memory_order_relaxed);
+  const BodyBudget::Stats budget = budget_->stats();
+  stats.buffered_bytes = budget.buffered_bytes;
+  stats.max_buffered_bytes = budget_->options().max_buffered_bytes;
+  stats.body_waits = budget.waiting;
+  stats.refusals = budget.refusals;
   return stats;
 }
 

@@ -45,6 +45,13 @@ struct GatewayStats {
   std::map<int, uint64_t> unrouted_by_code;
   uint64_t connections_open = 0;
   uint64_t connections_refused = 0;
+  // The body budget (gateway/body_budget.h): room held now by request bodies not yet
+  // authenticated, its limit, requests waiting for room, and refusals by reason
+  // (max_connections, client_connections, buffer_budget, client_buffer_budget, evicted).
+  uint64_t buffered_bytes = 0;
+  uint64_t max_buffered_bytes = 0;
+  uint64_t body_waits = 0;
+  std::map<std::string, uint64_t> refusals;
 };
 
 // What the gateway tells the rest of pimgate, without depending on it. Every callback runs on a

@@ -64,10 +64,10 @@ bool SignatureEquals(std::string_view expected_hex, std::string_view received_he
 SignatureVerifier::SignatureVerifier(std::vector<std::string> secrets)
     : secrets_(std::move(secrets)) {}
 
-absl::Status SignatureVerifier::VerifyLegacy(std::string_view signature, std::string_view timestamp,
-                                             std::string_view body,
-                                             std::chrono::system_clock::time_point now,
-                                             std::chrono::seconds tolerance) const {
+absl::Status SignatureVerifier::CheckLegacyHeaders(std::string_view signature,
+                                                   std::string_view timestamp,
+                                                   std::chrono::system_clock::time_point now,
+                                                   std::chrono::seconds tolerance) {
   if (signature.empty()) {
     return absl::UnauthenticatedError("missing X-Akeneo-Request-Signature header");
   }
@@ -95,6 +95,17 @@ absl::Status SignatureVerifier::VerifyLegacy(std::string_view signature, std::st
     return absl::UnauthenticatedError(absl::StrCat(
         "X-Akeneo-Request-Signature must be 64 hex characters, got ", signature.size()));
   }
+  return absl::OkStatus();
+}
+
+absl::Status SignatureVerifier::VerifyLegacy(std::string_view signature, std::string_view timestamp,
+                                             std::string_view body,
+                                             std::chrono::system_clock::time_point now,
+                                             std::chrono::seconds tolerance) const {
+  if (absl::Status headers = CheckLegacyHeaders(signature, timestamp, now, tolerance);
+      !headers.ok()) {
+    return headers;
+  }
   std::string signed_bytes;
   signed_bytes.reserve(timestamp.size() + 1 + body.size());
   signed_bytes.append(timestamp).append(".").append(body);
@@ -109,9 +120,8 @@ absl::Status SignatureVerifier::VerifyLegacy(std::string_view signature, std::st
   return absl::OkStatus();
 }
 
-absl::Status SignatureVerifier::VerifyEventPlatform(std::string_view primary,
-                                                    std::string_view secondary,
-                                                    std::string_view body) const {
+absl::Status SignatureVerifier::CheckEventPlatformHeaders(std::string_view primary,
+                                                          std::string_view secondary) {
   if (primary.empty() && secondary.empty()) {
     return absl::UnauthenticatedError("missing X-AKENEO-SIGNATURE-PRIMARY header");
   }
@@ -120,6 +130,15 @@ absl::Status SignatureVerifier::VerifyEventPlatform(std::string_view primary,
       return absl::UnauthenticatedError(
           absl::StrCat("X-AKENEO-SIGNATURE-* must be 64 hex characters, got ", received.size()));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SignatureVerifier::VerifyEventPlatform(std::string_view primary,
+                                                    std::string_view secondary,
+                                                    std::string_view body) const {
+  if (absl::Status headers = CheckEventPlatformHeaders(primary, secondary); !headers.ok()) {
+    return headers;
   }
   bool match = false;
   for (const std::string& secret : secrets_) {

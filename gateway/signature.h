@@ -24,6 +24,17 @@ class SignatureVerifier {
  public:
   explicit SignatureVerifier(std::vector<std::string> secrets);
 
+  // The checks of VerifyLegacy that need no body: both headers present, the timestamp a number
+  // within `tolerance` of `now`, the signature 64 characters long. The gateway runs them before
+  // reading a body it was asked to confirm (Expect: 100-continue), so a request that cannot pass
+  // is refused before its body is sent.
+  static absl::Status CheckLegacyHeaders(std::string_view signature, std::string_view timestamp,
+                                         std::chrono::system_clock::time_point now,
+                                         std::chrono::seconds tolerance);
+  // The same for VerifyEventPlatform: a signature header present, each one 64 characters long.
+  static absl::Status CheckEventPlatformHeaders(std::string_view primary,
+                                                std::string_view secondary);
+
   // Legacy Events API: `signature` = hex HMAC of "<timestamp>.<raw body>"; `timestamp` is Unix
   // seconds and must be within `tolerance` of `now`. Unauthenticated with a specific message
   // otherwise (missing header, malformed timestamp, outside tolerance, mismatch).

@@ -64,6 +64,30 @@ void WriteGatewayMetrics(const GatewayStats& stats, MetricsWriter& out) {
              "Connections closed at accept because gateway.max_connections were open.",
              MetricType::kCounter);
   out.Sample({}, stats.connections_refused);
+  out.Family("pimgate_gateway_buffered_bytes",
+             "Room held now by webhook request bodies not yet authenticated (reserved from "
+             "Content-Length, or as chunked bodies grow).",
+             MetricType::kGauge);
+  out.Sample({}, stats.buffered_bytes);
+  out.Family("pimgate_gateway_max_buffered_bytes",
+             "The limit of pimgate_gateway_buffered_bytes (gateway.max_buffered_bytes).",
+             MetricType::kGauge);
+  out.Sample({}, stats.max_buffered_bytes);
+  out.Family("pimgate_gateway_body_waits",
+             "Requests waiting for room in the body budget, their body not yet read.",
+             MetricType::kGauge);
+  out.Sample({}, stats.body_waits);
+  out.Family("pimgate_gateway_refusals_total",
+             "Connections and request bodies refused to bound memory, by reason: max_connections "
+             "and client_connections (closed at accept), buffer_budget and client_buffer_budget "
+             "(no room within gateway.buffer_wait: 503, or 429 for the Event Platform, body "
+             "unread), evicted (a body behind its sender's timeout, closed to make room).",
+             MetricType::kCounter);
+  for (const char* reason : {"max_connections", "client_connections", "buffer_budget",
+                             "client_buffer_budget", "evicted"}) {
+    auto it = stats.refusals.find(reason);
+    out.Sample({{"reason", reason}}, it == stats.refusals.end() ? uint64_t{0} : it->second);
+  }
 }
 
 void RegisterGatewayMetrics(MetricsRegistry& registry, const Gateway* gateway) {

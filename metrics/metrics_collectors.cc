@@ -21,7 +21,8 @@ constexpr double kMicrosPerSecond = 1e6;
 constexpr PluginState kProcessStates[] = {PluginState::kStarting, PluginState::kServing,
                                           PluginState::kBackoff, PluginState::kStopped,
                                           PluginState::kExternal};
-constexpr const char* kDispatchStates[] = {"connecting", "idle", "streaming", "paused", "stopped"};
+constexpr const char* kDispatchStates[] = {"connecting", "idle",       "streaming",
+                                           "paused",     "restarting", "stopped"};
 
 struct PluginView {
   std::string name;
@@ -49,8 +50,7 @@ bool IsUp(const PluginView& view) {
   if (view.process != nullptr && view.process->state != PluginState::kExternal) {
     return view.process->state == PluginState::kServing;
   }
-  return view.dispatch != nullptr &&
-         (view.dispatch->state == "streaming" || view.dispatch->state == "paused");
+  return view.dispatch != nullptr && view.dispatch->stream_open;
 }
 
 void DispatchCounter(MetricsWriter& out, const std::vector<PluginView>& plugins, const char* name,

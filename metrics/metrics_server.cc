@@ -266,6 +266,9 @@ void MetricsServer::Impl::DoAccept() {
             beast::error_code ignored;
             socket.close(ignored);
           } else {
+            // A probe's answer must not wait for the prober's delayed ACK (Nagle's algorithm).
+            beast::error_code nodelay_ec;
+            socket.set_option(tcp::no_delay(true), nodelay_ec);
             std::make_shared<MetricsSession>(*this, std::move(slot), std::move(socket))->DoRead();
           }
         } else {

@@ -32,6 +32,22 @@ def section(title):
     table.append((f"-- {title}", "", "", "", "", "", "", "", ""))
 
 
+def newconn_row(r):
+    """A new-connection-per-request run: latency next to the same-run ceiling's, as differences."""
+    if "error" in r:
+        add(r["label"], r["error"], rss=f'{r.get("rss_mib", 0)} MiB')
+        return
+    base = by_id.get(r.get("baseline", ""))
+    baseline, ratio = "(latency baseline)", ""
+    if base and "p50_ms" in base:
+        baseline = f'{short(base["label"])}: p50 {base["p50_ms"]:.2f} ms, p99 {base["p99_ms"]:.2f} ms'
+        ratio = (f'p50 {r["p50_ms"] - base["p50_ms"]:+.2f} ms, '
+                 f'p99 {r["p99_ms"] - base["p99_ms"]:+.2f} ms')
+    errors = f', {r["errors"]} errors' if r.get("errors") else ""
+    add(r["label"], f'{r["requests_per_s"]:,.0f} req/s{errors}', r["p50_ms"], r["p99_ms"],
+        r["p999_ms"], baseline, ratio, rss=f'{r["rss_mib"]} MiB')
+
+
 def short(label):
     """A baseline's name without its details: "HTTP ceiling, TLS, legacy x10" -> "HTTP ceiling"."""
     return label.split(",")[0].split(" (")[0] if label else ""
@@ -71,15 +87,39 @@ def ingest_row(r):
             f'{eps / g["events_per_s"]:.2f}x' if g["events_per_s"] else "")
 
 
-section("ingest (closed loop unless 'open'; latency = HTTP answer)")
-for r in rows:
-    if r["kind"] == "ingest" and not r["id"].startswith("backlog"):
-        ingest_row(r)
+ingest_rows = [r for r in rows if r["kind"] == "ingest"
+               and not r["id"].startswith(("backlog", "newconn", "budget"))]
+if ingest_rows:
+    section("ingest (closed loop unless 'open'; latency = HTTP answer)")
+for r in ingest_rows:
+    ingest_row(r)
 
-section("storage ceiling (same disk, one request's commit per batch)")
-if "error" in storage or not storage:
-    add("storage ceiling", storage.get("error", "no result"))
-else:
+newconn_rows = [r for r in rows if r["kind"] == "ingest" and r["id"].startswith("newconn")]
+if newconn_rows:
+    section(f"new connection per request (connect + TLS handshake + request; "
+            f"{newconn_rows[0].get('connections', '?')} loadgen workers, open loop; "
+            f"ratio = latency minus the ceiling's)")
+for r in newconn_rows:
+    newconn_row(r)
+
+budget_rows = [r for r in rows if r["kind"] == "ingest" and r["id"].startswith("budget")]
+if budget_rows:
+    section("body budget under overload (throughput column: answered 200 within the sender's "
+            "0.5 s; codes)")
+for r in budget_rows:
+    if "error" in r:
+        add(r["label"], r["error"], rss=f'{r.get("rss_mib", 0)} MiB')
+        continue
+    share = 100.0 * r["within_budget"] / r["requests"] if r.get("requests") else 0.0
+    codes = " ".join(f"{code}:{n}" for code, n in sorted(r.get("codes", {}).items()))
+    add(r["label"], f'{share:.1f} % of {r["requests"]:,}', r["p50_ms"], r["p99_ms"], r["p999_ms"],
+        codes, rss=f'{r["rss_mib"]} MiB')
+
+if storage:
+    section("storage ceiling (same disk, one request's commit per batch)")
+if "error" in storage:
+    add("storage ceiling", storage["error"])
+elif storage:
     n = storage["events_per_batch"]
     nbytes = storage["batch_bytes"]
     f = storage["fsync"]
@@ -93,12 +133,14 @@ else:
             add(f"{name} ({n} events)", rate(s["events_per_s"]), s["p50_ms"], s["p99_ms"],
                 s["p999_ms"], "(baseline)")
 
-section("backlog (same durable ingest, empty log vs a log holding a backlog)")
-for r in rows:
-    if r["kind"] == "ingest" and r["id"].startswith("backlog"):
-        ingest_row(r)
+backlog_rows = [r for r in rows if r["kind"] == "ingest" and r["id"].startswith("backlog")]
+if backlog_rows:
+    section("backlog (same durable ingest, empty log vs a log holding a backlog)")
+for r in backlog_rows:
+    ingest_row(r)
 
-section(f"dispatch (log -> plugin process over gRPC, max_in_flight {in_flight})")
+if any(r["kind"] == "dispatch" for r in rows):
+    section(f"dispatch (log -> plugin process over gRPC, max_in_flight {in_flight})")
 for r in rows:
     if r["kind"] != "dispatch":
         continue
@@ -126,7 +168,8 @@ for r in rows:
         baseline="bare stream, protobuf minimum", ratio=ratio,
         cpu=f'{r["dispatch_cpu_us_per_event"]:.0f} us/ev both', rss=rss)
 
-section("end to end (webhook received -> fsynced -> dispatched -> C++ handler called)")
+if any(r["kind"] == "e2e" for r in rows):
+    section("end to end (webhook received -> fsynced -> dispatched -> C++ handler called)")
 for r in rows:
     if r["kind"] != "e2e":
         continue

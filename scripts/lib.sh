@@ -13,6 +13,9 @@ PIMGATE_PACKAGES=(
   python3-grpcio python3-protobuf
   clang libclang-rt-14-dev  # scripts/fuzz: libFuzzer targets (scripts/test runs them briefly)
   prometheus  # for promtool: the metrics tests check pimgate's /metrics with `promtool check metrics`
+  # tests/gateway/guzzle_sender_test: the PIM's own webhook sender stack, Guzzle 7 over libcurl
+  # (without php-curl, which Guzzle only suggests, it falls back to PHP streams: not the PIM's)
+  php-cli php-guzzlehttp-guzzle php-curl
   # scripts/package-test and scripts/docs-check: dpkg -i needs adduser; `ip` brings loopback up in
   # their private network namespace; systemd-analyze verifies the packaged unit.
   adduser iproute2 systemd

@@ -45,6 +45,15 @@ namespace {
 
 using v1::Ack;
 
+// The store's record of a paused plugin (LogBackend meta): "true" while paused.
+std::string PausedKey(const std::string& plugin) {
+  return absl::StrCat("dispatch/", plugin, "/paused");
+}
+
+// How long a control call (hold, release) waits for the scheduler thread to act on it. The
+// scheduler loops at least once a second; a blocking log read or connect may delay one loop.
+constexpr absl::Duration kControlWait = absl::Seconds(30);
+
 google::protobuf::Timestamp NowTimestamp() {
   return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
 }
@@ -74,6 +83,17 @@ class Dispatcher::PluginDispatcher {
   absl::Status Start() {
     absl::StatusOr<uint64_t> cursor = log_->backend().LoadCursor(config_.name);
     if (!cursor.ok()) return cursor.status();
+    absl::StatusOr<std::optional<std::string>> paused =
+        log_->backend().GetMeta(PausedKey(config_.name));
+    if (!paused.ok()) return paused.status();
+    if (paused->has_value() && **paused == "true") {
+      spdlog::info(
+          "[dispatch {}] paused (pimgatectl pause, saved in the store): its events wait "
+          "for pimgatectl resume {}",
+          config_.name, config_.name);
+      absl::MutexLock lock(&mu_);
+      paused_ = true;
+    }
     cursor_ = *cursor;
     persisted_cursor_ = cursor_;
     next_read_ = cursor_ + 1;
@@ -84,6 +104,15 @@ class Dispatcher::PluginDispatcher {
       absl::MutexLock lock(&hook->mu);
       if (hook->target != nullptr) hook->target->Wake();
     });
+    {
+      absl::MutexLock lock(&mu_);
+      started_ = true;
+      paused_view_ = paused_;
+    }
+    // Readers see the loaded cursor and a true state before the first loop: the events after
+    // the cursor are read now, so a plugin with work waiting reads "connecting", not "idle".
+    FillWindow();
+    PublishStats();
     thread_ = std::thread([this] { Run(); });
     return absl::OkStatus();
   }
@@ -113,9 +142,60 @@ class Dispatcher::PluginDispatcher {
     return stats;
   }
 
-  void SetPaused(bool paused) {
+  // Saved first (fsynced), then applied: a pause that was answered OK survives a restart.
+  absl::Status SetPaused(bool paused) {
+    absl::MutexLock control(&control_mu_);  // the store and memory change in the same order
+    if (absl::Status status =
+            log_->backend().PutMeta(PausedKey(config_.name), paused ? "true" : "false");
+        !status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("saving the pause state of plugin ",
+                                                      config_.name, ": ", status.message()));
+    }
     absl::MutexLock lock(&mu_);
     paused_ = paused;
+    control_changed_ = true;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Dispatcher::DrainResult> HoldAndDrain(std::optional<absl::Duration> timeout) {
+    absl::MutexLock lock(&mu_);
+    if (!started_ || stopping_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the dispatcher of plugin ", config_.name, " is not running"));
+    }
+    const uint64_t seq = ++hold_seq_;
+    hold_ = true;
+    control_changed_ = true;
+    const auto seen = [this, seq]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || published_hold_seq_ == seq;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&seen), kControlWait) || stopping_) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("the dispatcher of plugin ", config_.name, " did not take the hold"));
+    }
+    Dispatcher::DrainResult result;
+    result.in_flight = shared_stats_.in_flight;
+    const auto drained = [this, seq]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || (published_hold_seq_ == seq && shared_stats_.in_flight == 0);
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&drained),
+                         timeout.value_or(absl::FromChrono(config_.ack_timeout)));
+    detach_seq_ = seq;
+    control_changed_ = true;
+    const auto detached = [this, seq]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || detached_seq_done_ == seq;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&detached), kControlWait) || stopping_) {
+      return absl::DeadlineExceededError(absl::StrCat("the dispatcher of plugin ", config_.name,
+                                                      " did not release its delivery stream"));
+    }
+    result.unanswered = detached_unanswered_;
+    return result;
+  }
+
+  void EndHold() {
+    absl::MutexLock lock(&mu_);
+    hold_ = false;
     control_changed_ = true;
   }
 
@@ -143,6 +223,8 @@ class Dispatcher::PluginDispatcher {
   };
 
   enum class State { kWaiting, kInFlight, kBackoff };
+  // What stats_.last_error is about, so that it goes once that is resolved.
+  enum class ErrorKind { kNone, kConnect, kStream, kHydration, kRead, kProgress };
   // kNeeded: a lightweight event whose resource must be fetched before it is sent (it waits in
   // hydrate_queue_, not ready_); kFetching: being fetched; kFound / kNotFound: fetched, sent with
   // data.resource / data.hydration = "not_found". kNone: sent as stored.
@@ -222,6 +304,8 @@ class Dispatcher::PluginDispatcher {
     std::vector<v1::Event> redeliver;
     std::vector<HydrationOutcome> hydrated;
     bool paused = false;
+    uint64_t hold_seq = 0;    // non-zero: deliveries are held for a restart
+    uint64_t detach_seq = 0;  // non-zero: release the delivery stream for that hold
     bool stopping = false;
   };
 
@@ -248,13 +332,18 @@ class Dispatcher::PluginDispatcher {
         inbox.redeliver.swap(redeliver_);
         inbox.hydrated.swap(hydrated_);
         inbox.paused = paused_;
+        inbox.hold_seq = hold_ ? hold_seq_ : 0;
+        inbox.detach_seq =
+            hold_ && detach_seq_ == hold_seq_ && detached_seq_done_ != hold_seq_ ? detach_seq_ : 0;
         inbox.stopping = stopping_;
         new_events_ = false;
         control_changed_ = false;
       }
       if (inbox.stopping) break;
       paused_view_ = inbox.paused;
+      hold_view_ = inbox.hold_seq;
       const absl::Time now = absl::Now();
+      if (inbox.detach_seq != 0) ReleaseStreamForRestart(inbox.detach_seq);
       if (inbox.seek_to) Seek(*inbox.seek_to);
       for (v1::Event& event : inbox.redeliver) AdmitRedelivery(std::move(event));
       for (const auto& [generation, ack] : inbox.acks) HandleAck(generation, ack, now);
@@ -287,7 +376,9 @@ class Dispatcher::PluginDispatcher {
   }
 
   void EnsureStream(absl::Time now) {
-    if (stream_ || window_.empty() || paused_view_ || now < reconnect_at_) return;
+    if (stream_ || window_.empty() || paused_view_ || hold_view_ != 0 || now < reconnect_at_) {
+      return;
+    }
     if (!channel_) {
       const std::string address = resolve_(config_.name);
       grpc::ChannelArguments args;
@@ -296,12 +387,13 @@ class Dispatcher::PluginDispatcher {
       channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
     }
     stats_.state = "connecting";
+    PublishStats();  // the wait below may take connect_timeout: show why nothing moves
     if (!channel_->WaitForConnected(absl::ToChronoTime(now + options_.connect_timeout))) {
       reconnect_delay_ = reconnect_delay_ == absl::ZeroDuration()
                              ? options_.reconnect_initial
                              : std::min(reconnect_delay_ * 2, options_.reconnect_max);
       reconnect_at_ = absl::Now() + reconnect_delay_;
-      stats_.last_error = "plugin unreachable at " + resolve_(config_.name);
+      SetError(ErrorKind::kConnect, "plugin unreachable at " + resolve_(config_.name));
       return;
     }
     ++generation_;
@@ -327,13 +419,16 @@ class Dispatcher::PluginDispatcher {
                              ? options_.reconnect_initial
                              : std::min(reconnect_delay_ * 2, options_.reconnect_max);
       reconnect_at_ = absl::Now() + reconnect_delay_;
-      stats_.last_error = absl::StrCat("opening the delivery stream to ", resolve_(config_.name),
-                                       ": ", stream.status().message());
+      SetError(ErrorKind::kConnect,
+               absl::StrCat("opening the delivery stream to ", resolve_(config_.name), ": ",
+                            stream.status().message()));
       spdlog::warn("[dispatch {}] {}", config_.name, stats_.last_error);
       return;
     }
     reconnect_delay_ = absl::ZeroDuration();
     stream_ = std::move(*stream);
+    ClearError(ErrorKind::kConnect);
+    ClearError(ErrorKind::kStream);
     ++stats_.connects;
     stats_.state = "streaming";
     spdlog::info("[dispatch {}] stream {} open ({})", config_.name, generation_,
@@ -349,7 +444,7 @@ class Dispatcher::PluginDispatcher {
       absl::StatusOr<std::vector<StoredEvent>> events =
           log_->backend().ReadStoredEvents(next_read_, want);
       if (!events.ok()) {
-        stats_.last_error = std::string(events.status().message());
+        SetError(ErrorKind::kRead, std::string(events.status().message()));
         spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
         return;
       }
@@ -358,13 +453,14 @@ class Dispatcher::PluginDispatcher {
         break;
       }
       next_read_ = events->back().sequence + 1;  // before the events are moved from
+      ClearError(ErrorKind::kRead);
       for (StoredEvent& stored : *events) {
         absl::StatusOr<v1::Event> header = ParseEventHeader(stored.bytes);
         if (!header.ok()) {
           // Never skipped silently: the cursor stops below it until an operator seeks past it.
           next_read_ = stored.sequence;
-          stats_.last_error =
-              absl::StrCat("event ", stored.sequence, ": ", header.status().message());
+          SetError(ErrorKind::kRead,
+                   absl::StrCat("event ", stored.sequence, ": ", header.status().message()));
           spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
           break;
         }
@@ -494,6 +590,7 @@ class Dispatcher::PluginDispatcher {
     stats_.hydrating = hydrating_;
     const bool found = outcome.status.ok();
     if (found || outcome.status.code() == absl::StatusCode::kNotFound) {
+      ClearError(ErrorKind::kHydration);
       ++(outcome.from_cache ? stats_.hydration_cache_hits : stats_.hydration_fetches);
       if (!found) ++stats_.hydration_not_found;
       pending.hydration = found ? Hydration::kFound : Hydration::kNotFound;
@@ -506,12 +603,12 @@ class Dispatcher::PluginDispatcher {
     ++stats_.hydration_failures;
     pending.hydration = Hydration::kNeeded;
     ++pending.attempts;
-    stats_.last_error = absl::StrCat("hydration failed: ", outcome.status.message());
+    SetError(ErrorKind::kHydration, absl::StrCat("hydration failed: ", outcome.status.message()));
     Fail(outcome.sequence, stats_.last_error, now);
   }
 
   void SendReady(absl::Time now) {
-    if (!stream_ || paused_view_) return;
+    if (!stream_ || paused_view_ || hold_view_ != 0) return;
     std::vector<std::string> deliveries;
     while (in_flight_ < config_.max_in_flight && !ready_.empty()) {
       const uint64_t sequence = *ready_.begin();
@@ -546,6 +643,7 @@ class Dispatcher::PluginDispatcher {
     }
     Pending& pending = it->second;
     LeaveFlight(pending, ack.sequence());
+    ClearError(ErrorKind::kStream);  // the plugin answers again
     switch (ack.outcome()) {
       case v1::OUTCOME_OK:
         ++stats_.delivered;
@@ -569,7 +667,7 @@ class Dispatcher::PluginDispatcher {
     if (!stream_ || generation != generation_) return;
     spdlog::warn("[dispatch {}] {}; redelivering {} in-flight event(s)", config_.name, reason,
                  in_flight_);
-    stats_.last_error = reason;
+    SetError(ErrorKind::kStream, reason);
     stream_.reset();
     stats_.state = "connecting";
     reconnect_at_ = now + options_.reconnect_initial;
@@ -613,7 +711,10 @@ class Dispatcher::PluginDispatcher {
     if (timed_out && stream_) {
       // A plugin that stops answering may have stopped reading too: start a fresh call so
       // queued writes cannot wedge behind it. Other in-flight deliveries are redelivered.
-      stats_.last_error = "ack timeout";
+      SetError(ErrorKind::kStream,
+               absl::StrCat("no ack within ack_timeout (",
+                            absl::FormatDuration(absl::FromChrono(config_.ack_timeout)),
+                            "): stream reset"));
       stream_.reset();
       stats_.state = "connecting";
       FailAllInFlight("stream reset after an ack timeout", now);
@@ -693,10 +794,11 @@ class Dispatcher::PluginDispatcher {
     next_progress_at_ = now + options_.progress_interval;
     if (!status.ok()) {
       // Kept for the next attempt: a dead letter is never dropped for want of a write.
-      stats_.last_error = std::string(status.message());
+      SetError(ErrorKind::kProgress, std::string(status.message()));
       spdlog::error("[dispatch {}] saving progress: {}", config_.name, stats_.last_error);
       return;
     }
+    ClearError(ErrorKind::kProgress);
     persisted_cursor_ = cursor_;
     dead_letters_.clear();
     if (!resolved_letters_.empty()) {
@@ -732,17 +834,69 @@ class Dispatcher::PluginDispatcher {
     FlushProgress(absl::Now(), /*force=*/true);
   }
 
+  // The plugin's process is about to be restarted: the stream goes (acks still coming on it are
+  // ignored) and the deliveries not answered on it wait to be sent again once the hold ends. They
+  // are not failures of the plugin: no attempt is counted against retry.max_attempts and no
+  // backoff is waited (their next delivery says attempt + 1, as any redelivery).
+  void ReleaseStreamForRestart(uint64_t seq) {
+    uint64_t unanswered = 0;
+    if (stream_) {
+      stream_.reset();
+      std::vector<uint64_t> in_flight;
+      for (auto& [sequence, pending] : window_) {
+        if (pending.state == State::kInFlight) in_flight.push_back(sequence);
+      }
+      for (uint64_t sequence : in_flight) {
+        LeaveFlight(window_.at(sequence), sequence);
+        MakeReady(sequence);
+        ++unanswered;
+      }
+      spdlog::info(
+          "[dispatch {}] delivery stream released for a restart of the plugin; {} "
+          "unanswered delivery(ies) will be sent again",
+          config_.name, unanswered);
+    }
+    reconnect_at_ = absl::InfinitePast();
+    reconnect_delay_ = absl::ZeroDuration();
+    PublishStats();  // what the caller reads next: nothing in flight
+    absl::MutexLock lock(&mu_);
+    detached_seq_done_ = seq;
+    detached_unanswered_ = unanswered;
+  }
+
+  void SetError(ErrorKind kind, std::string text) {
+    error_kind_ = kind;
+    stats_.last_error = std::move(text);
+  }
+
+  // The condition behind an error is over: the error goes (only if it is still the latest).
+  void ClearError(ErrorKind kind) {
+    if (error_kind_ != kind) return;
+    error_kind_ = ErrorKind::kNone;
+    stats_.last_error.clear();
+  }
+
   void PublishStats() {
     stats_.in_flight = in_flight_;
-    if (paused_view_) {
+    stats_.stream_open = stream_ != nullptr;
+    if (hold_view_ != 0) {
+      stats_.state = "restarting";
+    } else if (paused_view_) {
       stats_.state = "paused";
+    } else if (window_.empty()) {
+      // Nothing to deliver, whether or not a stream is open: a broken or unreachable stream is
+      // no delivery problem until there is something to send.
+      stats_.state = "idle";
+      ClearError(ErrorKind::kConnect);
+      ClearError(ErrorKind::kStream);
     } else if (stream_) {
       stats_.state = "streaming";
-    } else if (stats_.state == "paused" || stats_.state == "stopped") {
-      stats_.state = window_.empty() ? "idle" : "connecting";
+    } else {
+      stats_.state = "connecting";
     }
     absl::MutexLock lock(&mu_);
     shared_stats_ = stats_;
+    published_hold_seq_ = hold_view_;
   }
 
   const PluginConfig config_;
@@ -760,12 +914,27 @@ class Dispatcher::PluginDispatcher {
   std::vector<v1::Event> redeliver_ ABSL_GUARDED_BY(mu_);
   std::vector<HydrationOutcome> hydrated_ ABSL_GUARDED_BY(mu_);
   bool new_events_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  // A restart's hold (HoldAndDrain .. EndHold): each hold has its own number, so that the
+  // scheduler's answers (published_hold_seq_, detached_seq_done_) cannot be taken for those of
+  // an earlier hold.
+  bool hold_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t hold_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t published_hold_seq_ ABSL_GUARDED_BY(mu_) = 0;  // stats published under this hold
+  uint64_t detach_seq_ ABSL_GUARDED_BY(mu_) = 0;          // release the stream for this hold
+  uint64_t detached_seq_done_ ABSL_GUARDED_BY(mu_) = 0;   // released for this hold
+  uint64_t detached_unanswered_ ABSL_GUARDED_BY(mu_) = 0;
   bool control_changed_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   PluginDispatchStats shared_stats_ ABSL_GUARDED_BY(mu_);
 
+  // Serializes SetPaused: the saved state and the applied one never disagree.
+  absl::Mutex control_mu_;
+
   // Scheduler-thread state.
+  ErrorKind error_kind_ = ErrorKind::kNone;  // what stats_.last_error is about
+  uint64_t hold_view_ = 0;
   std::mt19937_64 rng_;
   std::uniform_real_distribution<double> unit_{0.0, 1.0};
   PluginDispatchStats stats_;
@@ -869,14 +1038,26 @@ Dispatcher::PluginDispatcher* Dispatcher::Find(const std::string& name) const {
 absl::Status Dispatcher::Pause(const std::string& plugin) {
   PluginDispatcher* p = Find(plugin);
   if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
-  p->SetPaused(true);
-  return absl::OkStatus();
+  return p->SetPaused(true);
 }
 
 absl::Status Dispatcher::Resume(const std::string& plugin) {
   PluginDispatcher* p = Find(plugin);
   if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
-  p->SetPaused(false);
+  return p->SetPaused(false);
+}
+
+absl::StatusOr<Dispatcher::DrainResult> Dispatcher::HoldAndDrain(
+    const std::string& plugin, std::optional<absl::Duration> timeout) {
+  PluginDispatcher* p = Find(plugin);
+  if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
+  return p->HoldAndDrain(timeout);
+}
+
+absl::Status Dispatcher::EndHold(const std::string& plugin) {
+  PluginDispatcher* p = Find(plugin);
+  if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
+  p->EndHold();
   return absl::OkStatus();
 }
 

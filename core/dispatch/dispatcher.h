@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,10 @@ namespace pimgate {
 // A point-in-time view of one plugin's delivery.
 struct PluginDispatchStats {
   std::string name;
-  std::string state;    // "connecting", "streaming", "paused", "stopped"
+  // "idle" (nothing to deliver), "streaming" (events to deliver, stream open), "connecting"
+  // (events to deliver, no stream yet: the plugin is starting or unreachable), "paused",
+  // "restarting" (held for pimgatectl restart), "stopped" (pimgate is stopping).
+  std::string state;
   uint64_t cursor = 0;  // every event <= cursor is done for this plugin
   uint64_t lag = 0;     // log head - cursor
   uint64_t in_flight = 0;
@@ -31,7 +35,11 @@ struct PluginDispatchStats {
   uint64_t dead_lettered = 0;
   uint64_t skipped_filter = 0;
   uint64_t skipped_stale = 0;
-  uint64_t connects = 0;  // streams opened
+  uint64_t connects = 0;     // streams opened
+  bool stream_open = false;  // a delivery stream is open now (an external plugin is up then)
+  // The latest delivery problem that is not over: cleared once what caused it is resolved (a
+  // stream opens or the plugin answers again, nothing is left to deliver, the next hydration,
+  // log read or progress write succeeds).
   std::string last_error;
   // Hydration (plugins with `hydrate: true`; zero for the others).
   uint64_t hydrating = 0;             // events whose resource is being fetched now
@@ -84,9 +92,24 @@ class Dispatcher {
 
   std::vector<PluginDispatchStats> Stats() const;
 
-  // Paused plugins hold their events (nothing is skipped); in-flight deliveries complete.
+  // Paused plugins hold their events (nothing is skipped); in-flight deliveries complete. The
+  // state is saved in the store (fsynced, beside the plugin's cursor) before these return, and
+  // restored by Start(): a paused plugin stays paused across restarts of pimgate until Resume().
   absl::Status Pause(const std::string& plugin);
   absl::Status Resume(const std::string& plugin);
+
+  struct DrainResult {
+    uint64_t in_flight = 0;   // deliveries outstanding when the hold began
+    uint64_t unanswered = 0;  // of those, not answered within the drain timeout
+  };
+  // Before the plugin's process is restarted: holds its events (nothing new is sent, nothing is
+  // skipped), waits up to `timeout` (default: the plugin's ack_timeout, past which they would
+  // count as failed anyway) for the deliveries in flight to be answered, then releases
+  // the delivery stream. Deliveries still unanswered are sent again once the hold ends, without
+  // counting as failed attempts. EndHold() must follow, whatever happens in between.
+  absl::StatusOr<DrainResult> HoldAndDrain(const std::string& plugin,
+                                           std::optional<absl::Duration> timeout = std::nullopt);
+  absl::Status EndHold(const std::string& plugin);
   // Replays from `sequence`: the plugin's cursor becomes sequence - 1 and in-flight deliveries
   // are abandoned.
   absl::Status Seek(const std::string& plugin, uint64_t sequence);

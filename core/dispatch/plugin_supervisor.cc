@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -122,21 +123,14 @@ absl::StatusOr<std::string> ResolveExecutable(const std::string& name, const std
   return absl::NotFoundError(absl::StrCat("command not found in PATH: ", name));
 }
 
-// The inherited environment with `overrides` replacing or adding variables (later entries win).
-std::vector<std::string> BuildEnvironment(
-    const std::vector<std::pair<std::string, std::string>>& overrides) {
-  std::map<std::string, std::string> merged;
-  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
-    std::string_view text(*entry);
-    const size_t eq = text.find('=');
-    if (eq == std::string_view::npos) continue;
-    merged[std::string(text.substr(0, eq))] = std::string(text.substr(eq + 1));
+bool InBaseEnvironment(std::string_view name) {
+  if (name.substr(0, std::strlen(kPluginBaseEnvironmentPrefix)) == kPluginBaseEnvironmentPrefix) {
+    return true;
   }
-  for (const auto& [key, value] : overrides) merged[key] = value;
-  std::vector<std::string> env;
-  env.reserve(merged.size());
-  for (const auto& [key, value] : merged) env.push_back(absl::StrCat(key, "=", value));
-  return env;
+  for (const char* base : kPluginBaseEnvironment) {
+    if (name == base) return true;
+  }
+  return false;
 }
 
 std::string EnvValue(const std::vector<std::string>& env, const std::string& key) {
@@ -303,8 +297,11 @@ class LineSplitter {
 // thread, so that a child never blocks on a full pipe. Owns both fds.
 class OutputForwarder {
  public:
-  OutputForwarder(std::string plugin, int stdout_fd, int stderr_fd)
+  // `on_stderr` also gets each stderr line (on the forwarder's thread).
+  OutputForwarder(std::string plugin, int stdout_fd, int stderr_fd,
+                  std::function<void(const std::string&)> on_stderr)
       : plugin_(std::move(plugin)),
+        on_stderr_(std::move(on_stderr)),
         fds_{stdout_fd, stderr_fd},
         wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     for (int fd : fds_) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -325,8 +322,11 @@ class OutputForwarder {
   void Loop() {
     LineSplitter out(
         [this](const std::string& line) { spdlog::info("[plugin {}] {}", plugin_, line); });
+    // Warning level: what a plugin writes to stderr is mostly why it fails (a traceback, a
+    // missing module), which must show at the default log level.
     LineSplitter err([this](const std::string& line) {
-      spdlog::info("[plugin {}] [stderr] {}", plugin_, line);
+      spdlog::warn("[plugin {}] [stderr] {}", plugin_, line);
+      on_stderr_(line);
     });
     LineSplitter* splitters[2] = {&out, &err};
     bool open[2] = {true, true};
@@ -365,6 +365,7 @@ class OutputForwarder {
   }
 
   const std::string plugin_;
+  const std::function<void(const std::string&)> on_stderr_;
   int fds_[2];
   const int wake_fd_;
   std::thread thread_;
@@ -402,9 +403,10 @@ class HealthProbe {
 
 // Why one run of a plugin process ended.
 struct RunEnd {
-  bool stopped = false;   // ended by Stop()
-  std::string error;      // otherwise: "exited with status 3", ...
-  absl::Duration served;  // time between SERVING and the end (zero if never SERVING)
+  bool stopped = false;    // ended by Stop()
+  bool restarted = false;  // ended by Restart()
+  std::string error;       // otherwise: "exited with status 3", ...
+  absl::Duration served;   // time between SERVING and the end (zero if never SERVING)
 };
 
 }  // namespace
@@ -425,9 +427,31 @@ const char* PluginStateName(PluginState state) {
   return "unknown";
 }
 
+std::vector<std::string> PluginEnvironment(const PluginConfig& config, const std::string& address,
+                                           const std::vector<std::string>& inherited) {
+  std::map<std::string, std::string> merged;
+  for (std::string_view entry : inherited) {
+    const size_t eq = entry.find('=');
+    if (eq == std::string_view::npos) continue;
+    const std::string name(entry.substr(0, eq));
+    if (config.inherit_env_all || InBaseEnvironment(name) ||
+        std::find(config.inherit_env.begin(), config.inherit_env.end(), name) !=
+            config.inherit_env.end()) {
+      merged[name] = std::string(entry.substr(eq + 1));
+    }
+  }
+  for (const auto& [key, value] : config.env) merged[key] = value;
+  merged["PIMGATE_PLUGIN_ADDRESS"] = address;
+  merged["PIMGATE_PLUGIN_NAME"] = config.name;
+  std::vector<std::string> env;
+  env.reserve(merged.size());
+  for (const auto& [key, value] : merged) env.push_back(absl::StrCat(key, "=", value));
+  return env;
+}
+
 class PluginSupervisor::Impl {
  public:
-  // One configured plugin. Everything but `status` is fixed at Create.
+  // One configured plugin. Everything but what `mu` guards is fixed at Create.
   struct Plugin {
     PluginConfig config;
     std::string address;
@@ -436,6 +460,10 @@ class PluginSupervisor::Impl {
     std::thread monitor;           // started by Start(), joined by Stop()
     mutable absl::Mutex mu;
     PluginStatus status ABSL_GUARDED_BY(mu);
+    // The current run's last stderr lines; they become status.last_stderr when the run fails.
+    std::deque<std::string> run_stderr ABSL_GUARDED_BY(mu);
+    // Processes launched so far (Restart() waits for a later one).
+    uint64_t launches ABSL_GUARDED_BY(mu) = 0;
   };
 
   explicit Impl(std::vector<std::unique_ptr<Plugin>> plugins) : plugins_(std::move(plugins)) {}
@@ -466,11 +494,59 @@ class PluginSupervisor::Impl {
     }
   }
 
-  std::string AddressOf(const std::string& name) const {
-    for (const std::unique_ptr<Plugin>& plugin : plugins_) {
-      if (plugin->config.name == name) return plugin->address;
+  absl::StatusOr<pid_t> Restart(const std::string& name) {
+    Plugin* plugin = Find(name);
+    if (plugin == nullptr) return absl::NotFoundError(absl::StrCat("no plugin named ", name));
+    const absl::Time deadline = absl::Now() + absl::FromChrono(plugin->config.stop_timeout) +
+                                absl::FromChrono(plugin->config.start_timeout) + kRestartSlack;
+    if (plugin->config.command.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("plugin ", name, " runs outside pimgate (address ", plugin->address,
+                       "): restart it with the process manager that runs it"));
     }
-    return "";
+    uint64_t launches_before = 0;
+    {
+      absl::MutexLock lock(&plugin->mu);
+      launches_before = plugin->launches;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (!started_ || stopping_) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("plugin ", name, " cannot be restarted: its supervisor is not running"));
+      }
+      restart_requests_.insert(name);
+    }
+    spdlog::info("plugin {}: restart requested", name);
+    // The new run is over its start once it is SERVING or has failed (backoff).
+    absl::MutexLock lock(&plugin->mu);
+    const auto started = [plugin, launches_before]() ABSL_SHARED_LOCKS_REQUIRED(plugin->mu) {
+      return plugin->launches > launches_before && (plugin->status.state == PluginState::kServing ||
+                                                    plugin->status.state == PluginState::kBackoff ||
+                                                    plugin->status.state == PluginState::kStopped);
+    };
+    if (!plugin->mu.AwaitWithDeadline(absl::Condition(&started), deadline)) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("plugin ", name, " was restarted but is not SERVING yet (state ",
+                       PluginStateName(plugin->status.state), "); see pimgatectl plugins"));
+    }
+    if (plugin->status.state != PluginState::kServing) {
+      std::string message =
+          absl::StrCat("plugin ", name, " was stopped but the new process did not start: ",
+                       plugin->status.last_error.empty() ? PluginStateName(plugin->status.state)
+                                                         : plugin->status.last_error);
+      if (!plugin->status.last_stderr.empty()) {
+        absl::StrAppend(&message, "; its last stderr lines:\n",
+                        absl::StrJoin(plugin->status.last_stderr, "\n"));
+      }
+      return absl::FailedPreconditionError(message);
+    }
+    return plugin->status.pid;
+  }
+
+  std::string AddressOf(const std::string& name) const {
+    const Plugin* plugin = Find(name);
+    return plugin == nullptr ? "" : plugin->address;
   }
 
   std::vector<PluginStatus> Status() const {
@@ -483,6 +559,13 @@ class PluginSupervisor::Impl {
   }
 
  private:
+  Plugin* Find(const std::string& name) const {
+    for (const std::unique_ptr<Plugin>& plugin : plugins_) {
+      if (plugin->config.name == name) return plugin.get();
+    }
+    return nullptr;
+  }
+
   // Launch, supervise and restart one plugin until Stop(). Runs on the plugin's monitor thread.
   void Monitor(Plugin& plugin) {
     const PluginConfig& config = plugin.config;
@@ -494,16 +577,27 @@ class PluginSupervisor::Impl {
     while (!StopRequested()) {
       RunEnd end = LaunchAndSupervise(plugin);
       if (end.stopped) break;
+      if (end.restarted) {
+        // Asked for: not a crash, so no backoff and no count; a failing plugin starts afresh.
+        backoff = initial_backoff;
+        continue;
+      }
       if (end.served >= reset_after) backoff = initial_backoff;
       {
         absl::MutexLock lock(&plugin.mu);
         plugin.status.state = PluginState::kBackoff;
         plugin.status.pid = 0;
         plugin.status.last_error = end.error;
+        plugin.status.last_stderr.assign(plugin.run_stderr.begin(), plugin.run_stderr.end());
       }
       spdlog::warn("plugin {} {}; restarting in {}", config.name, end.error,
                    absl::FormatDuration(backoff));
-      if (WaitForStop(backoff)) break;
+      // A restart request ends the backoff early: the operator has fixed something.
+      if (WaitForStopOrRestart(config.name, backoff)) break;
+      if (RestartRequested(config.name)) {
+        backoff = initial_backoff;
+        continue;
+      }
       backoff = std::min(backoff * 2, max_backoff);
       absl::MutexLock lock(&plugin.mu);
       ++plugin.status.restarts;
@@ -520,26 +614,45 @@ class PluginSupervisor::Impl {
   RunEnd LaunchAndSupervise(Plugin& plugin) {
     const PluginConfig& config = plugin.config;
     {
+      // This launch answers every restart asked for until now.
+      absl::MutexLock lock(&mu_);
+      restart_requests_.erase(config.name);
+    }
+    {
       absl::MutexLock lock(&plugin.mu);
       plugin.status.state = PluginState::kStarting;
+      plugin.run_stderr.clear();
     }
     // A socket left by the previous run would answer health checks with "connection refused"
     // at best; the plugin's own stale-socket check would also see it.
     unlink(plugin.socket_path.c_str());
     absl::StatusOr<std::string> path =
         ResolveExecutable(config.command.front(), EnvValue(plugin.env, "PATH"));
-    if (!path.ok()) return RunEnd{false, std::string(path.status().message()), {}};
-    absl::StatusOr<Child> child = Spawn(*path, config.command, plugin.env);
-    if (!child.ok()) return RunEnd{false, std::string(child.status().message()), {}};
+    absl::StatusOr<Child> child =
+        path.ok() ? Spawn(*path, config.command, plugin.env) : absl::StatusOr<Child>(path.status());
+    if (!child.ok()) {
+      absl::MutexLock lock(&plugin.mu);
+      ++plugin.launches;
+      return RunEnd{false, false, std::string(child.status().message()), {}};
+    }
     const pid_t pid = child->pid;
     {
       absl::MutexLock lock(&plugin.mu);
       plugin.status.pid = pid;
+      ++plugin.launches;
     }
     spdlog::info("plugin {} launched (pid {}): {}", config.name, pid,
                  absl::StrJoin(config.command, " "));
     // Destroyed (flushing the last output) only after the child is reaped, below.
-    OutputForwarder output(config.name, child->stdout_fd, child->stderr_fd);
+    OutputForwarder output(
+        config.name, child->stdout_fd, child->stderr_fd, [&plugin](const std::string& line) {
+          absl::MutexLock lock(&plugin.mu);
+          plugin.run_stderr.push_back(
+              line.size() <= kStderrTailLineBytes ? line : line.substr(0, kStderrTailLineBytes));
+          if (plugin.run_stderr.size() > kStderrTailLines) {
+            plugin.run_stderr.pop_front();
+          }
+        });
     return Supervise(plugin, pid);
   }
 
@@ -551,16 +664,20 @@ class PluginSupervisor::Impl {
       // wait for it.
       HealthProbe probe(plugin.address);
       for (;;) {
-        if (StopRequested()) return Terminate(plugin, pid);
-        if (HasExited(pid)) return RunEnd{false, DescribeWaitStatus(Reap(pid)), {}};
+        if (StopRequested()) return Terminate(plugin, pid, /*restart=*/false);
+        if (RestartRequested(config.name)) return Terminate(plugin, pid, /*restart=*/true);
+        if (HasExited(pid)) return Ended(pid, {});
         const absl::Duration left = start_deadline - absl::Now();
         if (left <= absl::ZeroDuration()) {
           Reap(pid);  // SIGKILLs the group
-          return RunEnd{
-              false, absl::StrCat("not SERVING in ", FormatMillis(config.start_timeout)), {}};
+          return RunEnd{false,
+                        false,
+                        absl::StrCat("not SERVING in ", FormatMillis(config.start_timeout)),
+                        {}};
         }
         if (probe.Serving(std::min(left, kHealthCheckDeadline))) break;
-        WaitForStop(std::min(start_deadline - absl::Now(), kHealthPollInterval));
+        WaitForStopOrRestart(config.name,
+                             std::min(start_deadline - absl::Now(), kHealthPollInterval));
       }
     }
     const absl::Time serving_since = absl::Now();
@@ -569,16 +686,33 @@ class PluginSupervisor::Impl {
       plugin.status.state = PluginState::kServing;
     }
     spdlog::info("plugin {} SERVING on {} (pid {})", config.name, plugin.address, pid);
+    // A run that has served for restart.reset_after is stable: the error of an earlier run is
+    // over, and showing it would send an operator after a problem that no longer exists. Until
+    // then it stays, so that a plugin that crashes every few seconds keeps showing why.
+    const absl::Time stable_at = serving_since + absl::FromChrono(config.restart.reset_after);
+    bool cleared = false;
     for (;;) {
-      if (WaitForStop(kExitPollInterval)) return Terminate(plugin, pid);
-      if (HasExited(pid)) {
-        return RunEnd{false, DescribeWaitStatus(Reap(pid)), absl::Now() - serving_since};
+      if (WaitForStopOrRestart(config.name, kExitPollInterval)) {
+        return Terminate(plugin, pid, /*restart=*/false);
+      }
+      if (RestartRequested(config.name)) return Terminate(plugin, pid, /*restart=*/true);
+      if (HasExited(pid)) return Ended(pid, absl::Now() - serving_since);
+      if (!cleared && absl::Now() >= stable_at) {
+        absl::MutexLock lock(&plugin.mu);
+        plugin.status.last_error.clear();
+        plugin.status.last_stderr.clear();
+        cleared = true;
       }
     }
   }
 
+  // A run that ended on its own: collects the exit status.
+  static RunEnd Ended(pid_t pid, absl::Duration served) {
+    return RunEnd{false, false, DescribeWaitStatus(Reap(pid)), served};
+  }
+
   // SIGTERM to the process group, SIGKILL after stop_timeout.
-  RunEnd Terminate(Plugin& plugin, pid_t pid) {
+  RunEnd Terminate(Plugin& plugin, pid_t pid, bool restart) {
     const PluginConfig& config = plugin.config;
     kill(-pid, SIGTERM);
     const absl::Time deadline = absl::Now() + absl::FromChrono(config.stop_timeout);
@@ -592,8 +726,13 @@ class PluginSupervisor::Impl {
                    config.name, pid, FormatMillis(config.stop_timeout));
     }
     const int status = Reap(pid);
-    spdlog::info("plugin {} stopped (pid {} {})", config.name, pid, DescribeWaitStatus(status));
-    return RunEnd{true, "", {}};
+    spdlog::info("plugin {} stopped (pid {} {}){}", config.name, pid, DescribeWaitStatus(status),
+                 restart ? "; starting it again (restart requested)" : "");
+    {
+      absl::MutexLock lock(&plugin.mu);
+      plugin.status.pid = 0;
+    }
+    return RunEnd{!restart, restart, "", {}};
   }
 
   bool StopRequested() {
@@ -601,10 +740,19 @@ class PluginSupervisor::Impl {
     return stopping_;
   }
 
-  // Sleeps up to `timeout`; returns early (true) when Stop() is called.
-  bool WaitForStop(absl::Duration timeout) {
+  bool RestartRequested(const std::string& name) {
     absl::MutexLock lock(&mu_);
-    return mu_.AwaitWithTimeout(absl::Condition(&stopping_), timeout);
+    return !stopping_ && restart_requests_.contains(name);
+  }
+
+  // Sleeps up to `timeout`, or less when Stop() or Restart(`name`) is called. True: Stop().
+  bool WaitForStopOrRestart(const std::string& name, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    const auto woken = [this, &name]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || restart_requests_.contains(name);
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&woken), timeout);
+    return stopping_;
   }
 
   const std::vector<std::unique_ptr<Plugin>> plugins_;
@@ -612,6 +760,8 @@ class PluginSupervisor::Impl {
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Plugins whose process must be restarted (Restart()), until their monitor launches anew.
+  std::set<std::string> restart_requests_ ABSL_GUARDED_BY(mu_);
 };
 
 absl::StatusOr<std::unique_ptr<PluginSupervisor>> PluginSupervisor::Create(
@@ -647,10 +797,11 @@ absl::StatusOr<std::unique_ptr<PluginSupervisor>> PluginSupervisor::Create(
             sizeof(sockaddr_un{}.sun_path) - 1, " bytes; use a shorter runtime directory"));
       }
       entry->address = "unix:" + entry->socket_path;
-      std::vector<std::pair<std::string, std::string>> overrides = config.env;
-      overrides.emplace_back("PIMGATE_PLUGIN_ADDRESS", entry->address);
-      overrides.emplace_back("PIMGATE_PLUGIN_NAME", config.name);
-      entry->env = BuildEnvironment(overrides);
+      std::vector<std::string> inherited;
+      for (char** variable = environ; variable != nullptr && *variable != nullptr; ++variable) {
+        inherited.emplace_back(*variable);
+      }
+      entry->env = PluginEnvironment(config, entry->address, inherited);
       status.state = PluginState::kStopped;
     }
     status.address = entry->address;
@@ -680,6 +831,9 @@ PluginSupervisor::PluginSupervisor(std::unique_ptr<Impl> impl) : impl_(std::move
 PluginSupervisor::~PluginSupervisor() { Stop(); }
 absl::Status PluginSupervisor::Start() { return impl_->Start(); }
 void PluginSupervisor::Stop() { impl_->Stop(); }
+absl::StatusOr<pid_t> PluginSupervisor::Restart(const std::string& name) {
+  return impl_->Restart(name);
+}
 std::string PluginSupervisor::AddressOf(const std::string& name) const {
   return impl_->AddressOf(name);
 }

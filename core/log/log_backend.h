@@ -145,6 +145,20 @@ class LogBackend {
                                                                       std::size_t max) = 0;
   virtual absl::Status DeleteDeadLetters(const std::string& plugin,
                                          const std::vector<uint64_t>& sequences) = 0;
+  // How many dead letters `plugin` has now. This default reads them page by page; a backend that
+  // can count keys without reading the letters overrides it.
+  virtual absl::StatusOr<uint64_t> CountDeadLetters(const std::string& plugin) {
+    constexpr std::size_t kPage = 1000;
+    uint64_t count = 0;
+    uint64_t from = 0;
+    for (;;) {
+      absl::StatusOr<std::vector<v1::DeadLetter>> page = ReadDeadLetters(plugin, from, kPage);
+      if (!page.ok()) return page.status();
+      count += page->size();
+      if (page->size() < kPage) return count;
+      from = page->back().event().sequence() + 1;
+    }
+  }
 
   // Retention (see core/retention.h). Each call is one atomic write that returns how many records
   // it removed; a call that removes `max` may have left more. Deletions are not fsynced: one lost
@@ -221,6 +235,9 @@ class ForwardingLogBackend : public LogBackend {
   absl::Status DeleteDeadLetters(const std::string& plugin,
                                  const std::vector<uint64_t>& sequences) override {
     return inner_->DeleteDeadLetters(plugin, sequences);
+  }
+  absl::StatusOr<uint64_t> CountDeadLetters(const std::string& plugin) override {
+    return inner_->CountDeadLetters(plugin);
   }
   absl::StatusOr<uint64_t> TrimEvents(uint64_t max_sequence, int64_t received_before_us,
                                       std::size_t max_events) override {

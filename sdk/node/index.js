@@ -13,7 +13,7 @@
 // pimgate.v1.EventHandler and grpc.health.v1.Health and answers one Ack per delivery. An OK ack is final: pimgate never sends that event to this plugin again, so a
 // handler resolves OK only once its effect is durable. Delivery is at-least-once: handlers must
 // be idempotent. The .proto files are loaded at run time from $PIMGATE_PROTO_PATH, else from the
-// repository's proto/ directory (../../proto from here).
+// proto/ folder next to this file (installed SDKs), else the repository's (../../proto).
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -86,9 +86,26 @@ function toAck(sequence, value) {
 // ---------------------------------------------------------------------------------------------
 // Protos and conversions
 
-/** The directory holding pimgate/v1/*.proto and grpc/health/v1/health.proto. */
+// Where the .proto files are looked for, in order, when $PIMGATE_PROTO_PATH is not set: next to
+// this file (an installed SDK: the Debian package, `cmake --install`, build/node), then the
+// repository's proto/ folder (this file in sdk/node of a checkout).
+const PROTO_DIRS = [path.join(__dirname, 'proto'), path.join(__dirname, '..', '..', 'proto')];
+
+/**
+ * The directory holding pimgate/v1/*.proto and grpc/health/v1/health.proto: $PIMGATE_PROTO_PATH
+ * when set, else the first of PROTO_DIRS that has them. Throws, naming every place it looked,
+ * when none has them.
+ */
 function protoDir() {
-  return process.env.PIMGATE_PROTO_PATH || path.join(__dirname, '../../proto');
+  if (process.env.PIMGATE_PROTO_PATH) return process.env.PIMGATE_PROTO_PATH;
+  for (const dir of PROTO_DIRS) {
+    if (PROTO_FILES.every((file) => fs.existsSync(path.join(dir, file)))) return dir;
+  }
+  throw new Error(
+    `@pimgate/sdk: cannot find ${PROTO_FILES.join(' and ')} in ${PROTO_DIRS.join(' or ')}: ` +
+      'use the SDK as installed (the pimgate package, or build/node of a build), or set ' +
+      'PIMGATE_PROTO_PATH to the proto/ folder of a pimgate checkout',
+  );
 }
 
 /**
@@ -222,7 +239,9 @@ function makeLogger(name) {
     (...parts) => {
       if (level < threshold) return;
       const text = parts.map((p) => (p instanceof Error ? p.stack : String(p))).join(' ');
-      process.stderr.write(
+      // Warnings and errors to stderr, the rest to stdout: pimgate logs a plugin's stderr at
+      // warning level (and keeps its last lines when it fails), its stdout at info.
+      (level >= 30 ? process.stderr : process.stdout).write(
         `${new Date().toISOString()} ${label} [${pluginName()}] ${name}: ${text}\n`,
       );
     };
@@ -234,7 +253,10 @@ function makeLogger(name) {
   };
 }
 
-/** Leveled logging to stderr ($PIMGATE_LOG_LEVEL, default info), tagged with the plugin name. */
+/**
+ * Leveled logging ($PIMGATE_LOG_LEVEL, default info), tagged with the plugin name: debug and info
+ * to stdout, warnings and errors to stderr.
+ */
 const log = makeLogger('pimgate_sdk');
 
 // ---------------------------------------------------------------------------------------------

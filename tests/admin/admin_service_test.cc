@@ -250,7 +250,7 @@ TEST_F(AdminServiceTest, EveryMethodChecksTheToken) {
   const google::protobuf::ServiceDescriptor* service =
       v1::GetStatsRequest::descriptor()->file()->FindServiceByName("Admin");
   ASSERT_NE(service, nullptr);
-  ASSERT_EQ(service->method_count(), 12);
+  ASSERT_EQ(service->method_count(), 13);
   grpc::GenericStub generic(channel_);
   for (int i = 0; i < service->method_count(); ++i) {
     const std::string method =
@@ -391,9 +391,9 @@ TEST_F(AdminServiceTest, ReflectionListsServicesAndDescribesAdmin) {
         for (const auto& method : service.method()) methods.insert(method.name());
         EXPECT_EQ(methods,
                   (std::set<std::string>{"GetStats", "ListPlugins", "PausePlugin", "ResumePlugin",
-                                         "SeekPlugin", "ListDeadLetters", "RetryDeadLetters",
-                                         "PurgeDeadLetters", "GetEvent", "ListEvents",
-                                         "ListQuarantine", "Reconcile"}));
+                                         "RestartPlugin", "SeekPlugin", "ListDeadLetters",
+                                         "RetryDeadLetters", "PurgeDeadLetters", "GetEvent",
+                                         "ListEvents", "ListQuarantine", "Reconcile"}));
       }
     }
   }
@@ -467,6 +467,28 @@ TEST_F(AdminServiceTest, GetStatsReportsLogAndPlugins) {
   EXPECT_EQ(response.plugins(1).name(), "p2");
   EXPECT_EQ(response.plugins(1).lag(), 5u);
   EXPECT_TRUE(response.sources().empty());  // no gateway in this test
+}
+
+TEST_F(AdminServiceTest, GetStatsCountsDeadLettersStoredNow) {
+  AppendEvents(3);
+  ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 3; }));
+  WriteDeadLetters("p1", {1, 3});
+  WriteDeadLetters("p2", {2});
+  v1::GetStatsResponse response;
+  ASSERT_TRUE(stub_->GetStats(Ctx().get(), {}, &response).ok());
+  EXPECT_EQ(response.plugins(0).dead_letters_stored(), 2u);
+  EXPECT_EQ(response.plugins(1).dead_letters_stored(), 1u);
+  // dead_lettered counts what this dispatcher dead-lettered since it started: none here.
+  EXPECT_EQ(response.plugins(0).dead_lettered(), 0u);
+
+  v1::PurgeDeadLettersRequest purge;
+  purge.set_plugin("p1");
+  purge.set_all(true);
+  v1::PurgeDeadLettersResponse purged;
+  ASSERT_TRUE(stub_->PurgeDeadLetters(Ctx().get(), purge, &purged).ok());
+  ASSERT_TRUE(stub_->GetStats(Ctx().get(), {}, &response).ok());
+  EXPECT_EQ(response.plugins(0).dead_letters_stored(), 0u);
+  EXPECT_EQ(response.plugins(1).dead_letters_stored(), 1u);
 }
 
 TEST(AdminGatewayStatsTest, SourcesCountAnswersAndEvents) {
@@ -561,6 +583,47 @@ TEST_F(AdminServiceTest, PauseHoldsEventsAndResumeDeliversThem) {
   ASSERT_TRUE(stub_->ResumePlugin(Ctx().get(), resume, &resumed).ok());
   ASSERT_TRUE(WaitFor([&] { return plugin_->attempts().size() == 3; }));
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 3; }));
+}
+
+TEST_F(AdminServiceTest, RestartNeedsALaunchedPlugin) {
+  v1::RestartPluginRequest request;
+  request.set_plugin("p1");
+  v1::RestartPluginResponse response;
+  // No supervisor in this pimgate.
+  grpc::Status status = stub_->RestartPlugin(Ctx().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(status.error_message(), "the plugin supervisor is not running in this pimgate");
+
+  auto supervisor = PluginSupervisor::Create(
+      {Plugin("p1", dir_.File("p1.sock")), Plugin("p2", dir_.File("nobody.sock"))},
+      dir_.File("run"));
+  ASSERT_TRUE(supervisor.ok()) << supervisor.status();
+  ASSERT_TRUE((*supervisor)->Start().ok());
+  admin_.reset();
+  auto admin = AdminServer::Start(LocalConfig(),
+                                  {log_.get(), dispatcher_.get(), supervisor->get(), nullptr});
+  ASSERT_TRUE(admin.ok());
+  admin_ = std::move(*admin);
+  stub_ =
+      v1::Admin::NewStub(grpc::CreateChannel(admin_->target(), grpc::InsecureChannelCredentials()));
+  // p1 is an `address` plugin: pimgate does not run it, and does not hold its events for it.
+  status = stub_->RestartPlugin(Ctx().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(status.error_message(),
+            absl::StrCat("plugin p1 runs outside pimgate (address unix:", dir_.File("p1.sock"),
+                         "): restart it with the process manager that runs it; pimgate "
+                         "reconnects by itself"));
+  AppendEvents(1);
+  ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 1; }));
+  request.set_plugin("erp");
+  EXPECT_EQ(stub_->RestartPlugin(Ctx().get(), request, &response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  request.set_plugin("p1");
+  request.mutable_drain_timeout()->set_seconds(-1);
+  EXPECT_EQ(stub_->RestartPlugin(Ctx().get(), request, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  admin_.reset();
+  (*supervisor)->Stop();
 }
 
 TEST_F(AdminServiceTest, PauseOfUnknownPluginIsNotFound) {

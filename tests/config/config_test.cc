@@ -4,17 +4,22 @@
 
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "common/did_you_mean.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -118,6 +123,9 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_EQ(gateway.idle_timeout, seconds(60));
   EXPECT_EQ(gateway.handshake_timeout, seconds(10));
   EXPECT_EQ(gateway.max_connections, 1024u);
+  EXPECT_EQ(gateway.max_buffered_bytes, 0u);  // the machine's default, chosen by the gateway
+  EXPECT_EQ(gateway.max_connections_per_client, 128u);
+  EXPECT_EQ(gateway.buffer_wait, milliseconds(250));
   EXPECT_EQ(gateway.timestamp_tolerance, seconds(300));
 
   const StoreConfig& store = config->store;
@@ -166,6 +174,9 @@ gateway:
   handshake_timeout: 5s
   timestamp_tolerance: 1h
   max_connections: 50
+  max_buffered_bytes: 32MiB
+  max_connections_per_client: 10
+  buffer_wait: 400ms
 store:
   path: /data/pimgate
   sync: false
@@ -206,6 +217,9 @@ log:
   EXPECT_EQ(gateway.handshake_timeout, seconds(5));
   EXPECT_EQ(gateway.timestamp_tolerance, seconds(3600));
   EXPECT_EQ(gateway.max_connections, 50u);
+  EXPECT_EQ(gateway.max_buffered_bytes, 32u << 20);
+  EXPECT_EQ(gateway.max_connections_per_client, 10u);
+  EXPECT_EQ(gateway.buffer_wait, milliseconds(400));
 
   EXPECT_EQ(config->store.path, "/data/pimgate");
   EXPECT_FALSE(config->store.sync);
@@ -337,7 +351,7 @@ INSTANTIATE_TEST_SUITE_P(
          "log: {}\n",
          "line 4: <document>: the config must be a single YAML document"},
         {"UnknownTopLevelKey", "store:\n  path: /x\nplugin:\n  - name: a\n",
-         "line 3: plugin: unknown key"},
+         "line 3: plugin: unknown key; did you mean plugins?"},
         {"DuplicateTopLevelKey", "store:\n  path: /x\nstore:\n  path: /y\n",
          "line 3: store: duplicate key (first at line 1)"},
         {"NonScalarKey", "? [a, b]\n: c\n", "line 1: <document>: keys must be plain names"},
@@ -349,7 +363,7 @@ INSTANTIATE_TEST_SUITE_P(
         // gateway.
         {"UnknownGatewayKey",
          "store:\n  path: /x\ngateway:\n  listen: 0.0.0.0:1\n  listn: 0.0.0.0:2\n",
-         "line 5: gateway.listn: unknown key"},
+         "line 5: gateway.listn: unknown key; did you mean listen?"},
         {"GatewayNotMapping", "gateway: [1, 2]\n",
          "line 1: gateway: must be a mapping, got a sequence"},
         {"GatewayScalar", "gateway: on\n", "line 1: gateway: must be a mapping, got \"on\""},
@@ -368,6 +382,20 @@ INSTANTIATE_TEST_SUITE_P(
          "line 2: gateway.max_connections: is too large"},
         {"MaxConnectionsZero", "gateway:\n  max_connections: 0\n",
          "line 2: gateway.max_connections: must be at least 1, got 0"},
+        {"BufferedBelowTwoBodies", "gateway:\n  body_limit: 4MiB\n  max_buffered_bytes: 6MiB\n",
+         "line 3: gateway.max_buffered_bytes: must be at least twice gateway.body_limit "
+         "(8388608 bytes), got 6291456"},
+        {"BufferedCheckedWhateverTheOrder",
+         "gateway:\n  max_buffered_bytes: 6MiB\n  body_limit: 4MiB\n",
+         "line 2: gateway.max_buffered_bytes: must be at least twice gateway.body_limit "
+         "(8388608 bytes), got 6291456"},
+        {"BufferedAgainstTheDefaultBodyLimit", "gateway:\n  max_buffered_bytes: 1MiB\n",
+         "line 2: gateway.max_buffered_bytes: must be at least twice gateway.body_limit "
+         "(8388608 bytes), got 1048576"},
+        {"ConnectionsPerClientZero", "gateway:\n  max_connections_per_client: 0\n",
+         "line 2: gateway.max_connections_per_client: must be at least 1, got 0"},
+        {"BufferWaitZero", "gateway:\n  buffer_wait: 0ms\n",
+         "line 2: gateway.buffer_wait: must be greater than zero"},
         {"MaxEventsZero", "gateway:\n  max_events_per_request: 0\n",
          "line 2: gateway.max_events_per_request: must be at least 1, got 0"},
         {"BodyLimitZero", "gateway:\n  body_limit: 0\n",
@@ -397,7 +425,7 @@ INSTANTIATE_TEST_SUITE_P(
          "line 2: gateway.tls.cert_file: required"},
         {"TlsEmpty", "gateway:\n  tls:\n", "line 2: gateway.tls.cert_file: required"},
         {"TlsUnknownKey", "gateway:\n  tls:\n    cert: /x\n",
-         "line 3: gateway.tls.cert: unknown key"},
+         "line 3: gateway.tls.cert: unknown key; did you mean cert_file?"},
         {"TlsBadMinVersion", "gateway:\n  tls:\n    min_version: 1.1\n",
          "line 3: gateway.tls.min_version: must be \"1.2\" or \"1.3\", got \"1.1\""},
         {"TlsMissingCertFile", "gateway:\n  tls:\n    cert_file: /nonexistent/pimgate/cert.pem\n",
@@ -409,7 +437,7 @@ INSTANTIATE_TEST_SUITE_P(
         {"StoreNull", "store:\n", "line 1: store.path: required"},
         {"StoreEmptyPath", "store:\n  path: \"\"\n", "line 2: store.path: must not be empty"},
         {"StoreUnknownKey", "store:\n  path: /x\n  fsync: true\n",
-         "line 3: store.fsync: unknown key"},
+         "line 3: store.fsync: unknown key; did you mean sync?"},
         {"StoreSyncNotBool", "store:\n  path: /x\n  sync: yes\n",
          "line 3: store.sync: must be true or false, got \"yes\""},
         {"StoreRetentionBareNumber", "store:\n  path: /x\n  retention: 3600\n",
@@ -439,7 +467,7 @@ INSTANTIATE_TEST_SUITE_P(
          "    path: /a\n"
          "    secret: s3cr3t-inline\n"
          "    secrte: s3cr3t-inline\n",
-         "line 7: sources[0].secrte: unknown key"},
+         "line 7: sources[0].secrte: unknown key; did you mean secret?"},
         {"SourceMissingName",
          "store: {path: /x}\nsources:\n  - kind: events_api\n    path: /a\n    secret: "
          "s3cr3t-inline\n",
@@ -1146,7 +1174,7 @@ INSTANTIATE_TEST_SUITE_P(
         {"PluginNotMapping", "plugins:\n  - erp\n",
          "line 9: plugins[0]: must be a mapping, got \"erp\""},
         {"PluginUnknownKey", PIMGATE_PLUGIN "    comand: [x]\n",
-         "line 11: plugins[0].comand: unknown key"},
+         "line 11: plugins[0].comand: unknown key; did you mean command?"},
         {"PluginDuplicateKey", PIMGATE_PLUGIN "    name: other\n",
          "line 11: plugins[0].name: duplicate key (first at line 9)"},
         {"PluginMissingName", "plugins:\n  - command: [/bin/true]\n",
@@ -1333,7 +1361,7 @@ INSTANTIATE_TEST_SUITE_P(
         {"AuthorsSequence", PIMGATE_PLUGIN "    authors: [alice]\n",
          "line 11: plugins[0].authors: must be a mapping, got a sequence"},
         {"AuthorsUnknownKey", PIMGATE_PLUGIN "    authors:\n      includes: [alice]\n",
-         "line 12: plugins[0].authors.includes: unknown key"},
+         "line 12: plugins[0].authors.includes: unknown key; did you mean include?"},
         {"AuthorsIncludeScalar", PIMGATE_PLUGIN "    authors: {include: alice}\n",
          "line 11: plugins[0].authors.include: must be a sequence, got \"alice\""},
         {"AuthorsEmptyName", PIMGATE_PLUGIN "    authors: {exclude: [a, \"\"]}\n",
@@ -1492,7 +1520,7 @@ TEST_F(ConfigTest, AdminListenRejectsMalformedAddresses) {
               absl::StrCat("line 9: admin.listen: ", problem));
   }
   EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  listne: 127.0.0.1:1\n")).message(),
-            "line 9: admin.listne: unknown key");
+            "line 9: admin.listne: unknown key; did you mean listen?");
   EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  enabled: yes\n")).message(),
             "line 9: admin.enabled: must be true or false, got \"yes\"");
 }
@@ -1548,7 +1576,7 @@ TEST_F(ConfigTest, LoadConfigFileReportsLines) {
   const std::string path = WriteFile("pimgate.yaml", absl::StrCat(kMinimal, "log:\n  lvl: x\n"));
   absl::StatusOr<Config> config = LoadConfigFile(path);
   EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(config.status().message(), "line 9: log.lvl: unknown key");
+  EXPECT_EQ(config.status().message(), "line 9: log.lvl: unknown key; did you mean level?");
 }
 
 // ---- Retention and metrics ------------------------------------------------------------------
@@ -1781,7 +1809,7 @@ TEST_F(ConfigTest, RestKeyErrors) {
   EXPECT_EQ(ErrorOf(WithRest("      insecure_skip_verify: maybe\n")).message(),
             "line 14: " + prefix + "insecure_skip_verify: must be true or false, got \"maybe\"");
   EXPECT_EQ(ErrorOf(WithRest("      base: x\n")).message(),
-            "line 14: " + prefix + "base: unknown key");
+            "line 14: " + prefix + "base: unknown key; did you mean base_url?");
   EXPECT_EQ(ErrorOf(WithRest("      timezone: -5\n")).message(),
             "line 14: " + prefix +
                 "timezone: \"-5\" is not a UTC offset: write it as +HH:MM or -HH:MM, from -14:00 "
@@ -2118,6 +2146,233 @@ TEST(ParseByteSizeTest, Rejects) {
                 StartsWith(absl::StrCat("invalid size \"", c.text, "\": ")));
     EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(c.problem)) << c.text;
   }
+}
+
+// ---- "Did you mean" -----------------------------------------------------------------------------
+
+TEST(DidYouMeanTest, EditDistanceCountsSwapsAsOneEdit) {
+  EXPECT_EQ(EditDistance("listen", "listen"), 0u);
+  EXPECT_EQ(EditDistance("listne", "listen"), 1u);  // swap
+  EXPECT_EQ(EditDistance("lisen", "listen"), 1u);   // insertion
+  EXPECT_EQ(EditDistance("fsync", "sync"), 1u);     // deletion
+  EXPECT_EQ(EditDistance("lvl", "level"), 2u);
+  EXPECT_EQ(EditDistance("", "abc"), 3u);
+}
+
+TEST(DidYouMeanTest, SuggestsOnlyWhatIsClose) {
+  const std::vector<std::string> keys = {"level", "format"};
+  EXPECT_EQ(DidYouMean("lvl", keys), "level");
+  EXPECT_EQ(DidYouMean("fromat", keys), "format");
+  EXPECT_EQ(DidYouMean("colour", keys), std::nullopt);
+  EXPECT_EQ(DidYouMean("x", keys), std::nullopt);  // too short to guess
+  EXPECT_EQ(DidYouMean("level", keys), std::nullopt);
+  // A truncated name points at the only candidate it starts.
+  EXPECT_EQ(DidYouMean("recon", {"reconcile", "resume"}), "reconcile");
+  // Nearest wins; ties go to the first candidate.
+  EXPECT_EQ(DidYouMean("stat", {"stats", "start"}), "stats");
+}
+
+TEST_F(ConfigTest, UnknownKeysSuggestTheNearestKeyOfTheirMapping) {
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal,
+                                 "plugins:\n  - name: a\n    command: [a]\n"
+                                 "    inherit_evn: true\n"))
+                .message(),
+            "line 11: plugins[0].inherit_evn: unknown key; did you mean inherit_env?");
+  // Only keys of the same mapping are offered: `listen` is a gateway key, not a store key.
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "log:\n  colour: red\n")).message(),
+            "line 9: log.colour: unknown key");
+  EXPECT_EQ(ErrorOf("store:\n  path: /x\n  listen: 1\nsources: []\n").message(),
+            "line 3: store.listen: unknown key");
+}
+
+// ---- "$NAME" secrets ----------------------------------------------------------------------------
+
+TEST_F(ConfigTest, SecretWithoutBracesIsAnErrorShowingTheBracedForm) {
+  ::unsetenv("AKENEO_SECRET");
+  EXPECT_EQ(ErrorOf(WithSecret("secret: $AKENEO_SECRET")).message(),
+            "line 7: sources[0].secret: looks like an environment variable without braces: write "
+            "${AKENEO_SECRET} to read the variable (a secret that really starts with $ goes in a "
+            "file: file:/path)");
+  // Quoted, set in the environment, lower case: the same mistake, the same answer.
+  ScopedEnv env("pimgate_lower_secret", "from-the-env");
+  EXPECT_THAT(std::string(ErrorOf(WithSecret("secret: \"$pimgate_lower_secret\"")).message()),
+              HasSubstr("write ${pimgate_lower_secret} to read the variable"));
+  // A lower-case word that is no variable could be an inline secret: not echoed.
+  ::unsetenv("hunter2x");
+  const std::string hidden(ErrorOf(WithSecret("secret: $hunter2x")).message());
+  EXPECT_THAT(hidden, HasSubstr("write ${NAME} to read the variable"));
+  EXPECT_THAT(hidden, Not(HasSubstr("hunter2x")));
+  // Every secret key reads the same way: admin.token, sources[].rest.password.
+  EXPECT_THAT(
+      std::string(ErrorOf(absl::StrCat(kMinimal, "admin:\n  token: $ADMIN_TOKEN\n")).message()),
+      StartsWith("line 9: admin.token: looks like an environment variable without braces: "
+                 "write ${ADMIN_TOKEN}"));
+  // Still fine: "${NAME}", and secrets that merely contain or start with '$' and more.
+  ScopedEnv braced("AKENEO_SECRET", "from-the-env");
+  EXPECT_TRUE(LoadConfigString(WithSecret("secret: ${AKENEO_SECRET}")).ok());
+  EXPECT_TRUE(LoadConfigString(WithSecret("secret: \"$ecr3t-with-dash\"")).ok());
+  EXPECT_TRUE(LoadConfigString(WithSecret("secret: \"ab$CD\"")).ok());
+}
+
+// ---- inherit_env --------------------------------------------------------------------------------
+
+TEST_F(ConfigTest, InheritEnvIsFalseTrueOrAListOfNames) {
+  absl::StatusOr<Config> config = LoadConfigString(absl::StrCat(
+      kMinimal,
+      "plugins:\n  - {name: a, command: [a]}\n  - {name: b, command: [b], inherit_env: true}\n"
+      "  - {name: c, command: [c], inherit_env: [PYTHONPATH, NODE_PATH]}\n"
+      "  - {name: d, command: [d], inherit_env: false}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->plugins[0].inherit_env_all);
+  EXPECT_TRUE(config->plugins[0].inherit_env.empty());
+  EXPECT_TRUE(config->plugins[1].inherit_env_all);
+  EXPECT_FALSE(config->plugins[2].inherit_env_all);
+  EXPECT_EQ(config->plugins[2].inherit_env, (std::vector<std::string>{"PYTHONPATH", "NODE_PATH"}));
+  EXPECT_FALSE(config->plugins[3].inherit_env_all);
+
+  const std::string plugin = "plugins:\n  - name: a\n    command: [a]\n";
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, plugin, "    inherit_env: yes\n")).message(),
+            "line 11: plugins[0].inherit_env: must be true or false, got \"yes\"");
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, plugin, "    inherit_env: []\n")).message(),
+            "line 11: plugins[0].inherit_env: must be true, false or a list of variable names "
+            "(write false for none)");
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, plugin, "    inherit_env: [OK, 2BAD]\n")).message(),
+            "line 11: plugins[0].inherit_env[1]: variable names must be letters, digits and _, "
+            "not starting with a digit, got \"2BAD\"");
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal,
+                                 "plugins:\n  - name: a\n    address: h:1\n"
+                                 "    inherit_env: true\n"))
+                .message(),
+            "line 11: plugins[0].inherit_env: only applies to plugins pimgate launches (with a "
+            "command), not to an address");
+}
+
+// ---- Plugin commands (--check-config) -----------------------------------------------------------
+
+class PluginCommandTest : public ConfigTest {
+ protected:
+  // kMinimal plus one plugin whose command is `command` (a YAML flow sequence) on line 10.
+  absl::Status Check(const std::string& command, const std::string& more = "") {
+    LoadOptions options;
+    options.check_plugin_commands = true;
+    return LoadConfigString(absl::StrCat(kMinimal, "plugins:\n  - name: erp\n    command: ",
+                                         command, "\n", more),
+                            options)
+        .status();
+  }
+
+  std::string Executable(const std::string& name) {
+    const std::string path = WriteFile(name, "#!/bin/sh\nexit 0\n");
+    ::chmod(path.c_str(), 0755);
+    return path;
+  }
+};
+
+TEST_F(PluginCommandTest, AProgramThatExistsAndRunsPasses) {
+  EXPECT_TRUE(Check(absl::StrCat("[", Executable("handler"), ", --flag]")).ok());
+  EXPECT_TRUE(Check("[sh, -c, \"exit 0\"]").ok()) << "found through PATH";
+  // Without the option (pimgate --config), commands are the supervisor's business.
+  EXPECT_TRUE(
+      LoadConfigString(absl::StrCat(kMinimal, "plugins:\n  - {name: a, command: [/no/x]}\n")).ok());
+  // Plugins pimgate does not launch have no command to check.
+  EXPECT_TRUE(LoadConfigString(absl::StrCat(kMinimal,
+                                            "plugins:\n  - {name: a, address: "
+                                            "\"unix:/run/a.sock\"}\n"),
+                               {.check_plugin_commands = true})
+                  .ok());
+}
+
+TEST_F(PluginCommandTest, AMissingOrUnrunnableProgramIsNamedWithItsLine) {
+  EXPECT_EQ(Check("[/nonexistent/pimgate-plugin]").message(),
+            "line 10: plugins[0].command[0]: program \"/nonexistent/pimgate-plugin\": No such file "
+            "or directory");
+  const std::string script = WriteFile("handler.py", "print('hi')\n");
+  ::chmod(script.c_str(), 0644);
+  EXPECT_EQ(Check(absl::StrCat("[", script, "]")).message(),
+            absl::StrCat("line 10: plugins[0].command[0]: program \"", script,
+                         "\" is not executable (chmod +x it, or start it through its interpreter, "
+                         "e.g. [/usr/bin/python3, ",
+                         script, "])"));
+  EXPECT_THAT(std::string(Check(absl::StrCat("[", dir_, "]")).message()),
+              HasSubstr("is not a regular file"));
+  // Multi-line commands point at the element's own line.
+  EXPECT_THAT(std::string(Check("\n      - /nonexistent/x\n      - arg").message()),
+              StartsWith("line 11: plugins[0].command[0]: program \"/nonexistent/x\""));
+}
+
+TEST_F(PluginCommandTest, BareNamesAreLookedUpInThePathThePluginGets) {
+  EXPECT_THAT(std::string(Check("[pimgate-no-such-plugin-xyz]").message()),
+              StartsWith("line 10: plugins[0].command[0]: program \"pimgate-no-such-plugin-xyz\" "
+                         "is not found in PATH ("));
+  // The manifest's env.PATH is the one that counts.
+  Executable("my-handler");
+  EXPECT_TRUE(
+      Check("[my-handler]", absl::StrCat("    env: {PATH: \"/usr/bin:", dir_, "\"}\n")).ok());
+  EXPECT_EQ(Check("[sh]", "    env: {PATH: /nowhere}\n").message(),
+            "line 10: plugins[0].command[0]: program \"sh\" is not found in PATH (/nowhere): "
+            "install it, write its absolute path, or set PATH in env");
+}
+
+TEST_F(PluginCommandTest, AnInterpretersScriptMustExist) {
+  EXPECT_EQ(Check("[/bin/sh, /nonexistent/handler.sh]").message(),
+            "line 10: plugins[0].command[1]: script \"/nonexistent/handler.sh\": No such file or "
+            "directory");
+  EXPECT_THAT(std::string(Check("[sh, missing-relative.sh]").message()),
+              HasSubstr("script \"missing-relative.sh\" (relative to pimgate's working directory"));
+  const std::string script = WriteFile("handler.sh", "exit 0\n");
+  EXPECT_TRUE(Check(absl::StrCat("[/bin/sh, ", script, "]")).ok());
+  // Options first (python3 -m module, sh -c "..."): there is no script to look for.
+  EXPECT_TRUE(Check("[/bin/sh, -c, \"exit 0\"]").ok());
+}
+
+TEST_F(PluginCommandTest, ANodeScriptNeedsItsNodeModules) {
+  const std::string node = Executable("node");  // stands in for the interpreter
+  std::filesystem::create_directories(dir_ + "/app/lib");
+  const std::string script = WriteFile("app/lib/handler.js", "require('@pimgate/sdk');\n");
+  WriteFile("app/package.json", R"({"name": "h", "dependencies": {"@pimgate/sdk": "file:x"}})");
+  const std::string app = std::filesystem::path(dir_ + "/app").lexically_normal().string();
+  EXPECT_EQ(Check(absl::StrCat("[", node, ", ", script, "]")).message(),
+            absl::StrCat("line 10: plugins[0].command[1]: \"", app,
+                         "/package.json\" lists dependencies but \"", app,
+                         "/node_modules\" is missing: run `npm install` in \"", app, "\""));
+  std::filesystem::create_directories(dir_ + "/app/node_modules");
+  EXPECT_TRUE(Check(absl::StrCat("[", node, ", ", script, "]")).ok());
+}
+
+TEST_F(PluginCommandTest, CheckPluginCommandReportsWithoutLines) {
+  PluginConfig plugin;
+  plugin.name = "erp";
+  plugin.command = {"/nonexistent/x"};
+  EXPECT_EQ(CheckPluginCommand(plugin).message(),
+            "plugins.erp.command[0]: program \"/nonexistent/x\": No such file or directory");
+  plugin.command = {"sh"};
+  EXPECT_TRUE(CheckPluginCommand(plugin).ok());
+  plugin.command.clear();
+  plugin.address = "127.0.0.1:1";
+  EXPECT_TRUE(CheckPluginCommand(plugin).ok());
+}
+
+// The binary: `pimgate --check-config` refuses what `pimgate --config` would retry forever.
+TEST_F(PluginCommandTest, CheckConfigRefusesAMissingPluginCommand) {
+  const std::string config =
+      WriteFile("pimgate.yaml", absl::StrCat(kMinimal, "plugins:\n  - name: erp\n    command: [",
+                                             "/usr/bin/python3, ", dir_, "/missing_handler.py]\n"));
+  const std::string out = dir_ + "/out.txt";
+  const int status = std::system(
+      absl::StrCat(PIMGATE_BINARY, " --check-config ", config, " >", out, " 2>&1").c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  std::ifstream in(out);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, absl::StrCat(config, ": line 10: plugins[0].command[1]: script \"", dir_,
+                               "/missing_handler.py\": No such file or directory\n"));
+  // Address plugins: the address must parse.
+  const std::string bad_address = WriteFile(
+      "address.yaml", absl::StrCat(kMinimal, "plugins:\n  - {name: erp, address: \"nohost\"}\n"));
+  EXPECT_EQ(WEXITSTATUS(std::system(
+                absl::StrCat(PIMGATE_BINARY, " --check-config ", bad_address, " >/dev/null 2>&1")
+                    .c_str())),
+            2);
 }
 
 TEST(SourceKindNameTest, NamesMatchConfigSpelling) {

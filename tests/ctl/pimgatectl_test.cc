@@ -2,9 +2,13 @@
 // launches a real recorder plugin: exit codes, readable tables and --json output.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -37,6 +41,9 @@ std::string ReadAll(const std::string& path) { return testing::ReadWholeFile(pat
 
 class PimgatectlTest : public ::testing::Test {
  protected:
+  // More entries for `plugins:` (YAML, indented by 2), after `rec`.
+  virtual std::string MorePlugins() { return ""; }
+
   void SetUp() override {
     std::ofstream(dir_.File("token")) << kToken << "\n";
     std::ostringstream yaml;
@@ -48,9 +55,15 @@ class PimgatectlTest : public ::testing::Test {
          << "    env:\n      RECORDER_OUT: " << dir_.File("rec.jsonl") << "\n"
          << "      RECORDER_REJECT_RESOURCE: reject-me\n"
          << "    ack_timeout: 5s\n    start_timeout: 20s\n    stop_timeout: 3s\n"
-         << "admin:\n  listen: 127.0.0.1:0\n  token: file:" << dir_.File("token") << "\n"
+         << MorePlugins() << "admin:\n  listen: 127.0.0.1:0\n  token: file:" << dir_.File("token")
+         << "\n"
          << "metrics:\n  listen: 127.0.0.1:0\n";
     std::ofstream(dir_.File("pimgate.yaml")) << yaml.str();
+    StartPimgate();
+  }
+
+  // Starts pimgate on the config SetUp wrote (again, after Terminate(): same store).
+  void StartPimgate() {
     pimgate_ = std::make_unique<PimgateProcess>(dir_.File("pimgate.yaml"), dir_.File("ready.json"));
     gateway_port_ = pimgate_->WaitReady();
     ASSERT_NE(gateway_port_, 0) << "pimgate did not start";
@@ -89,10 +102,11 @@ class PimgatectlTest : public ::testing::Test {
     return client.Send("POST", "/hooks/legacy", body, testing::LegacyHeaders(kSecret, body)).status;
   }
 
-  // Deliveries the recorder plugin saw, as "sequence:attempt" strings.
-  std::vector<std::string> Deliveries() {
+  // Deliveries a recorder plugin saw, as "sequence:attempt" strings (with `pid`: and its pid).
+  std::vector<std::string> Deliveries(const std::string& plugin = "rec", bool pid = false) {
     std::vector<std::string> out;
-    const std::vector<std::string> lines = absl::StrSplit(ReadAll(dir_.File("rec.jsonl")), '\n');
+    const std::vector<std::string> lines =
+        absl::StrSplit(ReadAll(dir_.File(plugin + ".jsonl")), '\n');
     for (const std::string& line : lines) {
       if (line.empty() || line.back() != '}') continue;
       const auto field = [&line](const std::string& name) {
@@ -101,7 +115,8 @@ class PimgatectlTest : public ::testing::Test {
         pos += name.size() + 3;
         return line.substr(pos, line.find_first_of(",}", pos) - pos);
       };
-      out.push_back(absl::StrCat(field("sequence"), ":", field("attempt")));
+      out.push_back(absl::StrCat(field("sequence"), ":", field("attempt"),
+                                 pid ? ":" + field("pid") : std::string()));
     }
     return out;
   }
@@ -315,6 +330,223 @@ TEST_F(PimgatectlTest, SeekReplaysAndPauseHolds) {
   EXPECT_EQ(ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"})).plugins(0).lag(), 1u);
   EXPECT_TRUE(absl::StrContains(Ok({"resume", "rec"}), "plugin rec resumed"));
   ASSERT_TRUE(WaitFor([&] { return Deliveries().size() == paused_at + 1; }));
+}
+
+TEST_F(PimgatectlTest, JsonBeforeTheCommandAndDidYouMean) {
+  // --json before the command is the same as after it.
+  auto stats = ParseJson<v1::GetStatsResponse>(Ok({"--json", "stats"}));
+  ASSERT_EQ(stats.plugins_size(), 1);
+  EXPECT_EQ(stats.plugins(0).name(), "rec");
+
+  Result typo = Ctl({"--jsn", "stats"});
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_EQ(typo.err,
+            "pimgatectl: unknown global flag --jsn; did you mean --json?\n"
+            "run `pimgatectl --help` for usage\n");
+  Result early = Ctl({"--limit", "5", "events"});
+  EXPECT_EQ(early.exit_code, 2);
+  EXPECT_TRUE(absl::StartsWith(
+      early.err, "pimgatectl: --limit is a flag of a command: put it after the command"))
+      << early.err;
+  Result command = Ctl({"stat"});
+  EXPECT_EQ(command.exit_code, 2);
+  EXPECT_TRUE(
+      absl::StartsWith(command.err, "pimgatectl: unknown command \"stat\"; did you mean stats?\n"))
+      << command.err;
+  EXPECT_TRUE(absl::StrContains(Ctl({"pluggins"}).err, "did you mean plugins?"));
+  EXPECT_TRUE(absl::StrContains(Ctl({"dlq", "lst", "rec"}).err, "did you mean dlq list?"));
+  EXPECT_TRUE(absl::StrContains(Ctl({"restrat", "rec"}).err, "did you mean restart?"));
+  EXPECT_EQ(Ctl({"frobnicate"}).err,
+            "pimgatectl: unknown command \"frobnicate\"\nrun `pimgatectl --help` for usage\n");
+  Result flag = Ctl({"restart", "rec", "--drain-timout", "1s"});
+  EXPECT_EQ(flag.exit_code, 2);
+  EXPECT_TRUE(absl::StartsWith(flag.err,
+                               "pimgatectl: unknown flag --drain-timout; did you mean "
+                               "--drain-timeout?\n"))
+      << flag.err;
+}
+
+// The value under `column` in the row of `name` of a table printed by pimgatectl.
+std::string Cell(const std::string& table, const std::string& column, const std::string& name) {
+  const std::vector<std::string> lines = absl::StrSplit(table, '\n');
+  std::size_t header = 0;
+  while (header < lines.size() && lines[header].find(column) == std::string::npos) ++header;
+  if (header == lines.size()) return "<no column " + column + ">";
+  const std::size_t at = lines[header].find(column);
+  for (std::size_t i = header + 1; i < lines.size() && !lines[i].empty(); ++i) {
+    if (!absl::StartsWith(lines[i], name + " ")) continue;
+    const std::size_t end = lines[i].find("  ", at);
+    return lines[i].substr(at, end == std::string::npos ? std::string::npos : end - at);
+  }
+  return "<no row " + name + ">";
+}
+
+TEST_F(PimgatectlTest, DeadNowComesFromTheStoreAndDeadTotalCountsSinceStart) {
+  PostThree();  // one dead letter
+  std::string table = Ok({"stats"});
+  EXPECT_EQ(Cell(table, "DEAD NOW", "rec"), "1") << table;
+  EXPECT_EQ(Cell(table, "DEAD TOTAL", "rec"), "1") << table;
+  // Caught up: the stream reads idle, in both commands.
+  ASSERT_TRUE(WaitFor([&] { return Cell(Ok({"stats"}), "DELIVERY", "rec") == "idle"; }));
+  EXPECT_EQ(Cell(Ok({"plugins"}), "DELIVERY", "rec"), "idle");
+
+  ASSERT_EQ(Ok({"dlq", "purge", "rec", "--all"}), "purged 1 dead letter(s) of plugin rec\n");
+  table = Ok({"stats"});
+  EXPECT_EQ(Cell(table, "DEAD NOW", "rec"), "0") << table;  // what `dlq list` shows
+  EXPECT_EQ(Cell(table, "DEAD TOTAL", "rec"), "1") << table;
+  EXPECT_TRUE(absl::StrContains(Ok({"dlq", "list", "rec"}), "plugin rec has no dead letters"));
+  auto stats = ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"}));
+  EXPECT_EQ(stats.plugins(0).dead_letters_stored(), 0u);
+  EXPECT_EQ(stats.plugins(0).dead_lettered(), 1u);
+  EXPECT_EQ(Cell(table, "LAST ERROR", "rec"), "-");
+}
+
+TEST_F(PimgatectlTest, PauseSurvivesARestartOfPimgate) {
+  PostThree();
+  ASSERT_TRUE(absl::StrContains(Ok({"pause", "rec"}), "plugin rec paused"));
+  ASSERT_EQ(pimgate_->Terminate(), 0);
+  StartPimgate();
+  auto plugins = ParseJson<v1::ListPluginsResponse>(Ok({"plugins", "--json"}));
+  EXPECT_EQ(plugins.plugins(0).delivery_state(), "paused");
+  EXPECT_EQ(Cell(Ok({"stats"}), "DELIVERY", "rec"), "paused");
+  const std::size_t before = Deliveries().size();
+  ASSERT_EQ(Post({"ok-3"}), 200);
+  ASSERT_TRUE(WaitFor([&] {
+    return ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"})).plugins(0).lag() == 1;
+  }));
+  EXPECT_TRUE(absl::StrContains(Ok({"resume", "rec"}), "plugin rec resumed"));
+  ASSERT_TRUE(WaitFor([&] { return Deliveries().size() == before + 1; }));
+  EXPECT_EQ(Deliveries().back(), "4:1");
+}
+
+// With a slow plugin (each delivery takes 1.5 s) and one that cannot start.
+class PimgatectlPluginsTest : public PimgatectlTest {
+ protected:
+  std::string MorePlugins() override {
+    return absl::StrCat(
+        "  - name: slow\n    command: [\"", PIMGATE_E2E_RECORDER, "\"]\n",
+        "    env: {RECORDER_OUT: ", dir_.File("slow.jsonl"), ", RECORDER_GATE: ", Gate(), "}\n",
+        "    ack_timeout: 60s\n    stop_timeout: 3s\n    retry: {max_attempts: 1}\n",
+        "  - name: broken\n",
+        "    command: [/bin/sh, -c, \"echo 'Traceback (most recent call last):' >&2; ",
+        "echo \\\"ModuleNotFoundError: No module named 'grpc'\\\" >&2; exit 1\"]\n",
+        "    restart: {initial_backoff: 100ms, max_backoff: 200ms}\n");
+  }
+
+  // While this file is missing, the `slow` plugin's handler calls wait: its deliveries stay in
+  // flight for as long as a test needs.
+  std::string Gate() { return dir_.File("slow.gate"); }
+  void OpenGate() { std::ofstream(Gate()) << "open\n"; }
+  void CloseGate() { std::remove(Gate().c_str()); }
+
+  v1::PluginStats SlowStats() {
+    const auto stats = ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"}));
+    for (const v1::PluginStats& p : stats.plugins()) {
+      if (p.name() == "slow") return p;
+    }
+    ADD_FAILURE() << "no plugin slow";
+    return {};
+  }
+
+  v1::PluginInfo Info(const std::string& name) {
+    const auto plugins = ParseJson<v1::ListPluginsResponse>(Ok({"plugins", "--json"}));
+    for (const v1::PluginInfo& p : plugins.plugins()) {
+      if (p.name() == name) return p;
+    }
+    ADD_FAILURE() << "no plugin " << name;
+    return {};
+  }
+};
+
+TEST_F(PimgatectlPluginsTest, APluginThatKeepsExitingShowsItsStderr) {
+  ASSERT_TRUE(WaitFor([&] { return Info("broken").restarts() >= 1; }));
+  const v1::PluginInfo broken = Info("broken");
+  EXPECT_EQ(broken.process_error(), "exited with status 1");
+  EXPECT_EQ(
+      std::vector<std::string>(broken.process_stderr().begin(), broken.process_stderr().end()),
+      (std::vector<std::string>{"Traceback (most recent call last):",
+                                "ModuleNotFoundError: No module named 'grpc'"}));
+  const std::string table = Ok({"plugins"});
+  EXPECT_TRUE(absl::StrContains(table,
+                                "\nbroken exited with status 1; its last stderr lines:\n"
+                                "  | Traceback (most recent call last):\n"
+                                "  | ModuleNotFoundError: No module named 'grpc'\n"))
+      << table;
+  // The same words for the same problem in `stats` and `plugins`.
+  EXPECT_EQ(Cell(table, "LAST ERROR", "broken"), "process: exited with status 1");
+  EXPECT_EQ(Cell(Ok({"stats"}), "LAST ERROR", "broken"), "process: exited with status 1");
+}
+
+TEST_F(PimgatectlPluginsTest, RestartDrainsStopsStartsAndKeepsPause) {
+  ASSERT_TRUE(WaitFor([&] { return Info("slow").process_state() == "serving"; }));
+  const uint32_t first_pid = Info("slow").pid();
+  // Three deliveries in flight, held by the gate. The restart holds the plugin's events and
+  // waits for their answers: the gate opens once the hold is seen, and the restart ends after.
+  ASSERT_EQ(Post({"r-1", "r-2", "r-3"}), 200);
+  ASSERT_TRUE(WaitFor([&] { return SlowStats().in_flight() == 3; }));
+  const std::string scratch = dir_.File("restart");
+  std::filesystem::create_directories(scratch);
+  std::future<Result> restart = std::async(std::launch::async, [&] {
+    return testing::RunPimgatectl(PIMGATECTL_BINARY, admin_port_, kToken, {"restart", "slow"},
+                                  scratch);
+  });
+  ASSERT_TRUE(WaitFor([&] { return SlowStats().state() == "restarting"; }));
+  EXPECT_EQ(Info("slow").pid(), first_pid) << "stopped before its deliveries were answered";
+  OpenGate();
+  const Result restarted = restart.get();
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
+  const uint32_t second_pid = Info("slow").pid();
+  EXPECT_EQ(restarted.out,
+            absl::StrCat("plugin slow restarted: pid ", first_pid, " -> ", second_pid,
+                         "; 3 delivery(ies) in flight, 0 of them sent again to the new process\n"));
+  EXPECT_NE(second_pid, first_pid);
+  v1::PluginInfo slow = Info("slow");
+  EXPECT_EQ(slow.process_state(), "serving");
+  EXPECT_EQ(slow.restarts(), 0u) << "not a crash";
+  EXPECT_EQ(slow.cursor(), 3u);
+  std::vector<std::string> seen = Deliveries("slow", /*pid=*/true);
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, (std::vector<std::string>{absl::StrCat("1:1:", first_pid),
+                                            absl::StrCat("2:1:", first_pid),
+                                            absl::StrCat("3:1:", first_pid)}));
+
+  // A drain that does not wait: the deliveries in flight go again to the new process, as
+  // attempt 2, and (max_attempts 1) are not dead-lettered: a restart is not their failure.
+  CloseGate();
+  ASSERT_EQ(Post({"r-4", "r-5"}), 200);
+  ASSERT_TRUE(WaitFor([&] { return SlowStats().in_flight() == 2; }));
+  auto quick = ParseJson<v1::RestartPluginResponse>(
+      Ok({"restart", "slow", "--drain-timeout", "1ms", "--json"}));
+  EXPECT_EQ(quick.in_flight(), 2u);
+  EXPECT_EQ(quick.redelivered(), 2u);
+  EXPECT_EQ(quick.old_pid(), second_pid);
+  const std::string third_pid = absl::StrCat(quick.new_pid());
+  OpenGate();
+  ASSERT_TRUE(WaitFor([&] { return Info("slow").cursor() == 5; }));
+  seen = Deliveries("slow", /*pid=*/true);
+  EXPECT_NE(std::find(seen.begin(), seen.end(), "4:2:" + third_pid), seen.end())
+      << absl::StrJoin(seen, " ");
+  EXPECT_NE(std::find(seen.begin(), seen.end(), "5:2:" + third_pid), seen.end())
+      << absl::StrJoin(seen, " ");
+  const v1::PluginStats stats = SlowStats();
+  EXPECT_EQ(stats.dead_letters_stored(), 0u);
+  EXPECT_EQ(stats.retried(), 0u);
+
+  // Pause, restart, still paused.
+  ASSERT_TRUE(absl::StrContains(Ok({"pause", "slow"}), "plugin slow paused"));
+  Ok({"restart", "slow"});
+  EXPECT_EQ(Info("slow").delivery_state(), "paused");
+
+  // Not for a plugin pimgate cannot run... or restart: the failing one reports why.
+  Result broken = Ctl({"restart", "broken"});
+  EXPECT_EQ(broken.exit_code, 1);
+  EXPECT_TRUE(
+      absl::StrContains(broken.err,
+                        "FAILED_PRECONDITION: plugin broken was stopped but the new process "
+                        "did not start: exited with status 1; its last stderr lines:\n"
+                        "Traceback (most recent call last):\n"))
+      << broken.err;
+  EXPECT_EQ(Ctl({"restart", "nope"}).exit_code, 4);
 }
 
 TEST_F(PimgatectlTest, Quarantine) {

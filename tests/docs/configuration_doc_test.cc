@@ -163,7 +163,15 @@ TEST(ConfigurationDocTest, FullExampleIsAcceptedByCheckConfig) {
   TempDir dir;
   std::string yaml =
       absl::StrReplaceAll(example, {{"/etc/pimgate/", dir.path() + "/etc/pimgate/"},
-                                    {"/var/lib/pimgate", dir.path() + "/var/lib/pimgate"}});
+                                    {"/var/lib/pimgate", dir.path() + "/var/lib/pimgate"},
+                                    {"/opt/handlers/", dir.path() + "/opt/handlers/"}});
+  // --check-config checks that each plugin's script exists: the example's handlers are made.
+  static const std::regex kHandler(R"((/\S*?/opt/handlers/[^\s,\]]+))");
+  for (std::sregex_iterator it(yaml.begin(), yaml.end(), kHandler), end; it != end; ++it) {
+    const std::string path = (*it)[1];
+    RunCommand("mkdir -p \"$(dirname '" + path + "')\"");
+    std::ofstream(path) << "print('a handler')\n";
+  }
   const CertFiles cert = MakeSelfSignedCert(dir.path());
   static const std::regex kFile(R"((/\S*?/etc/pimgate/[^\s,\]]+))");
   for (std::sregex_iterator it(yaml.begin(), yaml.end(), kFile), end; it != end; ++it) {

@@ -1,5 +1,5 @@
 // End-to-end test plugin (C++ SDK): records every delivery as a JSON line and answers as
-// scripted by the environment (same variables as recorder.py).
+// scripted by the environment (same variables as recorder.py, plus RECORDER_GATE).
 #include <unistd.h>
 
 #include <chrono>
@@ -26,12 +26,18 @@ int main() {
   const std::string reject = Env("RECORDER_REJECT_RESOURCE");
   const int delay_ms = std::atoi(Env("RECORDER_DELAY_MS").c_str());
   const bool hang = Env("RECORDER_HANG") == "1";
+  // A file whose existence lets handler calls go on: until it exists, they wait (deliveries stay
+  // in flight for as long as a test needs).
+  const std::string gate = Env("RECORDER_GATE");
   std::mutex mu;
   pimgate::sdk::RunOptions options;
   options.concurrency = 4;
   return pimgate::sdk::Run(
       [&](const pimgate::v1::Event& event, uint32_t attempt) {
         while (hang) std::this_thread::sleep_for(std::chrono::hours(1));
+        while (!gate.empty() && access(gate.c_str(), F_OK) != 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
         if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
         {
           std::lock_guard lock(mu);

@@ -124,6 +124,7 @@ TEST(HostileClients, HundredsOfIdleConnectionsAreReapedWhileOthersAreServed) {
   options.tweak = [](Config& config) {
     config.gateway.handshake_timeout = std::chrono::milliseconds(3000);
     config.gateway.header_timeout = std::chrono::milliseconds(3000);
+    config.gateway.max_connections_per_client = 1024;  // all 400 come from 127.0.0.1
   };
   GatewayHarness gw(options);
   // 200 TLS connections that complete the handshake and never send a request (held by the

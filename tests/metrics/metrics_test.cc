@@ -116,6 +116,10 @@ GatewayStats FakeGateway() {
   stats.unrouted_by_code = {{404, 5}, {408, 1}};
   stats.connections_open = 3;
   stats.connections_refused = 9;
+  stats.buffered_bytes = 5 << 20;
+  stats.max_buffered_bytes = 256 << 20;
+  stats.body_waits = 4;
+  stats.refusals = {{"max_connections", 9}, {"evicted", 6}, {"buffer_budget", 1}};
   return stats;
 }
 
@@ -146,7 +150,8 @@ std::vector<PluginDispatchStats> FakeDispatch() {
   d[0].skipped_stale = 4;
   d[0].connects = 2;
   d[1].name = "relay";
-  d[1].state = "streaming";
+  d[1].state = "idle";  // caught up, its stream open: up
+  d[1].stream_open = true;
   d[2].name = "crashy";
   d[2].state = "reconnecting-later";  // a state this code does not know yet
   return d;
@@ -227,6 +232,15 @@ TEST(PimgateMetrics, EveryFamilyRendersWellFormedWithTheExpectedSeries) {
   EXPECT_EQ(m.Value("pimgate_events_quarantined_total", {{"source", "akeneo"}}), 2);
   EXPECT_EQ(m.Value("pimgate_gateway_connections_open"), 3);
   EXPECT_EQ(m.Value("pimgate_gateway_connections_refused_total"), 9);
+  EXPECT_EQ(m.Value("pimgate_gateway_buffered_bytes"), 5 << 20);
+  EXPECT_EQ(m.Value("pimgate_gateway_max_buffered_bytes"), 256 << 20);
+  EXPECT_EQ(m.Value("pimgate_gateway_body_waits"), 4);
+  EXPECT_EQ(m.Value("pimgate_gateway_refusals_total", {{"reason", "max_connections"}}), 9);
+  EXPECT_EQ(m.Value("pimgate_gateway_refusals_total", {{"reason", "evicted"}}), 6);
+  EXPECT_EQ(m.Value("pimgate_gateway_refusals_total", {{"reason", "buffer_budget"}}), 1);
+  // Every reason is exported from the start, at 0, so a rate() over it never starts missing.
+  EXPECT_EQ(m.Value("pimgate_gateway_refusals_total", {{"reason", "client_connections"}}), 0);
+  EXPECT_EQ(m.Value("pimgate_gateway_refusals_total", {{"reason", "client_buffer_budget"}}), 0);
 
   // Log.
   EXPECT_EQ(m.Value("pimgate_log_head_sequence"), 100);
@@ -249,7 +263,7 @@ TEST(PimgateMetrics, EveryFamilyRendersWellFormedWithTheExpectedSeries) {
   EXPECT_EQ(m.Value("pimgate_plugin_restarts_total", {{"plugin", "erp"}}), 2);
   EXPECT_EQ(m.Value("pimgate_plugin_stream_connects_total", {{"plugin", "erp"}}), 2);
   EXPECT_EQ(m.Value("pimgate_plugin_up", {{"plugin", "erp"}}), 1);
-  EXPECT_EQ(m.Value("pimgate_plugin_up", {{"plugin", "relay"}}), 1);  // external, streaming
+  EXPECT_EQ(m.Value("pimgate_plugin_up", {{"plugin", "relay"}}), 1);  // external, stream open
   EXPECT_EQ(m.Value("pimgate_plugin_up", {{"plugin", "crashy"}}), 0);
   EXPECT_EQ(m.Value("pimgate_plugin_state", {{"plugin", "erp"}, {"state", "serving"}}), 1);
   EXPECT_EQ(m.Value("pimgate_plugin_state", {{"plugin", "erp"}, {"state", "backoff"}}), 0);

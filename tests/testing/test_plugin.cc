@@ -5,7 +5,12 @@
 //                                    start, "exit" before a planned crash, "grandchild"
 //   TEST_PLUGIN_ENV_DUMP=<file>      writes PIMGATE_PLUGIN_ADDRESS, PIMGATE_PLUGIN_NAME and
 //                                    TEST_PLUGIN_EXTRA as KEY=VALUE lines (atomically)
+//   TEST_PLUGIN_ENV_DUMP_ALL=<file>  writes its whole environment as sorted KEY=VALUE lines
 //   TEST_PLUGIN_SAY=<text>           prints <text> on stdout and "err <text>" on stderr
+//   TEST_PLUGIN_FAIL=<n>             writes "failure line 1" .. "failure line <n>" on stderr and
+//                                    exits with status 1 at once (a plugin that cannot start)
+//   TEST_PLUGIN_FAIL_ONCE=<file>     does that (n = 3) only when <file> does not exist yet, and
+//                                    creates it: the first run fails, later runs serve
 //   TEST_PLUGIN_LONG_LINE=<n>        prints a line of n 'x' then the line "after long line"
 //   TEST_PLUGIN_CRASH_AFTER_MS=<n>   exits with TEST_PLUGIN_EXIT_CODE (default 3) after n ms
 //   TEST_PLUGIN_NEVER_SERVE=1        never serves (dies on SIGTERM)
@@ -20,6 +25,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -27,12 +33,15 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "sdk/cpp/pimgate_sdk.h"
+
+extern char** environ;
 
 namespace {
 
@@ -106,6 +115,25 @@ int main() {
     WriteAtomically(dump, absl::StrCat("PIMGATE_PLUGIN_ADDRESS=", Env("PIMGATE_PLUGIN_ADDRESS"),
                                        "\nPIMGATE_PLUGIN_NAME=", Env("PIMGATE_PLUGIN_NAME"),
                                        "\nTEST_PLUGIN_EXTRA=", Env("TEST_PLUGIN_EXTRA"), "\n"));
+  }
+  if (const std::string dump = Env("TEST_PLUGIN_ENV_DUMP_ALL"); !dump.empty()) {
+    std::vector<std::string> entries;
+    for (char** entry = environ; *entry != nullptr; ++entry) entries.emplace_back(*entry);
+    std::sort(entries.begin(), entries.end());
+    std::string text;
+    for (const std::string& entry : entries) absl::StrAppend(&text, entry, "\n");
+    WriteAtomically(dump, text);
+  }
+  int fail_lines = EnvInt("TEST_PLUGIN_FAIL", 0);
+  if (const std::string once = Env("TEST_PLUGIN_FAIL_ONCE"); !once.empty()) {
+    if (access(once.c_str(), F_OK) != 0) {
+      AppendLine(once, "failed once");
+      fail_lines = 3;
+    }
+  }
+  if (fail_lines > 0) {
+    for (int i = 1; i <= fail_lines; ++i) std::fprintf(stderr, "failure line %d\n", i);
+    return 1;
   }
   if (const std::string say = Env("TEST_PLUGIN_SAY"); !say.empty()) {
     std::printf("%s\n", say.c_str());

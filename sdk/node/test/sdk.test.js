@@ -227,3 +227,33 @@ test('a stale socket file is replaced', async (t) => {
   const plugin = await startPlugin(t, { workdir: dir });
   assert.equal(await plugin.health(), 'SERVING');
 });
+
+test('a copy of the SDK finds the .proto files next to it, or says where it looked', (t) => {
+  const { spawnSync } = require('node:child_process');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pimgate-node-copy-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const copy = path.join(dir, '@pimgate', 'sdk');
+  fs.mkdirSync(copy, { recursive: true });
+  fs.copyFileSync(path.join(PACKAGE_DIR, 'index.js'), path.join(copy, 'index.js'));
+  fs.symlinkSync(path.join(PACKAGE_DIR, 'node_modules'), path.join(copy, 'node_modules'));
+  const repoProto = path.join(PACKAGE_DIR, '..', '..', 'proto');
+  for (const rel of ['pimgate/v1/event.proto', 'pimgate/v1/plugin.proto',
+    'grpc/health/v1/health.proto']) {
+    fs.mkdirSync(path.dirname(path.join(copy, 'proto', rel)), { recursive: true });
+    fs.copyFileSync(path.join(repoProto, rel), path.join(copy, 'proto', rel));
+  }
+  const env = { ...process.env };
+  delete env.PIMGATE_PROTO_PATH;
+  const load = () =>
+    spawnSync(process.execPath, ['-e', `require(${JSON.stringify(copy)}).loadProtos()`], {
+      env,
+      encoding: 'utf8',
+    });
+  const found = load();
+  assert.equal(found.status, 0, found.stderr);
+  fs.rmSync(path.join(copy, 'proto'), { recursive: true });
+  const missing = load();
+  assert.notEqual(missing.status, 0);
+  assert.match(missing.stderr, /cannot find pimgate\/v1\/plugin\.proto and grpc\/health\/v1\/health\.proto/);
+  assert.match(missing.stderr, /set PIMGATE_PROTO_PATH/);
+});

@@ -60,9 +60,10 @@ def data(event) -> dict:
 
 
 def configure_logging() -> None:
-    """Sends `logging` to stderr at $PIMGATE_LOG_LEVEL (default INFO), lines tagged with the
-    plugin name, unless the program has configured logging already. run() calls it; call it
-    earlier to log before run()."""
+    """Sends `logging` at $PIMGATE_LOG_LEVEL (default INFO) to stdout, WARNING and above to
+    stderr (which pimgate logs at warning level), lines tagged with the plugin name, unless the
+    program has configured logging already. run() calls it; call it earlier to log before
+    run()."""
     _server.configure_logging()
 
 

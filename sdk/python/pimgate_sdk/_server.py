@@ -307,13 +307,22 @@ class _HealthServicer(health_pb2_grpc.HealthServicer):
 
 
 def configure_logging() -> None:
-    if logging.getLogger().handlers:
+    root = logging.getLogger()
+    if root.handlers:
         return  # the plugin configured logging itself
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=os.environ.get("PIMGATE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s [" + plugin_name() + "] %(name)s: %(message)s",
-    )
+    # Records below WARNING go to stdout, the others to stderr: pimgate logs a plugin's stdout at
+    # info and its stderr at warning (keeping the last stderr lines of a run that fails), so
+    # stderr is for what an operator must see.
+    formatter = logging.Formatter(
+        "%(asctime)s %(levelname)s [" + plugin_name() + "] %(name)s: %(message)s")
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    for handler in (out, err):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(os.environ.get("PIMGATE_LOG_LEVEL", "INFO").upper())
 
 
 def plugin_name() -> str:

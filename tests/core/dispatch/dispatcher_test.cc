@@ -400,6 +400,144 @@ TEST_F(DispatcherTest, RedeliveredDeadLetterIsRemovedOnceDelivered) {
   EXPECT_EQ(dispatcher->PluginNames(), std::vector<std::string>{"p"});
 }
 
+TEST_F(DispatcherTest, PauseIsSavedAndSurvivesARestart) {
+  ScriptedPlugin held(Socket("held"), AlwaysOk());
+  ScriptedPlugin other(Socket("other"), AlwaysOk());
+  {
+    auto dispatcher = StartDispatcher({Plugin("held"), Plugin("other")});
+    ASSERT_TRUE(dispatcher->Pause("held").ok());
+    dispatcher->Stop();
+  }
+  // A new dispatcher over the same store (pimgate restarted): still paused.
+  auto dispatcher = StartDispatcher({Plugin("held"), Plugin("other")});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "held").state == "paused"; }));
+  Append({Event("product.updated", "r1", 1)});
+  // The other plugin got the event, so it was read: the paused one holds it.
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "other").cursor == 1; }));
+  EXPECT_TRUE(held.calls().empty());
+  EXPECT_EQ(StatsOf(*dispatcher, "held").lag, 1u);
+  ASSERT_TRUE(dispatcher->Resume("held").ok());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "held").cursor == 1; }));
+  EXPECT_EQ(held.calls().size(), 1u);
+  dispatcher->Stop();
+  // Resumed is saved too.
+  auto again = StartDispatcher({Plugin("held"), Plugin("other")});
+  Append({Event("product.updated", "r2", 1)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*again, "held").cursor == 2; }));
+  EXPECT_EQ(StatsOf(*again, "held").state, "idle");
+}
+
+TEST_F(DispatcherTest, NothingToDeliverReadsIdleAndStreamErrorsClear) {
+  auto plugin = std::make_unique<ScriptedPlugin>(Socket("p"), AlwaysOk());
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  EXPECT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").state == "idle"; }));
+  Append({Event("product.updated", "r1", 1)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 1; }));
+  // Caught up with a stream open: idle, not "streaming".
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").state == "idle"; }));
+
+  // The plugin goes away (a restart, a crash): its stream breaks while nothing is pending. That
+  // is no delivery problem: idle, no error (it used to read "connecting" until the next event).
+  plugin->Shutdown();
+  plugin.reset();
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").connects == 1; }));
+  EXPECT_TRUE(WaitFor([&] {
+    PluginDispatchStats stats = StatsOf(*dispatcher, "p");
+    return stats.state == "idle" && stats.last_error.empty();
+  }));
+
+  // An event while the plugin is down: connecting, with the reason...
+  Append({Event("product.updated", "r2", 1)});
+  ASSERT_TRUE(WaitFor([&] {
+    PluginDispatchStats stats = StatsOf(*dispatcher, "p");
+    return stats.state == "connecting" && !stats.last_error.empty();
+  }));
+  EXPECT_EQ(StatsOf(*dispatcher, "p").last_error, "plugin unreachable at unix:" + Socket("p"));
+  // ...which goes once the plugin is back and the event delivered.
+  ScriptedPlugin back(Socket("p"), AlwaysOk());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 2; }));
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").state == "idle"; }));
+  EXPECT_EQ(StatsOf(*dispatcher, "p").last_error, "");
+}
+
+TEST_F(DispatcherTest, HoldDrainsInFlightDeliveriesAndHoldsNewOnes) {
+  ScriptedPlugin plugin(Socket("p"), AlwaysOk(/*delay_ms=*/300));
+  ScriptedPlugin other(Socket("other"), AlwaysOk());
+  auto dispatcher = StartDispatcher({Plugin("p"), Plugin("other")});
+  Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1),
+          Event("product.updated", "r3", 1)});
+  ASSERT_TRUE(WaitFor([&] { return plugin.calls().size() == 3; }));
+  absl::StatusOr<Dispatcher::DrainResult> drained =
+      dispatcher->HoldAndDrain("p", absl::Seconds(10));
+  ASSERT_TRUE(drained.ok()) << drained.status();
+  // Every delivery in flight was answered before the hold let the stream go.
+  EXPECT_EQ(drained->unanswered, 0u);
+  EXPECT_LE(drained->in_flight, 3u);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").cursor, 3u);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").state, "restarting");
+  // Held: a new event waits (the other plugin shows it was read).
+  Append({Event("product.updated", "r4", 1)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "other").cursor == 4; }));
+  EXPECT_EQ(plugin.calls().size(), 3u);
+  ASSERT_TRUE(dispatcher->EndHold("p").ok());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 4; }));
+  EXPECT_EQ(plugin.calls().size(), 4u);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").retried, 0u);
+  EXPECT_EQ(dispatcher->HoldAndDrain("nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(DispatcherTest, HoldRedeliversWhatTheDrainLeftUnansweredWithoutCountingAFailure) {
+  // Attempt 1 is never answered (a plugin on its way out); attempt 2 is.
+  ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery& d) {
+    if (d.attempt() == 1) return std::optional<std::pair<v1::Outcome, int>>();
+    return std::optional<std::pair<v1::Outcome, int>>({v1::OUTCOME_OK, 0});
+  });
+  PluginConfig config = Plugin("p");
+  config.retry.max_attempts = 1;  // a counted failure would dead-letter at once
+  config.ack_timeout = std::chrono::seconds(60);
+  auto dispatcher = StartDispatcher({config});
+  Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1)});
+  ASSERT_TRUE(WaitFor([&] { return plugin.calls().size() == 2; }));
+  absl::StatusOr<Dispatcher::DrainResult> drained =
+      dispatcher->HoldAndDrain("p", absl::Milliseconds(100));
+  ASSERT_TRUE(drained.ok()) << drained.status();
+  EXPECT_EQ(drained->in_flight, 2u);
+  EXPECT_EQ(drained->unanswered, 2u);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").in_flight, 0u);
+  ASSERT_TRUE(dispatcher->EndHold("p").ok());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 2; }));
+  const std::vector<Call> calls = plugin.calls();
+  ASSERT_EQ(calls.size(), 4u);
+  EXPECT_EQ(calls[2].attempt, 2u);
+  EXPECT_EQ(calls[3].attempt, 2u);
+  const PluginDispatchStats stats = StatsOf(*dispatcher, "p");
+  EXPECT_EQ(stats.delivered, 2u);
+  EXPECT_EQ(stats.dead_lettered, 0u);
+  EXPECT_EQ(stats.retried, 0u);
+  auto letters = log_->backend().CountDeadLetters("p");
+  ASSERT_TRUE(letters.ok());
+  EXPECT_EQ(*letters, 0u);
+}
+
+TEST_F(DispatcherTest, CountDeadLettersCountsWhatTheStoreHolds) {
+  ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery&) {
+    return std::optional<std::pair<v1::Outcome, int>>({v1::OUTCOME_REJECT, 0});
+  });
+  ScriptedPlugin other(Socket("px"), AlwaysOk());
+  auto dispatcher = StartDispatcher({Plugin("p"), Plugin("px")});
+  Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1),
+          Event("product.updated", "r3", 1)});
+  ASSERT_TRUE(WaitFor([&] {
+    auto count = log_->backend().CountDeadLetters("p");
+    return count.ok() && *count == 3;
+  }));
+  // Another plugin's letters are not counted, even one whose name starts the same.
+  EXPECT_EQ(*log_->backend().CountDeadLetters("px"), 0u);
+  ASSERT_TRUE(log_->backend().DeleteDeadLetters("p", {2}).ok());
+  EXPECT_EQ(*log_->backend().CountDeadLetters("p"), 2u);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").dead_lettered, 3u);
+}
+
 TEST(RetryDelay, GrowsExponentiallyCappedWithJitter) {
   RetryConfig retry;
   retry.initial_backoff = std::chrono::milliseconds(100);

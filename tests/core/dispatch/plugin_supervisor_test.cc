@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -27,6 +29,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -58,15 +61,25 @@ class CapturingSink : public spdlog::sinks::base_sink<std::mutex> {
     std::lock_guard<std::mutex> lock(mutex_);
     return lines_;
   }
+  // The level of the first line containing `text`, if any.
+  std::optional<spdlog::level::level_enum> LevelOf(const std::string& text) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (std::size_t i = 0; i < lines_.size(); ++i) {
+      if (absl::StrContains(lines_[i], text)) return levels_[i];
+    }
+    return std::nullopt;
+  }
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
     lines_.emplace_back(msg.payload.data(), msg.payload.size());
+    levels_.push_back(msg.level);
   }
   void flush_() override {}
 
  private:
   std::vector<std::string> lines_;
+  std::vector<spdlog::level::level_enum> levels_;
 };
 
 // Adds a CapturingSink to the default logger for the lifetime of the object. Create it before
@@ -484,6 +497,248 @@ TEST(PluginSupervisorTest, CreateRejectsUnusableConfigurations) {
   // sun_path holds 107 characters.
   EXPECT_FALSE(PluginSupervisor::Create({TestPlugin(std::string(120, 'n'))}, dir.path()).ok());
   EXPECT_EQ(std::string(PluginStateName(PluginState::kBackoff)), "backoff");
+}
+
+// ---- Environment (M15: plugins get none of pimgate's secrets) ---------------------------------
+
+TEST(PluginEnvironmentTest, BaseSetManifestAndPimgateVariablesOnly) {
+  PluginConfig config;
+  config.name = "erp";
+  config.env = {{"PYTHONPATH", "/opt/sdk"}, {"LANG", "C.UTF-8"}};
+  const std::vector<std::string> inherited = {"PATH=/usr/bin:/bin",
+                                              "HOME=/var/lib/pimgate",
+                                              "LANG=en_US.UTF-8",
+                                              "LC_ALL=C",
+                                              "TZ=UTC",
+                                              "TMPDIR=/tmp",
+                                              "ASAN_OPTIONS=x=1",
+                                              "AKENEO_SECRET=s3cr3t",
+                                              "PIMGATE_ADMIN_TOKEN=t0ken",
+                                              "PIMGATE_PLUGIN_NAME=spoofed",
+                                              "NOT_AN_ENTRY"};
+  EXPECT_EQ(PluginEnvironment(config, "unix:/run/erp.sock", inherited),
+            (std::vector<std::string>{
+                "ASAN_OPTIONS=x=1", "HOME=/var/lib/pimgate", "LANG=C.UTF-8", "LC_ALL=C",
+                "PATH=/usr/bin:/bin", "PIMGATE_PLUGIN_ADDRESS=unix:/run/erp.sock",
+                "PIMGATE_PLUGIN_NAME=erp", "PYTHONPATH=/opt/sdk", "TMPDIR=/tmp", "TZ=UTC"}));
+
+  config.inherit_env = {"AKENEO_SECRET"};
+  std::vector<std::string> listed = PluginEnvironment(config, "a", inherited);
+  EXPECT_NE(std::find(listed.begin(), listed.end(), "AKENEO_SECRET=s3cr3t"), listed.end());
+  EXPECT_EQ(std::find(listed.begin(), listed.end(), "PIMGATE_ADMIN_TOKEN=t0ken"), listed.end());
+
+  config.inherit_env.clear();
+  config.inherit_env_all = true;
+  std::vector<std::string> all = PluginEnvironment(config, "a", inherited);
+  EXPECT_NE(std::find(all.begin(), all.end(), "AKENEO_SECRET=s3cr3t"), all.end());
+  EXPECT_NE(std::find(all.begin(), all.end(), "PIMGATE_ADMIN_TOKEN=t0ken"), all.end());
+  // pimgate's own variables always win.
+  EXPECT_NE(std::find(all.begin(), all.end(), "PIMGATE_PLUGIN_NAME=erp"), all.end());
+}
+
+std::string EnvLine(const std::string& dump, const std::string& name) {
+  for (absl::string_view line : absl::StrSplit(dump, '\n')) {
+    if (absl::StartsWith(line, name + "=")) return std::string(line);
+  }
+  return "";
+}
+
+TEST(PluginSupervisorTest, ALaunchedPluginSeesNoneOfPimgatesOtherVariables) {
+  testing::TempDir dir;
+  ::setenv("PIMGATE_SUPERVISOR_TEST_SECRET", "do-not-leak", 1);
+  ::setenv("PIMGATE_SUPERVISOR_TEST_LISTED", "pass-me", 1);
+  PluginConfig clean = TestPlugin(
+      "clean", {{"TEST_PLUGIN_ENV_DUMP_ALL", dir.File("clean.env")}, {"FROM_MANIFEST", "yes"}});
+  PluginConfig listed =
+      TestPlugin("listed", {{"TEST_PLUGIN_ENV_DUMP_ALL", dir.File("listed.env")}});
+  listed.inherit_env = {"PIMGATE_SUPERVISOR_TEST_LISTED"};
+  PluginConfig all = TestPlugin("all", {{"TEST_PLUGIN_ENV_DUMP_ALL", dir.File("all.env")}});
+  all.inherit_env_all = true;
+  std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({clean, listed, all}, dir.path());
+  ::unsetenv("PIMGATE_SUPERVISOR_TEST_SECRET");
+  ::unsetenv("PIMGATE_SUPERVISOR_TEST_LISTED");
+  ASSERT_NE(supervisor, nullptr);
+  ASSERT_TRUE(supervisor->Start().ok());
+  for (const char* name : {"clean", "listed", "all"}) {
+    ASSERT_TRUE(WaitForState(*supervisor, name, PluginState::kServing)) << name;
+  }
+  supervisor->Stop();
+
+  const std::string clean_env = ReadFile(dir.File("clean.env"));
+  EXPECT_EQ(EnvLine(clean_env, "PIMGATE_SUPERVISOR_TEST_SECRET"), "") << clean_env;
+  EXPECT_EQ(EnvLine(clean_env, "PIMGATE_SUPERVISOR_TEST_LISTED"), "") << clean_env;
+  EXPECT_EQ(EnvLine(clean_env, "FROM_MANIFEST"), "FROM_MANIFEST=yes");
+  EXPECT_EQ(EnvLine(clean_env, "PIMGATE_PLUGIN_NAME"), "PIMGATE_PLUGIN_NAME=clean");
+  EXPECT_EQ(EnvLine(clean_env, "PATH"), absl::StrCat("PATH=", std::getenv("PATH")));
+  // Nothing beyond the base set, the manifest and pimgate's two.
+  for (absl::string_view line : absl::StrSplit(clean_env, '\n', absl::SkipEmpty())) {
+    const std::string name(line.substr(0, line.find('=')));
+    const bool base =
+        absl::StartsWith(name, kPluginBaseEnvironmentPrefix) ||
+        std::find_if(std::begin(kPluginBaseEnvironment), std::end(kPluginBaseEnvironment),
+                     [&](const char* b) { return name == b; }) != std::end(kPluginBaseEnvironment);
+    EXPECT_TRUE(base || name == "FROM_MANIFEST" || name == "TEST_PLUGIN_ENV_DUMP_ALL" ||
+                absl::StartsWith(name, "PIMGATE_PLUGIN_"))
+        << "unexpected variable " << name;
+  }
+  const std::string listed_env = ReadFile(dir.File("listed.env"));
+  EXPECT_EQ(EnvLine(listed_env, "PIMGATE_SUPERVISOR_TEST_LISTED"),
+            "PIMGATE_SUPERVISOR_TEST_LISTED=pass-me");
+  EXPECT_EQ(EnvLine(listed_env, "PIMGATE_SUPERVISOR_TEST_SECRET"), "");
+  // The positive control: the dump does show inherited variables when they are asked for.
+  const std::string all_env = ReadFile(dir.File("all.env"));
+  EXPECT_EQ(EnvLine(all_env, "PIMGATE_SUPERVISOR_TEST_SECRET"),
+            "PIMGATE_SUPERVISOR_TEST_SECRET=do-not-leak");
+}
+
+// ---- Failing plugins: their stderr, and errors that clear --------------------------------------
+
+TEST(PluginSupervisorTest, APluginThatKeepsExitingShowsItsLastStderrLines) {
+  testing::TempDir dir;
+  LogCapture capture;
+  PluginStatus status;
+  {
+    PluginConfig config = TestPlugin("broken", {{"TEST_PLUGIN_FAIL", "30"}});
+    std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
+    ASSERT_NE(supervisor, nullptr);
+    ASSERT_TRUE(supervisor->Start().ok());
+    ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "broken").restarts >= 2; }, 10s));
+    status = StatusOf(*supervisor, "broken");
+    supervisor->Stop();
+  }
+  EXPECT_EQ(status.last_error, "exited with status 1");
+  std::vector<std::string> expected;
+  for (int i = 11; i <= 30; ++i) expected.push_back(absl::StrCat("failure line ", i));
+  EXPECT_EQ(status.last_stderr, expected);
+  EXPECT_EQ(kStderrTailLines, 20u);
+  // Logged at warning, where the default level shows it.
+  EXPECT_EQ(capture.sink().LevelOf("[plugin broken] [stderr] failure line 30"),
+            spdlog::level::warn);
+}
+
+TEST(PluginSupervisorTest, AnErrorClearsOnceALaterRunHasServedForResetAfter) {
+  testing::TempDir dir;
+  PluginConfig config = TestPlugin("recovers", {{"TEST_PLUGIN_FAIL_ONCE", dir.File("failed")}});
+  config.restart.reset_after = 300ms;
+  std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
+  ASSERT_NE(supervisor, nullptr);
+  ASSERT_TRUE(supervisor->Start().ok());
+  ASSERT_TRUE(WaitForState(*supervisor, "recovers", PluginState::kServing));
+  // Serving again after one failed run; that run's error goes once this one has served for
+  // reset_after.
+  const PluginStatus recovered = StatusOf(*supervisor, "recovers");
+  EXPECT_EQ(recovered.restarts, 1u);
+  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "recovers").last_error.empty(); }, 5s));
+  const PluginStatus cleared = StatusOf(*supervisor, "recovers");
+  EXPECT_TRUE(cleared.last_stderr.empty());
+  EXPECT_EQ(cleared.state, PluginState::kServing);
+  EXPECT_EQ(cleared.restarts, 1u) << "the count stays";
+  supervisor->Stop();
+}
+
+TEST(PluginSupervisorTest, AFailedRunKeepsItsErrorWhileTheNextOneStarts) {
+  testing::TempDir dir;
+  PluginConfig config = TestPlugin("slow-to-fix", {{"TEST_PLUGIN_FAIL_ONCE", dir.File("failed")}});
+  config.restart.initial_backoff = 30s;
+  config.restart.max_backoff = 30s;
+  std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
+  ASSERT_NE(supervisor, nullptr);
+  ASSERT_TRUE(supervisor->Start().ok());
+  ASSERT_TRUE(WaitForState(*supervisor, "slow-to-fix", PluginState::kBackoff));
+  const PluginStatus failed = StatusOf(*supervisor, "slow-to-fix");
+  EXPECT_EQ(failed.last_error, "exited with status 1");
+  EXPECT_EQ(failed.last_stderr,
+            (std::vector<std::string>{"failure line 1", "failure line 2", "failure line 3"}));
+  supervisor->Stop();
+}
+
+// ---- Restart (pimgatectl restart) ---------------------------------------------------------------
+
+TEST(PluginSupervisorTest, RestartStopsAndStartsTheProcessWithoutCountingACrash) {
+  testing::TempDir dir;
+  const std::string log = dir.File("spawn.log");
+  LogCapture capture;
+  {
+    std::unique_ptr<PluginSupervisor> supervisor =
+        MakeSupervisor({TestPlugin("deployed", {{"TEST_PLUGIN_SPAWN_LOG", log}})}, dir.path());
+    ASSERT_NE(supervisor, nullptr);
+    ASSERT_TRUE(supervisor->Start().ok());
+    ASSERT_TRUE(WaitForState(*supervisor, "deployed", PluginState::kServing));
+    const pid_t old_pid = StatusOf(*supervisor, "deployed").pid;
+
+    absl::StatusOr<pid_t> new_pid = supervisor->Restart("deployed");
+    ASSERT_TRUE(new_pid.ok()) << new_pid.status();
+    EXPECT_NE(*new_pid, old_pid);
+    EXPECT_FALSE(IsAlive(old_pid));
+    const PluginStatus status = StatusOf(*supervisor, "deployed");
+    EXPECT_EQ(status.state, PluginState::kServing);
+    EXPECT_EQ(status.pid, *new_pid);
+    EXPECT_EQ(status.restarts, 0u) << "a requested restart is no crash";
+    EXPECT_EQ(status.last_error, "");
+    EXPECT_EQ(CheckHealth(status.address), grpc::health::v1::HealthCheckResponse::SERVING);
+    // The old process was stopped the graceful way: SIGTERM, and it returned 0.
+    EXPECT_TRUE(capture.sink().Contains(absl::StrCat("pid ", old_pid, " exited with status 0")));
+    supervisor->Stop();
+  }
+  EXPECT_EQ(EventsOf(ReadSpawnLog(log), "plugin").size(), 2u);
+}
+
+TEST(PluginSupervisorTest, RestartCutsABackoffShort) {
+  // The first run fails and the next launch is 30 s away; Restart launches now. Restart waits at
+  // most stop_timeout + start_timeout + kRestartSlack (13 s here), under the backoff: an answer
+  // with a pid proves the backoff was not waited.
+  testing::TempDir dir;
+  PluginConfig config = TestPlugin("fixed", {{"TEST_PLUGIN_FAIL_ONCE", dir.File("failed")}});
+  config.restart.initial_backoff = 30s;
+  config.restart.max_backoff = 30s;
+  std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
+  ASSERT_NE(supervisor, nullptr);
+  ASSERT_TRUE(supervisor->Start().ok());
+  ASSERT_TRUE(WaitForState(*supervisor, "fixed", PluginState::kBackoff));
+  absl::StatusOr<pid_t> pid = supervisor->Restart("fixed");
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  const PluginStatus status = StatusOf(*supervisor, "fixed");
+  EXPECT_EQ(status.state, PluginState::kServing);
+  EXPECT_EQ(status.restarts, 0u);
+  supervisor->Stop();
+}
+
+TEST(PluginSupervisorTest, RestartOfAPluginThatCannotStartReportsWhy) {
+  testing::TempDir dir;
+  PluginConfig config = TestPlugin("hopeless", {{"TEST_PLUGIN_FAIL", "2"}});
+  config.restart.initial_backoff = 30s;
+  config.restart.max_backoff = 30s;
+  std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
+  ASSERT_NE(supervisor, nullptr);
+  ASSERT_TRUE(supervisor->Start().ok());
+  ASSERT_TRUE(WaitForState(*supervisor, "hopeless", PluginState::kBackoff));
+  absl::StatusOr<pid_t> pid = supervisor->Restart("hopeless");
+  ASSERT_FALSE(pid.ok());
+  EXPECT_EQ(pid.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(pid.status().message(),
+            "plugin hopeless was stopped but the new process did not start: exited with status 1; "
+            "its last stderr lines:\nfailure line 1\nfailure line 2");
+  supervisor->Stop();
+}
+
+TEST(PluginSupervisorTest, RestartRefusesWhatItCannotRestart) {
+  testing::TempDir dir;
+  PluginConfig external;
+  external.name = "remote";
+  external.address = "127.0.0.1:50999";
+  std::unique_ptr<PluginSupervisor> supervisor =
+      MakeSupervisor({external, TestPlugin("local")}, dir.path());
+  ASSERT_NE(supervisor, nullptr);
+  EXPECT_EQ(supervisor->Restart("local").status().code(),
+            absl::StatusCode::kFailedPrecondition);  // not started
+  ASSERT_TRUE(supervisor->Start().ok());
+  EXPECT_EQ(supervisor->Restart("nope").status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<pid_t> remote = supervisor->Restart("remote");
+  EXPECT_EQ(remote.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(remote.status().message(), "runs outside pimgate"));
+  supervisor->Stop();
+  EXPECT_EQ(supervisor->Restart("local").status().code(),
+            absl::StatusCode::kFailedPrecondition);  // stopped
 }
 
 // Runs only as the child of OrphanedPluginDiesWhenItsSupervisorProcessIsKilled (which sets
