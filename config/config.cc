@@ -593,6 +593,23 @@ ValueReader SourcePath(std::string& out) {
 constexpr std::size_t kMinNotificationSecret = 16;
 constexpr std::size_t kMaxNotificationSecret = 256;
 
+// A proxy for calls to Akeneo: "none", or an http(s):// or socks5(h):// URL (which may carry
+// credentials, so it is never echoed in an error).
+ValueReader Proxy(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (absl::Status status = String(out)(field); !status.ok()) return status;
+    if (out == "none") return absl::OkStatus();
+    if (!absl::StartsWith(out, "http://") && !absl::StartsWith(out, "https://") &&
+        !absl::StartsWith(out, "socks5://") && !absl::StartsWith(out, "socks5h://")) {
+      // Not Got(): a proxy URL may carry credentials.
+      return Invalid(field,
+                     "must be \"none\" or a proxy URL starting with http://, https://, socks5:// "
+                     "or socks5h://");
+    }
+    return absl::OkStatus();
+  };
+}
+
 // sources[].rest and sources[].reconcile, defined with the plugin readers they share.
 ValueReader Tracked(ValueReader read, std::optional<int>& line);
 ValueReader Rest(std::optional<RestConfig>& out);
@@ -1200,6 +1217,7 @@ ValueReader Rest(std::optional<RestConfig>& out) {
             {"initial_backoff", backoff.Initial()},
             {"max_backoff", backoff.Max()},
             {"ca_file", Tracked(ReadableFile(rest.ca_file), ca_file_line)},
+            {"proxy", Proxy(rest.proxy)},
             {"insecure_skip_verify", Bool(rest.insecure_skip_verify)},
             {"allow_insecure_http", Bool(rest.allow_insecure_http)},
             {"timezone", PimTimeZoneName(rest.timezone)},
@@ -1334,21 +1352,6 @@ ValueReader Email(std::string& out) {
 }
 
 // The proxy for calls to the management API: "" (the environment's), "none", or a proxy URL.
-ValueReader Proxy(std::string& out) {
-  return [&out](const Field& field) -> absl::Status {
-    if (absl::Status status = String(out)(field); !status.ok()) return status;
-    if (out == "none") return absl::OkStatus();
-    if (!absl::StartsWith(out, "http://") && !absl::StartsWith(out, "https://") &&
-        !absl::StartsWith(out, "socks5://") && !absl::StartsWith(out, "socks5h://")) {
-      // Not Got(): a proxy URL may carry credentials.
-      return Invalid(field,
-                     "must be \"none\" or a proxy URL starting with http://, https://, socks5:// "
-                     "or socks5h://");
-    }
-    return absl::OkStatus();
-  };
-}
-
 ValueReader Platform(std::optional<PlatformConfig>& out) {
   return [&out](const Field& field) -> absl::Status {
     PlatformConfig& platform = out.emplace();

@@ -112,6 +112,10 @@ struct RestConfig {
   std::chrono::milliseconds max_backoff{30'000};
   // PEM bundle to verify the PIM's certificate with, instead of the system store.
   std::string ca_file;
+  // The proxy to reach the PIM through: "" = from the environment as curl reads it (HTTPS_PROXY
+  // or https_proxy, http_proxy for http://, ALL_PROXY, NO_PROXY), "none" = direct, else the
+  // proxy's URL (http://, https://, socks5:// or socks5h://; credentials allowed, never logged).
+  std::string proxy;
   // Skip certificate verification (never in production; tests against a self-signed PIM).
   bool insecure_skip_verify = false;
   bool allow_insecure_http = false;

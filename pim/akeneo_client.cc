@@ -1,35 +1,20 @@
-// AkeneoClient over Boost.Beast: a pool of `max_concurrency` worker threads, each owning one
-// persistent HTTP(S) connection and its own io_context, fed by one queue. Calls never run on a
-// caller's thread, so gateway I/O threads never block on the PIM.
+// AkeneoClient over libcurl (pim/http_client.h): a pool of `max_concurrency` worker threads, each
+// owning one HttpConnection (its kept-alive connections, through the configured or environment's
+// proxy), fed by one queue. Calls never run on a caller's thread, so gateway I/O threads never
+// block on the PIM. OAuth, retries and paging are here; the transport is libcurl's.
 #include "pim/akeneo_client.h"
 
-// Boost.Asio 1.74's awaitable.hpp uses std::exchange without including <utility>.
-// clang-format off
-#include <utility>
-// clang-format on
-
 #include <openssl/ssl.h>
-#include <openssl/x509_vfy.h>
 
 #include <algorithm>
 #include <atomic>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <chrono>
 #include <deque>
 #include <future>
 #include <optional>
 #include <random>
 #include <thread>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -48,23 +33,18 @@
 #include "absl/time/time.h"
 #include "common/logging.h"
 #include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
+#include "pim/http_client.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
 namespace {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace net = boost::asio;
-namespace ssl = net::ssl;
-using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
 // Largest response body accepted; a larger one fails the call (ResourceExhausted) rather than
 // growing memory without bound. A page of 100 products with many values stays far below it.
 constexpr std::size_t kMaxResponseBytes = 64 * 1024 * 1024;
-// Largest response header block.
-constexpr std::size_t kMaxResponseHeaderBytes = 64 * 1024;
 // A Retry-After longer than this is capped (a broken proxy must not park a call for a day).
 constexpr std::chrono::seconds kMaxRetryAfter{300};
 // Backoff jitter: each wait is randomized by +-20%.
@@ -79,7 +59,6 @@ constexpr std::size_t kMaxErrorText = 300;
 constexpr int kMaxPages = 20'000;
 
 constexpr char kTokenPath[] = "/api/oauth/v1/token";
-constexpr char kUserAgent[] = "pimgate";
 
 std::string Str(absl::string_view text) { return std::string(text); }
 
@@ -100,20 +79,9 @@ struct Origin {
   std::string host;
   uint16_t port = 443;
 
-  bool ip_literal() const {
-    boost::system::error_code ec;
-    net::ip::make_address(host, ec);
-    return !ec;
-  }
   bool ipv6() const { return host.find(':') != std::string::npos; }
   std::string HostPort() const {
     return ipv6() ? absl::StrCat("[", host, "]:", port) : absl::StrCat(host, ":", port);
-  }
-  // The Host header: the port only when it is not the scheme's default.
-  std::string HostHeader() const {
-    const std::string bracketed = ipv6() ? absl::StrCat("[", host, "]") : host;
-    if (port == (tls ? 443 : 80)) return bracketed;
-    return absl::StrCat(bracketed, ":", port);
   }
   std::string Describe() const { return absl::StrCat(tls ? "https://" : "http://", HostPort()); }
   bool operator==(const Origin& other) const {
@@ -198,6 +166,35 @@ struct TransportFailure {
   bool too_large = false;
 };
 
+// A failed HttpConnection exchange as the retry logic sees it (pim/http_client.h maps libcurl's
+// errors to these codes).
+TransportFailure TransportFailureOf(const absl::Status& status) {
+  TransportFailure failure;
+  failure.message = std::string(status.message());
+  switch (status.code()) {
+    case absl::StatusCode::kDeadlineExceeded:
+      failure.timeout = true;
+      break;
+    case absl::StatusCode::kFailedPrecondition:  // the PIM's certificate is not trusted
+      failure.permanent = true;
+      failure.message =
+          absl::StrCat("certificate verification failed: ", failure.message,
+                       " (set rest.ca_file to the CA that signed the PIM's certificate)");
+      break;
+    case absl::StatusCode::kResourceExhausted:
+      failure.permanent = true;
+      failure.too_large = true;
+      break;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kCancelled:
+      failure.permanent = true;
+      break;
+    default:  // Unavailable: DNS, refused, reset, proxy, TLS handshake: worth another attempt
+      break;
+  }
+  return failure;
+}
+
 // The PIM's explanation in an error answer: Akeneo sends {"code":..,"message":".."}; anything
 // else (a proxy's HTML page) is quoted, shortened and stripped of control characters.
 std::string PimMessage(const std::string& body) {
@@ -252,229 +249,6 @@ std::optional<std::chrono::milliseconds> ParseRetryAfter(absl::string_view value
   return std::nullopt;
 }
 
-// ---- One connection -----------------------------------------------------------------------------
-
-// One persistent HTTP/1.1 connection to the PIM, owned by one worker thread. Async Beast
-// operations run on the connection's own io_context, which the worker runs until each exchange
-// is over; the deadline is enforced by beast::tcp_stream's expiry (and a timer for DNS).
-class Connection {
- public:
-  Connection(const Origin& origin, ssl::context* tls_context, bool verify)
-      : origin_(origin), tls_context_(tls_context), verify_(verify) {}
-  ~Connection() { Close(); }
-
-  // Sends `request` and reads the answer, connecting first when needed. A kept-alive connection
-  // that the PIM closed meanwhile is noticed here (the write fails, or the read ends before any
-  // byte of an answer) and replaced once, transparently.
-  std::variant<HttpAnswer, TransportFailure> Exchange(
-      const http::request<http::string_body>& request, Clock::time_point deadline) {
-    for (int pass = 0;; ++pass) {
-      const bool reused = connected() && answered_ > 0;
-      bool got_bytes = false;
-      std::variant<HttpAnswer, TransportFailure> result =
-          Run(Attempt(request, deadline, got_bytes));
-      if (std::holds_alternative<HttpAnswer>(result)) return result;
-      Close();
-      const TransportFailure& failure = std::get<TransportFailure>(result);
-      if (pass == 0 && reused && !got_bytes && !failure.timeout && !failure.permanent &&
-          Clock::now() < deadline) {
-        spdlog::debug(
-            "akeneo: kept-alive connection to {} was closed by the PIM ({}); "
-            "reconnecting",
-            origin_.Describe(), failure.message);
-        continue;
-      }
-      return result;
-    }
-  }
-
-  void Close() {
-    if (tls_.has_value()) {
-      beast::error_code ignored;
-      beast::get_lowest_layer(*tls_).socket().close(ignored);
-      tls_.reset();
-    }
-    if (plain_.has_value()) {
-      beast::error_code ignored;
-      plain_->socket().close(ignored);
-      plain_.reset();
-    }
-    buffer_.clear();
-    answered_ = 0;
-  }
-
- private:
-  bool connected() const { return tls_.has_value() || plain_.has_value(); }
-  beast::tcp_stream& tcp() { return tls_.has_value() ? beast::get_lowest_layer(*tls_) : *plain_; }
-
-  // Runs one coroutine on this connection's io_context until it completes.
-  template <typename T>
-  T Run(net::awaitable<T> operation) {
-    std::optional<T> result;
-    std::exception_ptr error;
-    net::co_spawn(ioc_, std::move(operation), [&](std::exception_ptr e, T value) {
-      error = e;
-      if (!e) result.emplace(std::move(value));
-    });
-    ioc_.restart();
-    ioc_.run();
-    if (error) {
-      // Only allocation failures and similar throw here: every I/O error is redirected.
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        return TransportFailure{absl::StrCat("internal error: ", e.what())};
-      }
-    }
-    return *std::move(result);
-  }
-
-  static TransportFailure FailureOf(absl::string_view step, const beast::error_code& ec,
-                                    const Origin& origin) {
-    TransportFailure failure;
-    failure.timeout = ec == beast::error::timeout || ec == net::error::operation_aborted;
-    failure.message = failure.timeout
-                          ? absl::StrCat(step, " ", origin.HostPort(), ": timed out")
-                          : absl::StrCat(step, " ", origin.HostPort(), ": ", ec.message());
-    return failure;
-  }
-
-  net::awaitable<std::variant<HttpAnswer, TransportFailure>> Attempt(
-      const http::request<http::string_body>& request, Clock::time_point deadline,
-      bool& got_bytes) {
-    beast::error_code ec;
-    if (!connected()) {
-      std::optional<TransportFailure> failure = co_await Connect(deadline);
-      if (failure.has_value()) co_return *std::move(failure);
-    }
-    tcp().expires_at(deadline);
-    if (tls_.has_value()) {
-      co_await http::async_write(*tls_, request, net::redirect_error(net::use_awaitable, ec));
-    } else {
-      co_await http::async_write(*plain_, request, net::redirect_error(net::use_awaitable, ec));
-    }
-    if (ec) co_return FailureOf("sending to", ec, origin_);
-
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(kMaxResponseBytes);
-    parser.header_limit(kMaxResponseHeaderBytes);
-    if (tls_.has_value()) {
-      co_await http::async_read(*tls_, buffer_, parser,
-                                net::redirect_error(net::use_awaitable, ec));
-    } else {
-      co_await http::async_read(*plain_, buffer_, parser,
-                                net::redirect_error(net::use_awaitable, ec));
-    }
-    got_bytes = parser.got_some();
-    if (ec == http::error::body_limit) {
-      TransportFailure failure;
-      failure.message = absl::StrCat("answer from ", origin_.HostPort(), " is larger than ",
-                                     kMaxResponseBytes / (1024 * 1024), " MiB");
-      failure.permanent = true;
-      failure.too_large = true;
-      co_return failure;
-    }
-    if (ec) co_return FailureOf("reading the answer from", ec, origin_);
-    tcp().expires_never();
-    ++answered_;
-    http::response<http::string_body> response = parser.release();
-    HttpAnswer answer;
-    answer.status = static_cast<int>(response.result_int());
-    if (auto it = response.find(http::field::retry_after); it != response.end()) {
-      answer.retry_after = std::string(it->value());
-    }
-    if (!response.keep_alive()) Close();
-    answer.body = std::move(response.body());
-    co_return answer;
-  }
-
-  net::awaitable<std::optional<TransportFailure>> Connect(Clock::time_point deadline) {
-    beast::error_code ec;
-    std::vector<tcp::endpoint> endpoints;
-    if (origin_.ip_literal()) {
-      endpoints.emplace_back(net::ip::make_address(origin_.host, ec), origin_.port);
-    } else {
-      // The resolver has no deadline of its own: a timer cancels it. Both are members, since
-      // the timer's handler may run after this coroutine has moved on.
-      resolving_ = true;
-      resolve_timer_.expires_at(deadline);
-      resolve_timer_.async_wait([this](const beast::error_code& timer_ec) {
-        if (!timer_ec && resolving_) resolver_.cancel();
-      });
-      tcp::resolver::results_type results = co_await resolver_.async_resolve(
-          origin_.host, std::to_string(origin_.port), net::redirect_error(net::use_awaitable, ec));
-      resolving_ = false;
-      resolve_timer_.cancel();
-      if (ec) co_return FailureOf("resolving", ec, origin_);
-      for (const auto& entry : results) endpoints.push_back(entry.endpoint());
-    }
-
-    beast::tcp_stream stream(ioc_);
-    stream.expires_at(deadline);
-    co_await stream.async_connect(endpoints, net::redirect_error(net::use_awaitable, ec));
-    if (ec) co_return FailureOf("connecting to", ec, origin_);
-    buffer_.clear();
-    answered_ = 0;
-    if (tls_context_ == nullptr) {
-      plain_.emplace(std::move(stream));
-      co_return std::nullopt;
-    }
-
-    tls_.emplace(std::move(stream), *tls_context_);
-    SSL* native = tls_->native_handle();
-    if (!origin_.ip_literal()) {
-      // SNI is for host names only (RFC 6066).
-      SSL_set_tlsext_host_name(native, origin_.host.c_str());
-    }
-    if (verify_) {
-      tls_->set_verify_mode(ssl::verify_peer);
-      X509_VERIFY_PARAM* param = SSL_get0_param(native);
-      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-      const int set = origin_.ip_literal()
-                          ? X509_VERIFY_PARAM_set1_ip_asc(param, origin_.host.c_str())
-                          : X509_VERIFY_PARAM_set1_host(param, origin_.host.c_str(), 0);
-      if (set != 1) {
-        Close();
-        TransportFailure failure;
-        failure.message = absl::StrCat("cannot set the expected host name ", origin_.host,
-                                       " for certificate verification");
-        failure.permanent = true;
-        co_return failure;
-      }
-    } else {
-      tls_->set_verify_mode(ssl::verify_none);
-    }
-    co_await tls_->async_handshake(ssl::stream_base::client,
-                                   net::redirect_error(net::use_awaitable, ec));
-    if (ec) {
-      TransportFailure failure = FailureOf("TLS handshake with", ec, origin_);
-      const long verify_result = SSL_get_verify_result(native);
-      if (verify_ && verify_result != X509_V_OK) {
-        failure.message = absl::StrCat(
-            "TLS handshake with ", origin_.HostPort(),
-            ": certificate verification failed: ", X509_verify_cert_error_string(verify_result),
-            " (set rest.ca_file to the CA that signed the PIM's certificate)");
-        failure.permanent = true;
-      }
-      Close();
-      co_return failure;
-    }
-    co_return std::nullopt;
-  }
-
-  const Origin origin_;
-  ssl::context* const tls_context_;  // null for http://
-  const bool verify_;
-  net::io_context ioc_{1};
-  tcp::resolver resolver_{ioc_};
-  net::steady_timer resolve_timer_{ioc_};
-  bool resolving_ = false;
-  std::optional<beast::tcp_stream> plain_;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;
-  beast::flat_buffer buffer_;
-  int answered_ = 0;  // answers read on the current connection
-};
-
 // ---- The client ---------------------------------------------------------------------------------
 
 // How one attempt of a call ended.
@@ -488,10 +262,13 @@ struct AttemptOutcome {
 
 class AkeneoClientImpl final : public AkeneoClient {
  public:
-  AkeneoClientImpl(RestConfig config, Origin origin, std::unique_ptr<ssl::context> tls_context)
-      : config_(std::move(config)),
-        origin_(std::move(origin)),
-        tls_context_(std::move(tls_context)) {
+  AkeneoClientImpl(RestConfig config, Origin origin)
+      : config_(std::move(config)), origin_(std::move(origin)) {
+    http_options_.timeout = config_.timeout;
+    http_options_.ca_file = config_.ca_file;
+    http_options_.insecure_skip_verify = config_.insecure_skip_verify;
+    http_options_.proxy = config_.proxy;
+    http_options_.max_response_bytes = kMaxResponseBytes;
     for (uint32_t i = 0; i < config_.max_concurrency; ++i) {
       workers_.emplace_back([this, i] { WorkerLoop(i); });
     }
@@ -551,6 +328,7 @@ class AkeneoClientImpl final : public AkeneoClient {
       absl::MutexLock lock(&mu_);
       shutdown_ = true;
     }
+    stopping_.store(true, std::memory_order_relaxed);
     absl::MutexLock join_lock(&join_mu_);
     for (std::thread& worker : workers_) {
       if (!worker.joinable()) continue;
@@ -613,7 +391,7 @@ class AkeneoClientImpl final : public AkeneoClient {
   }
 
   void WorkerLoop(uint32_t index) {
-    Connection connection(origin_, tls_context_.get(), !config_.insecure_skip_verify);
+    HttpConnection connection(http_options_);
     std::mt19937_64 random(std::random_device{}() ^ (uint64_t{index} << 32));
     for (;;) {
       Call call;
@@ -756,18 +534,34 @@ class AkeneoClientImpl final : public AkeneoClient {
     return outcome;
   }
 
-  http::request<http::string_body> NewRequest(http::verb verb, const std::string& target) const {
-    http::request<http::string_body> request{verb, target, 11};
-    request.set(http::field::host, origin_.HostHeader());
-    request.set(http::field::user_agent, kUserAgent);
-    request.set(http::field::accept, "application/json");
-    request.keep_alive(true);
+  HttpRequest NewRequest(const char* method, const std::string& target) const {
+    HttpRequest request;
+    request.method = method;
+    request.url = absl::StrCat(origin_.Describe(), target);
+    request.headers.emplace_back("Accept", "application/json");
     return request;
   }
 
-  Clock::time_point Deadline() const { return Clock::now() + config_.timeout; }
+  // One exchange on `connection`; a shutdown aborts it at once.
+  std::variant<HttpAnswer, TransportFailure> Exchange(HttpConnection& connection,
+                                                      const HttpRequest& request) {
+    absl::StatusOr<HttpResponse> response =
+        connection.Exchange(request, [this] { return stopping_.load(std::memory_order_relaxed); });
+    if (!response.ok()) {
+      // HttpConnection's messages start with the method and URL, which `what` already names.
+      absl::Status status = response.status();
+      absl::string_view message = status.message();
+      absl::ConsumePrefix(&message, absl::StrCat(request.method, " ", request.url, ": "));
+      return TransportFailureOf(absl::Status(status.code(), message));
+    }
+    HttpAnswer answer;
+    answer.status = response->status;
+    answer.retry_after = std::string(response->Header("Retry-After"));
+    answer.body = std::move(response->body);
+    return answer;
+  }
 
-  AttemptOutcome AttemptGet(Connection& connection, const std::string& target) {
+  AttemptOutcome AttemptGet(HttpConnection& connection, const std::string& target) {
     const std::string what = absl::StrCat("GET ", target);
     bool renewed = false;
     for (;;) {
@@ -775,10 +569,10 @@ class AkeneoClientImpl final : public AkeneoClient {
       if (AttemptOutcome failed = AccessToken(connection, token); !failed.status.ok()) {
         return failed;
       }
-      http::request<http::string_body> request = NewRequest(http::verb::get, target);
-      request.set(http::field::authorization, absl::StrCat("Bearer ", *token));
+      HttpRequest request = NewRequest("GET", target);
+      request.headers.emplace_back("Authorization", absl::StrCat("Bearer ", *token));
       calls_.fetch_add(1, std::memory_order_relaxed);
-      std::variant<HttpAnswer, TransportFailure> result = connection.Exchange(request, Deadline());
+      std::variant<HttpAnswer, TransportFailure> result = Exchange(connection, request);
       if (auto* failure = std::get_if<TransportFailure>(&result)) {
         return FailureOutcome(what, *failure);
       }
@@ -812,7 +606,7 @@ class AkeneoClientImpl final : public AkeneoClient {
 
   // Sets `token` to a usable access token, renewing it first when needed. Only one worker renews
   // at a time; the others wait for its result.
-  AttemptOutcome AccessToken(Connection& connection, absl::StatusOr<std::string>& token) {
+  AttemptOutcome AccessToken(HttpConnection& connection, absl::StatusOr<std::string>& token) {
     std::string refresh_token;
     {
       absl::MutexLock lock(&token_mu_);
@@ -854,24 +648,25 @@ class AkeneoClientImpl final : public AkeneoClient {
   }
 
   // A refresh_token grant when there is a refresh token, then (or else) a password grant.
-  AttemptOutcome RenewToken(Connection& connection, const std::string& refresh_token) {
+  AttemptOutcome RenewToken(HttpConnection& connection, const std::string& refresh_token) {
     if (!refresh_token.empty()) {
-      AttemptOutcome refreshed =
-          RequestToken(connection,
-                       absl::StrCat("{\"grant_type\":\"refresh_token\",\"refresh_token\":\"",
-                                    JsonEscape(refresh_token), "\"}"),
-                       "refresh_token");
+      AttemptOutcome refreshed = RequestToken(
+          connection,
+          nlohmann::ordered_json{{"grant_type", "refresh_token"}, {"refresh_token", refresh_token}}
+              .dump(),
+          "refresh_token");
       // A refused refresh (expired, already used) falls back to the password grant; a PIM that
       // is down or throttling does not.
       if (refreshed.status.ok() || refreshed.retryable) return refreshed;
       spdlog::debug("akeneo: {} refused the refresh token ({}); using the password grant",
                     origin_.Describe(), std::string(refreshed.status.message()));
     }
-    return RequestToken(
-        connection,
-        absl::StrCat("{\"grant_type\":\"password\",\"username\":\"", JsonEscape(config_.username),
-                     "\",\"password\":\"", JsonEscape(config_.password.value), "\"}"),
-        "password");
+    return RequestToken(connection,
+                        nlohmann::ordered_json{{"grant_type", "password"},
+                                               {"username", config_.username},
+                                               {"password", config_.password.value}}
+                            .dump(),
+                        "password");
   }
 
   // Never lets a credential through in a message (a PIM or proxy could echo one back).
@@ -882,19 +677,20 @@ class AkeneoClientImpl final : public AkeneoClient {
     return text;
   }
 
-  AttemptOutcome RequestToken(Connection& connection, std::string body, absl::string_view grant) {
+  AttemptOutcome RequestToken(HttpConnection& connection, std::string body,
+                              absl::string_view grant) {
     const std::string what =
         absl::StrCat("token request (", grant, " grant) to ", origin_.Describe(), kTokenPath);
-    http::request<http::string_body> request = NewRequest(http::verb::post, kTokenPath);
-    request.set(http::field::authorization,
-                absl::StrCat("Basic ", absl::Base64Escape(absl::StrCat(config_.client_id, ":",
-                                                                       config_.secret.value))));
-    request.set(http::field::content_type, "application/json");
-    request.body() = std::move(body);
-    request.prepare_payload();
+    HttpRequest request = NewRequest("POST", kTokenPath);
+    request.headers.emplace_back(
+        "Authorization",
+        absl::StrCat("Basic ", absl::Base64Escape(
+                                   absl::StrCat(config_.client_id, ":", config_.secret.value))));
+    request.headers.emplace_back("Content-Type", "application/json");
+    request.body = std::move(body);
     token_requests_.fetch_add(1, std::memory_order_relaxed);
     const Clock::time_point sent = Clock::now();
-    std::variant<HttpAnswer, TransportFailure> result = connection.Exchange(request, Deadline());
+    std::variant<HttpAnswer, TransportFailure> result = Exchange(connection, request);
     if (auto* failure = std::get_if<TransportFailure>(&result)) {
       return FailureOutcome(what, *failure);
     }
@@ -944,7 +740,9 @@ class AkeneoClientImpl final : public AkeneoClient {
 
   const RestConfig config_;
   const Origin origin_;
-  const std::unique_ptr<ssl::context> tls_context_;  // null for http://
+  HttpClientOptions http_options_;  // set by the constructor, read by the workers
+  // Set with shutdown_: polled by exchanges in flight, which a shutdown aborts.
+  std::atomic<bool> stopping_{false};
 
   absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
@@ -1045,34 +843,22 @@ absl::StatusOr<std::unique_ptr<AkeneoClient>> AkeneoClient::Create(const RestCon
         "rest.initial_backoff must be >= 0 and at most rest.max_backoff");
   }
 
-  std::unique_ptr<ssl::context> tls_context;
-  if (origin.tls) {
-    tls_context = std::make_unique<ssl::context>(ssl::context::tls_client);
-    SSL_CTX_set_min_proto_version(tls_context->native_handle(), TLS1_2_VERSION);
-    if (!config.insecure_skip_verify) {
-      beast::error_code ec;
-      if (!config.ca_file.empty()) {
-        tls_context->load_verify_file(config.ca_file, ec);
-        if (ec) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("rest.ca_file \"", absl::CHexEscape(config.ca_file),
-                           "\": cannot load certificates: ", ec.message()));
-        }
-      } else {
-        tls_context->set_default_verify_paths(ec);
-        if (ec) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("cannot load the system CA store to verify ", origin.Describe(), ": ",
-                           ec.message(), " (set rest.ca_file)"));
-        }
-      }
-    } else {
-      spdlog::warn("akeneo: certificate verification is OFF for {} (rest.insecure_skip_verify)",
-                   origin.Describe());
+  if (origin.tls && config.insecure_skip_verify) {
+    spdlog::warn("akeneo: certificate verification is OFF for {} (rest.insecure_skip_verify)",
+                 origin.Describe());
+  } else if (origin.tls && !config.ca_file.empty()) {
+    // Read now, so that a wrong path or a file without certificates fails at start, not at the
+    // first reconciliation.
+    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> probe(SSL_CTX_new(TLS_client_method()),
+                                                            &SSL_CTX_free);
+    if (probe == nullptr ||
+        SSL_CTX_load_verify_locations(probe.get(), config.ca_file.c_str(), nullptr) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rest.ca_file \"", absl::CHexEscape(config.ca_file),
+                       "\": cannot load certificates from it (a PEM bundle is expected)"));
     }
   }
-  return std::unique_ptr<AkeneoClient>(
-      new AkeneoClientImpl(config, std::move(origin), std::move(tls_context)));
+  return std::unique_ptr<AkeneoClient>(new AkeneoClientImpl(config, std::move(origin)));
 }
 
 absl::StatusOr<std::string> AkeneoClient::Get(std::string target) {

@@ -68,6 +68,15 @@ int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   return (*cancelled)() ? 1 : 0;
 }
 
+// "larger than 64 MiB" for a limit in whole MiB, else in bytes.
+std::string TooLarge(const std::string& what, std::size_t limit) {
+  constexpr std::size_t kMiB = 1024 * 1024;
+  if (limit >= kMiB && limit % kMiB == 0) {
+    return absl::StrCat(what, ": the answer is larger than ", limit / kMiB, " MiB");
+  }
+  return absl::StrCat(what, ": the answer is larger than ", limit, " bytes");
+}
+
 absl::Status StatusOf(CURLcode code, const char* error_buffer, const std::string& what,
                       const Collector& collector) {
   std::string detail = error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(code);
@@ -85,13 +94,10 @@ absl::Status StatusOf(CURLcode code, const char* error_buffer, const std::string
     case CURLE_SSL_CRL_BADFILE:
       return absl::FailedPreconditionError(message);
     case CURLE_FILESIZE_EXCEEDED:
-      return absl::ResourceExhaustedError(
-          absl::StrCat(what, ": the answer exceeds ", collector.max_body, " bytes"));
+      return absl::ResourceExhaustedError(TooLarge(what, collector.max_body));
     case CURLE_WRITE_ERROR:
-      if (collector.too_large) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat(what, ": the answer exceeds ", collector.max_body, " bytes"));
-      }
+      if (collector.too_large)
+        return absl::ResourceExhaustedError(TooLarge(what, collector.max_body));
       return absl::UnavailableError(message);
     case CURLE_ABORTED_BY_CALLBACK:
       return absl::CancelledError(absl::StrCat(what, ": cancelled"));

@@ -25,12 +25,14 @@
 #include "gtest/gtest.h"
 #include "spdlog/sinks/ringbuffer_sink.h"
 #include "spdlog/spdlog.h"
+#include "tests/testing/connect_proxy.h"
 #include "tests/testing/fake_pim.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
 namespace {
 
+using ::pimgate::testing::ConnectProxy;
 using ::pimgate::testing::FakePim;
 using ::pimgate::testing::NewUuid;
 using ::std::chrono::milliseconds;
@@ -486,7 +488,9 @@ TEST(AkeneoClientTest, PimDownIsUnavailableThenRecoversAfterResume) {
   absl::StatusOr<std::string> down = client->Get(ProductTarget(uuid));
   ASSERT_EQ(down.status().code(), absl::StatusCode::kUnavailable) << down.status();
   EXPECT_THAT(std::string(down.status().message()), HasSubstr("after 3 attempts"));
-  EXPECT_THAT(std::string(down.status().message()), HasSubstr("refused"));
+  // libcurl words a refused connection "Failed to connect to <host> port <port> ...".
+  EXPECT_THAT(std::string(down.status().message()),
+              HasSubstr(absl::StrCat("connect to 127.0.0.1 port ", pim.port())));
 
   pim.Resume();
   absl::StatusOr<std::string> up = client->Get(ProductTarget(uuid));
@@ -830,6 +834,62 @@ TEST(AkeneoClientTest, VerificationAcceptsCertificateFromCaFile) {
   std::unique_ptr<AkeneoClient> by_name = MakeClient(config);
   absl::StatusOr<std::string> named = by_name->Get(ProductTarget(uuid));
   ASSERT_TRUE(named.ok()) << named.status();
+}
+
+// Enterprises reach their PIM through a proxy: rest.proxy, or HTTPS_PROXY as curl reads it. The
+// token request and the API call both go through the tunnel, with the PIM's certificate verified
+// end to end.
+TEST(AkeneoClientProxyTest, ReachesThePimThroughAConnectProxy) {
+  for (const char* name : {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                           "ALL_PROXY", "no_proxy", "NO_PROXY"}) {
+    unsetenv(name);
+  }
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  ConnectProxy proxy(ConnectProxy::Options{.user = "corp", .password = "proxy-secret"});
+  RestConfig config = ConfigFor(pim);
+  config.insecure_skip_verify = false;
+  config.ca_file = pim.cert_file();
+  config.proxy = proxy.url();
+  {
+    std::unique_ptr<AkeneoClient> client = MakeClient(config);
+    absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+    ASSERT_TRUE(body.ok()) << body.status();
+    EXPECT_THAT(*body, HasSubstr(uuid));
+  }
+  ASSERT_FALSE(proxy.tunnels().empty());
+  for (const ConnectProxy::Tunnel& tunnel : proxy.tunnels()) {
+    EXPECT_EQ(tunnel.authority, absl::StrCat("127.0.0.1:", pim.port()));
+    EXPECT_EQ(tunnel.status, 200);
+  }
+
+  // From the environment, as curl reads it; `proxy: none` goes direct whatever it says.
+  const std::size_t before = proxy.tunnels().size();
+  setenv("HTTPS_PROXY", proxy.url().c_str(), 1);
+  config.proxy.clear();
+  {
+    std::unique_ptr<AkeneoClient> client = MakeClient(config);
+    ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+  }
+  EXPECT_GT(proxy.tunnels().size(), before);
+  const std::size_t with_env = proxy.tunnels().size();
+  config.proxy = "none";
+  {
+    std::unique_ptr<AkeneoClient> client = MakeClient(config);
+    ASSERT_TRUE(client->Get(ProductTarget(uuid)).ok());
+  }
+  EXPECT_EQ(proxy.tunnels().size(), with_env);
+  unsetenv("HTTPS_PROXY");
+
+  // A proxy that refuses the credentials: a clear, retryable failure that never shows them.
+  config.proxy = absl::StrCat("http://corp:wrong@127.0.0.1:", proxy.port());
+  config.max_attempts = 1;
+  std::unique_ptr<AkeneoClient> refused = MakeClient(config);
+  absl::StatusOr<std::string> answer = refused->Get(ProductTarget(uuid));
+  ASSERT_EQ(answer.status().code(), absl::StatusCode::kUnavailable) << answer.status();
+  EXPECT_THAT(std::string(answer.status().message()), HasSubstr("407"));
+  EXPECT_THAT(std::string(answer.status().message()), Not(HasSubstr("wrong")));
 }
 
 }  // namespace
