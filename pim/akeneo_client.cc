@@ -9,8 +9,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <deque>
 #include <future>
+#include <iterator>
+#include <memory>
 #include <optional>
 #include <random>
 #include <thread>
@@ -260,8 +263,78 @@ struct AttemptOutcome {
   std::optional<std::chrono::milliseconds> retry_after;
 };
 
-class AkeneoClientImpl final : public AkeneoClient {
+// A worker thread and the flag it sets when it no longer uses its client's state: from then on
+// it only has its thread exit left (thread-local destructors, OpenSSL's per-thread cleanup).
+struct Worker {
+  std::thread thread;
+  std::shared_ptr<std::atomic<bool>> ended = std::make_shared<std::atomic<bool>>(false);
+};
+
+// Workers whose client was shut down on them, by a callback or by a callback's captures being
+// destroyed (the last reference to the client dropped there): a thread cannot join itself. Such
+// a worker ends on its own soon after (it only cancels what was still queued), but detached, it
+// could still be running when the process exits, racing with the exit-time cleanup of OpenSSL
+// (which then loses that thread's per-thread state) and of the C++ runtime. They are joined here
+// instead: those that have ended whenever another comes in, the others at exit.
+class OrphanedWorkers {
  public:
+  // Never destroyed (a client may be destroyed during static destruction); the exit handler is
+  // registered at the first client's creation, after OpenSSL's (see Create), so it runs first.
+  static OrphanedWorkers& Get() {
+    static OrphanedWorkers* const orphans = [] {
+      auto* created = new OrphanedWorkers;
+      std::atexit([] { Get().JoinAll(); });
+      return created;
+    }();
+    return *orphans;
+  }
+
+  void Adopt(Worker worker) {
+    std::vector<Worker> ended;
+    {
+      absl::MutexLock lock(&mu_);
+      auto first_ended = std::partition(orphans_.begin(), orphans_.end(), [](const Worker& orphan) {
+        return !orphan.ended->load(std::memory_order_acquire);
+      });
+      std::move(first_ended, orphans_.end(), std::back_inserter(ended));
+      orphans_.erase(first_ended, orphans_.end());
+      orphans_.push_back(std::move(worker));
+    }
+    for (Worker& orphan : ended) orphan.thread.join();  // brief: only their exit was left
+  }
+
+ private:
+  void JoinAll() {
+    std::vector<Worker> all;
+    {
+      absl::MutexLock lock(&mu_);
+      all.swap(orphans_);
+    }
+    for (Worker& orphan : all) {
+      // exit() called from an orphan's own callback: that thread ends with the process.
+      if (orphan.thread.get_id() == std::this_thread::get_id()) {
+        orphan.thread.detach();
+      } else {
+        orphan.thread.join();
+      }
+    }
+  }
+
+  absl::Mutex mu_;
+  std::vector<Worker> orphans_ ABSL_GUARDED_BY(mu_);
+};
+
+// The client's state and its workers. Owned jointly by the AkeneoClient handed out
+// (AkeneoClientFront) and by every worker thread, so that it outlives the last worker: the last
+// reference to an AkeneoClient may be dropped on one of its own workers (a callback's captures
+// holding it, as a Hydrator's do, are destroyed there once the callback has returned). That
+// worker cannot join itself (OrphanedWorkers joins it) and goes on running WorkerLoop (re-reading
+// mu_, shutdown_, queue_, cancelling what is queued) after the AkeneoClient is gone; its own
+// reference keeps all of that alive until it is done.
+class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientImpl> {
+ public:
+  using BodyCallback = AkeneoClient::BodyCallback;
+
   AkeneoClientImpl(RestConfig config, Origin origin)
       : config_(std::move(config)), origin_(std::move(origin)) {
     http_options_.timeout = config_.timeout;
@@ -269,14 +342,27 @@ class AkeneoClientImpl final : public AkeneoClient {
     http_options_.insecure_skip_verify = config_.insecure_skip_verify;
     http_options_.proxy = config_.proxy;
     http_options_.max_response_bytes = kMaxResponseBytes;
+  }
+
+  // Starts the workers, each holding a reference to this state. Called once, right after
+  // construction (shared_from_this() needs the shared_ptr to exist).
+  void Start() {
+    absl::MutexLock join_lock(&join_mu_);
     for (uint32_t i = 0; i < config_.max_concurrency; ++i) {
-      workers_.emplace_back([this, i] { WorkerLoop(i); });
+      Worker& worker = workers_.emplace_back();
+      worker.thread = std::thread([self = shared_from_this(), i, ended = worker.ended]() mutable {
+        self->WorkerLoop(i);
+        self.reset();  // may destroy this state, here
+        ended->store(true, std::memory_order_release);
+      });
     }
   }
 
-  ~AkeneoClientImpl() override { Shutdown(); }
+  // Runs once every worker is done with it (each holds a reference) and AkeneoClientFront has
+  // shut it down: every thread in workers_ is joined or adopted by OrphanedWorkers by then.
+  ~AkeneoClientImpl() = default;
 
-  void GetAsync(std::string target, BodyCallback done) override {
+  void GetAsync(std::string target, BodyCallback done) {
     absl::StatusOr<std::string> path = ResolveTarget(target);
     {
       absl::MutexLock lock(&mu_);
@@ -289,8 +375,9 @@ class AkeneoClientImpl final : public AkeneoClient {
         absl::StrCat("Akeneo client for ", origin_.Describe(), " is shut down")));
   }
 
-  const std::string& base_url() const override { return config_.base_url; }
-  absl::StatusOr<std::string> AccessToken(std::string_view rejected) override {
+  const std::string& base_url() const { return config_.base_url; }
+
+  absl::StatusOr<std::string> AccessToken(std::string_view rejected) {
     std::promise<absl::StatusOr<std::string>> promise;
     std::future<absl::StatusOr<std::string>> future = promise.get_future();
     Call call;
@@ -313,7 +400,7 @@ class AkeneoClientImpl final : public AkeneoClient {
     return future.get();
   }
 
-  AkeneoClientStats stats() const override {
+  AkeneoClientStats stats() const {
     AkeneoClientStats stats;
     stats.calls = calls_.load(std::memory_order_relaxed);
     stats.token_requests = token_requests_.load(std::memory_order_relaxed);
@@ -323,20 +410,22 @@ class AkeneoClientImpl final : public AkeneoClient {
     return stats;
   }
 
-  void Shutdown() override {
+  void Shutdown() {
     {
       absl::MutexLock lock(&mu_);
       shutdown_ = true;
     }
     stopping_.store(true, std::memory_order_relaxed);
     absl::MutexLock join_lock(&join_mu_);
-    for (std::thread& worker : workers_) {
-      if (!worker.joinable()) continue;
-      // Shutdown() from a callback: this worker ends by itself once the callback returns.
-      if (worker.get_id() == std::this_thread::get_id()) {
-        worker.detach();
+    for (Worker& worker : workers_) {
+      if (!worker.thread.joinable()) continue;
+      // Shutdown() (or the client's destruction) from a callback or from a callback's captures
+      // being destroyed: this worker cannot join itself. It ends by itself once back in
+      // WorkerLoop, on the state its own reference keeps alive.
+      if (worker.thread.get_id() == std::this_thread::get_id()) {
+        OrphanedWorkers::Get().Adopt(std::move(worker));
       } else {
-        worker.join();
+        worker.thread.join();
       }
     }
   }
@@ -753,13 +842,33 @@ class AkeneoClientImpl final : public AkeneoClient {
   bool renewing_ ABSL_GUARDED_BY(token_mu_) = false;
 
   absl::Mutex join_mu_;
-  std::vector<std::thread> workers_;  // written by the constructor, joined under join_mu_
+  std::vector<Worker> workers_ ABSL_GUARDED_BY(join_mu_);
 
   std::atomic<uint64_t> calls_{0};
   std::atomic<uint64_t> token_requests_{0};
   std::atomic<uint64_t> throttled_{0};
   std::atomic<uint64_t> retries_{0};
   std::atomic<uint64_t> failures_{0};
+};
+
+// The AkeneoClient handed out: shuts the shared state down when it goes (see AkeneoClientImpl).
+class AkeneoClientFront final : public AkeneoClient {
+ public:
+  explicit AkeneoClientFront(std::shared_ptr<AkeneoClientImpl> impl) : impl_(std::move(impl)) {}
+  ~AkeneoClientFront() override { impl_->Shutdown(); }
+
+  void GetAsync(std::string target, BodyCallback done) override {
+    impl_->GetAsync(std::move(target), std::move(done));
+  }
+  const std::string& base_url() const override { return impl_->base_url(); }
+  absl::StatusOr<std::string> AccessToken(std::string_view rejected) override {
+    return impl_->AccessToken(rejected);
+  }
+  AkeneoClientStats stats() const override { return impl_->stats(); }
+  void Shutdown() override { impl_->Shutdown(); }
+
+ private:
+  const std::shared_ptr<AkeneoClientImpl> impl_;
 };
 
 // Parses one list page: `_embedded.items` and `_links.next.href`.
@@ -858,7 +967,12 @@ absl::StatusOr<std::unique_ptr<AkeneoClient>> AkeneoClient::Create(const RestCon
                        "\": cannot load certificates from it (a PEM bundle is expected)"));
     }
   }
-  return std::unique_ptr<AkeneoClient>(new AkeneoClientImpl(config, std::move(origin)));
+  // OpenSSL registers its exit-time cleanup when first initialized: before OrphanedWorkers'.
+  OPENSSL_init_ssl(0, nullptr);
+  OrphanedWorkers::Get();
+  auto impl = std::make_shared<AkeneoClientImpl>(config, std::move(origin));
+  impl->Start();
+  return std::make_unique<AkeneoClientFront>(std::move(impl));
 }
 
 absl::StatusOr<std::string> AkeneoClient::Get(std::string target) {

@@ -43,6 +43,10 @@ struct AkeneoPage {
 
 // Thread-safe. Every method may be called from any thread. Callbacks run on the client's own
 // threads and may call the client again (they must not block on it: use the async forms there).
+// The last reference to a client may be dropped on one of its own threads (in a callback, or when
+// a callback holding it is destroyed): the destructor shuts it down there, and that thread
+// cancels what is still queued and ends on its own after the destructor has returned (it is
+// joined later, at the latest when the process exits).
 //
 // Errors: 2xx → the body. 401 → the token is renewed once and the call repeated; a token request
 // that is refused → Unauthenticated (with the PIM's message, never the credentials). 404 →

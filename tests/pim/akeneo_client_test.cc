@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -798,6 +799,58 @@ TEST(AkeneoClientTest, ShutdownInterruptsBackoff) {
   while (RequestsTo(pim, kProducts).empty()) std::this_thread::sleep_for(milliseconds(10));
   client->Shutdown();
   EXPECT_EQ(result.get_future().get().code(), absl::StatusCode::kCancelled);
+}
+
+// The last reference dropped on one of the client's own workers, as a Hydrator's callbacks do when
+// the Hydrator is gone before they have unwound: the client is destroyed on that worker, which
+// then goes on running after the destructor has returned. The call queued behind it is still
+// cancelled, not dropped uncalled (and under ASan, any use of freed client state shows).
+TEST(AkeneoClientTest, LastReferenceDroppedOnItsOwnWorkerCancelsQueuedCalls) {
+  FakePim pim;
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  RestConfig config = ConfigFor(pim);
+  config.max_concurrency = 1;  // one worker: it runs the first callback, the second call waits
+  std::shared_ptr<AkeneoClient> client = MakeClient(config);
+  ASSERT_NE(client, nullptr);
+
+  absl::Notification released;  // the test no longer holds the client
+  absl::Notification first_done;
+  absl::Status first;
+  bool was_last = false;
+  client->GetAsync(ProductTarget(uuid), [keep = client, &released, &first, &was_last,
+                                         &first_done](absl::StatusOr<std::string> body) mutable {
+    first = body.status();
+    released.WaitForNotification();
+    was_last = keep.use_count() == 1;
+    keep.reset();  // ~AkeneoClient, on this worker
+    first_done.Notify();
+  });
+  // Tells when the second callback is destroyed: after it ran, or unrun with the client's queue.
+  struct Sentinel {
+    explicit Sentinel(absl::Notification* gone) : gone(gone) {}
+    ~Sentinel() { gone->Notify(); }
+    absl::Notification* const gone;
+  };
+  absl::Notification second_gone;
+  auto sentinel = std::make_shared<Sentinel>(&second_gone);
+  bool second_called = false;
+  absl::Status second;
+  client->GetAsync(ProductTarget(uuid), [sentinel = std::move(sentinel), &second_called,
+                                         &second](absl::StatusOr<std::string> body) {
+    second_called = true;
+    second = body.status();
+  });
+  client.reset();
+  released.Notify();
+  first_done.WaitForNotification();
+  second_gone.WaitForNotification();
+
+  EXPECT_TRUE(first.ok()) << first;
+  EXPECT_TRUE(was_last);
+  ASSERT_TRUE(second_called);
+  EXPECT_EQ(second.code(), absl::StatusCode::kCancelled) << second;
+  EXPECT_EQ(RequestsTo(pim, kProducts).size(), 1u);
 }
 
 // ---- Certificate verification -------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -66,7 +67,10 @@ class RecordingPlugin final : public v1::EventHandler::Service {
     v1::Delivery delivery;
     std::mt19937 rng(7);
     while (stream->Read(&delivery)) {
-      const std::string key = delivery.event().kind() + "/" + delivery.event().resource_id();
+      // The dispatcher's resource key (source, kind, id): one source's product and another's
+      // with the same id are different resources and may be in flight together.
+      const std::string key = delivery.event().source() + "/" + delivery.event().kind() + "/" +
+                              delivery.event().resource_id();
       {
         std::lock_guard lock(mu_);
         if (!in_flight_.insert(key).second) ++overlaps_;
@@ -510,9 +514,17 @@ TEST(HydrationPim6, ProductsWithoutProductsUuidAreFetchedByIdentifier) {
   rest.username = options.username;
   rest.password.value = options.password;
   rest.insecure_skip_verify = true;
-  auto client = AkeneoClient::Create(rest);
-  ASSERT_TRUE(client.ok()) << client.status();
-  Hydrator hydrator({{kPlatform, std::shared_ptr<AkeneoClient>(std::move(*client))}});
+  auto created = AkeneoClient::Create(rest);
+  ASSERT_TRUE(created.ok()) << created.status();
+  // Kept and shut down at the end, as pimgate_main does with its clients: the hydrator's callbacks
+  // may hold the client's last reference on one of its workers for a moment after they answered,
+  // and a process that ends while that worker still runs loses its OpenSSL per-thread state
+  // (LeakSanitizer reports it). Dropping the last reference there is safe (and tested in
+  // akeneo_client_test: LastReferenceDroppedOnItsOwnWorkerCancelsQueuedCalls).
+  std::shared_ptr<AkeneoClient> client(std::move(*created));
+  // Joins its workers (also when an assertion ends the test early): no callback still runs after.
+  absl::Cleanup shut_down = [&client] { client->Shutdown(); };
+  Hydrator hydrator({{kPlatform, client}});
 
   const auto hydrate = [&](std::vector<std::string> ids) {
     std::vector<HydrationRequest> requests;
