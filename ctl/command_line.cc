@@ -528,6 +528,10 @@ const CLI::App* CommandLine::Find(const std::vector<std::string>& path) const {
   for (const auto& group : groups_) {
     if (group->name == joined) return group->app;
   }
+  // `help stats more words`: the words after a command (not a group) do not matter.
+  for (const auto& command : commands_) {
+    if (path.size() > 1 && command->path() == path.front()) return command->app_;
+  }
   return nullptr;
 }
 
