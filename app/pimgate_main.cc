@@ -10,6 +10,7 @@
 
 #include "absl/time/time.h"
 #include "admin/admin_server.h"
+#include "app/command_line.h"
 #include "common/logging.h"
 #include "config/config.h"
 #include "core/dispatch/dispatcher.h"
@@ -29,20 +30,6 @@
 #include "spdlog/spdlog.h"
 
 namespace {
-
-constexpr char kUsage[] = R"(pimgate: Akeneo PIM webhook gateway and durable event log
-
-Usage:
-  pimgate --config FILE [--ready-file FILE]   run the server
-  pimgate --check-config FILE                 validate a configuration and exit
-  pimgate --version | --help
-
---ready-file FILE  once serving, write {"gateway_port":N,"metrics_port":M,"admin_port":A} to
-                   FILE (useful with port 0; metrics_port is 0 when metrics are off or could
-                   not listen, admin_port likewise, and on a unix socket)
-
-Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.
-)";
 
 // Starts the admin API. Like metrics, it is not worth refusing webhooks over: when it cannot
 // listen, pimgate says so loudly and serves on without it.
@@ -100,11 +87,6 @@ pimgate::PlatformSubscriptions::ResumedAction ReconcileOnResume(
                     subscription, std::string(run.status().message()));
     }
   };
-}
-
-int Usage(const char* error) {
-  std::fprintf(stderr, "pimgate: %s\n\n%s", error, kUsage);
-  return 2;
 }
 
 // Everything Serve would refuse, plus what would only fail later at run time: each launched
@@ -361,36 +343,14 @@ int Serve(const std::string& path, const std::string& ready_file) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string config_path, check_path, ready_file;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      if (i + 1 >= argc) return nullptr;
-      return argv[++i];
-    };
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (arg == "--version") {
-      std::puts("pimgate 0.1.0");
-      return 0;
-    } else if (arg == "--config") {
-      const char* v = value("--config");
-      if (v == nullptr) return Usage("--config needs a file");
-      config_path = v;
-    } else if (arg == "--check-config") {
-      const char* v = value("--check-config");
-      if (v == nullptr) return Usage("--check-config needs a file");
-      check_path = v;
-    } else if (arg == "--ready-file") {
-      const char* v = value("--ready-file");
-      if (v == nullptr) return Usage("--ready-file needs a file");
-      ready_file = v;
-    } else {
-      return Usage(("unknown argument " + arg).c_str());
-    }
+  const pimgate::CommandLine command_line = pimgate::ParseCommandLine(argc, argv);
+  switch (command_line.action) {
+    case pimgate::CommandLine::Action::kCheckConfig:
+      return CheckConfig(command_line.check_path);
+    case pimgate::CommandLine::Action::kServe:
+      return Serve(command_line.config_path, command_line.ready_file);
+    case pimgate::CommandLine::Action::kExit:
+      break;
   }
-  if (!check_path.empty()) return CheckConfig(check_path);
-  if (config_path.empty()) return Usage("--config is required");
-  return Serve(config_path, ready_file);
+  return command_line.exit_code;
 }
