@@ -297,6 +297,7 @@ void ExhaustDescriptorsAndRecover(uint16_t port, const AcceptFailureLog& log,
   // logged the 1st, 2nd, 4th, 8th ... time only: 20 lines would take 2^19 failures, over 14 hours
   // of 100 ms pauses.
   const uint64_t lines = log.lines();
+  ::testing::Test::RecordProperty("accept_failure_log_lines", static_cast<int>(lines));
   EXPECT_GE(lines, 1u) << "accept() never failed: the descriptors were not exhausted";
   EXPECT_LE(lines, 20u) << "the accept failure floods the log: " << lines
                         << " lines; the first: " << log.first();
