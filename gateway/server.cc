@@ -24,7 +24,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/logging.h"
+#include "common/json.h"
 #include "gateway/body_budget.h"
 #include "gateway/payload_parser.h"
 #include "gateway/signature.h"
@@ -139,9 +139,20 @@ Answer ErrorAnswer(http::status status, const std::string& error, const std::str
   Answer answer;
   answer.status = status;
   answer.close = close;
-  answer.body =
-      absl::StrCat(R"({"error":")", error, R"(","message":")", JsonEscape(message), "\"}");
+  Json body;
+  body["error"] = error;
+  body["message"] = message;
+  answer.body = JsonDump(body);
   return answer;
+}
+
+// The counts of a stored request: {"accepted":N,"duplicates":D}, the members every 200 (and the
+// partial 400) starts with.
+Json StoredCounts(uint64_t accepted, uint64_t duplicates) {
+  Json body;
+  body["accepted"] = accepted;
+  body["duplicates"] = duplicates;
+  return body;
 }
 
 std::string NewRequestId() {
@@ -588,8 +599,10 @@ class HttpSession {
       if (!verified.ok()) return Unauthorized(verified);
       if (body.empty()) {
         // The PIM's "Test" button: a signed empty body. Nothing to store.
+        Json body = StoredCounts(0, 0);
+        body["test"] = true;
         Answer answer;
-        answer.body = R"({"accepted":0,"duplicates":0,"test":true})";
+        answer.body = JsonDump(body);
         return Send(route_, std::move(answer));
       }
       ParseLimits limits;
@@ -724,22 +737,26 @@ class HttpSession {
     route.counters.duplicates.fetch_add(result->duplicates, std::memory_order_relaxed);
     route.counters.stale.fetch_add(result->stale, std::memory_order_relaxed);
     route.counters.quarantined.fetch_add(rejected_.size(), std::memory_order_relaxed);
-    std::string counts =
-        absl::StrCat(R"("accepted":)", result->accepted, R"(,"duplicates":)", result->duplicates);
     Answer answer;
     if (rejected_.empty()) {
-      answer.body = absl::StrCat("{", counts, "}");
+      answer.body = JsonDump(StoredCounts(result->accepted, result->duplicates));
     } else {
       std::string indexes = absl::StrJoin(
           rejected_, ",", [](std::string* out, const auto& r) { absl::StrAppend(out, r.first); });
-      std::string details = absl::StrJoin(rejected_, ",", [](std::string* out, const auto& r) {
-        absl::StrAppend(out, R"({"index":)", r.first, R"(,"reason":")", JsonEscape(r.second),
-                        "\"}");
-      });
+      Json body;
+      body["error"] = "invalid_events";
+      body["message"] = absl::StrCat("events [", indexes,
+                                     "] are invalid and were quarantined; the others were stored");
+      body.update(StoredCounts(result->accepted, result->duplicates));
+      Json& rejected = body["rejected"] = Json::array();
+      for (const auto& [index, reason] : rejected_) {
+        Json element;
+        element["index"] = index;
+        element["reason"] = reason;
+        rejected.push_back(std::move(element));
+      }
       answer.status = http::status::bad_request;
-      answer.body = absl::StrCat(R"({"error":"invalid_events","message":"events [)", indexes,
-                                 R"(] are invalid and were quarantined; the others were stored",)",
-                                 counts, R"(,"rejected":[)", details, "]}");
+      answer.body = JsonDump(body);
       rejected_.clear();
     }
     spdlog::debug("req={} source={} accepted={} duplicates={} stale={}", request_id_,

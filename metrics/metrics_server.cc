@@ -17,7 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/logging.h"
+#include "common/json.h"
 #include "http/listener.h"
 #include "spdlog/spdlog.h"
 
@@ -130,20 +130,17 @@ class MetricsServer::Impl {
       return res;
     }
     if (path == "/healthz") return Text(std::move(res), http::status::ok, "ok\n");
+    // {"ready":true}, or {"ready":false,"reasons":{"<component>":"<reason>",...}}.
     const std::vector<MetricsRegistry::NotReady> not_ready = registry_->CheckReadiness();
     res.set(http::field::content_type, "application/json");
-    if (not_ready.empty()) {
-      res.result(http::status::ok);
-      res.body() = R"({"ready":true})";
-      return res;
+    Json body;
+    body["ready"] = not_ready.empty();
+    if (!not_ready.empty()) {
+      Json& reasons = body["reasons"] = Json::object();
+      for (const MetricsRegistry::NotReady& n : not_ready) reasons[n.component] = n.reason;
     }
-    std::string reasons;
-    for (const MetricsRegistry::NotReady& n : not_ready) {
-      absl::StrAppend(&reasons, reasons.empty() ? "" : ",", "\"", JsonEscape(n.component), "\":\"",
-                      JsonEscape(n.reason), "\"");
-    }
-    res.result(http::status::service_unavailable);
-    res.body() = absl::StrCat(R"({"ready":false,"reasons":{)", reasons, "}}");
+    res.result(not_ready.empty() ? http::status::ok : http::status::service_unavailable);
+    res.body() = JsonDump(body);
     return res;
   }
 
