@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "admin/admin_server.h"
 #include "app/command_line.h"
+#include "common/json.h"
 #include "common/logging.h"
 #include "config/config.h"
 #include "core/dispatch/dispatcher.h"
@@ -311,9 +312,11 @@ int Serve(const std::string& path, const std::string& ready_file) {
       {log->get(), dispatcher->get(), supervisor->get(), gateway->get(), reconciler->get()});
   if (!ready_file.empty()) {
     std::string tmp = ready_file + ".tmp";
-    std::ofstream(tmp) << "{\"gateway_port\":" << (*gateway)->port()
-                       << ",\"metrics_port\":" << (metrics_server ? metrics_server->port() : 0)
-                       << ",\"admin_port\":" << (admin_server ? admin_server->port() : 0) << "}\n";
+    pimgate::Json ports;
+    ports["gateway_port"] = (*gateway)->port();
+    ports["metrics_port"] = metrics_server ? metrics_server->port() : 0;
+    ports["admin_port"] = admin_server ? admin_server->port() : 0;
+    std::ofstream(tmp) << pimgate::JsonDump(ports) << "\n";
     std::rename(tmp.c_str(), ready_file.c_str());
   }
 

@@ -4,6 +4,9 @@
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/json.h"
 #include "spdlog/pattern_formatter.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -11,16 +14,25 @@
 namespace pimgate {
 namespace {
 
-// Appends the log message JSON-escaped, so a JSON-lines log stays valid whatever is logged.
-class JsonMessageFlag : public spdlog::custom_flag_formatter {
+// One JSON object per line: {"time":"2026-11-20T10:15:00.123456Z","level":"info","thread":7,
+// "msg":"..."}. The message is whatever was logged (it may quote a request's bytes): JsonDump
+// keeps the line valid JSON whatever they are.
+class JsonLineFormatter : public spdlog::formatter {
  public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&,
-              spdlog::memory_buf_t& dest) override {
-    std::string escaped = JsonEscape(std::string(msg.payload.data(), msg.payload.size()));
-    dest.append(escaped.data(), escaped.data() + escaped.size());
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    Json line;
+    line["time"] =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::FromChrono(msg.time), absl::UTCTimeZone());
+    const spdlog::string_view_t level = spdlog::level::to_string_view(msg.level);
+    line["level"] = std::string_view(level.data(), level.size());
+    line["thread"] = msg.thread_id;
+    line["msg"] = std::string_view(msg.payload.data(), msg.payload.size());
+    const std::string text = JsonDump(line);
+    dest.append(text.data(), text.data() + text.size());
+    dest.push_back('\n');
   }
-  std::unique_ptr<custom_flag_formatter> clone() const override {
-    return std::make_unique<JsonMessageFlag>();
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<JsonLineFormatter>();
   }
 };
 
@@ -68,10 +80,7 @@ absl::Status ConfigureLogging(const std::string& level, const std::string& forma
   spdlog::set_default_logger(logger);
   spdlog::set_level(lvl);
   if (format == "json") {
-    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
-    formatter->add_flag<JsonMessageFlag>('*').set_pattern(
-        R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","thread":%t,"msg":"%*"})");
-    spdlog::set_formatter(std::move(formatter));
+    spdlog::set_formatter(std::make_unique<JsonLineFormatter>());
   } else if (format == "text") {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%-5l%$ %v", spdlog::pattern_time_type::utc);
   } else {

@@ -24,11 +24,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/logging.h"
+#include "common/json.h"
 #include "gateway/body_budget.h"
 #include "gateway/payload_parser.h"
 #include "gateway/signature.h"
 #include "google/protobuf/util/time_util.h"
+#include "http/listener.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
@@ -51,10 +52,6 @@ constexpr std::chrono::seconds kWriteTimeout{30};
 constexpr std::chrono::seconds kShutdownTimeout{5};
 // How long Stop() waits for requests whose events are being written.
 constexpr std::chrono::seconds kStopDrainTimeout{30};
-// Pause before accepting again after accept() failed for lack of descriptors or memory (EMFILE,
-// ENFILE, ENOBUFS, ENOMEM): the pending connection stays in the backlog, so retrying at once
-// would fail again in a loop that burns a core and floods the log.
-constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 // How long each producer waits for an answer before it gives up (docs/best-practices.md): a body
 // in progress that is behind the pace to arrive within it may be evicted to make room for others.
 constexpr std::chrono::milliseconds kLegacySenderTimeout{500};
@@ -72,18 +69,6 @@ constexpr int kOverBudgetRetryAfterSeconds = 1;
 
 std::chrono::milliseconds SenderTimeout(SourceKind kind) {
   return kind == SourceKind::kEventsApi ? kLegacySenderTimeout : kEventPlatformSenderTimeout;
-}
-
-// The address per-client limits count by: an IPv4 address, or an IPv6 /64 (one host or site
-// usually owns a whole /64, so per-address limits on IPv6 would limit nothing).
-std::string ClientKeyOf(const tcp::endpoint& endpoint) {
-  const net::ip::address address = endpoint.address();
-  if (!address.is_v6()) return address.to_string();
-  const net::ip::address_v6 v6 = address.to_v6();
-  if (v6.is_v4_mapped()) return net::ip::make_address_v4(net::ip::v4_mapped, v6).to_string();
-  net::ip::address_v6::bytes_type bytes = v6.to_bytes();
-  std::fill(bytes.begin() + 8, bytes.end(), 0);
-  return net::ip::address_v6(bytes).to_string() + "/64";
 }
 
 // Answer codes counted per source; anything else lands in the last slot.
@@ -154,9 +139,20 @@ Answer ErrorAnswer(http::status status, const std::string& error, const std::str
   Answer answer;
   answer.status = status;
   answer.close = close;
-  answer.body =
-      absl::StrCat(R"({"error":")", error, R"(","message":")", JsonEscape(message), "\"}");
+  Json body;
+  body["error"] = error;
+  body["message"] = message;
+  answer.body = JsonDump(body);
   return answer;
+}
+
+// The counts of a stored request: {"accepted":N,"duplicates":D}, the members every 200 (and the
+// partial 400) starts with.
+Json StoredCounts(uint64_t accepted, uint64_t duplicates) {
+  Json body;
+  body["accepted"] = accepted;
+  body["duplicates"] = duplicates;
+  return body;
 }
 
 std::string NewRequestId() {
@@ -175,7 +171,9 @@ google::protobuf::Timestamp ToTimestamp(std::chrono::system_clock::time_point t)
 
 }  // namespace
 
-class Gateway::Impl {
+// The listener's per-client admission is the body budget's connection count
+// (gateway.max_connections_per_client).
+class Gateway::Impl : public ClientAdmission {
  public:
   Impl(const Config& config, EventLog* log, GatewayHooks hooks)
       : config_(config),
@@ -183,18 +181,26 @@ class Gateway::Impl {
         hooks_(std::move(hooks)),
         ioc_(std::make_unique<net::io_context>(ThreadCount(config.gateway))),
         ssl_ctx_(ssl::context::tls_server) {
-    acceptor_.emplace(net::make_strand(*ioc_));
-    accept_retry_.emplace(acceptor_->get_executor());
+    ListenerOptions listener;
+    listener.name = "gateway";
+    listener.listen_key = "gateway.listen";
+    listener.max_connections = config_.gateway.max_connections;
+    listener.max_connections_name = "gateway.max_connections";
+    listener.admission = this;
+    listener_.emplace(*ioc_, std::move(listener),
+                      [this](tcp::socket socket, HttpListener::Slot slot) {
+                        OnConnection(std::move(socket), std::move(slot));
+                      });
     budget_timer_.emplace(net::make_strand(*ioc_));
   }
 
-  // Sessions hold references to the routes, the TLS context and the connection counter: destroy
-  // them (they live in the io_context's queued handlers) while all of those still exist.
-  ~Impl() {
+  // Sessions hold references to the routes, the TLS context and the body budget (their Slots
+  // call Release): destroy them (they live in the io_context's queued handlers) while all of
+  // those still exist.
+  ~Impl() override {
     Stop();
-    accept_retry_.reset();
     budget_timer_.reset();
-    acceptor_.reset();
+    listener_.reset();
     ioc_.reset();
   }
 
@@ -208,33 +214,17 @@ class Gateway::Impl {
   void Stop();
   GatewayStats Stats() const;
 
-  // Counts an open connection, in total and (once admitted) for its client address; released by
-  // the destructor of the session that holds it.
-  class ConnectionSlot {
-   public:
-    ConnectionSlot(Impl* gw, std::string client) : gw_(gw), client_(std::move(client)) {}
-    ConnectionSlot(ConnectionSlot&& other) noexcept
-        : gw_(std::exchange(other.gw_, nullptr)),
-          client_(std::move(other.client_)),
-          counted_for_client_(std::exchange(other.counted_for_client_, false)) {}
-    ConnectionSlot& operator=(ConnectionSlot&&) = delete;
-    ~ConnectionSlot() {
-      if (gw_ == nullptr) return;
-      gw_->connections_.fetch_sub(1, std::memory_order_relaxed);
-      if (counted_for_client_) gw_->budget_->CloseConnection(client_);
-    }
-    // Counts the connection for its client; false when the client has too many already.
-    bool AdmitClient() { return counted_for_client_ = gw_->budget_->OpenConnection(client_); }
-    const std::string& client() const { return client_; }
+  // ClientAdmission, on the listener's strand (Release on any thread): this address may have
+  // gateway.max_connections_per_client open; one client cannot take every connection (nor,
+  // through them, the body budget). Refusals are counted and logged per interval by the budget.
+  bool Admit(const std::string& client) override { return budget_->OpenConnection(client); }
+  void Release(const std::string& client) override { budget_->CloseConnection(client); }
+  void RefusedOverLimit(const std::string& client) override {
+    budget_->CountRefusal(client, BudgetRefusal::kMaxConnections);
+  }
 
-   private:
-    Impl* gw_;
-    std::string client_;
-    bool counted_for_client_ = false;
-  };
-
-  void DoAccept();
-  void OnAccept(beast::error_code ec, tcp::socket socket);
+  // An admitted connection: TLS detection on a TLS port, else a plain session.
+  void OnConnection(tcp::socket socket, HttpListener::Slot slot);
   // The body budget's clock: re-examines waiting requests and logs refusals per interval.
   void ScheduleBudgetTick();
   void LogRefusals();
@@ -259,16 +249,12 @@ class Gateway::Impl {
   std::unique_ptr<net::io_context> ioc_;
   ssl::context ssl_ctx_;
   bool tls_ = false;
-  std::optional<tcp::acceptor> acceptor_;
-  // Delays the next accept after a resource exhaustion error; on the acceptor's strand.
-  std::optional<net::steady_timer> accept_retry_;
-  uint64_t accept_failures_ = 0;  // on the acceptor's strand
-  uint16_t port_ = 0;
+  // The accept loop: gateway.max_connections, per-client admission (this), TCP_NODELAY, the
+  // pause after a failed accept.
+  std::optional<HttpListener> listener_;
   std::vector<std::unique_ptr<Route>> routes_;
   std::unordered_map<std::string, Route*> by_path_;
   CodeCounters unrouted_;
-  std::atomic<std::size_t> connections_{0};
-  std::atomic<uint64_t> refused_{0};
   std::atomic<std::size_t> appends_in_flight_{0};
   std::atomic<bool> stopping_{false};
   std::vector<std::thread> threads_;
@@ -287,7 +273,7 @@ using Impl = Gateway::Impl;
 template <class Derived>
 class HttpSession {
  public:
-  HttpSession(Impl& gw, Impl::ConnectionSlot slot, beast::flat_buffer buffer)
+  HttpSession(Impl& gw, HttpListener::Slot slot, beast::flat_buffer buffer)
       : gw_(gw), slot_(std::move(slot)), buffer_(std::move(buffer)) {}
 
  protected:
@@ -613,8 +599,10 @@ class HttpSession {
       if (!verified.ok()) return Unauthorized(verified);
       if (body.empty()) {
         // The PIM's "Test" button: a signed empty body. Nothing to store.
+        Json body = StoredCounts(0, 0);
+        body["test"] = true;
         Answer answer;
-        answer.body = R"({"accepted":0,"duplicates":0,"test":true})";
+        answer.body = JsonDump(body);
         return Send(route_, std::move(answer));
       }
       ParseLimits limits;
@@ -749,22 +737,26 @@ class HttpSession {
     route.counters.duplicates.fetch_add(result->duplicates, std::memory_order_relaxed);
     route.counters.stale.fetch_add(result->stale, std::memory_order_relaxed);
     route.counters.quarantined.fetch_add(rejected_.size(), std::memory_order_relaxed);
-    std::string counts =
-        absl::StrCat(R"("accepted":)", result->accepted, R"(,"duplicates":)", result->duplicates);
     Answer answer;
     if (rejected_.empty()) {
-      answer.body = absl::StrCat("{", counts, "}");
+      answer.body = JsonDump(StoredCounts(result->accepted, result->duplicates));
     } else {
       std::string indexes = absl::StrJoin(
           rejected_, ",", [](std::string* out, const auto& r) { absl::StrAppend(out, r.first); });
-      std::string details = absl::StrJoin(rejected_, ",", [](std::string* out, const auto& r) {
-        absl::StrAppend(out, R"({"index":)", r.first, R"(,"reason":")", JsonEscape(r.second),
-                        "\"}");
-      });
+      Json body;
+      body["error"] = "invalid_events";
+      body["message"] = absl::StrCat("events [", indexes,
+                                     "] are invalid and were quarantined; the others were stored");
+      body.update(StoredCounts(result->accepted, result->duplicates));
+      Json& rejected = body["rejected"] = Json::array();
+      for (const auto& [index, reason] : rejected_) {
+        Json element;
+        element["index"] = index;
+        element["reason"] = reason;
+        rejected.push_back(std::move(element));
+      }
       answer.status = http::status::bad_request;
-      answer.body = absl::StrCat(R"({"error":"invalid_events","message":"events [)", indexes,
-                                 R"(] are invalid and were quarantined; the others were stored",)",
-                                 counts, R"(,"rejected":[)", details, "]}");
+      answer.body = JsonDump(body);
       rejected_.clear();
     }
     spdlog::debug("req={} source={} accepted={} duplicates={} stale={}", request_id_,
@@ -828,7 +820,7 @@ class HttpSession {
   }
 
   Impl& gw_;
-  Impl::ConnectionSlot slot_;
+  HttpListener::Slot slot_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
@@ -854,7 +846,7 @@ class HttpSession {
 class PlainSession : public HttpSession<PlainSession>,
                      public std::enable_shared_from_this<PlainSession> {
  public:
-  PlainSession(Impl& gw, Impl::ConnectionSlot slot, beast::tcp_stream stream,
+  PlainSession(Impl& gw, HttpListener::Slot slot, beast::tcp_stream stream,
                beast::flat_buffer buffer, bool tls_port)
       : HttpSession(gw, std::move(slot), std::move(buffer)),
         stream_(std::move(stream)),
@@ -875,7 +867,7 @@ class PlainSession : public HttpSession<PlainSession>,
 
 class SslSession : public HttpSession<SslSession>, public std::enable_shared_from_this<SslSession> {
  public:
-  SslSession(Impl& gw, Impl::ConnectionSlot slot, beast::tcp_stream stream, ssl::context& ctx,
+  SslSession(Impl& gw, HttpListener::Slot slot, beast::tcp_stream stream, ssl::context& ctx,
              beast::flat_buffer buffer)
       : HttpSession(gw, std::move(slot), std::move(buffer)), stream_(std::move(stream), ctx) {}
 
@@ -906,7 +898,7 @@ class SslSession : public HttpSession<SslSession>, public std::enable_shared_fro
 // SslSession; anything else (plain HTTP) gets a specific 400 instead of a handshake error.
 class DetectSession : public std::enable_shared_from_this<DetectSession> {
  public:
-  DetectSession(Impl& gw, Impl::ConnectionSlot slot, tcp::socket socket)
+  DetectSession(Impl& gw, HttpListener::Slot slot, tcp::socket socket)
       : gw_(gw), slot_(std::move(slot)), stream_(std::move(socket)), buffer_(BufferLimit(gw)) {}
 
   static std::size_t BufferLimit(const Impl& gw) {
@@ -934,11 +926,14 @@ class DetectSession : public std::enable_shared_from_this<DetectSession> {
 
  private:
   Impl& gw_;
-  Impl::ConnectionSlot slot_;
+  HttpListener::Slot slot_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
 };
 
+// gateway.listen as it has always been read ("*:8443" and ":8443" mean every address). Until the
+// configuration yields a typed listen address, each endpoint parses its own string and gives the
+// listener the endpoint.
 absl::StatusOr<tcp::endpoint> ParseListen(const std::string& listen) {
   std::size_t colon = listen.rfind(':');
   if (colon == std::string::npos) {
@@ -1038,16 +1033,10 @@ Route* Gateway::Impl::NotificationOwner(const PlatformNotification& notification
 absl::Status Gateway::Impl::Start() {
   absl::StatusOr<tcp::endpoint> endpoint = ParseListen(config_.gateway.listen);
   if (!endpoint.ok()) return endpoint.status();
-  beast::error_code ec;
-  acceptor_->open(endpoint->protocol(), ec);
-  if (!ec) acceptor_->set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_->bind(*endpoint, ec);
-  if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return absl::UnavailableError(absl::StrCat("gateway.listen: cannot listen on ",
-                                               config_.gateway.listen, ": ", ec.message()));
+  if (absl::Status listening = listener_->Listen(*endpoint, config_.gateway.listen);
+      !listening.ok()) {
+    return listening;
   }
-  port_ = acceptor_->local_endpoint().port();
   spdlog::info(
       "gateway: request bodies before authentication limited to {} MiB in total "
       "(gateway.max_buffered_bytes{}); up to {} KiB each without waiting, {} MiB per client "
@@ -1057,70 +1046,21 @@ absl::Status Gateway::Impl::Start() {
       budget_->free_share() >> 10, budget_->client_pool() >> 20);
   last_refusal_log_ = std::chrono::steady_clock::now();
   ScheduleBudgetTick();
-  DoAccept();
   const int n = ThreadCount(config_.gateway);
   for (int i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_->run(); });
   return absl::OkStatus();
 }
 
-void Gateway::Impl::DoAccept() {
-  acceptor_->async_accept(
-      net::make_strand(*ioc_),
-      [this](beast::error_code ec, tcp::socket socket) { OnAccept(ec, std::move(socket)); });
-}
-
-void Gateway::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
-  if (ec == net::error::operation_aborted || stopping_.load()) return;
-  if (!ec) {
-    // Answers are written as they are ready, often in more than one segment (a TLS record, then
-    // the next): with Nagle's algorithm on, the second waits for the client's delayed ACK (about
-    // 40 ms on Linux) before it leaves. Every answer is complete when written, so send at once.
-    beast::error_code nodelay_ec;
-    socket.set_option(tcp::no_delay(true), nodelay_ec);
-    if (nodelay_ec) spdlog::debug("gateway: cannot set TCP_NODELAY: {}", nodelay_ec.message());
-    beast::error_code endpoint_ec;
-    const tcp::endpoint peer = socket.remote_endpoint(endpoint_ec);
-    const std::size_t open = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
-    ConnectionSlot slot(this, endpoint_ec ? std::string("unknown") : ClientKeyOf(peer));
-    if (open > config_.gateway.max_connections) {
-      // Over the limit: close at once, so one client cannot exhaust memory or descriptors.
-      const uint64_t refused = refused_.fetch_add(1, std::memory_order_relaxed) + 1;
-      if ((refused & (refused - 1)) == 0) {  // log the 1st, 2nd, 4th, 8th ... refusal
-        spdlog::warn("gateway.max_connections ({}) reached: refused {} connection(s) so far",
-                     config_.gateway.max_connections, refused);
-      }
-      budget_->CountRefusal(slot.client(), BudgetRefusal::kMaxConnections);
-      beast::error_code ignored;
-      socket.close(ignored);
-    } else if (!slot.AdmitClient()) {
-      // This address has gateway.max_connections_per_client open: one client cannot take every
-      // connection (nor, through them, the body budget). Counted and logged per interval.
-      beast::error_code ignored;
-      socket.close(ignored);
-    } else if (tls_) {
-      std::make_shared<DetectSession>(*this, std::move(slot), std::move(socket))->Run();
-    } else {
-      beast::flat_buffer buffer(DetectSession::BufferLimit(*this));
-      std::make_shared<PlainSession>(*this, std::move(slot), beast::tcp_stream(std::move(socket)),
-                                     std::move(buffer), /*tls_port=*/false)
-          ->Run();
-    }
-  } else {
-    // Log the 1st, 2nd, 4th, 8th ... failure: a client flood must not become a log flood.
-    const uint64_t failures = ++accept_failures_;
-    if ((failures & (failures - 1)) == 0) {
-      spdlog::warn("gateway: accept failed ({} time(s) so far): {}", failures, ec.message());
-    }
-    if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space ||
-        ec == net::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system) {
-      accept_retry_->expires_after(kAcceptRetryDelay);
-      accept_retry_->async_wait([this](beast::error_code wait_ec) {
-        if (!wait_ec && !stopping_.load()) DoAccept();
-      });
-      return;
-    }
+void Gateway::Impl::OnConnection(tcp::socket socket, HttpListener::Slot slot) {
+  if (stopping_.load()) return;  // the socket and the slot close here
+  if (tls_) {
+    std::make_shared<DetectSession>(*this, std::move(slot), std::move(socket))->Run();
+    return;
   }
-  DoAccept();
+  beast::flat_buffer buffer(DetectSession::BufferLimit(*this));
+  std::make_shared<PlainSession>(*this, std::move(slot), beast::tcp_stream(std::move(socket)),
+                                 std::move(buffer), /*tls_port=*/false)
+      ->Run();
 }
 
 void Gateway::Impl::ScheduleBudgetTick() {
@@ -1183,10 +1123,7 @@ void Gateway::Impl::LogRefusals() {
 
 void Gateway::Impl::Stop() {
   if (stopping_.exchange(true)) return;
-  net::post(acceptor_->get_executor(), [this] {
-    beast::error_code ignored;
-    acceptor_->close(ignored);
-  });
+  listener_->Stop();
   // Requests whose events are being written must get their answer: the log will store them
   // anyway, and an unanswered sender would retry (or, for the legacy API, count a failure).
   const auto deadline = std::chrono::steady_clock::now() + kStopDrainTimeout;
@@ -1217,8 +1154,8 @@ GatewayStats Gateway::Impl::Stats() const {
     s.latency = route->latency.Snapshot();
   }
   stats.unrouted_by_code = unrouted_.Snapshot();
-  stats.connections_open = connections_.load(std::memory_order_relaxed);
-  stats.connections_refused = refused_.load(std::memory_order_relaxed);
+  stats.connections_open = listener_->open_connections();
+  stats.connections_refused = listener_->refused_connections();
   const BodyBudget::Stats budget = budget_->stats();
   stats.buffered_bytes = budget.buffered_bytes;
   stats.max_buffered_bytes = budget_->options().max_buffered_bytes;
@@ -1238,7 +1175,7 @@ Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Gateway::~Gateway() { Stop(); }
 absl::Status Gateway::Start() { return impl_->Start(); }
 void Gateway::Stop() { impl_->Stop(); }
-uint16_t Gateway::port() const { return impl_->port_; }
+uint16_t Gateway::port() const { return impl_->listener_->port(); }
 bool Gateway::tls() const { return impl_->tls_; }
 GatewayStats Gateway::stats() const { return impl_->Stats(); }
 

@@ -1,5 +1,6 @@
-// The metrics endpoint: a small Boost.Beast HTTP/1.1 server on one thread, with keep-alive for
-// scrapers, every limit from MetricsServerOptions and every error answered in Answer().
+// The metrics endpoint: a small Boost.Beast HTTP/1.1 server on one thread behind the shared
+// HttpListener, with keep-alive for scrapers, every limit from MetricsServerOptions and every
+// error answered in Answer().
 #include "metrics/metrics_server.h"
 
 #include <atomic>
@@ -16,7 +17,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/logging.h"
+#include "common/json.h"
+#include "http/listener.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
@@ -29,6 +31,8 @@ using tcp = net::ip::tcp;
 
 constexpr char kExpositionContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 
+// metrics.listen as it has always been read. Until the configuration yields a typed listen
+// address, each endpoint parses its own string and gives the listener the endpoint.
 absl::StatusOr<tcp::endpoint> ParseListen(const std::string& listen) {
   const std::size_t colon = listen.rfind(':');
   if (colon == std::string::npos) {
@@ -62,8 +66,16 @@ class MetricsServer::Impl {
       : options_(std::move(options)),
         registry_(registry),
         ioc_(std::make_unique<net::io_context>(1)) {
-    acceptor_.emplace(net::make_strand(*ioc_));
-    refresh_.emplace(acceptor_->get_executor());
+    ListenerOptions listener;
+    listener.name = "metrics";
+    listener.listen_key = "metrics.listen";
+    listener.max_connections = options_.max_connections;
+    listener.max_connections_name = "the endpoint's connection limit";
+    listener_.emplace(*ioc_, std::move(listener),
+                      [this](tcp::socket socket, HttpListener::Slot slot) {
+                        OnConnection(std::move(socket), std::move(slot));
+                      });
+    refresh_.emplace(net::make_strand(*ioc_));
   }
 
   ~Impl() { Stop(); }
@@ -71,17 +83,10 @@ class MetricsServer::Impl {
   absl::Status Start() {
     absl::StatusOr<tcp::endpoint> endpoint = ParseListen(options_.listen);
     if (!endpoint.ok()) return endpoint.status();
-    beast::error_code ec;
-    acceptor_->open(endpoint->protocol(), ec);
-    if (!ec) acceptor_->set_option(net::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor_->bind(*endpoint, ec);
-    if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
-    if (ec) {
-      return absl::UnavailableError(
-          absl::StrCat("metrics.listen: cannot listen on ", options_.listen, ": ", ec.message()));
+    if (absl::Status listening = listener_->Listen(*endpoint, options_.listen); !listening.ok()) {
+      return listening;
     }
-    port_ = acceptor_->local_endpoint().port();
-    DoAccept();
+    port_ = listener_->port();
     ScheduleRefresh();
     thread_ = std::thread([this] { ioc_->run(); });
     return absl::OkStatus();
@@ -92,12 +97,13 @@ class MetricsServer::Impl {
   // sockets) and reference this Impl, which is still whole.
   void Stop() {
     if (stopped_.exchange(true)) return;
+    listener_->Stop();
     if (thread_.joinable()) {
       ioc_->stop();
       thread_.join();
     }
     refresh_.reset();
-    acceptor_.reset();
+    listener_.reset();
     ioc_.reset();
   }
 
@@ -124,20 +130,17 @@ class MetricsServer::Impl {
       return res;
     }
     if (path == "/healthz") return Text(std::move(res), http::status::ok, "ok\n");
+    // {"ready":true}, or {"ready":false,"reasons":{"<component>":"<reason>",...}}.
     const std::vector<MetricsRegistry::NotReady> not_ready = registry_->CheckReadiness();
     res.set(http::field::content_type, "application/json");
-    if (not_ready.empty()) {
-      res.result(http::status::ok);
-      res.body() = R"({"ready":true})";
-      return res;
+    Json body;
+    body["ready"] = not_ready.empty();
+    if (!not_ready.empty()) {
+      Json& reasons = body["reasons"] = Json::object();
+      for (const MetricsRegistry::NotReady& n : not_ready) reasons[n.component] = n.reason;
     }
-    std::string reasons;
-    for (const MetricsRegistry::NotReady& n : not_ready) {
-      absl::StrAppend(&reasons, reasons.empty() ? "" : ",", "\"", JsonEscape(n.component), "\":\"",
-                      JsonEscape(n.reason), "\"");
-    }
-    res.result(http::status::service_unavailable);
-    res.body() = absl::StrCat(R"({"ready":false,"reasons":{)", reasons, "}}");
+    res.result(not_ready.empty() ? http::status::ok : http::status::service_unavailable);
+    res.body() = JsonDump(body);
     return res;
   }
 
@@ -149,22 +152,8 @@ class MetricsServer::Impl {
     return res;
   }
 
-  // Releases a connection slot when the session that holds it goes.
-  class ConnectionSlot {
-   public:
-    explicit ConnectionSlot(Impl* server) : server_(server) {}
-    ConnectionSlot(ConnectionSlot&& other) noexcept
-        : server_(std::exchange(other.server_, nullptr)) {}
-    ConnectionSlot& operator=(ConnectionSlot&&) = delete;
-    ~ConnectionSlot() {
-      if (server_ != nullptr) server_->connections_.fetch_sub(1, std::memory_order_relaxed);
-    }
-
-   private:
-    Impl* server_;
-  };
-
-  void DoAccept();
+  // An admitted connection (the listener counts it against max_connections until it goes).
+  void OnConnection(tcp::socket socket, HttpListener::Slot slot);
   void ScheduleRefresh() {
     refresh_->expires_after(options_.readiness_refresh);
     refresh_->async_wait([this](beast::error_code ec) {
@@ -177,10 +166,10 @@ class MetricsServer::Impl {
   const MetricsServerOptions options_;
   const MetricsRegistry* const registry_;
   std::unique_ptr<net::io_context> ioc_;
-  std::optional<tcp::acceptor> acceptor_;
+  // The accept loop: max_connections, TCP_NODELAY, the pause after a failed accept.
+  std::optional<HttpListener> listener_;
   std::optional<net::steady_timer> refresh_;
-  uint16_t port_ = 0;
-  std::atomic<std::size_t> connections_{0};
+  uint16_t port_ = 0;  // kept after Stop()
   std::atomic<bool> stopped_{false};
   std::thread thread_;
 };
@@ -190,8 +179,7 @@ namespace {
 // One connection: read a request, answer it, repeat while the client keeps the connection.
 class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
  public:
-  MetricsSession(MetricsServer::Impl& server, MetricsServer::Impl::ConnectionSlot slot,
-                 tcp::socket socket)
+  MetricsSession(MetricsServer::Impl& server, HttpListener::Slot slot, tcp::socket socket)
       : server_(server), slot_(std::move(slot)), stream_(std::move(socket)) {}
 
   void DoRead() {
@@ -247,7 +235,7 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
   }
 
   MetricsServer::Impl& server_;
-  MetricsServer::Impl::ConnectionSlot slot_;
+  HttpListener::Slot slot_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::empty_body>> parser_;
@@ -255,27 +243,8 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
 
 }  // namespace
 
-void MetricsServer::Impl::DoAccept() {
-  acceptor_->async_accept(
-      net::make_strand(*ioc_), [this](beast::error_code ec, tcp::socket socket) {
-        if (ec == net::error::operation_aborted || stopped_.load()) return;
-        if (!ec) {
-          const std::size_t open = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
-          ConnectionSlot slot(this);
-          if (open > options_.max_connections) {
-            beast::error_code ignored;
-            socket.close(ignored);
-          } else {
-            // A probe's answer must not wait for the prober's delayed ACK (Nagle's algorithm).
-            beast::error_code nodelay_ec;
-            socket.set_option(tcp::no_delay(true), nodelay_ec);
-            std::make_shared<MetricsSession>(*this, std::move(slot), std::move(socket))->DoRead();
-          }
-        } else {
-          spdlog::warn("metrics: accept failed: {}", ec.message());
-        }
-        DoAccept();
-      });
+void MetricsServer::Impl::OnConnection(tcp::socket socket, HttpListener::Slot slot) {
+  std::make_shared<MetricsSession>(*this, std::move(slot), std::move(socket))->DoRead();
 }
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(

@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
-#include "common/logging.h"
+#include "common/json.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "pim/akeneo_client.h"
@@ -189,12 +189,14 @@ class Hydrator::State : public std::enable_shared_from_this<Hydrator::State> {
   // GET products-uuid?search={"uuid":[{"operator":"IN","value":[...]}]}&limit=100: one call for
   // up to 100 products of one source. Products absent from the answer are not found.
   void Search(const std::string& source, std::vector<HydrationRequest> products) {
-    std::vector<std::string> quoted;
-    for (const HydrationRequest& p : products) {
-      quoted.push_back(absl::StrCat("\"", JsonEscape(p.resource_id), "\""));
-    }
-    const std::string search =
-        absl::StrCat(R"({"uuid":[{"operator":"IN","value":[)", absl::StrJoin(quoted, ","), "]}]}");
+    Json uuids = Json::array();
+    for (const HydrationRequest& p : products) uuids.push_back(p.resource_id);
+    Json in;
+    in["operator"] = "IN";
+    in["value"] = std::move(uuids);
+    Json filter;
+    filter["uuid"] = Json::array({std::move(in)});
+    const std::string search = JsonDump(filter);
     const std::string target =
         absl::StrCat(kProductsPath, "?search=", UrlEncode(search), "&limit=", kAkeneoMaxPageSize);
     const std::string call =

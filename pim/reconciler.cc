@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/json.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -221,8 +222,14 @@ absl::StatusOr<Page> ParsePage(const std::string& body, const std::string& targe
 }
 
 // The search for items updated after `server_time` (the PIM server's wall-clock time).
+// {"updated":[{"operator":">","value":"<server_time>"}]}
 std::string UpdatedSearch(const std::string& server_time) {
-  return absl::StrCat(R"({"updated":[{"operator":">","value":")", server_time, R"("}]})");
+  Json after;
+  after["operator"] = ">";
+  after["value"] = server_time;
+  Json filter;
+  filter["updated"] = Json::array({std::move(after)});
+  return JsonDump(filter);
 }
 
 // The zone a run writes its window start in, and its name for the run's figures.
