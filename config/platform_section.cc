@@ -1,0 +1,132 @@
+// The `sources[].platform` section: Akeneo's Event Platform management API.
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "config/sections.h"
+#include "config/value_readers.h"
+#include "config/yaml_reader.h"
+
+namespace pimgate::config_internal {
+namespace {
+
+// The management API's base URL: "https://host[:port]/path", path kept (Akeneo's is /api/v1),
+// trailing slash dropped. No query, fragment or user info: the client appends every path itself
+// and sends the PIM token in a header only.
+ValueReader ApiUrl(std::string& out, bool& is_http) {
+  return [&out, &is_http](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    absl::string_view url = *text;
+    absl::string_view scheme;
+    if (absl::StartsWithIgnoreCase(url, "https://")) {
+      scheme = "https";
+    } else if (absl::StartsWithIgnoreCase(url, "http://")) {
+      scheme = "http";
+    } else {
+      return Invalid(field, absl::StrCat("must start with https:// (http:// only with "
+                                         "allow_insecure_http: true), ",
+                                         Got(field.node)));
+    }
+    absl::string_view rest = url.substr(scheme.size() + 3);
+    if (rest.find_first_of("?#") != absl::string_view::npos) {
+      return Invalid(field, absl::StrCat("must not have a query or fragment, ", Got(field.node)));
+    }
+    const absl::string_view authority = rest.substr(0, rest.find('/'));
+    if (absl::StrContains(authority, "@")) {
+      return Invalid(field, "must not contain user info");
+    }
+    if (authority.empty() || absl::StartsWith(authority, ":")) {
+      return Invalid(field, absl::StrCat("has no host, ", Got(field.node)));
+    }
+    if (!std::all_of(rest.begin(), rest.end(),
+                     [](char c) { return c > 0x20 && c < 0x7f && c != '\\'; })) {
+      return Invalid(field, "must not contain spaces, control characters or backslashes");
+    }
+    while (absl::ConsumeSuffix(&rest, "/")) {
+    }
+    is_http = scheme == "http";
+    out = absl::StrCat(scheme, "://", rest);
+    return absl::OkStatus();
+  };
+}
+
+// contact.technical_email: an address Akeneo can mail (local@domain.tld, no spaces).
+ValueReader Email(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (absl::Status status = String(out)(field); !status.ok()) return status;
+    const size_t at = out.find('@');
+    const bool valid = at != std::string::npos && at > 0 && out.find('@', at + 1) == out.npos &&
+                       out.find('.', at + 2) != out.npos && out.back() != '.' &&
+                       std::none_of(out.begin(), out.end(), [](char c) {
+                         return absl::ascii_isspace(static_cast<unsigned char>(c)) ||
+                                absl::ascii_iscntrl(static_cast<unsigned char>(c));
+                       });
+    if (!valid) return Invalid(field, absl::StrCat("must be an e-mail address, ", Got(field.node)));
+    return absl::OkStatus();
+  };
+}
+
+// The proxy for calls to the management API: "" (the environment's), "none", or a proxy URL.
+ValueReader Proxy(std::string& out) {
+  return [&out](const Field& field) -> absl::Status {
+    if (absl::Status status = String(out)(field); !status.ok()) return status;
+    if (out == "none") return absl::OkStatus();
+    if (!absl::StartsWith(out, "http://") && !absl::StartsWith(out, "https://") &&
+        !absl::StartsWith(out, "socks5://") && !absl::StartsWith(out, "socks5h://")) {
+      // Not Got(): a proxy URL may carry credentials.
+      return Invalid(field,
+                     "must be \"none\" or a proxy URL starting with http://, https://, socks5:// "
+                     "or socks5h://");
+    }
+    return absl::OkStatus();
+  };
+}
+
+}  // namespace
+
+ValueReader Platform(std::optional<PlatformConfig>& out) {
+  return [&out](const Field& field) -> absl::Status {
+    PlatformConfig& platform = out.emplace();
+    std::optional<int> api_url_line;
+    std::optional<int> ca_file_line;
+    bool is_http = false;
+    BackoffRange backoff(platform.initial_backoff, platform.max_backoff);
+    absl::Status status = ReadMapping(
+        field, {
+                   {"api_url", Tracked(ApiUrl(platform.api_url, is_http), api_url_line)},
+                   {"subscriber_name", String(platform.subscriber_name)},
+                   {"technical_email", Email(platform.technical_email)},
+                   {"auto_resume", Bool(platform.auto_resume)},
+                   {"watch_interval", Millis(platform.watch_interval)},
+                   {"timeout", Millis(platform.timeout)},
+                   {"max_attempts", IntegerInRange(platform.max_attempts, 1, kMaxRestAttempts)},
+                   {"initial_backoff", backoff.Initial()},
+                   {"max_backoff", backoff.Max()},
+                   {"proxy", Proxy(platform.proxy)},
+                   {"ca_file", Tracked(ReadableFile(platform.ca_file), ca_file_line)},
+                   {"insecure_skip_verify", Bool(platform.insecure_skip_verify)},
+                   {"allow_insecure_http", Bool(platform.allow_insecure_http)},
+               });
+    if (!status.ok()) return status;
+    if (absl::Status range = backoff.CheckAgainstDefaults(); !range.ok()) return range;
+    const std::string prefix = absl::StrCat(field.path, ".");
+    // The PIM access token travels in X-PIM-TOKEN: never in clear unless asked for.
+    if (is_http && !platform.allow_insecure_http) {
+      return Invalid({field.node, prefix + "api_url", *api_url_line},
+                     "http:// would send the PIM access token in clear; use https://, or set "
+                     "allow_insecure_http: true (tests)");
+    }
+    if (ca_file_line.has_value() && platform.insecure_skip_verify) {
+      return Invalid({field.node, prefix + "ca_file", *ca_file_line},
+                     "has no effect with insecure_skip_verify: true; remove one of the two");
+    }
+    return absl::OkStatus();
+  };
+}
+
+}  // namespace pimgate::config_internal
