@@ -24,6 +24,22 @@ class JsonMessageFlag : public spdlog::custom_flag_formatter {
   }
 };
 
+spdlog::level::level_enum SpdlogLevel(LogLevel level) {
+  switch (level) {
+    case LogLevel::kTrace:
+      return spdlog::level::trace;
+    case LogLevel::kDebug:
+      return spdlog::level::debug;
+    case LogLevel::kInfo:
+      return spdlog::level::info;
+    case LogLevel::kWarn:
+      return spdlog::level::warn;
+    case LogLevel::kError:
+      return spdlog::level::err;
+  }
+  return spdlog::level::info;
+}
+
 }  // namespace
 
 std::string JsonEscape(const std::string& text) {
@@ -57,28 +73,24 @@ std::string JsonEscape(const std::string& text) {
   return out;
 }
 
-absl::Status ConfigureLogging(const std::string& level, const std::string& format) {
-  spdlog::level::level_enum lvl = spdlog::level::from_str(level);
-  if (lvl == spdlog::level::off && level != "off") {
-    return absl::InvalidArgumentError("log.level: unknown level \"" + level + "\"");
-  }
-  // Logs go to stderr so stdout stays free for command output (--check-config).
+void ConfigureLogging(LogLevel level, LogFormat format) {
   spdlog::drop("pimgate");
   auto logger = spdlog::stderr_color_mt("pimgate");
   spdlog::set_default_logger(logger);
-  spdlog::set_level(lvl);
-  if (format == "json") {
-    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
-    formatter->add_flag<JsonMessageFlag>('*').set_pattern(
-        R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","thread":%t,"msg":"%*"})");
-    spdlog::set_formatter(std::move(formatter));
-  } else if (format == "text") {
-    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%-5l%$ %v", spdlog::pattern_time_type::utc);
-  } else {
-    return absl::InvalidArgumentError("log.format: must be text or json");
+  spdlog::set_level(SpdlogLevel(level));
+  switch (format) {
+    case LogFormat::kJson: {
+      auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+      formatter->add_flag<JsonMessageFlag>('*').set_pattern(
+          R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","thread":%t,"msg":"%*"})");
+      spdlog::set_formatter(std::move(formatter));
+      break;
+    }
+    case LogFormat::kText:
+      spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%-5l%$ %v", spdlog::pattern_time_type::utc);
+      break;
   }
   spdlog::flush_on(spdlog::level::warn);
-  return absl::OkStatus();
 }
 
 }  // namespace pimgate

@@ -8,10 +8,15 @@
 
 namespace pimgate {
 
-// Configures the default spdlog logger: `level` trace|debug|info|warn|error, `format` text
-// (human-readable lines) or json (one JSON object per line, message JSON-escaped). Thread-safe
-// logger; call once at startup before other threads log.
-absl::Status ConfigureLogging(const std::string& level, const std::string& format);
+// The lowest level logged (`log.level`).
+enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
+// `log.format`: human-readable lines, or one JSON object per line (the message JSON-escaped).
+enum class LogFormat { kText, kJson };
+
+// Configures the default spdlog logger, which writes to stderr so that stdout stays free for
+// command output (--check-config). Thread-safe logger; call once at startup before other threads
+// log.
+void ConfigureLogging(LogLevel level, LogFormat format);
 
 // Escapes `text` for embedding inside a JSON string literal (no surrounding quotes).
 std::string JsonEscape(const std::string& text);

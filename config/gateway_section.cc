@@ -15,7 +15,9 @@ ValueReader Tls(std::optional<TlsConfig>& out) {
     return ReadMapping(field, {
                                   {"cert_file", ReadableFile(tls.cert_file), true},
                                   {"key_file", ReadableFile(tls.key_file), true},
-                                  {"min_version", OneOf({"1.2", "1.3"}, tls.min_version)},
+                                  {"min_version", OneOf<TlsVersion>({{"1.2", TlsVersion::kTls1_2},
+                                                                     {"1.3", TlsVersion::kTls1_3}},
+                                                                    tls.min_version)},
                               });
   };
 }

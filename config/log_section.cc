@@ -6,11 +6,18 @@ namespace pimgate::config_internal {
 
 ValueReader Log(LogConfig& log) {
   return [&log](const Field& field) {
-    return ReadMapping(field,
-                       {
-                           {"level", OneOf({"trace", "debug", "info", "warn", "error"}, log.level)},
-                           {"format", OneOf({"text", "json"}, log.format)},
-                       });
+    return ReadMapping(
+        field,
+        {
+            {"level", OneOf<LogLevel>({{"trace", LogLevel::kTrace},
+                                       {"debug", LogLevel::kDebug},
+                                       {"info", LogLevel::kInfo},
+                                       {"warn", LogLevel::kWarn},
+                                       {"error", LogLevel::kError}},
+                                      log.level)},
+            {"format", OneOf<LogFormat>({{"text", LogFormat::kText}, {"json", LogFormat::kJson}},
+                                        log.format)},
+        });
   };
 }
 

@@ -14,46 +14,13 @@
 namespace pimgate::config_internal {
 namespace {
 
-// The management API's base URL: "https://host[:port]/path", path kept (Akeneo's is /api/v1),
-// trailing slash dropped. No query, fragment or user info: the client appends every path itself
-// and sends the PIM token in a header only.
-ValueReader ApiUrl(std::string& out, bool& is_http) {
-  return [&out, &is_http](const Field& field) -> absl::Status {
-    absl::StatusOr<std::string> text = ScalarOf(field);
-    if (!text.ok()) return text.status();
-    absl::string_view url = *text;
-    absl::string_view scheme;
-    if (absl::StartsWithIgnoreCase(url, "https://")) {
-      scheme = "https";
-    } else if (absl::StartsWithIgnoreCase(url, "http://")) {
-      scheme = "http";
-    } else {
-      return Invalid(field, absl::StrCat("must start with https:// (http:// only with "
-                                         "allow_insecure_http: true), ",
-                                         Got(field.node)));
-    }
-    absl::string_view rest = url.substr(scheme.size() + 3);
-    if (rest.find_first_of("?#") != absl::string_view::npos) {
-      return Invalid(field, absl::StrCat("must not have a query or fragment, ", Got(field.node)));
-    }
-    const absl::string_view authority = rest.substr(0, rest.find('/'));
-    if (absl::StrContains(authority, "@")) {
-      return Invalid(field, "must not contain user info");
-    }
-    if (authority.empty() || absl::StartsWith(authority, ":")) {
-      return Invalid(field, absl::StrCat("has no host, ", Got(field.node)));
-    }
-    if (!std::all_of(rest.begin(), rest.end(),
-                     [](char c) { return c > 0x20 && c < 0x7f && c != '\\'; })) {
-      return Invalid(field, "must not contain spaces, control characters or backslashes");
-    }
-    while (absl::ConsumeSuffix(&rest, "/")) {
-    }
-    is_http = scheme == "http";
-    out = absl::StrCat(scheme, "://", rest);
-    return absl::OkStatus();
-  };
-}
+// The management API's base URL keeps its path (Akeneo's is /api/v1): the client appends every
+// path to it. No query, fragment or user info: the PIM token goes in a header only.
+constexpr BaseUrl::ParseOptions kApiUrlRules = {
+    .allow_path = true,
+    .scheme_hint = " (http:// only with allow_insecure_http: true)",
+    .user_info_hint = "",
+};
 
 // contact.technical_email: an address Akeneo can mail (local@domain.tld, no spaces).
 ValueReader Email(std::string& out) {
@@ -94,11 +61,10 @@ ValueReader Platform(std::optional<PlatformConfig>& out) {
     PlatformConfig& platform = out.emplace();
     std::optional<int> api_url_line;
     std::optional<int> ca_file_line;
-    bool is_http = false;
     BackoffRange backoff(platform.initial_backoff, platform.max_backoff);
     absl::Status status = ReadMapping(
         field, {
-                   {"api_url", Tracked(ApiUrl(platform.api_url, is_http), api_url_line)},
+                   {"api_url", Tracked(Url(platform.api_url, kApiUrlRules), api_url_line)},
                    {"subscriber_name", String(platform.subscriber_name)},
                    {"technical_email", Email(platform.technical_email)},
                    {"auto_resume", Bool(platform.auto_resume)},
@@ -116,7 +82,7 @@ ValueReader Platform(std::optional<PlatformConfig>& out) {
     if (absl::Status range = backoff.CheckAgainstDefaults(); !range.ok()) return range;
     const std::string prefix = absl::StrCat(field.path, ".");
     // The PIM access token travels in X-PIM-TOKEN: never in clear unless asked for.
-    if (is_http && !platform.allow_insecure_http) {
+    if (api_url_line.has_value() && !platform.api_url.https() && !platform.allow_insecure_http) {
       return Invalid({field.node, prefix + "api_url", *api_url_line},
                      "http:// would send the PIM access token in clear; use https://, or set "
                      "allow_insecure_http: true (tests)");
@@ -130,3 +96,14 @@ ValueReader Platform(std::optional<PlatformConfig>& out) {
 }
 
 }  // namespace pimgate::config_internal
+
+namespace pimgate {
+
+BaseUrl DefaultPlatformApiUrl() {
+  // Checked by tests/config/config_test.cc (PlatformDefaults).
+  static const BaseUrl* const kDefault = new BaseUrl(
+      *BaseUrl::Parse("https://event.prd.sdk.akeneo.cloud/api/v1", config_internal::kApiUrlRules));
+  return *kDefault;
+}
+
+}  // namespace pimgate

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "config/sections.h"
 #include "config/value_readers.h"
 #include "config/yaml_reader.h"
@@ -58,6 +59,13 @@ ValueReader Command(std::vector<std::string>& out, std::vector<int>& lines) {
       return absl::OkStatus();
     });
   };
+}
+
+// The path of a "unix:" gRPC target ("unix:/run/x.sock", "unix:///run/x.sock", "unix:x.sock").
+absl::string_view UnixSocketPath(absl::string_view address) {
+  absl::ConsumePrefix(&address, "unix:");
+  if (absl::StartsWith(address, "///")) address.remove_prefix(2);
+  return address;
 }
 
 // gRPC target of a plugin pimgate does not launch: "unix:<path>" or host:port.

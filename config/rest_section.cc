@@ -21,93 +21,22 @@ namespace {
 // Upper bound of rest.max_concurrency: Akeneo allows 4 concurrent calls per connection.
 constexpr int64_t kMaxRestConcurrency = 4;
 
-// The origin of a PIM's REST API: "https://host[:port]", with IPv6 hosts in brackets. A trailing
-// slash is dropped; a path, query, fragment or user info is refused (the client builds every path
-// itself, and credentials go only to the token endpoint). Scheme and host are lower-cased.
-// `is_http` tells the caller to check allow_insecure_http, which may come later in the mapping.
-ValueReader BaseUrl(std::string& out, bool& is_http) {
-  return [&out, &is_http](const Field& field) -> absl::Status {
-    absl::StatusOr<std::string> text = ScalarOf(field);
-    if (!text.ok()) return text.status();
-    absl::string_view url = *text;
-    std::string scheme;
-    if (absl::StartsWithIgnoreCase(url, "https://")) {
-      scheme = "https";
-    } else if (absl::StartsWithIgnoreCase(url, "http://")) {
-      scheme = "http";
-    } else {
-      return Invalid(field, absl::StrCat("must start with https:// (http:// only with "
-                                         "allow_insecure_http: true), ",
-                                         Got(field.node)));
-    }
-    url.remove_prefix(scheme.size() + 3);
-    absl::ConsumeSuffix(&url, "/");
-    if (url.find_first_of("/?#") != absl::string_view::npos) {
-      return Invalid(field, absl::StrCat("must be scheme, host and optional port only, e.g. "
-                                         "\"https://pim.example.com\" (no path), ",
-                                         Got(field.node)));
-    }
-    if (absl::StrContains(url, "@")) {
-      return Invalid(field,
-                     "must not contain user info; credentials go in client_id, secret, username "
-                     "and password");
-    }
-    absl::string_view host = url;
-    absl::string_view port;
-    if (absl::StartsWith(url, "[")) {
-      const size_t close = url.find(']');
-      if (close == absl::string_view::npos || close == 1) {
-        return Invalid(field,
-                       absl::StrCat("has an unterminated or empty [ipv6] host, ", Got(field.node)));
-      }
-      host = url.substr(1, close - 1);
-      absl::string_view after = url.substr(close + 1);
-      if (!after.empty() && !absl::ConsumePrefix(&after, ":")) {
-        return Invalid(field, absl::StrCat("must be https://[ipv6]:port, ", Got(field.node)));
-      }
-      port = after;
-      if (!std::all_of(host.begin(), host.end(),
-                       [](char c) { return absl::ascii_isxdigit(c) || c == ':' || c == '.'; })) {
-        return Invalid(field, absl::StrCat("has an invalid IPv6 host, ", Got(field.node)));
-      }
-    } else {
-      const size_t colon = url.find(':');
-      if (colon != absl::string_view::npos) {
-        host = url.substr(0, colon);
-        port = url.substr(colon + 1);
-      }
-      if (host.empty()) return Invalid(field, absl::StrCat("has no host, ", Got(field.node)));
-      if (!std::all_of(host.begin(), host.end(), [](char c) {
-            return absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_';
-          })) {
-        return Invalid(field, absl::StrCat("has an invalid host name (IPv6 hosts go in brackets), ",
-                                           Got(field.node)));
-      }
-    }
-    const bool has_port = url.size() > host.size() + (absl::StartsWith(url, "[") ? 2 : 0);
-    int port_number = 0;
-    if (has_port &&
-        (port.empty() || port.size() > 5 ||
-         !std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
-         !absl::SimpleAtoi(port, &port_number) || port_number < 1 || port_number > 65535)) {
-      return Invalid(field,
-                     absl::StrCat("port must be a number from 1 to 65535, ", Got(field.node)));
-    }
-    is_http = scheme == "http";
-    out = absl::AsciiStrToLower(absl::StrCat(scheme, "://", url));
-    return absl::OkStatus();
-  };
-}
+// A PIM's REST API is an origin: the client builds every path itself, and credentials go only to
+// the token endpoint, never in the URL.
+constexpr BaseUrl::ParseOptions kBaseUrlRules = {
+    .allow_path = false,
+    .scheme_hint = " (http:// only with allow_insecure_http: true)",
+    .user_info_hint = "; credentials go in client_id, secret, username and password",
+};
 
 // rest.timezone: a fixed UTC offset or an IANA name the system's tz database has.
-ValueReader PimTimeZoneName(std::string& out) {
+ValueReader PimTimeZoneValue(std::optional<PimTimeZone>& out) {
   return [&out](const Field& field) -> absl::Status {
     absl::StatusOr<std::string> text = ScalarOf(field);
     if (!text.ok()) return text.status();
-    if (absl::StatusOr<absl::TimeZone> zone = ParsePimTimeZone(*text); !zone.ok()) {
-      return Invalid(field, zone.status().message());
-    }
-    out = *std::move(text);
+    absl::StatusOr<PimTimeZone> zone = PimTimeZone::Parse(*text);
+    if (!zone.ok()) return Invalid(field, zone.status().message());
+    out = *std::move(zone);
     return absl::OkStatus();
   };
 }
@@ -139,12 +68,11 @@ ValueReader Rest(std::optional<RestConfig>& out) {
     std::optional<Secret> password;
     std::optional<int> base_url_line;
     std::optional<int> ca_file_line;
-    bool is_http = false;
     BackoffRange backoff(rest.initial_backoff, rest.max_backoff);
     absl::Status status = ReadMapping(
         field,
         {
-            {"base_url", Tracked(BaseUrl(rest.base_url, is_http), base_url_line), true},
+            {"base_url", Tracked(Url(rest.base_url, kBaseUrlRules), base_url_line), true},
             {"client_id", String(rest.client_id), true},
             {"secret", SecretValue(secret), true},
             {"username", String(rest.username), true},
@@ -157,7 +85,7 @@ ValueReader Rest(std::optional<RestConfig>& out) {
             {"ca_file", Tracked(ReadableFile(rest.ca_file), ca_file_line)},
             {"insecure_skip_verify", Bool(rest.insecure_skip_verify)},
             {"allow_insecure_http", Bool(rest.allow_insecure_http)},
-            {"timezone", PimTimeZoneName(rest.timezone)},
+            {"timezone", PimTimeZoneValue(rest.timezone)},
         });
     if (!status.ok()) return status;
     if (absl::Status range = backoff.CheckAgainstDefaults(); !range.ok()) return range;
@@ -165,7 +93,7 @@ ValueReader Rest(std::optional<RestConfig>& out) {
     rest.password = *std::move(password);
     const std::string prefix = absl::StrCat(field.path, ".");
     // The password grant sends the PIM user's password: never in clear unless asked for.
-    if (is_http && !rest.allow_insecure_http) {
+    if (!rest.base_url.https() && !rest.allow_insecure_http) {
       return Invalid({field.node, prefix + "base_url", *base_url_line},
                      "http:// would send the PIM credentials in clear; use https://, or set "
                      "allow_insecure_http: true (tests, a PIM on this host)");

@@ -37,7 +37,6 @@ constexpr std::size_t kMaxNotificationSecret = 256;
 
 // Reads one source. Uniqueness across sources is checked by the caller.
 absl::Status ReadSource(const Field& field, SourceConfig& source) {
-  std::string kind;
   std::optional<Secret> secret;
   std::optional<int> tolerance_line;
   std::optional<int> reconcile_line;
@@ -47,7 +46,11 @@ absl::Status ReadSource(const Field& field, SourceConfig& source) {
   absl::Status status = ReadMapping(
       field, {
                  {"name", SourceName(source.name), true},
-                 {"kind", OneOf({"events_api", "event_platform"}, kind), true},
+                 {"kind",
+                  OneOf<SourceKind>({{"events_api", SourceKind::kEventsApi},
+                                     {"event_platform", SourceKind::kEventPlatform}},
+                                    source.kind),
+                  true},
                  {"path", SourcePath(source.path), true},
                  {"secret", SecretValue(secret), true},
                  {"secondary_secret", SecretValue(source.secondary_secret)},
@@ -71,7 +74,6 @@ absl::Status ReadSource(const Field& field, SourceConfig& source) {
                    "needs rest (the PIM's REST API) in the same source");
   }
   if (source.rest.has_value() && !source.reconcile.has_value()) source.reconcile.emplace();
-  source.kind = kind == "event_platform" ? SourceKind::kEventPlatform : SourceKind::kEventsApi;
   source.secret = *std::move(secret);
   // Only legacy Events API requests carry the timestamp this bounds; on other sources the key
   // would be silently ignored.

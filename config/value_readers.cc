@@ -1,4 +1,4 @@
-// Readers of the values several sections share: readable files, secrets, listen addresses.
+// Readers of the values several sections share: readable files, secrets, addresses, URLs.
 #include "config/value_readers.h"
 
 #include <fcntl.h>
@@ -30,43 +30,40 @@ bool LooksLikeBareEnvReference(absl::string_view text) {
 
 }  // namespace
 
-// host:port, with IPv6 hosts in brackets ("[::1]:8443"), and a port of at least `min_port`.
 ValueReader HostPort(std::string& out, int min_port) {
   return [&out, min_port](const Field& field) -> absl::Status {
     absl::StatusOr<std::string> text = ScalarOf(field);
     if (!text.ok()) return text.status();
-    const absl::string_view listen = *text;
-    const size_t colon = listen.rfind(':');
-    if (colon == absl::string_view::npos) {
-      return Invalid(field, absl::StrCat("must be host:port, ", Got(field.node)));
-    }
-    absl::string_view host = listen.substr(0, colon);
-    const absl::string_view port = listen.substr(colon + 1);
-    if (absl::ConsumePrefix(&host, "[")) {
-      if (!absl::ConsumeSuffix(&host, "]") || host.empty()) {
-        return Invalid(field, absl::StrCat("must be host:port or [ipv6]:port, ", Got(field.node)));
-      }
-    } else if (host.empty()) {
-      return Invalid(
-          field, absl::StrCat("host must not be empty (use 0.0.0.0 for all), ", Got(field.node)));
-    } else if (absl::StrContains(host, ":")) {
-      return Invalid(
-          field, absl::StrCat("IPv6 hosts go in brackets, e.g. \"[::1]:8443\", ", Got(field.node)));
-    }
-    int port_number = -1;
-    if (port.empty() || port.size() > 5 ||
-        !std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
-        !absl::SimpleAtoi(port, &port_number) || port_number < min_port || port_number > 65535) {
-      return Invalid(field, absl::StrCat("port must be a number from ", min_port, " to 65535, ",
-                                         Got(field.node)));
+    if (absl::StatusOr<HostAndPort> split = SplitHostPort(*text, min_port); !split.ok()) {
+      return Invalid(field, split.status().message());
     }
     out = *std::move(text);
     return absl::OkStatus();
   };
 }
 
-// Where the gateway listens. The port may be 0 (pick a free one, for tests).
-ValueReader Listen(std::string& out) { return HostPort(out, 0); }
+ValueReader Listen(ListenAddress& out, bool allow_unix_socket) {
+  return [&out, allow_unix_socket](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    absl::StatusOr<ListenAddress> address =
+        ListenAddress::Parse(*text, {.allow_unix_socket = allow_unix_socket});
+    if (!address.ok()) return Invalid(field, address.status().message());
+    out = *std::move(address);
+    return absl::OkStatus();
+  };
+}
+
+ValueReader Url(BaseUrl& out, const BaseUrl::ParseOptions& options) {
+  return [&out, options](const Field& field) -> absl::Status {
+    absl::StatusOr<std::string> text = ScalarOf(field);
+    if (!text.ok()) return text.status();
+    absl::StatusOr<BaseUrl> url = BaseUrl::Parse(*text, options);
+    if (!url.ok()) return Invalid(field, url.status().message());
+    out = *std::move(url);
+    return absl::OkStatus();
+  };
+}
 
 // Checks up front that a file the server opens later exists and is readable, so a bad path fails
 // at config load with the key that named it rather than at the first TLS handshake.
@@ -162,13 +159,6 @@ ValueReader SecretValue(std::optional<Secret>& out) {
     out = std::move(secret);
     return absl::OkStatus();
   };
-}
-
-// The path of a "unix:" gRPC target ("unix:/run/x.sock", "unix:///run/x.sock", "unix:x.sock").
-absl::string_view UnixSocketPath(absl::string_view address) {
-  absl::ConsumePrefix(&address, "unix:");
-  if (absl::StartsWith(address, "///")) address.remove_prefix(2);
-  return address;
 }
 
 }  // namespace pimgate::config_internal

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/did_you_mean.h"
+#include "common/quote.h"
 #include "common/units.h"
 
 namespace pimgate::config_internal {
@@ -58,13 +59,7 @@ absl::Status Invalid(const Field& field, absl::string_view problem) {
       absl::StrCat("line ", field.line, ": ", field.path, ": ", problem));
 }
 
-std::string Quote(absl::string_view text) {
-  constexpr size_t kMaxShown = 64;
-  if (text.size() > kMaxShown) {
-    return absl::StrCat("\"", absl::CHexEscape(text.substr(0, kMaxShown)), "...\"");
-  }
-  return absl::StrCat("\"", absl::CHexEscape(text), "\"");
-}
+std::string Quote(absl::string_view text) { return QuoteForMessage(text); }
 
 std::string Got(const YAML::Node& node) {
   switch (node.Type()) {
@@ -110,26 +105,20 @@ ValueReader String(std::string& out) {
   };
 }
 
-ValueReader OneOf(std::initializer_list<absl::string_view> choices, std::string& out) {
-  std::vector<std::string> allowed(choices.begin(), choices.end());
-  return [allowed = std::move(allowed), &out](const Field& field) -> absl::Status {
-    absl::StatusOr<std::string> text = ScalarOf(field);
-    if (!text.ok()) return text.status();
-    for (const std::string& choice : allowed) {
-      if (*text == choice) {
-        out = choice;
-        return absl::OkStatus();
-      }
-    }
-    // "must be "a" or "b"", "must be one of "a", "b" or "c"".
-    std::vector<std::string> quoted;
-    for (const std::string& choice : allowed) quoted.push_back(absl::StrCat("\"", choice, "\""));
-    const std::string last = quoted.back();
-    quoted.pop_back();
-    return Invalid(field,
-                   absl::StrCat("must be ", quoted.size() > 1 ? "one of " : "",
-                                absl::StrJoin(quoted, ", "), " or ", last, ", ", Got(field.node)));
-  };
+absl::StatusOr<size_t> ReadChoice(const Field& field, const std::vector<absl::string_view>& words) {
+  absl::StatusOr<std::string> text = ScalarOf(field);
+  if (!text.ok()) return text.status();
+  for (size_t i = 0; i < words.size(); ++i) {
+    if (*text == words[i]) return i;
+  }
+  // "must be "a" or "b"", "must be one of "a", "b" or "c"".
+  std::vector<std::string> quoted;
+  for (absl::string_view word : words) quoted.push_back(absl::StrCat("\"", word, "\""));
+  const std::string last = quoted.back();
+  quoted.pop_back();
+  return Invalid(field,
+                 absl::StrCat("must be ", quoted.size() > 1 ? "one of " : "",
+                              absl::StrJoin(quoted, ", "), " or ", last, ", ", Got(field.node)));
 }
 
 ValueReader Bool(bool& out) {

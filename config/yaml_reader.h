@@ -13,6 +13,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -62,8 +63,26 @@ absl::StatusOr<std::string> ScalarOf(const Field& field);
 // A non-empty string.
 ValueReader String(std::string& out);
 
-// One of a fixed set of words; the message lists them all.
-ValueReader OneOf(std::initializer_list<absl::string_view> choices, std::string& out);
+// The index in `words` of the word `field` holds; the message lists them all.
+absl::StatusOr<size_t> ReadChoice(const Field& field, const std::vector<absl::string_view>& words);
+
+// One of a fixed set of words, stored as the value it stands for:
+// OneOf<LogFormat>({{"text", LogFormat::kText}, {"json", LogFormat::kJson}}, log.format).
+template <typename T>
+ValueReader OneOf(std::initializer_list<std::pair<absl::string_view, T>> choices, T& out) {
+  std::vector<absl::string_view> words;
+  std::vector<T> values;
+  for (const auto& [word, value] : choices) {
+    words.push_back(word);
+    values.push_back(value);
+  }
+  return [words = std::move(words), values = std::move(values), &out](const Field& field) {
+    absl::StatusOr<size_t> index = ReadChoice(field, words);
+    if (!index.ok()) return index.status();
+    out = values[*index];
+    return absl::OkStatus();
+  };
+}
 
 // YAML 1.2 booleans only: yaml-cpp would also take yes/no/on/off, which YAML 1.2 reads as strings.
 ValueReader Bool(bool& out);

@@ -8,7 +8,6 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <charconv>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -29,29 +28,20 @@ using tcp = net::ip::tcp;
 
 constexpr char kExpositionContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 
-absl::StatusOr<tcp::endpoint> ParseListen(const std::string& listen) {
-  const std::size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError("metrics.listen: expected host:port, got " + listen);
+// metrics.listen as the loader parsed it (common/net_address.h): an IP address and a port.
+absl::StatusOr<tcp::endpoint> EndpointOf(const ListenAddress& listen) {
+  switch (listen.kind()) {
+    case ListenAddress::Kind::kIpv4:
+      return tcp::endpoint(net::ip::address_v4(listen.ipv4_bytes()), listen.port());
+    case ListenAddress::Kind::kIpv6:
+      return tcp::endpoint(net::ip::address_v6(listen.ipv6_bytes(), listen.scope_id()),
+                           listen.port());
+    case ListenAddress::Kind::kUnix:
+      break;
   }
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  unsigned port = 0;
-  const std::string port_text = listen.substr(colon + 1);
-  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
-    return absl::InvalidArgumentError("metrics.listen: bad port in " + listen);
-  }
-  if (host == "localhost") host = "127.0.0.1";
-  beast::error_code error;
-  const net::ip::address address = net::ip::make_address(host, error);
-  if (error) {
-    return absl::InvalidArgumentError("metrics.listen: " + host +
-                                      " is not an IP address (use 127.0.0.1 or 0.0.0.0)");
-  }
-  return tcp::endpoint(address, static_cast<unsigned short>(port));
+  return absl::InvalidArgumentError(
+      absl::StrCat("metrics.listen: ", listen.text(),
+                   " is a unix socket; the metrics endpoint needs host:port"));
 }
 
 }  // namespace
@@ -69,7 +59,7 @@ class MetricsServer::Impl {
   ~Impl() { Stop(); }
 
   absl::Status Start() {
-    absl::StatusOr<tcp::endpoint> endpoint = ParseListen(options_.listen);
+    absl::StatusOr<tcp::endpoint> endpoint = EndpointOf(options_.listen);
     if (!endpoint.ok()) return endpoint.status();
     beast::error_code ec;
     acceptor_->open(endpoint->protocol(), ec);
@@ -77,8 +67,8 @@ class MetricsServer::Impl {
     if (!ec) acceptor_->bind(*endpoint, ec);
     if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
     if (ec) {
-      return absl::UnavailableError(
-          absl::StrCat("metrics.listen: cannot listen on ", options_.listen, ": ", ec.message()));
+      return absl::UnavailableError(absl::StrCat("metrics.listen: cannot listen on ",
+                                                 options_.listen.text(), ": ", ec.message()));
     }
     port_ = acceptor_->local_endpoint().port();
     DoAccept();
