@@ -14,10 +14,8 @@
 #include <sstream>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "absl/strings/strip.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
@@ -34,21 +32,6 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view k
     return absl::FailedPreconditionError(absl::StrCat(key, ": \"", path, "\" is empty"));
   }
   return contents.str();
-}
-
-// The path of a "unix:" target ("unix:/run/a.sock", "unix:///run/a.sock", "unix:a.sock").
-std::string UnixPath(absl::string_view listen) {
-  absl::ConsumePrefix(&listen, "unix:");
-  if (absl::StartsWith(listen, "///")) listen.remove_prefix(2);
-  return std::string(listen);
-}
-
-// What a local client dials to reach a TCP listener: wildcard hosts become loopback.
-std::string LocalTarget(absl::string_view listen, int port) {
-  absl::string_view host = listen.substr(0, listen.rfind(':'));
-  if (host == "0.0.0.0") host = "127.0.0.1";
-  if (host == "[::]") host = "[::1]";
-  return absl::StrCat(host, ":", port);
 }
 
 }  // namespace
@@ -86,19 +69,21 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminConfi
   // admin calls between the two.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   int selected_port = 0;
-  builder.AddListeningPort(config.listen, credentials, &selected_port);
+  // The canonical form ("127.0.0.1:7070" for "localhost:7070"): gRPC binds exactly the address
+  // the loader checked, never what a name resolves to.
+  builder.AddListeningPort(config.listen.ToString(), credentials, &selected_port);
   builder.RegisterService(server->impl_->service.get());
   server->impl_->server = builder.BuildAndStart();
-  const bool unix_socket = absl::StartsWith(config.listen, "unix:");
+  const bool unix_socket = config.listen.is_unix_socket();
   if (server->impl_->server == nullptr || (!unix_socket && selected_port == 0)) {
     return absl::UnavailableError(
-        absl::StrCat("admin.listen: cannot listen on ", config.listen,
+        absl::StrCat("admin.listen: cannot listen on ", config.listen.text(),
                      " (address in use, or not an address of this machine?)"));
   }
   server->impl_->server->GetHealthCheckService()->SetServingStatus(v1::Admin::service_full_name(),
                                                                    true);
   if (unix_socket) {
-    const std::string path = UnixPath(config.listen);
+    const std::string& path = config.listen.unix_path();
     // The socket is the access control of a tokenless local listener: owner only.
     if (::chmod(path.c_str(), 0600) != 0) {
       spdlog::warn("admin: cannot restrict {} to its owner: {}", path, std::strerror(errno));
@@ -106,7 +91,7 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminConfi
     server->target_ = absl::StrCat("unix:", path);
   } else {
     server->port_ = selected_port;
-    server->target_ = LocalTarget(config.listen, selected_port);
+    server->target_ = config.listen.LocalTarget(static_cast<uint16_t>(selected_port));
   }
   server->tls_ = config.tls.has_value();
   return server;

@@ -53,7 +53,7 @@ std::unique_ptr<pimgate::AdminServer> StartAdminServer(const pimgate::AdminConfi
     spdlog::warn(
         "admin.allow_insecure_remote: the admin API on {} may be reachable from other "
         "machines {}",
-        config.listen, !config.token ? "WITHOUT a token" : "WITHOUT TLS");
+        config.listen.text(), !config.token ? "WITHOUT a token" : "WITHOUT TLS");
   }
   return *std::move(server);
 }
@@ -122,7 +122,7 @@ std::unique_ptr<pimgate::MetricsServer> StartMetricsServer(
                   std::string(server.status().message()));
     return nullptr;
   }
-  spdlog::info("metrics on {} port {}: GET /metrics, /healthz, /readyz", config.listen,
+  spdlog::info("metrics on {} port {}: GET /metrics, /healthz, /readyz", config.listen.text(),
                (*server)->port());
   return *std::move(server);
 }
@@ -133,11 +133,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
     std::fprintf(stderr, "%s: %s\n", path.c_str(), std::string(config.status().message()).c_str());
     return 2;
   }
-  if (absl::Status status = pimgate::ConfigureLogging(config->log.level, config->log.format);
-      !status.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
-    return 2;
-  }
+  pimgate::ConfigureLogging(config->log.level, config->log.format);
 
   // Block the stop signals in every thread; the main thread waits for them with sigwait.
   sigset_t stop_signals;
@@ -248,7 +244,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
     const pimgate::ReconcileConfig reconcile =
         source.reconcile.value_or(pimgate::ReconcileConfig{});
     spdlog::info("source {}: REST API {} as client {}; reconciliation {}", source.name,
-                 source.rest->base_url, source.rest->client_id,
+                 source.rest->base_url.Describe(), source.rest->client_id,
                  reconcile.interval.count() > 0
                      ? "every " + absl::FormatDuration(absl::FromChrono(reconcile.interval))
                      : std::string("on demand only (reconcile.interval 0)"));
@@ -298,7 +294,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
                    source.notification_path);
     }
   }
-  spdlog::info("pimgate listening on {} ({}) port {}", config->gateway.listen,
+  spdlog::info("pimgate listening on {} ({}) port {}", config->gateway.listen.text(),
                (*gateway)->tls() ? "HTTPS" : "HTTP", (*gateway)->port());
   // Everything is up: from here on, metrics may read every component.
   pimgate::RegisterLogMetrics(metrics, log->get());

@@ -15,10 +15,10 @@
 #include <memory>
 #include <string>
 
+#include "common/logging.h"
 #include "config/config.h"
 #include "core/log/event_log.h"
 #include "core/log/log_backend.h"
-#include "common/logging.h"
 #include "core/log/rocksdb_backend.h"
 #include "gateway/server.h"
 #include "spdlog/spdlog.h"
@@ -62,11 +62,7 @@ int main(int argc, char** argv) {
                  std::string(config.status().message()).c_str());
     return 2;
   }
-  if (absl::Status status = pimgate::ConfigureLogging(config->log.level, config->log.format);
-      !status.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
-    return 2;
-  }
+  pimgate::ConfigureLogging(config->log.level, config->log.format);
   // As in pimgate: the stop signals are blocked in every thread and taken by sigwait below.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);

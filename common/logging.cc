@@ -36,58 +36,38 @@ class JsonLineFormatter : public spdlog::formatter {
   }
 };
 
-}  // namespace
-
-std::string JsonEscape(const std::string& text) {
-  std::string out;
-  out.reserve(text.size() + 8);
-  for (unsigned char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
+spdlog::level::level_enum SpdlogLevel(LogLevel level) {
+  switch (level) {
+    case LogLevel::kTrace:
+      return spdlog::level::trace;
+    case LogLevel::kDebug:
+      return spdlog::level::debug;
+    case LogLevel::kInfo:
+      return spdlog::level::info;
+    case LogLevel::kWarn:
+      return spdlog::level::warn;
+    case LogLevel::kError:
+      return spdlog::level::err;
   }
-  return out;
+  return spdlog::level::info;
 }
 
-absl::Status ConfigureLogging(const std::string& level, const std::string& format) {
-  spdlog::level::level_enum lvl = spdlog::level::from_str(level);
-  if (lvl == spdlog::level::off && level != "off") {
-    return absl::InvalidArgumentError("log.level: unknown level \"" + level + "\"");
-  }
-  // Logs go to stderr so stdout stays free for command output (--check-config).
+}  // namespace
+
+void ConfigureLogging(LogLevel level, LogFormat format) {
   spdlog::drop("pimgate");
   auto logger = spdlog::stderr_color_mt("pimgate");
   spdlog::set_default_logger(logger);
-  spdlog::set_level(lvl);
-  if (format == "json") {
-    spdlog::set_formatter(std::make_unique<JsonLineFormatter>());
-  } else if (format == "text") {
-    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%-5l%$ %v", spdlog::pattern_time_type::utc);
-  } else {
-    return absl::InvalidArgumentError("log.format: must be text or json");
+  spdlog::set_level(SpdlogLevel(level));
+  switch (format) {
+    case LogFormat::kJson:
+      spdlog::set_formatter(std::make_unique<JsonLineFormatter>());
+      break;
+    case LogFormat::kText:
+      spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%-5l%$ %v", spdlog::pattern_time_type::utc);
+      break;
   }
   spdlog::flush_on(spdlog::level::warn);
-  return absl::OkStatus();
 }
 
 }  // namespace pimgate

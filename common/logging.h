@@ -8,15 +8,15 @@
 
 namespace pimgate {
 
-// Configures the default spdlog logger: `level` trace|debug|info|warn|error, `format` text
-// (human-readable lines) or json (one JSON object per line: time, level, thread, msg). Thread-safe
-// logger; call once at startup before other threads log.
-absl::Status ConfigureLogging(const std::string& level, const std::string& format);
+// The lowest level logged (`log.level`).
+enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
+// `log.format`: human-readable lines, or one JSON object per line (time, level, thread, msg).
+enum class LogFormat { kText, kJson };
 
-// Escapes `text` for embedding inside a JSON string literal (no surrounding quotes). Left for
-// the PIM client's OAuth body until its rewrite on libcurl; new code builds a Json and writes it
-// with JsonDump (common/json.h), which also keeps invalid UTF-8 from making invalid JSON.
-std::string JsonEscape(const std::string& text);
+// Configures the default spdlog logger, which writes to stderr so that stdout stays free for
+// command output (--check-config). Thread-safe logger; call once at startup before other threads
+// log.
+void ConfigureLogging(LogLevel level, LogFormat format);
 
 }  // namespace pimgate
 

@@ -1,4 +1,4 @@
-// ParsePimTimeZone and FormatUtcOffset.
+// ParsePimTimeZone, PimTimeZone and FormatUtcOffset.
 #include "common/time_zone.h"
 
 #include <algorithm>
@@ -52,6 +52,12 @@ absl::StatusOr<absl::TimeZone> ParsePimTimeZone(std::string_view text_in) {
         "check the spelling, e.g. \"America/New_York\", or use a fixed offset such as \"-05:00\""));
   }
   return zone;
+}
+
+absl::StatusOr<PimTimeZone> PimTimeZone::Parse(std::string_view text) {
+  absl::StatusOr<absl::TimeZone> zone = ParsePimTimeZone(text);
+  if (!zone.ok()) return zone.status();
+  return PimTimeZone{*zone, std::string(text)};
 }
 
 std::string FormatUtcOffset(int offset_seconds) {

@@ -16,6 +16,16 @@ namespace pimgate {
 // expected otherwise; NotFound for a name the tz database does not have.
 absl::StatusOr<absl::TimeZone> ParsePimTimeZone(std::string_view text);
 
+// A PIM server's time zone together with the name it was configured by, for messages and figures
+// (absl::TimeZone names a fixed offset "Fixed/UTC-05:00:00", not as the operator wrote it).
+struct PimTimeZone {
+  absl::TimeZone zone;
+  std::string name;  // "America/New_York", "-05:00"
+
+  // ParsePimTimeZone, keeping `text` as the name.
+  static absl::StatusOr<PimTimeZone> Parse(std::string_view text);
+};
+
 // "+HH:MM" / "-HH:MM" for an offset in seconds east of UTC.
 std::string FormatUtcOffset(int offset_seconds);
 

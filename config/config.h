@@ -10,6 +10,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/base_url.h"
+#include "common/logging.h"
+#include "common/net_address.h"
+#include "common/time_zone.h"
 #include "common/units.h"
 
 namespace pimgate {
@@ -26,16 +30,19 @@ struct Secret {
   const std::string& Describe() const { return origin; }
 };
 
+// A TLS protocol version (YAML "1.2", "1.3").
+enum class TlsVersion { kTls1_2, kTls1_3 };
+
 struct TlsConfig {
   std::string cert_file;
   std::string key_file;
-  // Lowest protocol accepted: "1.2" (default) or "1.3".
-  std::string min_version = "1.2";
+  // Lowest protocol accepted.
+  TlsVersion min_version = TlsVersion::kTls1_2;
 };
 
 struct GatewayConfig {
-  // host:port; port 0 picks a free port (tests).
-  std::string listen = "0.0.0.0:8443";
+  // host:port (common/net_address.h); port 0 picks a free port (tests).
+  ListenAddress listen = ListenAddress::Ipv4({0, 0, 0, 0}, 8443);
   std::optional<TlsConfig> tls;
   // I/O threads serving HTTP. 0 = number of cores.
   int threads = 0;
@@ -93,9 +100,10 @@ struct StoreConfig {
 // Credentials are those of an Akeneo Connection; `secret` and `password` take the same syntax as
 // the webhook secrets (inline, "${ENV_VAR}", "file:/path") and are never logged.
 struct RestConfig {
-  // "https://pim.example.com" (scheme, host, optional port; no path, no trailing slash).
-  // http:// is refused unless allow_insecure_http is true (tests, a PIM on localhost).
-  std::string base_url;
+  // "https://pim.example.com" (scheme, host, optional port; no path). http:// is refused unless
+  // allow_insecure_http is true (tests, a PIM on localhost). Its spec() is the PIM's URL as
+  // pimgate states it (X-PIM-URL, the pim_source of reconciled events).
+  BaseUrl base_url;
   std::string client_id;
   Secret secret;
   std::string username;
@@ -121,9 +129,8 @@ struct RestConfig {
   bool allow_insecure_http = false;
   // The PIM server's time zone, in which it reads the `updated` filter of reconciliation: a fixed
   // offset ("-05:00") or an IANA name ("America/New_York", DST-aware). Empty: learned from the
-  // offsets the PIM writes in `updated` (docs/reconciliation.md). Checked by the loader
-  // (ParsePimTimeZone).
-  std::string timezone;
+  // offsets the PIM writes in `updated` (docs/reconciliation.md).
+  std::optional<PimTimeZone> timezone;
 };
 
 // Periodic reconciliation of a source through its `rest` API. YAML `sources[].reconcile`.
@@ -144,13 +151,16 @@ struct ReconcileConfig {
   bool product_models = true;
 };
 
+// Akeneo's production Event Platform management API: https://event.prd.sdk.akeneo.cloud/api/v1.
+BaseUrl DefaultPlatformApiUrl();
+
 // Akeneo's Event Platform management API, through which pimgate manages the subscriber and
 // subscriptions of a `kind: event_platform` source. YAML `sources[].platform`; needs the source's
 // `rest` (the PIM access token, X-PIM-URL and X-PIM-CLIENT-ID come from it).
 struct PlatformConfig {
   // Base URL of the management API, with its path (Akeneo's production one by default). https://
   // only, unless allow_insecure_http (tests).
-  std::string api_url = "https://event.prd.sdk.akeneo.cloud/api/v1";
+  BaseUrl api_url = DefaultPlatformApiUrl();
   // Name given to the subscriber pimgate creates; empty: "pimgate <source name>", filled in by
   // the loader, so never empty in a loaded Config.
   std::string subscriber_name;
@@ -201,8 +211,8 @@ struct SourceConfig {
 };
 
 struct LogConfig {
-  std::string level = "info";   // trace, debug, info, warn, error
-  std::string format = "text";  // text | json
+  LogLevel level = LogLevel::kInfo;     // trace, debug, info, warn, error
+  LogFormat format = LogFormat::kText;  // text | json
 };
 
 // Redelivery schedule for RETRY, UNSPECIFIED, ack timeouts and broken streams: attempt n waits
@@ -309,10 +319,10 @@ struct AdminTlsConfig {
 struct AdminConfig {
   // false: no admin listener at all.
   bool enabled = true;
-  // "host:port" (port 0 picks a free port, for tests) or "unix:/path/to/socket". A host other
-  // than a loopback one (127.0.0.0/8, ::1, localhost) needs `token` and `tls`, unless
-  // allow_insecure_remote is true; the loader refuses it otherwise.
-  std::string listen = "127.0.0.1:7070";
+  // "host:port" (port 0 picks a free port, for tests) or "unix:/path/to/socket". An address
+  // other machines can reach (not local_only(): loopback or a unix socket) needs `token` and
+  // `tls`, unless allow_insecure_remote is true; the loader refuses it otherwise.
+  ListenAddress listen = ListenAddress::Ipv4({127, 0, 0, 1}, 7070);
   // When set, every admin call must carry `authorization: Bearer <token>`. Same syntax as the
   // sources' secrets (inline, "${ENV_VAR}", "file:/path").
   std::optional<Secret> token;
@@ -326,7 +336,7 @@ struct MetricsConfig {
   bool enabled = true;
   // host:port; port 0 picks a free port (tests). Keep it local or firewalled: it is not
   // authenticated, though it exposes no secret and no event content.
-  std::string listen = "127.0.0.1:9464";
+  ListenAddress listen = ListenAddress::Ipv4({127, 0, 0, 1}, 9464);
 };
 
 struct Config {

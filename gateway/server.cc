@@ -12,7 +12,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <charconv>
 #include <optional>
 #include <random>
 #include <thread>
@@ -25,6 +24,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/json.h"
+#include "common/logging.h"
+#include "common/net_address.h"
 #include "gateway/body_budget.h"
 #include "gateway/payload_parser.h"
 #include "gateway/signature.h"
@@ -931,38 +932,6 @@ class DetectSession : public std::enable_shared_from_this<DetectSession> {
   beast::flat_buffer buffer_;
 };
 
-// gateway.listen as it has always been read ("*:8443" and ":8443" mean every address). Until the
-// configuration yields a typed listen address, each endpoint parses its own string and gives the
-// listener the endpoint.
-absl::StatusOr<tcp::endpoint> ParseListen(const std::string& listen) {
-  std::size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError("gateway.listen: expected host:port, got " + listen);
-  }
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  unsigned port = 0;
-  std::string port_text = listen.substr(colon + 1);
-  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
-    return absl::InvalidArgumentError("gateway.listen: bad port in " + listen);
-  }
-  if (host.empty() || host == "*") host = "0.0.0.0";
-  beast::error_code error;
-  net::ip::address address = net::ip::make_address(host, error);
-  if (error) {
-    if (host == "localhost") {
-      address = net::ip::make_address("127.0.0.1");
-    } else {
-      return absl::InvalidArgumentError("gateway.listen: " + host +
-                                        " is not an IP address (use 0.0.0.0 or 127.0.0.1)");
-    }
-  }
-  return tcp::endpoint(address, static_cast<unsigned short>(port));
-}
-
 }  // namespace
 
 absl::Status Gateway::Impl::Init() {
@@ -991,8 +960,9 @@ absl::Status Gateway::Impl::Init() {
   // OpenSSL keeps a 16 KiB read and write buffer per connection, idle or not; released while
   // idle, a thousand silent connections cost a thousand times less of them.
   SSL_CTX_set_mode(ssl_ctx_.native_handle(), SSL_MODE_RELEASE_BUFFERS);
-  SSL_CTX_set_min_proto_version(ssl_ctx_.native_handle(),
-                                tls.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
+  SSL_CTX_set_min_proto_version(ssl_ctx_.native_handle(), tls.min_version == TlsVersion::kTls1_3
+                                                              ? TLS1_3_VERSION
+                                                              : TLS1_2_VERSION);
   beast::error_code ec;
   ssl_ctx_.use_certificate_chain_file(tls.cert_file, ec);
   if (ec) {
@@ -1031,10 +1001,7 @@ Route* Gateway::Impl::NotificationOwner(const PlatformNotification& notification
 }
 
 absl::Status Gateway::Impl::Start() {
-  absl::StatusOr<tcp::endpoint> endpoint = ParseListen(config_.gateway.listen);
-  if (!endpoint.ok()) return endpoint.status();
-  if (absl::Status listening = listener_->Listen(*endpoint, config_.gateway.listen);
-      !listening.ok()) {
+  if (absl::Status listening = listener_->Listen(config_.gateway.listen); !listening.ok()) {
     return listening;
   }
   spdlog::info(

@@ -65,7 +65,20 @@ HttpListener::HttpListener(net::io_context& ioc, ListenerOptions options,
 
 HttpListener::~HttpListener() = default;
 
-absl::Status HttpListener::Listen(const tcp::endpoint& endpoint, std::string_view as_configured) {
+absl::Status HttpListener::Listen(const ListenAddress& address) {
+  tcp::endpoint endpoint;
+  switch (address.kind()) {
+    case ListenAddress::Kind::kIpv4:
+      endpoint = tcp::endpoint(net::ip::address_v4(address.ipv4_bytes()), address.port());
+      break;
+    case ListenAddress::Kind::kIpv6:
+      endpoint = tcp::endpoint(net::ip::address_v6(address.ipv6_bytes(), address.scope_id()),
+                               address.port());
+      break;
+    case ListenAddress::Kind::kUnix:
+      return absl::InvalidArgumentError(absl::StrCat(
+          options_.listen_key, ": ", address.text(), " is a unix socket; HTTP needs host:port"));
+  }
   error_code ec;
   acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
@@ -75,7 +88,7 @@ absl::Status HttpListener::Listen(const tcp::endpoint& endpoint, std::string_vie
     error_code ignored;
     acceptor_.close(ignored);
     return absl::UnavailableError(absl::StrCat(options_.listen_key, ": cannot listen on ",
-                                               std::string(as_configured), ": ", ec.message()));
+                                               address.text(), ": ", ec.message()));
   }
   port_.store(acceptor_.local_endpoint().port(), std::memory_order_relaxed);
   DoAccept();

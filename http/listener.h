@@ -27,6 +27,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "common/net_address.h"
 
 namespace pimgate {
 
@@ -103,11 +104,10 @@ class HttpListener {
   HttpListener(const HttpListener&) = delete;
   HttpListener& operator=(const HttpListener&) = delete;
 
-  // Binds `endpoint` (port 0 picks a free port) and queues the first accept: the io_context's
-  // threads run the loop. `as_configured` is the address as the operator wrote it, for the error
-  // ("gateway.listen: cannot listen on 0.0.0.0:8443: Address already in use"). Each endpoint
-  // parses its own listen string into the endpoint (the seam for config's typed listen address).
-  absl::Status Listen(const tcp::endpoint& endpoint, std::string_view as_configured);
+  // Binds `address` (port 0 picks a free port) and queues the first accept: the io_context's
+  // threads run the loop. A unix socket address is refused (the HTTP endpoints are TCP). Errors
+  // name the key ("gateway.listen: cannot listen on 0.0.0.0:8443: Address already in use").
+  absl::Status Listen(const ListenAddress& address);
 
   // Stops accepting (the listening socket closes on the strand); open connections are left to
   // their sessions. Idempotent.

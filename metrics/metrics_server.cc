@@ -9,7 +9,6 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <charconv>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -30,33 +29,6 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
 constexpr char kExpositionContentType[] = "text/plain; version=0.0.4; charset=utf-8";
-
-// metrics.listen as it has always been read. Until the configuration yields a typed listen
-// address, each endpoint parses its own string and gives the listener the endpoint.
-absl::StatusOr<tcp::endpoint> ParseListen(const std::string& listen) {
-  const std::size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError("metrics.listen: expected host:port, got " + listen);
-  }
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  unsigned port = 0;
-  const std::string port_text = listen.substr(colon + 1);
-  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
-    return absl::InvalidArgumentError("metrics.listen: bad port in " + listen);
-  }
-  if (host == "localhost") host = "127.0.0.1";
-  beast::error_code error;
-  const net::ip::address address = net::ip::make_address(host, error);
-  if (error) {
-    return absl::InvalidArgumentError("metrics.listen: " + host +
-                                      " is not an IP address (use 127.0.0.1 or 0.0.0.0)");
-  }
-  return tcp::endpoint(address, static_cast<unsigned short>(port));
-}
 
 }  // namespace
 
@@ -81,9 +53,7 @@ class MetricsServer::Impl {
   ~Impl() { Stop(); }
 
   absl::Status Start() {
-    absl::StatusOr<tcp::endpoint> endpoint = ParseListen(options_.listen);
-    if (!endpoint.ok()) return endpoint.status();
-    if (absl::Status listening = listener_->Listen(*endpoint, options_.listen); !listening.ok()) {
+    if (absl::Status listening = listener_->Listen(options_.listen); !listening.ok()) {
       return listening;
     }
     port_ = listener_->port();

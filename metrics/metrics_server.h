@@ -12,14 +12,15 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/net_address.h"
 #include "metrics/metrics.h"
 
 namespace pimgate {
 
 // Every limit of the endpoint. It serves a scraper and a few probes, so they are tight.
 struct MetricsServerOptions {
-  // host:port (metrics.listen); port 0 picks a free port.
-  std::string listen = "127.0.0.1:9464";
+  // metrics.listen (a host:port, not a unix socket); port 0 picks a free port.
+  ListenAddress listen = ListenAddress::Ipv4({127, 0, 0, 1}, 9464);
   // Request header bytes; requests carry no body (one with a body is refused).
   std::size_t header_limit = 8 * 1024;
   // Time to receive a request once the connection is open or idle, and to write an answer.

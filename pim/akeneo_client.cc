@@ -375,7 +375,7 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
         absl::StrCat("Akeneo client for ", origin_.Describe(), " is shut down")));
   }
 
-  const std::string& base_url() const { return config_.base_url; }
+  const std::string& base_url() const { return config_.base_url.spec(); }
 
   absl::StatusOr<std::string> AccessToken(std::string_view rejected) {
     std::promise<absl::StatusOr<std::string>> promise;
@@ -920,14 +920,15 @@ absl::StatusOr<AkeneoPage> ParsePage(const std::string& body, const std::string&
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<AkeneoClient>> AkeneoClient::Create(const RestConfig& config) {
-  absl::StatusOr<std::pair<Origin, std::string>> split = SplitUrl(config.base_url);
+  absl::StatusOr<std::pair<Origin, std::string>> split = SplitUrl(config.base_url.spec());
   if (!split.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rest.base_url \"", absl::CHexEscape(config.base_url), "\" ", split.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("rest.base_url \"",
+                                                   absl::CHexEscape(config.base_url.spec()), "\" ",
+                                                   split.status().message()));
   }
   if (split->second != "/") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "rest.base_url \"", absl::CHexEscape(config.base_url), "\" must not have a path"));
+        "rest.base_url \"", absl::CHexEscape(config.base_url.spec()), "\" must not have a path"));
   }
   Origin origin = std::move(split->first);
   if (!origin.tls && !config.allow_insecure_http) {

@@ -753,7 +753,7 @@ class PlatformClientImpl final : public PlatformClient {
       rejected.clear();
       HttpRequest http;
       http.method = request.method;
-      http.url = absl::StrCat(config_.api_url, request.path);
+      http.url = config_.api_url.Resolve(request.path);
       http.headers = {{"X-PIM-URL", pim_url_},
                       {"X-PIM-TOKEN", *token},
                       {"X-PIM-CLIENT-ID", client_id_},
@@ -878,19 +878,17 @@ std::optional<int> PlatformHttpStatus(const absl::Status& status) {
 }
 
 absl::StatusOr<std::unique_ptr<PlatformClient>> PlatformClient::Create(const PlatformConfig& config,
-                                                                       std::string pim_url,
+                                                                       const BaseUrl& pim_url,
                                                                        std::string client_id,
                                                                        TokenSource token_source) {
-  if (absl::StartsWith(config.api_url, "http://")) {
-    if (!config.allow_insecure_http) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("platform.api_url ", RedactUrl(config.api_url),
-                       " is plain http, which would send the PIM access token in clear; use "
-                       "https:// or set allow_insecure_http"));
-    }
-  } else if (!absl::StartsWith(config.api_url, "https://")) {
+  if (config.api_url.empty()) {
+    return absl::InvalidArgumentError("platform.api_url is not set");
+  }
+  if (!config.api_url.https() && !config.allow_insecure_http) {
     return absl::InvalidArgumentError(
-        absl::StrCat("platform.api_url ", RedactUrl(config.api_url), " must start with https://"));
+        absl::StrCat("platform.api_url ", config.api_url.Describe(),
+                     " is plain http, which would send the PIM access token in clear; use "
+                     "https:// or set allow_insecure_http"));
   }
   if (pim_url.empty() || client_id.empty()) {
     return absl::InvalidArgumentError(
@@ -905,16 +903,12 @@ absl::StatusOr<std::unique_ptr<PlatformClient>> PlatformClient::Create(const Pla
   if (config.timeout.count() <= 0) {
     return absl::InvalidArgumentError("platform.timeout must be > 0");
   }
-  PlatformConfig normalized = config;
-  while (!normalized.api_url.empty() && normalized.api_url.back() == '/') {
-    normalized.api_url.pop_back();
-  }
   if (config.insecure_skip_verify) {
     spdlog::warn("platform: certificate verification is OFF for {} (insecure_skip_verify)",
-                 RedactUrl(normalized.api_url));
+                 config.api_url.Describe());
   }
   return std::unique_ptr<PlatformClient>(new PlatformClientImpl(
-      std::move(normalized), std::move(pim_url), std::move(client_id), std::move(token_source)));
+      config, pim_url.spec(), std::move(client_id), std::move(token_source)));
 }
 
 absl::StatusOr<std::unique_ptr<PlatformClient>> PlatformClient::Create(const PlatformConfig& config,

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/base_url.h"
 #include "config/config.h"
 
 namespace pimgate {
@@ -191,10 +192,10 @@ class PlatformClient {
   // Returns a PIM access token; `rejected` is a token the platform refused (renew it).
   using TokenSource = std::function<absl::StatusOr<std::string>(std::string_view rejected)>;
 
-  // `pim_url` (X-PIM-URL) and `client_id` (X-PIM-CLIENT-ID) identify the PIM connection whose
-  // tokens `token_source` returns. Checks the configuration; does not connect.
+  // `pim_url` (X-PIM-URL, its spec()) and `client_id` (X-PIM-CLIENT-ID) identify the PIM
+  // connection whose tokens `token_source` returns. Checks the configuration; does not connect.
   static absl::StatusOr<std::unique_ptr<PlatformClient>> Create(const PlatformConfig& config,
-                                                                std::string pim_url,
+                                                                const BaseUrl& pim_url,
                                                                 std::string client_id,
                                                                 TokenSource token_source);
   // The usual wiring: the source's `rest` gives the PIM URL and client id, and `pim` (which must

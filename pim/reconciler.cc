@@ -405,16 +405,11 @@ absl::StatusOr<std::unique_ptr<Reconciler>> Reconciler::Create(
       }
       source->client = client->second;
       clients.erase(client);
-      source->base_url = config.rest->base_url;
+      source->base_url = config.rest->base_url.spec();
       source->config = config.reconcile.value_or(ReconcileConfig{});
-      if (!config.rest->timezone.empty()) {
-        absl::StatusOr<absl::TimeZone> zone = ParsePimTimeZone(config.rest->timezone);
-        if (!zone.ok()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("source ", config.name, ": rest.timezone: ", zone.status().message()));
-        }
-        source->configured_zone = *zone;
-        source->configured_zone_name = config.rest->timezone;
+      if (config.rest->timezone.has_value()) {
+        source->configured_zone = config.rest->timezone->zone;
+        source->configured_zone_name = config.rest->timezone->name;
       }
     }
     absl::StatusOr<std::optional<int64_t>> watermark =

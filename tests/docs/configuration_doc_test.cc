@@ -1,11 +1,13 @@
-// docs/configuration.md against the loader (core/config.cc): the page's full example is accepted by
+// docs/configuration.md against the loader (config/*.cc): the page's full example is accepted by
 // `pimgate --check-config`, it uses every key the loader reads, and every key path it uses is a
 // row of the page's reference tables (and every row is a key of the example).
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -55,8 +57,9 @@ std::string FullExample(const std::string& doc) {
   return doc.substr(start, close - start + 1);
 }
 
-// The keys of one ReadMapping call in config.cc: one mapping of the configuration.
+// The keys of one ReadMapping call in config/: one mapping of the configuration.
 struct KeyGroup {
+  std::string file;      // "config/gateway_section.cc", for messages
   std::string function;  // the reader it is in, for messages
   int line = 0;
   std::set<std::string> keys;
@@ -202,9 +205,28 @@ TEST(ConfigurationDocTest, FullExampleIsAcceptedByCheckConfig) {
   EXPECT_NE(output.find(": OK ("), std::string::npos) << output;
 }
 
+// The key groups of every source file of the loader (config/*.cc: one file per section).
+std::vector<KeyGroup> LoaderKeyGroups() {
+  std::vector<std::string> files;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(PIMGATE_SOURCE_DIR) + "/config")) {
+    if (entry.path().extension() == ".cc")
+      files.push_back("config/" + entry.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<KeyGroup> groups;
+  for (const std::string& file : files) {
+    for (KeyGroup& group : LoaderKeyGroups(ReadSource(file))) {
+      group.file = file;
+      groups.push_back(std::move(group));
+    }
+  }
+  return groups;
+}
+
 TEST(ConfigurationDocTest, FullExampleUsesEveryKeyTheLoaderReads) {
-  const std::vector<KeyGroup> groups = LoaderKeyGroups(ReadSource("config/config.cc"));
-  // The parser of config.cc still finds the sections it always had.
+  const std::vector<KeyGroup> groups = LoaderKeyGroups();
+  // The parser of config/*.cc still finds the sections it always had.
   ASSERT_GE(groups.size(), 15u);
   const ExampleKeys example = ExampleKeysOf(FullExample(ConfigurationDoc()));
   for (const KeyGroup& group : groups) {
@@ -220,7 +242,7 @@ TEST(ConfigurationDocTest, FullExampleUsesEveryKeyTheLoaderReads) {
       if (!used.contains(key)) missing.push_back(key);
     }
     EXPECT_TRUE(missing.empty())
-        << "core/config.cc:" << group.line << " (" << group.function << ") reads "
+        << group.file << ":" << group.line << " (" << group.function << ") reads "
         << absl::StrJoin(missing, ", ")
         << ", missing from the full example in docs/configuration.md (add them there and to the "
            "reference tables). The reader's keys: "

@@ -43,6 +43,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/json.h"
 #include "common/logging.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -207,8 +208,7 @@ struct Resource {
 Response ErrorResponse(int status, const std::string& message) {
   Response response{static_cast<http::status>(status), 11};
   response.set(http::field::content_type, "application/json");
-  response.body() =
-      absl::StrCat("{\"code\":", status, ",\"message\":\"", JsonEscape(message), "\"}");
+  response.body() = JsonDump(Json{{"code", status}, {"message", message}});
   return response;
 }
 
