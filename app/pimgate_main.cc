@@ -224,8 +224,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
   std::vector<std::string> plugin_names;
   for (const pimgate::PluginConfig& plugin : config->plugins) plugin_names.push_back(plugin.name);
   auto retention = std::make_unique<pimgate::RetentionTask>(
-      &(*log)->backend(),
-      pimgate::PluginsMinCursor(std::move(plugin_names), &(*log)->backend(), dispatcher->get()),
+      log->get(), pimgate::PluginsMinCursor(std::move(plugin_names), log->get(), dispatcher->get()),
       pimgate::RetentionOptions::FromConfig(config->store));
   // Passes follow ingest as well as the clock: one starts whenever a batch of events was
   // appended since the last one, so trimming keeps pace with any append rate.

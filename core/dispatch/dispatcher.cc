@@ -1081,14 +1081,14 @@ absl::Status Dispatcher::Seek(const std::string& plugin, uint64_t sequence) {
   return absl::OkStatus();
 }
 
-MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, LogBackend* backend,
+MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, const EventLog* log,
                                    const Dispatcher* dispatcher) {
-  return [plugins = std::move(plugins), backend,
+  return [plugins = std::move(plugins), event_log = log,
           dispatcher]() -> absl::StatusOr<std::optional<uint64_t>> {
     if (plugins.empty()) return std::nullopt;
     uint64_t lowest = std::numeric_limits<uint64_t>::max();
     for (const std::string& plugin : plugins) {
-      absl::StatusOr<uint64_t> cursor = backend->LoadCursor(plugin);
+      absl::StatusOr<uint64_t> cursor = event_log->LoadCursor(plugin);
       if (!cursor.ok()) return cursor.status();
       lowest = std::min(lowest, *cursor);
     }

@@ -138,8 +138,8 @@ absl::Duration RetryDelay(const RetryConfig& retry, uint32_t attempt, double uni
 // The provider pimgate runs with: for each of `plugins`, the lower of its persisted cursor
 // (where delivery resumes after a restart, so what must still be in the log) and its live cursor
 // in `dispatcher` (lower just after a seek back that is not persisted yet). nullopt when
-// `plugins` is empty. `backend` and `dispatcher` must outlive the provider's calls.
-MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, LogBackend* backend,
+// `plugins` is empty. `log` and `dispatcher` (may be null) must outlive the provider's calls.
+MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, const EventLog* log,
                                    const Dispatcher* dispatcher);
 
 }  // namespace pimgate

@@ -11,10 +11,6 @@
 
 namespace pimgate {
 
-// `*` matches any run of characters (dots included); everything else matches itself.
-// "product.*" matches "product.updated" and "product.updated.delta", not "product_model.updated".
-bool GlobMatch(std::string_view pattern, std::string_view text);
-
 // The text form of the value at a dot-separated `path` in `data`, for filter comparison: strings
 // as is, true/false, integers without a decimal point, null. A list yields each element. Empty
 // when the path does not exist.

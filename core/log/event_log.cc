@@ -23,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "core/log/log_backend.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/wire_format_lite.h"
@@ -476,6 +477,83 @@ uint64_t EventLog::WaitForHead(uint64_t after, absl::Duration timeout) {
     if (head_cv_.WaitWithDeadline(&head_mu_, deadline)) break;  // true: deadline passed
   }
   return head_.load(std::memory_order_acquire);
+}
+
+// The reads, metadata and dispatch records forward to the backend, whose reads are thread-safe
+// and concurrent with its one writer (LogBackend's contract).
+
+absl::StatusOr<std::optional<v1::Event>> EventLog::GetEvent(uint64_t sequence) const {
+  return backend_->GetEvent(sequence);
+}
+
+absl::StatusOr<std::vector<v1::Event>> EventLog::ReadEvents(uint64_t from, std::size_t max) const {
+  return backend_->ReadEvents(from, max);
+}
+
+absl::StatusOr<std::vector<StoredEvent>> EventLog::ReadStoredEvents(uint64_t from,
+                                                                    std::size_t max) const {
+  return backend_->ReadStoredEvents(from, max);
+}
+
+absl::StatusOr<std::optional<v1::Event>> EventLog::OldestEvent() const {
+  // Sequences start at 1; the first stored one at or after it is the oldest.
+  absl::StatusOr<std::vector<v1::Event>> oldest = backend_->ReadEvents(1, 1);
+  if (!oldest.ok()) return oldest.status();
+  if (oldest->empty()) return std::nullopt;
+  return std::move(oldest->front());
+}
+
+absl::StatusOr<std::optional<uint64_t>> EventLog::FindEventId(const std::string& source,
+                                                              const std::string& event_id) const {
+  return backend_->FindEventId(DedupKey{source, event_id});
+}
+
+absl::StatusOr<std::optional<ResourceVersion>> EventLog::FindVersion(const ResourceKey& key) const {
+  return backend_->FindVersion(key);
+}
+
+absl::StatusOr<std::vector<ResourceVersionEntry>> EventLog::ListVersions(
+    const std::string& source, const std::string& kind, const std::string& after_resource_id,
+    std::size_t max) const {
+  return backend_->ListVersions(source, kind, after_resource_id, max);
+}
+
+absl::StatusOr<std::vector<v1::QuarantineEntry>> EventLog::ReadQuarantine(uint64_t from,
+                                                                          std::size_t max) const {
+  return backend_->ReadQuarantine(from, max);
+}
+
+uint64_t EventLog::DiskBytes() const { return backend_->DiskBytes(); }
+
+absl::StatusOr<std::optional<std::string>> EventLog::GetMeta(const std::string& key) const {
+  return backend_->GetMeta(key);
+}
+
+absl::Status EventLog::PutMeta(const std::string& key, const std::string& value) {
+  return backend_->PutMeta(key, value);
+}
+
+absl::StatusOr<uint64_t> EventLog::LoadCursor(const std::string& plugin) const {
+  return backend_->LoadCursor(plugin);
+}
+
+absl::Status EventLog::WriteProgress(const std::string& plugin, const PluginProgress& progress) {
+  return backend_->WriteProgress(plugin, progress);
+}
+
+absl::StatusOr<std::vector<v1::DeadLetter>> EventLog::ReadDeadLetters(const std::string& plugin,
+                                                                      uint64_t from,
+                                                                      std::size_t max) const {
+  return backend_->ReadDeadLetters(plugin, from, max);
+}
+
+absl::Status EventLog::DeleteDeadLetters(const std::string& plugin,
+                                         const std::vector<uint64_t>& sequences) {
+  return backend_->DeleteDeadLetters(plugin, sequences);
+}
+
+absl::StatusOr<uint64_t> EventLog::CountDeadLetters(const std::string& plugin) const {
+  return backend_->CountDeadLetters(plugin);
 }
 
 }  // namespace pimgate

@@ -24,10 +24,14 @@
 #include "absl/time/time.h"
 #include "config/config.h"
 #include "core/log/log_backend.h"
+#include "core/log/log_records.h"
 #include "pimgate/v1/event.pb.h"
 #include "pimgate/v1/store.pb.h"
 
 namespace pimgate {
+
+class LogBackend;     // core/log/log_backend.h: what stores the log, private to core/log
+class RetentionTask;  // core/log/retention.h
 
 // The events of one webhook request, parsed but not yet stored. `sequence` and `stale` of the
 // events are ignored on input and set by the log.
@@ -112,9 +116,82 @@ class EventLog {
   // signal a condition variable). Thread-safe.
   void AddAppendListener(std::function<void(uint64_t head)> listener);
 
-  LogBackend& backend() { return *backend_; }
+  // ---- Reads ----------------------------------------------------------------------------------
+  // Thread-safe, and concurrent with appends and with each other. A read sees every event whose
+  // Append callback has run; it may also see events of the group commit being written at that
+  // moment (sequence > head()), which readers that must not run ahead of head() skip. Retention
+  // removes old events, so sequences below the oldest one, and holes, read as absent.
+
+  // The event with this sequence, nullopt when none is stored (never was, or trimmed).
+  absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) const;
+  // Up to `max` stored events with sequence >= `from`, in sequence order (holes skipped).
+  absl::StatusOr<std::vector<v1::Event>> ReadEvents(uint64_t from, std::size_t max) const;
+  // The same events serialized, as stored, without decoding them (the dispatcher forwards them
+  // as they are; cheaper than ReadEvents by the decoding of every event's data).
+  absl::StatusOr<std::vector<StoredEvent>> ReadStoredEvents(uint64_t from, std::size_t max) const;
+  // The oldest event still in the log, nullopt when it is empty.
+  absl::StatusOr<std::optional<v1::Event>> OldestEvent() const;
+  // The sequence of the stored event with this (source, event id), if any: an event id is known
+  // exactly as long as its event is in the log (retention removes both together).
+  absl::StatusOr<std::optional<uint64_t>> FindEventId(const std::string& source,
+                                                      const std::string& event_id) const;
+  // The newest version the log has stored for a resource, if any. Versions outlive the events
+  // that set them (retention keeps them), so staleness and reconciliation still see them.
+  absl::StatusOr<std::optional<ResourceVersion>> FindVersion(const ResourceKey& key) const;
+  // Up to `max` resources of (source, kind) whose resource_id sorts after `after_resource_id`
+  // (bytewise; "" = from the first), in that order, with their newest version: pages through
+  // every resource the log has a version for (reconciliation's deletion check).
+  absl::StatusOr<std::vector<ResourceVersionEntry>> ListVersions(
+      const std::string& source, const std::string& kind, const std::string& after_resource_id,
+      std::size_t max) const;
+  // Up to `max` quarantine entries with id >= `from`, in id order.
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> ReadQuarantine(uint64_t from,
+                                                                  std::size_t max) const;
+  // Bytes the store occupies on disk (best effort: the backend's own estimate).
+  uint64_t DiskBytes() const;
+
+  // ---- Metadata -------------------------------------------------------------------------------
+  // Small named values kept beside the log (reconciliation watermarks and run counters, paused
+  // plugins, Event Platform subscription states). Keys are namespaced by their owner
+  // ("reconcile/<source>/watermark"); values are opaque bytes. Thread-safe.
+
+  // The value stored under `key`, nullopt when none is.
+  absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) const;
+  // Stores `value` under `key`, replacing any previous value. Durability: returns OK once the
+  // value is fsynced, and with it everything the log acknowledged before (one write-ahead log),
+  // so a value that describes stored events (a watermark) never survives a crash that lost
+  // those events. Blocks for that fsync: not for I/O threads.
+  absl::Status PutMeta(const std::string& key, const std::string& value);
+
+  // ---- Dispatch records -----------------------------------------------------------------------
+  // Plugin cursors and dead letters. They belong to the dispatch module (core/dispatch): the
+  // dispatcher is their only writer and core/dispatch/dead_letters.h their only other reader;
+  // nothing else calls these. Thread-safe, and concurrent with appends. A progress write need
+  // not be fsynced: losing one only means redelivery (at-least-once), never loss.
+
+  // The plugin's persisted cursor (every event <= it is done for the plugin); 0 when none yet.
+  absl::StatusOr<uint64_t> LoadCursor(const std::string& plugin) const;
+  // Writes the plugin's new cursor (when set) and the dead letters that became final, in one
+  // atomic write: a crash keeps both or neither, so a cursor never moves past an event whose
+  // letter was lost. A letter replaces any stored one for the same sequence.
+  absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress);
+  // Up to `max` dead letters of `plugin` with event sequence >= `from`, in sequence order.
+  absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
+                                                              uint64_t from, std::size_t max) const;
+  // Deletes the plugin's dead letters of these event sequences (absent ones are ignored), in one
+  // atomic write. Not fsynced either: a deletion lost in a crash brings a letter back, never
+  // loses one.
+  absl::Status DeleteDeadLetters(const std::string& plugin, const std::vector<uint64_t>& sequences);
+  // How many dead letters `plugin` has stored now.
+  absl::StatusOr<uint64_t> CountDeadLetters(const std::string& plugin) const;
+
+  LogBackend& backend() { return *backend_; }  // TEMPORARY: removed once callers use the API
 
  private:
+  // Trims the backend (LogBackend::Trim*): the one part of core/log that needs more than the
+  // API above.
+  friend class RetentionTask;
+
   // An event as the builder needs it: what dedup and staleness look at, and the event
   // serialized (sequence and stale unset) on the thread that appended it. The builder only
   // appends the two fields it decides to the bytes (protobuf reads fields in any order).

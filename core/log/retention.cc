@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/log/log_backend.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
@@ -26,9 +27,10 @@ RetentionOptions RetentionOptions::FromConfig(const StoreConfig& store) {
   return options;
 }
 
-RetentionTask::RetentionTask(LogBackend* backend, MinCursorProvider min_cursor,
-                             RetentionOptions options)
-    : backend_(backend), min_cursor_(std::move(min_cursor)), options_(std::move(options)) {}
+RetentionTask::RetentionTask(EventLog* log, MinCursorProvider min_cursor, RetentionOptions options)
+    : backend_(log->backend_.get()),
+      min_cursor_(std::move(min_cursor)),
+      options_(std::move(options)) {}
 
 RetentionTask::~RetentionTask() { Stop(); }
 

@@ -19,7 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "config/config.h"
-#include "core/log/log_backend.h"
+#include "core/log/event_log.h"
 
 namespace pimgate {
 
@@ -67,11 +67,12 @@ struct RetentionStats {
   absl::Time last_run = absl::InfinitePast();
 };
 
-// Thread-safe. Owns one thread between Start() and Stop(). The backend must outlive the task, and
-// so must whatever `min_cursor` reads (stop the task before the dispatcher and the log).
+// Thread-safe. Owns one thread between Start() and Stop(). The log must outlive the task, and so
+// must whatever `min_cursor` reads (stop the task before the dispatcher and the log).
 class RetentionTask {
  public:
-  RetentionTask(LogBackend* backend, MinCursorProvider min_cursor, RetentionOptions options);
+  // Trims `log`'s store (through its backend: retention is part of core/log).
+  RetentionTask(EventLog* log, MinCursorProvider min_cursor, RetentionOptions options);
   ~RetentionTask();  // Stop()
 
   RetentionTask(const RetentionTask&) = delete;
@@ -99,7 +100,7 @@ class RetentionTask {
   void Loop();
   bool stopping() const;
 
-  LogBackend* const backend_;
+  LogBackend* const backend_;  // the log's
   const MinCursorProvider min_cursor_;
   const RetentionOptions options_;
 

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/glob.h"
+
 namespace pimgate {
 namespace {
 

@@ -1,7 +1,6 @@
 // Retention over a real RocksDB store: events leave only once every plugin is done with them
 // and they are old enough, their dedup entries go with them while resource versions stay, dead
 // letters and quarantine have their own ages, and disk use stays bounded under constant load.
-#include "core/dispatch/dispatcher.h"
 #include "core/log/retention.h"
 
 #include <gtest/gtest.h>
@@ -19,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "core/dispatch/dispatcher.h"
 #include "core/log/event_log.h"
 #include "core/log/rocksdb_backend.h"
 #include "google/protobuf/util/time_util.h"
@@ -57,6 +57,7 @@ class RetentionTest : public ::testing::Test {
     log_.reset();
     auto backend = OpenRocksDbBackend(dir_.File("store"), options);
     ASSERT_TRUE(backend.ok()) << backend.status();
+    store_ = backend->get();
     EventLogOptions log_options;
     log_options.sync = false;
     auto log = EventLog::Open(std::move(*backend), log_options);
@@ -73,7 +74,7 @@ class RetentionTest : public ::testing::Test {
   }
 
   std::vector<uint64_t> Sequences() {
-    absl::StatusOr<std::vector<v1::Event>> events = backend().ReadEvents(0, 100'000);
+    absl::StatusOr<std::vector<v1::Event>> events = log_->ReadEvents(0, 100'000);
     EXPECT_TRUE(events.ok()) << events.status();
     std::vector<uint64_t> out;
     if (events.ok()) {
@@ -81,8 +82,6 @@ class RetentionTest : public ::testing::Test {
     }
     return out;
   }
-
-  LogBackend& backend() { return log_->backend(); }
 
   RetentionOptions Options(absl::Duration retention) {
     RetentionOptions options;
@@ -93,6 +92,9 @@ class RetentionTest : public ::testing::Test {
 
   TempDir dir_;
   std::unique_ptr<EventLog> log_;
+  // The log's backend, kept by the test to call what only core/log and the dispatcher use: the
+  // Trim* calls retention is made of, and the dispatch records (cursors, dead letters) it reads.
+  LogBackend* store_ = nullptr;
 };
 
 TEST_F(RetentionTest, TrimEventsStopsAtCursorThenAtFirstEventTooNew) {
@@ -104,19 +106,19 @@ TEST_F(RetentionTest, TrimEventsStopsAtCursorThenAtFirstEventTooNew) {
   ASSERT_EQ(Append(std::move(events)).accepted, 10u);
 
   // Older than 3.5 s means sequences 1..7, but the cursor allows 1..5 only.
-  absl::StatusOr<uint64_t> n = backend().TrimEvents(5, MicrosBefore(absl::Milliseconds(3500)), 100);
+  absl::StatusOr<uint64_t> n = store_->TrimEvents(5, MicrosBefore(absl::Milliseconds(3500)), 100);
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(*n, 5u);
   EXPECT_EQ(Sequences(), (std::vector<uint64_t>{6, 7, 8, 9, 10}));
 
   // With every plugin done, age decides: 6 and 7 go, 8 (received 3 s ago) stays.
-  n = backend().TrimEvents(10, MicrosBefore(absl::Milliseconds(3500)), 100);
+  n = store_->TrimEvents(10, MicrosBefore(absl::Milliseconds(3500)), 100);
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(*n, 2u);
   EXPECT_EQ(Sequences(), (std::vector<uint64_t>{8, 9, 10}));
 
   // max_events bounds one call.
-  n = backend().TrimEvents(10, MicrosBefore(absl::ZeroDuration()) + 1, 2);
+  n = store_->TrimEvents(10, MicrosBefore(absl::ZeroDuration()) + 1, 2);
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(*n, 2u);
   EXPECT_EQ(Sequences(), (std::vector<uint64_t>{10}));
@@ -127,7 +129,7 @@ TEST_F(RetentionTest, TrimStopsAtFirstTooNewEventEvenIfOlderOnesFollow) {
   // so the log stays a contiguous range of sequences.
   Append({MakeEvent("a", "r1", absl::Hours(2)), MakeEvent("b", "r2", absl::Seconds(1)),
           MakeEvent("c", "r3", absl::Hours(2))});
-  absl::StatusOr<uint64_t> n = backend().TrimEvents(100, MicrosBefore(absl::Hours(1)), 100);
+  absl::StatusOr<uint64_t> n = store_->TrimEvents(100, MicrosBefore(absl::Hours(1)), 100);
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(*n, 1u);
   EXPECT_EQ(Sequences(), (std::vector<uint64_t>{2, 3}));
@@ -140,9 +142,9 @@ TEST_F(RetentionTest, RetentionTaskTakesTheLowestCursorAndTheInjectedClock) {
   }
   Append(std::move(events));
   // Two plugins: one done up to 5, one up to 3.
-  ASSERT_TRUE(backend().WriteProgress("fast", PluginProgress{5, {}}).ok());
-  ASSERT_TRUE(backend().WriteProgress("slow", PluginProgress{3, {}}).ok());
-  RetentionTask task(&backend(), PluginsMinCursor({"fast", "slow"}, &backend(), nullptr),
+  ASSERT_TRUE(store_->WriteProgress("fast", PluginProgress{5, {}}).ok());
+  ASSERT_TRUE(store_->WriteProgress("slow", PluginProgress{3, {}}).ok());
+  RetentionTask task(log_.get(), PluginsMinCursor({"fast", "slow"}, log_.get(), nullptr),
                      Options(absl::Hours(1)));
   absl::StatusOr<RetentionPass> pass = task.RunOnce();
   ASSERT_TRUE(pass.ok()) << pass.status();
@@ -150,16 +152,16 @@ TEST_F(RetentionTest, RetentionTaskTakesTheLowestCursorAndTheInjectedClock) {
   EXPECT_EQ(Sequences(), (std::vector<uint64_t>{4, 5, 6}));
 
   // A plugin without a cursor yet (a new one) holds everything back.
-  RetentionTask with_new_plugin(&backend(),
-                                PluginsMinCursor({"fast", "slow", "new"}, &backend(), nullptr),
+  RetentionTask with_new_plugin(log_.get(),
+                                PluginsMinCursor({"fast", "slow", "new"}, log_.get(), nullptr),
                                 Options(absl::Hours(1)));
-  ASSERT_TRUE(backend().WriteProgress("slow", PluginProgress{6, {}}).ok());
+  ASSERT_TRUE(store_->WriteProgress("slow", PluginProgress{6, {}}).ok());
   pass = with_new_plugin.RunOnce();
   ASSERT_TRUE(pass.ok()) << pass.status();
   EXPECT_EQ(pass->events, 0u);
 
   // Events younger than the retention stay even when every plugin is done.
-  RetentionTask long_retention(&backend(), PluginsMinCursor({"fast", "slow"}, &backend(), nullptr),
+  RetentionTask long_retention(log_.get(), PluginsMinCursor({"fast", "slow"}, log_.get(), nullptr),
                                Options(absl::Hours(11)));
   pass = long_retention.RunOnce();
   ASSERT_TRUE(pass.ok()) << pass.status();
@@ -171,8 +173,8 @@ TEST_F(RetentionTest, RetentionTaskTakesTheLowestCursorAndTheInjectedClock) {
 
 TEST_F(RetentionTest, WithoutPluginsAgeAloneDecides) {
   Append({MakeEvent("old", "r1", absl::Hours(3)), MakeEvent("new", "r2", absl::Minutes(1))});
-  ASSERT_EQ(PluginsMinCursor({}, &backend(), nullptr)().value(), std::nullopt);
-  RetentionTask task(&backend(), PluginsMinCursor({}, &backend(), nullptr),
+  ASSERT_EQ(PluginsMinCursor({}, log_.get(), nullptr)().value(), std::nullopt);
+  RetentionTask task(log_.get(), PluginsMinCursor({}, log_.get(), nullptr),
                      Options(absl::Hours(1)));
   absl::StatusOr<RetentionPass> pass = task.RunOnce();
   ASSERT_TRUE(pass.ok()) << pass.status();
@@ -187,10 +189,10 @@ TEST_F(RetentionTest, CursorErrorKeepsEventsButStillTrimsDeadLetters) {
   *letter.mutable_event() = MakeEvent("old", "r1", absl::Hours(3));
   letter.mutable_event()->set_sequence(1);
   *letter.mutable_dead_at() = TimeUtil::MicrosecondsToTimestamp(MicrosBefore(absl::Hours(24 * 40)));
-  ASSERT_TRUE(backend().WriteProgress("p", PluginProgress{std::nullopt, {letter}}).ok());
+  ASSERT_TRUE(store_->WriteProgress("p", PluginProgress{std::nullopt, {letter}}).ok());
 
   RetentionTask task(
-      &backend(),
+      log_.get(),
       []() -> absl::StatusOr<std::optional<uint64_t>> {
         return absl::UnavailableError("cursor store down");
       },
@@ -199,7 +201,7 @@ TEST_F(RetentionTest, CursorErrorKeepsEventsButStillTrimsDeadLetters) {
   EXPECT_FALSE(pass.ok());
   EXPECT_NE(pass.status().message().find("cursor store down"), absl::string_view::npos);
   EXPECT_EQ(Sequences(), (std::vector<uint64_t>{1}));
-  EXPECT_TRUE(backend().ReadDeadLetters("p", 0, 10)->empty());
+  EXPECT_TRUE(store_->ReadDeadLetters("p", 0, 10)->empty());
   EXPECT_EQ(task.stats().failures, 1u);
   EXPECT_EQ(task.stats().dead_letters_trimmed, 1u);
 }
@@ -210,13 +212,13 @@ TEST_F(RetentionTest, DedupEntriesLeaveWithTheirEvents) {
   AppendResult again = Append(
       {MakeEvent("resent", "r1", absl::Hours(3)), MakeEvent("kept", "r2", absl::Minutes(1))});
   EXPECT_EQ(again.duplicates, 2u);
-  EXPECT_TRUE(backend().FindEventId(DedupKey{"pim", "resent"})->has_value());
+  EXPECT_TRUE(log_->FindEventId("pim", "resent")->has_value());
 
-  absl::StatusOr<uint64_t> n = backend().TrimEvents(100, MicrosBefore(absl::Hours(1)), 100);
+  absl::StatusOr<uint64_t> n = store_->TrimEvents(100, MicrosBefore(absl::Hours(1)), 100);
   ASSERT_TRUE(n.ok()) << n.status();
   ASSERT_EQ(*n, 1u);
-  EXPECT_FALSE(backend().FindEventId(DedupKey{"pim", "resent"})->has_value());
-  EXPECT_TRUE(backend().FindEventId(DedupKey{"pim", "kept"})->has_value());
+  EXPECT_FALSE(log_->FindEventId("pim", "resent")->has_value());
+  EXPECT_TRUE(log_->FindEventId("pim", "kept")->has_value());
 
   // After the retention, a re-sent old id is a new event; the younger one is still known.
   AppendResult after = Append(
@@ -225,15 +227,15 @@ TEST_F(RetentionTest, DedupEntriesLeaveWithTheirEvents) {
   EXPECT_EQ(after.duplicates, 1u);
   EXPECT_EQ(after.first_sequence, 3u);
   // The new entry belongs to the new event, and a later trim of it removes that one.
-  EXPECT_EQ(backend().FindEventId(DedupKey{"pim", "resent"}).value(), std::optional<uint64_t>(3));
+  EXPECT_EQ(log_->FindEventId("pim", "resent").value(), std::optional<uint64_t>(3));
 }
 
 TEST_F(RetentionTest, ResourceVersionsOutliveTheirEvents) {
   // The newest version of r1 (version 2 h ago) arrives, then leaves the log.
   Append({MakeEvent("v2", "r1", absl::Hours(3), absl::Hours(2))});
-  ASSERT_EQ(backend().TrimEvents(100, MicrosBefore(absl::Hours(1)), 100).value(), 1u);
+  ASSERT_EQ(store_->TrimEvents(100, MicrosBefore(absl::Hours(1)), 100).value(), 1u);
   EXPECT_TRUE(Sequences().empty());
-  EXPECT_TRUE(backend().FindVersion(ResourceKey{"pim", "product", "r1"})->has_value());
+  EXPECT_TRUE(log_->FindVersion(ResourceKey{"pim", "product", "r1"})->has_value());
   // An older version arriving late is still recognised as stale.
   AppendResult late = Append({MakeEvent("v1", "r1", absl::Minutes(1), absl::Hours(5))});
   EXPECT_EQ(late.accepted, 1u);
@@ -242,7 +244,7 @@ TEST_F(RetentionTest, ResourceVersionsOutliveTheirEvents) {
 
 TEST_F(RetentionTest, SequencesContinueAfterEverythingWasTrimmedAndTheStoreReopened) {
   Append({MakeEvent("a", "r1", absl::Hours(3)), MakeEvent("b", "r2", absl::Hours(3))});
-  ASSERT_EQ(backend().TrimEvents(100, MicrosBefore(absl::Hours(1)), 100).value(), 2u);
+  ASSERT_EQ(store_->TrimEvents(100, MicrosBefore(absl::Hours(1)), 100).value(), 2u);
   Open();
   EXPECT_EQ(log_->head(), 2u);
   EXPECT_EQ(Append({MakeEvent("c", "r3", absl::Seconds(1))}).first_sequence, 3u);
@@ -257,26 +259,26 @@ TEST_F(RetentionTest, DeadLettersHaveTheirOwnRetention) {
     *l.mutable_dead_at() = TimeUtil::MicrosecondsToTimestamp(MicrosBefore(age));
     return l;
   };
-  ASSERT_TRUE(backend()
-                  .WriteProgress("a", PluginProgress{std::nullopt,
-                                                     {letter("a", 1, absl::Hours(24 * 31)),
-                                                      letter("a", 2, absl::Hours(24 * 29)),
-                                                      letter("a", 3, absl::Hours(24 * 40))}})
+  ASSERT_TRUE(store_
+                  ->WriteProgress("a", PluginProgress{std::nullopt,
+                                                      {letter("a", 1, absl::Hours(24 * 31)),
+                                                       letter("a", 2, absl::Hours(24 * 29)),
+                                                       letter("a", 3, absl::Hours(24 * 40))}})
                   .ok());
   ASSERT_TRUE(
-      backend()
-          .WriteProgress("b", PluginProgress{std::nullopt, {letter("b", 1, absl::Hours(24 * 35))}})
+      store_
+          ->WriteProgress("b", PluginProgress{std::nullopt, {letter("b", 1, absl::Hours(24 * 35))}})
           .ok());
   RetentionOptions options = Options(absl::Hours(1));
   options.dead_letter_retention = absl::Hours(24 * 30);
-  RetentionTask task(&backend(), PluginsMinCursor({}, &backend(), nullptr), options);
+  RetentionTask task(log_.get(), PluginsMinCursor({}, log_.get(), nullptr), options);
   absl::StatusOr<RetentionPass> pass = task.RunOnce();
   ASSERT_TRUE(pass.ok()) << pass.status();
   EXPECT_EQ(pass->dead_letters, 3u);
-  std::vector<v1::DeadLetter> left = backend().ReadDeadLetters("a", 0, 10).value();
+  std::vector<v1::DeadLetter> left = store_->ReadDeadLetters("a", 0, 10).value();
   ASSERT_EQ(left.size(), 1u);
   EXPECT_EQ(left[0].event().sequence(), 2u);
-  EXPECT_TRUE(backend().ReadDeadLetters("b", 0, 10)->empty());
+  EXPECT_TRUE(store_->ReadDeadLetters("b", 0, 10)->empty());
 }
 
 TEST_F(RetentionTest, QuarantineHasItsOwnRetention) {
@@ -292,11 +294,11 @@ TEST_F(RetentionTest, QuarantineHasItsOwnRetention) {
   Append({}, {entry(absl::Hours(24 * 2))});
   RetentionOptions options = Options(absl::Hours(1));
   options.quarantine_retention = absl::Hours(24 * 30);
-  RetentionTask task(&backend(), PluginsMinCursor({}, &backend(), nullptr), options);
+  RetentionTask task(log_.get(), PluginsMinCursor({}, log_.get(), nullptr), options);
   absl::StatusOr<RetentionPass> pass = task.RunOnce();
   ASSERT_TRUE(pass.ok()) << pass.status();
   EXPECT_EQ(pass->quarantine, 2u);
-  std::vector<v1::QuarantineEntry> left = backend().ReadQuarantine(0, 10).value();
+  std::vector<v1::QuarantineEntry> left = log_->ReadQuarantine(0, 10).value();
   ASSERT_EQ(left.size(), 1u);
   EXPECT_EQ(left[0].id(), 3u);
 }
@@ -309,7 +311,7 @@ TEST_F(RetentionTest, LargeBacklogIsTrimmedInBatchesWithinOnePass) {
   Append(std::move(events));
   RetentionOptions options = Options(absl::Hours(1));
   options.batch = 300;
-  RetentionTask task(&backend(), PluginsMinCursor({}, &backend(), nullptr), options);
+  RetentionTask task(log_.get(), PluginsMinCursor({}, log_.get(), nullptr), options);
   EXPECT_EQ(task.RunOnce().value().events, 2'500u);
   EXPECT_TRUE(Sequences().empty());
 }
@@ -323,7 +325,7 @@ TEST_F(RetentionTest, AppendsTriggerPassesWithoutWaitingForTheInterval) {
   options.trigger_events = 10;
   options.now = [] { return kNow; };
   RetentionTask task(
-      &backend(), []() -> absl::StatusOr<std::optional<uint64_t>> { return std::nullopt; },
+      log_.get(), []() -> absl::StatusOr<std::optional<uint64_t>> { return std::nullopt; },
       options);
   log_->AddAppendListener(task.AppendListener());
   task.Start();
@@ -385,7 +387,7 @@ TEST_F(RetentionTest, DiskUseStaysBoundedUnderConstantLoad) {
   EventLog* log = log_.get();
   // One plugin that keeps up: its cursor is the head.
   RetentionTask task(
-      &backend(), [log]() -> absl::StatusOr<std::optional<uint64_t>> { return log->head(); },
+      log_.get(), [log]() -> absl::StatusOr<std::optional<uint64_t>> { return log->head(); },
       options);
   log->AddAppendListener(task.AppendListener());
   task.Start();
@@ -399,8 +401,8 @@ TEST_F(RetentionTest, DiskUseStaysBoundedUnderConstantLoad) {
     return hex;
   };
   const auto in_log = [&]() -> uint64_t {
-    const std::vector<v1::Event> oldest = backend().ReadEvents(0, 1).value();
-    return oldest.empty() ? 0 : log->head() - oldest[0].sequence() + 1;
+    const std::optional<v1::Event> oldest = log_->OldestEvent().value();
+    return oldest ? log->head() - oldest->sequence() + 1 : 0;
   };
 
   uint64_t appended = 0;
@@ -436,7 +438,7 @@ TEST_F(RetentionTest, DiskUseStaysBoundedUnderConstantLoad) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     if (requests % kSampleEveryRequests == 0) {
-      const uint64_t disk = backend().DiskBytes();
+      const uint64_t disk = log_->DiskBytes();
       max_disk = std::max(max_disk, disk);
       if (requests % (kSampleEveryRequests * 32) == 0) {
         std::printf("[ retention ] appended=%8llu (%6.1f MiB) in_log=%6llu disk=%6.1f MiB\n",
@@ -445,7 +447,7 @@ TEST_F(RetentionTest, DiskUseStaysBoundedUnderConstantLoad) {
       }
     }
   }
-  max_disk = std::max(max_disk, backend().DiskBytes());
+  max_disk = std::max(max_disk, log_->DiskBytes());
   task.Stop();
   const RetentionStats stats = task.stats();
   std::printf(
