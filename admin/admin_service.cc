@@ -23,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "common/glob.h"
 #include "core/dispatch/event_filter.h"
 #include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"

@@ -29,6 +29,7 @@
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "tests/testing/recording_plugin.h"
 #include "tests/testing/test_env.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate {
 namespace {
@@ -107,7 +108,7 @@ class AdminServiceTest : public ::testing::Test {
 
   static AdminConfig LocalConfig() {
     AdminConfig config;
-    config.listen = "127.0.0.1:0";
+    config.listen = testing::ListenAt("127.0.0.1:0");
     config.token = Secret{kToken, "inline"};
     return config;
   }
@@ -402,7 +403,7 @@ TEST_F(AdminServiceTest, ReflectionListsServicesAndDescribesAdmin) {
 
 TEST_F(AdminServiceTest, UnixSocketListenerIsOwnerOnly) {
   AdminConfig config = LocalConfig();
-  config.listen = "unix:" + dir_.File("admin.sock");
+  config.listen = testing::ListenAt("unix:" + dir_.File("admin.sock"));
   StartAdmin({}, config);
   EXPECT_EQ(admin_->port(), 0);
   EXPECT_EQ(admin_->target(), "unix:" + dir_.File("admin.sock"));
@@ -442,7 +443,7 @@ TEST_F(AdminServiceTest, TlsListener) {
 
 TEST_F(AdminServiceTest, PortHeldByAnotherServerIsRefused) {
   AdminConfig config = LocalConfig();
-  config.listen = absl::StrCat("127.0.0.1:", admin_->port());
+  config.listen = testing::ListenAt(absl::StrCat("127.0.0.1:", admin_->port()));
   auto second = AdminServer::Start(config, {log_.get(), nullptr, nullptr, nullptr});
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
@@ -496,7 +497,7 @@ TEST(AdminGatewayStatsTest, SourcesCountAnswersAndEvents) {
   options.tls = false;
   testing::GatewayHarness harness(options);
   AdminConfig config;
-  config.listen = "127.0.0.1:0";
+  config.listen = testing::ListenAt("127.0.0.1:0");
   auto admin = AdminServer::Start(config, {&harness.log(), nullptr, nullptr, &harness.gateway()});
   ASSERT_TRUE(admin.ok()) << admin.status();
   testing::HttpClient client = harness.Client();
@@ -1058,7 +1059,7 @@ TEST_F(AdminServiceTest, ReconcileNeedsTheReconciler) {
 
 TEST(AdminWithoutPartsTest, MissingPartsAreFailedPrecondition) {
   AdminConfig config;
-  config.listen = "127.0.0.1:0";
+  config.listen = testing::ListenAt("127.0.0.1:0");
   auto admin = AdminServer::Start(config, {});
   ASSERT_TRUE(admin.ok());
   auto stub = v1::Admin::NewStub(

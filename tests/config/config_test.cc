@@ -112,7 +112,7 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   ASSERT_TRUE(config.ok()) << config.status();
 
   const GatewayConfig& gateway = config->gateway;
-  EXPECT_EQ(gateway.listen, "0.0.0.0:8443");
+  EXPECT_EQ(gateway.listen.text(), "0.0.0.0:8443");
   EXPECT_FALSE(gateway.tls.has_value());
   EXPECT_EQ(gateway.threads, 0);
   EXPECT_EQ(gateway.body_limit, 4u * 1024 * 1024);
@@ -145,8 +145,8 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_FALSE(source.secondary_secret.has_value());
   EXPECT_FALSE(source.timestamp_tolerance.has_value());
 
-  EXPECT_EQ(config->log.level, "info");
-  EXPECT_EQ(config->log.format, "text");
+  EXPECT_EQ(config->log.level, LogLevel::kInfo);
+  EXPECT_EQ(config->log.format, LogFormat::kText);
 
   EXPECT_TRUE(config->plugins.empty());
   EXPECT_EQ(config->runtime.runtime_dir, "/var/lib/pimgate/run");
@@ -202,11 +202,11 @@ log:
   ASSERT_TRUE(config.ok()) << config.status();
 
   const GatewayConfig& gateway = config->gateway;
-  EXPECT_EQ(gateway.listen, "127.0.0.1:9443");
+  EXPECT_EQ(gateway.listen.text(), "127.0.0.1:9443");
   ASSERT_TRUE(gateway.tls.has_value());
   EXPECT_EQ(gateway.tls->cert_file, cert);
   EXPECT_EQ(gateway.tls->key_file, key);
-  EXPECT_EQ(gateway.tls->min_version, "1.3");
+  EXPECT_EQ(gateway.tls->min_version, TlsVersion::kTls1_3);
   EXPECT_EQ(gateway.threads, 4);
   EXPECT_EQ(gateway.body_limit, 512u * 1024);
   EXPECT_EQ(gateway.header_limit, 8192u);
@@ -240,8 +240,8 @@ log:
   EXPECT_EQ(config->sources[1].path, "/hooks/platform");
   EXPECT_EQ(config->sources[1].secret.value, "three");
 
-  EXPECT_EQ(config->log.level, "debug");
-  EXPECT_EQ(config->log.format, "json");
+  EXPECT_EQ(config->log.level, LogLevel::kDebug);
+  EXPECT_EQ(config->log.format, LogFormat::kJson);
 }
 
 TEST_F(ConfigTest, TlsMinVersionDefaultsTo12) {
@@ -251,14 +251,14 @@ TEST_F(ConfigTest, TlsMinVersionDefaultsTo12) {
       "gateway:\n  tls:\n    cert_file: ", cert, "\n    key_file: ", key, "\n", kMinimal));
   ASSERT_TRUE(config.ok()) << config.status();
   ASSERT_TRUE(config->gateway.tls.has_value());
-  EXPECT_EQ(config->gateway.tls->min_version, "1.2");
+  EXPECT_EQ(config->gateway.tls->min_version, TlsVersion::kTls1_2);
 }
 
 TEST_F(ConfigTest, EmptySectionsKeepDefaults) {
   absl::StatusOr<Config> config = LoadConfigString(absl::StrCat("gateway:\nlog: {}\n", kMinimal));
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->gateway.listen, "0.0.0.0:8443");
-  EXPECT_EQ(config->log.level, "info");
+  EXPECT_EQ(config->gateway.listen.text(), "0.0.0.0:8443");
+  EXPECT_EQ(config->log.level, LogLevel::kInfo);
 }
 
 TEST_F(ConfigTest, ByteSizesAndBooleanSpellings) {
@@ -270,7 +270,7 @@ TEST_F(ConfigTest, ByteSizesAndBooleanSpellings) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->gateway.body_limit, 10'000u);
   EXPECT_EQ(config->gateway.header_limit, 1'000'000u);
-  EXPECT_EQ(config->log.level, "warn");
+  EXPECT_EQ(config->log.level, LogLevel::kWarn);
 
   for (const char* spelling : {"false", "False", "FALSE"}) {
     absl::StatusOr<Config> off = LoadConfigString(
@@ -288,11 +288,11 @@ TEST_F(ConfigTest, ByteSizesAndBooleanSpellings) {
 
 TEST_F(ConfigTest, ListenAcceptsHostsAndPorts) {
   for (const char* listen : {"0.0.0.0:8443", "localhost:0", "127.0.0.1:65535", "[::1]:8443",
-                             "[::]:443", "example.com:80"}) {
+                             "[::]:443"}) {
     absl::StatusOr<Config> config =
         LoadConfigString(absl::StrCat("gateway:\n  listen: \"", listen, "\"\n", kMinimal));
     ASSERT_TRUE(config.ok()) << listen << ": " << config.status();
-    EXPECT_EQ(config->gateway.listen, listen);
+    EXPECT_EQ(config->gateway.listen.text(), listen);
   }
 }
 
@@ -1425,7 +1425,7 @@ TEST_F(ConfigTest, AdminDefaults) {
   absl::StatusOr<Config> config = LoadConfigString(kMinimal);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(config->admin.enabled);
-  EXPECT_EQ(config->admin.listen, "127.0.0.1:7070");
+  EXPECT_EQ(config->admin.listen.text(), "127.0.0.1:7070");
   EXPECT_FALSE(config->admin.token.has_value());
   EXPECT_FALSE(config->admin.tls.has_value());
   EXPECT_FALSE(config->admin.allow_insecure_remote);
@@ -1442,7 +1442,7 @@ TEST_F(ConfigTest, EveryAdminKeySet) {
   ASSERT_TRUE(config.ok()) << config.status();
   const AdminConfig& admin = config->admin;
   EXPECT_FALSE(admin.enabled);
-  EXPECT_EQ(admin.listen, "0.0.0.0:7443");
+  EXPECT_EQ(admin.listen.text(), "0.0.0.0:7443");
   ASSERT_TRUE(admin.token.has_value());
   EXPECT_EQ(admin.token->value, "t0ken-from-env");
   EXPECT_EQ(admin.token->Describe(), "env:PIMGATE_TEST_ADMIN_TOKEN");
@@ -1473,7 +1473,7 @@ TEST_F(ConfigTest, AdminLocalListenersNeedNoTokenNorTls) {
     absl::StatusOr<Config> config =
         LoadConfigString(absl::StrCat(kMinimal, "admin:\n  listen: \"", listen, "\"\n"));
     ASSERT_TRUE(config.ok()) << listen << ": " << config.status();
-    EXPECT_EQ(config->admin.listen, listen);
+    EXPECT_EQ(config->admin.listen.text(), listen);
   }
 }
 
@@ -1589,7 +1589,7 @@ TEST_F(ConfigTest, RetentionAndMetricsDefaults) {
   EXPECT_EQ(config->store.quarantine_retention, seconds(30 * 24 * 3600));
   EXPECT_EQ(config->store.retention_interval, milliseconds(60'000));
   EXPECT_TRUE(config->metrics.enabled);
-  EXPECT_EQ(config->metrics.listen, "127.0.0.1:9464");
+  EXPECT_EQ(config->metrics.listen.text(), "127.0.0.1:9464");
 }
 
 TEST_F(ConfigTest, RetentionAndMetricsKeysSet) {
@@ -1614,7 +1614,7 @@ sources:
   EXPECT_EQ(config->store.quarantine_retention, seconds(60 * 3600));
   EXPECT_EQ(config->store.retention_interval, milliseconds(250));
   EXPECT_FALSE(config->metrics.enabled);
-  EXPECT_EQ(config->metrics.listen, "[::1]:0");
+  EXPECT_EQ(config->metrics.listen.text(), "[::1]:0");
 }
 
 TEST_F(ConfigTest, RetentionAndMetricsErrorsNameTheKey) {
@@ -1651,7 +1651,7 @@ TEST_F(ConfigTest, RestDefaultsAndReconcileDefaults) {
   const SourceConfig& source = config->sources[0];
   ASSERT_TRUE(source.rest.has_value());
   const RestConfig& rest = *source.rest;
-  EXPECT_EQ(rest.base_url, "https://pim.example.com");
+  EXPECT_EQ(rest.base_url.spec(), "https://pim.example.com");
   EXPECT_EQ(rest.client_id, "client-1");
   EXPECT_EQ(rest.secret.value, "rest-secret-value");
   EXPECT_EQ(rest.secret.origin, "inline");
@@ -1665,7 +1665,7 @@ TEST_F(ConfigTest, RestDefaultsAndReconcileDefaults) {
   EXPECT_TRUE(rest.ca_file.empty());
   EXPECT_FALSE(rest.insecure_skip_verify);
   EXPECT_FALSE(rest.allow_insecure_http);
-  EXPECT_TRUE(rest.timezone.empty());  // learned from the PIM's `updated` values
+  EXPECT_FALSE(rest.timezone.has_value());  // learned from the PIM's `updated` values
   // `rest` without `reconcile`: reconciliation runs with the defaults.
   ASSERT_TRUE(source.reconcile.has_value());
   EXPECT_EQ(source.reconcile->interval, std::chrono::minutes(15));
@@ -1711,7 +1711,7 @@ TEST_F(ConfigTest, EveryRestAndReconcileKeySet) {
 )"));
   ASSERT_TRUE(config.ok()) << config.status();
   const RestConfig& rest = *config->sources[0].rest;
-  EXPECT_EQ(rest.base_url, "https://pim.example.com:8443");
+  EXPECT_EQ(rest.base_url.spec(), "https://pim.example.com:8443");
   EXPECT_EQ(rest.secret.value, "from-env");
   EXPECT_EQ(rest.secret.origin, "env:PIMGATE_TEST_REST_SECRET");
   EXPECT_EQ(rest.password.value, "from-file");
@@ -1739,19 +1739,20 @@ TEST_F(ConfigTest, RestOverPlainHttpNeedsOptIn) {
   absl::StatusOr<Config> config =
       LoadConfigString(WithRest("      allow_insecure_http: true\n", "http://127.0.0.1:8080"));
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->sources[0].rest->base_url, "http://127.0.0.1:8080");
+  EXPECT_EQ(config->sources[0].rest->base_url.spec(), "http://127.0.0.1:8080");
   EXPECT_TRUE(config->sources[0].rest->allow_insecure_http);
   for (const char* zone : {"-05:00", "+05:30", "America/New_York", "UTC"}) {
     config = LoadConfigString(WithRest(absl::StrCat("      timezone: \"", zone, "\"\n")));
     ASSERT_TRUE(config.ok()) << zone << ": " << config.status();
-    EXPECT_EQ(config->sources[0].rest->timezone, zone);
+    ASSERT_TRUE(config->sources[0].rest->timezone.has_value());
+    EXPECT_EQ(config->sources[0].rest->timezone->name, zone);
   }
   config = LoadConfigString(WithRest("      timezone: -05:00\n"));  // unquoted works too
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->sources[0].rest->timezone, "-05:00");
+  EXPECT_EQ(config->sources[0].rest->timezone->name, "-05:00");
   config = LoadConfigString(WithRest("      insecure_skip_verify: true\n", "https://[::1]:8443"));
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->sources[0].rest->base_url, "https://[::1]:8443");
+  EXPECT_EQ(config->sources[0].rest->base_url.spec(), "https://[::1]:8443");
   EXPECT_TRUE(config->sources[0].rest->insecure_skip_verify);
 }
 
@@ -1918,7 +1919,7 @@ TEST_F(ConfigTest, PlatformDefaults) {
   ASSERT_TRUE(config.ok()) << config.status();
   ASSERT_TRUE(config->sources[0].platform.has_value());
   const PlatformConfig& platform = *config->sources[0].platform;
-  EXPECT_EQ(platform.api_url, "https://event.prd.sdk.akeneo.cloud/api/v1");
+  EXPECT_EQ(platform.api_url.spec(), "https://event.prd.sdk.akeneo.cloud/api/v1");
   EXPECT_EQ(platform.subscriber_name, "pimgate akeneo-platform");
   EXPECT_TRUE(platform.technical_email.empty());
   EXPECT_FALSE(platform.auto_resume);
@@ -1954,7 +1955,7 @@ TEST_F(ConfigTest, EveryPlatformKeySet) {
                                                                                ca, "\n")));
   ASSERT_TRUE(config.ok()) << config.status();
   const PlatformConfig& platform = *config->sources[0].platform;
-  EXPECT_EQ(platform.api_url, "https://event.example.com:8443/api/v1");
+  EXPECT_EQ(platform.api_url.spec(), "https://event.example.com:8443/api/v1");
   EXPECT_EQ(platform.subscriber_name, "pimgate production");
   EXPECT_EQ(platform.technical_email, "ops@example.com");
   EXPECT_TRUE(platform.auto_resume);
@@ -1989,7 +1990,7 @@ TEST_F(ConfigTest, PlatformKeyErrors) {
       LoadConfigString(PlatformSource("    platform:\n      api_url: http://127.0.0.1:9/api/v1\n   "
                                       "   allow_insecure_http: true\n"));
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->sources[0].platform->api_url, "http://127.0.0.1:9/api/v1");
+  EXPECT_EQ(config->sources[0].platform->api_url.spec(), "http://127.0.0.1:9/api/v1");
   EXPECT_EQ(error("      api_url: event.prd.sdk.akeneo.cloud\n"),
             prefix +
                 "api_url: must start with https:// (http:// only with allow_insecure_http: "

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "tests/testing/test_env.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate {
 namespace {
@@ -112,7 +113,7 @@ class ExpectContinueTest : public ::testing::Test {
     cert_ = testing::MakeSelfSignedCert(dir_.path());
     GatewayHarness::Options options;
     options.tweak = [this](Config& config) {
-      config.gateway.tls = TlsConfig{cert_.cert_file, cert_.key_file, "1.2"};
+      config.gateway.tls = TlsConfig{cert_.cert_file, cert_.key_file, TlsVersion::kTls1_2};
     };
     gw_.emplace(options);
   }

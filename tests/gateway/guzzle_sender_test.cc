@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "tests/testing/test_env.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate {
 namespace {
@@ -92,7 +93,7 @@ TEST(GuzzleSender, PimStackWithLargeProductsGetsEveryRequestAnswered200AndStored
   const testing::CertFiles cert = testing::MakeSelfSignedCert(dir.path());
   GatewayHarness::Options options;
   options.tweak = [&cert](Config& config) {
-    config.gateway.tls = TlsConfig{cert.cert_file, cert.key_file, "1.2"};
+    config.gateway.tls = TlsConfig{cert.cert_file, cert.key_file, TlsVersion::kTls1_2};
   };
   GatewayHarness gw(options);
   // 20 requests of 10 products of ~120 KB (about 1.3 MiB each once json_encode escapes the

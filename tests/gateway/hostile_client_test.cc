@@ -28,6 +28,7 @@
 #include "spdlog/sinks/base_sink.h"
 #include "spdlog/spdlog.h"
 #include "tests/testing/test_env.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate {
 namespace {
@@ -338,7 +339,7 @@ TEST(HostileClients, DescriptorExhaustionDoesNotSpinTheMetricsListenerAndRecover
   AcceptFailureLog log;
   MetricsRegistry registry;
   MetricsServerOptions options;
-  options.listen = "127.0.0.1:0";
+  options.listen = testing::ListenAt("127.0.0.1:0");
   auto server = MetricsServer::Start(options, &registry);
   ASSERT_TRUE(server.ok()) << server.status();
   const uint16_t port = (*server)->port();

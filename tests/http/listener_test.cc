@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate {
 namespace {
@@ -117,8 +118,8 @@ class ListenerFixture {
           held_.push_back({std::move(socket), std::move(slot), nodelay != 0});
           cv_.notify_all();
         });
-    status_ = listener_->Listen(tcp::endpoint(net::ip::make_address(address), 0),
-                                absl::StrCat(address, ":0"));
+    status_ = listener_->Listen(testing::ListenAt(
+        absl::StrCat(address.find(':') != std::string::npos ? "[" + address + "]" : address, ":0")));
     if (status_.ok()) {
       endpoint_ = tcp::endpoint(net::ip::make_address(address), listener_->port());
       thread_ = std::thread([this] { ioc_.run(); });
@@ -265,10 +266,11 @@ TEST(HttpListener, AnAddressInUseIsAnErrorNamingTheKey) {
   ASSERT_TRUE(first.status().ok()) << first.status();
   net::io_context ioc;
   HttpListener second(ioc, Options(4), [](tcp::socket, HttpListener::Slot) {});
-  const absl::Status status = second.Listen(first.endpoint(), "127.0.0.1:busy");
+  const std::string busy = absl::StrCat("localhost:", first.endpoint().port());
+  const absl::Status status = second.Listen(testing::ListenAt(busy));
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(status.message(),
-            "test.listen: cannot listen on 127.0.0.1:busy: Address already in use");
+            absl::StrCat("test.listen: cannot listen on ", busy, ": Address already in use"));
 }
 
 TEST(HttpListener, StopClosesTheListeningSocketAndLeavesConnectionsToTheirSessions) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "tests/testing/test_env.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate {
 namespace {
@@ -27,7 +28,7 @@ class MetricsServerTest : public ::testing::Test {
       return gateway_ready_.load() ? std::string() : std::string("gateway not \"listening\" yet");
     });
     MetricsServerOptions options;
-    options.listen = "127.0.0.1:0";
+    options.listen = testing::ListenAt("127.0.0.1:0");
     options.header_limit = 1024;
     auto server = MetricsServer::Start(options, &registry_);
     ASSERT_TRUE(server.ok()) << server.status();
@@ -100,7 +101,7 @@ TEST_F(MetricsServerTest, RequestsWithABodyOrHugeHeadersAreRefused) {
 
 TEST_F(MetricsServerTest, AnAddressInUseIsAnError) {
   MetricsServerOptions options;
-  options.listen = "127.0.0.1:" + std::to_string(server_->port());
+  options.listen = testing::ListenAt("127.0.0.1:" + std::to_string(server_->port()));
   auto second = MetricsServer::Start(options, &registry_);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);

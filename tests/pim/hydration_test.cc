@@ -28,6 +28,7 @@
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "tests/testing/fake_pim.h"
 #include "tests/testing/test_env.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate {
 namespace {
@@ -152,7 +153,7 @@ class HydrationTest : public ::testing::Test {
 
   std::shared_ptr<AkeneoClient> MakeClient() {
     RestConfig rest;
-    rest.base_url = pim_.base_url();
+    rest.base_url = testing::UrlOf(pim_.base_url());
     FakePim::Options defaults;
     rest.client_id = defaults.client_id;
     rest.secret.value = defaults.secret;
@@ -508,7 +509,7 @@ TEST(HydrationPim6, ProductsWithoutProductsUuidAreFetchedByIdentifier) {
   pim.PutProduct(NewUuid(), kBaseSeconds * 1'000'000LL, R"({"family":"shoes"})", uuid_like);
   pim.PutProduct(NewUuid(), kBaseSeconds * 1'000'000LL, R"({"family":"boots"})", "sku-6");
   RestConfig rest;
-  rest.base_url = pim.base_url();
+  rest.base_url = testing::UrlOf(pim.base_url());
   rest.client_id = options.client_id;
   rest.secret.value = options.secret;
   rest.username = options.username;

@@ -19,6 +19,7 @@
 #include "tests/testing/fake_pim.h"
 #include "tests/testing/test_env.h"
 #include "tests/testing/test_http_server.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate::testing {
 namespace {
@@ -33,7 +34,7 @@ constexpr char kProductDeleted[] = "com.akeneo.pim.v1.product.deleted";
 
 RestConfig RestFor(const FakePim& pim) {
   RestConfig rest;
-  rest.base_url = pim.base_url();
+  rest.base_url = testing::UrlOf(pim.base_url());
   rest.client_id = pim.options().client_id;
   rest.secret = Secret{pim.options().secret, "inline"};
   rest.username = pim.options().username;
@@ -46,7 +47,7 @@ RestConfig RestFor(const FakePim& pim) {
 
 PlatformConfig ConfigFor(const FakeEventPlatform& platform) {
   PlatformConfig config;
-  config.api_url = platform.api_url();
+  config.api_url = testing::UrlOf(platform.api_url(), /*allow_path=*/true);
   config.ca_file = platform.cert_file();
   config.max_attempts = 4;
   config.initial_backoff = milliseconds(10);
@@ -244,7 +245,7 @@ TEST_F(PlatformClientTest, EveryRequestCarriesThePimHeaders) {
   // a call that succeeds carried them; a PIM URL it does not know is refused.
   NewSubscriber();
   absl::StatusOr<std::unique_ptr<PlatformClient>> other = PlatformClient::Create(
-      ConfigFor(platform_), "https://other-pim.example.com", rest_.client_id,
+      ConfigFor(platform_), testing::UrlOf("https://other-pim.example.com"), rest_.client_id,
       [this](std::string_view rejected) { return akeneo_->AccessToken(rejected); });
   ASSERT_TRUE(other.ok()) << other.status();
   absl::StatusOr<std::vector<PlatformSubscriber>> list = (*other)->ListSubscribers();
@@ -604,7 +605,7 @@ TEST_F(PlatformClientTest, NoTokenOrSecretInMessages) {
     return response;
   });
   PlatformConfig config = ConfigFor(platform_);
-  config.api_url = echo.base_url() + "/api/v1";
+  config.api_url = testing::UrlOf(echo.base_url() + "/api/v1", /*allow_path=*/true);
   config.ca_file = echo.cert_file();
   std::unique_ptr<PlatformClient> client = NewClient(config);
   PlatformSubscriptionRequest request = HttpsSubscription("https://pimgate.example.com/hooks");
@@ -629,7 +630,7 @@ TEST_F(PlatformClientTest, ShutdownCancelsCalls) {
 
 TEST_F(PlatformClientTest, CreateRefusesPlainHttpWithoutOptIn) {
   PlatformConfig config = ConfigFor(platform_);
-  config.api_url = "http://127.0.0.1:9/api/v1";
+  config.api_url = testing::UrlOf("http://127.0.0.1:9/api/v1", /*allow_path=*/true);
   absl::StatusOr<std::unique_ptr<PlatformClient>> client =
       PlatformClient::Create(config, rest_, *akeneo_);
   EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);

@@ -19,6 +19,7 @@
 #include "tests/testing/fake_pim.h"
 #include "tests/testing/test_env.h"
 #include "tests/testing/test_http_server.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate::testing {
 namespace {
@@ -76,7 +77,7 @@ class PlatformDeliveryTest : public ::testing::Test {
     if (tweak) tweak(options);
     platform_ = std::make_unique<FakeEventPlatform>(options);
     RestConfig rest;
-    rest.base_url = pim_.base_url();
+    rest.base_url = testing::UrlOf(pim_.base_url());
     rest.client_id = pim_.options().client_id;
     rest.secret = Secret{pim_.options().secret, "inline"};
     rest.username = pim_.options().username;
@@ -84,7 +85,7 @@ class PlatformDeliveryTest : public ::testing::Test {
     rest.ca_file = pim_.cert_file();
     akeneo_ = *AkeneoClient::Create(rest);
     PlatformConfig config;
-    config.api_url = platform_->api_url();
+    config.api_url = testing::UrlOf(platform_->api_url(), /*allow_path=*/true);
     config.ca_file = platform_->cert_file();
     client_ = *PlatformClient::Create(config, rest, *akeneo_);
   }

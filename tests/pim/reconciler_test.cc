@@ -31,6 +31,7 @@
 #include "tests/testing/fake_pim.h"
 #include "tests/testing/recording_plugin.h"
 #include "tests/testing/test_env.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate {
 namespace {
@@ -135,7 +136,7 @@ class ReconcilerTest : public ::testing::Test {
   // Quick retries: the tests exercise the behaviour, not Akeneo's pace.
   static RestConfig Rest(const FakePim& pim) {
     RestConfig rest;
-    rest.base_url = pim.base_url();
+    rest.base_url = testing::UrlOf(pim.base_url());
     rest.client_id = "pim-client";
     rest.secret = Secret{"pim-secret", "inline"};
     rest.username = "pim-user";
@@ -589,7 +590,7 @@ TEST_F(ReconcilerTest, SinceLaterThanTheWatermarkWindowDoesNotMoveTheWatermark) 
   pim.PutProduct(testing::NewUuid(), t0 + 3600 * kSecondUs);
   // The PIM's zone is configured: the window is exact (no widening while the offset is learned).
   reconciler_ =
-      Make(pim, OnDemand(), "pim", nullptr, [](RestConfig& rest) { rest.timezone = "-05:00"; });
+      Make(pim, OnDemand(), "pim", nullptr, [](RestConfig& rest) { rest.timezone = testing::ZoneOf("-05:00"); });
   // No watermark yet: the default window is everything, so a run from t0 + 30 min leaves a gap.
   absl::StatusOr<ReconcileRunStats> run =
       reconciler_->Run("pim", ReconcileOptions{t0 + 1800 * kSecondUs, false});
@@ -918,7 +919,7 @@ TEST_F(ReconcilerTest, ConfiguredIanaZoneUsesTheOffsetAtTheWindowStartNotTodays)
   pim.PutProduct(inside, since + 30 * 60 * kSecondUs);
   pim.PutProduct(before, since - 30 * 60 * kSecondUs);
   reconciler_ =
-      Make(pim, OnDemand(), "pim", nullptr, [&name](RestConfig& rest) { rest.timezone = name; });
+      Make(pim, OnDemand(), "pim", nullptr, [&name](RestConfig& rest) { rest.timezone = testing::ZoneOf(name); });
   absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim", ReconcileOptions{since, false});
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->filter_time_zone, name);

@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/log/rocksdb_backend.h"
+#include "tests/testing/typed_values.h"
 
 namespace pimgate::testing {
 
@@ -310,11 +311,11 @@ std::string NewUuid() {
 }
 
 GatewayHarness::GatewayHarness(Options options) : options_(std::move(options)) {
-  config_.gateway.listen = "127.0.0.1:0";
+  config_.gateway.listen = testing::ListenAt("127.0.0.1:0");
   config_.gateway.threads = 2;
   if (options_.tls) {
     CertFiles cert = MakeSelfSignedCert(dir_.path());
-    config_.gateway.tls = TlsConfig{cert.cert_file, cert.key_file, "1.2"};
+    config_.gateway.tls = TlsConfig{cert.cert_file, cert.key_file, TlsVersion::kTls1_2};
   }
   config_.store.path = dir_.File("store");
   SourceConfig legacy;
