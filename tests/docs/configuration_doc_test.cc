@@ -85,7 +85,7 @@ size_t MatchingParen(const std::string& text, size_t open) {
 
 std::vector<KeyGroup> LoaderKeyGroups(const std::string& source) {
   // {"key", Reader(...)}; not the choices of OneOf({"text", "json"}, ...).
-  static const std::regex kKey(R"re(\{\s*"([a-z_][a-z0-9_]*)"\s*,\s*[^"\s])re");
+  static const std::regex kKey(R"re(\{\s*"([a-z_][a-z0-9_]*)"\s*,\s*(?![A-Z]\w*::k)[^"\s])re");
   static const std::regex kFunction(
       R"re(\n(?:ValueReader|absl::Status|absl::StatusOr<\w+>) (\w+)\()re");
   std::vector<KeyGroup> groups;
