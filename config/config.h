@@ -87,7 +87,7 @@ struct StoreConfig {
   std::chrono::seconds dead_letter_retention{30 * 24 * 3600};
   // Quarantined batch elements are deleted this long after they were received.
   std::chrono::seconds quarantine_retention{30 * 24 * 3600};
-  // How often the retention pass runs (it trims in bounded chunks, see core/retention.h).
+  // How often the retention pass runs (it trims in bounded chunks, see core/log/retention.h).
   std::chrono::milliseconds retention_interval{60'000};
   // Most requests merged into one group commit.
   std::size_t max_commit_requests = 256;
@@ -273,7 +273,7 @@ struct PluginConfig {
   std::vector<std::pair<std::string, std::string>> env;
   // What else of pimgate's own environment a launched plugin gets. By default only the base set
   // (PATH, HOME, LANG, LC_*, TZ, TMPDIR and the sanitizers' *SAN_OPTIONS, see
-  // core/plugin_supervisor.h): pimgate's ${ENV} secrets stay out of third-party handlers.
+  // core/dispatch/plugin_supervisor.h): pimgate's ${ENV} secrets stay out of third-party handlers.
   // YAML `inherit_env: true` passes everything (inherit_env_all), a list passes those names.
   bool inherit_env_all = false;
   std::vector<std::string> inherit_env;

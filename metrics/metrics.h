@@ -1,7 +1,7 @@
 // Metrics plumbing shared by every module: a writer for the Prometheus text exposition format
 // (latency histograms come from common/histogram.h) and a registry of collectors and readiness
 // checks that the metrics endpoint (metrics/metrics_server.h) serves. Nothing here knows pimgate's
-// components: they register collectors (core/metrics_collectors.h, metrics/gateway_metrics.h).
+// components: they register collectors (metrics/metrics_collectors.h, metrics/gateway_metrics.h).
 #ifndef PIMGATE_METRICS_METRICS_H_
 #define PIMGATE_METRICS_METRICS_H_
 

@@ -1,8 +1,8 @@
 // Per-plugin delivery: a scheduler thread owns all ordering state; a DeliveryStream (gRPC callback
-// reactor, core/delivery_stream.h) carries Deliveries and Acks over one gRPC call. Other threads
+// reactor, core/dispatch/delivery_stream.h) carries Deliveries and Acks over one gRPC call. Other threads
 // talk to the scheduler only through its inbox (mu_), so the ordering rules live in one
 // single-threaded place. Events travel as the log stores them: the scheduler decodes only their
-// header (core/event_wire.h), never their data, unless a data filter, hydration or a dead letter
+// header (core/dispatch/event_wire.h), never their data, unless a data filter, hydration or a dead letter
 // needs it.
 #include "core/dispatch/dispatcher.h"
 

@@ -26,7 +26,7 @@ class EventFilter {
   Verdict Check(const v1::Event& event) const;
 
   // True when Check reads `event.data` (the plugin has `data` filters). Otherwise an event
-  // without its data (a header, see core/event_wire.h) gets the same verdict.
+  // without its data (a header, see core/dispatch/event_wire.h) gets the same verdict.
   bool reads_data() const { return !data_.empty(); }
 
  private:

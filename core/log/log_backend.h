@@ -99,7 +99,7 @@ class LogBackend {
     }
   }
 
-  // Retention (see core/retention.h). Each call is one atomic write that returns how many records
+  // Retention (see core/log/retention.h). Each call is one atomic write that returns how many records
   // it removed; a call that removes `max` may have left more. Deletions are not fsynced: one lost
   // in a crash is simply redone by the next pass. Called by one thread at a time.
   //
