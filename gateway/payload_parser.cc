@@ -510,62 +510,37 @@ absl::Status ParseLegacyEvent(simdjson::dom::element element, std::size_t index,
 // ---------------------------------------------------------------------------------------------
 // Event Platform
 
-// The object in `data` that describes the changed resource: data.<kind>, except for workflow
-// events, whose second type segment names it (`workflow.task.created` → data.task).
-std::optional<simdjson::dom::element> ResourceObject(simdjson::dom::element data,
-                                                     const CanonicalType& canonical) {
-  if (canonical.kind == "workflow") {
-    const std::size_t start = canonical.type.find('.');
-    if (start == std::string::npos) return std::nullopt;
-    const std::size_t end = canonical.type.find('.', start + 1);
-    return Member(data, std::string_view(canonical.type).substr(start + 1, end - start - 1));
-  }
-  std::optional<simdjson::dom::element> object = Member(data, canonical.kind);
-  // The docs' field tables name `data.product.code` for product-model events while their
-  // examples send `data.product_model.code`; accept both.
-  if (!object && canonical.kind == "product_model") object = Member(data, "product");
-  return object;
-}
-
-// Parent code of resources whose code is only unique within a parent.
-std::string_view CompositeParent(std::string_view kind) {
-  if (kind == "asset") return "asset_family";
-  if (kind == "attribute_option") return "attribute";
-  if (kind == "reference_entity_record") return "reference_entity";
-  return {};
-}
-
+// The id of the resource an Event Platform event is about, found where ResourceLocationOf says
+// for its canonical type; empty when the payload does not name one.
 std::string CloudEventResourceId(simdjson::dom::element data, const CanonicalType& canonical) {
-  const std::optional<simdjson::dom::element> object = ResourceObject(data, canonical);
+  const ResourceLocation location = ResourceLocationOf(canonical.type);
+  if (location.object.empty()) return {};
+  std::optional<simdjson::dom::element> object = Member(data, location.object);
+  if (!object && !location.alternate_object.empty()) {
+    object = Member(data, location.alternate_object);
+  }
   if (!object || !object->is_object()) return {};
-  const std::string_view kind = canonical.kind;
 
-  if (kind == "job") {
-    if (std::optional<simdjson::dom::element> id = Member(*object, "execution_id")) {
-      std::string_view text;
-      if (id->get(text) == simdjson::SUCCESS) return std::string(text);
-      if (id->is_number()) return NumberText(*id);
+  std::string id;
+  for (std::string_view key : location.id_keys) {
+    if (key.empty()) break;
+    const std::optional<simdjson::dom::element> value = Member(*object, key);
+    if (!value) continue;
+    std::string_view text;
+    if (value->get(text) == simdjson::SUCCESS) {
+      id = std::string(text);
+    } else if (location.numeric_id && value->is_number()) {
+      id = NumberText(*value);
     }
+    if (!id.empty()) break;
   }
-  if (kind == "product") {
-    if (std::string_view uuid = StringMember(*object, "uuid"); !uuid.empty()) {
-      return std::string(uuid);
-    }
-    return std::string(StringMember(*object, "identifier"));
-  }
-  if (std::string_view parent_key = CompositeParent(kind); !parent_key.empty()) {
-    // Without the parent the code is ambiguous; an empty id (no staleness check) is safer than
-    // one that could collide with another family's resource.
-    const std::string_view code = StringMember(*object, "code");
-    const std::optional<simdjson::dom::element> parent = Member(*object, parent_key);
-    const std::string_view parent_code = parent ? StringMember(*parent, "code") : "";
-    if (code.empty() || parent_code.empty()) return {};
-    return absl::StrCat(AsAbsl(parent_code), "/", AsAbsl(code));
-  }
-  for (std::string_view key : {"code", "uuid", "identifier", "client_id"}) {
-    if (std::string_view id = StringMember(*object, key); !id.empty()) return std::string(id);
-  }
-  return {};
+  if (location.parent.empty() || id.empty()) return id;
+  // Without the parent the code is ambiguous; an empty id (no staleness check) is safer than
+  // one that could collide with another parent's resource.
+  const std::optional<simdjson::dom::element> parent = Member(*object, location.parent);
+  const std::string_view parent_code = parent ? StringMember(*parent, "code") : "";
+  if (parent_code.empty()) return {};
+  return absl::StrCat(AsAbsl(parent_code), "/", id);
 }
 
 std::string Quoted(std::string_view text) {

@@ -1,9 +1,13 @@
-// CanonicalizeType: every type named in docs/REFERENCE.md (legacy actions and Event Platform
-// types) maps to the expected canonical type and kind.
+// CanonicalizeType: every type named in docs/REFERENCE.md and in Akeneo's catalogue (legacy
+// actions and Event Platform types) maps to the expected canonical type and kind; the catalogue
+// of DocumentedEventPlatformTypes agrees with it; ResourceLocationOf
+// says where each kind names its resource.
 #include "gateway/event_type.h"
 
 #include <ostream>
+#include <set>
 #include <string>
+#include <string_view>
 
 #include "gtest/gtest.h"
 
@@ -39,7 +43,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 #define PIM_V1 "com.akeneo.pim.v1."
 
-// Every Event Platform type listed in REFERENCE.md section 3.
+// Every Event Platform type listed in REFERENCE.md section 3 and in Akeneo's catalogue
+// (available-events.md of akeneo/pim-api-docs at e4b968cc).
 INSTANTIATE_TEST_SUITE_P(
     EventPlatformTypes, CanonicalizeTypeTest,
     testing::Values(
@@ -81,6 +86,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{PIM_V1 "job.import.status-changed", "job.import.status_changed", "job"},
         Case{PIM_V1 "job.mass-edit.status-changed", "job.mass_edit.status_changed", "job"},
         Case{PIM_V1 "workflow.task.created", "workflow.task.created", "workflow"},
+        Case{PIM_V1 "workflow.task.completed", "workflow.task.completed", "workflow"},
         Case{PIM_V1 "app.deleted", "app.deleted", "app"},
         Case{PIM_V1 "connection.deleted", "connection.deleted", "connection"}));
 
@@ -97,6 +103,93 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"product.removed.delta", "product.removed.delta", "product"},
                     Case{"removed", "removed", "removed"}, Case{"single", "single", "single"},
                     Case{"", "", ""}, Case{PIM_V1, "", ""}));
+
+// ---------------------------------------------------------------------------------------------
+// The catalogue
+
+TEST(DocumentedEventPlatformTypesTest, AgreeWithCanonicalizeType) {
+  std::set<std::string_view> seen;
+  for (const EventPlatformType& type : DocumentedEventPlatformTypes()) {
+    SCOPED_TRACE(type.upstream);
+    EXPECT_TRUE(type.upstream.starts_with("com.akeneo.pim.v1."));
+    EXPECT_TRUE(seen.insert(type.upstream).second) << "listed twice";
+    const CanonicalType canonical = CanonicalizeType(type.upstream);
+    EXPECT_EQ(canonical.type, type.canonical);
+    EXPECT_EQ(canonical.kind, type.kind);
+    EXPECT_EQ(FindDocumentedEventPlatformType(type.upstream), &type);
+  }
+  // available-events.md at e4b968cc lists 38 types.
+  EXPECT_EQ(seen.size(), 38u);
+}
+
+TEST(DocumentedEventPlatformTypesTest, FindsOnlyTheCatalogue) {
+  EXPECT_EQ(FindDocumentedEventPlatformType("com.akeneo.pim.v1.channel.created"), nullptr);
+  // Canonical and legacy spellings are not upstream Event Platform types.
+  EXPECT_EQ(FindDocumentedEventPlatformType("product_model.updated"), nullptr);
+  EXPECT_EQ(FindDocumentedEventPlatformType("product.removed"), nullptr);
+  EXPECT_EQ(FindDocumentedEventPlatformType(""), nullptr);
+  const EventPlatformType* found =
+      FindDocumentedEventPlatformType("com.akeneo.pim.v1.product-model.updated.delta");
+  ASSERT_NE(found, nullptr);
+  EXPECT_EQ(found->canonical, "product_model.updated.delta");
+  EXPECT_EQ(found->kind, "product_model");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where each kind names its resource
+
+struct LocationCase {
+  const char* canonical_type;
+  std::string_view object;
+  std::string_view alternate_object;
+  std::string_view first_key;
+  std::string_view second_key;
+  std::string_view parent;
+  bool numeric_id;
+};
+
+void PrintTo(const LocationCase& c, std::ostream* os) { *os << c.canonical_type; }
+
+class ResourceLocationTest : public testing::TestWithParam<LocationCase> {};
+
+TEST_P(ResourceLocationTest, FollowsTheCatalogue) {
+  const LocationCase& c = GetParam();
+  const ResourceLocation location = ResourceLocationOf(c.canonical_type);
+  EXPECT_EQ(location.object, c.object);
+  EXPECT_EQ(location.alternate_object, c.alternate_object);
+  EXPECT_EQ(location.id_keys[0], c.first_key);
+  EXPECT_EQ(location.id_keys[1], c.second_key);
+  EXPECT_EQ(location.parent, c.parent);
+  EXPECT_EQ(location.numeric_id, c.numeric_id);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EventPlatformKinds, ResourceLocationTest,
+    testing::Values(
+        LocationCase{"product.updated", "product", "", "uuid", "identifier", "", false},
+        LocationCase{"product.became_complete", "product", "", "uuid", "identifier", "", false},
+        LocationCase{"product_model.updated.delta", "product_model", "product", "code", "", "",
+                     false},
+        LocationCase{"asset.created", "asset", "", "code", "", "asset_family", false},
+        LocationCase{"attribute.updated", "attribute", "", "code", "", "", false},
+        LocationCase{"attribute_group.deleted", "attribute_group", "", "code", "", "", false},
+        LocationCase{"attribute_option.created", "attribute_option", "", "code", "", "attribute",
+                     false},
+        LocationCase{"category.updated", "category", "", "code", "", "", false},
+        LocationCase{"family.deleted", "family", "", "code", "", "", false},
+        LocationCase{"reference_entity_record.updated", "reference_entity_record", "", "code", "",
+                     "reference_entity", false},
+        LocationCase{"app.deleted", "app", "", "client_id", "", "", false},
+        LocationCase{"connection.deleted", "connection", "", "client_id", "", "", false},
+        LocationCase{"job.import.status_changed", "job", "", "execution_id", "", "", true},
+        // Workflow objects are named by the type's second segment.
+        LocationCase{"workflow.task.completed", "task", "", "code", "uuid", "", false},
+        LocationCase{"workflow.step.created", "step", "", "code", "uuid", "", false},
+        LocationCase{"workflow", "", "", "code", "uuid", "", false},
+        // Kinds outside the catalogue: data.<kind>, the generic keys (pimgate's rule before the
+        // catalogue, kept for types Akeneo adds).
+        LocationCase{"channel.created", "channel", "", "code", "uuid", "", false},
+        LocationCase{"org", "org", "", "code", "uuid", "", false}));
 
 }  // namespace
 }  // namespace pimgate

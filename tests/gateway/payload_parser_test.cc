@@ -1,16 +1,25 @@
 // Payload parsing: legacy Events API batches, Event Platform CloudEvents and RFC 3339 timestamps,
-// on the payload shapes documented by Akeneo (see docs/REFERENCE.md).
+// on the payload shapes documented by Akeneo (see docs/REFERENCE.md); every type of the Event
+// Platform's catalogue with its documented example (tests/data/event_platform/).
 #include "gateway/payload_parser.h"
 
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <set>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <variant>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "gateway/event_type.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/timestamp.pb.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "pimgate/v1/event.pb.h"
 
@@ -656,10 +665,13 @@ TEST(ParseCloudEventTest, JobExecutionId) {
                                   R"({"job":{"execution_id":"77","code":"csv_export"}})"))
                 .resource_id(),
             "77");
+  // Without an execution id the event names no resource: the job's `code` is its profile,
+  // shared by every execution, whose events must not be ordered (or found stale) against each
+  // other.
   EXPECT_EQ(ParseCloud(CloudEvent("com.akeneo.pim.v1.job.import.status-changed",
                                   R"({"job":{"code":"csv_import"}})"))
                 .resource_id(),
-            "csv_import");
+            "");
 }
 
 TEST(ParseCloudEventTest, WorkflowTask) {
@@ -681,6 +693,263 @@ TEST(ParseCloudEventTest, BecameCompleteWithoutAuthor) {
   EXPECT_EQ(event.resource_id(), "p-2");
   EXPECT_TRUE(event.author().empty());
   EXPECT_TRUE(event.author_type().empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every event type of Akeneo's catalogue, with the catalogue's own example payload
+// (tests/data/event_platform/README.md says where each comes from). The expected values are read
+// off the documentation by hand, not computed from the payload.
+
+constexpr std::string_view kPayloadDir = PIMGATE_SOURCE_DIR "/tests/data/event_platform/";
+
+constexpr std::string_view kId2024_02 = "018e32f9-dfe4-760e-a273-5da1c089dfdb";
+constexpr std::string_view kId2024_06_10 = "b6f4add4-f3d1-4502-8cf0-0f228e054ce5";
+constexpr std::string_view kId2024_06_13 = "6e523497-8231-4892-8f9f-895378b4d045";
+constexpr std::string_view kSubscription = "019256aa-7f77-7f58-bc8c-770f7e369c5b";
+constexpr std::int64_t kSeconds2024_06_10T17_31_00 = 1718040660;
+constexpr std::int64_t kSeconds2024_06_13T10_17_00 = 1718273820;
+constexpr std::string_view kUser1 = "b238e9f7-fcec-45bd-9431-d43cd624b244";
+constexpr std::string_view kUser2 = "401ad939-cd20-4343-8b61-3348a53feb4f";
+constexpr std::string_view kProductUuid = "6a9f8486-2c36-4680-b87f-6f5f8f01b6cf";
+
+struct DocumentedPayload {
+  std::string_view upstream;  // the type, and the file's name without `.json`
+  std::string_view type;      // canonical
+  std::string_view kind;
+  std::string_view resource_id;
+  std::string_view id;
+  std::string_view subject;
+  std::int64_t time;  // seconds of the CloudEvent `time`, which is also the version
+  std::string_view author;
+  std::string_view author_type;
+  // One more value the payload carries in `data`, by dotted path (list elements by index), as
+  // text: what reaches a plugin is the payload itself.
+  std::string_view data_path;
+  std::string_view data_value;
+};
+
+void PrintTo(const DocumentedPayload& c, std::ostream* os) { *os << c.upstream; }
+
+#define PIM_V1 "com.akeneo.pim.v1."
+
+constexpr DocumentedPayload kDocumentedPayloads[] = {
+    {PIM_V1 "app.deleted", "app.deleted", "app", "test_client_id", kId2024_02, kSubscription,
+     kSeconds2024_02_22T17_31_00, kUser1, "user", "app.client_id", "test_client_id"},
+    {PIM_V1 "asset.created", "asset.created", "asset", "family1/asset1", kId2024_02, kSubscription,
+     kSeconds2024_02_22T17_31_00, kUser2, "user", "asset.asset_family.code", "family1"},
+    {PIM_V1 "asset.updated", "asset.updated", "asset", "family1/asset1", kId2024_02, kSubscription,
+     kSeconds2024_02_22T17_31_00, kUser1, "user", "asset.code", "asset1"},
+    {PIM_V1 "asset.deleted", "asset.deleted", "asset", "family1/asset1", kId2024_02, kSubscription,
+     kSeconds2024_02_22T17_31_00, kUser2, "user", "asset.code", "asset1"},
+    {PIM_V1 "attribute.created", "attribute.created", "attribute", "an-attribute-code",
+     kId2024_06_10, kSubscription, kSeconds2024_06_10T17_31_00, kUser1, "user", "attribute.code",
+     "an-attribute-code"},
+    {PIM_V1 "attribute.updated", "attribute.updated", "attribute", "an-attribute-code",
+     kId2024_06_10, kSubscription, kSeconds2024_06_10T17_31_00, kUser2, "user", "attribute.code",
+     "an-attribute-code"},
+    {PIM_V1 "attribute.deleted", "attribute.deleted", "attribute", "an-attribute-code",
+     kId2024_06_10, kSubscription, kSeconds2024_06_10T17_31_00, kUser1, "user", "attribute.code",
+     "an-attribute-code"},
+    {PIM_V1 "attribute-group.created", "attribute_group.created", "attribute_group",
+     "an-attribute-group-code", kId2024_06_10, kSubscription, kSeconds2024_06_10T17_31_00, "admin",
+     "user", "attribute_group.code", "an-attribute-group-code"},
+    {PIM_V1 "attribute-group.updated", "attribute_group.updated", "attribute_group",
+     "an-attribute-group-code", kId2024_06_10, kSubscription, kSeconds2024_06_10T17_31_00, kUser1,
+     "user", "attribute_group.code", "an-attribute-group-code"},
+    {PIM_V1 "attribute-group.deleted", "attribute_group.deleted", "attribute_group",
+     "an_attribute_group_code", kId2024_06_10, kSubscription, kSeconds2024_06_10T17_31_00,
+     "the-connection-code", "api", "attribute_group.code", "an_attribute_group_code"},
+    {PIM_V1 "attribute-option.created", "attribute_option.created", "attribute_option",
+     "an_attribute_code/an_attribute_option_code", kId2024_06_13, kSubscription,
+     kSeconds2024_06_13T10_17_00, "5_xxxk00ufn688cc0gok0wwwxxxccc0g84cwwgkg4s00ow4oxxx", "api",
+     "attribute_option.attribute.code", "an_attribute_code"},
+    {PIM_V1 "attribute-option.updated", "attribute_option.updated", "attribute_option",
+     "an_attribute_code/an_attribute_option_code", kId2024_06_13, kSubscription,
+     kSeconds2024_06_13T10_17_00, kUser1, "user", "attribute_option.code",
+     "an_attribute_option_code"},
+    {PIM_V1 "attribute-option.deleted", "attribute_option.deleted", "attribute_option",
+     "an_attribute_code/an_attribute_option_code", kId2024_06_13, kSubscription,
+     kSeconds2024_06_13T10_17_00, "system", "system", "attribute_option.code",
+     "an_attribute_option_code"},
+    {PIM_V1 "category.created", "category.created", "category", "category-1", kId2024_02,
+     kSubscription, kSeconds2024_02_22T17_31_00, "the-app-client-id", "api", "category.code",
+     "category-1"},
+    {PIM_V1 "category.updated", "category.updated", "category", "category-1", kId2024_02,
+     kSubscription, kSeconds2024_02_22T17_31_00, kUser1, "user", "category.code", "category-1"},
+    {PIM_V1 "category.deleted", "category.deleted", "category", "category-1", kId2024_02,
+     kSubscription, kSeconds2024_02_22T17_31_00, "the-app-client-id", "api", "category.code",
+     "category-1"},
+    {PIM_V1 "connection.deleted", "connection.deleted", "connection", "connection-client-id",
+     kId2024_02, kSubscription, kSeconds2024_02_22T17_31_00, "the-connection-code", "api",
+     "connection.client_id", "connection-client-id"},
+    {PIM_V1 "product.created", "product.created", "product", kProductUuid, kId2024_02,
+     kSubscription, kSeconds2024_02_22T17_31_00, kUser1, "user", "product.uuid", kProductUuid},
+    {PIM_V1 "product.updated", "product.updated", "product", kProductUuid, kId2024_02,
+     kSubscription, kSeconds2024_02_22T17_31_00, "admin", "user", "product.uuid", kProductUuid},
+    // Versioned by `time`, not by its `updated_at` (2024-10-14, PHP's DateTime form), which
+    // stays in `data` with the changes.
+    {PIM_V1 "product.updated.delta", "product.updated.delta", "product", kProductUuid, kId2024_02,
+     kSubscription, kSeconds2024_02_22T17_31_00, "julia", "user", "product.changes.family.new",
+     "the_new_family_code"},
+    {PIM_V1 "product.deleted", "product.deleted", "product", kProductUuid, kId2024_02,
+     kSubscription, kSeconds2024_02_22T17_31_00, kUser1, "user", "product.uuid", kProductUuid},
+    // The completeness examples carry no author, and an older subject.
+    {PIM_V1 "product.became-complete", "product.became_complete", "product", kProductUuid,
+     kId2024_02, "srnt-whatever", kSeconds2024_02_22T17_31_00, "", "",
+     "product.complete_on.1.locale", "fr_FR"},
+    {PIM_V1 "product.became-incomplete", "product.became_incomplete", "product", kProductUuid,
+     kId2024_02, "srnt-whatever", kSeconds2024_02_22T17_31_00, "", "",
+     "product.incomplete_on.0.scope", "ecommerce"},
+    {PIM_V1 "product-model.created", "product_model.created", "product_model",
+     "a-product-model-code", kId2024_06_10, kSubscription, kSeconds2024_06_10T17_31_00, kUser1,
+     "user", "product_model.code", "a-product-model-code"},
+    {PIM_V1 "product-model.updated", "product_model.updated", "product_model",
+     "a-product-model-code", kId2024_06_10, kSubscription, kSeconds2024_06_10T17_31_00, kUser1,
+     "user", "product_model.code", "a-product-model-code"},
+    {PIM_V1 "product-model.updated.delta", "product_model.updated.delta", "product_model",
+     "a_product_model_code", kId2024_02, kSubscription, kSeconds2024_02_22T17_31_00, "julia",
+     "user", "product_model.changes.categories.added.1", "added_category_code_2"},
+    {PIM_V1 "product-model.deleted", "product_model.deleted", "product_model",
+     "a-product-model-code", kId2024_06_10, kSubscription, kSeconds2024_06_10T17_31_00, kUser1,
+     "user", "product_model.code", "a-product-model-code"},
+    {PIM_V1 "family.created", "family.created", "family", "a_family_code", kId2024_02,
+     kSubscription, kSeconds2024_02_22T17_31_00, kUser1, "user", "family.code", "a_family_code"},
+    {PIM_V1 "family.updated", "family.updated", "family", "a_family_code", kId2024_02,
+     kSubscription, kSeconds2024_02_22T17_31_00, kUser1, "user", "family.code", "a_family_code"},
+    {PIM_V1 "family.deleted", "family.deleted", "family", "a_family_code", kId2024_02,
+     kSubscription, kSeconds2024_02_22T17_31_00, "2e7b105e-3528-4bf7-8e83-678ec2cde0f0", "api",
+     "family.code", "a_family_code"},
+    {PIM_V1 "reference-entity-record.created", "reference_entity_record.created",
+     "reference_entity_record", "brands/Addadas", kId2024_06_13, kSubscription,
+     kSeconds2024_06_13T10_17_00, "4546f4b1-3e3c-4494-bbd4-aae185115a6a", "user",
+     "reference_entity_record.reference_entity.code", "brands"},
+    {PIM_V1 "reference-entity-record.updated", "reference_entity_record.updated",
+     "reference_entity_record", "brands/Addadas", kId2024_06_13, kSubscription,
+     kSeconds2024_06_13T10_17_00, "system", "system", "reference_entity_record.code", "Addadas"},
+    {PIM_V1 "reference-entity-record.deleted", "reference_entity_record.deleted",
+     "reference_entity_record", "brands/Addadas", kId2024_06_13, kSubscription,
+     kSeconds2024_06_13T10_17_00, kUser1, "user", "reference_entity_record.code", "Addadas"},
+    // A job's resource is its execution (a JSON number in the catalogue).
+    {PIM_V1 "job.export.status-changed", "job.export.status_changed", "job", "233", kId2024_06_13,
+     kSubscription, kSeconds2024_06_13T10_17_00, "julia", "user", "job.status", "starting"},
+    {PIM_V1 "job.mass-edit.status-changed", "job.mass_edit.status_changed", "job", "233",
+     kId2024_06_13, kSubscription, kSeconds2024_06_13T10_17_00, "julia", "user", "job.read", "10"},
+    {PIM_V1 "job.import.status-changed", "job.import.status_changed", "job", "11", kId2024_06_13,
+     kSubscription, kSeconds2024_06_13T10_17_00, "julia", "user", "job.total_rows_processed", "10"},
+    // A workflow event's resource is its task; the product it is about stays in `data`.
+    {PIM_V1 "workflow.task.created", "workflow.task.created", "workflow",
+     "0077faa5-7f20-4b47-9f46-f05f4140e816", kId2024_02, kSubscription, kSeconds2024_02_22T17_31_00,
+     "system", "system", "product.uuid", "7108ee60-a1ea-4fe1-baca-b39909e23d24"},
+    {PIM_V1 "workflow.task.completed", "workflow.task.completed", "workflow",
+     "0077faa5-7f20-4b47-9f46-f05f4140e816", kId2024_02, kSubscription, kSeconds2024_02_22T17_31_00,
+     kUser1, "user", "workflow.uuid", "6f37476a-04c2-46c0-b6d0-e18316959068"},
+};
+
+#undef PIM_V1
+
+std::string ReadPayload(std::string_view upstream) {
+  const std::string path = Cat(kPayloadDir, upstream, ".json");
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << "cannot read " << path;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The value at a dotted path of `data`, as text (strings as they are, numbers in decimal,
+// booleans as true/false); "<absent>" when the path leads nowhere.
+std::string DataText(const Struct& data, std::string_view path) {
+  const Value* value = nullptr;
+  const Struct* object = &data;
+  const google::protobuf::ListValue* list = nullptr;
+  for (std::string_view rest = path; !rest.empty();) {
+    const std::size_t dot = rest.find('.');
+    const std::string segment(rest.substr(0, dot));
+    rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
+    if (object != nullptr) {
+      auto it = object->fields().find(segment);
+      if (it == object->fields().end()) return "<absent>";
+      value = &it->second;
+    } else if (list != nullptr) {
+      const int index = std::stoi(segment);
+      if (index < 0 || index >= list->values_size()) return "<absent>";
+      value = &list->values(index);
+    } else {
+      return "<absent>";
+    }
+    object = value->has_struct_value() ? &value->struct_value() : nullptr;
+    list = value->has_list_value() ? &value->list_value() : nullptr;
+  }
+  if (value == nullptr) return "<absent>";
+  if (value->has_string_value()) return value->string_value();
+  if (value->has_number_value()) return absl::StrCat(value->number_value());
+  if (value->has_bool_value()) return value->bool_value() ? "true" : "false";
+  return "<not a scalar>";
+}
+
+class EventPlatformPayloadTest : public testing::TestWithParam<DocumentedPayload> {};
+
+// Through ParseEventPlatformBody, the gateway's entry point for Event Platform requests.
+TEST_P(EventPlatformPayloadTest, ParsesTheDocumentedExample) {
+  const DocumentedPayload& c = GetParam();
+  const std::string body = ReadPayload(c.upstream);
+  ASSERT_FALSE(body.empty());
+  absl::StatusOr<EventPlatformPayload> payload = ParseEventPlatformBody(body);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  const v1::Event* event = std::get_if<v1::Event>(&*payload);
+  ASSERT_NE(event, nullptr) << "parsed as a notification webhook";
+  EXPECT_EQ(event->original_type(), c.upstream);
+  EXPECT_EQ(event->type(), c.type);
+  EXPECT_EQ(event->kind(), c.kind);
+  EXPECT_EQ(event->resource_id(), c.resource_id);
+  EXPECT_EQ(event->id(), c.id);
+  EXPECT_EQ(event->subject(), c.subject);
+  EXPECT_EQ(event->pim_source(), "pim");
+  EXPECT_EQ(event->origin(), v1::ORIGIN_EVENT_PLATFORM);
+  EXPECT_EQ(event->occurred_at().seconds(), c.time);
+  EXPECT_EQ(event->occurred_at().nanos(), 0);
+  EXPECT_EQ(event->version_at().seconds(), c.time);
+  EXPECT_EQ(event->version_at().nanos(), 0);
+  EXPECT_EQ(event->author(), c.author);
+  EXPECT_EQ(event->author_type(), c.author_type);
+  EXPECT_EQ(DataText(event->data(), c.data_path), c.data_value) << c.data_path;
+  // ParseCloudEvent, the CloudEvent-only entry point, agrees.
+  absl::StatusOr<v1::Event> direct = ParseCloudEvent(body);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*direct, *event))
+      << direct->DebugString() << "\nvs\n"
+      << event->DebugString();
+}
+
+INSTANTIATE_TEST_SUITE_P(AvailableEvents, EventPlatformPayloadTest,
+                         testing::ValuesIn(kDocumentedPayloads),
+                         [](const testing::TestParamInfo<DocumentedPayload>& info) {
+                           std::string name(info.param.upstream.substr(
+                               std::string_view("com.akeneo.pim.v1.").size()));
+                           for (char& ch : name) {
+                             if (!absl::ascii_isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return name;
+                         });
+
+// The cases above, the payload files and the catalogue of gateway/event_type.h name the same
+// types: a type added to one of them without the others fails here.
+TEST(EventPlatformPayloadTest, EveryCatalogueTypeAndEveryPayloadFileHasACase) {
+  std::set<std::string> cases;
+  for (const DocumentedPayload& c : kDocumentedPayloads) {
+    EXPECT_TRUE(cases.insert(std::string(c.upstream)).second) << "two cases for " << c.upstream;
+  }
+  std::set<std::string> catalogue;
+  for (const EventPlatformType& type : DocumentedEventPlatformTypes()) {
+    catalogue.insert(std::string(type.upstream));
+  }
+  std::set<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(kPayloadDir))) {
+    const std::string name = entry.path().filename().string();
+    if (name.ends_with(".json")) files.insert(name.substr(0, name.size() - 5));
+  }
+  EXPECT_EQ(cases, catalogue);
+  EXPECT_EQ(files, catalogue);
 }
 
 TEST(ParseCloudEventTest, UnknownTypeAccepted) {
