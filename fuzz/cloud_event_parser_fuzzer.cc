@@ -59,6 +59,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(event.origin() == pimgate::v1::ORIGIN_EVENT_PLATFORM);
   const pimgate::CanonicalType canonical = pimgate::CanonicalizeType(event.original_type());
   FUZZ_CHECK(event.type() == canonical.type && event.kind() == canonical.kind);
+  // A type of Akeneo's catalogue maps as the catalogue says.
+  if (const pimgate::EventPlatformType* documented =
+          pimgate::FindDocumentedEventPlatformType(event.original_type())) {
+    FUZZ_CHECK(event.type() == documented->canonical && event.kind() == documented->kind);
+  }
+  // A code unique only within its parent is never an id on its own.
+  if (!pimgate::ResourceLocationOf(event.type()).parent.empty() && !event.resource_id().empty()) {
+    FUZZ_CHECK(event.resource_id().find('/') != std::string::npos, event.resource_id());
+  }
   // Every type is versioned by `time`; nothing is invented when `time` is absent.
   FUZZ_CHECK(event.has_occurred_at() == event.has_version_at());
   FUZZ_CHECK(!event.has_occurred_at() || SameTime(event.occurred_at(), event.version_at()));

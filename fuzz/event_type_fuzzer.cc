@@ -41,6 +41,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         pimgate::CanonicalizeType(std::string(kPrefix) + std::string(type));
     FUZZ_CHECK(platform.type == canonical.type && platform.kind == canonical.kind);
   }
+  // Every canonical type has a resource location: one member of `data`, at least one key.
+  const pimgate::ResourceLocation location = pimgate::ResourceLocationOf(canonical.type);
+  FUZZ_CHECK(location.object.find('.') == std::string_view::npos, std::string(location.object));
+  FUZZ_CHECK(!location.id_keys[0].empty());
   // Canonical types are fixed points unless they still carry the prefix (a doubled prefix).
   if (!std::string_view(canonical.type).starts_with(kPrefix)) {
     FUZZ_CHECK(pimgate::CanonicalizeType(canonical.type).type == canonical.type, canonical.type);
