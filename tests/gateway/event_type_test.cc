@@ -1,11 +1,13 @@
 // CanonicalizeType: every type named in docs/REFERENCE.md and in Akeneo's catalogue (legacy
 // actions and Event Platform types) maps to the expected canonical type and kind; the catalogue
-// of DocumentedEventPlatformTypes agrees with it; ResourceLocationOf
+// of DocumentedEventPlatformTypes agrees with it and with the documentation; ResourceLocationOf
 // says where each kind names its resource.
 #include "gateway/event_type.h"
 
+#include <fstream>
 #include <ostream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <string_view>
 
@@ -133,6 +135,30 @@ TEST(DocumentedEventPlatformTypesTest, FindsOnlyTheCatalogue) {
   ASSERT_NE(found, nullptr);
   EXPECT_EQ(found->canonical, "product_model.updated.delta");
   EXPECT_EQ(found->kind, "product_model");
+}
+
+std::string ReadDoc(const std::string& relative) {
+  std::ifstream in(std::string(PIMGATE_SOURCE_DIR) + "/" + relative);
+  EXPECT_TRUE(in.good()) << "cannot read " << relative;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The pages that list the types for users name every one, in both spellings.
+TEST(DocumentedEventPlatformTypesTest, ListedInTheDocumentation) {
+  for (const std::string page : {"docs/configuration.md", "docs/event-platform-api.md"}) {
+    SCOPED_TRACE(page);
+    const std::string doc = ReadDoc(page);
+    for (const EventPlatformType& type : DocumentedEventPlatformTypes()) {
+      const std::string_view short_upstream =
+          type.upstream.substr(std::string_view("com.akeneo.pim.v1.").size());
+      EXPECT_NE(doc.find("`" + std::string(type.canonical) + "`"), std::string::npos)
+          << type.canonical;
+      EXPECT_NE(doc.find("`" + std::string(short_upstream) + "`"), std::string::npos)
+          << short_upstream;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
