@@ -36,7 +36,7 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 report_skip() {
   printf '  skip  %s: %s\n' "$1" "$2"
   if [ -n "${PIMGATE_TEST_REPORT:-}" ]; then
-    printf '%s\t%s\t%s\t\n' "${PIMGATE_TEST_STAGE:-?}" "$1" "$2" >>"$PIMGATE_TEST_REPORT/skips.tsv"
+    printf '%s\t%s\t%s\n' "${PIMGATE_TEST_STAGE:-?}" "$1" "$2" >>"$PIMGATE_TEST_REPORT/skips.tsv"
   fi
 }
 
