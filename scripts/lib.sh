@@ -31,6 +31,15 @@ export CCACHE_NOHASHDIR=true
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# report_skip WHAT WHY: a part of a check that did not run. Printed, and under scripts/test
+# recorded for its summary table (a CI=true run fails on it unless test-summary accepts it).
+report_skip() {
+  printf '  skip  %s: %s\n' "$1" "$2"
+  if [ -n "${PIMGATE_TEST_REPORT:-}" ]; then
+    printf '%s\t%s\t%s\n' "${PIMGATE_TEST_STAGE:-?}" "$1" "$2" >>"$PIMGATE_TEST_REPORT/skips.tsv"
+  fi
+}
+
 ensure_packages() {
   local missing=()
   local pkg
