@@ -486,6 +486,11 @@ struct PowerCutCase {
   std::size_t write_buffer_bytes;
 };
 
+// How gtest (and ctest's test names) show a case.
+void PrintTo(const PowerCutCase& c, std::ostream* out) {
+  *out << TailName(c.tail) << ", " << (c.write_buffer_bytes >> 10) << " KiB memtables";
+}
+
 class EventLogPowerLossTest : public ::testing::TestWithParam<PowerCutCase> {};
 
 TEST_P(EventLogPowerLossTest, WithSyncEveryAcknowledgedEventSurvives) {
