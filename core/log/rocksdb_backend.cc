@@ -1,5 +1,6 @@
 // RocksDB implementation of LogBackend. Every RocksDB type stays in this file; the rest of pimgate
-// sees LogBackend and absl::Status only.
+// sees LogBackend and absl::Status only (the header declares rocksdb::FileSystem, which only
+// tests ever supply: RocksDbBackendOptions::file_system).
 //
 // On-disk layout (one column family each; integers are 8-byte big-endian so that RocksDB's
 // bytewise key order is numeric order):
@@ -50,6 +51,8 @@
 #include "google/protobuf/timestamp.pb.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
+#include "rocksdb/env.h"
+#include "rocksdb/file_system.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/options.h"
@@ -251,8 +254,10 @@ class SpdlogRocksDbLogger final : public rocksdb::Logger {
 class RocksDbBackend final : public LogBackend {
  public:
   // `handles` are in the order of the families passed to DB::Open (see OpenRocksDbBackend).
-  RocksDbBackend(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
-      : db_(std::move(db)), handles_(std::move(handles)) {}
+  // `env` is the Env `db` was opened on when it is not RocksDB's default (null otherwise).
+  RocksDbBackend(std::shared_ptr<rocksdb::Env> env, std::unique_ptr<rocksdb::DB> db,
+                 std::vector<rocksdb::ColumnFamilyHandle*> handles)
+      : env_(std::move(env)), db_(std::move(db)), handles_(std::move(handles)) {}
 
   ~RocksDbBackend() override {
     // Handles must go before the DB. Close() waits for background work; the WAL already holds
@@ -756,6 +761,7 @@ class RocksDbBackend final : public LogBackend {
     return s;
   }
 
+  std::shared_ptr<rocksdb::Env> env_;  // declared before db_: it must outlive the database
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   // Set when a write failed with an error that stops RocksDB's writes (see WriteResuming).
@@ -773,6 +779,10 @@ class RocksDbBackend final : public LogBackend {
 struct StoreLayout {
   std::vector<rocksdb::ColumnFamilyDescriptor> families;  // in RocksDbBackend::Family order
   rocksdb::DBOptions db_options;
+  // The Env over RocksDbBackendOptions::file_system that db_options.env points to; null when
+  // db_options.env is RocksDB's default. Whoever opens a database with db_options keeps it
+  // alive until the database is closed.
+  std::shared_ptr<rocksdb::Env> env;
 };
 
 StoreLayout MakeStoreLayout(const RocksDbBackendOptions& options) {
@@ -831,14 +841,23 @@ StoreLayout MakeStoreLayout(const RocksDbBackendOptions& options) {
   // from one committer, with the dispatcher's small progress writes beside it: nothing to lose.
   layout.db_options.allow_concurrent_memtable_write = false;
 
+  if (options.file_system != nullptr) {
+    // An Env that takes its files from `file_system` and everything else (threads, clock) from
+    // the default Env.
+    layout.env = rocksdb::NewCompositeEnv(options.file_system);
+    layout.db_options.env = layout.env.get();
+  }
   return layout;
 }
 
 // Opens the store at `path` with pimgate's layout; `handles` get the families in Family order.
+// `env` gets the Env the database runs on (StoreLayout::env), which must outlive it.
 absl::Status OpenStore(const std::string& path, const RocksDbBackendOptions& options,
                        std::unique_ptr<rocksdb::DB>* db,
-                       std::vector<rocksdb::ColumnFamilyHandle*>* handles) {
+                       std::vector<rocksdb::ColumnFamilyHandle*>* handles,
+                       std::shared_ptr<rocksdb::Env>* env) {
   const StoreLayout layout = MakeStoreLayout(options);
+  *env = layout.env;
   // Created here rather than by create_if_missing, which first logs a missing directory as an
   // error. A failure shows up as DB::Open's error below.
   std::error_code ignored;
@@ -854,10 +873,11 @@ absl::Status OpenStore(const std::string& path, const RocksDbBackendOptions& opt
 
 absl::StatusOr<std::unique_ptr<LogBackend>> OpenRocksDbBackend(
     const std::string& path, const RocksDbBackendOptions& options) {
+  std::shared_ptr<rocksdb::Env> env;
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  if (absl::Status s = OpenStore(path, options, &db, &handles); !s.ok()) return s;
-  return std::make_unique<RocksDbBackend>(std::move(db), std::move(handles));
+  if (absl::Status s = OpenStore(path, options, &db, &handles, &env); !s.ok()) return s;
+  return std::make_unique<RocksDbBackend>(std::move(env), std::move(db), std::move(handles));
 }
 
 namespace {
@@ -984,9 +1004,10 @@ class BulkLoader final : public RocksDbBulkLoader {
       files[index] = std::move(*written);
     }
 
+    std::shared_ptr<rocksdb::Env> env;  // declared before db: outlives it
     std::unique_ptr<rocksdb::DB> db;
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    if (absl::Status s = OpenStore(path_, options_, &db, &handles); !s.ok()) return s;
+    if (absl::Status s = OpenStore(path_, options_, &db, &handles, &env); !s.ok()) return s;
     absl::Status status;
     rocksdb::IngestExternalFileOptions ingest;
     ingest.move_files = true;  // hard links: the bytes are written once

@@ -10,6 +10,10 @@
 #include "absl/status/statusor.h"
 #include "core/log/log_backend.h"
 
+namespace rocksdb {
+class FileSystem;  // rocksdb/file_system.h; only tests name one (see file_system below)
+}  // namespace rocksdb
+
 namespace pimgate {
 
 struct RocksDbBackendOptions {
@@ -17,6 +21,12 @@ struct RocksDbBackendOptions {
   std::size_t block_cache_bytes = 64 << 20;
   // Memtable size per column family before a flush.
   std::size_t write_buffer_bytes = 32 << 20;
+  // The file system RocksDB does all its file I/O through. nullptr (the default, and all that
+  // pimgate itself uses) is the operating system's. Tests substitute a wrapper of the OS file
+  // system that can simulate a power cut (tests/testing/power_cut_file_system.h); it must see
+  // the same directory tree as the OS, because the store directory itself is created with
+  // std::filesystem before RocksDB opens it. An open store keeps the file system alive.
+  std::shared_ptr<rocksdb::FileSystem> file_system;
 };
 
 // Opens (creating if missing) a RocksDB database at `path` with pimgate's column families:
