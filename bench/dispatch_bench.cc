@@ -34,9 +34,9 @@
 #include "config/config.h"
 #include "core/dispatch/delivery_stream.h"
 #include "core/dispatch/dispatcher.h"
-#include "core/log/event_log.h"
 #include "core/dispatch/event_wire.h"
 #include "core/dispatch/plugin_supervisor.h"
+#include "core/log/event_log.h"
 #include "core/log/rocksdb_backend.h"
 #include "google/protobuf/arena.h"
 #include "google/protobuf/util/json_util.h"
@@ -416,7 +416,7 @@ ReadResult MeasureRawRead(pimgate::EventLog& log) {
   CpuMeter cpu;
   const auto start = Clock::now();
   while (next <= head) {
-    auto batch = log.backend().ReadStoredEvents(next, kReadBatch);
+    auto batch = log.ReadStoredEvents(next, kReadBatch);
     if (!batch.ok()) Fail("ReadStoredEvents", batch.status());
     if (batch->empty()) break;
     next = batch->back().sequence + 1;

@@ -45,7 +45,7 @@ namespace {
 
 using v1::Ack;
 
-// The store's record of a paused plugin (LogBackend meta): "true" while paused.
+// The store's record of a paused plugin (EventLog metadata): "true" while paused.
 std::string PausedKey(const std::string& plugin) {
   return absl::StrCat("dispatch/", plugin, "/paused");
 }
@@ -81,10 +81,9 @@ class Dispatcher::PluginDispatcher {
   const std::string& name() const { return config_.name; }
 
   absl::Status Start() {
-    absl::StatusOr<uint64_t> cursor = log_->backend().LoadCursor(config_.name);
+    absl::StatusOr<uint64_t> cursor = log_->LoadCursor(config_.name);
     if (!cursor.ok()) return cursor.status();
-    absl::StatusOr<std::optional<std::string>> paused =
-        log_->backend().GetMeta(PausedKey(config_.name));
+    absl::StatusOr<std::optional<std::string>> paused = log_->GetMeta(PausedKey(config_.name));
     if (!paused.ok()) return paused.status();
     if (paused->has_value() && **paused == "true") {
       spdlog::info(
@@ -145,8 +144,7 @@ class Dispatcher::PluginDispatcher {
   // Saved first (fsynced), then applied: a pause that was answered OK survives a restart.
   absl::Status SetPaused(bool paused) {
     absl::MutexLock control(&control_mu_);  // the store and memory change in the same order
-    if (absl::Status status =
-            log_->backend().PutMeta(PausedKey(config_.name), paused ? "true" : "false");
+    if (absl::Status status = log_->PutMeta(PausedKey(config_.name), paused ? "true" : "false");
         !status.ok()) {
       return absl::Status(status.code(), absl::StrCat("saving the pause state of plugin ",
                                                       config_.name, ": ", status.message()));
@@ -441,8 +439,7 @@ class Dispatcher::PluginDispatcher {
     const uint64_t head = log_->head();
     while (window_.size() < options_.window && next_read_ <= head) {
       const std::size_t want = std::min(options_.read_batch, options_.window - window_.size());
-      absl::StatusOr<std::vector<StoredEvent>> events =
-          log_->backend().ReadStoredEvents(next_read_, want);
+      absl::StatusOr<std::vector<StoredEvent>> events = log_->ReadStoredEvents(next_read_, want);
       if (!events.ok()) {
         SetError(ErrorKind::kRead, std::string(events.status().message()));
         spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
@@ -790,7 +787,7 @@ class Dispatcher::PluginDispatcher {
     PluginProgress progress;
     progress.cursor = cursor_;
     progress.dead_letters = dead_letters_;
-    absl::Status status = log_->backend().WriteProgress(config_.name, progress);
+    absl::Status status = log_->WriteProgress(config_.name, progress);
     next_progress_at_ = now + options_.progress_interval;
     if (!status.ok()) {
       // Kept for the next attempt: a dead letter is never dropped for want of a write.
@@ -804,7 +801,7 @@ class Dispatcher::PluginDispatcher {
     if (!resolved_letters_.empty()) {
       // Redelivered dead letters that succeeded. Deleted after the progress write, so a crash in
       // between leaves a letter whose event was handled: retrying it again is harmless.
-      if (absl::Status deleted = log_->backend().DeleteDeadLetters(config_.name, resolved_letters_);
+      if (absl::Status deleted = log_->DeleteDeadLetters(config_.name, resolved_letters_);
           deleted.ok()) {
         resolved_letters_.clear();
       } else {

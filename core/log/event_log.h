@@ -82,8 +82,14 @@ class EventLog {
   using AppendCallback = std::function<void(absl::StatusOr<AppendResult>)>;
 
   // Takes ownership of `backend`, recovers its state and starts the builder and writer threads.
+  // For tools and tests that choose (or wrap, for fault injection) a backend themselves.
   static absl::StatusOr<std::unique_ptr<EventLog>> Open(std::unique_ptr<LogBackend> backend,
                                                         EventLogOptions options);
+  // Opens the log `store:` configures: the RocksDB store at store.path (created when missing),
+  // recovered, with EventLogOptionsFrom(store). The one place that picks pimgate's backend, so
+  // its callers never name one (a second backend would be chosen here, by configuration). Errors
+  // name the path and say whether opening or recovering the store failed.
+  static absl::StatusOr<std::unique_ptr<EventLog>> Open(const StoreConfig& store);
   ~EventLog();  // drains pending appends, then stops
 
   EventLog(const EventLog&) = delete;
