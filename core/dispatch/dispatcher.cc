@@ -62,11 +62,13 @@ google::protobuf::Timestamp NowTimestamp() {
 
 class Dispatcher::PluginDispatcher {
  public:
-  // `hydrator`: null unless the plugin has `hydrate: true`.
-  PluginDispatcher(const PluginConfig& config, EventLog* log, AddressResolver resolve,
-                   const DispatcherOptions& options, HydrationService* hydrator)
+  // `hydrator`: null unless the plugin has `hydrate: true`. `letters`: the dispatcher's.
+  PluginDispatcher(const PluginConfig& config, EventLog* log, DeadLetters* letters,
+                   AddressResolver resolve, const DispatcherOptions& options,
+                   HydrationService* hydrator)
       : config_(config),
         log_(log),
+        letters_(letters),
         resolve_(std::move(resolve)),
         options_(options),
         hydrator_(hydrator),
@@ -801,8 +803,7 @@ class Dispatcher::PluginDispatcher {
     if (!resolved_letters_.empty()) {
       // Redelivered dead letters that succeeded. Deleted after the progress write, so a crash in
       // between leaves a letter whose event was handled: retrying it again is harmless.
-      if (absl::Status deleted = log_->DeleteDeadLetters(config_.name, resolved_letters_);
-          deleted.ok()) {
+      if (absl::Status deleted = letters_->Resolve(config_.name, resolved_letters_); deleted.ok()) {
         resolved_letters_.clear();
       } else {
         spdlog::error("[dispatch {}] removing retried dead letters: {}", config_.name,
@@ -898,6 +899,7 @@ class Dispatcher::PluginDispatcher {
 
   const PluginConfig config_;
   EventLog* const log_;
+  DeadLetters* const letters_;  // deletes the letters of acknowledged redeliveries
   AddressResolver resolve_;
   const DispatcherOptions options_;
   HydrationService* const hydrator_;  // null: the plugin does not hydrate
@@ -966,7 +968,13 @@ class Dispatcher::PluginDispatcher {
 absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
     const std::vector<PluginConfig>& plugins, EventLog* log, AddressResolver resolve,
     DispatcherOptions options) {
+  if (log == nullptr) return absl::InvalidArgumentError("the dispatcher needs the event log");
   std::unique_ptr<Dispatcher> dispatcher(new Dispatcher());
+  // Retries go through Redeliver; the dispatcher outlives its DeadLetters (it owns them).
+  dispatcher->dead_letters_ = std::make_unique<DeadLetters>(
+      *log, [d = dispatcher.get()](const std::string& plugin, std::vector<v1::Event> events) {
+        return d->Redeliver(plugin, std::move(events));
+      });
   for (const PluginConfig& plugin : plugins) {
     if (plugin.max_in_flight == 0) {
       return absl::InvalidArgumentError("plugins." + plugin.name + ".max_in_flight must be > 0");
@@ -1001,7 +1009,8 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
                    absl::StrJoin(with_client, ", "));
     }
     dispatcher->plugins_.push_back(std::make_unique<PluginDispatcher>(
-        plugin, log, resolve, options, plugin.hydrate ? dispatcher->hydrator_.get() : nullptr));
+        plugin, log, dispatcher->dead_letters_.get(), resolve, options,
+        plugin.hydrate ? dispatcher->hydrator_.get() : nullptr));
   }
   return dispatcher;
 }

@@ -171,8 +171,9 @@ class EventLog {
 
   // ---- Dispatch records -----------------------------------------------------------------------
   // Plugin cursors and dead letters. They belong to the dispatch module (core/dispatch): the
-  // dispatcher is their only writer and core/dispatch/dead_letters.h their only other reader;
-  // nothing else calls these. Thread-safe, and concurrent with appends. A progress write need
+  // dispatcher and its DeadLetters (core/dispatch/dead_letters.h) are their only writers and
+  // readers; everything else goes through those (retention reads cursors through
+  // PluginsMinCursor). Thread-safe, and concurrent with appends. A progress write need
   // not be fsynced: losing one only means redelivery (at-least-once), never loss.
 
   // The plugin's persisted cursor (every event <= it is done for the plugin); 0 when none yet.

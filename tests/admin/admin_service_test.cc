@@ -166,7 +166,7 @@ class AdminServiceTest : public ::testing::Test {
   void WriteDeadLetters(const std::string& plugin, const std::vector<uint64_t>& sequences) {
     PluginProgress progress;
     for (uint64_t sequence : sequences) {
-      auto event = log_->backend().GetEvent(sequence);
+      auto event = log_->GetEvent(sequence);
       ASSERT_TRUE(event.ok() && event->has_value());
       v1::DeadLetter letter;
       letter.set_plugin(plugin);
@@ -177,7 +177,7 @@ class AdminServiceTest : public ::testing::Test {
       *letter.mutable_dead_at() = TimeUtil::GetCurrentTime();
       progress.dead_letters.push_back(letter);
     }
-    ASSERT_TRUE(log_->backend().WriteProgress(plugin, progress).ok());
+    ASSERT_TRUE(log_->WriteProgress(plugin, progress).ok());
   }
 
   std::vector<uint64_t> DeadLetterSequences(const std::string& plugin) {
@@ -729,12 +729,6 @@ TEST_F(AdminServiceTest, SeekToTimeFindsFirstEventReceivedAtOrAfter) {
     EXPECT_EQ(response.events_to_replay(), 11 - expected);
   }
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p2").cursor == 10; }));
-}
-
-TEST_F(AdminServiceTest, FirstSequenceReceivedAtOrAfterOnEmptyLog) {
-  auto found = FirstSequenceReceivedAtOrAfter(*log_, absl::FromUnixSeconds(kT0));
-  ASSERT_TRUE(found.ok());
-  EXPECT_EQ(*found, 1u);  // head + 1 of an empty log
 }
 
 // ---- Dead letters -----------------------------------------------------------------------------
