@@ -23,7 +23,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "config/config.h"
-#include "core/log/log_backend.h"
 #include "core/log/log_records.h"
 #include "pimgate/v1/event.pb.h"
 #include "pimgate/v1/store.pb.h"
@@ -191,8 +190,6 @@ class EventLog {
   absl::Status DeleteDeadLetters(const std::string& plugin, const std::vector<uint64_t>& sequences);
   // How many dead letters `plugin` has stored now.
   absl::StatusOr<uint64_t> CountDeadLetters(const std::string& plugin) const;
-
-  LogBackend& backend() { return *backend_; }  // TEMPORARY: removed once callers use the API
 
  private:
   // Trims the backend (LogBackend::Trim*): the one part of core/log that needs more than the

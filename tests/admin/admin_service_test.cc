@@ -19,7 +19,6 @@
 #include "absl/strings/str_cat.h"
 #include "admin/admin_server.h"
 #include "core/dispatch/plugin_supervisor.h"
-#include "core/log/rocksdb_backend.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/unknown_field_set.h"
@@ -55,10 +54,8 @@ using testing::RecordingPlugin;
 class AdminServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto backend = OpenRocksDbBackend(dir_.File("store"));
-    ASSERT_TRUE(backend.ok());
-    auto log = EventLog::Open(std::move(*backend), {});
-    ASSERT_TRUE(log.ok());
+    auto log = EventLog::Open(testing::StoreAt(dir_.File("store")));
+    ASSERT_TRUE(log.ok()) << log.status();
     log_ = std::move(*log);
     plugin_ = std::make_unique<RecordingPlugin>(dir_.File("p1.sock"));
     // p1 is the recording plugin; p2 points at a socket nobody serves.

@@ -23,13 +23,6 @@ using testing::TempDir;
 
 const absl::Time kT0 = absl::FromUnixSeconds(1'777'466'096);  // 2026-04-29T12:34:56Z
 
-// The store of a log in `dir`, as `store:` would configure it.
-StoreConfig Store(const TempDir& dir) {
-  StoreConfig store;
-  store.path = dir.File("store");
-  return store;
-}
-
 SubscriptionNotice Notice(const std::string& type, const std::string& subscription, absl::Time at,
                           const std::string& source = "platform") {
   SubscriptionNotice notice;
@@ -118,7 +111,7 @@ TEST(PlatformSubscriptionsTest, TrackedSubscriptionsAreBounded) {
 TEST(PlatformSubscriptionsTest, StatesSurviveAReopen) {
   TempDir dir;
   {
-    auto log = EventLog::Open(Store(dir));
+    auto log = EventLog::Open(testing::StoreAt(dir.File("store")));
     ASSERT_TRUE(log.ok()) << log.status();
     PlatformSubscriptions::Options options;
     options.log = log->get();
@@ -129,7 +122,7 @@ TEST(PlatformSubscriptionsTest, StatesSurviveAReopen) {
     (*subscriptions)->Record(Notice("subscription.revoked", "sub-2", kT0 + absl::Milliseconds(5)));
     (*subscriptions)->Stop();  // saves what is pending
   }
-  auto log = EventLog::Open(Store(dir));
+  auto log = EventLog::Open(testing::StoreAt(dir.File("store")));
   ASSERT_TRUE(log.ok()) << log.status();
   PlatformSubscriptions::Options options;
   options.log = log->get();
@@ -150,7 +143,7 @@ TEST(PlatformSubscriptionsTest, StatesSurviveAReopen) {
 
 TEST(PlatformSubscriptionsTest, UnreadableSavedStatesAreSkipped) {
   TempDir dir;
-  auto log = EventLog::Open(Store(dir));
+  auto log = EventLog::Open(testing::StoreAt(dir.File("store")));
   ASSERT_TRUE(log.ok()) << log.status();
   ASSERT_TRUE((*log)->PutMeta(PlatformSubscriptions::kMetaKey, "\xff\xff not a proto").ok());
   PlatformSubscriptions::Options options;
