@@ -10,7 +10,6 @@
 #include <array>
 #include <functional>
 #include <optional>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,8 +22,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "common/glob.h"
-#include "core/dispatch/event_filter.h"
+#include "core/dispatch/dead_letters.h"
+#include "core/log/event_query.h"
 #include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
 
@@ -32,11 +31,6 @@ namespace pimgate {
 namespace {
 
 using google::protobuf::util::TimeUtil;
-
-// Events read from the log per backend call while scanning.
-constexpr std::size_t kScanChunk = 512;
-// Dead letters read per backend call while collecting them.
-constexpr std::size_t kDeadLetterChunk = 1000;
 
 using TokenDigest = std::array<unsigned char, 32>;
 
@@ -88,15 +82,16 @@ absl::StatusOr<uint64_t> ParsePageToken(const std::string& token, uint64_t fallb
   return value;
 }
 
-std::string SequenceList(const std::vector<uint64_t>& sequences) {
-  return absl::StrJoin(sequences, ", ");
+// The lowest sequence still in the log, 0 when it is empty.
+absl::StatusOr<uint64_t> FirstSequence(const EventLog& log) {
+  absl::StatusOr<std::optional<v1::Event>> oldest = log.OldestEvent();
+  if (!oldest.ok()) return oldest.status();
+  return oldest->has_value() ? (*oldest)->sequence() : 0;
 }
 
-// The lowest sequence still in the log, 0 when it is empty.
-absl::StatusOr<uint64_t> FirstSequence(EventLog& log) {
-  absl::StatusOr<std::vector<v1::Event>> first = log.backend().ReadEvents(1, 1);
-  if (!first.ok()) return first.status();
-  return first->empty() ? 0 : first->front().sequence();
+// What a retry or purge request selects, as the dispatch module takes it.
+DeadLetterSelection SelectionOf(bool all, const google::protobuf::RepeatedField<uint64_t>& listed) {
+  return DeadLetterSelection{all, std::vector<uint64_t>(listed.begin(), listed.end())};
 }
 
 class AdminServiceImpl final : public v1::Admin::Service {
@@ -104,6 +99,11 @@ class AdminServiceImpl final : public v1::Admin::Service {
   AdminServiceImpl(AdminDependencies deps, const std::string& token, AdminLimits limits)
       : deps_(deps), limits_(limits) {
     if (!token.empty()) token_digest_ = Sha256(token);
+    // Without a dispatcher (tests, a part that is not running) dead letters can still be listed
+    // and purged, through the dispatch module's own access to them; only a retry needs it.
+    if (deps_.dispatcher == nullptr && deps_.log != nullptr) {
+      own_letters_ = std::make_unique<DeadLetters>(*deps_.log);
+    }
   }
 
   grpc::Status GetStats(grpc::ServerContext* ctx, const v1::GetStatsRequest*,
@@ -207,6 +207,13 @@ class AdminServiceImpl final : public v1::Admin::Service {
     return deps_.dispatcher;
   }
 
+  // The dispatch module's dead letters (they are stored in the log, hence its check).
+  absl::StatusOr<DeadLetters*> Letters() const {
+    if (deps_.log == nullptr) return Unavailable("the event log");
+    if (deps_.dispatcher != nullptr) return &deps_.dispatcher->dead_letters();
+    return own_letters_.get();
+  }
+
   // A plugin name the dispatcher knows (NOT_FOUND lists the known ones). Checked before reading
   // its dead letters, so a typo does not read as "no dead letters".
   absl::Status CheckPlugin(const std::string& plugin) const {
@@ -244,7 +251,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
       stats.set_head_sequence(head);
       stats.set_first_sequence(*first);
       stats.set_event_count(*first > 0 && head >= *first ? head - *first + 1 : 0);
-      stats.set_disk_bytes(log.backend().DiskBytes());
+      stats.set_disk_bytes(log.DiskBytes());
       stats.set_pending_requests(log.pending());
     }
     if (deps_.gateway != nullptr) {
@@ -283,7 +290,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
         out.set_connects(plugin.connects);
         out.set_last_error(plugin.last_error);
         if (deps_.log != nullptr) {
-          absl::StatusOr<uint64_t> stored = deps_.log->backend().CountDeadLetters(plugin.name);
+          absl::StatusOr<uint64_t> stored = deps_.dispatcher->dead_letters().Count(plugin.name);
           if (!stored.ok()) return stored.status();
           out.set_dead_letters_stored(*stored);
         }
@@ -529,19 +536,19 @@ class AdminServiceImpl final : public v1::Admin::Service {
 
   absl::Status DoListDeadLetters(const v1::ListDeadLettersRequest& request,
                                  v1::ListDeadLettersResponse& response) {
-    absl::StatusOr<EventLog*> log = Log();
-    if (!log.ok()) return log.status();
+    absl::StatusOr<DeadLetters*> letters = Letters();
+    if (!letters.ok()) return letters.status();
     if (absl::Status status = CheckPlugin(request.plugin()); !status.ok()) return status;
     absl::StatusOr<std::size_t> page_size = PageSize(request.page_size(), limits_);
     if (!page_size.ok()) return page_size.status();
     absl::StatusOr<uint64_t> from = ParsePageToken(request.page_token(), 0);
     if (!from.ok()) return from.status();
     // One more than a page tells whether there is a next one.
-    absl::StatusOr<std::vector<v1::DeadLetter>> letters =
-        (*log)->backend().ReadDeadLetters(request.plugin(), *from, *page_size + 1);
-    if (!letters.ok()) return letters.status();
+    absl::StatusOr<std::vector<v1::DeadLetter>> listed =
+        (*letters)->List(request.plugin(), *from, *page_size + 1);
+    if (!listed.ok()) return listed.status();
     std::size_t bytes = 0;
-    for (v1::DeadLetter& letter : *letters) {
+    for (v1::DeadLetter& letter : *listed) {
       bytes += letter.ByteSizeLong();
       const bool full = static_cast<std::size_t>(response.dead_letters_size()) == *page_size ||
                         (response.dead_letters_size() > 0 && bytes > limits_.max_response_bytes);
@@ -554,60 +561,6 @@ class AdminServiceImpl final : public v1::Admin::Service {
     return absl::OkStatus();
   }
 
-  // The dead letters a retry or purge acts on: every listed one (all must exist), or with `all`
-  // up to `max` of those whose event was in the log when the call began (letters written during
-  // the call are left for the next one). `more`: letters remain beyond `max`.
-  absl::StatusOr<std::vector<v1::DeadLetter>> SelectDeadLetters(
-      EventLog& log, const std::string& plugin, bool all,
-      const google::protobuf::RepeatedField<uint64_t>& listed, std::size_t max, bool& more) {
-    more = false;
-    if (all == !listed.empty()) {
-      return absl::InvalidArgumentError("set either all or a list of sequences");
-    }
-    std::vector<v1::DeadLetter> selected;
-    if (all) {
-      const uint64_t head = log.head();
-      uint64_t from = 0;
-      while (true) {
-        absl::StatusOr<std::vector<v1::DeadLetter>> chunk =
-            log.backend().ReadDeadLetters(plugin, from, kDeadLetterChunk);
-        if (!chunk.ok()) return chunk.status();
-        for (v1::DeadLetter& letter : *chunk) {
-          if (letter.event().sequence() > head) return selected;
-          if (selected.size() == max) {
-            more = true;
-            return selected;
-          }
-          from = letter.event().sequence() + 1;
-          selected.push_back(std::move(letter));
-        }
-        if (chunk->size() < kDeadLetterChunk) return selected;
-      }
-    }
-    const std::set<uint64_t> sequences(listed.begin(), listed.end());
-    if (sequences.size() > max) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("at most ", max, " sequences per call, got ", sequences.size()));
-    }
-    std::vector<uint64_t> missing;
-    for (const uint64_t sequence : sequences) {
-      absl::StatusOr<std::vector<v1::DeadLetter>> found =
-          log.backend().ReadDeadLetters(plugin, sequence, 1);
-      if (!found.ok()) return found.status();
-      if (found->empty() || found->front().event().sequence() != sequence) {
-        missing.push_back(sequence);
-      } else {
-        selected.push_back(std::move(found->front()));
-      }
-    }
-    if (!missing.empty()) {
-      return absl::NotFoundError(absl::StrCat("plugin ", plugin, " has no dead letter for sequence",
-                                              missing.size() > 1 ? "s " : " ",
-                                              SequenceList(missing), "; nothing was changed"));
-    }
-    return selected;
-  }
-
   absl::Status DoRetryDeadLetters(grpc::ServerContext* ctx,
                                   const v1::RetryDeadLettersRequest& request,
                                   v1::RetryDeadLettersResponse& response) {
@@ -616,73 +569,35 @@ class AdminServiceImpl final : public v1::Admin::Service {
     absl::StatusOr<Dispatcher*> dispatcher = Dispatch();
     if (!dispatcher.ok()) return dispatcher.status();
     if (absl::Status status = CheckPlugin(request.plugin()); !status.ok()) return status;
-    // One retry or purge at a time: two concurrent retries of one letter would deliver it twice.
-    absl::MutexLock lock(&dead_letters_mu_);
-    bool more = false;
-    absl::StatusOr<std::vector<v1::DeadLetter>> letters = SelectDeadLetters(
-        **log, request.plugin(), request.all(), request.sequences(), limits_.max_retry, more);
-    if (!letters.ok()) return letters.status();
-    if (letters->empty()) return absl::OkStatus();
-    std::vector<uint64_t> sequences;
-    std::vector<v1::Event> events;
-    for (const v1::DeadLetter& letter : *letters) {
-      sequences.push_back(letter.event().sequence());
-      events.push_back(letter.event());
-    }
-    // Removed before they are handed over: a retried event that fails again fast is
-    // dead-lettered again under the same key, and deleting afterwards could erase that new
-    // letter. If the hand-over fails, the letters are written back.
-    LogBackend& backend = (*log)->backend();
-    if (absl::Status status = backend.DeleteDeadLetters(request.plugin(), sequences);
-        !status.ok()) {
-      return status;
-    }
-    if (absl::Status status = (*dispatcher)->Redeliver(request.plugin(), std::move(events));
-        !status.ok()) {
-      PluginProgress restore;
-      restore.dead_letters = *std::move(letters);
-      if (absl::Status restored = backend.WriteProgress(request.plugin(), restore);
-          !restored.ok()) {
-        spdlog::error("[admin] plugin {}: dead letters {} neither retried nor restored: {}",
-                      request.plugin(), SequenceList(sequences), std::string(restored.message()));
-      }
-      return status;
-    }
-    spdlog::info("[admin] retrying {} dead letter(s) of plugin {} (asked by {})", sequences.size(),
-                 request.plugin(), ctx->peer());
-    response.mutable_sequences()->Add(sequences.begin(), sequences.end());
-    response.set_more(more);
+    absl::StatusOr<RetriedDeadLetters> retried =
+        (*dispatcher)
+            ->dead_letters()
+            .Retry(request.plugin(), SelectionOf(request.all(), request.sequences()),
+                   limits_.max_retry);
+    if (!retried.ok()) return retried.status();
+    if (retried->sequences.empty()) return absl::OkStatus();
+    spdlog::info("[admin] retrying {} dead letter(s) of plugin {} (asked by {})",
+                 retried->sequences.size(), request.plugin(), ctx->peer());
+    response.mutable_sequences()->Add(retried->sequences.begin(), retried->sequences.end());
+    response.set_more(retried->more);
     return absl::OkStatus();
   }
 
   absl::Status DoPurgeDeadLetters(grpc::ServerContext* ctx,
                                   const v1::PurgeDeadLettersRequest& request,
                                   v1::PurgeDeadLettersResponse& response) {
-    absl::StatusOr<EventLog*> log = Log();
-    if (!log.ok()) return log.status();
+    absl::StatusOr<DeadLetters*> letters = Letters();
+    if (!letters.ok()) return letters.status();
     if (absl::Status status = CheckPlugin(request.plugin()); !status.ok()) return status;
-    absl::MutexLock lock(&dead_letters_mu_);
-    uint64_t purged = 0;
     // `all` purges in rounds of max_retry (each round's letters are held in memory).
-    bool more = true;
-    while (more) {
-      absl::StatusOr<std::vector<v1::DeadLetter>> letters = SelectDeadLetters(
-          **log, request.plugin(), request.all(), request.sequences(), limits_.max_retry, more);
-      if (!letters.ok()) return letters.status();
-      std::vector<uint64_t> sequences;
-      for (const v1::DeadLetter& letter : *letters) sequences.push_back(letter.event().sequence());
-      if (sequences.empty()) break;
-      if (absl::Status status = (*log)->backend().DeleteDeadLetters(request.plugin(), sequences);
-          !status.ok()) {
-        return status;
-      }
-      purged += sequences.size();
-    }
-    if (purged > 0) {
-      spdlog::info("[admin] purged {} dead letter(s) of plugin {} (asked by {})", purged,
+    absl::StatusOr<uint64_t> purged = (*letters)->Purge(
+        request.plugin(), SelectionOf(request.all(), request.sequences()), limits_.max_retry);
+    if (!purged.ok()) return purged.status();
+    if (*purged > 0) {
+      spdlog::info("[admin] purged {} dead letter(s) of plugin {} (asked by {})", *purged,
                    request.plugin(), ctx->peer());
     }
-    response.set_purged(purged);
+    response.set_purged(*purged);
     return absl::OkStatus();
   }
 
@@ -691,7 +606,6 @@ class AdminServiceImpl final : public v1::Admin::Service {
   absl::Status DoGetEvent(const v1::GetEventRequest& request, v1::Event& response) {
     absl::StatusOr<EventLog*> log = Log();
     if (!log.ok()) return log.status();
-    LogBackend& backend = (*log)->backend();
     uint64_t sequence = 0;
     std::string described;
     switch (request.key_case()) {
@@ -705,8 +619,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
         if (ref.source().empty() || ref.id().empty()) {
           return absl::InvalidArgumentError("ref needs both source and id");
         }
-        absl::StatusOr<std::optional<uint64_t>> found =
-            backend.FindEventId(DedupKey{ref.source(), ref.id()});
+        absl::StatusOr<std::optional<uint64_t>> found = (*log)->FindEventId(ref.source(), ref.id());
         if (!found.ok()) return found.status();
         if (!found->has_value()) {
           return absl::NotFoundError(
@@ -720,7 +633,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
       default:
         return absl::InvalidArgumentError("set sequence or ref {source, id}");
     }
-    absl::StatusOr<std::optional<v1::Event>> event = backend.GetEvent(sequence);
+    absl::StatusOr<std::optional<v1::Event>> event = (*log)->GetEvent(sequence);
     if (!event.ok()) return event.status();
     if (!event->has_value()) {
       return absl::NotFoundError(absl::StrCat(
@@ -741,138 +654,28 @@ class AdminServiceImpl final : public v1::Admin::Service {
         (request.has_until() && !ValidTimestamp(request.until()))) {
       return absl::InvalidArgumentError("since and until must be valid timestamps");
     }
-    std::optional<absl::Time> since, until;
-    if (request.has_since()) since = ToTime(request.since());
-    if (request.has_until()) until = ToTime(request.until());
-    if (since && until && *since >= *until) {
-      return absl::InvalidArgumentError("since must be before until");
-    }
-    const uint64_t head = (*log)->head();
-    absl::StatusOr<uint64_t> first = FirstSequence(**log);
-    if (!first.ok()) return first.status();
-    if (*first == 0) return absl::OkStatus();  // empty log
-
-    const auto matches = [&](const v1::Event& event) {
-      if (!request.source().empty() && event.source() != request.source()) return false;
-      if (!request.resource_id().empty() && event.resource_id() != request.resource_id()) {
-        return false;
-      }
-      if (!request.type().empty() && !GlobMatch(request.type(), event.type())) return false;
-      const absl::Time received = ToTime(event.received_at());
-      if (since && received < *since) return false;
-      if (until && received >= *until) return false;
-      return true;
-    };
-    // Past this, the scan cannot meet another match (received_at grows with the sequence, give
-    // or take the slack).
-    const auto beyond_window = [&](const v1::Event& event) {
-      const absl::Time received = ToTime(event.received_at());
-      if (request.newest_first()) return since && received < *since - limits_.received_at_slack;
-      return until && received >= *until + limits_.received_at_slack;
-    };
-
-    // The next sequence to look at, in scan direction.
-    uint64_t next = 0;
+    EventQuery query;
+    query.source = request.source();
+    query.resource_id = request.resource_id();
+    query.type = request.type();
+    if (request.has_since()) query.since = ToTime(request.since());
+    if (request.has_until()) query.until = ToTime(request.until());
+    query.newest_first = request.newest_first();
     if (!request.page_token().empty()) {
       absl::StatusOr<uint64_t> token = ParsePageToken(request.page_token(), 0);
       if (!token.ok()) return token.status();
-      next = *token;
-    } else if (request.newest_first()) {
-      next = head;
-      if (until) {
-        absl::StatusOr<uint64_t> after =
-            FirstSequenceReceivedAtOrAfter(**log, *until + limits_.received_at_slack);
-        if (!after.ok()) return after.status();
-        next = std::min(head, *after - 1);
-      }
-    } else {
-      next = *first;
-      if (since) {
-        absl::StatusOr<uint64_t> start =
-            FirstSequenceReceivedAtOrAfter(**log, *since - limits_.received_at_slack);
-        if (!start.ok()) return start.status();
-        next = std::max(next, *start);
-      }
+      query.resume_at = *token;
     }
-
-    std::size_t scanned = 0;
-    std::size_t bytes = 0;
-    bool done = false;  // nothing more to find
-    // Takes one event in scan order; false stops the scan (page full or response big enough;
-    // `next` then points at where the following page starts).
-    const auto take = [&](v1::Event& event) -> bool {
-      ++scanned;
-      if (beyond_window(event)) {
-        done = true;
-        return false;
-      }
-      const uint64_t sequence = event.sequence();
-      if (matches(event)) {
-        const std::size_t size = event.ByteSizeLong();
-        if (response.events_size() > 0 && bytes + size > limits_.max_response_bytes) {
-          next = sequence;  // the next page starts with it
-          return false;
-        }
-        bytes += size;
-        *response.add_events() = std::move(event);
-      }
-      next = request.newest_first() ? sequence - 1 : sequence + 1;
-      return static_cast<std::size_t>(response.events_size()) < *page_size;
-    };
-
-    while (!done && scanned < limits_.max_scan) {
-      const std::size_t budget = std::min(kScanChunk, limits_.max_scan - scanned);
-      if (request.newest_first()) {
-        if (next < *first || next == 0) {
-          done = true;
-          break;
-        }
-        const uint64_t low = next >= *first + budget - 1 ? next - budget + 1 : *first;
-        absl::StatusOr<std::vector<v1::Event>> chunk =
-            (*log)->backend().ReadEvents(low, next - low + 1);
-        if (!chunk.ok()) return chunk.status();
-        bool stopped = false;
-        const uint64_t high = next;
-        for (auto it = chunk->rbegin(); it != chunk->rend(); ++it) {
-          if (it->sequence() > high) continue;  // past a hole: not in this range
-          if (!take(*it)) {
-            stopped = true;
-            break;
-          }
-        }
-        if (stopped) break;
-        next = low - 1;
-      } else {
-        if (next > head) {
-          done = true;
-          break;
-        }
-        const std::size_t count =
-            static_cast<std::size_t>(std::min<uint64_t>(budget, head - next + 1));
-        absl::StatusOr<std::vector<v1::Event>> chunk = (*log)->backend().ReadEvents(next, count);
-        if (!chunk.ok()) return chunk.status();
-        if (chunk->empty()) {
-          done = true;
-          break;
-        }
-        bool stopped = false;
-        for (v1::Event& event : *chunk) {
-          if (event.sequence() > head) {
-            done = true;
-            break;
-          }
-          if (!take(event)) {
-            stopped = true;
-            break;
-          }
-        }
-        if (stopped) break;
-      }
-    }
-    response.set_scanned(scanned);
-    const bool exhausted =
-        done || (request.newest_first() ? next < *first || next == 0 : next > head);
-    if (!exhausted) response.set_next_page_token(absl::StrCat(next));
+    EventQueryLimits limits;
+    limits.page_size = *page_size;
+    limits.max_scan = limits_.max_scan;
+    limits.max_bytes = limits_.max_response_bytes;
+    limits.received_at_slack = limits_.received_at_slack;
+    absl::StatusOr<EventPage> page = QueryEvents(**log, query, limits);
+    if (!page.ok()) return page.status();
+    for (v1::Event& event : page->events) *response.add_events() = std::move(event);
+    response.set_scanned(page->scanned);
+    if (page->next) response.set_next_page_token(absl::StrCat(*page->next));
     return absl::OkStatus();
   }
 
@@ -885,7 +688,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
     absl::StatusOr<uint64_t> from = ParsePageToken(request.page_token(), 0);
     if (!from.ok()) return from.status();
     absl::StatusOr<std::vector<v1::QuarantineEntry>> entries =
-        (*log)->backend().ReadQuarantine(*from, *page_size + 1);
+        (*log)->ReadQuarantine(*from, *page_size + 1);
     if (!entries.ok()) return entries.status();
     std::size_t bytes = 0;
     for (v1::QuarantineEntry& entry : *entries) {
@@ -904,8 +707,8 @@ class AdminServiceImpl final : public v1::Admin::Service {
   const AdminDependencies deps_;
   const AdminLimits limits_;
   std::optional<TokenDigest> token_digest_;
-  // Serializes RetryDeadLetters and PurgeDeadLetters.
-  absl::Mutex dead_letters_mu_;
+  // The dead letters when no dispatcher runs (Letters()); null when one does.
+  std::unique_ptr<DeadLetters> own_letters_;
   // Serializes RestartPlugin.
   absl::Mutex restart_mu_;
 };
@@ -915,34 +718,6 @@ class AdminServiceImpl final : public v1::Admin::Service {
 std::unique_ptr<v1::Admin::Service> NewAdminService(AdminDependencies deps,
                                                     const std::string& token, AdminLimits limits) {
   return std::make_unique<AdminServiceImpl>(deps, token, limits);
-}
-
-absl::StatusOr<uint64_t> FirstSequenceReceivedAtOrAfter(EventLog& log, absl::Time time) {
-  const uint64_t head = log.head();
-  // Invariant: every stored sequence below `low` was received before `time`; every stored
-  // sequence from `high` on (up to head) was received at or after it.
-  uint64_t low = 1;
-  uint64_t high = head + 1;
-  while (low < high) {
-    const uint64_t mid = low + (high - low) / 2;
-    // The first stored event at or after mid (retention may have left a hole at mid).
-    absl::StatusOr<std::vector<v1::Event>> probe = log.backend().ReadEvents(mid, 1);
-    if (!probe.ok()) return probe.status();
-    // Nothing stored in [mid, high), or the first event at or after mid came at or after `time`
-    // (and [mid, that event) is a hole): either way the answer is at most mid.
-    if (probe->empty() || probe->front().sequence() >= high ||
-        ToTime(probe->front().received_at()) >= time) {
-      high = mid;
-    } else {
-      low = probe->front().sequence() + 1;
-    }
-  }
-  if (low > head) return head + 1;
-  // Land on a stored event (`low` may fall in a hole).
-  absl::StatusOr<std::vector<v1::Event>> at = log.backend().ReadEvents(low, 1);
-  if (!at.ok()) return at.status();
-  if (at->empty() || at->front().sequence() > head) return head + 1;
-  return at->front().sequence();
 }
 
 }  // namespace pimgate

@@ -11,10 +11,10 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/dispatch/dispatcher.h"
-#include "core/log/event_log.h"
 #include "core/dispatch/plugin_supervisor.h"
-#include "pim/reconciler.h"
+#include "core/log/event_log.h"
 #include "gateway/server.h"
+#include "pim/reconciler.h"
 #include "pimgate/v1/admin.grpc.pb.h"
 
 namespace pimgate {
@@ -55,11 +55,6 @@ struct AdminLimits {
 std::unique_ptr<v1::Admin::Service> NewAdminService(AdminDependencies deps,
                                                     const std::string& token,
                                                     AdminLimits limits = {});
-
-// The first sequence whose event was received at or after `time`, or head + 1 when none was.
-// Binary search over sequences (O(log n) point reads), which relies on received_at growing with
-// the sequence. Holes left by retention are skipped. Used by SeekPlugin and ListEvents.
-absl::StatusOr<uint64_t> FirstSequenceReceivedAtOrAfter(EventLog& log, absl::Time time);
 
 }  // namespace pimgate
 

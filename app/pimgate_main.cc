@@ -18,7 +18,6 @@
 #include "core/dispatch/plugin_supervisor.h"
 #include "core/log/event_log.h"
 #include "core/log/retention.h"
-#include "core/log/rocksdb_backend.h"
 #include "gateway/server.h"
 #include "metrics/gateway_metrics.h"
 #include "metrics/metrics.h"
@@ -151,17 +150,9 @@ int Serve(const std::string& path, const std::string& ready_file) {
   std::unique_ptr<pimgate::MetricsServer> metrics_server =
       StartMetricsServer(config->metrics, &metrics);
 
-  auto backend = pimgate::OpenRocksDbBackend(config->store.path);
-  if (!backend.ok()) {
-    spdlog::critical("cannot open the event log at {}: {}", config->store.path,
-                     std::string(backend.status().message()));
-    return 1;
-  }
-  const pimgate::EventLogOptions log_options = pimgate::EventLogOptionsFrom(config->store);
-  auto log = pimgate::EventLog::Open(std::move(*backend), log_options);
+  auto log = pimgate::EventLog::Open(config->store);
   if (!log.ok()) {
-    spdlog::critical("cannot recover the event log at {}: {}", config->store.path,
-                     std::string(log.status().message()));
+    spdlog::critical("{}", std::string(log.status().message()));  // names the path
     return 1;
   }
   spdlog::info("event log {} opened: head sequence {}, sync={}", config->store.path, (*log)->head(),
@@ -253,7 +244,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
   // states are kept and exported; a resumed subscription gets a reconciliation of its source at
   // once, as a safety net for the events the platform did not send while it was suspended.
   pimgate::PlatformSubscriptions::Options subscription_options;
-  subscription_options.backend = &(*log)->backend();
+  subscription_options.log = log->get();
   subscription_options.on_resumed = ReconcileOnResume(config->sources, reconciler->get());
   auto subscriptions = pimgate::PlatformSubscriptions::Open(std::move(subscription_options));
   if (!subscriptions.ok()) {

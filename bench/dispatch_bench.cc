@@ -34,10 +34,9 @@
 #include "config/config.h"
 #include "core/dispatch/delivery_stream.h"
 #include "core/dispatch/dispatcher.h"
-#include "core/log/event_log.h"
 #include "core/dispatch/event_wire.h"
 #include "core/dispatch/plugin_supervisor.h"
-#include "core/log/rocksdb_backend.h"
+#include "core/log/event_log.h"
 #include "google/protobuf/arena.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -416,7 +415,7 @@ ReadResult MeasureRawRead(pimgate::EventLog& log) {
   CpuMeter cpu;
   const auto start = Clock::now();
   while (next <= head) {
-    auto batch = log.backend().ReadStoredEvents(next, kReadBatch);
+    auto batch = log.ReadStoredEvents(next, kReadBatch);
     if (!batch.ok()) Fail("ReadStoredEvents", batch.status());
     if (batch->empty()) break;
     next = batch->back().sequence + 1;
@@ -728,11 +727,10 @@ int main(int argc, char** argv) {
       "\"%s\"\n",
       static_cast<unsigned long long>(o.events), o.small ? "Event Platform" : "product",
       kEventsPerRequest, o.resources, o.max_in_flight, absl::StrJoin(o.plugin_cmd, " ").c_str());
-  auto backend = pimgate::OpenRocksDbBackend(dir + "/store");
-  if (!backend.ok()) Fail("opening RocksDB", backend.status());
-  pimgate::EventLogOptions log_options;
-  log_options.sync = false;  // the preload is not what is measured
-  auto log = pimgate::EventLog::Open(std::move(*backend), log_options);
+  pimgate::StoreConfig store;
+  store.path = dir + "/store";
+  store.sync = false;  // the preload is not what is measured
+  auto log = pimgate::EventLog::Open(store);
   if (!log.ok()) Fail("opening the event log", log.status());
 
   CpuMeter preload_cpu;

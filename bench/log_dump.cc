@@ -7,22 +7,25 @@
 #include <cstdio>
 #include <string>
 
-#include "core/log/rocksdb_backend.h"
+#include "config/config.h"
+#include "core/log/event_log.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: pimgate_log_dump STORE_PATH\n");
     return 2;
   }
-  auto backend = pimgate::OpenRocksDbBackend(argv[1]);
-  if (!backend.ok()) {
-    std::fprintf(stderr, "pimgate_log_dump: %s\n", std::string(backend.status().message()).c_str());
+  pimgate::StoreConfig store;
+  store.path = argv[1];
+  auto log = pimgate::EventLog::Open(store);
+  if (!log.ok()) {
+    std::fprintf(stderr, "pimgate_log_dump: %s\n", std::string(log.status().message()).c_str());
     return 1;
   }
   constexpr std::size_t kPage = 10'000;
   uint64_t from = 1;
   while (true) {
-    auto events = (*backend)->ReadEvents(from, kPage);
+    auto events = (*log)->ReadEvents(from, kPage);
     if (!events.ok()) {
       std::fprintf(stderr, "pimgate_log_dump: %s\n",
                    std::string(events.status().message()).c_str());

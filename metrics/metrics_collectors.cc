@@ -67,10 +67,10 @@ LogMetricsSnapshot SnapshotLog(EventLog& log) {
   LogMetricsSnapshot snapshot;
   // The oldest event before the head: the head only grows, so oldest <= head holds even if an
   // append or a trim lands in between.
-  absl::StatusOr<std::vector<v1::Event>> oldest = log.backend().ReadEvents(0, 1);
+  absl::StatusOr<std::optional<v1::Event>> oldest = log.OldestEvent();
   snapshot.head = log.head();
-  if (oldest.ok() && !oldest->empty()) {
-    const v1::Event& event = oldest->front();
+  if (oldest.ok() && oldest->has_value()) {
+    const v1::Event& event = **oldest;
     snapshot.oldest_sequence = event.sequence();
     snapshot.events = snapshot.head >= event.sequence() ? snapshot.head - event.sequence() + 1 : 0;
     if (event.has_received_at()) {
@@ -78,7 +78,7 @@ LogMetricsSnapshot SnapshotLog(EventLog& log) {
           event.received_at().seconds() * 1'000'000 + event.received_at().nanos() / 1'000;
     }
   }
-  snapshot.disk_bytes = log.backend().DiskBytes();
+  snapshot.disk_bytes = log.DiskBytes();
   snapshot.pending_requests = log.pending();
   return snapshot;
 }

@@ -32,7 +32,7 @@ struct LogMetricsSnapshot {
   uint64_t pending_requests = 0;  // appends waiting for the group commit
 };
 
-// Reads the log's head, its oldest event and the backend's disk use. A failed read of the
+// Reads the log's head, its oldest event and its disk use. A failed read of the
 // oldest event leaves the oldest_* fields and `events` at their defaults.
 LogMetricsSnapshot SnapshotLog(EventLog& log);
 

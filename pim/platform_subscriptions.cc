@@ -59,9 +59,9 @@ absl::StatusOr<std::unique_ptr<PlatformSubscriptions>> PlatformSubscriptions::Op
     Options options) {
   std::unique_ptr<PlatformSubscriptions> subscriptions(
       new PlatformSubscriptions(std::move(options)));
-  LogBackend* backend = subscriptions->options_.backend;
-  if (backend == nullptr) return subscriptions;
-  absl::StatusOr<std::optional<std::string>> saved = backend->GetMeta(kMetaKey);
+  const EventLog* log = subscriptions->options_.log;
+  if (log == nullptr) return subscriptions;
+  absl::StatusOr<std::optional<std::string>> saved = log->GetMeta(kMetaKey);
   if (!saved.ok()) return saved.status();
   if (!saved->has_value()) return subscriptions;
   v1::PlatformSubscriptionRecords records;
@@ -195,7 +195,7 @@ std::vector<SubscriptionStatus> PlatformSubscriptions::Snapshot() const {
 }
 
 void PlatformSubscriptions::Save() {
-  if (options_.backend == nullptr) {
+  if (options_.log == nullptr) {
     absl::MutexLock lock(&mu_);
     dirty_ = false;
     return;
@@ -215,7 +215,7 @@ void PlatformSubscriptions::Save() {
     dirty_ = false;
   }
   // PutMeta fsyncs: never on a gateway I/O thread, hence this thread.
-  if (absl::Status status = options_.backend->PutMeta(kMetaKey, records.SerializeAsString());
+  if (absl::Status status = options_.log->PutMeta(kMetaKey, records.SerializeAsString());
       !status.ok()) {
     spdlog::error(
         "cannot save the Event Platform subscription states ({}); they are kept in memory and "

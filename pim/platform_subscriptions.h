@@ -19,7 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "core/log/log_backend.h"
+#include "core/log/event_log.h"
 #include "gateway/subscription_notice.h"
 
 namespace pimgate {
@@ -56,7 +56,7 @@ struct SubscriptionStatus {
 // Stop().
 //
 //   PlatformSubscriptions::Options options;
-//   options.backend = &log->backend();
+//   options.log = log.get();
 //   options.on_resumed = [&](const std::string& source, const std::string&) { ... };
 //   auto subscriptions = PlatformSubscriptions::Open(std::move(options));  // restores the states
 //   (*subscriptions)->Start();
@@ -70,9 +70,9 @@ class PlatformSubscriptions {
       std::function<void(const std::string& source, const std::string& subscription_id)>;
 
   struct Options {
-    // Where the states are kept across restarts (LogBackend::PutMeta under kMetaKey); null:
-    // in memory only (tests). Must outlive the object.
-    LogBackend* backend = nullptr;
+    // Where the states are kept across restarts (the log's metadata, EventLog::PutMeta under
+    // kMetaKey); null: in memory only (tests). Must outlive the object.
+    EventLog* log = nullptr;
     // Runs on the object's thread when a subscription resumes (may block). Unset: nothing runs.
     ResumedAction on_resumed;
     // Most subscriptions tracked: a notification about another one is logged and not tracked
@@ -83,7 +83,7 @@ class PlatformSubscriptions {
   // The metadata key holding every tracked state (a v1.PlatformSubscriptionRecords).
   static constexpr char kMetaKey[] = "platform/subscriptions";
 
-  // Restores the states saved under kMetaKey. An error is a failed backend read; a saved value
+  // Restores the states saved under kMetaKey. An error is a failed metadata read; a saved value
   // that does not parse is logged and skipped (the next notification of each subscription sets
   // its state again).
   static absl::StatusOr<std::unique_ptr<PlatformSubscriptions>> Open(Options options);

@@ -42,7 +42,7 @@ constexpr char kProductModelsPath[] = "/api/rest/v1/product-models";
 constexpr char kProductKind[] = "product";
 constexpr char kProductModelKind[] = "product_model";
 
-// Metadata keys (LogBackend::PutMeta), per source.
+// Metadata keys (EventLog::PutMeta), per source.
 std::string WatermarkKey(const std::string& source) {
   return absl::StrCat("reconcile/", source, "/watermark");
 }
@@ -72,9 +72,9 @@ struct LearnedOffset {
   }
 };
 
-absl::StatusOr<std::optional<LearnedOffset>> ReadLearnedOffset(LogBackend& backend,
+absl::StatusOr<std::optional<LearnedOffset>> ReadLearnedOffset(const EventLog& log,
                                                                const std::string& key) {
-  absl::StatusOr<std::optional<std::string>> value = backend.GetMeta(key);
+  absl::StatusOr<std::optional<std::string>> value = log.GetMeta(key);
   if (!value.ok()) return value.status();
   if (!value->has_value()) return std::nullopt;
   std::vector<std::string> parts = absl::StrSplit(**value, ' ');
@@ -92,8 +92,8 @@ int64_t FloorDiv(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0) !
 
 constexpr int64_t kMinuteUs = 60'000'000;
 
-absl::StatusOr<std::optional<int64_t>> ReadInt(LogBackend& backend, const std::string& key) {
-  absl::StatusOr<std::optional<std::string>> value = backend.GetMeta(key);
+absl::StatusOr<std::optional<int64_t>> ReadInt(const EventLog& log, const std::string& key) {
+  absl::StatusOr<std::optional<std::string>> value = log.GetMeta(key);
   if (!value.ok()) return value.status();
   if (!value->has_value()) return std::nullopt;
   int64_t number = 0;
@@ -412,11 +412,10 @@ absl::StatusOr<std::unique_ptr<Reconciler>> Reconciler::Create(
         source->configured_zone_name = config.rest->timezone->name;
       }
     }
-    absl::StatusOr<std::optional<int64_t>> watermark =
-        ReadInt(log->backend(), WatermarkKey(config.name));
+    absl::StatusOr<std::optional<int64_t>> watermark = ReadInt(*log, WatermarkKey(config.name));
     if (!watermark.ok()) return watermark.status();
     absl::StatusOr<std::optional<LearnedOffset>> learned =
-        ReadLearnedOffset(log->backend(), UtcOffsetKey(config.name));
+        ReadLearnedOffset(*log, UtcOffsetKey(config.name));
     if (!learned.ok()) return learned.status();
     {
       absl::MutexLock lock(&source->mu);
@@ -619,24 +618,23 @@ absl::StatusOr<ReconcileRunStats> Reconciler::RunLocked(Source& source,
 
 absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options,
                                  ReconcileRunStats& stats) {
-  LogBackend& backend = log_->backend();
+  EventLog& log = *log_;
   RunContext run(stats);
   run.started_us = absl::ToUnixMicros(stats.started_at);
 
-  absl::StatusOr<std::optional<int64_t>> runs = ReadInt(backend, RunCounterKey(source.name));
+  absl::StatusOr<std::optional<int64_t>> runs = ReadInt(log, RunCounterKey(source.name));
   if (!runs.ok()) return runs.status();
   stats.run = static_cast<uint64_t>(runs->value_or(0)) + 1;
-  if (absl::Status s = backend.PutMeta(RunCounterKey(source.name), absl::StrCat(stats.run));
-      !s.ok()) {
+  if (absl::Status s = log.PutMeta(RunCounterKey(source.name), absl::StrCat(stats.run)); !s.ok()) {
     return s;
   }
   run.request_id = absl::StrCat("reconcile-", source.name, "-", stats.run);
 
-  absl::StatusOr<std::optional<int64_t>> watermark = ReadInt(backend, WatermarkKey(source.name));
+  absl::StatusOr<std::optional<int64_t>> watermark = ReadInt(log, WatermarkKey(source.name));
   if (!watermark.ok()) return watermark.status();
   stats.watermark_us = *watermark;
   absl::StatusOr<std::optional<LearnedOffset>> learned =
-      ReadLearnedOffset(backend, UtcOffsetKey(source.name));
+      ReadLearnedOffset(log, UtcOffsetKey(source.name));
   if (!learned.ok()) return learned.status();
 
   // The window a scheduled run uses, and the one this run uses.
@@ -680,7 +678,7 @@ absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options
     int64_t candidate = std::min(*run.max_updated_us, run.started_us);
     if (watermark->has_value()) candidate = std::max(candidate, **watermark);
     if (!watermark->has_value() || candidate != **watermark) {
-      if (absl::Status s = backend.PutMeta(WatermarkKey(source.name), absl::StrCat(candidate));
+      if (absl::Status s = log.PutMeta(WatermarkKey(source.name), absl::StrCat(candidate));
           !s.ok()) {
         return s;
       }
@@ -712,7 +710,7 @@ absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options
     offset.window_start_us = next_window;
     offset.observed_offset = run.offsets.newest_offset();
     if (!learned->has_value() || !(**learned == offset)) {
-      if (absl::Status s = backend.PutMeta(UtcOffsetKey(source.name), offset.Encode()); !s.ok()) {
+      if (absl::Status s = log.PutMeta(UtcOffsetKey(source.name), offset.Encode()); !s.ok()) {
         return s;
       }
       if (!source.configured_zone.has_value() &&
@@ -739,7 +737,7 @@ absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options
 
 absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::string& kind,
                                   std::optional<int64_t> window_start_us) {
-  LogBackend& backend = log_->backend();
+  EventLog& log = *log_;
   ReconcileRunStats& stats = run.stats;
   const bool products = kind == kProductKind;
   std::string path = products ? kProductsPath : kProductModelsPath;
@@ -827,7 +825,7 @@ absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::st
       run.max_updated_us = std::max(run.max_updated_us.value_or(*version_us), *version_us);
 
       absl::StatusOr<std::optional<ResourceVersion>> known =
-          backend.FindVersion(ResourceKey{source.name, kind, id});
+          log.FindVersion(ResourceKey{source.name, kind, id});
       if (!known.ok()) return known.status();
       // Not newer than what the log has (same version included): nothing to deliver.
       if (known->has_value() && *version_us <= (*known)->version_at_us) {
@@ -889,7 +887,7 @@ absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::st
 }
 
 absl::Status Reconciler::CheckDeletions(Source& source, RunContext& run, const std::string& kind) {
-  LogBackend& backend = log_->backend();
+  EventLog& log = *log_;
   ReconcileRunStats& stats = run.stats;
   // A resource whose newest version is this recent may have been created after the listing
   // passed its page: the overlap also absorbs the PIM's clock running ahead of pimgate's.
@@ -917,7 +915,7 @@ absl::Status Reconciler::CheckDeletions(Source& source, RunContext& run, const s
       if (shared_->stopping) return Cancelled();
     }
     absl::StatusOr<std::vector<ResourceVersionEntry>> chunk =
-        backend.ListVersions(source.name, kind, after, options_.deletion_check_chunk);
+        log.ListVersions(source.name, kind, after, options_.deletion_check_chunk);
     if (!chunk.ok()) return chunk.status();
     if (chunk->empty()) break;
     after = chunk->back().resource_id;

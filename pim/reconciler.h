@@ -20,9 +20,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "pim/akeneo_client.h"
 #include "config/config.h"
 #include "core/log/event_log.h"
+#include "pim/akeneo_client.h"
 
 namespace pimgate {
 
@@ -135,7 +135,7 @@ struct ReconcilerOptions {
 // TLS-terminating proxy) is followed on the configured origin (NextPageTarget); one on another
 // host fails the run.
 //
-// The watermark is persisted (LogBackend::PutMeta, fsynced) only after a run succeeded, as
+// The watermark is persisted (EventLog::PutMeta, fsynced) only after a run succeeded, as
 // min(largest `updated` seen, the run's start on pimgate's clock), and never moves back. The
 // largest `updated` is on the PIM's clock, so a clock difference does not open a gap; capping it
 // at the start keeps an item updated while the run was paging (on a page already passed) inside

@@ -45,7 +45,7 @@ namespace {
 
 using v1::Ack;
 
-// The store's record of a paused plugin (LogBackend meta): "true" while paused.
+// The store's record of a paused plugin (EventLog metadata): "true" while paused.
 std::string PausedKey(const std::string& plugin) {
   return absl::StrCat("dispatch/", plugin, "/paused");
 }
@@ -62,11 +62,13 @@ google::protobuf::Timestamp NowTimestamp() {
 
 class Dispatcher::PluginDispatcher {
  public:
-  // `hydrator`: null unless the plugin has `hydrate: true`.
-  PluginDispatcher(const PluginConfig& config, EventLog* log, AddressResolver resolve,
-                   const DispatcherOptions& options, HydrationService* hydrator)
+  // `hydrator`: null unless the plugin has `hydrate: true`. `letters`: the dispatcher's.
+  PluginDispatcher(const PluginConfig& config, EventLog* log, DeadLetters* letters,
+                   AddressResolver resolve, const DispatcherOptions& options,
+                   HydrationService* hydrator)
       : config_(config),
         log_(log),
+        letters_(letters),
         resolve_(std::move(resolve)),
         options_(options),
         hydrator_(hydrator),
@@ -81,10 +83,9 @@ class Dispatcher::PluginDispatcher {
   const std::string& name() const { return config_.name; }
 
   absl::Status Start() {
-    absl::StatusOr<uint64_t> cursor = log_->backend().LoadCursor(config_.name);
+    absl::StatusOr<uint64_t> cursor = log_->LoadCursor(config_.name);
     if (!cursor.ok()) return cursor.status();
-    absl::StatusOr<std::optional<std::string>> paused =
-        log_->backend().GetMeta(PausedKey(config_.name));
+    absl::StatusOr<std::optional<std::string>> paused = log_->GetMeta(PausedKey(config_.name));
     if (!paused.ok()) return paused.status();
     if (paused->has_value() && **paused == "true") {
       spdlog::info(
@@ -145,8 +146,7 @@ class Dispatcher::PluginDispatcher {
   // Saved first (fsynced), then applied: a pause that was answered OK survives a restart.
   absl::Status SetPaused(bool paused) {
     absl::MutexLock control(&control_mu_);  // the store and memory change in the same order
-    if (absl::Status status =
-            log_->backend().PutMeta(PausedKey(config_.name), paused ? "true" : "false");
+    if (absl::Status status = log_->PutMeta(PausedKey(config_.name), paused ? "true" : "false");
         !status.ok()) {
       return absl::Status(status.code(), absl::StrCat("saving the pause state of plugin ",
                                                       config_.name, ": ", status.message()));
@@ -441,8 +441,7 @@ class Dispatcher::PluginDispatcher {
     const uint64_t head = log_->head();
     while (window_.size() < options_.window && next_read_ <= head) {
       const std::size_t want = std::min(options_.read_batch, options_.window - window_.size());
-      absl::StatusOr<std::vector<StoredEvent>> events =
-          log_->backend().ReadStoredEvents(next_read_, want);
+      absl::StatusOr<std::vector<StoredEvent>> events = log_->ReadStoredEvents(next_read_, want);
       if (!events.ok()) {
         SetError(ErrorKind::kRead, std::string(events.status().message()));
         spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
@@ -790,7 +789,7 @@ class Dispatcher::PluginDispatcher {
     PluginProgress progress;
     progress.cursor = cursor_;
     progress.dead_letters = dead_letters_;
-    absl::Status status = log_->backend().WriteProgress(config_.name, progress);
+    absl::Status status = log_->WriteProgress(config_.name, progress);
     next_progress_at_ = now + options_.progress_interval;
     if (!status.ok()) {
       // Kept for the next attempt: a dead letter is never dropped for want of a write.
@@ -804,8 +803,7 @@ class Dispatcher::PluginDispatcher {
     if (!resolved_letters_.empty()) {
       // Redelivered dead letters that succeeded. Deleted after the progress write, so a crash in
       // between leaves a letter whose event was handled: retrying it again is harmless.
-      if (absl::Status deleted = log_->backend().DeleteDeadLetters(config_.name, resolved_letters_);
-          deleted.ok()) {
+      if (absl::Status deleted = letters_->Resolve(config_.name, resolved_letters_); deleted.ok()) {
         resolved_letters_.clear();
       } else {
         spdlog::error("[dispatch {}] removing retried dead letters: {}", config_.name,
@@ -901,6 +899,7 @@ class Dispatcher::PluginDispatcher {
 
   const PluginConfig config_;
   EventLog* const log_;
+  DeadLetters* const letters_;  // deletes the letters of acknowledged redeliveries
   AddressResolver resolve_;
   const DispatcherOptions options_;
   HydrationService* const hydrator_;  // null: the plugin does not hydrate
@@ -969,7 +968,13 @@ class Dispatcher::PluginDispatcher {
 absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
     const std::vector<PluginConfig>& plugins, EventLog* log, AddressResolver resolve,
     DispatcherOptions options) {
+  if (log == nullptr) return absl::InvalidArgumentError("the dispatcher needs the event log");
   std::unique_ptr<Dispatcher> dispatcher(new Dispatcher());
+  // Retries go through Redeliver; the dispatcher outlives its DeadLetters (it owns them).
+  dispatcher->dead_letters_ = std::make_unique<DeadLetters>(
+      *log, [d = dispatcher.get()](const std::string& plugin, std::vector<v1::Event> events) {
+        return d->Redeliver(plugin, std::move(events));
+      });
   for (const PluginConfig& plugin : plugins) {
     if (plugin.max_in_flight == 0) {
       return absl::InvalidArgumentError("plugins." + plugin.name + ".max_in_flight must be > 0");
@@ -1004,7 +1009,8 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
                    absl::StrJoin(with_client, ", "));
     }
     dispatcher->plugins_.push_back(std::make_unique<PluginDispatcher>(
-        plugin, log, resolve, options, plugin.hydrate ? dispatcher->hydrator_.get() : nullptr));
+        plugin, log, dispatcher->dead_letters_.get(), resolve, options,
+        plugin.hydrate ? dispatcher->hydrator_.get() : nullptr));
   }
   return dispatcher;
 }

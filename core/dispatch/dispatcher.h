@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "config/config.h"
+#include "core/dispatch/dead_letters.h"
 #include "core/dispatch/hydration.h"
 #include "core/log/event_log.h"
 #include "core/log/retention.h"
@@ -121,12 +122,16 @@ class Dispatcher {
   absl::Status Redeliver(const std::string& plugin, std::vector<v1::Event> events);
   // Names of the configured plugins, in manifest order.
   std::vector<std::string> PluginNames() const;
+  // The plugins' dead letters: the dispatcher writes them as it gives up on events; operators
+  // list, retry (through Redeliver) and purge them here. Lives as long as the dispatcher.
+  DeadLetters& dead_letters() const { return *dead_letters_; }
 
   class PluginDispatcher;
 
  private:
   Dispatcher() = default;
   std::shared_ptr<HydrationService> hydrator_;  // shared by hydrating plugins; null: none hydrates
+  std::unique_ptr<DeadLetters> dead_letters_;
   std::vector<std::unique_ptr<PluginDispatcher>> plugins_;
   PluginDispatcher* Find(const std::string& name) const;
 };

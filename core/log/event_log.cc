@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "core/log/log_backend.h"
+#include "core/log/rocksdb_backend.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/wire_format_lite.h"
@@ -228,6 +229,23 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(std::unique_ptr<LogBack
   absl::StatusOr<RecoveredState> state = backend->Recover();
   if (!state.ok()) return state.status();
   return std::unique_ptr<EventLog>(new EventLog(std::move(backend), options, *state));
+}
+
+absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const StoreConfig& store) {
+  absl::StatusOr<std::unique_ptr<LogBackend>> backend = OpenRocksDbBackend(store.path);
+  if (!backend.ok()) {
+    return absl::Status(backend.status().code(),
+                        absl::StrCat("cannot open the event log at ", store.path, ": ",
+                                     backend.status().message()));
+  }
+  absl::StatusOr<std::unique_ptr<EventLog>> log =
+      Open(std::move(*backend), EventLogOptionsFrom(store));
+  if (!log.ok()) {
+    return absl::Status(
+        log.status().code(),
+        absl::StrCat("cannot recover the event log at ", store.path, ": ", log.status().message()));
+  }
+  return log;
 }
 
 EventLog::EventLog(std::unique_ptr<LogBackend> backend, EventLogOptions options,

@@ -23,7 +23,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "config/config.h"
-#include "core/log/log_backend.h"
 #include "core/log/log_records.h"
 #include "pimgate/v1/event.pb.h"
 #include "pimgate/v1/store.pb.h"
@@ -82,8 +81,14 @@ class EventLog {
   using AppendCallback = std::function<void(absl::StatusOr<AppendResult>)>;
 
   // Takes ownership of `backend`, recovers its state and starts the builder and writer threads.
+  // For tools and tests that choose (or wrap, for fault injection) a backend themselves.
   static absl::StatusOr<std::unique_ptr<EventLog>> Open(std::unique_ptr<LogBackend> backend,
                                                         EventLogOptions options);
+  // Opens the log `store:` configures: the RocksDB store at store.path (created when missing),
+  // recovered, with EventLogOptionsFrom(store). The one place that picks pimgate's backend, so
+  // its callers never name one (a second backend would be chosen here, by configuration). Errors
+  // name the path and say whether opening or recovering the store failed.
+  static absl::StatusOr<std::unique_ptr<EventLog>> Open(const StoreConfig& store);
   ~EventLog();  // drains pending appends, then stops
 
   EventLog(const EventLog&) = delete;
@@ -165,8 +170,9 @@ class EventLog {
 
   // ---- Dispatch records -----------------------------------------------------------------------
   // Plugin cursors and dead letters. They belong to the dispatch module (core/dispatch): the
-  // dispatcher is their only writer and core/dispatch/dead_letters.h their only other reader;
-  // nothing else calls these. Thread-safe, and concurrent with appends. A progress write need
+  // dispatcher and its DeadLetters (core/dispatch/dead_letters.h) are their only writers and
+  // readers; everything else goes through those (retention reads cursors through
+  // PluginsMinCursor). Thread-safe, and concurrent with appends. A progress write need
   // not be fsynced: losing one only means redelivery (at-least-once), never loss.
 
   // The plugin's persisted cursor (every event <= it is done for the plugin); 0 when none yet.
@@ -184,8 +190,6 @@ class EventLog {
   absl::Status DeleteDeadLetters(const std::string& plugin, const std::vector<uint64_t>& sequences);
   // How many dead letters `plugin` has stored now.
   absl::StatusOr<uint64_t> CountDeadLetters(const std::string& plugin) const;
-
-  LogBackend& backend() { return *backend_; }  // TEMPORARY: removed once callers use the API
 
  private:
   // Trims the backend (LogBackend::Trim*): the one part of core/log that needs more than the

@@ -19,7 +19,6 @@
 #include "absl/strings/str_cat.h"
 #include "admin/admin_server.h"
 #include "core/dispatch/plugin_supervisor.h"
-#include "core/log/rocksdb_backend.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/unknown_field_set.h"
@@ -55,10 +54,8 @@ using testing::RecordingPlugin;
 class AdminServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto backend = OpenRocksDbBackend(dir_.File("store"));
-    ASSERT_TRUE(backend.ok());
-    auto log = EventLog::Open(std::move(*backend), {});
-    ASSERT_TRUE(log.ok());
+    auto log = EventLog::Open(testing::StoreAt(dir_.File("store")));
+    ASSERT_TRUE(log.ok()) << log.status();
     log_ = std::move(*log);
     plugin_ = std::make_unique<RecordingPlugin>(dir_.File("p1.sock"));
     // p1 is the recording plugin; p2 points at a socket nobody serves.
@@ -166,7 +163,7 @@ class AdminServiceTest : public ::testing::Test {
   void WriteDeadLetters(const std::string& plugin, const std::vector<uint64_t>& sequences) {
     PluginProgress progress;
     for (uint64_t sequence : sequences) {
-      auto event = log_->backend().GetEvent(sequence);
+      auto event = log_->GetEvent(sequence);
       ASSERT_TRUE(event.ok() && event->has_value());
       v1::DeadLetter letter;
       letter.set_plugin(plugin);
@@ -177,7 +174,7 @@ class AdminServiceTest : public ::testing::Test {
       *letter.mutable_dead_at() = TimeUtil::GetCurrentTime();
       progress.dead_letters.push_back(letter);
     }
-    ASSERT_TRUE(log_->backend().WriteProgress(plugin, progress).ok());
+    ASSERT_TRUE(log_->WriteProgress(plugin, progress).ok());
   }
 
   std::vector<uint64_t> DeadLetterSequences(const std::string& plugin) {
@@ -729,12 +726,6 @@ TEST_F(AdminServiceTest, SeekToTimeFindsFirstEventReceivedAtOrAfter) {
     EXPECT_EQ(response.events_to_replay(), 11 - expected);
   }
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p2").cursor == 10; }));
-}
-
-TEST_F(AdminServiceTest, FirstSequenceReceivedAtOrAfterOnEmptyLog) {
-  auto found = FirstSequenceReceivedAtOrAfter(*log_, absl::FromUnixSeconds(kT0));
-  ASSERT_TRUE(found.ok());
-  EXPECT_EQ(*found, 1u);  // head + 1 of an empty log
 }
 
 // ---- Dead letters -----------------------------------------------------------------------------

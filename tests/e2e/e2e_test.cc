@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "core/log/rocksdb_backend.h"
+#include "core/dispatch/dead_letters.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -290,11 +290,11 @@ TEST_F(EndToEnd, ThreeLanguagesReceiveExactlyTheirEventsInResourceOrder) {
   EXPECT_EQ(pimgate.Terminate(), 0);
 
   // REJECT → dead letters: one per reject-me event, for each plugin that received them.
-  auto backend = OpenRocksDbBackend(dir_.File("store"));
-  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto log = EventLog::Open(testing::StoreAt(dir_.File("store")));
+  ASSERT_TRUE(log.ok()) << log.status();
   int reject_events = 0;
   for (const Sent& s : sent) reject_events += s.resource == "reject-me" && s.author != "erp";
-  auto letters = (*backend)->ReadDeadLetters("node", 0, 1000);
+  auto letters = DeadLetters(**log).List("node", 0, 1000);
   ASSERT_TRUE(letters.ok());
   EXPECT_EQ(static_cast<int>(letters->size()), reject_events);
   for (const auto& letter : *letters) {

@@ -15,7 +15,6 @@
 #include <sstream>
 #include <thread>
 
-#include "core/log/rocksdb_backend.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -24,6 +23,7 @@ namespace {
 using testing::HttpClient;
 using testing::HttpResponse;
 using testing::PimgateProcess;
+using testing::StoreAt;
 using testing::TempDir;
 
 constexpr char kSecret[] = "crash-test-secret";
@@ -104,9 +104,9 @@ TEST(CrashTest, EveryEventAnswered200SurvivesKill9) {
     for (std::thread& t : clients) t.join();
   }
 
-  auto backend = OpenRocksDbBackend(dir.File("store"));
-  ASSERT_TRUE(backend.ok()) << backend.status();
-  auto events = (*backend)->ReadEvents(1, 10'000'000);
+  auto log = EventLog::Open(StoreAt(dir.File("store")));
+  ASSERT_TRUE(log.ok()) << log.status();
+  auto events = (*log)->ReadEvents(1, 10'000'000);
   ASSERT_TRUE(events.ok()) << events.status();
   std::set<std::string> stored;
   uint64_t previous = 0;
@@ -244,9 +244,9 @@ TEST(CrashTest, RandomKillsUnderMixedLoadLoseNoAcknowledgedEvent) {
   EXPECT_EQ(process.Terminate(), 0);
   EXPECT_EQ(undelivered, 0u) << "of " << acknowledged.size() << " acknowledged events";
 
-  auto backend = OpenRocksDbBackend(dir.File("store"));
-  ASSERT_TRUE(backend.ok()) << backend.status();
-  auto events = (*backend)->ReadEvents(1, 10'000'000);
+  auto log = EventLog::Open(StoreAt(dir.File("store")));
+  ASSERT_TRUE(log.ok()) << log.status();
+  auto events = (*log)->ReadEvents(1, 10'000'000);
   ASSERT_TRUE(events.ok()) << events.status();
   std::set<std::string> stored;
   for (const v1::Event& event : *events) stored.insert(event.id());

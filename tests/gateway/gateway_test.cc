@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/log/log_backend.h"
 #include "gateway/server.h"
 #include "tests/testing/test_env.h"
 
@@ -279,7 +280,7 @@ TEST(Gateway, MalformedPayload400StoresNothing) {
     EXPECT_EQ(res.status, 400) << body << " -> " << res.body;
   }
   EXPECT_EQ(gw.log().head(), 0u);
-  auto quarantine = gw.log().backend().ReadQuarantine(1, 100);
+  auto quarantine = gw.log().ReadQuarantine(1, 100);
   ASSERT_TRUE(quarantine.ok());
   EXPECT_TRUE(quarantine->empty());
 }
@@ -299,7 +300,7 @@ TEST(Gateway, PartialLegacyBatchStoresValidQuarantinesInvalidAnswers400) {
   EXPECT_TRUE(Contains(res.body, R"("accepted":2)")) << res.body;
   EXPECT_TRUE(Contains(res.body, "event_id")) << res.body;
   EXPECT_EQ(gw.log().head(), 2u);
-  auto quarantine = gw.log().backend().ReadQuarantine(1, 100);
+  auto quarantine = gw.log().ReadQuarantine(1, 100);
   ASSERT_TRUE(quarantine.ok());
   ASSERT_EQ(quarantine->size(), 1u);
   EXPECT_EQ((*quarantine)[0].index(), 1u);

@@ -431,7 +431,7 @@ TEST(HostileClients, MillionEventsUnderARaisedBodyLimitAre400TooManyEventsNothin
   EXPECT_TRUE(Contains(res.body, R"("error":"bad_payload")")) << res.body;
   EXPECT_TRUE(Contains(res.body, "too many events: 1000000 > 100")) << res.body;
   EXPECT_EQ(gw.log().head(), 0u);
-  auto quarantine = gw.log().backend().ReadQuarantine(1, 10);
+  auto quarantine = gw.log().ReadQuarantine(1, 10);
   ASSERT_TRUE(quarantine.ok());
   EXPECT_TRUE(quarantine->empty()) << "a refused batch must not be quarantined element by element";
   // Memory: the body, its parse and the client's copies; bounded by a small multiple of the

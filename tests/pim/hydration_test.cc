@@ -17,14 +17,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "pim/akeneo_client.h"
 #include "config/config.h"
 #include "core/dispatch/dispatcher.h"
-#include "pim/hydrator.h"
+#include "google/protobuf/util/time_util.h"
 #include "metrics/metrics.h"
 #include "metrics/metrics_collectors.h"
-#include "core/log/rocksdb_backend.h"
-#include "google/protobuf/util/time_util.h"
+#include "pim/akeneo_client.h"
+#include "pim/hydrator.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "tests/testing/fake_pim.h"
 #include "tests/testing/test_env.h"
@@ -143,10 +142,8 @@ std::string StringAt(const Struct& data, std::initializer_list<const char*> keys
 class HydrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto backend = OpenRocksDbBackend(dir_.File("store"));
-    ASSERT_TRUE(backend.ok());
-    auto log = EventLog::Open(std::move(*backend), {});
-    ASSERT_TRUE(log.ok());
+    auto log = EventLog::Open(testing::StoreAt(dir_.File("store")));
+    ASSERT_TRUE(log.ok()) << log.status();
     log_ = std::move(*log);
     client_ = MakeClient();
   }
@@ -326,7 +323,7 @@ TEST_F(HydrationTest, ProductUpdatedIsDeliveredWithTheFullProduct) {
   EXPECT_EQ(stats.hydration_failures, 0u);
   EXPECT_EQ(stats.delivered, 1u);
   // The stored event stays lightweight.
-  auto stored = log_->backend().ReadEvents(1, 1);
+  auto stored = log_->ReadEvents(1, 1);
   ASSERT_TRUE(stored.ok());
   EXPECT_EQ(Path((*stored)[0].data(), {"resource"}), nullptr);
 }
@@ -424,7 +421,7 @@ TEST_F(HydrationTest, FetchFailingEveryAttemptIsDeadLettered) {
   Append({Platform("product.updated", uuid, 1), Platform("product.updated", uuid, 2)});
   absl::StatusOr<std::vector<v1::DeadLetter>> letters;
   ASSERT_TRUE(WaitFor([&] {
-    letters = log_->backend().ReadDeadLetters("p", 0, 100);
+    letters = dispatcher->dead_letters().List("p", 0, 100);
     return letters.ok() && letters->size() == 2;
   }));
   for (const v1::DeadLetter& letter : *letters) {
@@ -652,10 +649,8 @@ TEST_F(HydrationTest, PerResourceOrderHoldsWithHydration) {
 
 TEST(HydrationConfig, HydratingPluginNeedsAClientForOneOfItsSources) {
   TempDir dir;
-  auto backend = OpenRocksDbBackend(dir.File("store"));
-  ASSERT_TRUE(backend.ok());
-  auto log = EventLog::Open(std::move(*backend), {});
-  ASSERT_TRUE(log.ok());
+  auto log = EventLog::Open(testing::StoreAt(dir.File("store")));
+  ASSERT_TRUE(log.ok()) << log.status();
   PluginConfig plugin;
   plugin.name = "p";
   plugin.address = "unix:/nonexistent.sock";

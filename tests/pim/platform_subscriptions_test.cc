@@ -11,9 +11,9 @@
 #include <thread>
 #include <vector>
 
+#include "core/log/event_log.h"
 #include "metrics/metrics.h"
 #include "metrics/metrics_collectors.h"
-#include "core/log/rocksdb_backend.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -111,10 +111,10 @@ TEST(PlatformSubscriptionsTest, TrackedSubscriptionsAreBounded) {
 TEST(PlatformSubscriptionsTest, StatesSurviveAReopen) {
   TempDir dir;
   {
-    auto backend = OpenRocksDbBackend(dir.File("store"));
-    ASSERT_TRUE(backend.ok()) << backend.status();
+    auto log = EventLog::Open(testing::StoreAt(dir.File("store")));
+    ASSERT_TRUE(log.ok()) << log.status();
     PlatformSubscriptions::Options options;
-    options.backend = backend->get();
+    options.log = log->get();
     auto subscriptions = PlatformSubscriptions::Open(std::move(options));
     ASSERT_TRUE(subscriptions.ok()) << subscriptions.status();
     (*subscriptions)->Start();
@@ -122,10 +122,10 @@ TEST(PlatformSubscriptionsTest, StatesSurviveAReopen) {
     (*subscriptions)->Record(Notice("subscription.revoked", "sub-2", kT0 + absl::Milliseconds(5)));
     (*subscriptions)->Stop();  // saves what is pending
   }
-  auto backend = OpenRocksDbBackend(dir.File("store"));
-  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto log = EventLog::Open(testing::StoreAt(dir.File("store")));
+  ASSERT_TRUE(log.ok()) << log.status();
   PlatformSubscriptions::Options options;
-  options.backend = backend->get();
+  options.log = log->get();
   auto reopened = PlatformSubscriptions::Open(std::move(options));
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   const std::vector<SubscriptionStatus> states = (*reopened)->Snapshot();
@@ -143,11 +143,11 @@ TEST(PlatformSubscriptionsTest, StatesSurviveAReopen) {
 
 TEST(PlatformSubscriptionsTest, UnreadableSavedStatesAreSkipped) {
   TempDir dir;
-  auto backend = OpenRocksDbBackend(dir.File("store"));
-  ASSERT_TRUE(backend.ok());
-  ASSERT_TRUE((*backend)->PutMeta(PlatformSubscriptions::kMetaKey, "\xff\xff not a proto").ok());
+  auto log = EventLog::Open(testing::StoreAt(dir.File("store")));
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_TRUE((*log)->PutMeta(PlatformSubscriptions::kMetaKey, "\xff\xff not a proto").ok());
   PlatformSubscriptions::Options options;
-  options.backend = backend->get();
+  options.log = log->get();
   auto subscriptions = PlatformSubscriptions::Open(std::move(options));
   ASSERT_TRUE(subscriptions.ok()) << subscriptions.status();
   EXPECT_TRUE((*subscriptions)->Snapshot().empty());

@@ -21,10 +21,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
-#include "pim/akeneo_client.h"
 #include "core/dispatch/dispatcher.h"
-#include "core/log/rocksdb_backend.h"
 #include "google/protobuf/util/time_util.h"
+#include "pim/akeneo_client.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "spdlog/sinks/ringbuffer_sink.h"
 #include "spdlog/spdlog.h"
@@ -126,9 +125,7 @@ class ReconcilerTest : public ::testing::Test {
   void OpenLog() {
     reconciler_.reset();
     log_.reset();
-    auto backend = OpenRocksDbBackend(dir_.File("store"));
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    auto log = EventLog::Open(std::move(*backend), {});
+    auto log = EventLog::Open(testing::StoreAt(dir_.File("store")));
     ASSERT_TRUE(log.ok()) << log.status();
     log_ = std::move(*log);
   }
@@ -173,7 +170,7 @@ class ReconcilerTest : public ::testing::Test {
   }
 
   std::vector<v1::Event> Events() {
-    auto events = log_->backend().ReadEvents(1, 100'000);
+    auto events = log_->ReadEvents(1, 100'000);
     EXPECT_TRUE(events.ok()) << events.status();
     return events.ok() ? *events : std::vector<v1::Event>{};
   }
@@ -589,8 +586,8 @@ TEST_F(ReconcilerTest, SinceLaterThanTheWatermarkWindowDoesNotMoveTheWatermark) 
   pim.PutProduct(testing::NewUuid(), t0);
   pim.PutProduct(testing::NewUuid(), t0 + 3600 * kSecondUs);
   // The PIM's zone is configured: the window is exact (no widening while the offset is learned).
-  reconciler_ =
-      Make(pim, OnDemand(), "pim", nullptr, [](RestConfig& rest) { rest.timezone = testing::ZoneOf("-05:00"); });
+  reconciler_ = Make(pim, OnDemand(), "pim", nullptr,
+                     [](RestConfig& rest) { rest.timezone = testing::ZoneOf("-05:00"); });
   // No watermark yet: the default window is everything, so a run from t0 + 30 min leaves a gap.
   absl::StatusOr<ReconcileRunStats> run =
       reconciler_->Run("pim", ReconcileOptions{t0 + 1800 * kSecondUs, false});
@@ -674,7 +671,7 @@ TEST_F(ReconcilerTest, FullRunEmitsEachDeletionOnce) {
   const v1::Event& model = deletions.at("model-gone");
   EXPECT_EQ(model.type(), "product_model.deleted");
   EXPECT_EQ(model.data().fields().at("code").string_value(), "model-gone");
-  auto version = log_->backend().FindVersion(ResourceKey{"pim", "product", gone});
+  auto version = log_->FindVersion(ResourceKey{"pim", "product", gone});
   ASSERT_TRUE(version.ok() && version->has_value());
   EXPECT_TRUE((*version)->deleted);
 
@@ -690,7 +687,7 @@ TEST_F(ReconcilerTest, FullRunEmitsEachDeletionOnce) {
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->emitted, 1u);
   EXPECT_EQ(run->deleted, 0u);
-  version = log_->backend().FindVersion(ResourceKey{"pim", "product", gone});
+  version = log_->FindVersion(ResourceKey{"pim", "product", gone});
   ASSERT_TRUE(version.ok() && version->has_value());
   EXPECT_FALSE((*version)->deleted);
 }
@@ -731,7 +728,7 @@ TEST_F(ReconcilerTest, StopCancelsARunWaitingForASlowPim) {
   pim.SetDelay(std::chrono::milliseconds(0));
 }
 
-TEST_F(ReconcilerTest, BackendListsVersionsPerSourceAndKindAndKeepsMetadata) {
+TEST_F(ReconcilerTest, LogListsVersionsPerSourceAndKindAndKeepsMetadata) {
   // Versions of two sources and two kinds; a legacy removal marks its product deleted.
   const auto event = [](const std::string& source, const std::string& type, const std::string& id,
                         int64_t version_s) {
@@ -753,13 +750,13 @@ TEST_F(ReconcilerTest, BackendListsVersionsPerSourceAndKindAndKeepsMetadata) {
   request.events.push_back(event("pim", "product.deleted", "d", 2));
   ASSERT_TRUE(log_->AppendSync(std::move(request)).ok());
 
-  LogBackend& backend = log_->backend();
-  auto first = backend.ListVersions("pim", "product", "", 2);
+  EventLog& log = *log_;
+  auto first = log.ListVersions("pim", "product", "", 2);
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_EQ(first->size(), 2u);
   EXPECT_EQ((*first)[0].resource_id, "a");
   EXPECT_EQ((*first)[1].resource_id, "b");
-  auto rest = backend.ListVersions("pim", "product", "b", 100);
+  auto rest = log.ListVersions("pim", "product", "b", 100);
   ASSERT_TRUE(rest.ok()) << rest.status();
   ASSERT_EQ(rest->size(), 3u);  // c, d, e: nothing of product_model or of pim2
   EXPECT_EQ((*rest)[0].resource_id, "c");
@@ -767,18 +764,18 @@ TEST_F(ReconcilerTest, BackendListsVersionsPerSourceAndKindAndKeepsMetadata) {
   EXPECT_TRUE((*rest)[1].version.deleted);
   EXPECT_EQ((*rest)[1].version.version_at_us, (1'800'000'000 + 2) * kSecondUs);
   EXPECT_FALSE((*rest)[2].version.deleted);
-  EXPECT_TRUE(backend.ListVersions("pim", "product", "e", 100)->empty());
-  EXPECT_EQ(backend.ListVersions("pim", "product_model", "", 100)->size(), 1u);
-  EXPECT_TRUE(backend.ListVersions("pim", "prod", "", 100)->empty());  // no prefix matches
+  EXPECT_TRUE(log.ListVersions("pim", "product", "e", 100)->empty());
+  EXPECT_EQ(log.ListVersions("pim", "product_model", "", 100)->size(), 1u);
+  EXPECT_TRUE(log.ListVersions("pim", "prod", "", 100)->empty());  // no prefix matches
 
-  EXPECT_FALSE(backend.GetMeta("reconcile/pim/watermark")->has_value());
-  ASSERT_TRUE(backend.PutMeta("reconcile/pim/watermark", "123").ok());
+  EXPECT_FALSE(log.GetMeta("reconcile/pim/watermark")->has_value());
+  ASSERT_TRUE(log.PutMeta("reconcile/pim/watermark", "123").ok());
   // The backend's own bookkeeping keys are apart from PutMeta's.
-  ASSERT_TRUE(backend.PutMeta("last_sequence", "not a number").ok());
+  ASSERT_TRUE(log.PutMeta("last_sequence", "not a number").ok());
   OpenLog();
   EXPECT_EQ(log_->head(), 8u);
-  EXPECT_EQ(log_->backend().GetMeta("reconcile/pim/watermark")->value_or(""), "123");
-  EXPECT_EQ(log_->backend().GetMeta("last_sequence")->value_or(""), "not a number");
+  EXPECT_EQ(log_->GetMeta("reconcile/pim/watermark")->value_or(""), "123");
+  EXPECT_EQ(log_->GetMeta("last_sequence")->value_or(""), "not a number");
 }
 
 // ---- The PIM server's time zone ----------------------------------------------------------------
@@ -918,8 +915,8 @@ TEST_F(ReconcilerTest, ConfiguredIanaZoneUsesTheOffsetAtTheWindowStartNotTodays)
   const std::string before = testing::NewUuid();
   pim.PutProduct(inside, since + 30 * 60 * kSecondUs);
   pim.PutProduct(before, since - 30 * 60 * kSecondUs);
-  reconciler_ =
-      Make(pim, OnDemand(), "pim", nullptr, [&name](RestConfig& rest) { rest.timezone = testing::ZoneOf(name); });
+  reconciler_ = Make(pim, OnDemand(), "pim", nullptr,
+                     [&name](RestConfig& rest) { rest.timezone = testing::ZoneOf(name); });
   absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim", ReconcileOptions{since, false});
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->filter_time_zone, name);

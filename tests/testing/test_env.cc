@@ -361,7 +361,7 @@ GatewayHarness::~GatewayHarness() {
 }
 
 std::vector<v1::Event> GatewayHarness::AllEvents() {
-  auto events = log_->backend().ReadEvents(1, 1'000'000);
+  auto events = log_->ReadEvents(1, 1'000'000);
   EXPECT_TRUE(events.ok()) << events.status();
   return events.ok() ? *events : std::vector<v1::Event>{};
 }

@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "core/log/event_log.h"
+#include "core/log/log_backend.h"  // Options::wrap_backend (fault injection)
 #include "gateway/server.h"
 
 namespace pimgate::testing {
@@ -107,6 +108,14 @@ std::string CloudEvent(const std::string& type, const std::string& id, const std
 
 // A random UUID v4 string.
 std::string NewUuid();
+
+// The store `store:` would configure at `path`, with default options: EventLog::Open(StoreAt(p))
+// opens a log as pimgate does (tests that inject faults open a backend and wrap it instead).
+inline StoreConfig StoreAt(const std::string& path) {
+  StoreConfig store;
+  store.path = path;
+  return store;
+}
 
 // A gateway served from this process on 127.0.0.1:0 over a real RocksDB log in a temp dir.
 // Sources: "legacy" (events_api, POST /hooks/legacy, secret kLegacySecret) and "platform"

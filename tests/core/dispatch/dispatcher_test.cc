@@ -15,7 +15,6 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "core/log/rocksdb_backend.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "tests/testing/test_env.h"
@@ -116,10 +115,8 @@ Policy AlwaysOk(int delay_ms = 0) {
 class DispatcherTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto backend = OpenRocksDbBackend(dir_.File("store"));
-    ASSERT_TRUE(backend.ok());
-    auto log = EventLog::Open(std::move(*backend), {});
-    ASSERT_TRUE(log.ok());
+    auto log = EventLog::Open(testing::StoreAt(dir_.File("store")));
+    ASSERT_TRUE(log.ok()) << log.status();
     log_ = std::move(*log);
   }
 
@@ -279,9 +276,9 @@ TEST_F(DispatcherTest, RejectAndExhaustedRetriesGoToDeadLettersLaterEventsGoOn) 
   Append({Event("product.updated", "r1", 1), Event("product.updated", "r1", 2),
           Event("product.updated", "r2", 1), Event("product.updated", "r2", 2)});
   ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 4; }));
-  auto letters = log_->backend().ReadDeadLetters("p", 0, 100);
+  auto letters = dispatcher->dead_letters().List("p", 0, 100);
   ASSERT_TRUE(WaitFor([&] {
-    letters = log_->backend().ReadDeadLetters("p", 0, 100);
+    letters = dispatcher->dead_letters().List("p", 0, 100);
     return letters.ok() && letters->size() == 2;
   }));
   EXPECT_EQ((*letters)[0].event().sequence(), 1u);
@@ -382,13 +379,13 @@ TEST_F(DispatcherTest, RedeliveredDeadLetterIsRemovedOnceDelivered) {
   Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1)});
   absl::StatusOr<std::vector<v1::DeadLetter>> letters;
   ASSERT_TRUE(WaitFor([&] {
-    letters = log_->backend().ReadDeadLetters("p", 0, 100);
+    letters = dispatcher->dead_letters().List("p", 0, 100);
     return letters.ok() && letters->size() == 2;
   }));
   accept = true;  // the operator fixed the cause, then retries
   ASSERT_TRUE(dispatcher->Redeliver("p", {(*letters)[0].event()}).ok());
   ASSERT_TRUE(WaitFor([&] {
-    letters = log_->backend().ReadDeadLetters("p", 0, 100);
+    letters = dispatcher->dead_letters().List("p", 0, 100);
     return letters.ok() && letters->size() == 1;
   }));
   EXPECT_EQ((*letters)[0].event().sequence(), 2u);
@@ -514,7 +511,7 @@ TEST_F(DispatcherTest, HoldRedeliversWhatTheDrainLeftUnansweredWithoutCountingAF
   EXPECT_EQ(stats.delivered, 2u);
   EXPECT_EQ(stats.dead_lettered, 0u);
   EXPECT_EQ(stats.retried, 0u);
-  auto letters = log_->backend().CountDeadLetters("p");
+  auto letters = dispatcher->dead_letters().Count("p");
   ASSERT_TRUE(letters.ok());
   EXPECT_EQ(*letters, 0u);
 }
@@ -528,13 +525,13 @@ TEST_F(DispatcherTest, CountDeadLettersCountsWhatTheStoreHolds) {
   Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1),
           Event("product.updated", "r3", 1)});
   ASSERT_TRUE(WaitFor([&] {
-    auto count = log_->backend().CountDeadLetters("p");
+    auto count = dispatcher->dead_letters().Count("p");
     return count.ok() && *count == 3;
   }));
   // Another plugin's letters are not counted, even one whose name starts the same.
-  EXPECT_EQ(*log_->backend().CountDeadLetters("px"), 0u);
-  ASSERT_TRUE(log_->backend().DeleteDeadLetters("p", {2}).ok());
-  EXPECT_EQ(*log_->backend().CountDeadLetters("p"), 2u);
+  EXPECT_EQ(*dispatcher->dead_letters().Count("px"), 0u);
+  ASSERT_EQ(*dispatcher->dead_letters().Purge("p", {.sequences = {2}}, 10), 1u);
+  EXPECT_EQ(*dispatcher->dead_letters().Count("p"), 2u);
   EXPECT_EQ(StatsOf(*dispatcher, "p").dead_lettered, 3u);
 }
 

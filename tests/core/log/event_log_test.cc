@@ -156,13 +156,13 @@ class EventLogTest : public ::testing::Test {
   }
 
   static std::vector<v1::Event> AllEvents(EventLog& log) {
-    absl::StatusOr<std::vector<v1::Event>> events = log.backend().ReadEvents(0, 1'000'000);
+    absl::StatusOr<std::vector<v1::Event>> events = log.ReadEvents(0, 1'000'000);
     EXPECT_TRUE(events.ok()) << events.status();
     return events.ok() ? *events : std::vector<v1::Event>{};
   }
 
   static v1::Event StoredEvent(EventLog& log, uint64_t sequence) {
-    absl::StatusOr<std::optional<v1::Event>> e = log.backend().GetEvent(sequence);
+    absl::StatusOr<std::optional<v1::Event>> e = log.GetEvent(sequence);
     EXPECT_TRUE(e.ok()) << e.status();
     EXPECT_TRUE(e.ok() && e->has_value()) << "no event " << sequence;
     return e.ok() && e->has_value() ? **e : v1::Event{};
@@ -426,7 +426,7 @@ TEST_F(EventLogTest, QuarantineEntriesGetIdsAndSurviveReopen) {
   EXPECT_EQ(r->accepted, 0u);
   EXPECT_EQ(log->head(), 1u);
 
-  absl::StatusOr<std::vector<v1::QuarantineEntry>> all = log->backend().ReadQuarantine(0, 100);
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> all = log->ReadQuarantine(0, 100);
   ASSERT_TRUE(all.ok()) << all.status();
   ASSERT_EQ(all->size(), 3u);
   EXPECT_EQ((*all)[0].id(), 1u);
@@ -437,7 +437,7 @@ TEST_F(EventLogTest, QuarantineEntriesGetIdsAndSurviveReopen) {
   EXPECT_EQ((*all)[2].id(), 3u);
   EXPECT_EQ((*all)[2].reason(), "not an object");
 
-  absl::StatusOr<std::vector<v1::QuarantineEntry>> tail = log->backend().ReadQuarantine(3, 100);
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> tail = log->ReadQuarantine(3, 100);
   ASSERT_TRUE(tail.ok()) << tail.status();
   ASSERT_EQ(tail->size(), 1u);
   EXPECT_EQ((*tail)[0].id(), 3u);
@@ -458,10 +458,10 @@ TEST_F(EventLogTest, GetEventReturnsStoredFieldsOrNothing) {
   EXPECT_EQ(stored.version_at().seconds(), kBaseSeconds + 7);
   EXPECT_EQ(stored.data().fields().at("sku").string_value(), "SKU-1");
 
-  absl::StatusOr<std::optional<v1::Event>> missing = log->backend().GetEvent(2);
+  absl::StatusOr<std::optional<v1::Event>> missing = log->GetEvent(2);
   ASSERT_TRUE(missing.ok()) << missing.status();
   EXPECT_FALSE(missing->has_value());
-  absl::StatusOr<std::optional<v1::Event>> zero = log->backend().GetEvent(0);
+  absl::StatusOr<std::optional<v1::Event>> zero = log->GetEvent(0);
   ASSERT_TRUE(zero.ok()) << zero.status();
   EXPECT_FALSE(zero->has_value());
 }
@@ -476,7 +476,7 @@ TEST_F(EventLogTest, ReadEventsPaginates) {
   uint64_t from = 1;
   int pages = 0;
   for (;;) {
-    absl::StatusOr<std::vector<v1::Event>> page = log->backend().ReadEvents(from, 10);
+    absl::StatusOr<std::vector<v1::Event>> page = log->ReadEvents(from, 10);
     ASSERT_TRUE(page.ok()) << page.status();
     if (page->empty()) break;
     ++pages;
@@ -488,14 +488,14 @@ TEST_F(EventLogTest, ReadEventsPaginates) {
   ASSERT_EQ(seen.size(), 25u);
   for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i + 1);
 
-  absl::StatusOr<std::vector<v1::Event>> middle = log->backend().ReadEvents(24, 10);
+  absl::StatusOr<std::vector<v1::Event>> middle = log->ReadEvents(24, 10);
   ASSERT_TRUE(middle.ok()) << middle.status();
   ASSERT_EQ(middle->size(), 2u);
   EXPECT_EQ((*middle)[0].sequence(), 24u);
-  absl::StatusOr<std::vector<v1::Event>> none = log->backend().ReadEvents(1, 0);
+  absl::StatusOr<std::vector<v1::Event>> none = log->ReadEvents(1, 0);
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_TRUE(none->empty());
-  absl::StatusOr<std::vector<v1::Event>> past = log->backend().ReadEvents(26, 10);
+  absl::StatusOr<std::vector<v1::Event>> past = log->ReadEvents(26, 10);
   ASSERT_TRUE(past.ok()) << past.status();
   EXPECT_TRUE(past->empty());
 }
@@ -634,11 +634,11 @@ TEST_F(EventLogTest, FailedWriteFailsWholeGroupAndLeavesNoTrace) {
   EXPECT_EQ(log->head(), 2u);
   EXPECT_EQ(log->pending(), 0u);
   EXPECT_EQ(AllEvents(*log).size(), 2u);
-  absl::StatusOr<std::optional<uint64_t>> id = log->backend().FindEventId({"pim", "f1"});
+  absl::StatusOr<std::optional<uint64_t>> id = log->FindEventId("pim", "f1");
   ASSERT_TRUE(id.ok()) << id.status();
   EXPECT_FALSE(id->has_value());
   absl::StatusOr<std::optional<ResourceVersion>> version =
-      log->backend().FindVersion({"pim", "product", "p1"});
+      log->FindVersion({"pim", "product", "p1"});
   ASSERT_TRUE(version.ok()) << version.status();
   ASSERT_TRUE(version->has_value());
   EXPECT_EQ((*version)->version_at_us, (kBaseSeconds + 100) * 1'000'000);
@@ -656,8 +656,7 @@ TEST_F(EventLogTest, FailedWriteFailsWholeGroupAndLeavesNoTrace) {
   EXPECT_EQ(r->stale, 0u);
   EXPECT_EQ(r->first_sequence, 3u);
   EXPECT_EQ(log->head(), 3u);
-  absl::StatusOr<std::vector<v1::QuarantineEntry>> quarantine =
-      log->backend().ReadQuarantine(0, 100);
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> quarantine = log->ReadQuarantine(0, 100);
   ASSERT_TRUE(quarantine.ok()) << quarantine.status();
   ASSERT_EQ(quarantine->size(), 2u);
   EXPECT_EQ((*quarantine)[1].id(), 2u);
@@ -771,11 +770,11 @@ TEST_F(EventLogTest, DestructorCommitsEverythingQueued) {
 TEST_F(EventLogTest, DiskBytesGrowsWithWrites) {
   auto log = Open();
   ASSERT_NE(log, nullptr);
-  const uint64_t before = log->backend().DiskBytes();
+  const uint64_t before = log->DiskBytes();
   for (int i = 0; i < 20; ++i) {
     ASSERT_TRUE(log->AppendSync(Request({Product(absl::StrCat("e", i), "p", i)})).ok());
   }
-  EXPECT_GT(log->backend().DiskBytes(), before);
+  EXPECT_GT(log->DiskBytes(), before);
 }
 
 // The RocksDB backend recovers the head from the events themselves when its meta record is
@@ -817,8 +816,7 @@ TEST_F(EventLogTest, RecoversHeadFromEventsWithoutMeta) {
   auto r = log->AppendSync(std::move(request));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->first_sequence, 3u);
-  absl::StatusOr<std::vector<v1::QuarantineEntry>> quarantine =
-      log->backend().ReadQuarantine(0, 10);
+  absl::StatusOr<std::vector<v1::QuarantineEntry>> quarantine = log->ReadQuarantine(0, 10);
   ASSERT_TRUE(quarantine.ok()) << quarantine.status();
   ASSERT_EQ(quarantine->size(), 2u);
   EXPECT_EQ((*quarantine)[1].id(), 2u);
@@ -901,7 +899,7 @@ TEST_F(EventLogTest, GroupBuiltOnAFailedWriteIsRebuiltAndStored) {
   EXPECT_EQ(events[1].sequence(), 2u);
   EXPECT_FALSE(events[2].stale());
   absl::StatusOr<std::optional<ResourceVersion>> version =
-      log->backend().FindVersion({"pim", "product", "p1"});
+      log->FindVersion({"pim", "product", "p1"});
   ASSERT_TRUE(version.ok()) << version.status();
   ASSERT_TRUE(version->has_value());
   EXPECT_EQ((*version)->version_at_us, (kBaseSeconds + 100) * 1'000'000);

@@ -1,0 +1,152 @@
+// Dead letters: selection, retry (delete, hand over, write back on failure) and purge over the
+// log's dead-letter records (EventLog::ReadDeadLetters and friends).
+#include "core/dispatch/dead_letters.h"
+
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "spdlog/spdlog.h"
+
+namespace pimgate {
+namespace {
+
+// Dead letters read per log call while collecting them.
+constexpr std::size_t kReadChunk = 1000;
+
+std::string SequenceList(const std::vector<uint64_t>& sequences) {
+  return absl::StrJoin(sequences, ", ");
+}
+
+std::vector<uint64_t> SequencesOf(const std::vector<v1::DeadLetter>& letters) {
+  std::vector<uint64_t> sequences;
+  sequences.reserve(letters.size());
+  for (const v1::DeadLetter& letter : letters) sequences.push_back(letter.event().sequence());
+  return sequences;
+}
+
+}  // namespace
+
+DeadLetters::DeadLetters(EventLog& log, Redeliver redeliver)
+    : log_(log), redeliver_(std::move(redeliver)) {}
+
+absl::StatusOr<std::vector<v1::DeadLetter>> DeadLetters::List(const std::string& plugin,
+                                                              uint64_t from,
+                                                              std::size_t max) const {
+  return log_.ReadDeadLetters(plugin, from, max);
+}
+
+absl::StatusOr<uint64_t> DeadLetters::Count(const std::string& plugin) const {
+  return log_.CountDeadLetters(plugin);
+}
+
+absl::StatusOr<std::vector<v1::DeadLetter>> DeadLetters::Select(
+    const std::string& plugin, const DeadLetterSelection& selection, std::size_t max,
+    bool& more) const {
+  more = false;
+  if (selection.all == !selection.sequences.empty()) {
+    return absl::InvalidArgumentError("set either all or a list of sequences");
+  }
+  std::vector<v1::DeadLetter> selected;
+  if (selection.all) {
+    const uint64_t head = log_.head();
+    uint64_t from = 0;
+    while (true) {
+      absl::StatusOr<std::vector<v1::DeadLetter>> chunk =
+          log_.ReadDeadLetters(plugin, from, kReadChunk);
+      if (!chunk.ok()) return chunk.status();
+      for (v1::DeadLetter& letter : *chunk) {
+        if (letter.event().sequence() > head) return selected;
+        if (selected.size() == max) {
+          more = true;
+          return selected;
+        }
+        from = letter.event().sequence() + 1;
+        selected.push_back(std::move(letter));
+      }
+      if (chunk->size() < kReadChunk) return selected;
+    }
+  }
+  const std::set<uint64_t> sequences(selection.sequences.begin(), selection.sequences.end());
+  if (sequences.size() > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", max, " sequences per call, got ", sequences.size()));
+  }
+  std::vector<uint64_t> missing;
+  for (const uint64_t sequence : sequences) {
+    absl::StatusOr<std::vector<v1::DeadLetter>> found = log_.ReadDeadLetters(plugin, sequence, 1);
+    if (!found.ok()) return found.status();
+    if (found->empty() || found->front().event().sequence() != sequence) {
+      missing.push_back(sequence);
+    } else {
+      selected.push_back(std::move(found->front()));
+    }
+  }
+  if (!missing.empty()) {
+    return absl::NotFoundError(absl::StrCat("plugin ", plugin, " has no dead letter for sequence",
+                                            missing.size() > 1 ? "s " : " ", SequenceList(missing),
+                                            "; nothing was changed"));
+  }
+  return selected;
+}
+
+absl::StatusOr<RetriedDeadLetters> DeadLetters::Retry(const std::string& plugin,
+                                                      const DeadLetterSelection& selection,
+                                                      std::size_t max) {
+  if (redeliver_ == nullptr) {
+    return absl::FailedPreconditionError("the dispatcher is not running in this pimgate");
+  }
+  absl::MutexLock lock(&change_mu_);
+  RetriedDeadLetters retried;
+  absl::StatusOr<std::vector<v1::DeadLetter>> letters =
+      Select(plugin, selection, max, retried.more);
+  if (!letters.ok()) return letters.status();
+  if (letters->empty()) return retried;
+  retried.sequences = SequencesOf(*letters);
+  std::vector<v1::Event> events;
+  events.reserve(letters->size());
+  for (const v1::DeadLetter& letter : *letters) events.push_back(letter.event());
+  // Deleted before they are handed over (see Retry in the header).
+  if (absl::Status status = log_.DeleteDeadLetters(plugin, retried.sequences); !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = redeliver_(plugin, std::move(events)); !status.ok()) {
+    // Written back as they were, without a cursor: the plugin's cursor is not this call's.
+    PluginProgress restore;
+    restore.dead_letters = *std::move(letters);
+    if (absl::Status restored = log_.WriteProgress(plugin, restore); !restored.ok()) {
+      spdlog::error("[dispatch {}] dead letters {} neither retried nor restored: {}", plugin,
+                    SequenceList(retried.sequences), std::string(restored.message()));
+    }
+    return status;
+  }
+  return retried;
+}
+
+absl::StatusOr<uint64_t> DeadLetters::Purge(const std::string& plugin,
+                                            const DeadLetterSelection& selection,
+                                            std::size_t max_per_round) {
+  absl::MutexLock lock(&change_mu_);
+  uint64_t purged = 0;
+  bool more = true;
+  while (more) {
+    absl::StatusOr<std::vector<v1::DeadLetter>> letters =
+        Select(plugin, selection, max_per_round, more);
+    if (!letters.ok()) return letters.status();
+    if (letters->empty()) break;
+    const std::vector<uint64_t> sequences = SequencesOf(*letters);
+    if (absl::Status status = log_.DeleteDeadLetters(plugin, sequences); !status.ok()) {
+      return status;
+    }
+    purged += sequences.size();
+  }
+  return purged;
+}
+
+absl::Status DeadLetters::Resolve(const std::string& plugin,
+                                  const std::vector<uint64_t>& sequences) {
+  return log_.DeleteDeadLetters(plugin, sequences);
+}
+
+}  // namespace pimgate

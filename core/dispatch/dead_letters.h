@@ -1,0 +1,100 @@
+// DeadLetters: the events a plugin rejected or never acknowledged, as the dispatch module keeps
+// them, and what an operator does with them (list, count, retry, purge). The dispatch module is
+// their one owner: the dispatcher stores them with its cursor, and this class is the only code
+// that reads, deletes or writes them back, so the rules for changing a letter live in one place.
+#ifndef PIMGATE_CORE_DISPATCH_DEAD_LETTERS_H_
+#define PIMGATE_CORE_DISPATCH_DEAD_LETTERS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/log/event_log.h"
+#include "pimgate/v1/event.pb.h"
+
+namespace pimgate {
+
+// The dead letters of one plugin a retry or purge acts on: either `all`, or the listed
+// `sequences` (never both, never neither).
+struct DeadLetterSelection {
+  // Every letter whose event was in the log when the call began (letters written during the
+  // call are left for the next one).
+  bool all = false;
+  // These letters; every one must exist, else nothing changes. Duplicates count once.
+  std::vector<uint64_t> sequences;
+};
+
+// What one Retry handed back to the plugin.
+struct RetriedDeadLetters {
+  std::vector<uint64_t> sequences;  // in sequence order
+  bool more = false;                // `all` left letters beyond the call's maximum
+};
+
+// Thread-safe. Retries and purges run one at a time (two concurrent retries of one letter would
+// deliver it twice); reads run concurrently with them and with the dispatcher's writes.
+//
+//   DeadLetters& letters = dispatcher->dead_letters();
+//   absl::StatusOr<RetriedDeadLetters> retried = letters.Retry("erp", {.all = true}, 10'000);
+class DeadLetters {
+ public:
+  // Hands the events of retried letters to the plugin again (Dispatcher::Redeliver).
+  using Redeliver =
+      std::function<absl::Status(const std::string& plugin, std::vector<v1::Event> events)>;
+
+  // `log` must outlive this object. `redeliver` null: Retry is FAILED_PRECONDITION (listing,
+  // counting and purging need only the log).
+  explicit DeadLetters(EventLog& log, Redeliver redeliver = nullptr);
+
+  DeadLetters(const DeadLetters&) = delete;
+  DeadLetters& operator=(const DeadLetters&) = delete;
+
+  // Up to `max` letters of `plugin` with event sequence >= `from`, in sequence order.
+  absl::StatusOr<std::vector<v1::DeadLetter>> List(const std::string& plugin, uint64_t from,
+                                                   std::size_t max) const;
+  // How many letters `plugin` has stored now.
+  absl::StatusOr<uint64_t> Count(const std::string& plugin) const;
+
+  // Delivers the selected letters' events to `plugin` again, from attempt 1, at most `max` of
+  // them (a listed selection of more is INVALID_ARGUMENT; `all` leaves the rest and sets
+  // `more`). The letters are deleted before the hand-over: a retried event that fails again
+  // fast is dead-lettered again under the same key, which a later deletion would erase. If the
+  // hand-over fails they are written back, and the call fails. Between the deletion and the
+  // plugin's acknowledgement the letter exists only in the dispatcher's memory: a crash there
+  // loses it (the event itself stays in the log until retention, and a seek replays it).
+  absl::StatusOr<RetriedDeadLetters> Retry(const std::string& plugin,
+                                           const DeadLetterSelection& selection, std::size_t max);
+  // Deletes the selected letters; returns how many. `all` works in rounds of `max_per_round`
+  // (each round's letters are held in memory); a listed selection of more than that is
+  // INVALID_ARGUMENT. Not fsynced: a deletion lost in a crash brings a letter back, never
+  // loses one.
+  absl::StatusOr<uint64_t> Purge(const std::string& plugin, const DeadLetterSelection& selection,
+                                 std::size_t max_per_round);
+
+  // The dispatcher's: deletes the letters whose redelivery `plugin` acknowledged OK. Called
+  // after the progress write that follows the acknowledgement, so a crash in between leaves a
+  // letter whose event was handled (retrying it again is harmless), never the reverse.
+  absl::Status Resolve(const std::string& plugin, const std::vector<uint64_t>& sequences);
+
+ private:
+  // The letters `selection` names, at most `max` (`more`: `all` left some). A listed letter
+  // that does not exist is NOT_FOUND, naming every missing sequence.
+  absl::StatusOr<std::vector<v1::DeadLetter>> Select(const std::string& plugin,
+                                                     const DeadLetterSelection& selection,
+                                                     std::size_t max, bool& more) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
+
+  EventLog& log_;
+  const Redeliver redeliver_;
+  // Serializes Retry and Purge.
+  absl::Mutex change_mu_;
+};
+
+}  // namespace pimgate
+
+#endif  // PIMGATE_CORE_DISPATCH_DEAD_LETTERS_H_
