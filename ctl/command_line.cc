@@ -227,6 +227,12 @@ Command& Command::Flag(const std::string& flag, const std::string& value_name,
   return *this;
 }
 
+Command& Command::Flags(const std::string& flag, const std::string& value_name,
+                        const std::string& description, std::vector<std::string>* values) {
+  app_->add_option(flag, *values, description)->type_name(value_name + "...")->delimiter(',');
+  return *this;
+}
+
 Command& Command::Switch(const std::string& flag, const std::string& description, bool* value) {
   app_->add_flag(flag, *value, description);
   return *this;
