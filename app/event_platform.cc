@@ -58,8 +58,10 @@ void EventPlatform::StartWatch(PlatformSubscriptions* subscriptions, std::functi
 }
 
 void EventPlatform::Stop() {
-  if (watch_ != nullptr) watch_->Stop();
+  // The watch stops at its next check; shutting the clients down cancels the call it may be in.
+  if (watch_ != nullptr) watch_->RequestStop();
   for (const auto& source : sources_) source->client().Shutdown();
+  if (watch_ != nullptr) watch_->Stop();
 }
 
 }  // namespace pimgate

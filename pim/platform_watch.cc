@@ -51,11 +51,13 @@ void PlatformWatch::Start() {
   thread_ = std::thread([this] { Loop(); });
 }
 
+void PlatformWatch::RequestStop() {
+  absl::MutexLock lock(&mu_);
+  stop_ = true;
+}
+
 void PlatformWatch::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
-  }
+  RequestStop();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -91,6 +93,7 @@ Clock::time_point PlatformWatch::Round(Watched& watched) {
   const Clock::time_point next = Clock::now() + source.platform().watch_interval;
   const auto failed = [&](const absl::Status& status) {
     const std::string message(status.message());
+    if (stopping()) return next;  // the client was shut down under the call
     if (message != watched.last_error) {
       spdlog::warn(
           "source {}: cannot read its Event Platform subscriptions (read again every "
@@ -213,12 +216,18 @@ void PlatformWatch::HandleSuspended(Watched& watched, const PlatformSubscriber& 
   absl::StatusOr<PlatformSubscription> resumed =
       source.client().ResumeSubscription(subscriber.id, subscription.id);
   if (!resumed.ok()) {
-    spdlog::warn("source {}: auto_resume could not resume subscription {} (tried again in {}): {}",
-                 source.name(), subscription.id,
-                 absl::FormatDuration(absl::FromChrono(source.platform().watch_interval)),
-                 std::string(resumed.status().message()));
+    const std::string message(resumed.status().message());
+    if (!stopping() && message != tracked.resume_error) {
+      spdlog::warn(
+          "source {}: auto_resume could not resume subscription {} (tried again every "
+          "{}; logged again when the error changes): {}",
+          source.name(), subscription.id,
+          absl::FormatDuration(absl::FromChrono(source.platform().watch_interval)), message);
+    }
+    tracked.resume_error = message;
     return;
   }
+  tracked.resume_error.clear();
   {
     absl::MutexLock lock(&mu_);
     ++stats_.auto_resumes;

@@ -65,8 +65,11 @@ class PlatformWatch {
 
   // Starts the thread; its first round of every source runs at once. Call once.
   void Start();
-  // Stops the thread after the management call in progress (calls are bounded by
-  // platform.timeout and its retries). Idempotent.
+  // Asks the thread to stop after the management call in progress, without waiting: shutting
+  // the sources' clients down next cancels that call (EventPlatform::Stop does both).
+  void RequestStop();
+  // RequestStop(), then waits for the thread (a call in progress is bounded by platform.timeout
+  // and its retries unless the client is shut down). Idempotent.
   void Stop();
 
   PlatformWatchStats stats() const;
@@ -79,6 +82,7 @@ class PlatformWatch {
     int64_t replay_reported = -1;  // delivered + failed when its progress was last logged
     bool said_waiting = false;     // "waiting for readiness" logged for this suspension
     bool said_user = false;        // "suspended by a user, not resumed" logged
+    std::string resume_error;      // the last failed auto-resume's error, logged once
   };
   struct Watched {
     PlatformSource* source = nullptr;
