@@ -161,12 +161,69 @@ class AdminServiceImpl final : public v1::Admin::Service {
     return Guarded(ctx, [&] { return DoReconcile(ctx, *request, *response); });
   }
 
+  // ---- Event Platform: admin/platform_admin.cc does the work ----
+  grpc::Status ListPlatformSubscribers(grpc::ServerContext* ctx,
+                                       const v1::ListPlatformSubscribersRequest* request,
+                                       v1::ListPlatformSubscribersResponse* response) override {
+    return Platform(ctx, &PlatformAdmin::ListSubscribers, *request, *response);
+  }
+  grpc::Status ListPlatformSubscriptions(grpc::ServerContext* ctx,
+                                         const v1::ListPlatformSubscriptionsRequest* request,
+                                         v1::ListPlatformSubscriptionsResponse* response) override {
+    return Platform(ctx, &PlatformAdmin::ListSubscriptions, *request, *response);
+  }
+  grpc::Status PlatformSubscribe(grpc::ServerContext* ctx,
+                                 const v1::PlatformSubscribeRequest* request,
+                                 v1::PlatformSubscribeResponse* response) override {
+    return Platform(ctx, &PlatformAdmin::Subscribe, *request, *response);
+  }
+  grpc::Status SuspendPlatformSubscription(
+      grpc::ServerContext* ctx, const v1::SuspendPlatformSubscriptionRequest* request,
+      v1::SuspendPlatformSubscriptionResponse* response) override {
+    return Platform(ctx, &PlatformAdmin::Suspend, *request, *response);
+  }
+  grpc::Status ResumePlatformSubscription(
+      grpc::ServerContext* ctx, const v1::ResumePlatformSubscriptionRequest* request,
+      v1::ResumePlatformSubscriptionResponse* response) override {
+    return Platform(ctx, &PlatformAdmin::Resume, *request, *response);
+  }
+  grpc::Status DeletePlatformSubscription(
+      grpc::ServerContext* ctx, const v1::DeletePlatformSubscriptionRequest* request,
+      v1::DeletePlatformSubscriptionResponse* response) override {
+    return Platform(ctx, &PlatformAdmin::Delete, *request, *response);
+  }
+  grpc::Status ReplayPlatformSubscription(
+      grpc::ServerContext* ctx, const v1::ReplayPlatformSubscriptionRequest* request,
+      v1::ReplayPlatformSubscriptionResponse* response) override {
+    return Platform(ctx, &PlatformAdmin::Replay, *request, *response);
+  }
+  grpc::Status PlatformLogs(grpc::ServerContext* ctx, const v1::PlatformLogsRequest* request,
+                            v1::PlatformLogsResponse* response) override {
+    return Platform(ctx, &PlatformAdmin::Logs, *request, *response);
+  }
+  grpc::Status CheckPlatformSubscription(grpc::ServerContext* ctx,
+                                         const v1::CheckPlatformSubscriptionRequest* request,
+                                         v1::CheckPlatformSubscriptionResponse* response) override {
+    return Platform(ctx, &PlatformAdmin::Check, *request, *response);
+  }
+
  private:
   // Every call goes through here: the token check first, then the call, then the one conversion
   // of its status to gRPC's.
   grpc::Status Guarded(grpc::ServerContext* ctx, const std::function<absl::Status()>& call) {
     if (absl::Status status = Authorize(*ctx); !status.ok()) return ToGrpc(status);
     return ToGrpc(call());
+  }
+
+  // An Event Platform call: guarded like every call, done by deps_.platform.
+  template <typename Request, typename Response>
+  grpc::Status Platform(grpc::ServerContext* ctx,
+                        absl::Status (PlatformAdmin::*method)(const std::string&, const Request&,
+                                                              Response&),
+                        const Request& request, Response& response) {
+    return Guarded(ctx, [&] {
+      return PlatformAdmin::Call(deps_.platform, method, ctx->peer(), request, response);
+    });
   }
 
   absl::Status Authorize(const grpc::ServerContext& ctx) const {

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "admin/platform_admin.h"
 #include "core/dispatch/dispatcher.h"
 #include "core/dispatch/plugin_supervisor.h"
 #include "core/log/event_log.h"
@@ -28,6 +29,8 @@ struct AdminDependencies {
   PluginSupervisor* supervisor = nullptr;
   Gateway* gateway = nullptr;
   Reconciler* reconciler = nullptr;
+  // The Event Platform calls (admin/platform_admin.h); null: they fail with FAILED_PRECONDITION.
+  PlatformAdmin* platform = nullptr;
 };
 
 // Bounds of one admin call: a query never reads the whole log at once nor builds a response the

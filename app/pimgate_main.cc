@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "admin/admin_server.h"
 #include "app/command_line.h"
+#include "app/event_platform.h"
 #include "common/json.h"
 #include "common/logging.h"
 #include "config/config.h"
@@ -178,6 +179,13 @@ int Serve(const std::string& path, const std::string& ready_file) {
     rest_clients.emplace(source.name, std::shared_ptr<pimgate::AkeneoClient>(std::move(*client)));
   }
 
+  // Event Platform management (sources with `platform`): clients now, the watch once all is up.
+  auto event_platform = pimgate::EventPlatform::Create(*config, rest_clients, log->get());
+  if (!event_platform.ok()) {
+    spdlog::critical("{}", std::string(event_platform.status().message()));
+    return 2;
+  }
+
   // Plugins: launched and supervised, then fed by the dispatcher from the log. A plugin whose
   // command cannot run is not a reason to refuse webhooks: it is reported here and by the
   // supervisor (pimgatectl plugins), and --check-config refuses it.
@@ -294,8 +302,11 @@ int Serve(const std::string& path, const std::string& ready_file) {
   pimgate::RegisterReconciliationMetrics(metrics, reconciler->get());
   pimgate::RegisterPlatformSubscriptionMetrics(metrics, subscriptions->get());
   std::unique_ptr<pimgate::AdminServer> admin_server = StartAdminServer(
-      config->admin,
-      {log->get(), dispatcher->get(), supervisor->get(), gateway->get(), reconciler->get()});
+      config->admin, {log->get(), dispatcher->get(), supervisor->get(), gateway->get(),
+                      reconciler->get(), (*event_platform)->Admin(subscriptions->get())});
+  (*event_platform)->StartWatch(subscriptions->get(), [&metrics] {
+    return metrics.CheckReadiness().empty();
+  });
   if (!ready_file.empty()) {
     std::string tmp = ready_file + ".tmp";
     pimgate::Json ports;
@@ -311,6 +322,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
   spdlog::info("received {}, stopping: finishing requests in flight", strsignal(signal_number));
   if (admin_server) admin_server->Stop();      // before the parts its calls use
   if (metrics_server) metrics_server->Stop();  // /readyz goes away first: no new traffic
+  (*event_platform)->Stop();                   // the watch, then the management clients
   // Cancels reconciliation runs in progress, which append to the log.
   (*reconciler)->Stop();
   retention->Stop();

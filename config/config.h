@@ -166,7 +166,8 @@ struct PlatformConfig {
   std::string subscriber_name;
   // contact.technical_email of that subscriber: where Akeneo mails suspensions and revocations.
   std::string technical_email;
-  // Resume a subscription the platform suspended once pimgate is ready again (M9 item 3).
+  // Resume a subscription the platform (not a user) suspended once pimgate is ready again, ask
+  // the platform to replay what it captured, and reconcile the source (pim/platform_watch.h).
   bool auto_resume = false;
   // How often the managed subscriptions' status is read.
   std::chrono::milliseconds watch_interval{60'000};

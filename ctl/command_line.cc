@@ -36,7 +36,7 @@ Times (T) are RFC 3339 (2026-11-20T10:00:00Z, 2026-11-20T12:00:00+02:00) or an a
 2h, 7d, 1h30m: that long before now).
 
 Exit codes: 0 ok, 1 failed, 2 usage, 3 unauthenticated (token missing or wrong), 4 not found,
-5 pimgate unreachable.
+5 pimgate unreachable, 6 `platform check` found a problem.
 )";
 constexpr char kJsonHelp[] = "the response as JSON (the same as --json before the command)";
 // The help's columns: a name column at most this wide before its description moves to its own
@@ -224,6 +224,12 @@ Command& Command::Arguments(const std::string& name, const std::string& descript
 Command& Command::Flag(const std::string& flag, const std::string& value_name,
                        const std::string& description, std::optional<std::string>* value) {
   app_->add_option(flag, *value, description)->type_name(value_name);
+  return *this;
+}
+
+Command& Command::Flags(const std::string& flag, const std::string& value_name,
+                        const std::string& description, std::vector<std::string>* values) {
+  app_->add_option(flag, *values, description)->type_name(value_name + "...")->delimiter(',');
   return *this;
 }
 

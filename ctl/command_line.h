@@ -66,6 +66,10 @@ class Command {
   // `--flag VALUE` or `--flag=VALUE`; given twice, the last one counts.
   Command& Flag(const std::string& flag, const std::string& value_name,
                 const std::string& description, std::optional<std::string>* value);
+  // `--flag VALUE...`: one or more values, up to the next flag, comma-separated values split;
+  // given twice, the values add up.
+  Command& Flags(const std::string& flag, const std::string& value_name,
+                 const std::string& description, std::vector<std::string>* values);
   // `--flag`, no value.
   Command& Switch(const std::string& flag, const std::string& description, bool* value);
   // Checks the values once parsed, before anything is sent: an error is a usage error (exit 2)

@@ -18,10 +18,12 @@ void AddDeadLetterCommands(CommandLine& cli);
 void AddEventCommands(CommandLine& cli);
 // `reconcile`: ask the PIM for what its webhooks missed (commands_reconcile.cc).
 void AddReconcileCommands(CommandLine& cli);
+// `platform ...`: Akeneo's Event Platform subscriptions of a source (commands_platform.cc).
+void AddPlatformCommands(CommandLine& cli);
 
 inline constexpr void (*kCommandGroups[])(CommandLine&) = {
     AddStatsCommands, AddPluginCommands,    AddDeadLetterCommands,
-    AddEventCommands, AddReconcileCommands,
+    AddEventCommands, AddReconcileCommands, AddPlatformCommands,
 };
 
 }  // namespace pimgate::ctl

@@ -10,6 +10,7 @@ inline constexpr int kExitUsage = 2;  // the command line is wrong: nothing was 
 inline constexpr int kExitUnauthenticated = 3;
 inline constexpr int kExitNotFound = 4;
 inline constexpr int kExitUnavailable = 5;  // pimgate did not answer
+inline constexpr int kExitProblems = 6;     // a check ran and found problems (platform check)
 
 }  // namespace pimgate::ctl
 

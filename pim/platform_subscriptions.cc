@@ -149,6 +149,7 @@ bool PlatformSubscriptions::Record(const SubscriptionNotice& notice) {
   }
   const bool was_suspended =
       it != states_.end() && it->second.state == SubscriptionState::kSuspended;
+  const bool was_active = it != states_.end() && it->second.state == SubscriptionState::kActive;
   SubscriptionStatus& status = states_[key];
   status.source = notice.source;
   status.subscription_id = notice.subscription_id;
@@ -177,13 +178,99 @@ bool PlatformSubscriptions::Record(const SubscriptionNotice& notice) {
       break;
     case SubscriptionState::kActive:
       spdlog::warn("{}: resumed{}: events flow again", Describe(notice), reason);
-      if (options_.on_resumed && !stopping_) {
+      // Known to be active already (the watch saw the resume first): reconciled then.
+      if (options_.on_resumed && !stopping_ && !was_active) {
         resumed_[notice.source] = notice.subscription_id;
       }
       break;
   }
   wake_.Signal();
   return true;
+}
+
+std::optional<SubscriptionStatus> PlatformSubscriptions::Observe(const Observation& o) {
+  absl::MutexLock lock(&mu_);
+  const std::pair key{o.source, o.subscription_id};
+  auto it = states_.find(key);
+  std::optional<SubscriptionStatus> before;
+  if (it != states_.end()) {
+    before = it->second;
+    const bool same_suspender = o.state != SubscriptionState::kSuspended || !o.by_user ||
+                                it->second.notification_type == "subscription.suspended.user";
+    if (it->second.state == o.state && same_suspender) return before;
+  } else if (states_.size() >= options_.max_subscriptions) {
+    spdlog::error(
+        "source {}: Event Platform subscription {} not tracked: {} subscriptions are "
+        "tracked already",
+        o.source, o.subscription_id, states_.size());
+    return before;
+  }
+  SubscriptionStatus& status = states_[key];
+  status.source = o.source;
+  status.subscription_id = o.subscription_id;
+  status.state = o.state;
+  switch (o.state) {
+    case SubscriptionState::kActive:
+      status.notification_type = "subscription.resumed";
+      break;
+    case SubscriptionState::kSuspended:
+      status.notification_type =
+          o.by_user ? "subscription.suspended.user" : "subscription.suspended.system";
+      break;
+    case SubscriptionState::kRevoked:
+      status.notification_type = "subscription.revoked";
+      break;
+  }
+  // Whole seconds: Akeneo's notifications carry whole seconds ("2026-04-29T12:34:56Z"), and one
+  // about a change in the same second as this observation must still apply.
+  status.changed_at = absl::FromUnixSeconds(absl::ToUnixSeconds(o.at));
+  status.reason = o.reason;
+  if (!o.subscriber_id.empty()) status.subscriber_id = o.subscriber_id;
+  dirty_ = true;
+  wake_.Signal();
+  if (!before.has_value() && o.state == SubscriptionState::kActive) return before;
+
+  const std::string what = absl::StrCat(
+      "source ", o.source, ": Event Platform subscription ", o.subscription_id,
+      before.has_value()
+          ? absl::StrCat(" was ", std::string(SubscriptionStateName(before->state)), ", now")
+          : std::string(" is"));
+  const std::string why = o.reason.empty() ? "" : absl::StrCat(" (", o.reason, ")");
+  switch (o.state) {
+    case SubscriptionState::kSuspended:
+      spdlog::warn(
+          "{} SUSPENDED {}{}: Akeneo captures its events (for up to 10 days) until it "
+          "is resumed (`pimgatectl platform resume {}`, or platform.auto_resume)",
+          what, o.by_user ? "by a user" : "by the platform", why, o.source);
+      break;
+    case SubscriptionState::kRevoked:
+      spdlog::warn(
+          "{} REVOKED{}: Akeneo will not send its events again; check the Connection "
+          "and subscribe again (`pimgatectl platform check {}`)",
+          what, why, o.source);
+      break;
+    case SubscriptionState::kActive:
+      spdlog::warn("{} active{}: events flow again", what, why);
+      if (options_.on_resumed && !stopping_) resumed_[o.source] = o.subscription_id;
+      break;
+  }
+  return before;
+}
+
+bool PlatformSubscriptions::Forget(const std::string& source, const std::string& subscription_id) {
+  absl::MutexLock lock(&mu_);
+  if (states_.erase(std::pair{source, subscription_id}) == 0) return false;
+  dirty_ = true;
+  wake_.Signal();
+  return true;
+}
+
+std::optional<SubscriptionStatus> PlatformSubscriptions::Get(
+    const std::string& source, const std::string& subscription_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = states_.find(std::pair{source, subscription_id});
+  if (it == states_.end()) return std::nullopt;
+  return it->second;
 }
 
 std::vector<SubscriptionStatus> PlatformSubscriptions::Snapshot() const {

@@ -105,6 +105,34 @@ class PlatformSubscriptions {
   // and changes nothing. Returns whether the state was applied.
   bool Record(const SubscriptionNotice& notice);
 
+  // What the management API says of a subscription (the watch, or a pimgatectl action that
+  // changed it).
+  struct Observation {
+    std::string source;
+    std::string subscription_id;
+    std::string subscriber_id;
+    SubscriptionState state = SubscriptionState::kActive;
+    // For kSuspended: a user suspended it (subscription.suspended.user), not the platform.
+    bool by_user = false;
+    absl::Time at;       // when it was read or done
+    std::string reason;  // "read from the management API", "suspended with pimgatectl by ..."
+  };
+  // Applies `observation` when its state differs from the one recorded (recorded as the
+  // notification of that transition would be, at `at`), logs the change at warning level and,
+  // on a move to active from suspended or revoked, queues on_resumed as a `resumed` notification
+  // does. The first sight of an active subscription is recorded silently. A suspended state
+  // recorded as by a user stays so when the observation says only "suspended" (by_user false
+  // with the same state is no change). Returns the state recorded before, nullopt when none.
+  std::optional<SubscriptionStatus> Observe(const Observation& observation);
+
+  // Stops tracking a subscription (deleted on Akeneo's side): its metric series go. Returns
+  // whether it was tracked.
+  bool Forget(const std::string& source, const std::string& subscription_id);
+
+  // The recorded status of one subscription, nullopt when none.
+  std::optional<SubscriptionStatus> Get(const std::string& source,
+                                        const std::string& subscription_id) const;
+
   // Every tracked subscription, by source then subscription id.
   std::vector<SubscriptionStatus> Snapshot() const;
 

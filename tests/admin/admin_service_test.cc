@@ -248,7 +248,7 @@ TEST_F(AdminServiceTest, EveryMethodChecksTheToken) {
   const google::protobuf::ServiceDescriptor* service =
       v1::GetStatsRequest::descriptor()->file()->FindServiceByName("Admin");
   ASSERT_NE(service, nullptr);
-  ASSERT_EQ(service->method_count(), 13);
+  ASSERT_EQ(service->method_count(), 22);
   grpc::GenericStub generic(channel_);
   for (int i = 0; i < service->method_count(); ++i) {
     const std::string method =
@@ -387,11 +387,28 @@ TEST_F(AdminServiceTest, ReflectionListsServicesAndDescribesAdmin) {
         found = true;
         std::set<std::string> methods;
         for (const auto& method : service.method()) methods.insert(method.name());
-        EXPECT_EQ(methods,
-                  (std::set<std::string>{"GetStats", "ListPlugins", "PausePlugin", "ResumePlugin",
-                                         "RestartPlugin", "SeekPlugin", "ListDeadLetters",
-                                         "RetryDeadLetters", "PurgeDeadLetters", "GetEvent",
-                                         "ListEvents", "ListQuarantine", "Reconcile"}));
+        EXPECT_EQ(methods, (std::set<std::string>{"GetStats",
+                                                  "ListPlugins",
+                                                  "PausePlugin",
+                                                  "ResumePlugin",
+                                                  "RestartPlugin",
+                                                  "SeekPlugin",
+                                                  "ListDeadLetters",
+                                                  "RetryDeadLetters",
+                                                  "PurgeDeadLetters",
+                                                  "GetEvent",
+                                                  "ListEvents",
+                                                  "ListQuarantine",
+                                                  "Reconcile",
+                                                  "ListPlatformSubscribers",
+                                                  "ListPlatformSubscriptions",
+                                                  "PlatformSubscribe",
+                                                  "SuspendPlatformSubscription",
+                                                  "ResumePlatformSubscription",
+                                                  "DeletePlatformSubscription",
+                                                  "ReplayPlatformSubscription",
+                                                  "PlatformLogs",
+                                                  "CheckPlatformSubscription"}));
       }
     }
   }
@@ -1074,6 +1091,17 @@ TEST(AdminWithoutPartsTest, MissingPartsAreFailedPrecondition) {
     v1::ListEventsResponse response;
     EXPECT_EQ(stub->ListEvents(&ctx, {}, &response).error_code(),
               grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  {
+    // No source manages Event Platform subscriptions: the message says what to configure.
+    grpc::ClientContext ctx;
+    v1::PlatformSubscribeRequest request;
+    request.set_source("platform");
+    v1::PlatformSubscribeResponse response;
+    grpc::Status status = stub->PlatformSubscribe(&ctx, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(status.error_message().find("platform:"), std::string::npos)
+        << status.error_message();
   }
 }
 

@@ -243,3 +243,110 @@ TEST(PlatformSubscriptionsTest, MetricIsAStateSet) {
 
 }  // namespace
 }  // namespace pimgate
+
+namespace pimgate {
+namespace {
+
+PlatformSubscriptions::Observation Seen(const std::string& subscription, SubscriptionState state,
+                                        absl::Time at, bool by_user = false,
+                                        const std::string& source = "platform") {
+  PlatformSubscriptions::Observation observation;
+  observation.source = source;
+  observation.subscription_id = subscription;
+  observation.subscriber_id = "subscriber-1";
+  observation.state = state;
+  observation.by_user = by_user;
+  observation.at = at;
+  observation.reason = "read from the Event Platform management API";
+  return observation;
+}
+
+// What the watch reads from the management API: the first sight of an active subscription is
+// recorded silently, a suspension is recorded with who did it, a move back to active runs the
+// resumed action once (a `resumed` notification arriving after it runs none).
+TEST(PlatformSubscriptionsObserveTest, TransitionsAndTheResumedAction) {
+  Resumes resumes;
+  PlatformSubscriptions::Options options;
+  options.on_resumed = resumes.Action();
+  auto subscriptions = PlatformSubscriptions::Open(std::move(options));
+  ASSERT_TRUE(subscriptions.ok());
+  PlatformSubscriptions& s = **subscriptions;
+  s.Start();
+
+  EXPECT_FALSE(s.Observe(Seen("sub-1", SubscriptionState::kActive, kT0)).has_value());
+  ASSERT_TRUE(s.Get("platform", "sub-1").has_value());
+  EXPECT_EQ(s.Get("platform", "sub-1")->state, SubscriptionState::kActive);
+  // Unchanged: nothing recorded anew.
+  EXPECT_EQ(s.Observe(Seen("sub-1", SubscriptionState::kActive, kT0 + absl::Seconds(1)))->state,
+            SubscriptionState::kActive);
+
+  s.Observe(Seen("sub-1", SubscriptionState::kSuspended, kT0 + absl::Seconds(2)));
+  EXPECT_EQ(s.Get("platform", "sub-1")->notification_type, "subscription.suspended.system");
+  // A user suspension seen later (pimgatectl) is recorded as such; the watch's plain
+  // "suspended" read does not undo it.
+  s.Observe(Seen("sub-1", SubscriptionState::kSuspended, kT0 + absl::Seconds(3), true));
+  EXPECT_EQ(s.Get("platform", "sub-1")->notification_type, "subscription.suspended.user");
+  s.Observe(Seen("sub-1", SubscriptionState::kSuspended, kT0 + absl::Seconds(4)));
+  EXPECT_EQ(s.Get("platform", "sub-1")->notification_type, "subscription.suspended.user");
+
+  // Active again: the resumed action runs (a reconciliation of the source).
+  const auto before = s.Observe(Seen("sub-1", SubscriptionState::kActive, kT0 + absl::Seconds(5)));
+  ASSERT_TRUE(before.has_value());
+  EXPECT_EQ(before->state, SubscriptionState::kSuspended);
+  ASSERT_TRUE(resumes.WaitFor(1));
+  // The platform's `resumed` notification comes after: applied, but no second action. Proof that
+  // it had its chance: a resume of a later source ("zzz", handled after "platform") runs.
+  EXPECT_TRUE(s.Record(Notice("subscription.resumed", "sub-1", kT0 + absl::Seconds(6))));
+  s.Record(Notice("subscription.suspended.system", "sub-9", kT0, "zzz"));
+  s.Record(Notice("subscription.resumed", "sub-9", kT0 + absl::Seconds(1), "zzz"));
+  ASSERT_TRUE(resumes.WaitFor(2));
+  s.Stop();
+  std::lock_guard lock(resumes.mu);
+  ASSERT_EQ(resumes.calls.size(), 2u);
+  EXPECT_EQ(resumes.calls[0], (std::pair<std::string, std::string>{"platform", "sub-1"}));
+  EXPECT_EQ(resumes.calls[1], (std::pair<std::string, std::string>{"zzz", "sub-9"}));
+}
+
+// Observed times are whole seconds: a notification of the same second (Akeneo writes whole
+// seconds) still applies.
+TEST(PlatformSubscriptionsObserveTest, ANotificationOfTheSameSecondApplies) {
+  auto subscriptions = PlatformSubscriptions::Open({});
+  ASSERT_TRUE(subscriptions.ok());
+  (*subscriptions)
+      ->Observe(Seen("sub-1", SubscriptionState::kActive, kT0 + absl::Milliseconds(900)));
+  EXPECT_TRUE((*subscriptions)->Record(Notice("subscription.suspended.system", "sub-1", kT0)));
+  EXPECT_EQ((*subscriptions)->Get("platform", "sub-1")->state, SubscriptionState::kSuspended);
+}
+
+TEST(PlatformSubscriptionsObserveTest, ForgetDropsTheSeriesAndSurvivesAReopen) {
+  TempDir dir;
+  auto backend = OpenRocksDbBackend(dir.File("store"));
+  ASSERT_TRUE(backend.ok());
+  {
+    PlatformSubscriptions::Options options;
+    options.backend = backend->get();
+    auto subscriptions = PlatformSubscriptions::Open(std::move(options));
+    ASSERT_TRUE(subscriptions.ok());
+    (*subscriptions)->Observe(Seen("sub-1", SubscriptionState::kSuspended, kT0));
+    (*subscriptions)->Observe(Seen("sub-2", SubscriptionState::kSuspended, kT0, true));
+    EXPECT_TRUE((*subscriptions)->Forget("platform", "sub-1"));
+    EXPECT_FALSE((*subscriptions)->Forget("platform", "sub-1"));
+    MetricsRegistry registry;
+    RegisterPlatformSubscriptionMetrics(registry, subscriptions->get());
+    const std::string text = registry.Render();
+    EXPECT_EQ(text.find("subscription=\"sub-1\""), std::string::npos) << text;
+    EXPECT_NE(text.find(R"(subscription="sub-2",state="suspended"} 1)"), std::string::npos) << text;
+    (*subscriptions)->Stop();  // saves
+  }
+  PlatformSubscriptions::Options options;
+  options.backend = backend->get();
+  auto reopened = PlatformSubscriptions::Open(std::move(options));
+  ASSERT_TRUE(reopened.ok());
+  const std::vector<SubscriptionStatus> states = (*reopened)->Snapshot();
+  ASSERT_EQ(states.size(), 1u);
+  EXPECT_EQ(states[0].subscription_id, "sub-2");
+  EXPECT_EQ(states[0].notification_type, "subscription.suspended.user");
+}
+
+}  // namespace
+}  // namespace pimgate
