@@ -454,6 +454,79 @@ TEST(Gateway, OldTlsVersionsRefused) {
   EXPECT_EQ(PostLegacy(other, "").status, 200);
 }
 
+// What `openssl s_client` (a TLS implementation other than the test's asio client) reports for
+// a handshake limited to one version ("-tls1_2", "-tls1_3"): its exit status and output.
+struct SClientResult {
+  int exit_status = -1;
+  std::string output;
+};
+SClientResult OpensslSClient(uint16_t port, const std::string& version_flag) {
+  // `timeout` only guards against a hang; s_client ends at stdin's end.
+  const std::string command =
+      absl::StrCat("timeout 120 openssl s_client -connect 127.0.0.1:", port,
+                   " -servername localhost ", version_flag, " </dev/null 2>&1; echo \"exit=$?\"");
+  SClientResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buf[4096];
+  std::size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) result.output.append(buf, n);
+  pclose(pipe);
+  const std::size_t at = result.output.rfind("exit=");
+  if (at != std::string::npos) result.exit_status = std::atoi(result.output.c_str() + at + 5);
+  return result;
+}
+
+// gateway.tls.min_version "1.3": a client that offers TLS 1.2 at most is refused at the
+// handshake (by the test's client and by openssl s_client); a TLS 1.3 client is served.
+TEST(Gateway, MinVersion13RefusesTls12ClientsAtTheHandshake) {
+  GatewayHarness::Options options;
+  options.tweak = [](Config& config) { config.gateway.tls->min_version = TlsVersion::kTls1_3; };
+  GatewayHarness gw(options);
+
+  HttpClient tls12(gw.port(), HttpClient::Options{true, TLS1_2_VERSION, TLS1_2_VERSION});
+  const std::optional<std::string> refused = tls12.Connect();
+  ASSERT_TRUE(refused.has_value()) << "a TLS 1.2 client was accepted";
+  EXPECT_TRUE(Contains(*refused, "handshake")) << *refused;
+  const SClientResult s_client12 = OpensslSClient(gw.port(), "-tls1_2");
+  EXPECT_NE(s_client12.exit_status, 0) << s_client12.output;
+  EXPECT_FALSE(Contains(s_client12.output, "New, TLSv1.2,")) << s_client12.output;
+  EXPECT_TRUE(Contains(s_client12.output, "alert protocol version")) << s_client12.output;
+
+  HttpClient tls13(gw.port(), HttpClient::Options{true, TLS1_3_VERSION, TLS1_3_VERSION});
+  ASSERT_FALSE(tls13.Connect().has_value());
+  const HttpResponse res =
+      PostLegacy(tls13, LegacyBatch({LegacyProductEvent("product.updated", NewUuid(), NewUuid())}));
+  EXPECT_EQ(res.status, 200) << res.body;
+  const SClientResult s_client13 = OpensslSClient(gw.port(), "-tls1_3");
+  EXPECT_EQ(s_client13.exit_status, 0) << s_client13.output;
+  EXPECT_TRUE(Contains(s_client13.output, "New, TLSv1.3,")) << s_client13.output;
+  // A client that lets the server choose gets TLS 1.3.
+  HttpClient any = gw.Client();
+  EXPECT_EQ(PostLegacy(any, "").status, 200);
+  EXPECT_EQ(gw.log().head(), 1u);
+}
+
+// The default, min_version "1.2": TLS 1.2 and TLS 1.3 clients are both served.
+TEST(Gateway, MinVersion12ServesTls12AndTls13Clients) {
+  GatewayHarness gw;  // TlsVersion::kTls1_2
+  ASSERT_EQ(gw.config().gateway.tls->min_version, TlsVersion::kTls1_2);
+  for (const int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    HttpClient client(gw.port(), HttpClient::Options{true, version, version});
+    ASSERT_FALSE(client.Connect().has_value()) << "TLS version " << version;
+    const HttpResponse res = PostLegacy(
+        client, LegacyBatch({LegacyProductEvent("product.updated", NewUuid(), NewUuid())}));
+    EXPECT_EQ(res.status, 200) << "TLS version " << version << ": " << res.body;
+  }
+  EXPECT_EQ(gw.log().head(), 2u);
+  for (const auto& [flag, seen] :
+       {std::pair{"-tls1_2", "New, TLSv1.2,"}, std::pair{"-tls1_3", "New, TLSv1.3,"}}) {
+    const SClientResult result = OpensslSClient(gw.port(), flag);
+    EXPECT_EQ(result.exit_status, 0) << flag << "\n" << result.output;
+    EXPECT_TRUE(Contains(result.output, seen)) << flag << "\n" << result.output;
+  }
+}
+
 TEST(Gateway, PlainHttpGatewayWhenTlsNotConfigured) {
   GatewayHarness::Options options;
   options.tls = false;

@@ -495,6 +495,249 @@ TEST_F(HydrationTest, ProductKnownByIdentifierIsFetchedByIdentifier) {
   EXPECT_EQ(Searches(), 0);
 }
 
+// ---- Failure paths: refused credentials, throttling, 5xx, cut connections, malformed JSON ----
+// docs/plugins.md: a failed fetch ("PIM unreachable, 5xx or 429 after the client's own retries,
+// refused credentials") counts a failed attempt of the event, retried on the plugin's `retry`
+// schedule; after retry.max_attempts it is dead-lettered with "gave up after N attempt(s); last:
+// hydration failed: fetching product <uuid> from source ...". 408, 429 and 5xx are first
+// retried by the REST client itself (rest.max_attempts, 2 here).
+
+constexpr char kTokenPath[] = "/api/oauth/v1/token";
+
+// The statuses the fake answered to calls whose target starts with `prefix`, in order.
+std::vector<int> StatusesOf(const FakePim& pim, const std::string& prefix) {
+  std::vector<int> statuses;
+  for (const FakePim::Request& r : pim.requests()) {
+    if (absl::StartsWith(r.target, prefix)) statuses.push_back(r.status);
+  }
+  return statuses;
+}
+
+struct TokenRefusal {
+  const char* name;
+  FakePim::Fault::Kind kind;
+  int status;
+  const char* reason;  // what the dead letter's reason says about it
+};
+
+void PrintTo(const TokenRefusal& refusal, std::ostream* os) { *os << refusal.name; }
+
+class HydrationTokenRefused : public HydrationTest,
+                              public ::testing::WithParamInterface<TokenRefusal> {
+ protected:
+  FakePim::Fault TokenFault(int count) const {
+    FakePim::Fault fault;
+    fault.kind = GetParam().kind;
+    fault.status = GetParam().status;
+    fault.message = "Invalid client credentials";
+    fault.path = kTokenPath;
+    fault.count = count;
+    return fault;
+  }
+};
+
+// The token endpoint refuses twice: each refusal fails one attempt of the event (no delivery
+// without its product), and the third attempt, with a token, delivers it hydrated.
+TEST_P(HydrationTokenRefused, EachRefusalFailsAnAttemptThenTheEventIsDeliveredHydrated) {
+  const std::string uuid = NewUuid();
+  PutProduct(uuid);
+  pim_.InjectFault(TokenFault(2));
+  RecordingPlugin plugin(Socket("p"));
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  ASSERT_NE(dispatcher, nullptr);
+  Append({Platform("product.updated", uuid, 1)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 1; }));
+
+  const std::vector<v1::Delivery> deliveries = plugin.deliveries();
+  ASSERT_EQ(deliveries.size(), 1u);  // never delivered without its product
+  EXPECT_EQ(deliveries[0].attempt(), 3u);
+  EXPECT_EQ(StringAt(deliveries[0].event().data(), {"hydration"}), "ok");
+  EXPECT_EQ(StringAt(deliveries[0].event().data(), {"resource", "family"}), "shoes");
+  const PluginDispatchStats stats = StatsOf(*dispatcher, "p");
+  EXPECT_EQ(stats.hydration_failures, 2u);
+  EXPECT_EQ(stats.hydration_fetches, 1u);
+  EXPECT_EQ(stats.delivered, 1u);
+  // One token request per failed attempt (a refusal is not retried by the client), then one
+  // that succeeds; the search is made once, with the token.
+  const std::vector<int> tokens = StatusesOf(pim_, kTokenPath);
+  ASSERT_EQ(tokens.size(), 3u);
+  EXPECT_EQ(tokens[2], 200);
+  EXPECT_EQ(StatusesOf(pim_, "/api/rest/v1/products-uuid?"), std::vector<int>{200});
+}
+
+// Refused every time: after retry.max_attempts the event is dead-lettered with the documented
+// reason, which names the refusal and no credential.
+TEST_P(HydrationTokenRefused, RefusedEveryTimeIsDeadLetteredWithTheReason) {
+  const std::string uuid = NewUuid();
+  pim_.InjectFault(TokenFault(1000));
+  RecordingPlugin plugin(Socket("p"));
+  PluginConfig config = Plugin("p");
+  config.retry.max_attempts = 3;
+  auto dispatcher = StartDispatcher({config});
+  ASSERT_NE(dispatcher, nullptr);
+  Append({Platform("product.updated", uuid, 1)});
+  absl::StatusOr<std::vector<v1::DeadLetter>> letters;
+  ASSERT_TRUE(WaitFor([&] {
+    letters = dispatcher->dead_letters().List("p", 0, 100);
+    return letters.ok() && letters->size() == 1;
+  }));
+  const v1::DeadLetter& letter = (*letters)[0];
+  EXPECT_EQ(letter.attempts(), 3u);
+  EXPECT_FALSE(letter.rejected());
+  EXPECT_TRUE(absl::StrContains(letter.reason(),
+                                "gave up after 3 attempt(s); last: hydration "
+                                "failed: fetching product " +
+                                    uuid + " from source platform"))
+      << letter.reason();
+  EXPECT_TRUE(absl::StrContains(letter.reason(), GetParam().reason)) << letter.reason();
+  const FakePim::Options credentials;
+  EXPECT_FALSE(absl::StrContains(letter.reason(), credentials.password)) << letter.reason();
+  EXPECT_FALSE(absl::StrContains(letter.reason(), credentials.secret)) << letter.reason();
+  EXPECT_EQ(Path(letter.event().data(), {"resource"}), nullptr);  // stored lightweight
+  EXPECT_TRUE(plugin.deliveries().empty());
+  EXPECT_EQ(StatusesOf(pim_, "/api/rest/v1/"), std::vector<int>{});  // no call without a token
+  EXPECT_EQ(StatsOf(*dispatcher, "p").hydration_failures, 3u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Refusals, HydrationTokenRefused,
+    ::testing::Values(TokenRefusal{"Http401", FakePim::Fault::Kind::kStatus, 401,
+                                   "the PIM refused the token request (password grant)"},
+                      TokenRefusal{"Http400", FakePim::Fault::Kind::kStatus, 400,
+                                   "the PIM refused the token request (password grant)"},
+                      TokenRefusal{"MalformedJson", FakePim::Fault::Kind::kMalformedJson, 0,
+                                   "the answer has no access_token"}),
+    [](const ::testing::TestParamInfo<TokenRefusal>& info) { return info.param.name; });
+
+struct PimError {
+  const char* name;
+  const char* path;  // the call that fails once (a path: the fault matches it without the query)
+  FakePim::Fault::Kind kind;
+  int status;
+  int retry_after_seconds;
+  // What follows: the REST client retries it (the event's first attempt succeeds), or the
+  // fetch fails and the event's next attempt fetches again.
+  bool client_retries;
+};
+
+void PrintTo(const PimError& error, std::ostream* os) { *os << error.name; }
+
+class HydrationPimError : public HydrationTest, public ::testing::WithParamInterface<PimError> {};
+
+// The PIM fails one call: a 429 with Retry-After, a 5xx or a connection cut mid-answer is
+// retried by the REST client; a 200 whose JSON is malformed fails the fetch, and the event's
+// next attempt fetches again. Either way the event is delivered once, with its product.
+TEST_P(HydrationPimError, OneFailedCallIsRetriedThenTheEventIsDeliveredHydrated) {
+  const PimError& error = GetParam();
+  const std::string uuid = NewUuid();
+  PutProduct(uuid);
+  pim_.PutProductModel("model-a", (kBaseSeconds + 100) * 1'000'000LL, R"({"family":"shoes"})");
+  FakePim::Fault fault;
+  fault.kind = error.kind;
+  fault.status = error.status;
+  fault.retry_after_seconds = error.retry_after_seconds;
+  fault.path = error.path;
+  pim_.InjectFault(fault);
+  RecordingPlugin plugin(Socket("p"));
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  ASSERT_NE(dispatcher, nullptr);
+  const bool model = absl::StartsWith(error.path, "/api/rest/v1/product-models");
+  Append({model ? Platform("product_model.updated", "model-a", 1)
+                : Platform("product.updated", uuid, 1)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 1; }));
+
+  EXPECT_EQ(pim_.pending_faults(), 0);
+  const std::vector<v1::Delivery> deliveries = plugin.deliveries();
+  ASSERT_EQ(deliveries.size(), 1u);
+  EXPECT_EQ(deliveries[0].attempt(), error.client_retries ? 1u : 2u);
+  const Struct& data = deliveries[0].event().data();
+  EXPECT_EQ(StringAt(data, {"hydration"}), "ok");
+  EXPECT_EQ(StringAt(data, {"resource", "family"}), "shoes");
+  EXPECT_EQ(StringAt(data, {"resource", model ? "code" : "uuid"}), model ? "model-a" : uuid);
+  const PluginDispatchStats stats = StatsOf(*dispatcher, "p");
+  EXPECT_EQ(stats.hydration_failures, error.client_retries ? 0u : 1u);
+  EXPECT_EQ(stats.hydration_fetches, 1u);
+  // The failed call, then the one that succeeded (a cut answer is recorded as 0).
+  const std::vector<int> calls = StatusesOf(pim_, error.path);
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0], error.kind == FakePim::Fault::Kind::kStatus          ? error.status
+                      : error.kind == FakePim::Fault::Kind::kCutConnection ? 0
+                                                                           : 200);
+  EXPECT_EQ(calls[1], 200);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Errors, HydrationPimError,
+    ::testing::Values(PimError{"SearchHttp429WithRetryAfter", "/api/rest/v1/products-uuid",
+                               FakePim::Fault::Kind::kStatus, 429, 1, true},
+                      PimError{"SearchHttp500", "/api/rest/v1/products-uuid",
+                               FakePim::Fault::Kind::kStatus, 500, -1, true},
+                      PimError{"SearchHttp503", "/api/rest/v1/products-uuid",
+                               FakePim::Fault::Kind::kStatus, 503, -1, true},
+                      PimError{"SearchConnectionCut", "/api/rest/v1/products-uuid",
+                               FakePim::Fault::Kind::kCutConnection, 0, -1, true},
+                      PimError{"SearchMalformedJson", "/api/rest/v1/products-uuid",
+                               FakePim::Fault::Kind::kMalformedJson, 0, -1, false},
+                      PimError{"ModelGetHttp502", "/api/rest/v1/product-models/",
+                               FakePim::Fault::Kind::kStatus, 502, -1, true},
+                      PimError{"ModelGetMalformedJson", "/api/rest/v1/product-models/",
+                               FakePim::Fault::Kind::kMalformedJson, 0, -1, false}),
+    [](const ::testing::TestParamInfo<PimError>& info) { return info.param.name; });
+
+// More 5xx than the REST client retries (rest.max_attempts 2): the fetch fails, the event's
+// attempt counts as failed, and its next attempt fetches again and delivers.
+TEST_F(HydrationTest, ServerErrorsBeyondTheClientsRetriesFailOneAttemptOfTheEvent) {
+  const std::string uuid = NewUuid();
+  PutProduct(uuid);
+  FakePim::Fault fault;
+  fault.status = 502;
+  fault.path = "/api/rest/v1/products-uuid";
+  fault.count = 3;
+  pim_.InjectFault(fault);
+  RecordingPlugin plugin(Socket("p"));
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  ASSERT_NE(dispatcher, nullptr);
+  Append({Platform("product.updated", uuid, 1)});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 1; }));
+  const std::vector<v1::Delivery> deliveries = plugin.deliveries();
+  ASSERT_EQ(deliveries.size(), 1u);
+  EXPECT_EQ(deliveries[0].attempt(), 2u);
+  EXPECT_EQ(StringAt(deliveries[0].event().data(), {"resource", "uuid"}), uuid);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").hydration_failures, 1u);
+  EXPECT_EQ(StatusesOf(pim_, "/api/rest/v1/products-uuid?"),
+            (std::vector<int>{502, 502, 502, 200}));
+}
+
+// A product the PIM always answers with broken JSON: dead-lettered, the reason says why.
+TEST_F(HydrationTest, MalformedJsonEveryTimeIsDeadLetteredWithTheReason) {
+  pim_.PutProductModel("model-a", (kBaseSeconds + 100) * 1'000'000LL, R"({"family":"shoes"})");
+  FakePim::Fault fault;
+  fault.kind = FakePim::Fault::Kind::kMalformedJson;
+  fault.path = "/api/rest/v1/product-models/";
+  fault.count = 1000;
+  pim_.InjectFault(fault);
+  RecordingPlugin plugin(Socket("p"));
+  PluginConfig config = Plugin("p");
+  config.retry.max_attempts = 2;
+  auto dispatcher = StartDispatcher({config});
+  ASSERT_NE(dispatcher, nullptr);
+  Append({Platform("product_model.updated", "model-a", 1)});
+  absl::StatusOr<std::vector<v1::DeadLetter>> letters;
+  ASSERT_TRUE(WaitFor([&] {
+    letters = dispatcher->dead_letters().List("p", 0, 100);
+    return letters.ok() && letters->size() == 1;
+  }));
+  const v1::DeadLetter& letter = (*letters)[0];
+  EXPECT_EQ(letter.attempts(), 2u);
+  EXPECT_TRUE(absl::StrContains(letter.reason(),
+                                "hydration failed: fetching product_model model-a from source "
+                                "platform (GET /api/rest/v1/product-models/{code}): the PIM's "
+                                "answer is not a JSON object"))
+      << letter.reason();
+  EXPECT_TRUE(plugin.deliveries().empty());
+  EXPECT_EQ(StatusesOf(pim_, "/api/rest/v1/product-models/"), (std::vector<int>{200, 200}));
+}
+
 // A PIM 5/6 has no products-uuid: its products are named by identifier, even when an identifier
 // looks like a uuid. Hydration notices the PIM's own 404 on the search and fetches them by
 // identifier; a product the PIM does not have is "not found", never a failure.

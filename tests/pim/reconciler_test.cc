@@ -164,7 +164,8 @@ class ReconcilerTest : public ::testing::Test {
     EXPECT_TRUE(client.ok()) << client.status();
     std::shared_ptr<AkeneoClient> shared(std::move(*client));
     clients_.push_back(shared);
-    auto reconciler = Reconciler::Create({source, plain}, {{name, shared}}, log ? log : log_.get());
+    auto reconciler = Reconciler::Create({source, plain}, {{name, shared}}, log ? log : log_.get(),
+                                         reconciler_options_);
     EXPECT_TRUE(reconciler.ok()) << reconciler.status();
     return std::move(*reconciler);
   }
@@ -196,6 +197,7 @@ class ReconcilerTest : public ::testing::Test {
   std::unique_ptr<EventLog> log_;
   std::vector<std::shared_ptr<AkeneoClient>> clients_;
   std::unique_ptr<Reconciler> reconciler_;
+  ReconcilerOptions reconciler_options_;  // what Make() creates reconcilers with
 };
 
 TEST_F(ReconcilerTest, FirstRunRecoversEveryProductAndModelThenOnlyWhatChanged) {
@@ -1125,6 +1127,131 @@ TEST_F(ReconcilerTest, AkeneoTimeZoneRulesForTheNextWindow) {
               minus5);
   }
 }
+
+// A full reconciliation whose listing fails on page N > 1: the PIM answers 5xx until the client's
+// retries are spent, sends a page that is not JSON, or cuts the connection in the middle of the
+// page. The products (or product models) the listing had not reached yet are still in the PIM;
+// only the early return after a failed listing (Reconciler::Execute) keeps the deletion check
+// from taking them for deleted. So: no `<kind>.deleted` at all, the watermark stays, and the
+// next run, without faults, stores exactly the missed updates and the true deletions.
+struct PageFailure {
+  const char* name;
+  const char* path;  // the list that fails
+  int page;          // 1-based, > 1
+  FakePim::Fault::Kind kind;
+  int status;  // kStatus
+  int calls;   // calls the fault answers: every attempt (rest.max_attempts) when the client retries
+};
+
+void PrintTo(const PageFailure& failure, std::ostream* os) { *os << failure.name; }
+
+class FullRunFailingOnPageN : public ReconcilerTest,
+                              public ::testing::WithParamInterface<PageFailure> {};
+
+TEST_P(FullRunFailingOnPageN, EmitsNoDeletionAndKeepsTheWatermarkThenTheNextRunIsExact) {
+  const PageFailure& failure = GetParam();
+  const bool products_fail = std::string(failure.path) == "/api/rest/v1/products-uuid";
+  const std::string failing_kind = products_fail ? "product" : "product_model";
+  reconciler_options_.page_size = 2;  // 7 products: 4 pages; 5 product models: 3 pages
+  FakePim pim;
+  const int64_t t0 = DayAgoUs();
+  std::vector<std::string> uuids;
+  for (int i = 0; i < 7; ++i) uuids.push_back(testing::NewUuid());
+  std::sort(uuids.begin(), uuids.end());  // the order products-uuid lists them in
+  for (std::size_t i = 0; i < uuids.size(); ++i) {
+    pim.PutProduct(uuids[i], t0 + static_cast<int64_t>(i) * kSecondUs);
+  }
+  for (int i = 1; i <= 5; ++i) pim.PutProductModel(absl::StrCat("model-", i), t0 + i * kSecondUs);
+  reconciler_ = Make(pim);
+  const ReconcileOptions full{std::nullopt, /*full=*/true};
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim", full);
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->emitted, 12u);
+  ASSERT_EQ(run->deleted, 0u);
+  ASSERT_EQ(log_->head(), 12u);
+  const int64_t watermark = t0 + 6 * kSecondUs;
+  ASSERT_EQ(run->watermark_us, watermark);
+
+  // The PIM changes: the first product and model (page 1 of their lists) are updated, the last
+  // ones (the last page) deleted.
+  const std::string gone_product = uuids.back();
+  const std::string gone_model = "model-5";
+  pim.PutProduct(uuids.front(), t0 + 100 * kSecondUs);
+  pim.PutProductModel("model-1", t0 + 101 * kSecondUs);
+  pim.DeleteProduct(gone_product);
+  pim.DeleteProductModel(gone_model);
+
+  FakePim::Fault fault;
+  fault.kind = failure.kind;
+  fault.status = failure.status;
+  fault.path = failure.path;
+  fault.skip = failure.page - 1;
+  fault.count = failure.calls;
+  pim.InjectFault(fault);
+  pim.ClearRequests();
+  run = reconciler_->Run("pim", full);
+  // EXPECT, not ASSERT: should the run not report its failure, what it did is checked below too.
+  EXPECT_FALSE(run.ok()) << "the run should have failed on page " << failure.page;
+  EXPECT_TRUE(absl::StrContains(run.status().message(), "reconciliation of pim failed"))
+      << run.status();
+  EXPECT_EQ(pim.pending_faults(), 0) << "the fault was not reached";
+  // It did stop at page N: page N was asked for (once per attempt), nothing after it.
+  std::vector<FakePim::Request> pages = ListRequests(pim, failure.path);
+  EXPECT_EQ(pages.size(), static_cast<std::size_t>(failure.page - 1 + failure.calls));
+
+  std::vector<v1::Event> events = Events();
+  for (const v1::Event& event : events) {
+    EXPECT_NE(event.type(), failing_kind + ".deleted")
+        << "a failed listing emitted a deletion of " << event.resource_id();
+    if (products_fail) {
+      // The product models were never listed: nothing of theirs either.
+      EXPECT_FALSE(absl::EndsWith(event.type(), ".deleted")) << event.resource_id();
+    }
+  }
+  const ReconcileSourceStats after_failure = StatsOf(*reconciler_);
+  EXPECT_EQ(after_failure.runs_failed, 1u);
+  EXPECT_EQ(after_failure.watermark_us, watermark);
+  ASSERT_TRUE(after_failure.last_run.has_value());
+  EXPECT_FALSE(after_failure.last_run->watermark_advanced);
+  // What is persisted, as the next pimgate would read it.
+  OpenLog();
+  reconciler_ = Make(pim);
+  EXPECT_EQ(StatsOf(*reconciler_).watermark_us, watermark);
+
+  // The PIM recovers: the next full run stores what the failed one missed, and deletes exactly
+  // what the PIM no longer has.
+  run = reconciler_->Run("pim", full);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->watermark_us, t0 + 101 * kSecondUs);
+  EXPECT_TRUE(run->watermark_advanced);
+  events = Events();
+  std::map<std::string, int> deletions;
+  std::map<std::string, std::vector<int64_t>> updates;
+  for (const v1::Event& event : events) {
+    if (absl::EndsWith(event.type(), ".deleted")) {
+      ++deletions[event.resource_id()];
+    } else {
+      updates[event.resource_id()].push_back(Micros(event.version_at()));
+    }
+  }
+  EXPECT_EQ(deletions, (std::map<std::string, int>{{gone_product, 1}, {gone_model, 1}}));
+  EXPECT_EQ(updates[uuids.front()], (std::vector<int64_t>{t0, t0 + 100 * kSecondUs}));
+  EXPECT_EQ(updates["model-1"], (std::vector<int64_t>{t0 + kSecondUs, t0 + 101 * kSecondUs}));
+  // 12 from the first run, two updates and two deletions since: nothing else, nothing twice.
+  EXPECT_EQ(events.size(), 16u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Faults, FullRunFailingOnPageN,
+    ::testing::Values(PageFailure{"ProductsPage2Http500", "/api/rest/v1/products-uuid", 2,
+                                  FakePim::Fault::Kind::kStatus, 500, 3},
+                      PageFailure{"ProductsPage3MalformedJson", "/api/rest/v1/products-uuid", 3,
+                                  FakePim::Fault::Kind::kMalformedJson, 0, 1},
+                      PageFailure{"ProductsPage2ConnectionCut", "/api/rest/v1/products-uuid", 2,
+                                  FakePim::Fault::Kind::kCutConnection, 0, 3},
+                      PageFailure{"ProductModelsPage2Http503", "/api/rest/v1/product-models", 2,
+                                  FakePim::Fault::Kind::kStatus, 503, 3}),
+    [](const ::testing::TestParamInfo<PageFailure>& info) { return info.param.name; });
 
 TEST(ParseAkeneoTimeTest, OffsetsAndFractions) {
   EXPECT_EQ(*ParseAkeneoTime("2026-11-20T10:14:59+00:00"), 1'795'169'699'000'000);

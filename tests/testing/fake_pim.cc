@@ -39,6 +39,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -297,6 +298,14 @@ class FakePim::Impl {
     fail_status_ = status;
     fail_retry_after_ = retry_after_seconds;
   }
+  void InjectFault(Fault fault) {
+    absl::MutexLock lock(&mu_);
+    faults_.push_back(ArmedFault{std::move(fault), 0});
+  }
+  int pending_faults() const {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(faults_.size());
+  }
   void SetDelay(std::chrono::milliseconds delay) {
     absl::MutexLock lock(&mu_);
     delay_ = delay;
@@ -442,17 +451,37 @@ class FakePim::Impl {
                                 net::redirect_error(net::use_awaitable, ec));
       if (ec) co_return;
       http::request<http::string_body> request = parser.release();
-      Response response = co_await Handle(request);
+      Answer answer = co_await Handle(request);
+      Response& response = answer.response;
       response.version(11);
       response.keep_alive(request.keep_alive());
       response.set(http::field::server, "fake-akeneo");
       response.prepare_payload();
+      if (answer.cut) {
+        // The header promises the whole body; half of it comes, then the connection drops.
+        http::response_serializer<http::string_body> serializer(response);
+        co_await http::async_write_header(stream, serializer,
+                                          net::redirect_error(net::use_awaitable, ec));
+        if (!ec) {
+          const std::string& body = response.body();
+          co_await net::async_write(stream, net::buffer(body.data(), body.size() / 2),
+                                    net::redirect_error(net::use_awaitable, ec));
+        }
+        beast::get_lowest_layer(stream).close();
+        co_return;
+      }
       co_await http::async_write(stream, response, net::redirect_error(net::use_awaitable, ec));
       if (ec || !response.keep_alive()) co_return;
     }
   }
 
-  net::awaitable<Response> Handle(const http::request<http::string_body>& request) {
+  // An answer, and whether to cut the connection halfway through it (Fault::kCutConnection).
+  struct Answer {
+    Response response;
+    bool cut = false;
+  };
+
+  net::awaitable<Answer> Handle(const http::request<http::string_body>& request) {
     const std::string target(request.target());
     const std::string path = target.substr(0, target.find('?'));
     const bool token_call = path == kTokenPath;
@@ -474,24 +503,77 @@ class FakePim::Impl {
       co_await timer.async_wait(net::redirect_error(net::use_awaitable, ignored));
       timers_.erase(&timer);
     }
-    Response response;
+    Answer answer;
+    Response& response = answer.response;
+    std::optional<Fault> targeted;
     if (over_limit) {
       response = ErrorResponse(429, "Too many requests: more than " +
                                         std::to_string(options_.max_concurrent_calls) +
                                         " concurrent calls.");
       response.set(http::field::retry_after, "1");
-    } else if (std::optional<Response> fault = InjectedFault(token_call); fault.has_value()) {
-      response = *std::move(fault);
     } else {
-      response = Route(request, path, target);
+      targeted = TargetedFault(path);
+      std::optional<Response> fault =
+          targeted.has_value() ? std::nullopt : InjectedFault(token_call);
+      if (targeted.has_value() && targeted->kind == Fault::Kind::kStatus) {
+        response = StatusFault(*targeted, request.body());
+      } else if (fault.has_value()) {
+        response = *std::move(fault);
+      } else {
+        response = Route(request, path, target);
+        if (targeted.has_value() && targeted->kind == Fault::Kind::kMalformedJson) {
+          response.result(http::status::ok);
+          response.body().resize(response.body().size() / 2);
+        }
+        answer.cut = targeted.has_value() && targeted->kind == Fault::Kind::kCutConnection;
+      }
     }
     {
       absl::MutexLock lock(&mu_);
       if (!token_call) --in_flight_;
       requests_.push_back(Request{std::string(request.method_string()), target,
-                                  static_cast<int>(response.result_int())});
+                                  answer.cut ? 0 : static_cast<int>(response.result_int())});
     }
-    co_return response;
+    co_return answer;
+  }
+
+  // The fault due for this call to `path`, if any (every armed fault matching it counts it).
+  std::optional<Fault> TargetedFault(const std::string& path) {
+    absl::MutexLock lock(&mu_);
+    std::optional<Fault> due;
+    for (auto it = faults_.begin(); it != faults_.end();) {
+      if (!absl::StartsWith(path, it->fault.path)) {
+        ++it;
+        continue;
+      }
+      ++it->seen;
+      if (due.has_value() || it->seen <= it->fault.skip) {
+        ++it;
+        continue;
+      }
+      due = it->fault;
+      if (--it->fault.count <= 0) {
+        it = faults_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return due;
+  }
+
+  static Response StatusFault(const Fault& fault, const std::string& request_body) {
+    std::string message = fault.message;
+    if (message.empty()) {
+      message = fault.status == 429   ? "Too many requests."
+                : fault.status == 408 ? "Request Timeout."
+                                      : absl::StrCat("Injected error ", fault.status, ".");
+    }
+    absl::StrReplaceAll({{"{request}", request_body}}, &message);
+    Response response = ErrorResponse(fault.status, message);
+    if (fault.retry_after_seconds >= 0) {
+      response.set(http::field::retry_after, std::to_string(fault.retry_after_seconds));
+    }
+    return response;
   }
 
   std::optional<Response> InjectedFault(bool token_call) {
@@ -972,6 +1054,11 @@ class FakePim::Impl {
   int fail_count_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_status_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_retry_after_ ABSL_GUARDED_BY(mu_) = -1;
+  struct ArmedFault {
+    Fault fault;  // its count goes down as it is used
+    int seen;     // matching calls so far
+  };
+  std::vector<ArmedFault> faults_ ABSL_GUARDED_BY(mu_);
   std::chrono::milliseconds delay_ ABSL_GUARDED_BY(mu_){0};
   std::map<std::string, Clock::time_point> access_tokens_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> refresh_tokens_ ABSL_GUARDED_BY(mu_);
@@ -1009,6 +1096,8 @@ void FakePim::DeleteProductModel(const std::string& code) { impl_->DeleteResourc
 void FakePim::FailNextCalls(int count, int status, int retry_after_seconds) {
   impl_->FailNextCalls(count, status, retry_after_seconds);
 }
+void FakePim::InjectFault(Fault fault) { impl_->InjectFault(std::move(fault)); }
+int FakePim::pending_faults() const { return impl_->pending_faults(); }
 void FakePim::SetDelay(std::chrono::milliseconds delay) { impl_->SetDelay(delay); }
 void FakePim::ExpireTokens() { impl_->ExpireTokens(); }
 void FakePim::Stop() { impl_->Stop(); }

@@ -2,7 +2,8 @@
 // API pimgate uses: the OAuth token endpoint (password and refresh_token grants, expiring
 // tokens), products-uuid, products (by identifier) and product-models lists with the `updated`
 // and `uuid` search filters and search_after pagination, single-resource GETs, plus injectable
-// faults (429 with Retry-After, 5xx, 408, slowness). Like an on-premise PIM it runs in a time
+// faults (429 with Retry-After, 5xx, 408, slowness, malformed JSON, a connection cut mid-answer,
+// on any endpoint, the token endpoint included). Like an on-premise PIM it runs in a time
 // zone (its `updated` values carry the offset; its `updated` filter is read as wall-clock time
 // there), can be a PIM 5/6 without products-uuid, and can write its links on another origin (a
 // PIM behind a TLS-terminating proxy). Only the PIM is faked in pimgate's tests; this is that
@@ -81,6 +82,36 @@ class FakePim {
   // The next `count` API calls (token endpoint excluded) get `status` (a 408 is Akeneo's request
   // timeout); a 429 carries `Retry-After: retry_after_seconds` when it is >= 0.
   void FailNextCalls(int count, int status, int retry_after_seconds = -1);
+
+  // A fault aimed at one endpoint, from its Nth call on: "page 3 of the product list answers
+  // 500 three times", "the token endpoint answers 401", "page 2 is cut mid-body".
+  struct Fault {
+    enum class Kind {
+      // Akeneo's JSON error {"code": status, "message": ...} with `status`.
+      kStatus,
+      // 200 with the answer the call would have had, its JSON cut in half.
+      kMalformedJson,
+      // The answer the call would have had: its header (with the full Content-Length) and half
+      // of its body, then the connection closes without a TLS close_notify.
+      kCutConnection,
+    };
+    Kind kind = Kind::kStatus;
+    int status = 500;              // kStatus
+    int retry_after_seconds = -1;  // kStatus: a Retry-After header when >= 0
+    // kStatus: the error's message; empty: the fake's usual text. "{request}" in it is replaced
+    // by the request's body, as a server (or proxy) that echoes what it was sent would do.
+    std::string message;
+    // Calls whose path starts with this ("/api/oauth/v1/token", "/api/rest/v1/products-uuid");
+    // empty: every call, the token endpoint included.
+    std::string path;
+    int skip = 0;   // matching calls served normally first
+    int count = 1;  // then this many matching calls get the fault
+  };
+  // Adds a fault beside the others. Each counts the calls matching its `path` on its own; a call
+  // two faults are due for gets the one injected first. Checked before FailNextCalls.
+  void InjectFault(Fault fault);
+  // Faults injected and not yet used up.
+  int pending_faults() const;
   // Every answer (token endpoint included) waits this long first.
   void SetDelay(std::chrono::milliseconds delay);
   // Invalidates every issued access token (the next call gets 401 and must renew).
@@ -94,7 +125,7 @@ class FakePim {
   struct Request {
     std::string method;
     std::string target;  // path and query as received
-    int status = 0;      // what the fake answered
+    int status = 0;      // what the fake answered (0: the connection was cut mid-answer)
   };
   std::vector<Request> requests() const;  // every request, token endpoint included, in order
   int token_requests() const;             // password grants + refreshes
