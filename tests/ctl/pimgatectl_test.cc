@@ -121,6 +121,30 @@ class PimgatectlTest : public ::testing::Test {
     return out;
   }
 
+  v1::PluginStats RecStats() {
+    return ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"})).plugins(0);
+  }
+
+  // Posts a stale marker (an older version of `resource`, posted before) and waits until rec's
+  // dispatcher has counted it; returns rec's stats then. The dispatcher counts it only once it
+  // has read every event before it and decided on them: checks that nothing was delivered hold
+  // over a window that demonstrably passed in pimgate, not over a sleep.
+  v1::PluginStats PostStaleMarkerAndWait(const std::string& resource,
+                                         const v1::PluginStats& before) {
+    const std::string body = testing::LegacyBatch({testing::LegacyProductEvent(
+        "product.updated", testing::NewUuid(), resource, "2026-11-20T10:00:00+00:00")});
+    HttpClient client(gateway_port_, /*tls=*/false);
+    EXPECT_EQ(
+        client.Send("POST", "/hooks/legacy", body, testing::LegacyHeaders(kSecret, body)).status,
+        200);
+    v1::PluginStats stats;
+    EXPECT_TRUE(WaitFor([&] {
+      stats = RecStats();
+      return stats.skipped_stale() == before.skipped_stale() + 1;
+    })) << stats.ShortDebugString();
+    return stats;
+  }
+
   std::size_t DeadLetterCount() {
     return ParseJson<v1::ListDeadLettersResponse>(Ok({"dlq", "list", "rec", "--json"}))
         .dead_letters_size();
@@ -324,12 +348,16 @@ TEST_F(PimgatectlTest, SeekReplaysAndPauseHolds) {
     return plugins.plugins(0).delivery_state() == "paused";
   }));
   const std::size_t paused_at = Deliveries().size();
+  const v1::PluginStats at_pause = RecStats();
   ASSERT_EQ(Post({"ok-3"}), 200);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const v1::PluginStats held = PostStaleMarkerAndWait("ok-3", at_pause);
+  EXPECT_EQ(held.in_flight(), 0u);
+  EXPECT_EQ(held.delivered(), at_pause.delivered());
+  EXPECT_EQ(held.lag(), 2u);
   EXPECT_EQ(Deliveries().size(), paused_at);
-  EXPECT_EQ(ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"})).plugins(0).lag(), 1u);
   EXPECT_TRUE(absl::StrContains(Ok({"resume", "rec"}), "plugin rec resumed"));
   ASSERT_TRUE(WaitFor([&] { return Deliveries().size() == paused_at + 1; }));
+  EXPECT_EQ(Deliveries().back(), "4:1");
 }
 
 TEST_F(PimgatectlTest, JsonBeforeTheCommandAndDidYouMean) {
@@ -410,10 +438,13 @@ TEST_F(PimgatectlTest, PauseSurvivesARestartOfPimgate) {
   EXPECT_EQ(plugins.plugins(0).delivery_state(), "paused");
   EXPECT_EQ(Cell(Ok({"stats"}), "DELIVERY", "rec"), "paused");
   const std::size_t before = Deliveries().size();
+  const v1::PluginStats at_start = RecStats();
   ASSERT_EQ(Post({"ok-3"}), 200);
-  ASSERT_TRUE(WaitFor([&] {
-    return ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"})).plugins(0).lag() == 1;
-  }));
+  const v1::PluginStats held = PostStaleMarkerAndWait("ok-3", at_start);
+  EXPECT_EQ(held.in_flight(), 0u);
+  EXPECT_EQ(held.delivered(), 0u);
+  EXPECT_EQ(held.lag(), 2u);
+  EXPECT_EQ(Deliveries().size(), before);
   EXPECT_TRUE(absl::StrContains(Ok({"resume", "rec"}), "plugin rec resumed"));
   ASSERT_TRUE(WaitFor([&] { return Deliveries().size() == before + 1; }));
   EXPECT_EQ(Deliveries().back(), "4:1");

@@ -369,22 +369,31 @@ TEST_F(EndToEnd, Kill9MidDeliveryEveryAcknowledgedEventIsDeliveredAfterRestart) 
 }
 
 TEST_F(EndToEnd, PluginThatNeverAcksDoesNotBlockAnother) {
+  // The stuck recorder writes each delivery down as it takes it, then never answers it.
   WriteConfig({Node("stuck", {{"RECORDER_HANG", "1"}}), Cpp("healthy", {})});
   PimgateProcess pimgate(config_, dir_.File("ready.json"));
   const uint16_t port = pimgate.WaitReady();
   ASSERT_NE(port, 0);
   HttpClient client(port);
   std::set<std::string> want;
-  for (int r = 0; r < 10; ++r) {
+  auto post = [&](int r) {
     std::vector<Sent> batch;
     for (int e = 0; e < 10; ++e) {
       batch.push_back({NewUuid(), "product.updated", absl::StrCat("r", e), "legacy", "julia"});
       want.insert(batch.back().id);
     }
     ASSERT_EQ(PostLegacy(client, batch, std::vector<int>(10, r + 1)).status, 200);
-  }
+  };
+  post(0);
+  // Without this the check below proves nothing: a stuck plugin that never started, or never
+  // got an event, blocks nobody either.
+  ASSERT_TRUE(WaitRecords("stuck", [](const auto& records) { return !records.empty(); }))
+      << "the stuck plugin never received an event";
+  // It now holds deliveries it will never answer. Everything after is sent while it hangs, and
+  // the other plugin still receives every event.
+  for (int r = 1; r < 10; ++r) post(r);
   ASSERT_TRUE(WaitRecords("healthy", [&](const auto& records) { return Ids(records) == want; }));
-  EXPECT_TRUE(ReadRecords(Out("stuck")).empty());
+  for (const Record& r : ReadRecords(Out("stuck"))) EXPECT_EQ(want.count(r.id), 1u) << r.id;
   // Shutdown stays prompt: the stuck plugin is SIGKILLed after its stop_timeout.
   EXPECT_EQ(pimgate.Terminate(), 0);
 }

@@ -34,12 +34,7 @@ int main() {
   options.concurrency = 4;
   return pimgate::sdk::Run(
       [&](const pimgate::v1::Event& event, uint32_t attempt) {
-        while (hang) std::this_thread::sleep_for(std::chrono::hours(1));
-        while (!gate.empty() && access(gate.c_str(), F_OK) != 0) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-        if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-        {
+        const auto record = [&] {
           std::lock_guard lock(mu);
           std::ofstream(out, std::ios::app)
               << "{\"plugin\":\"" << pimgate::sdk::PluginName()
@@ -47,7 +42,16 @@ int main() {
               << "\",\"attempt\":" << attempt << ",\"type\":\"" << event.type()
               << "\",\"resource_id\":\"" << event.resource_id() << "\",\"pid\":" << getpid()
               << "}\n";
+        };
+        if (hang) {
+          record();  // received, and never answered
+          while (true) std::this_thread::sleep_for(std::chrono::hours(1));
         }
+        while (!gate.empty() && access(gate.c_str(), F_OK) != 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+        record();
         if (!reject.empty() && event.resource_id() == reject)
           return pimgate::sdk::Result::Reject("scripted reject");
         if (!retry.empty() && event.resource_id() == retry && attempt == 1) {

@@ -5,7 +5,8 @@ scripted by the environment:
   RECORDER_RETRY_RESOURCE   answer RETRY to the first attempt of events of this resource
   RECORDER_REJECT_RESOURCE  answer REJECT to events of this resource
   RECORDER_DELAY_MS         sleep this long in each handler call
-  RECORDER_HANG             "1": never answer (a stuck handler)
+  RECORDER_HANG             "1": record the delivery, then never answer (a stuck handler that
+                            did receive its events)
 """
 import json
 import os
@@ -23,16 +24,21 @@ HANG = os.environ.get("RECORDER_HANG") == "1"
 _lock = threading.Lock()
 
 
-def handle(event, attempt):
-    if HANG:
-        threading.Event().wait()
-    if DELAY:
-        time.sleep(DELAY)
+def record(event, attempt):
     line = json.dumps({"plugin": pimgate_sdk.plugin_name(), "sequence": event.sequence, "id": event.id,
                        "attempt": attempt, "type": event.type, "resource_id": event.resource_id,
                        "pid": os.getpid()})
     with _lock, open(OUT, "a") as out:
         out.write(line + "\n")
+
+
+def handle(event, attempt):
+    if HANG:
+        record(event, attempt)
+        threading.Event().wait()
+    if DELAY:
+        time.sleep(DELAY)
+    record(event, attempt)
     if REJECT and event.resource_id == REJECT:
         return pimgate_sdk.reject("scripted reject")
     if RETRY and event.resource_id == RETRY and attempt == 1:

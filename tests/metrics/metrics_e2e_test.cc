@@ -152,8 +152,20 @@ TEST(MetricsEndToEnd, ReadyzIs503WhileALaunchedPluginNeverServes) {
   ASSERT_NE(metrics_port, 0);
   HttpClient metrics(metrics_port, /*tls=*/false);
   EXPECT_EQ(metrics.Send("GET", "/healthz", "").status, 200);
-  // Past its start_timeout (2 s) too: it stays unready, and says why.
-  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  // Past its start_timeout (2 s) too: it stays unready, and says why. "Past" as pimgate saw it,
+  // not after a sleep: the supervisor gave up on the first run at the start timeout and
+  // counted a restart.
+  HttpResponse restarted = PollUntil(
+      metrics, "/metrics",
+      [](const HttpResponse& r) {
+        return r.status == 200 && ParseExposition(r.body).Value("pimgate_plugin_restarts_total",
+                                                                {{"plugin", "mute"}}) >= 1;
+      },
+      std::chrono::seconds(60));
+  ASSERT_GE(ParseExposition(restarted.body)
+                .Value("pimgate_plugin_restarts_total", {{"plugin", "mute"}}),
+            1)
+      << restarted.body;
   HttpResponse res = metrics.Send("GET", "/readyz", "");
   EXPECT_EQ(res.status, 503);
   EXPECT_NE(res.body.find(R"("ready":false)"), std::string::npos) << res.body;

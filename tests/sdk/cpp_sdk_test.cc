@@ -116,8 +116,12 @@ HealthCheckResponse::ServingStatus CheckHealth(const std::string& address,
   return status.ok() ? response.status() : HealthCheckResponse::UNKNOWN;
 }
 
+// Hang guard of the waits below (generous: these tests must pass on a slow, busy machine); waits
+// end when their event comes, never measure speed.
+constexpr absl::Duration kHangGuard = absl::Seconds(60);
+
 bool WaitServing(const std::string& address) {
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
   while (std::chrono::steady_clock::now() < deadline) {
     if (CheckHealth(address, "") == HealthCheckResponse::SERVING) return true;
     std::this_thread::sleep_for(20ms);
@@ -184,13 +188,27 @@ Result TestHandler(const v1::Event& event, uint32_t attempt) {
 
 std::string SocketAddress(const testing::TempDir& dir) { return "unix:" + dir.File("p.sock"); }
 
-// A handler that acks every event OK, and first sleeps 500 ms on "test.slow" events, notifying
-// `started` as it begins.
-auto SlowOnTestSlow(absl::Notification& started) {
-  return [&started](const v1::Event& event, uint32_t) {
+// Notifies `release` when it goes out of scope, unless the test did: a test that fails before it
+// lets its held handler go must not leave the plugin's drain waiting for it. Declare it after the
+// plugin, so it is destroyed (and the handler released) before the plugin stops.
+class ReleaseOnExit {
+ public:
+  explicit ReleaseOnExit(absl::Notification& release) : release_(release) {}
+  ~ReleaseOnExit() {
+    if (!release_.HasBeenNotified()) release_.Notify();
+  }
+
+ private:
+  absl::Notification& release_;
+};
+
+// A handler that acks every event OK; on "test.slow" events it first notifies `started`, then
+// waits for `release`: the test decides when that delivery may finish, not a sleep.
+auto GatedOnTestSlow(absl::Notification& started, absl::Notification& release) {
+  return [&started, &release](const v1::Event& event, uint32_t) {
     if (event.type() == "test.slow") {
       started.Notify();
-      std::this_thread::sleep_for(500ms);
+      release.WaitForNotificationWithTimeout(kHangGuard);
     }
     return Result::Ok();
   };
@@ -242,6 +260,7 @@ TEST(CppSdkTest, RunsHandlersConcurrentlyAndAcksInCompletionOrder) {
   int arrived = 0;
   int inside = 0;
   int max_inside = 0;
+  absl::Notification release_first;
   auto handler = [&](const v1::Event& event, uint32_t) {
     {
       absl::MutexLock lock(&mu);
@@ -249,22 +268,27 @@ TEST(CppSdkTest, RunsHandlersConcurrentlyAndAcksInCompletionOrder) {
       max_inside = std::max(max_inside, ++inside);
       // All four must be in here at once to pass: proof of kConcurrency workers.
       auto all = [&] { return arrived >= kConcurrency; };
-      mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(5));
+      mu.AwaitWithTimeout(absl::Condition(&all), kHangGuard);
     }
-    // The first delivery finishes last, so its ack must overtake nothing.
-    if (event.sequence() == 1) std::this_thread::sleep_for(300ms);
+    // The first delivery finishes last: only once the test has read the other three acks. A
+    // plugin that held acks back in delivery order would never send them (the hang guard ends
+    // the wait, and the order shows it).
+    if (event.sequence() == 1) release_first.WaitForNotificationWithTimeout(kHangGuard);
     absl::MutexLock lock(&mu);
     --inside;
     return Result::Ok();
   };
   InProcessPlugin plugin(handler, SocketAddress(dir), kConcurrency);
+  ReleaseOnExit release_on_exit(release_first);
   ASSERT_TRUE(WaitServing(plugin.address()));
   DeliverStream stream(plugin.address());
   for (uint64_t sequence = 1; sequence <= kConcurrency; ++sequence) {
     ASSERT_TRUE(stream.Send(sequence, "test.ok", absl::StrCat("r", sequence)));
   }
   std::vector<uint64_t> order;
-  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(kConcurrency, &order);
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(kConcurrency - 1, &order);
+  release_first.Notify();
+  for (const auto& [sequence, ack] : stream.ReadAcks(1, &order)) acks[sequence] = ack;
   ASSERT_EQ(acks.size(), static_cast<size_t>(kConcurrency));
   for (const auto& [sequence, ack] : acks) EXPECT_EQ(ack.outcome(), v1::OUTCOME_OK) << sequence;
   EXPECT_EQ(order.back(), 1u);
@@ -277,10 +301,11 @@ TEST(CppSdkTest, RunsHandlersConcurrentlyAndAcksInCompletionOrder) {
 
 TEST(CppSdkTest, SigtermDrainsRunningHandlersThenReturnsZero) {
   testing::TempDir dir;
-  absl::Notification started;
-  auto handler = SlowOnTestSlow(started);
+  absl::Notification started, release;
+  auto handler = GatedOnTestSlow(started, release);
   // One worker: delivery 2 waits in the queue behind the slow delivery 1.
   InProcessPlugin plugin(handler, SocketAddress(dir), /*concurrency=*/1);
+  ReleaseOnExit release_on_exit(release);
   ASSERT_TRUE(WaitServing(plugin.address()));
 
   auto health = grpc::health::v1::Health::NewStub(
@@ -296,14 +321,22 @@ TEST(CppSdkTest, SigtermDrainsRunningHandlersThenReturnsZero) {
   DeliverStream stream(plugin.address());
   ASSERT_TRUE(stream.Send(1, "test.slow", "a"));
   ASSERT_TRUE(stream.Send(2, "test.ok", "b"));
-  ASSERT_TRUE(started.WaitForNotificationWithTimeout(absl::Seconds(5)));
-  std::this_thread::sleep_for(50ms);  // let delivery 2 reach the queue
+  ASSERT_TRUE(started.WaitForNotificationWithTimeout(kHangGuard));
+  // Most likely delivery 2 reaches the queue now; one that arrives once the plugin stops is
+  // answered the same way.
+  std::this_thread::sleep_for(50ms);
   int exit_code = -1;
   std::thread stopper([&] { exit_code = plugin.Stop(); });
 
   ASSERT_TRUE(watch->Read(&update));
   EXPECT_EQ(update.status(), HealthCheckResponse::NOT_SERVING);
-  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(2);
+  // Delivery 1 still runs and cannot finish before `release`: delivery 2 is answered RETRY
+  // without waiting for it. Only then may delivery 1 finish, and the plugin waits for it. By
+  // design, not by a sleep in the handler outlasting the signal.
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(1);
+  ASSERT_EQ(acks.count(2), 1u) << "delivery 2 was not answered while delivery 1 ran";
+  release.Notify();
+  acks.merge(stream.ReadAcks(1));
   ASSERT_EQ(acks.size(), 2u);
   EXPECT_EQ(acks[1].outcome(), v1::OUTCOME_OK) << "running handler was not let finish";
   EXPECT_EQ(acks[2].outcome(), v1::OUTCOME_RETRY);
@@ -394,19 +427,24 @@ TEST(CppSdkTest, DeliverBatchAnswersTheHandshakeThenAcksEveryDelivery) {
 
 TEST(CppSdkTest, DeliverBatchSigtermLetsRunningHandlersFinishAndRetriesTheRest) {
   testing::TempDir dir;
-  absl::Notification started;
-  auto handler = SlowOnTestSlow(started);
+  absl::Notification started, release;
+  auto handler = GatedOnTestSlow(started, release);
   // One worker: delivery 2 of the batch waits in the queue behind the slow delivery 1.
   InProcessPlugin plugin(handler, SocketAddress(dir), /*concurrency=*/1);
+  ReleaseOnExit release_on_exit(release);
   ASSERT_TRUE(WaitServing(plugin.address()));
   DeliverBatchStream stream(plugin.address());
   ASSERT_TRUE(stream.Send({}));
   ASSERT_TRUE(stream.Read().has_value());
   ASSERT_TRUE(stream.Send({{1, "test.slow"}, {2, "test.ok"}}));
-  ASSERT_TRUE(started.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  ASSERT_TRUE(started.WaitForNotificationWithTimeout(kHangGuard));
   int exit_code = -1;
   std::thread stopper([&] { exit_code = plugin.Stop(); });
-  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(2);
+  // As above: delivery 2 is answered while delivery 1 still runs, then delivery 1 may finish.
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(1);
+  ASSERT_EQ(acks.count(2), 1u) << "delivery 2 was not answered while delivery 1 ran";
+  release.Notify();
+  acks.merge(stream.ReadAcks(1));
   ASSERT_EQ(acks.size(), 2u);
   EXPECT_EQ(acks[1].outcome(), v1::OUTCOME_OK) << "running handler was not let finish";
   EXPECT_EQ(acks[2].outcome(), v1::OUTCOME_RETRY);

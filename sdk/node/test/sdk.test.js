@@ -24,6 +24,51 @@ const grpc = require('@grpc/grpc-js');
 const { PluginProcess, makeEvent } = require('../testing.js');
 
 const FIXTURE = path.join(__dirname, 'fixture-plugin.js');
+// Hang guards only (generous: these tests must pass on a slow, busy machine), never a measure of
+// speed: every wait below ends when its event comes.
+const HANG_GUARD_MS = 60000;
+// A grace no test waits out: a plugin that exits within HANG_GUARD_MS of SIGTERM did so because
+// its handlers were done, not because the grace ran out.
+const LONG_GRACE_MS = 600000;
+
+const workdirOf = (plugin) => path.dirname(plugin.socketPath);
+
+async function waitForFile(file) {
+  const deadline = Date.now() + HANG_GUARD_MS;
+  while (!fs.existsSync(file)) {
+    if (Date.now() > deadline) throw new Error(`${file} did not appear within ${HANG_GUARD_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function withTimeout(promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${HANG_GUARD_MS} ms`)),
+      HANG_GUARD_MS);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// The plugin's health Watch stream: next() resolves to the next status sent.
+function watchHealth(t, plugin) {
+  const call = plugin.health_.Watch({ service: 'pimgate.v1.EventHandler' });
+  const seen = [];
+  const waiters = [];
+  call.on('data', ({ status }) => {
+    const waiter = waiters.shift();
+    if (waiter) waiter(status);
+    else seen.push(status);
+  });
+  call.on('error', () => {});
+  t.after(() => call.cancel());
+  return {
+    next: () =>
+      seen.length > 0
+        ? Promise.resolve(seen.shift())
+        : withTimeout(new Promise((resolve) => waiters.push(resolve)), 'health Watch'),
+  };
+}
 
 async function startPlugin(t, { concurrency = 3, graceMs = 8000, workdir } = {}) {
   const dir = workdir || fs.mkdtempSync(path.join(os.tmpdir(), 'pimgate-node-sdk-'));
@@ -133,25 +178,36 @@ test('handler sees a plain event, the attempt and the plugin name', async (t) =>
 });
 
 test('acks come in completion order', async (t) => {
+  // Event 1 cannot finish before the test opens its gate, which it does once event 2's ack has
+  // come: the order holds by design, not by a sleep outlasting event 2.
   const plugin = await startPlugin(t, { concurrency: 3 });
+  const gate = path.join(workdirOf(plugin), 'gate');
   const session = plugin.deliver();
-  session.send(makeEvent(1, 'test.ok', { data: { sleep_ms: 1500 } }));
+  session.send(makeEvent(1, 'test.ok', { data: { gate } }));
   session.send(makeEvent(2, 'test.ok'));
-  assert.equal((await session.nextAck()).sequence, '2');
-  assert.equal((await session.nextAck()).sequence, '1');
+  assert.equal((await session.nextAck(HANG_GUARD_MS)).sequence, '2');
+  fs.writeFileSync(gate, '');
+  assert.equal((await session.nextAck(HANG_GUARD_MS)).sequence, '1');
 });
 
 test('concurrency limit is honoured', async (t) => {
   const plugin = await startPlugin(t, { concurrency: 2 });
   const session = plugin.deliver();
   const started = Date.now();
+  // Each handler first waits until 2 have run at once (so they do, however slowly the plugin is
+  // scheduled), then sleeps 200 ms.
   for (let seq = 1; seq <= 6; seq += 1) {
-    session.send(makeEvent(seq, 'test.echo', { resourceId: `r${seq}`, data: { sleep_ms: 200 } }));
+    session.send(makeEvent(seq, 'test.echo', {
+      resourceId: `r${seq}`,
+      data: { await_peak: 2, sleep_ms: 200 },
+    }));
   }
-  const acks = await session.acks(6);
+  const acks = await session.acks(6, HANG_GUARD_MS);
   const elapsed = Date.now() - started;
+  assert.deepEqual(Object.values(acks).map((ack) => ack.outcome), Array(6).fill('OUTCOME_OK'));
   const peaks = Object.values(acks).map((ack) => JSON.parse(ack.detail).peak);
   assert.equal(Math.max(...peaks), 2); // ran in parallel, never more than 2 at once
+  // A lower bound, which holds by design: 6 x 200 ms on at most 2 slots.
   assert.ok(elapsed >= 550, `6 x 200 ms on 2 slots took only ${elapsed} ms`);
 });
 
@@ -171,9 +227,10 @@ test('the stream ends when the client closes it', async (t) => {
 
 test('a cancelled stream does not disturb the next one', async (t) => {
   const plugin = await startPlugin(t);
+  const started = path.join(workdirOf(plugin), 'started');
   const first = plugin.deliver();
-  first.send(makeEvent(1, 'test.ok', { data: { sleep_ms: 300 } }));
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  first.send(makeEvent(1, 'test.ok', { data: { started, sleep_ms: 300 } }));
+  await waitForFile(started); // cancelled while its handler runs, not before it was taken
   first.cancel();
   const second = plugin.deliver();
   second.send(makeEvent(2, 'test.ok'));
@@ -181,37 +238,54 @@ test('a cancelled stream does not disturb the next one', async (t) => {
 });
 
 test('SIGTERM finishes running handlers and exits 0', async (t) => {
-  const plugin = await startPlugin(t);
+  const plugin = await startPlugin(t, { graceMs: LONG_GRACE_MS });
+  const started = path.join(workdirOf(plugin), 'started');
+  const gate = path.join(workdirOf(plugin), 'gate');
+  const health = watchHealth(t, plugin);
+  assert.equal(await health.next(), 'SERVING');
   const session = plugin.deliver();
-  session.send(makeEvent(1, 'test.ok', { data: { sleep_ms: 1500 } }));
+  session.send(makeEvent(1, 'test.ok', { data: { started, gate } }));
   session.send(makeEvent(2, 'test.ok'));
-  assert.equal((await session.nextAck()).sequence, '2'); // so 1 was taken: its handler runs
-  const started = Date.now();
-  assert.equal(await plugin.terminate(10000), 0);
-  assert.ok(Date.now() - started < 5000);
-  const ack = await session.nextAck();
+  assert.equal((await session.nextAck(HANG_GUARD_MS)).sequence, '2');
+  await waitForFile(started); // handler 1 runs, and cannot finish before the gate opens
+  plugin.child.kill('SIGTERM');
+  // The plugin took the signal (it no longer serves) while handler 1 still ran; only then may
+  // handler 1 finish. Its ack still comes, and the exit follows it, long before the grace: the
+  // plugin left because its handlers were done.
+  assert.equal(await health.next(), 'NOT_SERVING');
+  assert.equal(plugin.child.exitCode, null);
+  fs.writeFileSync(gate, '');
+  const ack = await session.nextAck(HANG_GUARD_MS);
   assert.deepEqual([ack.sequence, ack.outcome], ['1', 'OUTCOME_OK']);
-  assert.equal(await session.waitEnd(), grpc.status.OK);
+  assert.equal(await withTimeout(plugin.exit, 'exit after SIGTERM'), 0);
+  assert.equal(await session.waitEnd(HANG_GUARD_MS), grpc.status.OK);
 });
 
 test('SIGTERM gives up on a stuck handler after the grace', async (t) => {
   const plugin = await startPlugin(t, { graceMs: 500 });
+  const started = path.join(workdirOf(plugin), 'started');
   const session = plugin.deliver();
-  session.send(makeEvent(1, 'test.ok', { data: { sleep_ms: 30000 } }));
+  // Stuck for good: its gate never opens (the plugin's own guard, 120 s, outlasts the test's, so
+  // only giving up after the grace lets the plugin exit in time).
+  const never = path.join(workdirOf(plugin), 'never');
+  session.send(makeEvent(1, 'test.ok', { data: { started, gate: never } }));
   session.send(makeEvent(2, 'test.ok'));
-  assert.equal((await session.nextAck()).sequence, '2'); // so 1 was taken: its handler runs
-  const started = Date.now();
-  assert.equal(await plugin.terminate(10000), 0);
-  assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
-  await session.waitEnd(); // no ack: pimgate will redeliver
+  assert.equal((await session.nextAck(HANG_GUARD_MS)).sequence, '2');
+  await waitForFile(started);
+  const began = Date.now();
+  assert.equal(await plugin.terminate(HANG_GUARD_MS), 0);
+  const took = Date.now() - began;
+  assert.ok(took >= 500, `exited after ${took} ms, before the 500 ms grace`);
+  await session.waitEnd(HANG_GUARD_MS); // no ack: pimgate will redeliver
 });
 
 test('SIGTERM when idle exits promptly', async (t) => {
-  const plugin = await startPlugin(t);
-  plugin.deliver().send(makeEvent(1, 'test.ok'));
-  const started = Date.now();
-  assert.equal(await plugin.terminate(10000), 0);
-  assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+  // Promptly: without waiting for a grace it could not outlast the hang guard.
+  const plugin = await startPlugin(t, { graceMs: LONG_GRACE_MS });
+  const session = plugin.deliver();
+  session.send(makeEvent(1, 'test.ok'));
+  assert.equal((await session.nextAck(HANG_GUARD_MS)).outcome, 'OUTCOME_OK'); // idle from here
+  assert.equal(await plugin.terminate(HANG_GUARD_MS), 0);
 });
 
 test('a stale socket file is replaced', async (t) => {

@@ -8,10 +8,12 @@
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -100,6 +102,8 @@ class LogCapture {
   std::shared_ptr<CapturingSink> sink_;
 };
 
+// Waits for `condition`; `timeout` is a hang guard only (generous: this must pass on a slow,
+// busy machine), never a measure of speed.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
@@ -180,7 +184,7 @@ std::unique_ptr<PluginSupervisor> MakeSupervisor(const std::vector<PluginConfig>
 }
 
 bool WaitForState(const PluginSupervisor& supervisor, const std::string& name, PluginState state,
-                  std::chrono::milliseconds timeout = 5s) {
+                  std::chrono::milliseconds timeout = 30s) {
   return WaitFor([&] { return StatusOf(supervisor, name).state == state; }, timeout);
 }
 
@@ -240,7 +244,7 @@ TEST(PluginSupervisorTest, ForwardsStdoutAndStderrLinesCapped) {
     ASSERT_NE(supervisor, nullptr);
     ASSERT_TRUE(supervisor->Start().ok());
     EXPECT_TRUE(
-        WaitFor([&] { return capture.sink().Contains("[plugin talker] after long line"); }, 5s));
+        WaitFor([&] { return capture.sink().Contains("[plugin talker] after long line"); }, 30s));
     EXPECT_TRUE(capture.sink().Contains("[plugin talker] hello from the plugin"));
     EXPECT_TRUE(capture.sink().Contains("[plugin talker] [stderr] err hello from the plugin"));
     supervisor->Stop();
@@ -280,7 +284,7 @@ TEST(PluginSupervisorTest, RestartsCrashingPluginWithDoublingCappedBackoff) {
     std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
     ASSERT_NE(supervisor, nullptr);
     ASSERT_TRUE(supervisor->Start().ok());
-    ASSERT_TRUE(WaitFor([&] { return EventsOf(ReadSpawnLog(log), "plugin").size() >= 5; }, 8s));
+    ASSERT_TRUE(WaitFor([&] { return EventsOf(ReadSpawnLog(log), "plugin").size() >= 5; }, 60s));
     status = StatusOf(*supervisor, "crasher");
     supervisor->Stop();
   }
@@ -297,11 +301,12 @@ TEST(PluginSupervisorTest, RestartsCrashingPluginWithDoublingCappedBackoff) {
   const std::vector<SpawnEvent> exits = EventsOf(events, "exit");
   ASSERT_GE(exits.size(), 4u);
   const int64_t expected[] = {100, 200, 400, 400};
+  // No upper bound: on top of the backoff come exit detection, fork/exec and the plugin's
+  // start-up, which take what a busy machine gives them. The backoff chosen is the one logged
+  // above, exactly; the wait never falls short of it.
   for (int i = 0; i < 4; ++i) {
     const int64_t waited = launches[i + 1].ms - exits[i].ms;
     EXPECT_GE(waited, expected[i]) << "restart " << i;
-    // Plus exit detection, fork/exec and the plugin's start-up: generous for sanitizer builds.
-    EXPECT_LT(waited, expected[i] + 1000) << "restart " << i;
   }
   for (const SpawnEvent& launch : launches) EXPECT_FALSE(IsAlive(launch.pid));
 }
@@ -319,7 +324,7 @@ TEST(PluginSupervisorTest, BackoffResetsAfterAStableRun) {
     std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
     ASSERT_NE(supervisor, nullptr);
     ASSERT_TRUE(supervisor->Start().ok());
-    ASSERT_TRUE(WaitFor([&] { return EventsOf(ReadSpawnLog(log), "plugin").size() >= 4; }, 8s));
+    ASSERT_TRUE(WaitFor([&] { return EventsOf(ReadSpawnLog(log), "plugin").size() >= 4; }, 60s));
     supervisor->Stop();
   }
   const std::vector<std::string> backoffs = ChosenBackoffs(capture.sink(), "flaky");
@@ -337,12 +342,12 @@ TEST(PluginSupervisorTest, PluginNeverServingIsKilledAtStartTimeoutAndRestarted)
   std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
   ASSERT_NE(supervisor, nullptr);
   ASSERT_TRUE(supervisor->Start().ok());
-  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "mute").restarts >= 1; }, 5s));
+  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "mute").restarts >= 1; }, 30s));
   const PluginStatus status = StatusOf(*supervisor, "mute");
   EXPECT_EQ(status.last_error, "not SERVING in 300ms");
   const std::vector<SpawnEvent> launches = EventsOf(ReadSpawnLog(log), "plugin");
   ASSERT_GE(launches.size(), 1u);
-  EXPECT_TRUE(WaitFor([&] { return !IsAlive(launches[0].pid); }, 1s)) << "not killed";
+  EXPECT_TRUE(WaitFor([&] { return !IsAlive(launches[0].pid); }, 10s)) << "not killed";
   supervisor->Stop();
   for (const SpawnEvent& launch : EventsOf(ReadSpawnLog(log), "plugin")) {
     EXPECT_FALSE(IsAlive(launch.pid));
@@ -353,17 +358,23 @@ TEST(PluginSupervisorTest, StopSendsSigtermAndThePluginExitsCleanly) {
   testing::TempDir dir;
   LogCapture capture;
   {
-    std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({TestPlugin("calm")}, dir.path());
+    // A stop_timeout far beyond any stop of a plugin that honours SIGTERM, however busy the
+    // machine: a Stop that waited it out, instead of returning once the plugin exited, is seen.
+    PluginConfig config = TestPlugin("calm");
+    config.stop_timeout = 120s;
+    std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
     ASSERT_NE(supervisor, nullptr);
     ASSERT_TRUE(supervisor->Start().ok());
     ASSERT_TRUE(WaitForState(*supervisor, "calm", PluginState::kServing));
     const pid_t pid = StatusOf(*supervisor, "calm").pid;
     const auto start = Clock::now();
     supervisor->Stop();
-    EXPECT_LT(Clock::now() - start, 2s);
+    EXPECT_LT(Clock::now() - start, config.stop_timeout / 2);
     EXPECT_FALSE(IsAlive(pid));
-    // The SDK drained and returned 0 from Run: SIGTERM was delivered and honoured.
+    // The SDK drained and returned 0 from Run: SIGTERM was delivered and honoured (a plugin
+    // killed at the stop_timeout would read "killed by signal 9").
     EXPECT_TRUE(capture.sink().Contains(absl::StrCat("pid ", pid, " exited with status 0")));
+    EXPECT_FALSE(capture.sink().Contains(absl::StrCat("pid ", pid, " killed by signal")));
   }
 }
 
@@ -381,8 +392,10 @@ TEST(PluginSupervisorTest, PluginIgnoringSigtermIsKilledAfterStopTimeout) {
     const auto start = Clock::now();
     supervisor->Stop();
     const auto took = Clock::now() - start;
+    // It waited stop_timeout for the plugin, then killed it: the log line below says so. No
+    // upper bound (the kill comes when a busy machine gets to it); 60 s is a hang guard only.
     EXPECT_GE(took, 400ms);
-    EXPECT_LT(took, 2s);
+    EXPECT_LT(took, 60s) << "hang guard";
     EXPECT_FALSE(IsAlive(pid));
     EXPECT_TRUE(capture.sink().Contains(absl::StrCat("pid ", pid, " killed by signal 9")));
   }
@@ -403,15 +416,15 @@ TEST(PluginSupervisorTest, NoProcessOutlivesStop) {
   ASSERT_NE(supervisor, nullptr);
   ASSERT_TRUE(supervisor->Start().ok());
   ASSERT_TRUE(WaitForState(*supervisor, "parent", PluginState::kServing));
-  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "crasher").restarts >= 2; }, 5s));
-  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "mute").restarts >= 1; }, 5s));
+  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "crasher").restarts >= 2; }, 30s));
+  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "mute").restarts >= 1; }, 30s));
   supervisor->Stop();
 
   const std::vector<SpawnEvent> events = ReadSpawnLog(log);
   ASSERT_EQ(EventsOf(events, "grandchild").size(), 1u);
   EXPECT_GE(events.size(), 6u);
   for (const SpawnEvent& event : events) {
-    EXPECT_TRUE(WaitFor([&] { return !IsAlive(event.pid); }, 1s))
+    EXPECT_TRUE(WaitFor([&] { return !IsAlive(event.pid); }, 10s))
         << event.what << " " << event.pid << " outlived Stop";
   }
   for (const PluginStatus& status : supervisor->Status()) {
@@ -426,14 +439,30 @@ TEST(PluginSupervisorTest, PluginOutlivesTheThreadThatCalledStart) {
   testing::TempDir dir;
   std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({TestPlugin("steady")}, dir.path());
   ASSERT_NE(supervisor, nullptr);
-  std::thread([&] { ASSERT_TRUE(supervisor->Start().ok()); }).join();
+  std::atomic<pid_t> starter{0};
+  std::thread([&] {
+    starter = static_cast<pid_t>(syscall(SYS_gettid));
+    ASSERT_TRUE(supervisor->Start().ok());
+  }).join();
+  // No sleep to "give the signal time": the kernel sends PR_SET_PDEATHSIG while it releases the
+  // exiting thread, before the thread's /proc/self/task entry goes. Once the entry is gone, a
+  // plugin tied to that thread has its SIGKILL pending.
+  const std::string task = absl::StrCat("/proc/self/task/", starter.load());
+  ASSERT_TRUE(WaitFor([&] { return access(task.c_str(), F_OK) != 0; }, 30s));
   ASSERT_TRUE(WaitForState(*supervisor, "steady", PluginState::kServing));
   const pid_t pid = StatusOf(*supervisor, "steady").pid;
-  std::this_thread::sleep_for(300ms);
+  // The positive control: the plugin answers after that point. A pending SIGKILL is taken before
+  // a process runs any more of its own code, so a plugin with one could not answer, and one
+  // started again in its place would show as a restart or another pid.
+  const std::string address = StatusOf(*supervisor, "steady").address;
+  EXPECT_TRUE(WaitFor(
+      [&] { return CheckHealth(address) == grpc::health::v1::HealthCheckResponse::SERVING; },
+      30s));
   EXPECT_TRUE(IsAlive(pid));
   const PluginStatus status = StatusOf(*supervisor, "steady");
   EXPECT_EQ(status.state, PluginState::kServing);
   EXPECT_EQ(status.pid, pid);
+  EXPECT_EQ(status.restarts, 0u);
   supervisor->Stop();
 }
 
@@ -446,8 +475,8 @@ TEST(PluginSupervisorTest, ExecFailuresAreReportedAndRetried) {
   std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({missing, unknown}, dir.path());
   ASSERT_NE(supervisor, nullptr);
   ASSERT_TRUE(supervisor->Start().ok());
-  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "missing").restarts >= 1; }, 3s));
-  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "unknown").restarts >= 1; }, 3s));
+  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "missing").restarts >= 1; }, 30s));
+  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "unknown").restarts >= 1; }, 30s));
   EXPECT_EQ(StatusOf(*supervisor, "missing").last_error,
             "exec /nonexistent/pimgate-plugin: No such file or directory");
   EXPECT_EQ(StatusOf(*supervisor, "unknown").last_error,
@@ -457,16 +486,18 @@ TEST(PluginSupervisorTest, ExecFailuresAreReportedAndRetried) {
 
 TEST(PluginSupervisorTest, StopInterruptsALongBackoff) {
   testing::TempDir dir;
+  // A backoff far beyond any Stop, however busy the machine: a Stop that waited for it (any
+  // part of it, the test enters the backoff just before) would take over half of it.
   PluginConfig config = TestPlugin("slowpoke", {{"TEST_PLUGIN_CRASH_AFTER_MS", "0"}});
-  config.restart.initial_backoff = 30s;
-  config.restart.max_backoff = 60s;
+  config.restart.initial_backoff = 120s;
+  config.restart.max_backoff = 120s;
   std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
   ASSERT_NE(supervisor, nullptr);
   ASSERT_TRUE(supervisor->Start().ok());
   ASSERT_TRUE(WaitForState(*supervisor, "slowpoke", PluginState::kBackoff));
   const auto start = Clock::now();
   supervisor->Stop();
-  EXPECT_LT(Clock::now() - start, 500ms);
+  EXPECT_LT(Clock::now() - start, config.restart.initial_backoff / 2);
   EXPECT_EQ(StatusOf(*supervisor, "slowpoke").state, PluginState::kStopped);
 }
 
@@ -602,7 +633,7 @@ TEST(PluginSupervisorTest, APluginThatKeepsExitingShowsItsLastStderrLines) {
     std::unique_ptr<PluginSupervisor> supervisor = MakeSupervisor({config}, dir.path());
     ASSERT_NE(supervisor, nullptr);
     ASSERT_TRUE(supervisor->Start().ok());
-    ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "broken").restarts >= 2; }, 10s));
+    ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "broken").restarts >= 2; }, 60s));
     status = StatusOf(*supervisor, "broken");
     supervisor->Stop();
   }
@@ -628,7 +659,7 @@ TEST(PluginSupervisorTest, AnErrorClearsOnceALaterRunHasServedForResetAfter) {
   // reset_after.
   const PluginStatus recovered = StatusOf(*supervisor, "recovers");
   EXPECT_EQ(recovered.restarts, 1u);
-  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "recovers").last_error.empty(); }, 5s));
+  ASSERT_TRUE(WaitFor([&] { return StatusOf(*supervisor, "recovers").last_error.empty(); }, 30s));
   const PluginStatus cleared = StatusOf(*supervisor, "recovers");
   EXPECT_TRUE(cleared.last_stderr.empty());
   EXPECT_EQ(cleared.state, PluginState::kServing);
@@ -780,14 +811,14 @@ TEST(PluginSupervisorTest, OrphanedPluginDiesWhenItsSupervisorProcessIsKilled) {
         return lstat(socket.c_str(), &st) == 0 &&
                CheckHealth("unix:" + socket) == grpc::health::v1::HealthCheckResponse::SERVING;
       },
-      5s);
+      30s);
   const std::vector<SpawnEvent> launches = EventsOf(ReadSpawnLog(dir.File("spawn.log")), "plugin");
   kill(helper, SIGKILL);
   waitpid(helper, nullptr, 0);
   ASSERT_TRUE(serving);
   ASSERT_EQ(launches.size(), 1u);
   const pid_t plugin = launches[0].pid;
-  EXPECT_TRUE(WaitFor([&] { return !IsAlive(plugin); }, 3s)) << "plugin outlived pimgate";
+  EXPECT_TRUE(WaitFor([&] { return !IsAlive(plugin); }, 30s)) << "plugin outlived pimgate";
   waitpid(plugin, nullptr, WNOHANG);
   prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
