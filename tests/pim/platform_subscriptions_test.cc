@@ -320,11 +320,11 @@ TEST(PlatformSubscriptionsObserveTest, ANotificationOfTheSameSecondApplies) {
 
 TEST(PlatformSubscriptionsObserveTest, ForgetDropsTheSeriesAndSurvivesAReopen) {
   TempDir dir;
-  auto backend = OpenRocksDbBackend(dir.File("store"));
-  ASSERT_TRUE(backend.ok());
+  auto log = EventLog::Open(testing::StoreAt(dir.File("store")));
+  ASSERT_TRUE(log.ok()) << log.status();
   {
     PlatformSubscriptions::Options options;
-    options.backend = backend->get();
+    options.log = log->get();
     auto subscriptions = PlatformSubscriptions::Open(std::move(options));
     ASSERT_TRUE(subscriptions.ok());
     (*subscriptions)->Observe(Seen("sub-1", SubscriptionState::kSuspended, kT0));
@@ -339,7 +339,7 @@ TEST(PlatformSubscriptionsObserveTest, ForgetDropsTheSeriesAndSurvivesAReopen) {
     (*subscriptions)->Stop();  // saves
   }
   PlatformSubscriptions::Options options;
-  options.backend = backend->get();
+  options.log = log->get();
   auto reopened = PlatformSubscriptions::Open(std::move(options));
   ASSERT_TRUE(reopened.ok());
   const std::vector<SubscriptionStatus> states = (*reopened)->Snapshot();
