@@ -758,9 +758,12 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
                         "password");
   }
 
-  // Never lets a credential through in a message (a PIM or proxy could echo one back).
+  // Never lets a credential through in a message (a PIM or proxy could echo one back): the
+  // password, the client secret, and the HTTP Basic credential made of it.
   std::string Scrub(std::string text) const {
-    for (const std::string* secret : {&config_.password.value, &config_.secret.value}) {
+    const std::string basic =
+        absl::Base64Escape(absl::StrCat(config_.client_id, ":", config_.secret.value));
+    for (const std::string* secret : {&config_.password.value, &config_.secret.value, &basic}) {
       if (!secret->empty()) absl::StrReplaceAll({{*secret, "<redacted>"}}, &text);
     }
     return text;
@@ -786,6 +789,10 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
     const HttpAnswer& answer = std::get<HttpAnswer>(result);
     if (answer.status < 200 || answer.status >= 300) {
       AttemptOutcome outcome = HttpFailureOutcome(what, answer);
+      // A 5xx, 408 or 429 is retried, logged and may end a call: its message (the PIM's words,
+      // which an error page may fill with the request it got) is scrubbed too.
+      outcome.status =
+          absl::Status(outcome.status.code(), Scrub(std::string(outcome.status.message())));
       if (!outcome.retryable) {
         // Wrong client id, secret, user or password: the PIM's own words, never the credentials.
         outcome.status = absl::UnauthenticatedError(Scrub(absl::StrCat(

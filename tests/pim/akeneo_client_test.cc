@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -366,6 +367,58 @@ TEST(AkeneoClientTest, LogsNeverCarrySecretsOrTokens) {
     EXPECT_THAT(line, Not(HasSubstr("Bearer")));
     EXPECT_THAT(line, Not(HasSubstr("Basic")));
     EXPECT_THAT(line, Not(HasSubstr("refresh_token\":")));
+  }
+}
+
+// A token endpoint whose error answers echo the request (a framework's debug page, a proxy):
+// its 5xx (retried, logged at debug, then the call's error) and its refusal carry the password,
+// the client secret and the Basic credential back. None of them reaches a log line or an error.
+TEST(AkeneoClientTest, TokenErrorsEchoingTheRequestAreScrubbed) {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000);
+  auto logger = std::make_shared<spdlog::logger>("capture", sink);
+  logger->set_level(spdlog::level::trace);
+  std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
+  spdlog::set_default_logger(logger);
+
+  FakePim pim;
+  const RestConfig config = ConfigFor(pim);
+  const std::string basic = absl::Base64Escape("pim-client:pim-secret");
+  std::vector<std::string> errors;
+  {
+    std::unique_ptr<AkeneoClient> client = MakeClient(config);
+    FakePim::Fault echo;
+    echo.path = "/api/oauth/v1/token";
+    echo.message = "Error while handling {authorization} {request}";
+    for (const int status : {500, 503, 429, 408}) {
+      echo.status = status;
+      echo.retry_after_seconds = status == 429 ? 0 : -1;
+      echo.count = config.max_attempts;  // every attempt
+      pim.InjectFault(echo);
+      absl::StatusOr<std::string> body = client->Get(kProducts);
+      EXPECT_EQ(body.status().code(), absl::StatusCode::kUnavailable) << body.status();
+      errors.emplace_back(body.status().message());
+    }
+    echo.status = 400;
+    echo.count = 1;
+    pim.InjectFault(echo);
+    absl::StatusOr<std::string> body = client->Get(kProducts);
+    EXPECT_EQ(body.status().code(), absl::StatusCode::kUnauthenticated) << body.status();
+    errors.emplace_back(body.status().message());
+  }
+  spdlog::set_default_logger(previous);
+  EXPECT_EQ(pim.pending_faults(), 0);
+  std::vector<std::string> texts = sink->last_formatted();
+  EXPECT_FALSE(texts.empty());
+  texts.insert(texts.end(), errors.begin(), errors.end());
+  for (const std::string& text : texts) {
+    EXPECT_THAT(text, Not(HasSubstr("pim-password")));
+    EXPECT_THAT(text, Not(HasSubstr("pim-secret")));
+    EXPECT_THAT(text, Not(HasSubstr(basic)));
+  }
+  // The echo did come back, redacted (positive control).
+  for (const std::string& error : errors) {
+    EXPECT_THAT(error, HasSubstr("\"password\":\"<redacted>\"")) << error;
+    EXPECT_THAT(error, HasSubstr("Basic <redacted>")) << error;
   }
 }
 

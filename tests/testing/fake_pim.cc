@@ -516,7 +516,10 @@ class FakePim::Impl {
       std::optional<Response> fault =
           targeted.has_value() ? std::nullopt : InjectedFault(token_call);
       if (targeted.has_value() && targeted->kind == Fault::Kind::kStatus) {
-        response = StatusFault(*targeted, request.body());
+        auto authorization = request.find(http::field::authorization);
+        response = StatusFault(
+            *targeted, request.body(),
+            authorization == request.end() ? std::string() : std::string(authorization->value()));
       } else if (fault.has_value()) {
         response = *std::move(fault);
       } else {
@@ -561,14 +564,16 @@ class FakePim::Impl {
     return due;
   }
 
-  static Response StatusFault(const Fault& fault, const std::string& request_body) {
+  static Response StatusFault(const Fault& fault, const std::string& request_body,
+                              const std::string& authorization) {
     std::string message = fault.message;
     if (message.empty()) {
       message = fault.status == 429   ? "Too many requests."
                 : fault.status == 408 ? "Request Timeout."
                                       : absl::StrCat("Injected error ", fault.status, ".");
     }
-    absl::StrReplaceAll({{"{request}", request_body}}, &message);
+    absl::StrReplaceAll({{"{request}", request_body}, {"{authorization}", authorization}},
+                        &message);
     Response response = ErrorResponse(fault.status, message);
     if (fault.retry_after_seconds >= 0) {
       response.set(http::field::retry_after, std::to_string(fault.retry_after_seconds));

@@ -99,7 +99,8 @@ class FakePim {
     int status = 500;              // kStatus
     int retry_after_seconds = -1;  // kStatus: a Retry-After header when >= 0
     // kStatus: the error's message; empty: the fake's usual text. "{request}" in it is replaced
-    // by the request's body, as a server (or proxy) that echoes what it was sent would do.
+    // by the request's body and "{authorization}" by its Authorization header, as a server (or
+    // proxy) that echoes what it was sent would do.
     std::string message;
     // Calls whose path starts with this ("/api/oauth/v1/token", "/api/rest/v1/products-uuid");
     // empty: every call, the token endpoint included.
