@@ -408,26 +408,27 @@ TEST(Gateway, EventPlatform429WhenWriteQueueFullLegacyNever) {
                       LegacyBatch({LegacyProductEvent("product.updated", NewUuid(), NewUuid())}))
         .status;
   };
+  // pending() counts every request not yet committed, the one held in the writer too: each
+  // legacy request is seen queued before the next step (was: a wait for pending() >= 1, which
+  // the first request alone met, and a 100 ms sleep for the third).
+  auto wait_pending = [&gw](std::size_t n) {
+    for (int i = 0; i < 3000 && gw.log().pending() < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return gw.log().pending();
+  };
   auto first = std::async(std::launch::async, send_legacy);
   control->WaitForWriter();
   auto second = std::async(std::launch::async, send_legacy);
-  for (int i = 0; i < 500 && gw.log().pending() < 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_GE(gw.log().pending(), 1u);
+  ASSERT_EQ(wait_pending(2), 2u);
   HttpClient client = gw.Client();
   HttpResponse res =
       PostPlatform(client, CloudEvent("com.akeneo.pim.v1.product.updated", NewUuid(), NewUuid()));
   EXPECT_EQ(res.status, 429) << res.body;
   EXPECT_EQ(res.headers["retry-after"], "1");
-  // A third legacy request is queued too, never refused: seen queued (pending grows) before the
-  // writer goes on, so it really met the full queue.
-  const std::size_t queued = gw.log().pending();
+  // A third legacy request is queued too, never refused: it meets the full queue, and waits.
   auto third = std::async(std::launch::async, send_legacy);
-  for (int i = 0; i < 3000 && gw.log().pending() <= queued; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(gw.log().pending(), queued + 1);
+  EXPECT_EQ(wait_pending(3), 3u);
   control->Open();
   EXPECT_EQ(first.get(), 200);
   EXPECT_EQ(second.get(), 200);
