@@ -31,6 +31,8 @@ const SECRET = 'test-secret';
 // For the slow-endpoint test only; the others keep the default (10 s): a loaded CI machine
 // must not turn a 200 into a timeout.
 const TIMEOUT_MS = 1000;
+// Hang guard of the test's own waits (generous: a slow, busy machine), never a measure of speed.
+const HANG_GUARD_MS = 60000;
 
 // What the endpoint answers, by X-Pimgate-Event-Id.
 const plan = {
@@ -79,6 +81,7 @@ async function startRelay(t, env) {
     workdir: dir,
     name: 'http-relay',
     env,
+    readyTimeoutMs: HANG_GUARD_MS,
   });
   t.after(async () => {
     await relay.stop();
@@ -113,7 +116,7 @@ test('posts signed JSON and maps answers onto outcomes', async (t) => {
   );
   for (let seq = 2; seq <= 8; seq += 1)
     session.send(makeEvent(seq, 'product.updated', { resourceId: `p-${seq}` }));
-  const acks = await session.acks(8);
+  const acks = await session.acks(8, HANG_GUARD_MS);
   const sentBy = Math.ceil(Date.now() / 1000);
 
   assert.equal(acks['1'].outcome, 'OUTCOME_OK');
@@ -163,7 +166,7 @@ test('no answer within RELAY_TIMEOUT_MS is a RETRY', async (t) => {
   });
   const session = relay.deliver();
   session.send(makeEvent(1, 'product.updated', { id: 'slow-1' }));
-  const ack = await session.nextAck(20000);
+  const ack = await session.nextAck(HANG_GUARD_MS);
   assert.equal(ack.outcome, 'OUTCOME_RETRY');
   assert.equal(ack.detail, `no answer within ${TIMEOUT_MS} ms`);
 });
@@ -177,14 +180,14 @@ test('a network error is a RETRY', async (t) => {
   const relay = await startRelay(t, { RELAY_URL: deadUrl, RELAY_SECRET: SECRET });
   const session = relay.deliver();
   session.send(makeEvent(1, 'product.updated'));
-  const ack = await session.nextAck();
+  const ack = await session.nextAck(HANG_GUARD_MS);
   assert.equal(ack.outcome, 'OUTCOME_RETRY');
   assert.match(ack.detail, /network error: .*ECONNREFUSED/);
 });
 
 test('SIGTERM exits 0', async (t) => {
   const relay = await startRelay(t, { RELAY_URL: url, RELAY_SECRET: SECRET });
-  assert.equal(await relay.terminate(), 0);
+  assert.equal(await relay.terminate(HANG_GUARD_MS), 0);
 });
 
 test('missing configuration exits 2 with a message', async (t) => {

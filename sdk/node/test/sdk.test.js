@@ -76,6 +76,7 @@ async function startPlugin(t, { concurrency = 3, graceMs = 8000, workdir } = {})
     workdir: dir,
     name: 'sdk-test',
     env: { TEST_CONCURRENCY: String(concurrency), TEST_GRACE_MS: String(graceMs) },
+    readyTimeoutMs: HANG_GUARD_MS,
   });
   t.after(async () => {
     await plugin.stop();
@@ -88,10 +89,10 @@ async function startPlugin(t, { concurrency = 3, graceMs = 8000, workdir } = {})
 
 test('health reports SERVING', async (t) => {
   const plugin = await startPlugin(t);
-  assert.equal(await plugin.health(''), 'SERVING');
-  assert.equal(await plugin.health('pimgate.v1.EventHandler'), 'SERVING');
+  assert.equal(await plugin.health('', HANG_GUARD_MS), 'SERVING');
+  assert.equal(await plugin.health('pimgate.v1.EventHandler', HANG_GUARD_MS), 'SERVING');
   await assert.rejects(
-    plugin.health('no.such.Service'),
+    plugin.health('no.such.Service', HANG_GUARD_MS),
     (err) => err.code === grpc.status.NOT_FOUND,
   );
 });
@@ -122,7 +123,7 @@ test('outcomes: ok, retry, reject, throw, sync throw, bad return', async (t) => 
   session.send(makeEvent(4, 'test.throw', { resourceId: 'r4' }));
   session.send(makeEvent(5, 'test.sync_throw'));
   session.send(makeEvent(6, 'test.bad_return'));
-  const acks = await session.acks(6);
+  const acks = await session.acks(6, HANG_GUARD_MS);
   assert.equal(acks['1'].outcome, 'OUTCOME_OK');
   assert.deepEqual([acks['2'].outcome, acks['2'].detail], ['OUTCOME_RETRY', 'ERP down']);
   assert.deepEqual([acks['3'].outcome, acks['3'].detail], ['OUTCOME_REJECT', 'unknown family']);
@@ -157,7 +158,7 @@ test('handler sees a plain event, the attempt and the plugin name', async (t) =>
     }),
     3,
   );
-  const ack = await session.nextAck();
+  const ack = await session.nextAck(HANG_GUARD_MS);
   assert.equal(ack.sequence, '18446744073709551615');
   assert.equal(ack.outcome, 'OUTCOME_OK');
   const echo = JSON.parse(ack.detail);
@@ -217,12 +218,12 @@ test('the stream ends when the client closes it', async (t) => {
   session.send(makeEvent(1, 'test.ok', { data: { sleep_ms: 300 } }));
   session.send(makeEvent(2, 'test.ok'));
   session.close();
-  assert.deepEqual(Object.keys(await session.acks(2)).sort(), ['1', '2']);
-  assert.equal(await session.waitEnd(), grpc.status.OK);
+  assert.deepEqual(Object.keys(await session.acks(2, HANG_GUARD_MS)).sort(), ['1', '2']);
+  assert.equal(await session.waitEnd(HANG_GUARD_MS), grpc.status.OK);
   // The plugin keeps serving new streams.
   const again = plugin.deliver();
   again.send(makeEvent(3, 'test.ok'));
-  assert.equal((await again.nextAck()).outcome, 'OUTCOME_OK');
+  assert.equal((await again.nextAck(HANG_GUARD_MS)).outcome, 'OUTCOME_OK');
 });
 
 test('a cancelled stream does not disturb the next one', async (t) => {
@@ -234,7 +235,7 @@ test('a cancelled stream does not disturb the next one', async (t) => {
   first.cancel();
   const second = plugin.deliver();
   second.send(makeEvent(2, 'test.ok'));
-  assert.equal((await second.nextAck()).sequence, '2');
+  assert.equal((await second.nextAck(HANG_GUARD_MS)).sequence, '2');
 });
 
 test('SIGTERM finishes running handlers and exits 0', async (t) => {
@@ -299,7 +300,7 @@ test('a stale socket file is replaced', async (t) => {
   await new Promise((resolve) => server.close(resolve));
   assert.ok(fs.lstatSync(socketPath).isSocket());
   const plugin = await startPlugin(t, { workdir: dir });
-  assert.equal(await plugin.health(), 'SERVING');
+  assert.equal(await plugin.health('', HANG_GUARD_MS), 'SERVING');
 });
 
 test('a copy of the SDK finds the .proto files next to it, or says where it looked', (t) => {

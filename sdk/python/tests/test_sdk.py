@@ -41,6 +41,7 @@ class SdkTest(unittest.TestCase):
         self.addCleanup(tmp.cleanup)
         self.tmp = tmp.name
         plugin = PluginProcess([sys.executable, SAMPLE_PLUGIN], tmp.name, name="sdk-test",
+                               ready_timeout=HANG_GUARD_S,
                                env={"TEST_CONCURRENCY": str(concurrency),
                                     "TEST_GRACE_SECONDS": str(grace_seconds)})
         self.addCleanup(self._stop_and_report, plugin)
@@ -53,11 +54,12 @@ class SdkTest(unittest.TestCase):
 
     def test_health_reports_serving(self):
         plugin = self.start_plugin()
-        self.assertEqual(plugin.health(""), health_pb2.HealthCheckResponse.SERVING)
-        self.assertEqual(plugin.health("pimgate.v1.EventHandler"),
+        self.assertEqual(plugin.health("", timeout=HANG_GUARD_S),
+                         health_pb2.HealthCheckResponse.SERVING)
+        self.assertEqual(plugin.health("pimgate.v1.EventHandler", timeout=HANG_GUARD_S),
                          health_pb2.HealthCheckResponse.SERVING)
         with self.assertRaises(grpc.RpcError) as caught:
-            plugin.health("no.such.Service")
+            plugin.health("no.such.Service", timeout=HANG_GUARD_S)
         self.assertEqual(caught.exception.code(), grpc.StatusCode.NOT_FOUND)
 
     def test_health_watch_follows_shutdown(self):
@@ -67,7 +69,7 @@ class SdkTest(unittest.TestCase):
         self.assertEqual(next(watch).status, health_pb2.HealthCheckResponse.SERVING)
         plugin.process.send_signal(signal.SIGTERM)
         self.assertEqual(next(watch).status, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.assertEqual(plugin.process.wait(timeout=10), 0)
+        self.assertEqual(plugin.process.wait(timeout=HANG_GUARD_S), 0)
 
     def test_outcomes(self):
         plugin = self.start_plugin()
@@ -77,7 +79,7 @@ class SdkTest(unittest.TestCase):
         session.send(make_event(3, "test.reject", data={"detail": "unknown family"}))
         session.send(make_event(4, "test.raise", resource_id="r4"))
         session.send(make_event(5, "test.bad_return"))
-        acks = session.acks(5)
+        acks = session.acks(5, HANG_GUARD_S)
         self.assertEqual(acks[1].outcome, OK)
         self.assertEqual((acks[2].outcome, acks[2].detail), (RETRY, "ERP down"))
         self.assertEqual((acks[3].outcome, acks[3].detail), (REJECT, "unknown family"))
@@ -91,7 +93,7 @@ class SdkTest(unittest.TestCase):
         data = {"identifier": "sku-1", "values": {"name": [{"data": "Shirt", "locale": None}]},
                 "count": 3}
         session.send(make_event(42, "test.echo", resource_id="uuid-42", data=data), attempt=3)
-        ack = session.next_ack()
+        ack = session.next_ack(HANG_GUARD_S)
         self.assertEqual((ack.sequence, ack.outcome), (42, OK))
         echo = json.loads(ack.detail)
         self.assertEqual(echo["attempt"], 3)
@@ -134,12 +136,12 @@ class SdkTest(unittest.TestCase):
         session.send(make_event(1, "test.ok", data={"sleep_ms": 300}))
         session.send(make_event(2, "test.ok"))
         session.close()
-        self.assertEqual(set(session.acks(2)), {1, 2})
-        self.assertEqual(session.wait_end(), grpc.StatusCode.OK)
+        self.assertEqual(set(session.acks(2, HANG_GUARD_S)), {1, 2})
+        self.assertEqual(session.wait_end(HANG_GUARD_S), grpc.StatusCode.OK)
         # The plugin keeps serving new streams.
         again = plugin.deliver()
         again.send(make_event(3, "test.ok"))
-        self.assertEqual(again.next_ack().outcome, OK)
+        self.assertEqual(again.next_ack(HANG_GUARD_S).outcome, OK)
 
     def test_sigterm_finishes_running_handlers_and_exits_zero(self):
         plugin = self.start_plugin(grace_seconds=LONG_GRACE_S)
@@ -187,10 +189,10 @@ class SdkTest(unittest.TestCase):
         first.send(make_event(1, "test.ok", data={"started": started, "sleep_ms": 300}))
         wait_for_file(started)  # cancelled while its handler runs, not before it was taken
         first.cancel()
-        self.assertEqual(first.wait_end(), grpc.StatusCode.CANCELLED)
+        self.assertEqual(first.wait_end(HANG_GUARD_S), grpc.StatusCode.CANCELLED)
         second = plugin.deliver()
         second.send(make_event(2, "test.ok"))
-        self.assertEqual(second.next_ack().sequence, 2)
+        self.assertEqual(second.next_ack(HANG_GUARD_S).sequence, 2)
 
     def test_sigterm_when_idle_exits_promptly(self):
         # Promptly: without waiting for a grace it could not outlast the hang guard.
@@ -207,10 +209,12 @@ class SdkTest(unittest.TestCase):
         stale = socket.socket(socket.AF_UNIX)
         stale.bind(path)  # closed without unlink: what a killed plugin leaves behind
         stale.close()
-        plugin = PluginProcess([sys.executable, SAMPLE_PLUGIN], tmp.name, name="sdk-test")
+        plugin = PluginProcess([sys.executable, SAMPLE_PLUGIN], tmp.name, name="sdk-test",
+                               ready_timeout=HANG_GUARD_S)
         self.addCleanup(plugin.stop)
         plugin.start()
-        self.assertEqual(plugin.health(), health_pb2.HealthCheckResponse.SERVING)
+        self.assertEqual(plugin.health(timeout=HANG_GUARD_S),
+                         health_pb2.HealthCheckResponse.SERVING)
 
 
 if __name__ == "__main__":
