@@ -162,9 +162,9 @@ class DispatcherTest : public ::testing::Test {
     ASSERT_TRUE(log_->AppendSync(std::move(request)).ok());
   }
 
-  // Waits until `done` holds, up to 10 s.
+  // Waits until `done` holds; 60 s is a hang guard only (generous: a slow, busy machine).
   bool WaitFor(const std::function<bool()>& done) {
-    for (int i = 0; i < 1000; ++i) {
+    for (int i = 0; i < 6000; ++i) {
       if (done()) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
