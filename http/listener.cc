@@ -76,8 +76,8 @@ absl::Status HttpListener::Listen(const ListenAddress& address) {
                                address.port());
       break;
     case ListenAddress::Kind::kUnix:
-      return absl::InvalidArgumentError(absl::StrCat(
-          options_.listen_key, ": ", address.text(), " is a unix socket; HTTP needs host:port"));
+      return absl::InvalidArgumentError(absl::StrCat(options_.listen_key, ": ", address.text(),
+                                                     " is a unix socket; HTTP needs host:port"));
   }
   error_code ec;
   acceptor_.open(endpoint.protocol(), ec);

@@ -4,8 +4,8 @@
 #ifndef PIMGATE_METRICS_GATEWAY_METRICS_H_
 #define PIMGATE_METRICS_GATEWAY_METRICS_H_
 
-#include "metrics/metrics.h"
 #include "gateway/server.h"
+#include "metrics/metrics.h"
 
 namespace pimgate {
 

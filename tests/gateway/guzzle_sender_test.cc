@@ -111,12 +111,11 @@ TEST(GuzzleSender, PimStackWithLargeProductsGetsEveryRequestAnswered200AndStored
   // accents), 20 small ones between them.
   std::string diagnostics;
   int exit_code = -1;
-  const std::vector<SentRequest> sent =
-      RunSender(dir,
-                {absl::StrCat("https://127.0.0.1:", gw.port(), "/hooks/legacy"),
-                 GatewayHarness::kLegacySecret, cert.cert_file, "20", "20", "120000",
-                 kSenderTimeout},
-                &diagnostics, &exit_code);
+  const std::vector<SentRequest> sent = RunSender(
+      dir,
+      {absl::StrCat("https://127.0.0.1:", gw.port(), "/hooks/legacy"),
+       GatewayHarness::kLegacySecret, cert.cert_file, "20", "20", "120000", kSenderTimeout},
+      &diagnostics, &exit_code);
   // 3: no curl extension, so no libcurl under Guzzle (scripts/lib.sh installs php-curl).
   ASSERT_EQ(exit_code, 0) << diagnostics;
   ASSERT_EQ(sent.size(), 40u) << diagnostics;

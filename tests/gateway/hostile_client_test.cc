@@ -207,7 +207,8 @@ TEST(HostileClients, ConnectionsOverMaxAreClosedAtAcceptUntilIdleOnesAreReaped) 
     EXPECT_TRUE(extra.ClosedByServerWithin(std::chrono::seconds(60))) << "extra " << i;
     EXPECT_TRUE(WaitFor([&] {
       return gw.gateway().stats().connections_refused == static_cast<uint64_t>(i + 1);
-    })) << "extra " << i << " was not refused at accept";
+    })) << "extra "
+        << i << " was not refused at accept";
     ASSERT_EQ(OpenConnections(gw), kMax)
         << "extra " << i << ": idle connections reaped already, the check proves nothing";
   }

@@ -118,8 +118,8 @@ class ListenerFixture {
           held_.push_back({std::move(socket), std::move(slot), nodelay != 0});
           cv_.notify_all();
         });
-    status_ = listener_->Listen(testing::ListenAt(
-        absl::StrCat(address.find(':') != std::string::npos ? "[" + address + "]" : address, ":0")));
+    status_ = listener_->Listen(testing::ListenAt(absl::StrCat(
+        address.find(':') != std::string::npos ? "[" + address + "]" : address, ":0")));
     if (status_.ok()) {
       endpoint_ = tcp::endpoint(net::ip::make_address(address), listener_->port());
       thread_ = std::thread([this] { ioc_.run(); });

@@ -162,9 +162,9 @@ TEST(MetricsEndToEnd, ReadyzIs503WhileALaunchedPluginNeverServes) {
                                                                 {{"plugin", "mute"}}) >= 1;
       },
       std::chrono::seconds(60));
-  ASSERT_GE(ParseExposition(restarted.body)
-                .Value("pimgate_plugin_restarts_total", {{"plugin", "mute"}}),
-            1)
+  ASSERT_GE(
+      ParseExposition(restarted.body).Value("pimgate_plugin_restarts_total", {{"plugin", "mute"}}),
+      1)
       << restarted.body;
   HttpResponse res = metrics.Send("GET", "/readyz", "");
   EXPECT_EQ(res.status, 503);

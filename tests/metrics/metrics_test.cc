@@ -9,8 +9,8 @@
 #include <thread>
 #include <vector>
 
-#include "metrics/metrics_collectors.h"
 #include "metrics/gateway_metrics.h"
+#include "metrics/metrics_collectors.h"
 #include "tests/metrics/exposition_check.h"
 
 namespace pimgate {
