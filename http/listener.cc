@@ -82,6 +82,9 @@ absl::Status HttpListener::Listen(const ListenAddress& address) {
   error_code ec;
   acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+  // Set on the listening socket as well: Linux copies it to every socket it accepts, so no
+  // connection exists, even for the instant between accept(2) and Admit(), without it.
+  if (!ec) acceptor_.set_option(tcp::no_delay(true), ec);
   if (!ec) acceptor_.bind(endpoint, ec);
   if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
   if (ec) {
