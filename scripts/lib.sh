@@ -19,6 +19,8 @@ PIMGATE_PACKAGES=(
   # scripts/package-test and scripts/docs-check: dpkg -i needs adduser; `ip` brings loopback up in
   # their private network namespace; systemd-analyze verifies the packaged unit.
   adduser iproute2 systemd
+  # tests/console: the web console's browser test drives Debian's headless Chromium (puppeteer-core)
+  chromium
 )
 # Node.js may come from Debian or from another source (whose nodejs already bundles npm and
 # conflicts with Debian's npm): Debian's packages are installed only when the commands are missing.
@@ -73,11 +75,12 @@ build() {
   cmake --build "$dir" -j2
 }
 
-# Node packages of the Node SDK and the Node plugins, from the npm registry, pinned by
+# Node packages of the Node SDK, the Node plugins, the web console (its libraries, which the build
+# vendors into pimgate) and its browser test (puppeteer-core), from the npm registry, pinned by
 # package-lock.json. Re-run only when the lock file changed since the last install.
 ensure_node_modules() {
   local dir
-  for dir in sdk/node plugins/http-relay; do
+  for dir in sdk/node plugins/http-relay console/web tests/console/browser; do
     dir="$PIMGATE_ROOT/$dir"
     [ -f "$dir/package-lock.json" ] || continue
     if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
