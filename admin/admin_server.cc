@@ -99,6 +99,10 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminConfi
 
 AdminServer::~AdminServer() { Stop(); }
 
+std::shared_ptr<grpc::Channel> AdminServer::InProcessChannel() {
+  return impl_->server->InProcessChannel(grpc::ChannelArguments());
+}
+
 void AdminServer::Stop() {
   if (impl_ == nullptr || impl_->server == nullptr) return;
   impl_->server->Shutdown(std::chrono::system_clock::now() +

@@ -3,6 +3,8 @@
 #ifndef PIMGATE_ADMIN_ADMIN_SERVER_H_
 #define PIMGATE_ADMIN_ADMIN_SERVER_H_
 
+#include <grpcpp/channel.h>
+
 #include <memory>
 #include <string>
 
@@ -40,6 +42,11 @@ class AdminServer {
   // "unix:/var/lib/pimgate/admin.sock".
   const std::string& target() const { return target_; }
   bool tls() const { return tls_; }
+
+  // A channel to this server that never leaves the process: the console forwards its HTTP calls
+  // through it, and they pass the same token check as calls from the network. Calls on it fail
+  // (UNAVAILABLE) once Stop() ran. Call it before Stop().
+  std::shared_ptr<grpc::Channel> InProcessChannel();
 
   class Impl;
 

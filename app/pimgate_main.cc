@@ -15,11 +15,14 @@
 #include "common/json.h"
 #include "common/logging.h"
 #include "config/config.h"
+#include "console/assets.h"
+#include "console/console_server.h"
 #include "core/dispatch/dispatcher.h"
 #include "core/dispatch/plugin_supervisor.h"
 #include "core/log/event_log.h"
 #include "core/log/retention.h"
 #include "gateway/server.h"
+#include "metrics/console_metrics.h"
 #include "metrics/gateway_metrics.h"
 #include "metrics/metrics.h"
 #include "metrics/metrics_collectors.h"
@@ -55,6 +58,36 @@ std::unique_ptr<pimgate::AdminServer> StartAdminServer(const pimgate::AdminConfi
         "machines {}",
         config.listen.text(), !config.token ? "WITHOUT a token" : "WITHOUT TLS");
   }
+  return *std::move(server);
+}
+
+// Serves the web console (the admin API as HTTP/JSON, and the console's files), or returns null
+// when it is disabled, when the admin API it forwards to is not running, or when the address
+// cannot be bound. Not fatal, like the admin API itself.
+std::unique_ptr<pimgate::ConsoleServer> StartConsoleServer(const pimgate::Config& config,
+                                                           pimgate::AdminServer* admin) {
+  if (!config.console.enabled) {
+    spdlog::info("console.enabled is false: no web console");
+    return nullptr;
+  }
+  if (admin == nullptr) {
+    spdlog::error("console: the admin API is not running: serving webhooks WITHOUT the console");
+    return nullptr;
+  }
+  pimgate::ConsoleServerOptions options;
+  options.listen = config.console.listen;
+  // Without a token, the Host check is what keeps other web pages (DNS rebinding) out.
+  options.require_loopback_host = !config.admin.token.has_value();
+  auto server =
+      pimgate::ConsoleServer::Start(options, admin->InProcessChannel(), pimgate::ConsoleAssets());
+  if (!server.ok()) {
+    spdlog::error("{}: serving webhooks WITHOUT the console",
+                  std::string(server.status().message()));
+    return nullptr;
+  }
+  spdlog::info("console on {} port {} (plain HTTP, {}): GET /, POST /api/v1/<Method>",
+               config.console.listen.text(), (*server)->port(),
+               config.admin.token ? "admin token required" : "no token: loopback Host only");
   return *std::move(server);
 }
 
@@ -304,6 +337,9 @@ int Serve(const std::string& path, const std::string& ready_file) {
   std::unique_ptr<pimgate::AdminServer> admin_server = StartAdminServer(
       config->admin, {log->get(), dispatcher->get(), supervisor->get(), gateway->get(),
                       reconciler->get(), (*event_platform)->Admin(subscriptions->get())});
+  std::unique_ptr<pimgate::ConsoleServer> console_server =
+      StartConsoleServer(*config, admin_server.get());
+  if (console_server) pimgate::RegisterConsoleMetrics(metrics, console_server.get());
   (*event_platform)->StartWatch(subscriptions->get(), [&metrics] {
     return metrics.CheckReadiness().empty();
   });
@@ -313,6 +349,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
     ports["gateway_port"] = (*gateway)->port();
     ports["metrics_port"] = metrics_server ? metrics_server->port() : 0;
     ports["admin_port"] = admin_server ? admin_server->port() : 0;
+    ports["console_port"] = console_server ? console_server->port() : 0;
     std::ofstream(tmp) << pimgate::JsonDump(ports) << "\n";
     std::rename(tmp.c_str(), ready_file.c_str());
   }
@@ -320,6 +357,7 @@ int Serve(const std::string& path, const std::string& ready_file) {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}, stopping: finishing requests in flight", strsignal(signal_number));
+  if (console_server) console_server->Stop();  // its calls go through the admin API
   if (admin_server) admin_server->Stop();      // before the parts its calls use
   if (metrics_server) metrics_server->Stop();  // /readyz goes away first: no new traffic
   (*event_platform)->Stop();                   // the watch, then the management clients

@@ -88,22 +88,30 @@ absl::StatusOr<Config> ParseDocument(const std::string& yaml, const LoadOptions&
   Config config;
   std::vector<PluginLines> plugin_lines;
   std::optional<int> runtime_dir_line;
-  absl::Status status = ReadMapping({root, "", LineOf(root)},
-                                    {
-                                        {"gateway", Gateway(config.gateway)},
-                                        {"store", Store(config.store), true},
-                                        {"sources", Sources(config.sources), true},
-                                        {"log", Log(config.log)},
-                                        {"metrics", Metrics(config.metrics)},
-                                        {"runtime", Runtime(config.runtime, runtime_dir_line)},
-                                        {"plugins", Plugins(config.plugins, plugin_lines)},
-                                        {"admin", Admin(config.admin)},
-                                    });
+  std::optional<int> console_listen_line;
+  std::optional<int> console_line;
+  absl::Status status = ReadMapping(
+      {root, "", LineOf(root)},
+      {
+          {"gateway", Gateway(config.gateway)},
+          {"store", Store(config.store), true},
+          {"sources", Sources(config.sources), true},
+          {"log", Log(config.log)},
+          {"metrics", Metrics(config.metrics)},
+          {"runtime", Runtime(config.runtime, runtime_dir_line)},
+          {"plugins", Plugins(config.plugins, plugin_lines)},
+          {"admin", Admin(config.admin)},
+          {"console", Tracked(Console(config.console, console_listen_line), console_line)},
+      });
   if (!status.ok()) return status;
   if (!runtime_dir_line.has_value()) {
     config.runtime.runtime_dir = DefaultRuntimeDir(config.store.path);
   }
   if (status = CheckPlugins(config, plugin_lines, runtime_dir_line, options); !status.ok()) {
+    return status;
+  }
+  if (status = CheckConsole(config, root, console_listen_line, console_line.value_or(1));
+      !status.ok()) {
     return status;
   }
   return config;

@@ -340,6 +340,16 @@ struct MetricsConfig {
   ListenAddress listen = ListenAddress::Ipv4({127, 0, 0, 1}, 9464);
 };
 
+// The web console (M12): the Admin API as HTTP/JSON (POST /api/v1/<Method>) and the console's
+// static files, plain HTTP. YAML `console:`. Off by default. It forwards every API call to the
+// admin API in-process, so it needs admin.enabled, and it checks the same admin.token: an address
+// other machines can reach (not loopback) needs admin.token; the loader refuses it otherwise.
+struct ConsoleConfig {
+  bool enabled = false;
+  // host:port; port 0 picks a free port (tests). Not a unix socket.
+  ListenAddress listen = ListenAddress::Ipv4({127, 0, 0, 1}, 7080);
+};
+
 struct Config {
   GatewayConfig gateway;
   StoreConfig store;
@@ -349,6 +359,7 @@ struct Config {
   PluginsRuntimeConfig runtime;
   AdminConfig admin;
   MetricsConfig metrics;
+  ConsoleConfig console;
 };
 
 // Parses and validates a configuration. Invalid configurations give InvalidArgument with the

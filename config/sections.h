@@ -34,6 +34,13 @@ ValueReader Metrics(MetricsConfig& metrics);
 // unless the operator opts out explicitly.
 ValueReader Admin(AdminConfig& admin);
 
+// console_section.cc. `listen_line` is set when console.listen is in the document.
+ValueReader Console(ConsoleConfig& console, std::optional<int>& listen_line);
+// Once the whole document is read (admin: may come after console:): the console needs the admin
+// API, and a console.listen other machines can reach needs admin.token.
+absl::Status CheckConsole(const Config& config, const YAML::Node& root,
+                          std::optional<int> listen_line, int console_line);
+
 // sources_section.cc. Names and paths are unique across sources; each source's rest, reconcile
 // and platform keys are read by the readers below.
 ValueReader Sources(std::vector<SourceConfig>& sources);

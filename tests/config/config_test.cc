@@ -1477,6 +1477,44 @@ TEST_F(ConfigTest, AdminLocalListenersNeedNoTokenNorTls) {
   }
 }
 
+TEST_F(ConfigTest, ConsoleIsOffByDefaultOnLoopback) {
+  absl::StatusOr<Config> config = LoadConfigString(kMinimal);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->console.enabled);
+  EXPECT_EQ(config->console.listen.ToString(), "127.0.0.1:7080");
+  config = LoadConfigString(
+      absl::StrCat(kMinimal, "console:\n  enabled: true\n  listen: \"[::1]:0\"\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->console.enabled);
+  EXPECT_EQ(config->console.listen.text(), "[::1]:0");
+  // A unix socket is for the admin API only: the console is HTTP over TCP.
+  EXPECT_FALSE(
+      LoadConfigString(absl::StrCat(kMinimal, "console:\n  listen: unix:/tmp/c.sock\n")).ok());
+}
+
+// As for admin.listen, with the admin token the console checks: no opt-out, and the console
+// needs the admin API it forwards to. admin: may come before or after console:.
+TEST_F(ConfigTest, ConsoleRemoteListenerNeedsTheAdminToken) {
+  for (const char* listen : {"0.0.0.0:7080", "10.1.2.3:7080", "[::]:7080"}) {
+    EXPECT_EQ(
+        ErrorOf(absl::StrCat(kMinimal, "console:\n  enabled: true\n  listen: \"", listen, "\"\n"))
+            .message(),
+        absl::StrCat("line 10: console.listen: \"", listen,
+                     "\" is reachable from other machines: set admin.token (the console "
+                     "checks the admin API's token)"));
+  }
+  // Disabled, it is not checked.
+  EXPECT_TRUE(LoadConfigString(absl::StrCat(kMinimal, "console:\n  listen: 0.0.0.0:7080\n")).ok());
+  EXPECT_TRUE(LoadConfigString(absl::StrCat(kMinimal,
+                                            "console:\n  enabled: true\n  listen: 0.0.0.0:7080\n"
+                                            "admin:\n  token: t0ken\n"))
+                  .ok());
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  enabled: false\nconsole:\n  enabled: true\n"))
+                .message(),
+            "line 10: console.enabled: the console serves the admin API, which admin.enabled: "
+            "false turns off: set admin.enabled: true, or console.enabled: false");
+}
+
 TEST_F(ConfigTest, AdminRemoteListenerNeedsTokenAndTls) {
   const std::string cert = WriteFile("admin-cert.pem", "cert");
   const std::string key = WriteFile("admin-key.pem", "key");
