@@ -175,8 +175,11 @@ function startPimgate(binary, dir) {
   });
   fs.closeSync(out);
   let exited = null;
-  child.on('exit', (code, signal) => {
-    exited = signal || code;
+  const exit = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exited = signal || code;
+      resolve(exited);
+    });
   });
   return {
     child,
@@ -194,13 +197,15 @@ function startPimgate(binary, dir) {
         return ports;
       });
     },
+    // SIGTERM, as systemd stops it; its exit status (a signal name if it had to be killed).
     async stop() {
-      if (exited !== null) return;
-      const done = new Promise((resolve) => child.on('exit', resolve));
-      child.kill('SIGTERM');
-      const guard = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      await done;
-      clearTimeout(guard);
+      if (exited === null) {
+        child.kill('SIGTERM');
+        const guard = setTimeout(() => child.kill('SIGKILL'), WAIT_MS);
+        await exit;
+        clearTimeout(guard);
+      }
+      return exited;
     },
   };
 }
@@ -472,6 +477,9 @@ async function main() {
     await page.waitForSelector('[data-testid=login-form]');
     assert.equal(await page.evaluate(() => sessionStorage.getItem('pimgate.console.token')), null);
     watch.assertNone('logging out');
+    await browser.close();
+    browser = null;
+    assert.equal(await pimgate.stop(), 0, 'pimgate exits cleanly on SIGTERM');
     passed = true;
     log('passed');
   } finally {
@@ -481,7 +489,9 @@ async function main() {
       const tail = fs.existsSync(pimgate.logFile)
         ? fs.readFileSync(pimgate.logFile, 'utf8').split('\n').slice(-60).join('\n') : '';
       console.log(`---- pimgate log (last lines) ----\n${tail}`);
-      fs.copyFileSync(pimgate.logFile, path.join(options.artifacts, 'pimgate.log'));
+      if (fs.existsSync(pimgate.logFile)) {
+        fs.copyFileSync(pimgate.logFile, path.join(options.artifacts, 'pimgate.log'));
+      }
     }
     fs.rmSync(dir, { recursive: true, force: true });
   }
