@@ -143,7 +143,7 @@ export function DeadLettersPage({ plugin }) {
               <td class="text">${str(event, 'resource_id')}</td>
               <td>${str(event, 'source')}</td>
               <td class="num">${num(letter, 'attempts')}</td>
-              <td class="text">${get(letter, 'rejected', false) ? 'REJECT: ' : ''}${str(letter, 'reason')}</td>
+              <td class="text">${str(letter, 'reason')}</td>
               <td>${fmtTime(get(letter, 'dead_at'))}</td>
             </tr>`;
         })}
