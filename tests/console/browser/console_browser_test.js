@@ -262,7 +262,14 @@ async function go(page, url, route) {
 async function main() {
   const options = args();
   const chromium = process.env.PIMGATE_CHROMIUM || '/usr/bin/chromium';
-  if (!fs.existsSync(chromium)) {
+  let executable = false;
+  try {
+    fs.accessSync(chromium, fs.constants.X_OK);
+    executable = fs.statSync(chromium).isFile();
+  } catch {
+    executable = false;
+  }
+  if (!executable) {
     skip(`no Chromium at ${chromium} (install Debian's chromium: scripts/lib.sh ensure_packages, ` +
       'or set PIMGATE_CHROMIUM)');
   }
