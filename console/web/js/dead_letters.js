@@ -2,7 +2,7 @@
 // selected ones or all, each confirmed first.
 import { html, useEffect, useState } from './vendor/preact-htm.js';
 import { call, get, list, num, str } from './api.js';
-import { ConfirmDialog, ErrorBox, JsonView, fmtInt, fmtTime } from './ui.js';
+import { ConfirmDialog, ErrorBox, JsonView, fmtTime } from './ui.js';
 
 const PAGE_SIZE = 100;
 

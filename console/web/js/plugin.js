@@ -3,7 +3,7 @@
 import { html, useState } from './vendor/preact-htm.js';
 import { call, get, list, num, str } from './api.js';
 import {
-  ConfirmDialog, ErrorBox, fmtInt, fmtTime, inputToRfc3339, stateClass, usePoll,
+  ConfirmDialog, ErrorBox, fmtInt, inputToRfc3339, stateClass, usePoll,
 } from './ui.js';
 import { REFRESH_MS } from './overview.js';
 

@@ -37,7 +37,9 @@ function args() {
     if (!(key in out)) throw new Error(`unknown argument ${argv[i]}`);
     out[key] = argv[i + 1];
   }
-  if (!out.pimgate || !out.artifacts) throw new Error('usage: --pimgate <binary> --artifacts <dir>');
+  if (!out.pimgate || !out.artifacts) {
+    throw new Error('usage: --pimgate <binary> --artifacts <dir>');
+  }
   return out;
 }
 
@@ -252,11 +254,12 @@ async function clickConfirm(page) {
   await page.waitForSelector('[data-testid=confirm]', { hidden: true, timeout: WAIT_MS });
 }
 
-async function go(page, url, route) {
+async function go(page, route) {
   await page.evaluate((hash) => {
     window.location.hash = hash;
   }, route);
-  await waitFor(`the route ${route}`, () => page.evaluate((hash) => window.location.hash === hash, route));
+  await waitFor(`the route ${route}`,
+    () => page.evaluate((hash) => window.location.hash === hash, route));
 }
 
 async function main() {
@@ -309,11 +312,13 @@ async function main() {
       events.push(legacyEvent({ id: crypto.randomUUID(), uuid: crypto.randomUUID() }));
     }
     events.push(legacyEvent({ id: crypto.randomUUID(), uuid: REJECT_RESOURCE }));
-    events.push(legacyEvent({ id: crypto.randomUUID(), uuid: XSS_RESOURCE, author: XSS, family: XSS }));
+    events.push(
+      legacyEvent({ id: crypto.randomUUID(), uuid: XSS_RESOURCE, author: XSS, family: XSS }));
     events.push(legacyEvent({ id: crypto.randomUUID(), uuid: crypto.randomUUID() }));
     const invalid = { action: 'product.updated', author: 'julia', data: { resource: {} } };
     assert.equal(await postLegacy(gatewayPort, [...events, invalid]), 400);
-    const more = [1, 2].map(() => legacyEvent({ id: crypto.randomUUID(), uuid: crypto.randomUUID() }));
+    const more = [1, 2].map(
+      () => legacyEvent({ id: crypto.randomUUID(), uuid: crypto.randomUUID() }));
     assert.equal(await postLegacy(gatewayPort, more), 200);
     assert.equal(await postLegacy(gatewayPort, more, { secret: 'not-the-secret' }), 401);
     const accepted = events.length + more.length;  // 13
@@ -359,7 +364,8 @@ async function main() {
     await page.click('[data-testid=login-form] button[type=submit]');
     await waitText(page, '[role=alert]', (t) => t.includes('The token was refused'),
       'the login page to refuse the wrong token');
-    assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a refused token is not kept');
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0,
+      'a refused token is not kept');
     assert.equal(await page.$('[data-testid=overview]'), null);
     await shot(page, 'login-refused');
     // The refused call is the one error the browser logs here: its 401.
@@ -396,7 +402,8 @@ async function main() {
       String(Number(field(settled, 'delivered'))));
     // Two samples make a sparkline with a line.
     await waitFor('a second sample (sparklines)', () =>
-      page.$eval(`${row} svg.spark polyline`, (p) => p.getAttribute('points').split(' ').length >= 2)
+      page.$eval(`${row} svg.spark polyline`,
+        (p) => p.getAttribute('points').split(' ').length >= 2)
         .catch(() => false));
     await shot(page, 'overview', 540);
     watch.assertNone('the overview');
@@ -432,7 +439,7 @@ async function main() {
     watch.assertNone('the dead letters page');
 
     // ---- plugin page: pause (an event waits), resume (it is delivered) ----------------------
-    await go(page, base, '#/plugin/shop');
+    await go(page, '#/plugin/shop');
     await page.waitForSelector('[data-testid=plugin-page]');
     await page.click('[data-testid=pause]');
     await clickConfirm(page);
@@ -453,10 +460,23 @@ async function main() {
     await waitFor('the event sent while paused to be delivered', () =>
       fs.readFileSync(path.join(dir, 'accepted.jsonl'), 'utf8').split('\n')
         .some((line) => line && JSON.parse(line).id === late.event_id));
+    // Seek back to sequence 1: after confirmation the whole log is delivered again.
+    const acceptedLines = () => fs.readFileSync(path.join(dir, 'accepted.jsonl'), 'utf8')
+      .split('\n').filter(Boolean).map((line) => JSON.parse(line));
+    await waitFor('the plugin to be resumed', async () =>
+      field(await pluginStats(consolePort, 'shop'), 'state') !== 'paused');
+    await page.type('#seek-sequence', '1');
+    await page.click('#seek-sequence + button');
+    await clickConfirm(page);
+    await waitText(page, '[data-testid=action-result]',
+      (t) => /Resumes from sequence\s*1 \(head \d+\)/.test(t), 'the seek to be confirmed');
+    const first = events[0].event_id;
+    await waitFor('the first event to be delivered again after the seek', () =>
+      acceptedLines().filter((line) => line.id === first).length >= 2);
     watch.assertNone('the plugin page');
 
     // ---- events: attacker-controlled data renders as text and runs nothing -------------------
-    await go(page, base, `#/events?resource_id=${XSS_RESOURCE}`);
+    await go(page, `#/events?resource_id=${XSS_RESOURCE}`);
     const eventRow = '[data-testid=events] tbody tr';
     await page.waitForSelector(eventRow);
     assert.equal((await page.$$(eventRow)).length, 1);
@@ -472,17 +492,18 @@ async function main() {
     watch.assertNone('the events pages');
 
     // ---- the other pages load without an error ----------------------------------------------
-    await go(page, base, '#/quarantine');
+    await go(page, '#/quarantine');
     await page.waitForSelector('[data-testid=quarantine-entry]');
-    assert.match(await text(page, '[data-testid=quarantine-entry] [data-field=raw]'), /"action":"product.updated"/);
+    assert.match(await text(page, '[data-testid=quarantine-entry] [data-field=raw]'),
+      /"action":"product.updated"/);
     watch.assertNone('the quarantine page');
-    await go(page, base, '#/reconciliation');
+    await go(page, '#/reconciliation');
     await page.waitForSelector('[data-testid=no-reconciliation]');
     watch.assertNone('the reconciliation page');
-    await go(page, base, '#/platform');
+    await go(page, '#/platform');
     await page.waitForSelector('[data-testid=platform-page]');
     watch.assertNone('the Event Platform page');
-    await go(page, base, '#/overview');
+    await go(page, '#/overview');
     await page.waitForSelector('[data-testid=overview]');
     watch.assertNone('the overview, again');
 
