@@ -100,7 +100,11 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminConfi
 AdminServer::~AdminServer() { Stop(); }
 
 std::shared_ptr<grpc::Channel> AdminServer::InProcessChannel() {
-  return impl_->server->InProcessChannel(grpc::ChannelArguments());
+  grpc::ChannelArguments args;
+  // As pimgatectl's: one event (GetEvent, a page of ListEvents) can be as large as the gateway's
+  // body limit, beyond gRPC's default of 4 MiB.
+  args.SetMaxReceiveMessageSize(kInProcessMaxReceiveBytes);
+  return impl_->server->InProcessChannel(args);
 }
 
 void AdminServer::Stop() {

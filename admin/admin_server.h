@@ -21,6 +21,8 @@ class AdminServer {
  public:
   // Calls still running when Stop() is called get this long to finish, then are cancelled.
   static constexpr absl::Duration kShutdownGrace = absl::Seconds(2);
+  // Largest answer a call on InProcessChannel() accepts.
+  static constexpr int kInProcessMaxReceiveBytes = 64 << 20;
 
   // Binds `config.listen` and starts serving. Fails (and serves nothing) when the address cannot
   // be bound, including when another process holds it: SO_REUSEPORT is off, so two pimgates

@@ -30,7 +30,8 @@ namespace {
 using testing::PimgateProcess;
 using testing::TempDir;
 
-// A port from pimgate's ready file ("gateway_port", "metrics_port", "admin_port").
+// A port from pimgate's ready file ("gateway_port", "metrics_port", "admin_port",
+// "console_port").
 uint16_t PortFromReadyFile(const std::string& ready_file, const std::string& name) {
   std::ifstream in(ready_file);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -124,12 +125,13 @@ TEST(ListenerSockets, EveryListenerSetsTcpNoDelayOnAcceptedSockets) {
        << "store:\n  path: " << dir.File("store") << "\n"
        << "metrics:\n  listen: 127.0.0.1:0\n"
        << "admin:\n  listen: 127.0.0.1:0\n"
+       << "console:\n  enabled: true\n  listen: 127.0.0.1:0\n"
        << "log:\n  level: warn\n"
        << "sources:\n  - {name: pim, kind: events_api, path: /hooks/pim, secret: s3cr3t-value}\n";
   std::ofstream(dir.File("pimgate.yaml")) << yaml.str();
   PimgateProcess process(dir.File("pimgate.yaml"), dir.File("ready.json"));
   ASSERT_NE(process.WaitReady(), 0) << "pimgate did not start";
-  for (const char* listener : {"gateway_port", "metrics_port", "admin_port"}) {
+  for (const char* listener : {"gateway_port", "metrics_port", "admin_port", "console_port"}) {
     const uint16_t port = PortFromReadyFile(dir.File("ready.json"), listener);
     ASSERT_NE(port, 0) << listener;
     Client client(port);
