@@ -61,7 +61,9 @@ int RunList(const Invocation& in, const ListArgs& args) {
   for (const v1::DeadLetter& letter : all.dead_letters()) {
     table.Add({absl::StrCat(letter.event().sequence()), letter.event().type(),
                letter.event().resource_id(), absl::StrCat(letter.attempts()),
-               FormatTime(letter.dead_at()), letter.rejected() ? "rejected" : "retries out",
+               FormatTime(letter.dead_at()),
+               absl::StrCat(letter.rejected() ? "rejected" : "retries out",
+                            letter.has_retry_requested_at() ? ", retrying" : ""),
                letter.reason()});
   }
   table.Print();

@@ -8,8 +8,8 @@
 #include <string_view>
 #include <variant>
 
+#include "events/event_type.h"
 #include "fuzz/fuzz_check.h"
-#include "gateway/event_type.h"
 #include "gateway/payload_parser.h"
 #include "google/protobuf/util/message_differencer.h"
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "events/event_type.h"
 #include "fuzz/fuzz_check.h"
-#include "gateway/event_type.h"
 
 namespace {
 

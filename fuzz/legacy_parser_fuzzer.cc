@@ -7,8 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "events/event_type.h"
 #include "fuzz/fuzz_check.h"
-#include "gateway/event_type.h"
 #include "gateway/payload_parser.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "simdjson.h"

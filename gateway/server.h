@@ -15,7 +15,7 @@
 #include "common/histogram.h"
 #include "config/config.h"
 #include "core/log/event_log.h"
-#include "gateway/subscription_notice.h"
+#include "events/subscription_notice.h"
 
 namespace pimgate {
 

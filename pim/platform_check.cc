@@ -13,7 +13,7 @@
 #include "absl/time/time.h"
 #include "common/glob.h"
 #include "core/log/event_query.h"
-#include "gateway/event_type.h"
+#include "events/event_type.h"
 
 namespace pimgate {
 namespace {

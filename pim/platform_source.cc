@@ -12,7 +12,7 @@
 #include "absl/time/time.h"
 #include "common/base_url.h"
 #include "common/glob.h"
-#include "gateway/event_type.h"
+#include "events/event_type.h"
 #include "pim/akeneo_client.h"
 #include "spdlog/spdlog.h"
 

@@ -25,7 +25,7 @@ class AkeneoClient;
 // is Akeneo's own type ("com.akeneo.pim.v1.product-model.updated", kept as written even when the
 // catalogue does not list it yet: Akeneo adds types), pimgate's canonical type
 // ("product_model.updated") or a glob over canonical types ("product.*"), which expands to every
-// type of Akeneo's catalogue (gateway/event_type.h) it matches. InvalidArgument naming the entry
+// type of Akeneo's catalogue (events/event_type.h) it matches. InvalidArgument naming the entry
 // when a canonical type or glob matches nothing in the catalogue.
 absl::StatusOr<std::vector<std::string>> ResolvePlatformEventTypes(
     const std::vector<std::string>& requested);

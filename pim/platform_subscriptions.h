@@ -20,7 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/log/event_log.h"
-#include "gateway/subscription_notice.h"
+#include "events/subscription_notice.h"
 
 namespace pimgate {
 

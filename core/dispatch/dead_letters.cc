@@ -1,5 +1,6 @@
-// Dead letters: selection, retry (delete, hand over, write back on failure) and purge over the
-// log's dead-letter records (EventLog::ReadDeadLetters and friends).
+// Dead letters: selection, retry (mark, hand over, unmark on failure; the dispatcher deletes or
+// replaces the letter once the redelivery is over) and purge over the log's dead-letter records
+// (EventLog::ReadDeadLetters and friends).
 #include "core/dispatch/dead_letters.h"
 
 #include <set>
@@ -7,6 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
@@ -43,7 +47,7 @@ absl::StatusOr<uint64_t> DeadLetters::Count(const std::string& plugin) const {
 
 absl::StatusOr<std::vector<v1::DeadLetter>> DeadLetters::Select(
     const std::string& plugin, const DeadLetterSelection& selection, std::size_t max,
-    bool& more) const {
+    bool skip_retrying, bool& more) const {
   more = false;
   if (selection.all == !selection.sequences.empty()) {
     return absl::InvalidArgumentError("set either all or a list of sequences");
@@ -58,11 +62,12 @@ absl::StatusOr<std::vector<v1::DeadLetter>> DeadLetters::Select(
       if (!chunk.ok()) return chunk.status();
       for (v1::DeadLetter& letter : *chunk) {
         if (letter.event().sequence() > head) return selected;
+        from = letter.event().sequence() + 1;
+        if (skip_retrying && letter.has_retry_requested_at()) continue;
         if (selected.size() == max) {
           more = true;
           return selected;
         }
-        from = letter.event().sequence() + 1;
         selected.push_back(std::move(letter));
       }
       if (chunk->size() < kReadChunk) return selected;
@@ -100,24 +105,33 @@ absl::StatusOr<RetriedDeadLetters> DeadLetters::Retry(const std::string& plugin,
   absl::MutexLock lock(&change_mu_);
   RetriedDeadLetters retried;
   absl::StatusOr<std::vector<v1::DeadLetter>> letters =
-      Select(plugin, selection, max, retried.more);
+      Select(plugin, selection, max, /*skip_retrying=*/true, retried.more);
   if (!letters.ok()) return letters.status();
   if (letters->empty()) return retried;
   retried.sequences = SequencesOf(*letters);
   std::vector<v1::Event> events;
   events.reserve(letters->size());
-  for (const v1::DeadLetter& letter : *letters) events.push_back(letter.event());
-  // Deleted before they are handed over (see Retry in the header).
-  if (absl::Status status = log_.DeleteDeadLetters(plugin, retried.sequences); !status.ok()) {
-    return status;
+  // Marked before the hand-over (see Retry in the header), without a cursor: the plugin's
+  // cursor is not this call's. A letter already marked is left as stored: its retry is in
+  // progress, and writing it again could bring it back just after its redelivery succeeded.
+  PluginProgress marked;
+  const google::protobuf::Timestamp now =
+      google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
+  for (v1::DeadLetter& letter : *letters) {
+    events.push_back(letter.event());
+    if (letter.has_retry_requested_at()) continue;
+    *letter.mutable_retry_requested_at() = now;
+    marked.dead_letters.push_back(std::move(letter));
+  }
+  if (!marked.dead_letters.empty()) {
+    if (absl::Status status = log_.WriteProgress(plugin, marked); !status.ok()) return status;
   }
   if (absl::Status status = redeliver_(plugin, std::move(events)); !status.ok()) {
-    // Written back as they were, without a cursor: the plugin's cursor is not this call's.
-    PluginProgress restore;
-    restore.dead_letters = *std::move(letters);
-    if (absl::Status restored = log_.WriteProgress(plugin, restore); !restored.ok()) {
-      spdlog::error("[dispatch {}] dead letters {} neither retried nor restored: {}", plugin,
-                    SequenceList(retried.sequences), std::string(restored.message()));
+    // Nothing is being retried after all: the marks go.
+    for (v1::DeadLetter& letter : marked.dead_letters) letter.clear_retry_requested_at();
+    if (absl::Status restored = log_.WriteProgress(plugin, marked); !restored.ok()) {
+      spdlog::error("[dispatch {}] dead letters {} not retried, and still marked as retried: {}",
+                    plugin, SequenceList(retried.sequences), std::string(restored.message()));
     }
     return status;
   }
@@ -132,7 +146,7 @@ absl::StatusOr<uint64_t> DeadLetters::Purge(const std::string& plugin,
   bool more = true;
   while (more) {
     absl::StatusOr<std::vector<v1::DeadLetter>> letters =
-        Select(plugin, selection, max_per_round, more);
+        Select(plugin, selection, max_per_round, /*skip_retrying=*/false, more);
     if (!letters.ok()) return letters.status();
     if (letters->empty()) break;
     const std::vector<uint64_t> sequences = SequencesOf(*letters);
@@ -142,6 +156,21 @@ absl::StatusOr<uint64_t> DeadLetters::Purge(const std::string& plugin,
     purged += sequences.size();
   }
   return purged;
+}
+
+absl::StatusOr<std::vector<v1::Event>> DeadLetters::Retrying(const std::string& plugin) const {
+  std::vector<v1::Event> events;
+  uint64_t from = 0;
+  while (true) {
+    absl::StatusOr<std::vector<v1::DeadLetter>> chunk =
+        log_.ReadDeadLetters(plugin, from, kReadChunk);
+    if (!chunk.ok()) return chunk.status();
+    for (v1::DeadLetter& letter : *chunk) {
+      from = letter.event().sequence() + 1;
+      if (letter.has_retry_requested_at()) events.push_back(std::move(*letter.mutable_event()));
+    }
+    if (chunk->size() < kReadChunk) return events;
+  }
 }
 
 absl::Status DeadLetters::Resolve(const std::string& plugin,

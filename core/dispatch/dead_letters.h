@@ -24,7 +24,8 @@ namespace pimgate {
 // `sequences` (never both, never neither).
 struct DeadLetterSelection {
   // Every letter whose event was in the log when the call began (letters written during the
-  // call are left for the next one).
+  // call are left for the next one). A retry's `all` leaves out the letters already being
+  // retried (so that a caller repeating it while `more` is set gets through them all).
   bool all = false;
   // These letters; every one must exist, else nothing changes. Duplicates count once.
   std::vector<uint64_t> sequences;
@@ -62,13 +63,21 @@ class DeadLetters {
 
   // Delivers the selected letters' events to `plugin` again, from attempt 1, at most `max` of
   // them (a listed selection of more is INVALID_ARGUMENT; `all` leaves the rest and sets
-  // `more`). The letters are deleted before the hand-over: a retried event that fails again
-  // fast is dead-lettered again under the same key, which a later deletion would erase. If the
-  // hand-over fails they are written back, and the call fails. Between the deletion and the
-  // plugin's acknowledgement the letter exists only in the dispatcher's memory: a crash there
-  // loses it (the event itself stays in the log until retention, and a seek replays it).
+  // `more`). A letter is never deleted here: it is first marked in the store as being retried
+  // (`retry_requested_at`, one write for the call), then its event is handed over, and it stays
+  // listed until the plugin acknowledges that redelivery OK (the dispatcher then deletes it,
+  // Resolve) or the event fails again (the dispatcher replaces it with a new letter, with the
+  // new reason and attempts and without the mark). A crash in between loses nothing: the
+  // marked letters' retries resume when the dispatcher starts again (Retrying). A letter
+  // retried while its retry is in progress keeps its mark and is not delivered twice at once
+  // (the dispatcher ignores an event it already holds). If the hand-over fails the marks are
+  // taken back and the call fails.
   absl::StatusOr<RetriedDeadLetters> Retry(const std::string& plugin,
                                            const DeadLetterSelection& selection, std::size_t max);
+  // The dispatcher's, when it starts: the events of `plugin`'s letters marked as being retried
+  // (a retry that a stop or a crash interrupted), in sequence order, to hand over again. Reads
+  // every letter of the plugin.
+  absl::StatusOr<std::vector<v1::Event>> Retrying(const std::string& plugin) const;
   // Deletes the selected letters; returns how many. `all` works in rounds of `max_per_round`
   // (each round's letters are held in memory); a listed selection of more than that is
   // INVALID_ARGUMENT. Not fsynced: a deletion lost in a crash brings a letter back, never
@@ -83,10 +92,12 @@ class DeadLetters {
 
  private:
   // The letters `selection` names, at most `max` (`more`: `all` left some). A listed letter
-  // that does not exist is NOT_FOUND, naming every missing sequence.
+  // that does not exist is NOT_FOUND, naming every missing sequence. `skip_retrying`: `all`
+  // leaves out the letters marked as being retried.
   absl::StatusOr<std::vector<v1::DeadLetter>> Select(const std::string& plugin,
                                                      const DeadLetterSelection& selection,
-                                                     std::size_t max, bool& more) const
+                                                     std::size_t max, bool skip_retrying,
+                                                     bool& more) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
 
   EventLog& log_;

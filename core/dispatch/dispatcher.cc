@@ -1,9 +1,9 @@
 // Per-plugin delivery: a scheduler thread owns all ordering state; a DeliveryStream (gRPC callback
-// reactor, core/dispatch/delivery_stream.h) carries Deliveries and Acks over one gRPC call. Other threads
-// talk to the scheduler only through its inbox (mu_), so the ordering rules live in one
+// reactor, core/dispatch/delivery_stream.h) carries Deliveries and Acks over one gRPC call. Other
+// threads talk to the scheduler only through its inbox (mu_), so the ordering rules live in one
 // single-threaded place. Events travel as the log stores them: the scheduler decodes only their
-// header (core/dispatch/event_wire.h), never their data, unless a data filter, hydration or a dead letter
-// needs it.
+// header (core/dispatch/event_wire.h), never their data, unless a data filter, hydration or a dead
+// letter needs it.
 #include "core/dispatch/dispatcher.h"
 
 #include <grpcpp/grpcpp.h>
@@ -94,6 +94,15 @@ class Dispatcher::PluginDispatcher {
           config_.name, config_.name);
       absl::MutexLock lock(&mu_);
       paused_ = true;
+    }
+    // Retries of dead letters that a stop or a crash interrupted resume: their letters are still
+    // stored, marked (DeadLetters::Retry), and go once the redelivery is over.
+    absl::StatusOr<std::vector<v1::Event>> retrying = letters_->Retrying(config_.name);
+    if (!retrying.ok()) return retrying.status();
+    if (!retrying->empty()) {
+      spdlog::info("[dispatch {}] resuming the retry of {} dead letter(s)", config_.name,
+                   retrying->size());
+      RequestRedelivery(*std::move(retrying));
     }
     cursor_ = *cursor;
     persisted_cursor_ = cursor_;
@@ -472,6 +481,8 @@ class Dispatcher::PluginDispatcher {
   // Filters one event read from the log (its header and stored bytes), or queues it behind
   // earlier events of its resource.
   void Admit(v1::Event event, std::string bytes) {
+    // Already pending as a retried dead letter (after a seek back below it): delivered once.
+    if (window_.count(event.sequence()) > 0) return;
     EventFilter::Verdict verdict;
     if (filter_.reads_data()) {
       v1::Event full;
@@ -495,8 +506,19 @@ class Dispatcher::PluginDispatcher {
 
   // An event an operator asked to deliver again (a retried dead letter). It is usually below
   // the cursor: while it is pending the cursor holds still (AdvanceCursor never moves back).
+  // Never delivered twice at once: an event already pending (a retry asked twice, or an event
+  // read again after a seek) is left there, and its OK resolves the letter too; one whose
+  // redelivery has just succeeded is not sent again (its letter goes with the next progress
+  // write).
   void AdmitRedelivery(v1::Event event) {
-    if (window_.count(event.sequence()) > 0) return;  // already pending
+    if (auto it = window_.find(event.sequence()); it != window_.end()) {
+      it->second.redelivery = true;
+      return;
+    }
+    if (std::find(resolved_letters_.begin(), resolved_letters_.end(), event.sequence()) !=
+        resolved_letters_.end()) {
+      return;
+    }
     spdlog::info("[dispatch {}] redelivering sequence {}", config_.name, event.sequence());
     std::string bytes = event.SerializeAsString();
     event.clear_data();
@@ -814,6 +836,12 @@ class Dispatcher::PluginDispatcher {
 
   void Seek(uint64_t sequence) {
     spdlog::info("[dispatch {}] seek to sequence {}", config_.name, sequence);
+    // Retried dead letters are not the cursor's: they stay pending (their letters are still
+    // marked as being retried), sent again from attempt 1.
+    std::vector<v1::Event> retried;
+    for (auto& [pending_sequence, pending] : window_) {
+      if (pending.redelivery) retried.push_back(FullEvent(pending));
+    }
     stream_.reset();  // abandon in-flight deliveries: their acks will be ignored
     window_.clear();
     resources_.clear();
@@ -830,6 +858,7 @@ class Dispatcher::PluginDispatcher {
     next_read_ = cursor_ + 1;
     stats_.cursor = cursor_;
     FlushProgress(absl::Now(), /*force=*/true);
+    for (v1::Event& event : retried) AdmitRedelivery(std::move(event));
   }
 
   // The plugin's process is about to be restarted: the stream goes (acks still coming on it are

@@ -118,7 +118,9 @@ class Dispatcher {
   // behind any pending event of the same resource. Filters are not applied again and the cursor
   // does not move back. A letter stays stored until its redelivery is acknowledged OK (then the
   // dispatcher deletes it) or fails again (then it is replaced by the new dead letter), so a
-  // crash in between loses nothing: the operator retries again.
+  // crash in between loses nothing: DeadLetters::Retry marks the letters before calling this,
+  // and Start() resumes the retries of marked letters. An event already pending is not sent a
+  // second time.
   absl::Status Redeliver(const std::string& plugin, std::vector<v1::Event> events);
   // Names of the configured plugins, in manifest order.
   std::vector<std::string> PluginNames() const;

@@ -145,6 +145,13 @@ class PimgatectlTest : public ::testing::Test {
     return stats;
   }
 
+  // rec has one dead letter, and it is not being retried (a retry of it is over).
+  bool RetryOver() {
+    const auto listed =
+        ParseJson<v1::ListDeadLettersResponse>(Ok({"dlq", "list", "rec", "--json"}));
+    return listed.dead_letters_size() == 1 && !listed.dead_letters(0).has_retry_requested_at();
+  }
+
   std::size_t DeadLetterCount() {
     return ParseJson<v1::ListDeadLettersResponse>(Ok({"dlq", "list", "rec", "--json"}))
         .dead_letters_size();
@@ -296,7 +303,8 @@ TEST_F(PimgatectlTest, DeadLettersRetryAndPurge) {
   EXPECT_TRUE(absl::StrContains(table, "rejected")) << table;
   EXPECT_TRUE(absl::StrContains(table, "scripted reject")) << table;
 
-  // Retried: delivered again from attempt 1 (and rejected again by the script).
+  // Retried: delivered again from attempt 1 (and rejected again by the script). The letter stays
+  // listed throughout: marked while the retry runs, then replaced by the new rejection.
   auto retried =
       ParseJson<v1::RetryDeadLettersResponse>(Ok({"dlq", "retry", "rec", "--all", "--json"}));
   ASSERT_EQ(retried.sequences_size(), 1);
@@ -305,7 +313,7 @@ TEST_F(PimgatectlTest, DeadLettersRetryAndPurge) {
     auto d = Deliveries();
     return std::count(d.begin(), d.end(), "2:1") == 2;
   })) << absl::StrJoin(Deliveries(), " ");
-  ASSERT_TRUE(WaitFor([&] { return DeadLetterCount() == 1; }));
+  ASSERT_TRUE(WaitFor([&] { return RetryOver(); }));
 
   Result missing = Ctl({"dlq", "purge", "rec", "3"});
   EXPECT_EQ(missing.exit_code, 4);
@@ -313,7 +321,11 @@ TEST_F(PimgatectlTest, DeadLettersRetryAndPurge) {
   const std::string retried_text = Ok({"dlq", "retry", "rec", "2"});
   EXPECT_TRUE(absl::StrContains(retried_text, "handed 1 dead letter(s) back to plugin rec: 2"))
       << retried_text;
-  ASSERT_TRUE(WaitFor([&] { return DeadLetterCount() == 1; }));
+  ASSERT_TRUE(WaitFor([&] {
+    auto d = Deliveries();
+    return std::count(d.begin(), d.end(), "2:1") == 3;
+  })) << absl::StrJoin(Deliveries(), " ");
+  ASSERT_TRUE(WaitFor([&] { return RetryOver(); }));
   auto purged =
       ParseJson<v1::PurgeDeadLettersResponse>(Ok({"dlq", "purge", "rec", "--all", "--json"}));
   EXPECT_EQ(purged.purged(), 1u);
@@ -578,6 +590,75 @@ TEST_F(PimgatectlPluginsTest, RestartDrainsStopsStartsAndKeepsPause) {
                         "Traceback (most recent call last):\n"))
       << broken.err;
   EXPECT_EQ(Ctl({"restart", "nope"}).exit_code, 4);
+}
+
+// With a plugin whose answers the test scripts through files: it waits while its gate file is
+// missing, and rejects while its reject file exists.
+class PimgatectlRetryTest : public PimgatectlTest {
+ protected:
+  std::string MorePlugins() override {
+    return absl::StrCat(
+        "  - name: flaky\n    command: [\"", PIMGATE_E2E_RECORDER, "\"]\n",
+        "    env: {RECORDER_OUT: ", dir_.File("flaky.jsonl"),
+        ", RECORDER_GATE: ", dir_.File("flaky.gate"),
+        ", RECORDER_REJECT_WHILE: ", dir_.File("flaky.reject"), "}\n",
+        "    ack_timeout: 60s\n    stop_timeout: 3s\n    retry: {max_attempts: 1}\n");
+  }
+  void SetGate(bool open) { SetFile(dir_.File("flaky.gate"), open); }
+  void SetRejecting(bool reject) { SetFile(dir_.File("flaky.reject"), reject); }
+  static void SetFile(const std::string& path, bool exists) {
+    if (exists) {
+      std::ofstream(path) << "yes\n";
+    } else {
+      std::remove(path.c_str());
+    }
+  }
+  v1::ListDeadLettersResponse FlakyLetters() {
+    return ParseJson<v1::ListDeadLettersResponse>(Ok({"dlq", "list", "flaky", "--json"}));
+  }
+  v1::PluginStats FlakyStats() {
+    const auto stats = ParseJson<v1::GetStatsResponse>(Ok({"stats", "--json"}));
+    for (const v1::PluginStats& p : stats.plugins()) {
+      if (p.name() == "flaky") return p;
+    }
+    ADD_FAILURE() << "no plugin flaky";
+    return {};
+  }
+};
+
+// kill -9 while the plugin holds a retried dead letter: the letter is still listed after the
+// restart, the retry resumes by itself, and the letter goes once the plugin acknowledges it.
+TEST_F(PimgatectlRetryTest, Kill9DuringARetryKeepsTheLetterAndTheRetryResumes) {
+  SetGate(true);
+  SetRejecting(true);
+  ASSERT_EQ(Post({"fix-me"}), 200);  // sequence 1
+  ASSERT_TRUE(WaitFor([&] { return FlakyLetters().dead_letters_size() == 1; }));
+
+  SetRejecting(false);  // the operator fixed the cause...
+  SetGate(false);       // ...and the plugin will hold the redelivery without answering
+  const std::string retried = Ok({"dlq", "retry", "flaky", "--all"});
+  EXPECT_TRUE(absl::StrContains(retried, "handed 1 dead letter(s) back to plugin flaky: 1"))
+      << retried;
+  ASSERT_TRUE(WaitFor([&] { return FlakyStats().in_flight() == 1; }));
+  v1::ListDeadLettersResponse letters = FlakyLetters();
+  ASSERT_EQ(letters.dead_letters_size(), 1);
+  EXPECT_TRUE(letters.dead_letters(0).has_retry_requested_at());
+
+  pimgate_->Kill();
+  StartPimgate();
+  letters = FlakyLetters();
+  ASSERT_EQ(letters.dead_letters_size(), 1) << "the retried letter was lost in the crash";
+  EXPECT_EQ(letters.dead_letters(0).event().sequence(), 1u);
+  EXPECT_TRUE(letters.dead_letters(0).has_retry_requested_at());
+  const std::string table = Ok({"dlq", "list", "flaky"});
+  EXPECT_TRUE(absl::StrContains(table, "rejected, retrying")) << table;
+
+  SetGate(true);  // the plugin answers OK now: the resumed retry completes
+  ASSERT_TRUE(WaitFor([&] { return FlakyLetters().dead_letters_size() == 0; }));
+  // Recorded past the gate: the first (rejected) delivery and the resumed retry's, both attempt
+  // 1; the delivery held when pimgate was killed died with its plugin process, unrecorded.
+  EXPECT_EQ(Deliveries("flaky"), (std::vector<std::string>{"1:1", "1:1"}));
+  EXPECT_EQ(FlakyStats().cursor(), 1u);
 }
 
 TEST_F(PimgatectlTest, Quarantine) {

@@ -1,5 +1,6 @@
 // End-to-end test plugin (C++ SDK): records every delivery as a JSON line and answers as
-// scripted by the environment (same variables as recorder.py, plus RECORDER_GATE).
+// scripted by the environment (same variables as recorder.py, plus RECORDER_GATE and
+// RECORDER_REJECT_WHILE).
 #include <unistd.h>
 
 #include <chrono>
@@ -29,6 +30,8 @@ int main() {
   // A file whose existence lets handler calls go on: until it exists, they wait (deliveries stay
   // in flight for as long as a test needs).
   const std::string gate = Env("RECORDER_GATE");
+  // A file whose existence makes every delivery rejected (once past the gate).
+  const std::string reject_while = Env("RECORDER_REJECT_WHILE");
   std::mutex mu;
   pimgate::sdk::RunOptions options;
   options.concurrency = 4;
@@ -54,6 +57,9 @@ int main() {
         record();
         if (!reject.empty() && event.resource_id() == reject)
           return pimgate::sdk::Result::Reject("scripted reject");
+        if (!reject_while.empty() && access(reject_while.c_str(), F_OK) == 0) {
+          return pimgate::sdk::Result::Reject("rejected while " + reject_while + " exists");
+        }
         if (!retry.empty() && event.resource_id() == retry && attempt == 1) {
           return pimgate::sdk::Result::Retry("scripted retry");
         }

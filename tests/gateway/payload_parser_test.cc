@@ -16,7 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "gateway/event_type.h"
+#include "events/event_type.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -932,7 +932,7 @@ INSTANTIATE_TEST_SUITE_P(AvailableEvents, EventPlatformPayloadTest,
                            return name;
                          });
 
-// The cases above, the payload files and the catalogue of gateway/event_type.h name the same
+// The cases above, the payload files and the catalogue of events/event_type.h name the same
 // types: a type added to one of them without the others fails here.
 TEST(EventPlatformPayloadTest, EveryCatalogueTypeAndEveryPayloadFileHasACase) {
   std::set<std::string> cases;

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "gateway/event_type.h"
+#include "events/event_type.h"
 #include "pim/akeneo_client.h"
 #include "pim/platform_check.h"
 #include "tests/testing/fake_event_platform.h"

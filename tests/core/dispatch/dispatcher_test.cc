@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -422,6 +423,99 @@ TEST_F(DispatcherTest, RedeliveredDeadLetterIsRemovedOnceDelivered) {
   EXPECT_EQ(calls[2].attempt, 1u);
   EXPECT_EQ(StatsOf(*dispatcher, "p").cursor, 2u);
   EXPECT_EQ(dispatcher->PluginNames(), std::vector<std::string>{"p"});
+}
+
+// An operator's retry never loses a letter: it stays listed (marked as being retried) while the
+// plugin holds the redelivered event, across a restart of the dispatcher (which resumes the
+// retry), and goes only once the plugin acknowledges it OK. A retry asked again meanwhile
+// sends nothing more.
+TEST_F(DispatcherTest, RetriedDeadLetterStaysUntilAckedAndResumesAfterARestart) {
+  enum Mode { kReject, kHold, kAccept };
+  std::atomic<int> mode{kReject};
+  ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
+    switch (mode.load()) {
+      case kReject:
+        return std::optional<std::pair<v1::Outcome, int>>({v1::OUTCOME_REJECT, 0});
+      case kHold:
+        return std::optional<std::pair<v1::Outcome, int>>();  // never acked
+      default:
+        return std::optional<std::pair<v1::Outcome, int>>({v1::OUTCOME_OK, 0});
+    }
+  });
+  auto listed = [&](Dispatcher& d) {
+    absl::StatusOr<std::vector<v1::DeadLetter>> letters = d.dead_letters().List("p", 0, 100);
+    EXPECT_TRUE(letters.ok()) << letters.status();
+    return letters.ok() ? *letters : std::vector<v1::DeadLetter>{};
+  };
+  {
+    auto dispatcher = StartDispatcher({Plugin("p")});
+    Append({Event("product.updated", "r1", 1)});
+    ASSERT_TRUE(WaitFor([&] { return listed(*dispatcher).size() == 1; }));
+    EXPECT_FALSE(listed(*dispatcher)[0].has_retry_requested_at());
+
+    mode = kHold;
+    absl::StatusOr<RetriedDeadLetters> retried =
+        dispatcher->dead_letters().Retry("p", {.all = true, .sequences = {}}, 100);
+    ASSERT_TRUE(retried.ok()) << retried.status();
+    EXPECT_EQ(retried->sequences, std::vector<uint64_t>{1});
+    // The plugin holds the redelivery; the letter is still there, marked.
+    ASSERT_TRUE(WaitFor([&] { return plugin.calls().size() == 2; }));
+    std::vector<v1::DeadLetter> letters = listed(*dispatcher);
+    ASSERT_EQ(letters.size(), 1u);
+    EXPECT_EQ(letters[0].event().sequence(), 1u);
+    EXPECT_TRUE(letters[0].has_retry_requested_at());
+    EXPECT_EQ(letters[0].reason(), "rejected: scripted");
+
+    // Asked again: `all` leaves out the letter being retried, a listed one is handed over again
+    // but not sent while its redelivery is in flight.
+    retried = dispatcher->dead_letters().Retry("p", {.all = true, .sequences = {}}, 100);
+    ASSERT_TRUE(retried.ok()) << retried.status();
+    EXPECT_TRUE(retried->sequences.empty());
+    EXPECT_FALSE(retried->more);
+    retried = dispatcher->dead_letters().Retry("p", {.all = false, .sequences = {1}}, 100);
+    ASSERT_TRUE(retried.ok()) << retried.status();
+    EXPECT_EQ(retried->sequences, std::vector<uint64_t>{1});
+    ASSERT_TRUE(AppendStaleMarkerAndWait(*dispatcher, "p", "r1"));
+    EXPECT_EQ(StatsOf(*dispatcher, "p").in_flight, 1u);
+    EXPECT_EQ(plugin.calls().size(), 2u);
+    EXPECT_EQ(plugin.overlaps(), 0);
+    dispatcher->Stop();  // pimgate stops (or crashes) while the plugin holds the event
+  }
+  // Restarted: the letter is still listed and its retry resumes; once acknowledged, it goes.
+  mode = kAccept;
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  ASSERT_TRUE(WaitFor([&] { return listed(*dispatcher).empty(); }));
+  std::vector<Call> calls = plugin.calls();
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[2].sequence, 1u);
+  EXPECT_EQ(calls[2].attempt, 1u);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").delivered, 1u);
+}
+
+// A retried letter whose event fails again is replaced: new reason and attempts, no mark.
+TEST_F(DispatcherTest, RetriedDeadLetterThatFailsAgainIsReplaced) {
+  std::atomic<v1::Outcome> outcome{v1::OUTCOME_REJECT};
+  ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
+    return std::optional<std::pair<v1::Outcome, int>>({outcome.load(), 0});
+  });
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  Append({Event("product.updated", "r1", 1)});
+  absl::StatusOr<std::vector<v1::DeadLetter>> letters;
+  ASSERT_TRUE(WaitFor([&] {
+    letters = dispatcher->dead_letters().List("p", 0, 100);
+    return letters.ok() && letters->size() == 1;
+  }));
+  EXPECT_TRUE((*letters)[0].rejected());
+  outcome = v1::OUTCOME_RETRY;  // now it fails until attempts run out
+  ASSERT_TRUE(dispatcher->dead_letters().Retry("p", {.all = false, .sequences = {1}}, 100).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    letters = dispatcher->dead_letters().List("p", 0, 100);
+    return letters.ok() && letters->size() == 1 && !(*letters)[0].rejected();
+  }));
+  EXPECT_FALSE((*letters)[0].has_retry_requested_at());
+  EXPECT_EQ((*letters)[0].attempts(), 4u);
+  EXPECT_EQ((*letters)[0].reason(), "gave up after 4 attempt(s); last: retry: scripted");
+  EXPECT_EQ(plugin.calls().size(), 5u);
 }
 
 TEST_F(DispatcherTest, PauseIsSavedAndSurvivesARestart) {

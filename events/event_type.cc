@@ -1,6 +1,6 @@
 // Canonical event types: maps the type strings of both Akeneo producers to one naming scheme,
 // lists the Event Platform's documented types and says where each kind names its resource.
-#include "gateway/event_type.h"
+#include "events/event_type.h"
 
 #include <algorithm>
 #include <array>
@@ -21,7 +21,7 @@ constexpr std::string_view kDeleted = "deleted";
 
 // content/event-platform/available-events.md of akeneo/pim-api-docs at e4b968cc (2025-08-11),
 // in the page's order. tests/data/event_platform/ holds each type's example payload from that
-// page, and tests/gateway/event_type_test.cc checks that every entry agrees with
+// page, and tests/events/event_type_test.cc checks that every entry agrees with
 // CanonicalizeType and has its payload there.
 constexpr EventPlatformType kDocumentedTypes[] = {
     {PIMGATE_V1 "app.deleted", "app.deleted", "app"},

@@ -1,7 +1,7 @@
 // Canonical event types: one naming scheme for both Akeneo producers, the catalogue of the Event
 // Platform's documented types, and where each kind of event names its resource.
-#ifndef PIMGATE_GATEWAY_EVENT_TYPE_H_
-#define PIMGATE_GATEWAY_EVENT_TYPE_H_
+#ifndef PIMGATE_EVENTS_EVENT_TYPE_H_
+#define PIMGATE_EVENTS_EVENT_TYPE_H_
 
 #include <array>
 #include <span>
@@ -90,4 +90,4 @@ ResourceLocation ResourceLocationOf(std::string_view canonical_type);
 
 }  // namespace pimgate
 
-#endif  // PIMGATE_GATEWAY_EVENT_TYPE_H_
+#endif  // PIMGATE_EVENTS_EVENT_TYPE_H_

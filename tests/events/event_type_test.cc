@@ -2,7 +2,7 @@
 // actions and Event Platform types) maps to the expected canonical type and kind; the catalogue
 // of DocumentedEventPlatformTypes agrees with it and with the documentation; ResourceLocationOf
 // says where each kind names its resource.
-#include "gateway/event_type.h"
+#include "events/event_type.h"
 
 #include <fstream>
 #include <ostream>

@@ -1,7 +1,7 @@
 // What the gateway tells of an Event Platform notification webhook it verified and stored
 // (subscription suspended, revoked, resumed): pim/platform_subscriptions.h keeps the states.
-#ifndef PIMGATE_GATEWAY_SUBSCRIPTION_NOTICE_H_
-#define PIMGATE_GATEWAY_SUBSCRIPTION_NOTICE_H_
+#ifndef PIMGATE_EVENTS_SUBSCRIPTION_NOTICE_H_
+#define PIMGATE_EVENTS_SUBSCRIPTION_NOTICE_H_
 
 #include <string>
 
@@ -21,4 +21,4 @@ struct SubscriptionNotice {
 
 }  // namespace pimgate
 
-#endif  // PIMGATE_GATEWAY_SUBSCRIPTION_NOTICE_H_
+#endif  // PIMGATE_EVENTS_SUBSCRIPTION_NOTICE_H_
