@@ -19,6 +19,9 @@ PIMGATE_PACKAGES=(
   # scripts/package-test and scripts/docs-check: dpkg -i needs adduser; `ip` brings loopback up in
   # their private network namespace; systemd-analyze verifies the packaged unit.
   adduser iproute2 systemd
+)
+# Installed by scripts/test only (scripts/demo does not need them).
+PIMGATE_TEST_PACKAGES=(
   # tests/console: the web console's browser test drives Debian's headless Chromium (puppeteer-core)
   chromium
 )

@@ -27,6 +27,9 @@ function(pimgate_console_web_assets out_var)
   if(NOT EXISTS ${web}/node_modules/htm/preact/standalone.module.js)
     message(WARNING "console/web/node_modules is missing (run `npm ci` in console/web, as "
                     "scripts/test does): pimgate is built with a placeholder console page")
+    # `npm ci` creating node_modules changes the folder: the next build configures again and
+    # builds the real pages, instead of keeping the placeholder in an existing build tree.
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${web})
     set(${out_var} "" PARENT_SCOPE)
     return()
   endif()

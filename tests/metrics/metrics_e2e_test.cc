@@ -105,10 +105,12 @@ TEST(MetricsEndToEnd, LiveMetricsPassPromtoolAndReflectIngestAndDelivery) {
   ASSERT_EQ(gateway.Send("POST", "/hooks/pim", body, testing::LegacyHeaders("wrong", body)).status,
             401);
 
-  // Delivered to the plugin, as the metrics tell.
+  // Delivered to the plugin, as the metrics tell. A request's duration is observed once its
+  // answer is written, which the client may see a moment before: wait for both counts.
   HttpResponse res = PollUntil(metrics, "/metrics", [](const HttpResponse& r) {
-    return ParseExposition(r.body).Value("pimgate_plugin_delivered_total", {{"plugin", "rec"}}) ==
-           3;
+    const ParsedExposition parsed = ParseExposition(r.body);
+    return parsed.Value("pimgate_plugin_delivered_total", {{"plugin", "rec"}}) == 3 &&
+           parsed.Value("pimgate_ingest_request_duration_seconds_count", {{"source", "pim"}}) == 2;
   });
   ASSERT_EQ(res.status, 200);
   EXPECT_EQ(res.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
