@@ -1,9 +1,9 @@
 // Per-plugin delivery: a scheduler thread owns all ordering state; a DeliveryStream (gRPC callback
-// reactor, core/dispatch/delivery_stream.h) carries Deliveries and Acks over one gRPC call. Other threads
-// talk to the scheduler only through its inbox (mu_), so the ordering rules live in one
+// reactor, core/dispatch/delivery_stream.h) carries Deliveries and Acks over one gRPC call. Other
+// threads talk to the scheduler only through its inbox (mu_), so the ordering rules live in one
 // single-threaded place. Events travel as the log stores them: the scheduler decodes only their
-// header (core/dispatch/event_wire.h), never their data, unless a data filter, hydration or a dead letter
-// needs it.
+// header (core/dispatch/event_wire.h), never their data, unless a data filter, hydration or a dead
+// letter needs it.
 #include "core/dispatch/dispatcher.h"
 
 #include <grpcpp/grpcpp.h>
@@ -1005,7 +1005,7 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
             plugin.name, absl::StrJoin(without_client, ", "));
       }
       dispatcher->hydrator_ = options.hydration;
-      spdlog::info("[dispatch {}] hydrates lightweight product events of source(s) {}", plugin.name,
+      spdlog::info("[dispatch {}] hydrates lightweight events of source(s) {}", plugin.name,
                    absl::StrJoin(with_client, ", "));
     }
     dispatcher->plugins_.push_back(std::make_unique<PluginDispatcher>(

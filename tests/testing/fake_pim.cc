@@ -291,6 +291,91 @@ class FakePim::Impl {
     (product ? products_ : product_models_).erase(key);
   }
 
+  // ---- Resources served by code (families, categories, records, ...) ----
+  // Where Akeneo serves each kind: the collection, and for a kind whose codes are unique within
+  // a parent, the segment after the parent's code.
+  struct CodedRoute {
+    absl::string_view kind;
+    absl::string_view collection;  // below /api/rest/v1/
+    absl::string_view nested;      // empty: /collection/{code}
+    absl::string_view label;       // for the 404 message
+  };
+  static constexpr CodedRoute kCodedRoutes[] = {
+      {"family", "families", "", "Family"},
+      {"category", "categories", "", "Category"},
+      {"attribute", "attributes", "", "Attribute"},
+      {"attribute_group", "attribute-groups", "", "Attribute group"},
+      {"attribute_option", "attributes", "options", "Attribute option"},
+      {"reference_entity_record", "reference-entities", "records", "Record"},
+      {"asset", "asset-families", "assets", "Asset"},
+  };
+  static const CodedRoute* CodedRouteOf(absl::string_view kind) {
+    for (const CodedRoute& route : kCodedRoutes) {
+      if (route.kind == kind) return &route;
+    }
+    return nullptr;
+  }
+
+  void PutCodedResource(const std::string& kind, const std::string& id,
+                        const std::string& fields_json) {
+    const CodedRoute* route = CodedRouteOf(kind);
+    Struct resource;
+    if (route == nullptr) {
+      ADD_FAILURE() << "FakePim: no coded kind " << kind;
+      return;
+    }
+    if (!google::protobuf::util::JsonStringToMessage(fields_json, &resource).ok()) {
+      ADD_FAILURE() << "FakePim: fields_json is not a JSON object: " << fields_json;
+      return;
+    }
+    const std::size_t slash = route->nested.empty() ? std::string::npos : id.find('/');
+    if (!route->nested.empty() && slash == std::string::npos) {
+      ADD_FAILURE() << "FakePim: a " << kind << " id is \"parent/code\", not " << id;
+      return;
+    }
+    auto& fields = *resource.mutable_fields();
+    fields["code"].set_string_value(slash == std::string::npos ? id : id.substr(slash + 1));
+    if (kind == "attribute_option") fields["attribute"].set_string_value(id.substr(0, slash));
+    absl::MutexLock lock(&mu_);
+    coded_[{kind, id}] = std::move(resource);
+  }
+  void DeleteCodedResource(const std::string& kind, const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    coded_.erase({kind, id});
+  }
+
+  // The (kind, id) of a single-resource path of kCodedRoutes, if `path` is one.
+  static std::optional<std::pair<std::string, std::string>> CodedPath(absl::string_view path) {
+    if (!absl::ConsumePrefix(&path, "/api/rest/v1/")) return std::nullopt;
+    const std::vector<std::string> parts = absl::StrSplit(path, '/');
+    for (const std::string& part : parts) {
+      if (part.empty()) return std::nullopt;
+    }
+    for (const CodedRoute& route : kCodedRoutes) {
+      if (parts[0] != route.collection) continue;
+      if (route.nested.empty() && parts.size() == 2) {
+        return std::make_pair(std::string(route.kind), PercentDecode(parts[1]));
+      }
+      if (!route.nested.empty() && parts.size() == 4 && parts[2] == route.nested) {
+        return std::make_pair(std::string(route.kind),
+                              absl::StrCat(PercentDecode(parts[1]), "/", PercentDecode(parts[3])));
+      }
+    }
+    return std::nullopt;
+  }
+
+  Response OneCoded(const std::string& kind, const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    auto it = coded_.find({kind, id});
+    if (it == coded_.end()) {
+      const std::size_t slash = id.find('/');
+      const std::string code = slash == std::string::npos ? id : id.substr(slash + 1);
+      return ErrorResponse(
+          404, absl::StrCat(CodedRouteOf(kind)->label, " \"", code, "\" does not exist."));
+    }
+    return JsonResponse(ToJson(it->second));
+  }
+
   // ---- Faults ----
   void FailNextCalls(int count, int status, int retry_after_seconds) {
     absl::MutexLock lock(&mu_);
@@ -614,6 +699,13 @@ class FakePim::Impl {
     if (path == kTokenPath) {
       if (request.method() != http::verb::post) return wrong_method("POST");
       return Token(request);
+    }
+    if (std::optional<std::pair<std::string, std::string>> coded = CodedPath(path)) {
+      if (request.method() != http::verb::get) return wrong_method("GET");
+      if (std::optional<Response> refused = CheckBearer(request); refused.has_value()) {
+        return *std::move(refused);
+      }
+      return OneCoded(coded->first, coded->second);
     }
     // Which collection: products by uuid (PIM 7 and SaaS only), products by identifier, or
     // product models.
@@ -1056,6 +1148,7 @@ class FakePim::Impl {
   mutable absl::Mutex mu_;
   std::map<std::string, Resource> products_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Resource> product_models_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, Struct> coded_ ABSL_GUARDED_BY(mu_);
   int fail_count_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_status_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_retry_after_ ABSL_GUARDED_BY(mu_) = -1;
@@ -1097,6 +1190,13 @@ void FakePim::PutProductModel(const std::string& code, int64_t updated_us,
   impl_->PutResource(false, code, updated_us, fields_json, "");
 }
 void FakePim::DeleteProductModel(const std::string& code) { impl_->DeleteResource(false, code); }
+void FakePim::PutCodedResource(const std::string& kind, const std::string& id,
+                               const std::string& fields_json) {
+  impl_->PutCodedResource(kind, id, fields_json);
+}
+void FakePim::DeleteCodedResource(const std::string& kind, const std::string& id) {
+  impl_->DeleteCodedResource(kind, id);
+}
 
 void FakePim::FailNextCalls(int count, int status, int retry_after_seconds) {
   impl_->FailNextCalls(count, status, retry_after_seconds);
