@@ -89,6 +89,15 @@ class FakePim {
   void PutCodedResource(const std::string& kind, const std::string& id,
                         const std::string& fields_json = "{}");
   void DeleteCodedResource(const std::string& kind, const std::string& id);
+  // A family, category, attribute or attribute group that its list serves too
+  // (GET /api/rest/v1/families, /categories, /attributes, /attribute-groups): like
+  // PutCodedResource, with an `updated` written as the fake writes products'. Those lists page by
+  // offset only (`page`, `limit` 1 to 100, else 422; `_links.next`), and take one filter,
+  // {"updated":[{"operator":">","value":"<ISO 8601>"}]}, whose date and time are read as
+  // wall-clock time in the fake's zone, whatever offset is written; other filters, operators,
+  // formats and search_after pagination get 422.
+  void PutListedResource(const std::string& kind, const std::string& code, int64_t updated_us,
+                         const std::string& fields_json = "{}");
 
   // ---- Faults (thread-safe) ----
   // The next `count` API calls (token endpoint excluded) get `status` (a 408 is Akeneo's request
