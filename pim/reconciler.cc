@@ -332,14 +332,12 @@ std::string Progress(const ReconcileRunStats& stats) {
 std::string KindsSummary(const ReconcileRunStats& stats) {
   std::string out;
   for (const ReconcileKindRunStats& kind : stats.kinds) {
-    absl::StrAppend(&out, "; ", kind.kind, ": scanned ", kind.scanned, ", emitted ", kind.emitted,
-                    ", ",
-                    kind.updated_filter.empty()
-                        ? std::string("everything")
-                        : absl::StrCat("updated > \"", kind.updated_filter, "\""),
-                    ", watermark ",
-                    kind.watermark_us ? FormatMicros(*kind.watermark_us) : std::string("none"),
-                    kind.status.ok() ? "" : " (failed)");
+    absl::StrAppend(
+        &out, "; ", kind.kind, ": scanned ", kind.scanned, ", emitted ", kind.emitted, ", ",
+        kind.updated_filter.empty() ? std::string("everything")
+                                    : absl::StrCat("updated > \"", kind.updated_filter, "\""),
+        ", watermark ", kind.watermark_us ? FormatMicros(*kind.watermark_us) : std::string("none"),
+        kind.status.ok() ? "" : " (failed)");
   }
   return out;
 }
@@ -792,8 +790,8 @@ absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options
   if (stats.watermark_us.has_value()) next_window = *stats.watermark_us - overlap_us;
   {
     absl::MutexLock lock(&source.mu);
-    DescribeTimeZone(source.configured_zone, source.configured_zone_name, next_learned,
-                     next_window, source.stats);
+    DescribeTimeZone(source.configured_zone, source.configured_zone_name, next_learned, next_window,
+                     source.stats);
     if (!stats.products_path.empty()) source.stats.products_path = stats.products_path;
   }
   std::optional<int64_t> learned_window;
@@ -889,9 +887,9 @@ absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::st
   if (structure != nullptr) {
     // Offset paging (the only kind these lists have): the first page, then the PIM's links.
     path = structure->path;
-    target = absl::StrCat(path, "?", search.empty() ? "" : "search=",
-                          search.empty() ? "" : UrlEncode(search), search.empty() ? "" : "&",
-                          "limit=", options_.page_size);
+    target = absl::StrCat(path, "?",
+                          search.empty() ? "" : "search=", search.empty() ? "" : UrlEncode(search),
+                          search.empty() ? "" : "&", "limit=", options_.page_size);
   } else {
     target = SearchAfterTarget(path, search, options_.page_size);
   }

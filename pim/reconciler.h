@@ -151,6 +151,14 @@ struct ReconcilerOptions {
 // TLS-terminating proxy) is followed on the configured origin (NextPageTarget); one on another
 // host fails the run.
 //
+// Families, categories, attributes and attribute groups (reconcile.families, ... : opt-in) are
+// listed after products and product models, each with its own watermark (same rule, moved once
+// that kind's listing completed), an ISO 8601 `updated >` filter written as the PIM zone's
+// wall-clock time with that zone's offset, and offset paging through the PIM's next links (those
+// lists have no search_after). A failing kind keeps its watermark while the others still run; the
+// run then fails with the first error. No deletion check for them: offset paging can skip an item
+// when another is deleted between pages, which would look like a deletion.
+//
 // The watermark is persisted (EventLog::PutMeta, fsynced) only after a run succeeded, as
 // min(largest `updated` seen, the run's start on pimgate's clock), and never moves back. The
 // largest `updated` is on the PIM's clock, so a clock difference does not open a gap; capping it

@@ -287,8 +287,8 @@ TEST_F(ConfigTest, ByteSizesAndBooleanSpellings) {
 }
 
 TEST_F(ConfigTest, ListenAcceptsHostsAndPorts) {
-  for (const char* listen : {"0.0.0.0:8443", "localhost:0", "127.0.0.1:65535", "[::1]:8443",
-                             "[::]:443"}) {
+  for (const char* listen :
+       {"0.0.0.0:8443", "localhost:0", "127.0.0.1:65535", "[::1]:8443", "[::]:443"}) {
     absl::StatusOr<Config> config =
         LoadConfigString(absl::StrCat("gateway:\n  listen: \"", listen, "\"\n", kMinimal));
     ASSERT_TRUE(config.ok()) << listen << ": " << config.status();
@@ -1488,10 +1488,9 @@ TEST_F(ConfigTest, AdminRemoteListenerNeedsTokenAndTls) {
                            "or admin.allow_insecure_remote: true"));
   }
   // A name that starts like a loopback address is not one: listeners take IP addresses only.
-  EXPECT_EQ(
-      ErrorOf(absl::StrCat(kMinimal, "admin:\n  listen: \"127.evil.example:1\"\n")).message(),
-      "line 9: admin.listen: host must be an IP address, localhost or * (a listener binds an "
-      "address of this machine: host names are not looked up), got \"127.evil.example:1\"");
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  listen: \"127.evil.example:1\"\n")).message(),
+            "line 9: admin.listen: host must be an IP address, localhost or * (a listener binds an "
+            "address of this machine: host names are not looked up), got \"127.evil.example:1\"");
   EXPECT_EQ(
       ErrorOf(absl::StrCat(kMinimal, "admin:\n  token: t\n  listen: 0.0.0.0:7070\n")).message(),
       "line 10: admin.listen: \"0.0.0.0:7070\" is reachable from other machines: set "

@@ -1378,9 +1378,9 @@ TEST_F(ReconcilerTest, StructureKindsChangedItemsAreEmittedUnchangedOnesAreNot) 
     absl::Time read_with_offset;
     ASSERT_TRUE(absl::ParseTime(absl::RFC3339_sec, filter, &read_with_offset, &error))
         << filter << ": " << error;
-    const int64_t window = *MetaInt(*log_, absl::StrCat("reconcile/pim/watermark/",
-                                                        kStructureLists[i].kind)) -
-                           absl::ToInt64Microseconds(absl::Minutes(5));
+    const int64_t window =
+        *MetaInt(*log_, absl::StrCat("reconcile/pim/watermark/", kStructureLists[i].kind)) -
+        absl::ToInt64Microseconds(absl::Minutes(5));
     EXPECT_LE(absl::ToUnixMicros(read_as_wall_clock), window) << filter;
     EXPECT_LE(absl::ToUnixMicros(read_with_offset), window) << filter;
     EXPECT_FALSE(run->kinds[i].watermark_advanced);
@@ -1514,8 +1514,7 @@ TEST_F(ReconcilerTest, StructureKindFailingOnPage2KeepsItsWatermarkAndTheOthersM
   pim.ClearRequests();
   run = reconciler_->Run("pim");
   EXPECT_FALSE(run.ok());
-  EXPECT_TRUE(absl::StrContains(run.status().message(), "/api/rest/v1/categories"))
-      << run.status();
+  EXPECT_TRUE(absl::StrContains(run.status().message(), "/api/rest/v1/categories")) << run.status();
   EXPECT_EQ(pim.pending_faults(), 0);
   // Page 1, then page 2 three times, nothing after.
   std::vector<FakePim::Request> pages = ListRequests(pim, "/api/rest/v1/categories");
@@ -1561,9 +1560,8 @@ TEST_F(ReconcilerTest, StructureKindFilterIsTheWallClockTimeInTheConfiguredZone)
   config.product_models = false;
   config.attribute_groups = true;
   config.overlap = std::chrono::milliseconds(0);
-  reconciler_ = Make(pim, config, "pim", nullptr, [](RestConfig& rest) {
-    rest.timezone = testing::ZoneOf("-05:00");
-  });
+  reconciler_ = Make(pim, config, "pim", nullptr,
+                     [](RestConfig& rest) { rest.timezone = testing::ZoneOf("-05:00"); });
   ASSERT_TRUE(reconciler_->Run("pim").ok());
   // Updated one second after the watermark: a filter written in UTC ("...Z", read as -05:00
   // wall-clock time, 5 h later) would miss it.
@@ -1582,9 +1580,7 @@ TEST_F(ReconcilerTest, FakePimStructureListsAreStrict) {
   pim.PutListedResource("family", "shoes", DayAgoUs());
   auto client = AkeneoClient::Create(Rest(pim));
   ASSERT_TRUE(client.ok()) << client.status();
-  const auto status_of = [&](const std::string& target) {
-    return (*client)->Get(target).status();
-  };
+  const auto status_of = [&](const std::string& target) { return (*client)->Get(target).status(); };
   EXPECT_TRUE(status_of("/api/rest/v1/families?limit=100").ok());
   const absl::Status over = status_of("/api/rest/v1/families?limit=101");
   EXPECT_TRUE(absl::StrContains(over.message(), "422")) << over;
@@ -1592,13 +1588,13 @@ TEST_F(ReconcilerTest, FakePimStructureListsAreStrict) {
       status_of("/api/rest/v1/families?pagination_type=search_after&limit=10");
   EXPECT_TRUE(absl::StrContains(search_after.message(), "422")) << search_after;
   // The products' "YYYY-MM-DD hh:mm:ss" is not the ISO 8601 these lists take.
-  const absl::Status space_format = status_of(absl::StrCat(
-      "/api/rest/v1/categories?search=",
-      UrlEncode(R"({"updated":[{"operator":">","value":"2026-01-01 00:00:00"}]})")));
+  const absl::Status space_format = status_of(
+      absl::StrCat("/api/rest/v1/categories?search=",
+                   UrlEncode(R"({"updated":[{"operator":">","value":"2026-01-01 00:00:00"}]})")));
   EXPECT_TRUE(absl::StrContains(space_format.message(), "422")) << space_format;
-  const absl::Status other_operator = status_of(absl::StrCat(
-      "/api/rest/v1/attributes?search=",
-      UrlEncode(R"({"updated":[{"operator":"<","value":"2026-01-01T00:00:00Z"}]})")));
+  const absl::Status other_operator = status_of(
+      absl::StrCat("/api/rest/v1/attributes?search=",
+                   UrlEncode(R"({"updated":[{"operator":"<","value":"2026-01-01T00:00:00Z"}]})")));
   EXPECT_TRUE(absl::StrContains(other_operator.message(), "422")) << other_operator;
   EXPECT_TRUE(status_of(absl::StrCat("/api/rest/v1/attribute-groups?search=",
                                      UrlEncode(R"({"updated":[{"operator":">","value":)"

@@ -391,9 +391,10 @@ class FakePim::Impl {
     if (text.size() < 20 || text[10] != 'T') return std::nullopt;
     const std::string suffix = text.substr(19);
     const bool offset_ok =
-        suffix == "Z" || (suffix.size() == 6 && (suffix[0] == '+' || suffix[0] == '-') &&
-                          absl::ascii_isdigit(suffix[1]) && absl::ascii_isdigit(suffix[2]) && suffix[3] == ':' &&
-                          absl::ascii_isdigit(suffix[4]) && absl::ascii_isdigit(suffix[5]));
+        suffix == "Z" ||
+        (suffix.size() == 6 && (suffix[0] == '+' || suffix[0] == '-') &&
+         absl::ascii_isdigit(suffix[1]) && absl::ascii_isdigit(suffix[2]) && suffix[3] == ':' &&
+         absl::ascii_isdigit(suffix[4]) && absl::ascii_isdigit(suffix[5]));
     if (!offset_ok) return std::nullopt;
     std::string wall = text.substr(0, 19);
     wall[10] = ' ';
