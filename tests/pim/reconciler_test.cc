@@ -1425,13 +1425,22 @@ TEST_F(ReconcilerTest, StructureKindsAreOptInAndAloneNeedNoProductList) {
   only_categories.categories = true;
   reconciler_ = Make(pim, only_categories);
   pim.ClearRequests();
+  // The PIM throttles the first call: retried after its Retry-After, through the same client.
+  FakePim::Fault throttled;
+  throttled.status = 429;
+  throttled.retry_after_seconds = 0;
+  throttled.path = "/api/rest/v1/categories";
+  pim.InjectFault(throttled);
   run = reconciler_->Run("pim");
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->emitted, 1u);
   ASSERT_EQ(run->kinds.size(), 1u);
   EXPECT_EQ(run->kinds[0].kind, "category");
   EXPECT_TRUE(ListRequests(pim, "/api/rest/v1/products-uuid").empty());
-  EXPECT_EQ(ListRequests(pim, "/api/rest/v1/categories").size(), 1u);
+  std::vector<FakePim::Request> lists = ListRequests(pim, "/api/rest/v1/categories");
+  ASSERT_EQ(lists.size(), 2u);
+  EXPECT_EQ(lists[0].status, 429);
+  EXPECT_EQ(lists[1].status, 200);
 }
 
 TEST_F(ReconcilerTest, StructureKindInSyncWithANewerEventIsNotEmitted) {
