@@ -436,6 +436,17 @@ class AdminServiceImpl final : public v1::Admin::Service {
     response.set_updated_filter(run->updated_filter);
     response.set_filter_time_zone(run->filter_time_zone);
     response.set_products_path(run->products_path);
+    for (const ReconcileKindRunStats& kind : run->kinds) {
+      v1::ReconcileKindRun& out = *response.add_kinds();
+      out.set_kind(kind.kind);
+      out.set_updated_filter(kind.updated_filter);
+      out.set_scanned(kind.scanned);
+      out.set_emitted(kind.emitted);
+      if (kind.watermark_us) {
+        *out.mutable_watermark() = TimeUtil::MicrosecondsToTimestamp(*kind.watermark_us);
+      }
+      out.set_watermark_advanced(kind.watermark_advanced);
+    }
     return absl::OkStatus();
   }
 

@@ -146,9 +146,14 @@ struct ReconcileConfig {
   std::optional<int64_t> since_us;
   // A failed run is retried after this (instead of waiting for `interval`).
   std::chrono::milliseconds retry_after{60'000};
-  // What to reconcile. Default: both.
+  // What to reconcile. Default: products and product models (the catalogue structure kinds are
+  // opt-in: turning them on makes a source's first run list all of them).
   bool products = true;
   bool product_models = true;
+  bool families = false;
+  bool categories = false;
+  bool attributes = false;
+  bool attribute_groups = false;
 };
 
 // Akeneo's production Event Platform management API: https://event.prd.sdk.akeneo.cloud/api/v1.

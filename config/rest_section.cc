@@ -110,19 +110,26 @@ ValueReader Rest(std::optional<RestConfig>& out) {
 ValueReader Reconcile(std::optional<ReconcileConfig>& out) {
   return [&out](const Field& field) -> absl::Status {
     ReconcileConfig& reconcile = out.emplace();
-    absl::Status status = ReadMapping(field, {
-                                                 {"interval", MillisOrZero(reconcile.interval)},
-                                                 {"overlap", MillisOrZero(reconcile.overlap)},
-                                                 {"since", Rfc3339Micros(reconcile.since_us)},
-                                                 {"retry_after", Millis(reconcile.retry_after)},
-                                                 {"products", Bool(reconcile.products)},
-                                                 {"product_models", Bool(reconcile.product_models)},
-                                             });
+    absl::Status status =
+        ReadMapping(field, {
+                               {"interval", MillisOrZero(reconcile.interval)},
+                               {"overlap", MillisOrZero(reconcile.overlap)},
+                               {"since", Rfc3339Micros(reconcile.since_us)},
+                               {"retry_after", Millis(reconcile.retry_after)},
+                               {"products", Bool(reconcile.products)},
+                               {"product_models", Bool(reconcile.product_models)},
+                               {"families", Bool(reconcile.families)},
+                               {"categories", Bool(reconcile.categories)},
+                               {"attributes", Bool(reconcile.attributes)},
+                               {"attribute_groups", Bool(reconcile.attribute_groups)},
+                           });
     if (!status.ok()) return status;
-    if (!reconcile.products && !reconcile.product_models) {
+    if (!reconcile.products && !reconcile.product_models && !reconcile.families &&
+        !reconcile.categories && !reconcile.attributes && !reconcile.attribute_groups) {
       return Invalid(field,
-                     "products and product_models are both false: nothing to reconcile (set "
-                     "interval: 0 to reconcile only on demand)");
+                     "products, product_models, families, categories, attributes and "
+                     "attribute_groups are all false: nothing to reconcile (set interval: 0 to "
+                     "reconcile only on demand)");
     }
     return absl::OkStatus();
   };

@@ -75,6 +75,17 @@ int RunReconcile(const Invocation& in, const ReconcileArgs& args) {
   table.Add({"watermark",
              (response.has_watermark() ? FormatTime(response.watermark()) : std::string("none")) +
                  (response.watermark_advanced() ? " (advanced)" : " (unchanged)")});
+  // The catalogue structure kinds, each with its own window and watermark.
+  for (const v1::ReconcileKindRun& kind : response.kinds()) {
+    table.Add(
+        {kind.kind(),
+         absl::StrCat("scanned ", kind.scanned(), ", emitted ", kind.emitted(), ", ",
+                      kind.updated_filter().empty()
+                          ? std::string("everything")
+                          : absl::StrCat("updated after ", kind.updated_filter()),
+                      ", watermark ", kind.has_watermark() ? FormatTime(kind.watermark()) : "none",
+                      kind.watermark_advanced() ? " (advanced)" : " (unchanged)")});
+  }
   table.Print();
   return kExitOk;
 }
@@ -89,10 +100,11 @@ void AddReconcileCommands(CommandLine& cli) {
            .description =
                "Asks the PIM behind SOURCE (its `rest` API) for products and product models "
                "updated\nsince the watermark (minus reconcile.overlap), or since T, and adds to "
-               "the log an event\nfor each one newer than what the log has. --full lists "
-               "everything and also adds a\ndeletion for each product (model) the log knows but "
-               "the PIM no longer has. Waits for the\nrun to finish (raise --timeout for a large "
-               "catalogue) and prints its figures."})
+               "the log an event\nfor each one newer than what the log has; likewise for the "
+               "families, categories,\nattributes and attribute groups turned on in `reconcile`, "
+               "each since its own watermark.\n--full lists everything and also adds a deletion "
+               "for each product (model) the log\nknows but the PIM no longer has. Waits for the "
+               "run to finish (raise --timeout for a\nlarge catalogue) and prints its figures."})
       .Argument("SOURCE", "the source to reconcile (sources[].name, with `rest`)",
                 reconcile->request.mutable_source(), "SOURCE")
       .Flag("--since", "T", "changes since T rather than since the watermark", &reconcile->since)

@@ -8,10 +8,12 @@
 #include <unordered_map>
 #include <utility>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "common/json.h"
 #include "google/protobuf/util/json_util.h"
@@ -26,7 +28,56 @@ using google::protobuf::Struct;
 
 constexpr char kProductsPath[] = "/api/rest/v1/products-uuid";
 constexpr char kProductsByIdentifierPath[] = "/api/rest/v1/products";
-constexpr char kProductModelsPath[] = "/api/rest/v1/product-models";
+
+// The GET of one resource of each kind fetched one by one: `collection`/{code}, or
+// `collection`/{parent}/`nested`/{code} for the kinds whose codes are unique within a parent
+// (their resource id is "parent/code", see gateway/payload_parser.cc). Products reach this table
+// only when known by identifier or on a PIM without products-uuid (the others are searched by
+// uuid in batches). From Akeneo's REST API reference (api.akeneo.com/api-reference.html).
+struct SingleGetRoute {
+  absl::string_view kind;
+  absl::string_view collection;
+  absl::string_view nested;  // empty: the code alone
+};
+constexpr SingleGetRoute kSingleGetRoutes[] = {
+    {"product", kProductsByIdentifierPath, ""},
+    {"product_model", "/api/rest/v1/product-models", ""},
+    {"family", "/api/rest/v1/families", ""},
+    {"category", "/api/rest/v1/categories", ""},
+    {"attribute", "/api/rest/v1/attributes", ""},
+    {"attribute_group", "/api/rest/v1/attribute-groups", ""},
+    {"attribute_option", "/api/rest/v1/attributes", "options"},
+    {"reference_entity_record", "/api/rest/v1/reference-entities", "records"},
+    {"asset", "/api/rest/v1/asset-families", "assets"},
+};
+
+// The GET of `request`'s resource: its target and the call as logged ("GET
+// /api/rest/v1/families/{code}"). InvalidArgument for a kind without a route or an id without
+// the parent its kind needs.
+struct SingleGet {
+  std::string target;
+  std::string call;
+};
+absl::StatusOr<SingleGet> SingleGetOf(const HydrationRequest& request) {
+  for (const SingleGetRoute& route : kSingleGetRoutes) {
+    if (route.kind != request.kind) continue;
+    if (route.nested.empty()) {
+      return SingleGet{absl::StrCat(route.collection, "/", UrlEncode(request.resource_id)),
+                       absl::StrCat("GET ", route.collection, "/{code}")};
+    }
+    const std::size_t slash = request.resource_id.find('/');
+    if (slash == std::string::npos || slash == 0 || slash + 1 == request.resource_id.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "fetching ", request.kind, " ", request.resource_id, ": its id is not \"parent/code\""));
+    }
+    return SingleGet{
+        absl::StrCat(route.collection, "/", UrlEncode(request.resource_id.substr(0, slash)), "/",
+                     route.nested, "/", UrlEncode(request.resource_id.substr(slash + 1))),
+        absl::StrCat("GET ", route.collection, "/{parent}/", route.nested, "/{code}")};
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("fetching ", request.kind, " ", request.resource_id, ": kind not hydrated"));
+}
 // The PIM's error text is kept to this many characters in an outcome: a failed search's message
 // may quote a URL with 100 uuids, and the outcome ends up in a dead letter's reason.
 constexpr std::size_t kMaxPimMessage = 300;
@@ -246,17 +297,18 @@ class Hydrator::State : public std::enable_shared_from_this<Hydrator::State> {
     });
   }
 
-  // GET product-models/{code}, or products/{identifier} for a product known only by its
-  // identifier (or from a PIM without products-uuid). 404 → not found.
+  // One GET (kSingleGetRoutes): a product model, a product known only by its identifier (or
+  // from a PIM without products-uuid), a family, a record, ... 404 → not found.
   void GetOne(HydrationRequest request) {
-    const bool model = request.kind == "product_model";
-    const std::string path = model ? kProductModelsPath : kProductsByIdentifierPath;
-    const std::string target = absl::StrCat(path, "/", UrlEncode(request.resource_id));
+    absl::StatusOr<SingleGet> get = SingleGetOf(request);
+    if (!get.ok()) {
+      Finish(request, get.status(), nullptr);
+      return;
+    }
     CountCall();
     clients_.at(request.source)
-        ->GetAsync(target, [self = shared_from_this(), request = std::move(request),
-                            path](absl::StatusOr<std::string> body) {
-          const std::string call = absl::StrCat("GET ", path, "/{code}");
+        ->GetAsync(get->target, [self = shared_from_this(), request = std::move(request),
+                                 call = get->call](absl::StatusOr<std::string> body) {
           if (!body.ok()) {
             if (IsAkeneoNotFound(body.status())) {
               self->Finish(request, NotFound(request), nullptr);

@@ -1,10 +1,12 @@
-// Hydrator: fetches the full product or product model behind a lightweight Event Platform event
-// from the PIM's REST API, for plugins with `hydrate: true`. Products are fetched by uuid in
-// batches (one products-uuid search per 100 uuids), product models one GET each, and products
-// known by identifier (or from a PIM that answers products-uuid with its own 404: before 7.0) one
-// GET /products/{identifier} each; results are kept in an LRU cache keyed by (source, kind,
-// resource id, version) and shared by every hydrating plugin, and concurrent requests for the same
-// key share one fetch. Only Akeneo's own JSON 404 means "not found".
+// Hydrator: fetches the full resource behind a lightweight Event Platform event (a product,
+// product model, family, category, attribute, attribute group, attribute option, reference entity
+// record or asset) from the PIM's REST API, for plugins with `hydrate: true`. Products are fetched
+// by uuid in batches (one products-uuid search per 100 uuids); every other kind, and products
+// known by identifier (or from a PIM that answers products-uuid with its own 404: before 7.0),
+// one GET each (/product-models/{code}, /families/{code}, /products/{identifier}, ...); results
+// are kept in an LRU cache keyed by (source, kind, resource id, version) and shared by every
+// hydrating plugin, and concurrent requests for the same key share one fetch. Only Akeneo's own
+// JSON 404 means "not found".
 #ifndef PIMGATE_PIM_HYDRATOR_H_
 #define PIMGATE_PIM_HYDRATOR_H_
 

@@ -21,8 +21,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "common/json.h"
+#include "common/time_zone.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -42,12 +44,39 @@ constexpr char kProductModelsPath[] = "/api/rest/v1/product-models";
 constexpr char kProductKind[] = "product";
 constexpr char kProductModelKind[] = "product_model";
 
+// The catalogue structure kinds whose lists have an `updated` filter (akeneo/pim-api-docs
+// content/rest-api/filter.md: attributes, attribute groups and families from PIM 4.0, categories
+// from 6.0; operator `>`, an ISO 8601 value read in the PIM server's time zone). Their lists are
+// paged by offset only (content/rest-api/pagination.md: search_after is for products, product
+// models, published products, assets and reference entities), and keyed by `code`.
+struct StructureKind {
+  const char* kind;
+  const char* path;
+  bool ReconcileConfig::*enabled;
+};
+constexpr StructureKind kStructureKinds[] = {
+    {"family", "/api/rest/v1/families", &ReconcileConfig::families},
+    {"category", "/api/rest/v1/categories", &ReconcileConfig::categories},
+    {"attribute", "/api/rest/v1/attributes", &ReconcileConfig::attributes},
+    {"attribute_group", "/api/rest/v1/attribute-groups", &ReconcileConfig::attribute_groups},
+};
+const StructureKind* StructureKindOf(std::string_view kind) {
+  for (const StructureKind& structure : kStructureKinds) {
+    if (structure.kind == kind) return &structure;
+  }
+  return nullptr;
+}
+
 // Metadata keys (EventLog::PutMeta), per source.
 std::string WatermarkKey(const std::string& source) {
   return absl::StrCat("reconcile/", source, "/watermark");
 }
 std::string RunCounterKey(const std::string& source) {
   return absl::StrCat("reconcile/", source, "/runs");
+}
+// A structure kind's own watermark (products and product models share the one above).
+std::string KindWatermarkKey(const std::string& source, std::string_view kind) {
+  return absl::StrCat("reconcile/", source, "/watermark/", std::string(kind));
 }
 std::string UtcOffsetKey(const std::string& source) {
   return absl::StrCat("reconcile/", source, "/pim_utc_offset");
@@ -232,6 +261,21 @@ std::string UpdatedSearch(const std::string& server_time) {
   return JsonDump(filter);
 }
 
+// The ISO 8601 value the structure kinds' `updated` filter takes: AkeneoSearchTime's wall-clock
+// time in `zone` with the zone's offset there ("2026-12-04T10:00:00-05:00"). Akeneo documents that
+// it reads these dates in the server's time zone: whether it honours the offset written or reads
+// the wall-clock time in its own zone, the instant is the same (or earlier, when `zone`'s offset
+// is lower than the PIM's: the window widens, it never narrows). An ambiguous wall-clock time is
+// written with the offset of its earlier reading.
+std::string IsoFilterTime(int64_t time_us, const absl::TimeZone& zone) {
+  std::string wall = AkeneoSearchTime(time_us, zone);
+  if (wall.size() > 10) wall[10] = 'T';
+  absl::CivilSecond civil;
+  if (!absl::ParseCivilTime(wall, &civil)) return wall;
+  const absl::TimeZone::TimeInfo info = zone.At(civil);
+  return absl::StrCat(wall, FormatUtcOffset(zone.At(info.pre).offset));
+}
+
 // The zone a run writes its window start in, and its name for the run's figures.
 struct FilterZone {
   absl::TimeZone zone;
@@ -281,6 +325,21 @@ std::string Progress(const ReconcileRunStats& stats) {
   return absl::StrCat("scanned ", stats.scanned, ", emitted ", stats.emitted, ", deleted ",
                       stats.deleted, ", in sync ", stats.in_sync, ", ", stats.api_calls,
                       " API call(s)");
+}
+
+// The structure kinds of a run, for its log line: "; family: scanned 3, emitted 1, updated >
+// \"...\", watermark ...".
+std::string KindsSummary(const ReconcileRunStats& stats) {
+  std::string out;
+  for (const ReconcileKindRunStats& kind : stats.kinds) {
+    absl::StrAppend(
+        &out, "; ", kind.kind, ": scanned ", kind.scanned, ", emitted ", kind.emitted, ", ",
+        kind.updated_filter.empty() ? std::string("everything")
+                                    : absl::StrCat("updated > \"", kind.updated_filter, "\""),
+        ", watermark ", kind.watermark_us ? FormatMicros(*kind.watermark_us) : std::string("none"),
+        kind.status.ok() ? "" : " (failed)");
+  }
+  return out;
 }
 
 }  // namespace
@@ -584,7 +643,7 @@ absl::StatusOr<ReconcileRunStats> Reconciler::RunLocked(Source& source,
   if (stats.status.ok()) {
     spdlog::info(
         "[reconcile] {} run {}{}: scanned {}, emitted {}, deleted {}, in sync {}, invalid {}, "
-        "{} API call(s), {:.3f}s, window {}, watermark {}{}",
+        "{} API call(s), {:.3f}s, window {}, watermark {}{}{}",
         source.name, stats.run, stats.full ? " (full)" : "", stats.scanned, stats.emitted,
         stats.deleted, stats.in_sync, stats.invalid, stats.api_calls,
         absl::ToDoubleSeconds(stats.duration()),
@@ -592,7 +651,7 @@ absl::StatusOr<ReconcileRunStats> Reconciler::RunLocked(Source& source,
                                              stats.filter_time_zone, ")")
                               : std::string("everything"),
         stats.watermark_us ? FormatMicros(*stats.watermark_us) : std::string("none"),
-        stats.watermark_advanced ? "" : " (unchanged)");
+        stats.watermark_advanced ? "" : " (unchanged)", KindsSummary(stats));
   } else if (absl::IsCancelled(stats.status)) {
     spdlog::info("[reconcile] {} run {} cancelled ({})", source.name, stats.run, Progress(stats));
   } else {
@@ -666,7 +725,8 @@ absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options
     run.collect_ids = options.full;
     run.seen.Clear();
     run.listing_started_us = absl::ToUnixMicros(absl::Now());
-    if (absl::Status s = ScanKind(source, run, scan.kind, start); !s.ok()) return s;
+    const std::string search = start.has_value() ? UpdatedSearch(stats.updated_filter) : "";
+    if (absl::Status s = ScanKind(source, run, scan.kind, search); !s.ok()) return s;
     if (options.full) {
       if (absl::Status s = CheckDeletions(source, run, scan.kind); !s.ok()) return s;
       run.seen.Clear();
@@ -728,24 +788,111 @@ absl::Status Reconciler::Execute(Source& source, const ReconcileOptions& options
   }
   std::optional<int64_t> next_window = source.config.since_us;
   if (stats.watermark_us.has_value()) next_window = *stats.watermark_us - overlap_us;
-  absl::MutexLock lock(&source.mu);
-  DescribeTimeZone(source.configured_zone, source.configured_zone_name, next_learned, next_window,
-                   source.stats);
-  if (!stats.products_path.empty()) source.stats.products_path = stats.products_path;
-  return absl::OkStatus();
+  {
+    absl::MutexLock lock(&source.mu);
+    DescribeTimeZone(source.configured_zone, source.configured_zone_name, next_learned, next_window,
+                     source.stats);
+    if (!stats.products_path.empty()) source.stats.products_path = stats.products_path;
+  }
+  std::optional<int64_t> learned_window;
+  std::optional<int> learned_offset;
+  if (next_learned.has_value()) {
+    learned_window = next_learned->window_start_us;
+    learned_offset = next_learned->filter_offset;
+  }
+  return ScanStructureKinds(source, run, options, learned_window, learned_offset);
+}
+
+absl::Status Reconciler::ScanStructureKinds(Source& source, RunContext& run,
+                                            const ReconcileOptions& options,
+                                            const std::optional<int64_t>& learned_filter_window,
+                                            std::optional<int> learned_filter_offset) {
+  EventLog& log = *log_;
+  ReconcileRunStats& stats = run.stats;
+  std::optional<LearnedOffset> learned;
+  if (learned_filter_window.has_value() && learned_filter_offset.has_value()) {
+    learned = LearnedOffset{*learned_filter_offset, *learned_filter_window, 0};
+  }
+  const int64_t overlap_us = absl::ToInt64Microseconds(absl::FromChrono(source.config.overlap));
+  absl::Status first_error;
+  // No deletion check for these kinds (docs/reconciliation.md): their ids are not collected.
+  run.collect_ids = false;
+  run.seen.Clear();
+  for (const StructureKind& structure : kStructureKinds) {
+    if (!(source.config.*structure.enabled)) continue;
+    ReconcileKindRunStats& kind_stats = stats.kinds.emplace_back();
+    kind_stats.kind = structure.kind;
+    const std::string key = KindWatermarkKey(source.name, structure.kind);
+    absl::StatusOr<std::optional<int64_t>> watermark = ReadInt(log, key);
+    if (!watermark.ok()) return watermark.status();
+    kind_stats.watermark_us = *watermark;
+    // The same rules as the products' window, on this kind's own watermark.
+    std::optional<int64_t> default_start = source.config.since_us;
+    if (watermark->has_value()) default_start = **watermark - overlap_us;
+    std::optional<int64_t> start = default_start;
+    if (options.since_us) start = options.since_us;
+    if (options.full) start.reset();
+    const bool covers_default = !start.has_value() || (default_start && *start <= *default_start);
+    std::string search;
+    if (start.has_value()) {
+      const FilterZone zone =
+          ZoneForWindow(source.configured_zone, source.configured_zone_name, learned, *start);
+      kind_stats.updated_filter = IsoFilterTime(*start, zone.zone);
+      search = UpdatedSearch(kind_stats.updated_filter);
+    }
+    const uint64_t scanned_before = stats.scanned;
+    const uint64_t emitted_before = stats.emitted;
+    // This kind's largest `updated`, apart from the products' (already persisted above).
+    std::optional<int64_t> products_max = std::exchange(run.max_updated_us, std::nullopt);
+    absl::Status status = ScanKind(source, run, structure.kind, search);
+    const std::optional<int64_t> max_updated = std::exchange(run.max_updated_us, products_max);
+    kind_stats.scanned = stats.scanned - scanned_before;
+    kind_stats.emitted = stats.emitted - emitted_before;
+    kind_stats.status = status;
+    if (!status.ok()) {
+      if (absl::IsCancelled(status)) return status;
+      // What was appended before the failing page stays (each page is one append); the watermark
+      // does not move, so the next run lists this window again.
+      spdlog::warn("[reconcile] {}: listing {} failed (its watermark stays): {}", source.name,
+                   structure.path, std::string(status.message()));
+      if (first_error.ok()) {
+        first_error =
+            absl::Status(status.code(), absl::StrCat(structure.path, ": ", status.message()));
+      }
+      continue;
+    }
+    if (covers_default && max_updated.has_value()) {
+      int64_t candidate = std::min(*max_updated, run.started_us);
+      if (watermark->has_value()) candidate = std::max(candidate, **watermark);
+      if (!watermark->has_value() || candidate != **watermark) {
+        if (absl::Status s = log.PutMeta(key, absl::StrCat(candidate)); !s.ok()) return s;
+        kind_stats.watermark_advanced = true;
+      }
+      kind_stats.watermark_us = candidate;
+    }
+  }
+  return first_error;
 }
 
 absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::string& kind,
-                                  std::optional<int64_t> window_start_us) {
+                                  const std::string& search) {
   EventLog& log = *log_;
   ReconcileRunStats& stats = run.stats;
   const bool products = kind == kProductKind;
+  const StructureKind* structure = StructureKindOf(kind);
   std::string path = products ? kProductsPath : kProductModelsPath;
   std::string id_field = products ? "uuid" : "code";
   const std::string updated_type = absl::StrCat(kind, ".updated");
-  const std::string search =
-      window_start_us.has_value() ? UpdatedSearch(stats.updated_filter) : std::string();
-  std::string target = SearchAfterTarget(path, search, options_.page_size);
+  std::string target;
+  if (structure != nullptr) {
+    // Offset paging (the only kind these lists have): the first page, then the PIM's links.
+    path = structure->path;
+    target = absl::StrCat(path, "?",
+                          search.empty() ? "" : "search=", search.empty() ? "" : UrlEncode(search),
+                          search.empty() ? "" : "&", "limit=", options_.page_size);
+  } else {
+    target = SearchAfterTarget(path, search, options_.page_size);
+  }
   bool first_page = true;
   while (!target.empty()) {
     absl::StatusOr<std::string> body = Fetch(source, target);

@@ -37,6 +37,19 @@ struct ReconcileOptions {
   bool full = false;
 };
 
+// One catalogue structure kind of a run (families, categories, attributes, attribute groups):
+// listed with its own window and watermark.
+struct ReconcileKindRunStats {
+  std::string kind;  // "family", "category", "attribute", "attribute_group"
+  // The ISO 8601 `updated >` value sent ("2026-12-04T04:55:00-05:00"); empty: everything.
+  std::string updated_filter;
+  uint64_t scanned = 0;
+  uint64_t emitted = 0;
+  absl::Status status;                  // OK, or why this kind's listing stopped
+  std::optional<int64_t> watermark_us;  // this kind's persisted watermark after the run
+  bool watermark_advanced = false;
+};
+
 // The figures of one run.
 struct ReconcileRunStats {
   std::string source;
@@ -64,6 +77,9 @@ struct ReconcileRunStats {
   // Where products were listed: "/api/rest/v1/products-uuid", or "/api/rest/v1/products" (by
   // identifier) on a PIM without products-uuid (before 7.0). Empty: products not reconciled.
   std::string products_path;
+  // The catalogue structure kinds the source reconciles, in the order listed (after products and
+  // product models). Their items are counted in scanned/emitted/in_sync/invalid above too.
+  std::vector<ReconcileKindRunStats> kinds;
 
   absl::Duration duration() const { return finished_at - started_at; }
 };
@@ -135,6 +151,14 @@ struct ReconcilerOptions {
 // TLS-terminating proxy) is followed on the configured origin (NextPageTarget); one on another
 // host fails the run.
 //
+// Families, categories, attributes and attribute groups (reconcile.families, ... : opt-in) are
+// listed after products and product models, each with its own watermark (same rule, moved once
+// that kind's listing completed), an ISO 8601 `updated >` filter written as the PIM zone's
+// wall-clock time with that zone's offset, and offset paging through the PIM's next links (those
+// lists have no search_after). A failing kind keeps its watermark while the others still run; the
+// run then fails with the first error. No deletion check for them: offset paging can skip an item
+// when another is deleted between pages, which would look like a deletion.
+//
 // The watermark is persisted (EventLog::PutMeta, fsynced) only after a run succeeded, as
 // min(largest `updated` seen, the run's start on pimgate's clock), and never moves back. The
 // largest `updated` is on the PIM's clock, so a clock difference does not open a gap; capping it
@@ -187,8 +211,16 @@ class Reconciler {
   absl::StatusOr<ReconcileRunStats> RunLocked(Source& source, const ReconcileOptions& options,
                                               bool scheduled);
   absl::Status Execute(Source& source, const ReconcileOptions& options, ReconcileRunStats& stats);
+  // Lists `kind` (the `updated` search `search_json`, empty: everything) and appends what is
+  // newer than the log's version, page by page.
   absl::Status ScanKind(Source& source, RunContext& run, const std::string& kind,
-                        std::optional<int64_t> window_start_us);
+                        const std::string& search_json);
+  // Families, categories, attributes and attribute groups, as configured: each with its own
+  // window and watermark. A kind that fails keeps its watermark; the others are still listed,
+  // and the first failure is returned.
+  absl::Status ScanStructureKinds(Source& source, RunContext& run, const ReconcileOptions& options,
+                                  const std::optional<int64_t>& learned_filter_window,
+                                  std::optional<int> learned_filter_offset);
   absl::Status CheckDeletions(Source& source, RunContext& run, const std::string& kind);
   absl::StatusOr<std::string> Fetch(Source& source, const std::string& target);
   absl::StatusOr<AppendResult> AppendAndWait(AppendRequest request);

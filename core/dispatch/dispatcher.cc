@@ -1034,7 +1034,7 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
             plugin.name, absl::StrJoin(without_client, ", "));
       }
       dispatcher->hydrator_ = options.hydration;
-      spdlog::info("[dispatch {}] hydrates lightweight product events of source(s) {}", plugin.name,
+      spdlog::info("[dispatch {}] hydrates lightweight events of source(s) {}", plugin.name,
                    absl::StrJoin(with_client, ", "));
     }
     dispatcher->plugins_.push_back(std::make_unique<PluginDispatcher>(

@@ -10,9 +10,18 @@ namespace pimgate {
 
 using google::protobuf::Struct;
 
+bool IsHydratedKind(std::string_view kind) {
+  for (std::string_view hydrated :
+       {"product", "product_model", "family", "category", "attribute", "attribute_group",
+        "attribute_option", "reference_entity_record", "asset"}) {
+    if (kind == hydrated) return true;
+  }
+  return false;
+}
+
 bool IsLightweightEvent(const v1::Event& event) {
   if (event.origin() != v1::ORIGIN_EVENT_PLATFORM || event.resource_id().empty()) return false;
-  if (event.kind() != "product" && event.kind() != "product_model") return false;
+  if (!IsHydratedKind(event.kind())) return false;
   return !absl::EndsWith(event.type(), ".deleted");
 }
 

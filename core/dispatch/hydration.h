@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -17,7 +18,8 @@
 namespace pimgate {
 
 // Where a hydrated event carries what was fetched, inside `Event.data`:
-//   data.resource  = the product / product model exactly as the REST API returns it
+//   data.resource  = the resource (product, product model, family, ...) exactly as the REST
+//                    API returns it
 //   data.hydration = "ok" (data.resource is set) or "not_found" (the PIM no longer has the
 //                    resource: deleted after the event was sent; data.resource is absent)
 inline constexpr char kHydratedResourceField[] = "resource";
@@ -25,7 +27,12 @@ inline constexpr char kHydrationField[] = "hydration";
 inline constexpr char kHydrationOk[] = "ok";
 inline constexpr char kHydrationNotFound[] = "not_found";
 
-// True for a lightweight event: Event Platform origin, kind `product` or `product_model`, a
+// The kinds the REST API serves one by one, hence the kinds hydrated: product, product_model,
+// family, category, attribute, attribute_group, attribute_option, reference_entity_record and
+// asset (an Event Platform event of these kinds carries only the resource's uuid or code).
+bool IsHydratedKind(std::string_view kind);
+
+// True for a lightweight event: Event Platform origin, a hydrated kind (IsHydratedKind), a
 // resource id, and a type that is not `*.deleted` (created, updated, updated.delta,
 // became_complete, ...: the resource exists and the event carries only its id).
 bool IsLightweightEvent(const v1::Event& event);
@@ -35,8 +42,8 @@ struct HydrationRequest {
   uint64_t sequence = 0;
   uint64_t ticket = 0;
   std::string source;
-  std::string kind;         // "product" | "product_model"
-  std::string resource_id;  // product uuid | model code
+  std::string kind;         // an IsHydratedKind kind
+  std::string resource_id;  // Event.resource_id: product uuid, code, "parent/code"
   std::string version;      // the cache key's version: Event.version_at, else the event id
 };
 

@@ -287,8 +287,8 @@ TEST_F(ConfigTest, ByteSizesAndBooleanSpellings) {
 }
 
 TEST_F(ConfigTest, ListenAcceptsHostsAndPorts) {
-  for (const char* listen : {"0.0.0.0:8443", "localhost:0", "127.0.0.1:65535", "[::1]:8443",
-                             "[::]:443"}) {
+  for (const char* listen :
+       {"0.0.0.0:8443", "localhost:0", "127.0.0.1:65535", "[::1]:8443", "[::]:443"}) {
     absl::StatusOr<Config> config =
         LoadConfigString(absl::StrCat("gateway:\n  listen: \"", listen, "\"\n", kMinimal));
     ASSERT_TRUE(config.ok()) << listen << ": " << config.status();
@@ -1526,10 +1526,9 @@ TEST_F(ConfigTest, AdminRemoteListenerNeedsTokenAndTls) {
                            "or admin.allow_insecure_remote: true"));
   }
   // A name that starts like a loopback address is not one: listeners take IP addresses only.
-  EXPECT_EQ(
-      ErrorOf(absl::StrCat(kMinimal, "admin:\n  listen: \"127.evil.example:1\"\n")).message(),
-      "line 9: admin.listen: host must be an IP address, localhost or * (a listener binds an "
-      "address of this machine: host names are not looked up), got \"127.evil.example:1\"");
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "admin:\n  listen: \"127.evil.example:1\"\n")).message(),
+            "line 9: admin.listen: host must be an IP address, localhost or * (a listener binds an "
+            "address of this machine: host names are not looked up), got \"127.evil.example:1\"");
   EXPECT_EQ(
       ErrorOf(absl::StrCat(kMinimal, "admin:\n  token: t\n  listen: 0.0.0.0:7070\n")).message(),
       "line 10: admin.listen: \"0.0.0.0:7070\" is reachable from other machines: set "
@@ -1717,6 +1716,11 @@ TEST_F(ConfigTest, RestDefaultsAndReconcileDefaults) {
   EXPECT_EQ(source.reconcile->retry_after, seconds(60));
   EXPECT_TRUE(source.reconcile->products);
   EXPECT_TRUE(source.reconcile->product_models);
+  // The catalogue structure kinds are opt-in (backward compatible: no new events by default).
+  EXPECT_FALSE(source.reconcile->families);
+  EXPECT_FALSE(source.reconcile->categories);
+  EXPECT_FALSE(source.reconcile->attributes);
+  EXPECT_FALSE(source.reconcile->attribute_groups);
 }
 
 TEST_F(ConfigTest, NoRestMeansNoReconcile) {
@@ -1751,6 +1755,10 @@ TEST_F(ConfigTest, EveryRestAndReconcileKeySet) {
       retry_after: 30s
       products: true
       product_models: false
+      families: true
+      categories: true
+      attributes: false
+      attribute_groups: true
 )"));
   ASSERT_TRUE(config.ok()) << config.status();
   const RestConfig& rest = *config->sources[0].rest;
@@ -1773,6 +1781,10 @@ TEST_F(ConfigTest, EveryRestAndReconcileKeySet) {
   EXPECT_EQ(reconcile.retry_after, seconds(30));
   EXPECT_TRUE(reconcile.products);
   EXPECT_FALSE(reconcile.product_models);
+  EXPECT_TRUE(reconcile.families);
+  EXPECT_TRUE(reconcile.categories);
+  EXPECT_FALSE(reconcile.attributes);
+  EXPECT_TRUE(reconcile.attribute_groups);
 }
 
 TEST_F(ConfigTest, RestOverPlainHttpNeedsOptIn) {
@@ -1927,8 +1939,20 @@ TEST_F(ConfigTest, ReconcileErrors) {
   EXPECT_EQ(
       ErrorOf(WithRest("    reconcile:\n      products: false\n      product_models: false\n"))
           .message(),
-      "line 14: sources[0].reconcile: products and product_models are both false: nothing to "
-      "reconcile (set interval: 0 to reconcile only on demand)");
+      "line 14: sources[0].reconcile: products, product_models, families, categories, attributes "
+      "and attribute_groups are all false: nothing to reconcile (set interval: 0 to reconcile "
+      "only on demand)");
+  EXPECT_EQ(ErrorOf(WithRest("    reconcile:\n      families: yes please\n")).code(),
+            absl::StatusCode::kInvalidArgument);
+  // Only the catalogue structure: products and product models may both be off then.
+  {
+    absl::StatusOr<Config> only_families = LoadConfigString(WithRest(
+        "    reconcile:\n      products: false\n      product_models: false\n      families: "
+        "true\n"));
+    ASSERT_TRUE(only_families.ok()) << only_families.status();
+    EXPECT_TRUE(only_families->sources[0].reconcile->families);
+    EXPECT_FALSE(only_families->sources[0].reconcile->categories);
+  }
   // `reconcile` written empty keeps the defaults.
   absl::StatusOr<Config> config = LoadConfigString(WithRest("    reconcile:\n"));
   ASSERT_TRUE(config.ok()) << config.status();

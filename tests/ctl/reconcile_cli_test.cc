@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -19,9 +20,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "pim/akeneo_client.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "pim/akeneo_client.h"
 #include "pimgate/v1/admin.pb.h"
 #include "tests/testing/cli.h"
 #include "tests/testing/fake_pim.h"
@@ -71,6 +72,9 @@ struct Delivery {
 
 class ReconcileCliTest : public ::testing::Test {
  protected:
+  // More `reconcile` keys (indented six spaces), set by a subclass before SetUp.
+  std::string reconcile_extra_;
+
   void SetUp() override {
     FakePim::Options options;
     options.tls = false;
@@ -95,6 +99,7 @@ class ReconcileCliTest : public ::testing::Test {
          << "      username: pim-user\n      password: file:" << dir_.File("pim-password") << "\n"
          << "      allow_insecure_http: true\n      max_attempts: 1\n      timeout: 2s\n"
          << "    reconcile:\n      interval: 0s\n      overlap: 5m\n"
+         << reconcile_extra_
          << "  - {name: plain, kind: events_api, path: /hooks/plain, secret: other-secret}\n"
          << "plugins:\n  - name: rec\n    command: [\"" << PIMGATE_E2E_RECORDER << "\"]\n"
          << "    env:\n      RECORDER_OUT: " << dir_.File("rec.jsonl") << "\n"
@@ -335,4 +340,60 @@ TEST_F(ReconcileCliTest, ReconcileRecoversMissedChangesStatsShowThemAndFullFinds
 }
 
 }  // namespace
+// The catalogue structure kinds, through pimgatectl: each kind's figures and watermark, the
+// events delivered to the plugin like any other.
+class ReconcileCliStructureTest : public ReconcileCliTest {
+ protected:
+  void SetUp() override {
+    reconcile_extra_ = "      categories: true\n      families: true\n";
+    ReconcileCliTest::SetUp();
+  }
+};
+
+TEST_F(ReconcileCliStructureTest, ReconcileListsCategoriesAndFamiliesWithTheirOwnWatermarks) {
+  pim_->PutListedResource("category", "master", t0_ + 7 * kSecondUs);
+  pim_->PutListedResource("family", "shoes", t0_ + 8 * kSecondUs);
+  Result first = Ctl({"reconcile", "legacy"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_TRUE(absl::StrContains(first.out, "added 6 event(s)")) << first.out;
+  const auto watermark_of = [](int64_t us) {
+    return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMicros(us), absl::UTCTimeZone());
+  };
+  EXPECT_EQ(Row(first.out, "category"),
+            absl::StrCat("scanned 1, emitted 1, everything, watermark ",
+                         watermark_of(t0_ + 7 * kSecondUs), " (advanced)"))
+      << first.out;
+  EXPECT_EQ(Row(first.out, "family"),
+            absl::StrCat("scanned 1, emitted 1, everything, watermark ",
+                         watermark_of(t0_ + 8 * kSecondUs), " (advanced)"))
+      << first.out;
+  ASSERT_TRUE(WaitFor([&] { return Deliveries().size() == 6; }));
+  std::set<std::string> delivered;
+  for (const Delivery& d : Deliveries()) delivered.insert(d.type + " " + d.resource_id);
+  EXPECT_TRUE(delivered.contains("category.updated master"));
+  EXPECT_TRUE(delivered.contains("family.updated shoes"));
+
+  // A category changes: the next run asks each list for what changed after its own watermark
+  // and adds only that category.
+  pim_->PutListedResource("category", "master", t0_ + 20 * kSecondUs);
+  auto again = ParseJson<v1::ReconcileResponse>(Ok({"reconcile", "legacy", "--json"}));
+  EXPECT_EQ(again.events_added(), 1u);
+  ASSERT_EQ(again.kinds_size(), 2);
+  EXPECT_EQ(again.kinds(0).kind(), "family");
+  EXPECT_EQ(again.kinds(0).emitted(), 0u);
+  EXPECT_FALSE(again.kinds(0).watermark_advanced());
+  EXPECT_FALSE(again.kinds(0).updated_filter().empty());
+  EXPECT_EQ(again.kinds(1).kind(), "category");
+  EXPECT_EQ(again.kinds(1).emitted(), 1u);
+  EXPECT_TRUE(again.kinds(1).watermark_advanced());
+  EXPECT_EQ(TimeUtil::TimestampToMicroseconds(again.kinds(1).watermark()), t0_ + 20 * kSecondUs);
+  ASSERT_TRUE(WaitFor([&] { return Deliveries().size() == 7; }));
+  EXPECT_EQ(Deliveries().back().type, "category.updated");
+  // stats still work.
+  v1::ReconciliationStats stats = Reconciliation();
+  EXPECT_EQ(stats.runs_succeeded(), 2u);
+  EXPECT_EQ(stats.events_emitted(), 7u);
+  EXPECT_TRUE(absl::StrContains(Ok({"stats"}), "RECONCILE"));
+}
+
 }  // namespace pimgate

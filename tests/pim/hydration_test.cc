@@ -477,6 +477,56 @@ TEST_F(HydrationTest, ProductModelsAreFetchedOneByOne) {
   EXPECT_EQ(Searches(), 0);
 }
 
+// Every other kind the REST API serves by code is fetched one GET each, at the route Akeneo
+// documents for it; a parent's code comes first in the resource id ("parent/code").
+TEST_F(HydrationTest, OtherKindsAreFetchedByCodeAtTheirRoutes) {
+  pim_.PutCodedResource("family", "shoes", R"({"attributes":["sku","name"],"labels":{}})");
+  pim_.PutCodedResource("attribute", "name", R"({"type":"pim_catalog_text"})");
+  pim_.PutCodedResource("attribute_group", "marketing", R"({"sort_order":1})");
+  pim_.PutCodedResource("attribute_option", "color/red", R"({"sort_order":2})");
+  pim_.PutCodedResource("reference_entity_record", "brands/acme", R"({"values":{}})");
+  pim_.PutCodedResource("asset", "packshots/img 1", R"({"values":{}})");
+  RecordingPlugin plugin(Socket("p"));
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  ASSERT_NE(dispatcher, nullptr);
+  const std::vector<std::pair<std::string, std::string>> events = {
+      {"family.updated", "shoes"},
+      {"attribute.created", "name"},
+      {"attribute_group.updated", "marketing"},
+      {"attribute_option.created", "color/red"},
+      {"reference_entity_record.updated", "brands/acme"},
+      {"asset.updated", "packshots/img 1"},
+      {"category.updated", "gone"},  // the PIM no longer has it
+  };
+  std::vector<v1::Event> appended;
+  for (const auto& [type, id] : events) appended.push_back(Platform(type, id, 1));
+  Append(appended);
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == events.size(); }));
+  const auto data_of = [&](uint64_t sequence) -> Struct {
+    const std::vector<v1::Delivery> delivered = plugin.Of(sequence);
+    return delivered.empty() ? Struct() : delivered[0].event().data();
+  };
+  EXPECT_EQ(StringAt(data_of(1), {"resource", "code"}), "shoes");
+  EXPECT_EQ(StringAt(data_of(1), {"hydration"}), "ok");
+  EXPECT_EQ(StringAt(data_of(2), {"resource", "type"}), "pim_catalog_text");
+  EXPECT_EQ(StringAt(data_of(3), {"resource", "code"}), "marketing");
+  EXPECT_EQ(StringAt(data_of(4), {"resource", "code"}), "red");
+  EXPECT_EQ(StringAt(data_of(4), {"resource", "attribute"}), "color");
+  EXPECT_EQ(StringAt(data_of(5), {"resource", "code"}), "acme");
+  EXPECT_EQ(StringAt(data_of(6), {"resource", "code"}), "img 1");
+  EXPECT_EQ(StringAt(data_of(7), {"hydration"}), "not_found");
+  EXPECT_EQ(Path(data_of(7), {"resource"}), nullptr);
+  for (const char* target :
+       {"/api/rest/v1/families/shoes", "/api/rest/v1/attributes/name",
+        "/api/rest/v1/attribute-groups/marketing", "/api/rest/v1/attributes/color/options/red",
+        "/api/rest/v1/reference-entities/brands/records/acme",
+        "/api/rest/v1/asset-families/packshots/assets/img%201", "/api/rest/v1/categories/gone"}) {
+    EXPECT_EQ(CountCalls(target), 1) << target;
+  }
+  EXPECT_EQ(ApiCalls(), static_cast<int>(events.size()));
+  EXPECT_EQ(StatsOf(*dispatcher, "p").hydration_not_found, 1u);
+}
+
 TEST_F(HydrationTest, ProductKnownByIdentifierIsFetchedByIdentifier) {
   pim_.PutProduct(NewUuid(), (kBaseSeconds + 5) * 1'000'000LL, R"({"family":"boots"})",
                   "sku-legacy");
@@ -833,7 +883,7 @@ TEST_F(HydrationTest, EventsThatAreNotLightweightPassThroughWithoutAnyPimCall) {
   ASSERT_NE(dispatcher, nullptr);
   v1::Event legacy = Legacy("product.updated", uuid, 1);
   v1::Event deleted = Platform("product.deleted", NewUuid(), 1);
-  v1::Event category = Platform("category.updated", "summer", 1);
+  v1::Event category = Platform("category.deleted", "summer", 1);
   Append({legacy, deleted, category});
   ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 3; }));
   std::vector<v1::Delivery> deliveries = plugin.deliveries();
@@ -993,7 +1043,18 @@ TEST(Hydration, LightweightEvents) {
            {"product_model.updated", true},
            {"product.deleted", false},
            {"product_model.deleted", false},
-           {"category.updated", false},
+           {"category.updated", true},
+           {"family.created", true},
+           {"attribute.updated", true},
+           {"attribute_group.updated", true},
+           {"attribute_option.created", true},
+           {"reference_entity_record.updated", true},
+           {"asset.updated", true},
+           {"family.deleted", false},
+           {"asset.deleted", false},
+           {"job.export.status_changed", false},
+           {"workflow.task.created", false},
+           {"app.deleted", false},
        }) {
     event.set_type(type);
     event.set_kind(type.substr(0, type.find('.')));

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
@@ -1252,6 +1253,364 @@ INSTANTIATE_TEST_SUITE_P(
                       PageFailure{"ProductModelsPage2Http503", "/api/rest/v1/product-models", 2,
                                   FakePim::Fault::Kind::kStatus, 503, 3}),
     [](const ::testing::TestParamInfo<PageFailure>& info) { return info.param.name; });
+
+// ---- Catalogue structure kinds: families, categories, attributes, attribute groups ----
+
+ReconcileConfig WithStructureKinds() {
+  ReconcileConfig config = OnDemand();
+  config.families = true;
+  config.categories = true;
+  config.attributes = true;
+  config.attribute_groups = true;
+  return config;
+}
+
+struct StructureList {
+  const char* kind;
+  const char* path;
+};
+constexpr StructureList kStructureLists[] = {
+    {"family", "/api/rest/v1/families"},
+    {"category", "/api/rest/v1/categories"},
+    {"attribute", "/api/rest/v1/attributes"},
+    {"attribute_group", "/api/rest/v1/attribute-groups"},
+};
+
+std::optional<int64_t> MetaInt(EventLog& log, const std::string& key) {
+  absl::StatusOr<std::optional<std::string>> value = log.GetMeta(key);
+  EXPECT_TRUE(value.ok()) << value.status();
+  if (!value.ok() || !value->has_value()) return std::nullopt;
+  int64_t number = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(**value, &number)) << **value;
+  return number;
+}
+
+// The `updated` value of a first page's search parameter, decoded.
+std::string FilterValueOf(const std::string& target) {
+  const std::string marker = UrlEncode(R"({"updated":[{"operator":">","value":")");
+  const std::size_t at = target.find(marker);
+  if (at == std::string::npos) return "";
+  const std::size_t start = at + marker.size();
+  const std::size_t end = target.find(UrlEncode("\"}]}"), start);
+  return end == std::string::npos ? "" : target.substr(start, end - start);
+}
+
+TEST_F(ReconcilerTest, StructureKindsChangedItemsAreEmittedUnchangedOnesAreNot) {
+  FakePim pim;
+  const int64_t t0 = DayAgoUs();
+  pim.PutProduct(testing::NewUuid(), t0);
+  pim.PutListedResource("family", "shoes", t0 + 1 * kSecondUs, R"({"attribute_as_label":"name"})");
+  pim.PutListedResource("category", "master", t0 + 2 * kSecondUs, R"({"parent":null})");
+  pim.PutListedResource("category", "summer sale", t0 + 3 * kSecondUs, R"({"parent":"master"})");
+  pim.PutListedResource("attribute", "name", t0 + 4 * kSecondUs, R"({"type":"pim_catalog_text"})");
+  pim.PutListedResource("attribute_group", "marketing", t0 + 5 * kSecondUs);
+  reconciler_ = Make(pim, WithStructureKinds());
+
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->scanned, 6u);
+  EXPECT_EQ(run->emitted, 6u);
+  ASSERT_EQ(run->kinds.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    const ReconcileKindRunStats& kind = run->kinds[i];
+    EXPECT_EQ(kind.kind, kStructureLists[i].kind);
+    EXPECT_TRUE(kind.status.ok()) << kind.status;
+    EXPECT_TRUE(kind.updated_filter.empty());  // no watermark, no `since`: everything
+    EXPECT_TRUE(kind.watermark_advanced) << kind.kind;
+    // Each list once, offset paging (no search_after), 100 items, no filter.
+    std::vector<FakePim::Request> lists = ListRequests(pim, kStructureLists[i].path);
+    ASSERT_EQ(lists.size(), 1u) << kStructureLists[i].path;
+    EXPECT_EQ(lists[0].target, absl::StrCat(kStructureLists[i].path, "?limit=100"));
+    EXPECT_EQ(lists[0].status, 200);
+  }
+  EXPECT_EQ(run->kinds[1].scanned, 2u);
+  EXPECT_EQ(run->kinds[1].emitted, 2u);
+  // Each kind's own watermark: the largest `updated` it listed.
+  EXPECT_EQ(run->kinds[0].watermark_us, t0 + 1 * kSecondUs);
+  EXPECT_EQ(run->kinds[1].watermark_us, t0 + 3 * kSecondUs);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/family"), t0 + 1 * kSecondUs);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/category"), t0 + 3 * kSecondUs);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/attribute"), t0 + 4 * kSecondUs);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/attribute_group"), t0 + 5 * kSecondUs);
+  // The products' watermark is theirs alone.
+  EXPECT_EQ(run->watermark_us, t0);
+
+  std::map<std::string, v1::Event> by_resource;
+  for (const v1::Event& e : Events()) by_resource[absl::StrCat(e.kind(), ":", e.resource_id())] = e;
+  ASSERT_EQ(by_resource.size(), 6u);
+  const v1::Event& category = by_resource.at("category:summer sale");
+  // What a plugin gets from the Event Platform for a category, with the resource as data.
+  EXPECT_EQ(category.type(), "category.updated");
+  EXPECT_EQ(category.original_type(), "category.updated");
+  EXPECT_EQ(category.origin(), v1::ORIGIN_RECONCILIATION);
+  EXPECT_EQ(category.source(), "pim");
+  EXPECT_EQ(category.id(), absl::StrCat("reconcile:category:summer sale:", t0 + 3 * kSecondUs));
+  EXPECT_EQ(Micros(category.version_at()), t0 + 3 * kSecondUs);
+  EXPECT_EQ(category.data().fields().at("code").string_value(), "summer sale");
+  EXPECT_EQ(category.data().fields().at("parent").string_value(), "master");
+  EXPECT_EQ(category.data().fields().at("updated").string_value(),
+            pim.AkeneoTime(t0 + 3 * kSecondUs));
+  EXPECT_FALSE(category.data().fields().contains("_links"));
+  EXPECT_EQ(by_resource.at("family:shoes").type(), "family.updated");
+  EXPECT_EQ(by_resource.at("attribute:name").type(), "attribute.updated");
+  EXPECT_EQ(by_resource.at("attribute_group:marketing").type(), "attribute_group.updated");
+  EXPECT_EQ(by_resource.at("attribute_group:marketing").kind(), "attribute_group");
+
+  // Nothing changed: each list is asked for what changed after its watermark - overlap, as an
+  // ISO 8601 time the PIM accepts; nothing is emitted.
+  pim.ClearRequests();
+  run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->emitted, 0u);
+  ASSERT_EQ(run->kinds.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    std::vector<FakePim::Request> lists = ListRequests(pim, kStructureLists[i].path);
+    ASSERT_EQ(lists.size(), 1u);
+    EXPECT_EQ(lists[0].status, 200) << lists[0].target;
+    const std::string filter = run->kinds[i].updated_filter;
+    EXPECT_EQ(UrlEncode(filter), FilterValueOf(lists[0].target)) << lists[0].target;
+    // Written in the zone the run knows for the PIM, never later than the window start.
+    std::string error;
+    absl::Time read_as_wall_clock;
+    ASSERT_TRUE(absl::ParseTime("%Y-%m-%dT%H:%M:%S", filter.substr(0, 19), kMinus5,
+                                &read_as_wall_clock, &error))
+        << filter << ": " << error;
+    absl::Time read_with_offset;
+    ASSERT_TRUE(absl::ParseTime(absl::RFC3339_sec, filter, &read_with_offset, &error))
+        << filter << ": " << error;
+    const int64_t window =
+        *MetaInt(*log_, absl::StrCat("reconcile/pim/watermark/", kStructureLists[i].kind)) -
+        absl::ToInt64Microseconds(absl::Minutes(5));
+    EXPECT_LE(absl::ToUnixMicros(read_as_wall_clock), window) << filter;
+    EXPECT_LE(absl::ToUnixMicros(read_with_offset), window) << filter;
+    EXPECT_FALSE(run->kinds[i].watermark_advanced);
+  }
+  EXPECT_EQ(log_->head(), 6u);
+
+  // A family and a category change, an attribute is added: exactly those are emitted.
+  pim.PutListedResource("family", "shoes", t0 + 100 * kSecondUs, R"({"attribute_as_label":"sku"})");
+  pim.PutListedResource("category", "master", t0 + 101 * kSecondUs);
+  pim.PutListedResource("attribute", "color", t0 + 102 * kSecondUs);
+  run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->emitted, 3u);
+  std::vector<v1::Event> events = Events();
+  ASSERT_EQ(events.size(), 9u);
+  std::set<std::string> emitted;
+  for (std::size_t i = 6; i < events.size(); ++i) {
+    emitted.insert(absl::StrCat(events[i].type(), " ", events[i].resource_id()));
+  }
+  EXPECT_EQ(emitted, (std::set<std::string>{"family.updated shoes", "category.updated master",
+                                            "attribute.updated color"}));
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/family"), t0 + 100 * kSecondUs);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/attribute_group"), t0 + 5 * kSecondUs);
+}
+
+TEST_F(ReconcilerTest, StructureKindsAreOptInAndAloneNeedNoProductList) {
+  FakePim pim;
+  const int64_t t0 = DayAgoUs();
+  pim.PutProduct(testing::NewUuid(), t0);
+  pim.PutListedResource("category", "master", t0);
+  // Default configuration: products and product models only, as before.
+  reconciler_ = Make(pim);
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->emitted, 1u);
+  EXPECT_TRUE(run->kinds.empty());
+  EXPECT_TRUE(ListRequests(pim, "/api/rest/v1/categories").empty());
+
+  ReconcileConfig only_categories = OnDemand();
+  only_categories.products = false;
+  only_categories.product_models = false;
+  only_categories.categories = true;
+  reconciler_ = Make(pim, only_categories);
+  pim.ClearRequests();
+  // The PIM throttles the first call: retried after its Retry-After, through the same client.
+  FakePim::Fault throttled;
+  throttled.status = 429;
+  throttled.retry_after_seconds = 0;
+  throttled.path = "/api/rest/v1/categories";
+  pim.InjectFault(throttled);
+  run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->emitted, 1u);
+  ASSERT_EQ(run->kinds.size(), 1u);
+  EXPECT_EQ(run->kinds[0].kind, "category");
+  EXPECT_TRUE(ListRequests(pim, "/api/rest/v1/products-uuid").empty());
+  std::vector<FakePim::Request> lists = ListRequests(pim, "/api/rest/v1/categories");
+  ASSERT_EQ(lists.size(), 2u);
+  EXPECT_EQ(lists[0].status, 429);
+  EXPECT_EQ(lists[1].status, 200);
+}
+
+TEST_F(ReconcilerTest, StructureKindInSyncWithANewerEventIsNotEmitted) {
+  FakePim pim;
+  const int64_t t0 = DayAgoUs();
+  pim.PutListedResource("family", "shoes", t0);
+  pim.PutListedResource("family", "boots", t0);
+  // An Event Platform family.updated for shoes came in already, versioned by its CloudEvent
+  // `time` (after the save's `updated`).
+  AppendRequest request;
+  v1::Event& webhook = request.events.emplace_back();
+  webhook.set_id("ep-1");
+  webhook.set_source("pim");
+  webhook.set_type("family.updated");
+  webhook.set_kind("family");
+  webhook.set_resource_id("shoes");
+  *webhook.mutable_version_at() = TimeUtil::MicrosecondsToTimestamp(t0 + 2 * kSecondUs);
+  std::promise<absl::StatusOr<AppendResult>> appended;
+  log_->Append(std::move(request),
+               [&appended](absl::StatusOr<AppendResult> r) { appended.set_value(std::move(r)); });
+  absl::StatusOr<AppendResult> result = appended.get_future().get();
+  ASSERT_TRUE(result.ok()) << result.status();
+
+  ReconcileConfig config = OnDemand();
+  config.families = true;
+  reconciler_ = Make(pim, config);
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->kinds.at(0).scanned, 2u);
+  EXPECT_EQ(run->kinds.at(0).emitted, 1u);
+  EXPECT_EQ(run->in_sync, 1u);
+  std::vector<v1::Event> events = Events();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].resource_id(), "boots");
+}
+
+TEST_F(ReconcilerTest, StructureKindFailingOnPage2KeepsItsWatermarkAndTheOthersMove) {
+  reconciler_options_.page_size = 2;
+  FakePim pim;  // https
+  // Behind a TLS-terminating proxy: the next links say http://, and are followed over https.
+  pim.SetLinkOrigin("http://127.0.0.1");
+  const int64_t t0 = DayAgoUs();
+  for (int i = 1; i <= 5; ++i) {
+    pim.PutListedResource("category", absl::StrCat("cat-", i), t0 + i * kSecondUs);
+  }
+  pim.PutListedResource("family", "shoes", t0);
+  pim.PutListedResource("attribute", "name", t0);
+  ReconcileConfig config = OnDemand();
+  config.families = true;
+  config.categories = true;
+  config.attributes = true;
+  reconciler_ = Make(pim, config);
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->emitted, 7u);
+  {
+    // 5 items, 2 a page: the PIM's next links, page by page.
+    std::vector<FakePim::Request> pages = ListRequests(pim, "/api/rest/v1/categories");
+    ASSERT_EQ(pages.size(), 3u);
+    EXPECT_EQ(pages[0].target, "/api/rest/v1/categories?limit=2");
+    EXPECT_EQ(pages[1].target, "/api/rest/v1/categories?limit=2&page=2");
+    EXPECT_EQ(pages[2].target, "/api/rest/v1/categories?limit=2&page=3");
+  }
+  const std::optional<int64_t> category_watermark =
+      MetaInt(*log_, "reconcile/pim/watermark/category");
+  ASSERT_EQ(category_watermark, t0 + 5 * kSecondUs);
+
+  // Everything changes; page 2 of the categories fails every attempt (rest.max_attempts: 3).
+  for (int i = 1; i <= 5; ++i) {
+    pim.PutListedResource("category", absl::StrCat("cat-", i), t0 + (100 + i) * kSecondUs);
+  }
+  pim.PutListedResource("family", "shoes", t0 + 200 * kSecondUs);
+  pim.PutListedResource("attribute", "name", t0 + 201 * kSecondUs);
+  FakePim::Fault fault;
+  fault.status = 500;
+  fault.path = "/api/rest/v1/categories";
+  fault.skip = 1;
+  fault.count = 3;
+  pim.InjectFault(fault);
+  pim.ClearRequests();
+  run = reconciler_->Run("pim");
+  EXPECT_FALSE(run.ok());
+  EXPECT_TRUE(absl::StrContains(run.status().message(), "/api/rest/v1/categories")) << run.status();
+  EXPECT_EQ(pim.pending_faults(), 0);
+  // Page 1, then page 2 three times, nothing after.
+  std::vector<FakePim::Request> pages = ListRequests(pim, "/api/rest/v1/categories");
+  ASSERT_EQ(pages.size(), 4u);
+  EXPECT_TRUE(absl::StrContains(pages[1].target, "page=2")) << pages[1].target;
+  // The categories' watermark stays; the families and attributes after them were listed and
+  // moved theirs.
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/category"), category_watermark);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/family"), t0 + 200 * kSecondUs);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/attribute"), t0 + 201 * kSecondUs);
+  ReconcileSourceStats stats = StatsOf(*reconciler_);
+  EXPECT_EQ(stats.runs_failed, 1u);
+  ASSERT_TRUE(stats.last_run.has_value());
+  ASSERT_EQ(stats.last_run->kinds.size(), 3u);
+  EXPECT_FALSE(stats.last_run->kinds[1].status.ok());
+  EXPECT_EQ(stats.last_run->kinds[1].emitted, 2u);  // page 1's two categories
+  EXPECT_EQ(log_->head(), 7u + 2u + 2u);
+
+  // The next run lists the categories' window again: the three it missed are emitted, the two
+  // already delivered are in sync; then the watermark moves.
+  pim.ClearRequests();
+  run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->kinds.at(1).kind, "category");
+  EXPECT_EQ(run->kinds.at(1).emitted, 3u);
+  EXPECT_EQ(run->emitted, 3u);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/category"), t0 + 105 * kSecondUs);
+  std::set<std::string> categories;
+  for (const v1::Event& e : Events()) {
+    if (e.kind() == "category" && Micros(e.version_at()) > t0 + 100 * kSecondUs) {
+      EXPECT_TRUE(categories.insert(e.resource_id()).second) << "twice: " << e.resource_id();
+    }
+  }
+  EXPECT_EQ(categories.size(), 5u);
+}
+
+TEST_F(ReconcilerTest, StructureKindFilterIsTheWallClockTimeInTheConfiguredZone) {
+  FakePim pim;  // -05:00; its lists read the filter's date and time there, whatever the offset
+  const int64_t t0 = DayAgoUs();
+  pim.PutListedResource("attribute_group", "marketing", t0);
+  ReconcileConfig config = OnDemand();
+  config.products = false;
+  config.product_models = false;
+  config.attribute_groups = true;
+  config.overlap = std::chrono::milliseconds(0);
+  reconciler_ = Make(pim, config, "pim", nullptr,
+                     [](RestConfig& rest) { rest.timezone = testing::ZoneOf("-05:00"); });
+  ASSERT_TRUE(reconciler_->Run("pim").ok());
+  // Updated one second after the watermark: a filter written in UTC ("...Z", read as -05:00
+  // wall-clock time, 5 h later) would miss it.
+  pim.PutListedResource("attribute_group", "technical", t0 + kSecondUs);
+  pim.ClearRequests();
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->kinds.size(), 1u);
+  EXPECT_EQ(run->kinds[0].updated_filter,
+            absl::FormatTime("%Y-%m-%dT%H:%M:%S-05:00", absl::FromUnixMicros(t0), kMinus5));
+  EXPECT_EQ(run->kinds[0].emitted, 1u);
+}
+
+TEST_F(ReconcilerTest, FakePimStructureListsAreStrict) {
+  FakePim pim;
+  pim.PutListedResource("family", "shoes", DayAgoUs());
+  auto client = AkeneoClient::Create(Rest(pim));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const auto status_of = [&](const std::string& target) { return (*client)->Get(target).status(); };
+  EXPECT_TRUE(status_of("/api/rest/v1/families?limit=100").ok());
+  const absl::Status over = status_of("/api/rest/v1/families?limit=101");
+  EXPECT_TRUE(absl::StrContains(over.message(), "422")) << over;
+  const absl::Status search_after =
+      status_of("/api/rest/v1/families?pagination_type=search_after&limit=10");
+  EXPECT_TRUE(absl::StrContains(search_after.message(), "422")) << search_after;
+  // The products' "YYYY-MM-DD hh:mm:ss" is not the ISO 8601 these lists take.
+  const absl::Status space_format = status_of(
+      absl::StrCat("/api/rest/v1/categories?search=",
+                   UrlEncode(R"({"updated":[{"operator":">","value":"2026-01-01 00:00:00"}]})")));
+  EXPECT_TRUE(absl::StrContains(space_format.message(), "422")) << space_format;
+  const absl::Status other_operator = status_of(
+      absl::StrCat("/api/rest/v1/attributes?search=",
+                   UrlEncode(R"({"updated":[{"operator":"<","value":"2026-01-01T00:00:00Z"}]})")));
+  EXPECT_TRUE(absl::StrContains(other_operator.message(), "422")) << other_operator;
+  EXPECT_TRUE(status_of(absl::StrCat("/api/rest/v1/attribute-groups?search=",
+                                     UrlEncode(R"({"updated":[{"operator":">","value":)"
+                                               R"("2026-01-01T00:00:00+00:00"}]})")))
+                  .ok());
+  (*client)->Shutdown();
+}
 
 TEST(ParseAkeneoTimeTest, OffsetsAndFractions) {
   EXPECT_EQ(*ParseAkeneoTime("2026-11-20T10:14:59+00:00"), 1'795'169'699'000'000);

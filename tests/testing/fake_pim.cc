@@ -291,6 +291,269 @@ class FakePim::Impl {
     (product ? products_ : product_models_).erase(key);
   }
 
+  // ---- Resources served by code (families, categories, records, ...) ----
+  // Where Akeneo serves each kind: the collection, and for a kind whose codes are unique within
+  // a parent, the segment after the parent's code.
+  struct CodedRoute {
+    absl::string_view kind;
+    absl::string_view collection;  // below /api/rest/v1/
+    absl::string_view nested;      // empty: /collection/{code}
+    absl::string_view label;       // for the 404 message
+  };
+  static constexpr CodedRoute kCodedRoutes[] = {
+      {"family", "families", "", "Family"},
+      {"category", "categories", "", "Category"},
+      {"attribute", "attributes", "", "Attribute"},
+      {"attribute_group", "attribute-groups", "", "Attribute group"},
+      {"attribute_option", "attributes", "options", "Attribute option"},
+      {"reference_entity_record", "reference-entities", "records", "Record"},
+      {"asset", "asset-families", "assets", "Asset"},
+  };
+  static const CodedRoute* CodedRouteOf(absl::string_view kind) {
+    for (const CodedRoute& route : kCodedRoutes) {
+      if (route.kind == kind) return &route;
+    }
+    return nullptr;
+  }
+
+  void PutCodedResource(const std::string& kind, const std::string& id,
+                        const std::string& fields_json) {
+    const CodedRoute* route = CodedRouteOf(kind);
+    Struct resource;
+    if (route == nullptr) {
+      ADD_FAILURE() << "FakePim: no coded kind " << kind;
+      return;
+    }
+    if (!google::protobuf::util::JsonStringToMessage(fields_json, &resource).ok()) {
+      ADD_FAILURE() << "FakePim: fields_json is not a JSON object: " << fields_json;
+      return;
+    }
+    const std::size_t slash = route->nested.empty() ? std::string::npos : id.find('/');
+    if (!route->nested.empty() && slash == std::string::npos) {
+      ADD_FAILURE() << "FakePim: a " << kind << " id is \"parent/code\", not " << id;
+      return;
+    }
+    auto& fields = *resource.mutable_fields();
+    fields["code"].set_string_value(slash == std::string::npos ? id : id.substr(slash + 1));
+    if (kind == "attribute_option") fields["attribute"].set_string_value(id.substr(0, slash));
+    absl::MutexLock lock(&mu_);
+    coded_[{kind, id}] = std::move(resource);
+  }
+  void DeleteCodedResource(const std::string& kind, const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    coded_.erase({kind, id});
+    coded_updated_.erase({kind, id});
+  }
+
+  // The kinds whose lists are served (kListedRoutes), with an `updated` the fake writes.
+  void PutListedResource(const std::string& kind, const std::string& code, int64_t updated_us,
+                         const std::string& fields_json) {
+    if (ListedPathOf(kind).empty()) {
+      ADD_FAILURE() << "FakePim: no list is served for kind " << kind;
+      return;
+    }
+    PutCodedResource(kind, code, fields_json);
+    absl::MutexLock lock(&mu_);
+    auto it = coded_.find({kind, code});
+    if (it == coded_.end()) return;
+    (*it->second.mutable_fields())["updated"] = StringValue(AkeneoTime(updated_us));
+    coded_updated_[{kind, code}] = updated_us;
+  }
+
+  // ---- Lists of the catalogue structure kinds ----
+  // akeneo/pim-api-docs: filter.md gives these lists an `updated` filter (operator `>` only, an
+  // ISO 8601 date "read in the time zone of the server"), pagination.md offset paging only.
+  static constexpr std::pair<absl::string_view, absl::string_view> kListedRoutes[] = {
+      {"family", "/api/rest/v1/families"},
+      {"category", "/api/rest/v1/categories"},
+      {"attribute", "/api/rest/v1/attributes"},
+      {"attribute_group", "/api/rest/v1/attribute-groups"},
+  };
+  static absl::string_view ListedPathOf(absl::string_view kind) {
+    for (const auto& [listed_kind, path] : kListedRoutes) {
+      if (listed_kind == kind) return path;
+    }
+    return {};
+  }
+  static absl::string_view ListedKindAt(absl::string_view path) {
+    for (const auto& [kind, listed_path] : kListedRoutes) {
+      if (listed_path == path) return kind;
+    }
+    return {};
+  }
+
+  // "2021-05-17T15:19:32Z" or "2021-05-17T15:19:32+00:00", the formats filter.md gives; the date
+  // and time are read as wall-clock time in the server's zone, whatever offset is written (the
+  // doc: "dates are interpreted in the time zone of the server"): the case where a client that
+  // writes UTC misses changes. In seconds.
+  static std::optional<int64_t> ParseIsoFilterTime(const std::string& text,
+                                                   const absl::TimeZone& zone) {
+    if (text.size() < 20 || text[10] != 'T') return std::nullopt;
+    const std::string suffix = text.substr(19);
+    const bool offset_ok =
+        suffix == "Z" ||
+        (suffix.size() == 6 && (suffix[0] == '+' || suffix[0] == '-') &&
+         absl::ascii_isdigit(suffix[1]) && absl::ascii_isdigit(suffix[2]) && suffix[3] == ':' &&
+         absl::ascii_isdigit(suffix[4]) && absl::ascii_isdigit(suffix[5]));
+    if (!offset_ok) return std::nullopt;
+    std::string wall = text.substr(0, 19);
+    wall[10] = ' ';
+    return ParseFilterTime(wall, zone);
+  }
+
+  Response CodedList(const std::string& kind, const std::string& path, const std::string& query) {
+    const std::multimap<std::string, std::string> params = ParseQuery(query);
+    int limit = kDefaultLimit;
+    if (std::optional<std::string> text = Param(params, "limit"); text.has_value()) {
+      if (!absl::SimpleAtoi(*text, &limit) || limit < 1) {
+        return ErrorResponse(422, absl::StrCat("\"", *text, "\" is not a valid limit number."));
+      }
+      if (limit > kMaxLimit) {
+        return ErrorResponse(422,
+                             absl::StrCat("You cannot request more than ", kMaxLimit, " items."));
+      }
+    }
+    // Offset paging is the only method of these lists.
+    if (Param(params, "pagination_type").value_or("page") != "page" ||
+        Param(params, "search_after").has_value()) {
+      return ErrorResponse(422, "Pagination type does not exist.");
+    }
+    int page = 1;
+    if (std::optional<std::string> text = Param(params, "page"); text.has_value()) {
+      if (!absl::SimpleAtoi(*text, &page) || page < 1) {
+        return ErrorResponse(422, absl::StrCat("\"", *text, "\" is not a valid page number."));
+      }
+    }
+    const std::optional<std::string> search = Param(params, "search");
+    std::optional<int64_t> updated_after;  // seconds
+    if (search.has_value()) {
+      Struct filters;
+      if (!google::protobuf::util::JsonStringToMessage(*search, &filters).ok()) {
+        return ErrorResponse(400, "Search query parameter should be valid JSON.");
+      }
+      for (const auto& [property, conditions] : filters.fields()) {
+        const auto bad_structure = [&property] {
+          return ErrorResponse(
+              422, absl::StrCat("Structure of filter \"", property,
+                                "\" should respect this structure: {\"", property,
+                                "\":[{\"operator\": \"my_operator\", \"value\": \"my_value\"}]}"));
+        };
+        if (!conditions.has_list_value()) return bad_structure();
+        for (const Value& condition : conditions.list_value().values()) {
+          if (!condition.has_struct_value()) return bad_structure();
+          const auto& fields = condition.struct_value().fields();
+          auto op = fields.find("operator");
+          if (op == fields.end() || !op->second.has_string_value()) return bad_structure();
+          if (property != "updated" || op->second.string_value() != ">") {
+            return UnsupportedFilter(property, op->second.string_value());
+          }
+          auto value = fields.find("value");
+          const std::string text = value != fields.end() && value->second.has_string_value()
+                                       ? value->second.string_value()
+                                       : std::string();
+          std::optional<int64_t> after = ParseIsoFilterTime(text, options_.time_zone);
+          if (!after.has_value()) {
+            return ErrorResponse(
+                422, absl::StrCat("Property \"updated\" expects a string with the ISO 8601 "
+                                  "format, \"",
+                                  value == fields.end() ? "" : ToJson(value->second), "\" given."));
+          }
+          updated_after = std::max(updated_after.value_or(*after), *after);
+        }
+      }
+    }
+    const bool with_count = Param(params, "with_count").value_or("false") == "true";
+
+    std::vector<Struct> items;
+    bool more = false;
+    int64_t count = 0;
+    std::string link_origin;
+    {
+      absl::MutexLock lock(&mu_);
+      link_origin = LinkOrigin();
+      int64_t skip = int64_t{page - 1} * limit;
+      // Ordered by code (std::map order), like Akeneo's stable order by id.
+      for (const auto& [key, resource] : coded_) {
+        if (key.first != kind) continue;
+        if (updated_after.has_value()) {
+          auto updated = coded_updated_.find(key);
+          if (updated == coded_updated_.end() || FloorSeconds(updated->second) <= *updated_after) {
+            continue;
+          }
+        }
+        ++count;
+        if (skip > 0) {
+          --skip;
+          continue;
+        }
+        if (static_cast<int>(items.size()) == limit) {
+          more = true;
+          if (!with_count) break;
+          continue;
+        }
+        Struct item = resource;
+        Value links;
+        (*links.mutable_struct_value()->mutable_fields())["self"] =
+            Href(absl::StrCat(link_origin, path, "/", Encode(key.second)));
+        (*item.mutable_fields())["_links"] = std::move(links);
+        items.push_back(std::move(item));
+      }
+    }
+    const std::string base = absl::StrCat(link_origin, path, "?");
+    std::string common;
+    if (search.has_value()) absl::StrAppend(&common, "search=", Encode(*search), "&");
+    absl::StrAppend(&common, "limit=", limit);
+    if (with_count) absl::StrAppend(&common, "&with_count=true");
+    Struct root;
+    auto& fields = *root.mutable_fields();
+    Value links;
+    auto& link_fields = *links.mutable_struct_value()->mutable_fields();
+    link_fields["self"] = Href(absl::StrCat(base, common, "&page=", page));
+    link_fields["first"] = Href(absl::StrCat(base, common, "&page=1"));
+    if (page > 1) link_fields["previous"] = Href(absl::StrCat(base, common, "&page=", page - 1));
+    if (more) link_fields["next"] = Href(absl::StrCat(base, common, "&page=", page + 1));
+    fields["current_page"].set_number_value(page);
+    if (with_count) fields["items_count"].set_number_value(static_cast<double>(count));
+    fields["_links"] = std::move(links);
+    Value embedded;
+    auto* list = (*embedded.mutable_struct_value()->mutable_fields())["items"].mutable_list_value();
+    for (Struct& item : items) *list->add_values()->mutable_struct_value() = std::move(item);
+    fields["_embedded"] = std::move(embedded);
+    return JsonResponse(ToJson(root));
+  }
+
+  // The (kind, id) of a single-resource path of kCodedRoutes, if `path` is one.
+  static std::optional<std::pair<std::string, std::string>> CodedPath(absl::string_view path) {
+    if (!absl::ConsumePrefix(&path, "/api/rest/v1/")) return std::nullopt;
+    const std::vector<std::string> parts = absl::StrSplit(path, '/');
+    for (const std::string& part : parts) {
+      if (part.empty()) return std::nullopt;
+    }
+    for (const CodedRoute& route : kCodedRoutes) {
+      if (parts[0] != route.collection) continue;
+      if (route.nested.empty() && parts.size() == 2) {
+        return std::make_pair(std::string(route.kind), PercentDecode(parts[1]));
+      }
+      if (!route.nested.empty() && parts.size() == 4 && parts[2] == route.nested) {
+        return std::make_pair(std::string(route.kind),
+                              absl::StrCat(PercentDecode(parts[1]), "/", PercentDecode(parts[3])));
+      }
+    }
+    return std::nullopt;
+  }
+
+  Response OneCoded(const std::string& kind, const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    auto it = coded_.find({kind, id});
+    if (it == coded_.end()) {
+      const std::size_t slash = id.find('/');
+      const std::string code = slash == std::string::npos ? id : id.substr(slash + 1);
+      return ErrorResponse(
+          404, absl::StrCat(CodedRouteOf(kind)->label, " \"", code, "\" does not exist."));
+    }
+    return JsonResponse(ToJson(it->second));
+  }
+
   // ---- Faults ----
   void FailNextCalls(int count, int status, int retry_after_seconds) {
     absl::MutexLock lock(&mu_);
@@ -614,6 +877,20 @@ class FakePim::Impl {
     if (path == kTokenPath) {
       if (request.method() != http::verb::post) return wrong_method("POST");
       return Token(request);
+    }
+    if (const absl::string_view listed = ListedKindAt(path); !listed.empty()) {
+      if (request.method() != http::verb::get) return wrong_method("GET");
+      if (std::optional<Response> refused = CheckBearer(request); refused.has_value()) {
+        return *std::move(refused);
+      }
+      return CodedList(std::string(listed), path, query);
+    }
+    if (std::optional<std::pair<std::string, std::string>> coded = CodedPath(path)) {
+      if (request.method() != http::verb::get) return wrong_method("GET");
+      if (std::optional<Response> refused = CheckBearer(request); refused.has_value()) {
+        return *std::move(refused);
+      }
+      return OneCoded(coded->first, coded->second);
     }
     // Which collection: products by uuid (PIM 7 and SaaS only), products by identifier, or
     // product models.
@@ -1056,6 +1333,9 @@ class FakePim::Impl {
   mutable absl::Mutex mu_;
   std::map<std::string, Resource> products_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Resource> product_models_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, Struct> coded_ ABSL_GUARDED_BY(mu_);
+  // PutListedResource: the `updated` of those resources, for the lists' filter.
+  std::map<std::pair<std::string, std::string>, int64_t> coded_updated_ ABSL_GUARDED_BY(mu_);
   int fail_count_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_status_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_retry_after_ ABSL_GUARDED_BY(mu_) = -1;
@@ -1097,6 +1377,18 @@ void FakePim::PutProductModel(const std::string& code, int64_t updated_us,
   impl_->PutResource(false, code, updated_us, fields_json, "");
 }
 void FakePim::DeleteProductModel(const std::string& code) { impl_->DeleteResource(false, code); }
+void FakePim::PutCodedResource(const std::string& kind, const std::string& id,
+                               const std::string& fields_json) {
+  impl_->PutCodedResource(kind, id, fields_json);
+}
+void FakePim::PutListedResource(const std::string& kind, const std::string& code,
+                                int64_t updated_us, const std::string& fields_json) {
+  impl_->PutListedResource(kind, code, updated_us, fields_json);
+}
+
+void FakePim::DeleteCodedResource(const std::string& kind, const std::string& id) {
+  impl_->DeleteCodedResource(kind, id);
+}
 
 void FakePim::FailNextCalls(int count, int status, int retry_after_seconds) {
   impl_->FailNextCalls(count, status, retry_after_seconds);

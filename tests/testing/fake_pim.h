@@ -1,7 +1,9 @@
 // FakePim: a real HTTP(S) server on 127.0.0.1 (port 0) that speaks the subset of Akeneo's REST
 // API pimgate uses: the OAuth token endpoint (password and refresh_token grants, expiring
 // tokens), products-uuid, products (by identifier) and product-models lists with the `updated`
-// and `uuid` search filters and search_after pagination, single-resource GETs, plus injectable
+// and `uuid` search filters and search_after pagination, single-resource GETs (those kinds, and
+// families, categories, attributes, attribute groups and options, reference entity records and
+// assets by code), plus injectable
 // faults (429 with Retry-After, 5xx, 408, slowness, malformed JSON, a connection cut mid-answer,
 // on any endpoint, the token endpoint included). Like an on-premise PIM it runs in a time
 // zone (its `updated` values carry the offset; its `updated` filter is read as wall-clock time
@@ -77,6 +79,25 @@ class FakePim {
   void PutProductModel(const std::string& code, int64_t updated_us,
                        const std::string& fields_json = "{}");
   void DeleteProductModel(const std::string& code);
+  // The other kinds the REST API serves one by one, by code (their lists are not served):
+  // "family" (GET /api/rest/v1/families/{code}), "category", "attribute", "attribute_group"
+  // (/attribute-groups/{code}), "attribute_option" (/attributes/{attribute}/options/{code}),
+  // "reference_entity_record" (/reference-entities/{entity}/records/{code}) and "asset"
+  // (/asset-families/{family}/assets/{code}). `id` is pimgate's resource id: the code, or
+  // "parent/code" for the last three. `fields_json` is the resource's JSON object; the fake sets
+  // its `code` (and an option's `attribute`). Another kind fails the test.
+  void PutCodedResource(const std::string& kind, const std::string& id,
+                        const std::string& fields_json = "{}");
+  void DeleteCodedResource(const std::string& kind, const std::string& id);
+  // A family, category, attribute or attribute group that its list serves too
+  // (GET /api/rest/v1/families, /categories, /attributes, /attribute-groups): like
+  // PutCodedResource, with an `updated` written as the fake writes products'. Those lists page by
+  // offset only (`page`, `limit` 1 to 100, else 422; `_links.next`), and take one filter,
+  // {"updated":[{"operator":">","value":"<ISO 8601>"}]}, whose date and time are read as
+  // wall-clock time in the fake's zone, whatever offset is written; other filters, operators,
+  // formats and search_after pagination get 422.
+  void PutListedResource(const std::string& kind, const std::string& code, int64_t updated_us,
+                         const std::string& fields_json = "{}");
 
   // ---- Faults (thread-safe) ----
   // The next `count` API calls (token endpoint excluded) get `status` (a 408 is Akeneo's request
