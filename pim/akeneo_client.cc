@@ -167,6 +167,8 @@ struct TransportFailure {
   bool permanent = false;
   // ResourceExhausted (response above kMaxResponseBytes): permanent too.
   bool too_large = false;
+  // Aborted by the client's own shutdown (Cancelled): not the PIM's failure, never retried.
+  bool cancelled = false;
 };
 
 // A failed HttpConnection exchange as the retry logic sees it (pim/http_client.h maps libcurl's
@@ -188,8 +190,11 @@ TransportFailure TransportFailureOf(const absl::Status& status) {
       failure.permanent = true;
       failure.too_large = true;
       break;
-    case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kCancelled:
+      failure.cancelled = true;
+      failure.permanent = true;
+      break;
+    case absl::StatusCode::kInvalidArgument:
       failure.permanent = true;
       break;
     default:  // Unavailable: DNS, refused, reset, proxy, TLS handshake: worth another attempt
@@ -584,7 +589,12 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
   // Classifies a transport failure or an HTTP answer that is not a success.
   AttemptOutcome FailureOutcome(absl::string_view what, const TransportFailure& failure) {
     AttemptOutcome outcome;
-    if (failure.too_large) {
+    if (failure.cancelled) {
+      // The caller sees a shutdown as such (Cancelled, not counted as a failure), whether it
+      // came while the call waited to be retried or, as here, while its request was in flight.
+      outcome.status = absl::CancelledError(
+          absl::StrCat("Akeneo client shut down while ", what, " was in flight"));
+    } else if (failure.too_large) {
       outcome.status = absl::ResourceExhaustedError(absl::StrCat(what, ": ", failure.message));
     } else {
       outcome.status = absl::UnavailableError(absl::StrCat(what, ": ", failure.message));
