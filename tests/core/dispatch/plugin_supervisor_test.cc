@@ -456,8 +456,7 @@ TEST(PluginSupervisorTest, PluginOutlivesTheThreadThatCalledStart) {
   // started again in its place would show as a restart or another pid.
   const std::string address = StatusOf(*supervisor, "steady").address;
   EXPECT_TRUE(WaitFor(
-      [&] { return CheckHealth(address) == grpc::health::v1::HealthCheckResponse::SERVING; },
-      30s));
+      [&] { return CheckHealth(address) == grpc::health::v1::HealthCheckResponse::SERVING; }, 30s));
   EXPECT_TRUE(IsAlive(pid));
   const PluginStatus status = StatusOf(*supervisor, "steady");
   EXPECT_EQ(status.state, PluginState::kServing);
