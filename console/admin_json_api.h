@@ -44,7 +44,7 @@ struct JsonAnswer {
 // DEADLINE_EXCEEDED 504, anything else 500.
 int HttpStatusFor(grpc::StatusCode code);
 // "NOT_FOUND" for grpc::StatusCode::NOT_FOUND.
-absl::string_view StatusCodeName(grpc::StatusCode code);
+std::string StatusCodeName(grpc::StatusCode code);
 // {"code": code, "message": message} as JSON.
 std::string ErrorBody(absl::string_view code, absl::string_view message);
 
