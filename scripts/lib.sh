@@ -70,9 +70,13 @@ ensure_packages() {
 # build DIR [cmake args...]: configure once, then build incrementally with 2 jobs.
 build() {
   local dir="$1"; shift
-  if [ ! -f "$dir/build.ninja" ]; then
+  # Configure when the directory is new or its options changed since the last configure (an
+  # existing build directory must not keep options a newer scripts/test no longer passes).
+  local stamp="$dir/.pimgate-configure-args"
+  if [ ! -f "$dir/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$*" ]; then
     log "configuring $dir"
     cmake -S "$PIMGATE_ROOT" -B "$dir" -G Ninja "$@" >/dev/null
+    printf '%s' "$*" >"$stamp"
   fi
   log "building $dir"
   cmake --build "$dir" -j2
