@@ -122,14 +122,18 @@ ValueReader Reconcile(std::optional<ReconcileConfig>& out) {
                                {"categories", Bool(reconcile.categories)},
                                {"attributes", Bool(reconcile.attributes)},
                                {"attribute_groups", Bool(reconcile.attribute_groups)},
+                               {"reference_entity_records",
+                                Bool(reconcile.reference_entity_records)},
+                               {"assets", Bool(reconcile.assets)},
                            });
     if (!status.ok()) return status;
     if (!reconcile.products && !reconcile.product_models && !reconcile.families &&
-        !reconcile.categories && !reconcile.attributes && !reconcile.attribute_groups) {
+        !reconcile.categories && !reconcile.attributes && !reconcile.attribute_groups &&
+        !reconcile.reference_entity_records && !reconcile.assets) {
       return Invalid(field,
-                     "products, product_models, families, categories, attributes and "
-                     "attribute_groups are all false: nothing to reconcile (set interval: 0 to "
-                     "reconcile only on demand)");
+                     "products, product_models, families, categories, attributes, "
+                     "attribute_groups, reference_entity_records and assets are all false: "
+                     "nothing to reconcile (set interval: 0 to reconcile only on demand)");
     }
     return absl::OkStatus();
   };

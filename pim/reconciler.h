@@ -37,15 +37,26 @@ struct ReconcileOptions {
   bool full = false;
 };
 
-// One catalogue structure kind of a run (families, categories, attributes, attribute groups):
-// listed with its own window and watermark.
+// One kind of a run listed after products and product models (families, categories,
+// attributes, attribute groups, reference entity records, assets): listed with its own window
+// and watermark.
 struct ReconcileKindRunStats {
-  std::string kind;  // "family", "category", "attribute", "attribute_group"
+  // "family", "category", "attribute", "attribute_group", "reference_entity_record", "asset".
+  std::string kind;
   // The ISO 8601 `updated >` value sent ("2026-12-04T04:55:00-05:00"); empty: everything.
   std::string updated_filter;
   uint64_t scanned = 0;
   uint64_t emitted = 0;
-  absl::Status status;                  // OK, or why this kind's listing stopped
+  // OK, or why this kind's listing stopped; when `unavailable`, why the PIM does not list it.
+  absl::Status status;
+  // Reference entity records and assets: the PIM answered their parents' list with its own 404
+  // (Community Edition) or a 403 (the connection's role). Not a failure of the run: the kind is
+  // skipped, its watermark kept.
+  bool unavailable = false;
+  // Reference entity records and assets: the reference entities / asset families listed, and
+  // those deleted between that listing and the listing of their items (skipped).
+  uint64_t parents = 0;
+  uint64_t parents_gone = 0;
   std::optional<int64_t> watermark_us;  // this kind's persisted watermark after the run
   bool watermark_advanced = false;
 };
@@ -77,8 +88,9 @@ struct ReconcileRunStats {
   // Where products were listed: "/api/rest/v1/products-uuid", or "/api/rest/v1/products" (by
   // identifier) on a PIM without products-uuid (before 7.0). Empty: products not reconciled.
   std::string products_path;
-  // The catalogue structure kinds the source reconciles, in the order listed (after products and
-  // product models). Their items are counted in scanned/emitted/in_sync/invalid above too.
+  // The catalogue structure kinds, then reference entity records and assets, that the source
+  // reconciles, in the order listed (after products and product models). Their items are counted
+  // in scanned/emitted/in_sync/invalid above too.
   std::vector<ReconcileKindRunStats> kinds;
 
   absl::Duration duration() const { return finished_at - started_at; }
@@ -212,9 +224,20 @@ class Reconciler {
                                               bool scheduled);
   absl::Status Execute(Source& source, const ReconcileOptions& options, ReconcileRunStats& stats);
   // Lists `kind` (the `updated` search `search_json`, empty: everything) and appends what is
-  // newer than the log's version, page by page.
+  // newer than the log's version, page by page. `parent`: the reference entity or asset family
+  // whose records or assets are listed (nested kinds only).
   absl::Status ScanKind(Source& source, RunContext& run, const std::string& kind,
-                        const std::string& search_json);
+                        const std::string& search_json, const std::string& parent = {});
+  // A nested kind (reference entity records, assets): lists the parents, then each parent's
+  // items through ScanKind. A PIM that answers the parents' list with its own 404 or a 403 marks
+  // the kind unavailable in `kind_stats` and returns OK; a parent gone since it was listed is
+  // skipped; any other failure is returned at once.
+  absl::Status ScanNestedKind(Source& source, RunContext& run, const std::string& kind,
+                              const std::string& search_json, ReconcileKindRunStats& kind_stats);
+  // The target of a list's `_links.next.href` (empty: none), through NextPageTarget; a link back
+  // to `current` fails.
+  absl::StatusOr<std::string> FollowNext(Source& source, const std::string& href,
+                                         const std::string& current);
   // Families, categories, attributes and attribute groups, as configured: each with its own
   // window and watermark. A kind that fails keeps its watermark; the others are still listed,
   // and the first failure is returned.
