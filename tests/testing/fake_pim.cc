@@ -361,7 +361,9 @@ class FakePim::Impl {
       }
       // Its reference entity or asset family exists from now on, if it did not already.
       absl::MutexLock lock(&mu_);
-      parents_.try_emplace({std::string(nested->parent_kind), code.substr(0, slash)});
+      auto [parent, created] =
+          parents_.try_emplace({std::string(nested->parent_kind), code.substr(0, slash)});
+      if (created) (*parent->second.mutable_fields())["code"].set_string_value(code.substr(0, slash));
     }
     PutCodedResource(kind, code, fields_json);
     absl::MutexLock lock(&mu_);
