@@ -446,6 +446,8 @@ class AdminServiceImpl final : public v1::Admin::Service {
         *out.mutable_watermark() = TimeUtil::MicrosecondsToTimestamp(*kind.watermark_us);
       }
       out.set_watermark_advanced(kind.watermark_advanced);
+      if (kind.unavailable) out.set_unavailable(std::string(kind.status.message()));
+      out.set_parents(kind.parents);
     }
     return absl::OkStatus();
   }
