@@ -255,7 +255,12 @@ absl::StatusOr<Page> ParsePage(const std::string& body, const std::string& targe
           absl::StrCat("the PIM's answer to ", target, ": _embedded is not an object"));
     }
     auto& embedded_fields = *embedded->second.mutable_struct_value()->mutable_fields();
-    if (auto items = embedded_fields.find("items"); items != embedded_fields.end()) {
+    auto items = embedded_fields.find("items");
+    // Akeneo's API reference shows the asset and asset family lists' items under `_items`
+    // (content/swagger/resources/assets/routes/assets.yaml); every other list, and Akeneo's own
+    // PHP client, use `items`. Either is read, so that neither spelling empties a page silently.
+    if (items == embedded_fields.end()) items = embedded_fields.find("_items");
+    if (items != embedded_fields.end()) {
       if (items->second.kind_case() != Value::kListValue) {
         return absl::InvalidArgumentError(
             absl::StrCat("the PIM's answer to ", target, ": _embedded.items is not a list"));
@@ -367,7 +372,9 @@ std::string KindsSummary(const ReconcileRunStats& stats) {
         kind.updated_filter.empty() ? std::string("everything")
                                     : absl::StrCat("updated > \"", kind.updated_filter, "\""),
         ", watermark ", kind.watermark_us ? FormatMicros(*kind.watermark_us) : std::string("none"),
-        kind.unavailable ? " (not on this PIM)" : kind.status.ok() ? "" : " (failed)");
+        kind.unavailable   ? " (not on this PIM)"
+        : kind.status.ok() ? ""
+                           : " (failed)");
   }
   return out;
 }
@@ -508,11 +515,28 @@ absl::StatusOr<std::unique_ptr<Reconciler>> Reconciler::Create(
     absl::StatusOr<std::optional<LearnedOffset>> learned =
         ReadLearnedOffset(*log, UtcOffsetKey(config.name));
     if (!learned.ok()) return learned.status();
+    std::map<std::string, int64_t> kind_watermarks;
+    if (source->configured) {
+      std::vector<std::string> kinds;
+      for (const StructureKind& structure : kStructureKinds) {
+        if (source->config.*structure.enabled) kinds.push_back(structure.kind);
+      }
+      for (const NestedKind& nested : kNestedKinds) {
+        if (source->config.*nested.enabled) kinds.push_back(nested.kind);
+      }
+      for (const std::string& kind : kinds) {
+        absl::StatusOr<std::optional<int64_t>> kind_watermark =
+            ReadInt(*log, KindWatermarkKey(config.name, kind));
+        if (!kind_watermark.ok()) return kind_watermark.status();
+        if (kind_watermark->has_value()) kind_watermarks[kind] = **kind_watermark;
+      }
+    }
     {
       absl::MutexLock lock(&source->mu);
       source->stats.source = config.name;
       source->stats.configured = source->configured;
       source->stats.watermark_us = *watermark;
+      source->stats.kind_watermarks_us = std::move(kind_watermarks);
       if (source->configured) {
         std::optional<int64_t> next_window = source->config.since_us;
         if (watermark->has_value()) {
@@ -657,6 +681,9 @@ absl::StatusOr<ReconcileRunStats> Reconciler::RunLocked(Source& source,
     totals.in_sync += stats.in_sync;
     totals.api_calls += stats.api_calls;
     if (stats.watermark_us.has_value()) totals.watermark_us = stats.watermark_us;
+    for (const ReconcileKindRunStats& kind : stats.kinds) {
+      if (kind.watermark_us.has_value()) totals.kind_watermarks_us[kind.kind] = *kind.watermark_us;
+    }
     if (stats.status.ok()) {
       ++totals.runs_succeeded;
       totals.last_success = stats.finished_at;
@@ -858,10 +885,12 @@ absl::Status Reconciler::ScanStructureKinds(Source& source, RunContext& run,
   };
   std::vector<Listed> listed;
   for (const StructureKind& structure : kStructureKinds) {
-    if (source.config.*structure.enabled) listed.push_back({structure.kind, structure.path, nullptr});
+    if (source.config.*structure.enabled)
+      listed.push_back({structure.kind, structure.path, nullptr});
   }
   for (const NestedKind& nested : kNestedKinds) {
-    if (source.config.*nested.enabled) listed.push_back({nested.kind, nested.parents_path, &nested});
+    if (source.config.*nested.enabled)
+      listed.push_back({nested.kind, nested.parents_path, &nested});
   }
   for (const Listed& structure : listed) {
     ReconcileKindRunStats& kind_stats = stats.kinds.emplace_back();
@@ -1126,17 +1155,17 @@ absl::Status Reconciler::ScanNestedKind(Source& source, RunContext& run, const s
                                  ", or, on a PIM without them (Community Edition), turn reconcile.",
                                  nested.config_key, " off for this source");
       kind_stats.unavailable = true;
-      kind_stats.status = missing ? absl::UnimplementedError(reason)
-                                  : absl::PermissionDeniedError(reason);
+      kind_stats.status =
+          missing ? absl::UnimplementedError(reason) : absl::PermissionDeniedError(reason);
       if (source.logged_unavailable.insert(nested.kind).second) {
         spdlog::warn("[reconcile] {}: {} not reconciled: {}", source.name, nested.items, reason);
       }
       return absl::OkStatus();
     }
     if (first_page && absl::IsNotFound(body.status())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          body.status().message(), " (not Akeneo's JSON error: is rest.base_url ",
-          source.base_url, " the PIM's own address, without a proxy path in front?)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(body.status().message(), " (not Akeneo's JSON error: is rest.base_url ",
+                       source.base_url, " the PIM's own address, without a proxy path in front?)"));
     }
     if (!body.ok()) return body.status();
     first_page = false;

@@ -111,7 +111,10 @@ struct ReconcileSourceStats {
   std::optional<ReconcileRunStats> last_run;  // the last finished run, failed or not
   std::optional<absl::Time> last_success;     // when the last successful run finished
   std::optional<int64_t> watermark_us;        // persisted watermark
-  std::optional<absl::Time> next_run;         // next scheduled run; unset: on demand only
+  // The persisted watermarks of the other kinds the source reconciles ("family", "asset", ...),
+  // those that have one.
+  std::map<std::string, int64_t> kind_watermarks_us;
+  std::optional<absl::Time> next_run;  // next scheduled run; unset: on demand only
   // The PIM server's time zone, in which the `updated` filter is written: rest.timezone
   // ("America/New_York", "-05:00"; origin "configured"), else the UTC offset the PIM writes in
   // its newest `updated` value ("-05:00"; origin "learned"); both empty while nothing is known.
@@ -170,6 +173,15 @@ struct ReconcilerOptions {
 // lists have no search_after). A failing kind keeps its watermark while the others still run; the
 // run then fails with the first error. No deletion check for them: offset paging can skip an item
 // when another is deleted between pages, which would look like a deletion.
+//
+// Reference entity records and assets (reconcile.reference_entity_records, reconcile.assets:
+// opt-in, Enterprise Edition) come last, the same way, each kind with one watermark: every
+// reference entity / asset family is listed, then each one's items (search_after paging through
+// the PIM's links, no `limit`), keyed "<parent>/<code>" as their Event Platform events are. The
+// watermark moves only when every parent's list completed; a parent created later needs none of
+// its own (the watermark is capped at the run's start, before the parents were listed). A PIM
+// that answers the parents' list with its own 404 (Community Edition) or a 403 makes the kind
+// unavailable (ReconcileKindRunStats::unavailable), logged once, not a failure of the run.
 //
 // The watermark is persisted (EventLog::PutMeta, fsynced) only after a run succeeded, as
 // min(largest `updated` seen, the run's start on pimgate's clock), and never moves back. The

@@ -444,8 +444,9 @@ TEST_F(ReconcileCliEnterpriseTest, ReconcileListsRecordsAndAssetsPerParent) {
   pim_->InjectFault(forbidden);
   Result second = Ctl({"reconcile", "legacy"});
   ASSERT_EQ(second.exit_code, 0) << second.err;
-  EXPECT_TRUE(absl::StartsWith(Row(second.out, "asset"), "not reconciled: the PIM refuses "
-                                                         "/api/rest/v1/asset-families"))
+  EXPECT_TRUE(absl::StartsWith(Row(second.out, "asset"),
+                               "not reconciled: the PIM refuses "
+                               "/api/rest/v1/asset-families"))
       << second.out;
 }
 

@@ -1638,9 +1638,8 @@ std::vector<std::string> TargetsAt(const FakePim& pim, const std::string& path) 
 // An Event Platform event from Akeneo's documented example (tests/data/event_platform/), parsed
 // as the gateway parses it, for source "pim", versioned at `version_us`.
 v1::Event DocumentedEvent(const std::string& type, int64_t version_us) {
-  const std::string file =
-      absl::StrCat(PIMGATE_SOURCE_DIR, "/tests/data/event_platform/com.akeneo.pim.v1.", type,
-                   ".json");
+  const std::string file = absl::StrCat(
+      PIMGATE_SOURCE_DIR, "/tests/data/event_platform/com.akeneo.pim.v1.", type, ".json");
   std::ifstream in(file);
   std::stringstream body;
   body << in.rdbuf();
@@ -1657,8 +1656,9 @@ TEST_F(ReconcilerTest, NestedKindsChangesAcrossParentsAndPagesAreEmittedAndNewPa
   options.entity_page_size = 2;  // every list below spans pages
   FakePim pim(options);
   const int64_t t0 = DayAgoUs();
-  pim.PutListedResource("reference_entity_record", "brands/kartell", t0 + 1 * kSecondUs,
-                        R"({"values":{"label":[{"locale":"en_US","channel":null,"data":"Kartell"}]}})");
+  pim.PutListedResource(
+      "reference_entity_record", "brands/kartell", t0 + 1 * kSecondUs,
+      R"({"values":{"label":[{"locale":"en_US","channel":null,"data":"Kartell"}]}})");
   pim.PutListedResource("reference_entity_record", "brands/usm", t0 + 2 * kSecondUs);
   pim.PutListedResource("reference_entity_record", "brands/ligneroset", t0 + 3 * kSecondUs);
   pim.PutListedResource("reference_entity_record", "designers/starck", t0 + 4 * kSecondUs);
@@ -1690,6 +1690,9 @@ TEST_F(ReconcilerTest, NestedKindsChangesAcrossParentsAndPagesAreEmittedAndNewPa
   EXPECT_EQ(assets.watermark_us, t0 + 8 * kSecondUs);
   EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/reference_entity_record"), t0 + 4 * kSecondUs);
   EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/asset"), t0 + 8 * kSecondUs);
+  EXPECT_EQ(StatsOf(*reconciler_).kind_watermarks_us,
+            (std::map<std::string, int64_t>{{"reference_entity_record", t0 + 4 * kSecondUs},
+                                            {"asset", t0 + 8 * kSecondUs}}));
   EXPECT_TRUE(ListRequests(pim, "/api/rest/v1/products-uuid").empty());
 
   // Three reference entities, two a page: the first page, then the PIM's next link (its opaque
@@ -1699,7 +1702,8 @@ TEST_F(ReconcilerTest, NestedKindsChangesAcrossParentsAndPagesAreEmittedAndNewPa
   EXPECT_EQ(entities[0], "/api/rest/v1/reference-entities");
   EXPECT_TRUE(absl::StartsWith(entities[1], "/api/rest/v1/reference-entities?search_after="))
       << entities[1];
-  std::vector<std::string> brands = TargetsAt(pim, "/api/rest/v1/reference-entities/brands/records");
+  std::vector<std::string> brands =
+      TargetsAt(pim, "/api/rest/v1/reference-entities/brands/records");
   ASSERT_EQ(brands.size(), 2u);
   EXPECT_EQ(brands[0], "/api/rest/v1/reference-entities/brands/records");
   EXPECT_TRUE(absl::StrContains(brands[1], "search_after=")) << brands[1];
@@ -1758,8 +1762,7 @@ TEST_F(ReconcilerTest, NestedKindsChangesAcrossParentsAndPagesAreEmittedAndNewPa
   EXPECT_EQ(emitted, (std::set<std::string>{"reference_entity_record.updated materials/oak",
                                             "reference_entity_record.updated brands/usm",
                                             "asset.updated packshots/shoe_3"}));
-  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/reference_entity_record"),
-            t0 + 60 * kSecondUs);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/reference_entity_record"), t0 + 60 * kSecondUs);
   EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/asset"), t0 + 70 * kSecondUs);
 }
 
@@ -1833,8 +1836,8 @@ TEST_F(ReconcilerTest, NestedKindFailingPartWayThroughAParentKeepsItsWatermarkTh
   pim.ClearRequests();
   run = reconciler_->Run("pim");
   ASSERT_FALSE(run.ok());
-  EXPECT_TRUE(absl::StrContains(run.status().message(),
-                                "/api/rest/v1/reference-entities/brands/records"))
+  EXPECT_TRUE(
+      absl::StrContains(run.status().message(), "/api/rest/v1/reference-entities/brands/records"))
       << run.status();
   EXPECT_EQ(pim.pending_faults(), 0);
   EXPECT_TRUE(TargetsAt(pim, "/api/rest/v1/reference-entities/designers/records").empty());
@@ -1867,6 +1870,11 @@ TEST_F(ReconcilerTest, NestedKindFailingPartWayThroughAParentKeepsItsWatermarkTh
     }
   }
   EXPECT_EQ(records.size(), 6u);
+  // A new Reconciler (a restart) shows the persisted watermarks before any run.
+  reconciler_ = Make(pim, WithNestedKinds());
+  EXPECT_EQ(StatsOf(*reconciler_).kind_watermarks_us,
+            (std::map<std::string, int64_t>{{"reference_entity_record", t0 + 103 * kSecondUs},
+                                            {"asset", t0 + 200 * kSecondUs}}));
 }
 
 TEST_F(ReconcilerTest, NestedKindParentDeletedWhileListedIsSkipped) {
@@ -1920,8 +1928,8 @@ TEST_F(ReconcilerTest, CommunityEditionWithoutNestedKindsReconcilesTheOthersAndS
       EXPECT_TRUE(absl::StrContains(kind.status.message(), "Community Edition")) << kind.status;
       EXPECT_FALSE(kind.watermark_us.has_value());
     }
-    EXPECT_TRUE(absl::StrContains(run->kinds[1].status.message(),
-                                  "reconcile.reference_entity_records"));
+    EXPECT_TRUE(
+        absl::StrContains(run->kinds[1].status.message(), "reconcile.reference_entity_records"));
     EXPECT_TRUE(absl::StrContains(run->kinds[2].status.message(), "reconcile.assets"));
     // The product and the family are reconciled (the first run; the second finds them in sync).
     EXPECT_EQ(run->emitted, i == 0 ? 2u : 0u);

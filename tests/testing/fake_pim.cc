@@ -363,7 +363,8 @@ class FakePim::Impl {
       absl::MutexLock lock(&mu_);
       auto [parent, created] =
           parents_.try_emplace({std::string(nested->parent_kind), code.substr(0, slash)});
-      if (created) (*parent->second.mutable_fields())["code"].set_string_value(code.substr(0, slash));
+      if (created)
+        (*parent->second.mutable_fields())["code"].set_string_value(code.substr(0, slash));
     }
     PutCodedResource(kind, code, fields_json);
     absl::MutexLock lock(&mu_);
@@ -542,10 +543,10 @@ class FakePim::Impl {
   // `limit`: the PIM's page size; `search` with an `updated` filter whose ISO 8601 value is read
   // in the server's time zone; 404 for an unknown parent).
   struct NestedList {
-    absl::string_view kind;         // "reference_entity_record"
-    absl::string_view parent_kind;  // "reference_entity"
-    absl::string_view collection;   // "reference-entities", below /api/rest/v1/
-    absl::string_view nested;       // "records"
+    absl::string_view kind;          // "reference_entity_record"
+    absl::string_view parent_kind;   // "reference_entity"
+    absl::string_view collection;    // "reference-entities", below /api/rest/v1/
+    absl::string_view nested;        // "records"
     absl::string_view parent_label;  // "Reference entity", for the 404 message
   };
   static constexpr NestedList kNestedLists[] = {
@@ -604,8 +605,8 @@ class FakePim::Impl {
     if (search_after.has_value()) {
       after = FromCursor(*search_after);
       if (!after.has_value()) {
-        return ErrorResponse(422, absl::StrCat("\"", *search_after,
-                                               "\" is not a valid search_after value."));
+        return ErrorResponse(
+            422, absl::StrCat("\"", *search_after, "\" is not a valid search_after value."));
       }
     }
     const int page_size = options_.entity_page_size;
@@ -660,8 +661,7 @@ class FakePim::Impl {
         if (key.first == list.parent_kind) ordered.emplace_back(key.second, parent);
       }
     }
-    return SearchAfterPage(path, std::nullopt, Param(params, "search_after"), ordered,
-                           link_origin);
+    return SearchAfterPage(path, std::nullopt, Param(params, "search_after"), ordered, link_origin);
   }
 
   Response NestedItems(const NestedList& list, const std::string& parent, const std::string& path,
@@ -717,16 +717,15 @@ class FakePim::Impl {
     {
       absl::MutexLock lock(&mu_);
       if (!parents_.contains({std::string(list.parent_kind), parent})) {
-        return ErrorResponse(
-            404, absl::StrCat(list.parent_label, " \"", parent, "\" does not exist."));
+        return ErrorResponse(404,
+                             absl::StrCat(list.parent_label, " \"", parent, "\" does not exist."));
       }
       link_origin = LinkOrigin();
       const std::string prefix = parent + "/";
       for (const auto& [key, resource] : coded_) {
         if (key.first != list.kind || !absl::StartsWith(key.second, prefix)) continue;
         auto updated = coded_updated_.find(key);
-        const int64_t seconds =
-            updated == coded_updated_.end() ? 0 : FloorSeconds(updated->second);
+        const int64_t seconds = updated == coded_updated_.end() ? 0 : FloorSeconds(updated->second);
         if (updated_after.has_value() && seconds <= *updated_after) continue;
         if (updated_before.has_value() && seconds >= *updated_before) continue;
         ordered.emplace_back(key.second.substr(prefix.size()), resource);
