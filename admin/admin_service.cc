@@ -387,6 +387,9 @@ class AdminServiceImpl final : public v1::Admin::Service {
     if (source.watermark_us) {
       *out.mutable_watermark() = TimeUtil::MicrosecondsToTimestamp(*source.watermark_us);
     }
+    for (const auto& [kind, watermark_us] : source.kind_watermarks_us) {
+      (*out.mutable_kind_watermarks())[kind] = TimeUtil::MicrosecondsToTimestamp(watermark_us);
+    }
     if (source.next_run) *out.mutable_next_run_at() = ToProto(*source.next_run);
     out.set_pim_time_zone(source.pim_time_zone);
     out.set_pim_time_zone_origin(source.pim_time_zone_origin);
@@ -446,6 +449,8 @@ class AdminServiceImpl final : public v1::Admin::Service {
         *out.mutable_watermark() = TimeUtil::MicrosecondsToTimestamp(*kind.watermark_us);
       }
       out.set_watermark_advanced(kind.watermark_advanced);
+      if (kind.unavailable) out.set_unavailable(std::string(kind.status.message()));
+      out.set_parents(kind.parents);
     }
     return absl::OkStatus();
   }

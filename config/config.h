@@ -154,6 +154,11 @@ struct ReconcileConfig {
   bool categories = false;
   bool attributes = false;
   bool attribute_groups = false;
+  // Enterprise Edition (and Serenity) kinds, listed per reference entity / asset family: opt-in
+  // like the structure kinds. A PIM without them (Community Edition) is told in the run's figures
+  // and the log; the other kinds are still reconciled.
+  bool reference_entity_records = false;
+  bool assets = false;
 };
 
 // Akeneo's production Event Platform management API: https://event.prd.sdk.akeneo.cloud/api/v1.

@@ -110,26 +110,29 @@ ValueReader Rest(std::optional<RestConfig>& out) {
 ValueReader Reconcile(std::optional<ReconcileConfig>& out) {
   return [&out](const Field& field) -> absl::Status {
     ReconcileConfig& reconcile = out.emplace();
-    absl::Status status =
-        ReadMapping(field, {
-                               {"interval", MillisOrZero(reconcile.interval)},
-                               {"overlap", MillisOrZero(reconcile.overlap)},
-                               {"since", Rfc3339Micros(reconcile.since_us)},
-                               {"retry_after", Millis(reconcile.retry_after)},
-                               {"products", Bool(reconcile.products)},
-                               {"product_models", Bool(reconcile.product_models)},
-                               {"families", Bool(reconcile.families)},
-                               {"categories", Bool(reconcile.categories)},
-                               {"attributes", Bool(reconcile.attributes)},
-                               {"attribute_groups", Bool(reconcile.attribute_groups)},
-                           });
+    absl::Status status = ReadMapping(
+        field, {
+                   {"interval", MillisOrZero(reconcile.interval)},
+                   {"overlap", MillisOrZero(reconcile.overlap)},
+                   {"since", Rfc3339Micros(reconcile.since_us)},
+                   {"retry_after", Millis(reconcile.retry_after)},
+                   {"products", Bool(reconcile.products)},
+                   {"product_models", Bool(reconcile.product_models)},
+                   {"families", Bool(reconcile.families)},
+                   {"categories", Bool(reconcile.categories)},
+                   {"attributes", Bool(reconcile.attributes)},
+                   {"attribute_groups", Bool(reconcile.attribute_groups)},
+                   {"reference_entity_records", Bool(reconcile.reference_entity_records)},
+                   {"assets", Bool(reconcile.assets)},
+               });
     if (!status.ok()) return status;
     if (!reconcile.products && !reconcile.product_models && !reconcile.families &&
-        !reconcile.categories && !reconcile.attributes && !reconcile.attribute_groups) {
+        !reconcile.categories && !reconcile.attributes && !reconcile.attribute_groups &&
+        !reconcile.reference_entity_records && !reconcile.assets) {
       return Invalid(field,
-                     "products, product_models, families, categories, attributes and "
-                     "attribute_groups are all false: nothing to reconcile (set interval: 0 to "
-                     "reconcile only on demand)");
+                     "products, product_models, families, categories, attributes, "
+                     "attribute_groups, reference_entity_records and assets are all false: "
+                     "nothing to reconcile (set interval: 0 to reconcile only on demand)");
     }
     return absl::OkStatus();
   };

@@ -75,16 +75,26 @@ int RunReconcile(const Invocation& in, const ReconcileArgs& args) {
   table.Add({"watermark",
              (response.has_watermark() ? FormatTime(response.watermark()) : std::string("none")) +
                  (response.watermark_advanced() ? " (advanced)" : " (unchanged)")});
-  // The catalogue structure kinds, each with its own window and watermark.
+  // The catalogue structure kinds, reference entity records and assets, each with its own window
+  // and watermark.
   for (const v1::ReconcileKindRun& kind : response.kinds()) {
+    if (!kind.unavailable().empty()) {
+      table.Add({kind.kind(), absl::StrCat("not reconciled: ", kind.unavailable())});
+      continue;
+    }
     table.Add(
         {kind.kind(),
-         absl::StrCat("scanned ", kind.scanned(), ", emitted ", kind.emitted(), ", ",
-                      kind.updated_filter().empty()
-                          ? std::string("everything")
-                          : absl::StrCat("updated after ", kind.updated_filter()),
-                      ", watermark ", kind.has_watermark() ? FormatTime(kind.watermark()) : "none",
-                      kind.watermark_advanced() ? " (advanced)" : " (unchanged)")});
+         absl::StrCat(
+             "scanned ", kind.scanned(),
+             kind.kind() == "reference_entity_record"
+                 ? absl::StrCat(" in ", kind.parents(), " reference entities")
+             : kind.kind() == "asset" ? absl::StrCat(" in ", kind.parents(), " asset families")
+                                      : std::string(),
+             ", emitted ", kind.emitted(), ", ",
+             kind.updated_filter().empty() ? std::string("everything")
+                                           : absl::StrCat("updated after ", kind.updated_filter()),
+             ", watermark ", kind.has_watermark() ? FormatTime(kind.watermark()) : "none",
+             kind.watermark_advanced() ? " (advanced)" : " (unchanged)")});
   }
   table.Print();
   return kExitOk;
@@ -101,8 +111,9 @@ void AddReconcileCommands(CommandLine& cli) {
                "Asks the PIM behind SOURCE (its `rest` API) for products and product models "
                "updated\nsince the watermark (minus reconcile.overlap), or since T, and adds to "
                "the log an event\nfor each one newer than what the log has; likewise for the "
-               "families, categories,\nattributes and attribute groups turned on in `reconcile`, "
-               "each since its own watermark.\n--full lists everything and also adds a deletion "
+               "families, categories,\nattributes, attribute groups, reference entity records and "
+               "assets turned on in\n`reconcile`, each since its own watermark.\n--full lists "
+               "everything and also adds a deletion "
                "for each product (model) the log\nknows but the PIM no longer has. Waits for the "
                "run to finish (raise --timeout for a\nlarge catalogue) and prints its figures."})
       .Argument("SOURCE", "the source to reconcile (sources[].name, with `rest`)",

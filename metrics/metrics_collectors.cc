@@ -292,6 +292,17 @@ void WriteReconciliationMetrics(const std::vector<ReconcileSourceStats>& sources
       out.Sample({{"source", s.source}}, static_cast<double>(*s.watermark_us) / kMicrosPerSecond);
     }
   }
+  out.Family("pimgate_reconciliation_kind_watermark_timestamp_seconds",
+             "The persisted reconciliation watermark of each kind a source reconciles besides "
+             "products and product models (families, ..., reference entity records, assets), in "
+             "seconds since the epoch.",
+             MetricType::kGauge);
+  for (const ReconcileSourceStats& s : sources) {
+    for (const auto& [kind, watermark_us] : s.kind_watermarks_us) {
+      out.Sample({{"source", s.source}, {"kind", kind}},
+                 static_cast<double>(watermark_us) / kMicrosPerSecond);
+    }
+  }
 }
 
 std::string PluginReadiness::Check(const std::vector<PluginStatus>& processes) {

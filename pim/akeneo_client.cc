@@ -225,6 +225,8 @@ std::string PimMessage(const std::string& body) {
 
 // Marks a status made from an answer whose body is Akeneo's JSON error (IsAkeneoNotFound).
 constexpr char kAkeneoErrorPayload[] = "pimgate/akeneo-error-status";
+// Marks a status made from a 403 answer (IsForbidden).
+constexpr char kForbiddenPayload[] = "pimgate/http-403";
 
 // Akeneo answers errors with {"code": <HTTP status>, "message": "..."}.
 bool IsAkeneoErrorBody(const std::string& body) {
@@ -629,6 +631,7 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
       outcome.status = absl::UnauthenticatedError(detail);
     } else {
       outcome.status = absl::FailedPreconditionError(detail);
+      if (answer.status == 403) outcome.status.SetPayload(kForbiddenPayload, absl::Cord("403"));
     }
     return outcome;
   }
@@ -1137,6 +1140,10 @@ absl::StatusOr<AkeneoTimestamp> ParseAkeneoTimestamp(std::string_view text_in) {
 
 bool IsAkeneoNotFound(const absl::Status& status) {
   return absl::IsNotFound(status) && status.GetPayload(kAkeneoErrorPayload).has_value();
+}
+
+bool IsForbidden(const absl::Status& status) {
+  return absl::IsFailedPrecondition(status) && status.GetPayload(kForbiddenPayload).has_value();
 }
 
 }  // namespace pimgate

@@ -53,7 +53,8 @@ struct AkeneoPage {
 // NotFound (IsAkeneoNotFound tells the PIM's own JSON answer from a proxy's page). 408, 429, 5xx,
 // timeouts and connection errors (Akeneo's transient errors) → retried up to `max_attempts` with
 // exponential backoff (a longer Retry-After wins), then Unavailable (DeadlineExceeded for a
-// timeout). Other 4xx → FailedPrecondition with the status and the PIM's message. After Shutdown()
+// timeout). Other 4xx → FailedPrecondition with the status and the PIM's message (IsForbidden
+// tells a 403). After Shutdown()
 // → Cancelled.
 class AkeneoClient {
  public:
@@ -138,6 +139,11 @@ absl::StatusOr<AkeneoTimestamp> ParseAkeneoTimestamp(std::string_view text);
 // ({"code":404,"message":...}): the PIM itself says the route or the resource does not exist (a
 // 404 from a proxy, or from a URL that is not a PIM, has another body).
 bool IsAkeneoNotFound(const absl::Status& status);
+
+// True when `status` comes from a 403 answer (FailedPrecondition like other 4xx): the PIM refuses
+// the connection's user this route (its role lacks the permission), or has the route only in an
+// edition it is not (a Community Edition asked for an Enterprise Edition list).
+bool IsForbidden(const absl::Status& status);
 
 }  // namespace pimgate
 

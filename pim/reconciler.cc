@@ -67,6 +67,36 @@ const StructureKind* StructureKindOf(std::string_view kind) {
   return nullptr;
 }
 
+// The Enterprise Edition (and Serenity) kinds whose codes are unique within a parent: reference
+// entity records within their reference entity, assets within their asset family. Their lists
+// are per parent, GET <parents>/{parent}/<nested>, with an `updated` filter (filter.md: operator
+// `>`, ISO 8601, read in the PIM server's time zone; records from 3.x, assets from 3.2), paged by
+// search_after only and with no `limit` (the PIM's own page size; pagination.md, the API
+// reference). The parents' list (GET <parents>) has neither filter nor `limit`. Resource ids are
+// "<parent code>/<code>", as the Event Platform's events name them (events/event_type.h).
+struct NestedKind {
+  const char* kind;
+  const char* parents_path;  // "/api/rest/v1/reference-entities"
+  const char* nested;        // "records"
+  const char* parents;       // "reference entities", for messages
+  const char* items;         // "reference entity records", for messages
+  const char* config_key;    // "reference_entity_records" (sources[].reconcile.<key>)
+  bool ReconcileConfig::*enabled;
+};
+constexpr NestedKind kNestedKinds[] = {
+    {"reference_entity_record", "/api/rest/v1/reference-entities", "records", "reference entities",
+     "reference entity records", "reference_entity_records",
+     &ReconcileConfig::reference_entity_records},
+    {"asset", "/api/rest/v1/asset-families", "assets", "asset families", "assets", "assets",
+     &ReconcileConfig::assets},
+};
+const NestedKind* NestedKindOf(std::string_view kind) {
+  for (const NestedKind& nested : kNestedKinds) {
+    if (nested.kind == kind) return &nested;
+  }
+  return nullptr;
+}
+
 // Metadata keys (EventLog::PutMeta), per source.
 std::string WatermarkKey(const std::string& source) {
   return absl::StrCat("reconcile/", source, "/watermark");
@@ -225,7 +255,12 @@ absl::StatusOr<Page> ParsePage(const std::string& body, const std::string& targe
           absl::StrCat("the PIM's answer to ", target, ": _embedded is not an object"));
     }
     auto& embedded_fields = *embedded->second.mutable_struct_value()->mutable_fields();
-    if (auto items = embedded_fields.find("items"); items != embedded_fields.end()) {
+    auto items = embedded_fields.find("items");
+    // Akeneo's API reference shows the asset and asset family lists' items under `_items`
+    // (content/swagger/resources/assets/routes/assets.yaml); every other list, and Akeneo's own
+    // PHP client, use `items`. Either is read, so that neither spelling empties a page silently.
+    if (items == embedded_fields.end()) items = embedded_fields.find("_items");
+    if (items != embedded_fields.end()) {
       if (items->second.kind_case() != Value::kListValue) {
         return absl::InvalidArgumentError(
             absl::StrCat("the PIM's answer to ", target, ": _embedded.items is not a list"));
@@ -337,7 +372,9 @@ std::string KindsSummary(const ReconcileRunStats& stats) {
         kind.updated_filter.empty() ? std::string("everything")
                                     : absl::StrCat("updated > \"", kind.updated_filter, "\""),
         ", watermark ", kind.watermark_us ? FormatMicros(*kind.watermark_us) : std::string("none"),
-        kind.status.ok() ? "" : " (failed)");
+        kind.unavailable   ? " (not on this PIM)"
+        : kind.status.ok() ? ""
+                           : " (failed)");
   }
   return out;
 }
@@ -413,6 +450,8 @@ struct Reconciler::Source {
   // Touched by runs only (under run_mu): what has been logged once already.
   bool logged_other_origin = false;
   std::string logged_products_path;
+  // Nested kinds this PIM did not list at the last run (logged once, until it lists them).
+  std::set<std::string> logged_unavailable;
   // Held for the whole of a run: runs of one source never overlap.
   absl::Mutex run_mu;
   mutable absl::Mutex mu;
@@ -476,11 +515,28 @@ absl::StatusOr<std::unique_ptr<Reconciler>> Reconciler::Create(
     absl::StatusOr<std::optional<LearnedOffset>> learned =
         ReadLearnedOffset(*log, UtcOffsetKey(config.name));
     if (!learned.ok()) return learned.status();
+    std::map<std::string, int64_t> kind_watermarks;
+    if (source->configured) {
+      std::vector<std::string> kinds;
+      for (const StructureKind& structure : kStructureKinds) {
+        if (source->config.*structure.enabled) kinds.push_back(structure.kind);
+      }
+      for (const NestedKind& nested : kNestedKinds) {
+        if (source->config.*nested.enabled) kinds.push_back(nested.kind);
+      }
+      for (const std::string& kind : kinds) {
+        absl::StatusOr<std::optional<int64_t>> kind_watermark =
+            ReadInt(*log, KindWatermarkKey(config.name, kind));
+        if (!kind_watermark.ok()) return kind_watermark.status();
+        if (kind_watermark->has_value()) kind_watermarks[kind] = **kind_watermark;
+      }
+    }
     {
       absl::MutexLock lock(&source->mu);
       source->stats.source = config.name;
       source->stats.configured = source->configured;
       source->stats.watermark_us = *watermark;
+      source->stats.kind_watermarks_us = std::move(kind_watermarks);
       if (source->configured) {
         std::optional<int64_t> next_window = source->config.since_us;
         if (watermark->has_value()) {
@@ -625,6 +681,9 @@ absl::StatusOr<ReconcileRunStats> Reconciler::RunLocked(Source& source,
     totals.in_sync += stats.in_sync;
     totals.api_calls += stats.api_calls;
     if (stats.watermark_us.has_value()) totals.watermark_us = stats.watermark_us;
+    for (const ReconcileKindRunStats& kind : stats.kinds) {
+      if (kind.watermark_us.has_value()) totals.kind_watermarks_us[kind.kind] = *kind.watermark_us;
+    }
     if (stats.status.ok()) {
       ++totals.runs_succeeded;
       totals.last_success = stats.finished_at;
@@ -818,8 +877,22 @@ absl::Status Reconciler::ScanStructureKinds(Source& source, RunContext& run,
   // No deletion check for these kinds (docs/reconciliation.md): their ids are not collected.
   run.collect_ids = false;
   run.seen.Clear();
+  // The structure kinds, then the nested (Enterprise Edition) ones, as configured.
+  struct Listed {
+    const char* kind;
+    const char* path;  // for messages
+    const NestedKind* nested;
+  };
+  std::vector<Listed> listed;
   for (const StructureKind& structure : kStructureKinds) {
-    if (!(source.config.*structure.enabled)) continue;
+    if (source.config.*structure.enabled)
+      listed.push_back({structure.kind, structure.path, nullptr});
+  }
+  for (const NestedKind& nested : kNestedKinds) {
+    if (source.config.*nested.enabled)
+      listed.push_back({nested.kind, nested.parents_path, &nested});
+  }
+  for (const Listed& structure : listed) {
     ReconcileKindRunStats& kind_stats = stats.kinds.emplace_back();
     kind_stats.kind = structure.kind;
     const std::string key = KindWatermarkKey(source.name, structure.kind);
@@ -844,10 +917,15 @@ absl::Status Reconciler::ScanStructureKinds(Source& source, RunContext& run,
     const uint64_t emitted_before = stats.emitted;
     // This kind's largest `updated`, apart from the products' (already persisted above).
     std::optional<int64_t> products_max = std::exchange(run.max_updated_us, std::nullopt);
-    absl::Status status = ScanKind(source, run, structure.kind, search);
+    absl::Status status = structure.nested == nullptr
+                              ? ScanKind(source, run, structure.kind, search)
+                              : ScanNestedKind(source, run, structure.kind, search, kind_stats);
     const std::optional<int64_t> max_updated = std::exchange(run.max_updated_us, products_max);
     kind_stats.scanned = stats.scanned - scanned_before;
     kind_stats.emitted = stats.emitted - emitted_before;
+    // A kind this PIM does not have keeps its watermark and fails nothing (kind_stats.status
+    // says why it was not listed).
+    if (kind_stats.unavailable) continue;
     kind_stats.status = status;
     if (!status.ok()) {
       if (absl::IsCancelled(status)) return status;
@@ -875,16 +953,24 @@ absl::Status Reconciler::ScanStructureKinds(Source& source, RunContext& run,
 }
 
 absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::string& kind,
-                                  const std::string& search) {
+                                  const std::string& search, const std::string& parent) {
   EventLog& log = *log_;
   ReconcileRunStats& stats = run.stats;
   const bool products = kind == kProductKind;
   const StructureKind* structure = StructureKindOf(kind);
+  const NestedKind* nested = NestedKindOf(kind);
   std::string path = products ? kProductsPath : kProductModelsPath;
   std::string id_field = products ? "uuid" : "code";
+  // Nested kinds: "<parent>/<code>", the id their Event Platform events carry.
+  const std::string id_prefix = nested != nullptr ? absl::StrCat(parent, "/") : std::string();
   const std::string updated_type = absl::StrCat(kind, ".updated");
   std::string target;
-  if (structure != nullptr) {
+  if (nested != nullptr) {
+    // search_after paging without `limit` (the only kind these lists have): the first page, then
+    // the PIM's links.
+    path = absl::StrCat(nested->parents_path, "/", UrlEncode(parent), "/", nested->nested);
+    target = search.empty() ? path : absl::StrCat(path, "?search=", UrlEncode(search));
+  } else if (structure != nullptr) {
     // Offset paging (the only kind these lists have): the first page, then the PIM's links.
     path = structure->path;
     target = absl::StrCat(path, "?",
@@ -939,7 +1025,8 @@ absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::st
     AppendRequest request;
     for (Struct& item : page->items) {
       ++stats.scanned;
-      const std::string id = StringField(item, id_field);
+      const std::string& code = StringField(item, id_field);
+      const std::string id = code.empty() ? std::string() : absl::StrCat(id_prefix, code);
       if (!id.empty() && run.collect_ids) run.seen.Insert(id);
       const std::string& updated = StringField(item, "updated");
       absl::StatusOr<AkeneoTimestamp> stamp = updated.empty()
@@ -996,27 +1083,8 @@ absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::st
       item.mutable_fields()->erase("_links");  // the API's navigation, not the resource
       *event.mutable_data() = std::move(item);
     }
-    std::string next;
-    if (!page->next.empty()) {
-      bool other_origin = false;
-      absl::StatusOr<std::string> mapped =
-          NextPageTarget(source.base_url, page->next, &other_origin);
-      if (!mapped.ok()) return mapped.status();
-      if (other_origin && !source.logged_other_origin) {
-        source.logged_other_origin = true;
-        spdlog::warn(
-            "[reconcile] {}: the PIM writes its next-page links on another scheme or port than "
-            "rest.base_url ({}, e.g. behind a TLS-terminating proxy that it does not trust); "
-            "following them on {}",
-            source.name, page->next.substr(0, page->next.find('/', page->next.find("//") + 2)),
-            source.base_url);
-      }
-      if (*mapped == target) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("the PIM's next-page link repeats the page just read: ", target));
-      }
-      next = *std::move(mapped);
-    }
+    absl::StatusOr<std::string> next = FollowNext(source, page->next, target);
+    if (!next.ok()) return next.status();
     const std::size_t candidates = request.events.size();
     if (candidates > 0) {
       absl::StatusOr<AppendResult> result = AppendAndWait(std::move(request));
@@ -1027,9 +1095,115 @@ absl::Status Reconciler::ScanKind(Source& source, RunContext& run, const std::st
       stats.emitted += deliverable;
       stats.in_sync += candidates - deliverable;
     }
-    target = std::move(next);
+    target = *std::move(next);
   }
   if (products) stats.products_path = path;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Reconciler::FollowNext(Source& source, const std::string& href,
+                                                   const std::string& current) {
+  if (href.empty()) return std::string();
+  bool other_origin = false;
+  absl::StatusOr<std::string> mapped = NextPageTarget(source.base_url, href, &other_origin);
+  if (!mapped.ok()) return mapped.status();
+  if (other_origin && !source.logged_other_origin) {
+    source.logged_other_origin = true;
+    spdlog::warn(
+        "[reconcile] {}: the PIM writes its next-page links on another scheme or port than "
+        "rest.base_url ({}, e.g. behind a TLS-terminating proxy that it does not trust); "
+        "following them on {}",
+        source.name, href.substr(0, href.find('/', href.find("//") + 2)), source.base_url);
+  }
+  if (*mapped == current) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the PIM's next-page link repeats the page just read: ", current));
+  }
+  return mapped;
+}
+
+absl::Status Reconciler::ScanNestedKind(Source& source, RunContext& run, const std::string& kind,
+                                        const std::string& search,
+                                        ReconcileKindRunStats& kind_stats) {
+  ReconcileRunStats& stats = run.stats;
+  const NestedKind& nested = *NestedKindOf(kind);
+  // The parents, all of them (their list has no filter): a parent created since the last run is
+  // listed like the others, with the same window. That window is enough: the kind's watermark is
+  // capped at the run's start, before this list was read, so whatever a parent created later
+  // holds was updated after the watermark.
+  std::vector<std::string> parents;
+  std::string target = nested.parents_path;
+  bool first_page = true;
+  while (!target.empty()) {
+    absl::StatusOr<std::string> body = Fetch(source, target);
+    ++stats.api_calls;
+    if (first_page && !body.ok() &&
+        (IsAkeneoNotFound(body.status()) || IsForbidden(body.status()))) {
+      // The PIM itself answers that it has no such list (Community Edition: no route) or that
+      // the connection may not read it: nothing to reconcile for this kind, and nothing a retry
+      // would change. Told in the run's figures; logged once until the PIM lists it.
+      const bool missing = absl::IsNotFound(body.status());
+      const std::string reason =
+          missing ? absl::StrCat("the PIM has no ", nested.parents_path, " (",
+                                 body.status().message(), "): ", nested.items,
+                                 " exist on Enterprise Edition and Serenity PIMs only, not on "
+                                 "Community Edition; turn reconcile.",
+                                 nested.config_key, " off for this source")
+                  : absl::StrCat("the PIM refuses ", nested.parents_path,
+                                 " to the connection's user (", body.status().message(),
+                                 "): give its role the permission to list ", nested.parents,
+                                 ", or, on a PIM without them (Community Edition), turn reconcile.",
+                                 nested.config_key, " off for this source");
+      kind_stats.unavailable = true;
+      kind_stats.status =
+          missing ? absl::UnimplementedError(reason) : absl::PermissionDeniedError(reason);
+      if (source.logged_unavailable.insert(nested.kind).second) {
+        spdlog::warn("[reconcile] {}: {} not reconciled: {}", source.name, nested.items, reason);
+      }
+      return absl::OkStatus();
+    }
+    if (first_page && absl::IsNotFound(body.status())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(body.status().message(), " (not Akeneo's JSON error: is rest.base_url ",
+                       source.base_url, " the PIM's own address, without a proxy path in front?)"));
+    }
+    if (!body.ok()) return body.status();
+    first_page = false;
+    absl::StatusOr<Page> page = ParsePage(*body, target);
+    if (!page.ok()) return page.status();
+    for (const Struct& item : page->items) {
+      const std::string& code = StringField(item, "code");
+      if (code.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the PIM's answer to ", target, ": an item has no `code`"));
+      }
+      parents.push_back(code);
+    }
+    absl::StatusOr<std::string> next = FollowNext(source, page->next, target);
+    if (!next.ok()) return next.status();
+    target = *std::move(next);
+  }
+  if (source.logged_unavailable.erase(nested.kind) > 0) {
+    spdlog::info("[reconcile] {}: the PIM lists {} now: {} are reconciled", source.name,
+                 nested.parents, nested.items);
+  }
+  kind_stats.parents = parents.size();
+  for (const std::string& parent : parents) {
+    absl::Status status = ScanKind(source, run, nested.kind, search, parent);
+    if (IsAkeneoNotFound(status)) {
+      // Deleted since its listing: so are its items (their deletion is not reconciled).
+      ++kind_stats.parents_gone;
+      spdlog::info("[reconcile] {}: {}/{} is gone (deleted since it was listed): skipped",
+                   source.name, nested.parents_path, parent);
+      continue;
+    }
+    if (!status.ok()) {
+      // Items already appended stay; the kind's watermark does not move (the caller), so the
+      // next run lists every parent's window again.
+      return absl::Status(status.code(), absl::StrCat(nested.parents_path, "/", parent, "/",
+                                                      nested.nested, ": ", status.message()));
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -37,15 +37,26 @@ struct ReconcileOptions {
   bool full = false;
 };
 
-// One catalogue structure kind of a run (families, categories, attributes, attribute groups):
-// listed with its own window and watermark.
+// One kind of a run listed after products and product models (families, categories,
+// attributes, attribute groups, reference entity records, assets): listed with its own window
+// and watermark.
 struct ReconcileKindRunStats {
-  std::string kind;  // "family", "category", "attribute", "attribute_group"
+  // "family", "category", "attribute", "attribute_group", "reference_entity_record", "asset".
+  std::string kind;
   // The ISO 8601 `updated >` value sent ("2026-12-04T04:55:00-05:00"); empty: everything.
   std::string updated_filter;
   uint64_t scanned = 0;
   uint64_t emitted = 0;
-  absl::Status status;                  // OK, or why this kind's listing stopped
+  // OK, or why this kind's listing stopped; when `unavailable`, why the PIM does not list it.
+  absl::Status status;
+  // Reference entity records and assets: the PIM answered their parents' list with its own 404
+  // (Community Edition) or a 403 (the connection's role). Not a failure of the run: the kind is
+  // skipped, its watermark kept.
+  bool unavailable = false;
+  // Reference entity records and assets: the reference entities / asset families listed, and
+  // those deleted between that listing and the listing of their items (skipped).
+  uint64_t parents = 0;
+  uint64_t parents_gone = 0;
   std::optional<int64_t> watermark_us;  // this kind's persisted watermark after the run
   bool watermark_advanced = false;
 };
@@ -77,8 +88,9 @@ struct ReconcileRunStats {
   // Where products were listed: "/api/rest/v1/products-uuid", or "/api/rest/v1/products" (by
   // identifier) on a PIM without products-uuid (before 7.0). Empty: products not reconciled.
   std::string products_path;
-  // The catalogue structure kinds the source reconciles, in the order listed (after products and
-  // product models). Their items are counted in scanned/emitted/in_sync/invalid above too.
+  // The catalogue structure kinds, then reference entity records and assets, that the source
+  // reconciles, in the order listed (after products and product models). Their items are counted
+  // in scanned/emitted/in_sync/invalid above too.
   std::vector<ReconcileKindRunStats> kinds;
 
   absl::Duration duration() const { return finished_at - started_at; }
@@ -99,7 +111,10 @@ struct ReconcileSourceStats {
   std::optional<ReconcileRunStats> last_run;  // the last finished run, failed or not
   std::optional<absl::Time> last_success;     // when the last successful run finished
   std::optional<int64_t> watermark_us;        // persisted watermark
-  std::optional<absl::Time> next_run;         // next scheduled run; unset: on demand only
+  // The persisted watermarks of the other kinds the source reconciles ("family", "asset", ...),
+  // those that have one.
+  std::map<std::string, int64_t> kind_watermarks_us;
+  std::optional<absl::Time> next_run;  // next scheduled run; unset: on demand only
   // The PIM server's time zone, in which the `updated` filter is written: rest.timezone
   // ("America/New_York", "-05:00"; origin "configured"), else the UTC offset the PIM writes in
   // its newest `updated` value ("-05:00"; origin "learned"); both empty while nothing is known.
@@ -159,6 +174,15 @@ struct ReconcilerOptions {
 // run then fails with the first error. No deletion check for them: offset paging can skip an item
 // when another is deleted between pages, which would look like a deletion.
 //
+// Reference entity records and assets (reconcile.reference_entity_records, reconcile.assets:
+// opt-in, Enterprise Edition) come last, the same way, each kind with one watermark: every
+// reference entity / asset family is listed, then each one's items (search_after paging through
+// the PIM's links, no `limit`), keyed "<parent>/<code>" as their Event Platform events are. The
+// watermark moves only when every parent's list completed; a parent created later needs none of
+// its own (the watermark is capped at the run's start, before the parents were listed). A PIM
+// that answers the parents' list with its own 404 (Community Edition) or a 403 makes the kind
+// unavailable (ReconcileKindRunStats::unavailable), logged once, not a failure of the run.
+//
 // The watermark is persisted (EventLog::PutMeta, fsynced) only after a run succeeded, as
 // min(largest `updated` seen, the run's start on pimgate's clock), and never moves back. The
 // largest `updated` is on the PIM's clock, so a clock difference does not open a gap; capping it
@@ -212,9 +236,20 @@ class Reconciler {
                                               bool scheduled);
   absl::Status Execute(Source& source, const ReconcileOptions& options, ReconcileRunStats& stats);
   // Lists `kind` (the `updated` search `search_json`, empty: everything) and appends what is
-  // newer than the log's version, page by page.
+  // newer than the log's version, page by page. `parent`: the reference entity or asset family
+  // whose records or assets are listed (nested kinds only).
   absl::Status ScanKind(Source& source, RunContext& run, const std::string& kind,
-                        const std::string& search_json);
+                        const std::string& search_json, const std::string& parent = {});
+  // A nested kind (reference entity records, assets): lists the parents, then each parent's
+  // items through ScanKind. A PIM that answers the parents' list with its own 404 or a 403 marks
+  // the kind unavailable in `kind_stats` and returns OK; a parent gone since it was listed is
+  // skipped; any other failure is returned at once.
+  absl::Status ScanNestedKind(Source& source, RunContext& run, const std::string& kind,
+                              const std::string& search_json, ReconcileKindRunStats& kind_stats);
+  // The target of a list's `_links.next.href` (empty: none), through NextPageTarget; a link back
+  // to `current` fails.
+  absl::StatusOr<std::string> FollowNext(Source& source, const std::string& href,
+                                         const std::string& current);
   // Families, categories, attributes and attribute groups, as configured: each with its own
   // window and watermark. A kind that fails keeps its watermark; the others are still listed,
   // and the first failure is returned.

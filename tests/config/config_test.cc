@@ -1721,6 +1721,8 @@ TEST_F(ConfigTest, RestDefaultsAndReconcileDefaults) {
   EXPECT_FALSE(source.reconcile->categories);
   EXPECT_FALSE(source.reconcile->attributes);
   EXPECT_FALSE(source.reconcile->attribute_groups);
+  EXPECT_FALSE(source.reconcile->reference_entity_records);
+  EXPECT_FALSE(source.reconcile->assets);
 }
 
 TEST_F(ConfigTest, NoRestMeansNoReconcile) {
@@ -1759,6 +1761,8 @@ TEST_F(ConfigTest, EveryRestAndReconcileKeySet) {
       categories: true
       attributes: false
       attribute_groups: true
+      reference_entity_records: true
+      assets: false
 )"));
   ASSERT_TRUE(config.ok()) << config.status();
   const RestConfig& rest = *config->sources[0].rest;
@@ -1785,6 +1789,8 @@ TEST_F(ConfigTest, EveryRestAndReconcileKeySet) {
   EXPECT_TRUE(reconcile.categories);
   EXPECT_FALSE(reconcile.attributes);
   EXPECT_TRUE(reconcile.attribute_groups);
+  EXPECT_TRUE(reconcile.reference_entity_records);
+  EXPECT_FALSE(reconcile.assets);
 }
 
 TEST_F(ConfigTest, RestOverPlainHttpNeedsOptIn) {
@@ -1939,9 +1945,9 @@ TEST_F(ConfigTest, ReconcileErrors) {
   EXPECT_EQ(
       ErrorOf(WithRest("    reconcile:\n      products: false\n      product_models: false\n"))
           .message(),
-      "line 14: sources[0].reconcile: products, product_models, families, categories, attributes "
-      "and attribute_groups are all false: nothing to reconcile (set interval: 0 to reconcile "
-      "only on demand)");
+      "line 14: sources[0].reconcile: products, product_models, families, categories, attributes, "
+      "attribute_groups, reference_entity_records and assets are all false: nothing to reconcile "
+      "(set interval: 0 to reconcile only on demand)");
   EXPECT_EQ(ErrorOf(WithRest("    reconcile:\n      families: yes please\n")).code(),
             absl::StatusCode::kInvalidArgument);
   // Only the catalogue structure: products and product models may both be off then.
@@ -1952,6 +1958,15 @@ TEST_F(ConfigTest, ReconcileErrors) {
     ASSERT_TRUE(only_families.ok()) << only_families.status();
     EXPECT_TRUE(only_families->sources[0].reconcile->families);
     EXPECT_FALSE(only_families->sources[0].reconcile->categories);
+  }
+  // Only assets (an Enterprise Edition kind) is enough too.
+  {
+    absl::StatusOr<Config> only_assets = LoadConfigString(WithRest(
+        "    reconcile:\n      products: false\n      product_models: false\n      assets: "
+        "true\n"));
+    ASSERT_TRUE(only_assets.ok()) << only_assets.status();
+    EXPECT_TRUE(only_assets->sources[0].reconcile->assets);
+    EXPECT_FALSE(only_assets->sources[0].reconcile->reference_entity_records);
   }
   // `reconcile` written empty keeps the defaults.
   absl::StatusOr<Config> config = LoadConfigString(WithRest("    reconcile:\n"));

@@ -397,3 +397,58 @@ TEST_F(ReconcileCliStructureTest, ReconcileListsCategoriesAndFamiliesWithTheirOw
 }
 
 }  // namespace pimgate
+
+namespace pimgate {
+namespace {
+
+// Reference entity records and assets (Enterprise Edition), through pimgatectl: their rows, the
+// events delivered, and a kind the PIM refuses told as such without failing the run.
+class ReconcileCliEnterpriseTest : public ReconcileCliTest {
+ protected:
+  void SetUp() override {
+    reconcile_extra_ = "      reference_entity_records: true\n      assets: true\n";
+    ReconcileCliTest::SetUp();
+  }
+};
+
+TEST_F(ReconcileCliEnterpriseTest, ReconcileListsRecordsAndAssetsPerParent) {
+  pim_->PutListedResource("reference_entity_record", "brands/kartell", t0_ + 7 * kSecondUs);
+  pim_->PutListedResource("reference_entity_record", "designers/starck", t0_ + 8 * kSecondUs);
+  pim_->PutListedResource("asset", "packshots/shoe_1", t0_ + 9 * kSecondUs);
+  Result first = Ctl({"reconcile", "legacy"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const auto watermark_of = [](int64_t us) {
+    return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMicros(us), absl::UTCTimeZone());
+  };
+  EXPECT_EQ(Row(first.out, "reference_entity_record"),
+            absl::StrCat("scanned 2 in 2 reference entities, emitted 2, everything, watermark ",
+                         watermark_of(t0_ + 8 * kSecondUs), " (advanced)"))
+      << first.out;
+  EXPECT_EQ(Row(first.out, "asset"),
+            absl::StrCat("scanned 1 in 1 asset families, emitted 1, everything, watermark ",
+                         watermark_of(t0_ + 9 * kSecondUs), " (advanced)"))
+      << first.out;
+  ASSERT_TRUE(WaitFor([&] {
+    std::set<std::string> delivered;
+    for (const Delivery& d : Deliveries()) delivered.insert(d.type + " " + d.resource_id);
+    return delivered.contains("reference_entity_record.updated brands/kartell") &&
+           delivered.contains("reference_entity_record.updated designers/starck") &&
+           delivered.contains("asset.updated packshots/shoe_1");
+  }));
+
+  // The connection may no longer list asset families: that row says why; the run succeeds.
+  testing::FakePim::Fault forbidden;
+  forbidden.status = 403;
+  forbidden.message = "Access forbidden.";
+  forbidden.path = "/api/rest/v1/asset-families";
+  pim_->InjectFault(forbidden);
+  Result second = Ctl({"reconcile", "legacy"});
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_TRUE(absl::StartsWith(Row(second.out, "asset"),
+                               "not reconciled: the PIM refuses "
+                               "/api/rest/v1/asset-families"))
+      << second.out;
+}
+
+}  // namespace
+}  // namespace pimgate

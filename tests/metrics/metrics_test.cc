@@ -197,6 +197,7 @@ MetricsRegistry& FakeRegistry(MetricsRegistry& registry) {
     pim.api_calls = 9;
     pim.last_success = absl::FromUnixSeconds(1'800'000'100);
     pim.watermark_us = int64_t{1'800'000'050'000'000};
+    pim.kind_watermarks_us["asset"] = int64_t{1'800'000'040'000'000};
     ReconcileRunStats last;
     last.started_at = absl::FromUnixSeconds(1'800'000'000);
     last.finished_at = last.started_at + absl::Milliseconds(1500);
@@ -306,6 +307,9 @@ TEST(PimgateMetrics, EveryFamilyRendersWellFormedWithTheExpectedSeries) {
   EXPECT_EQ(m.Value("pimgate_reconciliation_last_run_duration_seconds", {{"source", "pim"}}), 1.5);
   EXPECT_EQ(m.Value("pimgate_reconciliation_watermark_timestamp_seconds", {{"source", "pim"}}),
             1'800'000'050);
+  EXPECT_EQ(m.Value("pimgate_reconciliation_kind_watermark_timestamp_seconds",
+                    {{"source", "pim"}, {"kind", "asset"}}),
+            1'800'000'040);
   EXPECT_EQ(m.Value("pimgate_reconciliation_running", {{"source", "pim"}}), 0);
   // A source without `rest` has counters (zero) but no gauges.
   EXPECT_FALSE(

@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +25,7 @@
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "core/dispatch/dispatcher.h"
+#include "gateway/payload_parser.h"
 #include "google/protobuf/util/time_util.h"
 #include "pim/akeneo_client.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
@@ -1609,6 +1612,410 @@ TEST_F(ReconcilerTest, FakePimStructureListsAreStrict) {
                                      UrlEncode(R"({"updated":[{"operator":">","value":)"
                                                R"("2026-01-01T00:00:00+00:00"}]})")))
                   .ok());
+  (*client)->Shutdown();
+}
+
+// ---- Enterprise Edition kinds: reference entity records and assets ----
+
+ReconcileConfig WithNestedKinds() {
+  ReconcileConfig config = OnDemand();
+  config.products = false;
+  config.product_models = false;
+  config.reference_entity_records = true;
+  config.assets = true;
+  return config;
+}
+
+// The targets the fake saw whose path is exactly `path` (query aside), in order.
+std::vector<std::string> TargetsAt(const FakePim& pim, const std::string& path) {
+  std::vector<std::string> out;
+  for (const FakePim::Request& r : pim.requests()) {
+    if (r.target.substr(0, r.target.find('?')) == path) out.push_back(r.target);
+  }
+  return out;
+}
+
+// An Event Platform event from Akeneo's documented example (tests/data/event_platform/), parsed
+// as the gateway parses it, for source "pim", versioned at `version_us`.
+v1::Event DocumentedEvent(const std::string& type, int64_t version_us) {
+  const std::string file = absl::StrCat(
+      PIMGATE_SOURCE_DIR, "/tests/data/event_platform/com.akeneo.pim.v1.", type, ".json");
+  std::ifstream in(file);
+  std::stringstream body;
+  body << in.rdbuf();
+  absl::StatusOr<v1::Event> event = ParseCloudEvent(body.str());
+  EXPECT_TRUE(event.ok()) << file << ": " << event.status();
+  if (!event.ok()) return {};
+  event->set_source("pim");
+  *event->mutable_version_at() = TimeUtil::MicrosecondsToTimestamp(version_us);
+  return *event;
+}
+
+TEST_F(ReconcilerTest, NestedKindsChangesAcrossParentsAndPagesAreEmittedAndNewParentsListed) {
+  FakePim::Options options;
+  options.entity_page_size = 2;  // every list below spans pages
+  FakePim pim(options);
+  const int64_t t0 = DayAgoUs();
+  pim.PutListedResource(
+      "reference_entity_record", "brands/kartell", t0 + 1 * kSecondUs,
+      R"({"values":{"label":[{"locale":"en_US","channel":null,"data":"Kartell"}]}})");
+  pim.PutListedResource("reference_entity_record", "brands/usm", t0 + 2 * kSecondUs);
+  pim.PutListedResource("reference_entity_record", "brands/ligneroset", t0 + 3 * kSecondUs);
+  pim.PutListedResource("reference_entity_record", "designers/starck", t0 + 4 * kSecondUs);
+  pim.PutReferenceEntity("colors", R"({"labels":{"en_US":"Colors"}})");  // no records
+  pim.PutListedResource("asset", "packshots/shoe_1", t0 + 5 * kSecondUs);
+  pim.PutListedResource("asset", "packshots/shoe_2", t0 + 6 * kSecondUs);
+  pim.PutListedResource("asset", "packshots/shoe_3", t0 + 7 * kSecondUs);
+  pim.PutListedResource("asset", "notices/manual", t0 + 8 * kSecondUs);
+  reconciler_ = Make(pim, WithNestedKinds());
+
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->scanned, 8u);
+  EXPECT_EQ(run->emitted, 8u);
+  ASSERT_EQ(run->kinds.size(), 2u);
+  const ReconcileKindRunStats& records = run->kinds[0];
+  EXPECT_EQ(records.kind, "reference_entity_record");
+  EXPECT_TRUE(records.status.ok()) << records.status;
+  EXPECT_FALSE(records.unavailable);
+  EXPECT_EQ(records.parents, 3u);
+  EXPECT_EQ(records.scanned, 4u);
+  EXPECT_EQ(records.emitted, 4u);
+  EXPECT_TRUE(records.updated_filter.empty());
+  EXPECT_EQ(records.watermark_us, t0 + 4 * kSecondUs);
+  const ReconcileKindRunStats& assets = run->kinds[1];
+  EXPECT_EQ(assets.kind, "asset");
+  EXPECT_EQ(assets.parents, 2u);
+  EXPECT_EQ(assets.emitted, 4u);
+  EXPECT_EQ(assets.watermark_us, t0 + 8 * kSecondUs);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/reference_entity_record"), t0 + 4 * kSecondUs);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/asset"), t0 + 8 * kSecondUs);
+  EXPECT_EQ(StatsOf(*reconciler_).kind_watermarks_us,
+            (std::map<std::string, int64_t>{{"reference_entity_record", t0 + 4 * kSecondUs},
+                                            {"asset", t0 + 8 * kSecondUs}}));
+  EXPECT_TRUE(ListRequests(pim, "/api/rest/v1/products-uuid").empty());
+
+  // Three reference entities, two a page: the first page, then the PIM's next link (its opaque
+  // search_after cursor); no `limit`, no `pagination_type` (these lists have neither).
+  std::vector<std::string> entities = TargetsAt(pim, "/api/rest/v1/reference-entities");
+  ASSERT_EQ(entities.size(), 2u);
+  EXPECT_EQ(entities[0], "/api/rest/v1/reference-entities");
+  EXPECT_TRUE(absl::StartsWith(entities[1], "/api/rest/v1/reference-entities?search_after="))
+      << entities[1];
+  std::vector<std::string> brands =
+      TargetsAt(pim, "/api/rest/v1/reference-entities/brands/records");
+  ASSERT_EQ(brands.size(), 2u);
+  EXPECT_EQ(brands[0], "/api/rest/v1/reference-entities/brands/records");
+  EXPECT_TRUE(absl::StrContains(brands[1], "search_after=")) << brands[1];
+  EXPECT_EQ(TargetsAt(pim, "/api/rest/v1/reference-entities/colors/records").size(), 1u);
+  EXPECT_EQ(TargetsAt(pim, "/api/rest/v1/asset-families/packshots/assets").size(), 2u);
+  for (const FakePim::Request& r : pim.requests()) EXPECT_EQ(r.status, 200) << r.target;
+
+  std::map<std::string, v1::Event> by_resource;
+  for (const v1::Event& e : Events()) by_resource[absl::StrCat(e.kind(), ":", e.resource_id())] = e;
+  ASSERT_EQ(by_resource.size(), 8u);
+  const v1::Event& kartell = by_resource.at("reference_entity_record:brands/kartell");
+  EXPECT_EQ(kartell.type(), "reference_entity_record.updated");
+  EXPECT_EQ(kartell.original_type(), "reference_entity_record.updated");
+  EXPECT_EQ(kartell.origin(), v1::ORIGIN_RECONCILIATION);
+  EXPECT_EQ(kartell.id(),
+            absl::StrCat("reconcile:reference_entity_record:brands/kartell:", t0 + kSecondUs));
+  EXPECT_EQ(Micros(kartell.version_at()), t0 + kSecondUs);
+  EXPECT_EQ(kartell.data().fields().at("code").string_value(), "kartell");
+  EXPECT_TRUE(kartell.data().fields().contains("values"));
+  EXPECT_FALSE(kartell.data().fields().contains("_links"));
+  const v1::Event& manual = by_resource.at("asset:notices/manual");
+  EXPECT_EQ(manual.type(), "asset.updated");
+  EXPECT_EQ(manual.kind(), "asset");
+  EXPECT_EQ(manual.data().fields().at("updated").string_value(),
+            pim.AkeneoTime(t0 + 8 * kSecondUs));
+
+  // Nothing changed: each parent's list is asked for what changed after the kind's watermark
+  // minus overlap, as ISO 8601; nothing is emitted.
+  pim.ClearRequests();
+  run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->emitted, 0u);
+  ASSERT_EQ(run->kinds.size(), 2u);
+  EXPECT_FALSE(run->kinds[0].updated_filter.empty());
+  // (The PIM's offset is learned from products, not listed here: the window is widened, and
+  // the brands' three records come back in sync, on two pages.)
+  brands = TargetsAt(pim, "/api/rest/v1/reference-entities/brands/records");
+  ASSERT_FALSE(brands.empty());
+  EXPECT_EQ(FilterValueOf(brands[0]), UrlEncode(run->kinds[0].updated_filter)) << brands[0];
+  EXPECT_TRUE(absl::StartsWith(brands[0], "/api/rest/v1/reference-entities/brands/records?search="))
+      << brands[0];
+  EXPECT_EQ(log_->head(), 8u);
+
+  // A reference entity appears with a record, a record and an asset change: exactly those.
+  pim.PutListedResource("reference_entity_record", "materials/oak", t0 + 50 * kSecondUs);
+  pim.PutListedResource("reference_entity_record", "brands/usm", t0 + 60 * kSecondUs);
+  pim.PutListedResource("asset", "packshots/shoe_3", t0 + 70 * kSecondUs);
+  run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->kinds[0].parents, 4u);
+  std::set<std::string> emitted;
+  std::vector<v1::Event> events = Events();
+  for (std::size_t i = 8; i < events.size(); ++i) {
+    emitted.insert(absl::StrCat(events[i].type(), " ", events[i].resource_id()));
+  }
+  EXPECT_EQ(emitted, (std::set<std::string>{"reference_entity_record.updated materials/oak",
+                                            "reference_entity_record.updated brands/usm",
+                                            "asset.updated packshots/shoe_3"}));
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/reference_entity_record"), t0 + 60 * kSecondUs);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/asset"), t0 + 70 * kSecondUs);
+}
+
+TEST_F(ReconcilerTest, NestedKindsUseTheEventPlatformsResourceIds) {
+  FakePim pim;
+  const int64_t t0 = DayAgoUs();
+  // The records and assets of Akeneo's documented Event Platform examples, and one more each.
+  pim.PutListedResource("reference_entity_record", "brands/Addadas", t0);
+  pim.PutListedResource("reference_entity_record", "brands/other", t0);
+  pim.PutListedResource("asset", "family1/asset1", t0);
+  pim.PutListedResource("asset", "family1/asset2", t0);
+  // Their Event Platform events came in already, newer than what the PIM lists.
+  AppendRequest request;
+  request.events.push_back(DocumentedEvent("reference-entity-record.updated", t0 + kSecondUs));
+  request.events.push_back(DocumentedEvent("asset.updated", t0 + kSecondUs));
+  EXPECT_EQ(request.events[0].resource_id(), "brands/Addadas");
+  EXPECT_EQ(request.events[1].resource_id(), "family1/asset1");
+  std::promise<absl::StatusOr<AppendResult>> appended;
+  log_->Append(std::move(request),
+               [&appended](absl::StatusOr<AppendResult> r) { appended.set_value(std::move(r)); });
+  absl::StatusOr<AppendResult> result = appended.get_future().get();
+  ASSERT_TRUE(result.ok()) << result.status();
+
+  reconciler_ = Make(pim, WithNestedKinds());
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->scanned, 4u);
+  EXPECT_EQ(run->in_sync, 2u);
+  EXPECT_EQ(run->emitted, 2u);
+  std::vector<v1::Event> events = Events();
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events[2].resource_id(), "brands/other");
+  EXPECT_EQ(events[3].resource_id(), "family1/asset2");
+}
+
+TEST_F(ReconcilerTest, NestedKindFailingPartWayThroughAParentKeepsItsWatermarkThenRecovers) {
+  FakePim::Options options;
+  options.entity_page_size = 2;
+  FakePim pim(options);
+  const int64_t t0 = DayAgoUs();
+  for (int i = 1; i <= 3; ++i) {
+    pim.PutListedResource("reference_entity_record", absl::StrCat("brands/b", i),
+                          t0 + i * kSecondUs);
+    pim.PutListedResource("reference_entity_record", absl::StrCat("designers/d", i),
+                          t0 + i * kSecondUs);
+  }
+  pim.PutListedResource("asset", "packshots/shoe", t0);
+  reconciler_ = Make(pim, WithNestedKinds());
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->emitted, 7u);
+  const std::optional<int64_t> watermark =
+      MetaInt(*log_, "reconcile/pim/watermark/reference_entity_record");
+  ASSERT_EQ(watermark, t0 + 3 * kSecondUs);
+
+  // Everything changes; page 2 of the brands' records fails every attempt (rest.max_attempts:
+  // 3): page 1 (two records) was appended, the designers are not reached.
+  for (int i = 1; i <= 3; ++i) {
+    pim.PutListedResource("reference_entity_record", absl::StrCat("brands/b", i),
+                          t0 + (100 + i) * kSecondUs);
+    pim.PutListedResource("reference_entity_record", absl::StrCat("designers/d", i),
+                          t0 + (100 + i) * kSecondUs);
+  }
+  pim.PutListedResource("asset", "packshots/shoe", t0 + 200 * kSecondUs);
+  FakePim::Fault fault;
+  fault.status = 500;
+  fault.path = "/api/rest/v1/reference-entities/brands/records";
+  fault.skip = 1;
+  fault.count = 3;
+  pim.InjectFault(fault);
+  pim.ClearRequests();
+  run = reconciler_->Run("pim");
+  ASSERT_FALSE(run.ok());
+  EXPECT_TRUE(
+      absl::StrContains(run.status().message(), "/api/rest/v1/reference-entities/brands/records"))
+      << run.status();
+  EXPECT_EQ(pim.pending_faults(), 0);
+  EXPECT_TRUE(TargetsAt(pim, "/api/rest/v1/reference-entities/designers/records").empty());
+  // The records' watermark stays where the last complete listing left it; the assets, listed
+  // after, moved theirs.
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/reference_entity_record"), watermark);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/asset"), t0 + 200 * kSecondUs);
+  ReconcileSourceStats stats = StatsOf(*reconciler_);
+  EXPECT_EQ(stats.runs_failed, 1u);
+  ASSERT_TRUE(stats.last_run.has_value());
+  ASSERT_EQ(stats.last_run->kinds.size(), 2u);
+  EXPECT_FALSE(stats.last_run->kinds[0].status.ok());
+  EXPECT_FALSE(stats.last_run->kinds[0].unavailable);
+  EXPECT_FALSE(stats.last_run->kinds[0].watermark_advanced);
+  EXPECT_EQ(stats.last_run->kinds[0].emitted, 2u);
+  EXPECT_TRUE(stats.last_run->kinds[1].status.ok());
+  EXPECT_EQ(log_->head(), 7u + 2u + 1u);
+
+  // The next run lists the window again: the four records it missed are emitted, the two already
+  // delivered are in sync; then the watermark moves.
+  run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->kinds.at(0).emitted, 4u);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/reference_entity_record"),
+            t0 + 103 * kSecondUs);
+  std::set<std::string> records;
+  for (const v1::Event& e : Events()) {
+    if (e.kind() == "reference_entity_record" && Micros(e.version_at()) > t0 + 100 * kSecondUs) {
+      EXPECT_TRUE(records.insert(e.resource_id()).second) << "twice: " << e.resource_id();
+    }
+  }
+  EXPECT_EQ(records.size(), 6u);
+  // A new Reconciler (a restart) shows the persisted watermarks before any run.
+  reconciler_ = Make(pim, WithNestedKinds());
+  EXPECT_EQ(StatsOf(*reconciler_).kind_watermarks_us,
+            (std::map<std::string, int64_t>{{"reference_entity_record", t0 + 103 * kSecondUs},
+                                            {"asset", t0 + 200 * kSecondUs}}));
+}
+
+TEST_F(ReconcilerTest, NestedKindParentDeletedWhileListedIsSkipped) {
+  FakePim pim;
+  const int64_t t0 = DayAgoUs();
+  pim.PutListedResource("asset", "packshots/shoe", t0);
+  pim.PutListedResource("asset", "retired/old", t0);
+  ReconcileConfig config = OnDemand();
+  config.products = false;
+  config.product_models = false;
+  config.assets = true;
+  reconciler_ = Make(pim, config);
+  // The PIM answers the retired family's assets with its own 404: deleted since it was listed.
+  FakePim::Fault gone;
+  gone.status = 404;
+  gone.message = "Asset family \"retired\" does not exist.";
+  gone.path = "/api/rest/v1/asset-families/retired/assets";
+  pim.InjectFault(gone);
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->kinds.size(), 1u);
+  EXPECT_EQ(run->kinds[0].parents, 2u);
+  EXPECT_EQ(run->kinds[0].parents_gone, 1u);
+  EXPECT_EQ(run->kinds[0].emitted, 1u);
+  EXPECT_TRUE(run->kinds[0].watermark_advanced);
+}
+
+TEST_F(ReconcilerTest, CommunityEditionWithoutNestedKindsReconcilesTheOthersAndSaysSoOnce) {
+  LogCapture logs;
+  FakePim::Options options;
+  options.enterprise = false;
+  FakePim pim(options);
+  const int64_t t0 = DayAgoUs();
+  pim.PutProduct(testing::NewUuid(), t0);
+  pim.PutListedResource("family", "shoes", t0);
+  ReconcileConfig config = OnDemand();
+  config.families = true;
+  config.reference_entity_records = true;
+  config.assets = true;
+  reconciler_ = Make(pim, config);
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+    ASSERT_TRUE(run.ok()) << run.status();
+    ASSERT_EQ(run->kinds.size(), 3u);
+    EXPECT_EQ(run->kinds[0].kind, "family");
+    EXPECT_TRUE(run->kinds[0].status.ok());
+    for (int k = 1; k < 3; ++k) {
+      const ReconcileKindRunStats& kind = run->kinds[k];
+      EXPECT_TRUE(kind.unavailable) << kind.kind;
+      EXPECT_EQ(kind.status.code(), absl::StatusCode::kUnimplemented) << kind.status;
+      EXPECT_TRUE(absl::StrContains(kind.status.message(), "Community Edition")) << kind.status;
+      EXPECT_FALSE(kind.watermark_us.has_value());
+    }
+    EXPECT_TRUE(
+        absl::StrContains(run->kinds[1].status.message(), "reconcile.reference_entity_records"));
+    EXPECT_TRUE(absl::StrContains(run->kinds[2].status.message(), "reconcile.assets"));
+    // The product and the family are reconciled (the first run; the second finds them in sync).
+    EXPECT_EQ(run->emitted, i == 0 ? 2u : 0u);
+  }
+  // Each list asked once a run (a 404 is not retried), logged once, no failed run.
+  EXPECT_EQ(TargetsAt(pim, "/api/rest/v1/reference-entities").size(), 2u);
+  EXPECT_EQ(TargetsAt(pim, "/api/rest/v1/asset-families").size(), 2u);
+  EXPECT_EQ(logs.Count("reference entity records not reconciled"), 1);
+  EXPECT_EQ(logs.Count("assets not reconciled"), 1);
+  ReconcileSourceStats stats = StatsOf(*reconciler_);
+  EXPECT_EQ(stats.runs_succeeded, 2u);
+  EXPECT_EQ(stats.runs_failed, 0u);
+}
+
+TEST_F(ReconcilerTest, NestedKindForbiddenIsSkippedUntilThePimAllowsIt) {
+  LogCapture logs;
+  FakePim pim;
+  const int64_t t0 = DayAgoUs();
+  pim.PutListedResource("reference_entity_record", "brands/kartell", t0);
+  pim.PutListedResource("asset", "packshots/shoe", t0);
+  // The connection's role may not list asset families, for two runs.
+  FakePim::Fault forbidden;
+  forbidden.status = 403;
+  forbidden.message = "You are not allowed to access the asset families.";
+  forbidden.path = "/api/rest/v1/asset-families";
+  forbidden.count = 2;
+  pim.InjectFault(forbidden);
+  reconciler_ = Make(pim, WithNestedKinds());
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+    ASSERT_TRUE(run.ok()) << run.status();
+    ASSERT_EQ(run->kinds.size(), 2u);
+    EXPECT_TRUE(run->kinds[0].status.ok());
+    EXPECT_TRUE(run->kinds[1].unavailable);
+    EXPECT_EQ(run->kinds[1].status.code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_TRUE(absl::StrContains(run->kinds[1].status.message(),
+                                  "You are not allowed to access the asset families."))
+        << run->kinds[1].status;
+  }
+  EXPECT_EQ(logs.Count("assets not reconciled"), 1);
+  EXPECT_FALSE(MetaInt(*log_, "reconcile/pim/watermark/asset").has_value());
+  // Allowed now: listed, emitted, its watermark set, and said once.
+  absl::StatusOr<ReconcileRunStats> run = reconciler_->Run("pim");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_FALSE(run->kinds[1].unavailable);
+  EXPECT_EQ(run->kinds[1].emitted, 1u);
+  EXPECT_EQ(MetaInt(*log_, "reconcile/pim/watermark/asset"), t0);
+  EXPECT_EQ(logs.Count("the PIM lists asset families now"), 1);
+}
+
+TEST_F(ReconcilerTest, FakePimEntityListsAreStrict) {
+  FakePim pim;
+  pim.PutListedResource("reference_entity_record", "brands/kartell", DayAgoUs());
+  auto client = AkeneoClient::Create(Rest(pim));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const auto status_of = [&](const std::string& target) { return (*client)->Get(target).status(); };
+  const auto records = [](const std::string& search) {
+    return absl::StrCat("/api/rest/v1/reference-entities/brands/records?search=",
+                        UrlEncode(search));
+  };
+  EXPECT_TRUE(status_of("/api/rest/v1/reference-entities").ok());
+  EXPECT_TRUE(
+      status_of(records(R"({"updated":[{"operator":">","value":"2026-01-01T00:00:00Z"}]})")).ok());
+  EXPECT_TRUE(
+      status_of(records(R"({"updated":[{"operator":">","value":"2026-01-01T00:00:00+00:00"}]})"))
+          .ok());
+  const absl::Status unknown = status_of("/api/rest/v1/reference-entities/designers/records");
+  EXPECT_TRUE(IsAkeneoNotFound(unknown)) << unknown;
+  EXPECT_TRUE(absl::StrContains(unknown.message(), "Reference entity \"designers\" does not exist"))
+      << unknown;
+  const absl::Status unknown_family = status_of("/api/rest/v1/asset-families/none/assets");
+  EXPECT_TRUE(IsAkeneoNotFound(unknown_family)) << unknown_family;
+  // The products' "YYYY-MM-DD hh:mm:ss" is not the ISO 8601 these lists take.
+  const absl::Status space_format =
+      status_of(records(R"({"updated":[{"operator":">","value":"2026-01-01 00:00:00"}]})"));
+  EXPECT_TRUE(absl::StrContains(space_format.message(), "422")) << space_format;
+  const absl::Status other_operator =
+      status_of(records(R"({"updated":[{"operator":"=","value":"2026-01-01T00:00:00Z"}]})"));
+  EXPECT_TRUE(absl::StrContains(other_operator.message(), "422")) << other_operator;
+  const absl::Status not_a_list = status_of(records(R"({"updated":{"operator":">"}})"));
+  EXPECT_TRUE(absl::StrContains(not_a_list.message(), "422")) << not_a_list;
+  const absl::Status not_json = status_of(records("{updated"));
+  EXPECT_TRUE(absl::StrContains(not_json.message(), "400")) << not_json;
+  const absl::Status bad_cursor =
+      status_of("/api/rest/v1/reference-entities/brands/records?search_after=%25%25");
+  EXPECT_TRUE(absl::StrContains(bad_cursor.message(), "422")) << bad_cursor;
   (*client)->Shutdown();
 }
 

@@ -348,9 +348,23 @@ class FakePim::Impl {
   // The kinds whose lists are served (kListedRoutes), with an `updated` the fake writes.
   void PutListedResource(const std::string& kind, const std::string& code, int64_t updated_us,
                          const std::string& fields_json) {
-    if (ListedPathOf(kind).empty()) {
+    const NestedList* nested = NestedListOf(kind);
+    if (ListedPathOf(kind).empty() && nested == nullptr) {
       ADD_FAILURE() << "FakePim: no list is served for kind " << kind;
       return;
+    }
+    if (nested != nullptr) {
+      const std::size_t slash = code.find('/');
+      if (slash == std::string::npos || slash == 0 || slash + 1 == code.size()) {
+        ADD_FAILURE() << "FakePim: a " << kind << " id is \"parent/code\", not " << code;
+        return;
+      }
+      // Its reference entity or asset family exists from now on, if it did not already.
+      absl::MutexLock lock(&mu_);
+      auto [parent, created] =
+          parents_.try_emplace({std::string(nested->parent_kind), code.substr(0, slash)});
+      if (created)
+        (*parent->second.mutable_fields())["code"].set_string_value(code.substr(0, slash));
     }
     PutCodedResource(kind, code, fields_json);
     absl::MutexLock lock(&mu_);
@@ -520,6 +534,220 @@ class FakePim::Impl {
     for (Struct& item : items) *list->add_values()->mutable_struct_value() = std::move(item);
     fields["_embedded"] = std::move(embedded);
     return JsonResponse(ToJson(root));
+  }
+
+  // ---- Reference entities and asset families, and their records and assets ----
+  // akeneo/pim-api-docs (Enterprise Edition and Serenity only): GET /reference-entities and
+  // /asset-families (search_after only, no filter, no `limit`); GET
+  // /reference-entities/{code}/records and /asset-families/{code}/assets (search_after only, no
+  // `limit`: the PIM's page size; `search` with an `updated` filter whose ISO 8601 value is read
+  // in the server's time zone; 404 for an unknown parent).
+  struct NestedList {
+    absl::string_view kind;          // "reference_entity_record"
+    absl::string_view parent_kind;   // "reference_entity"
+    absl::string_view collection;    // "reference-entities", below /api/rest/v1/
+    absl::string_view nested;        // "records"
+    absl::string_view parent_label;  // "Reference entity", for the 404 message
+  };
+  static constexpr NestedList kNestedLists[] = {
+      {"reference_entity_record", "reference_entity", "reference-entities", "records",
+       "Reference entity"},
+      {"asset", "asset_family", "asset-families", "assets", "Asset family"},
+  };
+  static const NestedList* NestedListOf(absl::string_view kind) {
+    for (const NestedList& list : kNestedLists) {
+      if (list.kind == kind || list.parent_kind == kind) return &list;
+    }
+    return nullptr;
+  }
+
+  void PutParent(const std::string& parent_kind, const std::string& code,
+                 const std::string& fields_json) {
+    Struct parent;
+    if (!google::protobuf::util::JsonStringToMessage(fields_json, &parent).ok()) {
+      ADD_FAILURE() << "FakePim: fields_json is not a JSON object: " << fields_json;
+      return;
+    }
+    (*parent.mutable_fields())["code"].set_string_value(code);
+    absl::MutexLock lock(&mu_);
+    parents_[{parent_kind, code}] = std::move(parent);
+  }
+  void DeleteParent(const std::string& parent_kind, const std::string& code) {
+    const NestedList* list = NestedListOf(parent_kind);
+    absl::MutexLock lock(&mu_);
+    parents_.erase({parent_kind, code});
+    const std::string prefix = code + "/";
+    for (auto it = coded_.begin(); it != coded_.end();) {
+      if (it->first.first == list->kind && absl::StartsWith(it->first.second, prefix)) {
+        coded_updated_.erase(it->first);
+        it = coded_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // The search_after cursor: opaque to clients (they must follow the links), here the last code
+  // written in web-safe base64.
+  static std::string Cursor(const std::string& code) { return absl::WebSafeBase64Escape(code); }
+  static std::optional<std::string> FromCursor(const std::string& cursor) {
+    std::string code;
+    if (!absl::WebSafeBase64Unescape(cursor, &code)) return std::nullopt;
+    return code;
+  }
+
+  // One search_after page of `codes` (ordered) → its items by `render`, with Akeneo's links.
+  Response SearchAfterPage(const std::string& path, const std::optional<std::string>& search,
+                           const std::optional<std::string>& search_after,
+                           const std::vector<std::pair<std::string, Struct>>& ordered,
+                           const std::string& link_origin) const {
+    std::optional<std::string> after;
+    if (search_after.has_value()) {
+      after = FromCursor(*search_after);
+      if (!after.has_value()) {
+        return ErrorResponse(
+            422, absl::StrCat("\"", *search_after, "\" is not a valid search_after value."));
+      }
+    }
+    const int page_size = options_.entity_page_size;
+    std::vector<Struct> items;
+    bool more = false;
+    std::string last;
+    for (const auto& [code, item] : ordered) {
+      if (after.has_value() && code <= *after) continue;
+      if (static_cast<int>(items.size()) == page_size) {
+        more = true;
+        break;
+      }
+      Struct rendered = item;
+      Value links;
+      (*links.mutable_struct_value()->mutable_fields())["self"] =
+          Href(absl::StrCat(link_origin, path, "/", Encode(code)));
+      (*rendered.mutable_fields())["_links"] = std::move(links);
+      items.push_back(std::move(rendered));
+      last = code;
+    }
+    const std::string query = search.has_value() ? absl::StrCat("search=", Encode(*search)) : "";
+    const auto link = [&](const std::string& cursor) {
+      std::string params = query;
+      if (!cursor.empty()) {
+        absl::StrAppend(&params, params.empty() ? "" : "&", "search_after=", Encode(cursor));
+      }
+      return Href(absl::StrCat(link_origin, path, params.empty() ? "" : "?", params));
+    };
+    Struct root;
+    auto& fields = *root.mutable_fields();
+    Value links;
+    auto& link_fields = *links.mutable_struct_value()->mutable_fields();
+    link_fields["self"] = link(search_after.value_or(""));
+    link_fields["first"] = link("");
+    if (more) link_fields["next"] = link(Cursor(last));
+    fields["_links"] = std::move(links);
+    Value embedded;
+    auto* list = (*embedded.mutable_struct_value()->mutable_fields())["items"].mutable_list_value();
+    for (Struct& item : items) *list->add_values()->mutable_struct_value() = std::move(item);
+    fields["_embedded"] = std::move(embedded);
+    return JsonResponse(ToJson(root));
+  }
+
+  Response ParentList(const NestedList& list, const std::string& path, const std::string& query) {
+    const std::multimap<std::string, std::string> params = ParseQuery(query);
+    std::vector<std::pair<std::string, Struct>> ordered;
+    std::string link_origin;
+    {
+      absl::MutexLock lock(&mu_);
+      link_origin = LinkOrigin();
+      for (const auto& [key, parent] : parents_) {
+        if (key.first == list.parent_kind) ordered.emplace_back(key.second, parent);
+      }
+    }
+    return SearchAfterPage(path, std::nullopt, Param(params, "search_after"), ordered, link_origin);
+  }
+
+  Response NestedItems(const NestedList& list, const std::string& parent, const std::string& path,
+                       const std::string& query) {
+    const std::multimap<std::string, std::string> params = ParseQuery(query);
+    const std::optional<std::string> search = Param(params, "search");
+    std::optional<int64_t> updated_after;  // seconds
+    std::optional<int64_t> updated_before;
+    if (search.has_value()) {
+      Struct filters;
+      if (!google::protobuf::util::JsonStringToMessage(*search, &filters).ok()) {
+        return ErrorResponse(400, "Search query parameter should be valid JSON.");
+      }
+      for (const auto& [property, conditions] : filters.fields()) {
+        const auto bad_structure = [&property] {
+          return ErrorResponse(
+              422, absl::StrCat("Structure of filter \"", property,
+                                "\" should respect this structure: {\"", property,
+                                "\":[{\"operator\": \"my_operator\", \"value\": \"my_value\"}]}"));
+        };
+        if (!conditions.has_list_value()) return bad_structure();
+        for (const Value& condition : conditions.list_value().values()) {
+          if (!condition.has_struct_value()) return bad_structure();
+          const auto& fields = condition.struct_value().fields();
+          auto op = fields.find("operator");
+          if (op == fields.end() || !op->second.has_string_value()) return bad_structure();
+          // `>` (every version) and `<` (7.0, SaaS) on `updated`; the fake has no other filter.
+          if (property != "updated" ||
+              (op->second.string_value() != ">" && op->second.string_value() != "<")) {
+            return UnsupportedFilter(property, op->second.string_value());
+          }
+          auto value = fields.find("value");
+          const std::string text = value != fields.end() && value->second.has_string_value()
+                                       ? value->second.string_value()
+                                       : std::string();
+          std::optional<int64_t> time = ParseIsoFilterTime(text, options_.time_zone);
+          if (!time.has_value()) {
+            return ErrorResponse(
+                422, absl::StrCat("Property \"updated\" expects a string with the ISO 8601 "
+                                  "format, \"",
+                                  value == fields.end() ? "" : ToJson(value->second), "\" given."));
+          }
+          if (op->second.string_value() == ">") {
+            updated_after = std::max(updated_after.value_or(*time), *time);
+          } else {
+            updated_before = std::min(updated_before.value_or(*time), *time);
+          }
+        }
+      }
+    }
+    std::vector<std::pair<std::string, Struct>> ordered;
+    std::string link_origin;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!parents_.contains({std::string(list.parent_kind), parent})) {
+        return ErrorResponse(404,
+                             absl::StrCat(list.parent_label, " \"", parent, "\" does not exist."));
+      }
+      link_origin = LinkOrigin();
+      const std::string prefix = parent + "/";
+      for (const auto& [key, resource] : coded_) {
+        if (key.first != list.kind || !absl::StartsWith(key.second, prefix)) continue;
+        auto updated = coded_updated_.find(key);
+        const int64_t seconds = updated == coded_updated_.end() ? 0 : FloorSeconds(updated->second);
+        if (updated_after.has_value() && seconds <= *updated_after) continue;
+        if (updated_before.has_value() && seconds >= *updated_before) continue;
+        ordered.emplace_back(key.second.substr(prefix.size()), resource);
+      }
+    }
+    return SearchAfterPage(path, search, Param(params, "search_after"), ordered, link_origin);
+  }
+
+  // The list of `path` among the nested kinds', if it is one: (list, parent code; empty for the
+  // parents' list).
+  static std::optional<std::pair<const NestedList*, std::string>> NestedPath(
+      absl::string_view path) {
+    if (!absl::ConsumePrefix(&path, "/api/rest/v1/")) return std::nullopt;
+    const std::vector<std::string> parts = absl::StrSplit(path, '/');
+    for (const NestedList& list : kNestedLists) {
+      if (parts[0] != list.collection) continue;
+      if (parts.size() == 1) return std::make_pair(&list, std::string());
+      if (parts.size() == 3 && !parts[1].empty() && parts[2] == list.nested) {
+        return std::make_pair(&list, PercentDecode(parts[1]));
+      }
+    }
+    return std::nullopt;
   }
 
   // The (kind, id) of a single-resource path of kCodedRoutes, if `path` is one.
@@ -885,7 +1113,18 @@ class FakePim::Impl {
       }
       return CodedList(std::string(listed), path, query);
     }
+    if (std::optional<std::pair<const NestedList*, std::string>> nested = NestedPath(path)) {
+      // Community Edition: no reference entities, no Asset Manager.
+      if (!options_.enterprise) return no_route();
+      if (request.method() != http::verb::get) return wrong_method("GET");
+      if (std::optional<Response> refused = CheckBearer(request); refused.has_value()) {
+        return *std::move(refused);
+      }
+      if (nested->second.empty()) return ParentList(*nested->first, path, query);
+      return NestedItems(*nested->first, nested->second, path, query);
+    }
     if (std::optional<std::pair<std::string, std::string>> coded = CodedPath(path)) {
+      if (!options_.enterprise && NestedListOf(coded->first) != nullptr) return no_route();
       if (request.method() != http::verb::get) return wrong_method("GET");
       if (std::optional<Response> refused = CheckBearer(request); refused.has_value()) {
         return *std::move(refused);
@@ -1336,6 +1575,8 @@ class FakePim::Impl {
   std::map<std::pair<std::string, std::string>, Struct> coded_ ABSL_GUARDED_BY(mu_);
   // PutListedResource: the `updated` of those resources, for the lists' filter.
   std::map<std::pair<std::string, std::string>, int64_t> coded_updated_ ABSL_GUARDED_BY(mu_);
+  // Reference entities and asset families: (parent kind, code) -> the parent's JSON.
+  std::map<std::pair<std::string, std::string>, Struct> parents_ ABSL_GUARDED_BY(mu_);
   int fail_count_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_status_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_retry_after_ ABSL_GUARDED_BY(mu_) = -1;
@@ -1388,6 +1629,18 @@ void FakePim::PutListedResource(const std::string& kind, const std::string& code
 
 void FakePim::DeleteCodedResource(const std::string& kind, const std::string& id) {
   impl_->DeleteCodedResource(kind, id);
+}
+void FakePim::PutReferenceEntity(const std::string& code, const std::string& fields_json) {
+  impl_->PutParent("reference_entity", code, fields_json);
+}
+void FakePim::DeleteReferenceEntity(const std::string& code) {
+  impl_->DeleteParent("reference_entity", code);
+}
+void FakePim::PutAssetFamily(const std::string& code, const std::string& fields_json) {
+  impl_->PutParent("asset_family", code, fields_json);
+}
+void FakePim::DeleteAssetFamily(const std::string& code) {
+  impl_->DeleteParent("asset_family", code);
 }
 
 void FakePim::FailNextCalls(int count, int status, int retry_after_seconds) {

@@ -45,6 +45,12 @@ class FakePim {
     // "No route found" error) and products have no `uuid`; /api/rest/v1/products serves them by
     // identifier (it exists in every version).
     bool products_uuid = true;
+    // false: a Community Edition. The reference entity and Asset Manager routes do not exist
+    // (404 with Akeneo's JSON "No route found" error).
+    bool enterprise = true;
+    // Items per page of the reference entity, record, asset family and asset lists: they take no
+    // `limit` (Akeneo's API reference), the PIM pages them at its own size.
+    int entity_page_size = 100;
   };
 
   // Starts serving at once (own thread); stops on destruction.
@@ -96,8 +102,22 @@ class FakePim {
   // {"updated":[{"operator":">","value":"<ISO 8601>"}]}, whose date and time are read as
   // wall-clock time in the fake's zone, whatever offset is written; other filters, operators,
   // formats and search_after pagination get 422.
+  //
+  // Also "reference_entity_record" and "asset", with `code` = "parent/code": served by
+  // GET /api/rest/v1/reference-entities/{parent}/records and /asset-families/{parent}/assets
+  // (the parent is created when missing). Those lists, and the parents' (GET
+  // /reference-entities, /asset-families), page by search_after only, with an opaque cursor in
+  // `_links.next` and no `limit` (Options::entity_page_size items a page); the items' lists take
+  // {"updated":[{"operator":">" or "<","value":"<ISO 8601>"}]} (read as wall-clock time in the
+  // fake's zone), refuse other filters with 422, and answer 404 for an unknown parent.
   void PutListedResource(const std::string& kind, const std::string& code, int64_t updated_us,
                          const std::string& fields_json = "{}");
+  // Reference entities and asset families (`fields_json`: their other fields; the fake sets
+  // `code`). Deleting one deletes its records or assets.
+  void PutReferenceEntity(const std::string& code, const std::string& fields_json = "{}");
+  void DeleteReferenceEntity(const std::string& code);
+  void PutAssetFamily(const std::string& code, const std::string& fields_json = "{}");
+  void DeleteAssetFamily(const std::string& code);
 
   // ---- Faults (thread-safe) ----
   // The next `count` API calls (token endpoint excluded) get `status` (a 408 is Akeneo's request
