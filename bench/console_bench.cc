@@ -560,7 +560,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   std::string store, plugin, token, label = "console", platform_source, public_url;
   uint64_t dead_letters = 0, lag = 0, quarantine = 0;
-  int port = 0, loads = 50;
+  int port = 0, loads = 100;
   bool as_json = false;
   for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];

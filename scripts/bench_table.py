@@ -142,8 +142,8 @@ for r in backlog_rows:
 console_full = by_id.get("console-full")
 console_small = by_id.get("console-small")
 if console_full:
-    section(f"console pages (API calls of one page load, {console_full.get('loads', 0)} loads; "
-            "throughput column: calls, max)")
+    section(f"console pages (the API calls of one page load, {console_full.get('loads', 0)} "
+            "loads; throughput column: calls, max, events read per search)")
     if "error" in console_full:
         add("console", console_full["error"])
     small_pages = {p["page"]: p for p in (console_small or {}).get("pages", [])}
@@ -155,8 +155,13 @@ if console_full:
                         f'p99 {base["p99_ms"]:.2f}')
             ratio = (f'p50 {p["p50_ms"] / max(base["p50_ms"], 1e-3):.2f}x, '
                      f'p99 {p["p99_ms"] / max(base["p99_ms"], 1e-3):.2f}x')
+        # Searches: the events each call read (at most the admin's max_scan, 10 000) and
+        # whether it answered "more" (a next_page_token) rather than the end of the log.
+        read = ""
+        if "scanned_per_load" in p:
+            read = f', read {p["scanned_per_load"]:,.0f}{" +more" if p["loads_with_more"] else ""}'
         add(f'console, {console_full["events"] / 1e6:g}M events: {p["page"]}',
-            f'{p["calls"]} calls, max {p["max_ms"]:.1f} ms', p["p50_ms"], p["p99_ms"], None,
+            f'{p["calls"]} calls, max {p["max_ms"]:.1f} ms{read}', p["p50_ms"], p["p99_ms"], None,
             baseline, ratio, rss=f'{console_full["rss_mib"]} MiB')
 
 if any(r["kind"] == "dispatch" for r in rows):
