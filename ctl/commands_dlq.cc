@@ -90,8 +90,8 @@ int RunList(const Invocation& in, const ListArgs& args) {
   if (in.json) return PrintJson(all);
   if (all.dead_letters().empty()) {
     if (Filtered(request)) {
-      std::printf("no dead letter of plugin %s matches (%lu examined)\n",
-                  request.plugin().c_str(), static_cast<unsigned long>(all.scanned()));
+      std::printf("no dead letter of plugin %s matches (%lu examined)\n", request.plugin().c_str(),
+                  static_cast<unsigned long>(all.scanned()));
     } else {
       std::printf("plugin %s has no dead letters\n", request.plugin().c_str());
     }
@@ -216,8 +216,7 @@ void AddDeadLetterCommands(CommandLine& cli) {
             "rejected (the plugin answered REJECT), exhausted (every attempt failed) or any "
             "(default)",
             &list->kind)
-      .Flag("--reason", "TEXT", "letters whose last error contains TEXT (any case)",
-            &list->reason)
+      .Flag("--reason", "TEXT", "letters whose last error contains TEXT (any case)", &list->reason)
       .Flag("--limit", "N", "show at most N (default 100)", &list->limit_text)
       .Flag("--page-token", "T", kPageToken, &list->page_token)
       .Check([list] { return CheckList(*list); })

@@ -304,13 +304,13 @@ TEST_F(PimgatectlTest, DeadLettersRetryAndPurge) {
   EXPECT_TRUE(absl::StrContains(table, "scripted reject")) << table;
 
   // Filters, applied by pimgate: each one, and together.
-  for (const std::vector<std::string>& filter : std::vector<std::vector<std::string>>{
-           {"--type", "product.*"},
-           {"--resource", "reject-me"},
-           {"--kind", "rejected"},
-           {"--reason", "SCRIPTED"},
-           {"--type", "*.updated", "--resource", "reject-me", "--kind", "rejected", "--reason",
-            "reject"}}) {
+  for (const std::vector<std::string>& filter :
+       std::vector<std::vector<std::string>>{{"--type", "product.*"},
+                                             {"--resource", "reject-me"},
+                                             {"--kind", "rejected"},
+                                             {"--reason", "SCRIPTED"},
+                                             {"--type", "*.updated", "--resource", "reject-me",
+                                              "--kind", "rejected", "--reason", "reject"}}) {
     std::vector<std::string> args = {"dlq", "list", "rec", "--json"};
     args.insert(args.end(), filter.begin(), filter.end());
     auto listed = ParseJson<v1::ListDeadLettersResponse>(Ok(args));
@@ -318,12 +318,12 @@ TEST_F(PimgatectlTest, DeadLettersRetryAndPurge) {
     EXPECT_EQ(listed.dead_letters(0).event().sequence(), 2u);
     EXPECT_EQ(listed.scanned(), 1u);
   }
-  for (const std::vector<std::string>& filter : std::vector<std::vector<std::string>>{
-           {"--type", "product_model.*"},
-           {"--resource", "ok-1"},
-           {"--kind", "exhausted"},
-           {"--reason", "timeout"},
-           {"--kind", "rejected", "--resource", "ok-2"}}) {
+  for (const std::vector<std::string>& filter :
+       std::vector<std::vector<std::string>>{{"--type", "product_model.*"},
+                                             {"--resource", "ok-1"},
+                                             {"--kind", "exhausted"},
+                                             {"--reason", "timeout"},
+                                             {"--kind", "rejected", "--resource", "ok-2"}}) {
     std::vector<std::string> args = {"dlq", "list", "rec"};
     args.insert(args.end(), filter.begin(), filter.end());
     const std::string none = Ok(args);
@@ -332,8 +332,8 @@ TEST_F(PimgatectlTest, DeadLettersRetryAndPurge) {
   }
   Result bad_kind = Ctl({"dlq", "list", "rec", "--kind", "dead"});
   EXPECT_EQ(bad_kind.exit_code, 2);
-  EXPECT_TRUE(absl::StrContains(bad_kind.err,
-                                "--kind must be rejected, exhausted or any, got \"dead\""))
+  EXPECT_TRUE(
+      absl::StrContains(bad_kind.err, "--kind must be rejected, exhausted or any, got \"dead\""))
       << bad_kind.err;
   Result bad_type = Ctl({"dlq", "list", "rec", "--type", "Product.*"});
   EXPECT_EQ(bad_type.exit_code, 2);
