@@ -69,8 +69,13 @@ absl::StatusOr<DeadLetterPage> DeadLetters::Search(const std::string& plugin,
   uint64_t from = query.resume_at;
   // A full page ends at the next matching letter (`next` is its sequence), so that a search
   // whose last page is full needs no empty page after it, unless the budget runs out first.
+  // Without a filter every letter read matches: read no more than the page and the one after.
+  const bool any_filter = !query.type.empty() || !query.resource_id.empty() ||
+                          query.kind != DeadLetterQuery::Kind::kAny || !reason.empty();
   while (page.scanned < limits.max_scan) {
-    const std::size_t budget = std::min(kSearchChunk, limits.max_scan - page.scanned);
+    const std::size_t wanted = limits.page_size + 1 - page.letters.size();
+    const std::size_t budget = std::min(any_filter ? std::max(wanted, kSearchChunk) : wanted,
+                                        limits.max_scan - page.scanned);
     absl::StatusOr<std::vector<v1::DeadLetter>> chunk = log_.ReadDeadLetters(plugin, from, budget);
     if (!chunk.ok()) return chunk.status();
     for (v1::DeadLetter& letter : *chunk) {
