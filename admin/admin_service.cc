@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "common/glob.h"
 #include "core/dispatch/dead_letters.h"
 #include "core/log/event_query.h"
 #include "google/protobuf/util/time_util.h"
@@ -92,6 +93,36 @@ absl::StatusOr<uint64_t> FirstSequence(const EventLog& log) {
 // What a retry or purge request selects, as the dispatch module takes it.
 DeadLetterSelection SelectionOf(bool all, const google::protobuf::RepeatedField<uint64_t>& listed) {
   return DeadLetterSelection{all, std::vector<uint64_t>(listed.begin(), listed.end())};
+}
+
+// A ListDeadLetters request's filters and page token, checked.
+absl::StatusOr<DeadLetterQuery> DeadLetterQueryOf(const v1::ListDeadLettersRequest& request) {
+  DeadLetterQuery query;
+  if (std::optional<std::string> problem = EventTypeGlobProblem(request.type())) {
+    return absl::InvalidArgumentError(absl::StrCat("type: the glob ", *problem));
+  }
+  query.type = request.type();
+  query.resource_id = request.resource_id();
+  switch (request.kind()) {
+    case v1::DEAD_LETTER_KIND_ANY:
+      query.kind = DeadLetterQuery::Kind::kAny;
+      break;
+    case v1::DEAD_LETTER_KIND_REJECTED:
+      query.kind = DeadLetterQuery::Kind::kRejected;
+      break;
+    case v1::DEAD_LETTER_KIND_EXHAUSTED:
+      query.kind = DeadLetterQuery::Kind::kExhausted;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "kind: unknown value ", static_cast<int>(request.kind()),
+          " (DEAD_LETTER_KIND_ANY, DEAD_LETTER_KIND_REJECTED or DEAD_LETTER_KIND_EXHAUSTED)"));
+  }
+  query.reason_contains = request.reason_contains();
+  absl::StatusOr<uint64_t> from = ParsePageToken(request.page_token(), 0);
+  if (!from.ok()) return from.status();
+  query.resume_at = *from;
+  return query;
 }
 
 class AdminServiceImpl final : public v1::Admin::Service {
@@ -614,23 +645,17 @@ class AdminServiceImpl final : public v1::Admin::Service {
     if (absl::Status status = CheckPlugin(request.plugin()); !status.ok()) return status;
     absl::StatusOr<std::size_t> page_size = PageSize(request.page_size(), limits_);
     if (!page_size.ok()) return page_size.status();
-    absl::StatusOr<uint64_t> from = ParsePageToken(request.page_token(), 0);
-    if (!from.ok()) return from.status();
-    // One more than a page tells whether there is a next one.
-    absl::StatusOr<std::vector<v1::DeadLetter>> listed =
-        (*letters)->List(request.plugin(), *from, *page_size + 1);
-    if (!listed.ok()) return listed.status();
-    std::size_t bytes = 0;
-    for (v1::DeadLetter& letter : *listed) {
-      bytes += letter.ByteSizeLong();
-      const bool full = static_cast<std::size_t>(response.dead_letters_size()) == *page_size ||
-                        (response.dead_letters_size() > 0 && bytes > limits_.max_response_bytes);
-      if (full) {
-        response.set_next_page_token(absl::StrCat(letter.event().sequence()));
-        break;
-      }
-      *response.add_dead_letters() = std::move(letter);
-    }
+    absl::StatusOr<DeadLetterQuery> query = DeadLetterQueryOf(request);
+    if (!query.ok()) return query.status();
+    DeadLetterSearchLimits limits;
+    limits.page_size = *page_size;
+    limits.max_scan = limits_.max_scan;
+    limits.max_bytes = limits_.max_response_bytes;
+    absl::StatusOr<DeadLetterPage> page = (*letters)->Search(request.plugin(), *query, limits);
+    if (!page.ok()) return page.status();
+    for (v1::DeadLetter& letter : page->letters) *response.add_dead_letters() = std::move(letter);
+    response.set_scanned(page->scanned);
+    if (page->next) response.set_next_page_token(absl::StrCat(*page->next));
     return absl::OkStatus();
   }
 

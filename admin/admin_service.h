@@ -39,7 +39,8 @@ struct AdminLimits {
   // Items per page when a request leaves page_size at 0, and the most a request gets.
   int32_t default_page_size = 100;
   int32_t max_page_size = 1000;
-  // Events one ListEvents call reads (matching or not) before it returns a page.
+  // Events one ListEvents call reads, and dead letters one ListDeadLetters call examines
+  // (matching or not), before it returns a page.
   std::size_t max_scan = 10'000;
   // A list response stops growing past this many bytes of items (an item larger than this on
   // its own is still answered, alone). Below gRPC's default 4 MiB receive limit.

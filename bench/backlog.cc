@@ -40,6 +40,10 @@ using Clock = std::chrono::steady_clock;
 // Events per request (one request_id), and templates parsed from one body: the gateway's default
 // gateway.max_events_per_request.
 constexpr int kEventsPerRequest = 100;
+// The backlog's events were received evenly over this much time, ending now (10M events: about
+// 19 a second), so that time-bounded searches (the console's events page) find realistic windows.
+// Under store.retention's default (7 days), so that a pimgate opening the store trims nothing.
+constexpr int64_t kReceivedSpanUs = int64_t{6} * 24 * 3600 * 1'000'000;
 
 [[noreturn]] void Usage(const std::string& error) {
   std::fprintf(stderr,
@@ -102,12 +106,12 @@ int Build(const std::string& store, uint64_t events, int resources, const std::s
   }
 
   // Ids spread evenly over the UUID space in increasing order (so the dedup index is written
-  // without a sort, yet new random ids land all over it, as with real traffic). Versions a
-  // microsecond apart, all in the past, so every backlog event is the newest of its resource
-  // when stored and none is stale.
+  // without a sort, yet new random ids land all over it, as with real traffic). Each event
+  // occurred (its version) when it was received: times that grow with the sequence, all in the
+  // past, so every backlog event is the newest of its resource when stored and none is stale.
   const uint64_t id_step = std::max<uint64_t>(1, UINT64_MAX / events);
-  const int64_t first_version_us = now_us - static_cast<int64_t>(events) - 1'000'000;
-  const auto received_at = Micros(now_us);
+  const int64_t first_received_us = now_us - kReceivedSpanUs - 1'000'000;
+  const int64_t step_us = std::max<int64_t>(1, kReceivedSpanUs / static_cast<int64_t>(events));
   const auto start = Clock::now();
   auto last_report = start;
   std::string bytes;
@@ -115,14 +119,14 @@ int Build(const std::string& store, uint64_t events, int resources, const std::s
   for (uint64_t i = 0; i < events; ++i) {
     const uint64_t sequence = i + 1;
     const std::string& resource = pool[rng() % pool.size()];
-    const int64_t version_us = first_version_us + static_cast<int64_t>(i);
+    const int64_t version_us = first_received_us + static_cast<int64_t>(i) * step_us;
     head.Clear();
     head.set_sequence(sequence);
     head.set_id(pimgate::bench::UuidFrom(i * id_step + rng() % (id_step / 2 + 1), rng()));
     head.set_resource_id(resource);
     *head.mutable_occurred_at() = Micros(version_us);
     *head.mutable_version_at() = Micros(version_us);
-    *head.mutable_received_at() = received_at;
+    *head.mutable_received_at() = Micros(version_us);
     head.set_request_id(absl::StrCat("backlog-", i / kEventsPerRequest + 1));
     bytes.clear();
     head.AppendToString(&bytes);

@@ -1,7 +1,12 @@
 // GlobMatch: iterative wildcard matching.
 #include "common/glob.h"
 
+#include <algorithm>
 #include <cstddef>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/quote.h"
 
 namespace pimgate {
 
@@ -24,6 +29,14 @@ bool GlobMatch(std::string_view pattern, std::string_view text) {
   }
   while (p < pattern.size() && pattern[p] == '*') ++p;
   return p == pattern.size();
+}
+
+std::optional<std::string> EventTypeGlobProblem(absl::string_view glob) {
+  const bool valid = std::all_of(glob.begin(), glob.end(), [](char c) {
+    return absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '_' || c == '.' || c == '*';
+  });
+  if (valid) return std::nullopt;
+  return absl::StrCat("must use only a-z, 0-9, _, . and *, got ", QuoteForMessage(glob));
 }
 
 }  // namespace pimgate

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/glob.h"
 #include "config/sections.h"
 #include "config/value_readers.h"
 #include "config/yaml_reader.h"
@@ -158,11 +159,7 @@ ValueReader InheritEnv(bool& all, std::vector<std::string>& names) {
 
 // Event type globs: canonical types are lower-case words joined by dots ("product.created").
 std::optional<std::string> EventGlobProblem(absl::string_view glob) {
-  const bool valid = std::all_of(glob.begin(), glob.end(), [](char c) {
-    return absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '_' || c == '.' || c == '*';
-  });
-  if (valid) return std::nullopt;
-  return absl::StrCat("must use only a-z, 0-9, _, . and *, got ", Quote(glob));
+  return EventTypeGlobProblem(glob);
 }
 
 ValueReader Retry(RetryConfig& retry) {

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/glob.h"
 #include "ctl/client.h"
 #include "ctl/command_line.h"
 #include "ctl/commands.h"
@@ -27,16 +28,49 @@ constexpr char kPageToken[] = "continue after a previous list (it prints the tok
 
 struct ListArgs {
   std::string plugin;
-  std::optional<std::string> limit_text, page_token;
+  std::optional<std::string> limit_text, page_token, type, resource, kind, reason;
   int64_t limit = kDefaultLimit;
+  v1::ListDeadLettersRequest request;  // made by the check, but for the page size
 };
 
+absl::Status CheckList(ListArgs& args) {
+  absl::StatusOr<int64_t> limit = ParseLimit(args.limit_text);
+  if (!limit.ok()) return limit.status();
+  args.limit = *limit;
+  args.request.set_plugin(args.plugin);
+  args.request.set_page_token(args.page_token.value_or(""));
+  if (args.type.has_value()) {
+    if (std::optional<std::string> problem = EventTypeGlobProblem(*args.type)) {
+      return absl::InvalidArgumentError(absl::StrCat("--type ", *problem));
+    }
+    args.request.set_type(*args.type);
+  }
+  args.request.set_resource_id(args.resource.value_or(""));
+  const std::string kind = args.kind.value_or("any");
+  if (kind == "any") {
+    args.request.set_kind(v1::DEAD_LETTER_KIND_ANY);
+  } else if (kind == "rejected") {
+    args.request.set_kind(v1::DEAD_LETTER_KIND_REJECTED);
+  } else if (kind == "exhausted") {
+    args.request.set_kind(v1::DEAD_LETTER_KIND_EXHAUSTED);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kind must be rejected, exhausted or any, got \"", kind, "\""));
+  }
+  args.request.set_reason_contains(args.reason.value_or(""));
+  return absl::OkStatus();
+}
+
+bool Filtered(const v1::ListDeadLettersRequest& request) {
+  return !request.type().empty() || !request.resource_id().empty() ||
+         request.kind() != v1::DEAD_LETTER_KIND_ANY || !request.reason_contains().empty();
+}
+
 int RunList(const Invocation& in, const ListArgs& args) {
-  v1::ListDeadLettersRequest request;
-  request.set_plugin(args.plugin);
-  request.set_page_token(args.page_token.value_or(""));
+  v1::ListDeadLettersRequest request = args.request;
   v1::ListDeadLettersResponse all;
-  // Pages until the limit is reached or nothing is left.
+  // Pages until the limit is reached or nothing is left. A filter that matches rarely takes
+  // several calls (each one examines a bounded number of letters); they add up here.
   while (true) {
     request.set_page_size(static_cast<int32_t>(
         std::min<int64_t>(args.limit - all.dead_letters_size(), kMaxPageSize)));
@@ -48,13 +82,19 @@ int RunList(const Invocation& in, const ListArgs& args) {
     for (v1::DeadLetter& letter : *page.mutable_dead_letters()) {
       *all.add_dead_letters() = std::move(letter);
     }
+    all.set_scanned(all.scanned() + page.scanned());
     all.set_next_page_token(page.next_page_token());
     if (page.next_page_token().empty() || all.dead_letters_size() >= args.limit) break;
     request.set_page_token(page.next_page_token());
   }
   if (in.json) return PrintJson(all);
   if (all.dead_letters().empty()) {
-    std::printf("plugin %s has no dead letters\n", request.plugin().c_str());
+    if (Filtered(request)) {
+      std::printf("no dead letter of plugin %s matches (%lu examined)\n", request.plugin().c_str(),
+                  static_cast<unsigned long>(all.scanned()));
+    } else {
+      std::printf("plugin %s has no dead letters\n", request.plugin().c_str());
+    }
     return kExitOk;
   }
   Table table({"SEQ", "TYPE", "RESOURCE", "ATTEMPTS", "DEAD AT", "KIND", "REASON"});
@@ -160,19 +200,26 @@ void AddDeadLetterCommands(CommandLine& cli) {
 
   auto list = std::make_shared<ListArgs>();
   cli.Add("dlq list",
-          {.synopsis = "dlq list NAME [--limit N] [--page-token T]",
+          {.synopsis = "dlq list NAME [--type GLOB] [--resource ID] [--kind K] [--reason TEXT] "
+                       "[--limit N] [--page-token T]",
            .summary = "a plugin's dead letters",
-           .description = "The plugin's dead letters, oldest event first (default --limit "
-                          "100)."})
+           .description =
+               "The plugin's dead letters, oldest event first (default --limit 100). The "
+               "filters combine;\npimgate applies them, examining a bounded number of letters "
+               "per call (the command calls\nagain until it has --limit letters or none are "
+               "left)."})
       .Argument("NAME", kPluginName, &list->plugin, "plugin NAME")
+      .Flag("--type", "GLOB", "events whose type matches the glob (`*`: any characters)",
+            &list->type)
+      .Flag("--resource", "ID", "events of this resource id", &list->resource)
+      .Flag("--kind", "K",
+            "rejected (the plugin answered REJECT), exhausted (every attempt failed) or any "
+            "(default)",
+            &list->kind)
+      .Flag("--reason", "TEXT", "letters whose last error contains TEXT (any case)", &list->reason)
       .Flag("--limit", "N", "show at most N (default 100)", &list->limit_text)
       .Flag("--page-token", "T", kPageToken, &list->page_token)
-      .Check([list]() -> absl::Status {
-        absl::StatusOr<int64_t> limit = ParseLimit(list->limit_text);
-        if (!limit.ok()) return limit.status();
-        list->limit = *limit;
-        return absl::OkStatus();
-      })
+      .Check([list] { return CheckList(*list); })
       .Run([list](const Invocation& in) { return RunList(in, *list); });
 
   auto retry = std::make_shared<ChangeArgs>();

@@ -139,6 +139,31 @@ if backlog_rows:
 for r in backlog_rows:
     ingest_row(r)
 
+console_full = by_id.get("console-full")
+console_small = by_id.get("console-small")
+if console_full:
+    section(f"console pages (the API calls of one page load, {console_full.get('loads', 0)} "
+            "loads; throughput column: calls, max, events read per search)")
+    if "error" in console_full:
+        add("console", console_full["error"])
+    small_pages = {p["page"]: p for p in (console_small or {}).get("pages", [])}
+    for p in console_full.get("pages", []):
+        base = small_pages.get(p["page"])
+        baseline, ratio = "", ""
+        if base:
+            baseline = (f'{console_small["events"]:,} events: p50 {base["p50_ms"]:.2f}, '
+                        f'p99 {base["p99_ms"]:.2f}')
+            ratio = (f'p50 {p["p50_ms"] / max(base["p50_ms"], 1e-3):.2f}x, '
+                     f'p99 {p["p99_ms"] / max(base["p99_ms"], 1e-3):.2f}x')
+        # Searches: the events each call read (at most the admin's max_scan, 10 000) and
+        # whether it answered "more" (a next_page_token) rather than the end of the log.
+        read = ""
+        if "scanned_per_load" in p:
+            read = f', read {p["scanned_per_load"]:,.0f}{" +more" if p["loads_with_more"] else ""}'
+        add(f'console, {console_full["events"] / 1e6:g}M events: {p["page"]}',
+            f'{p["calls"]} calls, max {p["max_ms"]:.1f} ms{read}', p["p50_ms"], p["p99_ms"], None,
+            baseline, ratio, rss=f'{console_full["rss_mib"]} MiB')
+
 if any(r["kind"] == "dispatch" for r in rows):
     section(f"dispatch (log -> plugin process over gRPC, max_in_flight {in_flight})")
 for r in rows:

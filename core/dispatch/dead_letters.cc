@@ -3,13 +3,17 @@
 // (EventLog::ReadDeadLetters and friends).
 #include "core/dispatch/dead_letters.h"
 
+#include <algorithm>
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/glob.h"
 #include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
 
@@ -18,6 +22,8 @@ namespace {
 
 // Dead letters read per log call while collecting them.
 constexpr std::size_t kReadChunk = 1000;
+// Dead letters read per log call while searching (bounded by the search's remaining budget).
+constexpr std::size_t kSearchChunk = 256;
 
 std::string SequenceList(const std::vector<uint64_t>& sequences) {
   return absl::StrJoin(sequences, ", ");
@@ -39,6 +45,59 @@ absl::StatusOr<std::vector<v1::DeadLetter>> DeadLetters::List(const std::string&
                                                               uint64_t from,
                                                               std::size_t max) const {
   return log_.ReadDeadLetters(plugin, from, max);
+}
+
+absl::StatusOr<DeadLetterPage> DeadLetters::Search(const std::string& plugin,
+                                                   const DeadLetterQuery& query,
+                                                   const DeadLetterSearchLimits& limits) const {
+  const std::string reason = absl::AsciiStrToLower(query.reason_contains);
+  const auto matches = [&](const v1::DeadLetter& letter) {
+    if (!query.type.empty() && !GlobMatch(query.type, letter.event().type())) return false;
+    if (!query.resource_id.empty() && letter.event().resource_id() != query.resource_id) {
+      return false;
+    }
+    if (query.kind == DeadLetterQuery::Kind::kRejected && !letter.rejected()) return false;
+    if (query.kind == DeadLetterQuery::Kind::kExhausted && letter.rejected()) return false;
+    if (!reason.empty() && !absl::StrContains(absl::AsciiStrToLower(letter.reason()), reason)) {
+      return false;
+    }
+    return true;
+  };
+
+  DeadLetterPage page;
+  std::size_t bytes = 0;
+  uint64_t from = query.resume_at;
+  // A full page ends at the next matching letter (`next` is its sequence), so that a search
+  // whose last page is full needs no empty page after it, unless the budget runs out first.
+  // Without a filter every letter read matches: read no more than the page and the one after.
+  const bool any_filter = !query.type.empty() || !query.resource_id.empty() ||
+                          query.kind != DeadLetterQuery::Kind::kAny || !reason.empty();
+  while (page.scanned < limits.max_scan) {
+    const std::size_t wanted = limits.page_size + 1 - page.letters.size();
+    const std::size_t budget = std::min(any_filter ? std::max(wanted, kSearchChunk) : wanted,
+                                        limits.max_scan - page.scanned);
+    absl::StatusOr<std::vector<v1::DeadLetter>> chunk = log_.ReadDeadLetters(plugin, from, budget);
+    if (!chunk.ok()) return chunk.status();
+    for (v1::DeadLetter& letter : *chunk) {
+      ++page.scanned;
+      const uint64_t sequence = letter.event().sequence();
+      from = sequence + 1;
+      if (!matches(letter)) continue;
+      const std::size_t size = letter.ByteSizeLong();
+      const bool full = page.letters.size() == limits.page_size ||
+                        (!page.letters.empty() && bytes + size > limits.max_bytes);
+      if (full) {
+        --page.scanned;  // the next page examines it again
+        page.next = sequence;
+        return page;
+      }
+      bytes += size;
+      page.letters.push_back(std::move(letter));
+    }
+    if (chunk->size() < budget || from == 0) return page;  // every letter examined
+  }
+  page.next = from;  // the budget ran out: the next call goes on from here
+  return page;
 }
 
 absl::StatusOr<uint64_t> DeadLetters::Count(const std::string& plugin) const {

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,40 @@ struct RetriedDeadLetters {
   bool more = false;                // `all` left letters beyond the call's maximum
 };
 
+// Which letters a search returns. Empty strings and kAny filter nothing; filters combine with AND.
+struct DeadLetterQuery {
+  enum class Kind { kAny, kRejected, kExhausted };
+  // The event's canonical type matches this glob (common/glob.h; checked by the caller with
+  // EventTypeGlobProblem).
+  std::string type;
+  std::string resource_id;  // the event's exact resource id
+  Kind kind = Kind::kAny;   // rejected (the plugin answered REJECT) or retries exhausted
+  // The letter's reason contains this, ignoring ASCII case.
+  std::string reason_contains;
+  // The event sequence to resume at: a previous page's `next`. 0: from the first letter.
+  uint64_t resume_at = 0;
+};
+
+// Bounds of one search call.
+struct DeadLetterSearchLimits {
+  std::size_t page_size = 100;  // most letters in one page, >= 1
+  // Letters examined (matching or not) before the call returns a page, possibly empty, with
+  // `next`: a filter that matches rarely costs many short calls, never one long one.
+  std::size_t max_scan = 10'000;
+  // A page stops growing past this many bytes of letters (ByteSizeLong); a letter larger than
+  // this on its own still comes, alone in its page.
+  std::size_t max_bytes = 3 << 20;
+};
+
+// One page of a search.
+struct DeadLetterPage {
+  std::vector<v1::DeadLetter> letters;  // in event sequence order
+  uint64_t scanned = 0;                 // letters examined for this page, matching or not
+  // Where the next page resumes (DeadLetterQuery::resume_at); unset when no further letter
+  // matches.
+  std::optional<uint64_t> next;
+};
+
 // Thread-safe. Retries and purges run one at a time (two concurrent retries of one letter would
 // deliver it twice); reads run concurrently with them and with the dispatcher's writes.
 //
@@ -58,6 +93,12 @@ class DeadLetters {
   // Up to `max` letters of `plugin` with event sequence >= `from`, in sequence order.
   absl::StatusOr<std::vector<v1::DeadLetter>> List(const std::string& plugin, uint64_t from,
                                                    std::size_t max) const;
+  // The letters of `plugin` matching `query`, one page at a time, in event sequence order.
+  // Examines at most limits.max_scan letters per call. Following `next` until it is unset
+  // returns every matching letter once (letters written or removed meanwhile may or may not be
+  // seen, as with List).
+  absl::StatusOr<DeadLetterPage> Search(const std::string& plugin, const DeadLetterQuery& query,
+                                        const DeadLetterSearchLimits& limits) const;
   // How many letters `plugin` has stored now.
   absl::StatusOr<uint64_t> Count(const std::string& plugin) const;
 

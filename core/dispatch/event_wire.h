@@ -10,14 +10,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/log/event_header.h"  // ParseEventHeader: the header the dispatcher routes on
 #include "pimgate/v1/event.pb.h"
 
 namespace pimgate {
-
-// The event serialized in `bytes` without its `data` field: every other field (sequence, id,
-// source, type, kind, resource_id, timestamps, author, origin, stale ...) as stored. DataLoss when
-// `bytes` is not a valid serialized Event.
-absl::StatusOr<v1::Event> ParseEventHeader(absl::string_view bytes);
 
 // A serialized v1::Delivery { event = <event_bytes>, attempt = attempt }, built without decoding
 // the event. `event_bytes` must be a serialized v1::Event.

@@ -1,12 +1,16 @@
 // Event queries: a bounded scan in sequence order (either direction) with filters, started by a
-// binary search on received_at when the query has a time window.
+// binary search on received_at when the query has a time window. The scan filters on each
+// event's header (core/log/event_header.h) and decodes in full only the events it returns: a
+// filter that matches rarely reads max_scan events without decoding their data.
 #include "core/log/event_query.h"
 
 #include <algorithm>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "common/glob.h"
+#include "core/log/event_header.h"
 #include "google/protobuf/timestamp.pb.h"
 
 namespace pimgate {
@@ -76,24 +80,34 @@ absl::StatusOr<EventPage> QueryEvents(const EventLog& log, const EventQuery& que
 
   std::size_t scanned = 0;
   std::size_t bytes = 0;
-  bool done = false;  // nothing more to find
+  bool done = false;   // nothing more to find
+  absl::Status error;  // a stored event that does not decode: the call fails with it
   // Takes one event in scan order; false stops the scan (page full or big enough; `next` then
-  // points at where the following page starts).
-  const auto take = [&](v1::Event& event) -> bool {
+  // points at where the following page starts; or `error` set).
+  const auto take = [&](const StoredEvent& stored) -> bool {
     ++scanned;
-    if (beyond_window(event)) {
+    absl::StatusOr<v1::Event> header = ParseEventHeader(stored.bytes);
+    if (!header.ok()) {
+      error = absl::DataLossError(
+          absl::StrCat("event ", stored.sequence, ": ", header.status().message()));
+      return false;
+    }
+    if (beyond_window(*header)) {
       done = true;
       return false;
     }
-    const uint64_t sequence = event.sequence();
-    if (matches(event)) {
-      const std::size_t size = event.ByteSizeLong();
+    const uint64_t sequence = stored.sequence;
+    if (matches(*header)) {
+      const std::size_t size = stored.bytes.size();  // the serialized event: its ByteSizeLong
       if (!page.events.empty() && bytes + size > limits.max_bytes) {
         next = sequence;  // the next page starts with it
         return false;
       }
       bytes += size;
-      page.events.push_back(std::move(event));
+      if (!page.events.emplace_back().ParseFromString(stored.bytes)) {
+        error = absl::DataLossError(absl::StrCat("event ", sequence, " does not decode"));
+        return false;
+      }
     }
     next = query.newest_first ? sequence - 1 : sequence + 1;
     return page.events.size() < limits.page_size;
@@ -107,12 +121,12 @@ absl::StatusOr<EventPage> QueryEvents(const EventLog& log, const EventQuery& que
         break;
       }
       const uint64_t low = next >= first + budget - 1 ? next - budget + 1 : first;
-      absl::StatusOr<std::vector<v1::Event>> chunk = log.ReadEvents(low, next - low + 1);
+      absl::StatusOr<std::vector<StoredEvent>> chunk = log.ReadStoredEvents(low, next - low + 1);
       if (!chunk.ok()) return chunk.status();
       bool stopped = false;
       const uint64_t high = next;
       for (auto it = chunk->rbegin(); it != chunk->rend(); ++it) {
-        if (it->sequence() > high) continue;  // past a hole: not in this range
+        if (it->sequence > high) continue;  // past a hole: not in this range
         if (!take(*it)) {
           stopped = true;
           break;
@@ -127,19 +141,19 @@ absl::StatusOr<EventPage> QueryEvents(const EventLog& log, const EventQuery& que
       }
       const std::size_t count =
           static_cast<std::size_t>(std::min<uint64_t>(budget, head - next + 1));
-      absl::StatusOr<std::vector<v1::Event>> chunk = log.ReadEvents(next, count);
+      absl::StatusOr<std::vector<StoredEvent>> chunk = log.ReadStoredEvents(next, count);
       if (!chunk.ok()) return chunk.status();
       if (chunk->empty()) {
         done = true;
         break;
       }
       bool stopped = false;
-      for (v1::Event& event : *chunk) {
-        if (event.sequence() > head) {
+      for (const StoredEvent& stored : *chunk) {
+        if (stored.sequence > head) {
           done = true;
           break;
         }
-        if (!take(event)) {
+        if (!take(stored)) {
           stopped = true;
           break;
         }
@@ -147,6 +161,7 @@ absl::StatusOr<EventPage> QueryEvents(const EventLog& log, const EventQuery& que
       if (stopped) break;
     }
   }
+  if (!error.ok()) return error;
   page.scanned = scanned;
   const bool exhausted = done || (query.newest_first ? next < first || next == 0 : next > head);
   if (!exhausted) page.next = next;

@@ -43,6 +43,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -464,13 +466,13 @@ class RocksDbBackend final : public LogBackend {
   absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress) override {
     rocksdb::WriteBatch wb;
     std::string value;
+    std::vector<std::string> letter_keys;
     for (const v1::DeadLetter& letter : progress.dead_letters) {
       if (!letter.SerializeToString(&value)) {
         return absl::InternalError("cannot serialize dead letter");
       }
-      if (absl::Status s = ToStatus(
-              wb.Put(dead_letters(), DeadLetterKey(plugin, letter.event().sequence()), value),
-              "put");
+      letter_keys.push_back(DeadLetterKey(plugin, letter.event().sequence()));
+      if (absl::Status s = ToStatus(wb.Put(dead_letters(), letter_keys.back(), value), "put");
           !s.ok()) {
         return s;
       }
@@ -482,7 +484,19 @@ class RocksDbBackend final : public LogBackend {
       }
     }
     // Not fsynced: see LogBackend::WriteProgress. Survives a process crash (WAL in page cache).
-    return ToStatus(WriteResuming(rocksdb::WriteOptions(), &wb), "write progress");
+    if (letter_keys.empty()) {
+      return ToStatus(WriteResuming(rocksdb::WriteOptions(), &wb), "write progress");
+    }
+    // Letters change the counts: counted (new keys only) and written under the counts' lock.
+    absl::MutexLock lock(&dead_letter_mu_);
+    absl::StatusOr<DeadLetterTally> added = TallyDeadLetters(letter_keys, /*existing=*/false);
+    if (!added.ok()) return added.status();
+    if (absl::Status s = ToStatus(WriteResuming(rocksdb::WriteOptions(), &wb), "write progress");
+        !s.ok()) {
+      return s;
+    }
+    ApplyTally(*added, +1);
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
@@ -502,29 +516,44 @@ class RocksDbBackend final : public LogBackend {
     return out;
   }
 
-  // Keys only: the letters (each with its whole event) are never read or decoded.
+  // From counts kept in memory: the store is counted once (keys only), on the first call, and
+  // every later write or deletion of a letter adjusts the counts. A count is asked for every
+  // plugin by each Admin.GetStats (the console's overview polls it every 2 s), and a plugin can
+  // hold a million letters.
   absl::StatusOr<uint64_t> CountDeadLetters(const std::string& plugin) override {
-    const std::string prefix = plugin + std::string(1, '\0');
-    rocksdb::ReadOptions options;
-    options.fill_cache = false;  // a count must not push the hot blocks out of the cache
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, dead_letters()));
-    uint64_t count = 0;
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) ++count;
-    if (absl::Status s = ToStatus(it->status(), "iterate"); !s.ok()) return s;
-    return count;
+    absl::MutexLock lock(&dead_letter_mu_);
+    if (!dead_letter_counts_) {
+      absl::flat_hash_map<std::string, uint64_t> counts;
+      rocksdb::ReadOptions options;
+      options.fill_cache = false;  // a count must not push the hot blocks out of the cache
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, dead_letters()));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) ++counts[PluginOfDeadLetterKey(it->key())];
+      if (absl::Status s = ToStatus(it->status(), "count dead letters"); !s.ok()) return s;
+      dead_letter_counts_ = std::move(counts);
+    }
+    auto it = dead_letter_counts_->find(plugin);
+    return it == dead_letter_counts_->end() ? 0 : it->second;
   }
 
   absl::Status DeleteDeadLetters(const std::string& plugin,
                                  const std::vector<uint64_t>& sequences) override {
     rocksdb::WriteBatch wb;
+    std::vector<std::string> keys;
     for (uint64_t sequence : sequences) {
-      if (absl::Status s =
-              ToStatus(wb.Delete(dead_letters(), DeadLetterKey(plugin, sequence)), "delete");
-          !s.ok()) {
+      keys.push_back(DeadLetterKey(plugin, sequence));
+      if (absl::Status s = ToStatus(wb.Delete(dead_letters(), keys.back()), "delete"); !s.ok()) {
         return s;
       }
     }
-    return ToStatus(db_->Write(rocksdb::WriteOptions(), &wb), "delete dead letters");
+    absl::MutexLock lock(&dead_letter_mu_);
+    absl::StatusOr<DeadLetterTally> removed = TallyDeadLetters(keys, /*existing=*/true);
+    if (!removed.ok()) return removed.status();
+    if (absl::Status s = ToStatus(db_->Write(rocksdb::WriteOptions(), &wb), "delete dead letters");
+        !s.ok()) {
+      return s;
+    }
+    ApplyTally(*removed, -1);
+    return absl::OkStatus();
   }
 
   absl::StatusOr<uint64_t> TrimEvents(uint64_t max_sequence, int64_t received_before_us,
@@ -587,6 +616,7 @@ class RocksDbBackend final : public LogBackend {
     // few (each is an operator's problem), so a full scan per pass is cheap.
     rocksdb::WriteBatch wb;
     uint64_t count = 0;
+    std::vector<std::string> keys;
     {
       std::unique_ptr<rocksdb::Iterator> it(
           db_->NewIterator(rocksdb::ReadOptions(), dead_letters()));
@@ -600,15 +630,22 @@ class RocksDbBackend final : public LogBackend {
         if (absl::Status s = ToStatus(wb.Delete(dead_letters(), it->key()), "delete"); !s.ok()) {
           return s;
         }
+        keys.push_back(it->key().ToString());
         ++count;
       }
       if (absl::Status s = ToStatus(it->status(), "iterate dead letters"); !s.ok()) return s;
     }
     if (count == 0) return 0;
+    // The scan did not hold the counts' lock: a letter it saw may have been deleted since, so
+    // what the write removes is tallied again under the lock.
+    absl::MutexLock letters_lock(&dead_letter_mu_);
+    absl::StatusOr<DeadLetterTally> removed = TallyDeadLetters(keys, /*existing=*/true);
+    if (!removed.ok()) return removed.status();
     if (absl::Status s = ToStatus(db_->Write(rocksdb::WriteOptions(), &wb), "trim dead letters");
         !s.ok()) {
       return s;
     }
+    ApplyTally(*removed, -1);
     return count;
   }
 
@@ -677,6 +714,41 @@ class RocksDbBackend final : public LogBackend {
     key.push_back('\0');
     AppendU64(key, sequence);
     return key;
+  }
+
+  static std::string PluginOfDeadLetterKey(const rocksdb::Slice& key) {
+    const std::string_view view(key.data(), key.size());
+    return std::string(view.substr(0, view.find('\0')));
+  }
+
+  // Letters per plugin that a write of `keys` adds (existing = false: keys not stored yet) or a
+  // deletion of them removes (existing = true: keys stored now), each key once. Empty while the
+  // counts are not kept yet (nothing to adjust).
+  using DeadLetterTally = absl::flat_hash_map<std::string, uint64_t>;
+  absl::StatusOr<DeadLetterTally> TallyDeadLetters(const std::vector<std::string>& keys,
+                                                   bool existing)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(dead_letter_mu_) {
+    DeadLetterTally tally;
+    if (!dead_letter_counts_) return tally;
+    absl::flat_hash_set<std::string_view> seen;
+    rocksdb::PinnableSlice value;
+    for (const std::string& key : keys) {
+      if (!seen.insert(key).second) continue;
+      value.Reset();
+      const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), dead_letters(), key, &value);
+      if (!s.ok() && !s.IsNotFound()) return ToStatus(s, "get dead letter");
+      if (s.ok() == existing) ++tally[PluginOfDeadLetterKey(key)];
+    }
+    return tally;
+  }
+
+  void ApplyTally(const DeadLetterTally& tally, int sign)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(dead_letter_mu_) {
+    if (!dead_letter_counts_) return;
+    for (const auto& [plugin, n] : tally) {
+      uint64_t& count = (*dead_letter_counts_)[plugin];
+      count = sign > 0 ? count + n : count - std::min(count, n);
+    }
   }
 
   absl::StatusOr<std::optional<uint64_t>> ReadMeta(const char* key) {
@@ -769,6 +841,11 @@ class RocksDbBackend final : public LogBackend {
   absl::Mutex write_error_mu_;
   std::string write_error_ ABSL_GUARDED_BY(write_error_mu_);  // the error that stopped writes
   absl::Mutex trim_mu_;  // one trim at a time; guards the reclaim bookkeeping
+  // Serializes the writes and deletions of dead letters with the counts they change.
+  absl::Mutex dead_letter_mu_ ABSL_ACQUIRED_AFTER(trim_mu_);
+  // Dead letters stored per plugin; unset until the first CountDeadLetters counts the store.
+  std::optional<absl::flat_hash_map<std::string, uint64_t>> dead_letter_counts_
+      ABSL_GUARDED_BY(dead_letter_mu_);
   uint64_t event_bytes_since_reclaim_ ABSL_GUARDED_BY(trim_mu_) = 0;
   uint64_t quarantine_bytes_since_reclaim_ ABSL_GUARDED_BY(trim_mu_) = 0;
 };

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -159,8 +160,10 @@ class AdminServiceTest : public ::testing::Test {
     return {};
   }
 
-  // Stores dead letters of `plugin` for these sequences, as the dispatcher would.
-  void WriteDeadLetters(const std::string& plugin, const std::vector<uint64_t>& sequences) {
+  // Stores dead letters of `plugin` for these sequences, as the dispatcher would; `edit` changes
+  // each one (reason, kind) before it is stored.
+  void WriteDeadLetters(const std::string& plugin, const std::vector<uint64_t>& sequences,
+                        const std::function<void(v1::DeadLetter&)>& edit = nullptr) {
     PluginProgress progress;
     for (uint64_t sequence : sequences) {
       auto event = log_->GetEvent(sequence);
@@ -172,6 +175,7 @@ class AdminServiceTest : public ::testing::Test {
       letter.set_reason("asked to reject");
       letter.set_rejected(true);
       *letter.mutable_dead_at() = TimeUtil::GetCurrentTime();
+      if (edit) edit(letter);
       progress.dead_letters.push_back(letter);
     }
     ASSERT_TRUE(log_->WriteProgress(plugin, progress).ok());
@@ -188,6 +192,27 @@ class AdminServiceTest : public ::testing::Test {
       sequences.push_back(letter.event().sequence());
     }
     return sequences;
+  }
+
+  // Every page of ListDeadLetters for `request` (page_size kept), concatenated; `calls` counts
+  // the calls, `max_scanned` is the most letters one call examined.
+  std::vector<uint64_t> AllDeadLetterPages(v1::ListDeadLettersRequest request, int* calls = nullptr,
+                                           uint64_t* max_scanned = nullptr) {
+    std::vector<uint64_t> all;
+    for (int i = 0; i < 1000; ++i) {
+      v1::ListDeadLettersResponse response;
+      grpc::Status status = stub_->ListDeadLetters(Ctx().get(), request, &response);
+      EXPECT_TRUE(status.ok()) << status.error_message();
+      if (!status.ok()) break;
+      if (calls != nullptr) ++*calls;
+      if (max_scanned != nullptr) *max_scanned = std::max(*max_scanned, response.scanned());
+      for (const v1::DeadLetter& letter : response.dead_letters()) {
+        all.push_back(letter.event().sequence());
+      }
+      if (response.next_page_token().empty()) break;
+      request.set_page_token(response.next_page_token());
+    }
+    return all;
   }
 
   std::vector<uint64_t> Sequences(const v1::ListEventsResponse& response) {
@@ -856,6 +881,188 @@ TEST_F(AdminServiceTest, DeadLetterCallsValidateTheirArguments) {
   list.set_page_size(-1);
   EXPECT_EQ(stub_->ListDeadLetters(Ctx().get(), list, &listed).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// Letters 1-5 of plugin p1, of several types, resources, kinds and reasons (6 has none).
+class DeadLetterFilterTest : public AdminServiceTest {
+ protected:
+  void SetUp() override {
+    AdminServiceTest::SetUp();
+    struct Letter {
+      std::string type, resource;
+      bool rejected;
+      std::string reason;
+    };
+    const std::vector<Letter> letters = {
+        {"product.updated", "shoe", true, "Rejected: Bad SKU"},
+        {"product.created", "shoe", false, "ack timeout after 30s"},
+        {"product_model.updated", "jacket", true, "rejected: missing family"},
+        {"product.updated", "hat", false, "connection reset"},
+        {"product.deleted", "shoe", true, "rejected: bad sku again"},
+        {"product.updated", "hat", false, "unused"},
+    };
+    AppendRequest request;
+    for (std::size_t i = 0; i < letters.size(); ++i) {
+      request.events.push_back(Event("legacy", letters[i].type, letters[i].resource,
+                                     kT0 + 60 * static_cast<int64_t>(i)));
+    }
+    ASSERT_TRUE(log_->AppendSync(std::move(request)).ok());
+    ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 6; }));
+    WriteDeadLetters("p1", {1, 2, 3, 4, 5}, [&](v1::DeadLetter& letter) {
+      const Letter& spec = letters[letter.event().sequence() - 1];
+      letter.set_rejected(spec.rejected);
+      letter.set_reason(spec.reason);
+    });
+  }
+
+  // The sequences one call answers for `request` (plugin p1), and its scanned count.
+  std::vector<uint64_t> List(v1::ListDeadLettersRequest request, uint64_t* scanned = nullptr) {
+    request.set_plugin("p1");
+    v1::ListDeadLettersResponse response;
+    grpc::Status status = stub_->ListDeadLetters(Ctx().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_TRUE(response.next_page_token().empty()) << response.next_page_token();
+    if (scanned != nullptr) *scanned = response.scanned();
+    std::vector<uint64_t> sequences;
+    for (const v1::DeadLetter& letter : response.dead_letters()) {
+      sequences.push_back(letter.event().sequence());
+    }
+    return sequences;
+  }
+
+  using Seqs = std::vector<uint64_t>;
+};
+
+TEST_F(DeadLetterFilterTest, EachFilter) {
+  uint64_t scanned = 0;
+  EXPECT_EQ(List({}, &scanned), (Seqs{1, 2, 3, 4, 5}));
+  EXPECT_EQ(scanned, 5u);
+
+  v1::ListDeadLettersRequest request;
+  request.set_type("product.*");
+  EXPECT_EQ(List(request, &scanned), (Seqs{1, 2, 4, 5}));
+  EXPECT_EQ(scanned, 5u);  // every letter examined, four returned
+  request.set_type("product.updated");
+  EXPECT_EQ(List(request), (Seqs{1, 4}));
+  request.set_type("*.updated");
+  EXPECT_EQ(List(request), (Seqs{1, 3, 4}));
+  request.set_type("product.moved");
+  EXPECT_EQ(List(request, &scanned), Seqs{});
+  EXPECT_EQ(scanned, 5u);
+
+  request = {};
+  request.set_resource_id("shoe");
+  EXPECT_EQ(List(request), (Seqs{1, 2, 5}));
+  request.set_resource_id("sho");  // exact, not a prefix
+  EXPECT_EQ(List(request), Seqs{});
+
+  request = {};
+  request.set_kind(v1::DEAD_LETTER_KIND_REJECTED);
+  EXPECT_EQ(List(request), (Seqs{1, 3, 5}));
+  request.set_kind(v1::DEAD_LETTER_KIND_EXHAUSTED);
+  EXPECT_EQ(List(request), (Seqs{2, 4}));
+  request.set_kind(v1::DEAD_LETTER_KIND_ANY);
+  EXPECT_EQ(List(request), (Seqs{1, 2, 3, 4, 5}));
+
+  request = {};
+  request.set_reason_contains("BAD sku");  // any case
+  EXPECT_EQ(List(request), (Seqs{1, 5}));
+  request.set_reason_contains("timeout");
+  EXPECT_EQ(List(request), (Seqs{2}));
+}
+
+TEST_F(DeadLetterFilterTest, CombinedFilters) {
+  v1::ListDeadLettersRequest request;
+  request.set_type("product.*");
+  request.set_resource_id("shoe");
+  EXPECT_EQ(List(request), (Seqs{1, 2, 5}));
+  request.set_kind(v1::DEAD_LETTER_KIND_REJECTED);
+  EXPECT_EQ(List(request), (Seqs{1, 5}));
+  request.set_reason_contains("again");
+  EXPECT_EQ(List(request), (Seqs{5}));
+  request.set_kind(v1::DEAD_LETTER_KIND_EXHAUSTED);
+  EXPECT_EQ(List(request), Seqs{});
+}
+
+TEST_F(DeadLetterFilterTest, PagesOfAFilterEndAtTheNextMatch) {
+  v1::ListDeadLettersRequest request;
+  request.set_plugin("p1");
+  request.set_kind(v1::DEAD_LETTER_KIND_REJECTED);
+  request.set_page_size(1);
+  v1::ListDeadLettersResponse page;
+  ASSERT_TRUE(stub_->ListDeadLetters(Ctx().get(), request, &page).ok());
+  ASSERT_EQ(page.dead_letters_size(), 1);
+  EXPECT_EQ(page.dead_letters(0).event().sequence(), 1u);
+  EXPECT_EQ(page.next_page_token(), "3");  // the next match, not the next letter
+  EXPECT_EQ(page.scanned(), 2u);           // 1 (returned) and 2 (not a match)
+  EXPECT_EQ(AllDeadLetterPages(request), (Seqs{1, 3, 5}));
+  int calls = 0;
+  EXPECT_EQ(AllDeadLetterPages(request, &calls), (Seqs{1, 3, 5}));
+  EXPECT_EQ(calls, 3);  // the last full page knew nothing more matched
+}
+
+TEST_F(DeadLetterFilterTest, BadFiltersAreRefused) {
+  v1::ListDeadLettersRequest request;
+  request.set_plugin("p1");
+  request.set_type("Product.*");
+  v1::ListDeadLettersResponse response;
+  grpc::Status status = stub_->ListDeadLetters(Ctx().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "type: the glob must use only a-z, 0-9, _, . and *, got \"Product.*\"");
+  request.set_type("product updated");
+  EXPECT_EQ(stub_->ListDeadLetters(Ctx().get(), request, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  request.set_type("");
+  request.set_kind(static_cast<v1::DeadLetterKind>(7));
+  status = stub_->ListDeadLetters(Ctx().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "kind: unknown value 7 (DEAD_LETTER_KIND_ANY, DEAD_LETTER_KIND_REJECTED or "
+            "DEAD_LETTER_KIND_EXHAUSTED)");
+}
+
+// A filter that matches few letters among many: each call examines at most max_scan letters and
+// answers with where to continue, and following the continuation returns every match once.
+TEST_F(AdminServiceTest, SparseDeadLetterFilterIsPagedWithBoundedScans) {
+  AdminLimits limits;
+  limits.max_scan = 7;
+  StartAdmin(limits);
+  AppendEvents(100);
+  ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 100; }));
+  std::vector<uint64_t> all(100);
+  for (uint64_t i = 0; i < 100; ++i) all[i] = i + 1;
+  WriteDeadLetters("p1", all, [](v1::DeadLetter& letter) {
+    if (letter.event().sequence() % 13 == 0) letter.set_reason("needle in the stack");
+  });
+
+  v1::ListDeadLettersRequest request;
+  request.set_plugin("p1");
+  request.set_reason_contains("Needle");
+  v1::ListDeadLettersResponse first;
+  ASSERT_TRUE(stub_->ListDeadLetters(Ctx().get(), request, &first).ok());
+  EXPECT_TRUE(first.dead_letters().empty());  // 1-7: no match
+  EXPECT_EQ(first.scanned(), 7u);
+  EXPECT_EQ(first.next_page_token(), "8");
+
+  request.set_page_size(2);
+  int calls = 0;
+  uint64_t max_scanned = 0;
+  EXPECT_EQ(AllDeadLetterPages(request, &calls, &max_scanned),
+            (std::vector<uint64_t>{13, 26, 39, 52, 65, 78, 91}));
+  EXPECT_EQ(max_scanned, 7u);
+  EXPECT_GE(calls, 100 / 7);  // never more than max_scan letters a call
+
+  // A filter that matches nothing costs the same bounded calls and ends.
+  request.set_reason_contains("absent");
+  calls = 0;
+  EXPECT_TRUE(AllDeadLetterPages(request, &calls).empty());
+  EXPECT_GE(calls, 100 / 7);
+  // Without a filter, pages are as before: full ones, the last one without a token.
+  request.set_reason_contains("");
+  request.set_page_size(30);
+  EXPECT_EQ(AllDeadLetterPages(request), all);
 }
 
 TEST_F(AdminServiceTest, RetryAllIsBoundedPerCall) {

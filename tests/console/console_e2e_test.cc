@@ -183,6 +183,18 @@ TEST_F(ConsoleEndToEnd, EveryAskedMethodAnswersWithTheJsonMapping) {
   const json& letter = letters["deadLetters"][0];
   ASSERT_EQ(letter["event"]["resourceId"], bad_uuid_) << letter.dump();
   const std::string dead_sequence = letter["event"]["sequence"].get<std::string>();  // uint64
+  // The filters, as the console sends them (enum by name), applied by the admin API.
+  const CurlAnswer rejected = Api(
+      "ListDeadLetters", absl::StrCat(R"({"plugin":"rec","kind":"DEAD_LETTER_KIND_REJECTED",)",
+                                      R"("type":"product.*","resource_id":")", bad_uuid_, R"("})"));
+  ASSERT_EQ(rejected.status, 200) << rejected.body;
+  ASSERT_EQ(rejected.Json()["deadLetters"].size(), 1u) << rejected.body;
+  EXPECT_EQ(rejected.Json()["scanned"], "1") << rejected.body;
+  const CurlAnswer exhausted =
+      Api("ListDeadLetters", R"({"plugin":"rec","kind":"DEAD_LETTER_KIND_EXHAUSTED"})");
+  ASSERT_EQ(exhausted.status, 200) << exhausted.body;
+  EXPECT_EQ(exhausted.Json().value("deadLetters", json::array()).size(), 0u) << exhausted.body;
+  EXPECT_EQ(exhausted.Json()["scanned"], "1") << exhausted.body;
 
   // GetStats: lowerCamel names, 64-bit integers as strings, defaults printed.
   const CurlAnswer stats = Api("GetStats");
@@ -281,6 +293,15 @@ TEST_F(ConsoleEndToEnd, RefusalsAnswerWithTheirHttpCodeAndAJsonError) {
   const CurlAnswer invalid = Api("ListDeadLetters", R"({"plugin":"rec","pageToken":"x"})");
   EXPECT_EQ(invalid.status, 400) << invalid.body;
   EXPECT_NE(invalid.body.find("page_token"), std::string::npos) << invalid.body;
+  const CurlAnswer bad_glob = Api("ListDeadLetters", R"({"plugin":"rec","type":"Product.*"})");
+  EXPECT_EQ(bad_glob.status, 400) << bad_glob.body;
+  EXPECT_NE(bad_glob.body.find("type: the glob must use only a-z, 0-9, _, . and *"),
+            std::string::npos)
+      << bad_glob.body;
+  const CurlAnswer bad_kind = Api("ListDeadLetters", R"({"plugin":"rec","kind":"DEAD"})");
+  EXPECT_EQ(bad_kind.status, 400) << bad_kind.body;
+  EXPECT_EQ(bad_kind.Json()["code"], "INVALID_ARGUMENT") << bad_kind.body;
+  EXPECT_NE(bad_kind.body.find("DEAD"), std::string::npos) << bad_kind.body;
 
   // A body over the 1 MiB limit: 413, before the body is read (curl waits for that answer
   // instead of sending the body: Expect: 100-continue, with a timeout no slow machine reaches).

@@ -303,6 +303,44 @@ TEST_F(PimgatectlTest, DeadLettersRetryAndPurge) {
   EXPECT_TRUE(absl::StrContains(table, "rejected")) << table;
   EXPECT_TRUE(absl::StrContains(table, "scripted reject")) << table;
 
+  // Filters, applied by pimgate: each one, and together.
+  for (const std::vector<std::string>& filter :
+       std::vector<std::vector<std::string>>{{"--type", "product.*"},
+                                             {"--resource", "reject-me"},
+                                             {"--kind", "rejected"},
+                                             {"--reason", "SCRIPTED"},
+                                             {"--type", "*.updated", "--resource", "reject-me",
+                                              "--kind", "rejected", "--reason", "reject"}}) {
+    std::vector<std::string> args = {"dlq", "list", "rec", "--json"};
+    args.insert(args.end(), filter.begin(), filter.end());
+    auto listed = ParseJson<v1::ListDeadLettersResponse>(Ok(args));
+    ASSERT_EQ(listed.dead_letters_size(), 1) << absl::StrJoin(filter, " ");
+    EXPECT_EQ(listed.dead_letters(0).event().sequence(), 2u);
+    EXPECT_EQ(listed.scanned(), 1u);
+  }
+  for (const std::vector<std::string>& filter :
+       std::vector<std::vector<std::string>>{{"--type", "product_model.*"},
+                                             {"--resource", "ok-1"},
+                                             {"--kind", "exhausted"},
+                                             {"--reason", "timeout"},
+                                             {"--kind", "rejected", "--resource", "ok-2"}}) {
+    std::vector<std::string> args = {"dlq", "list", "rec"};
+    args.insert(args.end(), filter.begin(), filter.end());
+    const std::string none = Ok(args);
+    EXPECT_EQ(none, "no dead letter of plugin rec matches (1 examined)\n")
+        << absl::StrJoin(filter, " ");
+  }
+  Result bad_kind = Ctl({"dlq", "list", "rec", "--kind", "dead"});
+  EXPECT_EQ(bad_kind.exit_code, 2);
+  EXPECT_TRUE(
+      absl::StrContains(bad_kind.err, "--kind must be rejected, exhausted or any, got \"dead\""))
+      << bad_kind.err;
+  Result bad_type = Ctl({"dlq", "list", "rec", "--type", "Product.*"});
+  EXPECT_EQ(bad_type.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(bad_type.err,
+                                "--type must use only a-z, 0-9, _, . and *, got \"Product.*\""))
+      << bad_type.err;
+
   // Retried: delivered again from attempt 1 (and rejected again by the script). The letter stays
   // listed throughout: marked while the retry runs, then replaced by the new rejection.
   auto retried =

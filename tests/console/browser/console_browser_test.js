@@ -418,6 +418,34 @@ async function main() {
     await page.waitForSelector('[data-testid=dead-letter-detail] [data-testid=json]');
     assert.match(await text(page, '[data-testid=dead-letter-detail]'), /"resourceId": "reject-me"/);
     await shot(page, 'dead-letters', 600);
+    // The filters are pimgate's (ListDeadLetters): none of the letters is "retries exhausted";
+    // the rejected one of resource reject-me is found (Enter applies at once).
+    const filters = '[data-testid=dead-letter-filters]';
+    await page.select(`${filters} select[name=kind]`, 'exhausted');
+    await waitText(page, '[data-testid=no-dead-letters]', (t) => t.includes('match the filters'),
+      'no exhausted letter');
+    assert.equal(await page.$(letterRow), null);
+    await waitText(page, '[data-testid=dead-letters-searched]',
+      (t) => t.trim() === 'None found yet in 1 letters searched.', 'the letters searched');
+    await page.select(`${filters} select[name=kind]`, 'rejected');
+    await page.type(`${filters} input[name=resource]`, REJECT_RESOURCE);
+    await page.keyboard.press('Enter');
+    await waitText(page, '[data-testid=dead-letters-searched]',
+      (t) => t.trim() === '1 found in 1 letters searched.', 'the rejected letter of reject-me');
+    await page.waitForSelector(letterRow);
+    await page.type(`${filters} input[name=type]`, 'product_model.*');
+    await waitText(page, '[data-testid=no-dead-letters]', (t) => t.includes('match the filters'),
+      'no product_model letter (the typed filter applied once typing paused)');
+    // Filters cleared: every letter again.
+    await page.select(`${filters} select[name=kind]`, '');
+    for (const name of ['type', 'resource']) {
+      await page.click(`${filters} input[name=${name}]`, { clickCount: 3 });
+      await page.keyboard.press('Backspace');
+    }
+    await page.keyboard.press('Enter');
+    await page.waitForSelector(letterRow);
+    await waitFor('the filters to be gone', async () =>
+      (await page.$('[data-testid=dead-letters-searched]')) === null);
     fs.writeFileSync(path.join(dir, 'fixed'), 'fixed\n');  // the plugin now accepts it
     await page.click(`${letterRow} input[type=checkbox]`);
     await page.click('[data-testid=retry-selected]');

@@ -189,6 +189,27 @@ TEST_F(EventQueryTest, ScanIsBoundedPerCall) {
   EXPECT_EQ(calls, 3);
 }
 
+// The scan filters on each event's header without decoding its data; what it returns is the
+// whole event, data included, as GetEvent reads it.
+TEST_F(EventQueryTest, MatchesComeWholeWithTheirData) {
+  AppendMixed();
+  EventQuery query;
+  query.type = "product.*";
+  query.source = "legacy";
+  absl::StatusOr<EventPage> page = QueryEvents(*log_, query, {});
+  ASSERT_TRUE(page.ok()) << page.status();
+  Seqs sequences;
+  for (const v1::Event& event : page->events) {
+    sequences.push_back(event.sequence());
+    EXPECT_EQ(event.data().fields().at("family").string_value(), "shoes");
+    absl::StatusOr<std::optional<v1::Event>> stored = log_->GetEvent(event.sequence());
+    ASSERT_TRUE(stored.ok() && stored->has_value()) << event.sequence();
+    EXPECT_EQ(event.SerializeAsString(), (*stored)->SerializeAsString()) << event.sequence();
+  }
+  EXPECT_EQ(sequences, (Seqs{1, 2, 4, 8}));
+  EXPECT_EQ(page->scanned, 8u);
+}
+
 TEST_F(EventQueryTest, PageBytesAreBounded) {
   AppendMixed();
   EventQueryLimits limits;
