@@ -209,12 +209,24 @@ void AdminJsonApi::Finish(InFlight* call, const grpc::Status& status) {
                      absl::StrCat("the admin API's answer has no JSON form: ", MessageOf(printed)));
     }
   }
-  call->done(std::move(answer));
-  std::shared_ptr<InFlight> last;  // released after the lock: Shutdown may hold a copy too
+  // The callback and what it holds (the HTTP session) are released here, on this gRPC thread,
+  // while the call still counts as in flight: Shutdown (and so the console's io_context) cannot
+  // end before they are gone.
+  {
+    std::function<void(JsonAnswer)> done = std::move(call->done);
+    done(std::move(answer));
+  }
+  std::shared_ptr<InFlight> last;  // destroyed without the lock: Shutdown may hold a copy too
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = in_flight_.find(call);
+    last = std::move(it->second);
+    in_flight_.erase(it);
+    ++finishing_;
+  }
+  last.reset();
   absl::MutexLock lock(&mu_);
-  auto it = in_flight_.find(call);
-  last = std::move(it->second);
-  in_flight_.erase(it);
+  --finishing_;
 }
 
 void AdminJsonApi::Shutdown() {
@@ -229,8 +241,10 @@ void AdminJsonApi::Shutdown() {
   running.clear();
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
-      +[](std::map<InFlight*, std::shared_ptr<InFlight>>* in_flight) { return in_flight->empty(); },
-      &in_flight_));
+      +[](AdminJsonApi* api) {
+        return api->in_flight_.empty() && api->finishing_ == 0;
+      },
+      this));
 }
 
 }  // namespace pimgate

@@ -83,6 +83,9 @@ class AdminJsonApi {
   std::vector<std::string> methods_;
   mutable absl::Mutex mu_;
   std::map<InFlight*, std::shared_ptr<InFlight>> in_flight_ ABSL_GUARDED_BY(mu_);
+  // Calls taken out of in_flight_ whose InFlight is still being destroyed by Finish: Shutdown
+  // waits for these too, so nothing of a call outlives it.
+  int finishing_ ABSL_GUARDED_BY(mu_) = 0;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t calls_ ABSL_GUARDED_BY(mu_) = 0;
 };

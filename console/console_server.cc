@@ -381,10 +381,12 @@ class ConsoleSession : public std::enable_shared_from_this<ConsoleSession> {
     server_.api_.Call(
         path.substr(kApiPrefix.size()),
         authorization == req.end() ? absl::string_view() : View(authorization->value()), req.body(),
-        [self = shared_from_this(), keep_alive](JsonAnswer answer) {
-          // On a gRPC thread: back to the session's strand to write.
-          net::post(self->stream_.get_executor(),
-                    [self, keep_alive, answer = std::move(answer)]() mutable {
+        [self = shared_from_this(), keep_alive](JsonAnswer answer) mutable {
+          // On a gRPC thread: back to the session's strand to write. The session goes with the
+          // posted handler, so its last reference is dropped on its own thread, never here.
+          auto executor = self->stream_.get_executor();
+          net::post(executor,
+                    [self = std::move(self), keep_alive, answer = std::move(answer)]() mutable {
                       auto res = std::make_shared<Response>(
                           ConsoleServer::Impl::Json(answer.http_status, std::move(answer.body)));
                       res->keep_alive(keep_alive);
