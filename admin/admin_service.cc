@@ -752,6 +752,10 @@ class AdminServiceImpl final : public v1::Admin::Service {
         (request.has_until() && !ValidTimestamp(request.until()))) {
       return absl::InvalidArgumentError("since and until must be valid timestamps");
     }
+    // A glob no canonical type can match ("Product.*") is a mistake, not an empty answer.
+    if (std::optional<std::string> problem = EventTypeGlobProblem(request.type())) {
+      return absl::InvalidArgumentError(absl::StrCat("type: the glob ", *problem));
+    }
     EventQuery query;
     query.source = request.source();
     query.resource_id = request.resource_id();

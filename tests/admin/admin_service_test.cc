@@ -674,6 +674,21 @@ TEST_F(AdminServiceTest, RestartNeedsALaunchedPlugin) {
   (*supervisor)->Stop();
 }
 
+TEST_F(AdminServiceTest, ListEventsRefusesATypeGlobNoEventTypeCanMatch) {
+  AppendEvents(3);
+  v1::ListEventsRequest request;
+  request.set_type("Product.*");
+  v1::ListEventsResponse response;
+  grpc::Status status = stub_->ListEvents(Ctx().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "type: the glob must use only a-z, 0-9, _, . and *, got \"Product.*\"");
+  request.set_type("product.*");
+  status = stub_->ListEvents(Ctx().get(), request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.events_size(), 3);
+}
+
 TEST_F(AdminServiceTest, PauseOfUnknownPluginIsNotFound) {
   v1::PausePluginRequest pause;
   pause.set_plugin("erp-snyc");
