@@ -241,10 +241,7 @@ void AdminJsonApi::Shutdown() {
   running.clear();
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
-      +[](AdminJsonApi* api) {
-        return api->in_flight_.empty() && api->finishing_ == 0;
-      },
-      this));
+      +[](AdminJsonApi* api) { return api->in_flight_.empty() && api->finishing_ == 0; }, this));
 }
 
 }  // namespace pimgate

@@ -574,7 +574,8 @@ TEST_F(DispatcherTest, NothingToDeliverReadsIdleAndStreamErrorsClear) {
   EXPECT_TRUE(WaitFor([&] {
     PluginDispatchStats stats = StatsOf(*dispatcher, "p");
     return stats.state == "connecting" && stats.last_error == unreachable;
-  })) << "last error: " << StatsOf(*dispatcher, "p").last_error;
+  })) << "last error: "
+      << StatsOf(*dispatcher, "p").last_error;
   // ...which goes once the plugin is back and the event delivered.
   ScriptedPlugin back(Socket("p"), AlwaysOk());
   ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 2; }));
