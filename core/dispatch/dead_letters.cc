@@ -4,6 +4,7 @@
 #include "core/dispatch/dead_letters.h"
 
 #include <algorithm>
+#include <functional>
 #include <set>
 #include <utility>
 
@@ -27,6 +28,23 @@ constexpr std::size_t kSearchChunk = 256;
 
 std::string SequenceList(const std::vector<uint64_t>& sequences) {
   return absl::StrJoin(sequences, ", ");
+}
+
+// Hands `take` every dead letter of `plugin` in sequence order, read kReadChunk at a time, until
+// `take` returns false or none is left.
+absl::Status ForEachDeadLetter(const EventLog& log, const std::string& plugin,
+                               const std::function<bool(v1::DeadLetter&)>& take) {
+  uint64_t from = 0;
+  while (true) {
+    absl::StatusOr<std::vector<v1::DeadLetter>> chunk =
+        log.ReadDeadLetters(plugin, from, kReadChunk);
+    if (!chunk.ok()) return chunk.status();
+    for (v1::DeadLetter& letter : *chunk) {
+      from = letter.event().sequence() + 1;
+      if (!take(letter)) return absl::OkStatus();
+    }
+    if (chunk->size() < kReadChunk) return absl::OkStatus();
+  }
 }
 
 std::vector<uint64_t> SequencesOf(const std::vector<v1::DeadLetter>& letters) {
@@ -114,23 +132,18 @@ absl::StatusOr<std::vector<v1::DeadLetter>> DeadLetters::Select(
   std::vector<v1::DeadLetter> selected;
   if (selection.all) {
     const uint64_t head = log_.head();
-    uint64_t from = 0;
-    while (true) {
-      absl::StatusOr<std::vector<v1::DeadLetter>> chunk =
-          log_.ReadDeadLetters(plugin, from, kReadChunk);
-      if (!chunk.ok()) return chunk.status();
-      for (v1::DeadLetter& letter : *chunk) {
-        if (letter.event().sequence() > head) return selected;
-        from = letter.event().sequence() + 1;
-        if (skip_retrying && letter.has_retry_requested_at()) continue;
-        if (selected.size() == max) {
-          more = true;
-          return selected;
-        }
-        selected.push_back(std::move(letter));
+    absl::Status read = ForEachDeadLetter(log_, plugin, [&](v1::DeadLetter& letter) {
+      if (letter.event().sequence() > head) return false;
+      if (skip_retrying && letter.has_retry_requested_at()) return true;
+      if (selected.size() == max) {
+        more = true;
+        return false;
       }
-      if (chunk->size() < kReadChunk) return selected;
-    }
+      selected.push_back(std::move(letter));
+      return true;
+    });
+    if (!read.ok()) return read;
+    return selected;
   }
   const std::set<uint64_t> sequences(selection.sequences.begin(), selection.sequences.end());
   if (sequences.size() > max) {
@@ -219,17 +232,12 @@ absl::StatusOr<uint64_t> DeadLetters::Purge(const std::string& plugin,
 
 absl::StatusOr<std::vector<v1::Event>> DeadLetters::Retrying(const std::string& plugin) const {
   std::vector<v1::Event> events;
-  uint64_t from = 0;
-  while (true) {
-    absl::StatusOr<std::vector<v1::DeadLetter>> chunk =
-        log_.ReadDeadLetters(plugin, from, kReadChunk);
-    if (!chunk.ok()) return chunk.status();
-    for (v1::DeadLetter& letter : *chunk) {
-      from = letter.event().sequence() + 1;
-      if (letter.has_retry_requested_at()) events.push_back(std::move(*letter.mutable_event()));
-    }
-    if (chunk->size() < kReadChunk) return events;
-  }
+  absl::Status read = ForEachDeadLetter(log_, plugin, [&](v1::DeadLetter& letter) {
+    if (letter.has_retry_requested_at()) events.push_back(std::move(*letter.mutable_event()));
+    return true;
+  });
+  if (!read.ok()) return read;
+  return events;
 }
 
 absl::Status DeadLetters::Resolve(const std::string& plugin,
