@@ -41,6 +41,13 @@ constexpr char kToken[] = "admin-token-0123456789";
 // Events appended by these tests were received from this time on, one minute apart.
 constexpr int64_t kT0 = 1'800'000'000;
 
+// A call's status as a gtest assertion: on failure it names the code and the message.
+::testing::AssertionResult Ok(const grpc::Status& status) {
+  if (status.ok()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "gRPC status " << status.error_code() << ": " << status.error_message();
+}
+
 // Waits until `done` holds, up to 10 s.
 bool WaitFor(const std::function<bool()>& done) {
   for (int i = 0; i < 1000; ++i) {
@@ -116,6 +123,9 @@ class AdminServiceTest : public ::testing::Test {
       const std::string& authorization = absl::StrCat("Bearer ", kToken)) {
     auto ctx = std::make_unique<grpc::ClientContext>();
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    // These tests are about the service, not connection set-up: a call made while the channel's
+    // first connection is still being made (or retried) waits for it instead of failing fast.
+    ctx->set_wait_for_ready(true);
     if (!authorization.empty()) ctx->AddMetadata("authorization", authorization);
     return ctx;
   }
@@ -262,9 +272,9 @@ TEST_F(AdminServiceTest, TokenIsRequired) {
   grpc::Status bare = stub_->GetStats(Ctx(kToken).get(), {}, &response);
   EXPECT_EQ(bare.error_code(), grpc::StatusCode::UNAUTHENTICATED);
 
-  EXPECT_TRUE(stub_->GetStats(Ctx().get(), {}, &response).ok());
+  EXPECT_TRUE(Ok(stub_->GetStats(Ctx().get(), {}, &response)));
   // The scheme is case-insensitive (RFC 7235).
-  EXPECT_TRUE(stub_->GetStats(Ctx(absl::StrCat("bearer ", kToken)).get(), {}, &response).ok());
+  EXPECT_TRUE(Ok(stub_->GetStats(Ctx(absl::StrCat("bearer ", kToken)).get(), {}, &response)));
 }
 
 // Every method of the service, called through a generic stub with an empty request: none may
@@ -297,7 +307,7 @@ TEST_F(AdminServiceTest, NoTokenConfiguredMeansNoCheck) {
   config.token.reset();
   StartAdmin({}, config);
   v1::GetStatsResponse response;
-  EXPECT_TRUE(stub_->GetStats(Ctx("").get(), {}, &response).ok());
+  EXPECT_TRUE(Ok(stub_->GetStats(Ctx("").get(), {}, &response)));
 }
 
 TEST_F(AdminServiceTest, HealthIsServingWithoutToken) {
@@ -476,6 +486,7 @@ TEST_F(AdminServiceTest, TlsListener) {
             grpc::StatusCode::UNAUTHENTICATED);
   // A plaintext client cannot talk to it.
   auto ctx = Ctx();
+  ctx->set_wait_for_ready(false);  // fails at the handshake, as pimgatectl's calls would
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
   EXPECT_FALSE(stub_->GetStats(ctx.get(), {}, &response).ok());
 }
@@ -494,7 +505,7 @@ TEST_F(AdminServiceTest, GetStatsReportsLogAndPlugins) {
   AppendEvents(5);
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 5; }));
   v1::GetStatsResponse response;
-  ASSERT_TRUE(stub_->GetStats(Ctx().get(), {}, &response).ok());
+  ASSERT_TRUE(Ok(stub_->GetStats(Ctx().get(), {}, &response)));
   EXPECT_EQ(response.log().head_sequence(), 5u);
   EXPECT_EQ(response.log().first_sequence(), 1u);
   EXPECT_EQ(response.log().event_count(), 5u);
@@ -515,7 +526,7 @@ TEST_F(AdminServiceTest, GetStatsCountsDeadLettersStoredNow) {
   WriteDeadLetters("p1", {1, 3});
   WriteDeadLetters("p2", {2});
   v1::GetStatsResponse response;
-  ASSERT_TRUE(stub_->GetStats(Ctx().get(), {}, &response).ok());
+  ASSERT_TRUE(Ok(stub_->GetStats(Ctx().get(), {}, &response)));
   EXPECT_EQ(response.plugins(0).dead_letters_stored(), 2u);
   EXPECT_EQ(response.plugins(1).dead_letters_stored(), 1u);
   // dead_lettered counts what this dispatcher dead-lettered since it started: none here.
@@ -525,8 +536,8 @@ TEST_F(AdminServiceTest, GetStatsCountsDeadLettersStoredNow) {
   purge.set_plugin("p1");
   purge.set_all(true);
   v1::PurgeDeadLettersResponse purged;
-  ASSERT_TRUE(stub_->PurgeDeadLetters(Ctx().get(), purge, &purged).ok());
-  ASSERT_TRUE(stub_->GetStats(Ctx().get(), {}, &response).ok());
+  ASSERT_TRUE(Ok(stub_->PurgeDeadLetters(Ctx().get(), purge, &purged)));
+  ASSERT_TRUE(Ok(stub_->GetStats(Ctx().get(), {}, &response)));
   EXPECT_EQ(response.plugins(0).dead_letters_stored(), 0u);
   EXPECT_EQ(response.plugins(1).dead_letters_stored(), 1u);
 }
@@ -556,7 +567,7 @@ TEST(AdminGatewayStatsTest, SourcesCountAnswersAndEvents) {
       grpc::CreateChannel((*admin)->target(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   v1::GetStatsResponse response;
-  ASSERT_TRUE(stub->GetStats(&ctx, {}, &response).ok());
+  ASSERT_TRUE(Ok(stub->GetStats(&ctx, {}, &response)));
   const v1::SourceStats* legacy = nullptr;
   for (const v1::SourceStats& source : response.sources()) {
     if (source.name() == "legacy") legacy = &source;
@@ -587,7 +598,7 @@ TEST_F(AdminServiceTest, ListPluginsJoinsProcessAndDelivery) {
   AppendEvents(3);
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 3; }));
   v1::ListPluginsResponse response;
-  ASSERT_TRUE(stub_->ListPlugins(Ctx().get(), {}, &response).ok());
+  ASSERT_TRUE(Ok(stub_->ListPlugins(Ctx().get(), {}, &response)));
   ASSERT_EQ(response.plugins_size(), 2);
   const v1::PluginInfo& p1 = response.plugins(0);
   EXPECT_EQ(p1.name(), "p1");
@@ -610,7 +621,7 @@ TEST_F(AdminServiceTest, PauseHoldsEventsAndResumeDeliversThem) {
   v1::PausePluginRequest pause;
   pause.set_plugin("p1");
   v1::PausePluginResponse paused;
-  ASSERT_TRUE(stub_->PausePlugin(Ctx().get(), pause, &paused).ok());
+  ASSERT_TRUE(Ok(stub_->PausePlugin(Ctx().get(), pause, &paused)));
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").state == "paused"; }));
   AppendEvents(3);
   // Then a stale marker (an older r1): p1's dispatcher counts it only once it has read the three
@@ -628,7 +639,7 @@ TEST_F(AdminServiceTest, PauseHoldsEventsAndResumeDeliversThem) {
   v1::ResumePluginRequest resume;
   resume.set_plugin("p1");
   v1::ResumePluginResponse resumed;
-  ASSERT_TRUE(stub_->ResumePlugin(Ctx().get(), resume, &resumed).ok());
+  ASSERT_TRUE(Ok(stub_->ResumePlugin(Ctx().get(), resume, &resumed)));
   ASSERT_TRUE(WaitFor([&] { return plugin_->attempts().size() == 3; }));
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p1").cursor == 4; }));
 }
@@ -710,7 +721,7 @@ TEST_F(AdminServiceTest, SeekToSequenceReplaysInOrder) {
   request.set_plugin("p1");
   request.set_sequence(4);
   v1::SeekPluginResponse response;
-  ASSERT_TRUE(stub_->SeekPlugin(Ctx().get(), request, &response).ok());
+  ASSERT_TRUE(Ok(stub_->SeekPlugin(Ctx().get(), request, &response)));
   EXPECT_EQ(response.sequence(), 4u);
   EXPECT_EQ(response.head_sequence(), 10u);
   EXPECT_EQ(response.events_to_replay(), 7u);
@@ -738,7 +749,7 @@ TEST_F(AdminServiceTest, SeekBackToTheStartReplaysHundredEventsInOrder) {
   seek.set_plugin("p1");
   *seek.mutable_time() = TimeUtil::SecondsToTimestamp(kT0 - 1);
   v1::SeekPluginResponse response;
-  ASSERT_TRUE(stub_->SeekPlugin(Ctx().get(), seek, &response).ok());
+  ASSERT_TRUE(Ok(stub_->SeekPlugin(Ctx().get(), seek, &response)));
   EXPECT_EQ(response.sequence(), 1u);
   EXPECT_EQ(response.events_to_replay(), 100u);
   ASSERT_TRUE(WaitFor([&] { return plugin_->attempts().size() == 200; }));
@@ -763,7 +774,7 @@ TEST_F(AdminServiceTest, SeekOutsideTheLogIsOutOfRange) {
   }
   // head + 1: skip everything stored so far.
   request.set_sequence(4);
-  ASSERT_TRUE(stub_->SeekPlugin(Ctx().get(), request, &response).ok());
+  ASSERT_TRUE(Ok(stub_->SeekPlugin(Ctx().get(), request, &response)));
   EXPECT_EQ(response.events_to_replay(), 0u);
   ASSERT_TRUE(WaitFor([&] { return StatsOf("p2").cursor == 3; }));
   // Neither a sequence nor a time.
@@ -786,7 +797,7 @@ TEST_F(AdminServiceTest, SeekToTimeFindsFirstEventReceivedAtOrAfter) {
       {kT0 + 5 * 60, 6}, {kT0 + 9 * 60, 10}, {kT0 + 9 * 60 + 1, 11}};
   for (const auto& [time, expected] : cases) {
     *request.mutable_time() = TimeUtil::SecondsToTimestamp(time);
-    ASSERT_TRUE(stub_->SeekPlugin(Ctx().get(), request, &response).ok());
+    ASSERT_TRUE(Ok(stub_->SeekPlugin(Ctx().get(), request, &response)));
     EXPECT_EQ(response.sequence(), expected) << "time kT0 + " << time - kT0;
     EXPECT_EQ(response.events_to_replay(), 11 - expected);
   }
@@ -805,14 +816,14 @@ TEST_F(AdminServiceTest, DeadLettersListRetryAndPurge) {
   list.set_plugin("p1");
   list.set_page_size(2);
   v1::ListDeadLettersResponse page;
-  ASSERT_TRUE(stub_->ListDeadLetters(Ctx().get(), list, &page).ok());
+  ASSERT_TRUE(Ok(stub_->ListDeadLetters(Ctx().get(), list, &page)));
   ASSERT_EQ(page.dead_letters_size(), 2);
   EXPECT_EQ(page.dead_letters(0).event().sequence(), 2u);
   EXPECT_EQ(page.dead_letters(0).reason(), "asked to reject");
   EXPECT_EQ(page.dead_letters(1).event().sequence(), 3u);
   ASSERT_FALSE(page.next_page_token().empty());
   list.set_page_token(page.next_page_token());
-  ASSERT_TRUE(stub_->ListDeadLetters(Ctx().get(), list, &page).ok());
+  ASSERT_TRUE(Ok(stub_->ListDeadLetters(Ctx().get(), list, &page)));
   ASSERT_EQ(page.dead_letters_size(), 1);
   EXPECT_EQ(page.dead_letters(0).event().sequence(), 5u);
   EXPECT_TRUE(page.next_page_token().empty());
@@ -833,7 +844,7 @@ TEST_F(AdminServiceTest, DeadLettersListRetryAndPurge) {
   // has acknowledged it.
   retry.clear_sequences();
   retry.add_sequences(3);
-  ASSERT_TRUE(stub_->RetryDeadLetters(Ctx().get(), retry, &retried).ok());
+  ASSERT_TRUE(Ok(stub_->RetryDeadLetters(Ctx().get(), retry, &retried)));
   EXPECT_EQ(std::vector<uint64_t>(retried.sequences().begin(), retried.sequences().end()),
             (std::vector<uint64_t>{3}));
   EXPECT_FALSE(retried.more());
@@ -844,13 +855,13 @@ TEST_F(AdminServiceTest, DeadLettersListRetryAndPurge) {
   // All.
   retry.clear_sequences();
   retry.set_all(true);
-  ASSERT_TRUE(stub_->RetryDeadLetters(Ctx().get(), retry, &retried).ok());
+  ASSERT_TRUE(Ok(stub_->RetryDeadLetters(Ctx().get(), retry, &retried)));
   EXPECT_EQ(std::vector<uint64_t>(retried.sequences().begin(), retried.sequences().end()),
             (std::vector<uint64_t>{2, 5}));
   ASSERT_TRUE(WaitFor([&] { return plugin_->Count(2) == 2 && plugin_->Count(5) == 2; }));
   ASSERT_TRUE(WaitFor([&] { return DeadLetterSequences("p1").empty(); }));
   // Nothing left: an empty answer, not an error.
-  ASSERT_TRUE(stub_->RetryDeadLetters(Ctx().get(), retry, &retried).ok());
+  ASSERT_TRUE(Ok(stub_->RetryDeadLetters(Ctx().get(), retry, &retried)));
   EXPECT_TRUE(retried.sequences().empty());
 
   // Purge one, then all.
@@ -859,12 +870,12 @@ TEST_F(AdminServiceTest, DeadLettersListRetryAndPurge) {
   purge.set_plugin("p1");
   purge.add_sequences(4);
   v1::PurgeDeadLettersResponse purged;
-  ASSERT_TRUE(stub_->PurgeDeadLetters(Ctx().get(), purge, &purged).ok());
+  ASSERT_TRUE(Ok(stub_->PurgeDeadLetters(Ctx().get(), purge, &purged)));
   EXPECT_EQ(purged.purged(), 1u);
   EXPECT_EQ(DeadLetterSequences("p1"), (std::vector<uint64_t>{1, 6}));
   purge.clear_sequences();
   purge.set_all(true);
-  ASSERT_TRUE(stub_->PurgeDeadLetters(Ctx().get(), purge, &purged).ok());
+  ASSERT_TRUE(Ok(stub_->PurgeDeadLetters(Ctx().get(), purge, &purged)));
   EXPECT_EQ(purged.purged(), 2u);
   EXPECT_TRUE(DeadLetterSequences("p1").empty());
   EXPECT_EQ(plugin_->Count(1), 1);  // purged letters are not delivered
@@ -1005,7 +1016,7 @@ TEST_F(DeadLetterFilterTest, PagesOfAFilterEndAtTheNextMatch) {
   request.set_kind(v1::DEAD_LETTER_KIND_REJECTED);
   request.set_page_size(1);
   v1::ListDeadLettersResponse page;
-  ASSERT_TRUE(stub_->ListDeadLetters(Ctx().get(), request, &page).ok());
+  ASSERT_TRUE(Ok(stub_->ListDeadLetters(Ctx().get(), request, &page)));
   ASSERT_EQ(page.dead_letters_size(), 1);
   EXPECT_EQ(page.dead_letters(0).event().sequence(), 1u);
   EXPECT_EQ(page.next_page_token(), "3");  // the next match, not the next letter
@@ -1056,7 +1067,7 @@ TEST_F(AdminServiceTest, SparseDeadLetterFilterIsPagedWithBoundedScans) {
   request.set_plugin("p1");
   request.set_reason_contains("Needle");
   v1::ListDeadLettersResponse first;
-  ASSERT_TRUE(stub_->ListDeadLetters(Ctx().get(), request, &first).ok());
+  ASSERT_TRUE(Ok(stub_->ListDeadLetters(Ctx().get(), request, &first)));
   EXPECT_TRUE(first.dead_letters().empty());  // 1-7: no match
   EXPECT_EQ(first.scanned(), 7u);
   EXPECT_EQ(first.next_page_token(), "8");
@@ -1091,10 +1102,10 @@ TEST_F(AdminServiceTest, RetryAllIsBoundedPerCall) {
   retry.set_plugin("p1");
   retry.set_all(true);
   v1::RetryDeadLettersResponse retried;
-  ASSERT_TRUE(stub_->RetryDeadLetters(Ctx().get(), retry, &retried).ok());
+  ASSERT_TRUE(Ok(stub_->RetryDeadLetters(Ctx().get(), retry, &retried)));
   EXPECT_EQ(retried.sequences_size(), 2);
   EXPECT_TRUE(retried.more());
-  ASSERT_TRUE(stub_->RetryDeadLetters(Ctx().get(), retry, &retried).ok());
+  ASSERT_TRUE(Ok(stub_->RetryDeadLetters(Ctx().get(), retry, &retried)));
   EXPECT_EQ(std::vector<uint64_t>(retried.sequences().begin(), retried.sequences().end()),
             (std::vector<uint64_t>{4}));
   EXPECT_FALSE(retried.more());
@@ -1109,13 +1120,13 @@ TEST_F(AdminServiceTest, GetEventBySequenceOrId) {
   v1::GetEventRequest request;
   request.set_sequence(2);
   v1::Event event;
-  ASSERT_TRUE(stub_->GetEvent(Ctx().get(), request, &event).ok());
+  ASSERT_TRUE(Ok(stub_->GetEvent(Ctx().get(), request, &event)));
   EXPECT_EQ(event.id(), ids[1]);
   EXPECT_EQ(event.data().fields().at("family").string_value(), "shoes");
 
   request.mutable_ref()->set_source("legacy");
   request.mutable_ref()->set_id(ids[2]);
-  ASSERT_TRUE(stub_->GetEvent(Ctx().get(), request, &event).ok());
+  ASSERT_TRUE(Ok(stub_->GetEvent(Ctx().get(), request, &event)));
   EXPECT_EQ(event.sequence(), 3u);
 
   request.mutable_ref()->set_source("platform");
@@ -1207,7 +1218,7 @@ TEST_F(ListEventsTest, PagesAreContiguous) {
   v1::ListEventsRequest request;
   request.set_page_size(3);
   v1::ListEventsResponse page;
-  ASSERT_TRUE(stub_->ListEvents(Ctx().get(), request, &page).ok());
+  ASSERT_TRUE(Ok(stub_->ListEvents(Ctx().get(), request, &page)));
   EXPECT_EQ(Sequences(page), (std::vector<uint64_t>{1, 2, 3}));
   EXPECT_EQ(page.next_page_token(), "4");
   int calls = 0;
@@ -1227,7 +1238,7 @@ TEST_F(ListEventsTest, ScanIsBoundedPerCall) {
   v1::ListEventsRequest request;
   request.set_resource_id("c");  // only sequence 6
   v1::ListEventsResponse page;
-  ASSERT_TRUE(stub_->ListEvents(Ctx().get(), request, &page).ok());
+  ASSERT_TRUE(Ok(stub_->ListEvents(Ctx().get(), request, &page)));
   EXPECT_TRUE(page.events().empty());
   EXPECT_EQ(page.scanned(), 3u);
   EXPECT_EQ(page.next_page_token(), "4");
@@ -1271,12 +1282,12 @@ TEST_F(AdminServiceTest, ListQuarantinePaginates) {
   v1::ListQuarantineRequest list;
   list.set_page_size(2);
   v1::ListQuarantineResponse page;
-  ASSERT_TRUE(stub_->ListQuarantine(Ctx().get(), list, &page).ok());
+  ASSERT_TRUE(Ok(stub_->ListQuarantine(Ctx().get(), list, &page)));
   ASSERT_EQ(page.entries_size(), 2);
   EXPECT_EQ(page.entries(0).raw(), "{\"action\":\"x0\"}");
   ASSERT_FALSE(page.next_page_token().empty());
   list.set_page_token(page.next_page_token());
-  ASSERT_TRUE(stub_->ListQuarantine(Ctx().get(), list, &page).ok());
+  ASSERT_TRUE(Ok(stub_->ListQuarantine(Ctx().get(), list, &page)));
   ASSERT_EQ(page.entries_size(), 1);
   EXPECT_EQ(page.entries(0).index(), 2u);
   EXPECT_TRUE(page.next_page_token().empty());
@@ -1306,7 +1317,7 @@ TEST(AdminWithoutPartsTest, MissingPartsAreFailedPrecondition) {
   {
     grpc::ClientContext ctx;
     v1::GetStatsResponse response;
-    EXPECT_TRUE(stub->GetStats(&ctx, {}, &response).ok());
+    EXPECT_TRUE(Ok(stub->GetStats(&ctx, {}, &response)));
     EXPECT_FALSE(response.has_log());
   }
   {
