@@ -26,6 +26,7 @@
 #include "common/did_you_mean.h"
 #include "console/admin_json_api.h"
 #include "http/listener.h"
+#include "http/plain_session.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
@@ -297,10 +298,11 @@ namespace {
 
 // One connection: read a request, answer it, repeat while the client keeps the connection. At
 // most one request is in progress; its admin call holds the session until it answers.
-class ConsoleSession : public std::enable_shared_from_this<ConsoleSession> {
+class ConsoleSession : public PlainHttpSession<ConsoleSession> {
  public:
   ConsoleSession(ConsoleServer::Impl& server, HttpListener::Slot slot, tcp::socket socket)
-      : server_(server), slot_(std::move(slot)), stream_(std::move(socket)) {}
+      : PlainHttpSession(std::move(slot), std::move(socket), server.options_.write_timeout),
+        server_(server) {}
 
   void DoRead() {
     parser_.emplace();
@@ -315,20 +317,25 @@ class ConsoleSession : public std::enable_shared_from_this<ConsoleSession> {
  private:
   // Errors of reading a request, header or body.
   bool ReadFailed(beast::error_code ec) {
-    if (!ec) return false;
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::eof ||
-        ec == net::error::connection_reset || ec == net::error::operation_aborted) {
-      Close();
-    } else if (ec == http::error::header_limit) {
-      Refuse(ConsoleServer::Impl::Text(http::status::request_header_fields_too_large,
-                                       "headers too large\n"));
-    } else if (ec == http::error::body_limit) {
-      Refuse(ConsoleServer::Impl::JsonError(
-          http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
-          absl::StrCat("the body is larger than the console's limit of ",
-                       server_.options_.body_limit, " bytes")));
-    } else {
-      Refuse(ConsoleServer::Impl::Text(http::status::bad_request, "malformed request\n"));
+    switch (ClassifyRequestReadError(ec)) {
+      case RequestReadError::kNone:
+        return false;
+      case RequestReadError::kGone:
+        Close();
+        break;
+      case RequestReadError::kHeaderTooLarge:
+        WriteAndClose(ConsoleServer::Impl::Text(http::status::request_header_fields_too_large,
+                                                "headers too large\n"));
+        break;
+      case RequestReadError::kBodyTooLarge:
+        WriteAndClose(ConsoleServer::Impl::JsonError(
+            http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
+            absl::StrCat("the body is larger than the console's limit of ",
+                         server_.options_.body_limit, " bytes")));
+        break;
+      case RequestReadError::kMalformed:
+        WriteAndClose(ConsoleServer::Impl::Text(http::status::bad_request, "malformed request\n"));
+        break;
     }
     return true;
   }
@@ -340,7 +347,7 @@ class ConsoleSession : public std::enable_shared_from_this<ConsoleSession> {
         server_.api_refused_.fetch_add(1, std::memory_order_relaxed);
       }
       // The body (if any) is not read: the connection cannot carry another request.
-      return Refuse(*std::move(refusal));
+      return WriteAndClose(*std::move(refusal));
     }
     const auto expect = parser_->get().find(http::field::expect);
     if (expect != parser_->get().end() &&
@@ -396,31 +403,7 @@ class ConsoleSession : public std::enable_shared_from_this<ConsoleSession> {
         });
   }
 
-  void Refuse(Response res) {
-    auto answer = std::make_shared<Response>(std::move(res));
-    answer->keep_alive(false);
-    answer->prepare_payload();
-    Write(std::move(answer));
-  }
-
-  void Write(std::shared_ptr<Response> res) {
-    stream_.expires_after(server_.options_.write_timeout);
-    http::async_write(stream_, *res,
-                      [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
-                        if (ec || !res->keep_alive()) return self->Close();
-                        self->DoRead();
-                      });
-  }
-
-  void Close() {
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  }
-
   ConsoleServer::Impl& server_;
-  HttpListener::Slot slot_;
-  beast::tcp_stream stream_;
-  beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
 };
 

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/json.h"
 #include "http/listener.h"
+#include "http/plain_session.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
@@ -147,10 +148,11 @@ class MetricsServer::Impl {
 namespace {
 
 // One connection: read a request, answer it, repeat while the client keeps the connection.
-class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
+class MetricsSession : public PlainHttpSession<MetricsSession> {
  public:
   MetricsSession(MetricsServer::Impl& server, HttpListener::Slot slot, tcp::socket socket)
-      : server_(server), slot_(std::move(slot)), stream_(std::move(socket)) {}
+      : PlainHttpSession(std::move(slot), std::move(socket), server.options_.write_timeout),
+        server_(server) {}
 
   void DoRead() {
     parser_.emplace();
@@ -164,17 +166,18 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
 
  private:
   void OnRead(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::eof ||
-        ec == net::error::connection_reset) {
-      return Close();
+    switch (ClassifyRequestReadError(ec)) {
+      case RequestReadError::kNone:
+        break;
+      case RequestReadError::kGone:
+        return Close();
+      case RequestReadError::kHeaderTooLarge:
+        return Refuse(http::status::request_header_fields_too_large, "headers too large\n");
+      case RequestReadError::kBodyTooLarge:
+        return Refuse(http::status::payload_too_large, "requests take no body\n");
+      case RequestReadError::kMalformed:
+        return Refuse(http::status::bad_request, "malformed request\n");
     }
-    if (ec == http::error::header_limit) {
-      return Refuse(http::status::request_header_fields_too_large, "headers too large\n");
-    }
-    if (ec == http::error::body_limit || ec == http::error::unexpected_body) {
-      return Refuse(http::status::payload_too_large, "requests take no body\n");
-    }
-    if (ec) return Refuse(http::status::bad_request, "malformed request\n");
     auto res = std::make_shared<http::response<http::string_body>>(server_.Answer(parser_->get()));
     res->keep_alive(parser_->get().keep_alive());
     res->prepare_payload();
@@ -182,32 +185,10 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
   }
 
   void Refuse(http::status status, std::string body) {
-    auto res = std::make_shared<http::response<http::string_body>>();
-    *res = MetricsServer::Impl::Text({}, status, std::move(body));
-    res->version(11);
-    res->keep_alive(false);
-    res->prepare_payload();
-    Write(std::move(res));
-  }
-
-  void Write(std::shared_ptr<http::response<http::string_body>> res) {
-    stream_.expires_after(server_.options_.write_timeout);
-    http::async_write(stream_, *res,
-                      [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
-                        if (ec || !res->keep_alive()) return self->Close();
-                        self->DoRead();
-                      });
-  }
-
-  void Close() {
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    WriteAndClose(MetricsServer::Impl::Text({}, status, std::move(body)));
   }
 
   MetricsServer::Impl& server_;
-  HttpListener::Slot slot_;
-  beast::tcp_stream stream_;
-  beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::empty_body>> parser_;
 };
 
