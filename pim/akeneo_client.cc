@@ -38,6 +38,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 #include "pim/http_client.h"
+#include "pim/worker_pool.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
@@ -270,74 +271,12 @@ struct AttemptOutcome {
   std::optional<std::chrono::milliseconds> retry_after;
 };
 
-// A worker thread and the flag it sets when it no longer uses its client's state: from then on
-// it only has its thread exit left (thread-local destructors, OpenSSL's per-thread cleanup).
-struct Worker {
-  std::thread thread;
-  std::shared_ptr<std::atomic<bool>> ended = std::make_shared<std::atomic<bool>>(false);
-};
-
-// Workers whose client was shut down on them, by a callback or by a callback's captures being
-// destroyed (the last reference to the client dropped there): a thread cannot join itself. Such
-// a worker ends on its own soon after (it only cancels what was still queued), but detached, it
-// could still be running when the process exits, racing with the exit-time cleanup of OpenSSL
-// (which then loses that thread's per-thread state) and of the C++ runtime. They are joined here
-// instead: those that have ended whenever another comes in, the others at exit.
-class OrphanedWorkers {
- public:
-  // Never destroyed (a client may be destroyed during static destruction); the exit handler is
-  // registered at the first client's creation, after OpenSSL's (see Create), so it runs first.
-  static OrphanedWorkers& Get() {
-    static OrphanedWorkers* const orphans = [] {
-      auto* created = new OrphanedWorkers;
-      std::atexit([] { Get().JoinAll(); });
-      return created;
-    }();
-    return *orphans;
-  }
-
-  void Adopt(Worker worker) {
-    std::vector<Worker> ended;
-    {
-      absl::MutexLock lock(&mu_);
-      auto first_ended = std::partition(orphans_.begin(), orphans_.end(), [](const Worker& orphan) {
-        return !orphan.ended->load(std::memory_order_acquire);
-      });
-      std::move(first_ended, orphans_.end(), std::back_inserter(ended));
-      orphans_.erase(first_ended, orphans_.end());
-      orphans_.push_back(std::move(worker));
-    }
-    for (Worker& orphan : ended) orphan.thread.join();  // brief: only their exit was left
-  }
-
- private:
-  void JoinAll() {
-    std::vector<Worker> all;
-    {
-      absl::MutexLock lock(&mu_);
-      all.swap(orphans_);
-    }
-    for (Worker& orphan : all) {
-      // exit() called from an orphan's own callback: that thread ends with the process.
-      if (orphan.thread.get_id() == std::this_thread::get_id()) {
-        orphan.thread.detach();
-      } else {
-        orphan.thread.join();
-      }
-    }
-  }
-
-  absl::Mutex mu_;
-  std::vector<Worker> orphans_ ABSL_GUARDED_BY(mu_);
-};
-
 // The client's state and its workers. Owned jointly by the AkeneoClient handed out
 // (AkeneoClientFront) and by every worker thread, so that it outlives the last worker: the last
 // reference to an AkeneoClient may be dropped on one of its own workers (a callback's captures
 // holding it, as a Hydrator's do, are destroyed there once the callback has returned). That
-// worker cannot join itself (OrphanedWorkers joins it) and goes on running WorkerLoop (re-reading
-// mu_, shutdown_, queue_, cancelling what is queued) after the AkeneoClient is gone; its own
-// reference keeps all of that alive until it is done.
+// worker goes on running WorkerLoop (re-reading the pool, cancelling what is queued) after the
+// AkeneoClient is gone; its own reference keeps all of that alive until it is done (WorkerPool).
 class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientImpl> {
  public:
   using BodyCallback = AkeneoClient::BodyCallback;
@@ -354,31 +293,18 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
   // Starts the workers, each holding a reference to this state. Called once, right after
   // construction (shared_from_this() needs the shared_ptr to exist).
   void Start() {
-    absl::MutexLock join_lock(&join_mu_);
-    for (uint32_t i = 0; i < config_.max_concurrency; ++i) {
-      Worker& worker = workers_.emplace_back();
-      worker.thread = std::thread([self = shared_from_this(), i, ended = worker.ended]() mutable {
-        self->WorkerLoop(i);
-        self.reset();  // may destroy this state, here
-        ended->store(true, std::memory_order_release);
-      });
-    }
+    pool_.Start(config_.max_concurrency, shared_from_this(),
+                [this](uint32_t index) { WorkerLoop(index); });
   }
 
   // Runs once every worker is done with it (each holds a reference) and AkeneoClientFront has
-  // shut it down: every thread in workers_ is joined or adopted by OrphanedWorkers by then.
+  // shut it down: every worker is joined or adopted by then.
   ~AkeneoClientImpl() = default;
 
   void GetAsync(std::string target, BodyCallback done) {
-    absl::StatusOr<std::string> path = ResolveTarget(target);
-    {
-      absl::MutexLock lock(&mu_);
-      if (!shutdown_) {
-        queue_.push_back(Call{std::move(path), std::move(done), false, ""});
-        return;
-      }
-    }
-    done(absl::CancelledError(
+    Call call{ResolveTarget(target), std::move(done), false, ""};
+    if (pool_.Post(call)) return;
+    call.done(absl::CancelledError(
         absl::StrCat("Akeneo client for ", origin_.Describe(), " is shut down")));
   }
 
@@ -393,14 +319,7 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
     call.done = [&promise](absl::StatusOr<std::string> result) {
       promise.set_value(std::move(result));
     };
-    {
-      absl::MutexLock lock(&mu_);
-      if (!shutdown_) {
-        queue_.push_back(std::move(call));
-        call.done = nullptr;
-      }
-    }
-    if (call.done) {
+    if (!pool_.Post(call)) {
       return absl::CancelledError(
           absl::StrCat("Akeneo client for ", origin_.Describe(), " is shut down"));
     }
@@ -417,25 +336,8 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
     return stats;
   }
 
-  void Shutdown() {
-    {
-      absl::MutexLock lock(&mu_);
-      shutdown_ = true;
-    }
-    stopping_.store(true, std::memory_order_relaxed);
-    absl::MutexLock join_lock(&join_mu_);
-    for (Worker& worker : workers_) {
-      if (!worker.thread.joinable()) continue;
-      // Shutdown() (or the client's destruction) from a callback or from a callback's captures
-      // being destroyed: this worker cannot join itself. It ends by itself once back in
-      // WorkerLoop, on the state its own reference keeps alive.
-      if (worker.thread.get_id() == std::this_thread::get_id()) {
-        OrphanedWorkers::Get().Adopt(std::move(worker));
-      } else {
-        worker.thread.join();
-      }
-    }
-  }
+  // Also from a callback, or from a callback's captures being destroyed (see WorkerPool).
+  void Shutdown() { pool_.Shutdown(); }
 
  private:
   struct Call {
@@ -474,34 +376,18 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
     return std::move(split->second);
   }
 
-  bool ShuttingDown() {
-    absl::MutexLock lock(&mu_);
-    return shutdown_;
-  }
+  bool ShuttingDown() const { return pool_.stopping(); }
 
   // Waits `delay` unless the client shuts down first; false then.
   bool SleepUnlessShutdown(std::chrono::milliseconds delay) {
-    absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(&shutdown_), absl::FromChrono(delay));
-    return !shutdown_;
+    return pool_.SleepUnlessShutdown(delay);
   }
 
   void WorkerLoop(uint32_t index) {
     HttpConnection connection(http_options_);
     std::mt19937_64 random(std::random_device{}() ^ (uint64_t{index} << 32));
-    for (;;) {
-      Call call;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](AkeneoClientImpl* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-              return self->shutdown_ || !self->queue_.empty();
-            },
-            this));
-        if (shutdown_) break;
-        call = std::move(queue_.front());
-        queue_.pop_front();
-      }
+    while (std::optional<Call> next = pool_.Next()) {
+      Call& call = *next;
       absl::StatusOr<std::string> result;
       if (call.token_only) {
         if (!call.rejected.empty()) DiscardToken(call.rejected);
@@ -525,12 +411,7 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
       call.done(std::move(result));
     }
     // Shut down: what is still queued is cancelled here, on a client thread.
-    std::deque<Call> cancelled;
-    {
-      absl::MutexLock lock(&mu_);
-      cancelled.swap(queue_);
-    }
-    for (Call& call : cancelled) {
+    for (Call& call : pool_.TakeUnstarted()) {
       call.done(absl::CancelledError(absl::StrCat("Akeneo client for ", origin_.Describe(),
                                                   " shut down before the call was sent")));
     }
@@ -648,7 +529,7 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
   std::variant<HttpAnswer, TransportFailure> Exchange(HttpConnection& connection,
                                                       const HttpRequest& request) {
     absl::StatusOr<HttpResponse> response =
-        connection.Exchange(request, [this] { return stopping_.load(std::memory_order_relaxed); });
+        connection.Exchange(request, [this] { return pool_.stopping(); });
     if (!response.ok()) {
       // HttpConnection's messages start with the method and URL, which `what` already names.
       absl::Status status = response.status();
@@ -850,19 +731,11 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
   const RestConfig config_;
   const Origin origin_;
   HttpClientOptions http_options_;  // set by the constructor, read by the workers
-  // Set with shutdown_: polled by exchanges in flight, which a shutdown aborts.
-  std::atomic<bool> stopping_{false};
-
-  absl::Mutex mu_;
-  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<Call> queue_ ABSL_GUARDED_BY(mu_);
+  WorkerPool<Call> pool_;
 
   absl::Mutex token_mu_;
   TokenState token_ ABSL_GUARDED_BY(token_mu_);
   bool renewing_ ABSL_GUARDED_BY(token_mu_) = false;
-
-  absl::Mutex join_mu_;
-  std::vector<Worker> workers_ ABSL_GUARDED_BY(join_mu_);
 
   std::atomic<uint64_t> calls_{0};
   std::atomic<uint64_t> token_requests_{0};
@@ -988,9 +861,6 @@ absl::StatusOr<std::unique_ptr<AkeneoClient>> AkeneoClient::Create(const RestCon
                        "\": cannot load certificates from it (a PEM bundle is expected)"));
     }
   }
-  // OpenSSL registers its exit-time cleanup when first initialized: before OrphanedWorkers'.
-  OPENSSL_init_ssl(0, nullptr);
-  OrphanedWorkers::Get();
   auto impl = std::make_shared<AkeneoClientImpl>(config, std::move(origin));
   impl->Start();
   return std::make_unique<AkeneoClientFront>(std::move(impl));

@@ -24,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "pim/akeneo_client.h"
 #include "pim/http_client.h"
+#include "pim/worker_pool.h"
 #include "spdlog/spdlog.h"
 
 namespace pimgate {
@@ -399,19 +400,25 @@ struct ApiRequest {
 
 // ---- The client -------------------------------------------------------------------------------
 
-class PlatformClientImpl final : public PlatformClient {
+// The client's state, its calls and its workers. Handed out only behind PlatformClientFront.
+class PlatformClientImpl final : public PlatformClient,
+                                 public std::enable_shared_from_this<PlatformClientImpl> {
  public:
   PlatformClientImpl(PlatformConfig config, std::string pim_url, std::string client_id,
                      TokenSource token_source)
       : config_(std::move(config)),
         pim_url_(std::move(pim_url)),
         client_id_(std::move(client_id)),
-        token_source_(std::move(token_source)) {
-    for (int i = 0; i < kWorkers; ++i) {
-      workers_.emplace_back([this] { WorkerLoop(); });
-    }
+        token_source_(std::move(token_source)) {}
+
+  // Starts the workers, each holding a reference to this state. Called once, right after
+  // construction (shared_from_this() needs the shared_ptr to exist).
+  void Start() {
+    pool_.Start(kWorkers, shared_from_this(), [this](uint32_t) { WorkerLoop(); });
   }
-  ~PlatformClientImpl() override { Shutdown(); }
+
+  // Runs once every worker is done with it and the front has shut it down.
+  ~PlatformClientImpl() override = default;
 
   // ---- Subscribers ----
   void CreateSubscriberAsync(PlatformSubscriberRequest request,
@@ -576,22 +583,8 @@ class PlatformClientImpl final : public PlatformClient {
     return stats;
   }
 
-  void Shutdown() override {
-    {
-      absl::MutexLock lock(&mu_);
-      shutdown_ = true;
-    }
-    stopping_.store(true, std::memory_order_relaxed);
-    absl::MutexLock join_lock(&join_mu_);
-    for (std::thread& worker : workers_) {
-      if (!worker.joinable()) continue;
-      if (worker.get_id() == std::this_thread::get_id()) {
-        worker.detach();  // Shutdown() from a callback: the worker ends once it returns
-      } else {
-        worker.join();
-      }
-    }
-  }
+  // Also from a callback, or from a callback's captures being destroyed (see WorkerPool).
+  void Shutdown() override { pool_.Shutdown(); }
 
  private:
   struct Job {
@@ -656,13 +649,7 @@ class PlatformClientImpl final : public PlatformClient {
   }
 
   void Enqueue(Job job) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (!shutdown_) {
-        queue_.push_back(std::move(job));
-        return;
-      }
-    }
+    if (pool_.Post(job)) return;
     job.cancel(absl::CancelledError("the Event Platform client is shut down"));
   }
 
@@ -674,36 +661,15 @@ class PlatformClientImpl final : public PlatformClient {
     options.proxy = config_.proxy;
     options.user_agent = "pimgate";
     Worker worker(options);
-    for (;;) {
-      Job job;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](PlatformClientImpl* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-              return self->shutdown_ || !self->queue_.empty();
-            },
-            this));
-        if (shutdown_) break;
-        job = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      job.run(worker);
-    }
-    std::deque<Job> cancelled;
-    {
-      absl::MutexLock lock(&mu_);
-      cancelled.swap(queue_);
-    }
-    for (Job& job : cancelled) {
+    while (std::optional<Job> job = pool_.Next()) job->run(worker);
+    for (Job& job : pool_.TakeUnstarted()) {
       job.cancel(
           absl::CancelledError("the Event Platform client shut down before the call was sent"));
     }
   }
 
   bool SleepUnlessShutdown(std::chrono::milliseconds delay) {
-    absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(&shutdown_), absl::FromChrono(delay));
-    return !shutdown_;
+    return pool_.SleepUnlessShutdown(delay);
   }
 
   std::chrono::milliseconds Backoff(uint32_t failed_attempts, std::mt19937_64& random) const {
@@ -740,7 +706,7 @@ class PlatformClientImpl final : public PlatformClient {
     std::string rejected;  // a token the platform refused, to renew
     bool renewed = false;
     for (uint32_t attempt = 1;; ++attempt) {
-      if (stopping_.load(std::memory_order_relaxed)) {
+      if (pool_.stopping()) {
         return absl::CancelledError(
             absl::StrCat("the Event Platform client shut down before ", what, " was sent"));
       }
@@ -763,8 +729,8 @@ class PlatformClientImpl final : public PlatformClient {
         http.body = request.body;
       }
       calls_.fetch_add(1, std::memory_order_relaxed);
-      absl::StatusOr<HttpResponse> response = worker.connection.Exchange(
-          http, [this] { return stopping_.load(std::memory_order_relaxed); });
+      absl::StatusOr<HttpResponse> response =
+          worker.connection.Exchange(http, [this] { return pool_.stopping(); });
 
       absl::Status failure;
       bool ambiguous = false;  // the request may have been processed
@@ -853,19 +819,92 @@ class PlatformClientImpl final : public PlatformClient {
   const std::string client_id_;
   const TokenSource token_source_;
 
-  absl::Mutex mu_;
-  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
-  std::atomic<bool> stopping_{false};  // polled by exchanges in flight
-
-  absl::Mutex join_mu_;
-  std::vector<std::thread> workers_;
+  WorkerPool<Job> pool_;
 
   std::atomic<uint64_t> calls_{0};
   std::atomic<uint64_t> retries_{0};
   std::atomic<uint64_t> throttled_{0};
   std::atomic<uint64_t> failures_{0};
   std::atomic<uint64_t> recovered_{0};
+};
+
+// What Create hands out. The client's state (PlatformClientImpl) is owned jointly by this front
+// and by every worker thread (see WorkerPool): the last reference to a PlatformClient may be
+// dropped on one of its own workers (a callback whose captures own it), and that worker goes on
+// running its loop after the front is gone.
+class PlatformClientFront final : public PlatformClient {
+ public:
+  explicit PlatformClientFront(std::shared_ptr<PlatformClientImpl> impl) : impl_(std::move(impl)) {}
+  ~PlatformClientFront() override { impl_->Shutdown(); }
+
+  void CreateSubscriberAsync(PlatformSubscriberRequest request,
+                             Callback<PlatformSubscriber> done) override {
+    impl_->CreateSubscriberAsync(std::move(request), std::move(done));
+  }
+  void ListSubscribersAsync(Callback<std::vector<PlatformSubscriber>> done) override {
+    impl_->ListSubscribersAsync(std::move(done));
+  }
+  void GetSubscriberAsync(std::string subscriber_id, Callback<PlatformSubscriber> done) override {
+    impl_->GetSubscriberAsync(std::move(subscriber_id), std::move(done));
+  }
+  void UpdateSubscriberAsync(std::string subscriber_id, PlatformSubscriberUpdate update,
+                             Callback<PlatformSubscriber> done) override {
+    impl_->UpdateSubscriberAsync(std::move(subscriber_id), std::move(update), std::move(done));
+  }
+  void DeleteSubscriberAsync(std::string subscriber_id,
+                             Callback<PlatformSubscriber> done) override {
+    impl_->DeleteSubscriberAsync(std::move(subscriber_id), std::move(done));
+  }
+  void CreateSubscriptionAsync(std::string subscriber_id, PlatformSubscriptionRequest request,
+                               Callback<PlatformSubscription> done) override {
+    impl_->CreateSubscriptionAsync(std::move(subscriber_id), std::move(request), std::move(done));
+  }
+  void ListSubscriptionsAsync(std::string subscriber_id,
+                              Callback<std::vector<PlatformSubscription>> done) override {
+    impl_->ListSubscriptionsAsync(std::move(subscriber_id), std::move(done));
+  }
+  void GetSubscriptionAsync(std::string subscriber_id, std::string subscription_id,
+                            Callback<PlatformSubscription> done) override {
+    impl_->GetSubscriptionAsync(std::move(subscriber_id), std::move(subscription_id),
+                                std::move(done));
+  }
+  void UpdateSubscriptionAsync(std::string subscriber_id, std::string subscription_id,
+                               PlatformSubscriptionUpdate update,
+                               Callback<PlatformSubscription> done) override {
+    impl_->UpdateSubscriptionAsync(std::move(subscriber_id), std::move(subscription_id),
+                                   std::move(update), std::move(done));
+  }
+  void DeleteSubscriptionAsync(std::string subscriber_id, std::string subscription_id,
+                               Callback<PlatformSubscription> done) override {
+    impl_->DeleteSubscriptionAsync(std::move(subscriber_id), std::move(subscription_id),
+                                   std::move(done));
+  }
+  void SuspendSubscriptionAsync(std::string subscriber_id, std::string subscription_id,
+                                Callback<PlatformSubscription> done) override {
+    impl_->SuspendSubscriptionAsync(std::move(subscriber_id), std::move(subscription_id),
+                                    std::move(done));
+  }
+  void ResumeSubscriptionAsync(std::string subscriber_id, std::string subscription_id,
+                               Callback<PlatformSubscription> done) override {
+    impl_->ResumeSubscriptionAsync(std::move(subscriber_id), std::move(subscription_id),
+                                   std::move(done));
+  }
+  void LogsAsync(PlatformLogQuery query, Callback<PlatformLogPage> done) override {
+    impl_->LogsAsync(std::move(query), std::move(done));
+  }
+  void StartReplayAsync(std::string subscriber_id, std::string subscription_id,
+                        Callback<PlatformReplay> done) override {
+    impl_->StartReplayAsync(std::move(subscriber_id), std::move(subscription_id), std::move(done));
+  }
+  void GetReplayAsync(std::string subscriber_id, std::string subscription_id,
+                      Callback<PlatformReplay> done) override {
+    impl_->GetReplayAsync(std::move(subscriber_id), std::move(subscription_id), std::move(done));
+  }
+  PlatformClientStats stats() const override { return impl_->stats(); }
+  void Shutdown() override { impl_->Shutdown(); }
+
+ private:
+  const std::shared_ptr<PlatformClientImpl> impl_;
 };
 
 }  // namespace
@@ -907,8 +946,10 @@ absl::StatusOr<std::unique_ptr<PlatformClient>> PlatformClient::Create(const Pla
     spdlog::warn("platform: certificate verification is OFF for {} (insecure_skip_verify)",
                  config.api_url.Describe());
   }
-  return std::unique_ptr<PlatformClient>(new PlatformClientImpl(
-      config, pim_url.spec(), std::move(client_id), std::move(token_source)));
+  auto impl = std::make_shared<PlatformClientImpl>(config, pim_url.spec(), std::move(client_id),
+                                                   std::move(token_source));
+  impl->Start();
+  return std::make_unique<PlatformClientFront>(std::move(impl));
 }
 
 absl::StatusOr<std::unique_ptr<PlatformClient>> PlatformClient::Create(const PlatformConfig& config,

@@ -4,6 +4,7 @@
 // not repeated, logs, capture and replay, and no secret in any message.
 #include "pim/platform_client.h"
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "pim/akeneo_client.h"
@@ -626,6 +628,86 @@ TEST_F(PlatformClientTest, ShutdownCancelsCalls) {
   client_->Shutdown();
   absl::StatusOr<std::vector<PlatformSubscriber>> list = client_->ListSubscribers();
   EXPECT_EQ(list.status().code(), absl::StatusCode::kCancelled) << list.status();
+}
+
+// The last reference dropped on one of the client's own workers (a callback whose captures own
+// the client): the client is destroyed there, and that worker goes on running after the
+// destructor has returned. The other worker's call in flight is aborted and the call queued
+// behind both is cancelled, not dropped uncalled; under ASan, any use of freed client state shows
+// (it did before the client's state was shared with its workers: a worker went on reading the
+// destroyed client's queue).
+TEST_F(PlatformClientTest, LastReferenceDroppedOnItsOwnWorkerCancelsTheOtherCalls) {
+  // Answers the first call at once and never the others (until the test ends).
+  std::atomic<int> requests{0};
+  absl::Notification second_sent;
+  TestHttpServer platform([&](const TestHttpServer::Request&) {
+    TestHttpServer::Response response;
+    response.body = "[]";
+    if (requests.fetch_add(1) > 0) {
+      response.delay = std::chrono::minutes(10);
+      second_sent.Notify();
+    }
+    return response;
+  });
+  PlatformConfig config = ConfigFor(platform_);
+  config.api_url = testing::UrlOf(platform.base_url() + "/api/v1", /*allow_path=*/true);
+  config.ca_file = platform.cert_file();
+  config.timeout = std::chrono::minutes(10);  // only the shutdown ends the second call
+  config.max_attempts = 1;
+  std::shared_ptr<PlatformClient> client = NewClient(config);
+  ASSERT_NE(client, nullptr);
+
+  absl::Notification first_running;
+  absl::Notification released;  // the test no longer holds the client
+  absl::Notification first_done;
+  absl::Status first;
+  bool was_last = false;
+  client->ListSubscribersAsync(
+      [keep = client, &first_running, &released, &first, &was_last,
+       &first_done](absl::StatusOr<std::vector<PlatformSubscriber>> list) mutable {
+        first = list.status();
+        first_running.Notify();
+        released.WaitForNotification();
+        was_last = keep.use_count() == 1;
+        keep.reset();  // ~PlatformClient, on this worker
+        first_done.Notify();
+      });
+  first_running.WaitForNotification();
+  absl::Notification second_done;
+  absl::Status second;
+  client->ListSubscribersAsync(
+      [&second, &second_done](absl::StatusOr<std::vector<PlatformSubscriber>> list) {
+        second = list.status();
+        second_done.Notify();
+      });
+  second_sent.WaitForNotification();  // both workers are busy: the third call waits
+  // Tells when the third callback is destroyed: after it ran, or unrun with the client's queue.
+  struct Sentinel {
+    explicit Sentinel(absl::Notification* gone) : gone(gone) {}
+    ~Sentinel() { gone->Notify(); }
+    absl::Notification* const gone;
+  };
+  absl::Notification third_gone;
+  auto sentinel = std::make_shared<Sentinel>(&third_gone);
+  bool third_called = false;
+  absl::Status third;
+  client->ListSubscribersAsync([sentinel = std::move(sentinel), &third_called,
+                                &third](absl::StatusOr<std::vector<PlatformSubscriber>> list) {
+    third_called = true;
+    third = list.status();
+  });
+  client.reset();
+  released.Notify();
+  first_done.WaitForNotification();
+  second_done.WaitForNotification();
+  third_gone.WaitForNotification();
+
+  EXPECT_TRUE(first.ok()) << first;
+  EXPECT_TRUE(was_last);
+  EXPECT_EQ(second.code(), absl::StatusCode::kCancelled) << second;
+  ASSERT_TRUE(third_called);
+  EXPECT_EQ(third.code(), absl::StatusCode::kCancelled) << third;
+  EXPECT_EQ(requests.load(), 2);
 }
 
 TEST_F(PlatformClientTest, CreateRefusesPlainHttpWithoutOptIn) {
