@@ -380,7 +380,7 @@ class Dispatcher::PluginDispatcher {
     if (!stream_ && !window_.empty()) deadline = std::min(deadline, reconnect_at_);
     if (ProgressDirty()) deadline = std::min(deadline, next_progress_at_);
     // More events may be waiting in the log once the window has room again.
-    if (window_.size() < options_.window && next_read_ <= log_->head()) deadline = absl::Now();
+    if (WorthReading() && next_read_ <= log_->head()) deadline = absl::Now();
     return deadline;
   }
 
@@ -446,9 +446,22 @@ class Dispatcher::PluginDispatcher {
                      : "Deliver: the plugin does not serve DeliverBatch");
   }
 
+  // Whether FillWindow reads now. A log read costs nearly as much for a few events as for
+  // read_batch (an iterator and a seek): while the window holds enough ready events to refill
+  // the plugin's in-flight window, reading waits until read_batch events fit. Otherwise it
+  // reads whatever fits, so a resource stuck in backoff never holds up the others more than a
+  // full window does.
+  bool WorthReading() const {
+    const std::size_t room =
+        window_.size() < options_.window ? options_.window - window_.size() : 0;
+    if (room == 0) return false;
+    return room >= std::min(options_.read_batch, options_.window) ||
+           ready_.size() < config_.max_in_flight;
+  }
+
   void FillWindow() {
     const uint64_t head = log_->head();
-    while (window_.size() < options_.window && next_read_ <= head) {
+    while (WorthReading() && next_read_ <= head) {
       const std::size_t want = std::min(options_.read_batch, options_.window - window_.size());
       absl::StatusOr<std::vector<StoredEvent>> events = log_->ReadStoredEvents(next_read_, want);
       if (!events.ok()) {

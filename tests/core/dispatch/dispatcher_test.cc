@@ -239,6 +239,39 @@ TEST_F(DispatcherTest, PerResourceOrderWithConcurrencyAcrossResources) {
   EXPECT_EQ(StatsOf(*dispatcher, "p").delivered, kResources * kVersions);
 }
 
+// The scheduler reads the log in batches (read_batch) while enough events are ready to refill
+// the plugin's window, and reads whatever fits when too few are: one resource stuck in flight
+// never holds up the others beyond a full window. Here the window holds exactly read_batch
+// events, so with the stuck event in it a whole batch would never fit again.
+TEST_F(DispatcherTest, ResourceStuckInFlightDoesNotStopReadsOfAFullWindow) {
+  ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery& delivery) {
+    using Answer = std::optional<std::pair<v1::Outcome, int>>;
+    return delivery.event().resource_id() == "stuck" ? Answer() : Answer({v1::OUTCOME_OK, 0});
+  });
+  PluginConfig config = Plugin("p");
+  config.max_in_flight = 2;
+  config.ack_timeout = std::chrono::minutes(10);  // the stuck event stays in flight throughout
+  DispatcherOptions options;
+  options.window = 8;
+  options.read_batch = 8;
+  auto dispatcher = Dispatcher::Create(
+      {config}, log_.get(), [this](const std::string& name) { return "unix:" + Socket(name); },
+      options);
+  ASSERT_TRUE(dispatcher.ok()) << dispatcher.status();
+  ASSERT_TRUE((*dispatcher)->Start().ok());
+  constexpr int kOthers = 40;  // 5 windows
+  std::vector<v1::Event> events = {Event("product.updated", "stuck", 0)};
+  for (int r = 0; r < kOthers; ++r) {
+    events.push_back(Event("product.updated", absl::StrCat("res-", r), 0));
+  }
+  Append(std::move(events));
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(**dispatcher, "p").delivered == kOthers; }));
+  const PluginDispatchStats stats = StatsOf(**dispatcher, "p");
+  EXPECT_EQ(stats.cursor, 0u);  // held below the stuck event
+  EXPECT_EQ(stats.in_flight, 1u);
+  EXPECT_EQ(plugin.overlaps(), 0);
+}
+
 TEST_F(DispatcherTest, FiltersAndStaleAreSkippedAndCounted) {
   ScriptedPlugin plugin(Socket("p"), AlwaysOk());
   PluginConfig config = Plugin("p");
