@@ -49,7 +49,7 @@ std::string ReadFile(const std::string& path) {
 
 }  // namespace
 
-NatsCluster::NatsCluster(Options options) : dir_(std::make_unique<TempDir>()) {
+NatsCluster::NatsCluster(Options options) : options_(options), dir_(std::make_unique<TempDir>()) {
   servers_.resize(options.servers);
   for (int i = 0; i < options.servers; ++i) {
     Server& server = servers_[i];
@@ -64,6 +64,10 @@ NatsCluster::NatsCluster(Options options) : dir_(std::make_unique<TempDir>()) {
         "server_name: \"", server.name, "\"\n", "listen: \"127.0.0.1:", server.client_port, "\"\n",
         "jetstream {\n  store_dir: \"", dir_->File(server.name), "\"\n}\n");
     if (options.max_payload > 0) absl::StrAppend(&conf, "max_payload: ", options.max_payload, "\n");
+    if (!options.user.empty()) {
+      absl::StrAppend(&conf, "authorization {\n  user: \"", options.user, "\"\n  password: \"",
+                      options.password, "\"\n}\n");
+    }
     if (servers_.size() > 1) {
       std::vector<std::string> routes;
       for (const Server& other : servers_) {
@@ -142,8 +146,14 @@ void NatsCluster::Restart(int server) {
   Start(s);
 }
 
+std::string NatsCluster::ProbeUrl(int server) const {
+  const std::string credentials =
+      options_.user.empty() ? "" : absl::StrCat(options_.user, ":", options_.password, "@");
+  return absl::StrCat("nats://", credentials, "127.0.0.1:", servers_.at(server).client_port);
+}
+
 bool NatsCluster::WaitForJetStream(int server, int seconds) const {
-  const std::string url = absl::StrCat("nats://127.0.0.1:", servers_.at(server).client_port);
+  const std::string url = ProbeUrl(server);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   while (std::chrono::steady_clock::now() < deadline) {
     natsConnection* nc = nullptr;
@@ -165,7 +175,8 @@ bool NatsCluster::WaitForJetStream(int server, int seconds) const {
 }
 
 uint64_t NatsCluster::FirstSequence(const std::string& stream) const {
-  for (const std::string& url : urls()) {
+  for (int server = 0; server < static_cast<int>(servers_.size()); ++server) {
+    const std::string url = ProbeUrl(server);
     natsConnection* nc = nullptr;
     if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) continue;
     jsCtx* js = nullptr;

@@ -24,6 +24,9 @@ class NatsCluster {
     // The servers' max_payload (0: nats-server's default, 1 MiB). Small values make records
     // chunked without megabytes of test data.
     int64_t max_payload = 0;
+    // When set, the servers accept only this user and password.
+    std::string user;
+    std::string password;
   };
 
   // Starts the servers and waits (with a hang guard) until JetStream answers: for a cluster,
@@ -60,6 +63,9 @@ class NatsCluster {
   };
   void Start(Server& server);
 
+  std::string ProbeUrl(int server) const;  // with the credentials, for the helper's own checks
+
+  Options options_;
   std::unique_ptr<TempDir> dir_;
   std::vector<Server> servers_;
   bool started_ = false;

@@ -46,7 +46,11 @@ using ::pimgate::testing::TempDir;
 // Controls for FaultyBackend, shared with the test because the EventLog owns the backend.
 struct FaultControl {
   std::atomic<bool> fail_writes{false};
-  std::atomic<int> fail_next_writes{0};          // fail this many Writes, then let them through
+  std::atomic<int> fail_next_writes{0};  // fail this many Writes, then let them through
+  // Answer this many Writes with Aborted (another writer of a shared store appended first),
+  // then let them through.
+  std::atomic<int> conflict_next_writes{0};
+  std::atomic<int> resyncs{0};
   std::atomic<std::size_t> max_batch_events{0};  // most events any one Write carried
   std::atomic<bool> fail_lookups{false};
   std::atomic<int> write_delay_ms{0};
@@ -86,11 +90,19 @@ class FaultyBackend final : public ForwardingLogBackend {
     if (int ms = control_->write_delay_ms.load(); ms > 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     }
+    if (control_->conflict_next_writes.fetch_sub(1) > 0) {
+      return absl::AbortedError("injected conflict");
+    }
     if (control_->fail_writes.load() || control_->fail_next_writes.fetch_sub(1) > 0) {
       control_->failed_writes.fetch_add(1);
       return absl::UnavailableError("injected write failure");
     }
     return inner().Write(batch, sync);
+  }
+
+  absl::StatusOr<RecoveredState> Resync() override {
+    control_->resyncs.fetch_add(1);
+    return inner().Resync();
   }
 
   absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) override {
@@ -953,6 +965,41 @@ TEST_P(EventLogTest, GroupBuiltOnAFailedWriteIsRebuiltAndStored) {
 
 // A request queued after a Write failed, once the writer is idle again, is stored (it is not
 // failed for having been built on the failed group).
+// A conflict (Aborted: another writer of a shared store appended first) is not a failure: the
+// group is decided again on the backend's new state and stored.
+TEST_P(EventLogTest, ConflictingWriteIsDecidedAgainAndStored) {
+  auto log = Open({}, /*faulty=*/true);
+  ASSERT_NE(log, nullptr);
+  control_->conflict_next_writes = 3;
+  absl::StatusOr<AppendResult> r =
+      log->AppendSync(Request({Product("a", "p1", 10), Product("b", "p2", 10)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->first_sequence, 1u);
+  EXPECT_EQ(control_->write_calls.load(), 4);
+  EXPECT_EQ(control_->resyncs.load(), 3);
+  EXPECT_EQ(log->head(), 2u);
+  EXPECT_EQ(AllEvents(*log).size(), 2u);
+}
+
+// Decided again a bounded number of times, then the request fails with Unavailable (a 503),
+// nothing stored; the log keeps working.
+TEST_P(EventLogTest, EndlessConflictsFailTheRequestAfterBoundedRebuilds) {
+  auto log = Open({}, /*faulty=*/true);
+  ASSERT_NE(log, nullptr);
+  control_->conflict_next_writes = 1'000'000;
+  absl::StatusOr<AppendResult> r = log->AppendSync(Request({Product("a", "p1", 10)}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("appended first 17 times"), absl::string_view::npos)
+      << r.status();
+  EXPECT_EQ(control_->write_calls.load(), 17);
+  control_->conflict_next_writes = 0;
+  r = log->AppendSync(Request({Product("a", "p1", 10)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->first_sequence, 1u);
+}
+
 TEST_P(EventLogTest, RequestAfterAFailedWriteIsStored) {
   auto log = Open({}, /*faulty=*/true);
   ASSERT_NE(log, nullptr);
@@ -1396,6 +1443,38 @@ TEST_F(JetStreamLogTest, OpenFromStoreConfig) {
   ASSERT_FALSE(log.ok());
   EXPECT_THAT(std::string(log.status().message()),
               ::testing::HasSubstr("cannot connect to the NATS servers nats://127.0.0.1:1"));
+}
+
+// Credentials: the right password connects, a wrong one is refused with a message that names
+// the servers and never the password.
+TEST(JetStreamAuthTest, UserAndPassword) {
+  NatsCluster nats(NatsCluster::Options{.user = "pimgate", .password = "right-pass-do-not-print"});
+  ASSERT_TRUE(nats.started());
+  JetStreamConfig config = nats.Config("AUTH");
+  config.credentials.emplace();
+  config.credentials->user = "pimgate";
+  config.credentials->password = Secret{"right-pass-do-not-print", "env:NATS_PASSWORD"};
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<LogBackend>> backend = OpenJetStreamBackend(dir.path(), config);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  absl::StatusOr<std::unique_ptr<EventLog>> log = EventLog::Open(std::move(*backend), {});
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_TRUE((*log)->AppendSync(Request({Product("e1", "p1", 1)})).ok());
+  EXPECT_TRUE(CheckJetStreamCluster(config).ok());
+
+  config.credentials->password = Secret{"wrong-pass-do-not-print", "env:NATS_PASSWORD"};
+  TempDir dir2;
+  backend = OpenJetStreamBackend(dir2.path(), config);
+  ASSERT_FALSE(backend.ok());
+  const std::string message(backend.status().message());
+  EXPECT_THAT(message,
+              ::testing::HasSubstr("cannot connect to the NATS servers nats://127.0.0.1:"));
+  EXPECT_THAT(message, ::testing::HasSubstr("uthorization"));
+  EXPECT_THAT(message, ::testing::Not(::testing::HasSubstr("pass-do-not-print")));
+  absl::Status check = CheckJetStreamCluster(config);
+  EXPECT_FALSE(check.ok());
+  EXPECT_THAT(std::string(check.message()),
+              ::testing::Not(::testing::HasSubstr("pass-do-not-print")));
 }
 
 // Three servers, the stream on all three (R3); one server is killed with SIGKILL while a node
