@@ -47,6 +47,23 @@ std::string ReadFile(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+// A connection for the helper's own checks: with the credentials in `url`, and over TLS
+// without verifying the server when `tls`.
+natsConnection* ProbeConnect(const std::string& url, bool tls) {
+  natsOptions* opts = nullptr;
+  if (natsOptions_Create(&opts) != NATS_OK) return nullptr;
+  natsConnection* nc = nullptr;
+  natsStatus s = natsOptions_SetURL(opts, url.c_str());
+  if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, false);
+  if (s == NATS_OK && tls) {
+    s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK) s = natsOptions_SkipServerVerification(opts, true);
+  }
+  if (s == NATS_OK && natsConnection_Connect(&nc, opts) != NATS_OK) nc = nullptr;
+  natsOptions_Destroy(opts);
+  return nc;
+}
+
 }  // namespace
 
 NatsCluster::NatsCluster(Options options) : options_(options), dir_(std::make_unique<TempDir>()) {
@@ -64,6 +81,10 @@ NatsCluster::NatsCluster(Options options) : options_(options), dir_(std::make_un
         "server_name: \"", server.name, "\"\n", "listen: \"127.0.0.1:", server.client_port, "\"\n",
         "jetstream {\n  store_dir: \"", dir_->File(server.name), "\"\n}\n");
     if (options.max_payload > 0) absl::StrAppend(&conf, "max_payload: ", options.max_payload, "\n");
+    if (!options.tls_cert_file.empty()) {
+      absl::StrAppend(&conf, "tls {\n  cert_file: \"", options.tls_cert_file, "\"\n  key_file: \"",
+                      options.tls_key_file, "\"\n}\n");
+    }
     if (!options.user.empty()) {
       absl::StrAppend(&conf, "authorization {\n  user: \"", options.user, "\"\n  password: \"",
                       options.password, "\"\n}\n");
@@ -153,11 +174,10 @@ std::string NatsCluster::ProbeUrl(int server) const {
 }
 
 bool NatsCluster::WaitForJetStream(int server, int seconds) const {
-  const std::string url = ProbeUrl(server);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   while (std::chrono::steady_clock::now() < deadline) {
-    natsConnection* nc = nullptr;
-    if (natsConnection_ConnectTo(&nc, url.c_str()) == NATS_OK) {
+    natsConnection* nc = ProbeConnect(ProbeUrl(server), !options_.tls_cert_file.empty());
+    if (nc != nullptr) {
       natsMsg* reply = nullptr;
       // $JS.API.INFO answers without an error once JetStream is up (in a cluster: once there
       // is a meta leader).
@@ -176,9 +196,8 @@ bool NatsCluster::WaitForJetStream(int server, int seconds) const {
 
 uint64_t NatsCluster::FirstSequence(const std::string& stream) const {
   for (int server = 0; server < static_cast<int>(servers_.size()); ++server) {
-    const std::string url = ProbeUrl(server);
-    natsConnection* nc = nullptr;
-    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) continue;
+    natsConnection* nc = ProbeConnect(ProbeUrl(server), !options_.tls_cert_file.empty());
+    if (nc == nullptr) continue;
     jsCtx* js = nullptr;
     jsStreamInfo* info = nullptr;
     uint64_t first = 0;

@@ -27,6 +27,9 @@ class NatsCluster {
     // When set, the servers accept only this user and password.
     std::string user;
     std::string password;
+    // When set, the servers accept TLS clients only, with this certificate and key.
+    std::string tls_cert_file;
+    std::string tls_key_file;
   };
 
   // Starts the servers and waits (with a hang guard) until JetStream answers: for a cluster,

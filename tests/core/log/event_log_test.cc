@@ -1477,6 +1477,39 @@ TEST(JetStreamAuthTest, UserAndPassword) {
               ::testing::Not(::testing::HasSubstr("pass-do-not-print")));
 }
 
+// TLS: a client that trusts the servers' CA connects over TLS; one that does not is refused,
+// and so is one that does not use TLS with servers that require it.
+TEST(JetStreamTlsTest, ServerCertificateIsVerified) {
+  TempDir certs;
+  const testing::CertFiles server_cert = testing::MakeSelfSignedCert(certs.path());
+  TempDir other;
+  const testing::CertFiles other_cert = testing::MakeSelfSignedCert(other.path());
+  NatsCluster nats(NatsCluster::Options{.tls_cert_file = server_cert.cert_file,
+                                        .tls_key_file = server_cert.key_file});
+  ASSERT_TRUE(nats.started());
+  JetStreamConfig config = nats.Config("TLS");
+  config.tls.emplace();
+  config.tls->ca_file = server_cert.cert_file;
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<LogBackend>> backend = OpenJetStreamBackend(dir.path(), config);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  absl::StatusOr<std::unique_ptr<EventLog>> log = EventLog::Open(std::move(*backend), {});
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_TRUE((*log)->AppendSync(Request({Product("e1", "p1", 1)})).ok());
+
+  config.tls->ca_file = other_cert.cert_file;  // not the servers' CA
+  TempDir dir2;
+  backend = OpenJetStreamBackend(dir2.path(), config);
+  ASSERT_FALSE(backend.ok());
+  EXPECT_THAT(std::string(backend.status().message()),
+              ::testing::HasSubstr("cannot connect to the NATS servers"));
+  config.tls.reset();  // plain, to servers that require TLS
+  backend = OpenJetStreamBackend(dir2.path(), config);
+  ASSERT_FALSE(backend.ok());
+  EXPECT_THAT(std::string(backend.status().message()),
+              ::testing::HasSubstr("cannot connect to the NATS servers"));
+}
+
 // Three servers, the stream on all three (R3); one server is killed with SIGKILL while a node
 // appends, then restarted. Every append that was acknowledged is in the stream.
 TEST(JetStreamClusterTest, EveryAcknowledgedAppendSurvivesAServerKill) {
