@@ -20,6 +20,7 @@
 #include "core/dispatch/dispatcher.h"
 #include "core/dispatch/plugin_supervisor.h"
 #include "core/log/event_log.h"
+#include "core/log/jetstream_backend.h"
 #include "core/log/retention.h"
 #include "gateway/server.h"
 #include "metrics/console_metrics.h"
@@ -133,8 +134,21 @@ int CheckConfig(const std::string& path) {
     std::fprintf(stderr, "%s: %s\n", path.c_str(), std::string(config.status().message()).c_str());
     return 2;
   }
+  std::string store = config->store.path;
+  if (config->store.backend == pimgate::StoreBackend::kJetStream) {
+    // The cluster must answer with the configured credentials and TLS, and the stream and
+    // buckets must exist as configured or be creatable.
+    const pimgate::JetStreamConfig& jetstream = *config->store.jetstream;
+    if (absl::Status status = pimgate::CheckJetStreamCluster(jetstream); !status.ok()) {
+      std::fprintf(stderr, "%s: store.jetstream: %s\n", path.c_str(),
+                   std::string(status.message()).c_str());
+      return 2;
+    }
+    store = "JetStream stream " + jetstream.stream + " (replicas " +
+            std::to_string(jetstream.replicas) + "), replica " + config->store.path;
+  }
   std::printf("%s: OK (%zu source(s), %zu plugin(s), store %s, %s)\n", path.c_str(),
-              config->sources.size(), config->plugins.size(), config->store.path.c_str(),
+              config->sources.size(), config->plugins.size(), store.c_str(),
               config->gateway.tls ? "TLS" : "plain HTTP");
   return 0;
 }
@@ -189,9 +203,18 @@ int Serve(const std::string& path, const std::string& ready_file) {
     spdlog::critical("{}", std::string(log.status().message()));  // names the path
     return 1;
   }
-  spdlog::info("event log {} opened: head sequence {}, sync={}", config->store.path, (*log)->head(),
-               config->store.sync);
-  if (!config->store.sync) {
+  if (config->store.backend == pimgate::StoreBackend::kJetStream) {
+    // store.sync does not apply: a 200 means the record is committed by the stream's replicas.
+    spdlog::info(
+        "event log on JetStream stream {} ({} replica(s)), local replica {}: head "
+        "sequence {}",
+        config->store.jetstream->stream, config->store.jetstream->replicas, config->store.path,
+        (*log)->head());
+  } else {
+    spdlog::info("event log {} opened: head sequence {}, sync={}", config->store.path,
+                 (*log)->head(), config->store.sync);
+  }
+  if (config->store.backend == pimgate::StoreBackend::kRocksDb && !config->store.sync) {
     spdlog::warn(
         "store.sync is false: a 200 means the events survive a pimgate crash, "
         "not a power loss");

@@ -75,8 +75,48 @@ struct GatewayConfig {
   std::chrono::seconds timestamp_tolerance{300};
 };
 
+// Which store holds the event log. YAML `store.backend`.
+enum class StoreBackend { kRocksDb, kJetStream };
+
+// How pimgate authenticates to the NATS servers. YAML `store.jetstream.credentials`: either a
+// user and password, or a NATS credentials file (JWT and NKey seed), never both.
+struct NatsCredentialsConfig {
+  std::string user;
+  std::optional<Secret> password;  // set with user
+  std::string creds_file;          // checked readable at load
+};
+
+// TLS to the NATS servers. YAML `store.jetstream.tls`: the CA that signs the servers'
+// certificates, and optionally a client certificate and key (both or neither).
+struct NatsTlsConfig {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+};
+
+// The event log on a NATS JetStream cluster (design/jetstream.md). YAML `store.jetstream`,
+// required with `store.backend: jetstream`. store.path then holds this node's local replica.
+struct JetStreamConfig {
+  // nats:// or tls:// URLs of the cluster's servers (any subset: the client learns the rest).
+  std::vector<std::string> servers;
+  std::optional<NatsCredentialsConfig> credentials;
+  std::optional<NatsTlsConfig> tls;
+  // Copies the cluster keeps of the stream and the buckets: 1 or 3.
+  int replicas = 1;
+  std::string stream = "PIMGATE_LOG";
+  std::string subject = "pimgate.log";
+  std::string cursor_bucket = "pimgate_cursors";
+  std::string dead_letter_bucket = "pimgate_dead_letters";
+  // How long an append (or a metadata write) may stay in doubt (no answer from the cluster)
+  // before it fails with 503.
+  std::chrono::milliseconds write_timeout{10'000};
+};
+
 struct StoreConfig {
+  StoreBackend backend = StoreBackend::kRocksDb;
+  // rocksdb: the store. jetstream: this node's local replica of the log.
   std::string path = "./pimgate-data";
+  std::optional<JetStreamConfig> jetstream;  // set (and only then) with backend kJetStream
   // true: a 200 is sent only after the events are fsynced (group commit).
   bool sync = true;
   // Events leave the log once every plugin's cursor has passed them and they were received

@@ -335,7 +335,11 @@ void DeclareStartupReadiness(MetricsRegistry& registry) {
 void RegisterLogMetrics(MetricsRegistry& registry, EventLog* log) {
   registry.SetCollector(kLogComponent,
                         [log](MetricsWriter& out) { WriteLogMetrics(SnapshotLog(*log), out); });
-  registry.SetReadinessCheck(kLogComponent, [] { return std::string(); });
+  // A shared store (JetStream) can lose its connection; the embedded one is always ready.
+  registry.SetReadinessCheck(kLogComponent, [log] {
+    const absl::Status health = log->Health();
+    return health.ok() ? std::string() : "event log: " + std::string(health.message());
+  });
 }
 
 void RegisterPluginMetrics(MetricsRegistry& registry, const PluginSupervisor* supervisor,

@@ -23,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "core/log/jetstream_backend.h"
 #include "core/log/log_backend.h"
 #include "core/log/rocksdb_backend.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -31,6 +32,11 @@
 
 namespace pimgate {
 namespace {
+
+// Most times a request is decided again because another writer of a shared store appended
+// first (LogBackend::Write's Aborted) before it fails with Unavailable. Every refusal means
+// another node made progress, so a request that loses this often is under extreme contention.
+constexpr int kMaxConflictRebuilds = 16;
 
 // Range of google.protobuf.Timestamp (0001-01-01 .. 9999-12-31). Clamping to it keeps the
 // conversion to microseconds free of overflow even for a malformed timestamp.
@@ -232,7 +238,10 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(std::unique_ptr<LogBack
 }
 
 absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const StoreConfig& store) {
-  absl::StatusOr<std::unique_ptr<LogBackend>> backend = OpenRocksDbBackend(store.path);
+  absl::StatusOr<std::unique_ptr<LogBackend>> backend =
+      store.backend == StoreBackend::kJetStream && store.jetstream.has_value()
+          ? OpenJetStreamBackend(store.path, *store.jetstream)
+          : OpenRocksDbBackend(store.path);
   if (!backend.ok()) {
     return absl::Status(backend.status().code(),
                         absl::StrCat("cannot open the event log at ", store.path, ": ",
@@ -374,42 +383,93 @@ std::vector<EventLog::Pending> EventLog::Unbuild(BuiltGroup& group) {
   return std::move(group.requests);
 }
 
-void EventLog::ResetToStored() {
+void EventLog::ResetToStored(const absl::Status& status) {
   built_sequence_ = head_.load(std::memory_order_acquire);
   built_quarantine_id_ = last_quarantine_id_.load(std::memory_order_acquire);
   overlay_ = Overlay();
+  if (absl::IsAborted(status)) stored_versions_.Clear();
+}
+
+void EventLog::Requeue(BuiltGroup& group, const absl::Status& status) {
+  // The backend caught up with the batches other writers stored first: they are part of the
+  // log now (their events are readable), so the head moves past them.
+  absl::StatusOr<RecoveredState> state = backend_->Resync();
+  if (state.ok()) {
+    last_quarantine_id_.store(
+        std::max(state->last_quarantine_id, last_quarantine_id_.load(std::memory_order_acquire)),
+        std::memory_order_release);
+    if (state->last_sequence > head_.load(std::memory_order_acquire)) {
+      head_.store(state->last_sequence, std::memory_order_release);
+      absl::MutexLock lock(&head_mu_);
+      head_cv_.SignalAll();
+      for (const auto& listener : listeners_) listener(state->last_sequence);
+    }
+  }
+  std::vector<Pending> requests = Unbuild(group);
+  std::vector<Pending> failed;
+  std::vector<Pending> again;
+  for (Pending& request : requests) {
+    if (!state.ok() || ++request.rebuilds > kMaxConflictRebuilds) {
+      failed.push_back(std::move(request));
+    } else {
+      again.push_back(std::move(request));
+    }
+  }
+  if (!failed.empty()) {
+    Fail(failed, state.ok() ? absl::UnavailableError(absl::StrCat(
+                                  "other writers of the shared log appended first ",
+                                  kMaxConflictRebuilds + 1, " times (", status.message(), ")"))
+                            : state.status());
+  }
+  if (again.empty()) return;
+  absl::MutexLock lock(&mu_);
+  for (auto it = again.rbegin(); it != again.rend(); ++it) queue_.push_front(std::move(*it));
+  queue_cv_.Signal();
 }
 
 void EventLog::BuildLoop() {
   for (;;) {
     std::vector<Pending> requests;
+    bool drained = false;  // stopping, and everything queued has been handed over
     {
       absl::MutexLock lock(&mu_);
       while (queue_.empty() && !stopping_) queue_cv_.Wait(&mu_);
-      if (queue_.empty()) break;  // stopping, and everything queued has been handed over
-      const std::size_t n = std::min(queue_.size(), options_.max_commit_requests);
-      requests.reserve(n);
-      for (std::size_t i = 0; i < n; ++i) {
-        requests.push_back(std::move(queue_.front()));
-        queue_.pop_front();
+      if (queue_.empty()) {
+        drained = true;
+      } else {
+        const std::size_t n = std::min(queue_.size(), options_.max_commit_requests);
+        requests.reserve(n);
+        for (std::size_t i = 0; i < n; ++i) {
+          requests.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
       }
+    }
+    if (drained) {
+      // The last group may still come back (a conflict on a shared store requeues it): stop
+      // only once the writer is done and nothing came back.
+      if (absl::Status last = WaitForWriter(); !last.ok()) ResetToStored(last);
+      absl::MutexLock lock(&mu_);
+      if (queue_.empty()) break;
+      continue;
     }
     for (;;) {
       BuiltGroup group;
       if (absl::Status status = Build(requests, group); !status.ok()) {
         // A lookup failed: nothing of this group is written. Once the group ahead of it is
         // written (or not), start again from what the backend holds.
-        WaitForWriter().IgnoreError();
+        const absl::Status previous = WaitForWriter();
         Fail(group.requests, status);
-        ResetToStored();
+        ResetToStored(previous);
         break;
       }
-      if (HandToWriter(group)) break;
+      const absl::Status previous = HandToWriter(group);
+      if (previous.ok()) break;
       // The group ahead of this one failed: this one was built on sequences, ids and versions
       // that were never stored. Build it again on what the backend holds (the writer is idle
       // now, so the next hand-off does not wait).
       requests = Unbuild(group);
-      ResetToStored();
+      ResetToStored(previous);
     }
   }
   absl::MutexLock lock(&writer_mu_);
@@ -423,9 +483,9 @@ absl::Status EventLog::WaitForWriter() {
   return std::exchange(last_write_, absl::OkStatus());
 }
 
-bool EventLog::HandToWriter(BuiltGroup& group) {
+absl::Status EventLog::HandToWriter(BuiltGroup& group) {
   // The group handed last is the one this group was built on.
-  if (!WaitForWriter().ok()) return false;
+  if (absl::Status previous = WaitForWriter(); !previous.ok()) return previous;
   // That group is stored: its versions are stored versions now, and the next group is built on
   // this one.
   for (const auto& [key, version] : overlay_.versions) stored_versions_.Put(key, version);
@@ -435,7 +495,7 @@ bool EventLog::HandToWriter(BuiltGroup& group) {
   absl::MutexLock lock(&writer_mu_);
   handed_ = std::move(group);
   writer_cv_.Signal();
-  return true;
+  return absl::OkStatus();
 }
 
 void EventLog::WriteLoop() {
@@ -469,6 +529,9 @@ void EventLog::WriteLoop() {
       for (std::size_t i = 0; i < group.requests.size(); ++i) {
         group.requests[i].callback(group.results[i]);
       }
+    } else if (absl::IsAborted(status)) {
+      // Another writer of a shared store appended first: decide these requests again.
+      Requeue(group, status);
     } else {
       Fail(group.requests, status);
     }
@@ -542,6 +605,8 @@ absl::StatusOr<std::vector<v1::QuarantineEntry>> EventLog::ReadQuarantine(uint64
 }
 
 uint64_t EventLog::DiskBytes() const { return backend_->DiskBytes(); }
+
+absl::Status EventLog::Health() const { return backend_->Health(); }
 
 absl::StatusOr<std::optional<std::string>> EventLog::GetMeta(const std::string& key) const {
   return backend_->GetMeta(key);

@@ -84,10 +84,11 @@ class EventLog {
   // For tools and tests that choose (or wrap, for fault injection) a backend themselves.
   static absl::StatusOr<std::unique_ptr<EventLog>> Open(std::unique_ptr<LogBackend> backend,
                                                         EventLogOptions options);
-  // Opens the log `store:` configures: the RocksDB store at store.path (created when missing),
-  // recovered, with EventLogOptionsFrom(store). The one place that picks pimgate's backend, so
-  // its callers never name one (a second backend would be chosen here, by configuration). Errors
-  // name the path and say whether opening or recovering the store failed.
+  // Opens the log `store:` configures, with EventLogOptionsFrom(store): store.backend rocksdb,
+  // the RocksDB store at store.path (created when missing), recovered; jetstream, the stream on
+  // the store.jetstream cluster with this node's replica at store.path (design/jetstream.md).
+  // The one place that picks pimgate's backend, so its callers never name one. Errors name the
+  // path (or the cluster) and say whether opening or recovering the store failed.
   static absl::StatusOr<std::unique_ptr<EventLog>> Open(const StoreConfig& store);
   ~EventLog();  // drains pending appends, then stops
 
@@ -154,6 +155,9 @@ class EventLog {
                                                                   std::size_t max) const;
   // Bytes the store occupies on disk (best effort: the backend's own estimate).
   uint64_t DiskBytes() const;
+  // OK while the store can serve; otherwise why not, for /readyz ("event log: JetStream
+  // connection lost"). The embedded store is always ready.
+  absl::Status Health() const;
 
   // ---- Metadata -------------------------------------------------------------------------------
   // Small named values kept beside the log (reconciliation watermarks and run counters, paused
@@ -213,6 +217,9 @@ class EventLog {
     std::vector<PreparedEvent> events;
     std::vector<v1::QuarantineEntry> quarantine;
     AppendCallback callback;
+    // Times the request was decided again because another writer of a shared store appended
+    // first (LogBackend::Write's Aborted); bounded by kMaxConflictRebuilds.
+    int rebuilds = 0;
   };
   // What a group built for writing leaves for the next group to see while it is being written:
   // the ids it stores and the versions it raised (keys as GroupBuilder joins them).
@@ -231,6 +238,10 @@ class EventLog {
         : generation_entries_(generation_entries) {}
     const ResourceVersion* Find(const std::string& key) const;
     void Put(const std::string& key, const ResourceVersion& version);
+    void Clear() {
+      current_.clear();
+      previous_.clear();
+    }
 
    private:
     const std::size_t generation_entries_;
@@ -258,12 +269,17 @@ class EventLog {
   absl::Status Build(std::vector<Pending>& requests, BuiltGroup& group);
   // Takes a built group apart again: its requests, as they were before Build.
   static std::vector<Pending> Unbuild(BuiltGroup& group);
-  // Builds the next group on what the backend holds (after a failure).
-  void ResetToStored();
-  // Hands `group` to the writer once it is free, and builds the next group on it. False (and
-  // `group` untouched) when the group before it failed: `group` was built on state that was
-  // never stored.
-  bool HandToWriter(BuiltGroup& group);
+  // Builds the next group on what the backend holds (after a failure). After a conflict
+  // (`status` Aborted: the backend caught up with other writers' batches) the cached versions
+  // are dropped too: other writers may have raised them.
+  void ResetToStored(const absl::Status& status);
+  // The writer's answer to Aborted: gives the group's requests back to the builder (front of
+  // the queue) to be decided again on the caught-up state, or fails those decided too often.
+  void Requeue(BuiltGroup& group, const absl::Status& status);
+  // Hands `group` to the writer once it is free, and builds the next group on it. Returns the
+  // failure of the group before it instead (and leaves `group` untouched): `group` was built on
+  // state that was never stored.
+  absl::Status HandToWriter(BuiltGroup& group);
   // Waits until the writer holds no group; returns the status of the last group it finished
   // since the previous call (OK when none failed).
   absl::Status WaitForWriter();

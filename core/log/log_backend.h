@@ -27,11 +27,24 @@ class LogBackend {
   virtual ~LogBackend() = default;
 
   virtual absl::StatusOr<RecoveredState> Recover() = 0;
+  // The state after the backend caught up with writes of other writers (a shared store: see
+  // Write's Aborted). A backend with one writer has nothing to catch up with: its state is what
+  // Recover reads.
+  virtual absl::StatusOr<RecoveredState> Resync() { return Recover(); }
 
   // Durability contract: when Write returns OK with `sync` true, the batch is on stable storage
   // (fsynced) and survives a process or machine crash. With `sync` false it survives a process
-  // crash (it is in the OS page cache) but not a power loss.
+  // crash (it is in the OS page cache) but not a power loss. A replicated backend may promise
+  // its own durability instead of `sync` (JetStream: committed by a quorum of servers).
+  //
+  // Aborted (shared stores only): another writer stored a batch first, so this one was decided
+  // on an older state; nothing of it was stored, the backend has caught up (Resync gives the new
+  // state), and the log decides the same requests again on that state.
   virtual absl::Status Write(const CommitBatch& batch, bool sync) = 0;
+
+  // OK while the backend can serve; otherwise why not ("JetStream connection lost"), for
+  // /readyz. A local store is always ready: its failures show in the calls themselves.
+  virtual absl::Status Health() { return absl::OkStatus(); }
 
   // Sequence of a stored event with this (source, id), if any.
   virtual absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) = 0;
@@ -99,9 +112,9 @@ class LogBackend {
     }
   }
 
-  // Retention (see core/log/retention.h). Each call is one atomic write that returns how many records
-  // it removed; a call that removes `max` may have left more. Deletions are not fsynced: one lost
-  // in a crash is simply redone by the next pass. Called by one thread at a time.
+  // Retention (see core/log/retention.h). Each call is one atomic write that returns how many
+  // records it removed; a call that removes `max` may have left more. Deletions are not fsynced:
+  // one lost in a crash is simply redone by the next pass. Called by one thread at a time.
   //
   // Deletes events from the oldest forward, stopping at the first one whose sequence is above
   // `max_sequence` or whose received_at is not before `received_before_us` (an event without
@@ -125,6 +138,8 @@ class ForwardingLogBackend : public LogBackend {
   explicit ForwardingLogBackend(std::unique_ptr<LogBackend> inner) : inner_(std::move(inner)) {}
 
   absl::StatusOr<RecoveredState> Recover() override { return inner_->Recover(); }
+  absl::StatusOr<RecoveredState> Resync() override { return inner_->Resync(); }
+  absl::Status Health() override { return inner_->Health(); }
   absl::Status Write(const CommitBatch& batch, bool sync) override {
     return inner_->Write(batch, sync);
   }

@@ -60,6 +60,9 @@ struct CommitBatch {
   std::vector<std::pair<DedupKey, uint64_t>> dedup;  // event id -> sequence
   std::vector<std::pair<ResourceKey, ResourceVersion>> versions;
   std::vector<v1::QuarantineEntry> quarantine;  // ids already assigned
+  // Metadata values (LogBackend::PutMeta's keys) stored in the same atomic write. EventLog sets
+  // none; a replicated backend records with them how far its local copy has applied the log.
+  std::vector<std::pair<std::string, std::string>> meta;
   uint64_t last_sequence = 0;
   uint64_t last_quarantine_id = 0;
 };

@@ -330,6 +330,13 @@ class RocksDbBackend final : public LogBackend {
         return s;
       }
     }
+    for (const auto& [key, value] : batch.meta) {
+      if (absl::Status s =
+              ToStatus(wb.Put(meta(), absl::StrCat(kUserMetaPrefix, key), value), "put");
+          !s.ok()) {
+        return s;
+      }
+    }
     if (absl::Status s =
             ToStatus(wb.Put(meta(), kLastSequenceKey, EncodeU64(batch.last_sequence)), "put");
         !s.ok()) {

@@ -2465,3 +2465,136 @@ TEST(SourceKindNameTest, NamesMatchConfigSpelling) {
 
 }  // namespace
 }  // namespace pimgate
+
+namespace pimgate {
+namespace {
+
+// store.backend and store.jetstream.
+constexpr char kSourcesTail[] = "sources: [{name: a, kind: events_api, path: /a, secret: s}]\n";
+
+TEST_F(ConfigTest, StoreBackendDefaultsToRocksDb) {
+  absl::StatusOr<Config> config = LoadConfigString(kMinimal);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->store.backend, StoreBackend::kRocksDb);
+  EXPECT_FALSE(config->store.jetstream.has_value());
+}
+
+TEST_F(ConfigTest, StoreJetStreamEveryKey) {
+  const std::string ca = WriteFile("ca.pem", "ca");
+  const std::string cert = WriteFile("cert.pem", "cert");
+  const std::string key = WriteFile("key.pem", "key");
+  ScopedEnv password("PIMGATE_TEST_NATS_PASSWORD", "nats-password-do-not-print");
+  absl::StatusOr<Config> config = LoadConfigString(absl::StrCat(
+      "store:\n  backend: jetstream\n  path: /data/replica\n  jetstream:\n",
+      "    servers: [nats://n1:4222, tls://n2:4222]\n",
+      "    credentials: {user: pimgate, password: \"${PIMGATE_TEST_NATS_PASSWORD}\"}\n",
+      "    tls: {ca_file: ", ca, ", cert_file: ", cert, ", key_file: ", key, "}\n",
+      "    replicas: 3\n    stream: LOG_A\n    subject: acme.log\n",
+      "    cursor_bucket: cur_a\n    dead_letter_bucket: dl-a\n    write_timeout: 30s\n",
+      kSourcesTail));
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->store.backend, StoreBackend::kJetStream);
+  ASSERT_TRUE(config->store.jetstream.has_value());
+  const JetStreamConfig& js = *config->store.jetstream;
+  EXPECT_EQ(js.servers, (std::vector<std::string>{"nats://n1:4222", "tls://n2:4222"}));
+  ASSERT_TRUE(js.credentials.has_value());
+  EXPECT_EQ(js.credentials->user, "pimgate");
+  ASSERT_TRUE(js.credentials->password.has_value());
+  EXPECT_EQ(js.credentials->password->value, "nats-password-do-not-print");
+  EXPECT_EQ(js.credentials->password->Describe(), "env:PIMGATE_TEST_NATS_PASSWORD");
+  ASSERT_TRUE(js.tls.has_value());
+  EXPECT_EQ(js.tls->ca_file, ca);
+  EXPECT_EQ(js.tls->cert_file, cert);
+  EXPECT_EQ(js.tls->key_file, key);
+  EXPECT_EQ(js.replicas, 3);
+  EXPECT_EQ(js.stream, "LOG_A");
+  EXPECT_EQ(js.subject, "acme.log");
+  EXPECT_EQ(js.cursor_bucket, "cur_a");
+  EXPECT_EQ(js.dead_letter_bucket, "dl-a");
+  EXPECT_EQ(js.write_timeout, milliseconds(30'000));
+}
+
+TEST_F(ConfigTest, StoreJetStreamDefaults) {
+  absl::StatusOr<Config> config =
+      LoadConfigString(absl::StrCat("store:\n  path: /r\n  backend: jetstream\n  jetstream:\n    "
+                                    "servers: [nats://127.0.0.1:4222]\n",
+                                    kSourcesTail));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const JetStreamConfig& js = *config->store.jetstream;
+  EXPECT_FALSE(js.credentials.has_value());
+  EXPECT_FALSE(js.tls.has_value());
+  EXPECT_EQ(js.replicas, 1);
+  EXPECT_EQ(js.stream, "PIMGATE_LOG");
+  EXPECT_EQ(js.subject, "pimgate.log");
+  EXPECT_EQ(js.cursor_bucket, "pimgate_cursors");
+  EXPECT_EQ(js.dead_letter_bucket, "pimgate_dead_letters");
+  EXPECT_EQ(js.write_timeout, milliseconds(10'000));
+}
+
+TEST_F(ConfigTest, StoreJetStreamErrors) {
+  const std::string creds = WriteFile("user.creds", "creds");
+  ScopedEnv password("PIMGATE_TEST_NATS_PASSWORD", "nats-password-do-not-print");
+  struct Case {
+    std::string store;  // the lines under `store:`
+    std::string error;
+  };
+  const std::string js = "  backend: jetstream\n  jetstream:\n    servers: [nats://h:4222]\n";
+  for (const Case& c : std::vector<Case>{
+           {"  backend: jetsream\n",
+            "line 3: store.backend: must be \"rocksdb\" or \"jetstream\", got \"jetsream\""},
+           {"  backend: jetstream\n", "line 3: store.backend: jetstream needs store.jetstream"},
+           {"  jetstream:\n    servers: [nats://h:4222]\n",
+            "line 3: store.jetstream: is only read with store.backend: jetstream"},
+           {"  backend: jetstream\n  jetstream:\n    replicas: 3\n",
+            "store.jetstream.servers: required"},
+           {"  backend: jetstream\n  jetstream:\n    servers: []\n",
+            "line 5: store.jetstream.servers: must list at least one server"},
+           {"  backend: jetstream\n  jetstream:\n    servers: [http://h:4222]\n",
+            "line 5: store.jetstream.servers[0]: \"http://h:4222\" is not a NATS server URL"},
+           {"  backend: jetstream\n  jetstream:\n    servers: [\"nats://:4222\"]\n",
+            "names no host"},
+           {js + "    replicas: 2\n",
+            "line 6: store.jetstream.replicas: must be \"1\" or \"3\", got \"2\""},
+           {js + "    stream: my.log\n",
+            "line 6: store.jetstream.stream: \"my.log\" may hold only letters"},
+           {js + "    subject: log.>\n", "line 6: store.jetstream.subject: \"log.>\" is not a"},
+           {js + "    subject: log..a\n", "an empty token"},
+           {js + "    cursor_bucket: \"a b\"\n", "line 6: store.jetstream.cursor_bucket:"},
+           {js + "    write_timout: 5s\n",
+            "line 6: store.jetstream.write_timout: unknown key; did you mean write_timeout?"},
+           {js + "    credentials: {user: u}\n",
+            "store.jetstream.credentials.user: needs a password beside it"},
+           {js + "    credentials: {password: \"${PIMGATE_TEST_NATS_PASSWORD}\"}\n",
+            "store.jetstream.credentials.password: needs a user beside it"},
+           {js + "    credentials: {user: u, password: p, creds_file: " + creds + "}\n",
+            "store.jetstream.credentials.creds_file: set either creds_file or user and password"},
+           {js + "    credentials: {}\n", "set creds_file, or user and password"},
+           {js + "    credentials: {creds_file: /nonexistent/u.creds}\n",
+            "store.jetstream.credentials.creds_file:"},
+           {js + "    credentials: {user: u, password: \"${PIMGATE_NATS_UNSET_VAR}\"}\n",
+            "PIMGATE_NATS_UNSET_VAR"},
+           {js + "    tls: {cert_file: " + creds + "}\n",
+            "store.jetstream.tls.cert_file: needs key_file beside it"},
+       }) {
+    absl::StatusOr<Config> config =
+        LoadConfigString(absl::StrCat("store:\n  path: /r\n", c.store, kSourcesTail));
+    ASSERT_FALSE(config.ok()) << c.store;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << c.store;
+    const std::string message(config.status().message());
+    EXPECT_THAT(message, HasSubstr(c.error)) << c.store;
+    EXPECT_THAT(message, Not(HasSubstr("nats-password-do-not-print"))) << c.store;
+  }
+}
+
+TEST_F(ConfigTest, StoreJetStreamCredsFile) {
+  const std::string creds = WriteFile("user.creds", "creds");
+  absl::StatusOr<Config> config = LoadConfigString(absl::StrCat(
+      "store:\n  path: /r\n  backend: jetstream\n  jetstream:\n",
+      "    servers: [nats://h:4222]\n    credentials: {creds_file: ", creds, "}\n", kSourcesTail));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->store.jetstream->credentials->creds_file, creds);
+  EXPECT_TRUE(config->store.jetstream->credentials->user.empty());
+}
+
+}  // namespace
+}  // namespace pimgate

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "config/config.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_env.h"
 #include "yaml-cpp/yaml.h"
@@ -148,6 +149,33 @@ ExampleKeys ExampleKeysOf(const std::string& yaml) {
   return keys;
 }
 
+// The `store:` variants shown beside the full example (keys that exclude each other or another
+// backend's, such as store.jetstream): the ```yaml block after each kStoreMarker.
+constexpr char kStoreMarker[] = "<!-- configuration-doc-test: store example -->";
+
+std::vector<std::string> StoreExamples(const std::string& doc) {
+  std::vector<std::string> examples;
+  for (size_t marker = doc.find(kStoreMarker); marker != std::string::npos;
+       marker = doc.find(kStoreMarker, marker + 1)) {
+    const size_t open = doc.find("```yaml\n", marker);
+    const size_t close = doc.find("\n```", open);
+    if (open == std::string::npos || close == std::string::npos) {
+      ADD_FAILURE() << "no ```yaml block after a " << kStoreMarker;
+      break;
+    }
+    const size_t start = open + std::string("```yaml\n").size();
+    examples.push_back(doc.substr(start, close - start + 1));
+  }
+  return examples;
+}
+
+// The keys of the full example and of the store examples together.
+ExampleKeys AllExampleKeys(const std::string& doc) {
+  ExampleKeys keys = ExampleKeysOf(FullExample(doc));
+  for (const std::string& example : StoreExamples(doc)) Walk(YAML::Load(example), "", keys);
+  return keys;
+}
+
 // Runs `command`, returning its exit status and its stdout and stderr.
 int RunShell(const std::string& command, std::string* output) {
   FILE* pipe = popen((command + " 2>&1").c_str(), "r");
@@ -205,6 +233,36 @@ TEST(ConfigurationDocTest, FullExampleIsAcceptedByCheckConfig) {
   EXPECT_NE(output.find(": OK ("), std::string::npos) << output;
 }
 
+// Each store example, with a source, is a valid configuration (the files it names made
+// readable, its ${NAME} references set). Loaded, not --check-config'd: that would connect to
+// the example's NATS servers.
+TEST(ConfigurationDocTest, StoreExamplesAreAccepted) {
+  const std::vector<std::string> examples = StoreExamples(ConfigurationDoc());
+  ASSERT_GE(examples.size(), 2u);
+  for (const std::string& example : examples) {
+    TempDir dir;
+    const std::string yaml = absl::StrCat(
+        absl::StrReplaceAll(example, {{"/etc/pimgate/", dir.path() + "/etc/pimgate/"},
+                                      {"/var/lib/pimgate", dir.path() + "/var/lib/pimgate"}}),
+        "sources: [{name: a, kind: events_api, path: /a, secret: s}]\n");
+    static const std::regex kFile(R"((/\S*?/etc/pimgate/[^\s,\]]+))");
+    for (std::sregex_iterator it(yaml.begin(), yaml.end(), kFile), end; it != end; ++it) {
+      const std::string path = (*it)[1];
+      RunCommand("mkdir -p \"$(dirname '" + path + "')\"");
+      std::ofstream(path) << "contents of " << path << "\n";
+    }
+    static const std::regex kEnv(R"(\$\{([A-Za-z_][A-Za-z0-9_]*)\})");
+    std::vector<std::string> names;
+    for (std::sregex_iterator it(yaml.begin(), yaml.end(), kEnv), end; it != end; ++it) {
+      names.push_back((*it)[1]);
+      ::setenv(names.back().c_str(), "value", 1);
+    }
+    absl::StatusOr<Config> config = LoadConfigString(yaml);
+    for (const std::string& name : names) ::unsetenv(name.c_str());
+    EXPECT_TRUE(config.ok()) << config.status() << "\n--- the example as loaded:\n" << yaml;
+  }
+}
+
 // The key groups of every source file of the loader (config/*.cc: one file per section).
 std::vector<KeyGroup> LoaderKeyGroups() {
   std::vector<std::string> files;
@@ -228,7 +286,7 @@ TEST(ConfigurationDocTest, FullExampleUsesEveryKeyTheLoaderReads) {
   const std::vector<KeyGroup> groups = LoaderKeyGroups();
   // The parser of config/*.cc still finds the sections it always had.
   ASSERT_GE(groups.size(), 15u);
-  const ExampleKeys example = ExampleKeysOf(FullExample(ConfigurationDoc()));
+  const ExampleKeys example = AllExampleKeys(ConfigurationDoc());
   for (const KeyGroup& group : groups) {
     // The example's mappings that belong to this reader: those whose keys are all its keys.
     std::set<std::string> used;
@@ -252,7 +310,7 @@ TEST(ConfigurationDocTest, FullExampleUsesEveryKeyTheLoaderReads) {
 
 TEST(ConfigurationDocTest, EveryKeyOfTheExampleIsInTheReference) {
   const std::string doc = ConfigurationDoc();
-  const ExampleKeys example = ExampleKeysOf(FullExample(doc));
+  const ExampleKeys example = AllExampleKeys(doc);
   ASSERT_GT(example.paths.size(), 100u);
   for (const auto& [path, container] : example.paths) {
     if (container || path.find('.') == std::string::npos) {
@@ -269,7 +327,7 @@ TEST(ConfigurationDocTest, EveryKeyOfTheExampleIsInTheReference) {
 
 TEST(ConfigurationDocTest, EveryReferenceRowIsAKeyOfTheExample) {
   const std::string doc = ConfigurationDoc();
-  const ExampleKeys example = ExampleKeysOf(FullExample(doc));
+  const ExampleKeys example = AllExampleKeys(doc);
   static const std::regex kRow(R"(\n\| `([a-z_]+(?:\[\])?(?:\.[a-z_]+(?:\[\])?)+)` \|)");
   int rows = 0;
   for (std::sregex_iterator it(doc.begin(), doc.end(), kRow), end; it != end; ++it) {

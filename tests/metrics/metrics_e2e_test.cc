@@ -1,15 +1,21 @@
 // A real pimgate process with a real plugin: /metrics reflects ingest and delivery and passes
 // `promtool check metrics`; /healthz, /readyz and unknown paths answer as documented.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "config/config.h"
+#include "core/log/event_log.h"
 #include "tests/metrics/exposition_check.h"
+#include "tests/testing/nats_cluster.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -225,6 +231,106 @@ TEST(MetricsEndToEnd, RetentionEmptiesTheLogAndEndsTheDedupWindow) {
   res = metrics.Send("GET", "/metrics", "");
   EXPECT_EQ(ParseExposition(res.body).Value("pimgate_log_head_sequence"), 6);
   EXPECT_EQ(process.Terminate(), 0);
+}
+
+}  // namespace
+}  // namespace pimgate
+
+// ---- store.backend: jetstream ------------------------------------------------------------------
+
+namespace pimgate {
+namespace {
+
+std::string JetStreamStore(const testing::NatsCluster& nats, const std::string& stream) {
+  const JetStreamConfig config = nats.Config(stream);
+  return absl::StrCat("  backend: jetstream\n  jetstream:\n    servers: [", config.servers[0],
+                      "]\n    stream: ", stream, "\n    subject: ", config.subject, "\n");
+}
+
+// pimgate on a JetStream stream: webhooks are answered 200 once stored in the stream; /readyz
+// says when the connection to the cluster is lost and becomes ready again when it is back.
+TEST(MetricsEndToEnd, ReadyzFollowsTheJetStreamConnection) {
+  testing::NatsCluster nats(testing::NatsCluster::Options{});
+  ASSERT_TRUE(nats.started());
+  TempDir dir;
+  PimgateProcess process(
+      WriteConfig(dir, {}, "  listen: 127.0.0.1:0\n", JetStreamStore(nats, "E2E")),
+      dir.File("ready.json"));
+  const uint16_t gateway_port = process.WaitReady();
+  ASSERT_NE(gateway_port, 0) << "pimgate did not start";
+  HttpClient metrics(MetricsPort(dir.File("ready.json")), /*tls=*/false);
+  HttpResponse ready =
+      PollUntil(metrics, "/readyz", [](const HttpResponse& r) { return r.status == 200; });
+  ASSERT_EQ(ready.status, 200) << ready.body;
+
+  HttpClient gateway(gateway_port, /*tls=*/false);
+  const std::string body = testing::LegacyBatch(
+      {testing::LegacyProductEvent("product.updated", testing::NewUuid(), testing::NewUuid())});
+  ASSERT_EQ(gateway.Send("POST", "/hooks/pim", body, testing::LegacyHeaders(kSecret, body)).status,
+            200);
+
+  nats.Kill(0);
+  HttpResponse lost = PollUntil(
+      metrics, "/readyz", [](const HttpResponse& r) { return r.status == 503; },
+      std::chrono::seconds(60));
+  ASSERT_EQ(lost.status, 503) << lost.body;
+  EXPECT_NE(lost.body.find("event log: JetStream connection lost"), std::string::npos) << lost.body;
+  nats.Restart(0);
+  ASSERT_TRUE(nats.WaitForJetStream(0));
+  HttpResponse back = PollUntil(
+      metrics, "/readyz", [](const HttpResponse& r) { return r.status == 200; },
+      std::chrono::seconds(60));
+  EXPECT_EQ(back.status, 200) << back.body;
+  EXPECT_EQ(gateway.Send("POST", "/hooks/pim", body, testing::LegacyHeaders(kSecret, body)).status,
+            200);
+  EXPECT_EQ(process.Terminate(), 0);
+}
+
+// --check-config connects: OK with the cluster up and a matching stream, one specific message
+// per failure otherwise.
+TEST(MetricsEndToEnd, CheckConfigChecksTheJetStreamCluster) {
+  testing::NatsCluster nats(testing::NatsCluster::Options{});
+  ASSERT_TRUE(nats.started());
+  TempDir dir;
+  auto check = [&](const std::string& store, std::string* output) {
+    const std::string config = WriteConfig(dir, {}, "  listen: 127.0.0.1:0\n", store);
+    const std::string out = dir.File("check.out");
+    const int status = std::system(
+        absl::StrCat(PIMGATE_BINARY, " --check-config ", config, " >", out, " 2>&1").c_str());
+    std::ifstream in(out);
+    output->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  std::string output;
+  EXPECT_EQ(check(JetStreamStore(nats, "CHECKED"), &output), 0) << output;
+  EXPECT_NE(output.find("OK (1 source(s), 0 plugin(s), store JetStream stream CHECKED"),
+            std::string::npos)
+      << output;
+
+  // A stream that exists with another subject.
+  {
+    TempDir replica;
+    JetStreamConfig config = nats.Config("TAKEN");
+    absl::StatusOr<std::unique_ptr<EventLog>> log = [&] {
+      StoreConfig store;
+      store.backend = StoreBackend::kJetStream;
+      store.path = replica.path();
+      store.jetstream = config;
+      return EventLog::Open(store);
+    }();
+    ASSERT_TRUE(log.ok()) << log.status();
+  }
+  EXPECT_EQ(check(absl::StrCat(JetStreamStore(nats, "TAKEN"), "    replicas: 3\n"), &output), 2);
+  EXPECT_NE(output.find("store.jetstream: stream TAKEN has 1 replica(s), but "
+                        "store.jetstream.replicas is 3"),
+            std::string::npos)
+      << output;
+
+  nats.Kill(0);
+  EXPECT_EQ(check(JetStreamStore(nats, "CHECKED"), &output), 2);
+  EXPECT_NE(output.find("store.jetstream: cannot connect to the NATS servers nats://127.0.0.1:"),
+            std::string::npos)
+      << output;
 }
 
 }  // namespace

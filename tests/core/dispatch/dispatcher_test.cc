@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
+#include "tests/testing/nats_cluster.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -113,13 +114,36 @@ Policy AlwaysOk(int delay_ms = 0) {
   };
 }
 
-class DispatcherTest : public ::testing::Test {
+enum class Backend { kRocksDb, kJetStream };
+
+std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
+  return info.param == Backend::kRocksDb ? "RocksDb" : "JetStream";
+}
+
+// Runs on the embedded store and on a JetStream stream of a real nats-server (one per test).
+class DispatcherTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
-    auto log = EventLog::Open(testing::StoreAt(dir_.File("store")));
+    StoreConfig store = testing::StoreAt(dir_.File("store"));
+    if (GetParam() == Backend::kJetStream) {
+      if (nats_ == nullptr) {
+        nats_ = std::make_unique<testing::NatsCluster>(testing::NatsCluster::Options{});
+      }
+      ASSERT_TRUE(nats_->started());
+      std::string stream = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+      for (char& c : stream) {
+        if (c == '/') c = '_';
+      }
+      store.backend = StoreBackend::kJetStream;
+      store.jetstream = nats_->Config(stream);
+    }
+    auto log = EventLog::Open(store);
     ASSERT_TRUE(log.ok()) << log.status();
     log_ = std::move(*log);
   }
+  static void TearDownTestSuite() { nats_.reset(); }
+
+  static std::unique_ptr<testing::NatsCluster> nats_;
 
   std::string Socket(const std::string& name) { return dir_.File(name + ".sock"); }
 
@@ -205,7 +229,12 @@ class DispatcherTest : public ::testing::Test {
   std::unique_ptr<EventLog> log_;
 };
 
-TEST_F(DispatcherTest, PerResourceOrderWithConcurrencyAcrossResources) {
+std::unique_ptr<testing::NatsCluster> DispatcherTest::nats_;
+
+INSTANTIATE_TEST_SUITE_P(Backends, DispatcherTest,
+                         ::testing::Values(Backend::kRocksDb, Backend::kJetStream), BackendName);
+
+TEST_P(DispatcherTest, PerResourceOrderWithConcurrencyAcrossResources) {
   std::mt19937 rng(42);
   ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
     static std::mutex mu;
@@ -243,7 +272,7 @@ TEST_F(DispatcherTest, PerResourceOrderWithConcurrencyAcrossResources) {
 // the plugin's window, and reads whatever fits when too few are: one resource stuck in flight
 // never holds up the others beyond a full window. Here the window holds exactly read_batch
 // events, so with the stuck event in it a whole batch would never fit again.
-TEST_F(DispatcherTest, ResourceStuckInFlightDoesNotStopReadsOfAFullWindow) {
+TEST_P(DispatcherTest, ResourceStuckInFlightDoesNotStopReadsOfAFullWindow) {
   ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery& delivery) {
     using Answer = std::optional<std::pair<v1::Outcome, int>>;
     return delivery.event().resource_id() == "stuck" ? Answer() : Answer({v1::OUTCOME_OK, 0});
@@ -272,7 +301,7 @@ TEST_F(DispatcherTest, ResourceStuckInFlightDoesNotStopReadsOfAFullWindow) {
   EXPECT_EQ(plugin.overlaps(), 0);
 }
 
-TEST_F(DispatcherTest, FiltersAndStaleAreSkippedAndCounted) {
+TEST_P(DispatcherTest, FiltersAndStaleAreSkippedAndCounted) {
   ScriptedPlugin plugin(Socket("p"), AlwaysOk());
   PluginConfig config = Plugin("p");
   config.events = {"product.*"};
@@ -295,7 +324,7 @@ TEST_F(DispatcherTest, FiltersAndStaleAreSkippedAndCounted) {
   EXPECT_EQ(stats.skipped_stale, 1u);
 }
 
-TEST_F(DispatcherTest, RetryThenOkIncrementsAttempt) {
+TEST_P(DispatcherTest, RetryThenOkIncrementsAttempt) {
   ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery& d) {
     return std::optional<std::pair<v1::Outcome, int>>(
         {d.attempt() < 3 ? v1::OUTCOME_RETRY : v1::OUTCOME_OK, 0});
@@ -312,7 +341,7 @@ TEST_F(DispatcherTest, RetryThenOkIncrementsAttempt) {
   EXPECT_EQ(StatsOf(*dispatcher, "p").retried, 4u);
 }
 
-TEST_F(DispatcherTest, RejectAndExhaustedRetriesGoToDeadLettersLaterEventsGoOn) {
+TEST_P(DispatcherTest, RejectAndExhaustedRetriesGoToDeadLettersLaterEventsGoOn) {
   ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery& d) {
     v1::Outcome outcome = v1::OUTCOME_OK;
     if (d.event().sequence() == 1) outcome = v1::OUTCOME_REJECT;
@@ -338,7 +367,7 @@ TEST_F(DispatcherTest, RejectAndExhaustedRetriesGoToDeadLettersLaterEventsGoOn) 
   EXPECT_EQ(StatsOf(*dispatcher, "p").delivered, 2u);
 }
 
-TEST_F(DispatcherTest, AckTimeoutRedelivers) {
+TEST_P(DispatcherTest, AckTimeoutRedelivers) {
   std::atomic<int> seen{0};
   ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
     if (seen++ == 0) return std::optional<std::pair<v1::Outcome, int>>();  // hang once
@@ -354,7 +383,7 @@ TEST_F(DispatcherTest, AckTimeoutRedelivers) {
   EXPECT_EQ(calls.back().attempt, 2u);
 }
 
-TEST_F(DispatcherTest, CursorPersistsAcrossRestartUnackedRedelivered) {
+TEST_P(DispatcherTest, CursorPersistsAcrossRestartUnackedRedelivered) {
   {
     ScriptedPlugin plugin(Socket("p"), AlwaysOk());
     auto dispatcher = StartDispatcher({Plugin("p")});
@@ -371,7 +400,7 @@ TEST_F(DispatcherTest, CursorPersistsAcrossRestartUnackedRedelivered) {
   EXPECT_EQ(calls[0].sequence, 3u);
 }
 
-TEST_F(DispatcherTest, PluginThatNeverAcksDoesNotBlockAnother) {
+TEST_P(DispatcherTest, PluginThatNeverAcksDoesNotBlockAnother) {
   ScriptedPlugin stuck(Socket("stuck"), [](const v1::Delivery&) {
     return std::optional<std::pair<v1::Outcome, int>>();
   });
@@ -390,7 +419,7 @@ TEST_F(DispatcherTest, PluginThatNeverAcksDoesNotBlockAnother) {
   EXPECT_EQ(StatsOf(*dispatcher, "stuck").cursor, 0u);
 }
 
-TEST_F(DispatcherTest, PluginDownThenUpReceivesEverything) {
+TEST_P(DispatcherTest, PluginDownThenUpReceivesEverything) {
   auto dispatcher = StartDispatcher({Plugin("p")});
   Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1)});
   // The dispatcher tried to reach the plugin and failed (not merely "not yet tried"): the events
@@ -405,7 +434,7 @@ TEST_F(DispatcherTest, PluginDownThenUpReceivesEverything) {
   EXPECT_EQ(plugin.calls().size(), 2u);
 }
 
-TEST_F(DispatcherTest, PauseHoldsSeekReplays) {
+TEST_P(DispatcherTest, PauseHoldsSeekReplays) {
   ScriptedPlugin plugin(Socket("p"), AlwaysOk());
   auto dispatcher = StartDispatcher({Plugin("p")});
   Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1)});
@@ -430,7 +459,7 @@ TEST_F(DispatcherTest, PauseHoldsSeekReplays) {
   EXPECT_EQ(dispatcher->Pause("nope").code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(DispatcherTest, RedeliveredDeadLetterIsRemovedOnceDelivered) {
+TEST_P(DispatcherTest, RedeliveredDeadLetterIsRemovedOnceDelivered) {
   std::atomic<bool> accept{false};
   ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
     return std::optional<std::pair<v1::Outcome, int>>(
@@ -462,7 +491,7 @@ TEST_F(DispatcherTest, RedeliveredDeadLetterIsRemovedOnceDelivered) {
 // plugin holds the redelivered event, across a restart of the dispatcher (which resumes the
 // retry), and goes only once the plugin acknowledges it OK. A retry asked again meanwhile
 // sends nothing more.
-TEST_F(DispatcherTest, RetriedDeadLetterStaysUntilAckedAndResumesAfterARestart) {
+TEST_P(DispatcherTest, RetriedDeadLetterStaysUntilAckedAndResumesAfterARestart) {
   enum Mode { kReject, kHold, kAccept };
   std::atomic<int> mode{kReject};
   ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
@@ -526,7 +555,7 @@ TEST_F(DispatcherTest, RetriedDeadLetterStaysUntilAckedAndResumesAfterARestart) 
 }
 
 // A retried letter whose event fails again is replaced: new reason and attempts, no mark.
-TEST_F(DispatcherTest, RetriedDeadLetterThatFailsAgainIsReplaced) {
+TEST_P(DispatcherTest, RetriedDeadLetterThatFailsAgainIsReplaced) {
   std::atomic<v1::Outcome> outcome{v1::OUTCOME_REJECT};
   ScriptedPlugin plugin(Socket("p"), [&](const v1::Delivery&) {
     return std::optional<std::pair<v1::Outcome, int>>({outcome.load(), 0});
@@ -551,7 +580,7 @@ TEST_F(DispatcherTest, RetriedDeadLetterThatFailsAgainIsReplaced) {
   EXPECT_EQ(plugin.calls().size(), 5u);
 }
 
-TEST_F(DispatcherTest, PauseIsSavedAndSurvivesARestart) {
+TEST_P(DispatcherTest, PauseIsSavedAndSurvivesARestart) {
   ScriptedPlugin held(Socket("held"), AlwaysOk());
   ScriptedPlugin other(Socket("other"), AlwaysOk());
   {
@@ -580,7 +609,7 @@ TEST_F(DispatcherTest, PauseIsSavedAndSurvivesARestart) {
   EXPECT_EQ(StatsOf(*again, "held").state, "idle");
 }
 
-TEST_F(DispatcherTest, NothingToDeliverReadsIdleAndStreamErrorsClear) {
+TEST_P(DispatcherTest, NothingToDeliverReadsIdleAndStreamErrorsClear) {
   auto plugin = std::make_unique<ScriptedPlugin>(Socket("p"), AlwaysOk());
   auto dispatcher = StartDispatcher({Plugin("p")});
   EXPECT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").state == "idle"; }));
@@ -616,7 +645,7 @@ TEST_F(DispatcherTest, NothingToDeliverReadsIdleAndStreamErrorsClear) {
   EXPECT_EQ(StatsOf(*dispatcher, "p").last_error, "");
 }
 
-TEST_F(DispatcherTest, HoldDrainsInFlightDeliveriesAndHoldsNewOnes) {
+TEST_P(DispatcherTest, HoldDrainsInFlightDeliveriesAndHoldsNewOnes) {
   ScriptedPlugin plugin(Socket("p"), AlwaysOk(/*delay_ms=*/300));
   ScriptedPlugin other(Socket("other"), AlwaysOk());
   auto dispatcher = StartDispatcher({Plugin("p"), Plugin("other")});
@@ -644,7 +673,7 @@ TEST_F(DispatcherTest, HoldDrainsInFlightDeliveriesAndHoldsNewOnes) {
   EXPECT_EQ(dispatcher->HoldAndDrain("nope").status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(DispatcherTest, HoldRedeliversWhatTheDrainLeftUnansweredWithoutCountingAFailure) {
+TEST_P(DispatcherTest, HoldRedeliversWhatTheDrainLeftUnansweredWithoutCountingAFailure) {
   // Attempt 1 is never answered (a plugin on its way out); attempt 2 is.
   ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery& d) {
     if (d.attempt() == 1) return std::optional<std::pair<v1::Outcome, int>>();
@@ -677,7 +706,7 @@ TEST_F(DispatcherTest, HoldRedeliversWhatTheDrainLeftUnansweredWithoutCountingAF
   EXPECT_EQ(*letters, 0u);
 }
 
-TEST_F(DispatcherTest, CountDeadLettersCountsWhatTheStoreHolds) {
+TEST_P(DispatcherTest, CountDeadLettersCountsWhatTheStoreHolds) {
   ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery&) {
     return std::optional<std::pair<v1::Outcome, int>>({v1::OUTCOME_REJECT, 0});
   });
