@@ -7,7 +7,8 @@ run, the same-run baseline, the ratio and met / missed, or "not run" when the se
 measures it was not selected (PIMGATE_BENCH_ONLY). With TARGETS_JSON the targets are also written
 there as a JSON array.
 
-Usage: bench_table.py RESULTS.jsonl CONNECTIONS DISPATCH_IN_FLIGHT [OPEN_RATE SECTIONS [TARGETS_JSON]]
+Usage: bench_table.py RESULTS.jsonl CONNECTIONS DISPATCH_IN_FLIGHT
+                      [OPEN_RATE SECTIONS [TARGETS_JSON]]
 SECTIONS: the comma-separated sections that ran, or "all"."""
 import json
 import sys
@@ -285,8 +286,9 @@ def throughput_target(id_, base_id, minimum):
         if r is None or b is None:
             return why or why_b
         ratio = r["events_per_s"] / b["events_per_s"]
-        return (f'{r["events_per_s"]:,.0f} ev/s', f'{short(b["label"])}: {b["events_per_s"]:,.0f} ev/s',
-                f"{ratio:.2f}x", ratio >= minimum)
+        return (f'{r["events_per_s"]:,.0f} ev/s',
+                f'{short(b["label"])}: {b["events_per_s"]:,.0f} ev/s', f"{ratio:.2f}x",
+                ratio >= minimum)
     return measure
 
 
