@@ -276,6 +276,8 @@ def ingest_result(id_):
         return None, r["error"]
     if r.get("errors"):
         return None, f'{r["errors"]} failed requests in {id_}'
+    if r.get("server") == "pimgate" and r.get("store_sync") is not True:
+        return None, f"{id_} did not run with store.sync: true (its config)"
     return r, ""
 
 
