@@ -2,11 +2,21 @@
 """Prints scripts/bench's one table from its results file (one JSON object per line): each
 pimgate figure next to the same-run baseline it is compared with, and the ratio.
 
-Usage: bench_table.py RESULTS.jsonl CONNECTIONS DISPATCH_IN_FLIGHT"""
+Then the "targets" table: each target of issue 16 (performance round 2) with its figure from this
+run, the same-run baseline, the ratio and met / missed, or "not run" when the section that
+measures it was not selected (PIMGATE_BENCH_ONLY). With TARGETS_JSON the targets are also written
+there as a JSON array.
+
+Usage: bench_table.py RESULTS.jsonl CONNECTIONS DISPATCH_IN_FLIGHT
+                      [OPEN_RATE SECTIONS [TARGETS_JSON]]
+SECTIONS: the comma-separated sections that ran, or "all"."""
 import json
 import sys
 
 results_path, connections, in_flight = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+open_rate = float(sys.argv[4]) if len(sys.argv) > 4 else 1000.0
+sections = sys.argv[5] if len(sys.argv) > 5 else "all"
+targets_json = sys.argv[6] if len(sys.argv) > 6 else ""
 rows = [json.loads(line) for line in open(results_path)]
 by_id = {r["id"]: r for r in rows if "id" in r}
 storage = next((r for r in rows if r["kind"] == "storage"), {})
@@ -227,3 +237,186 @@ so no coordinated omission). server CPU = the server's cores over the run and CP
 HTTP ceiling = bench/http_ceiling.cc, a minimal Beast server that reads the body and answers 200.
 Storage ceiling = bench/storage_ceiling.cc. Dispatch: CPU us/ev of pimgate's process + the plugin.
 Peak RSS = the server's VmHWM (dispatch: the bench process holding log and dispatcher).""")
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets of issue 16, each from this run's figures: never "met" without a measurement.
+def ran(section):
+    return sections == "all" or section in sections.split(",")
+
+
+targets = []  # dicts: target, measured, baseline, ratio, result
+
+
+def target(name, section, measure):
+    """measure() returns (measured, baseline, ratio, met) or a string saying why there is no
+    figure although the section ran."""
+    if not ran(section):
+        row = dict(target=name, measured="", baseline="", ratio="",
+                   result=f"not run (section '{section}' not selected)")
+    else:
+        try:
+            m = measure()
+        except (KeyError, TypeError, ZeroDivisionError) as e:
+            m = f"no result ({type(e).__name__}: {e})"
+        if isinstance(m, str):
+            row = dict(target=name, measured=m, baseline="", ratio="", result="missed (no figure)")
+        else:
+            measured, baseline, ratio, met = m
+            row = dict(target=name, measured=measured, baseline=baseline, ratio=ratio,
+                       result=met if isinstance(met, str) else ("met" if met else "missed"))
+    targets.append(row)
+
+
+def ingest_result(id_):
+    r = by_id.get(id_)
+    if r is None:
+        return None, f"no '{id_}' result"
+    if "error" in r:
+        return None, r["error"]
+    if r.get("errors"):
+        return None, f'{r["errors"]} failed requests in {id_}'
+    if r.get("server") == "pimgate" and r.get("store_sync") is not True:
+        return None, f"{id_} did not run with store.sync: true (its config)"
+    return r, ""
+
+
+def throughput_target(id_, base_id, minimum):
+    def measure():
+        r, why = ingest_result(id_)
+        b, why_b = ingest_result(base_id)
+        if r is None or b is None:
+            return why or why_b
+        ratio = r["events_per_s"] / b["events_per_s"]
+        return (f'{r["events_per_s"]:,.0f} ev/s',
+                f'{short(b["label"])}: {b["events_per_s"]:,.0f} ev/s', f"{ratio:.2f}x",
+                ratio >= minimum)
+    return measure
+
+
+def closed_p99_target(id_, base_id, limit_ms):
+    def measure():
+        r, why = ingest_result(id_)
+        b, why_b = ingest_result(base_id)
+        if r is None or b is None:
+            return why or why_b
+        met = r["p99_ms"] < limit_ms
+        if r.get("connections", connections) != 32:
+            met = f'not run at 32 connections ({r.get("connections", connections)})'
+        return (f'p99 {r["p99_ms"]:.2f} ms', f'{short(b["label"])}: p99 {b["p99_ms"]:.2f} ms',
+                f'{r["p99_ms"] / b["p99_ms"]:.2f}x', met)
+    return measure
+
+
+def open_p99_target(limit_ms):
+    def measure():
+        r, why = ingest_result("tls-sync-open")
+        if r is None:
+            return why
+        if storage.get("open"):
+            base = storage["open"]["p99_ms"]
+            baseline = f'RocksDB sync batches, open {storage["rate"]:.0f}/s: p99 {base:.2f} ms'
+        else:
+            b, why_b = ingest_result("http-tls-open")
+            if b is None:
+                return why_b
+            base = b["p99_ms"]
+            baseline = f'HTTP ceiling, open {open_rate:.0f} req/s: p99 {base:.2f} ms'
+        met = r["p99_ms"] < limit_ms
+        if open_rate != 1000:
+            met = f"not run at 1 000 req/s ({open_rate:.0f})"
+        return (f'p99 {r["p99_ms"]:.2f} ms at {r["requests_per_s"]:,.0f} req/s', baseline,
+                f"{r['p99_ms'] / base:.2f}x" if base else "", met)
+    return measure
+
+
+def dispatch_result(label):
+    r = next((r for r in rows if r["kind"] == "dispatch" and r["label"] == label), None)
+    if r is None:
+        return None, f"no '{label}' result (plugin runtime or SDK missing?)"
+    if "error" in r:
+        return None, r["error"]
+    sink = r.get("sink") or {}
+    if not r.get("complete") or sink.get("events", r["events"]) != r["events"]:
+        return None, "incomplete: not every event reached the plugin"
+    return r, ""
+
+
+def dispatch_rate_target(label, minimum):
+    def measure():
+        r, why = dispatch_result(label)
+        if r is None:
+            return why
+        d = r["dispatch_events_per_s"]
+        stream = r.get("stream_events_per_s")
+        return (f"{d:,.0f} ev/s", f"bare gRPC stream: {stream:,.0f} ev/s" if stream else "",
+                f"{d / stream:.2f}x" if stream else "", d >= minimum)
+    return measure
+
+
+def dispatch_ratio_target(label, minimum):
+    def measure():
+        r, why = dispatch_result(label)
+        if r is None:
+            return why
+        d, stream = r["dispatch_events_per_s"], r.get("stream_events_per_s")
+        if not stream:
+            return f"{d:,.0f} ev/s, but no bare-stream baseline"
+        return (f"{d:,.0f} ev/s", f"bare gRPC stream: {stream:,.0f} ev/s", f"{d / stream:.2f}x",
+                d / stream >= minimum)
+    return measure
+
+
+def durability_target():
+    r = by_id.get("durability-sync")
+    control = by_id.get("durability-nosync")
+    if r is None:
+        return "no durability result"
+    if "error" in r:
+        return r["error"]
+    n, ok = r["answers"], r["answers_after_fsync"]
+    if n == 0:
+        return "no 200 answer seen in the trace"
+    baseline, ratio, met = "", f"{ok / n:.2f}", ok == n
+    if control and "error" not in control and control.get("answers"):
+        cn, cok = control["answers"], control["answers_after_fsync"]
+        baseline = f"control, store.sync: false: {cok:,} of {cn:,} ({r['fsyncs']:,} vs " \
+                   f"{control['fsyncs']:,} fsyncs)"
+        if cok == cn and met:
+            met = "inconclusive: the control also fsynced before every 200"
+    return (f"{ok:,} of {n:,} answers after an fsync (store.sync: true)", baseline, ratio, met)
+
+
+target("durable ingest, TLS, legacy x10 >= 0.6x HTTP ceiling", "ingest",
+       throughput_target("tls-sync-legacy", "http-tls-legacy", 0.6))
+target("durable ingest, TLS, Event Platform x1 >= 0.5x HTTP ceiling", "ingest",
+       throughput_target("tls-sync-platform", "http-tls-platform", 0.5))
+target(f"p99 ack < 10 ms, {connections} connections closed loop (TLS sync=true, legacy x10)",
+       "ingest", closed_p99_target("tls-sync-legacy", "http-tls-legacy", 10.0))
+target(f"p99 ack < 10 ms, {connections} connections closed loop (TLS sync=true, platform x1)",
+       "ingest", closed_p99_target("tls-sync-platform", "http-tls-platform", 10.0))
+target(f"p99 ack < 5 ms, open loop {open_rate:,.0f} req/s (TLS sync=true, legacy x10)", "ingest",
+       open_p99_target(5.0))
+target("dispatch >= 100,000 product events/s to the C++ sink", "dispatch",
+       dispatch_rate_target("dispatch to C++ plugin, product events", 100000))
+target("Python plugin >= 0.9x its bare stream (product events)", "dispatch",
+       dispatch_ratio_target("dispatch to Python plugin, product events", 0.9))
+target("Node plugin >= 0.9x its bare stream (product events)", "dispatch",
+       dispatch_ratio_target("dispatch to Node plugin, product events", 0.9))
+target("store.sync: true fsyncs before every 200 (1 connection, strace)", "durability",
+       durability_target)
+
+header = dict(target="target", measured="measured", baseline="same-run baseline", ratio="ratio",
+              result="result")
+cols = list(header)
+tw = {c: max(len(str(t[c])) for t in [header] + targets) for c in cols}
+print("\n-- targets (issue 16; measured in this run)")
+for n, t in enumerate([header] + targets):
+    print("  ".join(str(t[c]).rjust(tw[c]) if c == "ratio" else str(t[c]).ljust(tw[c])
+                    for c in cols).rstrip())
+    if n == 0:
+        print("  ".join("-" * tw[c] for c in cols))
+if targets_json:
+    with open(targets_json, "w") as f:
+        json.dump(targets, f, indent=1)
+        f.write("\n")
