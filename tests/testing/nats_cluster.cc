@@ -5,12 +5,14 @@
 #include <nats/nats.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <fstream>
+#include <iostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,23 +26,35 @@
 namespace pimgate::testing {
 namespace {
 
-// A loopback port nothing listens on now (the kernel's choice for an ephemeral bind).
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    socklen_t len = sizeof(addr);
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port = ntohs(addr.sin_port);
+// `count` distinct loopback ports nothing listens on now (the kernel's choices for ephemeral
+// binds, all held until every one is chosen: one port chosen and released at a time can come back
+// twice, and a server then fails to bind its second listener). Another process may still take one
+// before the server binds it: NatsCluster starts again with new ports when that happens.
+std::vector<int> FreePorts(int count) {
+  std::vector<int> fds;
+  std::vector<int> ports;
+  for (int i = 0; i < count; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    int port = 0;
+    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      socklen_t len = sizeof(addr);
+      if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+        port = ntohs(addr.sin_port);
+      }
     }
+    if (fd >= 0) fds.push_back(fd);
+    ports.push_back(port);
   }
-  ::close(fd);
-  return port;
+  for (int fd : fds) ::close(fd);
+  return ports;
 }
+
+// Attempts at starting the servers when a port was taken by another process meanwhile.
+constexpr int kStartAttempts = 3;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -67,27 +81,47 @@ natsConnection* ProbeConnect(const std::string& url, bool tls) {
 }  // namespace
 
 NatsCluster::NatsCluster(Options options) : options_(options), dir_(std::make_unique<TempDir>()) {
-  servers_.resize(options.servers);
-  for (int i = 0; i < options.servers; ++i) {
+  for (int attempt = 1; attempt <= kStartAttempts && !started_; ++attempt) {
+    const bool port_taken = StartAll(attempt);
+    if (started_) break;
+    if (!port_taken || attempt == kStartAttempts) {
+      ADD_FAILURE() << "the nats-servers did not answer JetStream requests (attempt " << attempt
+                    << ")\n"
+                    << failed_log_;
+      break;
+    }
+    for (int i = 0; i < static_cast<int>(servers_.size()); ++i) Kill(i);
+  }
+}
+
+bool NatsCluster::StartAll(int attempt) {
+  servers_.assign(options_.servers, Server{});
+  const std::vector<int> ports = FreePorts(options_.servers > 1 ? 2 * options_.servers : 1);
+  for (int i = 0; i < options_.servers; ++i) {
     Server& server = servers_[i];
     server.name = absl::StrCat("n", i + 1);
-    server.client_port = FreePort();
-    server.cluster_port = options.servers > 1 ? FreePort() : 0;
-    server.config_file = dir_->File(server.name + ".conf");
-    server.log_file = dir_->File(server.name + ".log");
+    // Each attempt its own files: a server that half-started must not leave state behind.
+    const std::string stem = absl::StrCat(server.name, "-", attempt);
+    server.client_port = ports[options_.servers > 1 ? 2 * i : 0];
+    server.cluster_port = options_.servers > 1 ? ports[2 * i + 1] : 0;
+    server.config_file = dir_->File(stem + ".conf");
+    server.log_file = dir_->File(stem + ".log");
+    server.store_dir = dir_->File(stem);
   }
   for (Server& server : servers_) {
-    std::string conf = absl::StrCat(
-        "server_name: \"", server.name, "\"\n", "listen: \"127.0.0.1:", server.client_port, "\"\n",
-        "jetstream {\n  store_dir: \"", dir_->File(server.name), "\"\n}\n");
-    if (options.max_payload > 0) absl::StrAppend(&conf, "max_payload: ", options.max_payload, "\n");
-    if (!options.tls_cert_file.empty()) {
-      absl::StrAppend(&conf, "tls {\n  cert_file: \"", options.tls_cert_file, "\"\n  key_file: \"",
-                      options.tls_key_file, "\"\n}\n");
+    std::string conf = absl::StrCat("server_name: \"", server.name, "\"\n",
+                                    "listen: \"127.0.0.1:", server.client_port, "\"\n",
+                                    "jetstream {\n  store_dir: \"", server.store_dir, "\"\n}\n");
+    if (options_.max_payload > 0) {
+      absl::StrAppend(&conf, "max_payload: ", options_.max_payload, "\n");
     }
-    if (!options.user.empty()) {
-      absl::StrAppend(&conf, "authorization {\n  user: \"", options.user, "\"\n  password: \"",
-                      options.password, "\"\n}\n");
+    if (!options_.tls_cert_file.empty()) {
+      absl::StrAppend(&conf, "tls {\n  cert_file: \"", options_.tls_cert_file, "\"\n  key_file: \"",
+                      options_.tls_key_file, "\"\n}\n");
+    }
+    if (!options_.user.empty()) {
+      absl::StrAppend(&conf, "authorization {\n  user: \"", options_.user, "\"\n  password: \"",
+                      options_.password, "\"\n}\n");
     }
     if (servers_.size() > 1) {
       std::vector<std::string> routes;
@@ -103,24 +137,48 @@ NatsCluster::NatsCluster(Options options) : options_(options), dir_(std::make_un
     std::ofstream(server.config_file) << conf;
     Start(server);
   }
-  started_ = true;
-  for (int i = 0; i < options.servers; ++i) {
-    if (!WaitForJetStream(i)) {
-      started_ = false;
-      ADD_FAILURE() << "nats-server " << servers_[i].name << " did not answer JetStream requests:\n"
-                    << Log(i);
-      break;
+  for (int i = 0; i < options_.servers; ++i) {
+    // Up to 60 s for JetStream to answer, unless the server exits first (a port taken).
+    bool answered = false;
+    for (int second = 0; second < 60 && !answered; ++second) {
+      if (Exited(servers_[i])) break;
+      answered = WaitForJetStream(i, 1);
+    }
+    if (!answered) {
+      bool port_taken = false;
+      for (int j = 0; j < options_.servers; ++j) {
+        port_taken = port_taken || absl::StrContains(Log(j), "address already in use");
+      }
+      if (port_taken) {
+        std::cerr << "nats-cluster: a port was taken by another process; starting again\n";
+      }
+      failed_log_ = absl::StrCat("nats-server ", servers_[i].name, ":\n", Log(i));
+      return port_taken;
     }
   }
+  started_ = true;
+  return false;
 }
 
 NatsCluster::~NatsCluster() {
   for (int i = 0; i < static_cast<int>(servers_.size()); ++i) Kill(i);
 }
 
+bool NatsCluster::Exited(Server& server) {
+  if (server.pid <= 0) return true;
+  int status = 0;
+  if (::waitpid(server.pid, &status, WNOHANG) != server.pid) return false;
+  server.pid = -1;
+  return true;
+}
+
 void NatsCluster::Start(Server& server) {
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid == 0) {
+    // A test that crashes (or is killed by ctest's timeout) takes its servers with it.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(1);
     const int fd = ::open(server.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       ::dup2(fd, STDOUT_FILENO);

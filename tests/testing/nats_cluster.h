@@ -62,9 +62,15 @@ class NatsCluster {
     int cluster_port = 0;
     std::string config_file;
     std::string log_file;
+    std::string store_dir;
     pid_t pid = -1;
   };
+  // One attempt at starting every server (files named for the attempt); sets started_. Returns
+  // whether it failed because a port was taken meanwhile (worth another attempt).
+  bool StartAll(int attempt);
   void Start(Server& server);
+  // Whether the server's process has ended (reaped then).
+  static bool Exited(Server& server);
 
   std::string ProbeUrl(int server) const;  // with the credentials, for the helper's own checks
 
@@ -72,6 +78,7 @@ class NatsCluster {
   std::unique_ptr<TempDir> dir_;
   std::vector<Server> servers_;
   bool started_ = false;
+  std::string failed_log_;  // the log of the server that did not start
 };
 
 }  // namespace pimgate::testing
