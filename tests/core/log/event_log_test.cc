@@ -836,8 +836,13 @@ TEST_P(EventLogTest, DiskBytesGrowsWithWrites) {
 
 // The RocksDB backend recovers the head from the events themselves when its meta record is
 // missing (a database written before meta existed, or meta lost to a bug).
-TEST_P(EventLogTest, RecoversHeadFromEventsWithoutMeta) {
-  if (jetstream()) GTEST_SKIP() << "edits the RocksDB store itself";
+// Tests that edit the embedded store's files: on the RocksDB backend only (not skipped on
+// JetStream: not instantiated there).
+class RocksDbEventLogTest : public EventLogTest {};
+INSTANTIATE_TEST_SUITE_P(Backends, RocksDbEventLogTest, ::testing::Values(Backend::kRocksDb),
+                         BackendName);
+
+TEST_P(RocksDbEventLogTest, RecoversHeadFromEventsWithoutMeta) {
   {
     auto log = Open();
     ASSERT_NE(log, nullptr);
