@@ -141,6 +141,11 @@ class AdminServiceImpl final : public v1::Admin::Service {
                         v1::GetStatsResponse* response) override {
     return Guarded(ctx, [&] { return DoGetStats(*response); });
   }
+  grpc::Status ListOwners(grpc::ServerContext* ctx, const v1::ListOwnersRequest*,
+                          v1::ListOwnersResponse* response) override {
+    return Guarded(ctx, [&] { return DoListOwners(*response); });
+  }
+
   grpc::Status ListPlugins(grpc::ServerContext* ctx, const v1::ListPluginsRequest*,
                            v1::ListPluginsResponse* response) override {
     return Guarded(ctx, [&] { return DoListPlugins(*response); });
@@ -483,6 +488,29 @@ class AdminServiceImpl final : public v1::Admin::Service {
       if (kind.unavailable) out.set_unavailable(std::string(kind.status.message()));
       out.set_parents(kind.parents);
     }
+    return absl::OkStatus();
+  }
+
+  absl::Status DoListOwners(v1::ListOwnersResponse& response) {
+    if (deps_.dispatcher == nullptr) return absl::UnavailableError("no dispatcher");
+    const std::optional<std::string> node = deps_.dispatcher->NodeId();
+    response.set_cluster(node.has_value());
+    if (!node.has_value()) return absl::OkStatus();
+    response.set_node_id(*node);
+    response.set_partitions(static_cast<uint32_t>(deps_.dispatcher->partitions()));
+    absl::StatusOr<std::vector<PartitionOwner>> owners = deps_.dispatcher->Owners();
+    if (!owners.ok()) return owners.status();
+    for (const PartitionOwner& owner : *owners) {
+      v1::PartitionOwnerInfo& out = *response.add_owners();
+      out.set_plugin(owner.plugin);
+      out.set_partition(static_cast<uint32_t>(owner.partition));
+      out.set_node(owner.node);
+    }
+    const LeaseStats leases = deps_.dispatcher->Leases();
+    response.set_leases_held(leases.held);
+    response.set_leases_acquired(leases.acquired);
+    response.set_leases_lost(leases.lost);
+    response.set_leases_released(leases.released);
     return absl::OkStatus();
   }
 

@@ -1,4 +1,7 @@
 // pimgate server entry point: loads the configuration, opens the event log, serves webhooks.
+#include <unistd.h>
+
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -174,6 +177,17 @@ std::unique_ptr<pimgate::MetricsServer> StartMetricsServer(
   return *std::move(server);
 }
 
+// <hostname>-<pid>, in the characters a lease key takes: unique among running nodes.
+std::string DefaultNodeId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::strcpy(host, "node");
+  std::string id;
+  for (const char* c = host; *c != '\0'; ++c) {
+    id += std::isalnum(static_cast<unsigned char>(*c)) || *c == '-' || *c == '_' ? *c : '_';
+  }
+  return id + "-" + std::to_string(getpid());
+}
+
 int Serve(const std::string& path, const std::string& ready_file) {
   absl::StatusOr<pimgate::Config> config = pimgate::LoadConfigFile(path);
   if (!config.ok()) {
@@ -264,6 +278,21 @@ int Serve(const std::string& path, const std::string& ready_file) {
   pimgate::DispatcherOptions dispatch_options;
   // Hydration (plugins with hydrate: true) on the same REST clients as reconciliation.
   dispatch_options.hydration = std::make_shared<pimgate::Hydrator>(rest_clients);
+  if (config->store.backend == pimgate::StoreBackend::kJetStream) {
+    // Several nodes may share the stream: each (plugin, partition) is delivered by the node
+    // holding its lease (docs/architecture.md, "Dispatch in a cluster").
+    const pimgate::JetStreamConfig& js = *config->store.jetstream;
+    auto leases = pimgate::OpenJetStreamLeaseStore(js);
+    if (!leases.ok()) {
+      spdlog::critical("cluster dispatch: {}", std::string(leases.status().message()));
+      return 1;
+    }
+    dispatch_options.cluster = pimgate::ClusterDispatchOptions::FromConfig(
+        js.cluster, std::shared_ptr<pimgate::LeaseStore>(std::move(*leases)));
+    if (dispatch_options.cluster->node_id.empty()) {
+      dispatch_options.cluster->node_id = DefaultNodeId();
+    }
+  }
   auto dispatcher = pimgate::Dispatcher::Create(
       config->plugins, log->get(),
       [plugins](const std::string& name) { return plugins->AddressOf(name); }, dispatch_options);

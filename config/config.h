@@ -94,6 +94,22 @@ struct NatsTlsConfig {
   std::string key_file;
 };
 
+// Dispatch shared by several pimgate nodes on one JetStream stream. YAML
+// `store.jetstream.cluster` (docs/architecture.md, "Dispatch in a cluster"). The resource space
+// is cut into `partitions`; each (plugin, partition) is delivered by the one node that holds its
+// lease in `lease_bucket`.
+struct ClusterConfig {
+  // This node's name in leases, unique among the running nodes. Empty: <hostname>-<pid>.
+  std::string node_id;
+  // How many partitions the resources are cut into (every node must use the same number).
+  int partitions = 8;
+  // A lease not renewed for this long expires and another node takes its partitions over. A
+  // node renews every lease_ttl / 4 and stops delivering lease_ttl * 3 / 4 after its last
+  // successful renewal was sent.
+  std::chrono::milliseconds lease_ttl{10'000};
+  std::string lease_bucket = "pimgate_leases";
+};
+
 // The event log on a NATS JetStream cluster (design/jetstream.md). YAML `store.jetstream`,
 // required with `store.backend: jetstream`. store.path then holds this node's local replica.
 struct JetStreamConfig {
@@ -110,6 +126,7 @@ struct JetStreamConfig {
   // How long an append (or a metadata write) may stay in doubt (no answer from the cluster)
   // before it fails with 503.
   std::chrono::milliseconds write_timeout{10'000};
+  ClusterConfig cluster;
 };
 
 struct StoreConfig {

@@ -105,6 +105,30 @@ ValueReader Tls(std::optional<NatsTlsConfig>& out) {
   };
 }
 
+// A node id: a token of a key-value key (letters, digits, '_' and '-').
+std::optional<std::string> CheckNodeId(absl::string_view id) {
+  if (id.empty()) return "must not be empty (leave it out for <hostname>-<pid>)";
+  if (id.size() > 100) return "must be at most 100 characters";
+  return CheckJetStreamName(id);
+}
+
+ValueReader Cluster(ClusterConfig& cluster) {
+  return [&cluster](const Field& field) -> absl::Status {
+    absl::Status status = ReadMapping(
+        field, {
+                   {"node_id", CheckedString(cluster.node_id, CheckNodeId)},
+                   {"partitions", IntegerInRange(cluster.partitions, 1, 64)},
+                   {"lease_ttl", Millis(cluster.lease_ttl)},
+                   {"lease_bucket", CheckedString(cluster.lease_bucket, CheckJetStreamName)},
+               });
+    if (!status.ok()) return status;
+    if (cluster.lease_ttl < std::chrono::milliseconds(1000)) {
+      return Invalid(field, "lease_ttl must be at least 1s (renewals go every lease_ttl / 4)");
+    }
+    return absl::OkStatus();
+  };
+}
+
 ValueReader JetStream(std::optional<JetStreamConfig>& out) {
   return [&out](const Field& field) -> absl::Status {
     JetStreamConfig& js = out.emplace();
@@ -120,6 +144,7 @@ ValueReader JetStream(std::optional<JetStreamConfig>& out) {
             {"cursor_bucket", CheckedString(js.cursor_bucket, CheckJetStreamName)},
             {"dead_letter_bucket", CheckedString(js.dead_letter_bucket, CheckJetStreamName)},
             {"write_timeout", Millis(js.write_timeout)},
+            {"cluster", Cluster(js.cluster)},
         });
   };
 }

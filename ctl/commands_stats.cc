@@ -163,6 +163,47 @@ int RunPlugins(const Invocation& in) {
   return kExitOk;
 }
 
+int RunOwners(const Invocation& in) {
+  v1::ListOwnersResponse response;
+  if (grpc::Status s =
+          in.client.Call(&v1::Admin::Stub::ListOwners, v1::ListOwnersRequest(), response);
+      !s.ok()) {
+    return ReportFailure(in.client, "owners", s);
+  }
+  if (in.json) return PrintJson(response);
+  if (!response.cluster()) {
+    std::printf("no cluster dispatch (store.backend: rocksdb): this node delivers everything\n");
+    return kExitOk;
+  }
+  std::printf("node %s: %u partition(s) per plugin; leases held %llu, acquired %llu, lost %llu, "
+              "released %llu\n\n",
+              response.node_id().c_str(), response.partitions(),
+              static_cast<unsigned long long>(response.leases_held()),
+              static_cast<unsigned long long>(response.leases_acquired()),
+              static_cast<unsigned long long>(response.leases_lost()),
+              static_cast<unsigned long long>(response.leases_released()));
+  // One row per (plugin, node): the partitions that node delivers.
+  std::map<std::pair<std::string, std::string>, std::vector<std::string>> rows;
+  std::map<std::string, uint32_t> held;
+  for (const v1::PartitionOwnerInfo& owner : response.owners()) {
+    rows[{owner.plugin(), owner.node().empty() ? "(released)" : owner.node()}].push_back(
+        absl::StrCat(owner.partition()));
+    ++held[owner.plugin()];
+  }
+  Table table({"PLUGIN", "NODE", "PARTITIONS"});
+  for (const auto& [key, partitions] : rows) {
+    table.Add({key.first, key.second, absl::StrJoin(partitions, " ")});
+  }
+  for (const auto& [plugin, count] : held) {
+    if (count < response.partitions()) {
+      table.Add({plugin, "(nobody)",
+                 absl::StrCat(response.partitions() - count, " partition(s) without a lease")});
+    }
+  }
+  table.Print();
+  return kExitOk;
+}
+
 }  // namespace
 
 void AddStatsCommands(CommandLine& cli) {
@@ -185,6 +226,14 @@ void AddStatsCommands(CommandLine& cli) {
                "in\nflight), and what is wrong now (LAST ERROR, cleared once resolved). A plugin "
                "that failed\nto run also shows the last lines it wrote to stderr."})
       .Run(RunPlugins);
+  cli.Add("owners",
+          {.synopsis = "owners",
+           .summary = "which node delivers which partitions (cluster)",
+           .description =
+               "With store.backend: jetstream, each plugin's events are cut into partitions and "
+               "each\n(plugin, partition) is delivered by the one node holding its lease. Lists "
+               "the holders\nas the lease bucket says now, and this node's lease counters."})
+      .Run(RunOwners);
 }
 
 }  // namespace pimgate::ctl

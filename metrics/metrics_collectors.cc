@@ -342,10 +342,31 @@ void RegisterLogMetrics(MetricsRegistry& registry, EventLog* log) {
   });
 }
 
+void WriteLeaseMetrics(const LeaseStats& leases, MetricsWriter& out) {
+  out.Family("pimgate_cluster_leases_held",
+             "(plugin, partition) leases this node holds now: the partitions it delivers "
+             "(cluster dispatch, store.backend: jetstream).",
+             MetricType::kGauge);
+  out.Sample({}, leases.held);
+  out.Family("pimgate_cluster_leases_acquired_total",
+             "Partition leases this node took since it started.", MetricType::kCounter);
+  out.Sample({}, leases.acquired);
+  out.Family("pimgate_cluster_leases_lost_total",
+             "Partition leases this node lost since it started: not renewed before their local "
+             "deadline (NATS unreachable or too slow), so it stopped delivering them.",
+             MetricType::kCounter);
+  out.Sample({}, leases.lost);
+  out.Family("pimgate_cluster_leases_released_total",
+             "Partition leases this node gave back since it started (balance, shutdown).",
+             MetricType::kCounter);
+  out.Sample({}, leases.released);
+}
+
 void RegisterPluginMetrics(MetricsRegistry& registry, const PluginSupervisor* supervisor,
                            const Dispatcher* dispatcher) {
   registry.SetCollector(kPluginsComponent, [supervisor, dispatcher](MetricsWriter& out) {
     WritePluginMetrics(supervisor->Status(), dispatcher->Stats(), out);
+    if (dispatcher->NodeId().has_value()) WriteLeaseMetrics(dispatcher->Leases(), out);
   });
   auto readiness = std::make_shared<PluginReadiness>();
   registry.SetReadinessCheck(kPluginsComponent, [supervisor, readiness] {

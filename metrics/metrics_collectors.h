@@ -39,6 +39,8 @@ LogMetricsSnapshot SnapshotLog(EventLog& log);
 // pimgate_log_*.
 void WriteLogMetrics(const LogMetricsSnapshot& log, MetricsWriter& out);
 // pimgate_plugin_*: one series per plugin named in either list (supervisor first).
+// Cluster dispatch: this node's partition leases (pimgate_cluster_leases_*).
+void WriteLeaseMetrics(const LeaseStats& leases, MetricsWriter& out);
 void WritePluginMetrics(const std::vector<PluginStatus>& processes,
                         const std::vector<PluginDispatchStats>& dispatch, MetricsWriter& out);
 // pimgate_retention_*.

@@ -58,15 +58,96 @@ google::protobuf::Timestamp NowTimestamp() {
   return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
 }
 
+using SteadyClock = std::chrono::steady_clock;
+
 }  // namespace
+
+// The local end of a cluster dispatch lease: the (monotonic) moment past which this node must
+// not hand over another event of the partition, nor write its cursor. Shared by the lease
+// manager (Dispatcher::Cluster), which moves it on each successful renewal, and the partition's
+// PluginDispatcher, which checks it before each send and each progress write.
+//
+// Fencing argument. A renewal (or the acquisition) that succeeds was sent at local time t0; the
+// servers stamped it on receipt, at or after t0, so the lease cannot expire, and no other node
+// can take the partition, before t0 + lease_ttl. The deadline is t0 + 3/4 lease_ttl. Past it the
+// scheduler sends nothing, cancels its delivery stream and writes no cursor; events are handed
+// to the plugin (a local process) only before it. So a node that stops renewing (partitioned
+// from NATS, paused, overloaded) stops delivering a quarter of the TTL before anyone else can
+// start, and the two never deliver one partition at the same time, as long as the local clock
+// and the servers' do not drift apart by a quarter of the TTL within one TTL, and a hand-over
+// to the plugin does not take that long. A renewal answered with an error or not at all does
+// not move the deadline. A cursor write sent before the deadline but held up in the network
+// past the takeover can still land after the new owner's; it carries a cursor this node's
+// plugin really acknowledged, so it only makes the cursor jump to events that were delivered
+// or go back (redelivery), except that it can undo a seek an operator made in between.
+class LeaseFence {
+ public:
+  bool Valid() const { return SteadyClock::now().time_since_epoch().count() < deadline_.load(); }
+  void ExtendTo(SteadyClock::time_point deadline) {
+    deadline_.store(deadline.time_since_epoch().count());
+  }
+  void Revoke() { deadline_.store(std::numeric_limits<int64_t>::min()); }
+  // The deadline as an absl::Time (for the scheduler's wake-up).
+  absl::Time Deadline() const {
+    const int64_t left = deadline_.load() - SteadyClock::now().time_since_epoch().count();
+    return absl::Now() + absl::Nanoseconds(std::max<int64_t>(left, 0));
+  }
+
+ private:
+  std::atomic<int64_t> deadline_{std::numeric_limits<int64_t>::min()};
+};
+
+int PartitionOf(const v1::Event& header, int partitions) {
+  if (partitions <= 1) return 0;
+  if (header.resource_id().empty()) return static_cast<int>(header.sequence() % partitions);
+  uint64_t hash = 14695981039346656037ULL;  // FNV-1a, 64 bits
+  const auto mix = [&hash](absl::string_view text) {
+    for (unsigned char c : text) {
+      hash ^= c;
+      hash *= 1099511628211ULL;
+    }
+  };
+  mix(header.source());
+  mix("\x1f");
+  mix(header.kind());
+  mix("\x1f");
+  mix(header.resource_id());
+  return static_cast<int>(hash % static_cast<uint64_t>(partitions));
+}
+
+std::string PartitionCursorKey(const std::string& plugin, int partition, int partitions) {
+  return absl::StrCat(plugin, ".p", partition, "of", partitions);
+}
+
+ClusterDispatchOptions ClusterDispatchOptions::FromConfig(const ClusterConfig& config,
+                                                          std::shared_ptr<LeaseStore> leases) {
+  ClusterDispatchOptions options;
+  options.leases = std::move(leases);
+  options.node_id = config.node_id;
+  options.partitions = config.partitions;
+  options.lease_ttl = absl::FromChrono(config.lease_ttl);
+  return options;
+}
 
 class Dispatcher::PluginDispatcher {
  public:
+  // One partition of the plugin under cluster dispatch: the events it delivers (the others are
+  // skipped as they are read), its cursor key, and the fence of its lease.
+  struct Slot {
+    int partition = 0;
+    int partitions = 1;
+    std::shared_ptr<LeaseFence> fence;
+  };
+
   // `hydrator`: null unless the plugin has `hydrate: true`. `letters`: the dispatcher's.
+  // `slot`: set under cluster dispatch.
   PluginDispatcher(const PluginConfig& config, EventLog* log, DeadLetters* letters,
                    AddressResolver resolve, const DispatcherOptions& options,
-                   HydrationService* hydrator)
+                   HydrationService* hydrator, std::optional<Slot> slot = std::nullopt)
       : config_(config),
+        slot_(std::move(slot)),
+        cursor_key_(slot_ ? PartitionCursorKey(config.name, slot_->partition, slot_->partitions)
+                          : config.name),
         log_(log),
         letters_(letters),
         resolve_(std::move(resolve)),
@@ -82,8 +163,13 @@ class Dispatcher::PluginDispatcher {
 
   const std::string& name() const { return config_.name; }
 
-  absl::Status Start() {
-    absl::StatusOr<uint64_t> cursor = log_->LoadCursor(config_.name);
+  // `listen`: register a listener for new events (cluster dispatch wakes its partitions
+  // itself, through Wake).
+  absl::Status Start(bool listen = true) {
+    absl::StatusOr<uint64_t> cursor = log_->LoadCursor(cursor_key_);
+    // A partition never delivered yet starts where the plugin's single cursor is (a store that
+    // one node delivered before the cluster).
+    if (slot_ && cursor.ok() && *cursor == 0) cursor = log_->LoadCursor(config_.name);
     if (!cursor.ok()) return cursor.status();
     absl::StatusOr<std::optional<std::string>> paused = log_->GetMeta(PausedKey(config_.name));
     if (!paused.ok()) return paused.status();
@@ -99,6 +185,11 @@ class Dispatcher::PluginDispatcher {
     // stored, marked (DeadLetters::Retry), and go once the redelivery is over.
     absl::StatusOr<std::vector<v1::Event>> retrying = letters_->Retrying(config_.name);
     if (!retrying.ok()) return retrying.status();
+    if (slot_) {
+      std::erase_if(*retrying, [this](const v1::Event& event) {
+        return PartitionOf(event, slot_->partitions) != slot_->partition;
+      });
+    }
     if (!retrying->empty()) {
       spdlog::info("[dispatch {}] resuming the retry of {} dead letter(s)", config_.name,
                    retrying->size());
@@ -110,10 +201,12 @@ class Dispatcher::PluginDispatcher {
     // The log outlives nothing we own: the hook is detached in Stop() before we go away.
     hook_ = std::make_shared<Hook>();
     hook_->target = this;
-    log_->AddAppendListener([hook = hook_](uint64_t) {
-      absl::MutexLock lock(&hook->mu);
-      if (hook->target != nullptr) hook->target->Wake();
-    });
+    if (listen) {
+      log_->AddAppendListener([hook = hook_](uint64_t) {
+        absl::MutexLock lock(&hook->mu);
+        if (hook->target != nullptr) hook->target->Wake();
+      });
+    }
     {
       absl::MutexLock lock(&mu_);
       started_ = true;
@@ -153,9 +246,11 @@ class Dispatcher::PluginDispatcher {
   }
 
   // Saved first (fsynced), then applied: a pause that was answered OK survives a restart.
-  absl::Status SetPaused(bool paused) {
+  // `save` false: only applied (cluster dispatch saved it once for every partition).
+  absl::Status SetPaused(bool paused, bool save = true) {
     absl::MutexLock control(&control_mu_);  // the store and memory change in the same order
-    if (absl::Status status = log_->PutMeta(PausedKey(config_.name), paused ? "true" : "false");
+    if (absl::Status status = save ? log_->PutMeta(PausedKey(config_.name), paused ? "true" : "false")
+                                   : absl::OkStatus();
         !status.ok()) {
       return absl::Status(status.code(), absl::StrCat("saving the pause state of plugin ",
                                                       config_.name, ": ", status.message()));
@@ -208,10 +303,16 @@ class Dispatcher::PluginDispatcher {
     control_changed_ = true;
   }
 
-  void RequestSeek(uint64_t sequence) {
+  // `applied_key`: under cluster dispatch, the metadata key that records `token` once the
+  // seek's cursor is saved (so that a node taking the partition over knows it was applied).
+  void RequestSeek(uint64_t sequence, std::string applied_key = "", std::string token = "") {
     absl::MutexLock lock(&mu_);
     seek_to_ = sequence;
+    seek_applied_ = {std::move(applied_key), std::move(token)};
   }
+
+  bool partitioned() const { return slot_.has_value(); }
+  int partition() const { return slot_ ? slot_->partition : 0; }
 
   // Called from REST client threads (through hook_) with one fetch answer.
   void OnHydrated(HydrationOutcome outcome) {
@@ -310,6 +411,7 @@ class Dispatcher::PluginDispatcher {
     std::vector<std::pair<uint64_t, Ack>> acks;
     std::vector<std::pair<uint64_t, std::string>> closed;
     std::optional<uint64_t> seek_to;
+    std::pair<std::string, std::string> seek_applied;
     std::vector<v1::Event> redeliver;
     std::vector<HydrationOutcome> hydrated;
     bool paused = false;
@@ -338,6 +440,7 @@ class Dispatcher::PluginDispatcher {
         inbox.acks.swap(acks_);
         inbox.closed.swap(closed_);
         inbox.seek_to = std::exchange(seek_to_, std::nullopt);
+        inbox.seek_applied = std::exchange(seek_applied_, {});
         inbox.redeliver.swap(redeliver_);
         inbox.hydrated.swap(hydrated_);
         inbox.paused = paused_;
@@ -353,7 +456,14 @@ class Dispatcher::PluginDispatcher {
       hold_view_ = inbox.hold_seq;
       const absl::Time now = absl::Now();
       if (inbox.detach_seq != 0) ReleaseStreamForRestart(inbox.detach_seq);
-      if (inbox.seek_to) Seek(*inbox.seek_to);
+      if (inbox.seek_to) Seek(*inbox.seek_to, inbox.seek_applied);
+      if (Fenced() && stream_) {
+        // The lease's local deadline passed without a renewal: nothing more goes to the plugin
+        // (see LeaseFence); what is in flight is abandoned, redelivered by the next owner.
+        spdlog::warn("[dispatch {}] partition {}: lease deadline passed; delivery stopped",
+                     config_.name, partition());
+        AbandonStream();
+      }
       for (v1::Event& event : inbox.redeliver) AdmitRedelivery(std::move(event));
       for (const auto& [generation, ack] : inbox.acks) HandleAck(generation, ack, now);
       for (HydrationOutcome& outcome : inbox.hydrated) HandleHydrated(std::move(outcome), now);
@@ -378,14 +488,16 @@ class Dispatcher::PluginDispatcher {
     if (!retry_timers_.empty()) deadline = std::min(deadline, retry_timers_.begin()->first);
     if (!ack_deadlines_.empty()) deadline = std::min(deadline, ack_deadlines_.begin()->first);
     if (!stream_ && !window_.empty()) deadline = std::min(deadline, reconnect_at_);
-    if (ProgressDirty()) deadline = std::min(deadline, next_progress_at_);
+    if (ProgressDirty() && !Fenced()) deadline = std::min(deadline, next_progress_at_);
+    if (slot_ && stream_) deadline = std::min(deadline, slot_->fence->Deadline());
     // More events may be waiting in the log once the window has room again.
     if (WorthReading() && next_read_ <= log_->head()) deadline = absl::Now();
     return deadline;
   }
 
   void EnsureStream(absl::Time now) {
-    if (stream_ || window_.empty() || paused_view_ || hold_view_ != 0 || now < reconnect_at_) {
+    if (stream_ || window_.empty() || paused_view_ || hold_view_ != 0 || now < reconnect_at_ ||
+        Fenced()) {
       return;
     }
     if (!channel_) {
@@ -494,6 +606,9 @@ class Dispatcher::PluginDispatcher {
   // Filters one event read from the log (its header and stored bytes), or queues it behind
   // earlier events of its resource.
   void Admit(v1::Event event, std::string bytes) {
+    // Another partition's event: another lease's (read amplification: every partition reads
+    // the whole log).
+    if (slot_ && PartitionOf(event, slot_->partitions) != slot_->partition) return;
     // Already pending as a retried dead letter (after a seek back below it): delivered once.
     if (window_.count(event.sequence()) > 0) return;
     EventFilter::Verdict verdict;
@@ -642,7 +757,7 @@ class Dispatcher::PluginDispatcher {
   }
 
   void SendReady(absl::Time now) {
-    if (!stream_ || paused_view_ || hold_view_ != 0) return;
+    if (!stream_ || paused_view_ || hold_view_ != 0 || Fenced()) return;
     std::vector<std::string> deliveries;
     while (in_flight_ < config_.max_in_flight && !ready_.empty()) {
       const uint64_t sequence = *ready_.begin();
@@ -819,12 +934,26 @@ class Dispatcher::PluginDispatcher {
     return cursor_ != persisted_cursor_ || !dead_letters_.empty() || !resolved_letters_.empty();
   }
 
+  // Whether the lease of this partition passed its local deadline (never without one).
+  bool Fenced() const { return slot_ && !slot_->fence->Valid(); }
+
   void FlushProgress(absl::Time now, bool force) {
     if (!ProgressDirty() || (!force && now < next_progress_at_)) return;
+    if (Fenced()) return;  // only the lease holder's writes count (see LeaseFence)
     PluginProgress progress;
     progress.cursor = cursor_;
     progress.dead_letters = dead_letters_;
-    absl::Status status = log_->WriteProgress(config_.name, progress);
+    absl::Status status;
+    if (slot_) {
+      // The letters under the plugin's name (where operators find them), then the partition's
+      // cursor past them.
+      if (!dead_letters_.empty()) {
+        status = log_->WriteProgress(config_.name, PluginProgress{std::nullopt, dead_letters_});
+      }
+      if (status.ok()) status = log_->WriteProgress(cursor_key_, PluginProgress{cursor_, {}});
+    } else {
+      status = log_->WriteProgress(config_.name, progress);
+    }
     next_progress_at_ = now + options_.progress_interval;
     if (!status.ok()) {
       // Kept for the next attempt: a dead letter is never dropped for want of a write.
@@ -847,7 +976,7 @@ class Dispatcher::PluginDispatcher {
     }
   }
 
-  void Seek(uint64_t sequence) {
+  void Seek(uint64_t sequence, const std::pair<std::string, std::string>& applied = {}) {
     spdlog::info("[dispatch {}] seek to sequence {}", config_.name, sequence);
     // Retried dead letters are not the cursor's: they stay pending (their letters are still
     // marked as being retried), sent again from attempt 1.
@@ -871,6 +1000,12 @@ class Dispatcher::PluginDispatcher {
     next_read_ = cursor_ + 1;
     stats_.cursor = cursor_;
     FlushProgress(absl::Now(), /*force=*/true);
+    if (!applied.first.empty() && persisted_cursor_ == cursor_) {
+      if (absl::Status s = log_->PutMeta(applied.first, applied.second); !s.ok()) {
+        spdlog::error("[dispatch {}] recording the seek of partition {}: {}", config_.name,
+                      partition(), std::string(s.message()));
+      }
+    }
     for (v1::Event& event : retried) AdmitRedelivery(std::move(event));
   }
 
@@ -878,19 +1013,26 @@ class Dispatcher::PluginDispatcher {
   // ignored) and the deliveries not answered on it wait to be sent again once the hold ends. They
   // are not failures of the plugin: no attempt is counted against retry.max_attempts and no
   // backoff is waited (their next delivery says attempt + 1, as any redelivery).
+  // Drops the stream; its unanswered deliveries wait to be sent again (not failures). How many.
+  uint64_t AbandonStream() {
+    uint64_t unanswered = 0;
+    stream_.reset();
+    std::vector<uint64_t> in_flight;
+    for (auto& [sequence, pending] : window_) {
+      if (pending.state == State::kInFlight) in_flight.push_back(sequence);
+    }
+    for (uint64_t sequence : in_flight) {
+      LeaveFlight(window_.at(sequence), sequence);
+      MakeReady(sequence);
+      ++unanswered;
+    }
+    return unanswered;
+  }
+
   void ReleaseStreamForRestart(uint64_t seq) {
     uint64_t unanswered = 0;
     if (stream_) {
-      stream_.reset();
-      std::vector<uint64_t> in_flight;
-      for (auto& [sequence, pending] : window_) {
-        if (pending.state == State::kInFlight) in_flight.push_back(sequence);
-      }
-      for (uint64_t sequence : in_flight) {
-        LeaveFlight(window_.at(sequence), sequence);
-        MakeReady(sequence);
-        ++unanswered;
-      }
+      unanswered = AbandonStream();
       spdlog::info(
           "[dispatch {}] delivery stream released for a restart of the plugin; {} "
           "unanswered delivery(ies) will be sent again",
@@ -940,6 +1082,8 @@ class Dispatcher::PluginDispatcher {
   }
 
   const PluginConfig config_;
+  const std::optional<Slot> slot_;
+  const std::string cursor_key_;  // the plugin's name, or its partition's cursor key
   EventLog* const log_;
   DeadLetters* const letters_;  // deletes the letters of acknowledged redeliveries
   AddressResolver resolve_;
@@ -952,6 +1096,7 @@ class Dispatcher::PluginDispatcher {
   std::vector<std::pair<uint64_t, Ack>> acks_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<uint64_t, std::string>> closed_ ABSL_GUARDED_BY(mu_);
   std::optional<uint64_t> seek_to_ ABSL_GUARDED_BY(mu_);
+  std::pair<std::string, std::string> seek_applied_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::Event> redeliver_ ABSL_GUARDED_BY(mu_);
   std::vector<HydrationOutcome> hydrated_ ABSL_GUARDED_BY(mu_);
   bool new_events_ ABSL_GUARDED_BY(mu_) = false;
@@ -1007,11 +1152,499 @@ class Dispatcher::PluginDispatcher {
   std::thread thread_;
 };
 
+// Cluster dispatch: which (plugin, partition) this node delivers, through leases in a key-value
+// bucket (LeaseStore), and one PluginDispatcher per partition it holds. One thread manages the
+// leases every lease_ttl / 4 (renew, give up, balance, acquire, follow pause, seek and dead
+// letter retries of the other nodes); another catches up with the other nodes' events.
+//
+// Lease records: "lease.<plugin>.<partition>" = the holder's node id ("" once released), and
+// "node.<node id>" = the node id, rewritten every round: the live nodes, for the fair share.
+class Dispatcher::Cluster {
+ public:
+  Cluster(std::vector<PluginConfig> plugins, std::vector<HydrationService*> hydrators,
+          EventLog* log, DeadLetters* letters, AddressResolver resolve, DispatcherOptions options)
+      : plugins_(std::move(plugins)),
+        hydrators_(std::move(hydrators)),
+        log_(log),
+        letters_(letters),
+        resolve_(std::move(resolve)),
+        options_(std::move(options)),
+        cluster_(*options_.cluster),
+        tick_(cluster_.lease_ttl / 4) {}
+
+  ~Cluster() { Stop(); }
+
+  const ClusterDispatchOptions& options() const { return cluster_; }
+
+  absl::Status Start() {
+    for (std::size_t i = 0; i < plugins_.size(); ++i) {
+      absl::StatusOr<std::optional<std::string>> retry = log_->GetMeta(RetryKey(i));
+      if (!retry.ok()) return retry.status();
+      seen_retry_.push_back(retry->value_or(""));
+    }
+    log_->AddAppendListener([this](uint64_t) { WakeAll(); });
+    spdlog::info(
+        "[cluster] node {}: {} partition(s) per plugin, lease TTL {}; leases in the bucket "
+        "shared with the other nodes",
+        cluster_.node_id, cluster_.partitions, absl::FormatDuration(cluster_.lease_ttl));
+    follower_ = std::thread([this] { Follow(); });
+    manager_ = std::thread([this] { Manage(); });
+    return absl::OkStatus();
+  }
+
+  // Releases every lease after its partition stopped (its cursor saved): the other nodes take
+  // them over at once instead of after the TTL.
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    if (manager_.joinable()) manager_.join();
+    if (follower_.joinable()) follower_.join();
+    std::map<Key, Held> held;
+    {
+      absl::MutexLock lock(&mu_);
+      held.swap(held_);
+    }
+    for (auto& [key, lease] : held) Release(key, lease, "pimgate stops");
+  }
+
+  // Instances of `plugin` (all when empty) this node runs now.
+  std::vector<std::shared_ptr<PluginDispatcher>> Local(const std::string& plugin) const {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::shared_ptr<PluginDispatcher>> out;
+    for (const auto& [key, lease] : held_) {
+      if (plugin.empty() || plugins_[key.first].name == plugin) out.push_back(lease.dispatcher);
+    }
+    return out;
+  }
+
+  LeaseStats Leases() const {
+    absl::MutexLock lock(&mu_);
+    LeaseStats stats = counters_;
+    stats.held = held_.size();
+    return stats;
+  }
+
+  absl::StatusOr<std::vector<PartitionOwner>> Owners() const {
+    absl::StatusOr<std::vector<LeaseRecord>> records = cluster_.leases->List("lease.");
+    if (!records.ok()) return records.status();
+    std::vector<PartitionOwner> owners;
+    for (const LeaseRecord& record : *records) {
+      const std::size_t dot = record.key.rfind('.');
+      int partition = 0;
+      if (dot == std::string::npos || dot <= 6 ||
+          !absl::SimpleAtoi(record.key.substr(dot + 1), &partition)) {
+        continue;
+      }
+      owners.push_back({record.key.substr(6, dot - 6), partition, record.value});
+    }
+    std::sort(owners.begin(), owners.end(), [](const PartitionOwner& a, const PartitionOwner& b) {
+      return std::tie(a.plugin, a.partition) < std::tie(b.plugin, b.partition);
+    });
+    return owners;
+  }
+
+  // Cluster-wide: saved once, applied here now and by the other nodes within one round.
+  absl::Status SetPaused(const std::string& plugin, bool paused) {
+    if (absl::Status status = log_->PutMeta(PausedKey(plugin), paused ? "true" : "false");
+        !status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("saving the pause state of plugin ", plugin,
+                                                      ": ", status.message()));
+    }
+    for (const auto& d : Local(plugin)) d->SetPaused(paused, /*save=*/false).IgnoreError();
+    return absl::OkStatus();
+  }
+
+  // Cluster-wide: the seek is saved with a token; every holder of a partition applies it once
+  // (now here, within one round elsewhere, or when a node takes a partition over) and records
+  // the token beside the partition once its cursor is saved.
+  absl::Status Seek(const std::string& plugin, uint64_t sequence) {
+    const std::string token = absl::StrCat(cluster_.node_id, "-", absl::ToUnixNanos(absl::Now()),
+                                           " ", sequence);
+    if (absl::Status s = log_->PutMeta(SeekKey(plugin), token); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("saving the seek of plugin ", plugin, ": ",
+                                                 s.message()));
+    }
+    ApplySeek(plugin, token);
+    return absl::OkStatus();
+  }
+
+  // Retried dead letters go to the local holders of their partitions; the holders elsewhere
+  // hear of the others through a token and read the marked letters (DeadLetters::Retrying).
+  absl::Status Redeliver(const std::string& plugin, std::vector<v1::Event> events) {
+    std::map<int, std::vector<v1::Event>> by_partition;
+    for (v1::Event& event : events) {
+      by_partition[PartitionOf(event, cluster_.partitions)].push_back(std::move(event));
+    }
+    bool elsewhere = false;
+    std::vector<std::shared_ptr<PluginDispatcher>> local = Local(plugin);
+    for (auto& [partition, list] : by_partition) {
+      auto it = std::find_if(local.begin(), local.end(),
+                             [p = partition](const auto& d) { return d->partition() == p; });
+      if (it == local.end()) {
+        elsewhere = true;
+      } else {
+        (*it)->RequestRedelivery(std::move(list));
+      }
+    }
+    if (!elsewhere) return absl::OkStatus();
+    return log_->PutMeta(RetryKey(PluginIndex(plugin)),
+                         absl::StrCat(cluster_.node_id, "-", absl::ToUnixNanos(absl::Now())));
+  }
+
+ private:
+  using Key = std::pair<std::size_t, int>;  // (plugin index, partition)
+  struct Held {
+    uint64_t revision = 0;
+    std::shared_ptr<LeaseFence> fence;
+    std::shared_ptr<PluginDispatcher> dispatcher;
+    std::string seek_token;  // the last cluster-wide seek this partition applied
+  };
+
+  static std::string SeekKey(const std::string& plugin) {
+    return absl::StrCat("dispatch/", plugin, "/seek");
+  }
+  std::string SeekAppliedKey(const std::string& plugin, int partition) const {
+    return absl::StrCat("dispatch/", PartitionCursorKey(plugin, partition, cluster_.partitions),
+                        "/seek-applied");
+  }
+  std::string RetryKey(std::size_t plugin) const {
+    return absl::StrCat("dispatch/", plugins_[plugin].name, "/retry");
+  }
+  std::string LeaseKey(const Key& key) const {
+    return absl::StrCat("lease.", plugins_[key.first].name, ".", key.second);
+  }
+  std::size_t PluginIndex(const std::string& plugin) const {
+    for (std::size_t i = 0; i < plugins_.size(); ++i) {
+      if (plugins_[i].name == plugin) return i;
+    }
+    return 0;
+  }
+  bool stopping() const {
+    absl::MutexLock lock(&mu_);
+    return stopping_;
+  }
+
+  void WakeAll() {
+    absl::MutexLock lock(&mu_);
+    for (auto& [key, lease] : held_) lease.dispatcher->Wake();
+  }
+
+  // Sleeps up to `d`; false once stopping.
+  bool Sleep(absl::Duration d) {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), d);
+    return !stopping_;
+  }
+
+  void Follow() {
+    absl::Time last_warning = absl::InfinitePast();
+    while (Sleep(cluster_.follow_interval)) {
+      if (absl::Status s = log_->Refresh(); !s.ok() && absl::Now() - last_warning > absl::Seconds(10)) {
+        last_warning = absl::Now();
+        spdlog::warn("[cluster] catching up with the other nodes' events: {}",
+                     std::string(s.message()));
+      }
+    }
+  }
+
+  void Manage() {
+    while (!stopping()) {
+      Round();
+      if (!Sleep(tick_)) break;
+    }
+  }
+
+  // One round: presence, renewals, losses, balance, acquisitions, cluster-wide controls.
+  void Round() {
+    const std::string presence = absl::StrCat("node.", cluster_.node_id);
+    absl::StatusOr<uint64_t> rev =
+        presence_revision_ != 0
+            ? cluster_.leases->Update(presence, cluster_.node_id, presence_revision_)
+            : cluster_.leases->Create(presence, cluster_.node_id);
+    if (!rev.ok() && presence_revision_ != 0) rev = cluster_.leases->Create(presence, cluster_.node_id);
+    presence_revision_ = rev.ok() ? *rev : 0;
+
+    Renew();
+
+    absl::StatusOr<std::vector<LeaseRecord>> nodes = cluster_.leases->List("node.");
+    absl::StatusOr<std::vector<LeaseRecord>> leases = cluster_.leases->List("lease.");
+    if (!nodes.ok() || !leases.ok()) {
+      const absl::Status& s = !nodes.ok() ? nodes.status() : leases.status();
+      spdlog::warn("[cluster] reading the lease bucket: {}", std::string(s.message()));
+      return;
+    }
+    const std::size_t live = std::max<std::size_t>(1, nodes->size());
+    const int fair = static_cast<int>((cluster_.partitions + live - 1) / live);
+    std::map<std::string, std::string> holder;  // lease key -> node ("" released)
+    for (const LeaseRecord& record : *leases) holder[record.key] = record.value;
+
+    for (std::size_t plugin = 0; plugin < plugins_.size() && !stopping(); ++plugin) {
+      std::vector<int> mine;
+      {
+        absl::MutexLock lock(&mu_);
+        for (const auto& [key, lease] : held_) {
+          if (key.first == plugin) mine.push_back(key.second);
+        }
+      }
+      // Over the fair share: give one partition back per round (its cursor saved first), so
+      // that a node that joined finds it free.
+      if (static_cast<int>(mine.size()) > fair) {
+        Key key{plugin, mine.back()};
+        Held lease;
+        {
+          absl::MutexLock lock(&mu_);
+          auto it = held_.find(key);
+          lease = std::move(it->second);
+          held_.erase(it);
+        }
+        Release(key, lease, absl::StrCat("balance: ", live, " node(s), fair share ", fair));
+        continue;
+      }
+      int want = fair - static_cast<int>(mine.size());
+      for (int partition = 0; partition < cluster_.partitions && !stopping(); ++partition) {
+        if (std::find(mine.begin(), mine.end(), partition) != mine.end()) continue;
+        const Key key{plugin, partition};
+        const std::string lease_key = LeaseKey(key);
+        auto it = holder.find(lease_key);
+        const bool free = it == holder.end() || it->second.empty();
+        // A partition free in two rounds in a row is taken whatever the share (a node count
+        // that still includes a dead node's presence must not leave partitions undelivered).
+        const bool orphan = free && free_last_round_.contains(lease_key);
+        if (free) {
+          free_now_.insert(lease_key);
+        }
+        if (!free || (want <= 0 && !orphan)) continue;
+        if (Acquire(key, it == holder.end() ? std::nullopt : std::optional<std::string>(""))) {
+          --want;
+        }
+      }
+    }
+    free_last_round_.swap(free_now_);
+    free_now_.clear();
+
+    FollowControls();
+  }
+
+  void Renew() {
+    std::vector<Key> keys;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const auto& [key, lease] : held_) keys.push_back(key);
+    }
+    for (const Key& key : keys) {
+      uint64_t revision = 0;
+      std::shared_ptr<LeaseFence> fence;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = held_.find(key);
+        if (it == held_.end()) continue;
+        revision = it->second.revision;
+        fence = it->second.fence;
+      }
+      const std::string lease_key = LeaseKey(key);
+      const SteadyClock::time_point sent = SteadyClock::now();
+      absl::StatusOr<uint64_t> next = cluster_.leases->Update(lease_key, cluster_.node_id, revision);
+      bool lost = false;
+      if (next.ok()) {
+        fence->ExtendTo(sent + absl::ToChronoNanoseconds(cluster_.lease_ttl * 3 / 4));
+        revision = *next;
+      } else if (absl::IsFailedPrecondition(next.status())) {
+        // Refused: an earlier renewal that seemed to fail may have been stored (ours still, at
+        // a newer revision: adopted, without moving the deadline), or the lease expired.
+        absl::StatusOr<std::optional<LeaseRecord>> record = cluster_.leases->Get(lease_key);
+        if (record.ok() && record->has_value() && (*record)->value == cluster_.node_id) {
+          revision = (*record)->revision;
+        } else if (record.ok()) {
+          lost = true;
+        }
+      }
+      if (!fence->Valid()) lost = true;
+      if (lost) {
+        fence->Revoke();
+        std::shared_ptr<PluginDispatcher> dispatcher;
+        {
+          absl::MutexLock lock(&mu_);
+          auto it = held_.find(key);
+          dispatcher = std::move(it->second.dispatcher);
+          held_.erase(it);
+          ++counters_.lost;
+        }
+        spdlog::warn("[cluster] lost the lease of {} (renewals failed: {}); its events wait for "
+                     "the node that takes it",
+                     lease_key, next.ok() ? "deadline passed" : std::string(next.status().message()));
+        dispatcher->Stop();
+        continue;
+      }
+      absl::MutexLock lock(&mu_);
+      auto it = held_.find(key);
+      if (it != held_.end()) it->second.revision = revision;
+    }
+  }
+
+  // Takes a free partition: `released` nullopt when its key is absent, "" when released.
+  bool Acquire(const Key& key, const std::optional<std::string>& released) {
+    const std::string lease_key = LeaseKey(key);
+    const SteadyClock::time_point sent = SteadyClock::now();
+    absl::StatusOr<uint64_t> revision;
+    if (!released.has_value()) {
+      revision = cluster_.leases->Create(lease_key, cluster_.node_id);
+    } else {
+      absl::StatusOr<std::optional<LeaseRecord>> record = cluster_.leases->Get(lease_key);
+      if (!record.ok()) return false;
+      if (!record->has_value()) {
+        revision = cluster_.leases->Create(lease_key, cluster_.node_id);
+      } else if (!(*record)->value.empty()) {
+        return false;
+      } else {
+        revision = cluster_.leases->Update(lease_key, cluster_.node_id, (*record)->revision);
+      }
+    }
+    if (!revision.ok()) return false;  // another node was first (or no answer: not ours)
+    auto fence = std::make_shared<LeaseFence>();
+    fence->ExtendTo(sent + absl::ToChronoNanoseconds(cluster_.lease_ttl * 3 / 4));
+    const PluginConfig& plugin = plugins_[key.first];
+    auto dispatcher = std::make_shared<PluginDispatcher>(
+        plugin, log_, letters_, resolve_, options_, hydrators_[key.first],
+        PluginDispatcher::Slot{key.second, cluster_.partitions, fence});
+    // A seek made while no node held the partition, or not applied by its last holder.
+    absl::StatusOr<std::optional<std::string>> seek = log_->GetMeta(SeekKey(plugin.name));
+    absl::StatusOr<std::optional<std::string>> applied =
+        log_->GetMeta(SeekAppliedKey(plugin.name, key.second));
+    absl::Status status = dispatcher->Start(/*listen=*/false);
+    if (status.ok() && (!seek.ok() || !applied.ok())) {
+      status = !seek.ok() ? seek.status() : applied.status();
+    }
+    if (!status.ok()) {
+      spdlog::error("[cluster] starting {} after taking its lease: {}; released", lease_key,
+                    std::string(status.message()));
+      dispatcher->Stop();
+      cluster_.leases->Update(lease_key, "", *revision).IgnoreError();
+      return false;
+    }
+    std::string seek_token = applied->value_or("");
+    if (seek->has_value() && **seek != seek_token) {
+      seek_token = **seek;
+      RequestSeek(*dispatcher, plugin.name, seek_token);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      held_[key] = Held{*revision, fence, dispatcher, seek_token};
+      ++counters_.acquired;
+    }
+    spdlog::info("[cluster] node {} took {} (revision {})", cluster_.node_id, lease_key,
+                 *revision);
+    return true;
+  }
+
+  // Stops the partition (in-flight deliveries abandoned, cursor saved while the lease holds)
+  // and gives the lease back.
+  void Release(const Key& key, Held& lease, const std::string& why) {
+    lease.dispatcher->Stop();
+    lease.fence->Revoke();
+    const std::string lease_key = LeaseKey(key);
+    absl::Status s = cluster_.leases->Update(lease_key, "", lease.revision).status();
+    {
+      absl::MutexLock lock(&mu_);
+      ++counters_.released;
+    }
+    if (s.ok()) {
+      spdlog::info("[cluster] node {} released {} ({})", cluster_.node_id, lease_key, why);
+    } else {
+      spdlog::warn("[cluster] node {} could not release {} ({}): it expires after the TTL",
+                   cluster_.node_id, lease_key, std::string(s.message()));
+    }
+  }
+
+  void RequestSeek(PluginDispatcher& dispatcher, const std::string& plugin,
+                   const std::string& token) {
+    uint64_t sequence = 0;
+    const std::size_t space = token.rfind(' ');
+    if (space == std::string::npos || !absl::SimpleAtoi(token.substr(space + 1), &sequence)) {
+      spdlog::error("[cluster] unreadable seek record of plugin {}: {}", plugin, token);
+      return;
+    }
+    dispatcher.RequestSeek(sequence, SeekAppliedKey(plugin, dispatcher.partition()), token);
+  }
+
+  // Each local partition of `plugin` that has not applied `token` yet applies it.
+  void ApplySeek(const std::string& plugin, const std::string& token) {
+    absl::MutexLock lock(&mu_);
+    for (auto& [key, lease] : held_) {
+      if (plugins_[key.first].name != plugin || lease.seek_token == token) continue;
+      lease.seek_token = token;
+      RequestSeek(*lease.dispatcher, plugin, token);
+    }
+  }
+
+  // What operators did on other nodes: pause or resume, seek, dead letter retries.
+  void FollowControls() {
+    for (std::size_t i = 0; i < plugins_.size(); ++i) {
+      const std::string& plugin = plugins_[i].name;
+      std::vector<std::shared_ptr<PluginDispatcher>> local = Local(plugin);
+      if (local.empty()) continue;
+      absl::StatusOr<std::optional<std::string>> paused = log_->GetMeta(PausedKey(plugin));
+      if (paused.ok()) {
+        const bool is_paused = paused->has_value() && **paused == "true";
+        for (const auto& d : local) d->SetPaused(is_paused, /*save=*/false).IgnoreError();
+      }
+      absl::StatusOr<std::optional<std::string>> seek = log_->GetMeta(SeekKey(plugin));
+      if (seek.ok() && seek->has_value()) ApplySeek(plugin, **seek);
+      absl::StatusOr<std::optional<std::string>> retry = log_->GetMeta(RetryKey(i));
+      if (retry.ok() && retry->value_or("") != seen_retry_[i]) {
+        seen_retry_[i] = retry->value_or("");
+        absl::StatusOr<std::vector<v1::Event>> events = letters_->Retrying(plugin);
+        if (events.ok()) {
+          for (const auto& d : local) {
+            std::vector<v1::Event> mine;
+            for (const v1::Event& event : *events) {
+              if (PartitionOf(event, cluster_.partitions) == d->partition()) mine.push_back(event);
+            }
+            if (!mine.empty()) d->RequestRedelivery(std::move(mine));
+          }
+        }
+      }
+    }
+  }
+
+  const std::vector<PluginConfig> plugins_;
+  const std::vector<HydrationService*> hydrators_;  // per plugin, null: no hydration
+  EventLog* const log_;
+  DeadLetters* const letters_;
+  const AddressResolver resolve_;
+  const DispatcherOptions options_;
+  const ClusterDispatchOptions cluster_;
+  const absl::Duration tick_;
+
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<Key, Held> held_ ABSL_GUARDED_BY(mu_);
+  LeaseStats counters_ ABSL_GUARDED_BY(mu_);
+
+  // Manager thread only.
+  uint64_t presence_revision_ = 0;
+  std::set<std::string> free_last_round_;
+  std::set<std::string> free_now_;
+  std::vector<std::string> seen_retry_;  // per plugin (written before the thread starts)
+
+  std::thread follower_;
+  std::thread manager_;
+};
+
 absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
     const std::vector<PluginConfig>& plugins, EventLog* log, AddressResolver resolve,
     DispatcherOptions options) {
   if (log == nullptr) return absl::InvalidArgumentError("the dispatcher needs the event log");
+  if (options.cluster && (options.cluster->leases == nullptr || options.cluster->node_id.empty() ||
+                          options.cluster->partitions < 1)) {
+    return absl::InvalidArgumentError(
+        "cluster dispatch needs a lease store, a node id and at least one partition");
+  }
   std::unique_ptr<Dispatcher> dispatcher(new Dispatcher());
+  dispatcher->log_ = log;
+  std::vector<HydrationService*> hydrators;
   // Retries go through Redeliver; the dispatcher outlives its DeadLetters (it owns them).
   dispatcher->dead_letters_ = std::make_unique<DeadLetters>(
       *log, [d = dispatcher.get()](const std::string& plugin, std::vector<v1::Event> events) {
@@ -1050,9 +1683,17 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
       spdlog::info("[dispatch {}] hydrates lightweight events of source(s) {}", plugin.name,
                    absl::StrJoin(with_client, ", "));
     }
+    dispatcher->names_.push_back(plugin.name);
+    hydrators.push_back(plugin.hydrate ? dispatcher->hydrator_.get() : nullptr);
+    if (options.cluster) continue;  // partitions start as their leases are taken
     dispatcher->plugins_.push_back(std::make_unique<PluginDispatcher>(
         plugin, log, dispatcher->dead_letters_.get(), resolve, options,
         plugin.hydrate ? dispatcher->hydrator_.get() : nullptr));
+  }
+  if (options.cluster) {
+    dispatcher->cluster_ =
+        std::make_unique<Cluster>(plugins, std::move(hydrators), log,
+                                  dispatcher->dead_letters_.get(), resolve, std::move(options));
   }
   return dispatcher;
 }
@@ -1060,6 +1701,7 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(
 Dispatcher::~Dispatcher() { Stop(); }
 
 absl::Status Dispatcher::Start() {
+  if (cluster_) return cluster_->Start();
   for (auto& plugin : plugins_) {
     if (absl::Status status = plugin->Start(); !status.ok()) return status;
   }
@@ -1067,13 +1709,80 @@ absl::Status Dispatcher::Start() {
 }
 
 void Dispatcher::Stop() {
+  if (cluster_) cluster_->Stop();
   for (auto& plugin : plugins_) plugin->Stop();
 }
 
+namespace {
+
+// The rank of a state when one plugin's partitions are summed up: the busiest one shows.
+int StateRank(const std::string& state) {
+  static const char* const kOrder[] = {"stopped", "standby", "idle",       "paused",
+                                       "restarting", "connecting", "streaming"};
+  for (int i = 0; i < static_cast<int>(std::size(kOrder)); ++i) {
+    if (state == kOrder[i]) return i;
+  }
+  return 0;
+}
+
+}  // namespace
+
 std::vector<PluginDispatchStats> Dispatcher::Stats() const {
   std::vector<PluginDispatchStats> out;
-  for (const auto& plugin : plugins_) out.push_back(plugin->Stats());
+  if (!cluster_) {
+    for (const auto& plugin : plugins_) out.push_back(plugin->Stats());
+    return out;
+  }
+  // Under cluster dispatch: the sum of the partitions this node holds; the cursor is the lowest
+  // of theirs ("standby" with cursor 0 while it holds none).
+  for (const std::string& name : names_) {
+    PluginDispatchStats total;
+    total.name = name;
+    total.state = "standby";
+    bool first = true;
+    for (const auto& d : cluster_->Local(name)) {
+      const PluginDispatchStats s = d->Stats();
+      if (StateRank(s.state) > StateRank(total.state)) total.state = s.state;
+      total.cursor = first ? s.cursor : std::min(total.cursor, s.cursor);
+      first = false;
+      total.in_flight += s.in_flight;
+      total.delivered += s.delivered;
+      total.retried += s.retried;
+      total.dead_lettered += s.dead_lettered;
+      total.skipped_filter += s.skipped_filter;
+      total.skipped_stale += s.skipped_stale;
+      total.connects += s.connects;
+      total.stream_open = total.stream_open || s.stream_open;
+      if (total.last_error.empty()) total.last_error = s.last_error;
+      total.hydrating += s.hydrating;
+      total.hydration_fetches += s.hydration_fetches;
+      total.hydration_cache_hits += s.hydration_cache_hits;
+      total.hydration_not_found += s.hydration_not_found;
+      total.hydration_failures += s.hydration_failures;
+    }
+    const uint64_t head = log_->head();
+    total.lag = first ? 0 : (head > total.cursor ? head - total.cursor : 0);
+    out.push_back(std::move(total));
+  }
   return out;
+}
+
+absl::StatusOr<std::vector<PartitionOwner>> Dispatcher::Owners() const {
+  if (!cluster_) return std::vector<PartitionOwner>{};
+  return cluster_->Owners();
+}
+
+std::optional<std::string> Dispatcher::NodeId() const {
+  if (!cluster_) return std::nullopt;
+  return cluster_->options().node_id;
+}
+
+LeaseStats Dispatcher::Leases() const { return cluster_ ? cluster_->Leases() : LeaseStats{}; }
+
+int Dispatcher::partitions() const { return cluster_ ? cluster_->options().partitions : 0; }
+
+bool Dispatcher::Knows(const std::string& plugin) const {
+  return std::find(names_.begin(), names_.end(), plugin) != names_.end();
 }
 
 Dispatcher::PluginDispatcher* Dispatcher::Find(const std::string& name) const {
@@ -1084,12 +1793,20 @@ Dispatcher::PluginDispatcher* Dispatcher::Find(const std::string& name) const {
 }
 
 absl::Status Dispatcher::Pause(const std::string& plugin) {
+  if (cluster_) {
+    if (!Knows(plugin)) return absl::NotFoundError("no plugin named " + plugin);
+    return cluster_->SetPaused(plugin, true);
+  }
   PluginDispatcher* p = Find(plugin);
   if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
   return p->SetPaused(true);
 }
 
 absl::Status Dispatcher::Resume(const std::string& plugin) {
+  if (cluster_) {
+    if (!Knows(plugin)) return absl::NotFoundError("no plugin named " + plugin);
+    return cluster_->SetPaused(plugin, false);
+  }
   PluginDispatcher* p = Find(plugin);
   if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
   return p->SetPaused(false);
@@ -1097,25 +1814,49 @@ absl::Status Dispatcher::Resume(const std::string& plugin) {
 
 absl::StatusOr<Dispatcher::DrainResult> Dispatcher::HoldAndDrain(
     const std::string& plugin, std::optional<absl::Duration> timeout) {
+  if (cluster_) {
+    // Every partition of the plugin held here drains at once (partitions taken during the
+    // hold are not held: they start delivering once the plugin answers again).
+    if (!Knows(plugin)) return absl::NotFoundError("no plugin named " + plugin);
+    std::vector<std::shared_ptr<PluginDispatcher>> local = cluster_->Local(plugin);
+    std::vector<absl::StatusOr<DrainResult>> results(local.size());
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < local.size(); ++i) {
+      threads.emplace_back([&, i] { results[i] = local[i]->HoldAndDrain(timeout); });
+    }
+    for (std::thread& t : threads) t.join();
+    DrainResult total;
+    for (const auto& result : results) {
+      if (!result.ok()) return result.status();
+      total.in_flight += result->in_flight;
+      total.unanswered += result->unanswered;
+    }
+    return total;
+  }
   PluginDispatcher* p = Find(plugin);
   if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
   return p->HoldAndDrain(timeout);
 }
 
 absl::Status Dispatcher::EndHold(const std::string& plugin) {
+  if (cluster_) {
+    if (!Knows(plugin)) return absl::NotFoundError("no plugin named " + plugin);
+    for (const auto& d : cluster_->Local(plugin)) d->EndHold();
+    return absl::OkStatus();
+  }
   PluginDispatcher* p = Find(plugin);
   if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
   p->EndHold();
   return absl::OkStatus();
 }
 
-std::vector<std::string> Dispatcher::PluginNames() const {
-  std::vector<std::string> names;
-  for (const auto& plugin : plugins_) names.push_back(plugin->name());
-  return names;
-}
+std::vector<std::string> Dispatcher::PluginNames() const { return names_; }
 
 absl::Status Dispatcher::Redeliver(const std::string& plugin, std::vector<v1::Event> events) {
+  if (cluster_) {
+    if (!Knows(plugin)) return absl::NotFoundError("no plugin named " + plugin);
+    return cluster_->Redeliver(plugin, std::move(events));
+  }
   PluginDispatcher* p = Find(plugin);
   if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
   p->RequestRedelivery(std::move(events));
@@ -1123,6 +1864,10 @@ absl::Status Dispatcher::Redeliver(const std::string& plugin, std::vector<v1::Ev
 }
 
 absl::Status Dispatcher::Seek(const std::string& plugin, uint64_t sequence) {
+  if (cluster_) {
+    if (!Knows(plugin)) return absl::NotFoundError("no plugin named " + plugin);
+    return cluster_->Seek(plugin, sequence);
+  }
   PluginDispatcher* p = Find(plugin);
   if (p == nullptr) return absl::NotFoundError("no plugin named " + plugin);
   p->RequestSeek(sequence);
@@ -1135,14 +1880,26 @@ MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, const Event
           dispatcher]() -> absl::StatusOr<std::optional<uint64_t>> {
     if (plugins.empty()) return std::nullopt;
     uint64_t lowest = std::numeric_limits<uint64_t>::max();
+    const int partitions = dispatcher != nullptr ? dispatcher->partitions() : 0;
     for (const std::string& plugin : plugins) {
       absl::StatusOr<uint64_t> cursor = event_log->LoadCursor(plugin);
       if (!cursor.ok()) return cursor.status();
-      lowest = std::min(lowest, *cursor);
+      if (partitions == 0) {
+        lowest = std::min(lowest, *cursor);
+        continue;
+      }
+      // Cluster dispatch: every partition's cursor (one never written yet starts at the
+      // plugin's own, as PluginDispatcher::Start does).
+      for (int p = 0; p < partitions; ++p) {
+        absl::StatusOr<uint64_t> own =
+            event_log->LoadCursor(PartitionCursorKey(plugin, p, partitions));
+        if (!own.ok()) return own.status();
+        lowest = std::min(lowest, *own != 0 ? *own : *cursor);
+      }
     }
     if (dispatcher != nullptr) {
       for (const PluginDispatchStats& stats : dispatcher->Stats()) {
-        lowest = std::min(lowest, stats.cursor);
+        if (stats.state != "standby") lowest = std::min(lowest, stats.cursor);
       }
     }
     return lowest;

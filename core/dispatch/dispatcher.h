@@ -17,6 +17,7 @@
 #include "core/dispatch/dead_letters.h"
 #include "core/dispatch/hydration.h"
 #include "core/log/event_log.h"
+#include "core/log/lease_store.h"
 #include "core/log/retention.h"
 
 namespace pimgate {
@@ -50,6 +51,43 @@ struct PluginDispatchStats {
   uint64_t hydration_failures = 0;    // failed fetches (each retried like a failed delivery)
 };
 
+// Dispatch shared by several pimgate nodes on one JetStream stream (store.jetstream.cluster;
+// docs/architecture.md, "Dispatch in a cluster"). Events are cut into `partitions` by resource;
+// each (plugin, partition) is delivered by the node holding its lease in `leases`.
+struct ClusterDispatchOptions {
+  std::shared_ptr<LeaseStore> leases;  // required
+  std::string node_id;                 // unique among the running nodes
+  int partitions = 8;
+  absl::Duration lease_ttl = absl::Seconds(10);  // the lease bucket's MaxAge
+  // How often the node catches up with the events other nodes appended (EventLog::Refresh).
+  absl::Duration follow_interval = absl::Milliseconds(100);
+
+  static ClusterDispatchOptions FromConfig(const ClusterConfig& config,
+                                           std::shared_ptr<LeaseStore> leases);
+};
+
+// The partition of an event: a stable hash (FNV-1a) of its resource key (source, kind,
+// resource id), so every event of one resource is in one partition; events without a resource
+// id spread by sequence. The same on every node and every version of pimgate.
+int PartitionOf(const v1::Event& header, int partitions);
+// The cursor key of one (plugin, partition): "<plugin>.p<index>of<partitions>".
+std::string PartitionCursorKey(const std::string& plugin, int partition, int partitions);
+
+// Who delivers one (plugin, partition) now (the lease bucket's view).
+struct PartitionOwner {
+  std::string plugin;
+  int partition = 0;
+  std::string node;  // empty: released, not taken yet
+};
+
+// This node's leases (cluster dispatch only).
+struct LeaseStats {
+  uint64_t held = 0;      // now
+  uint64_t acquired = 0;  // since start
+  uint64_t lost = 0;      // expired or taken without this node releasing them
+  uint64_t released = 0;  // given back (balance, shutdown)
+};
+
 // Tuning shared by all plugins. Every limit is named; defaults suit a single machine.
 struct DispatcherOptions {
   // Events held in memory per plugin (fetched, not yet done). Bounds memory when one resource
@@ -72,6 +110,9 @@ struct DispatcherOptions {
   // meanwhile queue up and go in the next batch, so batches grow with the load.
   std::size_t hydration_prefetch = 2 * 100;
   std::size_t hydration_batches = 2;
+  // Set: this node shares dispatch with other nodes (store.jetstream.cluster). Unset: it
+  // delivers every event itself, as always.
+  std::optional<ClusterDispatchOptions> cluster;
 };
 
 // A function that tells a plugin's gRPC target (from the supervisor or the manifest).
@@ -122,6 +163,14 @@ class Dispatcher {
   // and Start() resumes the retries of marked letters. An event already pending is not sent a
   // second time.
   absl::Status Redeliver(const std::string& plugin, std::vector<v1::Event> events);
+  // Cluster dispatch: every (plugin, partition) lease in the bucket, by plugin and partition
+  // (partitions nobody holds are absent). Empty without cluster dispatch.
+  absl::StatusOr<std::vector<PartitionOwner>> Owners() const;
+  // Cluster dispatch: this node's id and lease counters; nullopt without cluster dispatch.
+  std::optional<std::string> NodeId() const;
+  LeaseStats Leases() const;
+  // Partitions of cluster dispatch, 0 without it.
+  int partitions() const;
   // Names of the configured plugins, in manifest order.
   std::vector<std::string> PluginNames() const;
   // The plugins' dead letters: the dispatcher writes them as it gives up on events; operators
@@ -129,9 +178,14 @@ class Dispatcher {
   DeadLetters& dead_letters() const { return *dead_letters_; }
 
   class PluginDispatcher;
+  class Cluster;
 
  private:
   Dispatcher() = default;
+  EventLog* log_ = nullptr;
+  std::unique_ptr<Cluster> cluster_;  // cluster dispatch; null: plugins_ deliver everything
+  std::vector<std::string> names_;    // the plugins, in manifest order
+  bool Knows(const std::string& plugin) const;
   std::shared_ptr<HydrationService> hydrator_;  // shared by hydrating plugins; null: none hydrates
   std::unique_ptr<DeadLetters> dead_letters_;
   std::vector<std::unique_ptr<PluginDispatcher>> plugins_;

@@ -398,12 +398,7 @@ void EventLog::Requeue(BuiltGroup& group, const absl::Status& status) {
     last_quarantine_id_.store(
         std::max(state->last_quarantine_id, last_quarantine_id_.load(std::memory_order_acquire)),
         std::memory_order_release);
-    if (state->last_sequence > head_.load(std::memory_order_acquire)) {
-      head_.store(state->last_sequence, std::memory_order_release);
-      absl::MutexLock lock(&head_mu_);
-      head_cv_.SignalAll();
-      for (const auto& listener : listeners_) listener(state->last_sequence);
-    }
+    RaiseHead(state->last_sequence);
   }
   std::vector<Pending> requests = Unbuild(group);
   std::vector<Pending> failed;
@@ -519,12 +514,7 @@ void EventLog::WriteLoop() {
     }
     if (status.ok()) {
       last_quarantine_id_.store(group.batch.last_quarantine_id, std::memory_order_release);
-      head_.store(group.batch.last_sequence, std::memory_order_release);
-      if (group.has_writes) {
-        absl::MutexLock lock(&head_mu_);
-        head_cv_.SignalAll();
-        for (const auto& listener : listeners_) listener(group.batch.last_sequence);
-      }
+      if (group.has_writes) RaiseHead(group.batch.last_sequence);
       pending_.fetch_sub(group.requests.size(), std::memory_order_relaxed);
       for (std::size_t i = 0; i < group.requests.size(); ++i) {
         group.requests[i].callback(group.results[i]);
@@ -545,6 +535,27 @@ void EventLog::WriteLoop() {
 }  // namespace pimgate
 
 namespace pimgate {
+
+bool EventLog::RaiseHead(uint64_t head) {
+  // A Refresh on another thread may have moved the head past this writer's own batch already:
+  // the head never moves back.
+  uint64_t current = head_.load(std::memory_order_acquire);
+  while (current < head &&
+         !head_.compare_exchange_weak(current, head, std::memory_order_acq_rel)) {
+  }
+  if (current >= head) return false;
+  absl::MutexLock lock(&head_mu_);
+  head_cv_.SignalAll();
+  for (const auto& listener : listeners_) listener(head);
+  return true;
+}
+
+absl::Status EventLog::Refresh() {
+  absl::StatusOr<RecoveredState> state = backend_->Resync();
+  if (!state.ok()) return state.status();
+  RaiseHead(state->last_sequence);
+  return absl::OkStatus();
+}
 
 void EventLog::AddAppendListener(std::function<void(uint64_t head)> listener) {
   absl::MutexLock lock(&head_mu_);

@@ -117,6 +117,12 @@ class EventLog {
   // (the dispatcher) use it to wait for new events without polling.
   uint64_t WaitForHead(uint64_t after, absl::Duration timeout);
 
+  // Catches up with the events other writers of a shared store (JetStream) appended: head()
+  // moves past them and the append listeners hear of them. Nothing to do on a store with one
+  // writer. Thread-safe; cluster dispatch calls it periodically, so that a node that takes no
+  // webhooks still delivers the others' events.
+  absl::Status Refresh();
+
   // Registers `listener`, called on the writer thread with the new head after every commit
   // that stored events. It must be quick and must not call back into the log (set a flag,
   // signal a condition variable). Thread-safe.
@@ -276,6 +282,8 @@ class EventLog {
   // The writer's answer to Aborted: gives the group's requests back to the builder (front of
   // the queue) to be decided again on the caught-up state, or fails those decided too often.
   void Requeue(BuiltGroup& group, const absl::Status& status);
+  // Moves head() up to `head` (never down) and tells the listeners; false when it was there.
+  bool RaiseHead(uint64_t head);
   // Hands `group` to the writer once it is free, and builds the next group on it. Returns the
   // failure of the group before it instead (and leaves `group` untouched): `group` was built on
   // state that was never stored.

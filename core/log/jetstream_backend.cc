@@ -30,6 +30,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -1236,7 +1237,160 @@ class JetStreamBackend final : public LogBackend {
   bool jumped_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+
+// Leases in a key-value bucket whose MaxAge is the lease TTL: a record nobody rewrote for the TTL
+// is removed by the servers. Create and Update are JetStream's compare-and-set writes
+// (Nats-Expected-Last-Subject-Sequence), so they are decided by the stream's leader, once.
+class JetStreamLeaseStore final : public LeaseStore {
+ public:
+  JetStreamLeaseStore(std::unique_ptr<NatsConnection> conn, KvPtr kv, std::string bucket)
+      : conn_(std::move(conn)), kv_(std::move(kv)), bucket_(std::move(bucket)) {}
+  ~JetStreamLeaseStore() override {
+    kv_.reset();
+    conn_.reset();
+  }
+
+  absl::StatusOr<uint64_t> Create(const std::string& key, const std::string& value) override {
+    uint64_t revision = 0;
+    natsStatus s = kvStore_Create(&revision, kv_.get(), key.c_str(), value.data(),
+                                  static_cast<int>(value.size()));
+    if (s == NATS_OK) return revision;
+    if (Refused(s)) return absl::AlreadyExistsError(absl::StrCat(key, " is taken"));
+    return NatsError(s, 0, absl::StrCat("cannot write ", key, " in bucket ", bucket_));
+  }
+
+  absl::StatusOr<uint64_t> Update(const std::string& key, const std::string& value,
+                                  uint64_t revision) override {
+    uint64_t next = 0;
+    natsStatus s = kvStore_Update(&next, kv_.get(), key.c_str(), value.data(),
+                                  static_cast<int>(value.size()), revision);
+    if (s == NATS_OK) return next;
+    if (Refused(s)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(key, " changed or expired since revision ", revision));
+    }
+    return NatsError(s, 0, absl::StrCat("cannot write ", key, " in bucket ", bucket_));
+  }
+
+  absl::StatusOr<std::optional<LeaseRecord>> Get(const std::string& key) override {
+    kvEntry* raw = nullptr;
+    natsStatus s = kvStore_Get(&raw, kv_.get(), key.c_str());
+    if (s == NATS_NOT_FOUND) return std::nullopt;
+    if (s != NATS_OK) {
+      return NatsError(s, 0, absl::StrCat("cannot read ", key, " in bucket ", bucket_));
+    }
+    EntryPtr entry(raw);
+    return Record(entry.get());
+  }
+
+  absl::StatusOr<std::vector<LeaseRecord>> List(const std::string& prefix) override {
+    kvWatchOptions opts;
+    kvWatchOptions_Init(&opts);
+    opts.IgnoreDeletes = true;
+    kvWatcher* raw = nullptr;
+    const std::string pattern = absl::StrCat(prefix, ">");
+    natsStatus s = kvStore_Watch(&raw, kv_.get(), pattern.c_str(), &opts);
+    if (s != NATS_OK) return NatsError(s, 0, absl::StrCat("cannot read bucket ", bucket_));
+    WatcherPtr watcher(raw);
+    std::vector<LeaseRecord> records;
+    for (;;) {
+      kvEntry* entry = nullptr;
+      s = kvWatcher_Next(&entry, watcher.get(), kRequestWaitMs);
+      if (s != NATS_OK) return NatsError(s, 0, absl::StrCat("cannot read bucket ", bucket_));
+      if (entry == nullptr) break;  // every current value was delivered
+      EntryPtr owned(entry);
+      if (kvEntry_Operation(entry) != kvOp_Put) continue;
+      records.push_back(Record(entry));
+    }
+    std::sort(records.begin(), records.end(),
+              [](const LeaseRecord& a, const LeaseRecord& b) { return a.key < b.key; });
+    return records;
+  }
+
+  absl::Status Health() override {
+    if (conn_->connected()) return absl::OkStatus();
+    return absl::UnavailableError(
+        absl::StrCat("lease bucket ", bucket_, ": JetStream connection lost"));
+  }
+
+ private:
+  // A compare-and-set the stream refused (the key exists, or has another revision): the server
+  // answered, unlike a timeout or a lost connection.
+  static bool Refused(natsStatus s) {
+    if (s != NATS_ERR) return false;
+    natsStatus last = NATS_OK;
+    const char* text = nats_GetLastError(&last);
+    return text != nullptr && (absl::StrContains(text, "wrong last sequence") ||
+                               absl::StrContains(text, "10071"));
+  }
+
+  static LeaseRecord Record(kvEntry* entry) {
+    LeaseRecord record;
+    record.key = kvEntry_Key(entry);
+    record.value.assign(static_cast<const char*>(kvEntry_Value(entry)), kvEntry_ValueLen(entry));
+    record.revision = kvEntry_Revision(entry);
+    return record;
+  }
+
+  std::unique_ptr<NatsConnection> conn_;
+  KvPtr kv_;
+  const std::string bucket_;
+};
+
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<LeaseStore>> OpenJetStreamLeaseStore(
+    const JetStreamConfig& config) {
+  const std::string& bucket = config.cluster.lease_bucket;
+  absl::StatusOr<std::unique_ptr<NatsConnection>> conn = NatsConnection::Connect(config);
+  if (!conn.ok()) return conn.status();
+  jsCtx* js = (*conn)->js();
+  const int64_t ttl_ms = config.cluster.lease_ttl.count();
+  absl::StatusOr<KvPtr> kv = WithPatience("opening the lease bucket", [&]() -> absl::StatusOr<KvPtr> {
+    kvStore* raw = nullptr;
+    natsStatus s = js_KeyValue(&raw, js, bucket.c_str());
+    if (s != NATS_OK && s != NATS_NOT_FOUND) {
+      return NatsError(s, 0, absl::StrCat("cannot open key-value bucket ", bucket));
+    }
+    if (s == NATS_NOT_FOUND) {
+      kvConfig cfg;
+      kvConfig_Init(&cfg);
+      cfg.Bucket = bucket.c_str();
+      cfg.History = 1;
+      cfg.Replicas = config.replicas;
+      cfg.StorageType = js_FileStorage;
+      cfg.TTL = ttl_ms * 1'000'000;  // nanoseconds: the stream's MaxAge
+      s = js_CreateKeyValue(&raw, js, &cfg);
+      if (s != NATS_OK) {
+        absl::Status created = NatsError(s, 0, absl::StrCat("cannot create key-value bucket ",
+                                                            bucket, " with ", config.replicas,
+                                                            " replica(s)"));
+        // Another node may have created it meanwhile.
+        if (js_KeyValue(&raw, js, bucket.c_str()) != NATS_OK) return created;
+      }
+    }
+    KvPtr owned(raw);
+    absl::StatusOr<StreamInfoPtr> info = GetStreamInfo(js, absl::StrCat("KV_", bucket));
+    if (!info.ok()) return info.status();
+    if (absl::Status st = CheckStream(**info, absl::StrCat("key-value bucket ", bucket),
+                                      config.replicas, nullptr);
+        !st.ok()) {
+      return st;
+    }
+    // Every node must expire leases after the same time as it renews them.
+    const int64_t max_age_ms = (*info)->Config->MaxAge / 1'000'000;
+    if (max_age_ms != ttl_ms) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "key-value bucket ", bucket, " expires records after ", max_age_ms,
+          " ms, but store.jetstream.cluster.lease_ttl is ", ttl_ms,
+          " ms: use the bucket's value, or delete the bucket (nats kv del ", bucket,
+          ") while no node runs"));
+    }
+    return owned;
+  });
+  if (!kv.ok()) return kv.status();
+  return std::make_unique<JetStreamLeaseStore>(std::move(*conn), std::move(*kv), bucket);
+}
 
 absl::StatusOr<std::unique_ptr<LogBackend>> OpenJetStreamBackend(const std::string& replica_path,
                                                                  const JetStreamConfig& config) {

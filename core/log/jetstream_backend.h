@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "config/config.h"
+#include "core/log/lease_store.h"
 #include "core/log/log_backend.h"
 
 namespace pimgate {
@@ -27,6 +28,11 @@ namespace pimgate {
 // carry a secret.
 absl::StatusOr<std::unique_ptr<LogBackend>> OpenJetStreamBackend(const std::string& replica_path,
                                                                  const JetStreamConfig& config);
+
+// The lease bucket of cluster dispatch (config.cluster.lease_bucket, created when missing with
+// config.replicas and MaxAge = config.cluster.lease_ttl), on a connection of its own.
+absl::StatusOr<std::unique_ptr<LeaseStore>> OpenJetStreamLeaseStore(
+    const JetStreamConfig& config);
 
 // pimgate --check-config: connects with the configured credentials and TLS and checks that
 // JetStream answers and that the stream and buckets either exist with the configured replicas

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/log/jetstream_backend.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "tests/testing/nats_cluster.h"
@@ -723,6 +724,310 @@ TEST_P(DispatcherTest, CountDeadLettersCountsWhatTheStoreHolds) {
   ASSERT_EQ(*dispatcher->dead_letters().Purge("p", {.sequences = {2}}, 10), 1u);
   EXPECT_EQ(*dispatcher->dead_letters().Count("p"), 2u);
   EXPECT_EQ(StatsOf(*dispatcher, "p").dead_lettered, 3u);
+}
+
+// ---- Cluster dispatch: several nodes on one 3-server R3 JetStream cluster ----------------------
+
+// Every delivery any node's plugin received, in the order they arrived (one lock for all).
+struct ClusterRecorder {
+  struct Delivery {
+    int node;
+    uint64_t sequence;
+    uint32_t attempt;
+    std::string resource;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::mutex mu;
+  std::vector<Delivery> deliveries;
+
+  void Record(int node, const v1::Delivery& d) {
+    std::lock_guard lock(mu);
+    deliveries.push_back({node, d.event().sequence(), d.attempt(), d.event().resource_id(),
+                          std::chrono::steady_clock::now()});
+  }
+  std::vector<Delivery> Snapshot() {
+    std::lock_guard lock(mu);
+    return deliveries;
+  }
+};
+
+// A lease store that can be cut off, as if the node lost contact with NATS: every call fails.
+class CuttableLeases final : public LeaseStore {
+ public:
+  explicit CuttableLeases(std::unique_ptr<LeaseStore> inner) : inner_(std::move(inner)) {}
+  void Cut(bool cut) { cut_.store(cut); }
+
+  absl::StatusOr<uint64_t> Create(const std::string& key, const std::string& value) override {
+    if (cut_) return Down();
+    return inner_->Create(key, value);
+  }
+  absl::StatusOr<uint64_t> Update(const std::string& key, const std::string& value,
+                                  uint64_t revision) override {
+    if (cut_) return Down();
+    return inner_->Update(key, value, revision);
+  }
+  absl::StatusOr<std::optional<LeaseRecord>> Get(const std::string& key) override {
+    if (cut_) return Down();
+    return inner_->Get(key);
+  }
+  absl::StatusOr<std::vector<LeaseRecord>> List(const std::string& prefix) override {
+    if (cut_) return Down();
+    return inner_->List(prefix);
+  }
+  absl::Status Health() override { return cut_ ? Down() : inner_->Health(); }
+
+ private:
+  static absl::Status Down() { return absl::UnavailableError("cut off from NATS (test)"); }
+  std::unique_ptr<LeaseStore> inner_;
+  std::atomic<bool> cut_{false};
+};
+
+class ClusterDispatchTest : public ::testing::Test {
+ protected:
+  static constexpr int kPartitions = 8;
+  static constexpr absl::Duration kTtl = absl::Seconds(2);
+
+  struct Node {
+    std::unique_ptr<EventLog> log;
+    std::shared_ptr<CuttableLeases> leases;
+    std::unique_ptr<ScriptedPlugin> plugin;
+    std::unique_ptr<Dispatcher> dispatcher;
+  };
+
+  static void SetUpTestSuite() {
+    nats_ = std::make_unique<testing::NatsCluster>(testing::NatsCluster::Options{.servers = 3});
+  }
+  static void TearDownTestSuite() { nats_.reset(); }
+
+  void SetUp() override {
+    ASSERT_TRUE(nats_->started());
+    name_ = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  }
+  void TearDown() override {
+    for (auto& node : nodes_) StopNode(node);
+  }
+
+  JetStreamConfig Js() const {
+    JetStreamConfig js = nats_->Config(name_);
+    js.cursor_bucket = name_ + "_cursors";
+    js.dead_letter_bucket = name_ + "_letters";
+    js.cluster.lease_bucket = name_ + "_leases";
+    js.cluster.lease_ttl = absl::ToChronoMilliseconds(kTtl);
+    js.cluster.partitions = kPartitions;
+    return js;
+  }
+
+  // Starts node `index` (its own replica, plugin and lease connection).
+  void StartNode(int index) {
+    if (static_cast<int>(nodes_.size()) <= index) nodes_.resize(index + 1);
+    Node& node = nodes_[index];
+    StoreConfig store = testing::StoreAt(dir_.File(absl::StrCat("node", index)));
+    store.backend = StoreBackend::kJetStream;
+    store.jetstream = Js();
+    auto log = EventLog::Open(store);
+    ASSERT_TRUE(log.ok()) << log.status();
+    node.log = std::move(*log);
+    auto leases = OpenJetStreamLeaseStore(*store.jetstream);
+    ASSERT_TRUE(leases.ok()) << leases.status();
+    node.leases = std::make_shared<CuttableLeases>(std::move(*leases));
+    const std::string socket = dir_.File(absl::StrCat("plugin", index, ".sock"));
+    node.plugin = std::make_unique<ScriptedPlugin>(socket, [this, index](const v1::Delivery& d) {
+      recorder_.Record(index, d);
+      return std::optional<std::pair<v1::Outcome, int>>({v1::OUTCOME_OK, 2});
+    });
+    PluginConfig plugin;
+    plugin.name = "erp";
+    plugin.address = "unix:" + socket;
+    plugin.ack_timeout = std::chrono::milliseconds(5000);
+    plugin.max_in_flight = 16;
+    DispatcherOptions options;
+    options.cluster = ClusterDispatchOptions::FromConfig(store.jetstream->cluster, node.leases);
+    options.cluster->node_id = absl::StrCat("n", index);
+    auto dispatcher = Dispatcher::Create({plugin}, node.log.get(),
+                                         [socket](const std::string&) { return "unix:" + socket; },
+                                         options);
+    ASSERT_TRUE(dispatcher.ok()) << dispatcher.status();
+    node.dispatcher = std::move(*dispatcher);
+    ASSERT_TRUE(node.dispatcher->Start().ok());
+  }
+
+  void StopNode(Node& node) {
+    if (node.dispatcher) node.dispatcher->Stop();
+    node.dispatcher.reset();
+    node.plugin.reset();
+    node.log.reset();
+  }
+
+  // Appends `count` events of `resources` resources round-robin, through the nodes' logs in
+  // turn (every node ingests; the others catch up with the stream).
+  void Append(int count, int resources, const std::vector<int>& through) {
+    for (int i = 0; i < count; ++i) {
+      v1::Event event;
+      event.set_id(testing::NewUuid());
+      event.set_source("pim");
+      event.set_type("product.updated");
+      event.set_kind("product");
+      event.set_resource_id(absl::StrCat("sku-", i % resources));
+      *event.mutable_version_at() = TimeUtil::SecondsToTimestamp(1'800'000'000 + next_version_++);
+      AppendRequest request;
+      request.events.push_back(event);
+      EventLog& log = *nodes_[through[i % through.size()]].log;
+      absl::StatusOr<AppendResult> result = log.AppendSync(std::move(request));
+      ASSERT_TRUE(result.ok()) << result.status();
+      appended_[event.resource_id()].push_back(result->first_sequence);
+    }
+  }
+
+  // Waits until `done` holds; the guard only catches a hang.
+  static bool WaitFor(const std::function<bool()>& done, absl::Duration guard) {
+    const absl::Time end = absl::Now() + guard;
+    while (absl::Now() < end) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return done();
+  }
+
+  bool AllDelivered() {
+    std::map<std::string, std::set<uint64_t>> seen;
+    for (const auto& d : recorder_.Snapshot()) seen[d.resource].insert(d.sequence);
+    for (const auto& [resource, sequences] : appended_) {
+      for (uint64_t sequence : sequences) {
+        if (!seen[resource].contains(sequence)) return false;
+      }
+    }
+    return true;
+  }
+
+  // Per resource, in arrival order: each delivery is the same event again, the resource's next
+  // one, or an earlier one (a prefix delivered again after a takeover); never a skip ahead.
+  void ExpectPerResourceOrder() {
+    std::map<std::string, std::vector<uint64_t>> arrived;
+    for (const auto& d : recorder_.Snapshot()) arrived[d.resource].push_back(d.sequence);
+    for (const auto& [resource, expected] : appended_) {
+      const std::vector<uint64_t>& got = arrived[resource];
+      ASSERT_FALSE(got.empty()) << resource;
+      EXPECT_EQ(got.front(), expected.front()) << resource;
+      for (std::size_t i = 1; i < got.size(); ++i) {
+        auto at = std::find(expected.begin(), expected.end(), got[i - 1]);
+        ASSERT_NE(at, expected.end());
+        const uint64_t next = std::next(at) == expected.end() ? 0 : *std::next(at);
+        EXPECT_TRUE(got[i] <= got[i - 1] || got[i] == next)
+            << resource << ": " << got[i] << " arrived after " << got[i - 1];
+      }
+    }
+  }
+
+  // Partitions held, per node, as the nodes see them.
+  uint64_t Held(int index) { return nodes_[index].dispatcher->Leases().held; }
+
+  // Whether the lease bucket names exactly one live holder, among `nodes`, for every partition,
+  // and the nodes' own counts add up to the partitions.
+  bool OwnedOnceBy(const std::vector<int>& nodes) {
+    auto owners = nodes_[nodes.front()].dispatcher->Owners();
+    if (!owners.ok() || static_cast<int>(owners->size()) != kPartitions) return false;
+    std::set<std::string> names;
+    for (int n : nodes) names.insert(absl::StrCat("n", n));
+    for (const PartitionOwner& owner : *owners) {
+      if (!names.contains(owner.node)) return false;
+    }
+    uint64_t held = 0;
+    for (int n : nodes) held += Held(n);
+    return held == static_cast<uint64_t>(kPartitions);
+  }
+
+  static std::unique_ptr<testing::NatsCluster> nats_;
+  std::string name_;
+  TempDir dir_;
+  std::vector<Node> nodes_;
+  ClusterRecorder recorder_;
+  std::map<std::string, std::vector<uint64_t>> appended_;
+  int64_t next_version_ = 0;
+};
+
+std::unique_ptr<testing::NatsCluster> ClusterDispatchTest::nats_;
+
+TEST(PartitionOf, StableAndByResource) {
+  v1::Event a;
+  a.set_source("pim");
+  a.set_kind("product");
+  a.set_resource_id("sku-1");
+  a.set_sequence(1);
+  v1::Event b = a;
+  b.set_sequence(99);
+  EXPECT_EQ(PartitionOf(a, 8), PartitionOf(b, 8));  // one resource, one partition
+  EXPECT_EQ(PartitionOf(a, 1), 0);
+  std::set<int> used;
+  for (int i = 0; i < 200; ++i) {
+    a.set_resource_id(absl::StrCat("sku-", i));
+    const int p = PartitionOf(a, 8);
+    ASSERT_GE(p, 0);
+    ASSERT_LT(p, 8);
+    used.insert(p);
+  }
+  EXPECT_EQ(used.size(), 8u);  // 200 resources spread over every partition
+  v1::Event job;
+  job.set_sequence(13);
+  EXPECT_EQ(PartitionOf(job, 8), 13 % 8);  // no resource: by sequence
+  // The hash is part of the stored layout (cursors per partition): it must never change.
+  a.set_resource_id("sku-1");
+  EXPECT_EQ(PartitionOf(a, 1000), 481);
+}
+
+TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
+  const absl::Duration guard = kTtl * 20 + absl::Seconds(60);
+  StartNode(0);
+  Append(60, 12, {0});
+  // One node alone takes every partition and delivers everything.
+  ASSERT_TRUE(WaitFor([&] { return OwnedOnceBy({0}) && AllDelivered(); }, guard));
+
+  // Two more nodes join: they get a share, the first gives partitions up (released, not expired).
+  StartNode(1);
+  StartNode(2);
+  ASSERT_TRUE(WaitFor(
+      [&] { return OwnedOnceBy({0, 1, 2}) && Held(0) >= 2 && Held(1) >= 2 && Held(2) >= 2; },
+      guard))
+      << "held: " << Held(0) << " " << Held(1) << " " << Held(2);
+  EXPECT_GT(nodes_[0].dispatcher->Leases().released, 0u);
+  Append(120, 12, {0, 1, 2});  // ingest on every node
+  ASSERT_TRUE(WaitFor([&] { return AllDelivered(); }, guard));
+
+  // Node 2 loses contact with NATS: it stops delivering once its leases' local deadline passes,
+  // and the two others take its partitions over once the leases expire.
+  const uint64_t held_by_2 = Held(2);
+  const auto cut_at = std::chrono::steady_clock::now();
+  nodes_[2].leases->Cut(true);
+  ASSERT_TRUE(WaitFor([&] { return Held(2) == 0; }, guard));
+  const auto stopped_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return OwnedOnceBy({0, 1}); }, guard));
+  const auto taken_at = std::chrono::steady_clock::now();
+  const auto ms = [](auto d) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+  };
+  std::cout << "lease TTL " << absl::FormatDuration(kTtl) << ": node n2 (" << held_by_2
+            << " partitions) stopped delivering " << ms(stopped_at - cut_at)
+            << " ms after losing NATS; its partitions were taken over " << ms(taken_at - cut_at)
+            << " ms after\n";
+  EXPECT_EQ(nodes_[2].dispatcher->Leases().lost, held_by_2);
+  // Appended after the takeover, so after node 2's deadline: never handed to node 2's plugin
+  // while it is cut off.
+  uint64_t head_before = 0;
+  for (const auto& [resource, sequences] : appended_) {
+    head_before = std::max(head_before, sequences.back());
+  }
+  Append(120, 12, {0, 1});
+  ASSERT_TRUE(WaitFor([&] { return AllDelivered(); }, guard));
+  for (const auto& d : recorder_.Snapshot()) {
+    if (d.node == 2) EXPECT_LE(d.sequence, head_before) << "delivered by the cut-off node";
+  }
+
+  // Node 0 stops (a graceful stop releases its leases); node 2 is back: they converge again.
+  nodes_[2].leases->Cut(false);
+  StopNode(nodes_[0]);
+  ASSERT_TRUE(WaitFor([&] { return OwnedOnceBy({1, 2}) && Held(2) >= 2; }, guard));
+  Append(60, 12, {1, 2});
+  ASSERT_TRUE(WaitFor([&] { return AllDelivered(); }, guard));
+  ExpectPerResourceOrder();
 }
 
 TEST(RetryDelay, GrowsExponentiallyCappedWithJitter) {
