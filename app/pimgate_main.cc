@@ -316,7 +316,14 @@ int Serve(const std::string& path, const std::string& ready_file) {
   retention->Start();
 
   // Reconciliation: its own threads; a failing PIM only fails (and retries) its runs.
-  auto reconciler = pimgate::Reconciler::Create(config->sources, rest_clients, log->get());
+  // Cluster dispatch: scheduled runs on the one node holding the "reconcile" job.
+  pimgate::ReconcilerOptions reconciler_options;
+  pimgate::Dispatcher* dispatch = dispatcher->get();
+  if (dispatch->NodeId().has_value()) {
+    reconciler_options.may_run_scheduled = [dispatch] { return dispatch->HoldsJob("reconcile"); };
+  }
+  auto reconciler =
+      pimgate::Reconciler::Create(config->sources, rest_clients, log->get(), reconciler_options);
   if (!reconciler.ok()) {
     spdlog::critical("{}", std::string(reconciler.status().message()));
     return 2;
@@ -392,8 +399,9 @@ int Serve(const std::string& path, const std::string& ready_file) {
   std::unique_ptr<pimgate::ConsoleServer> console_server =
       StartConsoleServer(*config, admin_server.get());
   if (console_server) pimgate::RegisterConsoleMetrics(metrics, console_server.get());
-  (*event_platform)->StartWatch(subscriptions->get(), [&metrics] {
-    return metrics.CheckReadiness().empty();
+  // Cluster dispatch: one node at a time acts on what the watch finds (auto_resume).
+  (*event_platform)->StartWatch(subscriptions->get(), [&metrics, dispatch] {
+    return metrics.CheckReadiness().empty() && dispatch->HoldsJob("platform");
   });
   if (!ready_file.empty()) {
     std::string tmp = ready_file + ".tmp";

@@ -21,6 +21,8 @@ constexpr double kMicrosPerSecond = 1e6;
 constexpr PluginState kProcessStates[] = {PluginState::kStarting, PluginState::kServing,
                                           PluginState::kBackoff, PluginState::kStopped,
                                           PluginState::kExternal};
+// "standby" (cluster dispatch only) shows as an unlisted state: the RocksDB store's output stays
+// as it was.
 constexpr const char* kDispatchStates[] = {"connecting", "idle",       "streaming",
                                            "paused",     "restarting", "stopped"};
 

@@ -615,6 +615,12 @@ void Reconciler::ScheduleLoop(Source& source) {
       absl::MutexLock lock(&source.mu);
       if (source.stats.next_run.has_value() && *source.stats.next_run > absl::Now()) continue;
     }
+    if (options_.may_run_scheduled && !options_.may_run_scheduled()) {
+      // Another node of the cluster runs the schedule; this one looks again one interval on.
+      absl::MutexLock lock(&source.mu);
+      source.stats.next_run = absl::Now() + absl::FromChrono(source.config.interval);
+      continue;
+    }
     absl::StatusOr<ReconcileRunStats> run = RunLocked(source, ReconcileOptions{}, true);
     if (!run.ok() && absl::IsCancelled(run.status())) return;
   }

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -137,6 +138,10 @@ struct ReconcilerOptions {
   std::size_t deletions_per_append = 100;
   // Invalid items logged per run (the rest are only counted).
   int max_invalid_logged = 5;
+  // Set: a scheduled run happens only while it answers true (cluster dispatch: the node holding
+  // the "reconcile" job lease); otherwise the run is skipped and the next one is `interval`
+  // later. On-demand runs (Run) are not affected.
+  std::function<bool()> may_run_scheduled;
 };
 
 // Runs reconciliation for every source with `rest`: a scheduler thread per source with a

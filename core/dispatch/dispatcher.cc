@@ -9,17 +9,22 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <deque>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -249,8 +254,9 @@ class Dispatcher::PluginDispatcher {
   // `save` false: only applied (cluster dispatch saved it once for every partition).
   absl::Status SetPaused(bool paused, bool save = true) {
     absl::MutexLock control(&control_mu_);  // the store and memory change in the same order
-    if (absl::Status status = save ? log_->PutMeta(PausedKey(config_.name), paused ? "true" : "false")
-                                   : absl::OkStatus();
+    if (absl::Status status =
+            save ? log_->PutMeta(PausedKey(config_.name), paused ? "true" : "false")
+                 : absl::OkStatus();
         !status.ok()) {
       return absl::Status(status.code(), absl::StrCat("saving the pause state of plugin ",
                                                       config_.name, ": ", status.message()));
@@ -1180,9 +1186,15 @@ class Dispatcher::Cluster {
     for (std::size_t i = 0; i < plugins_.size(); ++i) {
       absl::StatusOr<std::optional<std::string>> retry = log_->GetMeta(RetryKey(i));
       if (!retry.ok()) return retry.status();
+      absl::MutexLock lock(&mu_);
       seen_retry_.push_back(retry->value_or(""));
     }
-    log_->AddAppendListener([this](uint64_t) { WakeAll(); });
+    // The log outlives nothing we own: the hook is detached in Stop() before we go away.
+    hook_->target = this;
+    log_->AddAppendListener([hook = hook_](uint64_t) {
+      absl::MutexLock lock(&hook->mu);
+      if (hook->target != nullptr) hook->target->WakeAll();
+    });
     spdlog::info(
         "[cluster] node {}: {} partition(s) per plugin, lease TTL {}; leases in the bucket "
         "shared with the other nodes",
@@ -1196,6 +1208,10 @@ class Dispatcher::Cluster {
   // them over at once instead of after the TTL.
   void Stop() {
     {
+      absl::MutexLock lock(&hook_->mu);
+      hook_->target = nullptr;
+    }
+    {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
       stopping_ = true;
@@ -1207,7 +1223,23 @@ class Dispatcher::Cluster {
       absl::MutexLock lock(&mu_);
       held.swap(held_);
     }
+    // Every partition drains at once (each within Drain's bound), then each is released.
+    std::vector<std::thread> drains;
+    for (auto& [key, lease] : held) {
+      drains.emplace_back([this, key = key, d = lease.dispatcher] { Drain(key, *d); });
+    }
+    for (std::thread& t : drains) t.join();
     for (auto& [key, lease] : held) Release(key, lease, "pimgate stops");
+    std::map<std::string, Job> jobs;
+    {
+      absl::MutexLock lock(&mu_);
+      jobs.swap(jobs_);
+    }
+    for (auto& [name, job] : jobs) {
+      if (job.fence == nullptr || !cluster_.leases->Health().ok()) continue;
+      job.fence->Revoke();
+      cluster_.leases->Update(absl::StrCat("job.", name), "", job.revision).IgnoreError();
+    }
   }
 
   // Instances of `plugin` (all when empty) this node runs now.
@@ -1218,6 +1250,12 @@ class Dispatcher::Cluster {
       if (plugin.empty() || plugins_[key.first].name == plugin) out.push_back(lease.dispatcher);
     }
     return out;
+  }
+
+  bool HoldsJob(const std::string& job) const {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(job);
+    return it != jobs_.end() && it->second.fence != nullptr && it->second.fence->Valid();
   }
 
   LeaseStats Leases() const {
@@ -1289,9 +1327,15 @@ class Dispatcher::Cluster {
         (*it)->RequestRedelivery(std::move(list));
       }
     }
+    spdlog::info("[cluster] retry of {} dead letter(s) of {}: {}", events.size(), plugin,
+                 elsewhere ? "some for partitions other nodes hold" : "all held here");
     if (!elsewhere) return absl::OkStatus();
-    return log_->PutMeta(RetryKey(PluginIndex(plugin)),
-                         absl::StrCat(cluster_.node_id, "-", absl::ToUnixNanos(absl::Now())));
+    const std::size_t index = PluginIndex(plugin);
+    const std::string token = absl::StrCat(cluster_.node_id, "-", absl::ToUnixNanos(absl::Now()));
+    if (absl::Status s = log_->PutMeta(RetryKey(index), token); !s.ok()) return s;
+    absl::MutexLock lock(&mu_);
+    seen_retry_[index] = token;  // this node handed its own partitions' letters over already
+    return absl::OkStatus();
   }
 
  private:
@@ -1302,6 +1346,12 @@ class Dispatcher::Cluster {
     std::shared_ptr<PluginDispatcher> dispatcher;
     std::string seek_token;  // the last cluster-wide seek this partition applied
   };
+  // A cluster-wide job's lease ("job.<name>"); fence null while another node holds it.
+  struct Job {
+    uint64_t revision = 0;
+    std::shared_ptr<LeaseFence> fence;
+  };
+  static constexpr const char* kJobs[] = {"retention", "reconcile", "platform"};
 
   static std::string SeekKey(const std::string& plugin) {
     return absl::StrCat("dispatch/", plugin, "/seek");
@@ -1342,7 +1392,8 @@ class Dispatcher::Cluster {
   void Follow() {
     absl::Time last_warning = absl::InfinitePast();
     while (Sleep(cluster_.follow_interval)) {
-      if (absl::Status s = log_->Refresh(); !s.ok() && absl::Now() - last_warning > absl::Seconds(10)) {
+      if (absl::Status s = log_->Refresh();
+          !s.ok() && absl::Now() - last_warning > absl::Seconds(10)) {
         last_warning = absl::Now();
         spdlog::warn("[cluster] catching up with the other nodes' events: {}",
                      std::string(s.message()));
@@ -1359,15 +1410,23 @@ class Dispatcher::Cluster {
 
   // One round: presence, renewals, losses, balance, acquisitions, cluster-wide controls.
   void Round() {
+    if (!cluster_.leases->Health().ok()) {
+      // No connection: every call would wait for its timeout. The leases' deadlines pass on
+      // their own (the partitions stop delivering); losses are counted once NATS is back.
+      DropExpired();
+      return;
+    }
     const std::string presence = absl::StrCat("node.", cluster_.node_id);
     absl::StatusOr<uint64_t> rev =
         presence_revision_ != 0
             ? cluster_.leases->Update(presence, cluster_.node_id, presence_revision_)
             : cluster_.leases->Create(presence, cluster_.node_id);
-    if (!rev.ok() && presence_revision_ != 0) rev = cluster_.leases->Create(presence, cluster_.node_id);
+    if (!rev.ok() && presence_revision_ != 0)
+      rev = cluster_.leases->Create(presence, cluster_.node_id);
     presence_revision_ = rev.ok() ? *rev : 0;
 
     Renew();
+    RunJobs();
 
     absl::StatusOr<std::vector<LeaseRecord>> nodes = cluster_.leases->List("node.");
     absl::StatusOr<std::vector<LeaseRecord>> leases = cluster_.leases->List("lease.");
@@ -1376,6 +1435,9 @@ class Dispatcher::Cluster {
       spdlog::warn("[cluster] reading the lease bucket: {}", std::string(s.message()));
       return;
     }
+    // Acquisitions (each starts a partition: cursor, pause state, letters) stop for this round
+    // once it took TTL / 8, so that the next renewals keep their pace on a slow machine.
+    const absl::Time acquire_until = absl::Now() + cluster_.lease_ttl / 8;
     const std::size_t live = std::max<std::size_t>(1, nodes->size());
     const int fair = static_cast<int>((cluster_.partitions + live - 1) / live);
     std::map<std::string, std::string> holder;  // lease key -> node ("" released)
@@ -1400,6 +1462,7 @@ class Dispatcher::Cluster {
           lease = std::move(it->second);
           held_.erase(it);
         }
+        Drain(key, *lease.dispatcher);
         Release(key, lease, absl::StrCat("balance: ", live, " node(s), fair share ", fair));
         continue;
       }
@@ -1416,7 +1479,7 @@ class Dispatcher::Cluster {
         if (free) {
           free_now_.insert(lease_key);
         }
-        if (!free || (want <= 0 && !orphan)) continue;
+        if (!free || (want <= 0 && !orphan) || absl::Now() > acquire_until) continue;
         if (Acquire(key, it == holder.end() ? std::nullopt : std::optional<std::string>(""))) {
           --want;
         }
@@ -1428,6 +1491,29 @@ class Dispatcher::Cluster {
     FollowControls();
   }
 
+  // The partitions whose local deadline passed, stopped without asking the lease store.
+  void DropExpired() {
+    std::vector<std::shared_ptr<PluginDispatcher>> stopped;
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto it = held_.begin(); it != held_.end();) {
+        if (it->second.fence->Valid()) {
+          ++it;
+          continue;
+        }
+        it->second.fence->Revoke();
+        stopped.push_back(std::move(it->second.dispatcher));
+        spdlog::warn("[cluster] lost the lease of {} (NATS unreachable)", LeaseKey(it->first));
+        it = held_.erase(it);
+        ++counters_.lost;
+      }
+      for (auto& [name, job] : jobs_) {
+        if (job.fence != nullptr && !job.fence->Valid()) job = Job{};
+      }
+    }
+    for (const auto& d : stopped) d->Stop();
+  }
+
   void Renew() {
     std::vector<Key> keys;
     {
@@ -1435,6 +1521,7 @@ class Dispatcher::Cluster {
       for (const auto& [key, lease] : held_) keys.push_back(key);
     }
     for (const Key& key : keys) {
+      if (stopping()) return;
       uint64_t revision = 0;
       std::shared_ptr<LeaseFence> fence;
       {
@@ -1446,7 +1533,8 @@ class Dispatcher::Cluster {
       }
       const std::string lease_key = LeaseKey(key);
       const SteadyClock::time_point sent = SteadyClock::now();
-      absl::StatusOr<uint64_t> next = cluster_.leases->Update(lease_key, cluster_.node_id, revision);
+      absl::StatusOr<uint64_t> next =
+          cluster_.leases->Update(lease_key, cluster_.node_id, revision);
       bool lost = false;
       if (next.ok()) {
         fence->ExtendTo(sent + absl::ToChronoNanoseconds(cluster_.lease_ttl * 3 / 4));
@@ -1472,15 +1560,65 @@ class Dispatcher::Cluster {
           held_.erase(it);
           ++counters_.lost;
         }
-        spdlog::warn("[cluster] lost the lease of {} (renewals failed: {}); its events wait for "
-                     "the node that takes it",
-                     lease_key, next.ok() ? "deadline passed" : std::string(next.status().message()));
+        spdlog::warn(
+            "[cluster] lost the lease of {} (renewals failed: {}); its events wait for "
+            "the node that takes it",
+            lease_key, next.ok() ? "deadline passed" : std::string(next.status().message()));
         dispatcher->Stop();
         continue;
       }
       absl::MutexLock lock(&mu_);
       auto it = held_.find(key);
       if (it != held_.end()) it->second.revision = revision;
+    }
+  }
+
+  // Renews the job leases this node holds and takes the free ones (no balance: a job is light).
+  void RunJobs() {
+    for (const char* name : kJobs) {
+      const std::string key = absl::StrCat("job.", name);
+      Job job;
+      {
+        absl::MutexLock lock(&mu_);
+        job = jobs_[name];
+      }
+      const SteadyClock::time_point sent = SteadyClock::now();
+      const auto deadline = sent + absl::ToChronoNanoseconds(cluster_.lease_ttl * 3 / 4);
+      if (job.fence != nullptr) {
+        absl::StatusOr<uint64_t> next =
+            cluster_.leases->Update(key, cluster_.node_id, job.revision);
+        if (next.ok()) {
+          job.fence->ExtendTo(deadline);
+          job.revision = *next;
+        } else if (absl::IsFailedPrecondition(next.status())) {
+          absl::StatusOr<std::optional<LeaseRecord>> record = cluster_.leases->Get(key);
+          if (record.ok() && record->has_value() && (*record)->value == cluster_.node_id) {
+            job.revision = (*record)->revision;
+          } else if (record.ok()) {
+            job.fence->Revoke();
+          }
+        }
+        if (!job.fence->Valid()) {
+          spdlog::warn("[cluster] node {} lost the {} job", cluster_.node_id, name);
+          job = Job{};
+        }
+      } else {
+        absl::StatusOr<std::optional<LeaseRecord>> record = cluster_.leases->Get(key);
+        absl::StatusOr<uint64_t> revision = absl::UnavailableError("not tried");
+        if (record.ok() && !record->has_value()) {
+          revision = cluster_.leases->Create(key, cluster_.node_id);
+        } else if (record.ok() && (*record)->value.empty()) {
+          revision = cluster_.leases->Update(key, cluster_.node_id, (*record)->revision);
+        }
+        if (revision.ok()) {
+          job.fence = std::make_shared<LeaseFence>();
+          job.fence->ExtendTo(deadline);
+          job.revision = *revision;
+          spdlog::info("[cluster] node {} runs the {} job", cluster_.node_id, name);
+        }
+      }
+      absl::MutexLock lock(&mu_);
+      jobs_[name] = job;
     }
   }
 
@@ -1539,13 +1677,29 @@ class Dispatcher::Cluster {
     return true;
   }
 
-  // Stops the partition (in-flight deliveries abandoned, cursor saved while the lease holds)
+  // Before a partition is given back: nothing new is sent, and the deliveries in flight get up
+  // to min(ack_timeout, lease_ttl / 4) to be answered (so that the plugin of the next holder
+  // does not get a resource's next event while this node's plugin still works on the one
+  // before). Bounded so that the renewals of the other leases keep their pace.
+  void Drain(const Key& key, PluginDispatcher& dispatcher) {
+    const absl::Duration timeout = std::min(absl::FromChrono(plugins_[key.first].ack_timeout),
+                                            cluster_.lease_ttl / 4);
+    absl::StatusOr<DrainResult> drained = dispatcher.HoldAndDrain(timeout);
+    if (drained.ok() && drained->unanswered > 0) {
+      spdlog::info("[cluster] {}: {} delivery(ies) unanswered after {}; abandoned (the next "
+                   "holder delivers them again)",
+                   LeaseKey(key), drained->unanswered, absl::FormatDuration(timeout));
+    }
+  }
+
+  // Stops the partition (what is still in flight abandoned, cursor saved while the lease holds)
   // and gives the lease back.
   void Release(const Key& key, Held& lease, const std::string& why) {
     lease.dispatcher->Stop();
     lease.fence->Revoke();
     const std::string lease_key = LeaseKey(key);
-    absl::Status s = cluster_.leases->Update(lease_key, "", lease.revision).status();
+    absl::Status s = cluster_.leases->Health();
+    if (s.ok()) s = cluster_.leases->Update(lease_key, "", lease.revision).status();
     {
       absl::MutexLock lock(&mu_);
       ++counters_.released;
@@ -1593,9 +1747,17 @@ class Dispatcher::Cluster {
       absl::StatusOr<std::optional<std::string>> seek = log_->GetMeta(SeekKey(plugin));
       if (seek.ok() && seek->has_value()) ApplySeek(plugin, **seek);
       absl::StatusOr<std::optional<std::string>> retry = log_->GetMeta(RetryKey(i));
-      if (retry.ok() && retry->value_or("") != seen_retry_[i]) {
+      bool retried_elsewhere = false;
+      if (retry.ok()) {
+        absl::MutexLock lock(&mu_);
+        retried_elsewhere = retry->value_or("") != seen_retry_[i];
         seen_retry_[i] = retry->value_or("");
+      }
+      if (retried_elsewhere) {
         absl::StatusOr<std::vector<v1::Event>> events = letters_->Retrying(plugin);
+        spdlog::info("[cluster] dead letters of {} retried on another node: {}", plugin,
+                     events.ok() ? absl::StrCat(events->size(), " being retried")
+                                 : std::string(events.status().message()));
         if (events.ok()) {
           for (const auto& d : local) {
             std::vector<v1::Event> mine;
@@ -1621,13 +1783,22 @@ class Dispatcher::Cluster {
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::map<Key, Held> held_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
+  // Per plugin: the last dead letter retry token seen (or written) by this node.
+  std::vector<std::string> seen_retry_ ABSL_GUARDED_BY(mu_);
+  // Detachable link from the log's listener to this object.
+  struct Hook {
+    absl::Mutex mu;
+    Cluster* target ABSL_GUARDED_BY(mu) = nullptr;
+  };
+  const std::shared_ptr<Hook> hook_ = std::make_shared<Hook>();
   LeaseStats counters_ ABSL_GUARDED_BY(mu_);
 
   // Manager thread only.
   uint64_t presence_revision_ = 0;
   std::set<std::string> free_last_round_;
   std::set<std::string> free_now_;
-  std::vector<std::string> seen_retry_;  // per plugin (written before the thread starts)
+
 
   std::thread follower_;
   std::thread manager_;
@@ -1781,6 +1952,10 @@ LeaseStats Dispatcher::Leases() const { return cluster_ ? cluster_->Leases() : L
 
 int Dispatcher::partitions() const { return cluster_ ? cluster_->options().partitions : 0; }
 
+bool Dispatcher::HoldsJob(const std::string& job) const {
+  return cluster_ == nullptr || cluster_->HoldsJob(job);
+}
+
 bool Dispatcher::Knows(const std::string& plugin) const {
   return std::find(names_.begin(), names_.end(), plugin) != names_.end();
 }
@@ -1879,6 +2054,9 @@ MinCursorProvider PluginsMinCursor(std::vector<std::string> plugins, const Event
   return [plugins = std::move(plugins), event_log = log,
           dispatcher]() -> absl::StatusOr<std::optional<uint64_t>> {
     if (plugins.empty()) return std::nullopt;
+    // Cluster dispatch: one node at a time trims the shared log's events (the others' passes
+    // trim nothing; dead letters and quarantine deletions are idempotent).
+    if (dispatcher != nullptr && !dispatcher->HoldsJob("retention")) return uint64_t{0};
     uint64_t lowest = std::numeric_limits<uint64_t>::max();
     const int partitions = dispatcher != nullptr ? dispatcher->partitions() : 0;
     for (const std::string& plugin : plugins) {

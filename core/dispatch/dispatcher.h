@@ -27,7 +27,8 @@ struct PluginDispatchStats {
   std::string name;
   // "idle" (nothing to deliver), "streaming" (events to deliver, stream open), "connecting"
   // (events to deliver, no stream yet: the plugin is starting or unreachable), "paused",
-  // "restarting" (held for pimgatectl restart), "stopped" (pimgate is stopping).
+  // "restarting" (held for pimgatectl restart), "stopped" (pimgate is stopping), "standby"
+  // (cluster dispatch: this node holds none of the plugin's partitions now).
   std::string state;
   uint64_t cursor = 0;  // every event <= cursor is done for this plugin
   uint64_t lag = 0;     // log head - cursor
@@ -171,6 +172,10 @@ class Dispatcher {
   LeaseStats Leases() const;
   // Partitions of cluster dispatch, 0 without it.
   int partitions() const;
+  // Whether this node may run the cluster-wide job `job` now: "retention", "reconcile" or
+  // "platform" (the Event Platform watch's actions). Under cluster dispatch one node at a time
+  // holds each job's lease (fenced like a partition's); without it, always true.
+  bool HoldsJob(const std::string& job) const;
   // Names of the configured plugins, in manifest order.
   std::vector<std::string> PluginNames() const;
   // The plugins' dead letters: the dispatcher writes them as it gives up on events; operators

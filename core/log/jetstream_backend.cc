@@ -1237,6 +1237,19 @@ class JetStreamBackend final : public LogBackend {
   bool jumped_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// The lease bucket's records must expire after store.jetstream.cluster.lease_ttl: every node
+// renews and fences its leases by that value.
+absl::Status CheckLeaseTtl(const jsStreamInfo& info, const JetStreamConfig& config) {
+  const int64_t max_age_ms = info.Config->MaxAge / 1'000'000;
+  const int64_t ttl_ms = config.cluster.lease_ttl.count();
+  if (max_age_ms == ttl_ms) return absl::OkStatus();
+  const std::string& bucket = config.cluster.lease_bucket;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "key-value bucket ", bucket, " expires records after ", max_age_ms,
+      " ms, but store.jetstream.cluster.lease_ttl is ", ttl_ms,
+      " ms: use the bucket's value, or delete the bucket (nats kv del ", bucket,
+      ") while no node runs"));
+}
 
 // Leases in a key-value bucket whose MaxAge is the lease TTL: a record nobody rewrote for the TTL
 // is removed by the servers. Create and Update are JetStream's compare-and-set writes
@@ -1346,48 +1359,42 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> OpenJetStreamLeaseStore(
   if (!conn.ok()) return conn.status();
   jsCtx* js = (*conn)->js();
   const int64_t ttl_ms = config.cluster.lease_ttl.count();
-  absl::StatusOr<KvPtr> kv = WithPatience("opening the lease bucket", [&]() -> absl::StatusOr<KvPtr> {
-    kvStore* raw = nullptr;
-    natsStatus s = js_KeyValue(&raw, js, bucket.c_str());
-    if (s != NATS_OK && s != NATS_NOT_FOUND) {
-      return NatsError(s, 0, absl::StrCat("cannot open key-value bucket ", bucket));
-    }
-    if (s == NATS_NOT_FOUND) {
-      kvConfig cfg;
-      kvConfig_Init(&cfg);
-      cfg.Bucket = bucket.c_str();
-      cfg.History = 1;
-      cfg.Replicas = config.replicas;
-      cfg.StorageType = js_FileStorage;
-      cfg.TTL = ttl_ms * 1'000'000;  // nanoseconds: the stream's MaxAge
-      s = js_CreateKeyValue(&raw, js, &cfg);
-      if (s != NATS_OK) {
-        absl::Status created = NatsError(s, 0, absl::StrCat("cannot create key-value bucket ",
-                                                            bucket, " with ", config.replicas,
-                                                            " replica(s)"));
-        // Another node may have created it meanwhile.
-        if (js_KeyValue(&raw, js, bucket.c_str()) != NATS_OK) return created;
-      }
-    }
-    KvPtr owned(raw);
-    absl::StatusOr<StreamInfoPtr> info = GetStreamInfo(js, absl::StrCat("KV_", bucket));
-    if (!info.ok()) return info.status();
-    if (absl::Status st = CheckStream(**info, absl::StrCat("key-value bucket ", bucket),
-                                      config.replicas, nullptr);
-        !st.ok()) {
-      return st;
-    }
-    // Every node must expire leases after the same time as it renews them.
-    const int64_t max_age_ms = (*info)->Config->MaxAge / 1'000'000;
-    if (max_age_ms != ttl_ms) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "key-value bucket ", bucket, " expires records after ", max_age_ms,
-          " ms, but store.jetstream.cluster.lease_ttl is ", ttl_ms,
-          " ms: use the bucket's value, or delete the bucket (nats kv del ", bucket,
-          ") while no node runs"));
-    }
-    return owned;
-  });
+  absl::StatusOr<KvPtr> kv =
+      WithPatience("opening the lease bucket", [&]() -> absl::StatusOr<KvPtr> {
+        kvStore* raw = nullptr;
+        natsStatus s = js_KeyValue(&raw, js, bucket.c_str());
+        if (s != NATS_OK && s != NATS_NOT_FOUND) {
+          return NatsError(s, 0, absl::StrCat("cannot open key-value bucket ", bucket));
+        }
+        if (s == NATS_NOT_FOUND) {
+          kvConfig cfg;
+          kvConfig_Init(&cfg);
+          cfg.Bucket = bucket.c_str();
+          cfg.History = 1;
+          cfg.Replicas = config.replicas;
+          cfg.StorageType = js_FileStorage;
+          cfg.TTL = ttl_ms * 1'000'000;  // nanoseconds: the stream's MaxAge
+          s = js_CreateKeyValue(&raw, js, &cfg);
+          if (s != NATS_OK) {
+            absl::Status created =
+                NatsError(s, 0,
+                          absl::StrCat("cannot create key-value bucket ", bucket, " with ",
+                                       config.replicas, " replica(s)"));
+            // Another node may have created it meanwhile.
+            if (js_KeyValue(&raw, js, bucket.c_str()) != NATS_OK) return created;
+          }
+        }
+        KvPtr owned(raw);
+        absl::StatusOr<StreamInfoPtr> info = GetStreamInfo(js, absl::StrCat("KV_", bucket));
+        if (!info.ok()) return info.status();
+        if (absl::Status st = CheckStream(**info, absl::StrCat("key-value bucket ", bucket),
+                                          config.replicas, nullptr);
+            !st.ok()) {
+          return st;
+        }
+        if (absl::Status st = CheckLeaseTtl(**info, config); !st.ok()) return st;
+        return owned;
+      });
   if (!kv.ok()) return kv.status();
   return std::make_unique<JetStreamLeaseStore>(std::move(*conn), std::move(*kv), bucket);
 }
@@ -1444,6 +1451,19 @@ absl::Status CheckJetStreamCluster(const JetStreamConfig& config) {
     } else if (!absl::IsNotFound(info.status())) {
       return info.status();
     }
+  }
+  // The lease bucket of cluster dispatch: its records must expire after lease_ttl.
+  const std::string& leases = config.cluster.lease_bucket;
+  if (absl::StatusOr<StreamInfoPtr> info = GetStreamInfo(js, absl::StrCat("KV_", leases));
+      info.ok()) {
+    if (absl::Status s = CheckStream(**info, absl::StrCat("key-value bucket ", leases),
+                                     config.replicas, nullptr);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckLeaseTtl(**info, config); !s.ok()) return s;
+  } else if (!absl::IsNotFound(info.status())) {
+    return info.status();
   }
   if (!stream.ok() && config.replicas > 1) {
     // The stream will be created with `replicas` peers: the cluster must have that many

@@ -2491,6 +2491,7 @@ TEST_F(ConfigTest, StoreJetStreamEveryKey) {
       "    tls: {ca_file: ", ca, ", cert_file: ", cert, ", key_file: ", key, "}\n",
       "    replicas: 3\n    stream: LOG_A\n    subject: acme.log\n",
       "    cursor_bucket: cur_a\n    dead_letter_bucket: dl-a\n    write_timeout: 30s\n",
+      "    cluster: {node_id: gw-1, partitions: 16, lease_ttl: 5s, lease_bucket: leases_a}\n",
       kSourcesTail));
   ASSERT_TRUE(config.ok()) << config.status();
   ASSERT_EQ(config->store.backend, StoreBackend::kJetStream);
@@ -2512,6 +2513,10 @@ TEST_F(ConfigTest, StoreJetStreamEveryKey) {
   EXPECT_EQ(js.cursor_bucket, "cur_a");
   EXPECT_EQ(js.dead_letter_bucket, "dl-a");
   EXPECT_EQ(js.write_timeout, milliseconds(30'000));
+  EXPECT_EQ(js.cluster.node_id, "gw-1");
+  EXPECT_EQ(js.cluster.partitions, 16);
+  EXPECT_EQ(js.cluster.lease_ttl, milliseconds(5'000));
+  EXPECT_EQ(js.cluster.lease_bucket, "leases_a");
 }
 
 TEST_F(ConfigTest, StoreJetStreamDefaults) {
@@ -2529,6 +2534,10 @@ TEST_F(ConfigTest, StoreJetStreamDefaults) {
   EXPECT_EQ(js.cursor_bucket, "pimgate_cursors");
   EXPECT_EQ(js.dead_letter_bucket, "pimgate_dead_letters");
   EXPECT_EQ(js.write_timeout, milliseconds(10'000));
+  EXPECT_EQ(js.cluster.node_id, "");  // pimgate uses <hostname>-<pid>
+  EXPECT_EQ(js.cluster.partitions, 8);
+  EXPECT_EQ(js.cluster.lease_ttl, milliseconds(10'000));
+  EXPECT_EQ(js.cluster.lease_bucket, "pimgate_leases");
 }
 
 TEST_F(ConfigTest, StoreJetStreamErrors) {
@@ -2575,6 +2584,16 @@ TEST_F(ConfigTest, StoreJetStreamErrors) {
             "PIMGATE_NATS_UNSET_VAR"},
            {js + "    tls: {cert_file: " + creds + "}\n",
             "store.jetstream.tls.cert_file: needs key_file beside it"},
+           {js + "    cluster: {partitions: 0}\n", "store.jetstream.cluster.partitions:"},
+           {js + "    cluster: {partitions: 65}\n",
+            "store.jetstream.cluster.partitions: must be at most 64, got 65"},
+           {js + "    cluster: {lease_ttl: 500ms}\n",
+            "store.jetstream.cluster: lease_ttl must be at least 1s"},
+           {js + "    cluster: {node_id: \"a.b\"}\n",
+            "store.jetstream.cluster.node_id: \"a.b\" may hold only letters"},
+           {js + "    cluster: {lease_bucket: \"x y\"}\n", "store.jetstream.cluster.lease_bucket:"},
+           {js + "    cluster: {partition: 4}\n",
+            "store.jetstream.cluster.partition: unknown key; did you mean partitions?"},
        }) {
     absl::StatusOr<Config> config =
         LoadConfigString(absl::StrCat("store:\n  path: /r\n", c.store, kSourcesTail));

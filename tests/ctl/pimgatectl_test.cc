@@ -254,6 +254,10 @@ TEST_F(PimgatectlTest, StatsAndPlugins) {
   EXPECT_TRUE(absl::StartsWith(lines[0], "NAME  PROCESS  PID")) << plugins_table;
   EXPECT_TRUE(absl::StartsWith(lines[1], "rec   serving  ")) << plugins_table;
   EXPECT_TRUE(absl::StrContains(lines[1], absl::StrCat(plugins.plugins(0).pid())));
+
+  // The embedded store has no cluster dispatch: this node delivers everything.
+  EXPECT_TRUE(absl::StrContains(Ok({"owners"}), "no cluster dispatch")) << Ok({"owners"});
+  EXPECT_FALSE(ParseJson<v1::ListOwnersResponse>(Ok({"owners", "--json"})).cluster());
 }
 
 TEST_F(PimgatectlTest, EventsAndEvent) {

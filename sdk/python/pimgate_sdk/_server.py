@@ -24,8 +24,9 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 # Largest Delivery accepted (an event's `data` can hold a whole product).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # gRPC server threads. Each Deliver stream and each health Watch holds one for its lifetime;
-# pimgate keeps one Deliver stream per plugin and polls Check.
-RPC_THREADS = 16
+# pimgate keeps one Deliver stream per plugin, or with cluster dispatch one per partition the node
+# holds (store.jetstream.cluster.partitions, at most 64), and polls Check.
+RPC_THREADS = 80
 # How long SIGTERM waits for running handlers before the plugin exits anyway: under pimgate's
 # default plugins[].stop_timeout (10 s, then SIGKILL), so the plugin ends on its own terms.
 DEFAULT_GRACE_SECONDS = 8.0

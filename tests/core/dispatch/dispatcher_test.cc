@@ -785,7 +785,8 @@ class CuttableLeases final : public LeaseStore {
 class ClusterDispatchTest : public ::testing::Test {
  protected:
   static constexpr int kPartitions = 8;
-  static constexpr absl::Duration kTtl = absl::Seconds(2);
+  // Short, for a quick takeover, and long enough for a round of lease calls on a busy machine.
+  static constexpr absl::Duration kTtl = absl::Seconds(4);
 
   struct Node {
     std::unique_ptr<EventLog> log;
@@ -833,7 +834,9 @@ class ClusterDispatchTest : public ::testing::Test {
     const std::string socket = dir_.File(absl::StrCat("plugin", index, ".sock"));
     node.plugin = std::make_unique<ScriptedPlugin>(socket, [this, index](const v1::Delivery& d) {
       recorder_.Record(index, d);
-      return std::optional<std::pair<v1::Outcome, int>>({v1::OUTCOME_OK, 2});
+      const bool reject = d.event().resource_id() == reject_resource_.load();
+      return std::optional<std::pair<v1::Outcome, int>>(
+          {reject ? v1::OUTCOME_REJECT : v1::OUTCOME_OK, 2});
     });
     PluginConfig plugin;
     plugin.name = "erp";
@@ -943,6 +946,8 @@ class ClusterDispatchTest : public ::testing::Test {
   ClusterRecorder recorder_;
   std::map<std::string, std::vector<uint64_t>> appended_;
   int64_t next_version_ = 0;
+  // Deliveries of this resource are answered REJECT (dead-lettered); "": none.
+  std::atomic<const char*> reject_resource_{""};
 };
 
 std::unique_ptr<testing::NatsCluster> ClusterDispatchTest::nats_;
@@ -989,6 +994,15 @@ TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
       guard))
       << "held: " << Held(0) << " " << Held(1) << " " << Held(2);
   EXPECT_GT(nodes_[0].dispatcher->Leases().released, 0u);
+  // Each cluster-wide job runs on one node.
+  const auto job_holders = [&](const std::string& job, const std::vector<int>& among) {
+    int holders = 0;
+    for (int n : among) holders += nodes_[n].dispatcher->HoldsJob(job) ? 1 : 0;
+    return holders;
+  };
+  for (const char* job : {"retention", "reconcile", "platform"}) {
+    ASSERT_TRUE(WaitFor([&] { return job_holders(job, {0, 1, 2}) == 1; }, guard)) << job;
+  }
   Append(120, 12, {0, 1, 2});  // ingest on every node
   ASSERT_TRUE(WaitFor([&] { return AllDelivered(); }, guard));
 
@@ -1008,7 +1022,13 @@ TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
             << " partitions) stopped delivering " << ms(stopped_at - cut_at)
             << " ms after losing NATS; its partitions were taken over " << ms(taken_at - cut_at)
             << " ms after\n";
-  EXPECT_EQ(nodes_[2].dispatcher->Leases().lost, held_by_2);
+  EXPECT_GE(nodes_[2].dispatcher->Leases().lost, held_by_2);
+  for (const char* job : {"retention", "reconcile", "platform"}) {
+    ASSERT_TRUE(WaitFor(
+        [&] { return !nodes_[2].dispatcher->HoldsJob(job) && job_holders(job, {0, 1}) == 1; },
+        guard))
+        << job;
+  }
   // Appended after the takeover, so after node 2's deadline: never handed to node 2's plugin
   // while it is cut off.
   uint64_t head_before = 0;
@@ -1028,6 +1048,85 @@ TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
   Append(60, 12, {1, 2});
   ASSERT_TRUE(WaitFor([&] { return AllDelivered(); }, guard));
   ExpectPerResourceOrder();
+}
+
+TEST_F(ClusterDispatchTest, PauseSeekAndDeadLetterRetriesApplyOnEveryNode) {
+  const absl::Duration guard = kTtl * 20 + absl::Seconds(60);
+  StartNode(0);
+  StartNode(1);
+  // The fair share of two nodes: 4 each (stable from then on: nobody is above it).
+  ASSERT_TRUE(WaitFor([&] { return OwnedOnceBy({0, 1}) && Held(0) == 4 && Held(1) == 4; }, guard));
+  Append(40, 8, {0, 1});
+  ASSERT_TRUE(WaitFor([&] { return AllDelivered(); }, guard));
+
+  // A pause asked on node 0 holds node 1's partitions too; a resume on node 1 frees both.
+  ASSERT_TRUE(nodes_[0].dispatcher->Pause("erp").ok());
+  const auto state = [&](int n) { return nodes_[n].dispatcher->Stats().front().state; };
+  ASSERT_TRUE(WaitFor([&] { return state(0) == "paused" && state(1) == "paused"; }, guard))
+      << state(0) << " " << state(1);
+  ASSERT_TRUE(nodes_[1].dispatcher->Resume("erp").ok());
+  ASSERT_TRUE(WaitFor([&] { return state(0) != "paused" && state(1) != "paused"; }, guard));
+
+  // A seek asked on node 1 replays every partition, whichever node holds it.
+  ASSERT_TRUE(nodes_[1].dispatcher->Seek("erp", 1).ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::map<uint64_t, int> count;
+        for (const auto& d : recorder_.Snapshot()) ++count[d.sequence];
+        for (const auto& [resource, sequences] : appended_) {
+          for (uint64_t sequence : sequences) {
+            if (count[sequence] < 2) return false;
+          }
+        }
+        return true;
+      },
+      guard));
+
+  // A letter of a partition node 0 holds, retried through node 1: node 0 redelivers it.
+  reject_resource_ = "sku-rejected";
+  v1::Event header;
+  header.set_source("pim");
+  header.set_kind("product");
+  header.set_resource_id("sku-rejected");
+  const int partition = PartitionOf(header, kPartitions);
+  auto owners = nodes_[0].dispatcher->Owners();
+  ASSERT_TRUE(owners.ok());
+  std::string holder;
+  for (const PartitionOwner& owner : *owners) {
+    if (owner.partition == partition) holder = owner.node;
+  }
+  const int other = holder == "n0" ? 1 : 0;
+  v1::Event event = header;
+  event.set_id(testing::NewUuid());
+  event.set_type("product.updated");
+  *event.mutable_version_at() = TimeUtil::SecondsToTimestamp(1'900'000'000);
+  AppendRequest request;
+  request.events.push_back(event);
+  absl::StatusOr<AppendResult> appended = nodes_[0].log->AppendSync(std::move(request));
+  ASSERT_TRUE(appended.ok());
+  const uint64_t sequence = appended->first_sequence;
+  DeadLetters& letters = nodes_[other].dispatcher->dead_letters();
+  ASSERT_TRUE(WaitFor([&] { return letters.Count("erp").value_or(0) == 1; }, guard));
+  reject_resource_ = "";
+  const auto deliveries = [&] {
+    int n = 0;
+    for (const auto& d : recorder_.Snapshot()) n += d.sequence == sequence ? 1 : 0;
+    return n;
+  };
+  const int before = deliveries();
+  // By sequence: `all` takes the letters of events up to this node's head, which follows the
+  // appends of node 0 only within a moment.
+  absl::StatusOr<RetriedDeadLetters> retried =
+      letters.Retry("erp", {.all = false, .sequences = {sequence}}, 10);
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  ASSERT_EQ(retried->sequences, std::vector<uint64_t>{sequence});
+  ASSERT_TRUE(WaitFor([&] { return letters.Count("erp").value_or(1) == 0; }, guard))
+      << "leases lost: n0 " << nodes_[0].dispatcher->Leases().lost << ", n1 "
+      << nodes_[1].dispatcher->Leases().lost << "; deliveries of the letter " << deliveries();
+  EXPECT_GT(deliveries(), before);
+  for (const auto& d : recorder_.Snapshot()) {
+    if (d.sequence == sequence) EXPECT_EQ(absl::StrCat("n", d.node), holder);
+  }
 }
 
 TEST(RetryDelay, GrowsExponentiallyCappedWithJitter) {
