@@ -283,7 +283,7 @@ TEST_F(AdminServiceTest, EveryMethodChecksTheToken) {
   const google::protobuf::ServiceDescriptor* service =
       v1::GetStatsRequest::descriptor()->file()->FindServiceByName("Admin");
   ASSERT_NE(service, nullptr);
-  ASSERT_EQ(service->method_count(), 22);
+  ASSERT_EQ(service->method_count(), 23);
   grpc::GenericStub generic(channel_);
   for (int i = 0; i < service->method_count(); ++i) {
     const std::string method =
@@ -424,6 +424,7 @@ TEST_F(AdminServiceTest, ReflectionListsServicesAndDescribesAdmin) {
         for (const auto& method : service.method()) methods.insert(method.name());
         EXPECT_EQ(methods, (std::set<std::string>{"GetStats",
                                                   "ListPlugins",
+                                                  "ListOwners",
                                                   "PausePlugin",
                                                   "ResumePlugin",
                                                   "RestartPlugin",
