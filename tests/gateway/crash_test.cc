@@ -224,6 +224,15 @@ TEST(CrashTest, RandomKillsUnderMixedLoadLoseNoAcknowledgedEvent) {
     // A random point: during start-up delivery, mid-load, or between group commits.
     std::this_thread::sleep_for(
         std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 1200)(rng)));
+    // The positive control below needs one answer before a kill: on a slow machine (a sanitizer
+    // build under load) every random moment may come before the first answer, so the last round
+    // waits for one if none came yet (60 s: a hang guard).
+    if (round == kRounds - 1 && answered_before_kill == 0) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (answered.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
     process.Kill();
     killed = true;
     for (std::thread& t : clients) t.join();
