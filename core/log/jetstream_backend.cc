@@ -519,12 +519,27 @@ class JetStreamBackend final : public LogBackend {
   absl::Status Write(const CommitBatch& batch, bool /*sync*/) override {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = WaitForUnfinishedRecordLocked(); !s.ok()) return s;
+    // A log without events yet may start above 1, and likewise its quarantine: a store copied
+    // by `pimgate migrate-store` keeps its sequences, and retention may have trimmed its first
+    // events (or all of them: a batch without events then sets the head). EventLog itself
+    // always continues at head + 1.
+    uint64_t base = head_;
+    if (head_ == 0) {
+      base = batch.events.empty() ? batch.last_sequence
+                                  : std::max<uint64_t>(batch.events.front().sequence, 1) - 1;
+    }
+    uint64_t quarantine_base = last_quarantine_id_;
+    if (last_quarantine_id_ == 0) {
+      quarantine_base = batch.quarantine.empty()
+                            ? batch.last_quarantine_id
+                            : std::max<uint64_t>(batch.quarantine.front().id(), 1) - 1;
+    }
     // A batch decided on an older state than the replica's (a conflict the log has not seen
     // yet) is not sent: it would be refused anyway.
-    if (batch.last_sequence != head_ + batch.events.size() ||
-        (!batch.events.empty() && batch.events.front().sequence != head_ + 1) ||
-        batch.last_quarantine_id != last_quarantine_id_ + batch.quarantine.size() ||
-        (!batch.quarantine.empty() && batch.quarantine.front().id() != last_quarantine_id_ + 1)) {
+    if (batch.last_sequence != base + batch.events.size() ||
+        (!batch.events.empty() && batch.events.front().sequence != base + 1) ||
+        batch.last_quarantine_id != quarantine_base + batch.quarantine.size() ||
+        (!batch.quarantine.empty() && batch.quarantine.front().id() != quarantine_base + 1)) {
       return absl::AbortedError(absl::StrCat("the batch was decided on the log at ",
                                              batch.last_sequence - batch.events.size(),
                                              ", the replica is at ", head_));
@@ -971,8 +986,10 @@ class JetStreamBackend final : public LogBackend {
           return absl::DataLossError(
               absl::StrCat("stream message ", sequence, ": events and sequences differ"));
         }
-        if (jumped_ && in.sequences_size() > 0 && in.sequences(0) > head_ + 1) {
-          head_ = in.sequences(0) - 1;  // the events before were purged (and trimmed)
+        if ((jumped_ || head_ == 0) && in.sequences_size() > 0 && in.sequences(0) > head_ + 1) {
+          // The events before were purged (and trimmed), or the log starts there (a copied
+          // store whose first events retention had trimmed: see Write).
+          head_ = in.sequences(0) - 1;
         }
         if (in.sequences_size() > 0) jumped_ = false;
         if (in.sequences_size() > 0 && in.sequences(0) != head_ + 1) {
