@@ -1163,6 +1163,44 @@ TEST_F(JetStreamLogTest, TwoNodesRacingOnOneResourceAgreeOnStaleness) {
             << " stored stale\n";
 }
 
+// A node sees what another node appends as it arrives (its follower), not only on its own next
+// append: its head moves, its listeners are called and the events read; its later decisions
+// take the other node's versions into account.
+TEST_F(JetStreamLogTest, NodeSeesOtherNodesAppendsAsTheyArrive) {
+  const JetStreamConfig config = Config();
+  TempDir dir_a, dir_b;
+  auto a = Node(dir_a, config);
+  auto b = Node(dir_b, config);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(b->AppendSync(Request({Product("b1", "shared", 5)})).ok());
+  absl::Mutex mu;
+  uint64_t heard = 0;
+  b->AddAppendListener([&](uint64_t head) {
+    absl::MutexLock lock(&mu);
+    heard = std::max(heard, head);
+  });
+  auto appended = a->AppendSync(Request({Product("a1", "shared", 10), Product("a2", "other", 1)}));
+  ASSERT_TRUE(appended.ok()) << appended.status();
+  ASSERT_EQ(appended->last_sequence, 3u);
+  // Hang guard only: b does not append; its follower brings the events.
+  EXPECT_EQ(b->WaitForHead(2, absl::Seconds(120)), 3u);
+  {
+    absl::MutexLock lock(&mu);
+    auto reached = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu) { return heard >= 3; };
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&reached), absl::Seconds(120)));
+  }
+  std::vector<v1::Event> events = AllEvents(*b);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[1].id(), "a1");
+  EXPECT_EQ(events[2].id(), "a2");
+  auto older = b->AppendSync(Request({Product("b2", "shared", 7), Product("a1", "shared", 10)}));
+  ASSERT_TRUE(older.ok()) << older.status();
+  EXPECT_EQ(older->stale, 1u);
+  EXPECT_EQ(older->duplicates, 1u);
+  EXPECT_EQ(older->first_sequence, 4u);
+}
+
 // An event id sent to one node and then to another is a duplicate at the second: its append is
 // refused (it had not seen the first record), it catches up and decides again.
 TEST_F(JetStreamLogTest, DedupHoldsAcrossNodes) {
