@@ -115,8 +115,7 @@ CommandLine ParseCommandLine(int argc, const char* const* argv) {
       ->add_option("--batch-events", migrate_flags.batch_events,
                    "events per stream record (default 500; keep records under the\n"
                    "servers' max_payload, or they are sent in chunks)")
-      ->type_name("N")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{100000}));
+      ->type_name("N");
 
   const auto usage_error = [&app](const std::string& message) {
     std::fprintf(stderr, "pimgate: %s\n\n%s", message.c_str(), app.help().c_str());
@@ -174,6 +173,9 @@ CommandLine ParseCommandLine(int argc, const char* const* argv) {
       return usage_error(
           absl::StrCat("migrate-store copies --from rocksdb --to jetstream, not --from ",
                        migrate_flags.from, " --to ", migrate_flags.to));
+    }
+    if (migrate_flags.batch_events < 1 || migrate_flags.batch_events > 100000) {
+      return usage_error("--batch-events must be between 1 and 100000");
     }
     if (migrate_flags.source_path.empty() || migrate_flags.config.empty()) {
       return usage_error("migrate-store needs --source-path DIR and --config FILE");
