@@ -284,6 +284,12 @@ class EventLog {
   // since the previous call (OK when none failed).
   absl::Status WaitForWriter();
   void Fail(std::vector<Pending>& requests, const absl::Status& status);
+  // The backend applied records other writers of a shared store appended (LogBackend::Follow):
+  // the head moves past them and readers are woken. Any thread.
+  void Advance(uint64_t head, uint64_t last_quarantine_id);
+  // Moves head_ to `head` unless it is already there or beyond, and wakes readers and listeners
+  // when it moved. Returns whether it moved.
+  bool RaiseHead(uint64_t head);
 
   std::unique_ptr<LogBackend> backend_;
   const EventLogOptions options_;
@@ -300,6 +306,10 @@ class EventLog {
   uint64_t built_quarantine_id_ = 0;
   Overlay overlay_;  // of the group handed to the writer last
   VersionCache stored_versions_;
+  // How often the backend applied other writers' records (Advance); the builder drops its
+  // cached versions when this changed since it last looked: another node may have raised them.
+  std::atomic<uint64_t> foreign_advances_{0};
+  uint64_t seen_foreign_advances_ = 0;  // builder thread
 
   // The hand-off between builder and writer: at most one group waits or is being written.
   absl::Mutex writer_mu_;

@@ -271,6 +271,30 @@ uint64_t NatsCluster::FirstSequence(const std::string& stream) const {
   return 0;
 }
 
+int NatsCluster::StreamLeader(const std::string& stream) const {
+  for (int server = 0; server < static_cast<int>(servers_.size()); ++server) {
+    if (servers_[server].pid <= 0) continue;
+    natsConnection* nc = ProbeConnect(ProbeUrl(server), !options_.tls_cert_file.empty());
+    if (nc == nullptr) continue;
+    jsCtx* js = nullptr;
+    jsStreamInfo* info = nullptr;
+    std::string leader;
+    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK &&
+        js_GetStreamInfo(&info, js, stream.c_str(), nullptr, nullptr) == NATS_OK) {
+      if (info->Cluster != nullptr && info->Cluster->Leader != nullptr) {
+        leader = info->Cluster->Leader;
+      }
+      jsStreamInfo_Destroy(info);
+    }
+    if (js != nullptr) jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    for (int i = 0; i < static_cast<int>(servers_.size()); ++i) {
+      if (!leader.empty() && servers_[i].name == leader) return i;
+    }
+  }
+  return -1;
+}
+
 std::string NatsCluster::Log(int server) const { return ReadFile(servers_.at(server).log_file); }
 
 }  // namespace pimgate::testing
