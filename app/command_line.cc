@@ -29,6 +29,9 @@ class HelpFormatter : public CLI::Formatter {
 Usage:
   pimgate --config FILE [--ready-file FILE]   run the server
   pimgate --check-config FILE                 validate a configuration and exit
+  pimgate migrate-store --from rocksdb --to jetstream --source-path DIR --config FILE [--resume]
+                                              copy an embedded store into an empty JetStream
+                                              stream (the one FILE configures), then verify it
   pimgate --version | --help
 )";
   }
@@ -47,6 +50,12 @@ Usage:
 struct Flags {
   std::optional<std::string> config, check, ready_file;
   bool version = false;
+};
+
+struct MigrateFlags {
+  std::string from, to, source_path, config;
+  bool resume = false;
+  std::size_t batch_events = 500;
 };
 
 CommandLine Exit(int code) {
@@ -78,6 +87,35 @@ CommandLine ParseCommandLine(int argc, const char* const* argv) {
       ->type_name("FILE");
   app.set_help_flag("-h,--help", "this help");
   app.add_flag("--version", flags.version, "print pimgate's version");
+  MigrateFlags migrate_flags;
+  CLI::App* migrate = app.add_subcommand(
+      "migrate-store",
+      "copy an embedded (RocksDB) store into an empty JetStream stream, then verify the copy");
+  migrate->allow_extras(false);
+  migrate->add_option("--from", migrate_flags.from, "the backend of the store to copy: rocksdb")
+      ->type_name("BACKEND")
+      ->required();
+  migrate->add_option("--to", migrate_flags.to, "the backend to copy into: jetstream")
+      ->type_name("BACKEND")
+      ->required();
+  migrate
+      ->add_option("--source-path", migrate_flags.source_path,
+                   "the RocksDB store to copy (the old store.path; pimgate stopped)")
+      ->type_name("DIR")
+      ->required();
+  migrate
+      ->add_option("--config", migrate_flags.config,
+                   "the new configuration: store.backend jetstream, its cluster and names,\n"
+                   "and store.path, the node's new replica directory")
+      ->type_name("FILE")
+      ->required();
+  migrate->add_flag("--resume", migrate_flags.resume,
+                    "continue (and verify) an interrupted copy into the same stream");
+  migrate
+      ->add_option("--batch-events", migrate_flags.batch_events,
+                   "events per stream record (default 500; keep records under the\n"
+                   "servers' max_payload, or they are sent in chunks)")
+      ->type_name("N");
 
   const auto usage_error = [&app](const std::string& message) {
     std::fprintf(stderr, "pimgate: %s\n\n%s", message.c_str(), app.help().c_str());
@@ -98,7 +136,7 @@ CommandLine ParseCommandLine(int argc, const char* const* argv) {
   try {
     app.parse(args);
   } catch (const CLI::CallForHelp&) {
-    std::fputs(app.help().c_str(), stdout);
+    std::fputs((migrate->parsed() ? migrate->help() : app.help()).c_str(), stdout);
     return Exit(0);
   } catch (const CLI::ArgumentMismatch&) {
     // The parser ran out of arguments: the flag missing its value is the last one.
@@ -130,6 +168,25 @@ CommandLine ParseCommandLine(int argc, const char* const* argv) {
   }
   CommandLine command_line;
   command_line.ready_file = flags.ready_file.value_or("");
+  if (migrate->parsed()) {
+    if (migrate_flags.from != "rocksdb" || migrate_flags.to != "jetstream") {
+      return usage_error(
+          absl::StrCat("migrate-store copies --from rocksdb --to jetstream, not --from ",
+                       migrate_flags.from, " --to ", migrate_flags.to));
+    }
+    if (migrate_flags.batch_events < 1 || migrate_flags.batch_events > 100000) {
+      return usage_error("--batch-events must be between 1 and 100000");
+    }
+    if (migrate_flags.source_path.empty() || migrate_flags.config.empty()) {
+      return usage_error("migrate-store needs --source-path DIR and --config FILE");
+    }
+    command_line.action = CommandLine::Action::kMigrateStore;
+    command_line.source_path = migrate_flags.source_path;
+    command_line.config_path = migrate_flags.config;
+    command_line.resume = migrate_flags.resume;
+    command_line.batch_events = migrate_flags.batch_events;
+    return command_line;
+  }
   if (flags.check.has_value()) {
     command_line.action = CommandLine::Action::kCheckConfig;
     command_line.check_path = *flags.check;

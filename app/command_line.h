@@ -3,6 +3,7 @@
 #ifndef PIMGATE_APP_COMMAND_LINE_H_
 #define PIMGATE_APP_COMMAND_LINE_H_
 
+#include <cstddef>
 #include <string>
 
 namespace pimgate {
@@ -12,7 +13,9 @@ struct CommandLine {
   enum class Action {
     kServe,        // --config FILE [--ready-file FILE]
     kCheckConfig,  // --check-config FILE
-    kExit,         // nothing more to do: exit with `exit_code`
+    // migrate-store --from rocksdb --to jetstream --source-path DIR --config FILE [--resume]
+    kMigrateStore,
+    kExit,  // nothing more to do: exit with `exit_code`
   };
   Action action = Action::kExit;
   // With kExit: 0 once --help or --version was printed, 2 once a usage error was.
@@ -20,6 +23,11 @@ struct CommandLine {
   std::string config_path;  // --config, with kServe
   std::string check_path;   // --check-config, with kCheckConfig (it wins over --config)
   std::string ready_file;   // --ready-file; empty: none
+  // kMigrateStore: the embedded store to copy (--source-path) into the store --config names,
+  // and whether to continue an interrupted copy (--resume).
+  std::string source_path;
+  bool resume = false;
+  std::size_t batch_events = 500;  // --batch-events: events per stream record
 };
 
 // Parses argv (argv[0] is the program). --help and --version go to stdout, a usage error

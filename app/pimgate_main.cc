@@ -24,6 +24,7 @@
 #include "core/dispatch/plugin_supervisor.h"
 #include "core/log/event_log.h"
 #include "core/log/jetstream_backend.h"
+#include "core/log/migrate_store.h"
 #include "core/log/retention.h"
 #include "gateway/server.h"
 #include "metrics/console_metrics.h"
@@ -153,6 +154,41 @@ int CheckConfig(const std::string& path) {
   std::printf("%s: OK (%zu source(s), %zu plugin(s), store %s, %s)\n", path.c_str(),
               config->sources.size(), config->plugins.size(), store.c_str(),
               config->gateway.tls ? "TLS" : "plain HTTP");
+  return 0;
+}
+
+// pimgate migrate-store: copies the embedded store at `source_path` into the JetStream stream
+// the configuration at `path` names. Progress and the final counts on stdout.
+int MigrateStore(const std::string& source_path, const std::string& path, bool resume,
+                 std::size_t batch_events) {
+  absl::StatusOr<pimgate::Config> config = pimgate::LoadConfigFile(path, pimgate::LoadOptions());
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s: %s\n", path.c_str(), std::string(config.status().message()).c_str());
+    return 2;
+  }
+  if (config->store.backend != pimgate::StoreBackend::kJetStream) {
+    std::fprintf(stderr,
+                 "%s: store.backend is not jetstream: migrate-store copies into the JetStream "
+                 "stream this configuration names\n",
+                 path.c_str());
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::warn);  // the copy's own lines are its progress
+  pimgate::MigrateStoreOptions options;
+  options.rocksdb_path = source_path;
+  options.target = config->store;
+  options.resume = resume;
+  options.batch_events = batch_events;
+  options.progress = [](const std::string& line) {
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  };
+  absl::StatusOr<pimgate::MigrateStoreCounts> counts = pimgate::MigrateRocksDbToJetStream(options);
+  if (!counts.ok()) {
+    std::fprintf(stderr, "pimgate migrate-store: %s\n",
+                 std::string(counts.status().message()).c_str());
+    return 1;
+  }
   return 0;
 }
 
@@ -448,6 +484,9 @@ int main(int argc, char** argv) {
       return CheckConfig(command_line.check_path);
     case pimgate::CommandLine::Action::kServe:
       return Serve(command_line.config_path, command_line.ready_file);
+    case pimgate::CommandLine::Action::kMigrateStore:
+      return MigrateStore(command_line.source_path, command_line.config_path, command_line.resume,
+                          command_line.batch_events);
     case pimgate::CommandLine::Action::kExit:
       break;
   }

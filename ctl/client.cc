@@ -1,6 +1,7 @@
 // The admin API's channel, deadlines and error reporting for pimgatectl.
 #include "ctl/client.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "ctl/exit_codes.h"
@@ -25,8 +26,17 @@ AdminClient::AdminClient(const AdminConnection& connection) : connection_(connec
   if (!connection.tls_server_name.empty()) {
     channel_args.SetSslTargetNameOverride(connection.tls_server_name);
   }
-  stub_ = pimgate::v1::Admin::NewStub(
-      grpc::CreateCustomChannel(connection.address, credentials, channel_args));
+  channel_ = grpc::CreateCustomChannel(connection.address, credentials, channel_args);
+  stub_ = pimgate::v1::Admin::NewStub(channel_);
+}
+
+void AdminClient::AwaitFirstConnection() {
+  if (first_call_made_) return;
+  first_call_made_ = true;
+  // The outcome does not matter here: when no connection was made, the fail-fast call that
+  // follows reports why (refused, TLS, name resolution) in gRPC's own words.
+  channel_->WaitForConnected(
+      absl::ToChronoTime(absl::Now() + std::min(kFirstConnectWait, connection_.timeout)));
 }
 
 void AdminClient::Prepare(grpc::ClientContext& context,

@@ -23,6 +23,9 @@ inline constexpr char kDefaultAdmin[] = "127.0.0.1:7070";
 inline constexpr absl::Duration kDefaultTimeout = absl::Seconds(30);
 // The most items one list call asks for; a list command pages until its --limit.
 inline constexpr int32_t kMaxPageSize = 1000;
+// How long the first call waits for the channel's first connection (see AwaitFirstConnection):
+// past gRPC's first reconnect backoff (1 s), so one failed attempt is tried again.
+inline constexpr absl::Duration kFirstConnectWait = absl::Milliseconds(2500);
 
 // How to reach the admin API: the global flags, with their environment defaults applied.
 struct AdminConnection {
@@ -47,6 +50,7 @@ class AdminClient {
                                                                      const Request&, Response*),
                     const Request& request, Response& response,
                     std::optional<absl::Duration> long_timeout = std::nullopt) {
+    AwaitFirstConnection();
     grpc::ClientContext context;
     Prepare(context, long_timeout);
     return (stub_.get()->*method)(&context, request, &response);
@@ -56,9 +60,18 @@ class AdminClient {
 
  private:
   void Prepare(grpc::ClientContext& context, std::optional<absl::Duration> long_timeout) const;
+  // Before the first call: gives the channel's first connection up to kFirstConnectWait (or
+  // --timeout when shorter) to be made, so that a first connection attempt that fails once (a
+  // server still accepting, a listen backlog full) is retried by gRPC's backoff before the
+  // call, which stays fail-fast: an unreachable pimgate is still reported within that wait,
+  // not after the call's whole deadline. No request is sent before the transport is up, so
+  // nothing can run twice.
+  void AwaitFirstConnection();
 
   AdminConnection connection_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pimgate::v1::Admin::Stub> stub_;
+  bool first_call_made_ = false;
 };
 
 // "NOT_FOUND", "UNAVAILABLE", ...: the names grpcurl and the docs use.

@@ -11,6 +11,7 @@ PIMGATE_PACKAGES=(
   libgtest-dev libgmock-dev libsimdjson-dev libabsl-dev libspdlog-dev libfmt-dev libjemalloc-dev
   libcurl4-openssl-dev nlohmann-json3-dev libcli11-dev
   libnats-dev nats-server  # store.backend: jetstream (libnats), and the servers its tests start
+  haproxy  # tests/e2e/cluster_test and scripts/demo --cluster: the balancer in front of pimgate nodes
   python3-grpcio python3-protobuf
   clang libclang-rt-14-dev  # scripts/fuzz: libFuzzer targets (scripts/test runs them briefly)
   prometheus  # for promtool: the metrics tests check pimgate's /metrics with `promtool check metrics`

@@ -1199,7 +1199,6 @@ class Dispatcher::Cluster {
         "[cluster] node {}: {} partition(s) per plugin, lease TTL {}; leases in the bucket "
         "shared with the other nodes",
         cluster_.node_id, cluster_.partitions, absl::FormatDuration(cluster_.lease_ttl));
-    follower_ = std::thread([this] { Follow(); });
     manager_ = std::thread([this] { Manage(); });
     return absl::OkStatus();
   }
@@ -1217,7 +1216,6 @@ class Dispatcher::Cluster {
       stopping_ = true;
     }
     if (manager_.joinable()) manager_.join();
-    if (follower_.joinable()) follower_.join();
     std::map<Key, Held> held;
     {
       absl::MutexLock lock(&mu_);
@@ -1387,18 +1385,6 @@ class Dispatcher::Cluster {
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), d);
     return !stopping_;
-  }
-
-  void Follow() {
-    absl::Time last_warning = absl::InfinitePast();
-    while (Sleep(cluster_.follow_interval)) {
-      if (absl::Status s = log_->Refresh();
-          !s.ok() && absl::Now() - last_warning > absl::Seconds(10)) {
-        last_warning = absl::Now();
-        spdlog::warn("[cluster] catching up with the other nodes' events: {}",
-                     std::string(s.message()));
-      }
-    }
   }
 
   void Manage() {
@@ -1800,7 +1786,6 @@ class Dispatcher::Cluster {
   std::set<std::string> free_now_;
 
 
-  std::thread follower_;
   std::thread manager_;
 };
 

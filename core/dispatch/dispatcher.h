@@ -60,8 +60,6 @@ struct ClusterDispatchOptions {
   std::string node_id;                 // unique among the running nodes
   int partitions = 8;
   absl::Duration lease_ttl = absl::Seconds(10);  // the lease bucket's MaxAge
-  // How often the node catches up with the events other nodes appended (EventLog::Refresh).
-  absl::Duration follow_interval = absl::Milliseconds(100);
 
   static ClusterDispatchOptions FromConfig(const ClusterConfig& config,
                                            std::shared_ptr<LeaseStore> leases);

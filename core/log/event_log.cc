@@ -4,6 +4,7 @@
 #include "core/log/event_log.h"
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -72,6 +73,13 @@ std::string JoinKey(std::initializer_list<std::string_view> parts) {
 }
 
 using google::protobuf::internal::WireFormatLite;
+
+// Sets `id` to `value` unless it already holds as much or more.
+void RaiseQuarantineId(std::atomic<uint64_t>& id, uint64_t value) {
+  uint64_t current = id.load(std::memory_order_acquire);
+  while (current < value && !id.compare_exchange_weak(current, value, std::memory_order_acq_rel)) {
+  }
+}
 
 }  // namespace
 
@@ -234,7 +242,12 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(std::unique_ptr<LogBack
   }
   absl::StatusOr<RecoveredState> state = backend->Recover();
   if (!state.ok()) return state.status();
-  return std::unique_ptr<EventLog>(new EventLog(std::move(backend), options, *state));
+  std::unique_ptr<EventLog> log(new EventLog(std::move(backend), options, *state));
+  EventLog* raw = log.get();
+  raw->backend_->Follow([raw](uint64_t head, uint64_t last_quarantine_id) {
+    raw->Advance(head, last_quarantine_id);
+  });
+  return log;
 }
 
 absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const StoreConfig& store) {
@@ -270,6 +283,7 @@ EventLog::EventLog(std::unique_ptr<LogBackend> backend, EventLogOptions options,
       builder_([this] { BuildLoop(); }) {}
 
 EventLog::~EventLog() {
+  backend_->Follow(nullptr);  // no Advance once this returns
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -353,6 +367,14 @@ void EventLog::Fail(std::vector<Pending>& requests, const absl::Status& status) 
 }
 
 absl::Status EventLog::Build(std::vector<Pending>& requests, BuiltGroup& group) {
+  if (const uint64_t advances = foreign_advances_.load(std::memory_order_acquire);
+      advances != seen_foreign_advances_) {
+    // Other writers' records were applied since: their versions may be newer than the cached
+    // ones. (Their sequences need nothing here: a batch numbered on an older head is refused
+    // with Aborted and decided again.)
+    stored_versions_.Clear();
+    seen_foreign_advances_ = advances;
+  }
   GroupBuilder builder(*backend_, overlay_, stored_versions_, built_sequence_,
                        built_quarantine_id_);
   group.results.reserve(requests.size());
@@ -513,7 +535,9 @@ void EventLog::WriteLoop() {
       status = backend_->Write(group.batch, options_.sync);
     }
     if (status.ok()) {
-      last_quarantine_id_.store(group.batch.last_quarantine_id, std::memory_order_release);
+      // Raised, never lowered: the backend's follower may have moved them past this group
+      // already (records other writers appended right after it).
+      RaiseQuarantineId(last_quarantine_id_, group.batch.last_quarantine_id);
       if (group.has_writes) RaiseHead(group.batch.last_sequence);
       pending_.fetch_sub(group.requests.size(), std::memory_order_relaxed);
       for (std::size_t i = 0; i < group.requests.size(); ++i) {
@@ -537,24 +561,18 @@ void EventLog::WriteLoop() {
 namespace pimgate {
 
 bool EventLog::RaiseHead(uint64_t head) {
-  // A Refresh on another thread may have moved the head past this writer's own batch already:
-  // the head never moves back.
-  uint64_t current = head_.load(std::memory_order_acquire);
-  while (current < head &&
-         !head_.compare_exchange_weak(current, head, std::memory_order_acq_rel)) {
-  }
-  if (current >= head) return false;
   absl::MutexLock lock(&head_mu_);
+  if (head <= head_.load(std::memory_order_acquire)) return false;
+  head_.store(head, std::memory_order_release);
   head_cv_.SignalAll();
   for (const auto& listener : listeners_) listener(head);
   return true;
 }
 
-absl::Status EventLog::Refresh() {
-  absl::StatusOr<RecoveredState> state = backend_->Resync();
-  if (!state.ok()) return state.status();
-  RaiseHead(state->last_sequence);
-  return absl::OkStatus();
+void EventLog::Advance(uint64_t head, uint64_t last_quarantine_id) {
+  foreign_advances_.fetch_add(1, std::memory_order_acq_rel);
+  RaiseQuarantineId(last_quarantine_id_, last_quarantine_id);
+  RaiseHead(head);
 }
 
 void EventLog::AddAppendListener(std::function<void(uint64_t head)> listener) {

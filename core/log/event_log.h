@@ -117,12 +117,6 @@ class EventLog {
   // (the dispatcher) use it to wait for new events without polling.
   uint64_t WaitForHead(uint64_t after, absl::Duration timeout);
 
-  // Catches up with the events other writers of a shared store (JetStream) appended: head()
-  // moves past them and the append listeners hear of them. Nothing to do on a store with one
-  // writer. Thread-safe; cluster dispatch calls it periodically, so that a node that takes no
-  // webhooks still delivers the others' events.
-  absl::Status Refresh();
-
   // Registers `listener`, called on the writer thread with the new head after every commit
   // that stored events. It must be quick and must not call back into the log (set a flag,
   // signal a condition variable). Thread-safe.
@@ -282,8 +276,6 @@ class EventLog {
   // The writer's answer to Aborted: gives the group's requests back to the builder (front of
   // the queue) to be decided again on the caught-up state, or fails those decided too often.
   void Requeue(BuiltGroup& group, const absl::Status& status);
-  // Moves head() up to `head` (never down) and tells the listeners; false when it was there.
-  bool RaiseHead(uint64_t head);
   // Hands `group` to the writer once it is free, and builds the next group on it. Returns the
   // failure of the group before it instead (and leaves `group` untouched): `group` was built on
   // state that was never stored.
@@ -292,6 +284,12 @@ class EventLog {
   // since the previous call (OK when none failed).
   absl::Status WaitForWriter();
   void Fail(std::vector<Pending>& requests, const absl::Status& status);
+  // The backend applied records other writers of a shared store appended (LogBackend::Follow):
+  // the head moves past them and readers are woken. Any thread.
+  void Advance(uint64_t head, uint64_t last_quarantine_id);
+  // Moves head_ to `head` unless it is already there or beyond, and wakes readers and listeners
+  // when it moved. Returns whether it moved.
+  bool RaiseHead(uint64_t head);
 
   std::unique_ptr<LogBackend> backend_;
   const EventLogOptions options_;
@@ -308,6 +306,10 @@ class EventLog {
   uint64_t built_quarantine_id_ = 0;
   Overlay overlay_;  // of the group handed to the writer last
   VersionCache stored_versions_;
+  // How often the backend applied other writers' records (Advance); the builder drops its
+  // cached versions when this changed since it last looked: another node may have raised them.
+  std::atomic<uint64_t> foreign_advances_{0};
+  uint64_t seen_foreign_advances_ = 0;  // builder thread
 
   // The hand-off between builder and writer: at most one group waits or is being written.
   absl::Mutex writer_mu_;

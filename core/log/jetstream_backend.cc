@@ -24,6 +24,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -67,6 +68,8 @@ constexpr int kMaxAppendAttempts = 100;
 constexpr absl::Duration kRetryPause = absl::Milliseconds(50);
 // Longest a single JetStream API request waits for its answer.
 constexpr int64_t kRequestWaitMs = 5000;
+// The follower catches up at least this often, even when no notification came.
+constexpr absl::Duration kFollowEvery = absl::Seconds(1);
 // How long closing the connection may take before the backend stops waiting for it.
 constexpr absl::Duration kCloseWait = absl::Seconds(5);
 
@@ -448,6 +451,7 @@ class JetStreamBackend final : public LogBackend {
         writer_prefix_(RandomWriterId()) {}
 
   ~JetStreamBackend() override {
+    Follow(nullptr);
     cursors_.reset();
     dead_letters_.reset();
     conn_.reset();
@@ -520,12 +524,27 @@ class JetStreamBackend final : public LogBackend {
   absl::Status Write(const CommitBatch& batch, bool /*sync*/) override {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = WaitForUnfinishedRecordLocked(); !s.ok()) return s;
+    // A log without events yet may start above 1, and likewise its quarantine: a store copied
+    // by `pimgate migrate-store` keeps its sequences, and retention may have trimmed its first
+    // events (or all of them: a batch without events then sets the head). EventLog itself
+    // always continues at head + 1.
+    uint64_t base = head_;
+    if (head_ == 0) {
+      base = batch.events.empty() ? batch.last_sequence
+                                  : std::max<uint64_t>(batch.events.front().sequence, 1) - 1;
+    }
+    uint64_t quarantine_base = last_quarantine_id_;
+    if (last_quarantine_id_ == 0) {
+      quarantine_base = batch.quarantine.empty()
+                            ? batch.last_quarantine_id
+                            : std::max<uint64_t>(batch.quarantine.front().id(), 1) - 1;
+    }
     // A batch decided on an older state than the replica's (a conflict the log has not seen
     // yet) is not sent: it would be refused anyway.
-    if (batch.last_sequence != head_ + batch.events.size() ||
-        (!batch.events.empty() && batch.events.front().sequence != head_ + 1) ||
-        batch.last_quarantine_id != last_quarantine_id_ + batch.quarantine.size() ||
-        (!batch.quarantine.empty() && batch.quarantine.front().id() != last_quarantine_id_ + 1)) {
+    if (batch.last_sequence != base + batch.events.size() ||
+        (!batch.events.empty() && batch.events.front().sequence != base + 1) ||
+        batch.last_quarantine_id != quarantine_base + batch.quarantine.size() ||
+        (!batch.quarantine.empty() && batch.quarantine.front().id() != quarantine_base + 1)) {
       return absl::AbortedError(absl::StrCat("the batch was decided on the log at ",
                                              batch.last_sequence - batch.events.size(),
                                              ", the replica is at ", head_));
@@ -555,6 +574,51 @@ class JetStreamBackend final : public LogBackend {
     record.set_head(batch.last_sequence);
     record.set_last_quarantine_id(batch.last_quarantine_id);
     return AppendLocked(record);
+  }
+
+  // The follower: a subscription to the stream's subject wakes a thread that catches the
+  // replica up whenever another node appended (and at least every kFollowEvery, in case a
+  // notification was missed while the connection was down).
+  void Follow(std::function<void(uint64_t, uint64_t)> on_advance) override {
+    {
+      absl::MutexLock lock(&follow_mu_);
+      follow_stop_ = true;
+    }
+    if (follow_sub_ != nullptr) {
+      natsSubscription_Unsubscribe(follow_sub_);
+      {
+        // The message callback may be running: wait until the library says it returned.
+        absl::MutexLock lock(&follow_mu_);
+        auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(follow_mu_) { return follow_done_; };
+        follow_mu_.AwaitWithTimeout(absl::Condition(&done), kCloseWait);
+      }
+      natsSubscription_Destroy(follow_sub_);
+      follow_sub_ = nullptr;
+    }
+    if (follower_.joinable()) follower_.join();
+    if (!on_advance) return;
+    {
+      absl::MutexLock lock(&follow_mu_);
+      follow_stop_ = false;
+      follow_wake_ = false;
+      follow_done_ = false;
+    }
+    natsStatus s = natsConnection_Subscribe(&follow_sub_, conn_->nc(), config_.subject.c_str(),
+                                            &JetStreamBackend::OnAppended, this);
+    if (s == NATS_OK) {
+      s = natsSubscription_SetOnCompleteCB(follow_sub_, &JetStreamBackend::OnFollowDone, this);
+      if (s != NATS_OK) {
+        natsSubscription_Unsubscribe(follow_sub_);
+        natsSubscription_Destroy(follow_sub_);
+      }
+    }
+    if (s != NATS_OK) {
+      // Not fatal: the follower still catches up every kFollowEvery.
+      follow_sub_ = nullptr;
+      spdlog::warn("event log: cannot subscribe to {} ({}): other nodes' events are seen every {}",
+                   config_.subject, NatsText(s), absl::FormatDuration(kFollowEvery));
+    }
+    follower_ = std::thread([this, on_advance = std::move(on_advance)] { FollowLoop(on_advance); });
   }
 
   absl::StatusOr<std::optional<uint64_t>> FindEventId(const DedupKey& key) override {
@@ -788,6 +852,62 @@ class JetStreamBackend final : public LogBackend {
     absl::Time seen;
   };
 
+  // A message on the stream's subject (any node's append, this one's included): wakes the
+  // follower, unless it is one of this node's own.
+  static void OnAppended(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* self = static_cast<JetStreamBackend*>(closure);
+    const std::optional<std::string> id = Header(msg, kMsgIdHeader);
+    natsMsg_Destroy(msg);
+    if (id.has_value() && absl::StartsWith(*id, self->writer_prefix_)) return;
+    absl::MutexLock lock(&self->follow_mu_);
+    self->follow_wake_ = true;
+  }
+
+  // The library's word that the subscription is closed and its callback will not run again.
+  static void OnFollowDone(void* closure) {
+    auto* self = static_cast<JetStreamBackend*>(closure);
+    absl::MutexLock lock(&self->follow_mu_);
+    self->follow_done_ = true;
+  }
+
+  void FollowLoop(const std::function<void(uint64_t, uint64_t)>& on_advance) {
+    uint64_t reported_head = 0;
+    uint64_t reported_quarantine = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      reported_head = head_;
+      reported_quarantine = last_quarantine_id_;
+    }
+    for (;;) {
+      {
+        absl::MutexLock lock(&follow_mu_);
+        auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(follow_mu_) {
+          return follow_wake_ || follow_stop_;
+        };
+        follow_mu_.AwaitWithTimeout(absl::Condition(&woken), kFollowEvery);
+        if (follow_stop_) return;
+        follow_wake_ = false;
+      }
+      uint64_t head = 0;
+      uint64_t quarantine = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        if (absl::Status s = CatchUpLocked(); !s.ok()) {
+          spdlog::debug("event log: following stream {}: {}", config_.stream,
+                        std::string(s.message()));
+          continue;
+        }
+        head = head_;
+        quarantine = last_quarantine_id_;
+      }
+      if (head > reported_head || quarantine > reported_quarantine) {
+        reported_head = std::max(reported_head, head);
+        reported_quarantine = std::max(reported_quarantine, quarantine);
+        on_advance(head, quarantine);
+      }
+    }
+  }
+
   // Appends `record` after the last record this node applied, then applies it. Aborted after a
   // conflict (the replica has caught up); Unavailable when the cluster gave no answer before
   // write_timeout (the record may have been stored: the next catch-up applies it).
@@ -972,8 +1092,10 @@ class JetStreamBackend final : public LogBackend {
           return absl::DataLossError(
               absl::StrCat("stream message ", sequence, ": events and sequences differ"));
         }
-        if (jumped_ && in.sequences_size() > 0 && in.sequences(0) > head_ + 1) {
-          head_ = in.sequences(0) - 1;  // the events before were purged (and trimmed)
+        if ((jumped_ || head_ == 0) && in.sequences_size() > 0 && in.sequences(0) > head_ + 1) {
+          // The events before were purged (and trimmed), or the log starts there (a copied
+          // store whose first events retention had trimmed: see Write).
+          head_ = in.sequences(0) - 1;
         }
         if (in.sequences_size() > 0) jumped_ = false;
         if (in.sequences_size() > 0 && in.sequences(0) != head_ + 1) {
@@ -1235,6 +1357,14 @@ class JetStreamBackend final : public LogBackend {
   std::optional<UnfinishedRecord> unfinished_ ABSL_GUARDED_BY(mu_);
   // The replica skipped purged messages and has not applied a batch with events since.
   bool jumped_ ABSL_GUARDED_BY(mu_) = false;
+
+  // The follower (Follow).
+  absl::Mutex follow_mu_;
+  bool follow_wake_ ABSL_GUARDED_BY(follow_mu_) = false;
+  bool follow_stop_ ABSL_GUARDED_BY(follow_mu_) = false;
+  bool follow_done_ ABSL_GUARDED_BY(follow_mu_) = false;  // OnFollowDone came
+  natsSubscription* follow_sub_ = nullptr;
+  std::thread follower_;
 };
 
 // The lease bucket's records must expire after store.jetstream.cluster.lease_ttl: every node

@@ -7,9 +7,11 @@
 #define PIMGATE_CORE_LOG_LOG_BACKEND_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -41,6 +43,15 @@ class LogBackend {
   // on an older state; nothing of it was stored, the backend has caught up (Resync gives the new
   // state), and the log decides the same requests again on that state.
   virtual absl::Status Write(const CommitBatch& batch, bool sync) = 0;
+
+  // A shared store (other writers append too) calls `on_advance` with its new head and last
+  // quarantine id after it applied records other writers appended, as they arrive, from a
+  // thread of its own; the EventLog then moves its head (its readers, the dispatcher, see those
+  // events). Follow(nullptr) stops the calls and returns once none is running. A store with one
+  // writer has nothing to follow and never calls it.
+  virtual void Follow(std::function<void(uint64_t head, uint64_t last_quarantine_id)> on_advance) {
+    (void)on_advance;
+  }
 
   // OK while the backend can serve; otherwise why not ("JetStream connection lost"), for
   // /readyz. A local store is always ready: its failures show in the calls themselves.
@@ -140,6 +151,9 @@ class ForwardingLogBackend : public LogBackend {
   absl::StatusOr<RecoveredState> Recover() override { return inner_->Recover(); }
   absl::StatusOr<RecoveredState> Resync() override { return inner_->Resync(); }
   absl::Status Health() override { return inner_->Health(); }
+  void Follow(std::function<void(uint64_t, uint64_t)> on_advance) override {
+    inner_->Follow(std::move(on_advance));
+  }
   absl::Status Write(const CommitBatch& batch, bool sync) override {
     return inner_->Write(batch, sync);
   }

@@ -34,10 +34,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -253,7 +255,7 @@ class SpdlogRocksDbLogger final : public rocksdb::Logger {
   }
 };
 
-class RocksDbBackend final : public LogBackend {
+class RocksDbBackend final : public LogBackend, public RocksDbStoreListing {
  public:
   // `handles` are in the order of the families passed to DB::Open (see OpenRocksDbBackend).
   // `env` is the Env `db` was opened on when it is not RocksDB's default (null otherwise).
@@ -409,6 +411,60 @@ class RocksDbBackend final : public LogBackend {
     rocksdb::WriteOptions wo;
     wo.sync = true;  // see LogBackend::PutMeta: fsynced, with everything written before it
     return ToStatus(db_->Put(wo, meta(), absl::StrCat(kUserMetaPrefix, key), value), "put meta");
+  }
+
+  absl::Status ForEachVersion(
+      const std::function<absl::Status(const ResourceKey&, const ResourceVersion&)>& visit)
+      override {
+    rocksdb::ReadOptions options;
+    options.fill_cache = false;  // a one-off scan
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, versions()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const std::string_view key(it->key().data(), it->key().size());
+      const std::size_t first = key.find('\0');
+      const std::size_t second =
+          first == std::string_view::npos ? first : key.find('\0', first + 1);
+      if (second == std::string_view::npos) {
+        return absl::DataLossError(
+            absl::StrCat("unreadable version key of ", key.size(), " bytes"));
+      }
+      absl::StatusOr<ResourceVersion> version = DecodeVersion(it->value());
+      if (!version.ok()) return version.status();
+      const ResourceKey resource{std::string(key.substr(0, first)),
+                                 std::string(key.substr(first + 1, second - first - 1)),
+                                 std::string(key.substr(second + 1))};
+      if (absl::Status s = visit(resource, *version); !s.ok()) return s;
+    }
+    return ToStatus(it->status(), "iterate versions");
+  }
+
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> AllMeta() override {
+    std::vector<std::pair<std::string, std::string>> out;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta()));
+    for (it->Seek(kUserMetaPrefix); it->Valid() && it->key().starts_with(kUserMetaPrefix);
+         it->Next()) {
+      rocksdb::Slice key = it->key();
+      key.remove_prefix(std::string_view(kUserMetaPrefix).size());
+      out.emplace_back(key.ToString(), it->value().ToString());
+    }
+    if (absl::Status s = ToStatus(it->status(), "iterate meta"); !s.ok()) return s;
+    return out;
+  }
+
+  absl::StatusOr<std::vector<std::string>> Plugins() override {
+    std::set<std::string> plugins;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cursors()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) plugins.insert(it->key().ToString());
+    if (absl::Status s = ToStatus(it->status(), "iterate cursors"); !s.ok()) return s;
+    // One seek per plugin: past all of a plugin's letters ('\0' + sequence) to the next one.
+    it.reset(db_->NewIterator(rocksdb::ReadOptions(), dead_letters()));
+    for (it->SeekToFirst(); it->Valid();) {
+      std::string plugin = PluginOfDeadLetterKey(it->key());
+      it->Seek(plugin + std::string(1, '\1'));
+      plugins.insert(std::move(plugin));
+    }
+    if (absl::Status s = ToStatus(it->status(), "iterate dead letters"); !s.ok()) return s;
+    return std::vector<std::string>(plugins.begin(), plugins.end());
   }
 
   absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) override {
@@ -954,6 +1010,10 @@ absl::Status OpenStore(const std::string& path, const RocksDbBackendOptions& opt
 }
 
 }  // namespace
+
+RocksDbStoreListing* RocksDbListingOf(LogBackend& backend) {
+  return dynamic_cast<RocksDbBackend*>(&backend);
+}
 
 absl::StatusOr<std::unique_ptr<LogBackend>> OpenRocksDbBackend(
     const std::string& path, const RocksDbBackendOptions& options) {

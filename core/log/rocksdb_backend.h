@@ -3,9 +3,12 @@
 #define PIMGATE_CORE_LOG_ROCKSDB_BACKEND_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/log/log_backend.h"
@@ -35,6 +38,25 @@ struct RocksDbBackendOptions {
 // written with sync=true before the crash is there.
 absl::StatusOr<std::unique_ptr<LogBackend>> OpenRocksDbBackend(
     const std::string& path, const RocksDbBackendOptions& options = {});
+
+// What an embedded store holds that LogBackend reads only by key: every resource version,
+// metadata value and plugin. For `pimgate migrate-store` (core/log/migrate_store.h), which
+// copies a whole store.
+class RocksDbStoreListing {
+ public:
+  virtual ~RocksDbStoreListing() = default;
+  // Calls `visit` with every resource version, in key order (source, kind, resource id); stops
+  // at its first error and returns it.
+  virtual absl::Status ForEachVersion(
+      const std::function<absl::Status(const ResourceKey&, const ResourceVersion&)>& visit) = 0;
+  // Every metadata value (LogBackend::PutMeta's keys), in key order.
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> AllMeta() = 0;
+  // Every plugin with a cursor or dead letters, sorted.
+  virtual absl::StatusOr<std::vector<std::string>> Plugins() = 0;
+};
+
+// The listing of `backend` when OpenRocksDbBackend opened it, else nullptr.
+RocksDbStoreListing* RocksDbListingOf(LogBackend& backend);
 
 // Builds a new store from events that are already sequenced, without the write path: table
 // files are written sorted, straight to disk, and ingested at the bottom level. No WAL, no

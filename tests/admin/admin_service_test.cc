@@ -48,9 +48,10 @@ constexpr int64_t kT0 = 1'800'000'000;
          << "gRPC status " << status.error_code() << ": " << status.error_message();
 }
 
-// Waits until `done` holds, up to 10 s.
+// Waits until `done` holds, up to 60 s: a hang guard, generous for a slow, busy machine (an
+// ASan build under load); a wait ends as soon as its condition holds.
 bool WaitFor(const std::function<bool()>& done) {
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < 6000; ++i) {
     if (done()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -118,11 +119,11 @@ class AdminServiceTest : public ::testing::Test {
     return config;
   }
 
-  // A context carrying `authorization` (none when empty), with a 10 s deadline.
+  // A context carrying `authorization` (none when empty), with a 30 s deadline (a hang guard).
   static std::unique_ptr<grpc::ClientContext> Ctx(
       const std::string& authorization = absl::StrCat("Bearer ", kToken)) {
     auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     // These tests are about the service, not connection set-up: a call made while the channel's
     // first connection is still being made (or retried) waits for it instead of failing fast.
     ctx->set_wait_for_ready(true);
@@ -337,7 +338,9 @@ class ReflectionClient {
     std::string bytes;
     EXPECT_TRUE(request.SerializeToString(&bytes));
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    // The channel may still be making its first connection: wait for it, do not fail fast.
+    ctx.set_wait_for_ready(true);
     grpc::CompletionQueue cq;
     auto call = stub_.PrepareCall(
         &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
@@ -567,6 +570,9 @@ TEST(AdminGatewayStatsTest, SourcesCountAnswersAndEvents) {
   auto stub = v1::Admin::NewStub(
       grpc::CreateChannel((*admin)->target(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
+  // A fresh channel: the call waits for its first connection instead of failing fast.
+  ctx.set_wait_for_ready(true);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   v1::GetStatsResponse response;
   ASSERT_TRUE(Ok(stub->GetStats(&ctx, {}, &response)));
   const v1::SourceStats* legacy = nullptr;
@@ -1315,14 +1321,21 @@ TEST(AdminWithoutPartsTest, MissingPartsAreFailedPrecondition) {
   ASSERT_TRUE(admin.ok());
   auto stub = v1::Admin::NewStub(
       grpc::CreateChannel((*admin)->target(), grpc::InsecureChannelCredentials()));
+  // A fresh channel: each call waits for the connection instead of failing fast.
+  const auto Ready = [](grpc::ClientContext& ctx) {
+    ctx.set_wait_for_ready(true);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  };
   {
     grpc::ClientContext ctx;
+    Ready(ctx);
     v1::GetStatsResponse response;
     EXPECT_TRUE(Ok(stub->GetStats(&ctx, {}, &response)));
     EXPECT_FALSE(response.has_log());
   }
   {
     grpc::ClientContext ctx;
+    Ready(ctx);
     v1::PausePluginRequest request;
     request.set_plugin("p1");
     v1::PausePluginResponse response;
@@ -1331,6 +1344,7 @@ TEST(AdminWithoutPartsTest, MissingPartsAreFailedPrecondition) {
   }
   {
     grpc::ClientContext ctx;
+    Ready(ctx);
     v1::ListEventsResponse response;
     EXPECT_EQ(stub->ListEvents(&ctx, {}, &response).error_code(),
               grpc::StatusCode::FAILED_PRECONDITION);
@@ -1338,6 +1352,7 @@ TEST(AdminWithoutPartsTest, MissingPartsAreFailedPrecondition) {
   {
     // No source manages Event Platform subscriptions: the message says what to configure.
     grpc::ClientContext ctx;
+    Ready(ctx);
     v1::PlatformSubscribeRequest request;
     request.set_source("platform");
     v1::PlatformSubscribeResponse response;

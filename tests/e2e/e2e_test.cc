@@ -139,6 +139,9 @@ class EndToEnd : public ::testing::Test {
          << cert.cert_file << "\n    key_file: " << cert.key_file << "\n"
          << "store:\n  path: " << dir_.File("store") << "\n  sync: true\n"
          << "log:\n  level: info\n"
+         // Ephemeral ports: the defaults (7070, 9464) are shared with every other test running.
+         << "admin: {enabled: false}\n"
+         << "metrics: {listen: \"127.0.0.1:0\"}\n"
          << "sources:\n"
          << "  - {name: legacy, kind: events_api, path: /hooks/legacy, secret: " << kLegacySecret
          << "}\n"
@@ -179,6 +182,21 @@ class EndToEnd : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return done(ReadRecords(Out(plugin)));
+  }
+
+  // The value of the sample `name_and_labels` (e.g. `x_total{plugin="a"}`) in pimgate's
+  // /metrics, -1 when absent or unreadable.
+  double Metric(const std::string& name_and_labels) {
+    std::ifstream in(dir_.File("ready.json"));
+    const std::string ready((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::size_t pos = ready.find("\"metrics_port\":");
+    if (pos == std::string::npos) return -1;
+    HttpClient client(static_cast<uint16_t>(std::stoi(ready.substr(pos + 15))), /*tls=*/false);
+    const std::string text = client.Send("GET", "/metrics", "").body;
+    const std::string prefix = name_and_labels + " ";
+    const std::size_t at = text.find("\n" + prefix);
+    if (at == std::string::npos) return -1;
+    return std::stod(text.substr(at + 1 + prefix.size()));
   }
 
   static std::set<std::string> Ids(const std::vector<Record>& records) {
@@ -287,13 +305,23 @@ TEST_F(EndToEnd, ThreeLanguagesReceiveExactlyTheirEventsInResourceOrder) {
       EXPECT_LE(n, 2) << plugin << " " << id;
     }
   }
-  EXPECT_EQ(pimgate.Terminate(), 0);
-
-  // REJECT → dead letters: one per reject-me event, for each plugin that received them.
-  auto log = EventLog::Open(testing::StoreAt(dir_.File("store")));
-  ASSERT_TRUE(log.ok()) << log.status();
+  // REJECT → dead letters: one per reject-me event, for each plugin that received them. The
+  // plugin writes its record before it answers REJECT, and pimgate dead-letters the event once
+  // it reads that answer: wait until it has (a stop abandons deliveries still in flight).
   int reject_events = 0;
   for (const Sent& s : sent) reject_events += s.resource == "reject-me" && s.author != "erp";
+  double dead_lettered = -1;
+  EXPECT_TRUE(WaitRecords("node",
+                          [&](const auto&) {
+                            dead_lettered =
+                                Metric(R"(pimgate_plugin_dead_lettered_total{plugin="node"})");
+                            return dead_lettered == reject_events;
+                          }))
+      << "node: " << dead_lettered << " dead-lettered, " << reject_events << " rejected";
+  EXPECT_EQ(pimgate.Terminate(), 0);
+
+  auto log = EventLog::Open(testing::StoreAt(dir_.File("store")));
+  ASSERT_TRUE(log.ok()) << log.status();
   auto letters = DeadLetters(**log).List("node", 0, 1000);
   ASSERT_TRUE(letters.ok());
   EXPECT_EQ(static_cast<int>(letters->size()), reject_events);

@@ -162,10 +162,22 @@ TEST(HydrationEndToEnd, EventPlatformWebhookComesOutWithTheFullProduct) {
   auto admin = v1::Admin::NewStub(
       grpc::CreateChannel(absl::StrCat("127.0.0.1:", std::stoi(ready.substr(pos + 13))),
                           grpc::InsecureChannelCredentials()));
+  // The dispatcher publishes its counters after it has sent the delivery, so the plugin may have
+  // the event a moment before ListPlugins counts its fetch: ask until it does (hang guard 30 s).
   v1::ListPluginsResponse plugins;
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  const grpc::Status status = admin->ListPlugins(&context, {}, &plugins);
+  grpc::Status status;
+  for (int i = 0; i < 600; ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    // A fresh channel: the call waits for its first connection instead of failing fast.
+    context.set_wait_for_ready(true);
+    status = admin->ListPlugins(&context, {}, &plugins);
+    if (!status.ok() ||
+        (plugins.plugins_size() == 1 && plugins.plugins(0).hydration_fetches() >= 1)) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_EQ(plugins.plugins_size(), 1);
   EXPECT_EQ(plugins.plugins(0).hydration_fetches(), 1u);

@@ -460,9 +460,12 @@ TEST_F(PlatformManageTest, AutoResumeReplaysTheCapturedEventsAndReconciles) {
   })) << "the captured event did not come from a replay";
   ASSERT_TRUE(WaitFor([&] { return Received(missed); }, 60)) << Log();
   EXPECT_EQ(platform_->SubscriptionStatus(id), "active");
-  const std::string log = Log();
-  EXPECT_TRUE(absl::StrContains(log, "SUSPENDED by the platform")) << log;
-  EXPECT_TRUE(absl::StrContains(log, absl::StrCat("replay "))) << log;
+  // The watch logs "replay ... started" once the platform has answered its replay request, and
+  // the platform may replay (and the reconciliation deliver) before that line is written: wait
+  // for the lines rather than read the log once.
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(Log(), "SUSPENDED by the platform"); }))
+      << Log();
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(Log(), "replay "); })) << Log();
   ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Log(), "completed: 1 of 1"); })) << Log();
 
   // A suspension by a user is left alone by the watch, which says so.

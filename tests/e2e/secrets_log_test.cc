@@ -208,6 +208,8 @@ TEST(SecretsLogTest, AWholeRunAtDebugLevelLogsNoSecret) {
                         auto* response) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    // A fresh channel: the first call waits for its connection instead of failing fast.
+    context.set_wait_for_ready(true);
     if (!authorization.empty()) context.AddMetadata("authorization", authorization);
     const grpc::Status status = ((*admin).*method)(&context, request, response);
     answers += status.error_message();

@@ -1,20 +1,41 @@
 // kill -9 durability: a real pimgate process is SIGKILLed while requests are in flight; every
-// event of every request it answered 200 must be in the log when it is reopened.
+// event of every request it answered 200 must be in the log when it is reopened. The last test
+// does the same to one of three pimgate nodes sharing a JetStream cluster behind haproxy, and to
+// one of the cluster's servers.
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <barrier>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "tests/testing/nats_cluster.h"
 #include "tests/testing/test_env.h"
 
 namespace pimgate {
@@ -224,6 +245,15 @@ TEST(CrashTest, RandomKillsUnderMixedLoadLoseNoAcknowledgedEvent) {
     // A random point: during start-up delivery, mid-load, or between group commits.
     std::this_thread::sleep_for(
         std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 1200)(rng)));
+    // The positive control below needs one answer before a kill: on a slow machine (a sanitizer
+    // build under load) every random moment may come before the first answer, so the last round
+    // waits for one if none came yet (60 s: a hang guard).
+    if (round == kRounds - 1 && answered_before_kill == 0) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (answered.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
     process.Kill();
     killed = true;
     for (std::thread& t : clients) t.join();
@@ -258,6 +288,581 @@ TEST(CrashTest, RandomKillsUnderMixedLoadLoseNoAcknowledgedEvent) {
   for (const auto& [id, n] : Delivered(out)) redelivered += n - 1;
   ::testing::Test::RecordProperty("acknowledged", static_cast<int>(acknowledged.size()));
   ::testing::Test::RecordProperty("redelivered", redelivered);
+}
+
+// ---- Three pimgate nodes on one JetStream cluster, behind haproxy ------------------------------
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// A loopback port nothing listens on now. Another process may take it before haproxy binds it:
+// Haproxy starts again with a new one then.
+uint16_t FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  uint16_t port = 0;
+  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    socklen_t len = sizeof(addr);
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port = ntohs(addr.sin_port);
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  return port;
+}
+
+bool Accepts(uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Waits (hang guard: `seconds`) until `condition` holds; returns whether it did.
+template <typename Condition>
+bool WaitFor(Condition condition, int seconds = 300) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+// A real haproxy (Debian's) in front of pimgate nodes: round-robin over every node whose
+// /readyz (on its metrics port) answers 200, one request per server connection. Its runtime
+// API (a unix socket) moves a restarted node to its new ports.
+class Haproxy {
+ public:
+  struct Server {
+    std::string name;
+    uint16_t port = 0;        // the node's gateway
+    uint16_t check_port = 0;  // the node's metrics listener: GET /readyz
+  };
+
+  Haproxy(const TempDir& dir, const std::vector<Server>& servers)
+      : socket_(dir.File("haproxy.sock")), log_(dir.File("haproxy.log")) {
+    for (int attempt = 1; attempt <= 3 && port_ == 0; ++attempt) {
+      const uint16_t port = FreePort();
+      std::ostringstream cfg;
+      cfg << "global\n"
+          << "  stats socket " << socket_ << " mode 600 level admin\n"
+          << "  maxconn 2000\n"
+          << "defaults\n"
+          << "  mode http\n"
+          << "  timeout connect 2s\n"
+          << "  timeout client 120s\n"
+          << "  timeout server 120s\n"
+          << "  timeout queue 30s\n"
+          << "  retries 3\n"
+          << "  option redispatch 1\n"
+          << "  option http-server-close\n"
+          << "frontend webhooks\n"
+          << "  bind 127.0.0.1:" << port << "\n"
+          << "  default_backend pimgate\n"
+          << "backend pimgate\n"
+          << "  balance roundrobin\n"
+          << "  option httpchk GET /readyz\n"
+          << "  http-check expect status 200\n"
+          << "  default-server inter 200ms fall 2 rise 1\n";
+      for (const Server& server : servers) {
+        cfg << "  server " << server.name << " 127.0.0.1:" << server.port << " check port "
+            << server.check_port << "\n";
+      }
+      const std::string path = dir.File("haproxy.cfg");
+      std::ofstream(path) << cfg.str();
+      const pid_t parent = ::getpid();
+      pid_ = ::fork();
+      if (pid_ == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(1);
+        const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+          ::dup2(fd, STDOUT_FILENO);
+          ::dup2(fd, STDERR_FILENO);
+        }
+        ::execlp("haproxy", "haproxy", "-db", "-f", path.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+      }
+      const bool up = WaitFor(
+          [&] {
+            int status = 0;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+              pid_ = -1;
+              return true;
+            }
+            return Accepts(port) && std::filesystem::exists(socket_);
+          },
+          60);
+      if (up && pid_ > 0) port_ = port;
+    }
+  }
+  ~Haproxy() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+
+  uint16_t port() const { return port_; }  // 0: haproxy did not start (see Log())
+  std::string Log() const { return ReadText(log_); }
+
+  // One runtime API command; its answer.
+  std::string Command(const std::string& command) const {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_.c_str());
+    std::string answer;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      const std::string line = command + "\n";
+      if (::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size())) {
+        char buf[4096];
+        ssize_t n = 0;
+        while ((n = ::read(fd, buf, sizeof(buf))) > 0) answer.append(buf, n);
+      }
+    }
+    ::close(fd);
+    return answer;
+  }
+
+  // Points server `name` at a restarted node's new ports.
+  std::string Move(const Server& server) const {
+    return Command(absl::StrCat("set server pimgate/", server.name, " addr 127.0.0.1 port ",
+                                server.port)) +
+           Command(
+               absl::StrCat("set server pimgate/", server.name, " check-port ", server.check_port));
+  }
+
+  // Whether the health check has server `name` up now.
+  bool Up(const std::string& name) const {
+    for (absl::string_view line : absl::StrSplit(Command("show stat"), '\n')) {
+      std::vector<absl::string_view> fields = absl::StrSplit(line, ',');
+      if (fields.size() > 17 && fields[0] == "pimgate" && fields[1] == name) {
+        return absl::StartsWith(fields[17], "UP");
+      }
+    }
+    return false;
+  }
+
+ private:
+  const std::string socket_;
+  const std::string log_;
+  pid_t pid_ = -1;
+  uint16_t port_ = 0;
+};
+
+constexpr char kClusterStream[] = "PIMGATE_CLUSTER";
+
+// One pimgate node of the cluster test: no plugins (ingest only), plain HTTP behind the
+// balancer, its own replica directory, metrics for /readyz.
+class ClusterNode {
+ public:
+  ClusterNode(const TempDir& dir, int index, const JetStreamConfig& js) {
+    const std::string name = absl::StrCat("node", index + 1);
+    ready_file_ = dir.File(name + ".ready.json");
+    log_file_ = dir.File(name + ".log");
+    std::ostringstream yaml;
+    yaml << "gateway:\n  listen: 127.0.0.1:0\n  threads: 2\n"
+         << "store:\n  backend: jetstream\n  path: " << dir.File(name + "-replica") << "\n"
+         << "  jetstream:\n    servers: [";
+    for (std::size_t i = 0; i < js.servers.size(); ++i) {
+      yaml << (i > 0 ? ", " : "") << "\"" << js.servers[i] << "\"";
+    }
+    yaml << "]\n    replicas: " << js.replicas << "\n    stream: " << js.stream
+         << "\n    subject: " << js.subject << "\n    cursor_bucket: " << js.cursor_bucket
+         << "\n    dead_letter_bucket: " << js.dead_letter_bucket << "\n    write_timeout: 20s\n"
+         << "log:\n  level: warn\n"
+         << "admin:\n  enabled: false\n"
+         << "metrics:\n  listen: 127.0.0.1:0\n"
+         << "sources:\n"
+         << "  - {name: legacy, kind: events_api, path: /hooks/legacy, secret: " << kSecret << "}\n"
+         << "  - {name: platform, kind: event_platform, path: /hooks/platform, secret: "
+         << kPlatformSecret << "}\n";
+    config_ = dir.File(name + ".yaml");
+    std::ofstream(config_) << yaml.str();
+    name_ = absl::StrCat("n", index + 1);
+  }
+
+  // Starts the process and waits for its ready file; false when it exited instead.
+  bool Start() {
+    process_ = std::make_unique<PimgateProcess>(
+        config_, ready_file_, std::vector<std::pair<std::string, std::string>>{}, log_file_);
+    server_.name = name_;
+    server_.port = process_->WaitReady();
+    const std::string ready = ReadText(ready_file_);
+    const std::size_t at = ready.find("\"metrics_port\":");
+    server_.check_port =
+        at == std::string::npos ? 0 : static_cast<uint16_t>(std::stoi(ready.substr(at + 15)));
+    return server_.port != 0 && server_.check_port != 0;
+  }
+  void Kill() { process_->Kill(); }
+  int Terminate() { return process_->Terminate(); }
+  const Haproxy::Server& server() const { return server_; }
+  uint16_t port() const { return server_.port; }
+  std::string Log() const { return ReadText(log_file_); }
+
+ private:
+  std::string name_, config_, ready_file_, log_file_;
+  std::unique_ptr<PimgateProcess> process_;
+  Haproxy::Server server_;
+};
+
+// What the senders saw.
+struct Tally {
+  std::mutex mu;
+  std::map<int, int> answers;  // HTTP status (0: connection error) -> count
+  std::set<std::pair<std::string, std::string>> acknowledged;  // (source, event id) of 200s
+  uint64_t duplicates_answered = 0;                            // "duplicates" of the 200 bodies
+  std::vector<std::string> unexpected;
+
+  // Records one answer to a request with these event ids; true on 200.
+  bool Record(const HttpResponse& res, const std::string& source,
+              const std::vector<std::string>& ids) {
+    std::lock_guard lock(mu);
+    ++answers[res.status];
+    if (res.status == 200) {
+      for (const std::string& id : ids) acknowledged.emplace(source, id);
+      const std::size_t at = res.body.find("\"duplicates\":");
+      if (at != std::string::npos) duplicates_answered += std::stoull(res.body.substr(at + 13));
+      return true;
+    }
+    // Retryable: a connection error, 429, or a 5xx (haproxy's 502/503/504, pimgate's 503).
+    if (res.status != 0 && res.status != 429 && res.status < 500 && unexpected.size() < 10) {
+      unexpected.push_back(absl::StrCat(res.status, ": ", res.body));
+    }
+    return false;
+  }
+};
+
+// One request's body with its route: a legacy batch or one CloudEvent.
+struct Webhook {
+  std::string source;  // "legacy" or "platform"
+  std::vector<std::string> ids;
+  std::string body;
+};
+
+Webhook LegacyWebhook(const std::vector<std::pair<std::string, std::string>>& id_and_updated,
+                      const std::string& uuid = "") {
+  Webhook hook{"legacy", {}, ""};
+  std::vector<std::string> events;
+  for (const auto& [id, updated] : id_and_updated) {
+    hook.ids.push_back(id);
+    events.push_back(testing::LegacyProductEvent(
+        "product.updated", id, uuid.empty() ? testing::NewUuid() : uuid, updated));
+  }
+  hook.body = testing::LegacyBatch(events);
+  return hook;
+}
+
+Webhook PlatformWebhook(const std::string& id, const std::string& uuid,
+                        const std::string& time = "2026-11-20T10:15:00Z") {
+  return Webhook{
+      "platform", {id}, testing::CloudEvent("com.akeneo.pim.v1.product.updated", id, uuid, time)};
+}
+
+HttpResponse Send(HttpClient& client, const Webhook& hook) {
+  if (hook.source == "legacy") {
+    return client.Send("POST", "/hooks/legacy", hook.body,
+                       testing::LegacyHeaders(kSecret, hook.body));
+  }
+  return client.Send("POST", "/hooks/platform", hook.body,
+                     testing::EventPlatformHeaders(kPlatformSecret, hook.body));
+}
+
+// The version that orders an event against others of its resource, as the log defines it:
+// version_at, else occurred_at (microseconds); none: not ordered.
+std::optional<int64_t> OrderingVersion(const v1::Event& event) {
+  const auto micros = [](const google::protobuf::Timestamp& ts) {
+    return ts.seconds() * 1'000'000 + ts.nanos() / 1'000;
+  };
+  if (event.has_version_at()) return micros(event.version_at());
+  if (event.has_occurred_at()) return micros(event.occurred_at());
+  return std::nullopt;
+}
+
+// Three pimgate nodes share a three-server JetStream cluster (R3) behind haproxy. Mixed legacy
+// (10 events per request) and Event Platform load goes through haproxy, with bodies sent again
+// (to whichever node haproxy picks next); pairs of requests go straight to two different nodes
+// at once: the same event ids, or two versions of one resource. Mid-load one pimgate node and the
+// stream's leader are killed with SIGKILL, then restarted. Every event answered 200 must be in
+// the stream exactly once, no event twice, and every stale mark must be what the stream's order
+// implies (an event is stale exactly when an event of its resource before it has a newer
+// version: never the newer of two racing events).
+TEST(CrashTest, ThreeNodesOnJetStreamBehindHaproxyKeepEveryAcknowledgedEventOnce) {
+  testing::NatsCluster cluster({.servers = 3});
+  ASSERT_TRUE(cluster.started());
+  const JetStreamConfig js = cluster.Config(kClusterStream);
+  TempDir dir;
+  std::vector<std::unique_ptr<ClusterNode>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    nodes.push_back(std::make_unique<ClusterNode>(dir, i, js));
+    ASSERT_TRUE(nodes.back()->Start()) << "node " << i + 1 << " did not start:\n"
+                                       << nodes.back()->Log();
+  }
+  auto logs = [&] {
+    std::string text;
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      absl::StrAppend(&text, "---- node ", i + 1, "\n", nodes[i]->Log());
+    }
+    return text;
+  };
+  std::vector<Haproxy::Server> servers;
+  for (const auto& node : nodes) servers.push_back(node->server());
+  Haproxy haproxy(dir, servers);
+  ASSERT_NE(haproxy.port(), 0) << "haproxy did not start:\n" << haproxy.Log();
+  ASSERT_TRUE(WaitFor([&] { return haproxy.Up("n1") && haproxy.Up("n2") && haproxy.Up("n3"); }))
+      << haproxy.Command("show stat");
+
+  Tally balanced;  // requests through haproxy
+  Tally direct;    // racing pairs, straight to nodes 1 and 3
+  std::atomic<bool> stop{false};
+  std::atomic<int> balanced_acks{0};
+  std::atomic<int> resent{0};
+  // Racing pairs: both sides of a pair are sent at once, one to node 1 and one to node 3 (the
+  // nodes that stay up), each again until it is answered 200.
+  struct Pair {
+    Webhook side[2];
+  };
+  std::mutex pairs_mu;
+  std::vector<Pair> pairs;  // pairs[k] is raced in round k
+  std::atomic<int> rounds{0};
+  std::mt19937 rng(std::random_device{}());
+  auto make_pair = [&](int k) {
+    Pair pair;
+    const std::string uuid = testing::NewUuid();
+    const bool newer_first = rng() % 2 == 0;
+    const std::string older = "2026-11-20T10:15:01+00:00", newer = "2026-11-20T10:15:02+00:00";
+    switch (k % 3) {
+      case 0: {  // the same event id, to two nodes at once
+        pair.side[0] = LegacyWebhook({{testing::NewUuid(), older}}, uuid);
+        pair.side[1] = pair.side[0];
+        break;
+      }
+      case 1:  // two versions of one product (legacy: data.resource.updated)
+        pair.side[0] = LegacyWebhook({{testing::NewUuid(), newer_first ? newer : older}}, uuid);
+        pair.side[1] = LegacyWebhook({{testing::NewUuid(), newer_first ? older : newer}}, uuid);
+        break;
+      default:  // two versions of one product (Event Platform: time)
+        pair.side[0] =
+            PlatformWebhook(testing::NewUuid(), uuid,
+                            newer_first ? "2026-11-20T10:15:02Z" : "2026-11-20T10:15:01Z");
+        pair.side[1] =
+            PlatformWebhook(testing::NewUuid(), uuid,
+                            newer_first ? "2026-11-20T10:15:01Z" : "2026-11-20T10:15:02Z");
+        break;
+    }
+    return pair;
+  };
+  bool racing_done = false;
+  {
+    std::lock_guard lock(pairs_mu);
+    pairs.push_back(make_pair(0));
+  }
+  // Runs once per round, after both sides were answered 200: decides whether there is another.
+  auto next_round = [&]() noexcept {
+    std::lock_guard lock(pairs_mu);
+    racing_done = stop.load();
+    const int k = rounds.fetch_add(1) + 1;
+    if (!racing_done) pairs.push_back(make_pair(k));
+  };
+  std::barrier round_end(2, next_round);
+  std::atomic<bool> racer_gave_up{false};
+  std::vector<std::thread> senders;
+  // Every sender stops and is joined however the test ends (a failed ASSERT returns early).
+  struct JoinSenders {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& senders;
+    ~JoinSenders() {
+      stop = true;
+      for (std::thread& t : senders) {
+        if (t.joinable()) t.join();
+      }
+    }
+  } join_senders{stop, senders};
+  for (int c = 0; c < 4; ++c) {
+    senders.emplace_back([&, c] {
+      HttpClient client(haproxy.port(), /*tls=*/false);
+      std::optional<Webhook> previous;
+      int n = 0;
+      while (!stop.load()) {
+        Webhook hook;
+        if (previous.has_value() && ++n % 5 == 0) {
+          hook = *previous;  // the same event ids again: another node, by round robin
+          resent.fetch_add(1);
+        } else if (c < 2) {
+          std::vector<std::pair<std::string, std::string>> events;
+          for (int i = 0; i < 10; ++i) events.emplace_back(testing::NewUuid(), "");
+          hook = LegacyWebhook(events);
+        } else {
+          hook = PlatformWebhook(testing::NewUuid(), testing::NewUuid());
+        }
+        // A request answered with an error is sent again until it is answered 200, as the
+        // Event Platform retries (the ids may be stored already: then they are duplicates).
+        for (;;) {
+          HttpResponse res = Send(client, hook);
+          if (balanced.Record(res, hook.source, hook.ids)) {
+            balanced_acks.fetch_add(1);
+            break;
+          }
+          if (stop.load()) break;
+          if (res.status == 0) client.Close();
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        previous = hook;
+      }
+    });
+  }
+
+  for (int side = 0; side < 2; ++side) {
+    senders.emplace_back([&, side] {
+      HttpClient client(nodes[side == 0 ? 0 : 2]->port(), /*tls=*/false);
+      for (int k = 0;; ++k) {
+        Webhook hook;
+        {
+          std::lock_guard lock(pairs_mu);
+          if (racing_done) return;
+          hook = pairs[k].side[side];
+        }
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+        while (!direct.Record(Send(client, hook), hook.source, hook.ids)) {
+          if (std::chrono::steady_clock::now() >= deadline) {  // hang guard
+            racer_gave_up = true;
+            break;
+          }
+          client.Close();
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        round_end.arrive_and_wait();
+      }
+    });
+  }
+
+  auto wait_for_more = [&](int requests, int pair_rounds) {
+    const int target = balanced_acks.load() + requests;
+    const int target_rounds = rounds.load() + pair_rounds;
+    return WaitFor(
+        [&] { return balanced_acks.load() >= target && rounds.load() >= target_rounds; });
+  };
+  ASSERT_TRUE(wait_for_more(100, 20)) << "no load went through before the kills\n" << logs();
+
+  // kill -9: pimgate node 2 and the server that leads the stream (an election follows).
+  const int leader = cluster.StreamLeader(kClusterStream);
+  const int victim = leader >= 0 ? leader : 0;
+  nodes[1]->Kill();
+  cluster.Kill(victim);
+  const int acks_at_kill = balanced_acks.load();
+  const int rounds_at_kill = rounds.load();
+  ASSERT_TRUE(wait_for_more(100, 20)) << "the cluster stopped taking load after the kills\n"
+                                      << logs();
+  const int acks_while_down = balanced_acks.load() - acks_at_kill;
+  const int rounds_while_down = rounds.load() - rounds_at_kill;
+
+  cluster.Restart(victim);
+  ASSERT_TRUE(cluster.WaitForJetStream(victim));
+  ASSERT_TRUE(nodes[1]->Start()) << "node 2 did not restart:\n" << nodes[1]->Log();
+  const std::string moved = haproxy.Move(nodes[1]->server());
+  ASSERT_TRUE(WaitFor([&] { return haproxy.Up("n2"); })) << moved << "\n"
+                                                         << haproxy.Command("show stat");
+  // The restarted node itself answers 200 again.
+  {
+    HttpClient client(nodes[1]->port(), /*tls=*/false);
+    const Webhook hook = PlatformWebhook(testing::NewUuid(), testing::NewUuid());
+    ASSERT_TRUE(WaitFor([&] {
+      HttpResponse res = Send(client, hook);
+      if (res.status == 0) client.Close();
+      return direct.Record(res, hook.source, hook.ids);
+    })) << nodes[1]->Log();
+  }
+  ASSERT_TRUE(wait_for_more(100, 20)) << "no load went through after the restarts\n" << logs();
+  stop = true;
+  for (std::thread& t : senders) t.join();
+  EXPECT_FALSE(racer_gave_up) << "a racing request was refused for 300 s\n" << logs();
+  for (auto& node : nodes) EXPECT_EQ(node->Terminate(), 0);
+
+  // The stream as a new node reads it.
+  TempDir reader_dir;
+  StoreConfig store;
+  store.backend = StoreBackend::kJetStream;
+  store.path = reader_dir.File("replica");
+  store.jetstream = js;
+  auto log = EventLog::Open(store);
+  ASSERT_TRUE(log.ok()) << log.status();
+  auto events = (*log)->ReadEvents(1, 10'000'000);
+  ASSERT_TRUE(events.ok()) << events.status();
+
+  std::map<std::pair<std::string, std::string>, int> stored;  // (source, id) -> copies
+  std::map<std::string, int64_t> newest;  // resource -> newest version so far, in log order
+  uint64_t expected_sequence = 0;
+  int stale = 0, wrong_stale = 0, twice = 0;
+  std::vector<std::string> examples;
+  for (const v1::Event& event : *events) {
+    EXPECT_EQ(event.sequence(), ++expected_sequence) << "a hole or a disorder in the log";
+    expected_sequence = event.sequence();
+    if (++stored[{event.source(), event.id()}] == 2) ++twice;
+    bool should_be_stale = false;
+    if (std::optional<int64_t> version = OrderingVersion(event);
+        version.has_value() && !event.resource_id().empty()) {
+      const std::string key =
+          absl::StrCat(event.source(), "/", event.kind(), "/", event.resource_id());
+      auto [it, inserted] = newest.try_emplace(key, *version);
+      if (!inserted) {
+        should_be_stale = *version < it->second;
+        it->second = std::max(it->second, *version);
+      }
+    }
+    stale += event.stale();
+    if (event.stale() != should_be_stale) {
+      ++wrong_stale;
+      if (examples.size() < 5) {
+        examples.push_back(absl::StrCat("event ", event.id(), " at ", event.sequence(),
+                                        should_be_stale ? " not marked stale" : " marked stale"));
+      }
+    }
+  }
+  std::size_t missing = 0, acknowledged = 0;
+  for (Tally* tally : {&balanced, &direct}) {
+    acknowledged += tally->acknowledged.size();
+    for (const auto& key : tally->acknowledged) missing += stored.count(key) == 0;
+    EXPECT_TRUE(tally->unexpected.empty()) << tally->unexpected.front();
+  }
+  EXPECT_EQ(missing, 0u) << "events answered 200 that are not in the stream, of " << acknowledged;
+  EXPECT_EQ(twice, 0) << "event ids stored more than once";
+  EXPECT_EQ(wrong_stale, 0) << absl::StrJoin(examples, "; ");
+
+  auto answers = [](Tally& tally) {
+    std::string text;
+    for (const auto& [status, count] : tally.answers) {
+      absl::StrAppend(&text, text.empty() ? "" : ", ",
+                      status == 0 ? std::string("connection error") : absl::StrCat(status), " x",
+                      count);
+    }
+    return text;
+  };
+  std::cout << "cluster test: nats-server " << victim + 1
+            << " (stream leader: " << (leader >= 0 ? "yes" : "unknown")
+            << ") and pimgate node 2 killed with SIGKILL\n"
+            << "  through haproxy: " << answers(balanced) << " (" << balanced_acks.load()
+            << " requests answered 200, " << acks_while_down << " of them while both were down; "
+            << resent.load() << " bodies sent again, " << balanced.duplicates_answered
+            << " events answered as duplicates)\n"
+            << "  racing pairs straight to nodes 1 and 3: " << rounds.load() << " rounds ("
+            << rounds_while_down << " while down), " << answers(direct) << ", "
+            << direct.duplicates_answered << " events answered as duplicates\n"
+            << "  stream: " << events->size() << " events, " << stored.size() << " distinct ids, "
+            << stale << " stale; " << acknowledged << " events answered 200, " << missing
+            << " of them missing, " << twice << " stored twice, " << wrong_stale
+            << " wrong stale marks\n";
+  ::testing::Test::RecordProperty("acknowledged", static_cast<int>(acknowledged));
+  ::testing::Test::RecordProperty("stored", static_cast<int>(events->size()));
 }
 
 }  // namespace

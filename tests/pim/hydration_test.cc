@@ -248,7 +248,7 @@ class HydrationTest : public ::testing::Test {
     ASSERT_TRUE(log_->AppendSync(std::move(request)).ok());
   }
 
-  bool WaitFor(const std::function<bool()>& done, int seconds = 20) {
+  bool WaitFor(const std::function<bool()>& done, int seconds = 60) {  // a hang guard only
     for (int i = 0; i < seconds * 100; ++i) {
       if (done()) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -646,7 +646,9 @@ TEST_P(HydrationTokenRefused, RefusedEveryTimeIsDeadLetteredWithTheReason) {
   EXPECT_EQ(Path(letter.event().data(), {"resource"}), nullptr);  // stored lightweight
   EXPECT_TRUE(plugin.deliveries().empty());
   EXPECT_EQ(StatusesOf(pim_, "/api/rest/v1/"), std::vector<int>{});  // no call without a token
-  EXPECT_EQ(StatsOf(*dispatcher, "p").hydration_failures, 3u);
+  // The dispatcher saves the letter before it publishes its counters: wait for them.
+  EXPECT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").hydration_failures == 3u; }))
+      << StatsOf(*dispatcher, "p").hydration_failures;
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -724,7 +724,9 @@ TEST_F(ReconcilerTest, StopCancelsARunWaitingForASlowPim) {
   pim.SetDelay(std::chrono::seconds(20));
   auto run = std::async(std::launch::async, [&] { return reconciler_->Run("pim"); });
   // Every answer takes 20 s: the run is soon waiting for the PIM, and Stop must not wait with it.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Waiting for the PIM to have the run's connection (not a fixed sleep, which a slow machine may
+  // outlast before the run starts) makes sure Stop interrupts a call in progress.
+  ASSERT_TRUE(WaitFor([&] { return pim.connections_accepted() >= 1; }));
   reconciler_->Stop();
   absl::StatusOr<ReconcileRunStats> result = run.get();
   EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();

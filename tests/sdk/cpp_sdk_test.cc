@@ -89,6 +89,8 @@ class InProcessPlugin {
     pthread_kill(thread_.native_handle(), SIGTERM);  // NOLINT(bugprone-bad-signal-to-kill-thread)
     return Join();
   }
+  // Whether Run has returned (a plugin that could not bind returns at once).
+  bool Done() const { return exit_code_ != -1; }
   // Waits for Run to return by itself.
   int Join() {
     thread_.join();
@@ -108,6 +110,8 @@ HealthCheckResponse::ServingStatus CheckHealth(const std::string& address,
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + 1s);
+  // A fresh channel: the call waits for its first connection instead of failing fast.
+  context.set_wait_for_ready(true);
   HealthCheckRequest request;
   request.set_service(service);
   HealthCheckResponse response;
@@ -136,6 +140,8 @@ class DeliverStream {
       : stub_(v1::EventHandler::NewStub(
             grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {
     context_.set_deadline(std::chrono::system_clock::now() + 20s);
+    // A fresh channel: the stream waits for its first connection instead of failing fast.
+    context_.set_wait_for_ready(true);
     stream_ = stub_->Deliver(&context_);
   }
 
@@ -311,6 +317,7 @@ TEST(CppSdkTest, SigtermDrainsRunningHandlersThenReturnsZero) {
   auto health = grpc::health::v1::Health::NewStub(
       grpc::CreateChannel(plugin.address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext watch_context;
+  watch_context.set_wait_for_ready(true);  // a fresh channel: wait for its first connection
   HealthCheckRequest watch_request;
   std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> watch =
       health->Watch(&watch_context, watch_request);
@@ -356,6 +363,8 @@ class DeliverBatchStream {
       : stub_(v1::EventHandler::NewStub(
             grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {
     context_.set_deadline(std::chrono::system_clock::now() + 20s);
+    // A fresh channel: the stream waits for its first connection instead of failing fast.
+    context_.set_wait_for_ready(true);
     stream_ = stub_->DeliverBatch(&context_);
   }
 
@@ -498,13 +507,29 @@ int PickPort() {
 
 TEST(CppSdkTest, TcpPortOfALivePluginIsNotShared) {
   // gRPC binds with SO_REUSEPORT by default: two plugins would then split pimgate's connections.
-  const int port = PickPort();
-  ASSERT_GT(port, 0);
-  InProcessPlugin first(TestHandler, absl::StrCat("127.0.0.1:", port));
-  ASSERT_TRUE(WaitServing(first.address()));
-  InProcessPlugin second(TestHandler, first.address());
+  // The port is free when picked, but another process (tests run in parallel) may take it before
+  // the first plugin binds it: that plugin then returns 1 at once, and a new port is tried.
+  std::unique_ptr<InProcessPlugin> first;
+  for (int attempt = 0; attempt < 5 && first == nullptr; ++attempt) {
+    const int port = PickPort();
+    ASSERT_GT(port, 0);
+    auto plugin = std::make_unique<InProcessPlugin>(TestHandler, absl::StrCat("127.0.0.1:", port));
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!plugin->Done() && std::chrono::steady_clock::now() < deadline &&
+           CheckHealth(plugin->address(), "") != HealthCheckResponse::SERVING) {
+      std::this_thread::sleep_for(20ms);
+    }
+    if (plugin->Done()) {
+      EXPECT_EQ(plugin->Join(), 1);  // the port was taken meanwhile
+      continue;
+    }
+    ASSERT_EQ(CheckHealth(plugin->address(), ""), HealthCheckResponse::SERVING);
+    first = std::move(plugin);
+  }
+  ASSERT_NE(first, nullptr) << "no picked port stayed free until the plugin bound it";
+  InProcessPlugin second(TestHandler, first->address());
   EXPECT_EQ(second.Join(), 1);
-  EXPECT_EQ(first.Stop(), 0);
+  EXPECT_EQ(first->Stop(), 0);
 }
 
 // A child process started with posix_spawn (safe in this multithreaded process); SIGKILLed by

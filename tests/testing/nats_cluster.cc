@@ -13,8 +13,10 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -26,28 +28,56 @@
 namespace pimgate::testing {
 namespace {
 
-// `count` distinct loopback ports nothing listens on now (the kernel's choices for ephemeral
-// binds, all held until every one is chosen: one port chosen and released at a time can come back
-// twice, and a server then fails to bind its second listener). Another process may still take one
-// before the server binds it: NatsCluster starts again with new ports when that happens.
+// The kernel's range for ephemeral ports (the source ports of outgoing connections and of
+// binds to port 0); {32768, 60999} when it cannot be read.
+std::pair<int, int> EphemeralPortRange() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 0;
+  int high = 0;
+  if (in >> low >> high && low > 0 && high >= low) return {low, high};
+  return {32768, 60999};
+}
+
+// Binds a loopback listener-to-be on `port` (0: the kernel chooses); returns the fd and the
+// port bound, or {-1, 0}.
+std::pair<int, int> HoldPort(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return {-1, 0};
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    return {-1, 0};
+  }
+  return {fd, ntohs(addr.sin_port)};
+}
+
+// `count` distinct loopback ports nothing listens on now, all held until every one is chosen
+// (one port chosen and released at a time can come back twice, and a server then fails to bind
+// its second listener). They are taken below the kernel's ephemeral range: a killed server is
+// restarted on its own ports (its peers' routes and the clients name them), and a port of the
+// ephemeral range can meanwhile become the source port of any outgoing connection, a reconnecting
+// client's included. Another process may still take one before the server binds it: NatsCluster
+// starts again with new ports when that happens.
 std::vector<int> FreePorts(int count) {
+  const auto [ephemeral_low, ephemeral_high] = EphemeralPortRange();
+  const int low = 10000;
+  const int high = ephemeral_low - 1;
   std::vector<int> fds;
   std::vector<int> ports;
+  std::mt19937 random(std::random_device{}());
   for (int i = 0; i < count; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    int port = 0;
-    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-      socklen_t len = sizeof(addr);
-      if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-        port = ntohs(addr.sin_port);
-      }
+    std::pair<int, int> held{-1, 0};
+    for (int attempt = 0; attempt < 200 && held.first < 0 && high - low > 1000; ++attempt) {
+      held = HoldPort(std::uniform_int_distribution<int>(low, high)(random));
     }
-    if (fd >= 0) fds.push_back(fd);
-    ports.push_back(port);
+    if (held.first < 0) held = HoldPort(0);  // no room below the range: the kernel's choice
+    if (held.first >= 0) fds.push_back(held.first);
+    ports.push_back(held.second);
   }
   for (int fd : fds) ::close(fd);
   return ports;
@@ -269,6 +299,30 @@ uint64_t NatsCluster::FirstSequence(const std::string& stream) const {
     if (first > 0) return first;
   }
   return 0;
+}
+
+int NatsCluster::StreamLeader(const std::string& stream) const {
+  for (int server = 0; server < static_cast<int>(servers_.size()); ++server) {
+    if (servers_[server].pid <= 0) continue;
+    natsConnection* nc = ProbeConnect(ProbeUrl(server), !options_.tls_cert_file.empty());
+    if (nc == nullptr) continue;
+    jsCtx* js = nullptr;
+    jsStreamInfo* info = nullptr;
+    std::string leader;
+    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK &&
+        js_GetStreamInfo(&info, js, stream.c_str(), nullptr, nullptr) == NATS_OK) {
+      if (info->Cluster != nullptr && info->Cluster->Leader != nullptr) {
+        leader = info->Cluster->Leader;
+      }
+      jsStreamInfo_Destroy(info);
+    }
+    if (js != nullptr) jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    for (int i = 0; i < static_cast<int>(servers_.size()); ++i) {
+      if (!leader.empty() && servers_[i].name == leader) return i;
+    }
+  }
+  return -1;
 }
 
 std::string NatsCluster::Log(int server) const { return ReadFile(servers_.at(server).log_file); }

@@ -52,6 +52,9 @@ class NatsCluster {
   bool WaitForJetStream(int server, int seconds = 60) const;
   // The first sequence still in `stream` (0 when it cannot be read): what retention purged.
   uint64_t FirstSequence(const std::string& stream) const;
+  // The index of the server that leads `stream` now (-1 when no server says): the one whose
+  // death forces an election.
+  int StreamLeader(const std::string& stream) const;
   // The server's log (its stderr and stdout), for failure messages.
   std::string Log(int server) const;
 

@@ -552,7 +552,9 @@ TEST_P(DispatcherTest, RetriedDeadLetterStaysUntilAckedAndResumesAfterARestart) 
   ASSERT_EQ(calls.size(), 3u);
   EXPECT_EQ(calls[2].sequence, 1u);
   EXPECT_EQ(calls[2].attempt, 1u);
-  EXPECT_EQ(StatsOf(*dispatcher, "p").delivered, 1u);
+  // The letter is removed when the progress is saved, before the counters are published.
+  EXPECT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").delivered == 1u; }))
+      << StatsOf(*dispatcher, "p").delivered;
 }
 
 // A retried letter whose event fails again is replaced: new reason and attempts, no mark.

@@ -193,6 +193,8 @@ grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(const std::stri
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + 2s);
+  // A fresh channel: the call waits for its first connection instead of failing fast.
+  context.set_wait_for_ready(true);
   grpc::health::v1::HealthCheckRequest request;
   grpc::health::v1::HealthCheckResponse response;
   grpc::Status status = stub->Check(&context, request, &response);
@@ -246,7 +248,12 @@ TEST(PluginSupervisorTest, ForwardsStdoutAndStderrLinesCapped) {
     EXPECT_TRUE(
         WaitFor([&] { return capture.sink().Contains("[plugin talker] after long line"); }, 30s));
     EXPECT_TRUE(capture.sink().Contains("[plugin talker] hello from the plugin"));
-    EXPECT_TRUE(capture.sink().Contains("[plugin talker] [stderr] err hello from the plugin"));
+    // stderr is another pipe, forwarded after stdout when both are ready: wait for its line too.
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return capture.sink().Contains("[plugin talker] [stderr] err hello from the plugin");
+        },
+        30s));
     supervisor->Stop();
   }
   bool saw_truncated = false;

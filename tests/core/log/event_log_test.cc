@@ -4,10 +4,15 @@
 // stream per test), with the local replica in the temp directory.
 #include "core/log/event_log.h"
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <iostream>
 #include <limits>
@@ -1158,6 +1163,44 @@ TEST_F(JetStreamLogTest, TwoNodesRacingOnOneResourceAgreeOnStaleness) {
             << " stored stale\n";
 }
 
+// A node sees what another node appends as it arrives (its follower), not only on its own next
+// append: its head moves, its listeners are called and the events read; its later decisions
+// take the other node's versions into account.
+TEST_F(JetStreamLogTest, NodeSeesOtherNodesAppendsAsTheyArrive) {
+  const JetStreamConfig config = Config();
+  TempDir dir_a, dir_b;
+  auto a = Node(dir_a, config);
+  auto b = Node(dir_b, config);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(b->AppendSync(Request({Product("b1", "shared", 5)})).ok());
+  absl::Mutex mu;
+  uint64_t heard = 0;
+  b->AddAppendListener([&](uint64_t head) {
+    absl::MutexLock lock(&mu);
+    heard = std::max(heard, head);
+  });
+  auto appended = a->AppendSync(Request({Product("a1", "shared", 10), Product("a2", "other", 1)}));
+  ASSERT_TRUE(appended.ok()) << appended.status();
+  ASSERT_EQ(appended->last_sequence, 3u);
+  // Hang guard only: b does not append; its follower brings the events.
+  EXPECT_EQ(b->WaitForHead(2, absl::Seconds(120)), 3u);
+  {
+    absl::MutexLock lock(&mu);
+    auto reached = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu) { return heard >= 3; };
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&reached), absl::Seconds(120)));
+  }
+  std::vector<v1::Event> events = AllEvents(*b);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[1].id(), "a1");
+  EXPECT_EQ(events[2].id(), "a2");
+  auto older = b->AppendSync(Request({Product("b2", "shared", 7), Product("a1", "shared", 10)}));
+  ASSERT_TRUE(older.ok()) << older.status();
+  EXPECT_EQ(older->stale, 1u);
+  EXPECT_EQ(older->duplicates, 1u);
+  EXPECT_EQ(older->first_sequence, 4u);
+}
+
 // An event id sent to one node and then to another is a duplicate at the second: its append is
 // refused (it had not seen the first record), it catches up and decides again.
 TEST_F(JetStreamLogTest, DedupHoldsAcrossNodes) {
@@ -1448,6 +1491,238 @@ TEST_F(JetStreamLogTest, OpenFromStoreConfig) {
   ASSERT_FALSE(log.ok());
   EXPECT_THAT(std::string(log.status().message()),
               ::testing::HasSubstr("cannot connect to the NATS servers nats://127.0.0.1:1"));
+}
+// ---- pimgate migrate-store ------------------------------------------------------------------
+
+// `pimgate migrate-store ...` run to its end: exit code, stdout, stderr.
+testing::CommandResult RunMigrate(const TempDir& scratch, const std::vector<std::string>& args) {
+  std::string command = testing::ShellQuote(PIMGATE_BINARY) + " migrate-store";
+  for (const std::string& arg : args) absl::StrAppend(&command, " ", testing::ShellQuote(arg));
+  const std::string out = scratch.File("migrate.out"), err = scratch.File("migrate.err");
+  absl::StrAppend(&command, " >", testing::ShellQuote(out), " 2>", testing::ShellQuote(err));
+  const int status = std::system(command.c_str());
+  testing::CommandResult result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.out = testing::ReadWholeFile(out);
+  result.err = testing::ReadWholeFile(err);
+  return result;
+}
+
+// The configuration a migrated node runs with: `config`'s stream, the replica in `replica`.
+std::string WriteJetStreamConfig(const TempDir& dir, const JetStreamConfig& config,
+                                 const std::string& replica) {
+  std::string yaml = absl::StrCat("gateway:\n  listen: 127.0.0.1:0\n",
+                                  "store:\n  backend: jetstream\n  path: ", replica,
+                                  "\n  jetstream:\n    servers: [");
+  for (std::size_t i = 0; i < config.servers.size(); ++i) {
+    absl::StrAppend(&yaml, i > 0 ? ", " : "", "\"", config.servers[i], "\"");
+  }
+  absl::StrAppend(&yaml, "]\n    replicas: ", config.replicas, "\n    stream: ", config.stream,
+                  "\n    subject: ", config.subject, "\n    cursor_bucket: ", config.cursor_bucket,
+                  "\n    dead_letter_bucket: ", config.dead_letter_bucket,
+                  "\nsources:\n  - {name: pim, kind: events_api, path: /hooks/pim, secret: "
+                  "migrate-test-secret}\n");
+  const std::string path = dir.File(config.stream + ".yaml");
+  std::ofstream(path) << yaml;
+  return path;
+}
+
+// A RocksDB store written by the real EventLog (events with stale ones and duplicates,
+// quarantine, metadata, two plugins' cursors and dead letters; retention trimmed its first 100
+// events) is copied into a JetStream stream by `pimgate migrate-store`, killed with SIGKILL
+// after its first record and resumed. The copy is refused without --resume, completes with it,
+// and a node on the stream then has the same events under the same sequences, dedup ids,
+// versions, quarantine, metadata, cursors and dead letters, and appends after the last event.
+TEST_F(JetStreamLogTest, MigrateStoreCopiesARocksDbStoreAndResumesAfterKill9) {
+  constexpr int kRequests = 300;  // of 10 events
+  TempDir source_dir, target_dir, scratch;
+  const std::string source = source_dir.File("store");
+  {
+    auto log = EventLog::Open(testing::StoreAt(source));
+    ASSERT_TRUE(log.ok()) << log.status();
+    for (int r = 0; r < kRequests; ++r) {
+      std::vector<v1::Event> events;
+      for (int i = 0; i < 10; ++i) {
+        // 50 products, versions going back and forth: some events are stale.
+        const int n = r * 10 + i;
+        events.push_back(
+            Product(absl::StrCat("e", n), absl::StrCat("p", n % 50), (n * 7919) % 1000));
+      }
+      if (r % 50 == 0) events.push_back(Product("e1", "p1", 5));  // a duplicate
+      AppendRequest request = Request(std::move(events));
+      if (r % 60 == 0) request.quarantine.push_back(Quarantined(3, absl::StrCat("bad ", r)));
+      ASSERT_TRUE((*log)->AppendSync(std::move(request)).ok());
+    }
+    ASSERT_TRUE((*log)->PutMeta("reconcile/pim/watermark", "1700000123").ok());
+    ASSERT_TRUE((*log)->PutMeta("dispatch/paused/erp", "true").ok());
+    PluginProgress crm;
+    crm.cursor = 1500;
+    for (uint64_t sequence : {120u, 700u, 1499u}) {
+      v1::DeadLetter letter;
+      letter.set_plugin("crm");
+      letter.mutable_event()->set_sequence(sequence);
+      letter.set_reason(absl::StrCat("failed ", sequence));
+      letter.mutable_dead_at()->set_seconds(kBaseSeconds);
+      crm.dead_letters.push_back(letter);
+    }
+    ASSERT_TRUE((*log)->WriteProgress("crm", crm).ok());
+    PluginProgress erp;
+    erp.cursor = 2990;
+    ASSERT_TRUE((*log)->WriteProgress("erp", erp).ok());
+  }
+  {
+    auto backend = OpenRocksDbBackend(source);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    ASSERT_TRUE((*backend)->Recover().ok());
+    auto trimmed = (*backend)->TrimEvents(100, std::numeric_limits<int64_t>::max(), 1000);
+    ASSERT_TRUE(trimmed.ok()) << trimmed.status();
+    ASSERT_EQ(*trimmed, 100u);
+  }
+  const JetStreamConfig config = Config();
+  const std::string replica = target_dir.File("replica");
+  const std::string yaml = WriteJetStreamConfig(scratch, config, replica);
+  const std::vector<std::string> args = {"--from",        "rocksdb", "--to",     "jetstream",
+                                         "--source-path", source,    "--config", yaml};
+
+  // Bad invocations leave nothing behind.
+  testing::CommandResult result = RunMigrate(scratch, {"--from", "jetstream", "--to", "rocksdb",
+                                                       "--source-path", source, "--config", yaml});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_THAT(result.err, ::testing::HasSubstr("--from rocksdb --to jetstream"));
+  result = RunMigrate(scratch, {"--from", "rocksdb", "--to", "jetstream", "--source-path",
+                                scratch.File("nothing"), "--config", yaml});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, ::testing::HasSubstr("no RocksDB store at"));
+
+  // The first run, killed once it has copied its first record (5 events a record: hundreds
+  // more to go).
+  {
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe(pipe_fds), 0);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::dup2(pipe_fds[1], STDOUT_FILENO);
+      ::close(pipe_fds[0]);
+      std::vector<std::string> all = {PIMGATE_BINARY, "migrate-store", "--batch-events", "5"};
+      all.insert(all.end(), args.begin(), args.end());
+      std::vector<char*> argv;
+      for (std::string& arg : all) argv.push_back(arg.data());
+      argv.push_back(nullptr);
+      ::execv(PIMGATE_BINARY, argv.data());
+      ::_exit(127);
+    }
+    ::close(pipe_fds[1]);
+    std::string seen;
+    char c = 0;
+    // Up to the first progress line about events (the lines before it name the copy).
+    while (seen.find("events: copied") == std::string::npos && ::read(pipe_fds[0], &c, 1) == 1) {
+      seen.push_back(c);
+    }
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ::close(pipe_fds[0]);
+    ASSERT_THAT(seen, ::testing::HasSubstr("events: copied")) << seen;
+    EXPECT_TRUE(WIFSIGNALED(status)) << "the copy ended before the kill:\n" << seen;
+  }
+  result = RunMigrate(scratch, args);
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, ::testing::HasSubstr("--resume")) << result.err;
+
+  std::vector<std::string> resume = args;
+  resume.push_back("--resume");
+  result = RunMigrate(scratch, resume);
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  std::cout << result.out;
+  EXPECT_THAT(result.out, ::testing::HasSubstr("resuming the copy"));
+  EXPECT_THAT(result.out, ::testing::HasSubstr("verified: 2900 events (101..3000), 50 versions, "
+                                               "5 quarantined, 2 metadata values, 2 plugins, 3 "
+                                               "dead letters"));
+  // Again: nothing left to copy, verified again.
+  result = RunMigrate(scratch, resume);
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  EXPECT_THAT(result.out, ::testing::HasSubstr("; 0 events copied by this run"));
+
+  // A new node that rebuilds its replica from the stream, and the node that runs on the copy.
+  auto source_log = EventLog::Open(testing::StoreAt(source));
+  ASSERT_TRUE(source_log.ok()) << source_log.status();
+  TempDir new_node;
+  for (const std::string& path : {new_node.File("replica"), replica}) {
+    SCOPED_TRACE(path);
+    StoreConfig store;
+    store.backend = StoreBackend::kJetStream;
+    store.path = path;
+    store.jetstream = config;
+    auto copy = EventLog::Open(store);
+    ASSERT_TRUE(copy.ok()) << copy.status();
+    EXPECT_EQ((*copy)->head(), (*source_log)->head());
+    auto mine = (*source_log)->ReadStoredEvents(0, 100'000);
+    auto theirs = (*copy)->ReadStoredEvents(0, 100'000);
+    ASSERT_TRUE(mine.ok() && theirs.ok());
+    ASSERT_EQ(mine->size(), 2900u);
+    ASSERT_EQ(theirs->size(), mine->size());
+    for (std::size_t i = 0; i < mine->size(); ++i) {
+      ASSERT_EQ((*theirs)[i].sequence, (*mine)[i].sequence);
+      ASSERT_EQ((*theirs)[i].bytes, (*mine)[i].bytes);
+    }
+    for (const std::string& plugin : {"crm", "erp"}) {
+      EXPECT_EQ(*(*copy)->LoadCursor(plugin), *(*source_log)->LoadCursor(plugin));
+    }
+    auto letters = (*copy)->ReadDeadLetters("crm", 0, 10);
+    ASSERT_TRUE(letters.ok());
+    ASSERT_EQ(letters->size(), 3u);
+    EXPECT_EQ((*letters)[2].reason(), "failed 1499");
+    EXPECT_EQ(*(*copy)->GetMeta("dispatch/paused/erp"), std::optional<std::string>("true"));
+    EXPECT_EQ(*(*copy)->GetMeta("reconcile/pim/watermark"),
+              std::optional<std::string>("1700000123"));
+    auto quarantine = (*copy)->ReadQuarantine(0, 100);
+    ASSERT_TRUE(quarantine.ok());
+    ASSERT_EQ(quarantine->size(), 5u);
+    EXPECT_EQ(quarantine->back().id(), 5u);
+    EXPECT_EQ(quarantine->back().reason(), "bad 240");
+    for (int p = 0; p < 50; ++p) {
+      const ResourceKey key{"pim", "product", absl::StrCat("p", p)};
+      auto version = (*copy)->FindVersion(key);
+      auto original = (*source_log)->FindVersion(key);
+      ASSERT_TRUE(version.ok() && original.ok() && version->has_value());
+      EXPECT_EQ((*version)->version_at_us, (*original)->version_at_us);
+      EXPECT_EQ((*version)->sequence, (*original)->sequence);
+    }
+    if (path != replica) continue;
+    // The copy goes on where the store ended: a known id is a duplicate (one whose event
+    // retention removed is not: its id went with it), an older version is stale, and the next
+    // event gets the next sequence.
+    auto appended = (*copy)->AppendSync(Request(
+        {Product("e2000", "p0", 0), Product("e5", "p5", 5000), Product("new", "p7", 2000)}));
+    ASSERT_TRUE(appended.ok()) << appended.status();
+    EXPECT_EQ(appended->duplicates, 1u);
+    EXPECT_EQ(appended->accepted, 2u);
+    EXPECT_EQ(appended->stale, 0u);
+    EXPECT_EQ(appended->first_sequence, 3001u);
+    auto older = (*copy)->AppendSync(Request({Product("older", "p7", 1999)}));
+    ASSERT_TRUE(older.ok());
+    EXPECT_EQ(older->stale, 1u);
+  }
+
+  // A store pimgate has open is refused (RocksDB's lock).
+  result = RunMigrate(scratch, resume);
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, ::testing::HasSubstr("is pimgate still running on it?")) << result.err;
+  source_log->reset();
+
+  // A stream that holds another log is refused, with or without --resume.
+  const JetStreamConfig other = nats_->Config("MigrateStoreOther");
+  {
+    TempDir node;
+    auto log = Node(node, other);
+    ASSERT_NE(log, nullptr);
+    ASSERT_TRUE(log->AppendSync(Request({Product("x", "p", 1)})).ok());
+  }
+  const std::string other_yaml = WriteJetStreamConfig(scratch, other, scratch.File("other"));
+  result = RunMigrate(scratch, {"--from", "rocksdb", "--to", "jetstream", "--source-path", source,
+                                "--config", other_yaml});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, ::testing::HasSubstr("is not empty")) << result.err;
 }
 
 // Credentials: the right password connects, a wrong one is refused with a message that names
