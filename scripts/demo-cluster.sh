@@ -86,7 +86,9 @@ sources:
 YAML
     if [ "$n" = 1 ]; then
       cat <<YAML
-# Plugins on node 1 only (docs/scale-out.md, "Dispatch to plugins"): it sees every node's events.
+# The plugin on node 1 only, so that one file shows every event: node 1 then holds all of its
+# partitions. In production every node runs the same plugins and shares the partitions
+# (docs/scale-out.md, "Dispatch to plugins").
 plugins:
   - name: jsonl-sink
     command: [$PIMGATE_ROOT/build/plugins/jsonl-sink/pimgate-jsonl-sink]
