@@ -1,4 +1,5 @@
-// End-to-end test plugin (C++ SDK): records every delivery as a JSON line and answers as
+// End-to-end test plugin (C++ SDK): records every delivery as a JSON line (with the wall-clock
+// time it was received, at_us, to merge several nodes' records) and answers as
 // scripted by the environment (same variables as recorder.py, plus RECORDER_GATE and
 // RECORDER_REJECT_WHILE).
 #include <unistd.h>
@@ -44,6 +45,11 @@ int main() {
               << "\",\"sequence\":" << event.sequence() << ",\"id\":\"" << event.id()
               << "\",\"attempt\":" << attempt << ",\"type\":\"" << event.type()
               << "\",\"resource_id\":\"" << event.resource_id() << "\",\"pid\":" << getpid()
+              << ",\"source\":\"" << event.source() << "\",\"kind\":\"" << event.kind()
+              << "\",\"at_us\":"
+              << std::chrono::duration_cast<std::chrono::microseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count()
               << "}\n";
         };
         if (hang) {
