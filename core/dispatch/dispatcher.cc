@@ -964,8 +964,19 @@ class Dispatcher::PluginDispatcher {
     if (!status.ok()) {
       // Kept for the next attempt: a dead letter is never dropped for want of a write.
       SetError(ErrorKind::kProgress, std::string(status.message()));
-      spdlog::error("[dispatch {}] saving progress: {}", config_.name, stats_.last_error);
+      // Retried every progress_interval: logged when the error is new or changed, else at most
+      // every kProgressErrorLogInterval (an unreachable store must not flood the log).
+      if (stats_.last_error != logged_progress_error_ ||
+          now >= progress_error_logged_at_ + kProgressErrorLogInterval) {
+        spdlog::error("[dispatch {}] saving progress: {}", config_.name, stats_.last_error);
+        logged_progress_error_ = stats_.last_error;
+        progress_error_logged_at_ = now;
+      }
       return;
+    }
+    if (!logged_progress_error_.empty()) {
+      spdlog::info("[dispatch {}] saving progress works again", config_.name);
+      logged_progress_error_.clear();
     }
     ClearError(ErrorKind::kProgress);
     persisted_cursor_ = cursor_;
@@ -1149,6 +1160,10 @@ class Dispatcher::PluginDispatcher {
   std::vector<v1::DeadLetter> dead_letters_;  // not yet persisted
   std::vector<uint64_t> resolved_letters_;    // retried dead letters now delivered
   absl::Time next_progress_at_ = absl::InfinitePast();
+  // The last "saving progress" error logged, and when ("" once a write succeeded again).
+  static constexpr absl::Duration kProgressErrorLogInterval = absl::Seconds(10);
+  std::string logged_progress_error_;
+  absl::Time progress_error_logged_at_ = absl::InfinitePast();
   absl::Time reconnect_at_ = absl::InfinitePast();
   absl::Duration reconnect_delay_ = absl::ZeroDuration();
   uint64_t generation_ = 0;
