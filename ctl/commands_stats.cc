@@ -175,13 +175,14 @@ int RunOwners(const Invocation& in) {
     std::printf("no cluster dispatch (store.backend: rocksdb): this node delivers everything\n");
     return kExitOk;
   }
-  std::printf("node %s: %u partition(s) per plugin; leases held %llu, acquired %llu, lost %llu, "
-              "released %llu\n\n",
-              response.node_id().c_str(), response.partitions(),
-              static_cast<unsigned long long>(response.leases_held()),
-              static_cast<unsigned long long>(response.leases_acquired()),
-              static_cast<unsigned long long>(response.leases_lost()),
-              static_cast<unsigned long long>(response.leases_released()));
+  std::printf(
+      "node %s: %u partition(s) per plugin; leases held %llu, acquired %llu, lost %llu, "
+      "released %llu\n\n",
+      response.node_id().c_str(), response.partitions(),
+      static_cast<unsigned long long>(response.leases_held()),
+      static_cast<unsigned long long>(response.leases_acquired()),
+      static_cast<unsigned long long>(response.leases_lost()),
+      static_cast<unsigned long long>(response.leases_released()));
   // One row per (plugin, node): the partitions that node delivers.
   std::map<std::pair<std::string, std::string>, std::vector<std::string>> rows;
   std::map<std::string, uint32_t> held;

@@ -1312,11 +1312,11 @@ class Dispatcher::Cluster {
   // (now here, within one round elsewhere, or when a node takes a partition over) and records
   // the token beside the partition once its cursor is saved.
   absl::Status Seek(const std::string& plugin, uint64_t sequence) {
-    const std::string token = absl::StrCat(cluster_.node_id, "-", absl::ToUnixNanos(absl::Now()),
-                                           " ", sequence);
+    const std::string token =
+        absl::StrCat(cluster_.node_id, "-", absl::ToUnixNanos(absl::Now()), " ", sequence);
     if (absl::Status s = log_->PutMeta(SeekKey(plugin), token); !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("saving the seek of plugin ", plugin, ": ",
-                                                 s.message()));
+      return absl::Status(s.code(),
+                          absl::StrCat("saving the seek of plugin ", plugin, ": ", s.message()));
     }
     ApplySeek(plugin, token);
     return absl::OkStatus();
@@ -1673,8 +1673,7 @@ class Dispatcher::Cluster {
       held_[key] = Held{*revision, fence, dispatcher, seek_token};
       ++counters_.acquired;
     }
-    spdlog::info("[cluster] node {} took {} (revision {})", cluster_.node_id, lease_key,
-                 *revision);
+    spdlog::info("[cluster] node {} took {} (revision {})", cluster_.node_id, lease_key, *revision);
     return true;
   }
 
@@ -1683,13 +1682,14 @@ class Dispatcher::Cluster {
   // does not get a resource's next event while this node's plugin still works on the one
   // before). Bounded so that the renewals of the other leases keep their pace.
   void Drain(const Key& key, PluginDispatcher& dispatcher) {
-    const absl::Duration timeout = std::min(absl::FromChrono(plugins_[key.first].ack_timeout),
-                                            cluster_.lease_ttl / 4);
+    const absl::Duration timeout =
+        std::min(absl::FromChrono(plugins_[key.first].ack_timeout), cluster_.lease_ttl / 4);
     absl::StatusOr<DrainResult> drained = dispatcher.HoldAndDrain(timeout);
     if (drained.ok() && drained->unanswered > 0) {
-      spdlog::info("[cluster] {}: {} delivery(ies) unanswered after {}; abandoned (the next "
-                   "holder delivers them again)",
-                   LeaseKey(key), drained->unanswered, absl::FormatDuration(timeout));
+      spdlog::info(
+          "[cluster] {}: {} delivery(ies) unanswered after {}; abandoned (the next "
+          "holder delivers them again)",
+          LeaseKey(key), drained->unanswered, absl::FormatDuration(timeout));
     }
   }
 
@@ -1800,7 +1800,6 @@ class Dispatcher::Cluster {
   std::set<std::string> free_last_round_;
   std::set<std::string> free_now_;
 
-
   std::thread manager_;
 };
 
@@ -1888,7 +1887,7 @@ namespace {
 
 // The rank of a state when one plugin's partitions are summed up: the busiest one shows.
 int StateRank(const std::string& state) {
-  static const char* const kOrder[] = {"stopped", "standby", "idle",       "paused",
+  static const char* const kOrder[] = {"stopped",    "standby",    "idle",     "paused",
                                        "restarting", "connecting", "streaming"};
   for (int i = 0; i < static_cast<int>(std::size(kOrder)); ++i) {
     if (state == kOrder[i]) return i;

@@ -1374,11 +1374,11 @@ absl::Status CheckLeaseTtl(const jsStreamInfo& info, const JetStreamConfig& conf
   const int64_t ttl_ms = config.cluster.lease_ttl.count();
   if (max_age_ms == ttl_ms) return absl::OkStatus();
   const std::string& bucket = config.cluster.lease_bucket;
-  return absl::FailedPreconditionError(absl::StrCat(
-      "key-value bucket ", bucket, " expires records after ", max_age_ms,
-      " ms, but store.jetstream.cluster.lease_ttl is ", ttl_ms,
-      " ms: use the bucket's value, or delete the bucket (nats kv del ", bucket,
-      ") while no node runs"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("key-value bucket ", bucket, " expires records after ", max_age_ms,
+                   " ms, but store.jetstream.cluster.lease_ttl is ", ttl_ms,
+                   " ms: use the bucket's value, or delete the bucket (nats kv del ", bucket,
+                   ") while no node runs"));
 }
 
 // Leases in a key-value bucket whose MaxAge is the lease TTL: a record nobody rewrote for the TTL
@@ -1463,8 +1463,8 @@ class JetStreamLeaseStore final : public LeaseStore {
     if (s != NATS_ERR) return false;
     natsStatus last = NATS_OK;
     const char* text = nats_GetLastError(&last);
-    return text != nullptr && (absl::StrContains(text, "wrong last sequence") ||
-                               absl::StrContains(text, "10071"));
+    return text != nullptr &&
+           (absl::StrContains(text, "wrong last sequence") || absl::StrContains(text, "10071"));
   }
 
   static LeaseRecord Record(kvEntry* entry) {
@@ -1482,8 +1482,7 @@ class JetStreamLeaseStore final : public LeaseStore {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LeaseStore>> OpenJetStreamLeaseStore(
-    const JetStreamConfig& config) {
+absl::StatusOr<std::unique_ptr<LeaseStore>> OpenJetStreamLeaseStore(const JetStreamConfig& config) {
   const std::string& bucket = config.cluster.lease_bucket;
   absl::StatusOr<std::unique_ptr<NatsConnection>> conn = NatsConnection::Connect(config);
   if (!conn.ok()) return conn.status();

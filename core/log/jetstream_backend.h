@@ -31,8 +31,7 @@ absl::StatusOr<std::unique_ptr<LogBackend>> OpenJetStreamBackend(const std::stri
 
 // The lease bucket of cluster dispatch (config.cluster.lease_bucket, created when missing with
 // config.replicas and MaxAge = config.cluster.lease_ttl), on a connection of its own.
-absl::StatusOr<std::unique_ptr<LeaseStore>> OpenJetStreamLeaseStore(
-    const JetStreamConfig& config);
+absl::StatusOr<std::unique_ptr<LeaseStore>> OpenJetStreamLeaseStore(const JetStreamConfig& config);
 
 // pimgate --check-config: connects with the configured credentials and TLS and checks that
 // JetStream answers and that the stream and buckets either exist with the configured replicas

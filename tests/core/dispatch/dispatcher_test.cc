@@ -848,9 +848,9 @@ class ClusterDispatchTest : public ::testing::Test {
     DispatcherOptions options;
     options.cluster = ClusterDispatchOptions::FromConfig(store.jetstream->cluster, node.leases);
     options.cluster->node_id = absl::StrCat("n", index);
-    auto dispatcher = Dispatcher::Create({plugin}, node.log.get(),
-                                         [socket](const std::string&) { return "unix:" + socket; },
-                                         options);
+    auto dispatcher = Dispatcher::Create(
+        {plugin}, node.log.get(), [socket](const std::string&) { return "unix:" + socket; },
+        options);
     ASSERT_TRUE(dispatcher.ok()) << dispatcher.status();
     node.dispatcher = std::move(*dispatcher);
     ASSERT_TRUE(node.dispatcher->Start().ok());
@@ -992,7 +992,9 @@ TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
   StartNode(1);
   StartNode(2);
   ASSERT_TRUE(WaitFor(
-      [&] { return OwnedOnceBy({0, 1, 2}) && Held(0) >= 2 && Held(1) >= 2 && Held(2) >= 2; },
+      [&] {
+        return OwnedOnceBy({0, 1, 2}) && Held(0) >= 2 && Held(1) >= 2 && Held(2) >= 2;
+      },
       guard))
       << "held: " << Held(0) << " " << Held(1) << " " << Held(2);
   EXPECT_GT(nodes_[0].dispatcher->Leases().released, 0u);
@@ -1027,7 +1029,9 @@ TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
   EXPECT_GE(nodes_[2].dispatcher->Leases().lost, held_by_2);
   for (const char* job : {"retention", "reconcile", "platform"}) {
     ASSERT_TRUE(WaitFor(
-        [&] { return !nodes_[2].dispatcher->HoldsJob(job) && job_holders(job, {0, 1}) == 1; },
+        [&] {
+          return !nodes_[2].dispatcher->HoldsJob(job) && job_holders(job, {0, 1}) == 1;
+        },
         guard))
         << job;
   }
