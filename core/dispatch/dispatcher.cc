@@ -176,7 +176,11 @@ class Dispatcher::PluginDispatcher {
     // one node delivered before the cluster).
     if (slot_ && cursor.ok() && *cursor == 0) cursor = log_->LoadCursor(config_.name);
     if (!cursor.ok()) return cursor.status();
-    absl::StatusOr<std::optional<std::string>> paused = log_->GetMeta(PausedKey(config_.name));
+    // As applied here (no round trip to the cluster: a node taking a partition over while the
+    // stream elects a leader starts at once); a pause made elsewhere a moment ago is applied by
+    // the next round of cluster dispatch (FollowControls).
+    absl::StatusOr<std::optional<std::string>> paused =
+        log_->GetAppliedMeta(PausedKey(config_.name));
     if (!paused.ok()) return paused.status();
     if (paused->has_value() && **paused == "true") {
       spdlog::info(
@@ -1414,7 +1418,14 @@ class Dispatcher::Cluster {
     if (!cluster_.leases->Health().ok()) {
       // No connection: every call would wait for its timeout. The leases' deadlines pass on
       // their own (the partitions stop delivering); losses are counted once NATS is back.
-      DropExpired();
+      DropExpired("NATS unreachable");
+      return;
+    }
+    // Renewals first: their deadlines are what matters. When one went unanswered (the bucket's
+    // stream electing a leader, say: every write waits for its timeout then), the other writes
+    // of this round would wait as long for nothing; the next round comes a tick later.
+    if (!Renew()) {
+      DropExpired("the lease bucket does not answer renewals");
       return;
     }
     const std::string presence = absl::StrCat("node.", cluster_.node_id);
@@ -1422,11 +1433,19 @@ class Dispatcher::Cluster {
         presence_revision_ != 0
             ? cluster_.leases->Update(presence, cluster_.node_id, presence_revision_)
             : cluster_.leases->Create(presence, cluster_.node_id);
-    if (!rev.ok() && presence_revision_ != 0)
-      rev = cluster_.leases->Create(presence, cluster_.node_id);
+    if (!rev.ok() &&
+        (absl::IsFailedPrecondition(rev.status()) || absl::IsAlreadyExists(rev.status()))) {
+      // Refused: an earlier write that seemed to fail may have been stored, or the record
+      // expired. Rewritten from what the bucket holds.
+      absl::StatusOr<std::optional<LeaseRecord>> record = cluster_.leases->Get(presence);
+      if (record.ok()) {
+        rev = record->has_value()
+                  ? cluster_.leases->Update(presence, cluster_.node_id, (*record)->revision)
+                  : cluster_.leases->Create(presence, cluster_.node_id);
+      }
+    }
     presence_revision_ = rev.ok() ? *rev : 0;
 
-    Renew();
     RunJobs();
 
     absl::StatusOr<std::vector<LeaseRecord>> nodes = cluster_.leases->List("node.");
@@ -1493,7 +1512,7 @@ class Dispatcher::Cluster {
   }
 
   // The partitions whose local deadline passed, stopped without asking the lease store.
-  void DropExpired() {
+  void DropExpired(const char* why) {
     std::vector<std::shared_ptr<PluginDispatcher>> stopped;
     {
       absl::MutexLock lock(&mu_);
@@ -1504,7 +1523,7 @@ class Dispatcher::Cluster {
         }
         it->second.fence->Revoke();
         stopped.push_back(std::move(it->second.dispatcher));
-        spdlog::warn("[cluster] lost the lease of {} (NATS unreachable)", LeaseKey(it->first));
+        spdlog::warn("[cluster] lost the lease of {} ({})", LeaseKey(it->first), why);
         it = held_.erase(it);
         ++counters_.lost;
       }
@@ -1515,14 +1534,16 @@ class Dispatcher::Cluster {
     for (const auto& d : stopped) d->Stop();
   }
 
-  void Renew() {
+  // Renews every lease this node holds; false when the bucket left a renewal unanswered (the
+  // remaining ones are not tried this round: their deadlines pass on their own).
+  bool Renew() {
     std::vector<Key> keys;
     {
       absl::MutexLock lock(&mu_);
       for (const auto& [key, lease] : held_) keys.push_back(key);
     }
     for (const Key& key : keys) {
-      if (stopping()) return;
+      if (stopping()) return true;
       uint64_t revision = 0;
       std::shared_ptr<LeaseFence> fence;
       {
@@ -1537,6 +1558,7 @@ class Dispatcher::Cluster {
       absl::StatusOr<uint64_t> next =
           cluster_.leases->Update(lease_key, cluster_.node_id, revision);
       bool lost = false;
+      const bool unanswered = !next.ok() && !absl::IsFailedPrecondition(next.status());
       if (next.ok()) {
         fence->ExtendTo(sent + absl::ToChronoNanoseconds(cluster_.lease_ttl * 3 / 4));
         revision = *next;
@@ -1566,12 +1588,21 @@ class Dispatcher::Cluster {
             "the node that takes it",
             lease_key, next.ok() ? "deadline passed" : std::string(next.status().message()));
         dispatcher->Stop();
+        if (unanswered) return false;
         continue;
       }
-      absl::MutexLock lock(&mu_);
-      auto it = held_.find(key);
-      if (it != held_.end()) it->second.revision = revision;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = held_.find(key);
+        if (it != held_.end()) it->second.revision = revision;
+      }
+      if (unanswered) {
+        spdlog::warn("[cluster] renewing {}: {}; the other renewals wait for the next round",
+                     lease_key, std::string(next.status().message()));
+        return false;
+      }
     }
+    return true;
   }
 
   // Renews the job leases this node holds and takes the free ones (no balance: a job is light).
@@ -1649,9 +1680,11 @@ class Dispatcher::Cluster {
         plugin, log_, letters_, resolve_, options_, hydrators_[key.first],
         PluginDispatcher::Slot{key.second, cluster_.partitions, fence});
     // A seek made while no node held the partition, or not applied by its last holder.
-    absl::StatusOr<std::optional<std::string>> seek = log_->GetMeta(SeekKey(plugin.name));
+    // As applied here (GetAppliedMeta): answered while the stream elects a leader; a seek made
+    // elsewhere a moment ago is applied by the next round (FollowControls).
+    absl::StatusOr<std::optional<std::string>> seek = log_->GetAppliedMeta(SeekKey(plugin.name));
     absl::StatusOr<std::optional<std::string>> applied =
-        log_->GetMeta(SeekAppliedKey(plugin.name, key.second));
+        log_->GetAppliedMeta(SeekAppliedKey(plugin.name, key.second));
     absl::Status status = dispatcher->Start(/*listen=*/false);
     if (status.ok() && (!seek.ok() || !applied.ok())) {
       status = !seek.ok() ? seek.status() : applied.status();
@@ -1740,14 +1773,15 @@ class Dispatcher::Cluster {
       const std::string& plugin = plugins_[i].name;
       std::vector<std::shared_ptr<PluginDispatcher>> local = Local(plugin);
       if (local.empty()) continue;
-      absl::StatusOr<std::optional<std::string>> paused = log_->GetMeta(PausedKey(plugin));
+      // As applied here: the round never waits for the stream's leader (GetAppliedMeta).
+      absl::StatusOr<std::optional<std::string>> paused = log_->GetAppliedMeta(PausedKey(plugin));
       if (paused.ok()) {
         const bool is_paused = paused->has_value() && **paused == "true";
         for (const auto& d : local) d->SetPaused(is_paused, /*save=*/false).IgnoreError();
       }
-      absl::StatusOr<std::optional<std::string>> seek = log_->GetMeta(SeekKey(plugin));
+      absl::StatusOr<std::optional<std::string>> seek = log_->GetAppliedMeta(SeekKey(plugin));
       if (seek.ok() && seek->has_value()) ApplySeek(plugin, **seek);
-      absl::StatusOr<std::optional<std::string>> retry = log_->GetMeta(RetryKey(i));
+      absl::StatusOr<std::optional<std::string>> retry = log_->GetAppliedMeta(RetryKey(i));
       bool retried_elsewhere = false;
       if (retry.ok()) {
         absl::MutexLock lock(&mu_);

@@ -641,6 +641,10 @@ absl::StatusOr<std::optional<std::string>> EventLog::GetMeta(const std::string& 
   return backend_->GetMeta(key);
 }
 
+absl::StatusOr<std::optional<std::string>> EventLog::GetAppliedMeta(const std::string& key) const {
+  return backend_->GetAppliedMeta(key);
+}
+
 absl::Status EventLog::PutMeta(const std::string& key, const std::string& value) {
   return backend_->PutMeta(key, value);
 }

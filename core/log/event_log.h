@@ -166,6 +166,9 @@ class EventLog {
 
   // The value stored under `key`, nullopt when none is.
   absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) const;
+  // The value as this node has applied the log so far (LogBackend::GetAppliedMeta): on a shared
+  // log possibly a moment old, but answered without the cluster.
+  absl::StatusOr<std::optional<std::string>> GetAppliedMeta(const std::string& key) const;
   // Stores `value` under `key`, replacing any previous value. Durability: returns OK once the
   // value is fsynced, and with it everything the log acknowledged before (one write-ahead log),
   // so a value that describes stored events (a watermark) never survives a crash that lost

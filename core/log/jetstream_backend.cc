@@ -140,10 +140,6 @@ struct EntryDeleter {
   void operator()(kvEntry* e) const { kvEntry_Destroy(e); }
 };
 using EntryPtr = std::unique_ptr<kvEntry, EntryDeleter>;
-struct WatcherDeleter {
-  void operator()(kvWatcher* w) const { kvWatcher_Destroy(w); }
-};
-using WatcherPtr = std::unique_ptr<kvWatcher, WatcherDeleter>;
 struct OptionsDeleter {
   void operator()(natsOptions* o) const { natsOptions_Destroy(o); }
 };
@@ -257,7 +253,21 @@ class NatsConnection {
     return conn;
   }
 
+  // A second JetStream context on this connection whose requests wait at most `wait_ms` for
+  // their answer (the lease store's: a renewal answered later is of no use). Owned here.
+  absl::StatusOr<jsCtx*> JetStreamWithWait(int64_t wait_ms) {
+    jsOptions js_opts;
+    jsOptions_Init(&js_opts);
+    js_opts.Wait = wait_ms;
+    if (natsStatus s = natsConnection_JetStream(&short_js_, nc_, &js_opts); s != NATS_OK) {
+      short_js_ = nullptr;
+      return NatsError(s, 0, "cannot create a JetStream context");
+    }
+    return short_js_;
+  }
+
   ~NatsConnection() {
+    if (short_js_ != nullptr) jsCtx_Destroy(short_js_);
     if (js_ != nullptr) jsCtx_Destroy(js_);
     if (nc_ == nullptr) return;
     state_->closing.store(true);
@@ -285,6 +295,7 @@ class NatsConnection {
   std::unique_ptr<ConnectionState> state_;
   natsConnection* nc_ = nullptr;
   jsCtx* js_ = nullptr;
+  jsCtx* short_js_ = nullptr;  // JetStreamWithWait
 };
 
 // The stream's information, or NotFound.
@@ -360,6 +371,16 @@ absl::StatusOr<StreamInfoPtr> EnsureStream(jsCtx* js, const JetStreamConfig& con
   return StreamInfoPtr(si);
 }
 
+// Buckets are read with direct gets (ScanBucket, kvStore_Get): their streams must allow them.
+// libnats 3.4 creates buckets that do; one made otherwise (an older client) is refused by name.
+absl::Status CheckDirectGets(const jsStreamInfo& si, const std::string& bucket) {
+  if (si.Config != nullptr && si.Config->AllowDirect) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "key-value bucket ", bucket, " does not allow direct gets (its stream KV_", bucket,
+      " was created without allow_direct, by an older client): enable them (nats stream edit KV_",
+      bucket, " --allow-direct) or delete the bucket while no node runs"));
+}
+
 // A key-value bucket, created when missing, with its replicas checked.
 absl::StatusOr<KvPtr> EnsureBucket(jsCtx* js, const std::string& bucket, int replicas) {
   kvStore* kv = nullptr;
@@ -373,6 +394,7 @@ absl::StatusOr<KvPtr> EnsureBucket(jsCtx* js, const std::string& bucket, int rep
         !st.ok()) {
       return st;
     }
+    if (absl::Status st = CheckDirectGets(**info, bucket); !st.ok()) return st;
     return owned;
   }
   if (s != NATS_NOT_FOUND) {
@@ -415,6 +437,66 @@ std::optional<std::pair<int, int>> ParseChunk(const std::string& text) {
     return std::nullopt;
   }
   return std::pair{i, n};
+}
+
+// One key's live value, as ScanBucket found it.
+struct BucketEntry {
+  std::string key;
+  std::string value;
+  uint64_t revision = 0;  // its stream sequence
+};
+
+// The live values of the keys of `bucket` that match `pattern` (a subject pattern relative to
+// the bucket: "lease.>", "<plugin>.*"), by key. Read message after message with direct gets (the
+// next message on the filter from a sequence): any current replica of the bucket's stream
+// answers, so a read needs neither the stream's leader nor the cluster's meta leader, and it
+// creates no consumer. (A watch, or kvStore_Keys, creates an ephemeral consumer; nats-server 2.9
+// places it on a replica of the stream chosen at random, a dead one included, and then the call
+// times out: one time in three with one server of three down, for as long as it is down.) A
+// replica that lags answers with what it has: the result can be a little old, as any read from
+// a follower; a key rewritten during the scan is found again at its new revision, and the newer
+// one is kept. Each request waits at most the JetStream context's wait.
+absl::StatusOr<std::vector<BucketEntry>> ScanBucket(jsCtx* js, const std::string& bucket,
+                                                    const std::string& pattern) {
+  const std::string stream = absl::StrCat("KV_", bucket);
+  const std::string prefix = absl::StrCat("$KV.", bucket, ".");
+  const std::string filter = absl::StrCat(prefix, pattern);
+  std::map<std::string, BucketEntry> latest;
+  uint64_t next = 1;
+  for (;;) {
+    jsDirectGetMsgOptions opts;
+    jsDirectGetMsgOptions_Init(&opts);
+    opts.Sequence = next;
+    opts.NextBySubject = filter.c_str();
+    natsMsg* raw = nullptr;
+    natsStatus s = js_DirectGetMsg(&raw, js, stream.c_str(), nullptr, &opts);
+    if (s == NATS_NOT_FOUND) break;  // nothing on the filter past `next`
+    if (s != NATS_OK) return NatsError(s, 0, absl::StrCat("cannot read bucket ", bucket));
+    MsgPtr msg(raw);
+    const uint64_t sequence = natsMsg_GetSequence(msg.get());
+    const absl::string_view subject = natsMsg_GetSubject(msg.get());
+    if (sequence < next || !absl::StartsWith(subject, prefix)) {
+      return absl::InternalError(absl::StrCat("bucket ", bucket, ": a direct get from sequence ",
+                                              next, " answered sequence ", sequence, " (", subject,
+                                              ")"));
+    }
+    next = sequence + 1;
+    // Sequences only grow: this message is the newest of its key the scan has seen.
+    std::string key(subject.substr(prefix.size()));
+    const std::optional<std::string> op = Header(msg.get(), "KV-Operation");
+    if (op.has_value() && (*op == "DEL" || *op == "PURGE")) {
+      latest.erase(key);
+      continue;
+    }
+    BucketEntry& entry = latest[key];
+    entry.key = std::move(key);
+    entry.value.assign(natsMsg_GetData(msg.get()), natsMsg_GetDataLength(msg.get()));
+    entry.revision = sequence;
+  }
+  std::vector<BucketEntry> entries;
+  entries.reserve(latest.size());
+  for (auto& [key, entry] : latest) entries.push_back(std::move(entry));
+  return entries;
 }
 
 std::string DeadLetterKey(const std::string& plugin, uint64_t sequence) {
@@ -642,6 +724,12 @@ class JetStreamBackend final : public LogBackend {
       absl::MutexLock lock(&mu_);
       if (absl::Status s = CatchUpLocked(); !s.ok()) return s;
     }
+    return replica_->GetMeta(key);
+  }
+
+  // The replica as applied so far (the follower applies other nodes' records as they arrive):
+  // no STREAM.INFO, which only the stream's leader answers.
+  absl::StatusOr<std::optional<std::string>> GetAppliedMeta(const std::string& key) override {
     return replica_->GetMeta(key);
   }
 
@@ -1302,39 +1390,20 @@ class JetStreamBackend final : public LogBackend {
   }
 
   // Every dead letter whose key matches `pattern` ("<plugin>.*" or ">"), in key order (plugin,
-  // then sequence).
+  // then sequence). Direct gets (ScanBucket): no consumer, any current replica answers.
   absl::StatusOr<std::vector<v1::DeadLetter>> CollectDeadLetters(const std::string& pattern) {
-    kvWatchOptions opts;
-    kvWatchOptions_Init(&opts);
-    opts.IgnoreDeletes = true;
-    kvWatcher* raw = nullptr;
-    natsStatus s = kvStore_Watch(&raw, dead_letters_.get(), pattern.c_str(), &opts);
-    if (s != NATS_OK) {
-      return NatsError(s, 0, absl::StrCat("cannot read bucket ", config_.dead_letter_bucket));
-    }
-    WatcherPtr watcher(raw);
-    std::vector<std::pair<std::string, v1::DeadLetter>> found;
-    for (;;) {
-      kvEntry* entry = nullptr;
-      s = kvWatcher_Next(&entry, watcher.get(), kRequestWaitMs);
-      if (s != NATS_OK) {
-        return NatsError(s, 0, absl::StrCat("cannot read bucket ", config_.dead_letter_bucket));
-      }
-      if (entry == nullptr) break;  // every current value was delivered
-      EntryPtr owned(entry);
-      if (kvEntry_Operation(entry) != kvOp_Put) continue;
-      v1::DeadLetter letter;
-      if (!letter.ParseFromArray(kvEntry_Value(entry), kvEntry_ValueLen(entry))) {
-        return absl::DataLossError(absl::StrCat("dead letter ", kvEntry_Key(entry), " in bucket ",
+    absl::StatusOr<std::vector<BucketEntry>> entries =
+        ScanBucket(conn_->js(), config_.dead_letter_bucket, pattern);
+    if (!entries.ok()) return entries.status();
+    std::vector<v1::DeadLetter> letters;
+    letters.reserve(entries->size());
+    for (const BucketEntry& entry : *entries) {
+      v1::DeadLetter& letter = letters.emplace_back();
+      if (!letter.ParseFromString(entry.value)) {
+        return absl::DataLossError(absl::StrCat("dead letter ", entry.key, " in bucket ",
                                                 config_.dead_letter_bucket, " is unreadable"));
       }
-      found.emplace_back(kvEntry_Key(entry), std::move(letter));
     }
-    std::sort(found.begin(), found.end(),
-              [](const auto& a, const auto& b) { return a.first < b.first; });
-    std::vector<v1::DeadLetter> letters;
-    letters.reserve(found.size());
-    for (auto& [key, letter] : found) letters.push_back(std::move(letter));
     return letters;
   }
 
@@ -1386,8 +1455,9 @@ absl::Status CheckLeaseTtl(const jsStreamInfo& info, const JetStreamConfig& conf
 // (Nats-Expected-Last-Subject-Sequence), so they are decided by the stream's leader, once.
 class JetStreamLeaseStore final : public LeaseStore {
  public:
-  JetStreamLeaseStore(std::unique_ptr<NatsConnection> conn, KvPtr kv, std::string bucket)
-      : conn_(std::move(conn)), kv_(std::move(kv)), bucket_(std::move(bucket)) {}
+  // `js`: conn's context for every call (its wait bounds each request), `kv` opened on it.
+  JetStreamLeaseStore(std::unique_ptr<NatsConnection> conn, jsCtx* js, KvPtr kv, std::string bucket)
+      : conn_(std::move(conn)), js_(js), kv_(std::move(kv)), bucket_(std::move(bucket)) {}
   ~JetStreamLeaseStore() override {
     kv_.reset();
     conn_.reset();
@@ -1426,27 +1496,18 @@ class JetStreamLeaseStore final : public LeaseStore {
     return Record(entry.get());
   }
 
+  // Direct gets (ScanBucket): no consumer, so no meta leader and no replica chosen at random;
+  // answered while the bucket's stream elects a leader. Possibly a little old (a follower's
+  // view), which only makes a later compare-and-set fail.
   absl::StatusOr<std::vector<LeaseRecord>> List(const std::string& prefix) override {
-    kvWatchOptions opts;
-    kvWatchOptions_Init(&opts);
-    opts.IgnoreDeletes = true;
-    kvWatcher* raw = nullptr;
-    const std::string pattern = absl::StrCat(prefix, ">");
-    natsStatus s = kvStore_Watch(&raw, kv_.get(), pattern.c_str(), &opts);
-    if (s != NATS_OK) return NatsError(s, 0, absl::StrCat("cannot read bucket ", bucket_));
-    WatcherPtr watcher(raw);
+    absl::StatusOr<std::vector<BucketEntry>> entries =
+        ScanBucket(js_, bucket_, absl::StrCat(prefix, ">"));
+    if (!entries.ok()) return entries.status();
     std::vector<LeaseRecord> records;
-    for (;;) {
-      kvEntry* entry = nullptr;
-      s = kvWatcher_Next(&entry, watcher.get(), kRequestWaitMs);
-      if (s != NATS_OK) return NatsError(s, 0, absl::StrCat("cannot read bucket ", bucket_));
-      if (entry == nullptr) break;  // every current value was delivered
-      EntryPtr owned(entry);
-      if (kvEntry_Operation(entry) != kvOp_Put) continue;
-      records.push_back(Record(entry));
+    records.reserve(entries->size());
+    for (BucketEntry& entry : *entries) {
+      records.push_back({std::move(entry.key), std::move(entry.value), entry.revision});
     }
-    std::sort(records.begin(), records.end(),
-              [](const LeaseRecord& a, const LeaseRecord& b) { return a.key < b.key; });
     return records;
   }
 
@@ -1476,6 +1537,7 @@ class JetStreamLeaseStore final : public LeaseStore {
   }
 
   std::unique_ptr<NatsConnection> conn_;
+  jsCtx* const js_;
   KvPtr kv_;
   const std::string bucket_;
 };
@@ -1522,10 +1584,27 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> OpenJetStreamLeaseStore(const JetStr
           return st;
         }
         if (absl::Status st = CheckLeaseTtl(**info, config); !st.ok()) return st;
+        if (absl::Status st = CheckDirectGets(**info, bucket); !st.ok()) return st;
         return owned;
       });
   if (!kv.ok()) return kv.status();
-  return std::make_unique<JetStreamLeaseStore>(std::move(*conn), std::move(*kv), bucket);
+  kv->reset();
+  // Every call of the store waits at most a quarter of the TTL for its answer (5 s at most):
+  // an answer that comes later is of no use to a renewal (a lease's local deadline is 3/4 TTL
+  // after the renewal was sent; see LeaseFence in core/dispatch/dispatcher.cc), and a round of
+  // the lease manager must not wait behind it while the bucket's stream elects a leader.
+  const int64_t wait_ms = std::clamp<int64_t>(ttl_ms / 4, 1, kRequestWaitMs);
+  absl::StatusOr<jsCtx*> short_js = (*conn)->JetStreamWithWait(wait_ms);
+  if (!short_js.ok()) return short_js.status();
+  kv = WithPatience("opening the lease bucket", [&]() -> absl::StatusOr<KvPtr> {
+    kvStore* raw = nullptr;
+    if (natsStatus s = js_KeyValue(&raw, *short_js, bucket.c_str()); s != NATS_OK) {
+      return NatsError(s, 0, absl::StrCat("cannot open key-value bucket ", bucket));
+    }
+    return KvPtr(raw);
+  });
+  if (!kv.ok()) return kv.status();
+  return std::make_unique<JetStreamLeaseStore>(std::move(*conn), *short_js, std::move(*kv), bucket);
 }
 
 absl::StatusOr<std::unique_ptr<LogBackend>> OpenJetStreamBackend(const std::string& replica_path,
@@ -1577,6 +1656,7 @@ absl::Status CheckJetStreamCluster(const JetStreamConfig& config) {
           !s.ok()) {
         return s;
       }
+      if (absl::Status s = CheckDirectGets(**info, bucket); !s.ok()) return s;
     } else if (!absl::IsNotFound(info.status())) {
       return info.status();
     }
@@ -1591,6 +1671,7 @@ absl::Status CheckJetStreamCluster(const JetStreamConfig& config) {
       return s;
     }
     if (absl::Status s = CheckLeaseTtl(**info, config); !s.ok()) return s;
+    if (absl::Status s = CheckDirectGets(**info, leases); !s.ok()) return s;
   } else if (!absl::IsNotFound(info.status())) {
     return info.status();
   }

@@ -74,6 +74,14 @@ class LogBackend {
   // events never survives a crash that lost those events.
   virtual absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) = 0;
   virtual absl::Status PutMeta(const std::string& key, const std::string& value) = 0;
+  // The value under `key` as this node has applied the log so far, asking no one: on a shared
+  // log (JetStream) the local replica's, which follows the other nodes' records as they arrive
+  // (Follow), so it can be a moment old; it answers while the cluster elects a leader, when
+  // GetMeta (which catches up first) waits for its timeout. For readers that look again soon
+  // (cluster dispatch's controls). Default: GetMeta.
+  virtual absl::StatusOr<std::optional<std::string>> GetAppliedMeta(const std::string& key) {
+    return GetMeta(key);
+  }
 
   virtual absl::StatusOr<std::optional<v1::Event>> GetEvent(uint64_t sequence) = 0;
   // Up to `max` events with sequence >= `from`, in sequence order.
@@ -170,6 +178,9 @@ class ForwardingLogBackend : public LogBackend {
   }
   absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override {
     return inner_->GetMeta(key);
+  }
+  absl::StatusOr<std::optional<std::string>> GetAppliedMeta(const std::string& key) override {
+    return inner_->GetAppliedMeta(key);
   }
   absl::Status PutMeta(const std::string& key, const std::string& value) override {
     return inner_->PutMeta(key, value);

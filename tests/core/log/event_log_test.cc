@@ -1865,5 +1865,74 @@ TEST(JetStreamClusterTest, EveryAcknowledgedAppendSurvivesAServerKill) {
             << " acknowledged missing; stream head " << (*opened)->head() << "\n";
 }
 
+// The lease and dead letter buckets are listed with direct gets, answered by any replica: with
+// one server of three killed (the lease bucket's stream leader), every listing answers at once.
+// A listing through a watch would create an ephemeral consumer, which nats-server 2.9 places on
+// a replica of the bucket chosen at random, the dead one included: one listing in three timed
+// out then, for as long as the server was down (cluster dispatch could not take a dead node's
+// partitions over for minutes).
+TEST(JetStreamClusterTest, BucketsAreListedWhileAServerIsDown) {
+  NatsCluster cluster(NatsCluster::Options{.servers = 3});
+  ASSERT_TRUE(cluster.started());
+  JetStreamConfig config = cluster.Config("R3LIST");
+  config.cluster.lease_ttl = std::chrono::minutes(5);  // nothing expires during the test
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<LogBackend>> backend = OpenJetStreamBackend(dir.path(), config);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  absl::StatusOr<std::unique_ptr<LeaseStore>> leases = OpenJetStreamLeaseStore(config);
+  ASSERT_TRUE(leases.ok()) << leases.status();
+  PluginProgress progress;
+  for (uint64_t sequence : {3u, 5u, 12u}) {
+    v1::DeadLetter letter;
+    letter.set_plugin("crm");
+    letter.mutable_event()->set_sequence(sequence);
+    progress.dead_letters.push_back(letter);
+  }
+  ASSERT_TRUE((*backend)->WriteProgress("crm", progress).ok());
+  constexpr int kPartitions = 4;
+  for (int p = 0; p < kPartitions; ++p) {
+    ASSERT_TRUE((*leases)->Create(absl::StrCat("lease.crm.", p), "n1").ok());
+  }
+  ASSERT_TRUE((*leases)->Create("node.n1", "n1").ok());
+
+  const int leader = cluster.StreamLeader(absl::StrCat("KV_", config.cluster.lease_bucket));
+  cluster.Kill(leader >= 0 ? leader : 0);
+  // Both clients reconnected (those on the killed server move to another).
+  ASSERT_TRUE(::pimgate::testing::WaitFor(
+      [&] { return (*backend)->Health().ok() && (*leases)->Health().ok(); }, 60));
+  int failures = 0;
+  std::string first_failure;
+  constexpr int kListings = 12;
+  for (int i = 0; i < kListings; ++i) {
+    absl::StatusOr<std::vector<LeaseRecord>> listed = (*leases)->List("lease.");
+    absl::StatusOr<uint64_t> letters = (*backend)->CountDeadLetters("crm");
+    for (const absl::Status& s : {listed.status(), letters.status()}) {
+      if (s.ok()) continue;
+      if (failures++ == 0) first_failure = s.ToString();
+    }
+  }
+  EXPECT_EQ(failures, 0) << "of " << 2 * kListings << " listings; the first: " << first_failure;
+  // What they list: every record (the two live replicas have everything written before the kill
+  // once they caught up with each other).
+  std::vector<LeaseRecord> records;
+  EXPECT_TRUE(::pimgate::testing::WaitFor(
+      [&] {
+        absl::StatusOr<std::vector<LeaseRecord>> listed = (*leases)->List("lease.");
+        if (listed.ok()) records = *listed;
+        return records.size() == kPartitions;
+      },
+      60))
+      << records.size() << " lease records listed";
+  for (const LeaseRecord& record : records) {
+    EXPECT_EQ(record.value, "n1") << record.key;
+    EXPECT_GT(record.revision, 0u) << record.key;
+  }
+  absl::StatusOr<std::vector<v1::DeadLetter>> letters = (*backend)->ReadDeadLetters("crm", 4, 10);
+  ASSERT_TRUE(letters.ok()) << letters.status();
+  ASSERT_EQ(letters->size(), 2u);
+  EXPECT_EQ((*letters)[0].event().sequence(), 5u);
+  EXPECT_EQ((*letters)[1].event().sequence(), 12u);
+}
+
 }  // namespace
 }  // namespace pimgate
