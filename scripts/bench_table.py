@@ -283,9 +283,10 @@ for r in js_dispatch:
     shares = "/".join(f"{n:,}" for n in r["sink_events"]) if r["nodes"] > 1 else ""
     detail = f', per node {shares}' if shares else ""
     redelivered = f', {r["redeliveries"]} redelivered' if r.get("redeliveries") else ""
+    settled = f', ready {r["settle_s"]:.1f} s after start' if r.get("settle_s") is not None else ""
     cpu = f'{r["cpu_s"] * 1e6 / r["events"]:.0f} us/ev' if r.get("cpu_s") else ""
     add(name, rate(r["events_per_s"]) + f' (from resume {r["resume_events_per_s"]:,.0f}'
-        f'{detail}{redelivered})', baseline=", ".join(baseline) or "(baseline)",
+        f'{detail}{redelivered}{settled})', baseline=", ".join(baseline) or "(baseline)",
         ratio=", ".join(ratios), cpu=cpu)
 
 widths = [max(len(str(row[i])) for row in table if not row[0].startswith("-- "))
