@@ -704,6 +704,28 @@ TEST_F(PimgatectlRetryTest, Kill9DuringARetryKeepsTheLetterAndTheRetryResumes) {
   EXPECT_EQ(FlakyStats().cursor(), 1u);
 }
 
+// kill -9 while the plugin holds deliveries: after the restart they come again with attempt 2
+// (pimgate stored how far it handed events out before it sent them), a new event with attempt 1.
+TEST_F(PimgatectlRetryTest, Kill9WhileThePluginHoldsDeliveriesRedeliversThemWithAttemptTwo) {
+  SetGate(false);  // the plugin holds its deliveries without answering (nor recording them)
+  ASSERT_EQ(Post({"held-1", "held-2"}), 200);  // sequences 1 and 2
+  ASSERT_TRUE(WaitFor([&] { return FlakyStats().in_flight() == 2; }));
+
+  pimgate_->Kill();  // the held deliveries die with the plugin process, unanswered
+  SetGate(true);
+  StartPimgate();
+  ASSERT_TRUE(WaitFor([&] { return Deliveries("flaky").size() == 2; }))
+      << absl::StrJoin(Deliveries("flaky"), " ");
+  std::vector<std::string> redelivered = Deliveries("flaky");
+  std::sort(redelivered.begin(), redelivered.end());
+  EXPECT_EQ(redelivered, (std::vector<std::string>{"1:2", "2:2"}));
+
+  ASSERT_EQ(Post({"new-1"}), 200);  // sequence 3, never handed out before
+  ASSERT_TRUE(WaitFor([&] { return Deliveries("flaky").size() == 3; }))
+      << absl::StrJoin(Deliveries("flaky"), " ");
+  EXPECT_EQ(Deliveries("flaky").back(), "3:1");
+}
+
 TEST_F(PimgatectlTest, Quarantine) {
   EXPECT_TRUE(absl::StrContains(Ok({"quarantine"}), "quarantine is empty"));
   const std::string bad =
