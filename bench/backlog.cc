@@ -3,6 +3,8 @@
 //
 //   pimgate_backlog build --store DIR --events N [--resources R] [--source legacy]
 //   pimgate_backlog checkpoint --from DIR --to DIR
+//   pimgate_backlog append --config FILE --events N [--resources R] [--source legacy]
+//                          [--per-request K] [--pause PLUGIN]...
 //
 // build: a new store at DIR holding N product.updated events (sequences 1..N) with their dedup
 // index and the newest version of each of R resources (default 100000), written with
@@ -16,6 +18,15 @@
 // table files are hard links, so it takes a second whatever the size, and the copy can be
 // written to without touching the original. Used to start each benchmark run from the same
 // cached backlog.
+//
+// append: N product.updated events appended through pimgate::EventLog to the log that FILE's
+// `store:` configures (RocksDB or a JetStream stream: whatever pimgate would open), in requests
+// of K events (default 100) with up to 64 requests queued at once, so group commits fill. Each
+// --pause PLUGIN first stores that plugin as paused (what `pimgatectl pause` stores), so a pimgate
+// started on the log later holds the backlog until `pimgatectl resume`: a dispatch benchmark then
+// measures the drain from the moment it resumes. Events as in build (loadgen's legacy body parsed
+// by the gateway's parser), with new random ids and increasing versions (none stale). Prints a
+// JSON summary {"events","seconds","events_per_s","head"} on stdout.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -27,7 +38,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "bench/akeneo_payloads.h"
+#include "config/config.h"
+#include "core/log/event_log.h"
 #include "core/log/log_backend.h"
 #include "core/log/rocksdb_backend.h"
 #include "gateway/payload_parser.h"
@@ -46,11 +60,13 @@ constexpr int kEventsPerRequest = 100;
 constexpr int64_t kReceivedSpanUs = int64_t{6} * 24 * 3600 * 1'000'000;
 
 [[noreturn]] void Usage(const std::string& error) {
-  std::fprintf(stderr,
-               "pimgate_backlog: %s\n\nUsage:\n  pimgate_backlog build --store DIR --events N "
-               "[--resources R] [--source NAME]\n  pimgate_backlog checkpoint --from DIR --to "
-               "DIR\n",
-               error.c_str());
+  std::fprintf(
+      stderr,
+      "pimgate_backlog: %s\n\nUsage:\n  pimgate_backlog build --store DIR --events N "
+      "[--resources R] [--source NAME]\n  pimgate_backlog checkpoint --from DIR --to "
+      "DIR\n  pimgate_backlog append --config FILE --events N [--resources R] [--source NAME]\n"
+      "    [--per-request K] [--pause PLUGIN]...\n",
+      error.c_str());
   std::exit(2);
 }
 
@@ -156,6 +172,90 @@ int Build(const std::string& store, uint64_t events, int resources, const std::s
   return 0;
 }
 
+// The store's record of a paused plugin, as the dispatcher keeps it (core/dispatch/dispatcher.cc,
+// PausedKey). scripts/bench checks that no event reached the plugin before it resumed it, so a
+// change of this key shows there as an error rather than as a wrong figure.
+std::string PausedKey(const std::string& plugin) {
+  return absl::StrCat("dispatch/", plugin, "/paused");
+}
+
+int Append(const std::string& config_path, uint64_t events, int resources,
+           const std::string& source, int per_request, const std::vector<std::string>& pause) {
+  absl::StatusOr<pimgate::Config> config = pimgate::LoadConfigFile(config_path);
+  if (!config.ok()) Fail(absl::StrCat(config_path, ": ", config.status().message()));
+  absl::StatusOr<std::unique_ptr<pimgate::EventLog>> log = pimgate::EventLog::Open(config->store);
+  if (!log.ok()) Fail(std::string(log.status().message()));
+  for (const std::string& plugin : pause) {
+    if (absl::Status s = (*log)->PutMeta(PausedKey(plugin), "true"); !s.ok()) {
+      Fail(absl::StrCat("pause ", plugin, ": ", s.message()));
+    }
+  }
+
+  // Templates: one legacy body as pimgate_loadgen sends it, parsed by the gateway's parser.
+  std::mt19937_64 rng{std::random_device{}()};
+  const std::vector<std::string> pool = pimgate::bench::ResourcePool(rng, resources);
+  pimgate::ParseLimits limits;
+  limits.max_events = kEventsPerRequest;
+  absl::StatusOr<pimgate::ParsedPayload> parsed = pimgate::ParseLegacyBatch(
+      pimgate::bench::LegacyBody(rng, pool, kEventsPerRequest,
+                                 pimgate::bench::Iso8601(std::chrono::system_clock::now())),
+      limits);
+  if (!parsed.ok() || !parsed->rejected.empty()) Fail("the generated body does not parse");
+
+  constexpr int kInFlight = 64;
+  absl::Mutex mu;
+  int in_flight = 0;
+  std::string failure;
+  const int64_t first_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  const auto start = Clock::now();
+  uint64_t i = 0;
+  for (uint64_t request = 0; i < events; ++request) {
+    pimgate::AppendRequest append;
+    for (int k = 0; k < per_request && i < events; ++k, ++i) {
+      pimgate::v1::Event event = parsed->events[i % parsed->events.size()];
+      event.set_source(source);
+      event.set_id(pimgate::bench::Uuid(rng));
+      event.set_resource_id(pool[rng() % pool.size()]);
+      // Versions grow with i: every event is the newest of its resource, none is stale.
+      const int64_t us = first_us + static_cast<int64_t>(i);
+      *event.mutable_occurred_at() = Micros(us);
+      *event.mutable_version_at() = Micros(us);
+      *event.mutable_received_at() = Micros(us);
+      event.set_request_id(absl::StrCat("bench-append-", request));
+      append.events.push_back(std::move(event));
+    }
+    {
+      absl::MutexLock lock(&mu);
+      mu.Await(absl::Condition(
+          +[](int* n) { return *n < kInFlight; }, &in_flight));
+      if (!failure.empty()) break;
+      ++in_flight;
+    }
+    (*log)->Append(std::move(append),
+                   [&mu, &in_flight, &failure](absl::StatusOr<pimgate::AppendResult> result) {
+                     absl::MutexLock lock(&mu);
+                     --in_flight;
+                     if (!result.ok() && failure.empty())
+                       failure = std::string(result.status().message());
+                   });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(
+        +[](int* n) { return *n == 0; }, &in_flight));
+    if (!failure.empty()) Fail(absl::StrCat("append: ", failure));
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const uint64_t head = (*log)->head();
+  log->reset();
+  std::printf("{\"events\":%llu,\"seconds\":%.2f,\"events_per_s\":%.0f,\"head\":%llu}\n",
+              static_cast<unsigned long long>(events), seconds, events / seconds,
+              static_cast<unsigned long long>(head));
+  return 0;
+}
+
 int Checkpoint(const std::string& from, const std::string& to) {
   if (absl::Status s = pimgate::CheckpointRocksDbStore(from, to); !s.ok()) {
     Fail(std::string(s.message()));
@@ -166,9 +266,11 @@ int Checkpoint(const std::string& from, const std::string& to) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) Usage("a command is required (build or checkpoint)");
+  if (argc < 2) Usage("a command is required (build, checkpoint or append)");
   const std::string command = argv[1];
-  std::string store, from, to, source = "legacy";
+  std::string store, from, to, config, source = "legacy";
+  std::vector<std::string> pause;
+  int per_request = 100;
   uint64_t events = 0;
   int resources = 100'000;
   for (int i = 2; i < argc; ++i) {
@@ -189,6 +291,12 @@ int main(int argc, char** argv) {
       from = next();
     } else if (arg == "--to") {
       to = next();
+    } else if (arg == "--config") {
+      config = next();
+    } else if (arg == "--pause") {
+      pause.push_back(next());
+    } else if (arg == "--per-request") {
+      per_request = std::max(1, std::atoi(next().c_str()));
     } else {
       Usage("unknown argument " + arg);
     }
@@ -200,6 +308,10 @@ int main(int argc, char** argv) {
   if (command == "checkpoint") {
     if (from.empty() || to.empty()) Usage("checkpoint needs --from and --to");
     return Checkpoint(from, to);
+  }
+  if (command == "append") {
+    if (config.empty() || events == 0) Usage("append needs --config and --events");
+    return Append(config, events, resources, source, per_request, pause);
   }
   Usage("unknown command " + command);
 }

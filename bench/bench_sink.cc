@@ -6,16 +6,20 @@
 //   BENCH_SINK_EXPECT       when this many deliveries have been handled, also write the summary
 //                           at once, so a benchmark can see completion without stopping the sink
 //   BENCH_SINK_CONCURRENCY  handler threads (RunOptions::concurrency; default: the SDK's)
+//   BENCH_SINK_PROGRESS_MS  also write the summary this often while running (a benchmark that
+//                           does not know how many events this sink will get, e.g. one of several
+//                           cluster nodes', sums the sinks' summaries to see completion)
 //
 // Summary: {"events":N,"redeliveries":R,"p50_ms":..,"p99_ms":..,"p999_ms":..,"max_ms":..,
 // "first_us":..,"last_us":..}; first_us/last_us are the wall-clock times (µs since the epoch) of
 // the first and last handler call. Written atomically (temp file + rename) when N reaches
-// BENCH_SINK_EXPECT and when the SDK's Run returns after SIGTERM.
+// BENCH_SINK_EXPECT, every BENCH_SINK_PROGRESS_MS, and when the SDK's Run returns after SIGTERM.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -114,6 +118,8 @@ int main() {
   }
   const char* expect = std::getenv("BENCH_SINK_EXPECT");
   const char* concurrency = std::getenv("BENCH_SINK_CONCURRENCY");
+  const char* progress = std::getenv("BENCH_SINK_PROGRESS_MS");
+  const int progress_ms = progress != nullptr ? std::atoi(progress) : 0;
   pimgate::sdk::RunOptions options;
   if (concurrency != nullptr && std::atoi(concurrency) > 0) {
     options.concurrency = std::atoi(concurrency);
@@ -121,12 +127,30 @@ int main() {
   // Outlives every handler call: Run returns only once running handlers are done (past its
   // drain timeout the SDK ends the process instead).
   SinkStats stats(out, expect != nullptr ? std::strtoull(expect, nullptr, 10) : 0);
+  absl::Mutex done_mu;
+  bool done = false;
+  std::thread progress_writer;
+  if (progress_ms > 0) {
+    progress_writer = std::thread([&] {
+      absl::MutexLock lock(&done_mu);
+      while (!done_mu.AwaitWithTimeout(absl::Condition(&done), absl::Milliseconds(progress_ms))) {
+        stats.WriteSummary();
+      }
+    });
+  }
   const int code = pimgate::sdk::Run(
       [&stats](const pimgate::v1::Event& event, uint32_t attempt) {
         stats.Record(event, attempt);
         return pimgate::sdk::Result::Ok();
       },
       options);
+  if (progress_writer.joinable()) {
+    {
+      absl::MutexLock lock(&done_mu);
+      done = true;
+    }
+    progress_writer.join();
+  }
   stats.WriteSummary();
   return code;
 }

@@ -98,7 +98,7 @@ def ingest_row(r):
 
 
 ingest_rows = [r for r in rows if r["kind"] == "ingest"
-               and not r["id"].startswith(("backlog", "newconn", "budget"))]
+               and not r["id"].startswith(("backlog", "newconn", "budget", "js-"))]
 if ingest_rows:
     section("ingest (closed loop unless 'open'; latency = HTTP answer)")
 for r in ingest_rows:
@@ -220,7 +220,77 @@ for r in rows:
         add("  HTTP answer (fsynced ack)", f'{h["requests_per_s"]:,.0f} req/s', h["p50_ms"],
             h["p99_ms"], h["p999_ms"])
 
-widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+# JetStream: ingest on the embedded store and on JetStream R1 / R3 beside the same-run HTTP
+# ceiling, and dispatch of one backlog by 1 pimgate on RocksDB, 1 node and 3 nodes on R3.
+js_missing = next((r for r in rows if r["kind"] == "jsmissing"), None)
+js_ingest = [r for r in rows if r["kind"] == "ingest" and r["id"].startswith("js-")]
+js_dispatch = [r for r in rows if r["kind"] == "jsdispatch"]
+if js_missing or js_ingest or js_dispatch:
+    section("jetstream ingest (same loadgen and mix; ratios to the same-run HTTP ceiling and "
+            "RocksDB; server CPU: pimgate + nats-servers)")
+if js_missing:
+    add("jetstream", js_missing["error"])
+for r in js_ingest:
+    if "error" in r:
+        add(r["label"], r["error"], rss=f'{r.get("rss_mib", 0)} MiB')
+        continue
+    eps, rps = r["events_per_s"], r["requests_per_s"]
+    errors = f', {r["errors"]} errors' if r.get("errors") else ""
+    kind, mix = r["id"].split("-")[1], r["id"].rsplit("-", 1)[1]
+    # The ceiling is the baseline of all; RocksDB is compared with it; JetStream with both.
+    bases = {"http": [], "rocksdb": ["HTTP"]}.get(kind, ["HTTP", "RocksDB"])
+    baseline, ratios = [], []
+    for name in bases:
+        b = by_id.get(f'js-{"http" if name == "HTTP" else "rocksdb"}-{mix}')
+        if b is not None and b.get("events_per_s"):
+            baseline.append(f'{name} {b["events_per_s"]:,.0f}')
+            ratios.append(f'{eps / b["events_per_s"]:.2f}x {name}')
+    cpu = ""
+    if r.get("server_cores") is not None and eps:
+        cpu = f'{r["server_cores"]:.2f}'
+        if r.get("store_cores") is not None:
+            cpu += f' + nats {r["store_cores"]:.2f}'
+        cores = r["server_cores"] + r.get("store_cores", 0.0)
+        cpu += f' cores, {cores * 1e6 / eps:.0f} us/ev'
+    add(r["label"], rate(eps) + f" ({rps:,.0f} req/s{errors})", r["p50_ms"], r["p99_ms"],
+        r["p999_ms"], ", ".join(baseline) or "(baseline)", ", ".join(ratios), cpu,
+        f'{r["rss_mib"]} MiB')
+    if r.get("stream_records") and r.get("log_events"):
+        seconds = r["requests"] / rps if rps else 0
+        per_s = r["stream_records"] / (seconds + 1) if seconds else 0  # + the 1 s warm-up
+        add(f'  stream: {r["stream_records"]:,} records for {r["log_events"]:,} events',
+            f'{r["log_events"] / r["stream_records"]:.1f} ev/record, ~{per_s:,.0f} records/s')
+if js_dispatch:
+    section(f"jetstream dispatch (a backlog appended through EventLog, plugin paused; drained "
+            f"after `pimgatectl resume`; max_in_flight {in_flight}; CPU: nodes + plugins)")
+js_rocks = next((r for r in js_dispatch if r["id"] == "js-dispatch-rocksdb"), None)
+js_one = next((r for r in js_dispatch if r["id"] == "js-dispatch-r3-1node"), None)
+for r in js_dispatch:
+    append = r.get("append") or {}
+    written = f', appended at {append["events_per_s"]:,.0f} ev/s' if append.get("events_per_s") else ""
+    name = f'{r["label"]} ({r["expect"] // 1000}k events{written})'
+    if "error" in r:
+        add(name, r["error"])
+        continue
+    bases = {"js-dispatch-rocksdb": [],
+             "js-dispatch-r3-1node": [("RocksDB", js_rocks)]}.get(
+                 r["id"], [("RocksDB", js_rocks), ("1 node", js_one)])
+    baseline, ratios = [], []
+    for base_name, b in bases:
+        if b is not None and b.get("events_per_s"):
+            baseline.append(f'{base_name} {b["events_per_s"]:,.0f}')
+            ratios.append(f'{r["events_per_s"] / b["events_per_s"]:.2f}x {base_name}')
+    shares = "/".join(f"{n:,}" for n in r["sink_events"]) if r["nodes"] > 1 else ""
+    detail = f', per node {shares}' if shares else ""
+    redelivered = f', {r["redeliveries"]} redelivered' if r.get("redeliveries") else ""
+    settled = f', ready {r["settle_s"]:.1f} s after start' if r.get("settle_s") is not None else ""
+    cpu = f'{r["cpu_s"] * 1e6 / r["events"]:.0f} us/ev' if r.get("cpu_s") else ""
+    add(name, rate(r["events_per_s"]) + f' (from resume {r["resume_events_per_s"]:,.0f}'
+        f'{detail}{redelivered}{settled})', baseline=", ".join(baseline) or "(baseline)",
+        ratio=", ".join(ratios), cpu=cpu)
+
+widths = [max(len(str(row[i])) for row in table if not row[0].startswith("-- "))
+          for i in range(len(table[0]))]
 for n, row in enumerate(table):
     if row[0].startswith("-- "):
         print(row[0])
@@ -237,6 +307,12 @@ so no coordinated omission). server CPU = the server's cores over the run and CP
 HTTP ceiling = bench/http_ceiling.cc, a minimal Beast server that reads the body and answers 200.
 Storage ceiling = bench/storage_ceiling.cc. Dispatch: CPU us/ev of pimgate's process + the plugin.
 Peak RSS = the server's VmHWM (dispatch: the bench process holding log and dispatcher).""")
+if js_ingest or js_dispatch:
+    print("""JetStream: R1 = a stream on one nats-server, R3 = on three clustered on loopback, all on the
+same cores as pimgate and the loadgen; a 200 then means committed by the stream (store.sync is
+not read: nats-server 2.9 does not fsync each write, see docs/scale-out.md). jetstream dispatch:
+events over the time from the first handler call on any node's sink to the last (from resume:
+from the `pimgatectl resume` calls); 3 nodes on one machine share its cores.""")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -176,6 +177,19 @@ class Dispatcher::PluginDispatcher {
     // one node delivered before the cluster).
     if (slot_ && cursor.ok() && *cursor == 0) cursor = log_->LoadCursor(config_.name);
     if (!cursor.ok()) return cursor.status();
+    // The handed-out mark (see Reserve): events past the cursor up to it may have reached the
+    // plugin before this start (a restart, a crash, a takeover), so they go with attempt >= 2.
+    absl::StatusOr<uint64_t> mark = log_->LoadHandedOut(cursor_key_);
+    if (!mark.ok()) return mark.status();
+    handed_out_ = *mark;
+    may_have_reached_ = *mark;
+    if (slot_ && *mark == 0) {
+      // As for the cursor: a partition never delivered yet inherits what one node delivering
+      // the whole plugin handed out (its own mark stays 0 until it writes one).
+      absl::StatusOr<uint64_t> single = log_->LoadHandedOut(config_.name);
+      if (!single.ok()) return single.status();
+      may_have_reached_ = *single;
+    }
     // As applied here (no round trip to the cluster: a node taking a partition over while the
     // stream elects a leader starts at once); a pause made elsewhere a moment ago is applied by
     // the next round of cluster dispatch (FollowControls).
@@ -202,11 +216,19 @@ class Dispatcher::PluginDispatcher {
     if (!retrying->empty()) {
       spdlog::info("[dispatch {}] resuming the retry of {} dead letter(s)", config_.name,
                    retrying->size());
+      // They may have reached the plugin before the restart: attempt 2 on.
+      for (const v1::Event& event : *retrying) resumed_retries_.insert(event.sequence());
       RequestRedelivery(*std::move(retrying));
     }
     cursor_ = *cursor;
     persisted_cursor_ = cursor_;
     next_read_ = cursor_ + 1;
+    if (may_have_reached_ > cursor_) {
+      spdlog::info(
+          "[dispatch {}] events {}..{} may have been delivered before (handed-out mark): they go "
+          "again with attempt >= 2",
+          cursor_key_, cursor_ + 1, may_have_reached_);
+    }
     // The log outlives nothing we own: the hook is detached in Stop() before we go away.
     hook_ = std::make_shared<Hook>();
     hook_->target = this;
@@ -354,7 +376,14 @@ class Dispatcher::PluginDispatcher {
     v1::Event event;
     std::string bytes;  // the event as stored (serialized), data included
     std::string key;
+    // Deliveries made by this window, counted against retry.max_attempts.
     uint32_t attempts = 0;
+    // 1 when the event may have reached the plugin before this dispatcher started (it was
+    // handed out before a restart, a crash or a takeover: see Reserve), else 0. The plugin sees
+    // attempt = earlier + attempts: attempt > 1 means "this event may have reached you before"
+    // (since it was appended, or since an operator asked for it again: a seek, a retried dead
+    // letter, each a new round from attempt 1).
+    uint32_t earlier = 0;
     State state = State::kWaiting;
     absl::Time due;
     absl::Time deadline;
@@ -500,6 +529,10 @@ class Dispatcher::PluginDispatcher {
     if (!stream_ && !window_.empty()) deadline = std::min(deadline, reconnect_at_);
     if (ProgressDirty() && !Fenced()) deadline = std::min(deadline, next_progress_at_);
     if (slot_ && stream_) deadline = std::min(deadline, slot_->fence->Deadline());
+    // A failed write of the handed-out mark is tried again then (see Reserve).
+    if (stream_ && !ready_.empty() && next_reserve_at_ > absl::Now()) {
+      deadline = std::min(deadline, next_reserve_at_);
+    }
     // More events may be waiting in the log once the window has room again.
     if (WorthReading() && next_read_ <= log_->head()) deadline = absl::Now();
     return deadline;
@@ -675,6 +708,8 @@ class Dispatcher::PluginDispatcher {
     pending.event = std::move(event);
     pending.bytes = std::move(bytes);
     pending.redelivery = redelivery;
+    pending.earlier =
+        (redelivery ? resumed_retries_.erase(sequence) > 0 : sequence <= may_have_reached_) ? 1 : 0;
     if (hydrator_ != nullptr && hydrator_->ShouldHydrate(pending.event)) {
       pending.hydration = Hydration::kNeeded;
     }
@@ -771,6 +806,7 @@ class Dispatcher::PluginDispatcher {
     std::vector<std::string> deliveries;
     while (in_flight_ < config_.max_in_flight && !ready_.empty()) {
       const uint64_t sequence = *ready_.begin();
+      if (sequence > handed_out_ && !Reserve(sequence, now)) break;
       ready_.erase(ready_.begin());
       Pending& pending = window_.at(sequence);
       ++pending.attempts;
@@ -783,9 +819,11 @@ class Dispatcher::PluginDispatcher {
         v1::Event event = FullEvent(pending);
         ApplyHydration(pending.resource.get(), event);
         if (std::exchange(pending.hydrated_unsent, false)) --hydrated_unsent_;
-        deliveries.push_back(EncodeDelivery(event.SerializeAsString(), pending.attempts));
+        deliveries.push_back(
+            EncodeDelivery(event.SerializeAsString(), pending.earlier + pending.attempts));
       } else {
-        deliveries.push_back(EncodeDelivery(pending.bytes, pending.attempts));  // as stored
+        // As stored.
+        deliveries.push_back(EncodeDelivery(pending.bytes, pending.earlier + pending.attempts));
       }
     }
     if (!deliveries.empty()) stream_->Send(std::move(deliveries));
@@ -944,6 +982,27 @@ class Dispatcher::PluginDispatcher {
     return cursor_ != persisted_cursor_ || !dead_letters_.empty() || !resolved_letters_.empty();
   }
 
+  // Writes the handed-out mark before `sequence` (past the mark) is sent: every event sent
+  // under this cursor key stays at or below the stored mark, so the next dispatcher of the key
+  // (after a restart, a crash or a takeover) knows which events may have reached the plugin.
+  // Reserves ahead, up to the last event read: one small write per read batch, not per event.
+  // Fenced like a cursor write (only the lease holder writes). False when the mark could not be
+  // written: nothing past it goes until a later attempt succeeds.
+  bool Reserve(uint64_t sequence, absl::Time now) {
+    if (Fenced() || now < next_reserve_at_) return false;
+    const uint64_t mark = std::max(sequence, next_read_ - 1);
+    if (absl::Status status = log_->WriteHandedOut(cursor_key_, mark); !status.ok()) {
+      next_reserve_at_ = now + options_.progress_interval;
+      SetError(ErrorKind::kProgress,
+               absl::StrCat("saving the handed-out mark: ", status.message()));
+      spdlog::error("[dispatch {}] {}", cursor_key_, stats_.last_error);
+      return false;
+    }
+    ClearError(ErrorKind::kProgress);
+    handed_out_ = mark;
+    return true;
+  }
+
   // Whether the lease of this partition passed its local deadline (never without one).
   bool Fenced() const { return slot_ && !slot_->fence->Valid(); }
 
@@ -1020,6 +1079,10 @@ class Dispatcher::PluginDispatcher {
     cursor_ = sequence > 0 ? sequence - 1 : 0;
     next_read_ = cursor_ + 1;
     stats_.cursor = cursor_;
+    // An operator's replay is a new round: attempt 1 again (the plugin is asked to handle the
+    // events again, not told they may be duplicates). The stored mark stays: after a crash, what
+    // this round handed out goes with attempt >= 2.
+    may_have_reached_ = 0;
     FlushProgress(absl::Now(), /*force=*/true);
     if (!applied.first.empty() && persisted_cursor_ == cursor_) {
       if (absl::Status s = log_->PutMeta(applied.first, applied.second); !s.ok()) {
@@ -1149,6 +1212,16 @@ class Dispatcher::PluginDispatcher {
   uint64_t cursor_ = 0;
   uint64_t persisted_cursor_ = 0;
   uint64_t next_read_ = 1;
+  // The stored handed-out mark of cursor_key_ (LogBackend::WriteHandedOut): nothing past it is
+  // sent before Reserve moved it. A failed write is tried again at next_reserve_at_.
+  uint64_t handed_out_ = 0;
+  absl::Time next_reserve_at_ = absl::InfinitePast();
+  // Events read from the log with a sequence <= this may have reached the plugin before this
+  // dispatcher started (the mark found at start; 0 after an operator's seek): their deliveries
+  // carry attempt >= 2.
+  uint64_t may_have_reached_ = 0;
+  // Retried dead letters whose retry resumed at start (may have reached the plugin before).
+  absl::flat_hash_set<uint64_t> resumed_retries_;
   Window window_;
   std::unordered_map<std::string, std::deque<uint64_t>> resources_;
   // B-trees rather than std::set: inserted and erased for every event, kept cache-friendly.

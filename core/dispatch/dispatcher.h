@@ -125,7 +125,8 @@ class Dispatcher {
       DispatcherOptions options = {});
   ~Dispatcher();  // Stop()
 
-  // Loads each plugin's cursor and starts delivering.
+  // Loads each plugin's cursor and handed-out mark and starts delivering: events past the cursor
+  // up to the mark (handed out before a restart, a crash or a takeover) go with attempt >= 2.
   absl::Status Start();
   // Stops delivering; in-flight deliveries are abandoned (redelivered after restart) and the
   // cursor is persisted. Idempotent.
@@ -152,7 +153,7 @@ class Dispatcher {
                                            std::optional<absl::Duration> timeout = std::nullopt);
   absl::Status EndHold(const std::string& plugin);
   // Replays from `sequence`: the plugin's cursor becomes sequence - 1 and in-flight deliveries
-  // are abandoned.
+  // are abandoned. A new round: the replayed events go from attempt 1 again.
   absl::Status Seek(const std::string& plugin, uint64_t sequence);
   // Delivers `events` (dead letters an operator retries) to `plugin` again, from attempt 1,
   // behind any pending event of the same resource. Filters are not applied again and the cursor

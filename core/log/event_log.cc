@@ -657,6 +657,14 @@ absl::Status EventLog::WriteProgress(const std::string& plugin, const PluginProg
   return backend_->WriteProgress(plugin, progress);
 }
 
+absl::StatusOr<uint64_t> EventLog::LoadHandedOut(const std::string& plugin) const {
+  return backend_->LoadHandedOut(plugin);
+}
+
+absl::Status EventLog::WriteHandedOut(const std::string& plugin, uint64_t mark) {
+  return backend_->WriteHandedOut(plugin, mark);
+}
+
 absl::StatusOr<std::vector<v1::DeadLetter>> EventLog::ReadDeadLetters(const std::string& plugin,
                                                                       uint64_t from,
                                                                       std::size_t max) const {

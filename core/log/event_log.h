@@ -188,6 +188,11 @@ class EventLog {
   // atomic write: a crash keeps both or neither, so a cursor never moves past an event whose
   // letter was lost. A letter replaces any stored one for the same sequence.
   absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress);
+  // The plugin's handed-out mark (LogBackend::LoadHandedOut): no event past it was ever sent
+  // under this cursor key; 0 when none was. Written before the dispatcher sends past it, not
+  // fsynced (survives a process crash, like a cursor).
+  absl::StatusOr<uint64_t> LoadHandedOut(const std::string& plugin) const;
+  absl::Status WriteHandedOut(const std::string& plugin, uint64_t mark);
   // Up to `max` dead letters of `plugin` with event sequence >= `from`, in sequence order.
   absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
                                                               uint64_t from, std::size_t max) const;

@@ -793,6 +793,43 @@ class JetStreamBackend final : public LogBackend {
     return cursor;
   }
 
+  // Beside the cursor, in the cursor bucket: "<cursor key>.handed_out" (a cursor key has no
+  // such token: plugin names have no dots, partition keys end in "p<N>of<P>").
+  absl::StatusOr<uint64_t> LoadHandedOut(const std::string& plugin) override {
+    const std::string key = HandedOutKey(plugin);
+    kvEntry* raw = nullptr;
+    natsStatus s = kvStore_Get(&raw, cursors_.get(), key.c_str());
+    if (s == NATS_NOT_FOUND) return 0;
+    if (s != NATS_OK) {
+      return NatsError(s, 0, absl::StrCat("cannot read the handed-out mark of ", plugin));
+    }
+    EntryPtr entry(raw);
+    uint64_t mark = 0;
+    const absl::string_view value(static_cast<const char*>(kvEntry_Value(entry.get())),
+                                  kvEntry_ValueLen(entry.get()));
+    if (!absl::SimpleAtoi(value, &mark)) {
+      return absl::DataLossError(absl::StrCat("the handed-out mark of ", plugin, " in bucket ",
+                                              config_.cursor_bucket, " is not a number"));
+    }
+    return mark;
+  }
+
+  // Committed by the bucket's replicas when it returns OK (a put is acknowledged after the
+  // stream stored it), so a node taking the partition over reads it.
+  absl::Status WriteHandedOut(const std::string& plugin, uint64_t mark) override {
+    const std::string key = HandedOutKey(plugin);
+    const std::string value = absl::StrCat(mark);
+    natsStatus s = kvStore_PutString(nullptr, cursors_.get(), key.c_str(), value.c_str());
+    if (s != NATS_OK) {
+      return NatsError(s, 0, absl::StrCat("cannot store the handed-out mark of ", plugin));
+    }
+    return absl::OkStatus();
+  }
+
+  static std::string HandedOutKey(const std::string& plugin) {
+    return absl::StrCat(plugin, ".handed_out");
+  }
+
   absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress) override {
     // Letters first, then the cursor past them: a crash between the two delivers the events
     // again (at-least-once) rather than moving the cursor past a lost letter.

@@ -110,6 +110,14 @@ class LogBackend {
   // cursor that moves past them.
   virtual absl::StatusOr<uint64_t> LoadCursor(const std::string& plugin) = 0;  // 0: none yet
   virtual absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress) = 0;
+  // The handed-out mark of a cursor key (the dispatcher's: a plugin, or "<plugin>.p<N>of<P>"):
+  // no event past it was ever sent to the plugin under that key (0: none yet). The dispatcher
+  // writes it before it sends an event past it, reserving ahead, so after a restart or a
+  // takeover the events in (cursor, mark] may have reached the plugin and go with attempt >= 2.
+  // Durability: as a cursor write (not fsynced: it survives a process crash; see each backend),
+  // but the write must have been stored when it returns OK (a replicated store: committed).
+  virtual absl::StatusOr<uint64_t> LoadHandedOut(const std::string& plugin) = 0;
+  virtual absl::Status WriteHandedOut(const std::string& plugin, uint64_t mark) = 0;
   // Up to `max` dead letters of `plugin` with event sequence >= `from`, in sequence order.
   virtual absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
                                                                       uint64_t from,
@@ -205,6 +213,12 @@ class ForwardingLogBackend : public LogBackend {
   }
   absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress) override {
     return inner_->WriteProgress(plugin, progress);
+  }
+  absl::StatusOr<uint64_t> LoadHandedOut(const std::string& plugin) override {
+    return inner_->LoadHandedOut(plugin);
+  }
+  absl::Status WriteHandedOut(const std::string& plugin, uint64_t mark) override {
+    return inner_->WriteHandedOut(plugin, mark);
   }
   absl::StatusOr<std::vector<v1::DeadLetter>> ReadDeadLetters(const std::string& plugin,
                                                               uint64_t from,

@@ -356,6 +356,13 @@ class Migration {
         progress.cursor = *cursor;
         if (absl::Status s = target_->WriteProgress(plugin, progress); !s.ok()) return s;
       }
+      // The handed-out mark: events past the cursor up to it may have reached the plugin, so
+      // they go with attempt >= 2 from the copy too.
+      absl::StatusOr<uint64_t> mark = source_->LoadHandedOut(plugin);
+      if (!mark.ok()) return mark.status();
+      if (*mark > 0) {
+        if (absl::Status s = target_->WriteHandedOut(plugin, *mark); !s.ok()) return s;
+      }
     }
     Say(absl::StrCat("plugins: ", plugins_.size(), " (cursors and ", letters, " dead letters)"));
     return absl::OkStatus();

@@ -11,6 +11,7 @@
 //   quarantine id                                  -> serialized v1::QuarantineEntry
 //   meta       "last_sequence" | "last_quarantine_id" -> value
 //              "kv/" key                           -> value (LogBackend::PutMeta)
+//              "handed_out/" plugin                -> sequence (LogBackend::WriteHandedOut)
 //   cursors    plugin                              -> sequence (dispatch cursor)
 //   dead_letters plugin '\0' sequence (8, BE)     -> serialized v1::DeadLetter
 // Source names come from configuration and event ids, kinds and resource ids from Akeneo; none of
@@ -85,6 +86,8 @@ constexpr char kLastSequenceKey[] = "last_sequence";
 constexpr char kLastQuarantineIdKey[] = "last_quarantine_id";
 // PutMeta keys live under this prefix, apart from the backend's own keys above.
 constexpr char kUserMetaPrefix[] = "kv/";
+// The dispatcher's handed-out marks (LogBackend::WriteHandedOut), by cursor key.
+constexpr char kHandedOutPrefix[] = "handed_out/";
 
 // Bits per key for the bloom filters on the point-lookup families (dedup, versions): ~1% false
 // positives, so a lookup for an unknown key (the common case for a new event) rarely touches
@@ -524,6 +527,27 @@ class RocksDbBackend final : public LogBackend, public RocksDbStoreListing {
     if (s.IsNotFound()) return 0;
     if (!s.ok()) return ToStatus(s, "get cursor");
     return DecodeU64Value(value, "cursor");
+  }
+
+  absl::StatusOr<uint64_t> LoadHandedOut(const std::string& plugin) override {
+    rocksdb::PinnableSlice value;
+    rocksdb::Status s =
+        db_->Get(rocksdb::ReadOptions(), meta(), absl::StrCat(kHandedOutPrefix, plugin), &value);
+    if (s.IsNotFound()) return 0;
+    if (!s.ok()) return ToStatus(s, "get handed-out mark");
+    return DecodeU64Value(value, "handed-out mark");
+  }
+
+  absl::Status WriteHandedOut(const std::string& plugin, uint64_t mark) override {
+    rocksdb::WriteBatch wb;
+    if (absl::Status s = ToStatus(
+            wb.Put(meta(), absl::StrCat(kHandedOutPrefix, plugin), EncodeU64(mark)), "put");
+        !s.ok()) {
+      return s;
+    }
+    // Not fsynced, like a cursor: in the WAL (the page cache) when this returns, so it survives
+    // a process crash; the next fsynced write of the log (a group commit) makes it durable.
+    return ToStatus(WriteResuming(rocksdb::WriteOptions(), &wb), "write handed-out mark");
   }
 
   absl::Status WriteProgress(const std::string& plugin, const PluginProgress& progress) override {

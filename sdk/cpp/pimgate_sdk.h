@@ -30,7 +30,8 @@ struct Result {
   static Result Reject(std::string detail) { return {v1::OUTCOME_REJECT, std::move(detail)}; }
 };
 
-// Called once per delivery; `attempt` is 1 for the first delivery. May be called from several
+// Called once per delivery; `attempt` is 1 for the first delivery, > 1 when the event may have
+// reached the plugin before (a retry, a restart of pimgate, a takeover). May be called from several
 // threads at once (for different resources) when RunOptions::concurrency > 1. An exception
 // becomes a Retry with the exception's message.
 using Handler = std::function<Result(const v1::Event& event, uint32_t attempt)>;

@@ -44,7 +44,8 @@ def run(handler, concurrency: int = 8, *, grace_seconds: float = _server.DEFAULT
     Raises OSError when it cannot listen.
 
     `handler(event, attempt)` gets a pimgate.v1.Event and the attempt number (1 for the first
-    delivery) and returns None or ok() (OK), retry(detail) or reject(detail); an exception
+    delivery; > 1 when the event may have reached the plugin before, also after a restart of
+    pimgate or a takeover by another node) and returns None or ok() (OK), retry(detail) or reject(detail); an exception
     becomes a RETRY whose detail is the exception text. Up to `concurrency` handler calls run at
     once on separate threads, for different resources (pimgate never has two events of one
     resource outstanding), so a handler must be thread-safe when concurrency > 1. Call from the

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <iostream>
@@ -17,6 +18,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/log/jetstream_backend.h"
+#include "core/log/log_backend.h"
+#include "core/log/rocksdb_backend.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "tests/testing/nats_cluster.h"
@@ -137,6 +140,7 @@ class DispatcherTest : public ::testing::TestWithParam<Backend> {
       }
       store.backend = StoreBackend::kJetStream;
       store.jetstream = nats_->Config(stream);
+      stream_ = stream;
     }
     auto log = EventLog::Open(store);
     ASSERT_TRUE(log.ok()) << log.status();
@@ -145,6 +149,20 @@ class DispatcherTest : public ::testing::TestWithParam<Backend> {
   static void TearDownTestSuite() { nats_.reset(); }
 
   static std::unique_ptr<testing::NatsCluster> nats_;
+
+  // Reopens the test's store with its backend wrapped in `wrap` (a decorator that counts).
+  void ReopenWrapped(
+      const std::function<std::unique_ptr<LogBackend>(std::unique_ptr<LogBackend>)>& wrap) {
+    log_.reset();
+    absl::StatusOr<std::unique_ptr<LogBackend>> backend =
+        GetParam() == Backend::kJetStream
+            ? OpenJetStreamBackend(dir_.File("store"), nats_->Config(stream_))
+            : OpenRocksDbBackend(dir_.File("store"));
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    auto log = EventLog::Open(wrap(std::move(*backend)), EventLogOptions{});
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = std::move(*log);
+  }
 
   std::string Socket(const std::string& name) { return dir_.File(name + ".sock"); }
 
@@ -227,6 +245,7 @@ class DispatcherTest : public ::testing::TestWithParam<Backend> {
   std::string last_seen_;
 
   TempDir dir_;
+  std::string stream_;  // the JetStream stream of the test (JetStream only)
   std::unique_ptr<EventLog> log_;
 };
 
@@ -401,6 +420,78 @@ TEST_P(DispatcherTest, CursorPersistsAcrossRestartUnackedRedelivered) {
   EXPECT_EQ(calls[0].sequence, 3u);
 }
 
+// Events handed to the plugin and not acknowledged when the dispatcher stopped (pimgate stopped
+// or crashed) go again after the restart with attempt 2, and on from there; an event appended
+// meanwhile, never handed out, with attempt 1. The handed-out mark was written before the sends.
+TEST_P(DispatcherTest, RestartRedeliversHandedOutEventsWithAttemptTwo) {
+  {
+    ScriptedPlugin silent(Socket("p"), [](const v1::Delivery&) {
+      return std::optional<std::pair<v1::Outcome, int>>();  // never answers
+    });
+    auto dispatcher = StartDispatcher({Plugin("p")});
+    Append({Event("product.updated", "r1", 1), Event("product.updated", "r2", 1),
+            Event("product.updated", "r3", 1)});
+    ASSERT_TRUE(WaitFor([&] { return silent.calls().size() == 3; }));
+    for (const Call& call : silent.calls()) EXPECT_EQ(call.attempt, 1u);
+    dispatcher->Stop();
+  }
+  EXPECT_EQ(log_->LoadCursor("p").value_or(99), 0u);  // nothing acknowledged
+  EXPECT_EQ(log_->LoadHandedOut("p").value_or(0), 3u);
+  Append({Event("product.updated", "r4", 1)});
+  // r2 fails once after the restart: its next delivery counts on from there.
+  ScriptedPlugin plugin(Socket("p"), [](const v1::Delivery& d) {
+    const bool retry = d.event().resource_id() == "r2" && d.attempt() == 2;
+    return std::optional<std::pair<v1::Outcome, int>>(
+        {retry ? v1::OUTCOME_RETRY : v1::OUTCOME_OK, 0});
+  });
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 4; }));
+  std::map<uint64_t, std::vector<uint32_t>> attempts;
+  for (const Call& call : plugin.calls()) attempts[call.sequence].push_back(call.attempt);
+  EXPECT_EQ(attempts[1], std::vector<uint32_t>{2});
+  EXPECT_EQ(attempts[2], (std::vector<uint32_t>{2, 3}));
+  EXPECT_EQ(attempts[3], std::vector<uint32_t>{2});
+  EXPECT_EQ(attempts[4], std::vector<uint32_t>{1});
+}
+
+// Counts the handed-out mark writes of a backend.
+class MarkCountingBackend final : public ForwardingLogBackend {
+ public:
+  MarkCountingBackend(std::unique_ptr<LogBackend> inner, std::atomic<int>* writes)
+      : ForwardingLogBackend(std::move(inner)), writes_(writes) {}
+  absl::Status WriteHandedOut(const std::string& plugin, uint64_t mark) override {
+    ++*writes_;
+    return ForwardingLogBackend::WriteHandedOut(plugin, mark);
+  }
+
+ private:
+  std::atomic<int>* writes_;
+};
+
+// The mark is reserved ahead, up to the last event read: one write per read of the log, never
+// one per event. 1000 events appended at once are read in two batches (read_batch 512), and
+// sent in many rounds of max_in_flight.
+TEST_P(DispatcherTest, HandedOutMarkIsWrittenPerReadNotPerEvent) {
+  std::atomic<int> writes{0};
+  ReopenWrapped([&](std::unique_ptr<LogBackend> inner) -> std::unique_ptr<LogBackend> {
+    return std::make_unique<MarkCountingBackend>(std::move(inner), &writes);
+  });
+  ScriptedPlugin plugin(Socket("p"), AlwaysOk());
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  constexpr int kEvents = 1000;
+  std::vector<v1::Event> events;
+  for (int i = 0; i < kEvents; ++i) {
+    events.push_back(Event("product.updated", absl::StrCat("r", i), 1));
+  }
+  Append(std::move(events));
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == kEvents; }));
+  std::cout << kEvents << " events delivered with " << writes.load()
+            << " write(s) of the handed-out mark\n";
+  EXPECT_GE(writes.load(), 1);
+  EXPECT_LE(writes.load(), 10);
+  EXPECT_EQ(log_->LoadHandedOut("p").value_or(0), static_cast<uint64_t>(kEvents));
+}
+
 TEST_P(DispatcherTest, PluginThatNeverAcksDoesNotBlockAnother) {
   ScriptedPlugin stuck(Socket("stuck"), [](const v1::Delivery&) {
     return std::optional<std::pair<v1::Outcome, int>>();
@@ -457,6 +548,8 @@ TEST_P(DispatcherTest, PauseHoldsSeekReplays) {
   ASSERT_TRUE(dispatcher->Seek("p", 1).ok());
   ASSERT_TRUE(WaitFor([&] { return plugin.calls().size() == 6; }));  // 1, 2, 3 (4 is stale)
   EXPECT_EQ(plugin.calls()[3].sequence, 1u);
+  // An operator's replay starts a new round: attempt 1 again.
+  for (int i = 3; i < 6; ++i) EXPECT_EQ(plugin.calls()[i].attempt, 1u) << i;
   EXPECT_EQ(dispatcher->Pause("nope").code(), absl::StatusCode::kNotFound);
 }
 
@@ -483,7 +576,7 @@ TEST_P(DispatcherTest, RedeliveredDeadLetterIsRemovedOnceDelivered) {
   std::vector<Call> calls = plugin.calls();
   ASSERT_EQ(calls.size(), 3u);
   EXPECT_EQ(calls[2].sequence, 1u);
-  EXPECT_EQ(calls[2].attempt, 1u);
+  EXPECT_EQ(calls[2].attempt, 1u);  // an operator's retry starts a new round
   EXPECT_EQ(StatsOf(*dispatcher, "p").cursor, 2u);
   EXPECT_EQ(dispatcher->PluginNames(), std::vector<std::string>{"p"});
 }
@@ -551,7 +644,9 @@ TEST_P(DispatcherTest, RetriedDeadLetterStaysUntilAckedAndResumesAfterARestart) 
   std::vector<Call> calls = plugin.calls();
   ASSERT_EQ(calls.size(), 3u);
   EXPECT_EQ(calls[2].sequence, 1u);
-  EXPECT_EQ(calls[2].attempt, 1u);
+  EXPECT_EQ(calls[1].attempt, 1u);  // an operator's retry starts a new round at attempt 1
+  // Resumed after the restart: the retry may have reached the plugin before (it did, held).
+  EXPECT_EQ(calls[2].attempt, 2u);
   // The letter is removed when the progress is saved, before the counters are published.
   EXPECT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").delivered == 1u; }))
       << StatsOf(*dispatcher, "p").delivered;
@@ -601,6 +696,8 @@ TEST_P(DispatcherTest, PauseIsSavedAndSurvivesARestart) {
   EXPECT_EQ(StatsOf(*dispatcher, "held").delivered, 0u);
   EXPECT_TRUE(held.calls().empty());
   EXPECT_EQ(StatsOf(*dispatcher, "held").lag, 2u);
+  // Nothing was handed out, so nothing is marked: a plugin without deliveries costs no write.
+  EXPECT_EQ(log_->LoadHandedOut("held").value_or(99), 0u);
   ASSERT_TRUE(dispatcher->Resume("held").ok());
   ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "held").cursor == 2; }));
   EXPECT_EQ(held.calls().size(), 1u);
@@ -836,6 +933,7 @@ class ClusterDispatchTest : public ::testing::Test {
     const std::string socket = dir_.File(absl::StrCat("plugin", index, ".sock"));
     node.plugin = std::make_unique<ScriptedPlugin>(socket, [this, index](const v1::Delivery& d) {
       recorder_.Record(index, d);
+      if (silent_node_.load() == index) return std::optional<std::pair<v1::Outcome, int>>();
       const bool reject = d.event().resource_id() == reject_resource_.load();
       return std::optional<std::pair<v1::Outcome, int>>(
           {reject ? v1::OUTCOME_REJECT : v1::OUTCOME_OK, 2});
@@ -950,6 +1048,8 @@ class ClusterDispatchTest : public ::testing::Test {
   int64_t next_version_ = 0;
   // Deliveries of this resource are answered REJECT (dead-lettered); "": none.
   std::atomic<const char*> reject_resource_{""};
+  // The plugin of this node never answers (-1: none).
+  std::atomic<int> silent_node_{-1};
 };
 
 std::unique_ptr<testing::NatsCluster> ClusterDispatchTest::nats_;
@@ -1053,6 +1153,78 @@ TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
   ASSERT_TRUE(WaitFor([&] { return OwnedOnceBy({1, 2}) && Held(2) >= 2; }, guard));
   Append(60, 12, {1, 2});
   ASSERT_TRUE(WaitFor([&] { return AllDelivered(); }, guard));
+  ExpectPerResourceOrder();
+}
+
+// A node dies with deliveries unanswered: the node that takes its partitions over sends them
+// again with attempt >= 2, since the dead node wrote its partitions' handed-out marks before it
+// sent them; events appended after the takeover go with attempt 1.
+TEST_F(ClusterDispatchTest, TakeoverRedeliversWhatTheDeadNodeHandedOutWithAttemptTwo) {
+  const absl::Duration guard = kTtl * 20 + absl::Seconds(60);
+  StartNode(0);
+  StartNode(1);
+  ASSERT_TRUE(WaitFor([&] { return OwnedOnceBy({0, 1}) && Held(0) == 4 && Held(1) == 4; }, guard));
+  silent_node_ = 1;  // node 1's plugin takes deliveries and never answers
+  Append(40, 8, {0, 1});
+  // Node 1 handed out the first event of each resource of its partitions (the next ones wait
+  // for an answer that never comes).
+  auto owners = nodes_[0].dispatcher->Owners();
+  ASSERT_TRUE(owners.ok()) << owners.status();
+  std::set<int> of_node_1;
+  for (const PartitionOwner& owner : *owners) {
+    if (owner.node == "n1") of_node_1.insert(owner.partition);
+  }
+  ASSERT_EQ(of_node_1.size(), 4u);
+  std::set<uint64_t> firsts;  // the first event of each resource of node 1's partitions
+  for (const auto& [resource, sequences] : appended_) {
+    v1::Event header;
+    header.set_source("pim");
+    header.set_kind("product");
+    header.set_resource_id(resource);
+    if (of_node_1.contains(PartitionOf(header, kPartitions))) firsts.insert(sequences.front());
+  }
+  ASSERT_FALSE(firsts.empty());
+  const auto received_by_1 = [&] {
+    std::set<uint64_t> got;
+    for (const auto& d : recorder_.Snapshot()) {
+      if (d.node == 1) got.insert(d.sequence);
+    }
+    return got;
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::set<uint64_t> got = received_by_1();
+        return std::includes(got.begin(), got.end(), firsts.begin(), firsts.end());
+      },
+      guard));
+
+  // Node 1 loses NATS (as good as dead for the cluster): node 0 takes its partitions over.
+  nodes_[1].leases->Cut(true);
+  ASSERT_TRUE(WaitFor([&] { return Held(1) == 0 && OwnedOnceBy({0}); }, guard));
+  const std::set<uint64_t> handed_out = received_by_1();
+  ASSERT_TRUE(WaitFor([&] { return AllDelivered(); }, guard));
+  int redelivered = 0;
+  for (const auto& d : recorder_.Snapshot()) {
+    if (d.node == 0 && handed_out.contains(d.sequence)) {
+      EXPECT_GE(d.attempt, 2u) << "sequence " << d.sequence << " was handed out by node 1";
+      ++redelivered;
+    }
+  }
+  EXPECT_GE(redelivered, static_cast<int>(firsts.size()));
+
+  // Appended after the takeover: never handed out before, attempt 1.
+  uint64_t head_before = 0;
+  for (const auto& [resource, sequences] : appended_) {
+    head_before = std::max(head_before, sequences.back());
+  }
+  Append(16, 8, {0});
+  ASSERT_TRUE(WaitFor([&] { return AllDelivered(); }, guard));
+  for (const auto& d : recorder_.Snapshot()) {
+    if (d.sequence > head_before) {
+      EXPECT_EQ(d.node, 0);
+      EXPECT_EQ(d.attempt, 1u) << "sequence " << d.sequence;
+    }
+  }
   ExpectPerResourceOrder();
 }
 
