@@ -1312,6 +1312,7 @@ class Dispatcher::Cluster {
     {
       absl::MutexLock lock(&mu_);
       held.swap(held_);
+      for (auto& [key, lease] : held) retiring_.push_back(lease.dispatcher);
     }
     // Every partition drains at once (each within Drain's bound), then each is released.
     std::vector<std::thread> drains;
@@ -1339,6 +1340,26 @@ class Dispatcher::Cluster {
     for (const auto& [key, lease] : held_) {
       if (plugin.empty() || plugins_[key.first].name == plugin) out.push_back(lease.dispatcher);
     }
+    return out;
+  }
+
+  // What a plugin's counters sum, taken in one critical section: the partitions held or still
+  // stopping here, and the final counters of those stopped.
+  struct CounterSources {
+    std::vector<std::shared_ptr<PluginDispatcher>> held;
+    std::vector<std::shared_ptr<PluginDispatcher>> retiring;
+    PluginDispatchStats retired;
+  };
+  CounterSources Counters(const std::string& plugin) const {
+    absl::MutexLock lock(&mu_);
+    CounterSources out;
+    for (const auto& [key, lease] : held_) {
+      if (plugins_[key.first].name == plugin) out.held.push_back(lease.dispatcher);
+    }
+    for (const auto& d : retiring_) {
+      if (d->name() == plugin) out.retiring.push_back(d);
+    }
+    if (auto it = retired_.find(plugin); it != retired_.end()) out.retired = it->second;
     return out;
   }
 
@@ -1554,6 +1575,7 @@ class Dispatcher::Cluster {
           auto it = held_.find(key);
           lease = std::move(it->second);
           held_.erase(it);
+          retiring_.push_back(lease.dispatcher);
         }
         Drain(key, *lease.dispatcher);
         Release(key, lease, absl::StrCat("balance: ", live, " node(s), fair share ", fair));
@@ -1595,6 +1617,7 @@ class Dispatcher::Cluster {
           continue;
         }
         it->second.fence->Revoke();
+        retiring_.push_back(it->second.dispatcher);
         stopped.push_back(std::move(it->second.dispatcher));
         spdlog::warn("[cluster] lost the lease of {} ({})", LeaseKey(it->first), why);
         it = held_.erase(it);
@@ -1604,7 +1627,30 @@ class Dispatcher::Cluster {
         if (job.fence != nullptr && !job.fence->Valid()) job = Job{};
       }
     }
-    for (const auto& d : stopped) d->Stop();
+    for (const auto& d : stopped) {
+      d->Stop();
+      Retired(d);
+    }
+  }
+
+  // `d`, stopped, leaves retiring_: its final counters join the plugin's retired ones.
+  void Retired(const std::shared_ptr<PluginDispatcher>& d) {
+    const PluginDispatchStats s = d->Stats();
+    absl::MutexLock lock(&mu_);
+    auto it = std::find(retiring_.begin(), retiring_.end(), d);
+    if (it == retiring_.end()) return;
+    retiring_.erase(it);
+    PluginDispatchStats& total = retired_[d->name()];
+    total.delivered += s.delivered;
+    total.retried += s.retried;
+    total.dead_lettered += s.dead_lettered;
+    total.skipped_filter += s.skipped_filter;
+    total.skipped_stale += s.skipped_stale;
+    total.connects += s.connects;
+    total.hydration_fetches += s.hydration_fetches;
+    total.hydration_cache_hits += s.hydration_cache_hits;
+    total.hydration_not_found += s.hydration_not_found;
+    total.hydration_failures += s.hydration_failures;
   }
 
   // Renews every lease this node holds; false when the bucket left a renewal unanswered (the
@@ -1654,6 +1700,7 @@ class Dispatcher::Cluster {
           auto it = held_.find(key);
           dispatcher = std::move(it->second.dispatcher);
           held_.erase(it);
+          retiring_.push_back(dispatcher);
           ++counters_.lost;
         }
         spdlog::warn(
@@ -1661,6 +1708,7 @@ class Dispatcher::Cluster {
             "the node that takes it",
             lease_key, next.ok() ? "deadline passed" : std::string(next.status().message()));
         dispatcher->Stop();
+        Retired(dispatcher);
         if (unanswered) return false;
         continue;
       }
@@ -1803,6 +1851,7 @@ class Dispatcher::Cluster {
   // and gives the lease back.
   void Release(const Key& key, Held& lease, const std::string& why) {
     lease.dispatcher->Stop();
+    Retired(lease.dispatcher);
     lease.fence->Revoke();
     const std::string lease_key = LeaseKey(key);
     absl::Status s = cluster_.leases->Health();
@@ -1901,6 +1950,11 @@ class Dispatcher::Cluster {
   };
   const std::shared_ptr<Hook> hook_ = std::make_shared<Hook>();
   LeaseStats counters_ ABSL_GUARDED_BY(mu_);
+  // Partitions that left held_ and are stopping (their counters still move), and the final
+  // counters of those stopped, per plugin: a plugin's counters sum all three, so that they never
+  // go down when a partition moves to another node (Prometheus counters must not).
+  std::vector<std::shared_ptr<PluginDispatcher>> retiring_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, PluginDispatchStats> retired_ ABSL_GUARDED_BY(mu_);
 
   // Manager thread only.
   uint64_t presence_revision_ = 0;
@@ -2010,32 +2064,40 @@ std::vector<PluginDispatchStats> Dispatcher::Stats() const {
     for (const auto& plugin : plugins_) out.push_back(plugin->Stats());
     return out;
   }
-  // Under cluster dispatch: the sum of the partitions this node holds; the cursor is the lowest
-  // of theirs ("standby" with cursor 0 while it holds none).
+  // Under cluster dispatch: the state, cursor, lag, in-flight and last error of the partitions
+  // this node holds (the cursor is the lowest of theirs; "standby" with cursor 0 while it holds
+  // none); counters since start also count the partitions this node held before, so that they
+  // never go down when a partition moves to another node.
+  const auto add_counters = [](PluginDispatchStats& total, const PluginDispatchStats& s) {
+    total.delivered += s.delivered;
+    total.retried += s.retried;
+    total.dead_lettered += s.dead_lettered;
+    total.skipped_filter += s.skipped_filter;
+    total.skipped_stale += s.skipped_stale;
+    total.connects += s.connects;
+    total.hydration_fetches += s.hydration_fetches;
+    total.hydration_cache_hits += s.hydration_cache_hits;
+    total.hydration_not_found += s.hydration_not_found;
+    total.hydration_failures += s.hydration_failures;
+  };
   for (const std::string& name : names_) {
     PluginDispatchStats total;
     total.name = name;
     total.state = "standby";
     bool first = true;
-    for (const auto& d : cluster_->Local(name)) {
+    const Cluster::CounterSources sources = cluster_->Counters(name);
+    add_counters(total, sources.retired);
+    for (const auto& d : sources.retiring) add_counters(total, d->Stats());
+    for (const auto& d : sources.held) {
       const PluginDispatchStats s = d->Stats();
       if (StateRank(s.state) > StateRank(total.state)) total.state = s.state;
       total.cursor = first ? s.cursor : std::min(total.cursor, s.cursor);
       first = false;
       total.in_flight += s.in_flight;
-      total.delivered += s.delivered;
-      total.retried += s.retried;
-      total.dead_lettered += s.dead_lettered;
-      total.skipped_filter += s.skipped_filter;
-      total.skipped_stale += s.skipped_stale;
-      total.connects += s.connects;
+      add_counters(total, s);
       total.stream_open = total.stream_open || s.stream_open;
       if (total.last_error.empty()) total.last_error = s.last_error;
       total.hydrating += s.hydrating;
-      total.hydration_fetches += s.hydration_fetches;
-      total.hydration_cache_hits += s.hydration_cache_hits;
-      total.hydration_not_found += s.hydration_not_found;
-      total.hydration_failures += s.hydration_failures;
     }
     const uint64_t head = log_->head();
     total.lag = first ? 0 : (head > total.cursor ? head - total.cursor : 0);

@@ -1087,6 +1087,11 @@ TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
   Append(60, 12, {0});
   // One node alone takes every partition and delivers everything.
   ASSERT_TRUE(WaitFor([&] { return OwnedOnceBy({0}) && AllDelivered(); }, guard));
+  // A node's counters count what it delivered since it started, also in partitions it no
+  // longer holds: they never go down (Prometheus counters), whatever moves.
+  const auto delivered = [&](int n) { return nodes_[n].dispatcher->Stats().front().delivered; };
+  ASSERT_TRUE(WaitFor([&] { return delivered(0) >= 60; }, guard)) << delivered(0);
+  const uint64_t delivered_alone = delivered(0);
 
   // Two more nodes join: they get a share, the first gives partitions up (released, not expired).
   StartNode(1);
@@ -1098,6 +1103,7 @@ TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
       guard))
       << "held: " << Held(0) << " " << Held(1) << " " << Held(2);
   EXPECT_GT(nodes_[0].dispatcher->Leases().released, 0u);
+  EXPECT_GE(delivered(0), delivered_alone) << "node 0 gave partitions up";
   // Each cluster-wide job runs on one node.
   const auto job_holders = [&](const std::string& job, const std::vector<int>& among) {
     int holders = 0;
@@ -1113,6 +1119,7 @@ TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
   // Node 2 loses contact with NATS: it stops delivering once its leases' local deadline passes,
   // and the two others take its partitions over once the leases expire.
   const uint64_t held_by_2 = Held(2);
+  const uint64_t delivered_by_2 = delivered(2);
   const auto cut_at = std::chrono::steady_clock::now();
   nodes_[2].leases->Cut(true);
   ASSERT_TRUE(WaitFor([&] { return Held(2) == 0; }, guard));
@@ -1127,6 +1134,7 @@ TEST_F(ClusterDispatchTest, NodesShareFailOverAndKeepPerResourceOrder) {
             << " ms after losing NATS; its partitions were taken over " << ms(taken_at - cut_at)
             << " ms after\n";
   EXPECT_GE(nodes_[2].dispatcher->Leases().lost, held_by_2);
+  EXPECT_GE(delivered(2), delivered_by_2) << "node 2 lost its leases";
   for (const char* job : {"retention", "reconcile", "platform"}) {
     ASSERT_TRUE(WaitFor(
         [&] {
