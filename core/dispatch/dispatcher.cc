@@ -366,7 +366,7 @@ class Dispatcher::PluginDispatcher {
 
   enum class State { kWaiting, kInFlight, kBackoff };
   // What stats_.last_error is about, so that it goes once that is resolved.
-  enum class ErrorKind { kNone, kConnect, kStream, kHydration, kRead, kProgress };
+  enum class ErrorKind { kNone, kConnect, kStream, kHydration, kRead, kProgress, kMark };
   // kNeeded: a lightweight event whose resource must be fetched before it is sent (it waits in
   // hydrate_queue_, not ready_); kFetching: being fetched; kFound / kNotFound: fetched, sent with
   // data.resource / data.hydration = "not_found". kNone: sent as stored.
@@ -806,7 +806,13 @@ class Dispatcher::PluginDispatcher {
     std::vector<std::string> deliveries;
     while (in_flight_ < config_.max_in_flight && !ready_.empty()) {
       const uint64_t sequence = *ready_.begin();
-      if (sequence > handed_out_ && !Reserve(sequence, now)) break;
+      if (sequence > handed_out_) {
+        if (!Reserve(sequence, now)) break;
+        // The write may have waited (a JetStream bucket electing its leader): the lease may
+        // have passed its deadline meanwhile, and then nothing more goes (see LeaseFence).
+        if (Fenced()) break;
+        now = absl::Now();
+      }
       ready_.erase(ready_.begin());
       Pending& pending = window_.at(sequence);
       ++pending.attempts;
@@ -990,15 +996,26 @@ class Dispatcher::PluginDispatcher {
   // written: nothing past it goes until a later attempt succeeds.
   bool Reserve(uint64_t sequence, absl::Time now) {
     if (Fenced() || now < next_reserve_at_) return false;
-    const uint64_t mark = std::max(sequence, next_read_ - 1);
+    // Never below what this key (or, for a partition never delivered yet, the plugin as one
+    // node) is known to have handed out.
+    const uint64_t mark = std::max({sequence, next_read_ - 1, handed_out_, may_have_reached_});
     if (absl::Status status = log_->WriteHandedOut(cursor_key_, mark); !status.ok()) {
       next_reserve_at_ = now + options_.progress_interval;
-      SetError(ErrorKind::kProgress,
-               absl::StrCat("saving the handed-out mark: ", status.message()));
-      spdlog::error("[dispatch {}] {}", cursor_key_, stats_.last_error);
+      SetError(ErrorKind::kMark, absl::StrCat("saving the handed-out mark: ", status.message()));
+      // Retried every progress_interval: logged as progress write errors are (see FlushProgress).
+      if (stats_.last_error != logged_mark_error_ ||
+          now >= mark_error_logged_at_ + kProgressErrorLogInterval) {
+        spdlog::error("[dispatch {}] {}", cursor_key_, stats_.last_error);
+        logged_mark_error_ = stats_.last_error;
+        mark_error_logged_at_ = now;
+      }
       return false;
     }
-    ClearError(ErrorKind::kProgress);
+    if (!logged_mark_error_.empty()) {
+      spdlog::info("[dispatch {}] saving the handed-out mark works again", cursor_key_);
+      logged_mark_error_.clear();
+    }
+    ClearError(ErrorKind::kMark);
     handed_out_ = mark;
     return true;
   }
@@ -1216,6 +1233,8 @@ class Dispatcher::PluginDispatcher {
   // sent before Reserve moved it. A failed write is tried again at next_reserve_at_.
   uint64_t handed_out_ = 0;
   absl::Time next_reserve_at_ = absl::InfinitePast();
+  std::string logged_mark_error_;  // the last mark write error logged ("" once it works)
+  absl::Time mark_error_logged_at_ = absl::InfinitePast();
   // Events read from the log with a sequence <= this may have reached the plugin before this
   // dispatcher started (the mark found at start; 0 after an operator's seek): their deliveries
   // carry attempt >= 2.
@@ -1817,17 +1836,15 @@ class Dispatcher::Cluster {
       cluster_.leases->Update(lease_key, "", *revision).IgnoreError();
       return false;
     }
-    std::string seek_token = applied->value_or("");
-    if (seek->has_value() && **seek != seek_token) {
-      seek_token = **seek;
-      RequestSeek(*dispatcher, plugin.name, seek_token);
-    }
     {
       absl::MutexLock lock(&mu_);
-      held_[key] = Held{*revision, fence, dispatcher, seek_token};
+      held_[key] = Held{*revision, fence, dispatcher, applied->value_or("")};
       ++counters_.acquired;
     }
     spdlog::info("[cluster] node {} took {} (revision {})", cluster_.node_id, lease_key, *revision);
+    // Not applied as far as this replica knows: ApplySeek asks the stream whether the last
+    // holder applied it.
+    if (seek->has_value() && **seek != applied->value_or("")) ApplySeek(plugin.name, **seek);
     return true;
   }
 
@@ -1880,12 +1897,40 @@ class Dispatcher::Cluster {
   }
 
   // Each local partition of `plugin` that has not applied `token` yet applies it.
+  // Whether a partition's last holder recorded the seek `token` as applied, asked of the stream
+  // (GetMeta), not of this node's replica: after a takeover the replica may not have the last
+  // holder's record yet, and applying the seek again would replay what it already replayed.
+  // Claimed under mu_ first (the admin thread and the manager both call this); not answered (the
+  // stream electing its leader): handed back, asked again by the next round.
   void ApplySeek(const std::string& plugin, const std::string& token) {
-    absl::MutexLock lock(&mu_);
-    for (auto& [key, lease] : held_) {
-      if (plugins_[key.first].name != plugin || lease.seek_token == token) continue;
-      lease.seek_token = token;
-      RequestSeek(*lease.dispatcher, plugin, token);
+    struct Claim {
+      Key key;
+      std::shared_ptr<PluginDispatcher> dispatcher;
+      std::string previous;
+    };
+    std::vector<Claim> claims;
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto& [key, lease] : held_) {
+        if (plugins_[key.first].name != plugin || lease.seek_token == token) continue;
+        claims.push_back(Claim{key, lease.dispatcher, lease.seek_token});
+        lease.seek_token = token;
+      }
+    }
+    for (const Claim& claim : claims) {
+      absl::StatusOr<std::optional<std::string>> applied =
+          log_->GetMeta(SeekAppliedKey(plugin, claim.key.second));
+      if (!applied.ok()) {
+        absl::MutexLock lock(&mu_);
+        auto it = held_.find(claim.key);
+        if (it != held_.end() && it->second.dispatcher == claim.dispatcher &&
+            it->second.seek_token == token) {
+          it->second.seek_token = claim.previous;
+        }
+        continue;
+      }
+      if (applied->value_or("") == token) continue;  // its last holder applied it
+      RequestSeek(*claim.dispatcher, plugin, token);
     }
   }
 
