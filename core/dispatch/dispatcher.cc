@@ -49,6 +49,21 @@ absl::Duration RetryDelay(const RetryConfig& retry, uint32_t attempt, double uni
 
 namespace {
 
+// Adds the counters of `s` (those that only grow: deliveries, retries, dead letters, skips,
+// connects, hydration) to `total`; state, cursor, in-flight and errors are not counters.
+void AddCounters(PluginDispatchStats& total, const PluginDispatchStats& s) {
+  total.delivered += s.delivered;
+  total.retried += s.retried;
+  total.dead_lettered += s.dead_lettered;
+  total.skipped_filter += s.skipped_filter;
+  total.skipped_stale += s.skipped_stale;
+  total.connects += s.connects;
+  total.hydration_fetches += s.hydration_fetches;
+  total.hydration_cache_hits += s.hydration_cache_hits;
+  total.hydration_not_found += s.hydration_not_found;
+  total.hydration_failures += s.hydration_failures;
+}
+
 using v1::Ack;
 
 // The store's record of a paused plugin (EventLog metadata): "true" while paused.
@@ -1659,17 +1674,7 @@ class Dispatcher::Cluster {
     auto it = std::find(retiring_.begin(), retiring_.end(), d);
     if (it == retiring_.end()) return;
     retiring_.erase(it);
-    PluginDispatchStats& total = retired_[d->name()];
-    total.delivered += s.delivered;
-    total.retried += s.retried;
-    total.dead_lettered += s.dead_lettered;
-    total.skipped_filter += s.skipped_filter;
-    total.skipped_stale += s.skipped_stale;
-    total.connects += s.connects;
-    total.hydration_fetches += s.hydration_fetches;
-    total.hydration_cache_hits += s.hydration_cache_hits;
-    total.hydration_not_found += s.hydration_not_found;
-    total.hydration_failures += s.hydration_failures;
+    AddCounters(retired_[d->name()], s);
   }
 
   // Renews every lease this node holds; false when the bucket left a renewal unanswered (the
@@ -2113,33 +2118,21 @@ std::vector<PluginDispatchStats> Dispatcher::Stats() const {
   // this node holds (the cursor is the lowest of theirs; "standby" with cursor 0 while it holds
   // none); counters since start also count the partitions this node held before, so that they
   // never go down when a partition moves to another node.
-  const auto add_counters = [](PluginDispatchStats& total, const PluginDispatchStats& s) {
-    total.delivered += s.delivered;
-    total.retried += s.retried;
-    total.dead_lettered += s.dead_lettered;
-    total.skipped_filter += s.skipped_filter;
-    total.skipped_stale += s.skipped_stale;
-    total.connects += s.connects;
-    total.hydration_fetches += s.hydration_fetches;
-    total.hydration_cache_hits += s.hydration_cache_hits;
-    total.hydration_not_found += s.hydration_not_found;
-    total.hydration_failures += s.hydration_failures;
-  };
   for (const std::string& name : names_) {
     PluginDispatchStats total;
     total.name = name;
     total.state = "standby";
     bool first = true;
     const Cluster::CounterSources sources = cluster_->Counters(name);
-    add_counters(total, sources.retired);
-    for (const auto& d : sources.retiring) add_counters(total, d->Stats());
+    AddCounters(total, sources.retired);
+    for (const auto& d : sources.retiring) AddCounters(total, d->Stats());
     for (const auto& d : sources.held) {
       const PluginDispatchStats s = d->Stats();
       if (StateRank(s.state) > StateRank(total.state)) total.state = s.state;
       total.cursor = first ? s.cursor : std::min(total.cursor, s.cursor);
       first = false;
       total.in_flight += s.in_flight;
-      add_counters(total, s);
+      AddCounters(total, s);
       total.stream_open = total.stream_open || s.stream_open;
       if (total.last_error.empty()) total.last_error = s.last_error;
       total.hydrating += s.hydrating;
