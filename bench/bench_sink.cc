@@ -1,11 +1,15 @@
 // pimgate_bench_sink: a C++ SDK plugin that acknowledges every delivery at once and measures
-// end-to-end latency (handler call time - event.received_at) for benchmarks.
+// end-to-end latency (handler call time - event.received_at) for benchmarks. Its handler is a
+// DeliveryHandler that reads only the event's header (received_at), so the product in each
+// event's data is never decoded, unless BENCH_SINK_READ_DATA=1.
 //
 // Environment:
 //   BENCH_SINK_OUT          file the JSON summary is written to (required)
 //   BENCH_SINK_EXPECT       when this many deliveries have been handled, also write the summary
 //                           at once, so a benchmark can see completion without stopping the sink
 //   BENCH_SINK_CONCURRENCY  handler threads (RunOptions::concurrency; default: the SDK's)
+//   BENCH_SINK_READ_DATA=1  also decode every event's data (reads its field count), as a handler
+//                           that reads the product does
 //   BENCH_SINK_PROGRESS_MS  also write the summary this often while running (a benchmark that
 //                           does not know how many events this sink will get, e.g. one of several
 //                           cluster nodes', sums the sinks' summaries to see completion)
@@ -14,6 +18,7 @@
 // "first_us":..,"last_us":..}; first_us/last_us are the wall-clock times (µs since the epoch) of
 // the first and last handler call. Written atomically (temp file + rename) when N reaches
 // BENCH_SINK_EXPECT, every BENCH_SINK_PROGRESS_MS, and when the SDK's Run returns after SIGTERM.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -138,9 +143,16 @@ int main() {
       }
     });
   }
+  const char* read_data_env = std::getenv("BENCH_SINK_READ_DATA");
+  const bool read_data = read_data_env != nullptr && std::string(read_data_env) == "1";
+  // Data fields seen when reading data (an atomic: the decode cannot be optimized away).
+  std::atomic<uint64_t> data_fields{0};
   const int code = pimgate::sdk::Run(
-      [&stats](const pimgate::v1::Event& event, uint32_t attempt) {
-        stats.Record(event, attempt);
+      [&stats, &data_fields, read_data](const pimgate::sdk::Delivery& delivery) {
+        if (read_data) {
+          data_fields.fetch_add(delivery.data().fields_size(), std::memory_order_relaxed);
+        }
+        stats.Record(delivery.event(), delivery.attempt());
         return pimgate::sdk::Result::Ok();
       },
       options);

@@ -19,17 +19,26 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "google/protobuf/arena.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
@@ -137,30 +146,294 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
-// Runs the user's handler for one delivery and turns its answer (or exception) into an ack.
-v1::Ack HandleDelivery(const Handler& handler, const v1::Delivery& delivery) {
-  v1::Ack ack;
-  ack.set_sequence(delivery.event().sequence());
+// The handlers Run serves: exactly one of the two is set.
+struct Handlers {
+  Handler event;
+  DeliveryHandler delivery;
+};
+
+// pimgate.v1 field numbers the SDK reads from the wire (proto/pimgate/v1/{plugin,event}.proto).
+constexpr int kBatchDeliveriesField = 1;  // DeliveryBatch.deliveries
+constexpr int kDeliveryEventField = 1;    // Delivery.event
+constexpr int kDeliveryAttemptField = 2;  // Delivery.attempt
+constexpr int kEventSequenceField = 1;    // Event.sequence
+constexpr int kEventDataField = 15;       // Event.data
+
+using ::google::protobuf::internal::WireFormatLite;
+
+bool IsField(uint32_t tag, int number, WireFormatLite::WireType type) {
+  return tag == WireFormatLite::MakeTag(number, type);
+}
+
+// A CodedInputStream over `bytes`.
+google::protobuf::io::CodedInputStream Input(std::string_view bytes) {
+  return google::protobuf::io::CodedInputStream(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                                static_cast<int>(bytes.size()));
+}
+
+// Reads a length-delimited field's payload (its tag already read) as a view into `bytes`.
+bool ReadPayload(google::protobuf::io::CodedInputStream& input, std::string_view bytes,
+                 std::string_view* payload) {
+  uint32_t length = 0;
+  if (!input.ReadVarint32(&length)) return false;
+  const size_t position = static_cast<size_t>(input.CurrentPosition());
+  if (length > bytes.size() - position) return false;
+  *payload = bytes.substr(position, length);
+  return input.Skip(static_cast<int>(length));
+}
+
+// One delivery as read from a stream message: its event still serialized.
+struct RawDelivery {
+  std::string_view event;  // into the stream message, or RawMessage::joined
+  uint32_t attempt = 0;
+  uint64_t sequence = 0;  // the event's first sequence field: what a shutting-down ack names
+};
+
+// One Deliver or DeliverBatch stream message, kept whole while its deliveries are handled (their
+// events point into it), with the arena their decoded events and data live in. Shared by the
+// message's handler tasks.
+struct RawMessage {
+  RawMessage() : arena(ArenaOptions()) {}
+  static google::protobuf::ArenaOptions ArenaOptions() {
+    google::protobuf::ArenaOptions options;
+    options.start_block_size = 64 * 1024;  // a batch of product events is tens of KiB
+    options.max_block_size = 1024 * 1024;
+    return options;
+  }
+  grpc::ByteBuffer buffer;         // target of the read; emptied into `bytes`
+  grpc::Slice bytes;               // the whole message, contiguous
+  std::deque<std::string> joined;  // events a sender split into several fields (the wire allows it)
+  std::vector<RawDelivery> deliveries;
+  google::protobuf::Arena arena;  // thread-safe
+};
+
+// The first Event.sequence in serialized Event bytes (0 when there is none before the first
+// field that does not decode).
+uint64_t PeekSequence(std::string_view event) {
+  google::protobuf::io::CodedInputStream input = Input(event);
+  for (uint32_t tag = input.ReadTag(); tag != 0; tag = input.ReadTag()) {
+    if (IsField(tag, kEventSequenceField, WireFormatLite::WIRETYPE_VARINT)) {
+      uint64_t sequence = 0;
+      return input.ReadVarint64(&sequence) ? sequence : 0;
+    }
+    if (!WireFormatLite::SkipField(&input, tag)) break;
+  }
+  return 0;
+}
+
+// Reads a serialized pimgate.v1.Delivery into `message`->deliveries. Fields it does not know are
+// skipped; an event sent as several fields is joined (a message field's occurrences merge).
+bool ReadDelivery(std::string_view bytes, RawMessage* message) {
+  google::protobuf::io::CodedInputStream input = Input(bytes);
+  RawDelivery delivery;
+  int events = 0;
+  for (;;) {
+    const int field_start = input.CurrentPosition();
+    const uint32_t tag = input.ReadTag();
+    if (tag == 0) {
+      if (field_start != static_cast<int>(bytes.size())) return false;
+      break;
+    }
+    if (IsField(tag, kDeliveryEventField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+      std::string_view event;
+      if (!ReadPayload(input, bytes, &event)) return false;
+      if (++events == 1) {
+        delivery.event = event;
+      } else {
+        if (events == 2) message->joined.emplace_back(delivery.event);
+        message->joined.back().append(event);
+        delivery.event = message->joined.back();
+      }
+    } else if (IsField(tag, kDeliveryAttemptField, WireFormatLite::WIRETYPE_VARINT)) {
+      if (!input.ReadVarint32(&delivery.attempt)) return false;
+    } else if (!WireFormatLite::SkipField(&input, tag)) {
+      return false;
+    }
+  }
+  delivery.sequence = PeekSequence(delivery.event);
+  message->deliveries.push_back(delivery);
+  return true;
+}
+
+// Reads a serialized pimgate.v1.DeliveryBatch into `message`->deliveries.
+bool ReadDeliveryBatch(std::string_view bytes, RawMessage* message) {
+  google::protobuf::io::CodedInputStream input = Input(bytes);
+  for (;;) {
+    const int field_start = input.CurrentPosition();
+    const uint32_t tag = input.ReadTag();
+    if (tag == 0) return field_start == static_cast<int>(bytes.size());
+    if (IsField(tag, kBatchDeliveriesField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+      std::string_view delivery;
+      if (!ReadPayload(input, bytes, &delivery) || !ReadDelivery(delivery, message)) return false;
+    } else if (!WireFormatLite::SkipField(&input, tag)) {
+      return false;
+    }
+  }
+}
+
+// Takes the message just read out of `message`->buffer into one contiguous slice and reads its
+// deliveries. False (with the reason) when it is not a `Message` (DeliveryBatch or Delivery).
+template <typename Message>
+bool ReadMessage(RawMessage* message, std::string* error) {
+  if (message->buffer.Length() > 0 && !message->buffer.DumpToSingleSlice(&message->bytes).ok()) {
+    *error = "cannot read the stream message";
+    return false;
+  }
+  message->buffer.Clear();
+  const std::string_view bytes(reinterpret_cast<const char*>(message->bytes.begin()),
+                               message->bytes.size());
+  const bool ok = std::is_same_v<Message, v1::DeliveryBatch> ? ReadDeliveryBatch(bytes, message)
+                                                             : ReadDelivery(bytes, message);
+  if (!ok) {
+    *error = absl::StrCat("a ", Message::descriptor()->full_name(), " of ", bytes.size(),
+                          " bytes does not decode");
+  }
+  return ok;
+}
+
+// Serialized Event bytes split into the payloads of their `data` field and everything else.
+struct EventParts {
+  // The other fields, as runs of whole fields in their order.
+  absl::InlinedVector<std::string_view, 2> header;
+  absl::InlinedVector<std::string_view, 1> data;
+};
+
+// Splits `event` at its top-level fields. False when the fields' framing does not decode.
+bool SplitEvent(std::string_view event, EventParts* parts) {
+  google::protobuf::io::CodedInputStream input = Input(event);
+  size_t run_start = 0;
+  for (;;) {
+    const size_t field_start = static_cast<size_t>(input.CurrentPosition());
+    const uint32_t tag = input.ReadTag();
+    if (tag == 0) {
+      if (field_start != event.size()) return false;
+      break;
+    }
+    if (IsField(tag, kEventDataField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+      std::string_view data;
+      if (!ReadPayload(input, event, &data)) return false;
+      if (field_start > run_start) {
+        parts->header.push_back(event.substr(run_start, field_start - run_start));
+      }
+      parts->data.push_back(data);
+      run_start = static_cast<size_t>(input.CurrentPosition());
+    } else if (!WireFormatLite::SkipField(&input, tag)) {
+      return false;
+    }
+  }
+  if (event.size() > run_start) parts->header.push_back(event.substr(run_start));
+  return true;
+}
+
+// Merges the serialized `parts` into `message` (parsing their concatenation).
+bool MergeParts(absl::Span<const std::string_view> parts, google::protobuf::MessageLite* message) {
+  for (std::string_view part : parts) {
+    google::protobuf::io::CodedInputStream input = Input(part);
+    if (!message->MergeFromCodedStream(&input) || !input.ConsumedEntireMessage()) return false;
+  }
+  return true;
+}
+
+// Runs a handler call and turns its answer (or exception) into `ack`.
+template <typename Call>
+v1::Ack RunHandler(v1::Ack ack, const Call& call) {
   try {
-    Result result = handler(delivery.event(), delivery.attempt());
+    Result result = call();
     ack.set_outcome(result.outcome);
     ack.set_detail(std::move(result.detail));
   } catch (const std::exception& e) {
-    spdlog::warn("handler threw on sequence {}: {}", delivery.event().sequence(), e.what());
+    spdlog::warn("handler threw on sequence {}: {}", ack.sequence(), e.what());
     ack.set_outcome(v1::OUTCOME_RETRY);
     ack.set_detail(e.what());
   } catch (...) {
-    spdlog::warn("handler threw a non-standard exception on sequence {}",
-                 delivery.event().sequence());
+    spdlog::warn("handler threw a non-standard exception on sequence {}", ack.sequence());
     ack.set_outcome(v1::OUTCOME_RETRY);
     ack.set_detail("handler threw a non-standard exception");
   }
   return ack;
 }
 
-v1::Ack ShuttingDownAck(const v1::Delivery& delivery) {
+// The RETRY answer to a delivery whose event does not decode (its handler is not called).
+v1::Ack UndecodableAck(const RawDelivery& delivery, const char* what) {
   v1::Ack ack;
-  ack.set_sequence(delivery.event().sequence());
+  ack.set_sequence(delivery.sequence);
+  ack.set_outcome(v1::OUTCOME_RETRY);
+  ack.set_detail(absl::StrCat("event does not decode as pimgate.v1.Event (", delivery.event.size(),
+                              " bytes): ", what));
+  spdlog::warn("sequence {}: {}", delivery.sequence, ack.detail());
+  return ack;
+}
+
+constexpr char kBadFraming[] = "its fields' framing is malformed";
+constexpr char kBadField[] = "a field's value is malformed (e.g. a string that is not UTF-8)";
+
+}  // namespace
+
+// Builds the Delivery a DeliveryHandler gets and calls the handler (a friend of Delivery).
+struct DeliveryAccess {
+  static Result Call(const DeliveryHandler& handler, const v1::Event* event, uint32_t attempt,
+                     absl::Span<const std::string_view> data, google::protobuf::Arena* arena) {
+    Delivery delivery;
+    delivery.event_ = event;
+    delivery.attempt_ = attempt;
+    delivery.data_parts_ = data.data();
+    delivery.data_part_count_ = data.size();
+    delivery.arena_ = arena;
+    return handler(delivery);
+  }
+};
+
+const google::protobuf::Struct& Delivery::data() const {
+  std::lock_guard<std::mutex> lock(data_mu_);
+  if (data_ == nullptr && !data_failed_) {
+    if (data_part_count_ == 0) {
+      data_ = &google::protobuf::Struct::default_instance();
+    } else {
+      auto* data = google::protobuf::Arena::CreateMessage<google::protobuf::Struct>(arena_);
+      if (MergeParts(absl::MakeConstSpan(data_parts_, data_part_count_), data)) {
+        data_ = data;
+      } else {
+        data_failed_ = true;
+      }
+    }
+  }
+  if (data_failed_) {
+    throw std::runtime_error(
+        absl::StrCat("the data of event ", event_->sequence(),
+                     " does not decode as google.protobuf.Struct (a malformed value)"));
+  }
+  return *data_;
+}
+
+namespace {
+
+// Decodes one delivery's event (all of it for a Handler; all but `data` for a DeliveryHandler)
+// into `arena`, runs the handler and gives its ack.
+v1::Ack HandleDelivery(const Handlers& handlers, const RawDelivery& raw,
+                       google::protobuf::Arena* arena) {
+  v1::Event* event = google::protobuf::Arena::CreateMessage<v1::Event>(arena);
+  if (handlers.event) {
+    if (!event->ParseFromArray(raw.event.data(), static_cast<int>(raw.event.size()))) {
+      EventParts parts;
+      return UndecodableAck(raw, SplitEvent(raw.event, &parts) ? kBadField : kBadFraming);
+    }
+    v1::Ack ack;
+    ack.set_sequence(event->sequence());
+    return RunHandler(std::move(ack), [&] { return handlers.event(*event, raw.attempt); });
+  }
+  EventParts parts;
+  if (!SplitEvent(raw.event, &parts)) return UndecodableAck(raw, kBadFraming);
+  if (!MergeParts(parts.header, event)) return UndecodableAck(raw, kBadField);
+  v1::Ack ack;
+  ack.set_sequence(event->sequence());
+  return RunHandler(std::move(ack), [&] {
+    return DeliveryAccess::Call(handlers.delivery, event, raw.attempt, parts.data, arena);
+  });
+}
+
+v1::Ack ShuttingDownAck(const RawDelivery& delivery) {
+  v1::Ack ack;
+  ack.set_sequence(delivery.sequence);
   ack.set_outcome(v1::OUTCOME_RETRY);
   ack.set_detail(kShuttingDownDetail);
   return ack;
@@ -174,14 +447,20 @@ class DrainableStream {
   virtual void Drain() = 0;
 };
 
-// pimgate.v1.EventHandler. Keeps the set of open streams so that Drain() can reach them.
-class EventHandlerService final : public v1::EventHandler::CallbackService {
+// pimgate.v1.EventHandler, both methods served raw: the SDK reads the stream messages itself
+// (ReadMessage) so that an event is decoded only by the worker that handles it, only as far as its
+// handler needs, and on its own (an event that does not decode is answered RETRY). Keeps the set of
+// open streams so that Drain() can reach them.
+class EventHandlerService final
+    : public v1::EventHandler::WithRawCallbackMethod_Deliver<
+          v1::EventHandler::WithRawCallbackMethod_DeliverBatch<v1::EventHandler::Service>> {
  public:
-  EventHandlerService(const Handler* handler, WorkerPool* pool) : handler_(handler), pool_(pool) {}
+  EventHandlerService(const Handlers* handlers, WorkerPool* pool)
+      : handlers_(handlers), pool_(pool) {}
 
-  grpc::ServerBidiReactor<v1::Delivery, v1::Ack>* Deliver(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Deliver(
       grpc::CallbackServerContext* context) override;
-  grpc::ServerBidiReactor<v1::DeliveryBatch, v1::AckBatch>* DeliverBatch(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* DeliverBatch(
       grpc::CallbackServerContext* context) override;
 
   // Every stream stops reading deliveries and finishes once its outstanding ones are acked;
@@ -199,25 +478,35 @@ class EventHandlerService final : public v1::EventHandler::CallbackService {
   bool Register(DrainableStream* reactor);
   void Unregister(DrainableStream* reactor);
 
-  const Handler& handler() const { return *handler_; }
+  const Handlers& handlers() const { return *handlers_; }
   WorkerPool& pool() { return *pool_; }
 
  private:
-  const Handler* const handler_;
+  const Handlers* const handlers_;
   WorkerPool* const pool_;
   absl::Mutex mu_;  // taken before any DeliverReactor::mu_, never after
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   std::set<DrainableStream*> reactors_ ABSL_GUARDED_BY(mu_);
 };
 
+// Serializes `message` into `buffer` (emptied first) for a raw write.
+void Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer) {
+  buffer->Clear();
+  bool own_buffer = false;
+  grpc::GenericSerialize<grpc::ProtoBufferWriter, google::protobuf::MessageLite>(message, buffer,
+                                                                                 &own_buffer);
+}
+
 // What both delivery streams share: the life cycle of a reactor whose deliveries are handled on
 // the worker pool while gRPC reads and writes. It owns itself and is deleted once gRPC is done
 // with the stream (OnDone) and no worker still holds a delivery of it, whichever comes last. It
-// finishes with CANCELLED when the stream breaks, and with OK once reading has ended (the client
-// closed its side, or Drain) and every delivery is acked and written. `Request` and `Response` are
-// the stream's messages; a subclass reads, queues acks and writes them.
-template <typename Request, typename Response>
-class DeliveryReactor : public grpc::ServerBidiReactor<Request, Response>, public DrainableStream {
+// finishes with CANCELLED when the stream breaks (INTERNAL when a stream message does not decode),
+// and with OK once reading has ended (the client closed its side, or Drain) and every delivery is
+// acked and written. `Message` is the stream's request (Delivery or DeliveryBatch); each one read
+// is a RawMessage whose deliveries go to the pool together. A subclass queues acks and writes them.
+template <typename Message>
+class DeliveryReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
+                        public DrainableStream {
  public:
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
@@ -251,8 +540,68 @@ class DeliveryReactor : public grpc::ServerBidiReactor<Request, Response>, publi
     MaybeFinishLocked();
   }
 
+  void OnReadDone(bool ok) override {
+    std::shared_ptr<RawMessage> message;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ok) {  // the client closed its side, or the stream broke
+        reads_done_ = true;
+        MaybeFinishLocked();
+        return;
+      }
+      message = std::move(reading_);
+      std::string error;
+      if (!ReadMessage<Message>(message.get(), &error)) {
+        // Nothing in it can be answered: the stream ends, and pimgate redelivers on a new one.
+        spdlog::error("{}; ending the stream", error);
+        failure_ = grpc::Status(grpc::StatusCode::INTERNAL, error);
+        cancelled_ = true;
+        MaybeFinishLocked();
+        return;
+      }
+      if (message->deliveries.empty()) {
+        EmptyMessageLocked();
+      } else if (draining_ || cancelled_) {
+        // No further read: the stream finishes after these answers.
+        for (const RawDelivery& delivery : message->deliveries) {
+          QueueAckLocked(ShuttingDownAck(delivery));
+        }
+        WriteNextLocked();
+        MaybeFinishLocked();
+        return;
+      }
+      outstanding_ += static_cast<int>(message->deliveries.size());
+    }
+    const size_t n = message->deliveries.size();
+    if (n > 0) {
+      std::vector<WorkerPool::Task> tasks;
+      tasks.reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        tasks.push_back([this, message, i](bool run) {
+          const RawDelivery& delivery = message->deliveries[i];
+          CompleteDelivery(run ? HandleDelivery(service_->handlers(), delivery, &message->arena)
+                               : ShuttingDownAck(delivery));
+        });
+      }
+      service_->pool().SubmitAll(std::move(tasks));
+    }
+    // Only now the next read: handlers then start in the order deliveries arrived.
+    absl::MutexLock lock(&mu_);
+    if (MayReadLocked()) NextReadLocked();
+  }
+
  protected:
   explicit DeliveryReactor(EventHandlerService* service) : service_(service) {}
+
+  // Starts the first read and registers the stream; called by the subclass's constructor (the
+  // reactor must be whole before any of its methods runs).
+  void Start() {
+    {
+      absl::MutexLock lock(&mu_);
+      NextReadLocked();
+    }
+    if (!service_->Register(this)) Drain();  // service mu_ first, never under ours
+  }
 
   // Acks not written yet (an owed handshake answer counts), and dropping them on cancel.
   virtual bool HasUnwrittenLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
@@ -263,10 +612,8 @@ class DeliveryReactor : public grpc::ServerBidiReactor<Request, Response>, publi
   virtual void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
   // The write in flight is done (successfully or not): release what it held.
   virtual void WrittenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {}
-
-  // Hands `tasks` (one per delivery, each ending in CompleteDelivery) to the pool. Call without
-  // mu_: a stopping pool runs the tasks inline, and they take mu_.
-  void Submit(std::vector<WorkerPool::Task> tasks) { service_->pool().SubmitAll(std::move(tasks)); }
+  // A stream message without deliveries was read.
+  virtual void EmptyMessageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {}
 
   // Called once per delivery handed to the pool, from a worker (or inline when dropped).
   void CompleteDelivery(v1::Ack ack) {
@@ -289,7 +636,7 @@ class DeliveryReactor : public grpc::ServerBidiReactor<Request, Response>, publi
     if (cancelled_) {
       DropUnwrittenLocked();
       finish_called_ = true;
-      this->Finish(grpc::Status::CANCELLED);
+      this->Finish(failure_);
       return;
     }
     if ((reads_done_ || draining_) && outstanding_ == 0 && !HasUnwrittenLocked()) {
@@ -303,55 +650,29 @@ class DeliveryReactor : public grpc::ServerBidiReactor<Request, Response>, publi
     return !finish_called_ && !draining_ && !cancelled_;
   }
 
+  void NextReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    reading_ = std::make_shared<RawMessage>();
+    StartRead(&reading_->buffer);
+  }
+
   EventHandlerService* const service_;
   absl::Mutex mu_;
-  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;  // deliveries in the pool
+  std::shared_ptr<RawMessage> reading_ ABSL_GUARDED_BY(mu_);  // target of the pending read
+  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;                  // deliveries in the pool
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status failure_ ABSL_GUARDED_BY(mu_) = grpc::Status::CANCELLED;  // status when cancelled
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // One Deliver stream: one delivery per read, one ack per write. Acks come back in any order and
 // are queued so that at most one write is in flight.
-class DeliverReactor final : public DeliveryReactor<v1::Delivery, v1::Ack> {
+class DeliverReactor final : public DeliveryReactor<v1::Delivery> {
  public:
-  explicit DeliverReactor(EventHandlerService* service) : DeliveryReactor(service) {
-    StartRead(&delivery_);
-    if (!service_->Register(this)) Drain();
-  }
-
-  void OnReadDone(bool ok) override {
-    v1::Delivery delivery;
-    {
-      absl::MutexLock lock(&mu_);
-      if (!ok) {  // the client closed its side, or the stream broke
-        reads_done_ = true;
-        MaybeFinishLocked();
-        return;
-      }
-      delivery.Swap(&delivery_);
-      if (draining_ || cancelled_) {
-        // No further read: the stream finishes after this answer.
-        acks_.push_back(ShuttingDownAck(delivery));
-        WriteNextLocked();
-        MaybeFinishLocked();
-        return;
-      }
-      ++outstanding_;
-    }
-    std::vector<WorkerPool::Task> tasks;
-    tasks.push_back([this, delivery = std::move(delivery)](bool run) {
-      CompleteDelivery(run ? HandleDelivery(service_->handler(), delivery)
-                           : ShuttingDownAck(delivery));
-    });
-    Submit(std::move(tasks));
-    // Only now the next read: handlers then start in the order deliveries arrived.
-    absl::MutexLock lock(&mu_);
-    if (MayReadLocked()) StartRead(&delivery_);
-  }
+  explicit DeliverReactor(EventHandlerService* service) : DeliveryReactor(service) { Start(); }
 
  private:
   bool HasUnwrittenLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
@@ -363,94 +684,26 @@ class DeliverReactor final : public DeliveryReactor<v1::Delivery, v1::Ack> {
   }
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
     if (write_in_flight_ || acks_.empty() || finish_called_) return;
+    Serialize(acks_.front(), &writing_);
+    acks_.pop_front();
     write_in_flight_ = true;
-    // deque::push_back keeps references valid, so front() stays put until OnWriteDone.
-    StartWrite(&acks_.front());
+    StartWrite(&writing_);
   }
-  void WrittenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override { acks_.pop_front(); }
 
-  v1::Delivery delivery_ ABSL_GUARDED_BY(mu_);     // target of the pending read
-  std::deque<v1::Ack> acks_ ABSL_GUARDED_BY(mu_);  // front() is being written when in flight
+  std::deque<v1::Ack> acks_ ABSL_GUARDED_BY(mu_);  // finished, not yet written
+  grpc::ByteBuffer writing_ ABSL_GUARDED_BY(mu_);  // being written when in flight
 };
 
-// One DeliverBatch stream: each DeliveryBatch read is parsed into its own arena (the events'
-// data Structs are many small messages: an arena makes their allocation and release cheap) and
-// its deliveries go to the worker pool together; acks finished meanwhile are written together in
-// one AckBatch, at most one write in flight. The opening empty batch is answered with an empty
-// AckBatch (the handshake pimgate waits for).
-class DeliverBatchReactor final : public DeliveryReactor<v1::DeliveryBatch, v1::AckBatch> {
+// One DeliverBatch stream: each DeliveryBatch read goes to the worker pool whole (its events are
+// decoded into one arena: a product's data Struct is many small messages, which an arena makes
+// cheap to allocate and release); acks finished meanwhile are written together in one AckBatch,
+// at most one write in flight. The opening empty batch is answered with an empty AckBatch (the
+// handshake pimgate waits for).
+class DeliverBatchReactor final : public DeliveryReactor<v1::DeliveryBatch> {
  public:
-  explicit DeliverBatchReactor(EventHandlerService* service) : DeliveryReactor(service) {
-    {
-      absl::MutexLock lock(&mu_);
-      NextReadLocked();
-    }
-    if (!service_->Register(this)) Drain();  // service mu_ first, never under ours
-  }
-
-  void OnReadDone(bool ok) override {
-    std::shared_ptr<Batch> batch;
-    {
-      absl::MutexLock lock(&mu_);
-      if (!ok) {  // the client closed its side, or the stream broke
-        reads_done_ = true;
-        MaybeFinishLocked();
-        return;
-      }
-      batch = std::move(reading_);
-      const int n = batch->message->deliveries_size();
-      if (n == 0) {
-        handshake_answer_ = true;  // pimgate's opening (empty) batch
-        WriteNextLocked();
-      } else if (draining_ || cancelled_) {
-        for (const v1::Delivery& delivery : batch->message->deliveries()) {
-          acks_.push_back(ShuttingDownAck(delivery));
-        }
-        WriteNextLocked();
-        MaybeFinishLocked();
-        return;
-      }
-      outstanding_ += n;
-    }
-    const int n = batch->message->deliveries_size();
-    if (n > 0) {
-      std::vector<WorkerPool::Task> tasks;
-      tasks.reserve(n);
-      for (int i = 0; i < n; ++i) {
-        tasks.push_back([this, batch, i](bool run) {
-          const v1::Delivery& delivery = batch->message->deliveries(i);
-          CompleteDelivery(run ? HandleDelivery(service_->handler(), delivery)
-                               : ShuttingDownAck(delivery));
-        });
-      }
-      Submit(std::move(tasks));
-    }
-    // Only now the next read: handlers then start in the order deliveries arrived.
-    absl::MutexLock lock(&mu_);
-    if (MayReadLocked()) NextReadLocked();
-  }
+  explicit DeliverBatchReactor(EventHandlerService* service) : DeliveryReactor(service) { Start(); }
 
  private:
-  // One DeliveryBatch and the arena its events live in, shared by the batch's handler tasks.
-  struct Batch {
-    Batch()
-        : arena(ArenaOptions()),
-          message(google::protobuf::Arena::CreateMessage<v1::DeliveryBatch>(&arena)) {}
-    static google::protobuf::ArenaOptions ArenaOptions() {
-      google::protobuf::ArenaOptions options;
-      options.start_block_size = 64 * 1024;  // a batch of product events is tens of KiB
-      options.max_block_size = 1024 * 1024;
-      return options;
-    }
-    google::protobuf::Arena arena;
-    v1::DeliveryBatch* message;  // owned by the arena
-  };
-
-  void NextReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    reading_ = std::make_shared<Batch>();
-    StartRead(reading_->message);
-  }
-
   bool HasUnwrittenLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
     return !acks_.empty() || handshake_answer_;
   }
@@ -458,28 +711,32 @@ class DeliverBatchReactor final : public DeliveryReactor<v1::DeliveryBatch, v1::
   void QueueAckLocked(v1::Ack ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
     acks_.push_back(std::move(ack));
   }
+  void EmptyMessageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
+    handshake_answer_ = true;  // pimgate's opening (empty) batch
+    WriteNextLocked();
+  }
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
     if (write_in_flight_ || finish_called_ || (acks_.empty() && !handshake_answer_)) return;
     handshake_answer_ = false;
-    writing_.Clear();
-    for (v1::Ack& ack : acks_) *writing_.add_acks() = std::move(ack);
+    v1::AckBatch batch;
+    for (v1::Ack& ack : acks_) *batch.add_acks() = std::move(ack);
     acks_.clear();
+    Serialize(batch, &writing_);
     write_in_flight_ = true;
     StartWrite(&writing_);
   }
 
-  std::shared_ptr<Batch> reading_ ABSL_GUARDED_BY(mu_);  // target of the pending read
-  std::vector<v1::Ack> acks_ ABSL_GUARDED_BY(mu_);       // finished, not yet written
-  v1::AckBatch writing_ ABSL_GUARDED_BY(mu_);            // being written when in flight
-  bool handshake_answer_ ABSL_GUARDED_BY(mu_) = false;   // an empty AckBatch is owed
+  std::vector<v1::Ack> acks_ ABSL_GUARDED_BY(mu_);      // finished, not yet written
+  grpc::ByteBuffer writing_ ABSL_GUARDED_BY(mu_);       // being written when in flight
+  bool handshake_answer_ ABSL_GUARDED_BY(mu_) = false;  // an empty AckBatch is owed
 };
 
-grpc::ServerBidiReactor<v1::Delivery, v1::Ack>* EventHandlerService::Deliver(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EventHandlerService::Deliver(
     grpc::CallbackServerContext* context) {
   return new DeliverReactor(this);
 }
 
-grpc::ServerBidiReactor<v1::DeliveryBatch, v1::AckBatch>* EventHandlerService::DeliverBatch(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EventHandlerService::DeliverBatch(
     grpc::CallbackServerContext* context) {
   return new DeliverBatchReactor(this);
 }
@@ -705,7 +962,7 @@ void DiscardPendingSignals(const sigset_t& signals) {
 }
 
 // Serves until a signal in `stop_signals` (already blocked in this thread) arrives.
-int Serve(const Handler& handler, const RunOptions& options, const std::string& address,
+int Serve(const Handlers& handlers, const RunOptions& options, const std::string& address,
           const sigset_t& stop_signals) {
   const std::string socket_path = UnixSocketPath(address);
   if (!socket_path.empty() && !RemoveStaleSocket(socket_path)) {
@@ -716,7 +973,7 @@ int Serve(const Handler& handler, const RunOptions& options, const std::string& 
   const int concurrency = std::max(1, options.concurrency);
   // Declared before the server so that they outlive it: reactors use both until OnDone.
   WorkerPool pool(concurrency);
-  EventHandlerService event_handler(&handler, &pool);
+  EventHandlerService event_handler(&handlers, &pool);
   HealthService health;
 
   grpc::ServerBuilder builder;
@@ -770,7 +1027,9 @@ std::string PluginName() {
   return name != nullptr && *name != '\0' ? name : "plugin";
 }
 
-int Run(Handler handler, RunOptions options) {
+namespace {
+
+int RunHandlers(const Handlers& handlers, const RunOptions& options) {
   const char* env_address = std::getenv("PIMGATE_PLUGIN_ADDRESS");
   if (std::getenv("PIMGATE_PLUGIN_NAME") != nullptr) {
     // Launched by pimgate, which timestamps and tags every line it forwards: keep ours short.
@@ -788,10 +1047,24 @@ int Run(Handler handler, RunOptions options) {
   sigaddset(&stop_signals, SIGINT);
   sigset_t previous;
   pthread_sigmask(SIG_BLOCK, &stop_signals, &previous);
-  const int code = Serve(handler, options, address, stop_signals);
+  const int code = Serve(handlers, options, address, stop_signals);
   DiscardPendingSignals(stop_signals);
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   return code;
+}
+
+}  // namespace
+
+int Run(Handler handler, RunOptions options) {
+  Handlers handlers;
+  handlers.event = std::move(handler);
+  return RunHandlers(handlers, options);
+}
+
+int Run(DeliveryHandler handler, RunOptions options) {
+  Handlers handlers;
+  handlers.delivery = std::move(handler);
+  return RunHandlers(handlers, options);
 }
 
 }  // namespace pimgate::sdk
