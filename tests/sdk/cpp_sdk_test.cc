@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -67,7 +68,9 @@ void BlockStopSignals() {
 // the test) even if it arrived before Run blocked it.
 class InProcessPlugin {
  public:
-  InProcessPlugin(Handler handler, std::string address, int concurrency = 4)
+  // `handler`: a Handler or a DeliveryHandler.
+  template <typename AnyHandler>
+  InProcessPlugin(AnyHandler handler, std::string address, int concurrency = 4)
       : address_(std::move(address)) {
     thread_ = std::thread([this, handler = std::move(handler), concurrency] {
       BlockStopSignals();
@@ -368,6 +371,8 @@ class DeliverBatchStream {
     stream_ = stub_->DeliverBatch(&context_);
   }
 
+  bool SendBatch(const v1::DeliveryBatch& batch) { return stream_->Write(batch); }
+
   // Writes one DeliveryBatch of (sequence, type) deliveries, each of its own resource.
   bool Send(const std::vector<std::pair<uint64_t, std::string>>& deliveries) {
     v1::DeliveryBatch batch;
@@ -462,6 +467,230 @@ TEST(CppSdkTest, DeliverBatchSigtermLetsRunningHandlersFinishAndRetriesTheRest) 
   EXPECT_TRUE(stream.Finish().ok());
   stopper.join();
   EXPECT_EQ(exit_code, 0);
+}
+
+google::protobuf::Timestamp Time(int64_t seconds, int32_t nanos) {
+  google::protobuf::Timestamp time;
+  time.set_seconds(seconds);
+  time.set_nanos(nanos);
+  return time;
+}
+
+// An event with every field set, as pimgate stores them for `type` (data: a product, a product
+// model, an asset or an Event Platform event's data, with every kind of Struct value).
+v1::Event FullEvent(uint64_t sequence, const std::string& type, v1::Origin origin) {
+  v1::Event event;
+  event.set_sequence(sequence);
+  event.set_id(absl::StrCat("id-", sequence));
+  event.set_source("akeneo");
+  event.set_type(type);
+  event.set_kind(std::string(type.substr(0, type.find('.'))));
+  event.set_resource_id(absl::StrCat("resource-", sequence, "-é"));
+  event.set_original_type(absl::StrCat("com.akeneo.pim.v1.", type));
+  *event.mutable_occurred_at() = Time(1'796'000'000 + sequence, 123'000'000);
+  *event.mutable_version_at() = Time(1'796'000'001 + sequence, 456'000'000);
+  *event.mutable_received_at() = Time(1'796'000'002 + sequence, 789'000'000);
+  event.set_author("julia");
+  event.set_author_type(origin == v1::ORIGIN_EVENT_PLATFORM ? "user" : "ui");
+  event.set_pim_source("https://pim.example.com");
+  event.set_origin(origin);
+  event.set_stale(true);  // fields after `data` (16 to 18) are header fields too
+  event.set_request_id(absl::StrCat("request-", sequence));
+  event.set_subject(origin == v1::ORIGIN_EVENT_PLATFORM ? "0190fe8a-6213-76ce-8a9f-ba36a5ef555a"
+                                                        : "");
+  auto& fields = *event.mutable_data()->mutable_fields();
+  fields["identifier"].set_string_value(absl::StrCat("sku-", sequence));
+  fields["enabled"].set_bool_value(sequence % 2 == 0);
+  fields["parent"].set_null_value(google::protobuf::NULL_VALUE);
+  fields["quantity"].set_number_value(12.5);
+  auto& categories = *fields["categories"].mutable_list_value();
+  categories.add_values()->set_string_value("shoes");
+  categories.add_values()->set_string_value("summer_2026");
+  auto& values = *fields["values"].mutable_struct_value()->mutable_fields();
+  auto& name = *values["name"].mutable_list_value()->add_values()->mutable_struct_value();
+  (*name.mutable_fields())["locale"].set_string_value("fr_FR");
+  (*name.mutable_fields())["data"].set_string_value("Chaussure d'été");
+  return event;
+}
+
+// What a DeliveryHandler saw of each event, by sequence. Thread-safe.
+class SeenDeliveries {
+ public:
+  struct Seen {
+    v1::Event event;
+    google::protobuf::Struct data;
+    uint32_t attempt = 0;
+  };
+
+  // A handler recording event() and, unless the event's type is "test.header", data(); data()
+  // is asked twice (the second call gives the same message). The event's type decides its
+  // answer as TestHandler's does.
+  DeliveryHandler Handler() {
+    return [this](const Delivery& delivery) {
+      Seen seen;
+      seen.event = delivery.event();
+      seen.attempt = delivery.attempt();
+      if (delivery.event().type() != "test.header") {
+        const google::protobuf::Struct& data = delivery.data();
+        if (&data != &delivery.data()) throw std::logic_error("data() decoded twice");
+        seen.data = data;
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        seen_[delivery.event().sequence()] = std::move(seen);
+      }
+      return TestHandler(delivery.event(), delivery.attempt());
+    };
+  }
+
+  std::map<uint64_t, Seen> Get() {
+    absl::MutexLock lock(&mu_);
+    return seen_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<uint64_t, Seen> seen_ ABSL_GUARDED_BY(mu_);
+};
+
+using ::google::protobuf::util::MessageDifferencer;
+
+TEST(CppSdkTest, DeliveryHandlerGetsTheHeaderAndDataOfAFullDecode) {
+  std::vector<v1::Event> events = {
+      FullEvent(1, "product.updated", v1::ORIGIN_EVENTS_API),
+      FullEvent(2, "product_model.created", v1::ORIGIN_EVENTS_API),
+      FullEvent(3, "asset.updated", v1::ORIGIN_RECONCILIATION),
+      FullEvent(4, "product.updated.delta", v1::ORIGIN_EVENT_PLATFORM),
+      FullEvent(5, "test.header", v1::ORIGIN_EVENT_PLATFORM),  // its handler never asks for data
+  };
+  events[4].clear_data();
+  // A field this SDK does not know (a newer pimgate's): kept in the header's unknown fields, as
+  // a full decode keeps it.
+  events[0].GetReflection()->MutableUnknownFields(&events[0])->AddVarint(99, 42);
+  SeenDeliveries seen;
+  testing::TempDir dir;
+  InProcessPlugin plugin(seen.Handler(), SocketAddress(dir));
+  ASSERT_TRUE(WaitServing(plugin.address()));
+  DeliverBatchStream stream(plugin.address());
+  ASSERT_TRUE(stream.Send({}));
+  ASSERT_TRUE(stream.Read().has_value());
+  v1::DeliveryBatch batch;
+  for (const v1::Event& event : events) {
+    v1::Delivery* delivery = batch.add_deliveries();
+    *delivery->mutable_event() = event;
+    delivery->set_attempt(static_cast<uint32_t>(event.sequence()));
+  }
+  ASSERT_TRUE(stream.SendBatch(batch));
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(events.size());
+  // One event through Deliver (the one-delivery-per-message stream) too.
+  DeliverStream single(plugin.address());
+  v1::Delivery delivery;
+  *delivery.mutable_event() = FullEvent(6, "product.deleted", v1::ORIGIN_EVENTS_API);
+  delivery.set_attempt(6);
+  events.push_back(delivery.event());
+  ASSERT_TRUE(single.Send(delivery));
+  acks.merge(single.ReadAcks(1));
+  ASSERT_EQ(acks.size(), events.size());
+
+  std::map<uint64_t, SeenDeliveries::Seen> got = seen.Get();
+  for (const v1::Event& full : events) {
+    SCOPED_TRACE(full.type());
+    EXPECT_EQ(acks[full.sequence()].outcome(), v1::OUTCOME_OK) << acks[full.sequence()].detail();
+    ASSERT_EQ(got.count(full.sequence()), 1u);
+    const SeenDeliveries::Seen& lazy = got[full.sequence()];
+    v1::Event header = full;
+    header.clear_data();
+    std::string difference;
+    MessageDifferencer differencer;
+    differencer.ReportDifferencesToString(&difference);
+    EXPECT_TRUE(differencer.Compare(header, lazy.event)) << difference;
+    EXPECT_FALSE(lazy.event.has_data());
+    EXPECT_TRUE(MessageDifferencer::Equals(lazy.data, full.data()));
+    EXPECT_EQ(lazy.attempt, full.sequence());
+  }
+  EXPECT_EQ(got[1].event.GetReflection()->GetUnknownFields(got[1].event).field_count(), 1);
+  EXPECT_EQ(got[4].data.fields_size(), 6);  // really decoded, not two empty messages compared
+  single.CloseSend();
+  stream.CloseSend();
+  EXPECT_TRUE(single.Finish().ok());
+  EXPECT_FALSE(stream.Read().has_value());
+  EXPECT_TRUE(stream.Finish().ok());
+  EXPECT_EQ(plugin.Stop(), 0);
+}
+
+// A delivery whose event's serialized bytes are those of `sequence` followed by `garbage`: the
+// event field's occurrences merge on the wire, so the plugin reads them as one event.
+v1::Delivery Malformed(uint64_t sequence, const std::string& type, const std::string& garbage) {
+  v1::Delivery delivery;
+  delivery.mutable_event()->set_sequence(sequence);
+  delivery.mutable_event()->set_type(type);
+  delivery.set_attempt(1);
+  delivery.GetReflection()->MutableUnknownFields(&delivery)->AddLengthDelimited(1, garbage);
+  return delivery;
+}
+
+// The acks of a plugin with `handler` (a Handler or a DeliveryHandler) for three events that do
+// not decode and a good one, sent in one DeliverBatch.
+template <typename AnyHandler>
+std::map<uint64_t, v1::Ack> AcksForMalformedEvents(AnyHandler handler) {
+  testing::TempDir dir;
+  InProcessPlugin plugin(handler, SocketAddress(dir));
+  EXPECT_TRUE(WaitServing(plugin.address()));
+  DeliverBatchStream stream(plugin.address());
+  EXPECT_TRUE(stream.Send({}));
+  EXPECT_TRUE(stream.Read().has_value());
+  v1::DeliveryBatch batch;
+  // Field 2 (id) says 5 bytes, 2 follow.
+  *batch.add_deliveries() = Malformed(7, "test.ok",
+                                      std::string("\x12\x05"
+                                                  "ab",
+                                                  4));
+  // Field 4 (type) is not UTF-8.
+  *batch.add_deliveries() = Malformed(8, "test.ok", std::string("\x22\x02\xff\xfe", 4));
+  // Field 15 (data): its first map entry's key field says 9 bytes, 3 follow.
+  *batch.add_deliveries() = Malformed(9, "test.ok", std::string("\x7a\x05\x0a\x03\x0a\x09x", 7));
+  v1::Delivery* good = batch.add_deliveries();
+  *good->mutable_event() = FullEvent(10, "test.ok", v1::ORIGIN_EVENTS_API);
+  EXPECT_TRUE(stream.SendBatch(batch));
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(4);
+  stream.CloseSend();
+  EXPECT_FALSE(stream.Read().has_value());
+  EXPECT_TRUE(stream.Finish().ok());
+  EXPECT_EQ(plugin.Stop(), 0);
+  return acks;
+}
+
+TEST(CppSdkTest, EventThatDoesNotDecodeIsAnsweredRetry) {
+  SeenDeliveries seen;
+  for (bool lazy : {true, false}) {
+    SCOPED_TRACE(lazy ? "DeliveryHandler" : "Handler");
+    std::map<uint64_t, v1::Ack> acks =
+        lazy ? AcksForMalformedEvents(seen.Handler()) : AcksForMalformedEvents(TestHandler);
+    ASSERT_EQ(acks.size(), 4u);
+    for (uint64_t sequence : {7, 8}) {
+      EXPECT_EQ(acks[sequence].outcome(), v1::OUTCOME_RETRY);
+      EXPECT_TRUE(
+          absl::StartsWith(acks[sequence].detail(), "event does not decode as pimgate.v1.Event"))
+          << acks[sequence].detail();
+    }
+    EXPECT_TRUE(absl::StrContains(acks[7].detail(), "framing")) << acks[7].detail();
+    EXPECT_TRUE(absl::StrContains(acks[8].detail(), "UTF-8")) << acks[8].detail();
+    EXPECT_EQ(acks[9].outcome(), v1::OUTCOME_RETRY);
+    // A DeliveryHandler's event decodes without its data; data() throws when asked.
+    if (lazy) {
+      EXPECT_EQ(acks[9].detail(),
+                "the data of event 9 does not decode as google.protobuf.Struct (a malformed "
+                "value)");
+    } else {
+      EXPECT_EQ(acks[9].detail(),
+                "event does not decode as pimgate.v1.Event (18 bytes): a field's value is "
+                "malformed (e.g. a string that is not UTF-8)");
+    }
+    EXPECT_EQ(acks[10].outcome(), v1::OUTCOME_OK);
+  }
+  std::map<uint64_t, SeenDeliveries::Seen> got = seen.Get();
+  EXPECT_EQ(got.count(7) + got.count(8), 0u) << "a handler got an event that does not decode";
+  EXPECT_EQ(got.count(10), 1u);
 }
 
 TEST(CppSdkTest, ReplacesAStaleSocketButNotALiveOne) {
@@ -601,6 +830,47 @@ std::vector<std::string> ReadLines(const std::string& path) {
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   return lines;
+}
+
+TEST(CppSdkTest, PluginProcessWithDeliveryHandlerGetsEventsInOrder) {
+  testing::TempDir dir;
+  const std::string address = "unix:" + dir.File("p.sock");
+  const std::string record = dir.File("record.txt");
+  // One worker: handlers run in the order the deliveries arrived.
+  ChildProcess plugin(
+      PIMGATE_TEST_PLUGIN,
+      {"PIMGATE_PLUGIN_ADDRESS=" + address, "PIMGATE_PLUGIN_NAME=lazy", "TEST_PLUGIN_LAZY=1",
+       "TEST_PLUGIN_CONCURRENCY=1", "TEST_PLUGIN_RECORD=" + record});
+  ASSERT_GT(plugin.pid(), 0);
+  ASSERT_TRUE(WaitServing(address));
+  DeliverBatchStream stream(address);
+  ASSERT_TRUE(stream.Send({}));
+  ASSERT_TRUE(stream.Read().has_value());
+  std::vector<std::string> expected;
+  uint64_t sequence = 0;
+  for (int batch_number = 0; batch_number < 3; ++batch_number) {
+    v1::DeliveryBatch batch;
+    for (int i = 0; i < 10; ++i) {
+      ++sequence;
+      const std::string type = sequence % 3 == 0 ? "test.header" : "product.updated";
+      v1::Delivery* delivery = batch.add_deliveries();
+      *delivery->mutable_event() = FullEvent(sequence, type, v1::ORIGIN_EVENTS_API);
+      delivery->set_attempt(1);
+      expected.push_back(absl::StrCat(sequence, " ", type, " ", type == "test.header" ? "-" : "6"));
+    }
+    ASSERT_TRUE(stream.SendBatch(batch));
+  }
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(expected.size());
+  ASSERT_EQ(acks.size(), expected.size());
+  for (const auto& [acked, ack] : acks) EXPECT_EQ(ack.outcome(), v1::OUTCOME_OK) << acked;
+  // Every handler call appended its line before it returned, and so before its ack.
+  EXPECT_EQ(ReadLines(record), expected);
+  plugin.SendSigterm();
+  EXPECT_FALSE(stream.Read().has_value());
+  EXPECT_TRUE(stream.Finish().ok());
+  const int status = plugin.Wait();
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 TEST(JsonlSinkTest, AppendsOneJsonLinePerEventAndRotates) {

@@ -17,6 +17,11 @@
 //   TEST_PLUGIN_IGNORE_SIGTERM=1     serves health only, ignores SIGTERM (needs SIGKILL)
 //   TEST_PLUGIN_GRANDCHILD=1         forks a helper that ignores SIGTERM and sleeps forever
 //
+//   TEST_PLUGIN_LAZY=1               serves a DeliveryHandler (sdk::Delivery) instead of a Handler
+//   TEST_PLUGIN_RECORD=<file>        appends "<sequence> <type> <data fields>" per handler call
+//                                    (data fields: of the event's data, "-" for test.header events,
+//                                    whose data a DeliveryHandler does not ask for)
+//
 // Handler (by event type): test.ok → OK, test.retry → RETRY "asked to retry", test.reject →
 // REJECT "asked to reject", test.throw → throws "handler exploded", test.sleep → sleeps
 // resource_id milliseconds then OK.
@@ -106,6 +111,21 @@ int ServeHealthIgnoringSigterm() {
   SleepForever();
 }
 
+// The answer to `event`, by its type (see the top of this file).
+pimgate::sdk::Result Answer(const pimgate::v1::Event& event) {
+  const std::string& type = event.type();
+  if (type == "test.retry") return pimgate::sdk::Result::Retry("asked to retry");
+  if (type == "test.reject") return pimgate::sdk::Result::Reject("asked to reject");
+  if (type == "test.throw") throw std::runtime_error("handler exploded");
+  if (type == "test.sleep") {
+    int ms = 0;
+    if (absl::SimpleAtoi(event.resource_id(), &ms)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    }
+  }
+  return pimgate::sdk::Result::Ok();
+}
+
 }  // namespace
 
 int main() {
@@ -173,19 +193,28 @@ int main() {
 
   pimgate::sdk::RunOptions options;
   options.concurrency = EnvInt("TEST_PLUGIN_CONCURRENCY", 4);
-  return pimgate::sdk::Run(
-      [](const pimgate::v1::Event& event, uint32_t attempt) {
-        const std::string& type = event.type();
-        if (type == "test.retry") return pimgate::sdk::Result::Retry("asked to retry");
-        if (type == "test.reject") return pimgate::sdk::Result::Reject("asked to reject");
-        if (type == "test.throw") throw std::runtime_error("handler exploded");
-        if (type == "test.sleep") {
-          int ms = 0;
-          if (absl::SimpleAtoi(event.resource_id(), &ms)) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  const std::string record = Env("TEST_PLUGIN_RECORD");
+  if (Env("TEST_PLUGIN_LAZY") == "1") {
+    return pimgate::sdk::Run(
+        [&record](const pimgate::sdk::Delivery& delivery) {
+          const pimgate::v1::Event& event = delivery.event();
+          if (!record.empty()) {
+            AppendLine(record, absl::StrCat(event.sequence(), " ", event.type(), " ",
+                                            event.type() == "test.header"
+                                                ? "-"
+                                                : absl::StrCat(delivery.data().fields_size())));
           }
+          return Answer(event);
+        },
+        options);
+  }
+  return pimgate::sdk::Run(
+      [&record](const pimgate::v1::Event& event, uint32_t attempt) {
+        if (!record.empty()) {
+          AppendLine(record, absl::StrCat(event.sequence(), " ", event.type(), " ",
+                                          event.data().fields_size()));
         }
-        return pimgate::sdk::Result::Ok();
+        return Answer(event);
       },
       options);
 }
