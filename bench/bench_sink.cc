@@ -10,6 +10,8 @@
 //   BENCH_SINK_CONCURRENCY  handler threads (RunOptions::concurrency; default: the SDK's)
 //   BENCH_SINK_READ_DATA=1  also decode every event's data (reads its field count), as a handler
 //                           that reads the product does
+//   BENCH_SINK_EVENT_HANDLER=1  use a Handler (the whole event decoded before the call, as
+//                           plugins written before sdk::Delivery get it) instead
 //   BENCH_SINK_PROGRESS_MS  also write the summary this often while running (a benchmark that
 //                           does not know how many events this sink will get, e.g. one of several
 //                           cluster nodes', sums the sinks' summaries to see completion)
@@ -147,15 +149,25 @@ int main() {
   const bool read_data = read_data_env != nullptr && std::string(read_data_env) == "1";
   // Data fields seen when reading data (an atomic: the decode cannot be optimized away).
   std::atomic<uint64_t> data_fields{0};
-  const int code = pimgate::sdk::Run(
-      [&stats, &data_fields, read_data](const pimgate::sdk::Delivery& delivery) {
-        if (read_data) {
-          data_fields.fetch_add(delivery.data().fields_size(), std::memory_order_relaxed);
-        }
-        stats.Record(delivery.event(), delivery.attempt());
-        return pimgate::sdk::Result::Ok();
-      },
-      options);
+  const char* event_handler_env = std::getenv("BENCH_SINK_EVENT_HANDLER");
+  const bool event_handler = event_handler_env != nullptr && std::string(event_handler_env) == "1";
+  const int code =
+      event_handler
+          ? pimgate::sdk::Run(
+                [&stats](const pimgate::v1::Event& event, uint32_t attempt) {
+                  stats.Record(event, attempt);
+                  return pimgate::sdk::Result::Ok();
+                },
+                options)
+          : pimgate::sdk::Run(
+                [&stats, &data_fields, read_data](const pimgate::sdk::Delivery& delivery) {
+                  if (read_data) {
+                    data_fields.fetch_add(delivery.data().fields_size(), std::memory_order_relaxed);
+                  }
+                  stats.Record(delivery.event(), delivery.attempt());
+                  return pimgate::sdk::Result::Ok();
+                },
+                options);
   if (progress_writer.joinable()) {
     {
       absl::MutexLock lock(&done_mu);

@@ -419,14 +419,16 @@ def dispatch_result(label):
 
 
 def dispatch_rate_target(label, minimum):
+    """minimum None: an informational row (no met / missed)."""
     def measure():
         r, why = dispatch_result(label)
         if r is None:
             return why
         d = r["dispatch_events_per_s"]
         stream = r.get("stream_events_per_s")
+        met = "info (not a target)" if minimum is None else d >= minimum
         return (f"{d:,.0f} ev/s", f"bare gRPC stream: {stream:,.0f} ev/s" if stream else "",
-                f"{d / stream:.2f}x" if stream else "", d >= minimum)
+                f"{d / stream:.2f}x" if stream else "", met)
     return measure
 
 
@@ -473,8 +475,10 @@ target(f"p99 ack < 10 ms, {connections} connections closed loop (TLS sync=true, 
        "ingest", closed_p99_target("tls-sync-platform", "http-tls-platform", 10.0))
 target(f"p99 ack < 5 ms, open loop {open_rate:,.0f} req/s (TLS sync=true, legacy x10)", "ingest",
        open_p99_target(5.0))
-target("dispatch >= 100,000 product events/s to the C++ sink", "dispatch",
-       dispatch_rate_target("dispatch to C++ plugin, product events", 100000))
+target("dispatch >= 100,000 product events/s to the C++ sink (handler reads the header)",
+       "dispatch", dispatch_rate_target("dispatch to C++ plugin, product events", 100000))
+target("  same, handler reads each event's data (informational)", "dispatch",
+       dispatch_rate_target("dispatch to C++ plugin, product events, handler reads data", None))
 target("Python plugin >= 0.9x its bare stream (product events)", "dispatch",
        dispatch_ratio_target("dispatch to Python plugin, product events", 0.9))
 target("Node plugin >= 0.9x its bare stream (product events)", "dispatch",

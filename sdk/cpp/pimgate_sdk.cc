@@ -193,10 +193,10 @@ struct RawDelivery {
 // events point into it), with the arena their decoded events and data live in. Shared by the
 // message's handler tasks.
 struct RawMessage {
-  RawMessage() : arena(ArenaOptions()) {}
-  static google::protobuf::ArenaOptions ArenaOptions() {
+  explicit RawMessage(size_t start_block_size) : arena(ArenaOptions(start_block_size)) {}
+  static google::protobuf::ArenaOptions ArenaOptions(size_t start_block_size) {
     google::protobuf::ArenaOptions options;
-    options.start_block_size = 64 * 1024;  // a batch of product events is tens of KiB
+    options.start_block_size = start_block_size;
     options.max_block_size = 1024 * 1024;
     return options;
   }
@@ -651,7 +651,10 @@ class DeliveryReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::B
   }
 
   void NextReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    reading_ = std::make_shared<RawMessage>();
+    // A batch of decoded product events takes hundreds of KiB; one event a few.
+    constexpr size_t kStartBlock =
+        std::is_same_v<Message, v1::DeliveryBatch> ? 64 * 1024 : 4 * 1024;
+    reading_ = std::make_shared<RawMessage>(kStartBlock);
     StartRead(&reading_->buffer);
   }
 
