@@ -1,6 +1,7 @@
 // pimgate C++ plugin SDK: serves pimgate.v1.EventHandler (gRPC callback API, one reactor per
-// stream; both Deliver and DeliverBatch) and grpc.health.v1.Health, runs handlers on a fixed
-// worker pool, drains on SIGTERM.
+// stream; both Deliver and DeliverBatch, read raw: the SDK reads the deliveries from the wire and
+// each event is decoded by the worker that handles it, as far as its handler needs) and
+// grpc.health.v1.Health, runs handlers on a fixed worker pool, drains on SIGTERM.
 #include "sdk/cpp/pimgate_sdk.h"
 
 #include <errno.h>
@@ -1057,6 +1058,19 @@ int RunHandlers(const Handlers& handlers, const RunOptions& options) {
 }
 
 }  // namespace
+
+Result CallHandler(const DeliveryHandler& handler, const v1::Event& event, uint32_t attempt) {
+  const std::string bytes = event.SerializeAsString();
+  RawDelivery raw;
+  raw.event = bytes;
+  raw.attempt = attempt;
+  raw.sequence = event.sequence();
+  google::protobuf::Arena arena;
+  Handlers handlers;
+  handlers.delivery = handler;
+  v1::Ack ack = HandleDelivery(handlers, raw, &arena);
+  return {ack.outcome(), std::move(*ack.mutable_detail())};
+}
 
 int Run(Handler handler, RunOptions options) {
   Handlers handlers;

@@ -84,6 +84,11 @@ class Delivery {
 // none: see Delivery. Same threading, exceptions and answers as Handler.
 using DeliveryHandler = std::function<Result(const Delivery& delivery)>;
 
+// Runs `handler` on `event` as the SDK runs it for a delivery from pimgate (the event serialized,
+// then received and split as the SDK receives it; an exception becomes a Retry with its
+// message): for unit tests of a DeliveryHandler, which cannot make a Delivery itself.
+Result CallHandler(const DeliveryHandler& handler, const v1::Event& event, uint32_t attempt = 1);
+
 struct RunOptions {
   // Handlers running at once. pimgate never sends two events of one resource concurrently.
   int concurrency = 8;

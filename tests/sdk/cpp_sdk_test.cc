@@ -618,6 +618,26 @@ TEST(CppSdkTest, DeliveryHandlerGetsTheHeaderAndDataOfAFullDecode) {
   EXPECT_EQ(plugin.Stop(), 0);
 }
 
+TEST(CppSdkTest, CallHandlerRunsADeliveryHandlerAsADeliveryWould) {
+  const v1::Event full = FullEvent(3, "product.updated", v1::ORIGIN_EVENTS_API);
+  v1::Event header = full;
+  header.clear_data();
+  Result result = CallHandler(
+      [&](const Delivery& delivery) {
+        EXPECT_TRUE(MessageDifferencer::Equals(delivery.event(), header));
+        EXPECT_TRUE(MessageDifferencer::Equals(delivery.data(), full.data()));
+        EXPECT_EQ(delivery.attempt(), 2u);
+        return Result::Reject("seen");
+      },
+      full, 2);
+  EXPECT_EQ(result.outcome, v1::OUTCOME_REJECT);
+  EXPECT_EQ(result.detail, "seen");
+  result = CallHandler(
+      [](const Delivery&) -> Result { throw std::runtime_error("handler exploded"); }, full);
+  EXPECT_EQ(result.outcome, v1::OUTCOME_RETRY);
+  EXPECT_EQ(result.detail, "handler exploded");
+}
+
 // A delivery whose event's serialized bytes are those of `sequence` followed by `garbage`: the
 // event field's occurrences merge on the wire, so the plugin reads them as one event.
 v1::Delivery Malformed(uint64_t sequence, const std::string& type, const std::string& garbage) {
