@@ -10,6 +10,7 @@
 
 #include "events/event_type.h"
 #include "fuzz/fuzz_check.h"
+#include "fuzz/serialized_data_check.h"
 #include "gateway/payload_parser.h"
 #include "google/protobuf/util/message_differencer.h"
 
@@ -32,6 +33,11 @@ bool SameTime(const google::protobuf::Timestamp& a, const google::protobuf::Time
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view body(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<pimgate::EventPlatformPayload> payload = pimgate::ParseEventPlatformBody(body);
+  // The gateway's form (data serialized, never built as a Struct) gives the same answer.
+  std::string serialized_data;
+  absl::StatusOr<pimgate::EventPlatformPayload> serialized =
+      pimgate::ParseEventPlatformBody(body, &serialized_data);
+  FUZZ_CHECK(serialized.status() == payload.status(), serialized.status().ToString());
   if (!payload.ok()) {
     FUZZ_CHECK(payload.status().code() == absl::StatusCode::kInvalidArgument,
                payload.status().ToString());
@@ -49,9 +55,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(event.has_version_at() && SameTime(event.version_at(), notification->timestamp));
     FUZZ_CHECK(event.origin() == pimgate::v1::ORIGIN_EVENT_PLATFORM);
     CheckStoredForm(event);
+    const auto* header = std::get_if<pimgate::PlatformNotification>(&*serialized);
+    FUZZ_CHECK(header != nullptr);
+    pimgate::fuzz::CheckSerializedData(header->event, serialized_data, event);
     return 0;
   }
   const pimgate::v1::Event& event = std::get<pimgate::v1::Event>(*payload);
+  const auto* header = std::get_if<pimgate::v1::Event>(&*serialized);
+  FUZZ_CHECK(header != nullptr);
+  pimgate::fuzz::CheckSerializedData(*header, serialized_data, event);
   FUZZ_CHECK(!event.id().empty());
   FUZZ_CHECK(!event.type().empty() || event.original_type() == "com.akeneo.pim.v1.",
              event.original_type());

@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "events/event_type.h"
 #include "fuzz/fuzz_check.h"
+#include "fuzz/serialized_data_check.h"
 #include "gateway/payload_parser.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "simdjson.h"
@@ -45,6 +47,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   pimgate::ParseLimits limits;
   limits.max_events = 16;
   absl::StatusOr<pimgate::ParsedPayload> parsed = pimgate::ParseLegacyBatch(body, limits);
+  // The gateway's form (data serialized, never built as a Struct) gives the same answer.
+  std::vector<std::string> serialized_data;
+  absl::StatusOr<pimgate::ParsedPayload> serialized =
+      pimgate::ParseLegacyBatch(body, limits, &serialized_data);
+  FUZZ_CHECK(serialized.status() == parsed.status(), serialized.status().ToString());
   const long long count = ElementCount(body);
   if (!parsed.ok()) {
     FUZZ_CHECK(parsed.status().code() == absl::StatusCode::kInvalidArgument,
@@ -55,6 +62,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Accepted: the body was a batch of 1..max_events elements, each one accounted for.
   FUZZ_CHECK(count >= 1 && count <= static_cast<long long>(limits.max_events));
   FUZZ_CHECK(static_cast<long long>(parsed->events.size() + parsed->rejected.size()) == count);
+  FUZZ_CHECK(serialized->events.size() == parsed->events.size());
+  FUZZ_CHECK(serialized_data.size() == parsed->events.size());
+  for (std::size_t i = 0; i < parsed->events.size(); ++i) {
+    pimgate::fuzz::CheckSerializedData(serialized->events[i], serialized_data[i],
+                                       parsed->events[i]);
+  }
+  FUZZ_CHECK(serialized->rejected.size() == parsed->rejected.size());
+  for (std::size_t i = 0; i < parsed->rejected.size(); ++i) {
+    FUZZ_CHECK(serialized->rejected[i].index == parsed->rejected[i].index);
+    FUZZ_CHECK(serialized->rejected[i].reason == parsed->rejected[i].reason);
+    FUZZ_CHECK(serialized->rejected[i].raw == parsed->rejected[i].raw);
+  }
 
   for (const pimgate::v1::Event& event : parsed->events) {
     FUZZ_CHECK(!event.id().empty());

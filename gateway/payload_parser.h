@@ -38,7 +38,15 @@ struct ParseLimits {
 // is not JSON, not an object, has no `events` array, or has more than `limits.max_events`
 // elements; individual bad elements are reported in `rejected` instead. Fields per event:
 // action, event_id, event_datetime, author, author_type, pim_source, data.resource.
-absl::StatusOr<ParsedPayload> ParseLegacyBatch(std::string_view body, const ParseLimits& limits);
+//
+// Each event's `data` is a google.protobuf.Struct built from the JSON, unless `serialized_data`
+// is given: it then gets, one per entry of `events`, the wire bytes of that Struct (what
+// `Struct::SerializeAsString` gives, its map entries in the JSON's member order), and the
+// events' own `data` stay empty. No Struct is built: this is the gateway's path to the log
+// (AppendRequest::serialized_data). Both forms are checked against the same limits and give the
+// same errors.
+absl::StatusOr<ParsedPayload> ParseLegacyBatch(std::string_view body, const ParseLimits& limits,
+                                               std::vector<std::string>* serialized_data = nullptr);
 
 // Parses one Event Platform CloudEvent (structured mode JSON). InvalidArgument when the body is
 // not a JSON object or lacks `id`, `type` or `data`. Unknown types are accepted. Every type, the
@@ -89,8 +97,11 @@ inline constexpr std::string_view kSubscriptionKind = "subscription";
 // shape: a notification needs non-empty string `notification_type` and `subscription_id` and an
 // RFC 3339 `timestamp`; its other documented members, when present, must be strings (`events`
 // an array). Unknown notification types are accepted (stored; they change no state).
+// With `serialized_data`, the event's `data` (the CloudEvent's `data`, the notification's body)
+// is written there serialized, as ParseLegacyBatch does, and left empty in the event.
 using EventPlatformPayload = std::variant<v1::Event, PlatformNotification>;
-absl::StatusOr<EventPlatformPayload> ParseEventPlatformBody(std::string_view body);
+absl::StatusOr<EventPlatformPayload> ParseEventPlatformBody(std::string_view body,
+                                                            std::string* serialized_data = nullptr);
 
 // RFC 3339 / DATE_ATOM ("2021-03-12T09:46:08+00:00", "2024-03-07T15:16:37.123Z") → Timestamp.
 absl::StatusOr<google::protobuf::Timestamp> ParseTimestamp(std::string_view text);

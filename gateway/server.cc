@@ -608,7 +608,9 @@ class HttpSession {
       }
       ParseLimits limits;
       limits.max_events = gw_.config_.gateway.max_events_per_request;
-      absl::StatusOr<ParsedPayload> parsed = ParseLegacyBatch(body, limits);
+      // Each event's data is serialized straight from the JSON, never built as a Struct.
+      absl::StatusOr<ParsedPayload> parsed =
+          ParseLegacyBatch(body, limits, &append.serialized_data);
       if (!parsed.ok()) return BadPayload(parsed.status());
       append.events = std::move(parsed->events);
       for (RejectedElement& rejected : parsed->rejected) {
@@ -669,7 +671,8 @@ class HttpSession {
       Unauthorized(verified);
       return false;
     }
-    absl::StatusOr<EventPlatformPayload> payload = ParseEventPlatformBody(body);
+    std::string serialized_data;  // the event's data, never built as a Struct
+    absl::StatusOr<EventPlatformPayload> payload = ParseEventPlatformBody(body, &serialized_data);
     if (!payload.ok()) {
       BadPayload(payload.status());
       return false;
@@ -691,6 +694,7 @@ class HttpSession {
                    route.source.name, notification->notification_type,
                    notification->subscription_id, owner->source.name);
       append.events.push_back(std::move(notification->event));
+      append.serialized_data.push_back(std::move(serialized_data));
       return true;
     }
     if (route.IsNotificationPath(target)) {
@@ -717,6 +721,7 @@ class HttpSession {
       return false;
     }
     append.events.push_back(std::move(std::get<v1::Event>(*payload)));
+    append.serialized_data.push_back(std::move(serialized_data));
     return true;
   }
 

@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <future>
 #include <initializer_list>
 #include <memory>
@@ -296,7 +297,8 @@ EventLog::~EventLog() {
   writer_.join();
 }
 
-absl::StatusOr<EventLog::PreparedEvent> EventLog::Prepare(v1::Event& event) {
+absl::StatusOr<EventLog::PreparedEvent> EventLog::Prepare(v1::Event& event,
+                                                          const std::string* serialized_data) {
   // The log decides these two; the builder appends them to the bytes.
   event.clear_sequence();
   event.clear_stale();
@@ -304,7 +306,20 @@ absl::StatusOr<EventLog::PreparedEvent> EventLog::Prepare(v1::Event& event) {
   prepared.version_us = VersionOf(event);
   // Canonical deletions are `<kind>.deleted` (legacy `removed` is canonicalised to it).
   prepared.deletion = absl::EndsWith(event.type(), ".deleted");
-  const std::size_t size = event.ByteSizeLong();
+  if (serialized_data != nullptr && event.has_data()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("event ", event.id(), " has both data and serialized data"));
+  }
+  const std::size_t header_size = event.ByteSizeLong();
+  // The serialized data follows the other fields as field `data` (a length-delimited field
+  // with a one-byte tag): protobuf reads fields in any order, as it reads the two the builder
+  // appends.
+  const std::size_t data_size =
+      serialized_data == nullptr
+          ? 0
+          : 1 + google::protobuf::io::CodedOutputStream::VarintSize64(serialized_data->size()) +
+                serialized_data->size();
+  const std::size_t size = header_size + data_size;
   if (size > static_cast<std::size_t>(INT_MAX)) {
     return absl::InvalidArgumentError(absl::StrCat("event ", event.id(), " is too large"));
   }
@@ -312,7 +327,15 @@ absl::StatusOr<EventLog::PreparedEvent> EventLog::Prepare(v1::Event& event) {
   prepared.bytes.reserve(size + 16);
   prepared.bytes.resize(size);
   prepared.serialized_size = size;
-  event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(prepared.bytes.data()));
+  auto* out = reinterpret_cast<uint8_t*>(prepared.bytes.data());
+  out = event.SerializeWithCachedSizesToArray(out);
+  if (serialized_data != nullptr) {
+    out = WireFormatLite::WriteTagToArray(v1::Event::kDataFieldNumber,
+                                          WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
+    out = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(serialized_data->size(),
+                                                                          out);
+    std::memcpy(out, serialized_data->data(), serialized_data->size());
+  }
   prepared.source = std::move(*event.mutable_source());
   prepared.id = std::move(*event.mutable_id());
   prepared.kind = std::move(*event.mutable_kind());
@@ -323,10 +346,19 @@ absl::StatusOr<EventLog::PreparedEvent> EventLog::Prepare(v1::Event& event) {
 void EventLog::Append(AppendRequest request, AppendCallback callback) {
   // Serialized here, on the caller's thread (a gateway I/O thread): the commit threads only
   // move bytes, and the parsed events are freed where they were made.
+  if (!request.serialized_data.empty() &&
+      request.serialized_data.size() != request.events.size()) {
+    callback(absl::InvalidArgumentError(absl::StrCat(
+        "append request: serialized data for ", request.serialized_data.size(), " of ",
+        request.events.size(), " events")));
+    return;
+  }
   Pending pending;
   pending.events.reserve(request.events.size());
-  for (v1::Event& event : request.events) {
-    absl::StatusOr<PreparedEvent> prepared = Prepare(event);
+  for (std::size_t i = 0; i < request.events.size(); ++i) {
+    v1::Event& event = request.events[i];
+    absl::StatusOr<PreparedEvent> prepared =
+        Prepare(event, request.serialized_data.empty() ? nullptr : &request.serialized_data[i]);
     if (!prepared.ok()) {
       callback(prepared.status());
       return;

@@ -36,6 +36,12 @@ class RetentionTask;  // core/log/retention.h
 // events are ignored on input and set by the log.
 struct AppendRequest {
   std::vector<v1::Event> events;
+  // Empty, or one per event: that event's `data`, already serialized (the wire bytes of a
+  // google.protobuf.Struct), stored as its `data` field; the event's own `data` must then be
+  // unset. Lets a caller that has the data as JSON store it without building a Struct
+  // (gateway/payload_parser.h). The log stores these bytes unchecked: they must parse as a
+  // Struct.
+  std::vector<std::string> serialized_data;
   std::vector<v1::QuarantineEntry> quarantine;
 };
 
@@ -269,7 +275,9 @@ class EventLog {
   class GroupBuilder;  // event_log.cc
 
   EventLog(std::unique_ptr<LogBackend> backend, EventLogOptions options, RecoveredState state);
-  static absl::StatusOr<PreparedEvent> Prepare(v1::Event& event);
+  // `serialized_data`: the event's data, serialized (AppendRequest::serialized_data), or null.
+  static absl::StatusOr<PreparedEvent> Prepare(v1::Event& event,
+                                               const std::string* serialized_data);
   void BuildLoop();
   void WriteLoop();
   // Builds `requests` (moved into `group`) on top of the group handed to the writer last. An

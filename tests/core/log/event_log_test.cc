@@ -30,10 +30,13 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "core/log/event_header.h"
 #include "core/log/jetstream_backend.h"
 #include "core/log/log_backend.h"
 #include "core/log/rocksdb_backend.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "pimgate/v1/event.pb.h"
 #include "pimgate/v1/store.pb.h"
@@ -526,6 +529,71 @@ TEST_P(EventLogTest, GetEventReturnsStoredFieldsOrNothing) {
   absl::StatusOr<std::optional<v1::Event>> zero = log->GetEvent(0);
   ASSERT_TRUE(zero.ok()) << zero.status();
   EXPECT_FALSE(zero->has_value());
+}
+
+// AppendRequest::serialized_data (what the gateway hands the log: each event's data serialized
+// straight from the JSON) is stored as the event's `data`, beside the fields the log decides.
+TEST_P(EventLogTest, SerializedDataIsStoredAsTheEventsData) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  google::protobuf::Struct data;
+  (*data.mutable_fields())["sku"].set_string_value("SKU-1");
+  google::protobuf::Value& values = (*data.mutable_fields())["values"];
+  (*values.mutable_struct_value()->mutable_fields())["n"].set_number_value(1.5);
+  values.mutable_struct_value()->mutable_fields()->operator[]("l").mutable_list_value()
+      ->add_values()
+      ->set_null_value(google::protobuf::NULL_VALUE);
+  AppendRequest request = Request({Product("e1", "p1", 7), Product("e2", "p1", 3)});
+  request.serialized_data = {data.SerializeAsString(), ""};  // "": an empty Struct
+  absl::StatusOr<AppendResult> result = log->AppendSync(std::move(request));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->accepted, 2u);
+  EXPECT_EQ(result->stale, 1u);  // e2 is older than e1, for the same product
+
+  v1::Event expected = Product("e1", "p1", 7);
+  expected.set_sequence(1);
+  *expected.mutable_data() = data;
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(StoredEvent(*log, 1), expected))
+      << StoredEvent(*log, 1).DebugString();
+  expected = Product("e2", "p1", 3);
+  expected.set_sequence(2);
+  expected.set_stale(true);
+  expected.mutable_data();  // present, and empty
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(StoredEvent(*log, 2), expected))
+      << StoredEvent(*log, 2).DebugString();
+  // Readers that skip the data find the header as before.
+  absl::StatusOr<std::vector<pimgate::StoredEvent>> stored = log->ReadStoredEvents(1, 10);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_EQ(stored->size(), 2u);
+  absl::StatusOr<v1::Event> header = ParseEventHeader((*stored)[1].bytes);
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->id(), "e2");
+  EXPECT_TRUE(header->stale());
+  EXPECT_FALSE(header->has_data());
+  // A duplicate with serialized data is recognised as one.
+  request = Request({Product("e1", "p1", 7)});
+  request.serialized_data = {data.SerializeAsString()};
+  result = log->AppendSync(std::move(request));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->duplicates, 1u);
+}
+
+TEST_P(EventLogTest, SerializedDataMustMatchTheEvents) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  AppendRequest request = Request({Product("e1", "p1", 1), Product("e2", "p2", 1)});
+  request.serialized_data = {""};
+  absl::StatusOr<AppendResult> result = log->AppendSync(std::move(request));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_EQ(result.status().message(), "append request: serialized data for 1 of 2 events");
+
+  request = Request({Product("e3", "p3", 1)});
+  (*request.events[0].mutable_data()->mutable_fields())["sku"].set_string_value("SKU-3");
+  request.serialized_data = {""};
+  result = log->AppendSync(std::move(request));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_EQ(result.status().message(), "event e3 has both data and serialized data");
+  EXPECT_EQ(log->head(), 0u);  // nothing of either request stored
 }
 
 TEST_P(EventLogTest, ReadEventsPaginates) {

@@ -96,8 +96,8 @@ class RetentionTest : public ::testing::TestWithParam<Backend> {
 
   AppendResult Append(std::vector<v1::Event> events,
                       std::vector<v1::QuarantineEntry> quarantine = {}) {
-    absl::StatusOr<AppendResult> result =
-        log_->AppendSync(AppendRequest{std::move(events), std::move(quarantine)});
+    absl::StatusOr<AppendResult> result = log_->AppendSync(
+        AppendRequest{.events = std::move(events), .quarantine = std::move(quarantine)});
     EXPECT_TRUE(result.ok()) << result.status();
     return result.ok() ? *result : AppendResult{};
   }
