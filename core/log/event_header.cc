@@ -42,4 +42,70 @@ absl::StatusOr<v1::Event> ParseEventHeader(absl::string_view bytes) {
   return event;
 }
 
+absl::StatusOr<EventRoute> ScanEventRoute(absl::string_view bytes) {
+  EventRoute route;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  const auto malformed = [&bytes](int at) {
+    return absl::DataLossError(
+        absl::StrCat("stored event: malformed field at byte ", at, " of ", bytes.size()));
+  };
+  while (true) {
+    const int start = in.CurrentPosition();
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) break;
+    const int number = WireFormatLite::GetTagFieldNumber(tag);
+    const WireFormatLite::WireType wire_type = WireFormatLite::GetTagWireType(tag);
+    std::string_view* text = nullptr;
+    if (wire_type == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      switch (number) {
+        case v1::Event::kSourceFieldNumber:
+          text = &route.source;
+          break;
+        case v1::Event::kTypeFieldNumber:
+          text = &route.type;
+          break;
+        case v1::Event::kKindFieldNumber:
+          text = &route.kind;
+          break;
+        case v1::Event::kResourceIdFieldNumber:
+          text = &route.resource_id;
+          break;
+        case v1::Event::kAuthorFieldNumber:
+          text = &route.author;
+          break;
+        case v1::Event::kAuthorTypeFieldNumber:
+          text = &route.author_type;
+          break;
+        default:
+          break;
+      }
+    }
+    if (text != nullptr) {
+      uint32_t size = 0;
+      if (!in.ReadVarint32(&size)) return malformed(start);
+      const int at = in.CurrentPosition();
+      if (!in.Skip(static_cast<int>(size))) return malformed(start);
+      *text = std::string_view(bytes.data() + at, size);
+    } else if (wire_type == WireFormatLite::WIRETYPE_VARINT &&
+               (number == v1::Event::kSequenceFieldNumber ||
+                number == v1::Event::kStaleFieldNumber)) {
+      uint64_t value = 0;
+      if (!in.ReadVarint64(&value)) return malformed(start);
+      if (number == v1::Event::kSequenceFieldNumber) {
+        route.sequence = value;
+      } else {
+        route.stale = value != 0;
+      }
+    } else if (!WireFormatLite::SkipField(&in, tag)) {
+      return malformed(start);
+    }
+  }
+  if (in.CurrentPosition() != static_cast<int>(bytes.size())) {
+    return absl::DataLossError(absl::StrCat("stored event: malformed tag at byte ",
+                                            in.CurrentPosition(), " of ", bytes.size()));
+  }
+  return route;
+}
+
 }  // namespace pimgate

@@ -17,9 +17,14 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/dispatch/event_wire.h"
+#include "core/log/event_header.h"
 #include "core/log/jetstream_backend.h"
 #include "core/log/log_backend.h"
 #include "core/log/rocksdb_backend.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "tests/testing/nats_cluster.h"
@@ -1053,6 +1058,106 @@ class ClusterDispatchTest : public ::testing::Test {
 };
 
 std::unique_ptr<testing::NatsCluster> ClusterDispatchTest::nats_;
+
+// A serialization that does not depend on map iteration order (Struct fields), so that two
+// serializations of equal messages can be compared byte for byte.
+template <class Message>
+std::string Deterministic(const Message& message) {
+  std::string out;
+  google::protobuf::io::StringOutputStream stream(&out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  message.SerializeToCodedStream(&coded);
+  coded.Trim();
+  return out;
+}
+
+// Deliveries framed straight into a DeliveryBatch (AppendDeliveryToBatch) are the bytes protobuf
+// writes for the same batch, and parse back to it: sizes around the varint boundaries (127,
+// 16383 bytes), attempts 0 (not written), 1 and multi-byte.
+TEST(DispatcherWire, BatchFramingIsProtobufsOwn) {
+  v1::DeliveryBatch expected;
+  std::string framed;
+  std::size_t sizes_total = 0;
+  int n = 0;
+  for (const std::size_t data_size : {0, 1, 90, 120, 126, 127, 128, 200, 16'300, 16'400, 70'000}) {
+    for (const uint32_t attempt : {0u, 1u, 2u, 127u, 128u, 300'000u}) {
+      v1::Event event;
+      event.set_sequence(1000 + n++);
+      event.set_id(absl::StrCat("id-", n));
+      event.set_source("pim");
+      event.set_type("product.updated");
+      event.set_kind("product");
+      event.set_resource_id(absl::StrCat("r", n % 7));
+      (*event.mutable_data()->mutable_fields())["blob"].set_string_value(
+          std::string(data_size, 'x'));
+      (*event.mutable_data()->mutable_fields())["family"].set_string_value("shoes");
+      const std::string bytes = Deterministic(event);
+      v1::Delivery& delivery = *expected.add_deliveries();
+      *delivery.mutable_event() = event;
+      delivery.set_attempt(attempt);
+      const std::size_t appended = AppendDeliveryToBatch(framed, bytes, attempt);
+      EXPECT_EQ(appended, DeliveryBatchElementSize(bytes.size(), attempt));
+      sizes_total += appended;
+      // One delivery alone, as Deliver (kSingle) sends it, is protobuf's Delivery too.
+      EXPECT_EQ(EncodeDelivery(bytes, attempt), Deterministic(delivery));
+    }
+  }
+  EXPECT_EQ(sizes_total, framed.size());
+  EXPECT_EQ(framed, Deterministic(expected));
+  v1::DeliveryBatch parsed;
+  ASSERT_TRUE(parsed.ParseFromString(framed));
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(parsed, expected));
+}
+
+// ScanEventRoute reads the fields ParseEventHeader decodes, as views, and rejects what it rejects.
+TEST(DispatcherWire, EventRouteIsTheHeadersFields) {
+  v1::Event event;
+  event.set_sequence(1ULL << 40);
+  event.set_id("id-1");
+  event.set_source("pim");
+  event.set_type("product.updated");
+  event.set_kind("product");
+  event.set_resource_id("uuid-1");
+  event.set_author("julia");
+  event.set_author_type("ui");
+  event.set_stale(true);
+  *event.mutable_received_at() = TimeUtil::MillisecondsToTimestamp(1234);
+  (*event.mutable_data()->mutable_fields())["sku"].set_string_value("not a field of the route");
+  const std::string bytes = event.SerializeAsString();
+  absl::StatusOr<EventRoute> route = ScanEventRoute(bytes);
+  ASSERT_TRUE(route.ok()) << route.status();
+  absl::StatusOr<v1::Event> header = ParseEventHeader(bytes);
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(route->sequence, header->sequence());
+  EXPECT_EQ(route->source, header->source());
+  EXPECT_EQ(route->type, header->type());
+  EXPECT_EQ(route->kind, header->kind());
+  EXPECT_EQ(route->resource_id, header->resource_id());
+  EXPECT_EQ(route->author, header->author());
+  EXPECT_EQ(route->author_type, header->author_type());
+  EXPECT_EQ(route->stale, header->stale());
+  // Views into the bytes, not copies.
+  EXPECT_GE(route->resource_id.data(), bytes.data());
+  EXPECT_LE(route->resource_id.data() + route->resource_id.size(), bytes.data() + bytes.size());
+
+  absl::StatusOr<EventRoute> empty = ScanEventRoute("");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->sequence, 0u);
+  EXPECT_TRUE(empty->resource_id.empty());
+  EXPECT_FALSE(empty->stale);
+
+  // Cut anywhere inside a field: a clear DataLoss from both, never a partial route.
+  for (const std::size_t cut : {bytes.size() - 1, std::size_t{3}, std::size_t{12}}) {
+    const std::string damaged = bytes.substr(0, cut);
+    absl::StatusOr<EventRoute> scanned = ScanEventRoute(damaged);
+    ASSERT_FALSE(scanned.ok()) << cut;
+    EXPECT_EQ(scanned.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_FALSE(ParseEventHeader(damaged).ok()) << cut;
+  }
+  const std::string bad_tag = bytes + std::string("\x00\x01", 2);
+  EXPECT_EQ(ScanEventRoute(bad_tag).status().code(), absl::StatusCode::kDataLoss);
+}
 
 TEST(PartitionOf, StableAndByResource) {
   v1::Event a;
