@@ -15,14 +15,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <deque>
 #include <limits>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <thread>
 #include <tuple>
-#include <unordered_map>
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
@@ -763,7 +762,7 @@ class Dispatcher::PluginDispatcher {
     }
     // Events without a resource id (jobs, app.deleted ...) have nothing to be ordered against.
     if (route.resource_id.empty()) {
-      MakeReady(sequence);
+      MakeReady(sequence, pending);
       return;
     }
     // Keyed by a hash: two resources whose keys collide share one chain, which only orders
@@ -774,7 +773,7 @@ class Dispatcher::PluginDispatcher {
             {pending.route.source, pending.route.kind, pending.route.resource_id});
     auto [chain, first] = resources_.try_emplace(pending.resource_key, sequence);
     if (first) {
-      MakeReady(sequence);
+      MakeReady(sequence, pending);
     } else {
       window_.at(chain->second).next = sequence;
       chain->second = sequence;
@@ -808,8 +807,9 @@ class Dispatcher::PluginDispatcher {
 
   // A resource head that may go: to the send queue, or first to the fetch queue when its
   // resource must be hydrated.
-  void MakeReady(uint64_t sequence) {
-    if (window_.at(sequence).hydration == Hydration::kNeeded) {
+  void MakeReady(uint64_t sequence) { MakeReady(sequence, window_.at(sequence)); }
+  void MakeReady(uint64_t sequence, const Pending& pending) {
+    if (pending.hydration == Hydration::kNeeded) {
       hydrate_queue_.insert(sequence);
     } else {
       ready_.insert(sequence);
@@ -881,7 +881,10 @@ class Dispatcher::PluginDispatcher {
     // What goes, in order: the stored bytes (or the hydrated event, kept in `hydrated`) and the
     // attempt. Framed below, each copied once into the stream's message.
     std::vector<std::pair<absl::string_view, uint32_t>> sends;
-    std::deque<std::string> hydrated;  // stable addresses
+    std::vector<std::unique_ptr<std::string>> hydrated;  // stable addresses
+    if (in_flight_ < config_.max_in_flight) {
+      sends.reserve(std::min<std::size_t>(config_.max_in_flight - in_flight_, ready_.size()));
+    }
     while (in_flight_ < config_.max_in_flight && !ready_.empty()) {
       const uint64_t sequence = *ready_.begin();
       if (sequence > handed_out_) {
@@ -904,7 +907,8 @@ class Dispatcher::PluginDispatcher {
         v1::Event event = FullEvent(pending);
         ApplyHydration(pending.resource.get(), event);
         if (std::exchange(pending.hydrated_unsent, false)) --hydrated_unsent_;
-        sends.emplace_back(hydrated.emplace_back(event.SerializeAsString()), attempt);
+        hydrated.push_back(std::make_unique<std::string>(event.SerializeAsString()));
+        sends.emplace_back(*hydrated.back(), attempt);
       } else {
         sends.emplace_back(pending.bytes, attempt);  // as stored
       }
@@ -1079,8 +1083,8 @@ class Dispatcher::PluginDispatcher {
       const uint64_t next = it->second.next;
       if (next == 0) {
         resources_.erase(it->second.resource_key);
-      } else if (window_.at(next).state == State::kWaiting) {
-        MakeReady(next);
+      } else if (const Pending& after = window_.at(next); after.state == State::kWaiting) {
+        MakeReady(next, after);
       }
     }
     if (it->second.hydrated_unsent) --hydrated_unsent_;
