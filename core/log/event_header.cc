@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/stubs/common.h"  // IsStructurallyValidUTF8
 #include "google/protobuf/wire_format_lite.h"
 
 namespace pimgate {
@@ -57,8 +58,16 @@ absl::StatusOr<EventRoute> ScanEventRoute(absl::string_view bytes) {
     const int number = WireFormatLite::GetTagFieldNumber(tag);
     const WireFormatLite::WireType wire_type = WireFormatLite::GetTagWireType(tag);
     std::string_view* text = nullptr;
+    std::string_view other;  // a string field the route does not keep: checked all the same
     if (wire_type == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
       switch (number) {
+        case v1::Event::kIdFieldNumber:
+        case v1::Event::kOriginalTypeFieldNumber:
+        case v1::Event::kPimSourceFieldNumber:
+        case v1::Event::kRequestIdFieldNumber:
+        case v1::Event::kSubjectFieldNumber:
+          text = &other;
+          break;
         case v1::Event::kSourceFieldNumber:
           text = &route.source;
           break;
@@ -87,6 +96,12 @@ absl::StatusOr<EventRoute> ScanEventRoute(absl::string_view bytes) {
       const int at = in.CurrentPosition();
       if (!in.Skip(static_cast<int>(size))) return malformed(start);
       *text = std::string_view(bytes.data() + at, size);
+      // As protobuf's parser (ParseEventHeader) rejects a proto3 string that is not UTF-8.
+      if (!google::protobuf::internal::IsStructurallyValidUTF8(text->data(),
+                                                               static_cast<int>(text->size()))) {
+        return absl::DataLossError(absl::StrCat("stored event: field ", number,
+                                                " is not valid UTF-8 (at byte ", start, ")"));
+      }
     } else if (wire_type == WireFormatLite::WIRETYPE_VARINT &&
                (number == v1::Event::kSequenceFieldNumber ||
                 number == v1::Event::kStaleFieldNumber)) {

@@ -34,8 +34,8 @@ struct EventRoute {
   bool stale = false;
 };
 
-// DataLoss when `bytes` is not a valid serialized Event at the wire level (the same framing
-// check as ParseEventHeader; string fields are not checked for UTF-8). Thread-safe.
+// DataLoss when `bytes` is not a valid serialized Event header, as for ParseEventHeader (the
+// framing, and every string field valid UTF-8). Thread-safe.
 absl::StatusOr<EventRoute> ScanEventRoute(absl::string_view bytes);
 
 }  // namespace pimgate

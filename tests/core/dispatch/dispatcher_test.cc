@@ -1157,6 +1157,16 @@ TEST(DispatcherWire, EventRouteIsTheHeadersFields) {
   }
   const std::string bad_tag = bytes + std::string("\x00\x01", 2);
   EXPECT_EQ(ScanEventRoute(bad_tag).status().code(), absl::StatusCode::kDataLoss);
+  // A string field that is not UTF-8, kept by the route or not: rejected by both, as protobuf's
+  // parser rejects it.
+  for (const bool routed : {true, false}) {
+    v1::Event bad = event;
+    (routed ? *bad.mutable_resource_id() : *bad.mutable_id()) = std::string("a\xff\xfe", 3);
+    std::string bad_bytes;
+    ASSERT_TRUE(bad.SerializePartialToString(&bad_bytes));
+    EXPECT_EQ(ScanEventRoute(bad_bytes).status().code(), absl::StatusCode::kDataLoss) << routed;
+    EXPECT_FALSE(ParseEventHeader(bad_bytes).ok()) << routed;
+  }
 }
 
 TEST(PartitionOf, StableAndByResource) {
