@@ -604,7 +604,12 @@ RunFigures MeasureBareStream(const Options& o, const std::string& dir, const std
         if (!batched) {
           messages.push_back(pimgate::EncodeDelivery(event, 1));
         } else {
-          if (messages.empty() || messages.back().size() >= pimgate::kMaxDeliveryBatchBytes) {
+          // A new batch before an event that would take this one past the limit (as the
+          // dispatcher's FrameDeliveries does); an event larger than the limit goes alone.
+          const std::size_t element = pimgate::DeliveryBatchElementSize(event.size(), 1);
+          if (messages.empty() ||
+              (!messages.back().empty() &&
+               messages.back().size() + element > pimgate::kMaxDeliveryBatchBytes)) {
             messages.emplace_back();
           }
           pimgate::AppendDeliveryToBatch(messages.back(), event, 1);

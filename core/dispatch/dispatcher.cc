@@ -653,6 +653,7 @@ class Dispatcher::PluginDispatcher {
 
   void FillWindow() {
     const uint64_t head = log_->head();
+    bool damaged = false;  // a stored event does not read back: the cursor stops below it
     while (WorthReading() && next_read_ <= head) {
       const std::size_t want = std::min(options_.read_batch, options_.window - window_.size());
       absl::StatusOr<std::vector<StoredEvent>> events = log_->ReadStoredEvents(next_read_, want);
@@ -669,23 +670,33 @@ class Dispatcher::PluginDispatcher {
       ClearError(ErrorKind::kRead);
       for (StoredEvent& stored : *events) {
         absl::StatusOr<EventRoute> route = ScanEventRoute(stored.bytes);
+        if (route.ok() && route->sequence != stored.sequence) {
+          // Damaged all the same (a record cut inside or before its trailing `sequence` reads
+          // as sequence 0): its sequence orders the window, keys its chain and moves the cursor.
+          route = absl::DataLossError(absl::StrCat("stored event: its sequence field reads ",
+                                                   route->sequence, ", its key ", stored.sequence));
+        }
         if (!route.ok()) {
           // Never skipped silently: the cursor stops below it until an operator seeks past it.
           next_read_ = stored.sequence;
           SetError(ErrorKind::kRead,
                    absl::StrCat("event ", stored.sequence, ": ", route.status().message()));
           spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
+          damaged = true;
           break;
         }
         Admit(*route, std::move(stored.bytes));
       }
+      // Not read again in this pass: the outer loop would read the same event forever.
+      if (damaged) break;
     }
     AdvanceCursor();
   }
 
   // Filters one event read from the log (`route` is read from its stored `bytes`), or queues
-  // it behind earlier events of its resource.
-  void Admit(const EventRoute& route, std::string bytes) {
+  // it behind earlier events of its resource. `bytes` is moved from only by Enqueue: until
+  // then `route`'s views point into it (a short string holds its characters inline).
+  void Admit(const EventRoute& route, std::string&& bytes) {
     // Another partition's event: another lease's (read amplification: every partition reads
     // the whole log).
     if (slot_ && PartitionOf(route, slot_->partitions) != slot_->partition) return;
@@ -745,8 +756,9 @@ class Dispatcher::PluginDispatcher {
     Enqueue(*route, std::move(bytes), /*redelivery=*/true);
   }
 
-  // `route` is read from `bytes`, the event as stored.
-  void Enqueue(const EventRoute& route, std::string bytes, bool redelivery) {
+  // `route` is read from `bytes`, the event as stored. `bytes` is taken by reference so that it
+  // stays where `route`'s views point until it is moved into the window below.
+  void Enqueue(const EventRoute& route, std::string&& bytes, bool redelivery) {
     const uint64_t sequence = route.sequence;
     const char* const scanned = bytes.data();
     Pending& pending = window_[sequence];
