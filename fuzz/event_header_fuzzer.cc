@@ -9,11 +9,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "core/log/event_header.h"
 #include "fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  const absl::string_view bytes(reinterpret_cast<const char*>(data), size);
   const absl::StatusOr<pimgate::EventRoute> route = pimgate::ScanEventRoute(bytes);
   const absl::StatusOr<pimgate::v1::Event> header = pimgate::ParseEventHeader(bytes);
   FUZZ_CHECK(route.ok() == header.ok(), absl::StrCat("scan: ", route.status().ToString(),

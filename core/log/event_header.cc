@@ -44,6 +44,20 @@ absl::StatusOr<v1::Event> ParseEventHeader(absl::string_view bytes) {
   return event;
 }
 
+namespace {
+
+// Reads a length as protobuf's parser reads one (ParseEventHeader): at most 5 bytes, below 2^31.
+bool ReadLength(google::protobuf::io::CodedInputStream& in, uint32_t* size) {
+  const int before = in.CurrentPosition();
+  uint64_t value = 0;
+  if (!in.ReadVarint64(&value)) return false;
+  if (in.CurrentPosition() - before > 5 || value > 0x7fffffff) return false;
+  *size = static_cast<uint32_t>(value);
+  return true;
+}
+
+}  // namespace
+
 absl::StatusOr<EventRoute> ScanEventRoute(absl::string_view bytes) {
   EventRoute route;
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
@@ -57,6 +71,11 @@ absl::StatusOr<EventRoute> ScanEventRoute(absl::string_view bytes) {
     const int start = in.CurrentPosition();
     const uint32_t tag = in.ReadTag();
     if (tag == 0) break;
+    // A tag written longer than needed: protobuf decides whether it reads as a tag (below).
+    if (in.CurrentPosition() - start !=
+        static_cast<int>(google::protobuf::io::CodedOutputStream::VarintSize32(tag))) {
+      unusual = true;
+    }
     const int number = WireFormatLite::GetTagFieldNumber(tag);
     const WireFormatLite::WireType wire_type = WireFormatLite::GetTagWireType(tag);
     std::string_view* text = nullptr;
@@ -94,7 +113,7 @@ absl::StatusOr<EventRoute> ScanEventRoute(absl::string_view bytes) {
     }
     if (text != nullptr) {
       uint32_t size = 0;
-      if (!in.ReadVarint32(&size)) return malformed(start);
+      if (!ReadLength(in, &size)) return malformed(start);
       const int at = in.CurrentPosition();
       if (!in.Skip(static_cast<int>(size))) return malformed(start);
       *text = std::string_view(bytes.data() + at, size);
@@ -120,7 +139,7 @@ absl::StatusOr<EventRoute> ScanEventRoute(absl::string_view bytes) {
                 number == v1::Event::kReceivedAtFieldNumber)) {
       // A Timestamp: protobuf parses its contents, so damage inside it fails ParseEventHeader.
       uint32_t size = 0;
-      if (!in.ReadVarint32(&size)) return malformed(start);
+      if (!ReadLength(in, &size)) return malformed(start);
       const int at = in.CurrentPosition();
       if (!in.Skip(static_cast<int>(size))) return malformed(start);
       google::protobuf::Timestamp timestamp;

@@ -1315,6 +1315,12 @@ TEST(DispatcherWire, EventRouteFailsWhenTheHeaderFails) {
   agreed_ok(bytes + raw({0xa3, 0x01, 0x0f, 0xa4, 0x01}));                    // wire type 7 inside
   agreed_ok(bytes + raw({0xa3, 0x01, 0xa3, 0x01, 0xa4, 0x01, 0xa4, 0x01}));  // nested
 
+  // Found by fuzz/event_header_fuzzer: a length or a tag written in more bytes than protobuf
+  // reads (a length: at most 5 bytes, below 2^31).
+  EXPECT_FALSE(agreed_ok(raw({0x6a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20}) + bytes));
+  agreed_ok(raw({0x88, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0x52}) + bytes);
+  EXPECT_TRUE(agreed_ok(raw({0x88, 0x00, 0x05}) + bytes));  // sequence, a 2-byte tag
+
   // A known field with another wire type is an unknown field to protobuf: accepted by both,
   // and the route reads the field as the header does (absent).
   EXPECT_TRUE(agreed_ok(bytes + raw({0x19, 1, 0, 0, 0, 0, 0, 0, 0})));  // sequence as fixed64
