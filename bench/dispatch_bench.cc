@@ -581,9 +581,13 @@ RunFigures MeasureBareStream(const Options& o, const std::string& dir, const std
   if (!stream.ok()) Fail("bare stream", stream.status());
   CpuMeter cpu(plugin.pid());
   const auto start = Clock::now();
+  // Framed as the dispatcher frames them (DeliveryStream::Send): runs of DeliveryBatch elements,
+  // or one Delivery per message for plugins without DeliverBatch.
+  const bool batched = (*stream)->protocol() == pimgate::DeliveryStream::Protocol::kBatch;
   uint64_t sent = 0;
   while (sent < o.events) {
-    std::vector<std::string> deliveries;
+    std::vector<std::string> messages;
+    uint64_t count = 0;
     {
       absl::MutexLock lock(&window->mu);
       auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(window->mu) {
@@ -591,17 +595,30 @@ RunFigures MeasureBareStream(const Options& o, const std::string& dir, const std
       };
       window->mu.Await(absl::Condition(&room));
       if (window->ended) break;
-      while (sent + deliveries.size() < o.events &&
-             sent - window->acked + deliveries.size() < o.max_in_flight) {
+      while (sent + count < o.events && sent - window->acked + count < o.max_in_flight) {
         // A unique sequence per delivery, as the plugin acks by sequence.
         pimgate::v1::Event header;
-        header.set_sequence(sent + deliveries.size() + 1);
-        deliveries.push_back(pimgate::EncodeDelivery(
-            sample[(sent + deliveries.size()) % sample.size()] + header.SerializeAsString(), 1));
+        header.set_sequence(sent + count + 1);
+        const std::string event =
+            sample[(sent + count) % sample.size()] + header.SerializeAsString();
+        if (!batched) {
+          messages.push_back(pimgate::EncodeDelivery(event, 1));
+        } else {
+          // A new batch before an event that would take this one past the limit (as the
+          // dispatcher's FrameDeliveries does); an event larger than the limit goes alone.
+          const std::size_t element = pimgate::DeliveryBatchElementSize(event.size(), 1);
+          if (messages.empty() ||
+              (!messages.back().empty() &&
+               messages.back().size() + element > pimgate::kMaxDeliveryBatchBytes)) {
+            messages.emplace_back();
+          }
+          pimgate::AppendDeliveryToBatch(messages.back(), event, 1);
+        }
+        ++count;
       }
     }
-    sent += deliveries.size();
-    (*stream)->Send(std::move(deliveries));
+    sent += count;
+    (*stream)->Send(std::move(messages));
   }
   {
     absl::MutexLock lock(&window->mu);

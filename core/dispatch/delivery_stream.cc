@@ -13,7 +13,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "core/dispatch/event_wire.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/client_callback.h"
@@ -25,11 +24,16 @@ namespace {
 constexpr char kDeliverMethod[] = "/pimgate.v1.EventHandler/Deliver";
 constexpr char kDeliverBatchMethod[] = "/pimgate.v1.EventHandler/DeliverBatch";
 
+// A slice that owns `bytes` without copying them.
+grpc::Slice ToSlice(std::string bytes) {
+  auto* owned = new std::string(std::move(bytes));
+  return grpc::Slice(
+      owned->data(), owned->size(), [](void* p) { delete static_cast<std::string*>(p); }, owned);
+}
+
 // A ByteBuffer that owns `bytes` without copying them.
 grpc::ByteBuffer ToByteBuffer(std::string bytes) {
-  auto* owned = new std::string(std::move(bytes));
-  grpc::Slice slice(
-      owned->data(), owned->size(), [](void* p) { delete static_cast<std::string*>(p); }, owned);
+  grpc::Slice slice = ToSlice(std::move(bytes));
   return grpc::ByteBuffer(&slice, 1);
 }
 
@@ -93,9 +97,9 @@ class DeliveryStream::Reactor final
   }
 
   // Send's half; the caller holds state_->mu and has checked that the hold is not released.
-  void EnqueueLocked(std::vector<std::string> deliveries) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  void EnqueueLocked(std::vector<std::string> messages) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     if (state_->write_failed) return;
-    for (std::string& d : deliveries) state_->queue.push_back(std::move(d));
+    for (std::string& m : messages) state_->queue.push_back(std::move(m));
     if (!state_->write_in_flight) WriteNextLocked();
   }
 
@@ -174,18 +178,22 @@ class DeliveryStream::Reactor final
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mu) {
     std::deque<std::string>& queue = state_->queue;
     if (queue.empty()) return;
-    std::string payload;
     if (protocol_ == Protocol::kBatch) {
+      // A DeliveryBatch is the concatenation of its elements: the queued runs of elements go
+      // out as the slices of one message, not copied.
+      std::vector<grpc::Slice> slices;
+      std::size_t size = 0;
       while (!queue.empty() &&
-             (payload.empty() || payload.size() + queue.front().size() <= kMaxDeliveryBatchBytes)) {
-        AppendToDeliveryBatch(payload, queue.front());
+             (slices.empty() || size + queue.front().size() <= kMaxDeliveryBatchBytes)) {
+        size += queue.front().size();
+        slices.push_back(ToSlice(std::move(queue.front())));
         queue.pop_front();
       }
+      write_buffer_ = grpc::ByteBuffer(slices.data(), slices.size());
     } else {
-      payload = std::move(queue.front());
+      write_buffer_ = ToByteBuffer(std::move(queue.front()));
       queue.pop_front();
     }
-    write_buffer_ = ToByteBuffer(std::move(payload));
     state_->write_in_flight = true;
     StartWrite(&write_buffer_);
   }
@@ -227,10 +235,10 @@ void DeliveryStream::ReleaseHold() {
   reactor_->RemoveHold();  // alive: OnDone cannot run before this
 }
 
-void DeliveryStream::Send(std::vector<std::string> deliveries) {
+void DeliveryStream::Send(std::vector<std::string> messages) {
   absl::MutexLock lock(&state_->mu);
   if (state_->hold_released) return;  // the stream has ended; ClosedFn tells the owner
-  reactor_->EnqueueLocked(std::move(deliveries));
+  reactor_->EnqueueLocked(std::move(messages));
 }
 
 absl::StatusOr<std::unique_ptr<DeliveryStream>> DeliveryStream::Open(

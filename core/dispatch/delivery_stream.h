@@ -52,11 +52,13 @@ class DeliveryStream {
   DeliveryStream(const DeliveryStream&) = delete;
   DeliveryStream& operator=(const DeliveryStream&) = delete;
 
-  // Queues serialized v1::Deliveries (see EncodeDelivery). They are written in order, as soon as
-  // the previous stream message is written: with kBatch, all those queued by then go in one
-  // DeliveryBatch (up to kMaxDeliveryBatchBytes). Dropped once the stream has ended (ClosedFn has
-  // been or will be called). Thread-safe.
-  void Send(std::vector<std::string> deliveries);
+  // Queues deliveries, already serialized for protocol(). kBatch: each string is a run of
+  // DeliveryBatch elements (AppendDeliveryToBatch) of at most kMaxDeliveryBatchBytes unless it
+  // holds a single delivery; kSingle: each string is one v1::Delivery (EncodeDelivery). They are
+  // written in order, as soon as the previous stream message is written: with kBatch, the runs
+  // queued by then go in one DeliveryBatch (up to kMaxDeliveryBatchBytes), without being copied.
+  // Dropped once the stream has ended (ClosedFn has been or will be called). Thread-safe.
+  void Send(std::vector<std::string> messages);
 
   Protocol protocol() const { return protocol_; }
 

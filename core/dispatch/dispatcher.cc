@@ -1,9 +1,11 @@
 // Per-plugin delivery: a scheduler thread owns all ordering state; a DeliveryStream (gRPC callback
 // reactor, core/dispatch/delivery_stream.h) carries Deliveries and Acks over one gRPC call. Other
 // threads talk to the scheduler only through its inbox (mu_), so the ordering rules live in one
-// single-threaded place. Events travel as the log stores them: the scheduler decodes only their
-// header (core/dispatch/event_wire.h), never their data, unless a data filter, hydration or a dead
-// letter needs it.
+// single-threaded place. Events travel as the log stores them: the scheduler reads only the few
+// fields it orders and filters on, as views into the stored bytes (ScanEventRoute,
+// core/log/event_header.h), and frames those bytes straight into the stream's DeliveryBatch
+// (core/dispatch/event_wire.h); it decodes an event (never its data unless needed) only for a
+// data filter, hydration or a dead letter.
 #include "core/dispatch/dispatcher.h"
 
 #include <grpcpp/grpcpp.h>
@@ -13,18 +15,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <deque>
 #include <limits>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <thread>
 #include <tuple>
-#include <unordered_map>
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -32,6 +34,7 @@
 #include "core/dispatch/delivery_stream.h"
 #include "core/dispatch/event_filter.h"
 #include "core/dispatch/event_wire.h"
+#include "core/log/event_header.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "spdlog/spdlog.h"
@@ -118,22 +121,36 @@ class LeaseFence {
   std::atomic<int64_t> deadline_{std::numeric_limits<int64_t>::min()};
 };
 
-int PartitionOf(const v1::Event& header, int partitions) {
+namespace {
+
+int PartitionOf(uint64_t sequence, std::string_view source, std::string_view kind,
+                std::string_view resource_id, int partitions) {
   if (partitions <= 1) return 0;
-  if (header.resource_id().empty()) return static_cast<int>(header.sequence() % partitions);
+  if (resource_id.empty()) return static_cast<int>(sequence % partitions);
   uint64_t hash = 14695981039346656037ULL;  // FNV-1a, 64 bits
-  const auto mix = [&hash](absl::string_view text) {
+  const auto mix = [&hash](std::string_view text) {
     for (unsigned char c : text) {
       hash ^= c;
       hash *= 1099511628211ULL;
     }
   };
-  mix(header.source());
+  mix(source);
   mix("\x1f");
-  mix(header.kind());
+  mix(kind);
   mix("\x1f");
-  mix(header.resource_id());
+  mix(resource_id);
   return static_cast<int>(hash % static_cast<uint64_t>(partitions));
+}
+
+int PartitionOf(const EventRoute& route, int partitions) {
+  return PartitionOf(route.sequence, route.source, route.kind, route.resource_id, partitions);
+}
+
+}  // namespace
+
+int PartitionOf(const v1::Event& header, int partitions) {
+  return PartitionOf(header.sequence(), header.source(), header.kind(), header.resource_id(),
+                     partitions);
 }
 
 std::string PartitionCursorKey(const std::string& plugin, int partition, int partitions) {
@@ -387,10 +404,15 @@ class Dispatcher::PluginDispatcher {
   // data.resource / data.hydration = "not_found". kNone: sent as stored.
   enum class Hydration { kNone, kNeeded, kFetching, kFound, kNotFound };
   struct Pending {
-    // The event's header: every field but `data` (decoded from `bytes`, which are sent).
-    v1::Event event;
-    std::string bytes;  // the event as stored (serialized), data included
-    std::string key;
+    std::string bytes;  // the event as stored (serialized), data included: what is sent
+    // What ordering, partitions and filters read, as views into `bytes` (ScanEventRoute).
+    EventRoute route;
+    // Events of one resource go one at a time, in sequence order: `resource_key` is the key of the
+    // event's chain in resources_ (a hash of source, kind and resource id), `next` the event
+    // after it in that chain (0: none). Events without a resource id are in no chain.
+    bool chained = false;
+    uint64_t resource_key = 0;
+    uint64_t next = 0;
     // Deliveries made by this window, counted against retry.max_attempts.
     uint32_t attempts = 0;
     // 1 when the event may have reached the plugin before this dispatcher started (it was
@@ -631,6 +653,7 @@ class Dispatcher::PluginDispatcher {
 
   void FillWindow() {
     const uint64_t head = log_->head();
+    bool damaged = false;  // a stored event does not read back: the cursor stops below it
     while (WorthReading() && next_read_ <= head) {
       const std::size_t want = std::min(options_.read_batch, options_.window - window_.size());
       absl::StatusOr<std::vector<StoredEvent>> events = log_->ReadStoredEvents(next_read_, want);
@@ -646,36 +669,53 @@ class Dispatcher::PluginDispatcher {
       next_read_ = events->back().sequence + 1;  // before the events are moved from
       ClearError(ErrorKind::kRead);
       for (StoredEvent& stored : *events) {
-        absl::StatusOr<v1::Event> header = ParseEventHeader(stored.bytes);
-        if (!header.ok()) {
+        absl::StatusOr<EventRoute> route = ScanEventRoute(stored.bytes);
+        if (route.ok() && route->sequence != stored.sequence) {
+          // Damaged all the same (a record cut inside or before its trailing `sequence` reads
+          // as sequence 0): its sequence orders the window, keys its chain and moves the cursor.
+          route = absl::DataLossError(absl::StrCat("stored event: its sequence field reads ",
+                                                   route->sequence, ", its key ", stored.sequence));
+        }
+        if (!route.ok()) {
           // Never skipped silently: the cursor stops below it until an operator seeks past it.
           next_read_ = stored.sequence;
           SetError(ErrorKind::kRead,
-                   absl::StrCat("event ", stored.sequence, ": ", header.status().message()));
+                   absl::StrCat("event ", stored.sequence, ": ", route.status().message()));
           spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
+          damaged = true;
           break;
         }
-        Admit(std::move(*header), std::move(stored.bytes));
+        Admit(*route, std::move(stored.bytes));
       }
+      // Not read again in this pass: the outer loop would read the same event forever.
+      if (damaged) break;
     }
     AdvanceCursor();
   }
 
-  // Filters one event read from the log (its header and stored bytes), or queues it behind
-  // earlier events of its resource.
-  void Admit(v1::Event event, std::string bytes) {
+  // Filters one event read from the log (`route` is read from its stored `bytes`), or queues
+  // it behind earlier events of its resource. `bytes` is moved from only by Enqueue: until
+  // then `route`'s views point into it (a short string holds its characters inline).
+  void Admit(const EventRoute& route, std::string&& bytes) {
     // Another partition's event: another lease's (read amplification: every partition reads
     // the whole log).
-    if (slot_ && PartitionOf(event, slot_->partitions) != slot_->partition) return;
+    if (slot_ && PartitionOf(route, slot_->partitions) != slot_->partition) return;
     // Already pending as a retried dead letter (after a seek back below it): delivered once.
-    if (window_.count(event.sequence()) > 0) return;
+    if (window_.count(route.sequence) > 0) return;
     EventFilter::Verdict verdict;
     if (filter_.reads_data()) {
       v1::Event full;
-      if (!full.ParseFromString(bytes)) full = event;  // header parsed: data alone is damaged
+      if (!full.ParseFromString(bytes)) {
+        // The data alone is damaged (the header's framing was read): filtered on the header.
+        full = HeaderOf(bytes, route.sequence);
+      }
       verdict = filter_.Check(full);
     } else {
-      verdict = filter_.Check(event);
+      verdict = filter_.Check(EventAttributes{.source = route.source,
+                                              .type = route.type,
+                                              .author = route.author,
+                                              .author_type = route.author_type,
+                                              .stale = route.stale});
     }
     switch (verdict) {
       case EventFilter::Verdict::kSkipFilter:
@@ -687,7 +727,7 @@ class Dispatcher::PluginDispatcher {
       case EventFilter::Verdict::kDeliver:
         break;
     }
-    Enqueue(std::move(event), std::move(bytes), /*redelivery=*/false);
+    Enqueue(route, std::move(bytes), /*redelivery=*/false);
   }
 
   // An event an operator asked to deliver again (a retried dead letter). It is usually below
@@ -707,31 +747,62 @@ class Dispatcher::PluginDispatcher {
     }
     spdlog::info("[dispatch {}] redelivering sequence {}", config_.name, event.sequence());
     std::string bytes = event.SerializeAsString();
-    event.clear_data();
-    Enqueue(std::move(event), std::move(bytes), /*redelivery=*/true);
+    absl::StatusOr<EventRoute> route = ScanEventRoute(bytes);
+    if (!route.ok()) {  // cannot happen: the bytes were serialized just above
+      spdlog::error("[dispatch {}] redelivering sequence {}: {}", config_.name, event.sequence(),
+                    std::string(route.status().message()));
+      return;
+    }
+    Enqueue(*route, std::move(bytes), /*redelivery=*/true);
   }
 
-  // `event` is the header (no data) of the event serialized in `bytes`.
-  void Enqueue(v1::Event event, std::string bytes, bool redelivery) {
-    const uint64_t sequence = event.sequence();
-    // Events without a resource id (jobs, app.deleted ...) have nothing to be ordered against.
-    std::string key =
-        event.resource_id().empty()
-            ? absl::StrCat("#", sequence)
-            : absl::StrCat(event.source(), "\x1f", event.kind(), "\x1f", event.resource_id());
+  // `route` is read from `bytes`, the event as stored. `bytes` is taken by reference so that it
+  // stays where `route`'s views point until it is moved into the window below.
+  void Enqueue(const EventRoute& route, std::string&& bytes, bool redelivery) {
+    const uint64_t sequence = route.sequence;
+    const char* const scanned = bytes.data();
     Pending& pending = window_[sequence];
-    pending.event = std::move(event);
     pending.bytes = std::move(bytes);
+    pending.route = route;
+    // The views stay valid unless the bytes were short enough to be stored inline.
+    if (pending.bytes.data() != scanned) pending.route = *ScanEventRoute(pending.bytes);
     pending.redelivery = redelivery;
     pending.earlier =
         (redelivery ? resumed_retries_.erase(sequence) > 0 : sequence <= may_have_reached_) ? 1 : 0;
-    if (hydrator_ != nullptr && hydrator_->ShouldHydrate(pending.event)) {
+    if (hydrator_ != nullptr && hydrator_->ShouldHydrate(HeaderOf(pending))) {
       pending.hydration = Hydration::kNeeded;
     }
-    std::deque<uint64_t>& queue = resources_[key];
-    pending.key = std::move(key);
-    queue.push_back(sequence);
-    if (queue.size() == 1) MakeReady(sequence);
+    // Events without a resource id (jobs, app.deleted ...) have nothing to be ordered against.
+    if (route.resource_id.empty()) {
+      MakeReady(sequence, pending);
+      return;
+    }
+    // Keyed by a hash: two resources whose keys collide share one chain, which only orders
+    // their events more strictly than needed (never less).
+    pending.chained = true;
+    pending.resource_key =
+        absl::Hash<std::tuple<std::string_view, std::string_view, std::string_view>>()(
+            {pending.route.source, pending.route.kind, pending.route.resource_id});
+    auto [chain, first] = resources_.try_emplace(pending.resource_key, sequence);
+    if (first) {
+      MakeReady(sequence, pending);
+    } else {
+      window_.at(chain->second).next = sequence;
+      chain->second = sequence;
+    }
+  }
+
+  // The event's header (every field but its data), decoded from the stored bytes where a whole
+  // v1::Event is wanted (hydration, dead letters); just its sequence if they do not decode.
+  static v1::Event HeaderOf(absl::string_view bytes, uint64_t sequence) {
+    absl::StatusOr<v1::Event> header = ParseEventHeader(bytes);
+    if (header.ok()) return *std::move(header);
+    v1::Event event;
+    event.set_sequence(sequence);
+    return event;
+  }
+  static v1::Event HeaderOf(const Pending& pending) {
+    return HeaderOf(pending.bytes, pending.route.sequence);
   }
 
   // The whole stored event, data included (decoded only where it is changed or kept: hydration,
@@ -740,16 +811,17 @@ class Dispatcher::PluginDispatcher {
     v1::Event event;
     if (!event.ParseFromString(pending.bytes)) {
       spdlog::error("[dispatch {}] stored event {} does not decode; using its header", config_.name,
-                    pending.event.sequence());
-      return pending.event;
+                    pending.route.sequence);
+      return HeaderOf(pending);
     }
     return event;
   }
 
   // A resource head that may go: to the send queue, or first to the fetch queue when its
   // resource must be hydrated.
-  void MakeReady(uint64_t sequence) {
-    if (window_.at(sequence).hydration == Hydration::kNeeded) {
+  void MakeReady(uint64_t sequence) { MakeReady(sequence, window_.at(sequence)); }
+  void MakeReady(uint64_t sequence, const Pending& pending) {
+    if (pending.hydration == Hydration::kNeeded) {
       hydrate_queue_.insert(sequence);
     } else {
       ready_.insert(sequence);
@@ -770,7 +842,7 @@ class Dispatcher::PluginDispatcher {
       Pending& pending = window_.at(sequence);
       pending.hydration = Hydration::kFetching;
       pending.hydration_batch = batch;
-      requests.push_back(MakeHydrationRequest(pending.event, batch));
+      requests.push_back(MakeHydrationRequest(HeaderOf(pending), batch));
     }
     if (requests.empty()) return;
     hydrating_ += requests.size();
@@ -818,7 +890,13 @@ class Dispatcher::PluginDispatcher {
 
   void SendReady(absl::Time now) {
     if (!stream_ || paused_view_ || hold_view_ != 0 || Fenced()) return;
-    std::vector<std::string> deliveries;
+    // What goes, in order: the stored bytes (or the hydrated event, kept in `hydrated`) and the
+    // attempt. Framed below, each copied once into the stream's message.
+    std::vector<std::pair<absl::string_view, uint32_t>> sends;
+    std::vector<std::unique_ptr<std::string>> hydrated;  // stable addresses
+    if (in_flight_ < config_.max_in_flight) {
+      sends.reserve(std::min<std::size_t>(config_.max_in_flight - in_flight_, ready_.size()));
+    }
     while (in_flight_ < config_.max_in_flight && !ready_.empty()) {
       const uint64_t sequence = *ready_.begin();
       if (sequence > handed_out_) {
@@ -836,20 +914,52 @@ class Dispatcher::PluginDispatcher {
       pending.deadline = now + absl::FromChrono(config_.ack_timeout);
       ack_deadlines_.emplace(pending.deadline, sequence);
       ++in_flight_;
+      const uint32_t attempt = pending.earlier + pending.attempts;
       if (pending.hydration == Hydration::kFound || pending.hydration == Hydration::kNotFound) {
         v1::Event event = FullEvent(pending);
         ApplyHydration(pending.resource.get(), event);
         if (std::exchange(pending.hydrated_unsent, false)) --hydrated_unsent_;
-        deliveries.push_back(
-            EncodeDelivery(event.SerializeAsString(), pending.earlier + pending.attempts));
+        hydrated.push_back(std::make_unique<std::string>(event.SerializeAsString()));
+        sends.emplace_back(*hydrated.back(), attempt);
       } else {
-        // As stored.
-        deliveries.push_back(EncodeDelivery(pending.bytes, pending.earlier + pending.attempts));
+        sends.emplace_back(pending.bytes, attempt);  // as stored
       }
     }
-    if (!deliveries.empty()) stream_->Send(std::move(deliveries));
+    if (!sends.empty()) stream_->Send(FrameDeliveries(sends, stream_->protocol()));
     stats_.in_flight = in_flight_;
     if (hydrator_ != nullptr) StartHydrations();  // after the sends, which free prefetch room
+  }
+
+  // The stream messages for `sends` (event bytes, attempt): for DeliverBatch, runs of batch
+  // elements of at most kMaxDeliveryBatchBytes each (a larger delivery alone), each allocated
+  // once at its final size; for Deliver, one Delivery each.
+  static std::vector<std::string> FrameDeliveries(
+      const std::vector<std::pair<absl::string_view, uint32_t>>& sends,
+      DeliveryStream::Protocol protocol) {
+    std::vector<std::string> messages;
+    if (protocol == DeliveryStream::Protocol::kSingle) {
+      for (const auto& [bytes, attempt] : sends) messages.push_back(EncodeDelivery(bytes, attempt));
+      return messages;
+    }
+    std::size_t begin = 0;
+    while (begin < sends.size()) {
+      std::size_t end = begin;
+      std::size_t size = 0;
+      while (end < sends.size()) {
+        const std::size_t element =
+            DeliveryBatchElementSize(sends[end].first.size(), sends[end].second);
+        if (end > begin && size + element > kMaxDeliveryBatchBytes) break;
+        size += element;
+        ++end;
+      }
+      std::string& run = messages.emplace_back();
+      run.reserve(size);
+      for (std::size_t i = begin; i < end; ++i) {
+        AppendDeliveryToBatch(run, sends[i].first, sends[i].second);
+      }
+      begin = end;
+    }
+    return messages;
   }
 
   void HandleAck(uint64_t generation, const Ack& ack, absl::Time now) {
@@ -973,20 +1083,21 @@ class Dispatcher::PluginDispatcher {
     *letter.mutable_dead_at() = NowTimestamp();
     ++stats_.dead_lettered;
     spdlog::warn("[dispatch {}] dead-lettered sequence {} ({} {}): {}", config_.name, sequence,
-                 pending.event.type(), pending.event.resource_id(), reason);
+                 pending.route.type, pending.route.resource_id, reason);
     Complete(sequence);
   }
 
   // The event is done for this plugin: the next event of its resource may go.
   void Complete(uint64_t sequence) {
     auto it = window_.find(sequence);
-    auto queue_it = resources_.find(it->second.key);
-    std::deque<uint64_t>& queue = queue_it->second;
-    queue.pop_front();  // only a resource's first event is ever delivered
-    if (queue.empty()) {
-      resources_.erase(queue_it);
-    } else if (window_.at(queue.front()).state == State::kWaiting) {
-      MakeReady(queue.front());
+    if (it->second.chained) {
+      // Only a chain's first event is ever delivered: `sequence` is its head.
+      const uint64_t next = it->second.next;
+      if (next == 0) {
+        resources_.erase(it->second.resource_key);
+      } else if (const Pending& after = window_.at(next); after.state == State::kWaiting) {
+        MakeReady(next, after);
+      }
     }
     if (it->second.hydrated_unsent) --hydrated_unsent_;
     window_.erase(it);
@@ -1257,7 +1368,9 @@ class Dispatcher::PluginDispatcher {
   // Retried dead letters whose retry resumed at start (may have reached the plugin before).
   absl::flat_hash_set<uint64_t> resumed_retries_;
   Window window_;
-  std::unordered_map<std::string, std::deque<uint64_t>> resources_;
+  // Per resource key (Pending::resource_key): the last pending event of its chain (the first is
+  // the one in flight, ready or waiting for its retry).
+  absl::flat_hash_map<uint64_t, uint64_t> resources_;
   // B-trees rather than std::set: inserted and erased for every event, kept cache-friendly.
   absl::btree_set<uint64_t> ready_;          // resource heads waiting to be sent, oldest first
   absl::btree_set<uint64_t> hydrate_queue_;  // resource heads waiting for a fetch, oldest first

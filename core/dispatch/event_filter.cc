@@ -9,12 +9,12 @@
 namespace pimgate {
 namespace {
 
-bool Contains(const std::vector<std::string>& list, const std::string& value) {
+bool Contains(const std::vector<std::string>& list, std::string_view value) {
   return std::find(list.begin(), list.end(), value) != list.end();
 }
 
 // Include/exclude over one attribute: an empty include list admits everything.
-bool Admits(const StringFilter& filter, const std::string& value) {
+bool Admits(const StringFilter& filter, std::string_view value) {
   if (!filter.include.empty() && !Contains(filter.include, value)) return false;
   return !Contains(filter.exclude, value);
 }
@@ -77,13 +77,21 @@ EventFilter::EventFilter(const PluginConfig& plugin)
       author_types_(plugin.author_types),
       data_(plugin.data) {}
 
-bool EventFilter::MatchesAttributes(const v1::Event& event) const {
-  if (!sources_.empty() && !Contains(sources_, event.source())) return false;
+bool EventFilter::MatchesAttributes(const EventAttributes& event) const {
+  if (!sources_.empty() && !Contains(sources_, event.source)) return false;
   if (!std::any_of(events_.begin(), events_.end(),
-                   [&](const std::string& glob) { return GlobMatch(glob, event.type()); })) {
+                   [&](const std::string& glob) { return GlobMatch(glob, event.type); })) {
     return false;
   }
-  if (!Admits(authors_, event.author()) || !Admits(author_types_, event.author_type())) {
+  return Admits(authors_, event.author) && Admits(author_types_, event.author_type);
+}
+
+bool EventFilter::MatchesAttributes(const v1::Event& event) const {
+  if (!MatchesAttributes(EventAttributes{.source = event.source(),
+                                         .type = event.type(),
+                                         .author = event.author(),
+                                         .author_type = event.author_type(),
+                                         .stale = event.stale()})) {
     return false;
   }
   for (const DataFilter& filter : data_) {
@@ -98,6 +106,12 @@ bool EventFilter::MatchesAttributes(const v1::Event& event) const {
 EventFilter::Verdict EventFilter::Check(const v1::Event& event) const {
   if (!MatchesAttributes(event)) return Verdict::kSkipFilter;
   if (skip_stale_ && event.stale()) return Verdict::kSkipStale;
+  return Verdict::kDeliver;
+}
+
+EventFilter::Verdict EventFilter::Check(const EventAttributes& event) const {
+  if (!MatchesAttributes(event)) return Verdict::kSkipFilter;
+  if (skip_stale_ && event.stale) return Verdict::kSkipStale;
   return Verdict::kDeliver;
 }
 

@@ -16,6 +16,16 @@ namespace pimgate {
 // when the path does not exist.
 std::vector<std::string> ValuesAtPath(const google::protobuf::Struct& data, std::string_view path);
 
+// The attributes of an event that filters other than `data` filters read (views into the
+// event, or into its stored bytes: see ScanEventRoute).
+struct EventAttributes {
+  std::string_view source;
+  std::string_view type;
+  std::string_view author;
+  std::string_view author_type;
+  bool stale = false;
+};
+
 class EventFilter {
  public:
   enum class Verdict { kDeliver, kSkipFilter, kSkipStale };
@@ -24,6 +34,8 @@ class EventFilter {
 
   // Thread-safe (immutable).
   Verdict Check(const v1::Event& event) const;
+  // The same verdict from the attributes alone; only for a filter that does not reads_data().
+  Verdict Check(const EventAttributes& event) const;
 
   // True when Check reads `event.data` (the plugin has `data` filters). Otherwise an event
   // without its data (a header, see core/dispatch/event_wire.h) gets the same verdict.
@@ -31,6 +43,7 @@ class EventFilter {
 
  private:
   bool MatchesAttributes(const v1::Event& event) const;
+  bool MatchesAttributes(const EventAttributes& event) const;
 
   std::vector<std::string> events_;
   std::vector<std::string> sources_;

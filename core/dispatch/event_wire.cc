@@ -40,8 +40,39 @@ std::string EncodeDelivery(absl::string_view event_bytes, uint32_t attempt) {
   return out;
 }
 
-void AppendToDeliveryBatch(std::string& batch, absl::string_view encoded_delivery) {
-  AppendLengthDelimited(batch, v1::DeliveryBatch::kDeliveriesFieldNumber, encoded_delivery);
+namespace {
+
+// The size of a v1::Delivery { event of `event_size` bytes, attempt }.
+std::size_t DeliverySize(std::size_t event_size, uint32_t attempt) {
+  using google::protobuf::io::CodedOutputStream;
+  std::size_t size = 1 + CodedOutputStream::VarintSize64(event_size) + event_size;  // field 1
+  if (attempt != 0) size += 1 + CodedOutputStream::VarintSize32(attempt);           // field 2
+  return size;
+}
+
+}  // namespace
+
+std::size_t DeliveryBatchElementSize(std::size_t event_size, uint32_t attempt) {
+  const std::size_t delivery = DeliverySize(event_size, attempt);
+  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(delivery) + delivery;
+}
+
+std::size_t AppendDeliveryToBatch(std::string& batch, absl::string_view event_bytes,
+                                  uint32_t attempt) {
+  static_assert(v1::DeliveryBatch::kDeliveriesFieldNumber < 16 &&
+                    v1::Delivery::kEventFieldNumber < 16 && v1::Delivery::kAttemptFieldNumber < 16,
+                "one-byte tags");
+  const std::size_t before = batch.size();
+  AppendVarint(batch, WireFormatLite::MakeTag(v1::DeliveryBatch::kDeliveriesFieldNumber,
+                                              WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+  AppendVarint(batch, DeliverySize(event_bytes.size(), attempt));
+  AppendLengthDelimited(batch, v1::Delivery::kEventFieldNumber, event_bytes);
+  if (attempt != 0) {  // proto3: a zero scalar is not written
+    AppendVarint(batch, WireFormatLite::MakeTag(v1::Delivery::kAttemptFieldNumber,
+                                                WireFormatLite::WIRETYPE_VARINT));
+    AppendVarint(batch, attempt);
+  }
+  return batch.size() - before;
 }
 
 }  // namespace pimgate

@@ -5,6 +5,7 @@
 #ifndef PIMGATE_CORE_DISPATCH_EVENT_WIRE_H_
 #define PIMGATE_CORE_DISPATCH_EVENT_WIRE_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -19,9 +20,15 @@ namespace pimgate {
 // the event. `event_bytes` must be a serialized v1::Event.
 std::string EncodeDelivery(absl::string_view event_bytes, uint32_t attempt);
 
-// Appends one element of `DeliveryBatch.deliveries` (a serialized v1::Delivery, as EncodeDelivery
-// returns) to `batch`, the serialized DeliveryBatch being built: batches are concatenations.
-void AppendToDeliveryBatch(std::string& batch, absl::string_view encoded_delivery);
+// Appends one element of `DeliveryBatch.deliveries`, the v1::Delivery { event = <event_bytes>,
+// attempt = attempt }, to `batch`, the serialized DeliveryBatch being built (batches are
+// concatenations of their elements): the delivery is framed in place, `event_bytes` copied once.
+// Returns the number of bytes appended (DeliveryBatchElementSize).
+std::size_t AppendDeliveryToBatch(std::string& batch, absl::string_view event_bytes,
+                                  uint32_t attempt);
+
+// The bytes AppendDeliveryToBatch appends for an event of `event_size` bytes.
+std::size_t DeliveryBatchElementSize(std::size_t event_size, uint32_t attempt);
 
 }  // namespace pimgate
 

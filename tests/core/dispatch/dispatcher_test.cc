@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <initializer_list>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -16,10 +17,17 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/dispatch/event_wire.h"
+#include "core/log/event_header.h"
 #include "core/log/jetstream_backend.h"
 #include "core/log/log_backend.h"
 #include "core/log/rocksdb_backend.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "tests/testing/nats_cluster.h"
@@ -490,6 +498,76 @@ TEST_P(DispatcherTest, HandedOutMarkIsWrittenPerReadNotPerEvent) {
   EXPECT_GE(writes.load(), 1);
   EXPECT_LE(writes.load(), 10);
   EXPECT_EQ(log_->LoadHandedOut("p").value_or(0), static_cast<uint64_t>(kEvents));
+}
+
+// Damages the stored bytes of some events as read back (`damage` rewrites them by sequence), as
+// damaged records on disk would read.
+class DamagingBackend final : public ForwardingLogBackend {
+ public:
+  using Damage = std::function<std::string(const std::string&)>;
+  DamagingBackend(std::unique_ptr<LogBackend> inner, std::map<uint64_t, Damage> damage)
+      : ForwardingLogBackend(std::move(inner)), damage_(std::move(damage)) {}
+  absl::StatusOr<std::vector<StoredEvent>> ReadStoredEvents(uint64_t from,
+                                                            std::size_t max) override {
+    absl::StatusOr<std::vector<StoredEvent>> events =
+        ForwardingLogBackend::ReadStoredEvents(from, max);
+    if (events.ok()) {
+      for (StoredEvent& stored : *events) {
+        if (auto it = damage_.find(stored.sequence); it != damage_.end()) {
+          stored.bytes = it->second(stored.bytes);
+        }
+      }
+    }
+    return events;
+  }
+
+ private:
+  std::map<uint64_t, Damage> damage_;
+};
+
+// A stored event that does not read back as its header (here: damage inside a Timestamp), or
+// whose `sequence` field is not its key (lost: a record cut at its trailing sequence reads as
+// sequence 0; or another number) is neither delivered nor skipped: the cursor stops below it with
+// a read error naming it until an operator seeks past it.
+TEST_P(DispatcherTest, DamagedStoredEventStopsTheCursor) {
+  const auto resequenced = [](int64_t delta) {
+    return [delta](const std::string& bytes) {
+      v1::Event event;
+      EXPECT_TRUE(event.ParseFromString(bytes));
+      event.set_sequence(delta == 0 ? 0 : event.sequence() + delta);
+      return event.SerializeAsString();
+    };
+  };
+  ReopenWrapped([&](std::unique_ptr<LogBackend> inner) -> std::unique_ptr<LogBackend> {
+    std::map<uint64_t, DamagingBackend::Damage> damage;
+    // received_at (field 10) holding a field number 0.
+    damage[3] = [](const std::string& bytes) { return bytes + std::string("\x52\x02\x02\x00", 4); };
+    damage[5] = resequenced(0);
+    damage[7] = resequenced(1000);
+    return std::make_unique<DamagingBackend>(std::move(inner), std::move(damage));
+  });
+  ScriptedPlugin plugin(Socket("p"), AlwaysOk());
+  auto dispatcher = StartDispatcher({Plugin("p")});
+  std::vector<v1::Event> events;
+  for (int i = 1; i <= 8; ++i) events.push_back(Event("product.updated", absl::StrCat("r", i), 1));
+  Append(std::move(events));
+  const auto stopped_at = [&](uint64_t cursor, const std::string& error) {
+    return WaitFor([&] {
+      const PluginDispatchStats stats = StatsOf(*dispatcher, "p");
+      return stats.cursor == cursor && absl::StrContains(stats.last_error, error);
+    });
+  };
+  EXPECT_TRUE(stopped_at(2, "event 3: stored event: field 10 is not a valid Timestamp"));
+  ASSERT_TRUE(dispatcher->Seek("p", 4).ok());
+  EXPECT_TRUE(stopped_at(4, "event 5: stored event: its sequence field reads 0, its key 5"));
+  ASSERT_TRUE(dispatcher->Seek("p", 6).ok());
+  EXPECT_TRUE(stopped_at(6, "event 7: stored event: its sequence field reads 1007, its key 7"));
+  ASSERT_TRUE(dispatcher->Seek("p", 8).ok());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*dispatcher, "p").cursor == 8; }));
+  std::set<uint64_t> delivered;
+  for (const auto& call : plugin.calls()) delivered.insert(call.sequence);
+  EXPECT_EQ(delivered, (std::set<uint64_t>{1, 2, 4, 6, 8}));
+  EXPECT_EQ(StatsOf(*dispatcher, "p").skipped_filter, 0u);
 }
 
 TEST_P(DispatcherTest, PluginThatNeverAcksDoesNotBlockAnother) {
@@ -1053,6 +1131,202 @@ class ClusterDispatchTest : public ::testing::Test {
 };
 
 std::unique_ptr<testing::NatsCluster> ClusterDispatchTest::nats_;
+
+// A serialization that does not depend on map iteration order (Struct fields), so that two
+// serializations of equal messages can be compared byte for byte.
+template <class Message>
+std::string Deterministic(const Message& message) {
+  std::string out;
+  google::protobuf::io::StringOutputStream stream(&out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  message.SerializeToCodedStream(&coded);
+  coded.Trim();
+  return out;
+}
+
+// Deliveries framed straight into a DeliveryBatch (AppendDeliveryToBatch) are the bytes protobuf
+// writes for the same batch, and parse back to it: sizes around the varint boundaries (127,
+// 16383 bytes), attempts 0 (not written), 1 and multi-byte.
+TEST(DispatcherWire, BatchFramingIsProtobufsOwn) {
+  v1::DeliveryBatch expected;
+  std::string framed;
+  std::size_t sizes_total = 0;
+  int n = 0;
+  for (const std::size_t data_size : {0, 1, 90, 120, 126, 127, 128, 200, 16'300, 16'400, 70'000}) {
+    for (const uint32_t attempt : {0u, 1u, 2u, 127u, 128u, 300'000u}) {
+      v1::Event event;
+      event.set_sequence(1000 + n++);
+      event.set_id(absl::StrCat("id-", n));
+      event.set_source("pim");
+      event.set_type("product.updated");
+      event.set_kind("product");
+      event.set_resource_id(absl::StrCat("r", n % 7));
+      (*event.mutable_data()->mutable_fields())["blob"].set_string_value(
+          std::string(data_size, 'x'));
+      (*event.mutable_data()->mutable_fields())["family"].set_string_value("shoes");
+      const std::string bytes = Deterministic(event);
+      v1::Delivery& delivery = *expected.add_deliveries();
+      *delivery.mutable_event() = event;
+      delivery.set_attempt(attempt);
+      const std::size_t appended = AppendDeliveryToBatch(framed, bytes, attempt);
+      EXPECT_EQ(appended, DeliveryBatchElementSize(bytes.size(), attempt));
+      sizes_total += appended;
+      // One delivery alone, as Deliver (kSingle) sends it, is protobuf's Delivery too.
+      EXPECT_EQ(EncodeDelivery(bytes, attempt), Deterministic(delivery));
+    }
+  }
+  EXPECT_EQ(sizes_total, framed.size());
+  EXPECT_EQ(framed, Deterministic(expected));
+  v1::DeliveryBatch parsed;
+  ASSERT_TRUE(parsed.ParseFromString(framed));
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(parsed, expected));
+}
+
+// ScanEventRoute reads the fields ParseEventHeader decodes, as views, and rejects what it rejects.
+TEST(DispatcherWire, EventRouteIsTheHeadersFields) {
+  v1::Event event;
+  event.set_sequence(1ULL << 40);
+  event.set_id("id-1");
+  event.set_source("pim");
+  event.set_type("product.updated");
+  event.set_kind("product");
+  event.set_resource_id("uuid-1");
+  event.set_author("julia");
+  event.set_author_type("ui");
+  event.set_stale(true);
+  *event.mutable_received_at() = TimeUtil::MillisecondsToTimestamp(1234);
+  (*event.mutable_data()->mutable_fields())["sku"].set_string_value("not a field of the route");
+  const std::string bytes = event.SerializeAsString();
+  absl::StatusOr<EventRoute> route = ScanEventRoute(bytes);
+  ASSERT_TRUE(route.ok()) << route.status();
+  absl::StatusOr<v1::Event> header = ParseEventHeader(bytes);
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(route->sequence, header->sequence());
+  EXPECT_EQ(route->source, header->source());
+  EXPECT_EQ(route->type, header->type());
+  EXPECT_EQ(route->kind, header->kind());
+  EXPECT_EQ(route->resource_id, header->resource_id());
+  EXPECT_EQ(route->author, header->author());
+  EXPECT_EQ(route->author_type, header->author_type());
+  EXPECT_EQ(route->stale, header->stale());
+  // Views into the bytes, not copies.
+  EXPECT_GE(route->resource_id.data(), bytes.data());
+  EXPECT_LE(route->resource_id.data() + route->resource_id.size(), bytes.data() + bytes.size());
+
+  absl::StatusOr<EventRoute> empty = ScanEventRoute("");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->sequence, 0u);
+  EXPECT_TRUE(empty->resource_id.empty());
+  EXPECT_FALSE(empty->stale);
+
+  // Cut anywhere inside a field: a clear DataLoss from both, never a partial route.
+  for (const std::size_t cut : {bytes.size() - 1, std::size_t{3}, std::size_t{12}}) {
+    const std::string damaged = bytes.substr(0, cut);
+    absl::StatusOr<EventRoute> scanned = ScanEventRoute(damaged);
+    ASSERT_FALSE(scanned.ok()) << cut;
+    EXPECT_EQ(scanned.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_FALSE(ParseEventHeader(damaged).ok()) << cut;
+  }
+  const std::string bad_tag = bytes + std::string("\x00\x01", 2);
+  EXPECT_EQ(ScanEventRoute(bad_tag).status().code(), absl::StatusCode::kDataLoss);
+  // A string field that is not UTF-8, kept by the route or not: rejected by both, as protobuf's
+  // parser rejects it.
+  for (const bool routed : {true, false}) {
+    v1::Event bad = event;
+    (routed ? *bad.mutable_resource_id() : *bad.mutable_id()) = std::string("a\xff\xfe", 3);
+    std::string bad_bytes;
+    ASSERT_TRUE(bad.SerializePartialToString(&bad_bytes));
+    EXPECT_EQ(ScanEventRoute(bad_bytes).status().code(), absl::StatusCode::kDataLoss) << routed;
+    EXPECT_FALSE(ParseEventHeader(bad_bytes).ok()) << routed;
+  }
+}
+
+// ScanEventRoute fails exactly when ParseEventHeader fails, and otherwise reads its fields, for
+// damage the framing alone does not show: field number 0, damaged Timestamp contents, groups.
+TEST(DispatcherWire, EventRouteFailsWhenTheHeaderFails) {
+  v1::Event event;
+  event.set_sequence(77);
+  event.set_source("pim");
+  event.set_kind("product");
+  event.set_resource_id("uuid-7");
+  event.set_author("julia");
+  *event.mutable_occurred_at() = TimeUtil::MillisecondsToTimestamp(1000);
+  (*event.mutable_data()->mutable_fields())["sku"].set_string_value("s");
+  const std::string bytes = event.SerializeAsString();
+  // Whether both accept `damaged` (they must agree), and that they read the same fields.
+  const auto agreed_ok = [](const std::string& damaged) {
+    absl::StatusOr<EventRoute> route = ScanEventRoute(damaged);
+    absl::StatusOr<v1::Event> header = ParseEventHeader(damaged);
+    EXPECT_EQ(route.ok(), header.ok())
+        << absl::CEscape(damaged) << " scan: " << route.status() << " header: " << header.status();
+    if (!route.ok()) {
+      EXPECT_EQ(route.status().code(), absl::StatusCode::kDataLoss);
+      return false;
+    }
+    if (!header.ok()) return false;
+    EXPECT_EQ(route->sequence, header->sequence());
+    EXPECT_EQ(route->source, header->source());
+    EXPECT_EQ(route->type, header->type());
+    EXPECT_EQ(route->kind, header->kind());
+    EXPECT_EQ(route->resource_id, header->resource_id());
+    EXPECT_EQ(route->author, header->author());
+    EXPECT_EQ(route->author_type, header->author_type());
+    EXPECT_EQ(route->stale, header->stale());
+    return true;
+  };
+  const auto raw = [](std::initializer_list<uint8_t> b) { return std::string(b.begin(), b.end()); };
+  EXPECT_TRUE(agreed_ok(bytes));
+
+  // (a) Field number 0, whatever its wire type: protobuf rejects it.
+  EXPECT_FALSE(agreed_ok(bytes + raw({0x02, 0x00})));                    // length-delimited, empty
+  EXPECT_FALSE(agreed_ok(raw({0x02, 0x01, 'x'}) + bytes));               // before the other fields
+  EXPECT_FALSE(agreed_ok(bytes + raw({0x05, 1, 2, 3, 4})));              // fixed32
+  EXPECT_FALSE(agreed_ok(bytes + raw({0x01, 1, 2, 3, 4, 5, 6, 7, 8})));  // fixed64
+
+  // (b) The Timestamps' contents: occurred_at (8), version_at (9), received_at (10).
+  for (const uint8_t field : {8, 9, 10}) {
+    const uint8_t tag = static_cast<uint8_t>(field << 3 | 2);
+    const auto timestamp = [&](std::string contents) {
+      return bytes + raw({tag, static_cast<uint8_t>(contents.size())}) + contents;
+    };
+    EXPECT_TRUE(agreed_ok(timestamp(raw({0x08, 0x05, 0x10, 0x07})))) << field;  // 5 s 7 ns
+    EXPECT_TRUE(agreed_ok(timestamp(""))) << field;
+    EXPECT_TRUE(agreed_ok(timestamp(raw({0x18, 0x01})))) << field;        // an unknown field
+    EXPECT_FALSE(agreed_ok(timestamp(raw({0x02, 0x00})))) << field;       // field number 0
+    EXPECT_FALSE(agreed_ok(timestamp(raw({0x08})))) << field;             // seconds without a value
+    EXPECT_FALSE(agreed_ok(timestamp(raw({0x08, 0x80})))) << field;       // truncated varint
+    EXPECT_FALSE(agreed_ok(timestamp(raw({0x0f, 0x00})))) << field;       // wire type 7
+    EXPECT_FALSE(agreed_ok(timestamp(raw({0x0c})))) << field;             // a stray end of group
+    EXPECT_FALSE(agreed_ok(timestamp(raw({0x12, 0x05, 'a'})))) << field;  // runs past its end
+  }
+
+  // (c) Groups (pimgate never writes one): as protobuf walks them, as unknown fields.
+  // Field 20: start 0xa3 0x01, end 0xa4 0x01. Field 3 (source): start 0x1b, end 0x1c.
+  EXPECT_TRUE(agreed_ok(bytes + raw({0xa3, 0x01, 0x08, 0x01, 0xa4, 0x01})));
+  EXPECT_TRUE(agreed_ok(bytes + raw({0xa3, 0x01, 0xa4, 0x01})));
+  EXPECT_TRUE(agreed_ok(bytes + raw({0x1b, 0x08, 0x01, 0x1c})));   // on a known field number
+  EXPECT_FALSE(agreed_ok(bytes + raw({0xa3, 0x01, 0x08, 0x01})));  // never ended
+  EXPECT_FALSE(agreed_ok(bytes + raw({0xa3, 0x01, 0xac, 0x01})));  // ended as field 21
+  EXPECT_FALSE(agreed_ok(bytes + raw({0xa4, 0x01})));              // an end without a start
+  EXPECT_FALSE(agreed_ok(raw({0x1c}) + bytes));                    // the same, first
+  // Damage inside a group: whatever protobuf decides, both decide the same.
+  agreed_ok(bytes + raw({0xa3, 0x01, 0x02, 0x00, 0xa4, 0x01}));              // field 0 inside
+  agreed_ok(bytes + raw({0xa3, 0x01, 0x0f, 0xa4, 0x01}));                    // wire type 7 inside
+  agreed_ok(bytes + raw({0xa3, 0x01, 0xa3, 0x01, 0xa4, 0x01, 0xa4, 0x01}));  // nested
+
+  // Found by fuzz/event_header_fuzzer: a length or a tag written in more bytes than protobuf
+  // reads (a length: at most 5 bytes, below 2^31).
+  EXPECT_FALSE(agreed_ok(raw({0x6a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20}) + bytes));
+  agreed_ok(raw({0x88, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0x52}) + bytes);
+  EXPECT_TRUE(agreed_ok(raw({0x88, 0x00, 0x05}) + bytes));  // sequence, a 2-byte tag
+
+  // A known field with another wire type is an unknown field to protobuf: accepted by both,
+  // and the route reads the field as the header does (absent).
+  EXPECT_TRUE(agreed_ok(bytes + raw({0x19, 1, 0, 0, 0, 0, 0, 0, 0})));  // sequence as fixed64
+  EXPECT_TRUE(agreed_ok(bytes + raw({0x30, 0x01})));                    // resource_id as varint
+  EXPECT_TRUE(agreed_ok(bytes + raw({0x40, 0x01})));                    // occurred_at as varint
+}
 
 TEST(PartitionOf, StableAndByResource) {
   v1::Event a;

@@ -91,5 +91,39 @@ TEST(EventFilter, EachRule) {
   EXPECT_EQ(EventFilter(plugin).Check(stale), EventFilter::Verdict::kDeliver);
 }
 
+// The dispatcher checks events by their attributes alone (read from the stored bytes) when no
+// data filter is set: the verdict must be the one the whole event gets.
+TEST(EventFilter, AttributesAloneGiveTheSameVerdict) {
+  const auto attributes = [](const v1::Event& event) {
+    return EventAttributes{.source = event.source(),
+                           .type = event.type(),
+                           .author = event.author(),
+                           .author_type = event.author_type(),
+                           .stale = event.stale()};
+  };
+  std::vector<PluginConfig> plugins(7);
+  plugins[1].events = {"product_model.*"};
+  plugins[2].sources = {"other", "pim"};
+  plugins[3].sources = {"other"};
+  plugins[4].authors.exclude = {"julia"};
+  plugins[5].author_types.include = {"api"};
+  plugins[6].skip_stale = false;
+  v1::Event stale = Product();
+  stale.set_stale(true);
+  v1::Event anonymous = Product("product_model.created");
+  anonymous.clear_author();
+  anonymous.clear_author_type();
+  int skipped = 0;
+  for (const PluginConfig& plugin : plugins) {
+    const EventFilter filter(plugin);
+    ASSERT_FALSE(filter.reads_data());
+    for (const v1::Event& event : {Product(), stale, anonymous}) {
+      EXPECT_EQ(filter.Check(attributes(event)), filter.Check(event)) << event.ShortDebugString();
+      if (filter.Check(event) != EventFilter::Verdict::kDeliver) ++skipped;
+    }
+  }
+  EXPECT_GT(skipped, 5);  // the rules above do skip
+}
+
 }  // namespace
 }  // namespace pimgate
