@@ -326,7 +326,8 @@ targets = []  # dicts: target, measured, baseline, ratio, result
 
 def target(name, section, measure):
     """measure() returns (measured, baseline, ratio, met) or a string saying why there is no
-    figure although the section ran."""
+    figure although the section ran. An informational row's measure (measure.informational) is
+    not a target: without a figure it is "no figure", never "missed"."""
     if not ran(section):
         row = dict(target=name, measured="", baseline="", ratio="",
                    result=f"not run (section '{section}' not selected)")
@@ -336,7 +337,9 @@ def target(name, section, measure):
         except (KeyError, TypeError, ZeroDivisionError) as e:
             m = f"no result ({type(e).__name__}: {e})"
         if isinstance(m, str):
-            row = dict(target=name, measured=m, baseline="", ratio="", result="missed (no figure)")
+            result = ("no figure (informational, not a target)"
+                      if getattr(measure, "informational", False) else "missed (no figure)")
+            row = dict(target=name, measured=m, baseline="", ratio="", result=result)
         else:
             measured, baseline, ratio, met = m
             row = dict(target=name, measured=measured, baseline=baseline, ratio=ratio,
@@ -429,6 +432,7 @@ def dispatch_rate_target(label, minimum):
         met = "info (not a target)" if minimum is None else d >= minimum
         return (f"{d:,.0f} ev/s", f"bare gRPC stream: {stream:,.0f} ev/s" if stream else "",
                 f"{d / stream:.2f}x" if stream else "", met)
+    measure.informational = minimum is None
     return measure
 
 
@@ -479,6 +483,8 @@ target("dispatch >= 100,000 product events/s to the C++ sink (handler reads the 
        "dispatch", dispatch_rate_target("dispatch to C++ plugin, product events", 100000))
 target("  same, handler reads each event's data (informational)", "dispatch",
        dispatch_rate_target("dispatch to C++ plugin, product events, handler reads data", None))
+target("  same, plain Handler (whole event decoded; informational)", "dispatch",
+       dispatch_rate_target("dispatch to C++ plugin, product events, plain Handler", None))
 target("Python plugin >= 0.9x its bare stream (product events)", "dispatch",
        dispatch_ratio_target("dispatch to Python plugin, product events", 0.9))
 target("Node plugin >= 0.9x its bare stream (product events)", "dispatch",

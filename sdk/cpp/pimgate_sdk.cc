@@ -159,12 +159,20 @@ constexpr int kDeliveryEventField = 1;    // Delivery.event
 constexpr int kDeliveryAttemptField = 2;  // Delivery.attempt
 constexpr int kEventSequenceField = 1;    // Event.sequence
 constexpr int kEventDataField = 15;       // Event.data
+static_assert(kBatchDeliveriesField == v1::DeliveryBatch::kDeliveriesFieldNumber);
+static_assert(kDeliveryEventField == v1::Delivery::kEventFieldNumber);
+static_assert(kDeliveryAttemptField == v1::Delivery::kAttemptFieldNumber);
+static_assert(kEventSequenceField == v1::Event::kSequenceFieldNumber);
+static_assert(kEventDataField == v1::Event::kDataFieldNumber);
 
 using ::google::protobuf::internal::WireFormatLite;
 
 bool IsField(uint32_t tag, int number, WireFormatLite::WireType type) {
   return tag == WireFormatLite::MakeTag(number, type);
 }
+
+// Field number 0 is not a valid field (protobuf's parser rejects it too).
+bool IsFieldZero(uint32_t tag) { return WireFormatLite::GetTagFieldNumber(tag) == 0; }
 
 // A CodedInputStream over `bytes`.
 google::protobuf::io::CodedInputStream Input(std::string_view bytes) {
@@ -187,7 +195,7 @@ bool ReadPayload(google::protobuf::io::CodedInputStream& input, std::string_view
 struct RawDelivery {
   std::string_view event;  // into the stream message, or RawMessage::joined
   uint32_t attempt = 0;
-  uint64_t sequence = 0;  // the event's first sequence field: what a shutting-down ack names
+  uint64_t sequence = 0;  // the event's (last) sequence field: what acks not from a handler name
 };
 
 // One Deliver or DeliverBatch stream message, kept whole while its deliveries are handled (their
@@ -208,18 +216,23 @@ struct RawMessage {
   google::protobuf::Arena arena;  // thread-safe
 };
 
-// The first Event.sequence in serialized Event bytes (0 when there is none before the first
-// field that does not decode).
-uint64_t PeekSequence(std::string_view event) {
+// Finds Event.sequence in serialized Event bytes: its last occurrence, as a parse keeps (0 when
+// there is none). pimgate appends it after every other field, data included, so the whole event is
+// scanned. False when the fields' framing does not decode: then the sequence cannot be known.
+bool FindSequence(std::string_view event, uint64_t* sequence) {
   google::protobuf::io::CodedInputStream input = Input(event);
-  for (uint32_t tag = input.ReadTag(); tag != 0; tag = input.ReadTag()) {
+  *sequence = 0;
+  for (;;) {
+    const int field_start = input.CurrentPosition();
+    const uint32_t tag = input.ReadTag();
+    if (tag == 0) return field_start == static_cast<int>(event.size());
+    if (IsFieldZero(tag)) return false;
     if (IsField(tag, kEventSequenceField, WireFormatLite::WIRETYPE_VARINT)) {
-      uint64_t sequence = 0;
-      return input.ReadVarint64(&sequence) ? sequence : 0;
+      if (!input.ReadVarint64(sequence)) return false;
+    } else if (!WireFormatLite::SkipField(&input, tag)) {
+      return false;
     }
-    if (!WireFormatLite::SkipField(&input, tag)) break;
   }
-  return 0;
 }
 
 // Reads a serialized pimgate.v1.Delivery into `message`->deliveries. Fields it does not know are
@@ -235,6 +248,7 @@ bool ReadDelivery(std::string_view bytes, RawMessage* message) {
       if (field_start != static_cast<int>(bytes.size())) return false;
       break;
     }
+    if (IsFieldZero(tag)) return false;
     if (IsField(tag, kDeliveryEventField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
       std::string_view event;
       if (!ReadPayload(input, bytes, &event)) return false;
@@ -251,7 +265,9 @@ bool ReadDelivery(std::string_view bytes, RawMessage* message) {
       return false;
     }
   }
-  delivery.sequence = PeekSequence(delivery.event);
+  // An event whose framing is broken cannot be answered (its sequence is unknown): the whole
+  // stream message does not decode. One with a bad value is answered RETRY by its worker.
+  if (!FindSequence(delivery.event, &delivery.sequence)) return false;
   message->deliveries.push_back(delivery);
   return true;
 }
@@ -263,6 +279,7 @@ bool ReadDeliveryBatch(std::string_view bytes, RawMessage* message) {
     const int field_start = input.CurrentPosition();
     const uint32_t tag = input.ReadTag();
     if (tag == 0) return field_start == static_cast<int>(bytes.size());
+    if (IsFieldZero(tag)) return false;
     if (IsField(tag, kBatchDeliveriesField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
       std::string_view delivery;
       if (!ReadPayload(input, bytes, &delivery) || !ReadDelivery(delivery, message)) return false;
@@ -310,6 +327,7 @@ bool SplitEvent(std::string_view event, EventParts* parts) {
       if (field_start != event.size()) return false;
       break;
     }
+    if (IsFieldZero(tag)) return false;
     if (IsField(tag, kEventDataField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
       std::string_view data;
       if (!ReadPayload(input, event, &data)) return false;
@@ -491,20 +509,21 @@ class EventHandlerService final
 };
 
 // Serializes `message` into `buffer` (emptied first) for a raw write.
-void Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer) {
+grpc::Status Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer) {
   buffer->Clear();
   bool own_buffer = false;
-  grpc::GenericSerialize<grpc::ProtoBufferWriter, google::protobuf::MessageLite>(message, buffer,
-                                                                                 &own_buffer);
+  return grpc::GenericSerialize<grpc::ProtoBufferWriter, google::protobuf::MessageLite>(
+      message, buffer, &own_buffer);
 }
 
 // What both delivery streams share: the life cycle of a reactor whose deliveries are handled on
 // the worker pool while gRPC reads and writes. It owns itself and is deleted once gRPC is done
 // with the stream (OnDone) and no worker still holds a delivery of it, whichever comes last. It
-// finishes with CANCELLED when the stream breaks (INTERNAL when a stream message does not decode),
-// and with OK once reading has ended (the client closed its side, or Drain) and every delivery is
-// acked and written. `Message` is the stream's request (Delivery or DeliveryBatch); each one read
-// is a RawMessage whose deliveries go to the pool together. A subclass queues acks and writes them.
+// finishes with CANCELLED when the stream breaks, with OK once reading has ended (the client closed
+// its side, or Drain) and every delivery is acked and written, and with INTERNAL when a stream
+// message does not decode (reading stops there; earlier deliveries' acks are written first).
+// `Message` is the stream's request (Delivery or DeliveryBatch); each one read is a RawMessage
+// whose deliveries go to the pool together. A subclass queues acks and writes them.
 template <typename Message>
 class DeliveryReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
                         public DrainableStream {
@@ -551,18 +570,21 @@ class DeliveryReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::B
         return;
       }
       message = std::move(reading_);
-      std::string error;
-      if (!ReadMessage<Message>(message.get(), &error)) {
-        // Nothing in it can be answered: the stream ends, and pimgate redelivers on a new one.
+    }
+    std::string error;
+    const bool decoded = ReadMessage<Message>(message.get(), &error);  // outside the lock
+    {
+      absl::MutexLock lock(&mu_);
+      if (!decoded) {
+        // Nothing in it can be answered: no further read; the acks of earlier deliveries are still
+        // written, then the stream ends and pimgate redelivers the rest on a new one.
         spdlog::error("{}; ending the stream", error);
-        failure_ = grpc::Status(grpc::StatusCode::INTERNAL, error);
-        cancelled_ = true;
-        MaybeFinishLocked();
+        FailLocked(grpc::Status(grpc::StatusCode::INTERNAL, error));
         return;
       }
       if (message->deliveries.empty()) {
         EmptyMessageLocked();
-      } else if (draining_ || cancelled_) {
+      } else if (draining_ || cancelled_ || failed_) {
         // No further read: the stream finishes after these answers.
         for (const RawDelivery& delivery : message->deliveries) {
           QueueAckLocked(ShuttingDownAck(delivery));
@@ -640,15 +662,38 @@ class DeliveryReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::B
       this->Finish(failure_);
       return;
     }
-    if ((reads_done_ || draining_) && outstanding_ == 0 && !HasUnwrittenLocked()) {
+    if ((reads_done_ || draining_ || failed_) && outstanding_ == 0 && !HasUnwrittenLocked()) {
       finish_called_ = true;
-      this->Finish(grpc::Status::OK);
+      this->Finish(failed_ ? failure_ : grpc::Status::OK);
     }
+  }
+
+  // Ends the stream with `status` once the acks still due are written; reads no more.
+  void FailLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!failed_) failure_ = std::move(status);
+    failed_ = true;
+    MaybeFinishLocked();
+  }
+
+  // Serializes `message` into `buffer` and starts its write; a message that does not serialize
+  // ends the stream (INTERNAL).
+  void StartWriteLocked(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    grpc::Status status = Serialize(message, buffer);
+    if (!status.ok()) {
+      spdlog::error("an answer does not serialize ({}); ending the stream", status.error_message());
+      failure_ = grpc::Status(grpc::StatusCode::INTERNAL, "an answer does not serialize");
+      cancelled_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    write_in_flight_ = true;
+    StartWrite(buffer);
   }
 
   // Whether another read may start (after a read's deliveries went to the pool).
   bool MayReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !finish_called_ && !draining_ && !cancelled_;
+    return !finish_called_ && !draining_ && !cancelled_ && !failed_;
   }
 
   void NextReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -667,7 +712,9 @@ class DeliveryReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::B
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status failure_ ABSL_GUARDED_BY(mu_) = grpc::Status::CANCELLED;  // status when cancelled
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;  // a stream message did not decode
+  // The status when cancelled, or when failed_ (once the acks still due are written).
+  grpc::Status failure_ ABSL_GUARDED_BY(mu_) = grpc::Status::CANCELLED;
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -688,10 +735,9 @@ class DeliverReactor final : public DeliveryReactor<v1::Delivery> {
   }
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) override {
     if (write_in_flight_ || acks_.empty() || finish_called_) return;
-    Serialize(acks_.front(), &writing_);
+    v1::Ack ack = std::move(acks_.front());
     acks_.pop_front();
-    write_in_flight_ = true;
-    StartWrite(&writing_);
+    StartWriteLocked(ack, &writing_);
   }
 
   std::deque<v1::Ack> acks_ ABSL_GUARDED_BY(mu_);  // finished, not yet written
@@ -725,9 +771,7 @@ class DeliverBatchReactor final : public DeliveryReactor<v1::DeliveryBatch> {
     v1::AckBatch batch;
     for (v1::Ack& ack : acks_) *batch.add_acks() = std::move(ack);
     acks_.clear();
-    Serialize(batch, &writing_);
-    write_in_flight_ = true;
-    StartWrite(&writing_);
+    StartWriteLocked(batch, &writing_);
   }
 
   std::vector<v1::Ack> acks_ ABSL_GUARDED_BY(mu_);      // finished, not yet written

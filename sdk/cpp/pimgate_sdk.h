@@ -101,7 +101,9 @@ struct RunOptions {
 // deliveries, lets running handlers finish and returns 0 (non-zero when it could not serve).
 // A delivery whose event does not decode as a pimgate.v1.Event is answered RETRY with a detail
 // saying so, without calling the handler (with a DeliveryHandler: its fields but `data`; `data`
-// is checked by Delivery::data()).
+// is checked by Delivery::data()). A stream message that does not decode at all (an event whose
+// fields' framing is broken: its sequence cannot be found) ends the stream with INTERNAL once the
+// acks of the deliveries before it are written.
 int Run(Handler handler, RunOptions options = {});
 // The same, for a DeliveryHandler.
 int Run(DeliveryHandler handler, RunOptions options = {});

@@ -40,6 +40,8 @@
 #include "gtest/gtest.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
 #include "sdk/cpp/pimgate_sdk.h"
+#include "spdlog/sinks/ringbuffer_sink.h"
+#include "spdlog/spdlog.h"
 #include "tests/testing/test_env.h"
 
 extern char** environ;
@@ -640,17 +642,25 @@ TEST(CppSdkTest, CallHandlerRunsADeliveryHandlerAsADeliveryWould) {
 
 // A delivery whose event's serialized bytes are those of `sequence` followed by `garbage`: the
 // event field's occurrences merge on the wire, so the plugin reads them as one event.
-v1::Delivery Malformed(uint64_t sequence, const std::string& type, const std::string& garbage) {
+// A delivery of an event serialized as pimgate stores it: its other fields (`type`, and a stale
+// `sequence` when `stale_sequence` is set, which the last occurrence overrides), then `garbage`,
+// then `sequence` last, after data (core/log/event_log.cc appends it).
+v1::Delivery Malformed(uint64_t sequence, const std::string& type, const std::string& garbage,
+                       uint64_t stale_sequence = 0) {
+  v1::Event head;
+  head.set_type(type);
+  head.set_sequence(stale_sequence);
+  v1::Event tail;
+  tail.set_sequence(sequence);
   v1::Delivery delivery;
-  delivery.mutable_event()->set_sequence(sequence);
-  delivery.mutable_event()->set_type(type);
   delivery.set_attempt(1);
-  delivery.GetReflection()->MutableUnknownFields(&delivery)->AddLengthDelimited(1, garbage);
+  delivery.GetReflection()->MutableUnknownFields(&delivery)->AddLengthDelimited(
+      1, head.SerializeAsString() + garbage + tail.SerializeAsString());
   return delivery;
 }
 
-// The acks of a plugin with `handler` (a Handler or a DeliveryHandler) for three events that do
-// not decode and a good one, sent in one DeliverBatch.
+// The acks of a plugin with `handler` (a Handler or a DeliveryHandler) for two events whose
+// framing is fine but a value does not decode and a good one, sent in one DeliverBatch.
 template <typename AnyHandler>
 std::map<uint64_t, v1::Ack> AcksForMalformedEvents(AnyHandler handler) {
   testing::TempDir dir;
@@ -660,19 +670,15 @@ std::map<uint64_t, v1::Ack> AcksForMalformedEvents(AnyHandler handler) {
   EXPECT_TRUE(stream.Send({}));
   EXPECT_TRUE(stream.Read().has_value());
   v1::DeliveryBatch batch;
-  // Field 2 (id) says 5 bytes, 2 follow.
-  *batch.add_deliveries() = Malformed(7, "test.ok",
-                                      std::string("\x12\x05"
-                                                  "ab",
-                                                  4));
-  // Field 4 (type) is not UTF-8.
-  *batch.add_deliveries() = Malformed(8, "test.ok", std::string("\x22\x02\xff\xfe", 4));
+  // Field 4 (type) is not UTF-8; an earlier sequence field (99) is overridden by the last one.
+  *batch.add_deliveries() =
+      Malformed(8, "test.ok", std::string("\x22\x02\xff\xfe", 4), /*stale_sequence=*/99);
   // Field 15 (data): its first map entry's key field says 9 bytes, 3 follow.
   *batch.add_deliveries() = Malformed(9, "test.ok", std::string("\x7a\x05\x0a\x03\x0a\x09x", 7));
   v1::Delivery* good = batch.add_deliveries();
   *good->mutable_event() = FullEvent(10, "test.ok", v1::ORIGIN_EVENTS_API);
   EXPECT_TRUE(stream.SendBatch(batch));
-  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(4);
+  std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(3);
   stream.CloseSend();
   EXPECT_FALSE(stream.Read().has_value());
   EXPECT_TRUE(stream.Finish().ok());
@@ -686,14 +692,11 @@ TEST(CppSdkTest, EventThatDoesNotDecodeIsAnsweredRetry) {
     SCOPED_TRACE(lazy ? "DeliveryHandler" : "Handler");
     std::map<uint64_t, v1::Ack> acks =
         lazy ? AcksForMalformedEvents(seen.Handler()) : AcksForMalformedEvents(TestHandler);
-    ASSERT_EQ(acks.size(), 4u);
-    for (uint64_t sequence : {7, 8}) {
-      EXPECT_EQ(acks[sequence].outcome(), v1::OUTCOME_RETRY);
-      EXPECT_TRUE(
-          absl::StartsWith(acks[sequence].detail(), "event does not decode as pimgate.v1.Event"))
-          << acks[sequence].detail();
-    }
-    EXPECT_TRUE(absl::StrContains(acks[7].detail(), "framing")) << acks[7].detail();
+    ASSERT_EQ(acks.size(), 3u);
+    EXPECT_EQ(acks.count(99), 0u) << "the ack names the first sequence field, not the last";
+    EXPECT_EQ(acks[8].outcome(), v1::OUTCOME_RETRY);
+    EXPECT_TRUE(absl::StartsWith(acks[8].detail(), "event does not decode as pimgate.v1.Event"))
+        << acks[8].detail();
     EXPECT_TRUE(absl::StrContains(acks[8].detail(), "UTF-8")) << acks[8].detail();
     EXPECT_EQ(acks[9].outcome(), v1::OUTCOME_RETRY);
     // A DeliveryHandler's event decodes without its data; data() throws when asked.
@@ -709,8 +712,110 @@ TEST(CppSdkTest, EventThatDoesNotDecodeIsAnsweredRetry) {
     EXPECT_EQ(acks[10].outcome(), v1::OUTCOME_OK);
   }
   std::map<uint64_t, SeenDeliveries::Seen> got = seen.Get();
-  EXPECT_EQ(got.count(7) + got.count(8), 0u) << "a handler got an event that does not decode";
+  EXPECT_EQ(got.count(8), 0u) << "a handler got an event that does not decode";
   EXPECT_EQ(got.count(10), 1u);
+}
+
+// Captures the default logger's lines while it lives (set before the plugin starts, restored
+// after it stopped: never swapped while the plugin logs).
+class CapturedLog {
+ public:
+  CapturedLog()
+      : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000)),
+        previous_(spdlog::default_logger()) {
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink_));
+  }
+  ~CapturedLog() { spdlog::set_default_logger(previous_); }
+
+  // Waits (hang-guarded) until a line containing `text` was logged.
+  bool Await(const std::string& text) {
+    const absl::Time deadline = absl::Now() + kHangGuard;
+    while (absl::Now() < deadline) {
+      for (const std::string& line : sink_->last_formatted()) {
+        if (absl::StrContains(line, text)) return true;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+// An event whose framing is broken cannot be answered: its sequence (last, after data, as pimgate
+// writes it) cannot be found. The stream message does not decode and the stream ends with
+// INTERNAL, but only after the acks of the deliveries handled before it are written.
+TEST(CppSdkTest, StreamMessageThatDoesNotDecodeEndsTheStreamAfterEarlierAcks) {
+  CapturedLog log;
+  testing::TempDir dir;
+  absl::Notification started, release;
+  InProcessPlugin plugin(GatedOnTestSlow(started, release), SocketAddress(dir));
+  {
+    ReleaseOnExit release_on_exit(release);
+    ASSERT_TRUE(WaitServing(plugin.address()));
+    DeliverBatchStream stream(plugin.address());
+    ASSERT_TRUE(stream.Send({}));
+    ASSERT_TRUE(stream.Read().has_value());
+    ASSERT_TRUE(stream.Send({{1, "test.slow"}, {2, "test.ok"}}));
+    ASSERT_TRUE(started.WaitForNotificationWithTimeout(kHangGuard));
+    v1::DeliveryBatch bad;
+    // Field 2 (id) says 5 bytes, 2 follow: it swallows the sequence field and runs past the end.
+    *bad.add_deliveries() = Malformed(7, "test.ok",
+                                      std::string("\x12\x05"
+                                                  "ab",
+                                                  4));
+    ASSERT_TRUE(stream.SendBatch(bad));
+    // The plugin has read the bad message while delivery 1 still runs.
+    ASSERT_TRUE(log.Await("does not decode; ending the stream"));
+    release.Notify();
+    std::map<uint64_t, v1::Ack> acks = stream.ReadAcks(2);
+    ASSERT_EQ(acks.size(), 2u) << "acks of deliveries handled before were dropped";
+    EXPECT_EQ(acks[1].outcome(), v1::OUTCOME_OK);
+    EXPECT_EQ(acks[2].outcome(), v1::OUTCOME_OK);
+    EXPECT_EQ(acks.count(0), 0u) << "an ack for sequence 0";
+    EXPECT_FALSE(stream.Read().has_value());
+    grpc::Status status = stream.Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INTERNAL);
+    EXPECT_TRUE(absl::StrContains(status.error_message(), "pimgate.v1.DeliveryBatch"))
+        << status.error_message();
+  }
+  EXPECT_EQ(plugin.Stop(), 0);
+}
+
+// Field number 0 is not a field, at any level the SDK reads (protobuf rejects it): the stream
+// message does not decode, on either stream method.
+TEST(CppSdkTest, FieldNumberZeroDoesNotDecode) {
+  testing::TempDir dir;
+  InProcessPlugin plugin(TestHandler, SocketAddress(dir));
+  ASSERT_TRUE(WaitServing(plugin.address()));
+  // Field 0, length-delimited (a tag of 0 itself would read as the end of the message).
+  const std::string field_zero("\x02\x01x", 3);
+  // In the event, in the Delivery, in the DeliveryBatch.
+  v1::DeliveryBatch in_event;
+  *in_event.add_deliveries() = Malformed(7, "test.ok", field_zero);
+  v1::DeliveryBatch in_delivery;
+  v1::Delivery* delivery = in_delivery.add_deliveries();
+  delivery->mutable_event()->set_sequence(7);
+  delivery->GetReflection()->MutableUnknownFields(delivery)->AddLengthDelimited(0, "x");
+  v1::DeliveryBatch in_batch;
+  in_batch.add_deliveries()->mutable_event()->set_sequence(7);
+  in_batch.GetReflection()->MutableUnknownFields(&in_batch)->AddLengthDelimited(0, "x");
+  for (const v1::DeliveryBatch* batch : {&in_event, &in_delivery, &in_batch}) {
+    SCOPED_TRACE(batch->ShortDebugString());
+    DeliverBatchStream stream(plugin.address());
+    ASSERT_TRUE(stream.Send({}));
+    ASSERT_TRUE(stream.Read().has_value());
+    ASSERT_TRUE(stream.SendBatch(*batch));
+    EXPECT_FALSE(stream.Read().has_value()) << "an ack for a message that does not decode";
+    EXPECT_EQ(stream.Finish().error_code(), grpc::StatusCode::INTERNAL);
+  }
+  DeliverStream stream(plugin.address());
+  ASSERT_TRUE(stream.Send(in_event.deliveries(0)));
+  EXPECT_FALSE(stream.Read().has_value());
+  EXPECT_EQ(stream.Finish().error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(plugin.Stop(), 0);
 }
 
 TEST(CppSdkTest, ReplacesAStaleSocketButNotALiveOne) {
