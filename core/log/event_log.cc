@@ -332,8 +332,8 @@ absl::StatusOr<EventLog::PreparedEvent> EventLog::Prepare(v1::Event& event,
   if (serialized_data != nullptr) {
     out = WireFormatLite::WriteTagToArray(v1::Event::kDataFieldNumber,
                                           WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
-    out = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(serialized_data->size(),
-                                                                          out);
+    out =
+        google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(serialized_data->size(), out);
     std::memcpy(out, serialized_data->data(), serialized_data->size());
   }
   prepared.source = std::move(*event.mutable_source());
@@ -346,11 +346,10 @@ absl::StatusOr<EventLog::PreparedEvent> EventLog::Prepare(v1::Event& event,
 void EventLog::Append(AppendRequest request, AppendCallback callback) {
   // Serialized here, on the caller's thread (a gateway I/O thread): the commit threads only
   // move bytes, and the parsed events are freed where they were made.
-  if (!request.serialized_data.empty() &&
-      request.serialized_data.size() != request.events.size()) {
-    callback(absl::InvalidArgumentError(absl::StrCat(
-        "append request: serialized data for ", request.serialized_data.size(), " of ",
-        request.events.size(), " events")));
+  if (!request.serialized_data.empty() && request.serialized_data.size() != request.events.size()) {
+    callback(absl::InvalidArgumentError(absl::StrCat("append request: serialized data for ",
+                                                     request.serialized_data.size(), " of ",
+                                                     request.events.size(), " events")));
     return;
   }
   Pending pending;

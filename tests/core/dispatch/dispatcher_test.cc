@@ -1145,6 +1145,18 @@ std::string Deterministic(const Message& message) {
   return out;
 }
 
+// The fields the dispatcher routes on, read by ScanEventRoute, equal ParseEventHeader's.
+void ExpectRouteIsHeader(const EventRoute& route, const v1::Event& header) {
+  EXPECT_EQ(route.sequence, header.sequence());
+  EXPECT_EQ(route.source, header.source());
+  EXPECT_EQ(route.type, header.type());
+  EXPECT_EQ(route.kind, header.kind());
+  EXPECT_EQ(route.resource_id, header.resource_id());
+  EXPECT_EQ(route.author, header.author());
+  EXPECT_EQ(route.author_type, header.author_type());
+  EXPECT_EQ(route.stale, header.stale());
+}
+
 // Deliveries framed straight into a DeliveryBatch (AppendDeliveryToBatch) are the bytes protobuf
 // writes for the same batch, and parse back to it: sizes around the varint boundaries (127,
 // 16383 bytes), attempts 0 (not written), 1 and multi-byte.
@@ -1202,14 +1214,7 @@ TEST(DispatcherWire, EventRouteIsTheHeadersFields) {
   ASSERT_TRUE(route.ok()) << route.status();
   absl::StatusOr<v1::Event> header = ParseEventHeader(bytes);
   ASSERT_TRUE(header.ok()) << header.status();
-  EXPECT_EQ(route->sequence, header->sequence());
-  EXPECT_EQ(route->source, header->source());
-  EXPECT_EQ(route->type, header->type());
-  EXPECT_EQ(route->kind, header->kind());
-  EXPECT_EQ(route->resource_id, header->resource_id());
-  EXPECT_EQ(route->author, header->author());
-  EXPECT_EQ(route->author_type, header->author_type());
-  EXPECT_EQ(route->stale, header->stale());
+  ExpectRouteIsHeader(*route, *header);
   // Views into the bytes, not copies.
   EXPECT_GE(route->resource_id.data(), bytes.data());
   EXPECT_LE(route->resource_id.data() + route->resource_id.size(), bytes.data() + bytes.size());
@@ -1265,14 +1270,7 @@ TEST(DispatcherWire, EventRouteFailsWhenTheHeaderFails) {
       return false;
     }
     if (!header.ok()) return false;
-    EXPECT_EQ(route->sequence, header->sequence());
-    EXPECT_EQ(route->source, header->source());
-    EXPECT_EQ(route->type, header->type());
-    EXPECT_EQ(route->kind, header->kind());
-    EXPECT_EQ(route->resource_id, header->resource_id());
-    EXPECT_EQ(route->author, header->author());
-    EXPECT_EQ(route->author_type, header->author_type());
-    EXPECT_EQ(route->stale, header->stale());
+    ExpectRouteIsHeader(*route, *header);
     return true;
   };
   const auto raw = [](std::initializer_list<uint8_t> b) { return std::string(b.begin(), b.end()); };

@@ -540,7 +540,11 @@ TEST_P(EventLogTest, SerializedDataIsStoredAsTheEventsData) {
   (*data.mutable_fields())["sku"].set_string_value("SKU-1");
   google::protobuf::Value& values = (*data.mutable_fields())["values"];
   (*values.mutable_struct_value()->mutable_fields())["n"].set_number_value(1.5);
-  values.mutable_struct_value()->mutable_fields()->operator[]("l").mutable_list_value()
+  values.mutable_struct_value()
+      ->mutable_fields()
+      ->
+      operator[]("l")
+      .mutable_list_value()
       ->add_values()
       ->set_null_value(google::protobuf::NULL_VALUE);
   AppendRequest request = Request({Product("e1", "p1", 7), Product("e2", "p1", 3)});
