@@ -1453,8 +1453,8 @@ TEST(SerializedDataTest, EventPlatformEventsMatchTheirStructs) {
   }
   EXPECT_EQ(compared, std::size(kDocumentedPayloads));
   compared = ExpectPlatformFormsAgree(kDeltaExample);
-  compared += ExpectPlatformFormsAgree(
-      CloudEvent("com.akeneo.pim.v1.product.updated.delta", DeltaData(R"("2024-02-22T17:30:59Z")")));
+  compared += ExpectPlatformFormsAgree(CloudEvent("com.akeneo.pim.v1.product.updated.delta",
+                                                  DeltaData(R"("2024-02-22T17:30:59Z")")));
   for (const std::string& resource : CornerResources()) {
     SCOPED_TRACE(resource.substr(0, 120));
     compared += ExpectPlatformFormsAgree(
