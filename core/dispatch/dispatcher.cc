@@ -34,6 +34,7 @@
 #include "core/dispatch/delivery_stream.h"
 #include "core/dispatch/event_filter.h"
 #include "core/dispatch/event_wire.h"
+#include "core/dispatch/lease_fence.h"
 #include "core/log/event_header.h"
 #include "google/protobuf/util/time_util.h"
 #include "pimgate/v1/plugin.grpc.pb.h"
@@ -78,50 +79,15 @@ std::string PausedKey(const std::string& plugin) {
 // scheduler loops at least once a second; a blocking log read or connect may delay one loop.
 constexpr absl::Duration kControlWait = absl::Seconds(30);
 
+// How often a stored event that did not read back is read again (the cursor waits below it until
+// it reads back or an operator seeks past it): not in a loop, which would spin a core and the log.
+constexpr absl::Duration kDamagedRereadInterval = absl::Seconds(1);
+
 google::protobuf::Timestamp NowTimestamp() {
   return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
 }
 
 using SteadyClock = std::chrono::steady_clock;
-
-}  // namespace
-
-// The local end of a cluster dispatch lease: the (monotonic) moment past which this node must
-// not hand over another event of the partition, nor write its cursor. Shared by the lease
-// manager (Dispatcher::Cluster), which moves it on each successful renewal, and the partition's
-// PluginDispatcher, which checks it before each send and each progress write.
-//
-// Fencing argument. A renewal (or the acquisition) that succeeds was sent at local time t0; the
-// servers stamped it on receipt, at or after t0, so the lease cannot expire, and no other node
-// can take the partition, before t0 + lease_ttl. The deadline is t0 + 3/4 lease_ttl. Past it the
-// scheduler sends nothing, cancels its delivery stream and writes no cursor; events are handed
-// to the plugin (a local process) only before it. So a node that stops renewing (partitioned
-// from NATS, paused, overloaded) stops delivering a quarter of the TTL before anyone else can
-// start, and the two never deliver one partition at the same time, as long as the local clock
-// and the servers' do not drift apart by a quarter of the TTL within one TTL, and a hand-over
-// to the plugin does not take that long. A renewal answered with an error or not at all does
-// not move the deadline. A cursor write sent before the deadline but held up in the network
-// past the takeover can still land after the new owner's; it carries a cursor this node's
-// plugin really acknowledged, so it only makes the cursor jump to events that were delivered
-// or go back (redelivery), except that it can undo a seek an operator made in between.
-class LeaseFence {
- public:
-  bool Valid() const { return SteadyClock::now().time_since_epoch().count() < deadline_.load(); }
-  void ExtendTo(SteadyClock::time_point deadline) {
-    deadline_.store(deadline.time_since_epoch().count());
-  }
-  void Revoke() { deadline_.store(std::numeric_limits<int64_t>::min()); }
-  // The deadline as an absl::Time (for the scheduler's wake-up).
-  absl::Time Deadline() const {
-    const int64_t left = deadline_.load() - SteadyClock::now().time_since_epoch().count();
-    return absl::Now() + absl::Nanoseconds(std::max<int64_t>(left, 0));
-  }
-
- private:
-  std::atomic<int64_t> deadline_{std::numeric_limits<int64_t>::min()};
-};
-
-namespace {
 
 int PartitionOf(uint64_t sequence, std::string_view source, std::string_view kind,
                 std::string_view resource_id, int partitions) {
@@ -570,8 +536,12 @@ class Dispatcher::PluginDispatcher {
     if (stream_ && !ready_.empty() && next_reserve_at_ > absl::Now()) {
       deadline = std::min(deadline, next_reserve_at_);
     }
-    // More events may be waiting in the log once the window has room again.
-    if (WorthReading() && next_read_ <= log_->head()) deadline = absl::Now();
+    // More events may be waiting in the log once the window has room again (a damaged one when
+    // it is time to read it again).
+    if (WorthReading() && next_read_ <= log_->head()) {
+      const absl::Time now = absl::Now();
+      deadline = DamagedWaits(now) ? std::min(deadline, damaged_reread_at_) : now;
+    }
     return deadline;
   }
 
@@ -651,10 +621,17 @@ class Dispatcher::PluginDispatcher {
            ready_.size() < config_.max_in_flight;
   }
 
+  // Whether the next read is of a stored event that did not read back, before its time to be
+  // read again.
+  bool DamagedWaits(absl::Time now) const {
+    return next_read_ == damaged_at_ && now < damaged_reread_at_;
+  }
+
   void FillWindow() {
     const uint64_t head = log_->head();
+    const absl::Time now = absl::Now();
     bool damaged = false;  // a stored event does not read back: the cursor stops below it
-    while (WorthReading() && next_read_ <= head) {
+    while (WorthReading() && next_read_ <= head && !DamagedWaits(now)) {
       const std::size_t want = std::min(options_.read_batch, options_.window - window_.size());
       absl::StatusOr<std::vector<StoredEvent>> events = log_->ReadStoredEvents(next_read_, want);
       if (!events.ok()) {
@@ -678,10 +655,15 @@ class Dispatcher::PluginDispatcher {
         }
         if (!route.ok()) {
           // Never skipped silently: the cursor stops below it until an operator seeks past it.
+          // Read again each kDamagedRereadInterval; logged once (the error stays in the stats).
           next_read_ = stored.sequence;
           SetError(ErrorKind::kRead,
                    absl::StrCat("event ", stored.sequence, ": ", route.status().message()));
-          spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
+          if (damaged_at_ != stored.sequence) {
+            spdlog::error("[dispatch {}] reading the log: {}", config_.name, stats_.last_error);
+          }
+          damaged_at_ = stored.sequence;
+          damaged_reread_at_ = now + kDamagedRereadInterval;
           damaged = true;
           break;
         }
@@ -1221,6 +1203,7 @@ class Dispatcher::PluginDispatcher {
     in_flight_ = 0;
     cursor_ = sequence > 0 ? sequence - 1 : 0;
     next_read_ = cursor_ + 1;
+    damaged_at_ = 0;  // a replay reads (and reports) a damaged event again at once
     stats_.cursor = cursor_;
     // An operator's replay is a new round: attempt 1 again (the plugin is asked to handle the
     // events again, not told they may be duplicates). The stored mark stays: after a crash, what
@@ -1355,6 +1338,9 @@ class Dispatcher::PluginDispatcher {
   uint64_t cursor_ = 0;
   uint64_t persisted_cursor_ = 0;
   uint64_t next_read_ = 1;
+  // The last stored event that did not read back (FillWindow), read again at damaged_reread_at_.
+  uint64_t damaged_at_ = 0;
+  absl::Time damaged_reread_at_ = absl::InfinitePast();
   // The stored handed-out mark of cursor_key_ (LogBackend::WriteHandedOut): nothing past it is
   // sent before Reserve moved it. A failed write is tried again at next_reserve_at_.
   uint64_t handed_out_ = 0;

@@ -539,6 +539,8 @@ class ClusterNode {
   }
   void Kill() { process_->Kill(); }
   int Terminate() { return process_->Terminate(); }
+  // "" while the process runs; how it exited when it did on its own (not killed by the test).
+  std::string Exited() { return process_ != nullptr ? process_->Exited() : "never started"; }
   const Haproxy::Server& server() const { return server_; }
   const std::string& name() const { return name_; }
   uint16_t port() const { return server_.port; }
@@ -588,6 +590,16 @@ struct ThreeNodes {
     std::string text;
     for (std::size_t i = 0; i < nodes.size(); ++i) {
       absl::StrAppend(&text, "---- node ", i + 1, "\n", nodes[i]->Log());
+    }
+    return text;
+  }
+
+  // The nodes that exited on their own (a crash, a sanitizer's report), with how: "" when none.
+  std::string Exited() const {
+    std::string text;
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      const std::string how = nodes[i]->Exited();
+      if (!how.empty()) absl::StrAppend(&text, "node ", i + 1, " exited (", how, ") ");
     }
     return text;
   }
@@ -1235,6 +1247,8 @@ TEST(CrashTest, ThreeNodesWithPluginsTakeOverAKilledNodesPartitionsInOrder) {
   stop = true;
   for (std::thread& t : senders) t.join();
   EXPECT_TRUE(balanced.unexpected.empty()) << balanced.unexpected.front();
+  // No node stopped on its own (the test killed only node 2, and restarted it).
+  ASSERT_EQ(three.Exited(), "") << three.Logs();
 
   // Every event answered 200 delivered at least once, to some node's plugin.
   std::vector<Record> merged;
@@ -1266,10 +1280,12 @@ TEST(CrashTest, ThreeNodesWithPluginsTakeOverAKilledNodesPartitionsInOrder) {
                                                    [&](const auto& n) { return all.count(n); });
         },
         lease_guard_seconds))
-        << "node " << i + 1 << "'s owners: "
-        << testing::RunPimgatectl(PIMGATECTL_BINARY, nodes[i]->admin_port(), kToken, {"owners"},
-                                  dir.path())
-               .out;
+        << [&] {
+             const testing::CommandResult listed = testing::RunPimgatectl(
+                 PIMGATECTL_BINARY, nodes[i]->admin_port(), kToken, {"owners"}, dir.path());
+             return absl::StrCat("node ", i + 1, "'s owners (pimgatectl exit ", listed.exit_code,
+                                 "): ", listed.out, listed.err, "\n", three.Logs());
+           }();
   }
 
   // In the stream.

@@ -412,6 +412,16 @@ void PimgateProcess::Kill() {
   pid_ = -1;
 }
 
+std::string PimgateProcess::Exited() {
+  if (pid_ <= 0) return exited_;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) != pid_) return "";
+  pid_ = -1;
+  exited_ = WIFEXITED(status) ? absl::StrCat("exit code ", WEXITSTATUS(status))
+                              : absl::StrCat("signal ", WTERMSIG(status));
+  return exited_;
+}
+
 int PimgateProcess::Terminate() {
   if (pid_ <= 0) return -1;
   kill(pid_, SIGTERM);

@@ -170,11 +170,15 @@ class PimgateProcess {
   void Kill();  // SIGKILL and reap
   // SIGTERM and reap; returns the exit status (-1 when not running).
   int Terminate();
+  // "" while the process runs; once it has exited on its own, how ("exit code 1", "signal 6"),
+  // reaping it (each later call says the same).
+  std::string Exited();
   pid_t pid() const { return pid_; }
 
  private:
   std::string ready_file_;
   pid_t pid_ = -1;
+  std::string exited_;
 };
 
 }  // namespace pimgate::testing

@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/dispatch/event_wire.h"
+#include "core/dispatch/lease_fence.h"
 #include "core/log/event_header.h"
 #include "core/log/jetstream_backend.h"
 #include "core/log/log_backend.h"
@@ -505,30 +506,39 @@ TEST_P(DispatcherTest, HandedOutMarkIsWrittenPerReadNotPerEvent) {
 class DamagingBackend final : public ForwardingLogBackend {
  public:
   using Damage = std::function<std::string(const std::string&)>;
-  DamagingBackend(std::unique_ptr<LogBackend> inner, std::map<uint64_t, Damage> damage)
-      : ForwardingLogBackend(std::move(inner)), damage_(std::move(damage)) {}
+  // `damaged_reads`, when given, counts the reads that returned a damaged event (or several).
+  DamagingBackend(std::unique_ptr<LogBackend> inner, std::map<uint64_t, Damage> damage,
+                  std::shared_ptr<std::atomic<int>> damaged_reads = nullptr)
+      : ForwardingLogBackend(std::move(inner)),
+        damage_(std::move(damage)),
+        damaged_reads_(std::move(damaged_reads)) {}
   absl::StatusOr<std::vector<StoredEvent>> ReadStoredEvents(uint64_t from,
                                                             std::size_t max) override {
     absl::StatusOr<std::vector<StoredEvent>> events =
         ForwardingLogBackend::ReadStoredEvents(from, max);
     if (events.ok()) {
+      bool damaged = false;
       for (StoredEvent& stored : *events) {
         if (auto it = damage_.find(stored.sequence); it != damage_.end()) {
           stored.bytes = it->second(stored.bytes);
+          damaged = true;
         }
       }
+      if (damaged && damaged_reads_ != nullptr) ++*damaged_reads_;
     }
     return events;
   }
 
  private:
   std::map<uint64_t, Damage> damage_;
+  std::shared_ptr<std::atomic<int>> damaged_reads_;
 };
 
 // A stored event that does not read back as its header (here: damage inside a Timestamp), or
 // whose `sequence` field is not its key (lost: a record cut at its trailing sequence reads as
 // sequence 0; or another number) is neither delivered nor skipped: the cursor stops below it with
-// a read error naming it until an operator seeks past it.
+// a read error naming it until an operator seeks past it. Meanwhile it is read again once a
+// second, not in a loop (which spun a core and wrote an error line per read).
 TEST_P(DispatcherTest, DamagedStoredEventStopsTheCursor) {
   const auto resequenced = [](int64_t delta) {
     return [delta](const std::string& bytes) {
@@ -538,13 +548,14 @@ TEST_P(DispatcherTest, DamagedStoredEventStopsTheCursor) {
       return event.SerializeAsString();
     };
   };
+  auto damaged_reads = std::make_shared<std::atomic<int>>(0);
   ReopenWrapped([&](std::unique_ptr<LogBackend> inner) -> std::unique_ptr<LogBackend> {
     std::map<uint64_t, DamagingBackend::Damage> damage;
     // received_at (field 10) holding a field number 0.
     damage[3] = [](const std::string& bytes) { return bytes + std::string("\x52\x02\x02\x00", 4); };
     damage[5] = resequenced(0);
     damage[7] = resequenced(1000);
-    return std::make_unique<DamagingBackend>(std::move(inner), std::move(damage));
+    return std::make_unique<DamagingBackend>(std::move(inner), std::move(damage), damaged_reads);
   });
   ScriptedPlugin plugin(Socket("p"), AlwaysOk());
   auto dispatcher = StartDispatcher({Plugin("p")});
@@ -558,6 +569,11 @@ TEST_P(DispatcherTest, DamagedStoredEventStopsTheCursor) {
     });
   };
   EXPECT_TRUE(stopped_at(2, "event 3: stored event: field 10 is not a valid Timestamp"));
+  // Read again once a second: at most 3 reads in 2 s (a loop made thousands).
+  const int reads_before = damaged_reads->load();
+  absl::SleepFor(absl::Seconds(2));
+  EXPECT_LE(damaged_reads->load() - reads_before, 3);
+  EXPECT_EQ(StatsOf(*dispatcher, "p").cursor, 2u);
   ASSERT_TRUE(dispatcher->Seek("p", 4).ok());
   EXPECT_TRUE(stopped_at(4, "event 5: stored event: its sequence field reads 0, its key 5"));
   ASSERT_TRUE(dispatcher->Seek("p", 6).ok());
@@ -1324,6 +1340,37 @@ TEST(DispatcherWire, EventRouteFailsWhenTheHeaderFails) {
   EXPECT_TRUE(agreed_ok(bytes + raw({0x19, 1, 0, 0, 0, 0, 0, 0, 0})));  // sequence as fixed64
   EXPECT_TRUE(agreed_ok(bytes + raw({0x30, 0x01})));                    // resource_id as varint
   EXPECT_TRUE(agreed_ok(bytes + raw({0x40, 0x01})));                    // occurred_at as varint
+}
+
+// The scheduler sleeps until the fence's deadline while it streams. A revoked fence (the lease
+// lost) or a passed deadline means now: the revoked value is the lowest int64_t, and computing
+// the time left from it once overflowed (UBSan stopped a cluster node on it; in a release build
+// the scheduler slept up to a second past the loss before stopping its stream).
+TEST(LeaseFence, DeadlineIsNowOnceRevokedOrPassed) {
+  // absl::Now() is not strictly monotonic from call to call, and wall time and the monotonic
+  // clock may disagree a little: 100 ms either way (the overflow gave ~292 years).
+  constexpr absl::Duration kClocks = absl::Milliseconds(100);
+  LeaseFence fence;  // never extended: revoked
+  EXPECT_FALSE(fence.Valid());
+  EXPECT_LE(fence.Deadline(), absl::Now() + kClocks);
+
+  // Wall time and the monotonic clock advance together: the deadline is the moment of ExtendTo
+  // plus 30 s, however long the calls take.
+  const absl::Time before = absl::Now();
+  fence.ExtendTo(LeaseFence::Clock::now() + std::chrono::seconds(30));
+  const absl::Time after = absl::Now();
+  const absl::Time deadline = fence.Deadline();
+  EXPECT_GE(deadline, before + absl::Seconds(30) - kClocks);
+  EXPECT_LE(deadline, after + absl::Seconds(30) + kClocks);
+  EXPECT_TRUE(fence.Valid());
+
+  fence.Revoke();
+  EXPECT_FALSE(fence.Valid());
+  EXPECT_LE(fence.Deadline(), absl::Now() + kClocks);
+
+  fence.ExtendTo(LeaseFence::Clock::now() - std::chrono::seconds(1));
+  EXPECT_FALSE(fence.Valid());
+  EXPECT_LE(fence.Deadline(), absl::Now() + kClocks);
 }
 
 TEST(PartitionOf, StableAndByResource) {
