@@ -92,8 +92,9 @@ absl::StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text)
     int64_t value = 0;
     if (!absl::SimpleAtoi(number, &value) ||
         __builtin_mul_overflow(value, kDurationUnits[u].millis, &value) ||
-        __builtin_add_overflow(total, value, &total)) {
-      return invalid("too large");
+        __builtin_add_overflow(total, value, &total) || total > kMaxDuration.count()) {
+      return invalid(
+          absl::StrCat("too large (at most ", FormatDuration(kMaxDuration), ", 100 years)"));
     }
   }
   return std::chrono::milliseconds(total);

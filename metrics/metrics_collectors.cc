@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 
 namespace pimgate {
 namespace {
@@ -76,8 +77,11 @@ LogMetricsSnapshot SnapshotLog(EventLog& log) {
     snapshot.oldest_sequence = event.sequence();
     snapshot.events = snapshot.head >= event.sequence() ? snapshot.head - event.sequence() + 1 : 0;
     if (event.has_received_at()) {
+      // Through absl::Time, which saturates: a damaged (or migrated) record's seconds must not
+      // overflow the multiplication on every scrape.
       snapshot.oldest_received_at_us =
-          event.received_at().seconds() * 1'000'000 + event.received_at().nanos() / 1'000;
+          absl::ToUnixMicros(absl::FromUnixSeconds(event.received_at().seconds()) +
+                             absl::Nanoseconds(event.received_at().nanos()));
     }
   }
   snapshot.disk_bytes = log.DiskBytes();

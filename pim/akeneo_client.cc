@@ -709,7 +709,11 @@ class AkeneoClientImpl final : public std::enable_shared_from_this<AkeneoClientI
     std::chrono::seconds lifetime{3600};
     if (auto it = fields.find("expires_in");
         it != fields.end() && it->second.has_number_value() && it->second.number_value() > 0) {
-      lifetime = std::chrono::seconds(static_cast<int64_t>(it->second.number_value()));
+      // A PIM set to issue tokens that "never" expire may say so with a huge number: a year is
+      // as good as forever here, and keeps the deadline arithmetic (nanoseconds) in range.
+      constexpr double kLongestLifetimeSeconds = 365.0 * 86'400;
+      lifetime = std::chrono::seconds(
+          static_cast<int64_t>(std::min(it->second.number_value(), kLongestLifetimeSeconds)));
     }
     const Clock::duration margin = std::min<Clock::duration>(
         std::chrono::duration_cast<Clock::duration>(lifetime) / kRenewFractionDivisor,
@@ -990,6 +994,16 @@ absl::StatusOr<AkeneoTimestamp> ParseAkeneoTimestamp(std::string_view text_in) {
   if (!absl::ParseTime(absl::RFC3339_full, std::string(text), &time, &error)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "\"", absl::CHexEscape(text), "\" is not an RFC 3339 time with an offset (", error, ")"));
+  }
+  // ParseTime takes any year that fits in 64 bits; the reconciler does arithmetic on these
+  // instants (windows, watermarks), so only the years RFC 3339 can write are accepted.
+  static const absl::Time kEarliest =
+      absl::FromCivil(absl::CivilSecond(1, 1, 1, 0, 0, 0), absl::UTCTimeZone());
+  static const absl::Time kEnd =
+      absl::FromCivil(absl::CivilSecond(10'000, 1, 1, 0, 0, 0), absl::UTCTimeZone());
+  if (time < kEarliest || time >= kEnd) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", absl::CHexEscape(text), "\" is outside the years 0001 to 9999 (UTC)"));
   }
   AkeneoTimestamp out;
   out.time_us = absl::ToUnixMicros(time);

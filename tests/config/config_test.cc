@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -444,7 +445,8 @@ INSTANTIATE_TEST_SUITE_P(
          "line 3: store.retention: invalid duration \"3600\": missing unit; write e.g. \"3600s\" "
          "or \"3600ms\""},
         {"StoreRetentionOverflow", "store:\n  path: /x\n  retention: 99999999999999999d\n",
-         "line 3: store.retention: invalid duration \"99999999999999999d\": too large"},
+         "line 3: store.retention: invalid duration \"99999999999999999d\": too large (at most "
+         "36500d, 100 years)"},
         {"StoreMaxCommitZero", "store:\n  path: /x\n  max_commit_requests: 0\n",
          "line 3: store.max_commit_requests: must be at least 1, got 0"},
         {"StoreMaxPendingZero", "store:\n  path: /x\n  max_pending_requests: 0\n",
@@ -2175,10 +2177,20 @@ TEST(ParseDurationTest, Rejects) {
   }
 }
 
-TEST(ParseDurationTest, LargestRepresentable) {
-  absl::StatusOr<milliseconds> parsed = ParseDuration("9223372036854775807ms");
+// At most 100 years: every accepted duration converts to nanoseconds and adds to any clock's now
+// without overflowing (a deadline computed from "1000000d" used to overflow).
+TEST(ParseDurationTest, LargestAccepted) {
+  absl::StatusOr<milliseconds> parsed = ParseDuration("36500d");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
-  EXPECT_EQ(parsed->count(), INT64_MAX);
+  EXPECT_EQ(*parsed, kMaxDuration);
+  EXPECT_LT(std::chrono::duration_cast<std::chrono::nanoseconds>(kMaxDuration).count(),
+            std::numeric_limits<int64_t>::max() / 2);
+  for (const char* text : {"36500d1ms", "36501d", "1000000d", "9223372036854775807ms"}) {
+    parsed = ParseDuration(text);
+    ASSERT_FALSE(parsed.ok()) << text;
+    EXPECT_EQ(parsed.status().message(), absl::StrCat("invalid duration \"", text,
+                                                      "\": too large (at most 36500d, 100 years)"));
+  }
 }
 
 TEST(ParseByteSizeTest, Accepts) {

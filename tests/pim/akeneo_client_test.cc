@@ -284,6 +284,24 @@ TEST(AkeneoClientTest, TokenRefreshedBeforeExpiry) {
   }
 }
 
+// A PIM configured so that tokens "never" expire may say so with a huge expires_in: the token is
+// kept (for a year at most), not renewed before every call, and the deadline arithmetic does
+// not overflow (UBSan stopped the process on it).
+TEST(AkeneoClientTest, HugeTokenLifetimeIsKept) {
+  FakePim::Options options;
+  options.token_ttl = seconds(int64_t{1} << 40);  // ~35 000 years
+  FakePim pim(options);
+  const std::string uuid = NewUuid();
+  pim.PutProduct(uuid, kBaseTimeUs);
+  std::unique_ptr<AkeneoClient> client = MakeClient(ConfigFor(pim));
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<std::string> body = client->Get(ProductTarget(uuid));
+    ASSERT_TRUE(body.ok()) << body.status();
+  }
+  EXPECT_EQ(pim.token_requests(), 1);
+  EXPECT_EQ(pim.refresh_requests(), 0);
+}
+
 TEST(AkeneoClientTest, RevokedTokenRenewedTransparentlyOn401) {
   FakePim pim;
   const std::string uuid = NewUuid();

@@ -2035,6 +2035,17 @@ TEST(ParseAkeneoTimeTest, OffsetsAndFractions) {
   EXPECT_EQ(stamp->time_us, int64_t{1'796'414'400} * 1'000'000);
   EXPECT_EQ(ParseAkeneoTimestamp("2026-12-04T20:00:00Z")->offset_seconds, 0);
   EXPECT_EQ(ParseAkeneoTimestamp("2026-12-04T20:00:00.5+05:30")->offset_seconds, 19'800);
+  // Years RFC 3339 can write, and no others (absl::ParseTime takes any 64-bit year; the
+  // reconciler's window arithmetic on a saturated instant could overflow).
+  EXPECT_TRUE(ParseAkeneoTimestamp("0001-01-01T00:00:00Z").ok());
+  EXPECT_TRUE(ParseAkeneoTimestamp("9999-12-31T23:59:59Z").ok());
+  for (const char* text : {"99999999999-01-01T00:00:00Z", "10000-01-01T00:00:00Z",
+                           "0000-12-31T23:59:59Z", "-5-01-01T00:00:00Z"}) {
+    absl::StatusOr<AkeneoTimestamp> far = ParseAkeneoTimestamp(text);
+    EXPECT_EQ(far.status().code(), absl::StatusCode::kInvalidArgument) << text;
+  }
+  EXPECT_EQ(ParseAkeneoTimestamp("10000-01-01T00:00:00Z").status().message(),
+            "\"10000-01-01T00:00:00Z\" is outside the years 0001 to 9999 (UTC)");
 }
 
 }  // namespace

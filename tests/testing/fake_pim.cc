@@ -1235,7 +1235,10 @@ class FakePim::Impl {
     const std::string refresh_token = RandomToken();
     {
       absl::MutexLock lock(&mu_);
-      access_tokens_[access_token] = Clock::now() + options_.token_ttl;
+      // A lifetime past a century (a PIM whose tokens "never" expire) is a century here.
+      access_tokens_[access_token] =
+          Clock::now() +
+          std::min<std::chrono::seconds>(options_.token_ttl, std::chrono::hours(876'000));
       refresh_tokens_.insert(refresh_token);
     }
     return JsonResponse(absl::StrCat("{\"access_token\":\"", access_token,
